@@ -1,0 +1,146 @@
+"""The contract every sensor driver follows (after python-can's ``BusABC``).
+
+The base class owns the port, the read timeout, the receive buffer and its bound, the
+counters and an idempotent :meth:`SensorDriver.close`. A subclass supplies its
+``Settings`` dataclass, a parser, and implements one hook, :meth:`SensorDriver._decode`,
+which takes bytes and returns how many it consumed and what it decoded. Optionally it
+overrides :meth:`SensorDriver._configure` to talk to the device after the port opens.
+
+Every settings dataclass has at least ``port`` (a pyserial URL or device path for the
+data stream) and ``baudrate``.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+import threading
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar
+
+import serial
+
+from towerd.clock import Clock, SystemClock
+from towerd.drivers.transport import open_port
+from towerd.errors import DriverIOError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DriverCounters:
+    """Per-sensor counters, shown by status and HEALTH."""
+
+    bytes_in: int = 0
+    frames: int = 0
+    bad_frames: int = 0
+    resyncs: int = 0
+    dropped_bytes: int = 0
+    reconnects: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class SensorDriver(abc.ABC):
+    """One sensor: opens its port, reads bytes, yields decoded readings."""
+
+    kind: ClassVar[str]
+    """Registry name, as written in YAML ``driver:``."""
+    Settings: ClassVar[type]
+    """Frozen dataclass of this driver's YAML ``settings:`` keys."""
+
+    read_timeout_s: ClassVar[float] = 0.2
+    max_buffer_bytes: ClassVar[int] = 256 * 1024
+    """Hard bound on undecoded bytes kept; the parser should never get near it."""
+
+    def __init__(self, name: str, settings: Any, *, clock: Clock | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self.clock: Clock = clock or SystemClock()
+        self.counters = DriverCounters()
+        self._port: serial.SerialBase | None = None
+        self._buf = bytearray()
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self._port is not None
+
+    def open(self) -> None:
+        """Open the data port and configure the device; no-op when already open."""
+        with self._lock:
+            if self._port is not None:
+                return
+            port = open_port(self.settings.port, self.settings.baudrate, self.read_timeout_s)
+            self._buf.clear()
+            try:
+                self._configure(port)
+            except BaseException:
+                port.close()
+                raise
+            self._port = port
+        log.info("sensor %s: opened %s at %d baud", self.name, self.settings.port, self.settings.baudrate)
+
+    def read(self) -> list[Any]:
+        """Wait up to ``read_timeout_s`` for bytes and return what they complete.
+
+        Raises DriverIOError when the port fails (unplugged, EIO, closed under us).
+        """
+        port = self._port
+        if port is None:
+            raise DriverIOError(f"sensor {self.name}: port is not open")
+        try:
+            data = port.read(1)
+            if data:
+                waiting = port.in_waiting
+                if waiting:
+                    data += port.read(waiting)
+        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            # pyserial raises TypeError/AttributeError when the fd is closed concurrently.
+            raise DriverIOError(f"sensor {self.name}: read failed: {exc}") from exc
+        if not data:
+            return []
+        t_mono = self.clock.monotonic()
+        self.counters.bytes_in += len(data)
+        return self.feed(data, t_mono)
+
+    def feed(self, data: bytes, t_mono: float) -> list[Any]:
+        """Decode ``data`` received at ``t_mono`` (used by read and by replay)."""
+        buf = self._buf
+        buf += data
+        consumed, readings = self._decode(buf, t_mono)
+        del buf[:consumed]
+        if len(buf) > self.max_buffer_bytes:
+            excess = len(buf) - self.max_buffer_bytes
+            del buf[:excess]
+            self.counters.dropped_bytes += excess
+            log.warning("sensor %s: receive buffer over %d bytes, dropped %d", self.name, self.max_buffer_bytes, excess)
+        return readings
+
+    @abc.abstractmethod
+    def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Any]]:
+        """Decode as much of ``buf`` as possible: return (bytes consumed, readings).
+
+        Must never raise on any input and must update ``self.counters``.
+        """
+
+    def _configure(self, port: serial.SerialBase) -> None:
+        """Talk to the device after its port opened (send configuration, etc.)."""
+
+    def close(self) -> None:
+        """Close the port; safe to call any number of times, from any thread."""
+        with self._lock:
+            port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError) as exc:
+                log.debug("sensor %s: close: %s", self.name, exc)
+
+    def __enter__(self) -> "SensorDriver":
+        self.open()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

@@ -1,0 +1,46 @@
+"""What drivers produce: sensor-relative radar plots in one common form.
+
+Every radar driver, whatever its wire format, yields :class:`RadarPlots` whose ``plots``
+array has :data:`PLOT_DTYPE`. Positions are in the sensor's own frame; turning them into
+earth coordinates is the detection layer's job (it knows the mounting).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+PLOT_DTYPE = np.dtype(
+    [
+        ("range_m", "<f8"),  # slant range from the sensor, metres
+        ("azimuth_deg", "<f8"),  # clockwise from boresight, or from true north if azimuth_is_true
+        ("elevation_deg", "<f8"),  # above the sensor's horizontal plane; NaN when unknown
+        ("radial_vel_mps", "<f8"),  # Doppler velocity, positive moving away; NaN when unknown
+        ("speed_mps", "<f8"),  # ground speed reported by the sensor's own tracker; NaN if none
+        ("course_deg", "<f8"),  # course over ground, true, reported by the sensor; NaN if none
+        ("snr_db", "<f8"),  # signal to noise ratio, dB; NaN when unknown
+        ("azimuth_is_true", "?"),  # True: azimuth_deg is from true north, not from boresight
+        ("target_id", "<i4"),  # the sensor's own target number, -1 when it has none
+    ]
+)
+"""One row per radar plot (detection) in the sensor frame."""
+
+
+def empty_plots(n: int = 0) -> np.ndarray:
+    """Plots array of length ``n`` with every optional field unknown (NaN / -1)."""
+    plots = np.zeros(n, dtype=PLOT_DTYPE)
+    for name in ("elevation_deg", "radial_vel_mps", "speed_mps", "course_deg", "snr_db"):
+        plots[name] = np.nan
+    plots["target_id"] = -1
+    return plots
+
+
+@dataclass(frozen=True)
+class RadarPlots:
+    """The plots of one radar frame (scan)."""
+
+    sensor: str
+    t_mono: float  # monotonic seconds when the frame's last byte was read
+    frame_number: int
+    plots: np.ndarray  # shape (n,), dtype PLOT_DTYPE

@@ -1,0 +1,1 @@
+"""TI mmWave radar (out-of-box demo, SDK 3.x)."""

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Make .venv ready to run towerd from this checkout, on a fresh Debian 12 / Ubuntu
+# machine that has only python3 and apt. Installs, only when missing:
+#   - via apt: python3-venv, python3-dev, gcc, pkg-config, libsystemd-dev
+#     (systemd-python is compiled against libsystemd);
+#   - a venv in .venv with towerd installed editable plus its test and systemd extras.
+# Re-running is cheap: the pip step is skipped while setup.cfg is unchanged.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+PY=${PYTHON:-python3}
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then "$@"
+    elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+    else log "need root to run: $*"; exit 1
+    fi
+}
+
+missing=()
+"$PY" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
+"$PY" - <<'PYEOF' 2>/dev/null || missing+=(python3-dev)
+import os, sysconfig, sys
+sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")) else 1)
+PYEOF
+command -v cc >/dev/null 2>&1 || missing+=(gcc)
+command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
+if ! pkg-config --exists libsystemd 2>/dev/null; then missing+=(libsystemd-dev); fi
+if [ ${#missing[@]} -gt 0 ]; then
+    log "installing with apt: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get update -qq
+    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    log "creating .venv"
+    "$PY" -m venv .venv
+fi
+stamp=.venv/.towerd-installed
+want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    log "installing towerd and its dependencies into .venv"
+    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+    .venv/bin/python -m pip install -q -e '.[test,systemd]'
+    echo "$want" > "$stamp"
+fi

@@ -1,0 +1,74 @@
+"""Shared fixtures: real pseudo-terminals, leak checks, and the towerd executable.
+
+A test that leaks a thread, a child process or an open pty fails (see ``_no_leaks``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from towerd.sim.pty import PtyPair
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _child_pids() -> set[int]:
+    me = str(os.getpid())
+    kids = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as fh:
+                fields = fh.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is state, fields[1] ppid; zombies (state Z) are not yet reaped.
+        if fields[1].decode() == me:
+            kids.add(int(entry))
+    return kids
+
+
+@pytest.fixture(autouse=True)
+def _no_leaks():
+    """Fail a test that leaves threads or child processes running behind it."""
+    threads_before = set(threading.enumerate())
+    kids_before = _child_pids()
+    yield
+    deadline = time.monotonic() + 5.0
+    while True:
+        extra_threads = [t for t in threading.enumerate() if t not in threads_before and t.is_alive()]
+        extra_kids = _child_pids() - kids_before
+        if not extra_threads and not extra_kids:
+            return
+        if time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    pytest.fail(f"leaked threads {[t.name for t in extra_threads]} / child processes {sorted(extra_kids)}")
+
+
+@pytest.fixture
+def pty_pair():
+    """A raw pseudo-terminal: ``.master_fd`` is the device side, ``.path`` the port."""
+    pair = PtyPair.open()
+    yield pair
+    pair.close()
+
+
+@pytest.fixture(scope="session")
+def towerd_exe() -> str:
+    """Path of the installed ``towerd`` console script (the real CLI, as field users run it)."""
+    exe = Path(sys.executable).with_name("towerd")
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("towerd")
+    if not found:
+        pytest.fail("towerd console script is not installed: run scripts/test")
+    return found

@@ -1,0 +1,5 @@
+"""Allow ``python -m towerd``."""
+
+from towerd.cli import main
+
+raise SystemExit(main())
