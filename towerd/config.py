@@ -1,0 +1,177 @@
+"""towerd's configuration: the schema (frozen dataclasses) and the loader.
+
+The YAML is validated once, here, at the edge; everything below receives these frozen
+dataclasses. config/towerd.yaml in the repository is the shipped default and documents
+every key. See :mod:`towerd.schema` for how problems are reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from towerd.errors import ConfigError
+from towerd.schema import INVALID, Problem, Validator, compose, spec
+from towerd.uplink.client import CentralSettings
+
+TOWER_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
+NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
+DEFAULT_PATH = "/etc/towerd/towerd.yaml"
+
+
+@dataclass(frozen=True)
+class TowerConfig:
+    id: str = spec(doc="tower id, also the ZeroMQ routing id (ICD v1)", pattern=TOWER_ID_PATTERN)
+    latitude_deg: float = spec(doc="WGS84 latitude of the reference point", unit="deg", lo=-90.0, hi=90.0)
+    longitude_deg: float = spec(doc="WGS84 longitude of the reference point", unit="deg", lo=-180.0, hi=180.0)
+    height_m: float = spec(doc="height above the WGS84 ellipsoid", unit="m", lo=-500.0, hi=9000.0)
+
+
+@dataclass(frozen=True)
+class MountConfig:
+    boresight_azimuth_deg: float = spec(doc="boresight, clockwise from true north", unit="deg", lo=0.0, hi=360.0)
+    position_enu_m: tuple[float, float, float] = spec(
+        (0.0, 0.0, 0.0), doc="antenna east/north/up of the reference point", unit="m", lo=-1000.0, hi=1000.0
+    )
+    tilt_deg: float = spec(0.0, doc="boresight above the horizontal", unit="deg", lo=-90.0, hi=90.0)
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    range_sigma_m: float = spec(0.5, unit="m", lo=0.01, hi=500.0)
+    azimuth_sigma_deg: float = spec(1.0, unit="deg", lo=0.01, hi=30.0)
+    elevation_sigma_deg: float = spec(2.0, unit="deg", lo=0.01, hi=30.0)
+
+
+@dataclass(frozen=True)
+class SensorConfig:
+    name: str = spec(doc="sensor name in logs, status and HEALTH", pattern=NAME_PATTERN)
+    driver: str = spec(doc="driver registry name")
+    settings: Any = spec(doc="the driver's own settings", settings_of="driver")
+    mount: MountConfig = spec()
+    noise: NoiseConfig = spec(NoiseConfig())
+    enabled: bool = spec(True)
+    degraded_after_s: float = spec(5.0, doc="open but silent this long -> degraded", unit="s", lo=0.5, hi=3600.0)
+    reconnect_max_s: float = spec(30.0, doc="cap of the reopen backoff", unit="s", lo=1.0, hi=3600.0)
+
+
+@dataclass(frozen=True)
+class DetectionConfig:
+    cluster_distance_m: float = spec(2.5, doc="plots closer than this merge into one", unit="m", lo=0.0, hi=100.0)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    accel_noise_mps2: float = spec(3.0, doc="CV process noise, 1-sigma acceleration", unit="m/s^2", lo=0.01, hi=100.0)
+    gate_probability: float = spec(0.999, doc="chi-square gate probability", lo=0.5, hi=0.999999)
+    confirm_hits: int = spec(3, doc="M of M-of-N confirmation", lo=1, hi=64)
+    confirm_window: int = spec(5, doc="N of M-of-N confirmation", lo=1, hi=64)
+    tentative_max_misses: int = spec(2, doc="consecutive misses that drop a tentative track", lo=0, hi=100)
+    confirmed_max_coast_s: float = spec(3.0, doc="time without update that ends a track", unit="s", lo=0.1, hi=600.0)
+
+    def __post_init__(self) -> None:
+        if self.confirm_hits > self.confirm_window:
+            raise ValueError(
+                f"confirm_hits ({self.confirm_hits}) must not exceed confirm_window ({self.confirm_window})"
+            )
+
+
+@dataclass(frozen=True)
+class ReportsConfig:
+    interval_s: float = spec(1.0, doc="report period of a confirmed track", unit="s", lo=0.05, hi=3600.0)
+    include_tentative: bool = spec(False)
+
+
+@dataclass(frozen=True)
+class OutboxConfig:
+    path: str = spec("outbox.sqlite", doc="record store, relative to state_dir")
+    synchronous: Literal["full", "normal"] = spec("full")
+    commit_interval_s: float = spec(0.05, doc="longest a record waits for its commit", unit="s", lo=0.0, hi=10.0)
+
+
+@dataclass(frozen=True)
+class LoggingConfig:
+    level: Literal["debug", "info", "warning", "error"] = spec("info")
+
+
+@dataclass(frozen=True)
+class Config:
+    version: int = spec(doc="configuration format version", lo=1, hi=1)
+    tower: TowerConfig = spec()
+    state_dir: str = spec("/var/lib/towerd", doc="where the outbox lives")
+    sensors: tuple[SensorConfig, ...] = spec(())
+    detection: DetectionConfig = spec(DetectionConfig())
+    tracking: TrackingConfig = spec(TrackingConfig())
+    reports: ReportsConfig = spec(ReportsConfig())
+    outbox: OutboxConfig = spec(OutboxConfig())
+    centrals: tuple[CentralSettings, ...] = spec(())
+    logging: LoggingConfig = spec(LoggingConfig())
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A valid configuration with where it came from."""
+
+    config: Config
+    path: str
+    digest: str  # sha256 hex of the file's bytes
+
+
+def _driver_settings(name: str) -> type:
+    from towerd.drivers import REGISTRY, driver_class
+
+    if name not in REGISTRY:
+        raise KeyError(f"unknown driver {name!r}, expected one of: {', '.join(sorted(REGISTRY))}")
+    return driver_class(name).Settings
+
+
+def _cross_checks(config: Config, root: Any, v: Validator) -> None:
+    """Checks spanning several keys (unique names)."""
+    for key, items in (("sensors", config.sensors), ("centrals", config.centrals)):
+        seen: set[str] = set()
+        for i, item in enumerate(items):
+            if item.name in seen:
+                v.problems.append(Problem(*_item_mark(root, key, i), f"{key}[{i}].name", f"duplicate name {item.name!r}"))
+            seen.add(item.name)
+
+
+def _item_mark(root: Any, key: str, index: int) -> tuple[int, int]:
+    for k, val in root.value:
+        if k.value == key:
+            node = val.value[index]
+            return node.start_mark.line + 1, node.start_mark.column + 1
+    return 1, 1
+
+
+def parse_config(text: str, filename: str) -> Config:
+    """Validate YAML text; raise ConfigError listing every problem."""
+    root, problems = compose(text, filename)
+    if problems:
+        raise ConfigError([p.format(filename) for p in problems])
+    if root is None:
+        raise ConfigError(f"{filename}:1:1: the file is empty")
+    v = Validator(_driver_settings)
+    config = v.build(root, Config)
+    if config is not INVALID:
+        _cross_checks(config, root, v)
+    if v.problems:
+        ordered = sorted(v.problems, key=lambda p: (p.line, p.column))
+        raise ConfigError([p.format(filename) for p in ordered])
+    return config
+
+
+def load_config(path: str | Path) -> LoadedConfig:
+    """Read and validate the file at ``path``."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    config = parse_config(text, str(path))
+    return LoadedConfig(config=config, path=str(path), digest=hashlib.sha256(raw).hexdigest())
