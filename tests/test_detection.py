@@ -1,0 +1,188 @@
+"""Detection: radar plots -> ENU detections with covariances, and clustering."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from towerd.detection.cluster import PointClusterer
+from towerd.detection.plots import (
+    UNKNOWN_ELEVATION_SIGMA_DEG,
+    Detections,
+    MeasurementNoise,
+    PlotConverter,
+    SensorMount,
+)
+from towerd.drivers.measurements import RadarPlots, empty_plots
+from towerd.errors import ConfigError
+
+NOISE = MeasurementNoise(range_sigma_m=2.0, azimuth_sigma_deg=0.5, elevation_sigma_deg=1.0)
+
+
+def make_plots(range_m, azimuth_deg, elevation_deg, *, is_true=False, snr_db=np.nan, t_mono=5.0) -> RadarPlots:
+    n = len(range_m)
+    p = empty_plots(n)
+    p["range_m"] = range_m
+    p["azimuth_deg"] = azimuth_deg
+    p["elevation_deg"] = elevation_deg
+    p["azimuth_is_true"] = is_true
+    p["snr_db"] = snr_db
+    p["radial_vel_mps"] = np.arange(n, dtype=float)
+    return RadarPlots(sensor="radar1", t_mono=t_mono, frame_number=7, plots=p)
+
+
+def test_plot_to_enu_hand_computed():
+    # Antenna 10 m up a mast, offset (1, 2); boresight due east, level.
+    mount = SensorMount(position_enu_m=(1.0, 2.0, 10.0), boresight_azimuth_deg=90.0)
+    det = PlotConverter(mount, NOISE).convert(make_plots([100.0, 200.0], [0.0, 30.0], [0.0, 10.0]))
+    c10, s10 = np.cos(np.radians(10.0)), np.sin(np.radians(10.0))
+    c30, s30 = np.cos(np.radians(30.0)), np.sin(np.radians(30.0))
+    expected = np.array(
+        [
+            [1.0 + 100.0, 2.0, 10.0],  # straight along boresight: 100 m east
+            # 30 deg clockwise of east (towards south-east), 10 deg up
+            [1.0 + 200.0 * c10 * c30, 2.0 - 200.0 * c10 * s30, 10.0 + 200.0 * s10],
+        ]
+    )
+    assert det.sensor == "radar1" and det.t_mono == 5.0 and len(det) == 2
+    assert_allclose(det.pos_enu_m, expected, atol=1e-9)
+    assert_allclose(det.radial_vel_mps, [0.0, 1.0])
+
+
+def test_covariance_along_boresight():
+    # Boresight east: range error along east, azimuth error across (north), elevation up.
+    mount = SensorMount(position_enu_m=(0.0, 0.0, 0.0), boresight_azimuth_deg=90.0)
+    r = 500.0
+    det = PlotConverter(mount, NOISE).convert(make_plots([r], [0.0], [0.0]))
+    expected = np.diag([2.0**2, (r * np.radians(0.5)) ** 2, (r * np.radians(1.0)) ** 2])
+    assert_allclose(det.cov_enu_m2[0], expected, rtol=1e-12, atol=1e-9)
+
+
+def test_covariance_matches_monte_carlo_with_tilt():
+    """The linearised covariance agrees with the sample covariance of perturbed plots."""
+    rng = np.random.default_rng(11)
+    mount = SensorMount(position_enu_m=(3.0, -4.0, 25.0), boresight_azimuth_deg=217.0, tilt_deg=8.0)
+    conv = PlotConverter(mount, NOISE)
+    r0, az0, el0 = 800.0, -25.0, 6.0
+    det = conv.convert(make_plots([r0], [az0], [el0]))
+    n = 40_000
+    samples = make_plots(
+        r0 + rng.normal(0.0, NOISE.range_sigma_m, n),
+        az0 + rng.normal(0.0, NOISE.azimuth_sigma_deg, n),
+        el0 + rng.normal(0.0, NOISE.elevation_sigma_deg, n),
+    )
+    pts = conv.convert(samples).pos_enu_m
+    sample_cov = np.cov(pts.T)
+    scale = np.sqrt(np.outer(np.diag(sample_cov), np.diag(sample_cov)))
+    assert_allclose(det.cov_enu_m2[0] / scale, sample_cov / scale, atol=0.03)
+    # And the covariance is symmetric positive definite.
+    assert_allclose(det.cov_enu_m2[0], det.cov_enu_m2[0].T, atol=0)
+    assert np.all(np.linalg.eigvalsh(det.cov_enu_m2[0]) > 0)
+
+
+def test_true_azimuth_rows_ignore_boresight():
+    mount = SensorMount(position_enu_m=(1.0, 2.0, 10.0), boresight_azimuth_deg=90.0, tilt_deg=5.0)
+    det = PlotConverter(mount, NOISE).convert(make_plots([100.0], [45.0], [0.0], is_true=True))
+    h = 100.0 / np.sqrt(2.0)
+    assert_allclose(det.pos_enu_m, [[1.0 + h, 2.0 + h, 10.0]], atol=1e-9)
+
+
+@pytest.mark.parametrize("tilt_deg", [0.0, 7.0])
+def test_nan_elevation_assumes_antenna_height(tilt_deg):
+    mount = SensorMount(position_enu_m=(0.0, 0.0, 12.0), boresight_azimuth_deg=10.0, tilt_deg=tilt_deg)
+    r = 1000.0
+    det = PlotConverter(mount, NOISE).convert(make_plots([r, r], [0.0, 40.0], [np.nan, np.nan]))
+    assert_allclose(det.pos_enu_m[:, 2], 12.0, atol=1e-9)
+    assert_allclose(np.linalg.norm(det.pos_enu_m - [0.0, 0.0, 12.0], axis=1), r, rtol=1e-12)
+    # On boresight the vertical sigma is the unknown-elevation sigma, not the radar's.
+    if tilt_deg == 0.0:
+        assert_allclose(np.sqrt(det.cov_enu_m2[0, 2, 2]), r * np.radians(UNKNOWN_ELEVATION_SIGMA_DEG), rtol=1e-12)
+
+
+def test_non_finite_rows_dropped():
+    mount = SensorMount(position_enu_m=(0.0, 0.0, 0.0), boresight_azimuth_deg=0.0)
+    conv = PlotConverter(mount, NOISE)
+    det = conv.convert(make_plots([100.0, np.nan, np.inf, 50.0], [0.0, 0.0, 0.0, np.nan], [0.0, 0.0, 0.0, 0.0]))
+    assert len(det) == 1
+    assert_allclose(det.pos_enu_m, [[0.0, 100.0, 0.0]], atol=1e-9)
+    assert conv.dropped == 3
+    assert len(conv.convert(make_plots([], [], []))) == 0
+
+
+def test_bad_settings_rejected():
+    with pytest.raises(ConfigError):
+        MeasurementNoise(range_sigma_m=0.0, azimuth_sigma_deg=1.0, elevation_sigma_deg=1.0)
+    with pytest.raises(ConfigError):
+        SensorMount(position_enu_m=(0.0, 0.0), boresight_azimuth_deg=0.0)
+    with pytest.raises(ConfigError):
+        SensorMount(position_enu_m=(0.0, 0.0, 0.0), boresight_azimuth_deg=0.0, tilt_deg=120.0)
+
+
+def make_detections(pos, snr_db=None, radial_vel=None, sigma_m=1.0) -> Detections:
+    pos = np.asarray(pos, dtype=float)
+    n = len(pos)
+    return Detections(
+        sensor="radar1",
+        t_mono=1.0,
+        pos_enu_m=pos,
+        cov_enu_m2=np.broadcast_to(np.eye(3) * sigma_m**2, (n, 3, 3)).copy(),
+        snr_db=np.full(n, np.nan) if snr_db is None else np.asarray(snr_db, dtype=float),
+        radial_vel_mps=np.full(n, np.nan) if radial_vel is None else np.asarray(radial_vel, dtype=float),
+    )
+
+
+def test_clusterer_merges_one_target_and_keeps_two_apart():
+    target_a = [[100.0, 50.0, 20.0], [101.0, 50.0, 20.0], [100.0, 51.0, 20.5]]
+    target_b = [[140.0, 50.0, 20.0]]
+    det = make_detections(target_a + target_b, snr_db=[10.0, 20.0, 10.0, 15.0], radial_vel=[1.0, 2.0, np.nan, 5.0])
+    out = PointClusterer(distance_m=3.0).cluster(det)
+    assert len(out) == 2
+    a = np.argmin(out.pos_enu_m[:, 0])
+    # Power weights 10, 100, 10 (linear SNR) -> centroid pulled to the strongest point.
+    w = np.array([10.0, 100.0, 10.0]) / 120.0
+    pts = np.array(target_a)
+    centroid = w @ pts
+    assert_allclose(out.pos_enu_m[a], centroid, atol=1e-12)
+    assert_allclose(out.snr_db[a], 20.0)
+    assert_allclose(out.radial_vel_mps[a], 1.5)  # mean of the known ones
+    d = pts - centroid
+    expected_cov = np.eye(3) * np.sum(w**2) + np.einsum("n,ni,nj->ij", w, d, d)
+    assert_allclose(out.cov_enu_m2[a], expected_cov, atol=1e-12)
+    # The lone point of target B is unchanged.
+    b = 1 - a
+    assert_allclose(out.pos_enu_m[b], target_b[0])
+    assert_allclose(out.cov_enu_m2[b], np.eye(3), atol=1e-12)
+    assert_allclose([out.snr_db[b], out.radial_vel_mps[b]], [15.0, 5.0])
+
+
+def test_clusterer_is_transitive_and_uses_plain_mean_without_snr():
+    # A chain: each link 2 m, ends 4 m apart; all one cluster at 2.5 m.
+    pos = [[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [4.0, 0.0, 0.0]]
+    out = PointClusterer(distance_m=2.5).cluster(make_detections(pos, snr_db=[30.0, np.nan, 10.0]))
+    assert len(out) == 1
+    assert_allclose(out.pos_enu_m[0], [2.0, 0.0, 0.0], atol=1e-12)
+    # Equal weights: mean covariance / n plus the spread.
+    assert_allclose(out.cov_enu_m2[0], np.eye(3) / 3.0 + np.diag([8.0 / 3.0, 0.0, 0.0]), atol=1e-12)
+    assert_allclose(out.snr_db[0], 30.0)
+    assert np.isnan(out.radial_vel_mps[0])
+
+
+def test_clusterer_disabled_or_nothing_to_merge():
+    det = make_detections([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
+    assert PointClusterer(distance_m=0.0).cluster(det) is det
+    assert len(PointClusterer(distance_m=0.5).cluster(det)) == 2
+    empty = Detections.empty("radar1", 0.0)
+    assert len(PointClusterer(distance_m=5.0).cluster(empty)) == 0
+
+
+def test_clusterer_scales_to_a_point_cloud():
+    rng = np.random.default_rng(5)
+    centres = rng.uniform(-2000.0, 2000.0, size=(300, 3))
+    separation = np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=2) + np.eye(300) * 1e9
+    assert separation.min() > 10.0  # the scene has no two targets within merging distance
+    pos = np.repeat(centres, 10, axis=0) + rng.normal(0.0, 0.3, size=(3000, 3))
+    out = PointClusterer(distance_m=2.0).cluster(make_detections(pos, snr_db=rng.uniform(5, 30, 3000)))
+    assert len(out) == 300
+    nearest = np.min(np.linalg.norm(out.pos_enu_m[:, None, :] - centres[None, :, :], axis=2), axis=1)
+    assert np.all(nearest < 1.0)

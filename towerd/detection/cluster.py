@@ -1,0 +1,93 @@
+"""Merge the several detections one target produces in a frame into one.
+
+A multirotor's arms, rotors and body can each give a plot; a radar with its own point
+cloud (TI mmWave) gives many. Tracking wants one measurement per target per frame, so
+detections closer than a distance are merged (transitively: single linkage) before
+association.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
+
+from towerd.detection.plots import Detections
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PointClusterer:
+    """Single-linkage clustering of a frame's detections within ``distance_m`` (metres).
+
+    Neighbour pairs come from ``cKDTree.query_pairs`` and clusters from the connected
+    components of that graph (near-linear in N). Each cluster becomes one detection:
+
+    - position: weighted centroid c = Σ wᵢ pᵢ with weights ∝ linear SNR 10^(snr/10),
+      normalised to Σ wᵢ = 1 (power-weighted centroid: the strongest scatterers dominate,
+      as in a radar's own plot extractor); equal weights when any member's SNR is NaN;
+    - covariance: Σ wᵢ² Cᵢ + Σ wᵢ (pᵢ − c)(pᵢ − c)ᵀ. The first term is the error of the
+      weighted mean of independent measurements (for equal weights: mean covariance / n);
+      the second is the spread of the points about the centroid, added in full (not / n)
+      because the scatterers of one target are not independent looks at one point: which
+      of them are seen changes from frame to frame and moves the centroid by about that
+      spread. A single-point cluster is returned unchanged;
+    - SNR: the maximum (NaN if all NaN); radial velocity: the mean of the known ones
+      (NaN if none).
+
+    ``distance_m <= 0`` disables clustering (detections are returned as they are).
+    """
+
+    distance_m: float
+
+    def cluster(self, det: Detections) -> Detections:
+        """Merge detections within ``distance_m`` of each other; see the class docstring."""
+        n = len(det)
+        if self.distance_m <= 0 or n < 2:
+            return det
+        pairs = cKDTree(det.pos_enu_m).query_pairs(self.distance_m, output_type="ndarray")
+        if len(pairs) == 0:
+            return det
+        graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+        n_clusters, labels = connected_components(graph, directed=False)
+        log.debug("%s: %d detections -> %d clusters", det.sensor, n, n_clusters)
+
+        snr = det.snr_db
+        snr_known = np.isfinite(snr)
+
+        # Weights: linear SNR relative to the cluster's strongest member (no overflow),
+        # or equal when any member's SNR is unknown.
+        any_unknown = np.bincount(labels, weights=~snr_known, minlength=n_clusters) > 0
+        max_snr = np.full(n_clusters, -np.inf)
+        np.maximum.at(max_snr, labels[snr_known], snr[snr_known])
+        with np.errstate(invalid="ignore"):
+            w = np.where(any_unknown[labels], 1.0, 10.0 ** ((snr - max_snr[labels]) / 10.0))
+        w = w / np.bincount(labels, weights=w, minlength=n_clusters)[labels]
+
+        centroid = np.zeros((n_clusters, 3))
+        np.add.at(centroid, labels, w[:, None] * det.pos_enu_m)
+        d = det.pos_enu_m - centroid[labels]
+        cov = np.zeros((n_clusters, 3, 3))
+        np.add.at(cov, labels, (w**2)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * np.einsum("ni,nj->nij", d, d))
+
+        out_snr = np.where(np.isfinite(max_snr), max_snr, np.nan)
+        rv = det.radial_vel_mps
+        rv_known = np.isfinite(rv)
+        rv_count = np.bincount(labels, weights=rv_known, minlength=n_clusters)
+        rv_sum = np.bincount(labels, weights=np.where(rv_known, rv, 0.0), minlength=n_clusters)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out_rv = np.where(rv_count > 0, rv_sum / rv_count, np.nan)
+
+        return Detections(
+            sensor=det.sensor,
+            t_mono=det.t_mono,
+            pos_enu_m=centroid,
+            cov_enu_m2=cov,
+            snr_db=out_snr,
+            radial_vel_mps=out_rv,
+        )

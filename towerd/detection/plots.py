@@ -1,0 +1,214 @@
+"""Radar plots (sensor frame, spherical) -> detections in local ENU with covariances.
+
+A driver's :class:`~towerd.drivers.measurements.RadarPlots` are relative to the antenna:
+slant range, azimuth clockwise from boresight and elevation above the antenna's own
+horizontal plane. :class:`PlotConverter` knows how the antenna is mounted on the tower
+and turns each plot into a point in the tower's local ENU frame with a 3x3 covariance,
+which is what association and the Kalman update consume.
+
+Conversion of one plot (range r, azimuth a, elevation e):
+
+    s = (r cos e sin a, r cos e cos a, r sin e)          sensor frame (geo.spherical_to_cartesian)
+    p = R s + m                                         ENU; R = geo.mount_rotation, m = mount position
+    C = R J diag(σr², σa², σe²) Jᵀ Rᵀ                   J = ∂s/∂(r, a, e), angles in radians
+
+    J = [[cos e sin a,   r cos e cos a,  -r sin e sin a],
+         [cos e cos a,  -r cos e sin a,  -r sin e cos a],
+         [sin e,          0,              r cos e      ]]
+
+Rows are independent; every step is one vectorised expression over all rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from towerd import geo
+from towerd.drivers.measurements import RadarPlots
+from towerd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+UNKNOWN_ELEVATION_SIGMA_DEG = 15.0
+"""Elevation one-sigma used when a plot has no elevation (2D radar): about half the
+elevation beamwidth of a typical 2D surveillance radar. At range r it spreads the
+detection vertically by r · 0.26 (260 m at 1 km), so the tracker's height estimate is
+weak until another sensor measures it, but association on the horizontal still works."""
+
+
+@dataclass(frozen=True)
+class SensorMount:
+    """Where and how an antenna is mounted on the tower.
+
+    position_enu_m: antenna position relative to the tower reference point (east, north,
+    up, metres). boresight_azimuth_deg: clockwise from true north. tilt_deg: boresight
+    elevation above the horizontal (positive up).
+    """
+
+    position_enu_m: tuple[float, float, float]
+    boresight_azimuth_deg: float
+    tilt_deg: float = 0.0
+
+    def __post_init__(self) -> None:
+        if len(self.position_enu_m) != 3 or not np.all(np.isfinite(self.position_enu_m)):
+            raise ConfigError(f"sensor position_enu_m must be 3 finite numbers, got {self.position_enu_m!r}")
+        if not np.isfinite(self.boresight_azimuth_deg) or not -90.0 <= self.tilt_deg <= 90.0:
+            raise ConfigError(
+                f"sensor boresight azimuth must be finite and tilt within [-90, 90] deg, got "
+                f"{self.boresight_azimuth_deg!r} / {self.tilt_deg!r}"
+            )
+
+
+@dataclass(frozen=True)
+class MeasurementNoise:
+    """One-sigma measurement errors of a radar (metres and degrees)."""
+
+    range_sigma_m: float
+    azimuth_sigma_deg: float
+    elevation_sigma_deg: float
+
+    def __post_init__(self) -> None:
+        sigmas = (self.range_sigma_m, self.azimuth_sigma_deg, self.elevation_sigma_deg)
+        if not all(np.isfinite(s) and s > 0 for s in sigmas):
+            raise ConfigError(f"measurement sigmas must be finite and > 0, got {sigmas!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Detections:
+    """Detections of one sensor frame in local ENU.
+
+    sensor: sensor name; t_mono: monotonic seconds of the frame;
+    pos_enu_m (N, 3): position east/north/up about the tower reference point, metres;
+    cov_enu_m2 (N, 3, 3): position error covariance, m²;
+    snr_db (N,): NaN when unknown; radial_vel_mps (N,): positive away, NaN when unknown.
+    """
+
+    sensor: str
+    t_mono: float
+    pos_enu_m: np.ndarray
+    cov_enu_m2: np.ndarray
+    snr_db: np.ndarray
+    radial_vel_mps: np.ndarray
+
+    def __post_init__(self) -> None:
+        n = self.pos_enu_m.shape[0]
+        if (
+            self.pos_enu_m.shape != (n, 3)
+            or self.cov_enu_m2.shape != (n, 3, 3)
+            or self.snr_db.shape != (n,)
+            or self.radial_vel_mps.shape != (n,)
+        ):
+            raise ValueError(
+                "Detections arrays disagree: "
+                f"pos {self.pos_enu_m.shape}, cov {self.cov_enu_m2.shape}, "
+                f"snr {self.snr_db.shape}, radial_vel {self.radial_vel_mps.shape}"
+            )
+
+    def __len__(self) -> int:
+        return self.pos_enu_m.shape[0]
+
+    @classmethod
+    def empty(cls, sensor: str, t_mono: float) -> Detections:
+        """No detections (a frame with nothing in it is still a scan: tracks miss)."""
+        return cls(sensor, t_mono, np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros(0), np.zeros(0))
+
+
+def spherical_jacobian(range_m: np.ndarray, azimuth_deg: np.ndarray, elevation_deg: np.ndarray) -> np.ndarray:
+    """(N,) r, a, e -> (N, 3, 3) ∂(x, y, z)/∂(r, a_rad, e_rad) of geo.spherical_to_cartesian."""
+    a = np.radians(azimuth_deg)
+    e = np.radians(elevation_deg)
+    sa, ca, se, ce = np.sin(a), np.cos(a), np.sin(e), np.cos(e)
+    r = range_m
+    zero = np.zeros_like(r)
+    return np.stack(
+        [
+            np.stack([ce * sa, r * ce * ca, -r * se * sa], axis=-1),
+            np.stack([ce * ca, -r * ce * sa, -r * se * ca], axis=-1),
+            np.stack([se, zero, r * ce], axis=-1),
+        ],
+        axis=-2,
+    )
+
+
+class PlotConverter:
+    """Turns one sensor's :class:`RadarPlots` into :class:`Detections` in local ENU.
+
+    Special rows:
+    - ``azimuth_is_true``: the sensor has already referred the azimuth to true north (its
+      own north alignment), so the boresight is not applied: the row is taken to be in the
+      local horizontal frame (rotation = identity: no boresight azimuth and no tilt;
+      elevation above the local horizontal). The mount position is still added.
+    - NaN elevation (2D radar): the target is assumed to be at the antenna's height, i.e.
+      on the horizontal plane through the antenna. With a tilted mount that is sensor
+      elevation e = atan(-tan(tilt) cos(a)), not 0; untilted (and true-azimuth rows) it is
+      e = 0. The elevation sigma of such rows is :data:`UNKNOWN_ELEVATION_SIGMA_DEG`.
+    - Rows with a non-finite range or azimuth cannot be placed and are dropped (counted in
+      :attr:`dropped`).
+    """
+
+    def __init__(
+        self,
+        mount: SensorMount,
+        noise: MeasurementNoise,
+        *,
+        unknown_elevation_sigma_deg: float = UNKNOWN_ELEVATION_SIGMA_DEG,
+    ) -> None:
+        self.mount = mount
+        self.noise = noise
+        self.unknown_elevation_sigma_deg = float(unknown_elevation_sigma_deg)
+        self._rotation = geo.mount_rotation(mount.boresight_azimuth_deg, mount.tilt_deg)
+        self._position = np.asarray(mount.position_enu_m, dtype=float)
+        self.dropped = 0
+        """Plots dropped so far because their range or azimuth was not finite."""
+
+    def convert(self, plots: RadarPlots) -> Detections:
+        """Convert every placeable plot of one frame; see the class docstring."""
+        rows = plots.plots
+        keep = np.isfinite(rows["range_m"]) & np.isfinite(rows["azimuth_deg"])
+        if not np.all(keep):
+            n_bad = int(np.count_nonzero(~keep))
+            self.dropped += n_bad
+            log.debug("%s: dropped %d plots without a finite range/azimuth", plots.sensor, n_bad)
+            rows = rows[keep]
+
+        r = rows["range_m"].astype(float)
+        az = rows["azimuth_deg"].astype(float)
+        el = rows["elevation_deg"].astype(float)
+        is_true = rows["azimuth_is_true"].astype(bool)
+
+        no_el = ~np.isfinite(el)
+        tilt = np.radians(self.mount.tilt_deg)
+        level_el = np.where(is_true, 0.0, np.degrees(np.arctan(-np.tan(tilt) * np.cos(np.radians(az)))))
+        el = np.where(no_el, level_el, el)
+        el_sigma = np.where(no_el, self.unknown_elevation_sigma_deg, self.noise.elevation_sigma_deg)
+
+        # Per-row rotation: the mount's, or identity for true-north rows.
+        rot = np.broadcast_to(self._rotation, (len(r), 3, 3)).copy()
+        rot[is_true] = np.eye(3)
+
+        s = geo.spherical_to_cartesian(r, az, el)  # (N, 3) sensor frame
+        pos = np.einsum("nij,nj->ni", rot, s) + self._position
+
+        var = np.stack(
+            [
+                np.full_like(r, self.noise.range_sigma_m**2),
+                np.full_like(r, np.radians(self.noise.azimuth_sigma_deg) ** 2),
+                np.radians(el_sigma) ** 2,
+            ],
+            axis=-1,
+        )  # (N, 3): σr² m², σa² rad², σe² rad²
+        jac = np.einsum("nij,njk->nik", rot, spherical_jacobian(r, az, el))  # R J
+        cov = np.einsum("nik,nk,njk->nij", jac, var, jac)  # (R J) diag(var) (R J)ᵀ
+        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+
+        return Detections(
+            sensor=plots.sensor,
+            t_mono=plots.t_mono,
+            pos_enu_m=pos,
+            cov_enu_m2=cov,
+            snr_db=rows["snr_db"].astype(float),
+            radial_vel_mps=rows["radial_vel_mps"].astype(float),
+        )
