@@ -8,8 +8,13 @@ encoding many records is one ``tobytes()``.
 from __future__ import annotations
 
 import enum
+import json
+import struct
+from dataclasses import dataclass
 
 import numpy as np
+
+from towerd.errors import FrameError
 
 MAGIC = b"TW"
 VERSION = 1
@@ -96,3 +101,278 @@ def empty_track_records(n: int = 0) -> np.ndarray:
                  "rf_power_dbm"):
         rec[name] = np.nan
     return rec
+
+
+# --------------------------------------------------------------------------------------
+# Codec: one ZeroMQ frame <-> Message. Pure functions; errors are ValueError when a caller
+# asks to encode something the ICD cannot carry, FrameError when received bytes are not a
+# valid v1 message.
+# --------------------------------------------------------------------------------------
+
+_HEADER = struct.Struct("<2sBBQHH")
+assert _HEADER.size == HEADER_SIZE
+_ACK_BODY = struct.Struct("<QQ")
+
+MAX_COUNT = 0xFFFF
+"""``count`` is a u16: at most 65535 records per TRACKS or EVENTS message."""
+U64_MAX = 2**64 - 1
+KNOWN_FLAGS = FLAG_REPLAY
+"""Flag bits defined by ICD v1. Any other bit set makes a message malformed."""
+SEVERITIES = frozenset({"info", "warning", "error", "critical"})
+_EVENT_REQUIRED = (("seq", int), ("time_us", int), ("code", str), ("severity", str), ("message", str))
+_RECORD_TYPES = frozenset({MsgType.TRACKS, MsgType.EVENTS})
+
+
+class MessageError(FrameError):
+    """A received message violates ICD v1. ``reason`` is a short stable key (``short``,
+    ``magic``, ``version``, ``type``, ``flags``, ``count``, ``size``, ``stream_id``,
+    ``seq``, ``ack_range``, ``encoding``, ``json``, ``json_shape``, ``event_fields``) for
+    counters and rate-limited logs; ``str()`` gives the precise detail."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Message:
+    """A decoded header plus the raw body (still to be interpreted by ``decode_*``)."""
+
+    type: MsgType
+    stream_id: int
+    count: int
+    flags: int
+    body: bytes
+
+
+def _header(mtype: MsgType, stream_id: int, count: int, flags: int) -> bytes:
+    if not 0 <= stream_id <= U64_MAX:
+        raise ValueError(f"stream_id {stream_id} is not a u64")
+    if mtype in _RECORD_TYPES or mtype == MsgType.ACK:
+        if stream_id == 0:
+            raise ValueError("stream_id 0 is reserved (ICD: never 0)")
+    if not 0 <= flags <= 0xFFFF or flags & ~KNOWN_FLAGS:
+        raise ValueError(f"flags 0x{flags:x} set bits undefined in ICD v1")
+    if not 0 <= count <= MAX_COUNT:
+        raise ValueError(f"count {count} does not fit the u16 header field")
+    return _HEADER.pack(MAGIC, VERSION, int(mtype), stream_id, count, flags)
+
+
+def _json_bytes(obj: object) -> bytes:
+    # allow_nan=False: NaN/Infinity are not JSON and another team's parser may reject them.
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _check_consecutive(seq: np.ndarray, what: str) -> None:
+    if seq.size and seq[0] == 0:
+        raise ValueError(f"{what}: seq starts at 1, got 0")
+    if seq.size > 1 and not np.all(np.diff(seq.astype(np.uint64)) == 1):
+        raise ValueError(f"{what}: seq values are not consecutive ascending")
+
+
+def encode_tracks(stream_id: int, records: np.ndarray, flags: int = 0) -> bytes:
+    """One TRACKS message. ``records``: 1-D array of TRACK_RECORD_DTYPE, shape (count,),
+    with ``seq`` already assigned, consecutive and ascending; 1 <= count <= 65535."""
+    if not isinstance(records, np.ndarray) or records.dtype != TRACK_RECORD_DTYPE or records.ndim != 1:
+        raise ValueError("records must be a 1-D array of TRACK_RECORD_DTYPE")
+    if records.size == 0:
+        raise ValueError("a TRACKS message carries at least one record")
+    if records.size > MAX_COUNT:
+        raise ValueError(f"{records.size} records exceed {MAX_COUNT} per message")
+    _check_consecutive(records["seq"], "TRACKS")
+    return _header(MsgType.TRACKS, stream_id, records.size, flags) + np.ascontiguousarray(records).tobytes()
+
+
+def _check_event(ev: object, index: int) -> None:
+    if not isinstance(ev, dict):
+        raise ValueError(f"event {index} is not an object")
+    for key, typ in _EVENT_REQUIRED:
+        val = ev.get(key)
+        if not isinstance(val, typ) or isinstance(val, bool):
+            raise ValueError(f"event {index}: {key!r} missing or not {typ.__name__}")
+
+
+def encode_events(stream_id: int, events: list[dict], flags: int = 0) -> bytes:
+    """One EVENTS message: a UTF-8 JSON array of event objects, each with at least
+    ``seq``, ``time_us``, ``code``, ``severity`` (info|warning|error|critical) and
+    ``message``; ``seq`` consecutive ascending, 1 <= len(events) <= 65535."""
+    if not events:
+        raise ValueError("an EVENTS message carries at least one event")
+    if len(events) > MAX_COUNT:
+        raise ValueError(f"{len(events)} events exceed {MAX_COUNT} per message")
+    for i, ev in enumerate(events):
+        _check_event(ev, i)
+        if ev["severity"] not in SEVERITIES:
+            raise ValueError(f"event {i}: severity {ev['severity']!r} not one of {sorted(SEVERITIES)}")
+        if not 1 <= ev["seq"] <= U64_MAX:
+            raise ValueError(f"event {i}: seq {ev['seq']} out of range")
+    _check_consecutive(np.array([ev["seq"] for ev in events], dtype=np.uint64), "EVENTS")
+    return _header(MsgType.EVENTS, stream_id, len(events), flags) + _json_bytes(events)
+
+
+def encode_health(stream_id: int, health: dict) -> bytes:
+    """One HEALTH message: the dict as a UTF-8 JSON object (sent as given)."""
+    if not isinstance(health, dict):
+        raise ValueError("health must be a dict")
+    return _header(MsgType.HEALTH, stream_id, 0, 0) + _json_bytes(health)
+
+
+def encode_ack(stream_id: int, first_seq: int, last_seq: int) -> bytes:
+    """One ACK covering ``first_seq..last_seq`` of ``stream_id``."""
+    if not 1 <= first_seq <= last_seq <= U64_MAX:
+        raise ValueError(f"bad ACK range {first_seq}..{last_seq}")
+    return _header(MsgType.ACK, stream_id, 0, 0) + _ACK_BODY.pack(first_seq, last_seq)
+
+
+def encode_health_ack(stream_id: int) -> bytes:
+    """One HEALTH_ACK (empty body)."""
+    return _header(MsgType.HEALTH_ACK, stream_id, 0, 0)
+
+
+def encode_error(stream_id: int, code: str, message: str) -> bytes:
+    """One ERROR: ``{"code": str, "message": str}``."""
+    if not isinstance(code, str) or not isinstance(message, str):
+        raise ValueError("ERROR code and message must be strings")
+    return _header(MsgType.ERROR, stream_id, 0, 0) + _json_bytes({"code": code, "message": message})
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(body: bytes, what: str) -> object:
+    try:
+        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise MessageError("encoding", f"{what} body is not UTF-8: {exc}") from exc
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError
+        raise MessageError("json", f"{what} body is not valid JSON: {exc}") from exc
+
+
+def decode(frame: bytes) -> Message:
+    """Check one frame against ICD v1 and split it into header fields and body.
+
+    Raises FrameError (the reason in its message) for: a frame shorter than the header;
+    magic other than ``TW``; version other than 1; an unknown type; flag bits other than
+    REPLAY (bit 0) (a sender that sets them speaks something other than v1, and guessing
+    their meaning is worse than dropping; REPLAY on a message without records is
+    accepted and means nothing); a body whose size does not match ``count`` (TRACKS 80 * count, ACK 16
+    bytes with count 0, HEALTH_ACK empty with count 0); count 0 for TRACKS or EVENTS or
+    nonzero for the other types; stream_id 0 on TRACKS, EVENTS or ACK; TRACKS seq values
+    that are 0 or not consecutive ascending; EVENTS, HEALTH and ERROR bodies that are not
+    UTF-8 JSON of the right shape (EVENTS: an array of exactly ``count`` objects).
+    """
+    frame = bytes(frame)
+    if len(frame) < HEADER_SIZE:
+        raise MessageError("short", f"short frame: {len(frame)} bytes < {HEADER_SIZE}-byte header")
+    magic, version, mtype_raw, stream_id, count, flags = _HEADER.unpack_from(frame, 0)
+    if magic != MAGIC:
+        raise MessageError("magic", f"bad magic {magic!r}")
+    if version != VERSION:
+        raise MessageError("version", f"unknown version {version}")
+    try:
+        mtype = MsgType(mtype_raw)
+    except ValueError:
+        raise MessageError("type", f"unknown type 0x{mtype_raw:02x}") from None
+    if flags & ~KNOWN_FLAGS:
+        raise MessageError("flags", f"undefined flag bits 0x{flags & ~KNOWN_FLAGS:04x}")
+    body = frame[HEADER_SIZE:]
+    if mtype in _RECORD_TYPES:
+        if count == 0:
+            raise MessageError("count", f"{mtype.name} with count 0")
+        if stream_id == 0:
+            raise MessageError("stream_id", f"{mtype.name} with stream_id 0")
+    elif count != 0:
+        raise MessageError("count", f"{mtype.name} with count {count}, expected 0")
+    if mtype == MsgType.TRACKS:
+        if len(body) != RECORD_SIZE * count:
+            raise MessageError("size", f"TRACKS body {len(body)} bytes, count {count} needs {RECORD_SIZE * count}")
+        seq = np.frombuffer(body, dtype=TRACK_RECORD_DTYPE)["seq"]
+        try:
+            _check_consecutive(seq, "TRACKS")
+        except ValueError as exc:
+            raise MessageError("seq", str(exc)) from None
+    elif mtype == MsgType.EVENTS:
+        events = _parse_json(body, "EVENTS")
+        if not isinstance(events, list):
+            raise MessageError("json_shape", "EVENTS body is not a JSON array")
+        if len(events) != count:
+            raise MessageError("count", f"EVENTS body holds {len(events)} objects, count says {count}")
+        if not all(isinstance(ev, dict) for ev in events):
+            raise MessageError("json_shape", "EVENTS array holds a non-object")
+    elif mtype == MsgType.HEALTH:
+        if not isinstance(_parse_json(body, "HEALTH"), dict):
+            raise MessageError("json_shape", "HEALTH body is not a JSON object")
+    elif mtype == MsgType.ACK:
+        if stream_id == 0:
+            raise MessageError("stream_id", "ACK with stream_id 0")
+        if len(body) != _ACK_BODY.size:
+            raise MessageError("size", f"ACK body {len(body)} bytes, expected {_ACK_BODY.size}")
+        first, last = _ACK_BODY.unpack(body)
+        if not 1 <= first <= last:
+            raise MessageError("ack_range", f"ACK range {first}..{last} is empty or starts at 0")
+    elif mtype == MsgType.HEALTH_ACK:
+        if body:
+            raise MessageError("size", f"HEALTH_ACK body {len(body)} bytes, expected 0")
+    elif mtype == MsgType.ERROR:
+        err = _parse_json(body, "ERROR")
+        if not (isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str)):
+            raise MessageError("json_shape", 'ERROR body is not {"code": str, "message": str}')
+    return Message(type=mtype, stream_id=stream_id, count=count, flags=flags, body=body)
+
+
+def _expect(msg: Message, mtype: MsgType) -> None:
+    if msg.type != mtype:
+        raise MessageError("type", f"expected {mtype.name}, got {msg.type.name}")
+
+
+def decode_tracks(msg: Message) -> np.ndarray:
+    """The records of a decoded TRACKS message: a writable copy, TRACK_RECORD_DTYPE, shape (count,)."""
+    _expect(msg, MsgType.TRACKS)
+    return np.frombuffer(msg.body, dtype=TRACK_RECORD_DTYPE, count=msg.count).copy()
+
+
+def decode_events(msg: Message) -> list[dict]:
+    """The event objects of a decoded EVENTS message, each checked for the required keys
+    and types and for consecutive ascending ``seq``. Severity values outside the ICD's
+    four are accepted here (lenient receiver); ``encode_events`` refuses them."""
+    _expect(msg, MsgType.EVENTS)
+    events = _parse_json(msg.body, "EVENTS")
+    if not isinstance(events, list) or len(events) != msg.count:
+        raise MessageError("count", "EVENTS body does not match count")
+    for i, ev in enumerate(events):
+        try:
+            _check_event(ev, i)
+        except ValueError as exc:
+            raise MessageError("event_fields", str(exc)) from None
+        if not 1 <= ev["seq"] <= U64_MAX:
+            raise MessageError("seq", f"event {i}: seq {ev['seq']} out of range")
+    for i in range(1, len(events)):
+        if events[i]["seq"] != events[i - 1]["seq"] + 1:
+            raise MessageError("seq", "EVENTS: seq values are not consecutive ascending")
+    return events
+
+
+def decode_health(msg: Message) -> dict:
+    """The JSON object of a decoded HEALTH message."""
+    _expect(msg, MsgType.HEALTH)
+    health = _parse_json(msg.body, "HEALTH")
+    if not isinstance(health, dict):
+        raise MessageError("json_shape", "HEALTH body is not a JSON object")
+    return health
+
+
+def decode_ack(msg: Message) -> tuple[int, int]:
+    """``(first_seq, last_seq)`` of a decoded ACK."""
+    _expect(msg, MsgType.ACK)
+    first, last = _ACK_BODY.unpack(msg.body)
+    return first, last
+
+
+def decode_error(msg: Message) -> tuple[str, str]:
+    """``(code, message)`` of a decoded ERROR."""
+    _expect(msg, MsgType.ERROR)
+    err = _parse_json(msg.body, "ERROR")
+    if not (isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str)):
+        raise MessageError("json_shape", 'ERROR body is not {"code": str, "message": str}')
+    return err["code"], err["message"]
