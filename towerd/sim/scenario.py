@@ -1,0 +1,441 @@
+"""Scenarios: what the device emulators see.
+
+A scenario is a set of targets moving in the tower's local ENU frame (east, north, up,
+metres, origin at the tower reference point), static clutter, a false-alarm rate and
+measurement noise, on a time axis in seconds from scenario start. It knows nothing of
+any sensor: each emulator projects it into its own geometry and wire format, and tests
+ask :meth:`Scenario.truth` for the true state at a report's time.
+
+Paths:
+- waypoints ``(t_s, east_m, north_m, up_m)``: piecewise-linear; the target exists from
+  the first waypoint's time to the last one's, and is absent outside;
+- orbit: a horizontal circle of ``radius_m`` about ``centre_enu_m`` = (east, north) at
+  height ``up_m``, flown at ``speed_mps`` (positive clockwise seen from above, negative
+  anticlockwise), starting at compass bearing ``start_deg`` from the centre at
+  ``t_start_s``, present until ``t_end_s`` (None: for ever).
+
+Time wraps: with ``duration_s`` set, time t means scenario time ``t mod duration_s``
+(the scenario repeats so a demo can run indefinitely); with ``duration_s`` None time
+never wraps and each target lives as long as its path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from towerd.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+TARGET_KINDS = ("uas", "bird", "vehicle", "person", "aircraft")
+
+TRUTH_DTYPE = np.dtype(
+    [
+        ("name", "U32"),
+        ("kind", "U16"),
+        ("east_m", "<f8"),
+        ("north_m", "<f8"),
+        ("up_m", "<f8"),
+        ("vel_east_mps", "<f8"),
+        ("vel_north_mps", "<f8"),
+        ("vel_up_mps", "<f8"),
+    ]
+)
+"""One row per target present at the requested time; ENU metres and m/s."""
+
+Vec3 = tuple[float, float, float]
+
+
+@dataclass(frozen=True)
+class WaypointPath:
+    """Piecewise-linear path through ``waypoints`` = ((t_s, east_m, north_m, up_m), ...).
+
+    Times strictly increase. At a waypoint shared by two legs the later leg's velocity
+    is reported; at the last waypoint, the last leg's.
+    """
+
+    waypoints: tuple[tuple[float, float, float, float], ...]
+    _table: np.ndarray = field(init=False, repr=False, compare=False)  # (N, 4) float
+
+    def __post_init__(self) -> None:
+        table = np.asarray(self.waypoints, dtype=float)
+        if table.ndim != 2 or table.shape[1] != 4 or len(table) < 2:
+            raise ValueError("waypoints need at least two rows of (t_s, east_m, north_m, up_m)")
+        if not np.all(np.isfinite(table)):
+            raise ValueError("waypoints must be finite")
+        if np.any(np.diff(table[:, 0]) <= 0):
+            raise ValueError("waypoint times must strictly increase")
+        object.__setattr__(self, "_table", table)
+
+    def state(self, t: float) -> tuple[bool, np.ndarray, np.ndarray]:
+        """(present, position (3,) ENU m, velocity (3,) ENU m/s) at time ``t`` s."""
+        table = self._table
+        times = table[:, 0]
+        if not times[0] <= t <= times[-1]:
+            return False, np.full(3, np.nan), np.full(3, np.nan)
+        leg = min(int(np.searchsorted(times, t, side="right")) - 1, len(times) - 2)
+        t0, t1 = times[leg], times[leg + 1]
+        p0, p1 = table[leg, 1:], table[leg + 1, 1:]
+        vel = (p1 - p0) / (t1 - t0)
+        return True, p0 + vel * (t - t0), vel
+
+
+@dataclass(frozen=True)
+class OrbitPath:
+    """Horizontal circle; see the module docstring for the conventions."""
+
+    centre_enu_m: tuple[float, float]  # (east_m, north_m)
+    radius_m: float
+    speed_mps: float  # positive clockwise seen from above
+    start_deg: float = 0.0  # compass bearing of the start point from the centre
+    up_m: float = 0.0
+    t_start_s: float = 0.0
+    t_end_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if len(self.centre_enu_m) != 2:
+            raise ValueError("centre_enu_m is (east_m, north_m)")
+        if not self.radius_m > 0:
+            raise ValueError("radius_m must be > 0")
+        if self.t_end_s is not None and not self.t_end_s > self.t_start_s:
+            raise ValueError("t_end_s must be after t_start_s")
+
+    def state(self, t: float) -> tuple[bool, np.ndarray, np.ndarray]:
+        """Bearing θ(t) = start + speed (t − t_start) / radius (radians, clockwise from north);
+        position = centre + radius (sin θ, cos θ), velocity = speed (cos θ, −sin θ, 0)."""
+        if t < self.t_start_s or (self.t_end_s is not None and t > self.t_end_s):
+            return False, np.full(3, np.nan), np.full(3, np.nan)
+        theta = math.radians(self.start_deg) + self.speed_mps * (t - self.t_start_s) / self.radius_m
+        s, c = math.sin(theta), math.cos(theta)
+        east, north = self.centre_enu_m
+        pos = np.array([east + self.radius_m * s, north + self.radius_m * c, self.up_m])
+        vel = np.array([self.speed_mps * c, -self.speed_mps * s, 0.0])
+        return True, pos, vel
+
+
+@dataclass(frozen=True)
+class Target:
+    """One moving object of the scenario."""
+
+    name: str
+    kind: str  # one of TARGET_KINDS
+    rcs_dbsm: float  # radar cross-section, dB relative to 1 m²
+    path: WaypointPath | OrbitPath
+
+    def __post_init__(self) -> None:
+        if self.kind not in TARGET_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(TARGET_KINDS)}")
+        if not 0 < len(self.name) <= 32:
+            raise ValueError("name must have 1 to 32 characters")
+
+    def state(self, t: float) -> tuple[bool, np.ndarray, np.ndarray]:
+        """(present, pos_enu_m (3,), vel_enu_mps (3,)) at path time ``t`` s (no wrapping)."""
+        return self.path.state(t)
+
+
+@dataclass(frozen=True)
+class ClutterPoint:
+    """A static reflector (mast, roof edge, tree)."""
+
+    east_m: float
+    north_m: float
+    up_m: float
+    rcs_dbsm: float
+
+
+@dataclass(frozen=True)
+class MeasurementNoise:
+    """One-sigma measurement errors a sensor adds to each plot."""
+
+    range_sigma_m: float = 0.5
+    azimuth_sigma_deg: float = 1.0
+    elevation_sigma_deg: float = 2.0
+    doppler_sigma_mps: float = 0.1
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if not getattr(self, f.name) >= 0:
+                raise ValueError(f"{f.name} must be >= 0")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Targets, clutter, false alarms and noise on one time axis (see module docstring)."""
+
+    name: str
+    targets: tuple[Target, ...] = ()
+    clutter: tuple[ClutterPoint, ...] = ()
+    false_alarms_per_frame: float = 0.0  # Poisson mean per sensor frame
+    noise: MeasurementNoise = MeasurementNoise()
+    duration_s: float | None = None  # time wraps modulo this; None: no wrap
+
+    def __post_init__(self) -> None:
+        if not self.false_alarms_per_frame >= 0:
+            raise ValueError("false_alarms_per_frame must be >= 0")
+        if self.duration_s is not None and not self.duration_s > 0:
+            raise ValueError("duration_s must be > 0 or None")
+        names = [t.name for t in self.targets]
+        if len(set(names)) != len(names):
+            raise ValueError("target names must be unique")
+
+    def scenario_time(self, t_s: float) -> float:
+        """Elapsed seconds -> scenario time (wrapped when duration_s is set)."""
+        return t_s % self.duration_s if self.duration_s is not None else t_s
+
+    def truth(self, t_s: float) -> np.ndarray:
+        """True state of every target present at elapsed time ``t_s``: (n,) TRUTH_DTYPE."""
+        t = self.scenario_time(t_s)
+        rows = []
+        for target in self.targets:
+            present, pos, vel = target.state(t)
+            if present:
+                rows.append((target.name, target.kind, *pos, *vel))
+        return np.array(rows, dtype=TRUTH_DTYPE)
+
+    def clutter_enu_m(self) -> tuple[np.ndarray, np.ndarray]:
+        """Clutter positions (n, 3) ENU metres and their RCS (n,) dBsm."""
+        if not self.clutter:
+            return np.zeros((0, 3)), np.zeros(0)
+        table = np.array([(c.east_m, c.north_m, c.up_m, c.rcs_dbsm) for c in self.clutter], dtype=float)
+        return table[:, :3], table[:, 3]
+
+    def rcs_dbsm(self, names: np.ndarray) -> np.ndarray:
+        """RCS (n,) dBsm of the targets named in ``names`` (e.g. ``truth(t)["name"]``)."""
+        by_name = {t.name: t.rcs_dbsm for t in self.targets}
+        return np.array([by_name[str(n)] for n in names], dtype=float)
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _Problems:
+    """Collects every problem of one file, each prefixed with the file and key path."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.items: list[str] = []
+
+    def add(self, key: str, message: str) -> None:
+        self.items.append(f"{self.source}: {key}: {message}")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _mapping(value: Any, key: str, allowed: dict[str, bool], problems: _Problems) -> dict | None:
+    """Check ``value`` is a mapping with only ``allowed`` keys (name -> required)."""
+    if not isinstance(value, dict):
+        problems.add(key, f"must be a mapping, got {type(value).__name__}")
+        return None
+    for k in value:
+        if k not in allowed:
+            problems.add(f"{key}.{k}" if key else str(k), f"unknown key (allowed: {', '.join(allowed)})")
+    for k, required in allowed.items():
+        if required and k not in value:
+            problems.add(f"{key}.{k}" if key else k, "is required")
+    return value
+
+
+def _number(m: dict, k: str, key: str, problems: _Problems, default: Any = None, *, positive: bool = False,
+            nonneg: bool = False, nullable: bool = False) -> Any:
+    if k not in m:
+        return default
+    value = m[k]
+    full = f"{key}.{k}" if key else k
+    if value is None and nullable:
+        return None
+    if not _is_number(value):
+        problems.add(full, f"must be a finite number, got {value!r}")
+        return default
+    if positive and not value > 0:
+        problems.add(full, f"must be > 0, got {value!r}")
+        return default
+    if nonneg and not value >= 0:
+        problems.add(full, f"must be >= 0, got {value!r}")
+        return default
+    return float(value)
+
+
+def _pair_or_quad(value: Any, size: int, full: str, problems: _Problems) -> tuple[float, ...] | None:
+    if not isinstance(value, (list, tuple)) or len(value) != size or not all(_is_number(v) for v in value):
+        problems.add(full, f"must be a list of {size} finite numbers, got {value!r}")
+        return None
+    return tuple(float(v) for v in value)
+
+
+_TOP_KEYS = {"name": False, "duration_s": False, "false_alarms_per_frame": False, "noise": False,
+             "clutter": False, "targets": True}
+_NOISE_KEYS = {"range_sigma_m": False, "azimuth_sigma_deg": False, "elevation_sigma_deg": False,
+               "doppler_sigma_mps": False}
+_CLUTTER_KEYS = {"east_m": True, "north_m": True, "up_m": True, "rcs_dbsm": True}
+_TARGET_KEYS = {"name": True, "kind": True, "rcs_dbsm": True, "waypoints": False, "orbit": False}
+_ORBIT_KEYS = {"centre_enu_m": True, "radius_m": True, "speed_mps": True, "start_deg": False, "up_m": False,
+               "t_start_s": False, "t_end_s": False}
+
+
+def _parse_target(raw: Any, key: str, problems: _Problems) -> Target | None:
+    m = _mapping(raw, key, _TARGET_KEYS, problems)
+    if m is None:
+        return None
+    before = len(problems.items)
+    name = m.get("name")
+    if "name" in m and (not isinstance(name, str) or not 0 < len(name) <= 32):
+        problems.add(f"{key}.name", f"must be a string of 1 to 32 characters, got {name!r}")
+    kind = m.get("kind")
+    if "kind" in m and kind not in TARGET_KINDS:
+        problems.add(f"{key}.kind", f"must be one of {', '.join(TARGET_KINDS)}, got {kind!r}")
+    rcs = _number(m, "rcs_dbsm", key, problems)
+    path: WaypointPath | OrbitPath | None = None
+    if ("waypoints" in m) == ("orbit" in m):
+        problems.add(key, "needs exactly one of 'waypoints' or 'orbit'")
+    elif "waypoints" in m:
+        raw_wp = m["waypoints"]
+        wkey = f"{key}.waypoints"
+        if not isinstance(raw_wp, list) or len(raw_wp) < 2:
+            problems.add(wkey, "must be a list of at least two [t_s, east_m, north_m, up_m]")
+        else:
+            rows = [_pair_or_quad(row, 4, f"{wkey}[{i}]", problems) for i, row in enumerate(raw_wp)]
+            if all(r is not None for r in rows):
+                times = [r[0] for r in rows]
+                bad = [i for i in range(1, len(times)) if times[i] <= times[i - 1]]
+                if bad:
+                    problems.add(f"{wkey}[{bad[0]}]", f"time {times[bad[0]]} does not increase on {times[bad[0] - 1]}")
+                else:
+                    path = WaypointPath(tuple(rows))  # type: ignore[arg-type]
+    else:
+        okey = f"{key}.orbit"
+        om = _mapping(m["orbit"], okey, _ORBIT_KEYS, problems)
+        if om is not None:
+            centre = _pair_or_quad(om["centre_enu_m"], 2, f"{okey}.centre_enu_m", problems) if "centre_enu_m" in om else None
+            radius = _number(om, "radius_m", okey, problems, positive=True)
+            speed = _number(om, "speed_mps", okey, problems)
+            start = _number(om, "start_deg", okey, problems, 0.0)
+            up = _number(om, "up_m", okey, problems, 0.0)
+            t_start = _number(om, "t_start_s", okey, problems, 0.0)
+            t_end = _number(om, "t_end_s", okey, problems, None, nullable=True)
+            if t_end is not None and t_start is not None and not t_end > t_start:
+                problems.add(f"{okey}.t_end_s", f"must be after t_start_s ({t_start}), got {t_end}")
+            elif None not in (centre, radius, speed) and len(problems.items) == before:
+                path = OrbitPath(centre, radius, speed, start, up, t_start, t_end)  # type: ignore[arg-type]
+    if len(problems.items) != before or path is None or rcs is None:
+        return None
+    return Target(name=name, kind=kind, rcs_dbsm=rcs, path=path)
+
+
+def parse_scenario(raw: Any, source: str, default_name: str = "scenario") -> Scenario:
+    """Build a Scenario from already-loaded YAML data; ConfigError lists every problem."""
+    problems = _Problems(source)
+    top = _mapping(raw, "", _TOP_KEYS, problems)
+    if top is None:
+        raise ConfigError(problems.items)
+    name = top.get("name", default_name)
+    if not isinstance(name, str) or not name:
+        problems.add("name", f"must be a non-empty string, got {name!r}")
+    duration = _number(top, "duration_s", "", problems, None, positive=True, nullable=True)
+    fa = _number(top, "false_alarms_per_frame", "", problems, 0.0, nonneg=True)
+    noise = MeasurementNoise()
+    if "noise" in top:
+        nm = _mapping(top["noise"], "noise", _NOISE_KEYS, problems)
+        if nm is not None:
+            values = {k: _number(nm, k, "noise", problems, getattr(noise, k), nonneg=True) for k in _NOISE_KEYS}
+            noise = MeasurementNoise(**values)
+    clutter: list[ClutterPoint] = []
+    raw_clutter = top.get("clutter", [])
+    if raw_clutter is None:
+        raw_clutter = []
+    if not isinstance(raw_clutter, list):
+        problems.add("clutter", "must be a list")
+    else:
+        for i, item in enumerate(raw_clutter):
+            ckey = f"clutter[{i}]"
+            cm = _mapping(item, ckey, _CLUTTER_KEYS, problems)
+            if cm is None:
+                continue
+            vals = [_number(cm, k, ckey, problems) for k in _CLUTTER_KEYS]
+            if None not in vals:
+                clutter.append(ClutterPoint(*vals))  # type: ignore[arg-type]
+    targets: list[Target] = []
+    raw_targets = top.get("targets", [])
+    if not isinstance(raw_targets, list):
+        problems.add("targets", "must be a list")
+    else:
+        seen: set[str] = set()
+        for i, item in enumerate(raw_targets):
+            target = _parse_target(item, f"targets[{i}]", problems)
+            if target is None:
+                continue
+            if target.name in seen:
+                problems.add(f"targets[{i}].name", f"duplicate target name {target.name!r}")
+            seen.add(target.name)
+            targets.append(target)
+    if problems.items:
+        raise ConfigError(problems.items)
+    return Scenario(name=name, targets=tuple(targets), clutter=tuple(clutter), false_alarms_per_frame=fa,
+                    noise=noise, duration_s=duration)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read a scenario YAML file; ConfigError names the file and every bad key."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read scenario: {exc.strerror or exc}") from exc
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    return parse_scenario(raw, str(path), default_name=path.stem)
+
+
+def builtin_scenario(name: str) -> Scenario:
+    """A scenario shipped with towerd (also in config/scenarios/<name>.yaml)."""
+    try:
+        return _BUILTIN[name]()
+    except KeyError:
+        raise ConfigError(f"unknown built-in scenario {name!r}, expected one of: {', '.join(sorted(_BUILTIN))}") from None
+
+
+def _demo() -> Scenario:
+    """Three small drones for a radar at (0, 0, 10) m ENU looking north (boresight 0),
+    all within about 30-150 m and inside a ±60° azimuth, ±30° elevation field of view."""
+    return Scenario(
+        name="demo",
+        duration_s=60.0,
+        false_alarms_per_frame=1.0,
+        noise=MeasurementNoise(range_sigma_m=0.5, azimuth_sigma_deg=1.0, elevation_sigma_deg=2.0,
+                               doppler_sigma_mps=0.1),
+        clutter=(
+            ClutterPoint(15.0, 40.0, 8.0, 10.0),  # lamp post
+            ClutterPoint(-50.0, 120.0, 5.0, 20.0),  # barn corner
+            ClutterPoint(60.0, 100.0, 6.0, 0.0),  # tree
+        ),
+        targets=(
+            Target("crossing", "uas", -20.0, WaypointPath((
+                (0.0, -70.0, 90.0, 25.0),
+                (28.0, 70.0, 90.0, 25.0),
+                (56.0, -70.0, 90.0, 25.0),
+            ))),
+            Target("orbiter", "uas", -18.0, OrbitPath(
+                centre_enu_m=(20.0, 60.0), radius_m=25.0, speed_mps=6.0, start_deg=180.0, up_m=28.0,
+                t_start_s=0.0, t_end_s=None,
+            )),
+            Target("climber", "uas", -15.0, WaypointPath((
+                (5.0, -30.0, 50.0, 5.0),
+                (12.0, -30.0, 50.0, 5.0),
+                (32.0, -40.0, 70.0, 45.0),
+                (50.0, -40.0, 70.0, 45.0),
+            ))),
+        ),
+    )
+
+
+_BUILTIN = {"demo": _demo}
