@@ -1,0 +1,53 @@
+"""Track deletion: which tracks to drop (tentative) or end (confirmed)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from towerd.errors import ConfigError
+from towerd.icd import Status
+from towerd.tracking.state import TrackTable
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class MissDeleter:
+    """Deletes tracks that have lost their target.
+
+    - A TENTATIVE track that missed more than ``tentative_max_misses`` consecutive updates
+      is dropped (it was never confirmed, so it was normally never reported).
+    - A CONFIRMED or COASTING track with no measurement for longer than
+      ``confirmed_max_coast_s`` seconds ends (status ENDED).
+    - A TENTATIVE track with no measurement for longer than ``confirmed_max_coast_s`` is
+      dropped too: when no detections arrive at all, misses are never counted, and this
+      bounds how long a tentative track can outlive its last hit.
+
+    Time is measured from ``t_last_update`` to the ``t_mono`` given (a step's detection
+    time, or the daemon's clock in :meth:`~towerd.tracking.tracker.Tracker.expire`).
+    """
+
+    tentative_max_misses: int = 2
+    confirmed_max_coast_s: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.tentative_max_misses < 0:
+            raise ConfigError(f"tentative_max_misses must be >= 0, got {self.tentative_max_misses!r}")
+        if not np.isfinite(self.confirmed_max_coast_s) or self.confirmed_max_coast_s <= 0:
+            raise ConfigError(f"confirmed_max_coast_s must be > 0, got {self.confirmed_max_coast_s!r}")
+
+    def stale(self, tracks: TrackTable, t_mono: float) -> np.ndarray:
+        """(K,) mask: no measurement for longer than ``confirmed_max_coast_s``."""
+        return (t_mono - tracks.t_last_update) > self.confirmed_max_coast_s
+
+    def to_drop(self, tracks: TrackTable, t_mono: float) -> np.ndarray:
+        """(K,) mask of TENTATIVE tracks to drop."""
+        tentative = tracks.status == Status.TENTATIVE
+        return tentative & ((tracks.misses > self.tentative_max_misses) | self.stale(tracks, t_mono))
+
+    def to_end(self, tracks: TrackTable, t_mono: float) -> np.ndarray:
+        """(K,) mask of CONFIRMED / COASTING tracks to end."""
+        return tracks.rows_with_status(Status.CONFIRMED, Status.COASTING) & self.stale(tracks, t_mono)

@@ -1,0 +1,81 @@
+"""Track initiation: start tentative tracks and confirm them by M-of-N."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from towerd.detection.plots import Detections
+from towerd.errors import ConfigError
+from towerd.icd import Status
+from towerd.tracking.state import POS, STATE_DIM, VEL, TrackTable
+
+log = logging.getLogger(__name__)
+
+MAX_WINDOW = 64
+"""hit_history is a u8 bitmask: at most 64 updates of memory."""
+
+
+@dataclass
+class MofNInitiator:
+    """Starts a TENTATIVE track on every detection no track took, and confirms it when it
+    has at least ``confirm_hits`` (M) hits in its last ``confirm_window`` (N) updates.
+
+    The initiating detection counts as the first hit, so a target seen on every scan is
+    confirmed on its M-th scan. Initial state: position = the detection, velocity 0;
+    covariance block-diagonal: the detection's position covariance, and
+    ``initial_velocity_sigma_mps``² I₃ for velocity (wide enough to cover a small drone's
+    cruise speed, so the second hit is gated in whatever its direction).
+    """
+
+    confirm_hits: int = 3
+    confirm_window: int = 5
+    initial_velocity_sigma_mps: float = 15.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.confirm_hits <= self.confirm_window <= MAX_WINDOW:
+            raise ConfigError(
+                f"need 1 <= confirm_hits <= confirm_window <= {MAX_WINDOW}, got "
+                f"{self.confirm_hits} of {self.confirm_window}"
+            )
+        if not np.isfinite(self.initial_velocity_sigma_mps) or self.initial_velocity_sigma_mps <= 0:
+            raise ConfigError(f"initial_velocity_sigma_mps must be > 0, got {self.initial_velocity_sigma_mps!r}")
+
+    def select(self, det: Detections, unassociated: np.ndarray) -> np.ndarray:
+        """Which of the unassociated detection indices start a track: all of them. (A later
+        initiator may refuse, e.g. detections inside a clutter map cell.)"""
+        return unassociated
+
+    def initiate(self, det: Detections, det_idx: np.ndarray, first_id: int) -> TrackTable:
+        """New TENTATIVE tracks from the detections ``det_idx``, ids first_id, first_id + 1, ..."""
+        n = len(det_idx)
+        state = np.zeros((n, STATE_DIM))
+        state[:, POS] = det.pos_enu_m[det_idx]
+        cov = np.zeros((n, STATE_DIM, STATE_DIM))
+        cov[:, POS, POS] = det.cov_enu_m2[det_idx]
+        cov[:, VEL, VEL] = np.eye(3) * self.initial_velocity_sigma_mps**2
+        t = np.full(n, det.t_mono)
+        return TrackTable(
+            track_id=np.arange(first_id, first_id + n, dtype=np.uint32),
+            status=np.full(n, Status.TENTATIVE, dtype=np.uint8),
+            hits=np.ones(n, dtype=np.uint32),
+            misses=np.zeros(n, dtype=np.uint32),
+            hit_history=np.ones(n, dtype=np.uint64),
+            state=state,
+            cov=cov,
+            t_mono=t,
+            t_last_update=t.copy(),
+            t_created=t.copy(),
+        )
+
+    def window_hits(self, tracks: TrackTable) -> np.ndarray:
+        """(K,) number of hits in each track's last ``confirm_window`` updates."""
+        shifts = np.arange(self.confirm_window, dtype=np.uint64)
+        return ((tracks.hit_history[:, None] >> shifts) & np.uint64(1)).sum(axis=1)
+
+    def to_confirm(self, tracks: TrackTable) -> np.ndarray:
+        """(K,) mask of TENTATIVE tracks that now pass M-of-N."""
+        tentative = tracks.status == Status.TENTATIVE
+        return tentative & (self.window_hits(tracks) >= self.confirm_hits)

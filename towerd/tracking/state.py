@@ -1,0 +1,111 @@
+"""The tracker's state: every live track as rows of parallel arrays.
+
+A track's kinematic state is the 6-vector
+
+    x = [east_m, north_m, up_m, vel_east_mps, vel_north_mps, vel_up_mps]
+
+in the tower's local ENU frame, with its 6x6 covariance. Keeping all tracks in one table
+of arrays (rather than one object per track) is what lets predict, gate and update run as
+single batched NumPy expressions.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from towerd.icd import Status
+
+log = logging.getLogger(__name__)
+
+STATE_DIM = 6
+POS = slice(0, 3)
+"""Position components of the state vector (east, north, up; metres)."""
+VEL = slice(3, 6)
+"""Velocity components of the state vector (east, north, up; m/s)."""
+
+
+@dataclass(eq=False)
+class TrackTable:
+    """K tracks as parallel arrays (row k is one track).
+
+    track_id (K,) u4: never reused; status (K,) u1: :class:`towerd.icd.Status` values;
+    hits (K,) u4: measurement updates so far (the initiating detection counts);
+    misses (K,) u4: consecutive updates without a measurement;
+    hit_history (K,) u8: bit i set when the update i scans ago had a measurement (bit 0 is
+    the latest);
+    state (K, 6): see the module docstring; cov (K, 6, 6): its covariance (m², m²/s, m²/s²);
+    t_mono (K,): monotonic seconds the state refers to;
+    t_last_update (K,): when a measurement last updated the track; t_created (K,).
+    """
+
+    track_id: np.ndarray
+    status: np.ndarray
+    hits: np.ndarray
+    misses: np.ndarray
+    hit_history: np.ndarray
+    state: np.ndarray
+    cov: np.ndarray
+    t_mono: np.ndarray
+    t_last_update: np.ndarray
+    t_created: np.ndarray
+
+    def __post_init__(self) -> None:
+        self.track_id = np.asarray(self.track_id, dtype=np.uint32)
+        self.status = np.asarray(self.status, dtype=np.uint8)
+        self.hits = np.asarray(self.hits, dtype=np.uint32)
+        self.misses = np.asarray(self.misses, dtype=np.uint32)
+        self.hit_history = np.asarray(self.hit_history, dtype=np.uint64)
+        self.state = np.asarray(self.state, dtype=float)
+        self.cov = np.asarray(self.cov, dtype=float)
+        self.t_mono = np.asarray(self.t_mono, dtype=float)
+        self.t_last_update = np.asarray(self.t_last_update, dtype=float)
+        self.t_created = np.asarray(self.t_created, dtype=float)
+        k = self.track_id.shape[0]
+        for f in fields(self):
+            arr = getattr(self, f.name)
+            if arr.shape[:1] != (k,):
+                raise ValueError(f"TrackTable.{f.name} has shape {arr.shape}, expected ({k}, ...)")
+        if self.state.shape != (k, STATE_DIM) or self.cov.shape != (k, STATE_DIM, STATE_DIM):
+            raise ValueError(f"TrackTable state {self.state.shape} / cov {self.cov.shape} for {k} tracks")
+
+    @classmethod
+    def empty(cls) -> TrackTable:
+        """A table with no tracks."""
+        z = np.zeros(0)
+        return cls(z, z, z, z, z, np.zeros((0, STATE_DIM)), np.zeros((0, STATE_DIM, STATE_DIM)), z, z, z)
+
+    def __len__(self) -> int:
+        return self.track_id.shape[0]
+
+    def select(self, rows: np.ndarray) -> TrackTable:
+        """A new table of the given rows (boolean mask or integer indices); arrays copied."""
+        return TrackTable(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+    def remove(self, rows: np.ndarray) -> TrackTable:
+        """A new table without the rows selected by the boolean mask ``rows``."""
+        return self.select(~np.asarray(rows, dtype=bool))
+
+    def copy(self) -> TrackTable:
+        """A deep copy with writable arrays."""
+        return TrackTable(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
+
+    def freeze(self) -> TrackTable:
+        """Make every array read-only (in place) and return self: a table handed out in a
+        :class:`~towerd.tracking.tracker.TrackUpdate` must not change under its reader."""
+        for f in fields(self):
+            getattr(self, f.name).flags.writeable = False
+        return self
+
+    @staticmethod
+    def concatenate(tables: list[TrackTable]) -> TrackTable:
+        """Rows of all ``tables``, in order."""
+        if not tables:
+            return TrackTable.empty()
+        return TrackTable(**{f.name: np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(TrackTable)})
+
+    def rows_with_status(self, *statuses: Status) -> np.ndarray:
+        """Boolean mask (K,) of the tracks whose status is one of ``statuses``."""
+        return np.isin(self.status, np.array([int(s) for s in statuses], dtype=np.uint8))

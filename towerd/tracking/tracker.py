@@ -1,0 +1,166 @@
+"""The multi-target tracker: composes predictor, updater, associator, initiator and
+deleter (each injected, each doing one thing) into a scan-by-scan loop."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from towerd.detection.plots import Detections
+from towerd.icd import Status
+from towerd.tracking.associator import GnnAssociator
+from towerd.tracking.deleter import MissDeleter
+from towerd.tracking.initiator import MofNInitiator
+from towerd.tracking.models import ConstantVelocity
+from towerd.tracking.predictor import KalmanPredictor
+from towerd.tracking.state import TrackTable
+from towerd.tracking.updater import KalmanUpdater
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class TrackUpdate:
+    """What one tracker call produced.
+
+    t_mono: the time of the call (detection time for step, the given time for expire);
+    tracks: the live tracks after the call (read-only arrays);
+    ended: every track removed in this call, status set to ENDED, with its last state:
+    confirmed/coasting tracks that were not updated for too long, and tentative tracks
+    that were dropped (the reporter sends ENDED only for tracks it had reported).
+    """
+
+    t_mono: float
+    tracks: TrackTable
+    ended: TrackTable
+
+
+class Tracker:
+    """Scan-by-scan multi-target tracker.
+
+    :meth:`step` per detections frame: predict every track to the frame time, associate
+    (confirmed and coasting tracks take precedence over tentative ones),
+    update the hit tracks, count misses (a missed CONFIRMED track becomes COASTING and
+    returns to CONFIRMED on its next hit), delete, start TENTATIVE tracks from the
+    detections no track took, confirm by M-of-N. :meth:`expire` applies the time-based
+    deletion alone, for when no detections arrive. Track ids come from a monotonic counter
+    and are never reused.
+
+    A frame older than a track's state (an out-of-order frame from another sensor) is
+    applied as if it were at the track's time (dt clamped to 0): a small error rather
+    than a retrodiction this linear filter cannot do.
+
+    Every frame counts as a scan for every track: with several sensors of different
+    coverage, a track outside one sensor's field of view counts that sensor's frames as
+    misses. (Coverage-aware miss counting comes with multi-sensor fusion.)
+    """
+
+    def __init__(
+        self,
+        predictor: KalmanPredictor,
+        updater: KalmanUpdater,
+        associator: GnnAssociator,
+        initiator: MofNInitiator,
+        deleter: MissDeleter,
+        *,
+        first_track_id: int = 1,
+    ) -> None:
+        self.predictor = predictor
+        self.updater = updater
+        self.associator = associator
+        self.initiator = initiator
+        self.deleter = deleter
+        self._next_id = int(first_track_id)
+        self._tracks = TrackTable.empty().freeze()
+
+    @property
+    def tracks(self) -> TrackTable:
+        """The live tracks (read-only arrays)."""
+        return self._tracks
+
+    @property
+    def next_track_id(self) -> int:
+        """The id the next new track will get."""
+        return self._next_id
+
+    def step(self, det: Detections) -> TrackUpdate:
+        """Process one frame of detections; see the class docstring."""
+        t = float(det.t_mono)
+        tr = self._tracks.copy()
+
+        dt = t - tr.t_mono
+        if np.any(dt < 0):
+            log.debug("%s: frame at %.6f is older than %d track states; dt clamped to 0", det.sensor, t, np.count_nonzero(dt < 0))
+        tr.state, tr.cov = self.predictor.predict(tr.state, tr.cov, np.maximum(dt, 0.0))
+        tr.t_mono = np.maximum(tr.t_mono, t)
+
+        established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        ti, di = self.associator.associate(tr.state, tr.cov, det.pos_enu_m, det.cov_enu_m2, established=established)
+        if len(ti):
+            tr.state[ti], tr.cov[ti] = self.updater.update(tr.state[ti], tr.cov[ti], det.pos_enu_m[di], det.cov_enu_m2[di])
+
+        hit = np.zeros(len(tr), dtype=bool)
+        hit[ti] = True
+        tr.hits = np.where(hit, tr.hits + np.uint32(1), tr.hits)
+        tr.misses = np.where(hit, np.uint32(0), tr.misses + np.uint32(1))
+        tr.hit_history = (tr.hit_history << np.uint64(1)) | hit.astype(np.uint64)
+        tr.t_last_update = np.where(hit, t, tr.t_last_update)
+        tr.status[established & hit] = Status.CONFIRMED
+        tr.status[established & ~hit] = Status.COASTING
+
+        tr, ended = self._delete(tr, t)
+
+        unassociated = np.setdiff1d(np.arange(len(det)), di, assume_unique=True)
+        start = self.initiator.select(det, unassociated)
+        new = self.initiator.initiate(det, start, self._next_id)
+        self._next_id += len(new)
+        tr = TrackTable.concatenate([tr, new])
+
+        confirm = self.initiator.to_confirm(tr)
+        tr.status[confirm] = Status.CONFIRMED
+        if np.any(confirm):
+            log.debug("confirmed tracks %s", tr.track_id[confirm].tolist())
+
+        self._tracks = tr.freeze()
+        return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
+
+    def expire(self, t_mono: float) -> TrackUpdate:
+        """End confirmed tracks and drop tentative ones not updated for too long before
+        ``t_mono``, without predicting or counting misses. Call it periodically so tracks
+        end even while no detections arrive."""
+        t = float(t_mono)
+        tr, ended = self._delete(self._tracks, t)
+        if len(ended):
+            self._tracks = tr.freeze()
+        return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
+
+    def _delete(self, tr: TrackTable, t: float) -> tuple[TrackTable, TrackTable]:
+        """Split ``tr`` into (kept, removed with status ENDED) by the deleter's rules."""
+        gone = self.deleter.to_drop(tr, t) | self.deleter.to_end(tr, t)
+        if not np.any(gone):
+            return tr, TrackTable.empty().freeze()
+        ended = tr.select(gone)
+        ended.status[:] = Status.ENDED
+        log.debug("removed tracks %s", ended.track_id.tolist())
+        return tr.remove(gone), ended.freeze()
+
+
+def build_tracker(
+    accel_noise_mps2: float,
+    gate_probability: float,
+    confirm_hits: int,
+    confirm_window: int,
+    tentative_max_misses: int,
+    confirmed_max_coast_s: float,
+) -> Tracker:
+    """The standard composition: constant-velocity Kalman filter, χ²-gated GNN, M-of-N
+    initiation, miss/time deletion."""
+    return Tracker(
+        predictor=KalmanPredictor(ConstantVelocity(accel_noise_mps2)),
+        updater=KalmanUpdater(),
+        associator=GnnAssociator(gate_probability),
+        initiator=MofNInitiator(confirm_hits=confirm_hits, confirm_window=confirm_window),
+        deleter=MissDeleter(tentative_max_misses=tentative_max_misses, confirmed_max_coast_s=confirmed_max_coast_s),
+    )
