@@ -11,7 +11,9 @@ from towerd import geo
 WGS84_A = 6378137.0
 
 
-@pytest.mark.parametrize("azimuth_deg, tilt_deg", [(0.0, 0.0), (90.0, 0.0), (237.5, 12.0), (-30.0, -8.0), (359.0, 45.0)])
+@pytest.mark.parametrize(
+    "azimuth_deg, tilt_deg", [(0.0, 0.0), (90.0, 0.0), (237.5, 12.0), (-30.0, -8.0), (359.0, 45.0)]
+)
 def test_mount_rotation_is_proper_orthonormal(azimuth_deg, tilt_deg):
     R = geo.mount_rotation(azimuth_deg, tilt_deg)
     assert_allclose(R.T @ R, np.eye(3), atol=1e-12)

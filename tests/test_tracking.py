@@ -425,7 +425,10 @@ def test_tracker_on_two_targets_with_clutter():
     (vanished,) = [tid for tid, tgt in target_of.items() if tgt == 1]
     (survivor,) = [tid for tid, tgt in target_of.items() if tgt == 0]
     assert set(ended) <= {vanished}
-    t_last_vanished = float(tracker.tracks.t_last_update[tracker.tracks.track_id == vanished][0]) if not ended else ended[vanished][1]
+    if ended:
+        t_last_vanished = ended[vanished][1]
+    else:
+        t_last_vanished = float(tracker.tracks.t_last_update[tracker.tracks.track_id == vanished][0])
     assert t_last_vanished >= 2.5
 
     # Then the radar falls silent: expire() ends the remaining tracks after 3 s, not before.

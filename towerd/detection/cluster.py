@@ -73,7 +73,8 @@ class PointClusterer:
         np.add.at(centroid, labels, w[:, None] * det.pos_enu_m)
         d = det.pos_enu_m - centroid[labels]
         cov = np.zeros((n_clusters, 3, 3))
-        np.add.at(cov, labels, (w**2)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * np.einsum("ni,nj->nij", d, d))
+        spread = np.einsum("ni,nj->nij", d, d)
+        np.add.at(cov, labels, (w**2)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * spread)
 
         out_snr = np.where(np.isfinite(max_snr), max_snr, np.nan)
         rv = det.radial_vel_mps

@@ -92,14 +92,19 @@ class Tracker:
 
         dt = t - tr.t_mono
         if np.any(dt < 0):
-            log.debug("%s: frame at %.6f is older than %d track states; dt clamped to 0", det.sensor, t, np.count_nonzero(dt < 0))
+            log.debug(
+                "%s: frame at %.6f is older than %d track states; dt clamped to 0",
+                det.sensor, t, np.count_nonzero(dt < 0),
+            )
         tr.state, tr.cov = self.predictor.predict(tr.state, tr.cov, np.maximum(dt, 0.0))
         tr.t_mono = np.maximum(tr.t_mono, t)
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         ti, di = self.associator.associate(tr.state, tr.cov, det.pos_enu_m, det.cov_enu_m2, established=established)
         if len(ti):
-            tr.state[ti], tr.cov[ti] = self.updater.update(tr.state[ti], tr.cov[ti], det.pos_enu_m[di], det.cov_enu_m2[di])
+            tr.state[ti], tr.cov[ti] = self.updater.update(
+                tr.state[ti], tr.cov[ti], det.pos_enu_m[di], det.cov_enu_m2[di]
+            )
 
         hit = np.zeros(len(tr), dtype=bool)
         hit[ti] = True
