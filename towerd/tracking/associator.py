@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -59,7 +60,7 @@ class GnnAssociator:
         if not 0.0 < self.gate_probability < 1.0:
             raise ConfigError(f"gate_probability must be in (0, 1), got {self.gate_probability!r}")
 
-    @property
+    @cached_property
     def gate(self) -> float:
         """γ: squared Mahalanobis distance threshold (3 degrees of freedom)."""
         return float(chi2.ppf(self.gate_probability, MEAS_DOF))
@@ -86,7 +87,7 @@ class GnnAssociator:
     ) -> np.ndarray:
         """Squared Mahalanobis distance d² (M,) of the pairs (ti, di); see the class docstring."""
         y = z[di] - x_pred[ti, POS]  # (M, 3)
-        S = P_pred[ti][:, POS, POS] + R[di]  # (M, 3, 3)
+        S = P_pred[:, POS, POS][ti] + R[di]  # (M, 3, 3)
         return np.einsum("mi,mi->m", y, np.linalg.solve(S, y[..., None])[..., 0])
 
     def associate(

@@ -108,4 +108,7 @@ class TrackTable:
 
     def rows_with_status(self, *statuses: Status) -> np.ndarray:
         """Boolean mask (K,) of the tracks whose status is one of ``statuses``."""
-        return np.isin(self.status, np.array([int(s) for s in statuses], dtype=np.uint8))
+        mask = np.zeros(len(self), dtype=bool)
+        for s in statuses:
+            mask |= self.status == s
+        return mask
