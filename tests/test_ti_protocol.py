@@ -345,6 +345,15 @@ def test_wrong_version_dropped_with_reason(version):
     assert f"unsupported version 0x{version:08x}" in s.last_error
 
 
+def test_old_sdk_firmware_is_reported_once(caplog):
+    parser = TiFrameParser()
+    with caplog.at_level("WARNING", logger="towerd.drivers.ti_mmwave.protocol"):
+        feed_all(parser, frame([], version=0x02010004) * 3 + frame([], version=0x7F000000))
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "SDK 2.1 frames (version 0x02010004)" in warnings[0].getMessage()
+    assert parser.stats.unsupported_version == 4
+
+
 def test_other_sdk3_minor_versions_accepted():
     for version in (0x03000000, 0x03020001, 0x03060000):
         consumed, frames = TiFrameParser().feed(frame([], version=version))

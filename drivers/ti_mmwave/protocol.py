@@ -179,6 +179,7 @@ class TiFrameParser:
         self.max_frame_bytes = max_frame_bytes
         self.stats = ParserStats()
         self._hunting = False
+        self._warned_old_sdk = False
 
     def feed(self, buf: bytes | bytearray | memoryview) -> tuple[int, list[TiFrame]]:
         """Decode what ``buf`` completes; return (bytes to delete from its front, frames).
@@ -243,6 +244,14 @@ class TiFrameParser:
         major = version >> 24
         if major != SUPPORTED_MAJOR:
             self.stats.unsupported_version += 1
+            if major in (1, 2) and not self._warned_old_sdk:
+                # A real older firmware, not line noise: tell the operator once.
+                self._warned_old_sdk = True
+                log.warning(
+                    "TI radar sends SDK %d.%d frames (version 0x%08x); only SDK 3.x is decoded: "
+                    "flash the SDK 3.x out-of-box demo",
+                    major, (version >> 16) & 0xFF, version,
+                )
             raise _Reject(
                 f"unsupported version 0x{version:08x} (major {major}); only SDK 3.x (major 3) frames are decoded"
             )
