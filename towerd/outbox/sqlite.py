@@ -83,7 +83,10 @@ class _Unusable(Exception):
 
 
 class Outbox:
-    """SQLite-backed queue of TRACKS records and EVENTS objects keyed by ``seq``."""
+    """SQLite-backed queue of TRACKS records and EVENTS objects keyed by ``seq``.
+
+    Not thread-safe: use it from one thread at a time (the daemon's loop thread; it may
+    be created in another thread before the loop starts)."""
 
     def __init__(self, path: str | Path, *, clock: Clock, synchronous: str = "full") -> None:
         if synchronous.lower() not in _SYNCHRONOUS:
@@ -109,7 +112,7 @@ class Outbox:
 
     def _open(self) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(str(self._path), isolation_level=None)
+            conn = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise OutboxError(f"cannot open outbox {self._path}: {exc}") from exc
         try:

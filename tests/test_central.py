@@ -1,0 +1,526 @@
+"""Reference central: store de-duplication, the whole report path outbox -> uplink ->
+central over real sockets, outages, hostile input, ACK-after-commit, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import re
+import signal
+import socket
+import sqlite3
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from towerd import icd
+from towerd.central import server as server_mod
+from towerd.central.server import CentralServer, main
+from towerd.central.store import TRACK_FIELDS, CentralStore
+from towerd.clock import ManualClock, SystemClock
+from towerd.errors import EX_CONFIG, UplinkError
+from towerd.outbox.sqlite import Outbox
+from towerd.uplink.client import CentralSettings, UplinkClient
+
+TOWER = "tx-lrd-014"
+STREAM = 0xC0FFEE0000000001
+
+
+def wait_for(cond: Callable[[], bool], step: Callable[[], None], timeout_s: float = 5.0, what: str = "") -> None:
+    """Run ``step`` until ``cond`` holds; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        step()
+
+
+def free_endpoint() -> str:
+    """A TCP port on 127.0.0.1 that nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"tcp://127.0.0.1:{s.getsockname()[1]}"
+
+
+def tracks(n: int, first_seq: int = 0) -> np.ndarray:
+    """Records with distinct values in every field; seq set only if first_seq > 0."""
+    rec = icd.empty_track_records(n)
+    i = np.arange(n)
+    if first_seq:
+        rec["seq"] = first_seq + i
+    rec["time_us"] = 1_700_000_000_000_000 + 100_000 * i
+    rec["track_id"] = 7 + i // 10
+    rec["status"] = icd.Status.CONFIRMED
+    rec["category"] = icd.Category.UAS
+    rec["confidence"] = 80
+    rec["threat"] = icd.Threat.MEDIUM
+    rec["sources"] = icd.SOURCE_RADAR
+    rec["hits"] = i + 1
+    rec["lat_e7"] = 294_000_000 + i
+    rec["lon_e7"] = -985_000_000 - i
+    rec["alt_m"] = 180.5 + i
+    rec["range_m"] = 1200.25 + i
+    rec["azimuth_deg"] = (10.5 + i) % 360
+    rec["vel_east_mps"] = -3.5
+    rec["rf_freq_mhz"][::2] = 2437.0  # every other record has RF, the rest NaN
+    return rec
+
+
+def assert_stored_equal(rows: list[dict], sent: np.ndarray) -> None:
+    """Stored rows hold exactly the sent records, field by field (NaN == NaN)."""
+    assert [r["seq"] for r in rows] == [int(s) for s in sent["seq"]]
+    for name in TRACK_FIELDS:
+        got = np.array([r[name] for r in rows], dtype=sent.dtype.fields[name][0])
+        if got.dtype.kind == "f":
+            np.testing.assert_allclose(got, sent[name], equal_nan=True)
+        else:
+            np.testing.assert_array_equal(got, sent[name])
+
+
+def settings(endpoint: str, **kw) -> CentralSettings:
+    base = dict(plain=True, reconnect_ivl_s=0.05, reconnect_ivl_max_s=0.2)
+    base.update(kw)
+    return CentralSettings("lab", endpoint, **base)
+
+
+class Dealer:
+    """A raw DEALER for hand-made (and hostile) messages."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, routing_id: bytes | None = TOWER.encode()):
+        self.sock = ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        if routing_id is not None:
+            self.sock.routing_id = routing_id
+        self.sock.connect(endpoint)
+
+    def replies(self, timeout_ms: int) -> list[icd.Message]:
+        out = []
+        while self.sock.poll(timeout_ms if not out else 0):
+            out.append(icd.decode(self.sock.recv()))
+        return out
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+@pytest.fixture
+def ctx():
+    context = zmq.Context()
+    yield context
+    context.term()
+
+
+@pytest.fixture
+def central(tmp_path):
+    made: list[CentralServer] = []
+
+    def make(bind: str = "tcp://127.0.0.1:*", **kw) -> CentralServer:
+        deadline = time.monotonic() + 5.0
+        while True:
+            try:
+                srv = CentralServer(bind, tmp_path / "central.sqlite", **kw)
+                break
+            except UplinkError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)  # port of the previous server still closing; retried with a deadline
+        made.append(srv)
+        return srv
+
+    yield make
+    for srv in made:
+        srv.close()
+
+
+@pytest.fixture
+def outbox(tmp_path):
+    box = Outbox(tmp_path / "outbox.sqlite", clock=SystemClock())
+    yield box
+    box.close()
+
+
+# ------------------------------------------------------------------------------ store
+
+
+def test_store_deduplicates_by_key_and_keeps_every_field(tmp_path):
+    clock = ManualClock()
+    store = CentralStore(tmp_path / "c.sqlite", clock=clock)
+    try:
+        rec = tracks(6, first_seq=1)
+        assert store.store_tracks(TOWER, STREAM, rec[:4], replay=False) == 4
+        assert store.store_tracks(TOWER, STREAM, rec[2:], replay=True) == 2      # 3, 4 are duplicates
+        assert store.store_tracks("tx-other", STREAM, rec[:2], replay=False) == 2  # same seq, other tower
+        assert store.store_tracks(TOWER, STREAM + 1, rec[:1], replay=False) == 1   # other stream
+        assert store.count_tracks() == 9
+        rows = store.tracks(TOWER)
+        mine = [r for r in rows if r["stream_id"] == STREAM]
+        assert_stored_equal(mine, rec)
+        assert [r["replay"] for r in mine] == [False] * 4 + [True] * 2
+        assert all(r["received_us"] == clock.utc_us() and r["tower_id"] == TOWER for r in rows)
+        assert math.isnan(mine[1]["rf_freq_mhz"]) and mine[0]["lat_e7"] == 294_000_000
+        with pytest.raises(ValueError):
+            bad = tracks(1, first_seq=1)
+            bad["seq"] = 2**63
+            store.store_tracks(TOWER, STREAM, bad, replay=False)
+
+        events = [{"seq": 7, "time_us": 5, "code": "sensor.down", "severity": "error", "message": "radar-1",
+                   "sensor": "radar-1"}]
+        assert store.store_events(TOWER, STREAM, events, replay=False) == 1
+        assert store.store_events(TOWER, STREAM, events, replay=False) == 0
+        (ev,) = store.events()
+        assert (ev["seq"], ev["code"], ev["severity"], ev["stream_id"]) == (7, "sensor.down", "error", STREAM)
+        assert json.loads(ev["json"]) == events[0]
+    finally:
+        store.close()
+        store.close()
+    with sqlite3.connect(str(tmp_path / "c.sqlite")) as conn:  # committed, visible to another reader
+        assert conn.execute("SELECT count(*) FROM tracks").fetchone()[0] == 9
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# ------------------------------------------------------------------------------ end to end
+
+
+def _drive(client: UplinkClient, srv: CentralServer | None) -> Callable[[], None]:
+    def step() -> None:
+        client.poll(2)
+        if srv is not None:
+            srv.poll_once(2)
+    return step
+
+
+def test_outbox_to_central_end_to_end(central, outbox):
+    srv = central()
+    sent = []
+    for k in range(5):
+        first, last = outbox.add_tracks(tracks(50))
+        sent.append((first, last))
+        outbox.add_event("sensor.up", "info", f"batch {k}", batch=k)
+    outbox.commit()
+    health = {"tower_id": TOWER, "software_version": "0.1", "outbox": {"pending": outbox.pending_count()}}
+    client = UplinkClient(TOWER, settings(srv.bound_endpoint), outbox, clock=SystemClock(), health=lambda: health)
+    try:
+        wait_for(lambda: outbox.pending_count() == 0, _drive(client, srv), what="outbox drained")
+        wait_for(lambda: TOWER in srv.health, _drive(client, srv), what="health")
+    finally:
+        client.close()
+    assert outbox.pending() == [] and outbox.oldest_seq() is None
+    store = srv.store
+    assert store.count_tracks() == 250 and store.count_events() == 5
+    rows = store.tracks(TOWER)
+    assert {r["stream_id"] for r in rows} == {outbox.stream_id}
+    expected = np.concatenate([tracks(50, first_seq=f) for f, _ in sent])
+    assert_stored_equal(rows, expected)
+    events = store.events(TOWER)
+    assert [e["seq"] for e in events] == [last + 1 for _, last in sent]
+    assert [json.loads(e["json"])["batch"] for e in events] == [0, 1, 2, 3, 4]
+    assert srv.health[TOWER] == health
+    assert srv.stats["duplicates"] == 0 and srv.stats["malformed"] == 0
+    assert client.stats["acked_records"] == 255
+
+
+def test_central_started_after_the_tower_queued_records(central, outbox):
+    endpoint = free_endpoint()
+    outbox.add_tracks(tracks(120))
+    outbox.add_event("daemon.started", "info", "towerd started")
+    outbox.commit()
+    client = UplinkClient(TOWER, settings(endpoint), outbox, clock=SystemClock())
+    try:
+        for _ in range(10):
+            client.poll(5)
+        assert not client.link_up and client.stats["sent_msgs"] == 0
+        srv = central(endpoint)
+        wait_for(lambda: outbox.pending_count() == 0, _drive(client, srv), what="drain after central start")
+    finally:
+        client.close()
+    assert srv.store.count_tracks() == 120 and srv.store.count_events() == 1
+
+
+def test_central_restarted_on_the_same_port_gets_everything_exactly_once(central, outbox):
+    srv = central()
+    endpoint = srv.bound_endpoint
+    client = UplinkClient(TOWER, settings(endpoint, batch_records=20), outbox, clock=SystemClock())
+    total = 0
+    try:
+        for _ in range(10):  # records trickle in while the central runs
+            outbox.add_tracks(tracks(30))
+            outbox.commit()
+            total += 30
+            _drive(client, srv)()
+        wait_for(lambda: outbox.pending_count() == 0, _drive(client, srv), what="first drain")
+        # Fault injection: the central commits the next two messages and dies before its
+        # ACKs leave. The tower must send them again; the new central must ignore them.
+        srv._ack = lambda *args, **kwargs: None
+        outbox.add_tracks(tracks(30))
+        outbox.commit()
+        total += 30
+        wait_for(lambda: srv.store.count_tracks() == total, _drive(client, srv), what="stored, not acked")
+        assert client.stats["in_flight"] == 2
+        srv.close()
+        wait_for(lambda: not client.link_up, lambda: client.poll(10), what="link down")
+        for _ in range(5):  # the outage: the tower keeps queueing
+            outbox.add_tracks(tracks(30))
+            outbox.add_event("sensor.down", "warning", "central unreachable")
+            outbox.commit()
+            total += 31
+            client.poll(5)
+        srv2 = central(endpoint)
+        wait_for(lambda: outbox.pending_count() == 0, _drive(client, srv2), timeout_s=8, what="drain after restart")
+    finally:
+        client.close()
+    with sqlite3.connect(str(srv2.store._path)) as conn:
+        seqs = [r[0] for r in conn.execute("SELECT seq FROM tracks UNION ALL SELECT seq FROM events ORDER BY 1")]
+    assert seqs == list(range(1, total + 1))  # every record exactly once, none missing
+    assert client.stats["resent_msgs"] == 2
+    assert srv2.stats["duplicates"] == 30 and srv2.stats["stored_tracks"] + srv2.stats["stored_events"] == 155
+
+
+def test_same_message_twice_is_stored_once_and_acked_twice(ctx, central):
+    srv = central()
+    dealer = Dealer(ctx, srv.bound_endpoint)
+    try:
+        frame = icd.encode_tracks(STREAM, tracks(5, first_seq=11))
+        dealer.sock.send(frame)
+        dealer.sock.send(frame)
+        replies: list[icd.Message] = []
+        wait_for(lambda: len(replies) == 2, lambda: (srv.poll_once(5), replies.extend(dealer.replies(5))))
+    finally:
+        dealer.close()
+    assert [icd.decode_ack(m) for m in replies] == [(11, 15), (11, 15)]
+    assert all(m.stream_id == STREAM for m in replies)
+    assert srv.store.count_tracks() == 5 and srv.stats["duplicates"] == 5 and srv.stats["acks_sent"] == 2
+
+
+def test_health_gets_health_ack_and_the_last_one_is_kept(ctx, central):
+    srv = central()
+    dealer = Dealer(ctx, srv.bound_endpoint)
+    try:
+        dealer.sock.send(icd.encode_health(STREAM, {"uptime_s": 1}))
+        dealer.sock.send(icd.encode_health(STREAM, {"uptime_s": 2}))
+        replies: list[icd.Message] = []
+        wait_for(lambda: len(replies) == 2, lambda: (srv.poll_once(5), replies.extend(dealer.replies(5))))
+    finally:
+        dealer.close()
+    assert [(m.type, m.stream_id) for m in replies] == [(icd.MsgType.HEALTH_ACK, STREAM)] * 2
+    assert srv.health == {TOWER: {"uptime_s": 2}}
+    assert srv.store.count_tracks() == 0
+
+
+# ------------------------------------------------------------------------------ hostile input
+
+
+def test_hostile_frames_are_counted_and_do_not_stop_the_central(ctx, central, caplog):
+    clock = ManualClock()
+    srv = central(clock=clock)
+    rng = np.random.default_rng(7)
+    evil = Dealer(ctx, srv.bound_endpoint, b"evil-1")
+    anonymous = Dealer(ctx, srv.bound_endpoint, routing_id=None)  # libzmq's random id: not a tower id
+    good = Dealer(ctx, srv.bound_endpoint)
+    one = tracks(1, first_seq=1).tobytes()
+    try:
+        hostile = [
+            b"",                                                                      # short
+            b"TW\x01",                                                                # short
+            b"XX" + bytes(14),                                                        # magic
+            struct_header(0x01, count=2) + one,                                       # size (count 2, 1 record)
+            struct_header(0x01, count=1, flags=0x0004) + one,                         # flags
+            struct_header(0x02, count=2) + b'[{"seq":1}]',                            # count
+            struct_header(0x81) + bytes(16),                                          # ack_range (and direction)
+            rng.bytes(200),                                                           # magic (random)
+        ]
+        for frame in hostile:
+            evil.sock.send(frame)
+        evil.sock.send_multipart([b"TW", b"two frames"])                              # frames
+        anonymous.sock.send(icd.encode_tracks(STREAM, tracks(1, first_seq=1)))        # routing_id
+        with caplog.at_level(logging.WARNING, logger="towerd.central.server"):
+            for _ in range(20):
+                evil.sock.send(b"short")                                              # short x20
+            wait_for(lambda: srv.stats["received"] == 30, lambda: srv.poll_once(5), what="all hostile frames")
+        good.sock.send(icd.encode_tracks(STREAM, tracks(3, first_seq=1)))
+        replies: list[icd.Message] = []
+        wait_for(lambda: replies, lambda: (srv.poll_once(5), replies.extend(good.replies(5))))
+    finally:
+        evil.close()
+        anonymous.close()
+        good.close()
+    assert icd.decode_ack(replies[0]) == (1, 3)
+    stats = srv.stats
+    assert stats["malformed"] == 30
+    assert stats["malformed_by_reason"] == {"short": 22, "magic": 2, "size": 1, "flags": 1, "count": 1,
+                                            "ack_range": 1, "frames": 1, "routing_id": 1}
+    assert srv.store.count_tracks() == 3 and srv.store.tracks()[0]["tower_id"] == TOWER
+    short_lines = [r for r in caplog.records if "short frame" in r.getMessage()]
+    assert len(short_lines) == 1  # 22 of them within one second (ManualClock does not move): one line
+
+    caplog.clear()
+    clock.advance(1.0)
+    evil2 = Dealer(ctx, srv.bound_endpoint, b"evil-2")
+    try:
+        with caplog.at_level(logging.WARNING, logger="towerd.central.server"):
+            evil2.sock.send(b"x")
+            wait_for(lambda: srv.stats["malformed"] == 31, lambda: srv.poll_once(5))
+    finally:
+        evil2.close()
+    assert "(21 similar suppressed)" in caplog.text
+
+
+def struct_header(mtype: int, count: int = 0, flags: int = 0, stream_id: int = STREAM) -> bytes:
+    """A hand-made ICD header (the encoder refuses to make bad ones)."""
+    return struct.pack("<2sBBQHH", b"TW", 1, mtype, stream_id, count, flags)
+
+
+def test_ack_to_a_tower_that_is_gone_is_counted_not_fatal(ctx, central):
+    srv = central()
+    # Test-only peek at the server's socket to know when the ROUTER has seen the tower go.
+    mon = srv._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    try:
+        gone = Dealer(ctx, srv.bound_endpoint, b"tx-gone")
+        gone.sock.linger = 2000
+        gone.sock.send(icd.encode_tracks(STREAM, tracks(2, first_seq=1)))
+        gone.sock.close()  # flushes (linger), then the connection closes
+        assert mon.poll(5000), "server never saw the tower disconnect"
+        recv_monitor_message(mon)
+        wait_for(lambda: srv.stats["received"] == 1, lambda: srv.poll_once(5))
+    finally:
+        srv._sock.disable_monitor()
+        mon.close(0)
+    assert srv.stats["unroutable"] == 1 and srv.stats["acks_sent"] == 0
+    assert srv.store.count_tracks() == 2  # stored; the tower will resend and be de-duplicated
+    good = Dealer(ctx, srv.bound_endpoint)
+    try:
+        good.sock.send(icd.encode_tracks(STREAM, tracks(1, first_seq=3)))
+        replies: list[icd.Message] = []
+        wait_for(lambda: replies, lambda: (srv.poll_once(5), replies.extend(good.replies(5))))
+    finally:
+        good.close()
+    assert icd.decode_ack(replies[0]) == (3, 3)
+
+
+# ------------------------------------------------------------------------------ ACK after commit
+
+
+def test_ack_is_sent_only_after_the_records_are_committed(ctx, central, monkeypatch, tmp_path):
+    entered = threading.Event()
+    release = threading.Event()
+    real = CentralStore.store_tracks
+
+    def gated(self, *args, **kwargs):
+        entered.set()
+        release.wait(5)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(CentralStore, "store_tracks", gated)
+    srv = central()
+    db = tmp_path / "central.sqlite"
+    stop = threading.Event()
+    thread = threading.Thread(target=srv.serve_forever, args=(stop,), name="central")
+    dealer = Dealer(ctx, srv.bound_endpoint)
+    thread.start()
+    try:
+        dealer.sock.send(icd.encode_tracks(STREAM, tracks(4, first_seq=21)))
+        assert entered.wait(5)
+        assert dealer.replies(200) == []  # while the store is held, no ACK may leave
+        release.set()
+        assert dealer.sock.poll(5000), "no ACK"
+        ack = icd.decode(dealer.sock.recv())
+        with sqlite3.connect(str(db)) as conn:  # a separate reader sees committed rows only
+            stored = [r[0] for r in conn.execute("SELECT seq FROM tracks WHERE tower_id = ? ORDER BY seq", (TOWER,))]
+        assert icd.decode_ack(ack) == (21, 24)
+        assert stored == [21, 22, 23, 24]
+    finally:
+        release.set()
+        stop.set()
+        thread.join(5)
+        dealer.close()
+    assert not thread.is_alive()
+
+
+def test_store_failure_is_not_acknowledged(ctx, central, monkeypatch):
+    srv = central()
+
+    def broken(self, *args, **kwargs):
+        raise server_mod.OutboxError("disk I/O error")
+
+    monkeypatch.setattr(CentralStore, "store_tracks", broken)
+    dealer = Dealer(ctx, srv.bound_endpoint)
+    try:
+        dealer.sock.send(icd.encode_tracks(STREAM, tracks(1, first_seq=1)))
+        replies: list[icd.Message] = []
+        wait_for(lambda: replies, lambda: (srv.poll_once(5), replies.extend(dealer.replies(5))))
+    finally:
+        dealer.close()
+    assert [m.type for m in replies] == [icd.MsgType.ERROR]
+    assert icd.decode_error(replies[0])[0] == "central.store_failed"
+    assert srv.stats["store_errors"] == 1 and srv.stats["acks_sent"] == 0
+
+
+# ------------------------------------------------------------------------------ configuration and CLI
+
+
+def test_curve_central_is_refused_not_faked(tmp_path):
+    with pytest.raises(UplinkError, match="CURVE central is not implemented yet"):
+        CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite", plain=False)
+
+
+def test_bind_failure_is_an_uplink_error(central):
+    srv = central()
+    with pytest.raises(UplinkError, match="cannot bind"):
+        CentralServer(srv.bound_endpoint, srv.store._path.with_name("other.sqlite"))
+
+
+def test_main_without_plain_exits_78(tmp_path, caplog):
+    with caplog.at_level(logging.ERROR):
+        assert main(["--db", str(tmp_path / "c.sqlite")]) == EX_CONFIG
+    assert "CURVE central is not implemented yet" in caplog.text
+    assert not (tmp_path / "c.sqlite").exists()
+
+
+def test_main_serves_until_sigterm_and_exits_0(ctx, tmp_path):
+    db = tmp_path / "central.sqlite"
+    log_path = tmp_path / "central.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "towerd.central.server", "--bind", "tcp://127.0.0.1:*", "--db", str(db),
+             "--plain", "--log-level", "INFO"],
+            stdout=subprocess.DEVNULL, stderr=log_file, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    dealer = None
+    try:
+        found: list[str] = []
+
+        def look() -> None:
+            if proc.poll() is not None:
+                raise AssertionError(f"central exited {proc.returncode}: {log_path.read_text()}")
+            m = re.search(r"listening on (tcp://127\.0\.0\.1:\d+)", log_path.read_text())
+            if m:
+                found.append(m.group(1))
+            else:
+                time.sleep(0.02)
+
+        wait_for(lambda: bool(found), look, timeout_s=15, what="central start")
+        dealer = Dealer(ctx, found[0])
+        dealer.sock.send(icd.encode_tracks(STREAM, tracks(3, first_seq=1)))
+        assert dealer.sock.poll(5000), "no ACK from the central process"
+        assert icd.decode_ack(icd.decode(dealer.sock.recv())) == (1, 3)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if dealer is not None:
+            dealer.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    text = log_path.read_text()
+    assert "SIGTERM received" in text and "3 tracks and 0 events stored" in text
+    with sqlite3.connect(str(db)) as conn:
+        assert conn.execute("SELECT count(*) FROM tracks").fetchone()[0] == 3
