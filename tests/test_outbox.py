@@ -134,9 +134,12 @@ def test_ack_deletes_only_covered_committed_rows(db, clock):
         box.commit()
         assert [r[0] for r in box.pending()] == [1, 2, 6, 7, 8, 11, 12]
         assert box.pending_count() == 7 and box.oldest_seq() == 1
+        assert not box.uncommitted
         assert box.ack(1, 2) == 2
         assert box.oldest_seq() == 6
+        assert box.uncommitted  # an ack alone is durable only at the next commit
         box.commit()
+        assert not box.uncommitted
     finally:
         box.close()
     box = Outbox(db, clock=clock)

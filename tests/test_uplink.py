@@ -160,6 +160,7 @@ def test_messages_hold_one_kind_of_consecutive_seq(peer, outbox, make_client):
     assert [bytes(r.tobytes()) for r in sent] == [stored[int(s)] for s in sent["seq"]]
     assert icd.decode_events(peer.records()[2][1])[0]["code"] == "sensor.down"
     assert client.link_up and client.stats["state"] == "up"
+    assert client.name == client.settings.name == "lab"
 
 
 def test_ack_deletes_from_outbox_and_frees_the_window(peer, outbox, make_client):

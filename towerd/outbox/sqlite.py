@@ -226,6 +226,12 @@ class Outbox:
         return self._stream_id
 
     @property
+    def uncommitted(self) -> bool:
+        """True while adds or acks wait for :meth:`commit` (the loop commits on its timer
+        when this is set, so that ack-only changes become durable too)."""
+        return self._conn is not None and self._conn.in_transaction
+
+    @property
     def next_seq(self) -> int:
         """The seq the next added record will get."""
         return self._next_seq

@@ -23,7 +23,9 @@ Not done yet (later issues): records are sent strictly oldest first, and the REP
 is never set. The ICD's "live before backlog, backlog paced and flagged REPLAY" ordering
 after an outage, per-central record filters and per-central acknowledgement state are not
 implemented; with one central, oldest first is correct, merely not optimal after a long
-outage.
+outage. Every client deletes from the one shared outbox on its central's ACK, so with
+more than one central a record may never reach the second one: until acknowledgement
+state is kept per central, configure one central per tower.
 """
 
 from __future__ import annotations
@@ -522,6 +524,10 @@ class UplinkClient:
     @property
     def name(self) -> str:
         return self._settings.name
+
+    @property
+    def settings(self) -> CentralSettings:
+        return self._settings
 
     @property
     def link_up(self) -> bool:
