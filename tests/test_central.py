@@ -24,11 +24,10 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from towerd import icd
-from towerd.central import server as server_mod
 from towerd.central.server import CentralServer, main
 from towerd.central.store import TRACK_FIELDS, CentralStore
 from towerd.clock import ManualClock, SystemClock
-from towerd.errors import EX_CONFIG, UplinkError
+from towerd.errors import EX_CONFIG, OutboxError, UplinkError
 from towerd.outbox.sqlite import Outbox
 from towerd.uplink.client import CentralSettings, UplinkClient
 
@@ -449,7 +448,7 @@ def test_store_failure_is_not_acknowledged(ctx, central, monkeypatch):
     srv = central()
 
     def broken(self, *args, **kwargs):
-        raise server_mod.OutboxError("disk I/O error")
+        raise OutboxError("disk I/O error")
 
     monkeypatch.setattr(CentralStore, "store_tracks", broken)
     dealer = Dealer(ctx, srv.bound_endpoint)
