@@ -136,7 +136,7 @@ def test_clusterer_merges_one_target_and_keeps_two_apart():
     target_a = [[100.0, 50.0, 20.0], [101.0, 50.0, 20.0], [100.0, 51.0, 20.5]]
     target_b = [[140.0, 50.0, 20.0]]
     det = make_detections(target_a + target_b, snr_db=[10.0, 20.0, 10.0, 15.0], radial_vel=[1.0, 2.0, np.nan, 5.0])
-    out = PointClusterer(distance_m=3.0).cluster(det)
+    out = PointClusterer(extent_m=1.0).cluster(det)
     assert len(out) == 2
     a = np.argmin(out.pos_enu_m[:, 0])
     # Power weights 10, 100, 10 (linear SNR) -> centroid pulled to the strongest point.
@@ -157,23 +157,38 @@ def test_clusterer_merges_one_target_and_keeps_two_apart():
 
 
 def test_clusterer_is_transitive_and_uses_plain_mean_without_snr():
-    # A chain: each link 2 m, ends 4 m apart; all one cluster at 2.5 m.
-    pos = [[0.0, 0.0, 0.0], [2.0, 0.0, 0.0], [4.0, 0.0, 0.0]]
-    out = PointClusterer(distance_m=2.5).cluster(make_detections(pos, snr_db=[30.0, np.nan, 10.0]))
+    # A chain: each link 6 m (d² = 36 / (2 + 2) = 9 <= 11.34: linked), ends 12 m apart
+    # (d² = 36: not linked directly); all one cluster by single linkage.
+    pos = [[0.0, 0.0, 0.0], [6.0, 0.0, 0.0], [12.0, 0.0, 0.0]]
+    clusterer = PointClusterer(extent_m=1.0, gate_probability=0.99)
+    assert clusterer.linked_pairs(make_detections(pos)).tolist() == [[0, 1], [1, 2]]
+    out = clusterer.cluster(make_detections(pos, snr_db=[30.0, np.nan, 10.0]))
     assert len(out) == 1
-    assert_allclose(out.pos_enu_m[0], [2.0, 0.0, 0.0], atol=1e-12)
+    assert_allclose(out.pos_enu_m[0], [6.0, 0.0, 0.0], atol=1e-12)
     # Equal weights: mean covariance / n plus the spread.
-    assert_allclose(out.cov_enu_m2[0], np.eye(3) / 3.0 + np.diag([8.0 / 3.0, 0.0, 0.0]), atol=1e-12)
+    assert_allclose(out.cov_enu_m2[0], np.eye(3) / 3.0 + np.diag([24.0, 0.0, 0.0]), atol=1e-12)
     assert_allclose(out.snr_db[0], 30.0)
     assert np.isnan(out.radial_vel_mps[0])
 
 
 def test_clusterer_disabled_or_nothing_to_merge():
     det = make_detections([[0.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
-    assert PointClusterer(distance_m=0.0).cluster(det) is det
-    assert len(PointClusterer(distance_m=0.5).cluster(det)) == 2
+    assert PointClusterer(enabled=False).cluster(det) is det
+    assert len(PointClusterer(extent_m=1.0).cluster(det)) == 1
+    # 7 m apart: d² = 49 / 4 = 12.25 > 11.34, separate targets.
+    apart = make_detections([[0.0, 0.0, 0.0], [7.0, 0.0, 0.0]])
+    assert len(PointClusterer(extent_m=1.0).cluster(apart)) == 2
     empty = Detections.empty("radar1", 0.0)
-    assert len(PointClusterer(distance_m=5.0).cluster(empty)) == 0
+    assert len(PointClusterer(extent_m=1.0).cluster(empty)) == 0
+
+
+def test_clusterer_merges_by_uncertainty_not_by_fixed_distance():
+    # The same 5 m separation: two separate targets where the plots are precise (0.5 m),
+    # one target where angular noise at long range makes them 4 m uncertain.
+    pos = [[0.0, 0.0, 0.0], [5.0, 0.0, 0.0]]
+    clusterer = PointClusterer(extent_m=0.5)
+    assert len(clusterer.cluster(make_detections(pos, sigma_m=0.5))) == 2
+    assert len(clusterer.cluster(make_detections(pos, sigma_m=4.0))) == 1
 
 
 def test_clusterer_scales_to_a_point_cloud():
@@ -182,7 +197,7 @@ def test_clusterer_scales_to_a_point_cloud():
     separation = np.linalg.norm(centres[:, None, :] - centres[None, :, :], axis=2) + np.eye(300) * 1e9
     assert separation.min() > 10.0  # the scene has no two targets within merging distance
     pos = np.repeat(centres, 10, axis=0) + rng.normal(0.0, 0.3, size=(3000, 3))
-    out = PointClusterer(distance_m=2.0).cluster(make_detections(pos, snr_db=rng.uniform(5, 30, 3000)))
+    out = PointClusterer(extent_m=0.3).cluster(make_detections(pos, snr_db=rng.uniform(5, 30, 3000), sigma_m=0.3))
     assert len(out) == 300
     nearest = np.min(np.linalg.norm(out.pos_enu_m[:, None, :] - centres[None, :, :], axis=2), axis=1)
     assert np.all(nearest < 1.0)

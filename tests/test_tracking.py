@@ -274,6 +274,42 @@ def test_tracker_status_life_cycle():
         tracker.tracks.state[0, 0] = 0.0
 
 
+def test_tracker_coasts_only_after_coast_after_s_without_measurement():
+    # 10 Hz frames; single misses (k = 4, 6) are normal radar behaviour and must not flip
+    # the status; three in a row (0.3 s > 0.25 s) make the track COASTING.
+    tracker = make_tracker(coast_after_s=0.25)
+    missing = {4, 6, 9, 10, 11}
+    statuses = []
+    for k in range(13):
+        pos = (10.0 + k, 0.0, 0.0)
+        det = Detections.empty("radar1", 0.1 * k) if k in missing else one_detection(0.1 * k, pos)
+        statuses.append(int(tracker.step(det).tracks.status[0]))
+    T, C, K = Status.TENTATIVE, Status.CONFIRMED, Status.COASTING
+    assert statuses == [T, T, C, C, C, C, C, C, C, C, C, K, C]
+    # expire() applies the same rule when no frames arrive at all.
+    update = tracker.expire(1.2 + 0.26)
+    assert update.tracks.status.tolist() == [K]
+    with pytest.raises(ConfigError):
+        make_tracker(coast_after_s=3.0)  # must be below confirmed_max_coast_s
+
+
+def test_second_return_of_a_tracked_target_starts_no_duplicate_track():
+    # Each frame the target gives a second detection 6 m away (a different scatterer, not
+    # merged by clustering). Once the target's track is established, that leftover lies
+    # inside its gate and must not start a track that would be confirmed as a duplicate.
+    tracker = make_tracker()
+    for k in range(30):
+        t = 0.1 * k
+        centre = np.array([100.0 + 5.0 * t, 50.0, 20.0])
+        pos = [centre] if k < 3 else [centre, centre + [0.0, 0.0, 6.0]]
+        det = Detections("radar1", t, np.array(pos), np.broadcast_to(np.eye(3) * 4.0, (len(pos), 3, 3)).copy(),
+                         np.full(len(pos), np.nan), np.full(len(pos), np.nan))
+        update = tracker.step(det)
+    confirmed = update.tracks.rows_with_status(Status.CONFIRMED, Status.COASTING)
+    assert np.count_nonzero(confirmed) == 1
+    assert tracker.next_track_id == 2  # not even a tentative track was started
+
+
 def test_tracker_tentative_track_dropped_after_misses_and_ids_not_reused():
     tracker = make_tracker()
     update = tracker.step(one_detection(0.0, (500.0, 0.0, 0.0)))

@@ -4,6 +4,10 @@ A multirotor's arms, rotors and body can each give a plot; a radar with its own 
 cloud (TI mmWave) gives many. Tracking wants one measurement per target per frame, so
 detections closer than a distance are merged (transitively: single linkage) before
 association.
+
+Which detections belong together is decided statistically, not by a fixed distance:
+far from the radar the angular noise spreads one target's points over metres, near it
+two drones a few metres apart are clearly separate.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
+from scipy.stats import chi2
 
 from towerd.detection.plots import Detections
 
@@ -23,10 +28,19 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PointClusterer:
-    """Single-linkage clustering of a frame's detections within ``distance_m`` (metres).
+    """Single-linkage clustering of the detections of one frame that are consistent
+    with coming from one target.
 
-    Neighbour pairs come from ``cKDTree.query_pairs`` and clusters from the connected
-    components of that graph (near-linear in N). Each cluster becomes one detection:
+    Detections i and j (positions pᵢ, pⱼ, covariances Cᵢ, Cⱼ) are linked when
+
+        d² = (pᵢ − pⱼ)ᵀ (Cᵢ + Cⱼ + 2 e² I)⁻¹ (pᵢ − pⱼ) <= χ²₃⁻¹(gate_probability)
+
+    where e = ``extent_m`` is the one-sigma spread, per axis, of a target's scatterers
+    about its centre (so the difference of two scatterers has variance 2e²). Candidate
+    pairs come from ``cKDTree.query_pairs`` with the Euclidean radius no linked pair can
+    exceed, √(γ (2 λmax + 2e²)) with λmax the largest covariance eigenvalue in the frame;
+    clusters are the connected components of the linked graph (near-linear in N). Each
+    cluster becomes one detection:
 
     - position: weighted centroid c = Σ wᵢ pᵢ with weights ∝ linear SNR 10^(snr/10),
       normalised to Σ wᵢ = 1 (power-weighted centroid: the strongest scatterers dominate,
@@ -40,17 +54,37 @@ class PointClusterer:
     - SNR: the maximum (NaN if all NaN); radial velocity: the mean of the known ones
       (NaN if none).
 
-    ``distance_m <= 0`` disables clustering (detections are returned as they are).
+    ``enabled=False`` returns detections as they are.
     """
 
-    distance_m: float
+    extent_m: float = 1.0
+    gate_probability: float = 0.99
+    enabled: bool = True
+
+    @property
+    def gate(self) -> float:
+        """γ: the squared Mahalanobis distance below which two detections link."""
+        return float(chi2.ppf(self.gate_probability, 3))
+
+    def linked_pairs(self, det: Detections) -> np.ndarray:
+        """(M, 2) index pairs of detections consistent with one target."""
+        lam = float(np.linalg.eigvalsh(det.cov_enu_m2)[:, -1].max())
+        e2 = self.extent_m**2
+        radius = np.sqrt(self.gate * (2.0 * lam + 2.0 * e2)) * (1.0 + 1e-9)
+        pairs = cKDTree(det.pos_enu_m).query_pairs(radius, output_type="ndarray")
+        if len(pairs) == 0:
+            return pairs
+        d = det.pos_enu_m[pairs[:, 0]] - det.pos_enu_m[pairs[:, 1]]
+        S = det.cov_enu_m2[pairs[:, 0]] + det.cov_enu_m2[pairs[:, 1]] + 2.0 * e2 * np.eye(3)
+        d2 = np.einsum("mi,mi->m", d, np.linalg.solve(S, d[..., None])[..., 0])
+        return pairs[d2 <= self.gate]
 
     def cluster(self, det: Detections) -> Detections:
-        """Merge detections within ``distance_m`` of each other; see the class docstring."""
+        """Merge the detections of one target; see the class docstring."""
         n = len(det)
-        if self.distance_m <= 0 or n < 2:
+        if not self.enabled or n < 2:
             return det
-        pairs = cKDTree(det.pos_enu_m).query_pairs(self.distance_m, output_type="ndarray")
+        pairs = self.linked_pairs(det)
         if len(pairs) == 0:
             return det
         graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))

@@ -16,7 +16,13 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class MissDeleter:
-    """Deletes tracks that have lost their target.
+    """Decides when a track has lost its target: coasting, ended, dropped.
+
+    - A CONFIRMED track with no measurement for longer than ``coast_after_s`` is
+      COASTING (ICD: "no recent measurement"); it is CONFIRMED again on its next hit.
+      With a radar's detection probability below one, single misses are normal: a
+      small ``coast_after_s`` would flip the status, and trigger a report, every few
+      frames.
 
     - A TENTATIVE track that missed more than ``tentative_max_misses`` consecutive updates
       is dropped (it was never confirmed, so it was normally never reported).
@@ -32,12 +38,21 @@ class MissDeleter:
 
     tentative_max_misses: int = 2
     confirmed_max_coast_s: float = 3.0
+    coast_after_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.tentative_max_misses < 0:
             raise ConfigError(f"tentative_max_misses must be >= 0, got {self.tentative_max_misses!r}")
         if not np.isfinite(self.confirmed_max_coast_s) or self.confirmed_max_coast_s <= 0:
             raise ConfigError(f"confirmed_max_coast_s must be > 0, got {self.confirmed_max_coast_s!r}")
+        if not 0.0 <= self.coast_after_s < self.confirmed_max_coast_s:
+            raise ConfigError(
+                f"coast_after_s must be in [0, confirmed_max_coast_s), got {self.coast_after_s!r}"
+            )
+
+    def coasting(self, tracks: TrackTable, t_mono: float) -> np.ndarray:
+        """(K,) mask: no measurement for longer than ``coast_after_s``."""
+        return (t_mono - tracks.t_last_update) > self.coast_after_s
 
     def stale(self, tracks: TrackTable, t_mono: float) -> np.ndarray:
         """(K,) mask: no measurement for longer than ``confirmed_max_coast_s``."""

@@ -42,11 +42,14 @@ class Tracker:
 
     :meth:`step` per detections frame: predict every track to the frame time, associate
     (confirmed and coasting tracks take precedence over tentative ones),
-    update the hit tracks, count misses (a missed CONFIRMED track becomes COASTING and
-    returns to CONFIRMED on its next hit), delete, start TENTATIVE tracks from the
-    detections no track took, confirm by M-of-N. :meth:`expire` applies the time-based
-    deletion alone, for when no detections arrive. Track ids come from a monotonic counter
-    and are never reused.
+    update the hit tracks, count misses (an established track without a measurement for
+    the deleter's ``coast_after_s`` is COASTING, CONFIRMED again on its next hit),
+    delete, start TENTATIVE tracks from the detections no track took, confirm by M-of-N.
+    A leftover detection inside the gate of an established track starts nothing: it is
+    another return of that target (or clutter beside it), and a track started on it
+    would be confirmed as a duplicate. :meth:`expire` applies the time-based rules
+    alone, for when no detections arrive. Track ids come from a monotonic counter and
+    are never reused.
 
     A frame older than a track's state (an out-of-order frame from another sensor) is
     applied as if it were at the track's time (dt clamped to 0): a small error rather
@@ -100,6 +103,7 @@ class Tracker:
         tr.t_mono = np.maximum(tr.t_mono, t)
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        x_est, P_est = tr.state[established], tr.cov[established]  # predicted, before update
         ti, di = self.associator.associate(tr.state, tr.cov, det.pos_enu_m, det.cov_enu_m2, established=established)
         if len(ti):
             tr.state[ti], tr.cov[ti] = self.updater.update(
@@ -112,12 +116,12 @@ class Tracker:
         tr.misses = np.where(hit, np.uint32(0), tr.misses + np.uint32(1))
         tr.hit_history = (tr.hit_history << np.uint64(1)) | hit.astype(np.uint64)
         tr.t_last_update = np.where(hit, t, tr.t_last_update)
-        tr.status[established & hit] = Status.CONFIRMED
-        tr.status[established & ~hit] = Status.COASTING
+        self._set_coasting(tr, t)
 
         tr, ended = self._delete(tr, t)
 
         unassociated = np.setdiff1d(np.arange(len(det)), di, assume_unique=True)
+        unassociated = self._outside_gates(x_est, P_est, det, unassociated)
         start = self.initiator.select(det, unassociated)
         new = self.initiator.initiate(det, start, self._next_id)
         self._next_id += len(new)
@@ -136,10 +140,33 @@ class Tracker:
         ``t_mono``, without predicting or counting misses. Call it periodically so tracks
         end even while no detections arrive."""
         t = float(t_mono)
-        tr, ended = self._delete(self._tracks, t)
-        if len(ended):
+        tr = self._tracks.copy()
+        changed = self._set_coasting(tr, t)
+        tr, ended = self._delete(tr, t)
+        if changed or len(ended):
             self._tracks = tr.freeze()
         return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
+
+    def _set_coasting(self, tr: TrackTable, t: float) -> bool:
+        """Set CONFIRMED / COASTING on established tracks by time since their last
+        measurement; True when any status changed."""
+        established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        new = np.where(self.deleter.coasting(tr, t), Status.COASTING, Status.CONFIRMED).astype(tr.status.dtype)
+        changed = bool(np.any(established & (tr.status != new)))
+        tr.status[established] = new[established]
+        return changed
+
+    def _outside_gates(self, x_est: np.ndarray, P_est: np.ndarray, det: Detections, cand: np.ndarray) -> np.ndarray:
+        """The detections of ``cand`` outside the gate of every established track
+        (predicted states ``x_est`` (E, 6), ``P_est`` (E, 6, 6))."""
+        if len(x_est) == 0 or len(cand) == 0:
+            return cand
+        z, R = det.pos_enu_m[cand], det.cov_enu_m2[cand]
+        ti, di = self.associator.candidate_pairs(x_est, P_est, z, R)
+        if len(ti) == 0:
+            return cand
+        d2 = self.associator.mahalanobis2(x_est, P_est, z, R, ti, di)
+        return np.delete(cand, np.unique(di[d2 <= self.associator.gate]))
 
     def _delete(self, tr: TrackTable, t: float) -> tuple[TrackTable, TrackTable]:
         """Split ``tr`` into (kept, removed with status ENDED) by the deleter's rules."""
@@ -159,6 +186,7 @@ def build_tracker(
     confirm_window: int,
     tentative_max_misses: int,
     confirmed_max_coast_s: float,
+    coast_after_s: float = 0.0,
 ) -> Tracker:
     """The standard composition: constant-velocity Kalman filter, χ²-gated GNN, M-of-N
     initiation, miss/time deletion."""
@@ -167,5 +195,9 @@ def build_tracker(
         updater=KalmanUpdater(),
         associator=GnnAssociator(gate_probability),
         initiator=MofNInitiator(confirm_hits=confirm_hits, confirm_window=confirm_window),
-        deleter=MissDeleter(tentative_max_misses=tentative_max_misses, confirmed_max_coast_s=confirmed_max_coast_s),
+        deleter=MissDeleter(
+            tentative_max_misses=tentative_max_misses,
+            confirmed_max_coast_s=confirmed_max_coast_s,
+            coast_after_s=coast_after_s,
+        ),
     )
