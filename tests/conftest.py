@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from processes import Child, free_tcp_port
 from towerd.sim.pty import PtyPair
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,3 +73,17 @@ def towerd_exe() -> str:
     if not found:
         pytest.fail("towerd console script is not installed: run scripts/test")
     return found
+
+
+@pytest.fixture
+def central(towerd_exe, tmp_path):
+    """A running reference central (`towerd central --plain`) on a free loopback port.
+    Yields the Child with ``.endpoint`` and ``.db_path``."""
+    endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+    db_path = tmp_path / "central.sqlite"
+    child = Child([towerd_exe, "central", "--bind", endpoint, "--db", str(db_path), "--plain"],
+                  tmp_path / "central.log")
+    child.endpoint = endpoint
+    child.db_path = db_path
+    yield child
+    child.stop()

@@ -133,7 +133,8 @@ def test_check_config_cli(towerd_exe, tmp_path):
     assert res.returncode == 1
     assert f"{bad}:3:3: tower.idd: unknown key" in res.stderr
     assert f"{bad}:4:17: tower.latitude_deg: 127.5 is out of range" in res.stderr
-    assert "2 problems" in res.stderr
+    assert f"{bad}:3:3: tower.id: required key is missing" in res.stderr
+    assert "3 problems" in res.stderr
 
 
 def test_run_with_bad_config_exits_ex_config(towerd_exe, tmp_path):

@@ -59,7 +59,9 @@ class SensorConfig:
 
 @dataclass(frozen=True)
 class DetectionConfig:
-    cluster_distance_m: float = spec(2.5, doc="plots closer than this merge into one", unit="m", lo=0.0, hi=100.0)
+    cluster_points: bool = spec(True, doc="merge the several plots one target gives in a frame")
+    target_extent_m: float = spec(1.0, doc="one-sigma spread of one target's scatterers", unit="m", lo=0.0, hi=100.0)
+    cluster_gate_probability: float = spec(0.99, doc="chi-square probability for merging plots", lo=0.5, hi=0.999999)
 
 
 @dataclass(frozen=True)
@@ -70,11 +72,16 @@ class TrackingConfig:
     confirm_window: int = spec(5, doc="N of M-of-N confirmation", lo=1, hi=64)
     tentative_max_misses: int = spec(2, doc="consecutive misses that drop a tentative track", lo=0, hi=100)
     confirmed_max_coast_s: float = spec(3.0, doc="time without update that ends a track", unit="s", lo=0.1, hi=600.0)
+    coast_after_s: float = spec(0.5, doc="time without update that makes a track coasting", unit="s", lo=0.0, hi=600.0)
 
     def __post_init__(self) -> None:
         if self.confirm_hits > self.confirm_window:
             raise ValueError(
                 f"confirm_hits ({self.confirm_hits}) must not exceed confirm_window ({self.confirm_window})"
+            )
+        if self.coast_after_s >= self.confirmed_max_coast_s:
+            raise ValueError(
+                f"coast_after_s ({self.coast_after_s}) must be below confirmed_max_coast_s ({self.confirmed_max_coast_s})"
             )
 
 

@@ -206,6 +206,21 @@ class Scenario:
         table = np.array([(c.east_m, c.north_m, c.up_m, c.rcs_dbsm) for c in self.clutter], dtype=float)
         return table[:, :3], table[:, 3]
 
+    def nearest(self, t_s: float, enu_m: np.ndarray) -> tuple[float, str, str]:
+        """The real object nearest to ENU point ``enu_m`` (3,) at elapsed time ``t_s``:
+        (distance m, name, kind), counting clutter (named ``clutter-<i>``, kind
+        ``clutter``) as real: a radar sees a lamp post too. (nan, "", "") when empty."""
+        truth = self.truth(t_s)
+        clutter, _ = self.clutter_enu_m()
+        points = np.concatenate([np.stack([truth["east_m"], truth["north_m"], truth["up_m"]], axis=-1), clutter])
+        if len(points) == 0:
+            return float("nan"), "", ""
+        dist = np.linalg.norm(points - np.asarray(enu_m, dtype=float), axis=1)
+        i = int(np.argmin(dist))
+        if i < len(truth):
+            return float(dist[i]), str(truth["name"][i]), str(truth["kind"][i])
+        return float(dist[i]), f"clutter-{i - len(truth)}", "clutter"
+
     def rcs_dbsm(self, names: np.ndarray) -> np.ndarray:
         """RCS (n,) dBsm of the targets named in ``names`` (e.g. ``truth(t)["name"]``)."""
         by_name = {t.name: t.rcs_dbsm for t in self.targets}

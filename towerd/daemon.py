@@ -1,0 +1,196 @@
+"""The daemon: wires sensors, pipeline, outbox and uplinks, and runs the main loop.
+
+Threads: one reader per sensor (:mod:`towerd.sensors`) hands readings to a bounded
+queue; everything else runs in the main loop, single-threaded: detection, tracking,
+report building, outbox writes and commits, uplink I/O. A full queue (the loop falling
+behind) drops the newest reading and counts it; nothing is dropped silently.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from towerd import __version__
+from towerd.clock import Clock, SystemClock
+from towerd.config import LoadedConfig
+from towerd.drivers import driver_class
+from towerd.notify import Notifier
+from towerd.outbox.sqlite import Outbox
+from towerd.pipeline import Pipeline
+from towerd.sensors import SensorEvent, SensorRunner
+from towerd.uplink.client import UplinkClient
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX_READINGS = 256
+EXPIRE_INTERVAL_S = 0.25
+STATUS_INTERVAL_S = 5.0
+STOP_FLUSH_S = 3.0
+"""How long a graceful stop waits for centrals to acknowledge what is pending."""
+
+
+class Daemon:
+    """One tower's daemon. Construct, then :meth:`run` until ``stop`` is set."""
+
+    def __init__(self, loaded: LoadedConfig, *, clock: Clock | None = None, notifier: Notifier | None = None) -> None:
+        self.loaded = loaded
+        self.config = loaded.config
+        self.clock = clock or SystemClock()
+        self.notifier = notifier or Notifier()
+        self.pipeline = Pipeline(self.config, self.clock)
+        self._readings: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX_READINGS)
+        self._events: queue.SimpleQueue[SensorEvent] = queue.SimpleQueue()
+        self.dropped_readings = 0
+        self.runners: list[SensorRunner] = []
+        self.uplinks: list[UplinkClient] = []
+        self.outbox: Outbox | None = None
+        self._started_mono = self.clock.monotonic()
+
+    # -- wiring -------------------------------------------------------------------
+
+    def _open(self) -> None:
+        state_dir = Path(self.config.state_dir)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(state_dir / self.config.outbox.path, clock=self.clock,
+                             synchronous=self.config.outbox.synchronous)
+        log.info("outbox %s: stream %016x, next seq %d", state_dir / self.config.outbox.path,
+                 self.outbox.stream_id, self.outbox.next_seq)
+        for central in self.config.centrals:
+            self.uplinks.append(UplinkClient(self.config.tower.id, central, self.outbox, clock=self.clock,
+                                             health=self.health))
+        for sensor in self.config.sensors:
+            if not sensor.enabled:
+                log.info("sensor %s: disabled in the configuration", sensor.name)
+                continue
+            driver = driver_class(sensor.driver)(sensor.name, sensor.settings, clock=self.clock)
+            self.runners.append(SensorRunner(
+                driver, self._on_reading, self._events.put,
+                degraded_after_s=sensor.degraded_after_s, reconnect_max_s=sensor.reconnect_max_s, clock=self.clock,
+            ))
+
+    def _on_reading(self, reading: Any) -> None:
+        """Called from sensor threads."""
+        try:
+            self._readings.put_nowait(reading)
+        except queue.Full:
+            self.dropped_readings += 1
+            if self.dropped_readings in (1, 10, 100) or self.dropped_readings % 1000 == 0:
+                log.warning("processing is behind: %d readings dropped so far", self.dropped_readings)
+
+    # -- state for HEALTH and STATUS ------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """The ICD v1 HEALTH object."""
+        outbox = self.outbox
+        return {
+            "tower_id": self.config.tower.id,
+            "software_version": __version__,
+            "config_digest": self.loaded.digest,
+            "uptime_s": round(self.clock.monotonic() - self._started_mono, 3),
+            "time_us": self.clock.utc_us(),
+            "sensors": {r.name: r.status() for r in self.runners},
+            "tracks_active": self.pipeline.tracks_active,
+            "outbox": {
+                "pending": outbox.pending_count() if outbox else 0,
+                "oldest_seq": outbox.oldest_seq() if outbox else None,
+                "next_seq": outbox.next_seq if outbox else None,
+                "dropped_total": 0,
+            },
+            "readings_dropped": self.dropped_readings,
+        }
+
+    def status_line(self) -> str:
+        sensors = " ".join(f"{r.name}:{r.state.value}" for r in self.runners) or "no sensors"
+        links = " ".join(f"{u.settings.name}:{'up' if u.link_up else 'down'}" for u in self.uplinks) or "no centrals"
+        pending = self.outbox.pending_count() if self.outbox else 0
+        return f"{sensors}; tracks {self.pipeline.tracks_active}; {links}; backlog {pending}"
+
+    # -- loop ---------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """Run until ``stop`` is set, then stop gracefully (flushing the outbox)."""
+        self._open()
+        assert self.outbox is not None
+        outbox = self.outbox
+        outbox.add_event("daemon.started", "info", f"towerd {__version__} started",
+                         config_digest=self.loaded.digest)
+        outbox.commit()
+        for runner in self.runners:
+            runner.start()
+        self.notifier.ready(self.status_line())
+        log.info("running: tower %s, %d sensors, %d centrals", self.config.tower.id, len(self.runners),
+                 len(self.uplinks))
+        commit_every = self.config.outbox.commit_interval_s
+        last_commit = next_expire = next_status = self.clock.monotonic()
+        dirty = False
+        try:
+            while not stop.is_set():
+                dirty |= self._drain(timeout_s=0.01)
+                now = self.clock.monotonic()
+                if now >= next_expire:
+                    dirty |= self._store(self.pipeline.expire(now))
+                    next_expire = now + EXPIRE_INTERVAL_S
+                if dirty and now - last_commit >= commit_every:
+                    outbox.commit()
+                    last_commit, dirty = now, False
+                for uplink in self.uplinks:
+                    uplink.poll(0)
+                if now >= next_status:
+                    self.notifier.status(self.status_line())
+                    next_status = now + STATUS_INTERVAL_S
+        finally:
+            self._shutdown()
+
+    def _drain(self, timeout_s: float) -> bool:
+        """Process what the sensors and their threads have handed over."""
+        stored = False
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                break
+            self.outbox.add_event(event.code, event.severity, event.message, sensor=event.sensor)
+            stored = True
+        try:
+            reading = self._readings.get(timeout=timeout_s)
+        except queue.Empty:
+            return stored
+        while True:
+            stored |= self._store(self.pipeline.process(reading))
+            try:
+                reading = self._readings.get_nowait()
+            except queue.Empty:
+                return stored
+
+    def _store(self, records: Any) -> bool:
+        if len(records) == 0:
+            return False
+        self.outbox.add_tracks(records)
+        return True
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        log.info("stopping")
+        for runner in self.runners:
+            runner.stop()
+        outbox = self.outbox
+        if outbox is not None:
+            self._drain(timeout_s=0)
+            outbox.add_event("daemon.stopping", "info", "towerd stopping")
+            outbox.commit()
+            deadline = time.monotonic() + STOP_FLUSH_S
+            while self.uplinks and outbox.pending_count() and time.monotonic() < deadline:
+                for uplink in self.uplinks:
+                    uplink.poll(20)
+            if outbox.pending_count():
+                log.info("%d records stay in the outbox for the next start", outbox.pending_count())
+        for uplink in self.uplinks:
+            uplink.close()
+        if outbox is not None:
+            outbox.close()
+        log.info("stopped")

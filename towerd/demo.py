@@ -1,0 +1,269 @@
+"""``towerd demo``: a whole tower on one machine, with live tracks on screen.
+
+One process tree: this process runs the TI radar emulator on a pseudo-terminal (the
+built-in "demo" scenario), and starts two children exactly as they run in the field:
+``towerd central`` (plain ZeroMQ on loopback, SQLite in a temporary directory) and
+``towerd run`` with a generated configuration pointing at the pty. The screen shows
+what the central has stored, beside the scenario's truth, until Ctrl-C or
+``--duration``; then a summary of the tracks received.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from towerd.geo import Site, geodetic_to_enu
+from towerd.icd import Status
+from towerd.sim.pty import PtyPair
+from towerd.sim.scenario import Scenario, builtin_scenario
+from towerd.sim.ti_mmwave import TiMmwaveEmulator
+
+log = logging.getLogger(__name__)
+
+DEMO_SITE = Site(latitude_deg=27.5036, longitude_deg=-99.5076, height_m=130.0)
+"""A tower on the Rio Grande near Laredo (any site works; this one reads well)."""
+RADAR_POSITION_ENU_M = (0.0, 0.0, 10.0)
+RADAR_BORESIGHT_DEG = 0.0
+FRAME_RATE_HZ = 10.0
+REFRESH_S = 0.5
+STATUS_NAMES = {s.value: s.name.lower() for s in Status}
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def demo_config(pty_path: str, endpoint: str, state_dir: Path) -> str:
+    """The daemon's YAML for the demo (plain ZeroMQ: lab use, as the ICD allows)."""
+    return f"""\
+version: 1
+tower:
+  id: tx-demo-001
+  latitude_deg: {DEMO_SITE.latitude_deg}
+  longitude_deg: {DEMO_SITE.longitude_deg}
+  height_m: {DEMO_SITE.height_m}
+state_dir: {state_dir}
+sensors:
+  - name: radar0
+    driver: ti_mmwave
+    settings:
+      port: {pty_path}
+    mount:
+      boresight_azimuth_deg: {RADAR_BORESIGHT_DEG}
+      position_enu_m: [{', '.join(str(v) for v in RADAR_POSITION_ENU_M)}]
+    noise:
+      range_sigma_m: 0.3
+      azimuth_sigma_deg: 1.0
+      elevation_sigma_deg: 1.5
+centrals:
+  - name: local
+    endpoint: {endpoint}
+    plain: true
+"""
+
+
+@dataclass
+class TrackSummary:
+    track_id: int
+    records: int = 0
+    first_time_us: int = 0
+    last_time_us: int = 0
+    last_status: int = 0
+    errors_m: list[float] = field(default_factory=list)
+    truth_names: dict[str, int] = field(default_factory=dict)
+
+
+class CentralView:
+    """Reads what the central stored (a separate read-only SQLite connection)."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.db_path = db_path
+        self._conn: sqlite3.Connection | None = None
+        self._last_seq: dict[int, int] = {}
+        self.rows: dict[int, sqlite3.Row] = {}  # latest record per track id
+        self.records = 0
+
+    def refresh(self) -> list[sqlite3.Row]:
+        """New records since the last call, oldest first."""
+        if self._conn is None:
+            if not self.db_path.exists():
+                return []
+            try:
+                self._conn = sqlite3.connect(f"file:{self.db_path}?mode=ro", uri=True, timeout=1.0)
+                self._conn.row_factory = sqlite3.Row
+            except sqlite3.Error:
+                return []
+        after = max(self._last_seq.values(), default=0)
+        try:
+            rows = self._conn.execute(
+                "SELECT * FROM tracks WHERE seq > ? ORDER BY seq", (after,)
+            ).fetchall()
+        except sqlite3.Error:
+            return []  # table not created yet, or the central is writing
+        for row in rows:
+            self.rows[row["track_id"]] = row
+            self._last_seq[row["stream_id"]] = row["seq"]
+        self.records += len(rows)
+        return rows
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+class Demo:
+    """Runs the emulator and the two child processes; renders what the central holds."""
+
+    def __init__(self, workdir: Path, *, seed: int, scenario: Scenario | None = None) -> None:
+        self.workdir = workdir
+        self.scenario = scenario or builtin_scenario("demo")
+        self.pty = PtyPair.open()
+        self.emulator = TiMmwaveEmulator(
+            self.scenario,
+            boresight_azimuth_deg=RADAR_BORESIGHT_DEG,
+            position_enu_m=RADAR_POSITION_ENU_M,
+            frame_rate_hz=FRAME_RATE_HZ,
+            rng=np.random.default_rng(seed),
+        )
+        self.endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+        self.central_db = workdir / "central.sqlite"
+        self.view = CentralView(self.central_db)
+        self.children: list[subprocess.Popen] = []
+        self.summaries: dict[int, TrackSummary] = {}
+
+    def start(self) -> None:
+        config_path = self.workdir / "towerd.yaml"
+        config_path.write_text(demo_config(self.pty.path, self.endpoint, self.workdir / "state"))
+        logs = open(self.workdir / "children.log", "ab")
+        self.emulator.start(self.pty)
+        base = [sys.executable, "-m", "towerd"]
+        self.children.append(subprocess.Popen(
+            base + ["central", "--bind", self.endpoint, "--db", str(self.central_db), "--plain"],
+            stdout=logs, stderr=subprocess.STDOUT))
+        self.children.append(subprocess.Popen(
+            base + ["run", "--config", str(config_path)], stdout=logs, stderr=subprocess.STDOUT))
+        logs.close()
+
+    def children_alive(self) -> bool:
+        return all(child.poll() is None for child in self.children)
+
+    def stop(self) -> None:
+        """Daemon first (it flushes its outbox), then the central, then the emulator."""
+        for child in reversed(self.children):
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        self.emulator.stop()
+        self.view.close()
+        self.pty.close()
+
+    def truth_error(self, row: sqlite3.Row) -> tuple[float, str]:
+        """Distance from a reported position to the nearest true target, and its name."""
+        if row["lat_e7"] == -(2**31):
+            return float("nan"), ""
+        t_s = (row["time_us"] - self.emulator.t0_utc_us) / 1e6
+        enu = geodetic_to_enu(DEMO_SITE, row["lat_e7"] / 1e7, row["lon_e7"] / 1e7, row["alt_m"])[0]
+        dist, name, _kind = self.scenario.nearest(t_s, enu)
+        return dist, name
+
+    def update(self) -> None:
+        for row in self.view.refresh():
+            s = self.summaries.setdefault(row["track_id"], TrackSummary(row["track_id"], first_time_us=row["time_us"]))
+            s.records += 1
+            s.last_time_us = row["time_us"]
+            s.last_status = row["status"]
+            err, name = self.truth_error(row)
+            if name:
+                s.errors_m.append(err)
+                s.truth_names[name] = s.truth_names.get(name, 0) + 1
+
+    def render(self, out: TextIO, live: bool) -> None:
+        now_us = time.time_ns() // 1000
+        lines = [
+            f"towerd demo — tower tx-demo-001, radar emulator {self.emulator.frames_sent} frames, "
+            f"central {self.endpoint}, {self.view.records} records stored",
+            f"{'track':>5} {'status':<10} {'age s':>6} {'range m':>8} {'az deg':>7} {'el deg':>7} "
+            f"{'latitude':>11} {'longitude':>12} {'alt m':>7} {'speed':>6} {'hits':>5}  truth (error m)",
+        ]
+        for tid in sorted(self.view.rows):
+            r = self.view.rows[tid]
+            if r["status"] == Status.ENDED and now_us - r["time_us"] > 10e6:
+                continue
+            speed = float(np.hypot(r["vel_east_mps"], r["vel_north_mps"]))
+            err, name = self.truth_error(r)
+            lines.append(
+                f"{tid:>5} {STATUS_NAMES.get(r['status'], '?'):<10} {(now_us - r['time_us']) / 1e6:>6.1f} "
+                f"{r['range_m']:>8.1f} {r['azimuth_deg']:>7.1f} {r['elevation_deg']:>7.1f} "
+                f"{r['lat_e7'] / 1e7:>11.6f} {r['lon_e7'] / 1e7:>12.6f} {r['alt_m']:>7.1f} {speed:>6.1f} "
+                f"{r['hits']:>5}  {name} ({err:.1f})"
+            )
+        if len(lines) == 2:
+            lines.append("  (no confirmed tracks yet)")
+        if live:
+            out.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n\nCtrl-C to stop.\n")
+        else:
+            out.write("\n".join(lines) + "\n")
+        out.flush()
+
+    def summary(self) -> str:
+        lines = [f"Summary: {len(self.summaries)} tracks, {self.view.records} track records stored by the central."]
+        for tid in sorted(self.summaries):
+            s = self.summaries[tid]
+            dur = (s.last_time_us - s.first_time_us) / 1e6
+            target = max(s.truth_names, key=s.truth_names.get) if s.truth_names else "-"
+            err = f"{np.median(s.errors_m):.1f} m" if s.errors_m else "n/a"
+            lines.append(f"  track {tid}: {s.records} records over {dur:.1f} s, last {STATUS_NAMES.get(s.last_status)}, "
+                         f"nearest truth {target}, median error {err}")
+        return "\n".join(lines)
+
+
+def run_demo(*, duration_s: float | None, stop: threading.Event, seed: int = 1, show: str = "auto",
+             out: TextIO = sys.stdout) -> int:
+    """Run the demo until ``stop`` or ``duration_s``; 0 when tracks reached the central."""
+    live = show == "live" or (show == "auto" and out.isatty())
+    with tempfile.TemporaryDirectory(prefix="towerd-demo-") as tmp:
+        demo = Demo(Path(tmp), seed=seed)
+        demo.start()
+        deadline = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while not stop.is_set():
+                if not demo.children_alive():
+                    log_path = Path(tmp) / "children.log"
+                    print("towerd demo: a child process exited early; its log:\n" + log_path.read_text(),
+                          file=sys.stderr)
+                    return 1
+                demo.update()
+                if show != "none":
+                    demo.render(out, live)
+                remaining = REFRESH_S if deadline is None else min(REFRESH_S, deadline - time.monotonic())
+                if remaining <= 0:
+                    break
+                stop.wait(remaining)
+        finally:
+            demo.stop()
+        demo.update()
+        demo.view.close()
+        print(demo.summary(), file=out)
+        if os.environ.get("TOWERD_DEMO_KEEP_LOG"):
+            print((Path(tmp) / "children.log").read_text(), file=sys.stderr)
+        return 0 if demo.summaries else 1

@@ -1,0 +1,161 @@
+"""Keep one sensor talking: open with backoff, read in a thread, watch for silence.
+
+A :class:`SensorRunner` owns one driver and one thread. The daemon starts and keeps
+running with any sensor absent: a port that cannot be opened is retried with capped
+exponential backoff and jitter; a read error (unplug, EIO) closes the port and starts
+over; a port that stays open but sends nothing for ``degraded_after_s`` is
+``degraded``. Each change of state is handed to ``on_event`` once, as the ICD's
+``sensor.down`` / ``sensor.up`` / ``sensor.degraded`` events.
+"""
+
+from __future__ import annotations
+
+import collections
+import enum
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from towerd.clock import Clock, SystemClock
+from towerd.drivers.base import SensorDriver
+from towerd.errors import DriverError
+
+log = logging.getLogger(__name__)
+
+
+class SensorState(str, enum.Enum):
+    OK = "ok"
+    DEGRADED = "degraded"
+    DOWN = "down"
+
+
+@dataclass(frozen=True)
+class SensorEvent:
+    """A change of a sensor's state, for the EVENTS stream and the log."""
+
+    sensor: str
+    code: str  # sensor.up | sensor.down | sensor.degraded
+    severity: str  # info | warning | error
+    message: str
+    t_mono: float
+
+
+class SensorRunner:
+    """Runs ``driver`` in a thread, passing each decoded reading to ``sink``."""
+
+    backoff_initial_s = 1.0
+
+    def __init__(
+        self,
+        driver: SensorDriver,
+        sink: Callable[[Any], None],
+        on_event: Callable[[SensorEvent], None],
+        *,
+        degraded_after_s: float = 5.0,
+        reconnect_max_s: float = 30.0,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.driver = driver
+        self._sink = sink
+        self._on_event = on_event
+        self.degraded_after_s = degraded_after_s
+        self.reconnect_max_s = reconnect_max_s
+        self.clock = clock or SystemClock()
+        self._rng = rng or random.Random()
+        self.state = SensorState.DOWN
+        self._announced: SensorState | None = None  # last state handed to on_event
+        self.last_error = "not opened yet"
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reading_times: collections.deque[float] = collections.deque(maxlen=64)
+
+    @property
+    def name(self) -> str:
+        return self.driver.name
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name=f"sensor-{self.name}", daemon=True)
+            self._thread.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Stop the thread and close the port; idempotent."""
+        self._stop.set()
+        self.driver.close()  # unblocks a read in progress
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+            if self._thread.is_alive():
+                log.error("sensor %s: reader thread did not stop within %.1f s", self.name, timeout_s)
+            self._thread = None
+        self.driver.close()
+
+    def rate_hz(self) -> float:
+        """Readings per second over the recent past (0 when silent)."""
+        times = list(self._reading_times)
+        if len(times) < 2 or self.clock.monotonic() - times[-1] > self.degraded_after_s:
+            return 0.0
+        span = times[-1] - times[0]
+        return (len(times) - 1) / span if span > 0 else 0.0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "rate_hz": round(self.rate_hz(), 2),
+            "driver": self.driver.kind,
+            "last_error": self.last_error if self.state is not SensorState.OK else None,
+            **self.driver.counters.as_dict(),
+        }
+
+    def _set_state(self, state: SensorState, severity: str, message: str) -> None:
+        self.state = state
+        if state is self._announced:
+            return
+        self._announced = state
+        code = {SensorState.OK: "sensor.up", SensorState.DOWN: "sensor.down", SensorState.DEGRADED: "sensor.degraded"}[state]
+        getattr(log, severity)("sensor %s: %s", self.name, message)
+        self._on_event(SensorEvent(self.name, code, severity, message, self.clock.monotonic()))
+
+    def _run(self) -> None:
+        backoff = self.backoff_initial_s
+        opened_before = False
+        last_data = self.clock.monotonic()
+        while not self._stop.is_set():
+            if not self.driver.is_open:
+                try:
+                    self.driver.open()
+                except DriverError as exc:
+                    self.last_error = str(exc)
+                    self._set_state(SensorState.DOWN, "error", f"down: {exc}; retrying")
+                    self._stop.wait(backoff * self._rng.uniform(0.8, 1.2))
+                    backoff = min(backoff * 2.0, self.reconnect_max_s)
+                    continue
+                if opened_before:
+                    self.driver.counters.reconnects += 1
+                opened_before = True
+                backoff = self.backoff_initial_s
+                last_data = self.clock.monotonic()
+                self.last_error = ""
+                self._set_state(SensorState.OK, "info", f"up on {self.driver.settings.port}")
+            try:
+                readings = self.driver.read()
+            except DriverError as exc:
+                self.driver.close()
+                if self._stop.is_set():
+                    break
+                self.last_error = str(exc)
+                self._set_state(SensorState.DOWN, "error", f"down: {exc}; reopening")
+                continue
+            now = self.clock.monotonic()
+            if readings:
+                last_data = now
+                for reading in readings:
+                    self._reading_times.append(now)
+                    self._sink(reading)
+                if self.state is SensorState.DEGRADED:
+                    self._set_state(SensorState.OK, "info", "data flowing again")
+            elif now - last_data > self.degraded_after_s and self.state is SensorState.OK:
+                self.last_error = f"no data for {now - last_data:.1f} s"
+                self._set_state(SensorState.DEGRADED, "warning", f"degraded: {self.last_error}")
