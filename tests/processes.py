@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 from pathlib import Path
@@ -16,11 +17,12 @@ def free_tcp_port() -> int:
 class Child:
     """A towerd subprocess whose output goes to a log file the test can show."""
 
-    def __init__(self, args: list[str], log_path: Path) -> None:
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
         self.args = args
         self.log_path = log_path
         with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         env=None if env is None else {**os.environ, **env})
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

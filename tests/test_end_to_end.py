@@ -4,6 +4,7 @@ to `towerd central`, which stores them in SQLite. Tracks are checked against tru
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -60,9 +61,15 @@ def test_radar_frames_become_tracks_in_the_central(towerd_exe, tmp_path, pty_pai
                                 rng=np.random.default_rng(7))
     cfg = tmp_path / "towerd.yaml"
     cfg.write_text(demo_config(pty_pair.path, central.endpoint, tmp_path / "state"))
-    daemon = Child([towerd_exe, "run", "--config", str(cfg)], tmp_path / "daemon.log")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)  # stands in for systemd
+    notify.bind(str(tmp_path / "notify.sock"))
+    notify.settimeout(30.0)
+    daemon = Child([towerd_exe, "run", "--config", str(cfg)], tmp_path / "daemon.log",
+                   env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")})
     emulator.start(pty_pair)
     try:
+        ready = notify.recv(4096).decode()
+        assert ready.startswith("READY=1\nSTATUS=radar0:"), ready
         def enough():
             rows = confirmed_rows(central.db_path)
             drone_records: dict[str, int] = {}
@@ -78,6 +85,16 @@ def test_radar_frames_become_tracks_in_the_central(towerd_exe, tmp_path, pty_pai
         status = daemon.stop()
         emulator.stop()
     assert status == 0, daemon.log()
+    notes = []
+    while True:
+        try:
+            notes.append(notify.recv(4096).decode())
+        except TimeoutError:
+            break
+        if notes[-1] == "STOPPING=1":
+            break
+    notify.close()
+    assert notes and notes[-1] == "STOPPING=1", notes
     assert emulator.frames_sent > 0
 
     # Every confirmed report is within 15 m of something real (a drone, or a static
@@ -93,6 +110,15 @@ def test_radar_frames_become_tracks_in_the_central(towerd_exe, tmp_path, pty_pai
     keys = [(r["tower_id"], r["stream_id"], r["seq"]) for r in rows]
     assert len(keys) == len(set(keys))
     assert {r["tower_id"] for r in rows} == {"tx-demo-001"}
+    # A graceful stop ends every reported track with a final record, and the stop
+    # event reaches the central.
+    with sqlite3.connect(central.db_path) as conn:
+        ended = {tid for (tid,) in conn.execute("SELECT track_id FROM tracks WHERE status = ?", (int(Status.ENDED),))}
+        codes = [c for (c,) in conn.execute("SELECT code FROM events ORDER BY seq")]
+    conn.close()
+    assert {r["track_id"] for r in rows} <= ended
+    assert codes[0] == "daemon.started" and codes[-1] == "daemon.stopping"
+    assert "sensor.up" in codes
 
 
 def test_demo_command_runs_bounded_and_summarises(tmp_path):

@@ -310,6 +310,16 @@ def test_second_return_of_a_tracked_target_starts_no_duplicate_track():
     assert tracker.next_track_id == 2  # not even a tentative track was started
 
 
+def test_tracker_end_all_ends_every_track_and_keeps_ids_unique():
+    tracker = make_tracker()
+    for k in range(4):
+        tracker.step(one_detection(0.1 * k, (10.0 + k, 0.0, 0.0)))
+    update = tracker.end_all(0.5)
+    assert update.ended.track_id.tolist() == [1] and update.ended.status.tolist() == [Status.ENDED]
+    assert len(update.tracks) == 0 and len(tracker.tracks) == 0
+    assert tracker.step(one_detection(0.6)).tracks.track_id.tolist() == [2]
+
+
 def test_tracker_tentative_track_dropped_after_misses_and_ids_not_reused():
     tracker = make_tracker()
     update = tracker.step(one_detection(0.0, (500.0, 0.0, 0.0)))

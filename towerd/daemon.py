@@ -127,17 +127,17 @@ class Daemon:
                  len(self.uplinks))
         commit_every = self.config.outbox.commit_interval_s
         last_commit = next_expire = next_status = self.clock.monotonic()
-        dirty = False
         try:
             while not stop.is_set():
-                dirty |= self._drain(timeout_s=0.01)
+                self._drain(timeout_s=0.01)
                 now = self.clock.monotonic()
                 if now >= next_expire:
-                    dirty |= self._store(self.pipeline.expire(now))
+                    self._store(self.pipeline.expire(now))
                     next_expire = now + EXPIRE_INTERVAL_S
-                if dirty and now - last_commit >= commit_every:
+                # Commits cover new records and the deletions of acknowledged ones.
+                if outbox.uncommitted and now - last_commit >= commit_every:
                     outbox.commit()
-                    last_commit, dirty = now, False
+                    last_commit = now
                 for uplink in self.uplinks:
                     uplink.poll(0)
                 if now >= next_status:
@@ -146,32 +146,28 @@ class Daemon:
         finally:
             self._shutdown()
 
-    def _drain(self, timeout_s: float) -> bool:
-        """Process what the sensors and their threads have handed over."""
-        stored = False
+    def _drain(self, timeout_s: float) -> None:
+        """Process what the sensor threads have handed over (waiting up to timeout_s)."""
         while True:
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
             self.outbox.add_event(event.code, event.severity, event.message, sensor=event.sensor)
-            stored = True
         try:
             reading = self._readings.get(timeout=timeout_s)
         except queue.Empty:
-            return stored
+            return
         while True:
-            stored |= self._store(self.pipeline.process(reading))
+            self._store(self.pipeline.process(reading))
             try:
                 reading = self._readings.get_nowait()
             except queue.Empty:
-                return stored
+                return
 
-    def _store(self, records: Any) -> bool:
-        if len(records) == 0:
-            return False
-        self.outbox.add_tracks(records)
-        return True
+    def _store(self, records: Any) -> None:
+        if len(records):
+            self.outbox.add_tracks(records)
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
@@ -181,6 +177,7 @@ class Daemon:
         outbox = self.outbox
         if outbox is not None:
             self._drain(timeout_s=0)
+            self._store(self.pipeline.end_all(self.clock.monotonic()))
             outbox.add_event("daemon.stopping", "info", "towerd stopping")
             outbox.commit()
             deadline = time.monotonic() + STOP_FLUSH_S

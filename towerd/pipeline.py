@@ -72,6 +72,10 @@ class Pipeline:
         """End tracks that have gone stale even when no sensor sends anything."""
         return self._report(self.tracker.expire(t_mono))
 
+    def end_all(self, t_mono: float) -> np.ndarray:
+        """Final ENDED records for every reported track (the daemon is stopping)."""
+        return self._report(self.tracker.end_all(t_mono))
+
     def _report(self, update: TrackUpdate) -> np.ndarray:
         return self.reporter.build(update, self.clock)
 

@@ -147,6 +147,13 @@ class Tracker:
             self._tracks = tr.freeze()
         return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
 
+    def end_all(self, t_mono: float) -> TrackUpdate:
+        """End every live track (the daemon is stopping: nothing will update them)."""
+        ended = self._tracks.copy()
+        ended.status[:] = Status.ENDED
+        self._tracks = TrackTable.empty().freeze()
+        return TrackUpdate(t_mono=float(t_mono), tracks=self._tracks, ended=ended.freeze())
+
     def _set_coasting(self, tr: TrackTable, t: float) -> bool:
         """Set CONFIRMED / COASTING on established tracks by time since their last
         measurement; True when any status changed."""
