@@ -44,3 +44,28 @@ class RadarPlots:
     t_mono: float  # monotonic seconds when the frame's last byte was read
     frame_number: int
     plots: np.ndarray  # shape (n,), dtype PLOT_DTYPE
+
+
+@dataclass(frozen=True, eq=False)
+class Spectrum:
+    """One sweep of a spectrum analyser: power at evenly spaced frequencies.
+
+    Frequency of point i is ``start_freq_mhz + i * step_freq_mhz``. ``power_dbm`` is
+    what the device reports per point (for an RF Explorer: the amplitude byte decoded,
+    plus the configured offset), already in dBm over the device's resolution bandwidth.
+    """
+
+    sensor: str
+    t_mono: float  # monotonic seconds when the sweep's last byte was read
+    sweep_number: int  # counts sweeps of this sensor since it opened
+    start_freq_mhz: float
+    step_freq_mhz: float
+    power_dbm: np.ndarray  # shape (n,), float32, dBm per point
+    band: str = ""  # scan-plan band the device was tuned to, "" when none
+    rbw_khz: float = float("nan")  # resolution bandwidth, NaN when the device does not say
+    calculator: str = "normal"  # device trace mode: normal | max | avg | overwrite | max-hold
+
+    @property
+    def freq_mhz(self) -> np.ndarray:
+        """(n,) centre frequency of each point, MHz."""
+        return self.start_freq_mhz + self.step_freq_mhz * np.arange(len(self.power_dbm))

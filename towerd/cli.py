@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import signal
 import sys
@@ -14,6 +15,10 @@ from towerd.errors import EX_CONFIG, ConfigError, TowerdError
 from towerd.logsetup import setup_logging
 
 log = logging.getLogger("towerd")
+
+COMMAND_MODULES: tuple[str, ...] = ()
+"""Modules that add subcommands: each has ``register(subparsers)`` which adds its
+parser(s) with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit status."""
 
 
 def _stop_on_signals(stop: threading.Event) -> None:
@@ -106,6 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="live table (terminal), periodic lines (pipe), or nothing until the summary")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=cmd_demo)
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
     return parser
 
 
