@@ -29,22 +29,24 @@ as_root() {
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 unset VIRTUAL_ENV PYTHONPATH PYTHONHOME PYTHONSTARTUP PYTHONUSERBASE
 export PYTHONDONTWRITEBYTECODE=1 DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
+# Wait for a dpkg lock held by another apt (apt-daily, unattended-upgrades) instead of failing.
+apt_get() { as_root apt-get -o DPkg::Lock::Timeout=300 "$@"; }
 
 # Build dependencies: what dpkg-checkbuilddeps reports unmet (it also counts
 # build-essential), reduced to package names for apt-get.
 if ! command -v dpkg-checkbuilddeps >/dev/null 2>&1; then
     log "installing dpkg-dev"
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends dpkg-dev >/dev/null
+    apt_get update -qq
+    apt_get install -y -qq --no-install-recommends dpkg-dev >/dev/null
 fi
 unmet=$(dpkg-checkbuilddeps "$here/packaging/debian/control" 2>&1 | sed -n 's/.*Unmet build dependencies: //p' || true)
 if [ -n "$unmet" ]; then
-    # "a (>= 1) | b, c:native" -> "a c": first alternative, no versions or arch qualifiers.
-    pkgs=$(printf '%s\n' "$unmet" | sed -e 's/([^)]*)//g' -e 's/|[^ ]*//g' -e 's/:[a-z]*//g' | tr -s ' ')
+    # "a (>= 1) | b c:native" -> "a c": first alternative, no versions or arch qualifiers.
+    pkgs=$(printf '%s\n' "$unmet" | sed -e 's/([^)]*)//g' -e 's/ *| *[^ ]*//g' -e 's/:[a-z]*//g' | tr -s ' ')
     log "installing build dependencies: $pkgs"
-    as_root apt-get update -qq
+    apt_get update -qq
     # shellcheck disable=SC2086  # word splitting of the package list is intended
-    as_root apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+    apt_get install -y -qq --no-install-recommends $pkgs >/dev/null
 fi
 
 version=$(dpkg-parsechangelog -l "$here/packaging/debian/changelog" -S Version)
