@@ -46,7 +46,7 @@ def test_shipped_default_is_valid():
     cfg = loaded.config
     assert isinstance(cfg, Config)
     assert cfg.tower.id == "tx-lrd-014"
-    assert cfg.sensors[0].settings.port == "/dev/towerd/radar0-data"
+    assert cfg.sensors[0].settings.port == "/dev/towerd/ti-data"
     assert cfg.sensors[0].mount.position_enu_m == (0.0, 0.0, 12.0)
     assert len(loaded.digest) == 64
 

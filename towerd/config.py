@@ -108,6 +108,7 @@ class Config:
     version: int = spec(doc="configuration format version", lo=1, hi=1)
     tower: TowerConfig = spec()
     state_dir: str = spec("/var/lib/towerd", doc="where the outbox lives")
+    status_socket: str | None = spec("/run/towerd/status.sock", doc="local status socket; null: none")
     sensors: tuple[SensorConfig, ...] = spec(())
     detection: DetectionConfig = spec(DetectionConfig())
     tracking: TrackingConfig = spec(TrackingConfig())

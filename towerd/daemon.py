@@ -9,6 +9,7 @@ behind) drops the newest reading and counts it; nothing is dropped silently.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -23,6 +24,7 @@ from towerd.notify import Notifier
 from towerd.outbox.sqlite import Outbox
 from towerd.pipeline import Pipeline
 from towerd.sensors import SensorEvent, SensorRunner
+from towerd.status import StatusServer
 from towerd.uplink.client import UplinkClient
 
 log = logging.getLogger(__name__)
@@ -37,19 +39,28 @@ STOP_FLUSH_S = 3.0
 class Daemon:
     """One tower's daemon. Construct, then :meth:`run` until ``stop`` is set."""
 
-    def __init__(self, loaded: LoadedConfig, *, clock: Clock | None = None, notifier: Notifier | None = None) -> None:
+    def __init__(
+        self,
+        loaded: LoadedConfig,
+        *,
+        clock: Clock | None = None,
+        notifier: Notifier | None = None,
+        pipeline: Pipeline | None = None,
+    ) -> None:
         self.loaded = loaded
         self.config = loaded.config
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
-        self.pipeline = Pipeline(self.config, self.clock)
+        self.pipeline = pipeline or Pipeline(self.config, self.clock)
         self._readings: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX_READINGS)
         self._events: queue.SimpleQueue[SensorEvent] = queue.SimpleQueue()
         self.dropped_readings = 0
         self.runners: list[SensorRunner] = []
         self.uplinks: list[UplinkClient] = []
         self.outbox: Outbox | None = None
+        self.status_server: StatusServer | None = None
         self._started_mono = self.clock.monotonic()
+        self._iterations = 0  # main-loop passes, for the watchdog
 
     # -- wiring -------------------------------------------------------------------
 
@@ -72,6 +83,16 @@ class Daemon:
                 driver, self._on_reading, self._events.put,
                 degraded_after_s=sensor.degraded_after_s, reconnect_max_s=sensor.reconnect_max_s, clock=self.clock,
             ))
+
+    def _open_status_socket(self) -> None:
+        path = self.config.status_socket
+        if not path:
+            return
+        try:
+            self.status_server = StatusServer(path, self.status, __version__)
+        except OSError as exc:
+            # Never refuse to start over a diagnostic aid; say why it is missing.
+            log.warning("status socket %s unavailable (%s): `towerd status` will not answer", path, exc)
 
     def _on_reading(self, reading: Any) -> None:
         """Called from sensor threads."""
@@ -104,6 +125,21 @@ class Daemon:
             "readings_dropped": self.dropped_readings,
         }
 
+    def status(self) -> dict[str, Any]:
+        """Everything `towerd status` shows: HEALTH plus per-central link details."""
+        now = self.clock.monotonic()
+        centrals = {}
+        for uplink in self.uplinks:
+            stats = uplink.stats
+            last_ack = stats.get("last_ack_mono")
+            centrals[uplink.settings.name] = {
+                **stats,
+                "endpoint": uplink.settings.endpoint,
+                "link_up": uplink.link_up,
+                "last_ack_age_s": None if last_ack is None else round(now - last_ack, 3),
+            }
+        return {**self.health(), "config_path": self.loaded.path, "pid": os.getpid(), "centrals": centrals}
+
     def status_line(self) -> str:
         sensors = " ".join(f"{r.name}:{r.state.value}" for r in self.runners) or "no sensors"
         links = " ".join(f"{u.settings.name}:{'up' if u.link_up else 'down'}" for u in self.uplinks) or "no centrals"
@@ -122,13 +158,17 @@ class Daemon:
         outbox.commit()
         for runner in self.runners:
             runner.start()
+        self._open_status_socket()
         self.notifier.ready(self.status_line())
         log.info("running: tower %s, %d sensors, %d centrals", self.config.tower.id, len(self.runners),
                  len(self.uplinks))
         commit_every = self.config.outbox.commit_interval_s
         last_commit = next_expire = next_status = self.clock.monotonic()
+        watchdog_s = self.notifier.watchdog_interval_s()
+        next_watchdog, pinged_at = self.clock.monotonic(), -1
         try:
             while not stop.is_set():
+                self._iterations += 1
                 self._drain(timeout_s=0.01)
                 now = self.clock.monotonic()
                 if now >= next_expire:
@@ -140,9 +180,16 @@ class Daemon:
                     last_commit = now
                 for uplink in self.uplinks:
                     uplink.poll(0)
+                if self.status_server is not None:
+                    self.status_server.poll()
                 if now >= next_status:
                     self.notifier.status(self.status_line())
                     next_status = now + STATUS_INTERVAL_S
+                # WATCHDOG=1 comes from this loop only, so a hung loop stops it and
+                # systemd restarts the daemon.
+                if watchdog_s and now >= next_watchdog and self._iterations != pinged_at:
+                    self.notifier.send("WATCHDOG=1")
+                    pinged_at, next_watchdog = self._iterations, now + watchdog_s / 2.0
         finally:
             self._shutdown()
 
@@ -188,6 +235,8 @@ class Daemon:
                 log.info("%d records stay in the outbox for the next start", outbox.pending_count())
         for uplink in self.uplinks:
             uplink.close()
+        if self.status_server is not None:
+            self.status_server.close()
         if outbox is not None:
             outbox.close()
         log.info("stopped")

@@ -58,6 +58,7 @@ tower:
   longitude_deg: {DEMO_SITE.longitude_deg}
   height_m: {DEMO_SITE.height_m}
 state_dir: {state_dir}
+status_socket: {state_dir}/status.sock
 sensors:
   - name: radar0
     driver: ti_mmwave

@@ -33,6 +33,19 @@ class Notifier:
             return bool(_sd_daemon.notify(state))
         return self._send_raw(state)
 
+    def watchdog_interval_s(self) -> float:
+        """systemd's WatchdogSec for this process (WATCHDOG_USEC), 0 when none."""
+        if not self.enabled:
+            return 0.0
+        pid = os.environ.get("WATCHDOG_PID")
+        if pid and pid != str(os.getpid()):
+            return 0.0
+        try:
+            return int(os.environ.get("WATCHDOG_USEC", "0")) / 1e6
+        except ValueError:
+            log.warning("ignoring malformed WATCHDOG_USEC=%r", os.environ.get("WATCHDOG_USEC"))
+            return 0.0
+
     def ready(self, status: str) -> None:
         self.send("READY=1", f"STATUS={status}")
 

@@ -105,6 +105,7 @@ class SensorRunner:
             "state": self.state.value,
             "rate_hz": round(self.rate_hz(), 2),
             "driver": self.driver.kind,
+            "port": self.driver.settings.port,
             "last_error": self.last_error if self.state is not SensorState.OK else None,
             **self.driver.counters.as_dict(),
         }
