@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+from typing import Callable
 
 from towerd import __version__
 from towerd.config import DEFAULT_PATH, load_config
@@ -21,7 +22,9 @@ COMMAND_MODULES: tuple[str, ...] = ("towerd.status", "towerd.doctor")
 parser(s) with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit status."""
 
 
-def _stop_on_signals(stop: threading.Event) -> None:
+def _stop_on_signals(stop: threading.Event, reload: Callable[[], None] | None = None) -> None:
+    """SIGTERM/SIGINT set ``stop``; SIGHUP calls ``reload`` (or is ignored with a log line)."""
+
     def handler(signum: int, _frame: object) -> None:
         log.info("received %s", signal.Signals(signum).name)
         stop.set()
@@ -30,7 +33,11 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
     def hup(_signum: int, _frame: object) -> None:
-        log.warning("SIGHUP: live configuration reload is not supported by this version; restart to apply changes")
+        if reload is None:
+            log.info("SIGHUP ignored: nothing to reload")
+        else:
+            log.info("SIGHUP: reloading the configuration")
+            reload()
 
     signal.signal(signal.SIGHUP, hup)
 
@@ -47,9 +54,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EX_CONFIG
     setup_logging(args.log_level or loaded.config.logging.level)
     stop = threading.Event()
-    _stop_on_signals(stop)
     try:
-        Daemon(loaded).run(stop)
+        daemon = Daemon(loaded)
+        _stop_on_signals(stop, daemon.request_reload)
+        daemon.run(stop)
     except ConfigError as exc:
         log.error("configuration problem: %s", exc)
         return EX_CONFIG

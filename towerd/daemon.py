@@ -18,8 +18,9 @@ from typing import Any
 
 from towerd import __version__
 from towerd.clock import Clock, SystemClock
-from towerd.config import LoadedConfig
+from towerd.config import Config, LoadedConfig, load_config
 from towerd.drivers import driver_class
+from towerd.errors import ConfigError
 from towerd.notify import Notifier
 from towerd.outbox.sqlite import Outbox
 from towerd.pipeline import Pipeline
@@ -61,6 +62,7 @@ class Daemon:
         self.status_server: StatusServer | None = None
         self._started_mono = self.clock.monotonic()
         self._iterations = 0  # main-loop passes, for the watchdog
+        self._reload_requested = threading.Event()
 
     # -- wiring -------------------------------------------------------------------
 
@@ -72,17 +74,24 @@ class Daemon:
         log.info("outbox %s: stream %016x, next seq %d", state_dir / self.config.outbox.path,
                  self.outbox.stream_id, self.outbox.next_seq)
         for central in self.config.centrals:
-            self.uplinks.append(UplinkClient(self.config.tower.id, central, self.outbox, clock=self.clock,
-                                             health=self.health))
+            self.uplinks.append(self._make_uplink(central))
         for sensor in self.config.sensors:
-            if not sensor.enabled:
-                log.info("sensor %s: disabled in the configuration", sensor.name)
-                continue
-            driver = driver_class(sensor.driver)(sensor.name, sensor.settings, clock=self.clock)
-            self.runners.append(SensorRunner(
-                driver, self._on_reading, self._events.put,
-                degraded_after_s=sensor.degraded_after_s, reconnect_max_s=sensor.reconnect_max_s, clock=self.clock,
-            ))
+            runner = self._make_runner(sensor)
+            if runner is not None:
+                self.runners.append(runner)
+
+    def _make_runner(self, sensor: Any) -> SensorRunner | None:
+        if not sensor.enabled:
+            log.info("sensor %s: disabled in the configuration", sensor.name)
+            return None
+        driver = driver_class(sensor.driver)(sensor.name, sensor.settings, clock=self.clock)
+        return SensorRunner(
+            driver, self._on_reading, self._events.put,
+            degraded_after_s=sensor.degraded_after_s, reconnect_max_s=sensor.reconnect_max_s, clock=self.clock,
+        )
+
+    def _make_uplink(self, central: Any) -> UplinkClient:
+        return UplinkClient(self.config.tower.id, central, self.outbox, clock=self.clock, health=self.health)
 
     def _open_status_socket(self) -> None:
         path = self.config.status_socket
@@ -146,6 +155,98 @@ class Daemon:
         pending = self.outbox.pending_count() if self.outbox else 0
         return f"{sensors}; tracks {self.pipeline.tracks_active}; {links}; backlog {pending}"
 
+    # -- reload -------------------------------------------------------------------
+
+    RESTART_ONLY = ("tower.id", "state_dir", "outbox.path", "status_socket")
+    """Settings a reload cannot change: they name the tower or its files."""
+
+    def request_reload(self) -> None:
+        """Ask for a reload at the next loop pass (safe from a signal handler)."""
+        self._reload_requested.set()
+
+    def _reload(self) -> None:
+        """Re-read the configuration file; apply it whole or not at all."""
+        self._reload_requested.clear()
+        now_us = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
+        self.notifier.send("RELOADING=1", f"MONOTONIC_USEC={now_us}")
+        path = self.loaded.path
+        try:
+            loaded = load_config(path)
+            self._check_reloadable(loaded.config)
+        except ConfigError as exc:
+            for problem in exc.problems:
+                log.error("reload rejected: %s", problem)
+            self.outbox.add_event(
+                "config.rejected", "warning",
+                f"configuration {path} rejected ({len(exc.problems)} problems); still running with "
+                f"sha256 {self.loaded.digest[:12]}", problems=exc.problems, config_digest=self.loaded.digest)
+            self.notifier.send("READY=1", f"STATUS=reload rejected, old configuration kept; {self.status_line()}")
+            return
+        old, new = self.config, loaded.config
+        self.loaded, self.config = loaded, new
+        self.pipeline.reconfigure(new)
+        self._reconcile_sensors(old, new)
+        self._reconcile_centrals(old, new)
+        logging.getLogger().setLevel(new.logging.level.upper())
+        log.info("configuration reloaded: sha256 %s", loaded.digest)
+        self.outbox.add_event("config.reloaded", "info", f"configuration {path} reloaded", config_digest=loaded.digest)
+        self.notifier.send("READY=1", f"STATUS={self.status_line()}")
+
+    def _check_reloadable(self, new: Config) -> None:
+        old = self.config
+        problems = []
+        for key in self.RESTART_ONLY:
+            before, after = _dig(old, key), _dig(new, key)
+            if before != after:
+                problems.append(f"{self.loaded.path}: {key}: changed from {before!r} to {after!r}, which takes a "
+                                f"restart (systemctl restart towerd), not a reload")
+        if problems:
+            raise ConfigError(problems)
+
+    def _reconcile_sensors(self, old: Config, new: Config) -> None:
+        """Reopen the sensors whose device settings changed; keep the others running."""
+        before = {s.name: s for s in old.sensors}
+        runners = {r.name: r for r in self.runners}
+        kept: list[SensorRunner] = []
+        for sensor in new.sensors:
+            prev, runner = before.get(sensor.name), runners.pop(sensor.name, None)
+            same = prev is not None and (prev.driver, prev.settings, prev.enabled) == (
+                sensor.driver, sensor.settings, sensor.enabled)
+            if runner is not None and same:
+                runner.degraded_after_s = sensor.degraded_after_s
+                runner.reconnect_max_s = sensor.reconnect_max_s
+                kept.append(runner)
+                continue
+            if runner is not None:
+                log.info("sensor %s: settings changed, reopening", sensor.name)
+                runner.stop()
+            new_runner = self._make_runner(sensor)
+            if new_runner is not None:
+                new_runner.start()
+                kept.append(new_runner)
+        for name, runner in runners.items():
+            log.info("sensor %s: removed from the configuration, closing", name)
+            runner.stop()
+        self.runners = kept
+
+    def _reconcile_centrals(self, old: Config, new: Config) -> None:
+        """Reconnect to the centrals whose settings changed; the outbox keeps the records."""
+        uplinks = {u.settings.name: u for u in self.uplinks}
+        kept: list[UplinkClient] = []
+        for central in new.centrals:
+            uplink = uplinks.pop(central.name, None)
+            if uplink is not None and uplink.settings == central:
+                kept.append(uplink)
+                continue
+            if uplink is not None:
+                log.info("central %s: settings changed, reconnecting", central.name)
+                uplink.close()
+            kept.append(self._make_uplink(central))
+        for name, uplink in uplinks.items():
+            log.info("central %s: removed from the configuration, disconnecting", name)
+            uplink.close()
+        self.uplinks = kept
+
     # -- loop ---------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
@@ -169,6 +270,8 @@ class Daemon:
         try:
             while not stop.is_set():
                 self._iterations += 1
+                if self._reload_requested.is_set():
+                    self._reload()
                 self._drain(timeout_s=0.01)
                 now = self.clock.monotonic()
                 if now >= next_expire:
@@ -240,3 +343,9 @@ class Daemon:
         if outbox is not None:
             outbox.close()
         log.info("stopped")
+
+
+def _dig(obj: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        obj = getattr(obj, part)
+    return obj

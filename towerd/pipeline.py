@@ -30,6 +30,14 @@ class Pipeline:
 
     def __init__(self, config: Config, clock: Clock) -> None:
         self.clock = clock
+        self.frames = 0
+        self._tracker: Tracker | None = None
+        self.reporter: TrackReporter | None = None
+        self.reconfigure(config)
+
+    def reconfigure(self, config: Config) -> None:
+        """Apply (new) settings; live tracks, track ids and report history are kept, so
+        a reload takes effect at the next frame without losing anything."""
         self.converters: dict[str, PlotConverter] = {
             s.name: PlotConverter(
                 SensorMount(s.mount.position_enu_m, s.mount.boresight_azimuth_deg, s.mount.tilt_deg),
@@ -40,7 +48,7 @@ class Pipeline:
         d = config.detection
         self.clusterer = PointClusterer(d.target_extent_m, d.cluster_gate_probability, enabled=d.cluster_points)
         t = config.tracking
-        self.tracker: Tracker = build_tracker(
+        fresh = build_tracker(
             accel_noise_mps2=t.accel_noise_mps2,
             gate_probability=t.gate_probability,
             confirm_hits=t.confirm_hits,
@@ -49,11 +57,25 @@ class Pipeline:
             confirmed_max_coast_s=t.confirmed_max_coast_s,
             coast_after_s=t.coast_after_s,
         )
+        if self._tracker is None:
+            self._tracker = fresh
+        else:  # same tracks, new components
+            for part in ("predictor", "updater", "associator", "initiator", "deleter"):
+                setattr(self._tracker, part, getattr(fresh, part))
         site = Site(config.tower.latitude_deg, config.tower.longitude_deg, config.tower.height_m)
-        self.reporter = TrackReporter(
-            site, interval_s=config.reports.interval_s, include_tentative=config.reports.include_tentative
-        )
-        self.frames = 0
+        if self.reporter is None:
+            self.reporter = TrackReporter(
+                site, interval_s=config.reports.interval_s, include_tentative=config.reports.include_tentative
+            )
+        else:
+            self.reporter.site = site
+            self.reporter.interval_s = config.reports.interval_s
+            self.reporter.include_tentative = config.reports.include_tentative
+
+    @property
+    def tracker(self) -> Tracker:
+        assert self._tracker is not None
+        return self._tracker
 
     def process(self, reading: Any) -> np.ndarray:
         """Run one reading through the chain; return the records now due (seq unset)."""

@@ -116,7 +116,7 @@ class SensorRunner:
             return
         self._announced = state
         code = {SensorState.OK: "sensor.up", SensorState.DOWN: "sensor.down", SensorState.DEGRADED: "sensor.degraded"}[state]
-        getattr(log, severity)("sensor %s: %s", self.name, message)
+        getattr(log, severity)("sensor %s: %s", self.name, message, extra={"sensor": self.name})
         self._on_event(SensorEvent(self.name, code, severity, message, self.clock.monotonic()))
 
     def _run(self) -> None:
