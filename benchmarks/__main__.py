@@ -1,0 +1,69 @@
+"""``python -m benchmarks [--quick] [--only NAME ...] [--out docs/benchmarks.md]``"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from benchmarks.common import Section, machine
+
+SUITES = ("parsers",)
+"""Benchmark modules, each with ``run(quick: bool) -> Section``, in report order."""
+
+
+def render(sections: list[Section], info: dict[str, str], quick: bool) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Measured by `bash scripts/bench`" + (" --quick" if quick else "") + " (`python -m benchmarks`). "
+        "Every figure is the median of several runs, with the range (min–max) in brackets, "
+        "and its reference measured in the same run. Regenerate rather than edit.",
+        "",
+        "| machine | |",
+        "|---|---|",
+        *[f"| {k} | {v} |" for k, v in info.items()],
+        "",
+    ]
+    for section in sections:
+        lines += [f"## {section.title}", ""]
+        if section.text:
+            lines += [section.text, ""]
+        if section.figures:
+            lines += ["| figure | measured | beside it |", "|---|---|---|"]
+            for f in section.figures:
+                lines.append(f"| {f.name} | {f.format_value()} | {f.reference} |")
+            lines.append("")
+            notes = [f"- {f.name}: {f.note}" for f in section.figures if f.note]
+            if notes:
+                lines += notes + [""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer runs and smaller inputs (under a minute)")
+    parser.add_argument("--only", nargs="*", choices=SUITES, help="run only these suites")
+    parser.add_argument("--out", default="docs/benchmarks.md", help="where to write the report ('-': stdout only)")
+    args = parser.parse_args(argv)
+    sections = []
+    for name in args.only or SUITES:
+        t0 = time.monotonic()
+        print(f"== {name} ...", file=sys.stderr, flush=True)
+        section = importlib.import_module(f"benchmarks.{name}").run(args.quick)
+        sections.append(section)
+        for f in section.figures:
+            print(f"   {f.name}: {f.format_value()}  [{f.reference}]", file=sys.stderr, flush=True)
+        print(f"   ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
+    report = render(sections, machine(), args.quick)
+    print(report)
+    if args.out != "-":
+        Path(args.out).write_text(report + "\n")
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
