@@ -1,0 +1,234 @@
+"""The whole daemon at a nominal tower load: CPU, memory, end-to-end latency, bytes on
+the wire.
+
+Nominal load: a TI radar at 10 frames/s with about 50 points a frame (20 drones,
+clutter and false alarms), 20 live tracks, one central. `towerd run` is a real
+subprocess reading the emulator's pty; the central runs in this process behind a TCP
+relay that counts the bytes of both directions (ZMTP framing included; TCP/IP headers
+not). CPU and resident memory are read from /proc for the daemon's pid.
+
+Latency: from the instant the daemon read a frame's last byte (a record's ``time_us``)
+to the instant the central sent the ACK covering that record (its own clock; same
+machine, same UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import Figure, Section
+from towerd.central.server import CentralServer
+from towerd.icd import TRACK_RECORD_DTYPE
+from towerd.sim.pty import PtyPair
+from towerd.sim.scenario import ClutterPoint, OrbitPath, Scenario, Target
+from towerd.sim.ti_mmwave import TiMmwaveEmulator
+
+SITE = (27.5036, -99.5076, 130.0)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def nominal_scenario(n_targets: int = 20) -> Scenario:
+    """``n_targets`` drones orbiting inside the radar's field of view, plus clutter."""
+    rng = np.random.default_rng(11)
+    targets = []
+    for i in range(n_targets):
+        targets.append(Target(
+            name=f"uas{i:02d}", kind="uas", rcs_dbsm=-15.0,
+            path=OrbitPath(centre_enu_m=(float(rng.uniform(-60, 60)), float(rng.uniform(70, 140))),
+                           radius_m=float(rng.uniform(8, 20)), speed_mps=float(rng.uniform(3, 10)),
+                           start_deg=float(rng.uniform(0, 360)), up_m=float(rng.uniform(20, 60))),
+        ))
+    clutter = tuple(ClutterPoint(float(e), float(n), 5.0, 10.0)
+                    for e, n in rng.uniform([-60, 30], [60, 150], size=(5, 2)))
+    return Scenario(name="nominal", targets=tuple(targets), clutter=clutter, false_alarms_per_frame=5.0)
+
+
+class TimedCentral(CentralServer):
+    """The reference central, noting when each ACK leaves (for the latency figure)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.acks: list[tuple[int, int, int]] = []  # (utc_us sent, first_seq, last_seq)
+
+    def _ack(self, rid, tower_id, stream_id, first, last):
+        result = super()._ack(rid, tower_id, stream_id, first, last)
+        self.acks.append((time.time_ns() // 1000, first, last))
+        return result
+
+
+class CountingRelay:
+    """TCP relay 127.0.0.1:listen -> target, counting bytes each way."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.up = self.down = 0  # tower->central, central->tower
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="relay")
+        self._thread.start()
+
+    def _run(self) -> None:
+        pairs: dict[socket.socket, socket.socket] = {}
+        from_tower: set[socket.socket] = set()
+        self.listener.setblocking(False)
+        while not self._stop.is_set():
+            ready, _, _ = select.select([self.listener, *pairs], [], [], 0.05)
+            for sock in ready:
+                if sock is self.listener:
+                    client, _ = self.listener.accept()
+                    server = socket.create_connection(("127.0.0.1", self.target_port))
+                    pairs[client], pairs[server] = server, client
+                    from_tower.add(client)
+                    continue
+                data = b""
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    pass
+                peer = pairs.get(sock)
+                if not data or peer is None:
+                    for s in (sock, peer):
+                        if s is not None:
+                            pairs.pop(s, None)
+                            from_tower.discard(s)
+                            s.close()
+                    continue
+                if sock in from_tower:
+                    self.up += len(data)
+                else:
+                    self.down += len(data)
+                peer.sendall(data)
+        for s in pairs:
+            s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.listener.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+def rss_mib(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MiB."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            values[key] = int(rest.split()[0]) / 1024
+    return values["VmRSS"], values["VmHWM"]
+
+
+def config(pty_path: str, endpoint: str, state: Path) -> str:
+    return f"""\
+version: 1
+tower: {{id: tx-bench-001, latitude_deg: {SITE[0]}, longitude_deg: {SITE[1]}, height_m: {SITE[2]}}}
+state_dir: {state}
+status_socket: null
+sensors:
+  - name: radar0
+    driver: ti_mmwave
+    settings: {{port: {pty_path}}}
+    mount: {{boresight_azimuth_deg: 0, position_enu_m: [0, 0, 10]}}
+centrals:
+  - {{name: hq, endpoint: "{endpoint}", plain: true}}
+logging: {{level: warning}}
+"""
+
+
+def record_json_bytes(rows: list[dict]) -> float:
+    """Mean size of the same reports as compact JSON objects (field names as in the ICD)."""
+    names = TRACK_RECORD_DTYPE.names
+    sizes = [len(json.dumps({k: row[k] for k in names if k in row}, separators=(",", ":"))) for row in rows]
+    return float(np.mean(sizes)) if sizes else float("nan")
+
+
+def run(quick: bool) -> Section:
+    duration = 20.0 if quick else 60.0
+    warmup = 5.0
+    with tempfile.TemporaryDirectory(prefix="towerd-bench-") as tmp:
+        tmp_path = Path(tmp)
+        central = TimedCentral("tcp://127.0.0.1:*", tmp_path / "central.sqlite", plain=True)
+        central_port = int(central.bound_endpoint.rsplit(":", 1)[1])
+        relay = CountingRelay(central_port)
+        stop_central = threading.Event()
+        central_thread = threading.Thread(target=central.serve_forever, args=(stop_central,), name="central")
+        central_thread.start()
+        pty = PtyPair.open()
+        emulator = TiMmwaveEmulator(nominal_scenario(), boresight_azimuth_deg=0.0, position_enu_m=(0.0, 0.0, 10.0),
+                                    frame_rate_hz=10.0, rng=np.random.default_rng(5))
+        cfg = tmp_path / "towerd.yaml"
+        cfg.write_text(config(pty.path, f"tcp://127.0.0.1:{relay.port}", tmp_path / "state"))
+        daemon = subprocess.Popen([sys.executable, "-m", "towerd", "run", "--config", str(cfg)],
+                                  stderr=open(tmp_path / "daemon.log", "wb"))
+        try:
+            emulator.start(pty)
+            time.sleep(warmup)  # benchmark: let tracks confirm before measuring
+            cpu0, wall0 = cpu_seconds(daemon.pid), time.monotonic()
+            up0, down0, recs0 = relay.up, relay.down, central.store.count_tracks()
+            points0 = emulator.frames_sent
+            time.sleep(duration)
+            cpu1, wall1 = cpu_seconds(daemon.pid), time.monotonic()
+            rss, peak = rss_mib(daemon.pid)
+            up1, down1, recs1 = relay.up, relay.down, central.store.count_tracks()
+            frames = emulator.frames_sent - points0
+        finally:
+            daemon.terminate()
+            daemon.wait(20)
+            emulator.stop()
+            pty.close()
+            stop_central.set()
+            central_thread.join()
+            relay.close()
+        rows = central.store.tracks()
+        by_seq = {r["seq"]: r for r in rows}
+        latencies = []
+        for ack_us, first, last in central.acks:
+            for seq in range(first, last + 1):
+                r = by_seq.get(seq)
+                if r is not None and r["status"] in (0, 1, 2):
+                    latencies.append((ack_us - r["time_us"]) / 1e3)
+        central.close()
+        points_per_frame = float(np.mean([len(emulator.detections(0.1 * k)) for k in range(50)]))
+        live = [r for r in rows if r["status"] in (1, 2)]
+        tracks_live = len({r["track_id"] for r in live[-200:]})
+
+    wall = wall1 - wall0
+    records = recs1 - recs0
+    cpu_pct = 100.0 * (cpu1 - cpu0) / wall
+    up_per_record = (up1 - up0) / max(records, 1)
+    json_per_record = record_json_bytes(live)
+    per_hour_mb = (up1 - up0 + down1 - down0) / wall * 3600 / 1e6
+    lat = np.array(latencies)
+    figures = [
+        Figure("daemon CPU", cpu_pct, "% of one core",
+               reference="goal < 3%", note=f"{frames} frames of ~{points_per_frame:.0f} points, "
+                                            f"{tracks_live} live tracks, over {wall:.0f} s"),
+        Figure("daemon resident memory", rss, "MiB", reference=f"peak {peak:.1f} MiB; goal < 100 MB"),
+        Figure("end-to-end latency, median", float(np.median(lat)) if len(lat) else float("nan"), "ms",
+               reference="frame's last byte read -> central's ACK sent, loopback"),
+        Figure("end-to-end latency, 99th percentile", float(np.percentile(lat, 99)) if len(lat) else float("nan"),
+               "ms", reference=f"goal < 20 ms; {len(lat)} records"),
+        Figure("bytes on the wire per track report", up_per_record, "B",
+               reference=f"the same report as compact JSON: {json_per_record:.0f} B "
+                         f"(ICD record alone: 80 B + 16 B header per message)"),
+        Figure("bytes on the wire per hour (both directions)", per_hour_mb, "MB",
+               reference=f"{records / wall:.1f} track reports/s; as JSON payload alone: "
+                         f"{json_per_record * records / wall * 3600 / 1e6:.1f} MB/h"),
+    ]
+    return Section("The whole daemon at nominal tower load", figures, __doc__.split("\n\n", 1)[1].strip())
