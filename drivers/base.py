@@ -4,7 +4,13 @@ The base class owns the port, the read timeout, the receive buffer and its bound
 counters and an idempotent :meth:`SensorDriver.close`. A subclass supplies its
 ``Settings`` dataclass, a parser, and implements one hook, :meth:`SensorDriver._decode`,
 which takes bytes and returns how many it consumed and what it decoded. Optionally it
-overrides :meth:`SensorDriver._configure` to talk to the device after the port opens.
+overrides :meth:`SensorDriver._configure` to talk to the device after the port opens,
+and :meth:`SensorDriver.poll` when time alone can complete a reading (a scan that ends
+when the line goes quiet).
+
+Technician tools hook in without touching a driver: ``raw_sink(data, t_mono)``, when
+set, receives every chunk of bytes read from the port before it is decoded (``towerd
+record``), and :meth:`SensorDriver.feed` takes recorded bytes back (``towerd replay``).
 
 Every settings dataclass has at least ``port`` (a pyserial URL or device path for the
 data stream) and ``baudrate``.
@@ -16,12 +22,12 @@ import abc
 import logging
 import threading
 from dataclasses import asdict, dataclass
-from typing import Any, ClassVar
+from typing import Any, Callable, ClassVar
 
 import serial
 
 from towerd.clock import Clock, SystemClock
-from towerd.drivers.transport import open_port
+from towerd.drivers.transport import open_port, unstable_name_hint
 from towerd.errors import DriverIOError
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,9 @@ class SensorDriver(abc.ABC):
         self._port: serial.SerialBase | None = None
         self._buf = bytearray()
         self._lock = threading.Lock()
+        self._warned_names: set[str] = set()
+        self.raw_sink: Callable[[bytes, float], None] | None = None
+        """Called with every chunk read from the port and its monotonic time (recording)."""
 
     @property
     def is_open(self) -> bool:
@@ -72,6 +81,7 @@ class SensorDriver(abc.ABC):
         with self._lock:
             if self._port is not None:
                 return
+            self._warn_unstable_name(self.settings.port)
             port = open_port(self.settings.port, self.settings.baudrate, self.read_timeout_s)
             self._buf.clear()
             try:
@@ -99,11 +109,14 @@ class SensorDriver(abc.ABC):
         except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
             # pyserial raises TypeError/AttributeError when the fd is closed concurrently.
             raise DriverIOError(f"sensor {self.name}: read failed: {exc}") from exc
-        if not data:
-            return []
         t_mono = self.clock.monotonic()
+        if not data:
+            return self.poll(t_mono)
         self.counters.bytes_in += len(data)
-        return self.feed(data, t_mono)
+        sink = self.raw_sink
+        if sink is not None:
+            sink(data, t_mono)
+        return self.feed(data, t_mono) + self.poll(t_mono)
 
     def feed(self, data: bytes, t_mono: float) -> list[Any]:
         """Decode ``data`` received at ``t_mono`` (used by read and by replay)."""
@@ -125,8 +138,25 @@ class SensorDriver(abc.ABC):
         Must never raise on any input and must update ``self.counters``.
         """
 
+    def poll(self, t_mono: float) -> list[Any]:
+        """Readings that the passage of time completes (none by default).
+
+        :meth:`read` calls it after every wait, with or without data; replay calls it as
+        recorded time advances, so a reading held back until the line goes quiet comes
+        out the same way live and in replay. Must never raise."""
+        return []
+
     def _configure(self, port: serial.SerialBase) -> None:
         """Talk to the device after its port opened (send configuration, etc.)."""
+
+    def _warn_unstable_name(self, path: str) -> None:
+        """Warn once per path when it is a bare /dev/ttyUSBn or /dev/ttyACMn."""
+        if path in self._warned_names:
+            return
+        self._warned_names.add(path)
+        hint = unstable_name_hint(path)
+        if hint:
+            log.warning("sensor %s: %s", self.name, hint)
 
     def close(self) -> None:
         """Close the port; safe to call any number of times, from any thread."""
