@@ -13,7 +13,7 @@ from towerd import geo
 from towerd.drivers import driver_class
 from towerd.drivers.measurements import PLOT_DTYPE, RadarPlots
 from towerd.drivers.ti_mmwave.driver import TiMmwaveDriver, TiMmwaveSettings
-from towerd.errors import ConfigError, DriverInitError
+from towerd.errors import ConfigError
 from towerd.sim.scenario import MeasurementNoise, OrbitPath, Scenario, Target, WaypointPath, builtin_scenario
 from towerd.sim.ti_mmwave import TiMmwaveEmulator
 
@@ -38,7 +38,7 @@ def test_registry_and_kind():
 
 def test_settings_defaults_and_validation():
     s = TiMmwaveSettings(port="/dev/ttyACM1")
-    assert (s.baudrate, s.cli_port, s.cli_baudrate, s.chirp_config) == (921600, None, 115200, None)
+    assert (s.baudrate, s.cli_port, s.cli_baudrate, s.chirp_config, s.cli_timeout_s) == (921600, None, 115200, None, 5.0)
     with pytest.raises(Exception):
         s.baudrate = 1  # frozen
     with pytest.raises(ConfigError, match="baudrate must be a positive integer"):
@@ -47,14 +47,6 @@ def test_settings_defaults_and_validation():
         TiMmwaveSettings(port="")
     with pytest.raises(ConfigError, match="chirp_config needs cli_port"):
         TiMmwaveSettings(port="/dev/ttyACM1", chirp_config="profile.cfg")
-
-
-def test_cli_port_is_refused_not_faked(pty_pair):
-    driver = TiMmwaveDriver("radar", TiMmwaveSettings(port=pty_pair.path, cli_port="/dev/ttyACM0"))
-    with pytest.raises(DriverInitError, match="CLI configuration push is not implemented yet"):
-        driver.open()
-    assert not driver.is_open
-    driver.close()
 
 
 def test_points_convert_to_common_plots():

@@ -4,11 +4,17 @@ Reads the data UART (921600 baud 8N1), decodes frames with
 :class:`~towerd.drivers.ti_mmwave.protocol.TiFrameParser` and yields one
 :class:`~towerd.drivers.measurements.RadarPlots` per frame in the common plot form.
 
-The device also has a CLI UART (115200 baud) that takes the chirp configuration. Pushing
-that configuration is not implemented yet: a sensor whose settings name ``cli_port``
-fails to open with :class:`~towerd.errors.DriverInitError` rather than pretending to
-configure the radar. Until then the radar must be started by other means (flashed
-default configuration or TI's visualiser).
+The device also has a CLI UART (115200 baud) that takes the chirp configuration. When
+``cli_port`` is set, :meth:`TiMmwaveDriver.open` (after the data port is open) opens it,
+sends every command of ``chirp_config`` (``%`` comments and blank lines skipped) and
+waits for each ``Done`` (see :mod:`towerd.drivers.ti_mmwave.cli`); the first ``Error``
+or "not recognized" stops the push with a DriverInitError naming the file, the line
+number and the radar's answer, and a silent CLI with a DriverTimeoutError. Every reopen
+(SensorRunner after an unplug) pushes the file again, since a replugged radar boots
+unconfigured. The CLI port stays open, locked, while the sensor is open so that nothing
+else (ModemManager probing CDC-ACM ports, a second program) writes into the CLI; it is
+closed with the data port. Without ``cli_port`` the radar must be configured by other
+means (flashed configuration, TI's visualiser) and only the data port is used.
 
 Point conversion (sensor frame x right, y boresight, z up; vectorised over the frame):
 
@@ -31,8 +37,10 @@ import serial
 from towerd.clock import Clock
 from towerd.drivers.base import SensorDriver
 from towerd.drivers.measurements import RadarPlots, empty_plots
+from towerd.drivers.ti_mmwave.cli import PushResult, load_chirp_config, push_config
 from towerd.drivers.ti_mmwave.protocol import TiFrame, TiFrameParser
-from towerd.errors import ConfigError, DriverInitError
+from towerd.drivers.transport import open_port
+from towerd.errors import ConfigError, DriverIOError
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +51,10 @@ class TiMmwaveSettings:
 
     port: str  # data UART: device path or pyserial URL
     baudrate: int = 921600
-    cli_port: str | None = None  # CLI UART; configuration push not implemented yet
+    cli_port: str | None = None  # CLI UART: device path or pyserial URL; None: no configuration push
     cli_baudrate: int = 115200
-    chirp_config: str | None = None  # path of a TI .cfg file, for the CLI push
+    chirp_config: str | None = None  # path of the TI .cfg file pushed through cli_port (absolute path)
+    cli_timeout_s: float = 5.0  # longest wait for the radar's answer to one command, seconds
 
     def __post_init__(self) -> None:
         problems = []
@@ -57,6 +66,11 @@ class TiMmwaveSettings:
                 problems.append(f"{key} must be a positive integer, got {value!r}")
         if self.chirp_config is not None and self.cli_port is None:
             problems.append("chirp_config needs cli_port (the configuration goes over the CLI UART)")
+        if self.cli_port is not None and self.chirp_config is None:
+            problems.append("cli_port needs chirp_config (the .cfg file to push, e.g. iwr6843_demo.cfg)")
+        timeout = self.cli_timeout_s
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= 60.0:
+            problems.append(f"cli_timeout_s must be a number of seconds in 0.1..60, got {timeout!r}")
         if problems:
             raise ConfigError([f"ti_mmwave settings: {p}" for p in problems])
 
@@ -73,13 +87,53 @@ class TiMmwaveDriver(SensorDriver):
         self.nonfinite_points = 0
         """Points dropped because x, y or z was not finite (only corrupt frames have them)."""
         self._seen = (0, 0, 0, 0)
+        self._cli: serial.SerialBase | None = None
+        self._cli_pushing: serial.SerialBase | None = None
+        self.last_push: PushResult | None = None
+        """What the most recent configuration push did (None before the first)."""
+        self.config_pushes = 0
+        """Successful configuration pushes since the driver was made (one per open)."""
 
     def _configure(self, port: serial.SerialBase) -> None:
-        if self.settings.cli_port is not None:
-            raise DriverInitError(
-                f"sensor {self.name}: CLI configuration push is not implemented yet "
-                f"(cli_port {self.settings.cli_port!r} is set); remove cli_port and start the radar by other means"
-            )
+        """Push ``chirp_config`` over ``cli_port`` (when set); see the module docstring."""
+        settings = self.settings
+        if settings.cli_port is None:
+            return
+        lines = load_chirp_config(settings.chirp_config)
+        self._warn_unstable_name(settings.cli_port)
+        cli = open_port(settings.cli_port, settings.cli_baudrate, 0.05)
+        self._cli_pushing = cli  # close() from another thread aborts the push through it
+        try:
+            result = push_config(cli, lines, source=settings.chirp_config, timeout_s=settings.cli_timeout_s,
+                                 monotonic=self.clock.monotonic)
+        except (serial.SerialException, OSError, TypeError, AttributeError, ValueError) as exc:
+            # TypeError/AttributeError: pyserial's answer to a port closed under it.
+            cli.close()
+            raise DriverIOError(f"sensor {self.name}: CLI port {settings.cli_port} failed during the push: {exc}") from exc
+        except BaseException:
+            cli.close()
+            raise
+        finally:
+            self._cli_pushing = None
+        self._cli = cli
+        self.last_push = result
+        self.config_pushes += 1
+        log.info("sensor %s: chirp configuration %s pushed (%d commands, %.2f s)", self.name,
+                 settings.chirp_config, len(result.replies), result.seconds)
+
+    def close(self) -> None:
+        """Close the data port, then the CLI port; idempotent. A configuration push in
+        progress in another thread fails at once (its port is closed under it)."""
+        pushing = self._cli_pushing
+        if pushing is not None:
+            pushing.close()
+        super().close()
+        cli, self._cli = self._cli, None
+        if cli is not None:
+            try:
+                cli.close()
+            except (serial.SerialException, OSError) as exc:
+                log.debug("sensor %s: closing the CLI port: %s", self.name, exc)
 
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[RadarPlots]]:
         consumed, frames = self.parser.feed(buf)

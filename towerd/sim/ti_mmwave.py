@@ -32,11 +32,27 @@ Measurement model, per frame at scenario time t (sensor frame via the transpose 
   i.e. SNR_REF_DB for 1 m² at 100 m; false alarms get 10–13 dB; noise is NOISE_DB.
   Both are sent as signed int16 in 0.1 dB, so negative SNR stays negative.
 Points are sent in increasing range, as the demo's range-ordered CFAR output is.
+
+CLI (``start(pty, cli_pty)``): the emulator also plays the CLI UART on a second pty with
+:class:`~towerd.sim.ti_cli.TiDemoCli` (echo, ``Done``/``Error``/not recognized, prompt
+``mmwDemo:/>``, refusals as the firmware words them). Frames flow only between
+``sensorStart`` and ``sensorStop``, as on the device; the configuration of the start
+sets the frame rate (``frameCfg`` framePeriodicity, and numFrames when not 0) and the
+TLVs (``guiMonitor``: detectedObjects, logMagRange -> TLV 2, noiseProfile -> TLV 3,
+statsInfo -> TLV 6; range bins from ``profileCfg``). TLV order is the firmware's: 1, 7,
+2, 3, 6. Without a CLI pty the radar streams from ``start`` with the constructor's
+settings (a radar configured by other means). The field of view and maximum range stay
+the constructor's: they model the site's radar, not the bench profile.
+
+Range and noise profiles (TLV 2 and 3: u16 per range bin, log2 magnitude in Q9) are a
+plain model: a flat noise floor, plus at each detection's range bin a peak of
+SNR / 6.02 dB per log2 unit.
 """
 
 from __future__ import annotations
 
 import logging
+import select
 import struct
 import threading
 
@@ -46,6 +62,7 @@ from towerd import geo
 from towerd.clock import Clock, SystemClock
 from towerd.sim.pty import PtyPair
 from towerd.sim.scenario import Scenario
+from towerd.sim.ti_cli import TiDemoCli
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +79,8 @@ NOISE_DB = 45.0
 FALSE_ALARM_SNR_DB = (10.0, 13.0)
 FALSE_ALARM_MAX_DOPPLER_MPS = 8.0
 MIN_RANGE_M = 1.0
+NOISE_FLOOR_Q9 = 10 * 512
+"""Range/noise profile floor: log2 magnitude 10, in Q9."""
 
 
 class TiMmwaveEmulator:
@@ -119,6 +138,24 @@ class TiMmwaveEmulator:
         self._lock = threading.Lock()  # guards rng and the fault-injection state
         self._pending_garbage = 0
         self._truncate_next = False
+        self._stall_until = -np.inf
+        self.frames_stalled = 0  # frame slots not sent because of an injected stall
+        self.range_profile = False  # TLV 2 in each frame
+        self.noise_profile = False  # TLV 3 in each frame
+        self.range_bins = 256
+        self.range_resolution_m = 0.044
+        self.cli: TiDemoCli | None = None
+        """The emulated CLI when started with a CLI pty (its state: started, applied, ...)."""
+        self.stream_first_frame = 1
+        """frameNumber of the first frame since the stream last started."""
+        self.stream_t0_s = 0.0
+        """Scenario time of that frame: frame n carries stream_t0_s + (n - stream_first_frame) / frame_rate_hz."""
+        self._streaming = False
+        self._stream_t0_mono = 0.0
+        self._k = 0
+        self._frames_this_start = 0
+        self._max_frames = 0
+        self._cli_starts_seen = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -228,6 +265,10 @@ class TiMmwaveEmulator:
         if mode == 1 and n > 0:
             tenths = np.clip(np.rint(points[:, 4:6] * 10.0), -32768, 32767).astype("<i2")
             tlvs.append(struct.pack("<II", 7, 4 * n) + np.ascontiguousarray(tenths).tobytes())
+        if self.range_profile:
+            tlvs.append(struct.pack("<II", 2, 2 * self.range_bins) + self._profile(points, peaks=True))
+        if self.noise_profile:
+            tlvs.append(struct.pack("<II", 3, 2 * self.range_bins) + self._profile(points, peaks=False))
         if self.stats_tlv:
             # interFrameProcessingTime, transmitOutputTime, interFrameProcessingMargin,
             # interChirpProcessingMargin (us), activeFrameCPULoad, interFrameCPULoad (%)
@@ -248,6 +289,15 @@ class TiMmwaveEmulator:
         )
         return header, body, bytes([PAD_BYTE]) * (total - unpadded)
 
+    def _profile(self, points: np.ndarray, *, peaks: bool) -> bytes:
+        """TLV 2/3 payload: (range_bins,) u16 log2 magnitude in Q9 (see the module docstring)."""
+        profile = np.full(self.range_bins, float(NOISE_FLOOR_Q9))
+        if peaks and len(points):
+            bins = np.rint(np.linalg.norm(points[:, :3], axis=1) / self.range_resolution_m).astype(int)
+            inside = bins < self.range_bins
+            np.maximum.at(profile, bins[inside], NOISE_FLOOR_Q9 + np.maximum(points[inside, 4], 0.0) / 6.02 * 512.0)
+        return np.clip(np.rint(profile), 0, 65535).astype("<u2").tobytes()
+
     def frame_bytes(self, t_s: float, frame_number: int) -> bytes:
         """A complete SDK 3.x frame for elapsed scenario time ``t_s``."""
         with self._lock:
@@ -266,6 +316,12 @@ class TiMmwaveEmulator:
         as a UART glitch or a reset would."""
         with self._lock:
             self._truncate_next = True
+
+    def inject_stall(self, seconds: float) -> None:
+        """Send nothing for ``seconds`` (frames due meanwhile are lost, as when the radar's
+        processing hangs), then carry on."""
+        with self._lock:
+            self._stall_until = self.clock.monotonic() + max(0.0, float(seconds))
 
     def next_chunk(self, t_s: float, frame_number: int) -> bytes:
         """What goes on the wire for the next frame slot, faults included."""
@@ -288,19 +344,31 @@ class TiMmwaveEmulator:
     def running(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
-    def start(self, pty: PtyPair) -> None:
-        """Start writing one frame per 1/frame_rate_hz to ``pty`` (frame k at t0 + k/rate,
-        scenario time k/rate, frameNumber k + 1).
+    def start(self, pty: PtyPair, cli_pty: PtyPair | None = None) -> None:
+        """Start the device on ``pty`` (data UART) and, when given, ``cli_pty`` (CLI UART).
 
-        Pacing waits in real time (``Event.wait``) for deadlines read from ``clock``, so the
-        clock must advance in real time (SystemClock); slots missed while the thread was
-        late are skipped and counted in ``frames_skipped``, never sent in a burst."""
+        Without a CLI, one frame per 1/frame_rate_hz from now (frame k at t0 + k/rate,
+        scenario time k/rate, frameNumber k + 1). With a CLI, the banner and prompt are
+        written to it and frames start at the first successful ``sensorStart`` (frame j
+        after a start at time ts: ts + j/rate, scenario time ts - t0 + j/rate, numbers
+        continuing from the last frame sent).
+
+        Pacing waits in real time (``Event.wait``/``select``) for deadlines read from
+        ``clock``, so the clock must advance in real time (SystemClock); slots missed while
+        the thread was late are skipped and counted in ``frames_skipped``, never sent in
+        a burst."""
         if self._thread is not None:
             raise RuntimeError("emulator already started")
         self._stop.clear()
         self.t0_mono = self.clock.monotonic()
         self.t0_utc_us = self.clock.utc_us(self.t0_mono)
-        self._thread = threading.Thread(target=self._run, args=(pty,), name="ti-emulator", daemon=False)
+        if cli_pty is not None:
+            self.cli = TiDemoCli()
+            cli_pty.write(self.cli.boot())
+            self._streaming = False
+        else:
+            self._start_stream(self.t0_mono)
+        self._thread = threading.Thread(target=self._run, args=(pty, cli_pty), name="ti-emulator", daemon=False)
         self._thread.start()
 
     def stop(self) -> None:
@@ -311,21 +379,74 @@ class TiMmwaveEmulator:
             thread.join()
         self._thread = None
 
-    def _run(self, pty: PtyPair) -> None:
-        period = 1.0 / self.frame_rate_hz
-        t0 = self.t0_mono
-        assert t0 is not None
-        k = 0
+    def _start_stream(self, now: float) -> None:
+        assert self.t0_mono is not None
+        self.stream_first_frame = self.frames_sent + self.frames_skipped + self.frames_stalled + 1
+        self._stream_t0_mono = now
+        self.stream_t0_s = now - self.t0_mono
+        self._k = 0
+        self._frames_this_start = 0
+        self._streaming = True
+
+    def _apply_cli_state(self, now: float) -> None:
+        """Follow the CLI: sensorStart applies the configuration and starts the stream,
+        sensorStop ends it."""
+        cli = self.cli
+        assert cli is not None
+        if cli.started and not self._streaming and cli.starts > self._cli_starts_seen:
+            applied = cli.applied
+            assert applied is not None
+            with self._lock:
+                if applied.frame_period_ms and applied.frame_period_ms > 0:
+                    self.frame_rate_hz = 1000.0 / applied.frame_period_ms
+                self._max_frames = applied.num_frames
+                self.detected_objects_mode = applied.detected_objects
+                self.range_profile = applied.range_profile
+                self.noise_profile = applied.noise_profile
+                self.stats_tlv = applied.stats
+                self.range_bins = applied.range_bins
+                self.range_resolution_m = applied.range_resolution_m
+            self._cli_starts_seen = cli.starts
+            self._start_stream(now)
+            log.info("TI emulator: sensorStart, %.3g frames/s", self.frame_rate_hz)
+        elif not cli.started and self._streaming:
+            self._streaming = False
+            log.info("TI emulator: sensorStop after %d frames", self._frames_this_start)
+
+    def _serve_cli(self, cli_pty: PtyPair, timeout_s: float) -> None:
+        ready, _, _ = select.select([cli_pty.master_fd], [], [], max(0.0, timeout_s))
+        if not ready:
+            return
+        data = cli_pty.read(4096)
+        if data:
+            assert self.cli is not None
+            cli_pty.write(self.cli.receive(data))
+            self._apply_cli_state(self.clock.monotonic())
+
+    def _run(self, pty: PtyPair, cli_pty: PtyPair | None) -> None:
         while not self._stop.is_set():
-            remaining = t0 + k * period - self.clock.monotonic()
-            if remaining > 0:
-                self._stop.wait(remaining)
+            now = self.clock.monotonic()
+            if self._streaming:
+                period = 1.0 / self.frame_rate_hz
+                wait = self._stream_t0_mono + self._k * period - now
+            else:
+                period, wait = 0.0, 0.1
+            if wait > 0:
+                if cli_pty is not None:
+                    self._serve_cli(cli_pty, min(wait, 0.1))
+                else:
+                    self._stop.wait(min(wait, 0.1))
                 continue
-            behind = int((self.clock.monotonic() - t0) / period) - k
+            behind = int((now - self._stream_t0_mono) / period) - self._k
             if behind > 0:
                 self.frames_skipped += behind
-                k += behind
-            data = self.next_chunk(k * period, k + 1)
+                self._k += behind
+            if now < self._stall_until:
+                self.frames_stalled += 1
+                self._k += 1
+                continue
+            number = self.stream_first_frame + self._k
+            data = self.next_chunk(self.stream_t0_s + self._k * period, number)
             try:
                 written = pty.write(data)
             except OSError as exc:
@@ -334,7 +455,10 @@ class TiMmwaveEmulator:
                 return
             self.bytes_dropped += len(data) - written
             self.frames_sent += 1
-            k += 1
+            self._frames_this_start += 1
+            self._k += 1
+            if self._max_frames and self._frames_this_start >= self._max_frames:
+                self._streaming = False  # frameCfg numFrames reached: the device stops framing
 
     def __enter__(self) -> "TiMmwaveEmulator":
         return self
