@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 QUEUE_MAX_READINGS = 256
 EXPIRE_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 5.0
+ACK_COMMIT_S = 1.0
+"""Deletions of acknowledged records alone are committed this often: they cost a disk
+sync and delay nothing (a crash before the commit only causes a resend)."""
 STOP_FLUSH_S = 3.0
 """How long a graceful stop waits for centrals to acknowledge what is pending."""
 
@@ -63,6 +66,7 @@ class Daemon:
         self._started_mono = self.clock.monotonic()
         self._iterations = 0  # main-loop passes, for the watchdog
         self._reload_requested = threading.Event()
+        self._records_waiting = False  # records or events added since the last commit
 
     # -- wiring -------------------------------------------------------------------
 
@@ -176,7 +180,7 @@ class Daemon:
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload rejected: %s", problem)
-            self.outbox.add_event(
+            self._event(
                 "config.rejected", "warning",
                 f"configuration {path} rejected ({len(exc.problems)} problems); still running with "
                 f"sha256 {self.loaded.digest[:12]}", problems=exc.problems, config_digest=self.loaded.digest)
@@ -189,7 +193,7 @@ class Daemon:
         self._reconcile_centrals(old, new)
         logging.getLogger().setLevel(new.logging.level.upper())
         log.info("configuration reloaded: sha256 %s", loaded.digest)
-        self.outbox.add_event("config.reloaded", "info", f"configuration {path} reloaded", config_digest=loaded.digest)
+        self._event("config.reloaded", "info", f"configuration {path} reloaded", config_digest=loaded.digest)
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
 
     def _check_reloadable(self, new: Config) -> None:
@@ -277,10 +281,13 @@ class Daemon:
                 if now >= next_expire:
                     self._store(self.pipeline.expire(now))
                     next_expire = now + EXPIRE_INTERVAL_S
-                # Commits cover new records and the deletions of acknowledged ones.
-                if outbox.uncommitted and now - last_commit >= commit_every:
+                # New records are committed (then sent) within commit_every; a commit
+                # also carries the deletions of acknowledged records, which alone wait
+                # up to ACK_COMMIT_S so they never hold new records back.
+                due = commit_every if self._records_waiting else ACK_COMMIT_S
+                if outbox.uncommitted and now - last_commit >= due:
                     outbox.commit()
-                    last_commit = now
+                    last_commit, self._records_waiting = now, False
                 for uplink in self.uplinks:
                     uplink.poll(0)
                 if self.status_server is not None:
@@ -303,7 +310,7 @@ class Daemon:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
-            self.outbox.add_event(event.code, event.severity, event.message, sensor=event.sensor)
+            self._event(event.code, event.severity, event.message, sensor=event.sensor)
         try:
             reading = self._readings.get(timeout=timeout_s)
         except queue.Empty:
@@ -315,9 +322,14 @@ class Daemon:
             except queue.Empty:
                 return
 
+    def _event(self, code: str, severity: str, message: str, **fields: Any) -> None:
+        self.outbox.add_event(code, severity, message, **fields)
+        self._records_waiting = True
+
     def _store(self, records: Any) -> None:
         if len(records):
             self.outbox.add_tracks(records)
+            self._records_waiting = True
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
