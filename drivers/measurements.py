@@ -46,6 +46,44 @@ class RadarPlots:
     plots: np.ndarray  # shape (n,), dtype PLOT_DTYPE
 
 
+GEO_PLOT_DTYPE = np.dtype(
+    [
+        ("latitude_deg", "<f8"),  # WGS84, south negative
+        ("longitude_deg", "<f8"),  # WGS84, west negative
+        ("height_m", "<f8"),  # WGS84 ellipsoidal height; NaN when the sensor does not say (2D radar)
+        ("speed_mps", "<f8"),  # ground speed reported by the sensor; NaN if none
+        ("course_deg", "<f8"),  # course over ground, true; NaN if none
+        ("target_id", "<i4"),  # the sensor's own target number, -1 when it has none
+    ]
+)
+"""One row per target a sensor reports as an earth position rather than relative to itself."""
+
+
+def empty_geo_plots(n: int = 0) -> np.ndarray:
+    """Geo plots array of length ``n`` with every optional field unknown (NaN / -1)."""
+    plots = np.zeros(n, dtype=GEO_PLOT_DTYPE)
+    for name in ("height_m", "speed_mps", "course_deg"):
+        plots[name] = np.nan
+    plots["target_id"] = -1
+    return plots
+
+
+@dataclass(frozen=True, eq=False)
+class GeoPlots:
+    """Targets of one scan given as WGS84 positions (e.g. NMEA TLL sentences).
+
+    Not sensor-relative: the sensor has already placed them on the earth, so the
+    detection layer converts them to local ENU with the tower's site (no mounting). A
+    driver cannot turn them into range/bearing itself, since it does not know where the
+    sensor is.
+    """
+
+    sensor: str
+    t_mono: float  # monotonic seconds when the scan's last sentence was read
+    frame_number: int  # counts scans of this sensor
+    plots: np.ndarray  # shape (n,), dtype GEO_PLOT_DTYPE
+
+
 @dataclass(frozen=True, eq=False)
 class Spectrum:
     """One sweep of a spectrum analyser: power at evenly spaced frequencies.
