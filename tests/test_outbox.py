@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from towerd.clock import ManualClock
-from towerd.errors import OutboxError
+from towerd.errors import ConfigError, OutboxError
 from towerd.icd import TRACK_RECORD_DTYPE, empty_track_records
 from towerd.outbox.sqlite import Outbox
 
@@ -258,3 +258,284 @@ def test_argument_checks_and_closed_store(db, clock):
         box.add_tracks(_tracks(1))
     with pytest.raises(OutboxError):
         box.pending()
+
+
+# ------------------------------------------------------------------------------ size cap
+
+
+def _events(box: Outbox, code: str | None = None) -> list[dict]:
+    evs = [json.loads(p) for _, kind, p in box.pending(limit=10**6) if kind == "E"]
+    return [e for e in evs if code is None or e["code"] == code]
+
+
+def test_cap_drops_the_oldest_and_announces_exactly_what(db, clock, caplog):
+    box = Outbox(db, clock=clock, max_records=50)
+    try:
+        assert box.add_tracks(_tracks(40)) == (1, 40)
+        box.commit()
+        with caplog.at_level(logging.ERROR, logger="towerd.outbox.sqlite"):
+            assert box.add_tracks(_tracks(20)) == (41, 60)   # 60 > 50: drop 11 (room for the event)
+        box.commit()
+        held = [s for s, _, _ in box.pending(limit=1000)]
+        assert held == list(range(12, 62)) and box.pending_count() == 50   # 61 is the announcement
+        (ev,) = _events(box, "outbox.dropped")
+        assert ev["seq"] == 61 and (ev["first_seq"], ev["last_seq"], ev["count"]) == (1, 11, 11)
+        assert ev["severity"] == "error" and ev["reason"] == "max_records" and "ranges" not in ev
+        assert box.dropped_total == 11 and box.dropped_through_seq == 11
+        assert box.health() == {"pending": 50, "oldest_seq": 12, "next_seq": 62, "dropped_total": 11}
+        assert "dropped 11 oldest records, seq 1..11" in caplog.text
+    finally:
+        box.close()
+    box = Outbox(db, clock=clock, max_records=50)   # accounting and dropped_total survive a restart
+    try:
+        assert box.pending_count() == 50 and box.dropped_total == 11
+        assert box.add_event("sensor.up", "info", "x") == 62
+        box.commit()
+        assert box.pending_count() == 50 and box.oldest_seq() == 14   # 12, 13 dropped for 62 and its event
+        ev = _events(box, "outbox.dropped")[-1]
+        assert (ev["first_seq"], ev["last_seq"], ev["count"]) == (12, 13, 2) and box.dropped_total == 13
+    finally:
+        box.close()
+
+
+def test_cap_shrunk_between_runs_is_applied_at_open(db, clock):
+    box = Outbox(db, clock=clock)
+    box.add_tracks(_tracks(100))
+    box.close()
+    box = Outbox(db, clock=clock, max_records=30)
+    try:
+        assert box.pending_count() == 30
+        (ev,) = _events(box, "outbox.dropped")
+        assert (ev["first_seq"], ev["last_seq"], ev["count"]) == (1, 71, 71)
+    finally:
+        box.close()
+    with _other_connection(db) as conn:   # committed at open, not left in a transaction
+        assert conn.execute("SELECT count(*) FROM records").fetchone()[0] == 30
+
+
+def test_cap_on_bytes(db, clock):
+    box = Outbox(db, clock=clock, max_bytes=20_000)
+    try:
+        box.add_tracks(_tracks(200))   # 16,000 bytes: fits
+        box.commit()
+        assert box.dropped_total == 0
+        box.add_tracks(_tracks(100))   # 24,000 > 20,000 - 4,096 reserved for the announcement
+        box.commit()
+        stats = box.stats()
+        assert stats["bytes"] <= 20_000
+        (ev,) = _events(box, "outbox.dropped")
+        assert ev["reason"] == "max_bytes" and ev["first_seq"] == 1 and ev["count"] == ev["last_seq"]
+        assert stats["bytes"] == (300 - ev["count"]) * 80 + len(json.dumps(ev, separators=(",", ":")))
+    finally:
+        box.close()
+
+
+def test_drop_of_non_contiguous_rows_lists_the_exact_ranges(db, clock):
+    box = Outbox(db, clock=clock, max_records=10)
+    try:
+        box.add_tracks(_tracks(9))
+        box.commit()
+        box.ack(3, 4)           # delivered: must not be named as lost
+        box.ack(6, 6)
+        box.commit()
+        box.add_tracks(_tracks(6))   # 10..15: 12 held -> drop 3 (room for the event): 1, 2, 5
+        box.commit()
+        (ev,) = _events(box, "outbox.dropped")
+        assert (ev["first_seq"], ev["last_seq"], ev["count"]) == (1, 5, 3)
+        assert ev["ranges"] == [[1, 2], [5, 5]]
+        assert [s for s, _, _ in box.pending()] == [7, 8, 9, 10, 11, 12, 13, 14, 15, 16]
+    finally:
+        box.close()
+
+
+def test_disk_footprint_at_the_record_cap(db, clock):
+    """The cap is real on disk: a store full of track records stays within 130 bytes
+    per record (measured ~107) plus the WAL bound (journal_size_limit 8 MiB)."""
+    cap = 20_000
+    box = Outbox(db, clock=clock, max_records=cap)
+    try:
+        for _ in range(30):
+            box.add_tracks(_tracks(1000))
+            box.commit()
+        assert box.pending_count() == cap and box.dropped_total > 30_000 - cap
+        size = db.stat().st_size
+        wal = db.with_name(db.name + "-wal")
+        wal_size = wal.stat().st_size if wal.exists() else 0
+    finally:
+        box.close()
+    assert size <= cap * 130, size / cap
+    assert wal_size <= 8 * 1024 * 1024 + 64 * 1024
+
+
+# ------------------------------------------------------------------------------ per-central acknowledgement
+
+
+def test_a_record_is_deleted_only_when_every_central_is_done(db, clock):
+    box = Outbox(db, clock=clock, centrals=["hq", "partner"])
+    try:
+        assert box.centrals == ("hq", "partner")
+        box.add_tracks(_tracks(6))
+        box.commit()
+        assert box.ack(1, 4, "hq") == 4
+        assert box.ack(1, 4, "hq") == 0
+        assert box.pending_count() == 6
+        assert [s for s, _, _ in box.pending(central="hq")] == [5, 6]
+        assert [s for s, _, _ in box.pending(central="partner")] == [1, 2, 3, 4, 5, 6]
+        assert box.pending_count("partner") == 6 and box.pending_count("hq") == 2
+        assert box.ack(2, 5, "partner") == 4   # 2..4 done by both: deleted; 5 still owed to hq
+        box.commit()
+        assert [s for s, _, _ in box.pending()] == [1, 5, 6]
+        with pytest.raises(ValueError):
+            box.ack(1, 1)
+        with pytest.raises(ValueError):
+            box.pending(central="nobody")
+    finally:
+        box.close()
+    box = Outbox(db, clock=clock, centrals=["hq", "partner"])   # state survives a restart
+    try:
+        assert [s for s, _, _ in box.pending(central="hq")] == [5, 6]
+        assert [s for s, _, _ in box.pending(central="partner")] == [1, 6]
+    finally:
+        box.close()
+    box = Outbox(db, clock=clock, centrals=["hq"])   # partner removed: its state goes, 1 is done
+    try:
+        assert [s for s, _, _ in box.pending()] == [5, 6]
+    finally:
+        box.close()
+    box = Outbox(db, clock=clock, centrals=["hq", "new"])   # a new central gets what is held
+    try:
+        assert [s for s, _, _ in box.pending(central="new")] == [5, 6]
+        box.set_centrals(["new"])
+        assert [s for s, _, _ in box.pending(central="new")] == [5, 6]
+        generation = box.generation
+        box.set_centrals(None)   # back to one unnamed consumer
+        assert box.generation == generation + 1
+        assert [s for s, _, _ in box.pending(central="anything")] == [5, 6]
+    finally:
+        box.close()
+
+
+def test_attach_refuses_senders_the_outbox_keeps_no_state_for(db, tmp_path, clock):
+    single = Outbox(db, clock=clock)
+    named = Outbox(tmp_path / "named.sqlite", clock=clock, centrals=["hq", "partner"])
+    try:
+        single.attach("hq")
+        single.attach("hq")
+        with pytest.raises(ConfigError, match="open it with centrals="):
+            single.attach("partner")
+        single.detach("hq")
+        single.attach("partner")   # after the first sender closed (a rename on reload)
+        named.attach("hq")
+        named.attach("partner")
+        with pytest.raises(ConfigError, match="keeps no state for central 'third'"):
+            named.attach("third")
+        with pytest.raises(ValueError):
+            Outbox(tmp_path / "x.sqlite", clock=clock, centrals=["a", "a"])
+        with pytest.raises(ValueError):
+            Outbox(tmp_path / "y.sqlite", clock=clock, centrals=[])
+    finally:
+        single.close()
+        named.close()
+
+
+def test_version_1_store_is_upgraded_in_place(db, clock):
+    with sqlite3.connect(str(db)) as conn:   # the walking skeleton's layout, with a backlog
+        conn.executescript("""
+            PRAGMA journal_mode=WAL;
+            CREATE TABLE meta (id INTEGER PRIMARY KEY CHECK (id = 1), schema_version INTEGER NOT NULL,
+                stream_id TEXT NOT NULL, next_seq INTEGER NOT NULL CHECK (next_seq >= 1),
+                created_us INTEGER NOT NULL);
+            CREATE TABLE records (seq INTEGER PRIMARY KEY, kind TEXT NOT NULL CHECK (kind IN ('T', 'E')),
+                time_us INTEGER NOT NULL, payload BLOB NOT NULL);
+            INSERT INTO meta VALUES (1, 1, '00000000deadbeef', 4, 0);
+        """)
+        rec = _tracks(3)
+        rec["seq"] = [1, 2, 3]
+        conn.executemany("INSERT INTO records VALUES (?, 'T', 0, ?)",
+                         [(i + 1, rec[i].tobytes()) for i in range(3)])
+    box = Outbox(db, clock=clock, centrals=["hq"])
+    try:
+        assert box.stream_id == 0xDEADBEEF and box.next_seq == 4
+        assert [s for s, _, _ in box.pending(central="hq")] == [1, 2, 3]
+        assert box.ack(1, 3, "hq") == 3 and box.pending_count() == 0
+    finally:
+        box.close()
+    with _other_connection(db) as conn:
+        assert conn.execute("SELECT schema_version FROM meta").fetchone()[0] == 2
+
+
+def test_wal_is_truncated_after_a_large_drain(db, clock):
+    box = Outbox(db, clock=clock)
+    wal = db.with_name(db.name + "-wal")
+    try:
+        for _ in range(12):
+            box.add_tracks(_tracks(1000))
+            box.commit()
+        assert wal.stat().st_size > 1_000_000
+        for first in range(1, 12_001, 500):
+            box.ack(first, first + 499)
+        box.commit()
+        assert box.pending_count() == 0
+        assert wal.stat().st_size == 0
+    finally:
+        box.close()
+
+
+# ------------------------------------------------------------------------------ write failures
+
+_FULL_DISK_SCRIPT = r"""
+import json, resource, signal, sys
+import numpy as np
+from towerd.clock import SystemClock
+from towerd.errors import ConfigError, OutboxError
+from towerd.icd import empty_track_records
+from towerd.outbox.sqlite import Outbox
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write beyond the limit fails (EFBIG/short)
+box = Outbox(sys.argv[1], clock=SystemClock(), synchronous="full")
+rec = empty_track_records(200)
+rec["time_us"] = 1
+for _ in range(5):
+    box.add_tracks(rec)
+    box.commit()
+committed = box.next_seq - 1
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, hard))   # "the disk is full" for this process
+errors = []
+for _ in range(3):
+    try:
+        box.add_tracks(rec)
+        box.commit()
+    except OutboxError as exc:
+        errors.append(str(exc))
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))   # space again
+first, last = box.add_tracks(rec)
+box.commit()
+box.close()
+print(json.dumps({"committed": committed, "errors": errors, "after": [first, last]}))
+"""
+
+
+def test_full_disk_raises_outbox_error_and_the_loss_is_announced(db, tmp_path):
+    """A real write failure: the process's file size limit makes SQLite's writes fail
+    as on a full disk. Every failing call raises OutboxError (never a silent loss); once
+    writes work again the store continues and says how many records were lost."""
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-c", _FULL_DISK_SCRIPT, str(db)], capture_output=True, text=True,
+                         timeout=60)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["committed"] == 1000
+    assert len(out["errors"]) == 3
+    assert all("uncommitted records lost" in e for e in out["errors"])
+    box = Outbox(db, clock=ManualClock())
+    try:
+        seqs = [s for s, _, _ in box.pending(limit=10_000)]
+        assert seqs == list(range(1, len(seqs) + 1))   # contiguous, nothing reused or skipped
+        (ev,) = _events(box, "outbox.write_failed")
+        assert ev["seq"] == 1001 and ev["lost"] == 600 and ev["severity"] == "error"
+        assert out["after"] == [1002, 1201]   # the store goes on after the announcement
+    finally:
+        box.close()

@@ -18,11 +18,14 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from towerd import icd
+from towerd import keys as towerd_keys
 from towerd.clock import ManualClock, SystemClock
 from towerd.errors import ConfigError, UplinkError
 from towerd.icd import MsgType
 from towerd.outbox.sqlite import Outbox
+from towerd.schema import Validator, compose
 from towerd.uplink.client import CentralSettings, UplinkClient
+from towerd.uplink.sharing import SharingRule, coarsen
 
 TOWER = "tx-test-01"
 
@@ -90,10 +93,12 @@ def ranges(msgs) -> list[tuple[str, int, int]]:
     return out
 
 
-def settings(endpoint: str, **kw) -> CentralSettings:
+def settings(endpoint: str, name: str = "lab", **kw) -> CentralSettings:
     base = dict(plain=True, reconnect_ivl_s=0.05, reconnect_ivl_max_s=0.2, ack_timeout_s=5.0)
     base.update(kw)
-    return CentralSettings("lab", endpoint, **base)
+    if "replay_window" not in base:
+        base["replay_window"] = min(8, base.get("window", 64))
+    return CentralSettings(name, endpoint, **base)
 
 
 def tracks(n: int) -> np.ndarray:
@@ -128,8 +133,9 @@ def outbox(tmp_path):
 def make_client():
     made: list[UplinkClient] = []
 
-    def make(endpoint: str, outbox: Outbox, clock=None, health=None, **kw) -> UplinkClient:
-        client = UplinkClient(TOWER, settings(endpoint, **kw), outbox, clock=clock or SystemClock(), health=health)
+    def make(endpoint: str, outbox: Outbox, clock=None, health=None, zone_of=None, **kw) -> UplinkClient:
+        client = UplinkClient(TOWER, settings(endpoint, **kw), outbox, clock=clock or SystemClock(), health=health,
+                              zone_of=zone_of)
         made.append(client)
         return client
 
@@ -154,7 +160,8 @@ def test_messages_hold_one_kind_of_consecutive_seq(peer, outbox, make_client):
     wait_for(lambda: len(peer.records()) >= 5, step, what="5 messages")
     assert ranges(peer.records()) == [("T", 1, 2), ("T", 3, 3), ("E", 4, 4), ("T", 5, 5), ("T", 7, 7)]
     assert {rid for rid, _ in peer.received} == {TOWER.encode()}
-    assert all(m.stream_id == outbox.stream_id and m.flags == 0 for _, m in peer.received)
+    # Held before the link came up: backlog, flagged REPLAY (ICD "delivery").
+    assert all(m.stream_id == outbox.stream_id and m.flags == icd.FLAG_REPLAY for _, m in peer.received)
     sent = np.concatenate([icd.decode_tracks(m) for _, m in peer.records() if m.type == MsgType.TRACKS])
     stored = {seq: payload for seq, kind, payload in outbox.pending() if kind == "T"}
     assert [bytes(r.tobytes()) for r in sent] == [stored[int(s)] for s in sent["seq"]]
@@ -252,8 +259,10 @@ def test_everything_in_flight_is_resent_after_a_reconnect(ctx, outbox, make_clie
     try:
         wait_for(lambda: len(second.records()) == 3, lambda: (client.poll(5), second.drain(5)), what="resend")
         assert ranges(second.records()) == [("T", 1, 1), ("T", 2, 2), ("T", 3, 3)]
+        assert all(m.flags == icd.FLAG_REPLAY for _, m in second.records())
         stats = client.stats
-        assert stats["resent_msgs"] == 3 and stats["connects"] == 2 and stats["disconnects"] == 1
+        assert stats["replay_msgs"] == 6 and stats["connects"] == 2 and stats["disconnects"] == 1
+        assert stats["flow_restarts"] == 2
         assert outbox.pending_count() == 3
     finally:
         second.close()
@@ -353,11 +362,13 @@ def test_identity_and_settings_are_validated(outbox):
     for bad in ("", "has space", "x" * 65, "tx/01", "é"):
         with pytest.raises(ConfigError):
             UplinkClient(bad, settings("tcp://127.0.0.1:1"), outbox, clock=SystemClock())
-    with pytest.raises(ConfigError):
-        settings("tcp://127.0.0.1:1", window=0)
-    with pytest.raises(ConfigError):
+    with pytest.raises(ValueError):
+        settings("tcp://127.0.0.1:1", window=0, replay_window=1)
+    with pytest.raises(ValueError):
         settings("tcp://127.0.0.1:1", batch_records=65536)
-    with pytest.raises(ConfigError, match="CURVE needs"):
+    with pytest.raises(ValueError, match="replay_window 9 not in 1..window"):
+        settings("tcp://127.0.0.1:1", window=8, replay_window=9)
+    with pytest.raises(ValueError, match="CURVE needs"):
         CentralSettings("agency", "tcp://127.0.0.1:1")
 
 
@@ -380,26 +391,33 @@ def test_close_is_idempotent_and_keeps_the_records(peer, outbox):
 @pytest.fixture
 def keys(tmp_path) -> dict[str, Path]:
     d = tmp_path / "keys"
-    d.mkdir()
-    server_pub, server_sec = zmq.auth.create_certificates(d, "central")
-    tower_pub, tower_sec = zmq.auth.create_certificates(d, "tower")
-    return {"server_pub": Path(server_pub), "server_sec": Path(server_sec),
-            "tower_pub": Path(tower_pub), "tower_sec": Path(tower_sec)}
+    central = towerd_keys.generate_keypair(d, "central")
+    tower = towerd_keys.generate_keypair(d, "tower")
+    return {"server_pub": central.public_file, "server_sec": central.secret_file,
+            "tower_pub": tower.public_file, "tower_sec": tower.secret_file}
 
 
 def test_missing_or_wrong_key_files_name_the_file(tmp_path, outbox, keys):
+    """ConfigError (``towerd run`` exits 78), naming the file and why."""
     missing = tmp_path / "nope.key_secret"
+    unsafe = tmp_path / "unsafe.key_secret"
+    shutil.copy(keys["tower_sec"], unsafe)
+    unsafe.chmod(0o644)
     cases = [
-        (dict(server_public_key_file=str(keys["server_pub"]), client_secret_key_file=str(missing)), str(missing)),
+        (dict(server_public_key_file=str(keys["server_pub"]), client_secret_key_file=str(missing)),
+         f"{missing}: missing"),
         (dict(server_public_key_file=str(tmp_path / "gone.key"), client_secret_key_file=str(keys["tower_sec"])),
-         "gone.key"),
+         f"server public key file {tmp_path / 'gone.key'}: missing"),
         (dict(server_public_key_file=str(keys["server_pub"]), client_secret_key_file=str(keys["tower_pub"])),
          "holds no secret key"),
+        (dict(server_public_key_file=str(keys["server_pub"]), client_secret_key_file=str(unsafe)),
+         f"{unsafe}: mode 0644 gives group and others access"),
     ]
     for files, expected in cases:
         s = CentralSettings("agency", "tcp://127.0.0.1:1", **files)
-        with pytest.raises(UplinkError, match=expected.replace(".", r"\.")):
+        with pytest.raises(ConfigError) as info:
             UplinkClient(TOWER, s, outbox, clock=SystemClock())
+        assert expected in str(info.value)
 
 
 def test_curve_link_refused_then_recovers_when_the_key_is_allowed(ctx, tmp_path, outbox, keys, caplog):
@@ -440,3 +458,296 @@ def test_curve_link_refused_then_recovers_when_the_key_is_allowed(ctx, tmp_path,
         if peer is not None:
             peer.close()
         auth.stop()
+
+
+# ------------------------------------------------------------------------------ live before backlog
+
+
+def flags_by_range(msgs) -> list[tuple[str, int, int, int]]:
+    return [(*r, m.flags) for r, (_, m) in zip(ranges(msgs), msgs)]
+
+
+def ack_all(peer: Peer, msgs, stream_id: int) -> None:
+    for (_, first, last), _ in zip(ranges(msgs), msgs):
+        peer.send(TOWER.encode(), icd.encode_ack(stream_id, first, last))
+
+
+def test_backlog_goes_oldest_first_flagged_replay_paced_and_live_goes_first(peer, outbox, make_client):
+    clock = ManualClock()
+    outbox.add_tracks(tracks(300))   # held while no central was there: the backlog
+    outbox.commit()
+    client = make_client(peer.endpoint, outbox, clock=clock, batch_records=50, replay_rate_rps=100.0,
+                         window=8, replay_window=2)
+
+    def step():
+        client.poll(5)
+        peer.drain(5)
+
+    # At connect the token bucket is full (max(batch, 0.25 s of rate) = 50 records): one
+    # backlog message goes, then the backlog waits for tokens.
+    wait_for(lambda: len(peer.records()) == 1, step)
+    for _ in range(5):
+        step()
+    assert flags_by_range(peer.records()) == [("T", 1, 50, icd.FLAG_REPLAY)]
+    assert client.replaying and client.stats["boundary_seq"] == 301
+
+    # A live report is committed: it goes at once, unflagged, while the backlog waits.
+    outbox.add_tracks(tracks(5))   # 301..305
+    outbox.commit()
+    wait_for(lambda: len(peer.records()) == 2, step)
+    assert flags_by_range(peer.records())[1] == ("T", 301, 305, 0)
+
+    clock.advance(0.5)   # 50 records' worth of tokens
+    wait_for(lambda: len(peer.records()) == 3, step)
+    for _ in range(5):
+        step()
+    assert flags_by_range(peer.records())[2] == ("T", 51, 100, icd.FLAG_REPLAY)
+    clock.advance(0.5)   # tokens, but two backlog messages are in flight (replay_window 2)
+    for _ in range(5):
+        step()
+    assert len(peer.records()) == 3
+
+    sent = 3
+    while client.replaying or client.stats["in_flight"]:
+        ack_all(peer, peer.records(), outbox.stream_id)   # repeated ACKs are harmless: counted, ignored
+        clock.advance(0.5)
+        for _ in range(5):
+            step()
+        assert len(peer.records()) <= sent + 2
+        sent = len(peer.records())
+    assert outbox.pending_count() == 0
+    got = flags_by_range(peer.records())
+    backlog = [(a, b) for kind, a, b, f in got if f == icd.FLAG_REPLAY]
+    assert backlog == [(a, a + 49) for a in range(1, 300, 50)]   # oldest first, each once
+    assert [(a, b) for kind, a, b, f in got if f == 0] == [(301, 305)]
+    assert client.stats["replay_records"] == 300 and not client.replaying
+
+
+def test_live_reports_keep_room_in_the_window_while_the_backlog_waits_for_acks(peer, outbox, make_client):
+    outbox.add_tracks(tracks(40))
+    outbox.commit()
+    client = make_client(peer.endpoint, outbox, batch_records=10, window=4, replay_window=2)
+
+    def step():
+        client.poll(5)
+        peer.drain(5)
+
+    wait_for(lambda: len(peer.records()) == 2, step)
+    for _ in range(5):
+        step()
+    assert [f for *_, f in flags_by_range(peer.records())] == [icd.FLAG_REPLAY] * 2   # no ACK: backlog stops
+    for k in range(2):
+        outbox.add_tracks(tracks(1))
+        outbox.commit()
+        wait_for(lambda: len(peer.records()) == 3 + k, step)
+    assert flags_by_range(peer.records())[2:] == [("T", 41, 41, 0), ("T", 42, 42, 0)]
+    assert client.stats["in_flight"] == 4
+
+
+def test_late_ack_from_the_previous_link_still_counts(ctx, outbox, make_client):
+    first = Peer(ctx)
+    endpoint = first.endpoint
+    client = make_client(endpoint, outbox)
+
+    def step(p):
+        client.poll(5)
+        p.drain(5)
+
+    wait_for(lambda: client.link_up, lambda: step(first))
+    for _ in range(3):   # three live messages, one record each
+        outbox.add_tracks(tracks(1))
+        outbox.commit()
+        step(first)
+    wait_for(lambda: len(first.records()) == 3, lambda: step(first))
+    assert all(m.flags == 0 for _, m in first.records())
+    first.close()
+    wait_for(lambda: not client.link_up, lambda: client.poll(10))
+    second = Peer(ctx, endpoint)
+    try:
+        wait_for(lambda: len(second.records()) == 1, lambda: step(second))
+        assert flags_by_range(second.records()) == [("T", 1, 3, icd.FLAG_REPLAY)]   # re-sent as one backlog message
+        second.send(TOWER.encode(), icd.encode_ack(outbox.stream_id, 2, 2))   # ACK of a message of the old link
+        wait_for(lambda: client.stats["late_acks"] == 1, lambda: step(second))
+        assert [s for s, _, _ in outbox.pending()] == [1, 3]
+        second.send(TOWER.encode(), icd.encode_ack(outbox.stream_id, 1, 3))
+        wait_for(lambda: outbox.pending_count() == 0, lambda: step(second))
+    finally:
+        second.close()
+
+
+def test_records_the_outbox_dropped_while_in_flight_are_not_sent_again(peer, tmp_path, make_client):
+    clock = ManualClock()
+    box = Outbox(tmp_path / "small.sqlite", clock=clock, max_records=20)
+    try:
+        client = make_client(peer.endpoint, box, clock=clock, batch_records=5, ack_timeout_s=1.0)
+
+        def step():
+            client.poll(5)
+            peer.drain(5)
+
+        wait_for(lambda: client.link_up, step)
+        box.add_tracks(tracks(10))   # 1..10 live, never acknowledged
+        box.commit()
+        wait_for(lambda: len(peer.records()) == 2, step)
+        box.add_tracks(tracks(15))   # 25 > 20: 1..6 dropped (and announced)
+        box.commit()
+        assert box.dropped_through_seq == 6
+        seen = len(peer.records())
+        clock.advance(1.5)   # past the ACK timeout
+        wait_for(lambda: any(m.type == MsgType.EVENTS for _, m in peer.records()[seen:]), step, what="the event")
+        later = ranges(peer.records()[seen:])
+        assert all(first > 6 for _, first, _ in later), later
+        assert client.stats["flow_restarts"] == 2
+        ev = [e for _, m in peer.records() if m.type == MsgType.EVENTS for e in icd.decode_events(m)]
+        assert [(e["code"], e["first_seq"], e["last_seq"], e["count"]) for e in ev] == [("outbox.dropped", 1, 6, 6)]
+    finally:
+        box.close()
+
+
+# ------------------------------------------------------------------------------ sharing rules
+
+
+def varied_tracks() -> np.ndarray:
+    """12 records: every combination of category (uas, bird) x status (tentative,
+    confirmed, ended) x threat (none, high), at distinct positions."""
+    rec = tracks(12)
+    i = np.arange(12)
+    rec["category"] = np.where(i % 2 == 0, icd.Category.UAS, icd.Category.BIRD)
+    rec["status"] = [icd.Status.TENTATIVE, icd.Status.CONFIRMED, icd.Status.ENDED][0:3] * 4
+    rec["threat"] = np.where(i < 6, icd.Threat.NONE, icd.Threat.HIGH)
+    rec["lat_e7"] = 294_000_000 + i * 1_000   # ~11 m apart
+    rec["lon_e7"] = -985_000_000 - i * 1_000
+    rec["range_m"] = 1000.0 + i
+    rec["azimuth_deg"] = 45.0
+    rec["elevation_deg"] = 3.0
+    rec["pos_sigma_m"] = 5.0
+    return rec
+
+
+def test_a_partner_receives_only_what_its_rule_allows(ctx, tmp_path, make_client):
+    box = Outbox(tmp_path / "two.sqlite", clock=SystemClock(), centrals=["hq", "partner"])
+    hq, partner = Peer(ctx), Peer(ctx)
+    try:
+        rule = SharingRule(categories=("uas",), statuses=("confirmed", "ended"), events=False, coarsen_m=1000.0)
+        own = make_client(hq.endpoint, box, name="hq")
+        other = make_client(partner.endpoint, box, name="partner", share=rule)
+        original = varied_tracks()
+        box.add_tracks(original)                                   # 1..12
+        box.add_event("sensor.down", "warning", "radar0 silent")   # 13
+        box.commit()
+
+        def step():
+            own.poll(2)
+            other.poll(2)
+            hq.drain(2)
+            partner.drain(2)
+
+        wait_for(lambda: sum(m.count for _, m in hq.records()) == 13, step)
+        expected = [s for s in range(1, 13) if original["category"][s - 1] == icd.Category.UAS
+                    and original["status"][s - 1] in (icd.Status.CONFIRMED, icd.Status.ENDED)]
+        wait_for(lambda: sum(m.count for _, m in partner.records()) == len(expected), step)
+        for _ in range(5):
+            step()
+        got = np.concatenate([icd.decode_tracks(m) for _, m in partner.records()])
+        assert got["seq"].tolist() == expected and all(m.type == MsgType.TRACKS for _, m in partner.records())
+        assert other.stats["skipped_records"] == 13 - len(expected)
+        # Coarsened: cell centres of a 1 km grid (coarsening them again changes nothing),
+        # within half a cell of the truth in each axis, no range/azimuth/elevation.
+        exact_sent = original[np.array(expected) - 1]
+        assert coarsen(got, 1000.0)[["lat_e7", "lon_e7"]].tolist() == got[["lat_e7", "lon_e7"]].tolist()
+        assert (got["lat_e7"] != exact_sent["lat_e7"]).all()
+        dlat_m = np.abs(got["lat_e7"] - exact_sent["lat_e7"]) / 1e7 * 111_195.0
+        dlon_m = np.abs(got["lon_e7"] - exact_sent["lon_e7"]) / 1e7 * 111_195.0 * np.cos(np.radians(29.4))
+        assert (dlat_m <= 501).all() and (dlon_m <= 501).all()
+        assert np.isnan(got["range_m"]).all() and np.isnan(got["azimuth_deg"]).all()
+        np.testing.assert_allclose(got["pos_sigma_m"], np.sqrt(25.0 + 1000.0**2 / 6), rtol=1e-6)
+        exact = np.concatenate([icd.decode_tracks(m) for _, m in hq.records() if m.type == MsgType.TRACKS])
+        assert exact.tobytes() == box_records_bytes(original, 1)   # hq gets the records as stored
+
+        # Deleted only when both are done: hq acknowledges everything, the partner nothing yet.
+        ack_all(hq, hq.records(), box.stream_id)
+        wait_for(lambda: own.stats["acked_records"] == 13, step)
+        assert sorted(s for s, _, _ in box.pending()) == expected
+        ack_all(partner, partner.records(), box.stream_id)
+        wait_for(lambda: box.pending_count() == 0, step)
+    finally:
+        own.close()
+        other.close()
+        hq.close()
+        partner.close()
+        box.close()
+
+
+def box_records_bytes(records: np.ndarray, first_seq: int) -> bytes:
+    rec = records.copy()
+    rec["seq"] = np.arange(first_seq, first_seq + rec.size)
+    return rec.tobytes()
+
+
+def test_zones_are_looked_up_through_the_daemons_function(peer, tmp_path, outbox, make_client):
+    rec = tracks(4)
+    rec["lat_e7"] = [294_000_000, 295_000_000, icd.LAT_LON_UNKNOWN, 296_000_000]
+    rec["lon_e7"] = [-985_000_000, -985_000_000, icd.LAT_LON_UNKNOWN, -985_000_000]
+    outbox.add_tracks(rec)
+    outbox.commit()
+    asked = []
+
+    def zone_of(lat: float, lon: float) -> set[str]:
+        asked.append((lat, lon))
+        return {"north"} if lat > 29.45 else {"south"}
+
+    rule = SharingRule(zones=("north",))
+    with pytest.raises(ConfigError, match="names zones"):
+        make_client(peer.endpoint, outbox, share=rule)
+    client = make_client(peer.endpoint, outbox, share=rule, zone_of=zone_of)
+    wait_for(lambda: outbox.pending_count() == 2, lambda: (client.poll(5), peer.drain(5)))
+    wait_for(lambda: len(peer.records()) == 2, lambda: (client.poll(5), peer.drain(5)))
+    assert ranges(peer.records()) == [("T", 2, 2), ("T", 4, 4)]
+    assert asked == [(29.4, -98.5), (29.5, -98.5), (29.6, -98.5)]   # the unknown position is never looked up
+
+
+def test_coarsen_snaps_to_cell_centres():
+    rec = icd.empty_track_records(3)
+    rec["lat_e7"] = [294_001_234, 294_001_300, icd.LAT_LON_UNKNOWN]
+    rec["lon_e7"] = [-985_004_321, -985_004_400, icd.LAT_LON_UNKNOWN]
+    rec["range_m"] = 1234.5
+    out = coarsen(rec, 500.0)
+    assert out[0]["lat_e7"] == out[1]["lat_e7"] and out[0]["lon_e7"] == out[1]["lon_e7"]
+    assert out[2]["lat_e7"] == icd.LAT_LON_UNKNOWN and np.isnan(out[2]["pos_sigma_m"])
+    dlat_m = abs(int(out[0]["lat_e7"]) - 294_001_234) / 1e7 * 111_195.0
+    dlon_m = abs(int(out[0]["lon_e7"]) + 985_004_321) / 1e7 * 111_195.0 * np.cos(np.radians(29.4))
+    assert dlat_m <= 250.5 and dlon_m <= 250.5
+    np.testing.assert_allclose(out["pos_sigma_m"][:2], 500.0 / np.sqrt(6), rtol=1e-6)
+    assert np.isnan(out["range_m"]).all() and rec["range_m"][0] == np.float32(1234.5)   # input untouched
+
+
+def test_central_settings_from_yaml_with_a_sharing_rule():
+    text = """\
+name: partner
+endpoint: tcp://partner.example.net:7700
+server_public_key_file: /etc/towerd/keys/partner.key
+client_secret_key_file: /etc/towerd/keys/tower.key_secret
+replay_rate_rps: 200
+share:
+  categories: [uas]
+  statuses: [confirmed, coasting, ended]
+  zones: [border-strip]
+  events: false
+  coarsen_m: 250
+"""
+    root, problems = compose(text, "c.yaml")
+    assert problems == []
+    v = Validator()
+    built = v.build(root, CentralSettings)
+    assert v.problems == []
+    assert built.share == SharingRule(categories=("uas",), statuses=("confirmed", "coasting", "ended"),
+                                      zones=("border-strip",), events=False, coarsen_m=250.0)
+    assert built.replay_rate_rps == 200.0 and built.window == 64
+
+    bad = text.replace("[uas]", "[uas, drone]").replace("coarsen_m: 250", "coarsen_m: -1")
+    root, _ = compose(bad, "c.yaml")
+    v = Validator()
+    v.build(root, CentralSettings)
+    messages = [p.format("c.yaml") for p in v.problems]
+    assert any("share.categories[1]: 'drone' is not allowed" in m for m in messages), messages
+    assert any("share.coarsen_m: -1 is out of range" in m for m in messages), messages

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import struct
 from dataclasses import dataclass
 
@@ -22,6 +23,14 @@ HEADER_SIZE = 16
 RECORD_SIZE = 80
 FLAG_REPLAY = 0x0001
 LAT_LON_UNKNOWN = -(2**31)
+
+TOWER_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""ICD "Transport": a tower id (= the DEALER's ZeroMQ routing id) is 1 to 64 bytes of
+``[A-Za-z0-9._-]``."""
+
+EVENT_OUTBOX_DROPPED = "outbox.dropped"
+"""ICD "Sequence numbers": the EVENTS code a tower emits, with ``first_seq``,
+``last_seq`` and ``count``, when its full store drops its oldest records."""
 
 
 class MsgType(enum.IntEnum):

@@ -3,8 +3,24 @@
 Why it is built this way (../shared/notes/uplink-and-security.md): a successful ZeroMQ
 ``send()`` proves nothing, so the outbox is the real queue. Records stay there until an
 ACK covers them; messages not acknowledged within ``ack_timeout_s`` are sent again, and
-everything in flight is sent again after every reconnect (at-least-once; the central
+everything unacknowledged is sent again after every reconnect (at-least-once; the central
 drops duplicates by ``(tower id, stream_id, seq)``).
+
+Order after an outage (ICD "Sequence numbers, acknowledgements, delivery"): when the link
+comes up, the outbox's committed high-water mark B splits the records. Records from B on
+are *live*: sent as soon as they are committed, oldest first, with no flag. Records below
+B that this central has not acknowledged are the *backlog*: sent oldest first with the
+REPLAY flag, paced by a token bucket at ``replay_rate_rps`` records per second (bursts of
+at most a quarter of a second's worth, or one message), with at most ``replay_window``
+backlog messages in flight so that the rest of the ``window`` is always free for live
+reports. Live messages are placed before backlog messages in every poll, so a live report
+never waits behind the backlog in this process. The same split is made again after every
+reconnect, so whatever was in flight when the link fell is re-sent as backlog.
+
+Sharing: each central has a :class:`~towerd.uplink.sharing.SharingRule`. Rows its rule
+excludes are marked done for it in the outbox without being sent; the records it may see
+are sent, coarsened if the rule says so. The records of one message always have
+consecutive ``seq`` (ICD), so a filtered central gets shorter messages.
 
 Socket habits: routing id = tower id, ``IMMEDIATE=1`` (queue only to a completed
 connection), ``LINGER=0`` (shutdown never hangs; the outbox keeps the data), a small
@@ -15,38 +31,36 @@ connection), ``LINGER=0`` (shutdown never hangs; the outbox keeps the data), a s
 and builds a new one after a backoff (reconnect_ivl_s doubling up to reconnect_ivl_max_s)
 so that it recovers once the central's allow-list is fixed.
 
+Keys: with CURVE (the default) the tower's secret key file must exist, be mode 0600 or
+stricter and hold a valid key pair, and the central's public key file must hold a valid
+key; otherwise construction raises ConfigError naming the file and why (``towerd run``
+exits 78).
+
 Everything runs in :meth:`UplinkClient.poll`, called from the daemon's loop thread (the
 same thread that uses the outbox; ZeroMQ sockets and the sqlite3 connection are not
 shared between threads).
-
-Not done yet (later issues): records are sent strictly oldest first, and the REPLAY flag
-is never set. The ICD's "live before backlog, backlog paced and flagged REPLAY" ordering
-after an outage, per-central record filters and per-central acknowledgement state are not
-implemented; with one central, oldest first is correct, merely not optimal after a long
-outage. Every client deletes from the one shared outbox on its central's ACK, so with
-more than one central a record may never reach the second one: until acknowledgement
-state is kept per central, configure one central per tower.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import zmq
-import zmq.auth
 from zmq.utils.monitor import recv_monitor_message
 
 from towerd.clock import Clock
 from towerd.errors import ConfigError, FrameError, UplinkError
 from towerd.icd import (
+    FLAG_REPLAY,
     MAX_COUNT,
     RECORD_SIZE,
+    TOWER_ID_RE,
     TRACK_RECORD_DTYPE,
     MsgType,
     decode,
@@ -56,13 +70,16 @@ from towerd.icd import (
     encode_health,
     encode_tracks,
 )
+from towerd.keys import load_public_key_file, load_secret_key_file
 from towerd.outbox.sqlite import KIND_EVENT, KIND_TRACK, Outbox
+from towerd.schema import spec
+from towerd.uplink.sharing import RecordFilter, SharingRule, ZoneOf
 
 log = logging.getLogger(__name__)
 
-TOWER_ID_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
-"""ICD: a tower id (= ZeroMQ routing id) is 1 to 64 bytes of [A-Za-z0-9._-]."""
+__all__ = ["CentralSettings", "RateLimitedLog", "TOWER_ID_RE", "UplinkClient"]
 
+CENTRAL_NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
 MAX_REPLY_SIZE = 1 << 20
 """Largest frame accepted from a central (libzmq MAXMSGSIZE); replies are tiny."""
 
@@ -74,6 +91,12 @@ _MONITOR_EVENTS = (
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
 _MAX_REPLIES_PER_POLL = 10_000
+_PAGES_PER_MESSAGE = 20
+"""Outbox pages read at most while building one message (a rule that excludes most
+rows must not make one poll scan the whole backlog)."""
+_BURST_S = 0.25
+"""The backlog token bucket holds at most this many seconds of ``replay_rate_rps``."""
+_PASS, _EXCLUDED, _BAD = "pass", "excluded", "bad"
 
 
 class RateLimitedLog:
@@ -108,22 +131,32 @@ class RateLimitedLog:
 
 @dataclass(frozen=True)
 class CentralSettings:
-    """How to reach one central. Times in seconds; ``window`` counts messages in flight;
-    ``batch_records`` is the most records per TRACKS/EVENTS message."""
+    """How to reach one central and what it may receive (one entry of ``centrals:``)."""
 
-    name: str
-    endpoint: str
-    plain: bool = False
-    server_public_key_file: str | None = None
-    client_secret_key_file: str | None = None
-    ack_timeout_s: float = 5.0
-    window: int = 64
-    batch_records: int = 100
-    heartbeat_ivl_s: float = 1.0
-    heartbeat_timeout_s: float = 3.0
-    reconnect_ivl_s: float = 1.0
-    reconnect_ivl_max_s: float = 30.0
-    health_interval_s: float = 10.0
+    name: str = spec(doc="name in logs, status and the outbox's acknowledgement state",
+                     pattern=CENTRAL_NAME_PATTERN)
+    endpoint: str = spec(doc="the central's ROUTER endpoint, e.g. tcp://central.example.net:7700")
+    plain: bool = spec(False, doc="true: no CURVE encryption/authentication (lab and demo only; the central "
+                       "must run with --plain too)")
+    server_public_key_file: str | None = spec(None, doc="the central's public key file (CURVE)")
+    client_secret_key_file: str | None = spec(None, doc="this tower's secret key file, mode 0600 (CURVE)")
+    ack_timeout_s: float = spec(5.0, doc="resend what the central has not acknowledged after this long",
+                                unit="s", lo=0.05, hi=600.0)
+    window: int = spec(64, doc="messages in flight (sent, not yet acknowledged)", lo=1, hi=10_000)
+    batch_records: int = spec(100, doc="records per TRACKS/EVENTS message at most", lo=1, hi=MAX_COUNT)
+    heartbeat_ivl_s: float = spec(1.0, doc="ZMTP heartbeat period", unit="s", lo=0.05, hi=600.0)
+    heartbeat_timeout_s: float = spec(3.0, doc="a silent link is declared dead after this long", unit="s",
+                                      lo=0.1, hi=3600.0)
+    reconnect_ivl_s: float = spec(1.0, doc="first reconnect delay (doubles after a refusal)", unit="s",
+                                  lo=0.01, hi=600.0)
+    reconnect_ivl_max_s: float = spec(30.0, doc="longest reconnect delay", unit="s", lo=0.01, hi=3600.0)
+    health_interval_s: float = spec(10.0, doc="HEALTH period (also sent at every connect)", unit="s",
+                                    lo=0.1, hi=3600.0)
+    replay_rate_rps: float = spec(1000.0, doc="backlog records sent per second at most after an outage "
+                                  "(live reports go first)", unit="records/s", lo=1.0, hi=1_000_000.0)
+    replay_window: int = spec(8, doc="backlog messages in flight at most; keep it below window so that live "
+                              "reports always have room", lo=1, hi=10_000)
+    share: SharingRule = spec(SharingRule(), doc="what this central may receive (default: everything, exact)")
 
     def __post_init__(self) -> None:
         problems = []
@@ -135,8 +168,11 @@ class CentralSettings:
             problems.append(f"central {self.name!r}: window {self.window} not in 1..10000")
         if not 1 <= self.batch_records <= MAX_COUNT:
             problems.append(f"central {self.name!r}: batch_records {self.batch_records} not in 1..{MAX_COUNT}")
+        if not 1 <= self.replay_window <= self.window:
+            problems.append(f"central {self.name!r}: replay_window {self.replay_window} not in 1..window "
+                            f"({self.window})")
         for field in ("ack_timeout_s", "heartbeat_ivl_s", "heartbeat_timeout_s", "reconnect_ivl_s",
-                      "reconnect_ivl_max_s", "health_interval_s"):
+                      "reconnect_ivl_max_s", "health_interval_s", "replay_rate_rps"):
             if not getattr(self, field) > 0:
                 problems.append(f"central {self.name!r}: {field} must be > 0")
         if self.reconnect_ivl_max_s < self.reconnect_ivl_s:
@@ -147,43 +183,39 @@ class CentralSettings:
                 "(or plain: true for a lab link)"
             )
         if problems:
-            raise ConfigError(problems)
+            raise ValueError("; ".join(problems))
 
 
 @dataclass
-class _InFlight:
-    """One message sent (or to be sent) and not yet acknowledged."""
+class _Message:
+    """One TRACKS or EVENTS message built from the outbox, until acknowledged."""
 
     first: int
     last: int
+    count: int
     frame: bytes
+    replay: bool
     sent_mono: float | None = None  # None: (re)send at the next opportunity
     sends: int = 0
 
 
 def _load_curve_keys(settings: CentralSettings) -> tuple[bytes, bytes, bytes]:
-    """(client public, client secret, server public) from zmq.auth certificate files."""
+    """(client public, client secret, server public), Z85, after the file checks."""
     if not zmq.has("curve"):
-        raise UplinkError(
+        raise ConfigError(
             f"central {settings.name!r}: this libzmq has no CURVE support "
-            f"(libzmq {zmq.zmq_version()}); install a pyzmq built with libsodium or use plain"
+            f"(libzmq {zmq.zmq_version()}); install a pyzmq built with libsodium, or set plain: true for a lab link"
         )
-    assert settings.client_secret_key_file and settings.server_public_key_file
-    try:
-        client_public, client_secret = zmq.auth.load_certificate(settings.client_secret_key_file)
-    except (OSError, ValueError) as exc:
-        raise UplinkError(f"client key file {settings.client_secret_key_file}: {exc}") from exc
-    if not client_secret:
-        raise UplinkError(f"client key file {settings.client_secret_key_file} holds no secret key")
-    try:
-        server_public, _ = zmq.auth.load_certificate(settings.server_public_key_file)
-    except (OSError, ValueError) as exc:
-        raise UplinkError(f"server public key file {settings.server_public_key_file}: {exc}") from exc
+    client_public, client_secret = load_secret_key_file(settings.client_secret_key_file)
+    server_public = load_public_key_file(settings.server_public_key_file, "server public key file")
     return client_public, client_secret, server_public
 
 
 class UplinkClient:
-    """Sends the outbox's committed records to one central and deletes what it ACKs."""
+    """Sends the outbox's committed records to one central and marks what it ACKs.
+
+    ``zone_of(lat_deg, lon_deg) -> set of zone names`` is needed when the central's
+    sharing rule names zones (ConfigError otherwise)."""
 
     def __init__(
         self,
@@ -194,6 +226,7 @@ class UplinkClient:
         clock: Clock,
         context: zmq.Context | None = None,
         health: Callable[[], dict] | None = None,
+        zone_of: ZoneOf | None = None,
     ) -> None:
         if not isinstance(tower_id, str) or not TOWER_ID_RE.fullmatch(tower_id):
             raise ConfigError(f"tower id {tower_id!r} is not 1-64 characters of [A-Za-z0-9._-]")
@@ -202,13 +235,31 @@ class UplinkClient:
         self._outbox = outbox
         self._clock = clock
         self._health = health
+        try:
+            self._filter = RecordFilter(settings.share, zone_of)
+        except ValueError as exc:
+            raise ConfigError(f"central {settings.name!r}: {exc}") from exc
         self._curve = None if settings.plain else _load_curve_keys(settings)
+        outbox.attach(settings.name)
         self._own_context = context is None
         self._ctx = zmq.Context() if context is None else context
         self._sock: zmq.Socket | None = None
         self._mon: zmq.Socket | None = None
-        self._inflight: dict[int, _InFlight] = {}  # by first seq, in ascending seq order
-        self._cursor = 0  # highest seq already placed in a message
+        self._inflight: dict[int, _Message] = {}  # by first seq
+        self._backlog_inflight = 0
+        self._recent: OrderedDict[tuple[int, int], None] = OrderedDict()
+        self._boundary = 1  # B: live records have seq >= B
+        self._live_cursor = 0
+        self._backlog_cursor = 0
+        self._backlog_done = True
+        self._held: _Message | None = None  # a backlog message waiting for tokens
+        self._verdicts: dict[int, tuple[int, str, object, str]] = {}  # the last page read, judged
+        self._tokens = 0.0
+        self._tokens_mono = clock.monotonic()
+        self._bucket = max(float(settings.batch_records), settings.replay_rate_rps * _BURST_S)
+        self._seen_generation = outbox.generation
+        self._seen_floor = outbox.dropped_through_seq
+        self._backlog_started: float | None = None
         self._link_up = False
         self._state = "connecting"
         self._rebuild_at: float | None = None
@@ -218,8 +269,13 @@ class UplinkClient:
         self._limited = RateLimitedLog(log, clock)
         self._stats = {
             "sent_msgs": 0,
+            "live_msgs": 0,
+            "replay_msgs": 0,
+            "replay_records": 0,
             "acked_records": 0,
+            "late_acks": 0,
             "resent_msgs": 0,
+            "skipped_records": 0,
             "malformed": 0,
             "last_ack_mono": None,
             "connects": 0,
@@ -232,6 +288,7 @@ class UplinkClient:
             "unmatched_acks": 0,
             "foreign_acks": 0,
             "bad_rows": 0,
+            "flow_restarts": 0,
         }
         try:
             self._build_socket()
@@ -340,14 +397,12 @@ class UplinkClient:
                 self._state = "up"
                 self._stats["connects"] += 1
                 self._backoff = self._settings.reconnect_ivl_s
-                for msg in self._inflight.values():
-                    msg.sent_mono = None  # whatever was on the old connection may be lost
                 self._next_health = now
-                log.info("uplink %s: link up (%d messages to resend)", name, len(self._inflight))
+                self._restart_flow(now, "link up")
             elif event == zmq.EVENT_DISCONNECTED:
                 # Also reported after a failed handshake; only a link that was up goes down.
                 if self._link_up:
-                    log.warning("uplink %s: link down", name)
+                    log.warning("uplink %s: link down (%d messages unacknowledged)", name, len(self._inflight))
                     self._set_down("down")
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._stats["auth_failures"] += 1
@@ -362,6 +417,34 @@ class UplinkClient:
                 self._stats["handshake_failures"] += 1
                 self._limited(logging.WARNING, "handshake", "uplink %s: handshake failed (%s, value %s)",
                               name, getattr(event, "name", event), ev.get("value"))
+
+    def _restart_flow(self, now: float, why: str) -> None:
+        """Split the outbox anew into live (seq >= B) and backlog (seq < B, REPLAY) and
+        forget what is in flight (it is re-sent as backlog; late ACKs for it still count)."""
+        for msg in self._inflight.values():
+            self._remember(msg.first, msg.last)
+        resend = len(self._inflight)
+        self._inflight.clear()
+        self._backlog_inflight = 0
+        self._held = None
+        self._verdicts = {}
+        self._boundary = self._outbox.committed_next_seq
+        self._live_cursor = self._boundary - 1
+        self._backlog_cursor = 0
+        self._backlog_done = False
+        self._backlog_started = now
+        self._tokens = self._bucket
+        self._tokens_mono = now
+        self._seen_generation = self._outbox.generation
+        self._seen_floor = self._outbox.dropped_through_seq
+        self._stats["flow_restarts"] += 1
+        log.info("uplink %s: %s; records below seq %d not yet acknowledged are replayed (%d messages were in "
+                 "flight), live records first", self._settings.name, why, self._boundary, resend)
+
+    def _remember(self, first: int, last: int) -> None:
+        self._recent[(first, last)] = None
+        while len(self._recent) > 4 * self._settings.window:
+            self._recent.popitem(last=False)
 
     def _drain_replies(self, now: float) -> None:
         assert self._sock is not None
@@ -396,17 +479,7 @@ class UplinkClient:
                 self._limited(logging.WARNING, "foreign_ack", "uplink %s: ACK for stream %016x, ours is %016x",
                               name, msg.stream_id, self._outbox.stream_id)
                 return
-            first, last = decode_ack(msg)
-            pending = self._inflight.get(first)
-            if pending is None or pending.last != last:
-                # A second ACK for a message sent twice: already handled.
-                self._stats["unmatched_acks"] += 1
-                log.debug("uplink %s: ACK %d..%d matches nothing in flight", name, first, last)
-                return
-            self._outbox.ack(first, last)
-            del self._inflight[first]
-            self._stats["acked_records"] += last - first + 1
-            self._stats["last_ack_mono"] = now
+            self._on_ack(*decode_ack(msg), now)
         elif msg.type == MsgType.HEALTH_ACK:
             self._stats["health_acks"] += 1
         elif msg.type == MsgType.ERROR:
@@ -415,6 +488,26 @@ class UplinkClient:
             self._limited(logging.ERROR, "error:" + code, "uplink %s: central reports error %s: %s", name, code, text)
         else:
             self._malformed("type", f"{msg.type.name} is not sent by a central")
+
+    def _on_ack(self, first: int, last: int, now: float) -> None:
+        """An ACK deletes (marks) exactly a message this client sent: one in flight, or
+        one in flight before the last flow restart (a late ACK from the old link)."""
+        pending = self._inflight.get(first)
+        if pending is not None and pending.last == last:
+            del self._inflight[first]
+            if pending.replay:
+                self._backlog_inflight -= 1
+        elif (first, last) in self._recent:
+            del self._recent[(first, last)]
+            self._stats["late_acks"] += 1
+        else:
+            # A second ACK for a message sent twice: already handled.
+            self._stats["unmatched_acks"] += 1
+            log.debug("uplink %s: ACK %d..%d matches nothing sent", self._settings.name, first, last)
+            return
+        self._outbox.ack(first, last, self._settings.name)
+        self._stats["acked_records"] += last - first + 1
+        self._stats["last_ack_mono"] = now
 
     def _send(self, frame: bytes) -> bool:
         assert self._sock is not None
@@ -428,27 +521,79 @@ class UplinkClient:
         self._stats["sent_msgs"] += 1
         return True
 
+    def _send_msg(self, msg: _Message, now: float) -> bool:
+        if not self._send(msg.frame):
+            return False
+        if msg.sends:
+            self._stats["resent_msgs"] += 1
+        elif msg.replay:
+            self._stats["replay_msgs"] += 1
+            self._stats["replay_records"] += msg.count
+        else:
+            self._stats["live_msgs"] += 1
+        msg.sends += 1
+        msg.sent_mono = now
+        return True
+
     def _pump(self, now: float) -> None:
         self._send_health(now)
+        self._check_outbox(now)
         timeout = self._settings.ack_timeout_s
         for msg in self._inflight.values():
             if msg.sent_mono is not None and now - msg.sent_mono < timeout:
                 continue
-            if not self._send(msg.frame):
+            if not self._send_msg(msg, now):
                 return  # HWM reached or link gone: try again at the next poll
-            if msg.sends:
-                self._stats["resent_msgs"] += 1
-            msg.sends += 1
-            msg.sent_mono = now
-        while len(self._inflight) < self._settings.window:
-            msg = self._next_message()
+        window = self._settings.window
+        while len(self._inflight) < window:
+            msg, _ = self._next_message(live=True)
             if msg is None:
-                return
+                break
             self._inflight[msg.first] = msg
-            if not self._send(msg.frame):
+            if not self._send_msg(msg, now):
                 return
-            msg.sends = 1
-            msg.sent_mono = now
+        self._pump_backlog(now)
+
+    def _pump_backlog(self, now: float) -> None:
+        s = self._settings
+        self._tokens = min(self._bucket, self._tokens + (now - self._tokens_mono) * s.replay_rate_rps)
+        self._tokens_mono = now
+        while (not self._backlog_done and self._backlog_inflight < s.replay_window
+               and len(self._inflight) < s.window):
+            msg = self._held
+            if msg is None:
+                msg, exhausted = self._next_message(live=False)
+                if msg is None:
+                    if exhausted:
+                        self._backlog_done = True
+                        took = now - self._backlog_started if self._backlog_started is not None else 0.0
+                        log.info("uplink %s: backlog read out in %.1f s (%d records replayed so far)",
+                                 s.name, took, self._stats["replay_records"])
+                    return
+            if self._tokens < msg.count:
+                self._held = msg
+                return
+            self._held = None
+            self._tokens -= msg.count
+            self._inflight[msg.first] = msg
+            self._backlog_inflight += 1
+            if not self._send_msg(msg, now):
+                return
+
+    def _check_outbox(self, now: float) -> None:
+        """Records the outbox dropped (size cap) must not be sent from memory, and after
+        a rollback or a change of centrals this client's view of what is acknowledged may
+        be stale: in these cases start the flow again from what the outbox holds."""
+        outbox = self._outbox
+        if outbox.generation != self._seen_generation:
+            self._restart_flow(now, "the outbox changed under it (a rolled back transaction or new centrals)")
+            return
+        floor = outbox.dropped_through_seq
+        if floor != self._seen_floor:
+            self._seen_floor = floor
+            held = [self._held] if self._held is not None else []
+            if any(m.first <= floor for m in [*self._inflight.values(), *held]):
+                self._restart_flow(now, f"the outbox dropped records up to seq {floor} that were in flight")
 
     def _send_health(self, now: float) -> None:
         if self._health is None or self._next_health is None or now < self._next_health:
@@ -464,60 +609,103 @@ class UplinkClient:
 
     # ---------------------------------------------------------------- batching
 
-    def _next_message(self) -> _InFlight | None:
-        """The next TRACKS or EVENTS message: committed rows after the cursor, one kind,
-        consecutive seq, at most batch_records. None when nothing is waiting."""
-        while True:
-            rows = self._outbox.pending(self._cursor, self._settings.batch_records)
+    def _next_message(self, live: bool) -> tuple[_Message | None, bool]:
+        """The next live or backlog message: rows this central still needs after the
+        cursor, passed by its sharing rule, one kind, consecutive seq, at most
+        batch_records. Rows the rule excludes are marked done for this central.
+        Returns ``(message or None, exhausted)``; exhausted is False when the scan
+        stopped early to keep one poll short."""
+        s = self._settings
+        name = s.name
+        for _ in range(_PAGES_PER_MESSAGE):
+            after = self._live_cursor if live else self._backlog_cursor
+            rows = self._outbox.pending(after, s.batch_records, central=name,
+                                        before_seq=None if live else self._boundary)
             if not rows:
-                return None
-            kind = rows[0][1]
-            group = [rows[0]]
-            for row in rows[1:]:
-                if row[1] != kind or row[0] != group[-1][0] + 1:
-                    break
-                group.append(row)
-            bad = self._first_bad_row(kind, group)
-            if bad == 0:
-                self._drop_bad_row(group[0][0])
-                continue
-            group = group[:bad]  # the rows before a damaged one go now; it is dropped next time
-            self._cursor = group[-1][0]
-            return _InFlight(first=group[0][0], last=group[-1][0], frame=self._encode_group(kind, group))
+                return None, True
+            group, skips, consumed = self._select(rows)
+            for lo, hi in skips:
+                self._stats["skipped_records"] += self._outbox.ack(lo, hi, name)
+            if live:
+                self._live_cursor = consumed
+            else:
+                self._backlog_cursor = consumed
+            if group:
+                kind = group[0][1]
+                frame = self._encode_group(kind, group, FLAG_REPLAY if not live else 0)
+                return _Message(first=group[0][0], last=group[-1][0], count=len(group), frame=frame,
+                                replay=not live), False
+        return None, False
 
-    def _first_bad_row(self, kind: str, group: list[tuple[int, str, bytes]]) -> int | None:
-        """Index of the first row that cannot be sent as stored, or None if all can."""
-        for i, (seq, _, payload) in enumerate(group):
-            if kind == KIND_TRACK:
-                if len(payload) != RECORD_SIZE or int.from_bytes(payload[:8], "little") != seq:
-                    return i
-            elif kind == KIND_EVENT:
+    def _select(self, rows: list[tuple[int, str, bytes]]) -> tuple[list, list[tuple[int, int]], int]:
+        """Split one page of rows into the message to send (a run of one kind and
+        consecutive seq, each row passed by the rule), the seq ranges consumed without
+        sending (excluded by the rule, or damaged), and the last seq consumed."""
+        checked = self._check_rows(rows)
+        group: list[tuple[int, str, object]] = []
+        skips: list[tuple[int, int]] = []
+        consumed = rows[0][0] - 1
+        for seq, kind, payload, verdict in checked:
+            if verdict != _PASS:
+                if group:
+                    break  # the message ends before a row it cannot carry: seq stays consecutive
+                if verdict == _BAD:
+                    self._stats["bad_rows"] += 1
+                    log.error("uplink %s: outbox row seq %d cannot be encoded; it is not sent (record lost)",
+                              self._settings.name, seq)
+                if skips and skips[-1][1] == consumed:
+                    skips[-1] = (skips[-1][0], seq)
+                else:
+                    skips.append((seq, seq))
+                consumed = seq
+                continue
+            if group and (kind != group[0][1] or seq != group[-1][0] + 1):
+                break
+            group.append((seq, kind, payload))
+            consumed = seq
+        return group, skips, consumed
+
+    def _check_rows(self, rows: list[tuple[int, str, bytes]]) -> list[tuple[int, str, object, str]]:
+        """Each row as ``(seq, kind, payload, verdict)``: payload decoded (an event dict,
+        or the 80-byte record); verdict _PASS, _EXCLUDED (by the sharing rule) or _BAD (a
+        damaged row, which would block the stream if it were kept)."""
+        out: list[tuple[int, str, object, str]] = []
+        track_idx: list[int] = []
+        cache = self._verdicts
+        for seq, kind, payload in rows:
+            if seq in cache:  # read in the previous page but not consumed: judged already
+                out.append(cache[seq])
+                continue
+            if kind == KIND_TRACK and len(payload) == RECORD_SIZE and int.from_bytes(payload[:8], "little") == seq:
+                track_idx.append(len(out))
+                out.append((seq, kind, payload, _PASS))
+                continue
+            if kind == KIND_EVENT:
                 try:
                     ev = json.loads(payload)
-                    if not isinstance(ev, dict) or ev.get("seq") != seq:
-                        return i
-                    encode_events(self._outbox.stream_id, [ev])
+                    if isinstance(ev, dict) and ev.get("seq") == seq:
+                        encode_events(self._outbox.stream_id, [ev])
+                        out.append((seq, kind, ev, _PASS if self._filter.event_passes(ev) else _EXCLUDED))
+                        continue
                 except ValueError:
-                    return i
-            else:
-                return i
-        return None
+                    pass
+            out.append((seq, kind, payload, _BAD))
+        if track_idx and not self._filter.passes_everything:
+            records = np.frombuffer(b"".join(out[i][2] for i in track_idx), dtype=TRACK_RECORD_DTYPE)  # type: ignore[misc]
+            mask = self._filter.track_mask(records)
+            for i, passes in zip(track_idx, mask.tolist()):
+                if not passes:
+                    seq, kind, payload, _ = out[i]
+                    out[i] = (seq, kind, payload, _EXCLUDED)
+        self._verdicts = {row[0]: row for row in out}
+        return out
 
-    def _encode_group(self, kind: str, group: list[tuple[int, str, bytes]]) -> bytes:
+    def _encode_group(self, kind: str, group: list[tuple[int, str, object]], flags: int) -> bytes:
         stream_id = self._outbox.stream_id
         if kind == KIND_TRACK:
-            records = np.frombuffer(b"".join(p for _, _, p in group), dtype=TRACK_RECORD_DTYPE)
-            return encode_tracks(stream_id, records)
-        return encode_events(stream_id, [json.loads(p) for _, _, p in group])
-
-    def _drop_bad_row(self, seq: int) -> None:
-        """A stored row that cannot be encoded would block the stream forever: delete it,
-        loudly (this is a damaged store, not a delivery decision)."""
-        self._stats["bad_rows"] += 1
-        log.error("uplink %s: outbox row seq %d cannot be encoded; deleting it (record lost)",
-                  self._settings.name, seq)
-        self._outbox.ack(seq, seq)
-        self._cursor = max(self._cursor, seq)
+            records = np.frombuffer(b"".join(p for _, _, p in group), dtype=TRACK_RECORD_DTYPE)  # type: ignore[misc]
+            return encode_tracks(stream_id, self._filter.transform(records), flags)
+        return encode_events(stream_id, [p for _, _, p in group], flags)  # type: ignore[misc]
 
     # ---------------------------------------------------------------- state
 
@@ -535,12 +723,20 @@ class UplinkClient:
         return self._link_up
 
     @property
+    def replaying(self) -> bool:
+        """True while backlog (REPLAY) records remain to be read out after a connect."""
+        return self._link_up and not self._backlog_done
+
+    @property
     def stats(self) -> dict:
-        """Counters (a copy): sent_msgs, acked_records, resent_msgs, malformed,
-        last_ack_mono (monotonic s or None), state (connecting|up|down|refused|closed),
-        in_flight, and connects, disconnects, auth_failures, handshake_failures,
-        errors_received, health_sent, health_acks, unmatched_acks, foreign_acks, bad_rows."""
-        return {**self._stats, "state": self._state, "in_flight": len(self._inflight)}
+        """Counters (a copy): sent_msgs, live_msgs, replay_msgs, replay_records,
+        acked_records, late_acks, resent_msgs, skipped_records (excluded by the sharing
+        rule), malformed, last_ack_mono (monotonic s or None), state
+        (connecting|up|down|refused|closed), in_flight, replaying, boundary_seq, and
+        connects, disconnects, auth_failures, handshake_failures, errors_received,
+        health_sent, health_acks, unmatched_acks, foreign_acks, bad_rows, flow_restarts."""
+        return {**self._stats, "state": self._state, "in_flight": len(self._inflight),
+                "replaying": self.replaying, "boundary_seq": self._boundary}
 
     def close(self) -> None:
         """Close the socket and monitor (and the context if this client made it). Records
@@ -549,6 +745,7 @@ class UplinkClient:
             return
         self._closed = True
         self._teardown_socket()
+        self._outbox.detach(self._settings.name)
         self._link_up = False
         self._state = "closed"
         if self._own_context:
@@ -559,4 +756,3 @@ class UplinkClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
