@@ -1,0 +1,187 @@
+"""What kind of link an RF track is: drone video/control link, Wi-Fi-like, carrier, unknown.
+
+Rules, in order, applied to each track once it has ``min_sweeps`` sweeps of history in
+its band (before that: unknown, confidence 0). "Continuous" means a duty cycle (the
+fraction of the band's sweeps with the emitter detected, over the last up to 64) of at
+least ``continuous_duty``; a track already given a continuous class keeps it down to
+``continuous_duty − duty_hysteresis``, so a fading link does not flap.
+
+1. A hopping set (many narrow emitters revisiting a channel set, see
+   :mod:`towerd.rf.tracker`): **fhss-control** (ELRS / LoRa / FrSky-like control link),
+   confidence ``fhss_confidence`` plus 2 per revisited channel beyond the tracker's
+   minimum (at most 95), less ``shared_band_penalty`` inside ``fhss_shared_bands_mhz`` (2.4 GHz:
+   Bluetooth hops there too).
+2. Narrower than ``narrow_max_mhz``: **carrier** when continuous, else unknown.
+3. Inside ``video_bands_mhz`` with a width in ``video_min_mhz``..``video_max_mhz``:
+   - continuous, inside ``analog_bands_mhz`` and peaked (centre third of the occupied
+     band at least ``analog_centre_excess_db`` above the outer thirds, smoothed over
+     sweeps): **analog-video** (FPV), confidence ``analog_confidence``. (Not the width:
+     the occupied width of a peaked FM spectrum grows with its SNR.)
+   - continuous otherwise: **ofdm-video** (DJI OcuSync-like downlink), confidence
+     ``ofdm_confidence``, less ``shared_band_penalty`` when centred within
+     ``wifi_tolerance_mhz`` of a Wi-Fi channel with a Wi-Fi width (20 or 40 MHz within
+     25 %): a busy Wi-Fi link looks the same there;
+   - not continuous, centred on a Wi-Fi channel: **wifi-like** (bursty), not a drone;
+   - else unknown.
+4. Anything else: unknown.
+
+Bandwidth alone never makes a drone: a bursty 20 MHz channel at 2437 MHz is wifi-like.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from towerd.icd import Category
+from towerd.schema import spec
+
+log = logging.getLogger(__name__)
+
+
+class LinkKind(enum.IntEnum):
+    UNKNOWN = 0
+    CARRIER = 1
+    WIFI_LIKE = 2
+    OFDM_VIDEO = 3
+    ANALOG_VIDEO = 4
+    FHSS_CONTROL = 5
+
+
+LINK_NAMES = {
+    LinkKind.UNKNOWN: "unknown",
+    LinkKind.CARRIER: "carrier",
+    LinkKind.WIFI_LIKE: "wifi-like",
+    LinkKind.OFDM_VIDEO: "ofdm-video",
+    LinkKind.ANALOG_VIDEO: "analog-video",
+    LinkKind.FHSS_CONTROL: "fhss-control",
+}
+"""Stable names of the link kinds (logs, events, diagnostics)."""
+
+DRONE_LINKS = frozenset({LinkKind.OFDM_VIDEO, LinkKind.ANALOG_VIDEO, LinkKind.FHSS_CONTROL})
+_DRONE_LINK_VALUES = np.array(sorted(int(k) for k in DRONE_LINKS), dtype=np.uint8)
+
+WIFI_CHANNELS_MHZ = (2412.0, 2437.0, 2462.0, 5745.0, 5765.0, 5785.0, 5805.0, 5825.0, 5755.0, 5795.0)
+"""2.4 GHz channels 1/6/11 and the 5.8 GHz 20 MHz (149-165) and 40 MHz (151, 159) centres."""
+
+
+def is_drone_link(kind: np.ndarray) -> np.ndarray:
+    """Boolean mask of the link kinds that are drone links."""
+    return np.isin(np.asarray(kind), _DRONE_LINK_VALUES)
+
+
+def category_of(kind: np.ndarray) -> np.ndarray:
+    """ICD category per link kind: uas for drone links, unknown otherwise (u1)."""
+    return np.where(is_drone_link(kind), Category.UAS, Category.UNKNOWN).astype(np.uint8)
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    """Drone-link recognition rules (see :mod:`towerd.rf.classify`)."""
+
+    min_sweeps: int = spec(8, doc="band sweeps of history before a track gets a class", lo=1, hi=64)
+    continuous_duty: float = spec(0.8, doc="duty cycle from which an emitter is continuous", lo=0.1, hi=1.0)
+    duty_hysteresis: float = spec(0.15, doc="a continuous class is kept down to continuous_duty minus this", lo=0.0, hi=0.5)
+    narrow_max_mhz: float = spec(2.0, doc="emitters up to this wide are narrowband", unit="MHz", lo=0.01, hi=50.0)
+    video_bands_mhz: tuple[tuple[float, float], ...] = spec(
+        ((2400.0, 2483.5), (5645.0, 5945.0)),
+        doc="where video downlinks are (DJI OcuSync at 2.4/5.8 GHz, analog FPV 5645-5945 MHz)",
+        unit="MHz", lo=1.0, hi=30000.0,
+    )
+    video_min_mhz: float = spec(7.0, doc="narrowest video link", unit="MHz", lo=0.1, hi=100.0)
+    video_max_mhz: float = spec(45.0, doc="widest video link (40 MHz OcuSync)", unit="MHz", lo=1.0, hi=200.0)
+    analog_bands_mhz: tuple[tuple[float, float], ...] = spec(
+        ((5645.0, 5945.0),), doc="where analog FPV video is", unit="MHz", lo=1.0, hi=30000.0
+    )
+    analog_centre_excess_db: float = spec(
+        2.0, doc="centre third over outer thirds from which a video link is analog (peaked)", unit="dB", lo=0.5, hi=30.0
+    )
+    wifi_channels_mhz: tuple[float, ...] = spec(
+        WIFI_CHANNELS_MHZ, doc="Wi-Fi channel centres", unit="MHz", lo=1.0, hi=30000.0
+    )
+    wifi_tolerance_mhz: float = spec(1.5, doc="how close to a Wi-Fi channel centre counts as on it", unit="MHz", lo=0.0, hi=10.0)
+    fhss_shared_bands_mhz: tuple[tuple[float, float], ...] = spec(
+        ((2400.0, 2483.5),), doc="bands where other hopping systems (Bluetooth) are common", unit="MHz", lo=1.0, hi=30000.0
+    )
+    fhss_confidence: int = spec(70, doc="confidence of fhss-control at the minimum channel count", unit="%", lo=0, hi=100)
+    ofdm_confidence: int = spec(75, doc="confidence of ofdm-video", unit="%", lo=0, hi=100)
+    analog_confidence: int = spec(80, doc="confidence of analog-video", unit="%", lo=0, hi=100)
+    shared_band_penalty: int = spec(
+        25, doc="confidence taken off where a non-drone system looks the same", unit="%", lo=0, hi=100
+    )
+
+    def __post_init__(self) -> None:
+        for name in ("video_bands_mhz", "analog_bands_mhz", "fhss_shared_bands_mhz"):
+            for lo, hi in getattr(self, name):
+                if not lo < hi:
+                    raise ValueError(f"{name}: band ({lo}, {hi}) must have low < high")
+        if self.video_min_mhz >= self.video_max_mhz:
+            raise ValueError("video_min_mhz must be below video_max_mhz")
+
+
+def _in_bands(f: np.ndarray, bands: tuple[tuple[float, float], ...]) -> np.ndarray:
+    out = np.zeros(f.shape, dtype=bool)
+    for lo, hi in bands:
+        out |= (f >= lo) & (f <= hi)
+    return out
+
+
+def classify(
+    tracks: np.ndarray, settings: ClassifierSettings, hop_min_channels: int = 6
+) -> tuple[np.ndarray, np.ndarray]:
+    """(kind u1, confidence u1 0..100) per row of ``tracks`` (RF_TRACK_DTYPE), by the
+    rules of the module docstring. Uses the fields comb, channels, sweeps, duty, kind
+    (the previous class, for hysteresis), centre_mhz, bandwidth_mhz, centre_excess_db.
+    ``hop_min_channels``: the tracker's minimum of revisited channels for a hopping set."""
+    s = settings
+    n = tracks.shape[0]
+    kind = np.full(n, LinkKind.UNKNOWN, dtype=np.uint8)
+    conf = np.zeros(n, dtype=np.int32)
+    if n == 0:
+        return kind, conf.astype(np.uint8)
+    f = tracks["centre_mhz"]
+    bw = tracks["bandwidth_mhz"]
+    prev = tracks["kind"]
+    duty = tracks["duty"]
+    was_continuous = np.isin(prev, [LinkKind.CARRIER, LinkKind.OFDM_VIDEO, LinkKind.ANALOG_VIDEO])
+    continuous = duty >= np.where(was_continuous, s.continuous_duty - s.duty_hysteresis, s.continuous_duty)
+    mature = tracks["sweeps"] >= s.min_sweeps
+    comb = tracks["comb"]
+
+    wifi = np.asarray(s.wifi_channels_mhz, dtype=float)
+    if wifi.size:
+        on_wifi = np.min(np.abs(f[:, None] - wifi[None, :]), axis=1) <= s.wifi_tolerance_mhz
+    else:
+        on_wifi = np.zeros(n, dtype=bool)
+    wifi_width = (np.abs(bw - 20.0) <= 5.0) | (np.abs(bw - 40.0) <= 10.0)
+
+    # 1. hopping sets
+    fh = comb & mature
+    kind[fh] = LinkKind.FHSS_CONTROL
+    extra = 2 * np.maximum(tracks["channels"].astype(np.int32) - hop_min_channels, 0)
+    c_fh = np.minimum(s.fhss_confidence + extra, 95) - np.where(_in_bands(f, s.fhss_shared_bands_mhz), s.shared_band_penalty, 0)
+    conf[fh] = c_fh[fh]
+
+    single = ~comb & mature
+    # 2. narrowband
+    narrow = single & (bw <= s.narrow_max_mhz)
+    kind[narrow & continuous] = LinkKind.CARRIER
+    # 3. video-width emitters in video bands
+    video = single & ~narrow & _in_bands(f, s.video_bands_mhz) & (bw >= s.video_min_mhz) & (bw <= s.video_max_mhz)
+    excess = tracks["centre_excess_db"]
+    analog = (
+        video & continuous & _in_bands(f, s.analog_bands_mhz)
+        & np.isfinite(excess) & (excess >= s.analog_centre_excess_db)
+    )
+    ofdm = video & continuous & ~analog
+    kind[analog] = LinkKind.ANALOG_VIDEO
+    conf[analog] = s.analog_confidence
+    kind[ofdm] = LinkKind.OFDM_VIDEO
+    conf[ofdm] = s.ofdm_confidence - np.where(on_wifi[ofdm] & wifi_width[ofdm], s.shared_band_penalty, 0)
+    kind[video & ~continuous & on_wifi] = LinkKind.WIFI_LIKE
+    # Non-drone classes: confidence 0 (the ICD's confidence is that of the category,
+    # and their category is unknown).
+    return kind, np.clip(conf, 0, 100).astype(np.uint8)

@@ -1,0 +1,179 @@
+"""Contiguous detected cells merged into emitters.
+
+An emitter is a run of detected cells (runs separated by at most ``merge_gap_cells``
+undetected cells are one emitter: a flat OFDM plateau in single-look noise dips below
+threshold now and then). Its occupied bandwidth is the extent of the run,
+``(last − first + 1) · step``; its centre the middle of that extent (for a flat plateau
+this is exact to a cell, where a power centroid would wander with the noise).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from towerd.schema import spec
+
+log = logging.getLogger(__name__)
+
+EMITTER_DTYPE = np.dtype(
+    [
+        ("centre_mhz", "<f8"),  # middle of the occupied extent
+        ("bandwidth_mhz", "<f8"),  # occupied bandwidth: cells in the extent times the step
+        ("low_mhz", "<f8"),  # lower edge of the extent (first cell's frequency - step/2)
+        ("high_mhz", "<f8"),  # upper edge (last cell's frequency + step/2)
+        ("peak_dbm", "<f8"),  # highest cell, dBm per resolution bandwidth
+        ("peak_mhz", "<f8"),  # frequency of that cell
+        ("mean_dbm", "<f8"),  # mean linear power over the extent, in dBm per resolution bandwidth
+        ("snr_db", "<f8"),  # mean power over the mean noise floor across the extent, dB
+        ("centre_excess_db", "<f8"),  # mean of the middle third over the outer thirds, dB; NaN under 3 cells
+        ("cells", "<i4"),  # cells in the extent
+        ("first_cell", "<i4"),  # index of the first cell in the band segment
+    ]
+)
+"""One row per emitter found in one sweep of one band."""
+
+
+@dataclass(frozen=True)
+class EmitterSettings:
+    """How detected cells become emitters."""
+
+    merge_gap_cells: int = spec(
+        1, doc="runs of detected cells this close (undetected cells between) are one emitter", lo=0, hi=16
+    )
+    min_cells: int = spec(1, doc="emitters narrower than this many cells are dropped", lo=1, hi=64)
+    bridge_pfa: float = spec(
+        1e-3,
+        doc="false-alarm probability of the occupancy test whose runs bridge the dips of a wide "
+        "emitter (a run needs two CFAR detections to bridge anything)",
+        lo=1e-12, hi=1e-1,
+    )
+
+
+def bridge_occupied(detected: np.ndarray, occupied: np.ndarray) -> np.ndarray:
+    """``detected`` with the gaps filled that lie between two detected cells of one run
+    of ``occupied`` cells (both (n,) bool).
+
+    A wide emitter in single-look noise has cells that dip below the CFAR threshold
+    (at 15 dB SNR about one in four): the occupancy test, which averages a few cells
+    against the noise floor, sees the emitter as one run, and the cells between its
+    first and last detected cell belong to it. Cells outside the detected extent are not
+    added, so a strong narrow carrier is not widened by the occupancy test's smoothing.
+    """
+    det = np.asarray(detected, dtype=bool)
+    occ = np.asarray(occupied, dtype=bool)
+    n = det.shape[0]
+    if n == 0 or not np.any(det & occ):
+        return det.copy()
+    run_start = occ & ~np.concatenate(([False], occ[:-1]))
+    run = np.cumsum(run_start) - 1  # index of the occupied run of each occupied cell
+    n_runs = int(np.count_nonzero(run_start))
+    idx = np.arange(n)
+    inside = occ & det
+    first = np.full(n_runs, n)
+    last = np.full(n_runs, -1)
+    np.minimum.at(first, run[inside], idx[inside])
+    np.maximum.at(last, run[inside], idx[inside])
+    cells = idx[occ]
+    r = run[occ]
+    out = det.copy()
+    out[cells[(cells >= first[r]) & (cells <= last[r])]] = True
+    return out
+
+
+def merge_cells(
+    detected: np.ndarray,
+    freq_mhz: np.ndarray,
+    power_mw: np.ndarray,
+    floor_mw: np.ndarray,
+    settings: EmitterSettings = EmitterSettings(),
+) -> np.ndarray:
+    """Emitters (EMITTER_DTYPE) from the detection mask of one band segment.
+
+    ``detected`` (n,) bool; ``freq_mhz`` (n,) evenly spaced centre frequencies;
+    ``power_mw`` (n,) linear power (mW); ``floor_mw`` (n,) the noise floor (mW).
+    """
+    det = np.asarray(detected, dtype=bool)
+    n = det.shape[0]
+    if n == 0 or not np.any(det):
+        return np.zeros(0, dtype=EMITTER_DTYPE)
+    freq = np.asarray(freq_mhz, dtype=float)
+    p = np.asarray(power_mw, dtype=float)
+    fl = np.asarray(floor_mw, dtype=float)
+    step = float(freq[1] - freq[0]) if n > 1 else 0.0
+
+    edges = np.diff(np.concatenate(([0], det.view(np.int8), [0])))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)  # exclusive
+    # Merge runs whose gap (undetected cells between) is at most merge_gap_cells.
+    new_group = np.concatenate(([True], starts[1:] - ends[:-1] > settings.merge_gap_cells))
+    group_start = starts[new_group]
+    group_end = ends[np.concatenate((new_group[1:], [True]))]
+    cells = group_end - group_start
+    keep = cells >= settings.min_cells
+    group_start, group_end, cells = group_start[keep], group_end[keep], cells[keep]
+    m = group_start.shape[0]
+    out = np.zeros(m, dtype=EMITTER_DTYPE)
+    if m == 0:
+        return out
+
+    csum_p = np.concatenate(([0.0], np.cumsum(p)))
+    csum_floor = np.concatenate(([0.0], np.cumsum(fl)))
+    sum_p = csum_p[group_end] - csum_p[group_start]
+    sum_floor = csum_floor[group_end] - csum_floor[group_start]
+    # every cell of every extent, segment by segment
+    first_of_seg = np.concatenate(([0], np.cumsum(cells)[:-1]))
+    seg_of_cell = np.repeat(np.arange(m), cells)
+    cell_idx = np.arange(int(cells.sum())) - first_of_seg[seg_of_cell] + group_start[seg_of_cell]
+    # peak per segment: sort cells by (segment, -power), take the first of each segment
+    order = np.lexsort((-p[cell_idx], seg_of_cell))
+    peak_cell = cell_idx[order[first_of_seg]]
+
+    f_first = freq[group_start]
+    f_last = freq[group_end - 1]
+    out["centre_mhz"] = 0.5 * (f_first + f_last)
+    out["bandwidth_mhz"] = cells * abs(step)
+    out["low_mhz"] = np.minimum(f_first, f_last) - 0.5 * abs(step)
+    out["high_mhz"] = np.maximum(f_first, f_last) + 0.5 * abs(step)
+    out["peak_dbm"] = mw_to_dbm(p[peak_cell])
+    out["peak_mhz"] = freq[peak_cell]
+    out["mean_dbm"] = mw_to_dbm(sum_p / cells)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["snr_db"] = 10.0 * np.log10(sum_p / sum_floor)
+    out["centre_excess_db"] = _centre_excess_db(p, group_start, cells)
+    out["cells"] = cells
+    out["first_cell"] = group_start
+    return out
+
+
+def _centre_excess_db(p: np.ndarray, start: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Mean power of the middle third of each extent over that of its outer thirds, dB.
+
+    Flat (OFDM) plateaus give about 0 dB; a spectrum peaked at its carrier (analog FM
+    video) several dB. NaN for extents under 3 cells."""
+    out = np.full(start.shape[0], np.nan)
+    ok = cells >= 3
+    if not np.any(ok):
+        return out
+    csum = np.concatenate(([0.0], np.cumsum(p)))
+    s, c = start[ok], cells[ok]
+    third = c // 3
+    a, b = s + third, s + c - third  # middle: [a, b)
+    mid = (csum[b] - csum[a]) / (b - a)
+    outer = (csum[a] - csum[s] + csum[s + c] - csum[b]) / (2 * third)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out[ok] = 10.0 * np.log10(mid / outer)
+    return out
+
+
+def dbm_to_mw(dbm: np.ndarray | float) -> np.ndarray:
+    """dBm -> mW."""
+    return np.power(10.0, np.asarray(dbm, dtype=float) / 10.0)
+
+
+def mw_to_dbm(mw: np.ndarray | float) -> np.ndarray:
+    """mW -> dBm (-inf for 0)."""
+    with np.errstate(divide="ignore"):
+        return 10.0 * np.log10(np.asarray(mw, dtype=float))

@@ -1,0 +1,308 @@
+"""RF tracks with radar tracks: association by timing, RF-only reports.
+
+An RF Explorer gives no bearing, so an RF emitter can only be tied to a radar track by
+*when* both exist. Two rules, both conservative (a wrong association puts one drone's
+link on another object's report; a missed one only leaves an RF-only track):
+
+1. **Timing** (``rule`` 1). Lifetimes: a radar track from ``t_created`` to
+   ``t_last_update``, an RF track from ``first_seen_mono`` to ``last_seen_mono``. Their
+   Jaccard index J = overlap / union is near 1 when the two appeared (and, if ended,
+   disappeared) together - a drone taking off, coming into range or landing. An RF
+   drone link f is associated with the radar track r of highest J when J ≥
+   ``min_jaccard``, the overlap is at least ``min_overlap_s``, and every other eligible
+   radar track has J below J(r) − ``ambiguity_margin`` (otherwise: none - two tracks
+   born together cannot be told apart by timing).
+2. **Sole candidate** (``rule`` 2, with ``sole_candidate``). When radar categories are
+   given, exactly one eligible radar track is ``uas``, exactly one eligible RF track is a
+   drone link, that link is not already associated, and they have overlapped for
+   ``min_overlap_s``: they are associated. (One drone seen by both sensors; with two
+   links or two uas tracks, nothing.)
+
+Eligible: radar tracks CONFIRMED, COASTING or ENDED (so a final record can carry the
+link) whose category, when given, is uas or unknown; RF tracks CONFIRMED or COASTING
+classed as drone links. An RF track goes to at most one radar track; a radar track may
+explain several (video and control link of one drone); its record carries the strongest
+(``power_dbm``). Associated RF tracks are not reported on their own.
+
+RF-only records (:func:`rf_track_records`): ``sources`` RF, category uas for a drone
+link with the classifier's confidence, every position and velocity field unknown (ICD
+v1: "A track seen by RF alone (no bearing) has unknown position fields").
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from towerd.clock import Clock
+from towerd.icd import SOURCE_RF, Category, Status, Threat, empty_track_records
+from towerd.rf.classify import is_drone_link
+from towerd.schema import spec
+from towerd.tracking.state import TrackTable
+
+log = logging.getLogger(__name__)
+
+HITS_MAX = 65535
+RULE_NONE = 0
+RULE_TIMING = 1
+RULE_SOLE_CANDIDATE = 2
+_NOT_UAS = np.array(
+    [Category.BIRD, Category.GROUND_VEHICLE, Category.MANNED_AIRCRAFT, Category.PERSON], dtype=np.uint8
+)
+
+
+@dataclass(frozen=True)
+class FusionSettings:
+    """Radar/RF association by timing (see :mod:`towerd.rf.fusion`)."""
+
+    min_overlap_s: float = spec(10.0, doc="both tracks alive together at least this long", unit="s", lo=0.0, hi=3600.0)
+    min_jaccard: float = spec(0.8, doc="overlap / union of the two lifetimes, at least", lo=0.0, hi=1.0)
+    ambiguity_margin: float = spec(
+        0.1, doc="the best radar track's Jaccard must beat every other's by this much", lo=0.0, hi=1.0
+    )
+    sole_candidate: bool = spec(True, doc="one uas radar track and one drone link are associated (needs categories)")
+
+
+@dataclass(frozen=True)
+class RfReportSettings:
+    """Which RF-only tracks are reported, and how often."""
+
+    interval_s: float = spec(1.0, doc="report period of an RF-only track", unit="s", lo=0.05, hi=3600.0)
+    include_tentative: bool = spec(False, doc="report tentative RF tracks too")
+    non_drone: bool = spec(False, doc="report emitters not classed as drone links (Wi-Fi, carriers, unknown)")
+
+
+@dataclass(frozen=True, eq=False)
+class FusionResult:
+    """Radar/RF association for one moment.
+
+    Per radar track given (R rows, same order): radar_track_id (R,) u4; rf_track_id (R,)
+    u4, 0 when none; rf_freq_mhz, rf_bw_mhz, rf_power_dbm (R,) f8, NaN when none (the
+    strongest associated link); rf_kind (R,) u1 LinkKind; rf_confidence (R,) u1; rule (R,)
+    u1: RULE_NONE / RULE_TIMING / RULE_SOLE_CANDIDATE.
+    associated_rf_ids (A,) u4: every RF track associated with some radar track (sorted);
+    rf_only: the given RF tracks not associated (RF_TRACK_DTYPE).
+    """
+
+    radar_track_id: np.ndarray
+    rf_track_id: np.ndarray
+    rf_freq_mhz: np.ndarray
+    rf_bw_mhz: np.ndarray
+    rf_power_dbm: np.ndarray
+    rf_kind: np.ndarray
+    rf_confidence: np.ndarray
+    rule: np.ndarray
+    associated_rf_ids: np.ndarray
+    rf_only: np.ndarray
+
+
+def lifetime_jaccard(
+    start_a: np.ndarray, end_a: np.ndarray, start_b: np.ndarray, end_b: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(Jaccard (A, B), overlap seconds (A, B)) of intervals [start_a, end_a] (A,) and
+    [start_b, end_b] (B,)."""
+    sa, ea = np.asarray(start_a, float)[:, None], np.asarray(end_a, float)[:, None]
+    sb, eb = np.asarray(start_b, float)[None, :], np.asarray(end_b, float)[None, :]
+    overlap = np.maximum(0.0, np.minimum(ea, eb) - np.maximum(sa, sb))
+    union = np.maximum(ea, eb) - np.minimum(sa, sb)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        j = np.where(union > 0, overlap / union, 0.0)
+    return j, overlap
+
+
+def associate(
+    radar: TrackTable,
+    rf_tracks: np.ndarray,
+    settings: FusionSettings,
+    *,
+    radar_category: np.ndarray | None = None,
+) -> FusionResult:
+    """Associate ``rf_tracks`` (RF_TRACK_DTYPE, e.g. ``RfProcessor.tracks``) with the
+    radar tracks ``radar`` by the rules of the module docstring. ``radar_category`` (R,)
+    u1 ICD categories of the radar tracks, or None when not known (then rule 2 is off
+    and no radar track is excluded by category)."""
+    s = settings
+    nr, nf = len(radar), rf_tracks.shape[0]
+    rf_of = np.full(nr, -1, dtype=np.intp)  # primary RF row per radar track
+    rule = np.zeros(nr, dtype=np.uint8)
+    assoc_radar = np.full(nf, -1, dtype=np.intp)  # radar row per RF row
+    assoc_rule = np.zeros(nf, dtype=np.uint8)
+
+    r_ok = radar.rows_with_status(Status.CONFIRMED, Status.COASTING, Status.ENDED)
+    if radar_category is not None:
+        cat = np.asarray(radar_category, dtype=np.uint8)
+        if cat.shape != (nr,):
+            raise ValueError(f"radar_category has shape {cat.shape}, expected ({nr},)")
+        r_ok &= ~np.isin(cat, _NOT_UAS)
+    f_ok = np.isin(rf_tracks["status"], (Status.CONFIRMED, Status.COASTING)) & is_drone_link(rf_tracks["kind"])
+    r_idx, f_idx = np.flatnonzero(r_ok), np.flatnonzero(f_ok)
+
+    if r_idx.size and f_idx.size:
+        j, overlap = lifetime_jaccard(
+            radar.t_created[r_idx], radar.t_last_update[r_idx],
+            rf_tracks["first_seen_mono"][f_idx], rf_tracks["last_seen_mono"][f_idx],
+        )
+        best = np.argmax(j, axis=0)  # per RF track
+        cols = np.arange(f_idx.size)
+        j_best = j[best, cols]
+        j_second = np.partition(j, -2, axis=0)[-2] if r_idx.size > 1 else np.zeros(f_idx.size)
+        ok = (j_best >= s.min_jaccard) & (overlap[best, cols] >= s.min_overlap_s) & (
+            j_second < j_best - s.ambiguity_margin
+        )
+        assoc_radar[f_idx[ok]] = r_idx[best[ok]]
+        assoc_rule[f_idx[ok]] = RULE_TIMING
+
+    if s.sole_candidate and radar_category is not None:
+        uas = np.flatnonzero(r_ok & (np.asarray(radar_category) == Category.UAS))
+        if uas.size == 1 and f_idx.size == 1 and assoc_radar[f_idx[0]] < 0:
+            r, f = int(uas[0]), int(f_idx[0])
+            _, overlap = lifetime_jaccard(
+                radar.t_created[[r]], radar.t_last_update[[r]],
+                rf_tracks["first_seen_mono"][[f]], rf_tracks["last_seen_mono"][[f]],
+            )
+            if overlap[0, 0] >= s.min_overlap_s:
+                assoc_radar[f] = r
+                assoc_rule[f] = RULE_SOLE_CANDIDATE
+
+    # Primary (strongest) link per radar track.
+    linked = np.flatnonzero(assoc_radar >= 0)
+    if linked.size:
+        order = linked[np.argsort(rf_tracks["power_dbm"][linked], kind="stable")]  # weakest first
+        rf_of[assoc_radar[order]] = order  # the strongest written last wins
+        rule[assoc_radar[order]] = assoc_rule[order]
+
+    has = rf_of >= 0
+    sel = rf_tracks[np.where(has, rf_of, 0)] if nf else np.zeros(nr, dtype=rf_tracks.dtype)
+    nan = np.full(nr, np.nan)
+    result = FusionResult(
+        radar_track_id=radar.track_id.astype(np.uint32),
+        rf_track_id=np.where(has, sel["rf_track_id"], 0).astype(np.uint32) if nr else np.zeros(0, np.uint32),
+        rf_freq_mhz=np.where(has, sel["centre_mhz"], nan) if nr else nan,
+        rf_bw_mhz=np.where(has, sel["bandwidth_mhz"], nan) if nr else nan,
+        rf_power_dbm=np.where(has, sel["power_dbm"], nan) if nr else nan,
+        rf_kind=np.where(has, sel["kind"], 0).astype(np.uint8) if nr else np.zeros(0, np.uint8),
+        rf_confidence=np.where(has, sel["confidence"], 0).astype(np.uint8) if nr else np.zeros(0, np.uint8),
+        rule=rule,
+        associated_rf_ids=np.sort(rf_tracks["rf_track_id"][linked]).astype(np.uint32),
+        rf_only=rf_tracks[assoc_radar < 0],
+    )
+    if linked.size:
+        log.debug(
+            "RF/radar associations: %s",
+            [(int(radar.track_id[assoc_radar[f]]), int(rf_tracks["rf_track_id"][f]), int(assoc_rule[f])) for f in linked],
+        )
+    return result
+
+
+def annotate_radar_records(records: np.ndarray, fusion: FusionResult) -> np.ndarray:
+    """Set ``sources`` bit 1 (RF) and the rf_* fields on the TRACK_RECORD_DTYPE
+    ``records`` (in place, and returned) whose track_id has an associated RF link in
+    ``fusion``. Records of other tracks are left as they are."""
+    if records.shape[0] == 0 or fusion.radar_track_id.shape[0] == 0:
+        return records
+    linked = fusion.rf_track_id != 0
+    ids = fusion.radar_track_id[linked]
+    if ids.size == 0:
+        return records
+    order = np.argsort(ids)
+    ids = ids[order]
+    pos = np.minimum(np.searchsorted(ids, records["track_id"]), ids.size - 1)
+    hit = ids[pos] == records["track_id"]
+    src = np.flatnonzero(linked)[order][pos[hit]]
+    records["sources"][hit] |= SOURCE_RF
+    records["rf_freq_mhz"][hit] = fusion.rf_freq_mhz[src]
+    records["rf_bw_mhz"][hit] = fusion.rf_bw_mhz[src]
+    records["rf_power_dbm"][hit] = fusion.rf_power_dbm[src]
+    return records
+
+
+def rf_track_records(tracks: np.ndarray, clock: Clock) -> np.ndarray:
+    """ICD records (TRACK_RECORD_DTYPE, seq 0) for RF tracks as they are (no policy):
+    sources RF, category/confidence from the classifier, threat none, position fields
+    unknown, rf_* from the track. time_us: the track's ``t_mono`` in UTC."""
+    n = tracks.shape[0]
+    rec = empty_track_records(n)
+    if n == 0:
+        return rec
+    t_unique, t_inv = np.unique(tracks["t_mono"], return_inverse=True)
+    rec["time_us"] = np.array([clock.utc_us(float(t)) for t in t_unique], dtype=np.int64)[t_inv]
+    rec["track_id"] = tracks["rf_track_id"]
+    rec["status"] = tracks["status"]
+    drone = is_drone_link(tracks["kind"])
+    rec["category"] = np.where(drone, Category.UAS, Category.UNKNOWN)
+    rec["confidence"] = np.where(drone, tracks["confidence"], 0)
+    rec["threat"] = Threat.NONE
+    rec["sources"] = SOURCE_RF
+    rec["reserved"] = 0
+    rec["hits"] = np.minimum(tracks["hits"], HITS_MAX)
+    rec["rf_freq_mhz"] = tracks["centre_mhz"]
+    rec["rf_bw_mhz"] = tracks["bandwidth_mhz"]
+    rec["rf_power_dbm"] = tracks["power_dbm"]
+    return rec
+
+
+class RfTrackReporter:
+    """Builds the RF-only TRACKS records due after each RF (or fusion) update.
+
+    Policy: an RF-only track (not associated with a radar track) is first reported when
+    CONFIRMED or COASTING (TENTATIVE too with ``include_tentative``) and classed as a drone
+    link (any class with ``non_drone``); once reported it is reported while live, when
+    its status or category changes and every ``interval_s``. It gets one final ENDED
+    record when it ends, or when a radar track takes it over (its link then travels in
+    the radar track's records; the id is retired and never reported again, so ENDED stays
+    its last record). State is pruned to the live tracks on every call.
+    """
+
+    def __init__(self, settings: RfReportSettings = RfReportSettings()) -> None:
+        self.settings = settings
+        self._last: dict[int, tuple[float, int, int]] = {}  # id -> (t, status, category) last reported
+        self._retired: set[int] = set()
+
+    def build(
+        self, tracks: np.ndarray, ended: np.ndarray, associated_rf_ids: np.ndarray, clock: Clock
+    ) -> np.ndarray:
+        """Records due now. ``tracks``: live RF tracks; ``ended``: RF tracks ended since the
+        last call; ``associated_rf_ids``: ids taken over by radar tracks
+        (``FusionResult.associated_rf_ids``, or empty)."""
+        s = self.settings
+        ids = tracks["rf_track_id"].astype(np.int64)
+        associated = np.isin(ids, np.asarray(associated_rf_ids, dtype=np.int64))
+        reported = np.array([int(i) in self._last for i in ids], dtype=bool)
+        retired = np.array([int(i) in self._retired for i in ids], dtype=bool)
+        statuses = [Status.CONFIRMED, Status.COASTING] + ([Status.TENTATIVE] if s.include_tentative else [])
+        live_ok = np.isin(tracks["status"], statuses)
+        first_ok = live_ok & (s.non_drone | is_drone_link(tracks["kind"]))
+        category = np.where(is_drone_link(tracks["kind"]), Category.UAS, Category.UNKNOWN)
+
+        due = np.zeros(ids.shape[0], dtype=bool)
+        for i in range(ids.shape[0]):
+            if associated[i] or retired[i]:
+                continue
+            last = self._last.get(int(ids[i]))
+            if last is None:
+                due[i] = first_ok[i]
+            else:
+                t_last, st_last, cat_last = last
+                due[i] = live_ok[i] and (
+                    tracks["status"][i] != st_last
+                    or category[i] != cat_last
+                    or tracks["t_mono"][i] - t_last >= s.interval_s - 1e-6
+                )
+        taken_over = associated & reported
+        finals = tracks[taken_over].copy()
+        finals["status"] = Status.ENDED
+        ended_ids = ended["rf_track_id"].astype(np.int64)
+        ended_rep = np.array([int(i) in self._last and int(i) not in self._retired for i in ended_ids], dtype=bool)
+
+        for i in np.flatnonzero(due):
+            self._last[int(ids[i])] = (float(tracks["t_mono"][i]), int(tracks["status"][i]), int(category[i]))
+        for i in np.flatnonzero(taken_over):
+            self._retired.add(int(ids[i]))
+        live = {int(i) for i in ids}
+        self._last = {k: v for k, v in self._last.items() if k in live and k not in self._retired}
+        self._retired &= live
+
+        out = [rf_track_records(tracks[due], clock), rf_track_records(finals, clock), rf_track_records(ended[ended_rep], clock)]
+        return np.concatenate(out)

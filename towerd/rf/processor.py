@@ -1,0 +1,301 @@
+"""The RF chain for spectrum-analyser sweeps: band plan, detection, emitters, tracks.
+
+One :class:`RfProcessor` per tower holds, for each (sensor, band) pair it has seen, a
+:class:`BandDetector` (noise floor + CFAR) and a :class:`~towerd.rf.tracker.BandTracker`.
+A sweep is cut into the bands of the band plan it overlaps (cells whose frequency lies
+within a band's edges); cells outside every band are ignored. With an empty band plan
+the whole sweep is one band, named after ``Spectrum.band`` (or ``sweep``).
+
+Per band and sweep (see :mod:`towerd.rf.cfar` and :mod:`towerd.rf.floor`):
+
+1. p = 10^(dBm/10), linear mW; z = p / floor (the floor learnt from earlier sweeps; on
+   a band's first sweep it is learnt from that sweep first);
+2. excluded = occupancy test on z | cells detected in the band's previous sweep (so the
+   references of a cell inside a wide emitter come from beyond its edges); when more
+   than ``cfar.max_occupancy`` of the band would be excluded the band's level as a
+   whole has changed and nothing is excluded;
+3. CFAR on z with those exclusions -> detected cells; within each run of cells that a
+   looser occupancy test (``emitters.bridge_pfa``) marks, the cells between the first
+   and last detected one are detected too (:func:`~towerd.rf.emitters.bridge_occupied`:
+   a wide emitter's dips);
+4. the floor folds in this sweep, detected and occupied cells left out;
+5. detected cells -> emitters -> the band's tracker.
+
+Every threshold is in :class:`RfSettings` (``rf:`` in the YAML).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from towerd.drivers.measurements import Spectrum
+from towerd.rf.cfar import Cfar, CfarSettings
+from towerd.rf.classify import ClassifierSettings
+from towerd.rf.emitters import EmitterSettings, bridge_occupied, dbm_to_mw, merge_cells, mw_to_dbm
+from towerd.rf.floor import NoiseFloor, NoiseFloorSettings
+from towerd.rf.fusion import FusionSettings, RfReportSettings
+from towerd.rf.tracker import BandTracker, RfTrackingSettings, TrackIds, empty_rf_tracks
+from towerd.schema import spec
+
+log = logging.getLogger(__name__)
+
+RF_TRACK_ID_BASE = 0x8000_0000
+"""First RF track id. ICD track ids share one space per stream with the radar tracker's
+(which counts up from 1): RF ids have bit 31 set so the two never meet."""
+
+BAND_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,31}"
+MODEL_CALCULATORS = frozenset({"normal", "avg", "overwrite"})
+"""Device trace modes whose bins follow the mean-of-K-looks model the thresholds assume."""
+
+
+@dataclass(frozen=True)
+class BandSettings:
+    """One band of the RF band plan."""
+
+    name: str = spec(doc="band name in logs and diagnostics", pattern=BAND_NAME_PATTERN)
+    start_mhz: float = spec(doc="lower edge", unit="MHz", lo=0.001, hi=100000.0)
+    stop_mhz: float = spec(doc="upper edge", unit="MHz", lo=0.001, hi=100000.0)
+
+    def __post_init__(self) -> None:
+        if not self.start_mhz < self.stop_mhz:
+            raise ValueError(f"band {self.name}: start_mhz ({self.start_mhz}) must be below stop_mhz ({self.stop_mhz})")
+
+
+DEFAULT_BANDS = (
+    BandSettings("433", 433.05, 434.79),  # ISM 433: LoRa/FSK control and telemetry
+    BandSettings("868", 863.0, 870.0),  # EU SRD: ELRS / Crossfire EU (863.275-869.575)
+    BandSettings("915", 902.0, 928.0),  # US ISM: ELRS FCC (903.5-926.9), Crossfire
+    BandSettings("2g4", 2400.0, 2483.5),  # ISM 2.4: OcuSync, ELRS 2.4, Wi-Fi, Bluetooth
+    BandSettings("5g8", 5725.0, 5875.0),  # 5.8: OcuSync 5.8, analog FPV, Wi-Fi
+)
+"""Default band plan (../shared/notes/detection-and-tracking.md, drone RF links)."""
+
+
+@dataclass(frozen=True)
+class RfSettings:
+    """Everything the RF chain reads from the YAML (``rf:``)."""
+
+    bands: tuple[BandSettings, ...] = spec(DEFAULT_BANDS, doc="band plan; empty: each sweep is one band")
+    cfar: CfarSettings = spec(CfarSettings())
+    floor: NoiseFloorSettings = spec(NoiseFloorSettings())
+    emitters: EmitterSettings = spec(EmitterSettings())
+    tracking: RfTrackingSettings = spec(RfTrackingSettings())
+    classify: ClassifierSettings = spec(ClassifierSettings())
+    fusion: FusionSettings = spec(FusionSettings())
+    reports: RfReportSettings = spec(RfReportSettings())
+
+    def __post_init__(self) -> None:
+        names = [b.name for b in self.bands]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"band names must be unique, repeated: {', '.join(dup)}")
+
+
+@dataclass(frozen=True, eq=False)
+class BandResult:
+    """Detection in one band of one sweep (for diagnostics, tests and tuning).
+
+    All arrays (n,) over the band's cells: freq_mhz; power_dbm as measured; floor_dbm the
+    noise floor used; threshold_dbm the level each cell was compared with; detected bool.
+    emitters (E,) EMITTER_DTYPE.
+    """
+
+    sensor: str
+    band: str
+    t_mono: float
+    freq_mhz: np.ndarray
+    power_dbm: np.ndarray
+    floor_dbm: np.ndarray
+    threshold_dbm: np.ndarray
+    detected: np.ndarray
+    emitters: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class RfUpdate:
+    """What one processor call produced.
+
+    tracks: every live RF track after the call (RF_TRACK_DTYPE, read-only); ended: the
+    tracks ended in this call (status ENDED, last state); bands: one BandResult per band
+    processed (empty for expire / end_all).
+    """
+
+    t_mono: float
+    tracks: np.ndarray
+    ended: np.ndarray
+    bands: tuple[BandResult, ...] = ()
+
+
+class BandDetector:
+    """Noise floor and CFAR of one band segment of ``n`` cells spaced ``step_mhz``."""
+
+    def __init__(
+        self,
+        cfar: Cfar,
+        floor_settings: NoiseFloorSettings,
+        n: int,
+        step_mhz: float,
+        bridge_pfa: float = EmitterSettings().bridge_pfa,
+    ) -> None:
+        self.cfar = cfar
+        self.bridge_pfa = bridge_pfa
+        self.floor = NoiseFloor(floor_settings, n, step_mhz, cfar.settings.looks)
+        self.prev_detected = np.zeros(n, dtype=bool)
+
+    def detect(self, power_mw: np.ndarray, t_mono: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(detected bool, threshold mW, floor mW), each (n,), for one sweep."""
+        max_occ = self.cfar.settings.max_occupancy
+        if not self.floor.ready:
+            self.floor.update(power_mw, None, t_mono)
+        floor = self.floor.floor_mw.copy()
+        z = power_mw / floor
+        occupied = self.cfar.occupied(z)
+        excluded = occupied | self.prev_detected
+        if np.mean(excluded) > max_occ:
+            log.debug("band level changed (%.0f%% of cells over the floor): nothing excluded", 100 * np.mean(excluded))
+            excluded[:] = False
+            occupied[:] = False
+        out = self.cfar.detect(z, excluded)
+        detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
+        no_floor = detected | occupied
+        self.floor.update(power_mw, no_floor if np.mean(no_floor) <= max_occ else None, t_mono)
+        self.prev_detected = detected
+        return detected, out.threshold * floor, floor
+
+
+@dataclass
+class _Band:
+    index: int
+    grid: tuple[float, float, int]
+    detector: BandDetector
+    tracker: BandTracker
+
+
+class RfProcessor:
+    """Spectrum sweeps -> RF tracks, for all RF sensors of a tower (see the module
+    docstring). ``first_track_id``: the first RF track id (ids never reused)."""
+
+    def __init__(self, settings: RfSettings, *, first_track_id: int = RF_TRACK_ID_BASE) -> None:
+        self.settings = settings
+        self.cfar = Cfar(settings.cfar)
+        self.ids = TrackIds(first_track_id)
+        self.band_keys: list[tuple[str, str]] = []
+        """(sensor, band name) of each band index used in RF_TRACK_DTYPE ``band``."""
+        self._bands: dict[tuple[str, str], _Band] = {}
+        self._warned: set[tuple[str, str]] = set()
+        self._tracks = empty_rf_tracks()
+        self._tracks.flags.writeable = False
+        self.sweeps = 0
+
+    @property
+    def tracks(self) -> np.ndarray:
+        """Live RF tracks (RF_TRACK_DTYPE, read-only)."""
+        return self._tracks
+
+    @property
+    def next_track_id(self) -> int:
+        """The id the next new RF track will get."""
+        return self.ids.next
+
+    def process(self, spectrum: Spectrum) -> RfUpdate:
+        """Run one sweep through detection and tracking."""
+        t = float(spectrum.t_mono)
+        p_dbm = np.asarray(spectrum.power_dbm, dtype=float)
+        n = p_dbm.shape[0]
+        step = float(spectrum.step_freq_mhz)
+        if n < 3 or not math.isfinite(step) or step <= 0 or not np.all(np.isfinite(p_dbm)):
+            self._warn_once(spectrum.sensor, "bad-sweep", "sweep %d of %s dropped: %d points, step %r MHz, non-finite power %s",
+                            spectrum.sweep_number, spectrum.sensor, n, step, not np.all(np.isfinite(p_dbm)))
+            return RfUpdate(t_mono=t, tracks=self._tracks, ended=empty_rf_tracks())
+        if spectrum.calculator not in MODEL_CALCULATORS:
+            self._warn_once(
+                spectrum.sensor, "calculator:" + spectrum.calculator,
+                "%s sends %r traces; CFAR thresholds assume the mean of %d looks per bin, "
+                "so the false-alarm rate will be higher than configured",
+                spectrum.sensor, spectrum.calculator, self.settings.cfar.looks,
+            )
+        freq = spectrum.freq_mhz
+        results = []
+        ended = []
+        for name, sel in self._segments(spectrum, freq):
+            band = self._band(spectrum.sensor, name, float(freq[sel][0]), step, int(np.count_nonzero(sel)))
+            f, dbm = freq[sel], p_dbm[sel]
+            p = dbm_to_mw(dbm)
+            detected, threshold, floor = band.detector.detect(p, t)
+            emitters = merge_cells(detected, f, p, floor, self.settings.emitters)
+            res = band.tracker.step(emitters, t, cells=f.shape[0], step_mhz=step, pfa=self.settings.cfar.pfa)
+            ended.append(res.ended)
+            results.append(
+                BandResult(
+                    sensor=spectrum.sensor, band=name, t_mono=t, freq_mhz=f, power_dbm=dbm,
+                    floor_dbm=mw_to_dbm(floor), threshold_dbm=mw_to_dbm(threshold), detected=detected,
+                    emitters=emitters,
+                )
+            )
+        self.sweeps += 1
+        return self._update(t, ended, tuple(results))
+
+    def expire(self, t_mono: float) -> RfUpdate:
+        """Apply the time rules to every band (call it periodically: a sensor that stops
+        sending must not leave its tracks alive)."""
+        t = float(t_mono)
+        return self._update(t, [b.tracker.expire(t).ended for b in self._bands.values()], ())
+
+    def end_all(self, t_mono: float) -> RfUpdate:
+        """End every live RF track (the daemon is stopping)."""
+        t = float(t_mono)
+        return self._update(t, [b.tracker.end_all(t).ended for b in self._bands.values()], ())
+
+    # -- internals -------------------------------------------------------------------
+
+    def _update(self, t: float, ended: list[np.ndarray], bands: tuple[BandResult, ...]) -> RfUpdate:
+        tracks = np.concatenate([empty_rf_tracks()] + [b.tracker.tracks for b in self._bands.values()])
+        tracks.flags.writeable = False
+        self._tracks = tracks
+        ended_all = np.concatenate([empty_rf_tracks(), *ended])
+        ended_all.flags.writeable = False
+        return RfUpdate(t_mono=t, tracks=tracks, ended=ended_all, bands=bands)
+
+    def _segments(self, spectrum: Spectrum, freq: np.ndarray) -> list[tuple[str, np.ndarray]]:
+        """(band name, boolean cell mask) of each band the sweep covers with 3+ cells."""
+        plan = self.settings.bands
+        if not plan:
+            return [(spectrum.band or "sweep", np.ones(freq.shape[0], dtype=bool))]
+        out = []
+        eps = 1e-9 * max(1.0, float(np.max(np.abs(freq))))
+        for b in plan:
+            sel = (freq >= b.start_mhz - eps) & (freq <= b.stop_mhz + eps)
+            if np.count_nonzero(sel) >= 3:
+                out.append((b.name, sel))
+        if not out:
+            self._warn_once(
+                spectrum.sensor, f"outside:{spectrum.band}",
+                "%s sweep %.3f-%.3f MHz (band %r) covers no band of the RF band plan with 3 or more points",
+                spectrum.sensor, float(freq[0]), float(freq[-1]), spectrum.band,
+            )
+        return out
+
+    def _band(self, sensor: str, name: str, f0: float, step: float, n: int) -> _Band:
+        key = (sensor, name)
+        grid = (round(f0, 6), round(step, 9), n)
+        band = self._bands.get(key)
+        if band is None:
+            index = len(self.band_keys)
+            self.band_keys.append(key)
+            tracker = BandTracker(index, self.settings.tracking, self.settings.classify, self.ids)
+            band = _Band(index, grid, BandDetector(self.cfar, self.settings.floor, n, step, self.settings.emitters.bridge_pfa), tracker)
+            self._bands[key] = band
+        elif band.grid != grid:
+            log.info("%s band %s: sweep grid changed %s -> %s, noise floor relearnt", sensor, name, band.grid, grid)
+            band.grid = grid
+            band.detector = BandDetector(self.cfar, self.settings.floor, n, step, self.settings.emitters.bridge_pfa)
+        return band
+
+    def _warn_once(self, sensor: str, what: str, msg: str, *args: object) -> None:
+        if (sensor, what) not in self._warned:
+            self._warned.add((sensor, what))
+            log.warning(msg, *args)

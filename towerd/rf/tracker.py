@@ -1,0 +1,477 @@
+"""RF emitter tracks: sweep-to-sweep association, M-of-N persistence, hopping sets.
+
+One :class:`BandTracker` per (sensor, band). Each sweep of its band it:
+
+1. associates the sweep's emitters with its live single-emitter tracks by centre
+   frequency and bandwidth (gates ``|Δf| ≤ max(freq_tolerance_mhz, 1.5 cells,
+   freq_tolerance_fraction · wider bandwidth)`` and ``|Δbw| ≤
+   max(bandwidth_tolerance_mhz, 2 cells, bandwidth_tolerance_fraction · wider
+   bandwidth)``; cost
+   ``(Δf/tol_f)² + (Δbw/tol_bw)²``; global nearest neighbour by
+   ``linear_sum_assignment`` with a miss column per track);
+2. updates hit tracks (exponential smoothing of centre, bandwidth and power with weight
+   ``smoothing``; exponentially weighted standard deviations of centre and bandwidth),
+   counts a miss on the others, and starts a TENTATIVE track on each emitter left over;
+3. feeds narrow emitters (``hop_max_bandwidth_mhz``) that are not a continuous carrier to
+   the band's hopping-set detector: over the last ``hop_window_s`` their centres are
+   grouped into channels (``hop_channel_tolerance_mhz``); a channel is *revisited* when
+   hit twice or more. A hopping set is present when at least ``hop_min_channels``
+   channels are revisited, spanning at least ``hop_min_span_mhz``, and more than noise
+   alone would give: with the band's per-cell false-alarm probability p, S sweeps in
+   the window and c cells per channel, a channel is revisited by noise with probability
+   P(Poisson(p S c) ≥ 2), and the count must exceed the (1 − ``hop_false_alarm``)
+   Poisson quantile of (cells / c) such channels. One hopping-set track per band
+   (``comb``), hit on the sweeps where the set is present; once it is confirmed, narrow
+   emitters inside its span start no tracks of their own and the narrow tracks there
+   that are not continuous carriers (its hops, re-hit now and then) are ended;
+4. persistence: a TENTATIVE track is CONFIRMED when hit in ``confirm_hits`` (M) of the
+   band's last ``confirm_window`` (N) sweeps, and dropped after more than
+   ``tentative_max_misses`` consecutive misses. A CONFIRMED track not hit for
+   ``coast_after_s`` is COASTING (CONFIRMED again on its next hit) and ENDED after
+   ``end_after_s`` without a hit;
+5. classifies every live track (:mod:`towerd.rf.classify`).
+
+Track ids come from a counter shared by all band trackers of a processor and are never
+reused. Duty cycle: the fraction of hits over the band's last min(64, sweeps) sweeps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+from towerd.icd import Status
+from towerd.rf.classify import ClassifierSettings, LinkKind, category_of, classify
+from towerd.rf.emitters import EMITTER_DTYPE
+from towerd.schema import spec
+
+log = logging.getLogger(__name__)
+
+HISTORY_BITS = 64
+
+RF_TRACK_DTYPE = np.dtype(
+    [
+        ("rf_track_id", "<u4"),  # never reused (shared counter of the processor)
+        ("status", "u1"),  # towerd.icd.Status
+        ("kind", "u1"),  # towerd.rf.classify.LinkKind
+        ("category", "u1"),  # towerd.icd.Category: uas for drone links, else unknown
+        ("confidence", "u1"),  # 0..100, confidence in the category (0 for non-drone kinds)
+        ("comb", "?"),  # True: a hopping set (many narrow emitters), not one emitter
+        ("band", "<i2"),  # index of (sensor, band) in RfProcessor.band_keys
+        ("centre_mhz", "<f8"),  # smoothed centre; hopping set: middle of its channel span
+        ("bandwidth_mhz", "<f8"),  # smoothed occupied bandwidth; hopping set: its span plus one hop
+        ("power_dbm", "<f8"),  # smoothed mean power per resolution bandwidth over the occupied cells
+        ("peak_dbm", "<f8"),  # peak cell of the last hit
+        ("snr_db", "<f8"),  # last hit's mean power over the noise floor
+        ("centre_excess_db", "<f8"),  # smoothed spectral peakedness (see emitters); NaN if unknown
+        ("centre_std_mhz", "<f8"),  # exponentially weighted std of the centre (drift / hopping)
+        ("bandwidth_std_mhz", "<f8"),  # same for the bandwidth
+        ("centre_min_mhz", "<f8"),  # lowest centre seen (hopping set: lowest channel)
+        ("centre_max_mhz", "<f8"),  # highest centre seen (hopping set: highest channel)
+        ("channels", "<u2"),  # hopping set: revisited channels in the window; 1 otherwise
+        ("channel_spacing_mhz", "<f8"),  # hopping set: median gap between adjacent channels; NaN otherwise
+        ("hits", "<u4"),  # sweeps with a hit
+        ("sweeps", "<u4"),  # sweeps of the band since the track started (including its first)
+        ("misses", "<u2"),  # consecutive sweeps without a hit
+        ("hit_history", "<u8"),  # bit i: hit i sweeps of the band ago (bit 0 the latest)
+        ("duty", "<f8"),  # hits / sweeps over the last min(64, sweeps) sweeps
+        ("first_seen_mono", "<f8"),  # monotonic s of the first hit
+        ("last_seen_mono", "<f8"),  # monotonic s of the latest hit
+        ("t_mono", "<f8"),  # monotonic s of the track's latest update (hit or miss)
+    ]
+)
+"""One row per RF track."""
+
+
+def empty_rf_tracks(n: int = 0) -> np.ndarray:
+    """RF_TRACK_DTYPE rows with NaN in every optional float field."""
+    t = np.zeros(n, dtype=RF_TRACK_DTYPE)
+    for name in ("centre_excess_db", "channel_spacing_mhz", "snr_db"):
+        t[name] = np.nan
+    t["channels"] = 1
+    return t
+
+
+@dataclass(frozen=True)
+class RfTrackingSettings:
+    """Emitter tracking and persistence (see :mod:`towerd.rf.tracker`)."""
+
+    confirm_hits: int = spec(3, doc="M of M-of-N: hits to confirm a track", lo=1, hi=64)
+    confirm_window: int = spec(4, doc="N of M-of-N: within this many sweeps of its band", lo=1, hi=64)
+    tentative_max_misses: int = spec(2, doc="consecutive misses that drop a tentative track", lo=0, hi=64)
+    coast_after_s: float = spec(3.0, doc="time without a hit that makes a track coasting", unit="s", lo=0.0, hi=3600.0)
+    end_after_s: float = spec(15.0, doc="time without a hit that ends a track", unit="s", lo=0.1, hi=86400.0)
+    freq_tolerance_mhz: float = spec(
+        0.3, doc="association gate on centre frequency, at least (and at least 1.5 cells)", unit="MHz", lo=0.001, hi=100.0
+    )
+    freq_tolerance_fraction: float = spec(
+        0.25, doc="association gate on centre frequency, fraction of the wider bandwidth", lo=0.0, hi=2.0
+    )
+    bandwidth_tolerance_mhz: float = spec(
+        0.5, doc="association gate on bandwidth, at least (and at least 2 cells)", unit="MHz", lo=0.001, hi=100.0
+    )
+    bandwidth_tolerance_fraction: float = spec(
+        0.5, doc="association gate on bandwidth, fraction of the wider bandwidth", lo=0.0, hi=2.0
+    )
+    smoothing: float = spec(0.3, doc="weight of a new hit in the smoothed centre, bandwidth and power", lo=0.01, hi=1.0)
+    shape_smoothing: float = spec(
+        0.1, doc="weight of a new hit in the smoothed spectral peakedness (analog vs OFDM)", lo=0.01, hi=1.0
+    )
+    hop_max_bandwidth_mhz: float = spec(1.5, doc="emitters up to this wide may be hops of a hopping link", unit="MHz", lo=0.01, hi=20.0)
+    hop_window_s: float = spec(5.0, doc="time over which hops are collected", unit="s", lo=0.1, hi=600.0)
+    hop_channel_tolerance_mhz: float = spec(
+        0.2, doc="hops this close are one channel (well below half the channel spacing: ELRS 915 is 0.6 MHz)",
+        unit="MHz", lo=0.001, hi=10.0,
+    )
+    hop_min_channels: int = spec(6, doc="revisited channels that make a hopping set", lo=2, hi=256)
+    hop_min_span_mhz: float = spec(4.0, doc="span of a hopping set's channels, at least", unit="MHz", lo=0.0, hi=1000.0)
+    hop_false_alarm: float = spec(
+        1e-6, doc="chance that noise false alarms alone pass the hopping-set test", lo=1e-12, hi=1e-2
+    )
+    hop_buffer_max: int = spec(4096, doc="hops kept per band at most (oldest dropped)", lo=64, hi=1_000_000)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.confirm_hits <= self.confirm_window <= HISTORY_BITS:
+            raise ValueError(
+                f"need 1 <= confirm_hits <= confirm_window <= {HISTORY_BITS}, got "
+                f"{self.confirm_hits} of {self.confirm_window}"
+            )
+        if self.coast_after_s >= self.end_after_s:
+            raise ValueError(f"coast_after_s ({self.coast_after_s}) must be below end_after_s ({self.end_after_s})")
+
+
+class TrackIds:
+    """Monotonic id counter shared by the band trackers of one processor."""
+
+    def __init__(self, first: int) -> None:
+        if not 0 < first <= 0xFFFFFFFF:
+            raise ValueError(f"first track id {first} is not a positive u32")
+        self.next = int(first)
+
+    def take(self, n: int) -> np.ndarray:
+        """``n`` fresh ids."""
+        if self.next + n - 1 > 0xFFFFFFFF:
+            raise OverflowError("RF track ids exhausted")
+        ids = np.arange(self.next, self.next + n, dtype=np.uint32)
+        self.next += n
+        return ids
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per element of a u8 array."""
+    x = np.asarray(x, dtype=np.uint64)
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int64)
+    return np.unpackbits(x.reshape(-1, 1).view(np.uint8), axis=1).sum(axis=1).reshape(x.shape).astype(np.int64)
+
+
+def _window_mask(n: np.ndarray | int) -> np.ndarray:
+    """u8 mask of the lowest ``n`` bits (n in 0..64)."""
+    n = np.asarray(n, dtype=np.int64)
+    full = n >= HISTORY_BITS
+    m = (np.uint64(1) << np.minimum(n, HISTORY_BITS - 1).astype(np.uint64)) - np.uint64(1)
+    return np.where(full, np.uint64(0xFFFFFFFFFFFFFFFF), m).astype(np.uint64)
+
+
+@dataclass(frozen=True, eq=False)
+class BandStep:
+    """What one band tracker call produced: live tracks after it and the tracks it ended
+    (status ENDED, last state), both RF_TRACK_DTYPE."""
+
+    tracks: np.ndarray
+    ended: np.ndarray
+
+
+class BandTracker:
+    """The RF tracks of one (sensor, band): see the module docstring."""
+
+    def __init__(
+        self,
+        band: int,
+        settings: RfTrackingSettings,
+        classifier: ClassifierSettings,
+        ids: TrackIds,
+    ) -> None:
+        self.band = int(band)
+        self.settings = settings
+        self.classifier = classifier
+        self.ids = ids
+        self.tracks = empty_rf_tracks()
+        s = settings
+        self._hop_t = np.zeros(0)
+        self._hop_f = np.zeros(0)
+        self._hop_bw = np.zeros(0)
+        self._hop_dbm = np.zeros(0)
+        self._sweep_t = np.zeros(0)  # times of this band's sweeps within the hop window
+        self._confirm_mask = _window_mask(s.confirm_window)
+
+    # -- one sweep ----------------------------------------------------------------------
+
+    def step(self, emitters: np.ndarray, t_mono: float, *, cells: int, step_mhz: float, pfa: float) -> BandStep:
+        """Fold one sweep's ``emitters`` (EMITTER_DTYPE) of this band in at ``t_mono``.
+        ``cells``, ``step_mhz``: the band segment's grid; ``pfa``: the detector's per-cell
+        false-alarm probability (for the hopping-set noise guard)."""
+        s = self.settings
+        t = float(t_mono)
+        tr = self.tracks.copy()
+        single = ~tr["comb"]
+        single_rows = np.flatnonzero(single)
+        ti, ei = self._associate(tr[single_rows], emitters, step_mhz)
+        ti = single_rows[ti]
+
+        hit = np.zeros(tr.shape[0], dtype=bool)
+        hit[ti] = True
+        self._update_hits(tr, ti, emitters[ei], t)
+
+        # Hops: narrow emitters not taken by a continuous narrowband track.
+        continuous = (tr["kind"] == LinkKind.CARRIER) & np.isin(tr["status"], (Status.CONFIRMED, Status.COASTING))
+        taken_by_carrier = np.zeros(emitters.shape[0], dtype=bool)
+        taken_by_carrier[ei[continuous[ti]]] = True
+        narrow = (emitters["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz) & ~taken_by_carrier
+        comb = self._hopping_set(emitters[narrow], t, cells=cells, step_mhz=step_mhz, pfa=pfa)
+
+        comb_rows = np.flatnonzero(tr["comb"])
+        new_rows = []
+        if comb is not None:
+            if comb_rows.size:
+                hit[comb_rows[0]] = True
+                self._update_comb(tr, comb_rows[0], comb, t)
+            else:
+                new_rows.append(self._new_comb(comb, t))
+
+        # Leftover emitters start tentative tracks, except narrow ones inside a confirmed
+        # hopping set's span (its hops).
+        left = np.ones(emitters.shape[0], dtype=bool)
+        left[ei] = False
+        absorbed = np.zeros(tr.shape[0], dtype=bool)
+        for r in comb_rows:
+            if tr["status"][r] in (Status.CONFIRMED, Status.COASTING):
+                lo = tr["centre_min_mhz"][r] - s.hop_channel_tolerance_mhz
+                hi = tr["centre_max_mhz"][r] + s.hop_channel_tolerance_mhz
+                inside = (emitters["centre_mhz"] >= lo) & (emitters["centre_mhz"] <= hi)
+                left &= ~(inside & (emitters["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz))
+                absorbed |= (
+                    ~tr["comb"] & (tr["kind"] != LinkKind.CARRIER)
+                    & (tr["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz)
+                    & (tr["centre_mhz"] >= lo) & (tr["centre_mhz"] <= hi)
+                )
+
+        # Hit / miss bookkeeping for the existing tracks.
+        tr["hit_history"] = (tr["hit_history"] << np.uint64(1)) | hit.astype(np.uint64)
+        tr["sweeps"] += np.uint32(1)
+        tr["misses"] = np.where(hit, 0, np.minimum(tr["misses"].astype(np.int64) + 1, 0xFFFF)).astype(np.uint16)
+        tr["t_mono"] = t
+
+        new = self._new_tracks(emitters[left], t)
+        tr = np.concatenate([tr, *new_rows, new])
+        absorbed = np.concatenate([absorbed, np.zeros(tr.shape[0] - absorbed.shape[0], dtype=bool)])
+        return self._finish(tr, t, absorbed=absorbed)
+
+    def expire(self, t_mono: float) -> BandStep:
+        """Apply the time rules alone (no sweep of this band arrived)."""
+        return self._finish(self.tracks.copy(), float(t_mono), sweep=False)
+
+    def end_all(self, t_mono: float) -> BandStep:
+        """End every live track."""
+        ended = self.tracks.copy()
+        ended["status"] = Status.ENDED
+        ended["t_mono"] = np.maximum(ended["t_mono"], float(t_mono))
+        self.tracks = empty_rf_tracks()
+        return BandStep(tracks=self.tracks, ended=ended)
+
+    # -- parts -------------------------------------------------------------------------
+
+    def _associate(self, tr: np.ndarray, em: np.ndarray, step_mhz: float) -> tuple[np.ndarray, np.ndarray]:
+        """(track rows, emitter rows) of the assigned pairs."""
+        s = self.settings
+        cell = abs(float(step_mhz))
+        nt, ne = tr.shape[0], em.shape[0]
+        if nt == 0 or ne == 0:
+            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+        bw_t = tr["bandwidth_mhz"][:, None]
+        bw_e = em["bandwidth_mhz"][None, :]
+        wider = np.maximum(bw_t, bw_e)
+        tol_f = np.maximum(max(s.freq_tolerance_mhz, 1.5 * cell), s.freq_tolerance_fraction * wider)
+        tol_bw = np.maximum(max(s.bandwidth_tolerance_mhz, 2.0 * cell), s.bandwidth_tolerance_fraction * wider)
+        df = np.abs(tr["centre_mhz"][:, None] - em["centre_mhz"][None, :]) / tol_f
+        dbw = np.abs(bw_t - bw_e) / tol_bw
+        gated = (df <= 1.0) & (dbw <= 1.0)
+        if not np.any(gated):
+            return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
+        cost = np.where(gated, df**2 + dbw**2, np.inf)
+        # [cost | diag(miss)]: always feasible; a miss (cost 2, the gate's corner) competes
+        # with a poor hit.
+        miss = np.full((nt, nt), np.inf)
+        np.fill_diagonal(miss, 2.0 + 1e-9)
+        rows, cols = optimize.linear_sum_assignment(np.hstack([cost, miss]))
+        real = cols < ne
+        return rows[real].astype(np.intp), cols[real].astype(np.intp)
+
+    def _update_hits(self, tr: np.ndarray, ti: np.ndarray, em: np.ndarray, t: float) -> None:
+        if ti.size == 0:
+            return
+        a = self.settings.smoothing
+        for name, src, std in (
+            ("centre_mhz", em["centre_mhz"], "centre_std_mhz"),
+            ("bandwidth_mhz", em["bandwidth_mhz"], "bandwidth_std_mhz"),
+        ):
+            d = src - tr[name][ti]
+            tr[std][ti] = np.sqrt((1.0 - a) * (tr[std][ti] ** 2 + a * d**2))
+            tr[name][ti] += a * d
+        # power smoothed in linear units (a mean of dB values is biased low by fading)
+        p_old = np.power(10.0, tr["power_dbm"][ti] / 10.0)
+        p_new = np.power(10.0, em["mean_dbm"] / 10.0)
+        tr["power_dbm"][ti] = 10.0 * np.log10(p_old + a * (p_new - p_old))
+        # peakedness: a running mean over the first 1/shape_smoothing hits, then exponential
+        ex_old = tr["centre_excess_db"][ti]
+        ex_new = em["centre_excess_db"]
+        b = np.maximum(self.settings.shape_smoothing, 1.0 / (tr["hits"][ti] + 1.0))
+        tr["centre_excess_db"][ti] = np.where(
+            np.isfinite(ex_old) & np.isfinite(ex_new),
+            ex_old + b * (ex_new - ex_old),
+            np.where(np.isfinite(ex_new), ex_new, ex_old),
+        )
+        tr["peak_dbm"][ti] = em["peak_dbm"]
+        tr["snr_db"][ti] = em["snr_db"]
+        tr["centre_min_mhz"][ti] = np.minimum(tr["centre_min_mhz"][ti], em["centre_mhz"])
+        tr["centre_max_mhz"][ti] = np.maximum(tr["centre_max_mhz"][ti], em["centre_mhz"])
+        tr["hits"][ti] += np.uint32(1)
+        tr["last_seen_mono"][ti] = t
+
+    def _new_tracks(self, em: np.ndarray, t: float) -> np.ndarray:
+        n = em.shape[0]
+        new = empty_rf_tracks(n)
+        if n == 0:
+            return new
+        new["rf_track_id"] = self.ids.take(n)
+        new["status"] = Status.TENTATIVE
+        new["band"] = self.band
+        for name in ("centre_mhz", "centre_min_mhz", "centre_max_mhz"):
+            new[name] = em["centre_mhz"]
+        new["bandwidth_mhz"] = em["bandwidth_mhz"]
+        new["power_dbm"] = em["mean_dbm"]
+        new["peak_dbm"] = em["peak_dbm"]
+        new["snr_db"] = em["snr_db"]
+        new["centre_excess_db"] = em["centre_excess_db"]
+        new["hits"] = 1
+        new["sweeps"] = 1
+        new["hit_history"] = 1
+        new["first_seen_mono"] = t
+        new["last_seen_mono"] = t
+        new["t_mono"] = t
+        return new
+
+    # -- hopping sets -------------------------------------------------------------------
+
+    def _hopping_set(self, hops: np.ndarray, t: float, *, cells: int, step_mhz: float, pfa: float) -> dict | None:
+        """Add this sweep's candidate hops, drop old ones, and describe the hopping set if
+        one is present (else None)."""
+        s = self.settings
+        keep = self._hop_t > t - s.hop_window_s
+        self._hop_t = np.concatenate([self._hop_t[keep], np.full(hops.shape[0], t)])[-s.hop_buffer_max:]
+        self._hop_f = np.concatenate([self._hop_f[keep], hops["centre_mhz"]])[-s.hop_buffer_max:]
+        self._hop_bw = np.concatenate([self._hop_bw[keep], hops["bandwidth_mhz"]])[-s.hop_buffer_max:]
+        self._hop_dbm = np.concatenate([self._hop_dbm[keep], hops["mean_dbm"]])[-s.hop_buffer_max:]
+        self._sweep_t = np.append(self._sweep_t[self._sweep_t > t - s.hop_window_s], t)
+        if self._hop_f.shape[0] < 2 * s.hop_min_channels:
+            return None
+        order = np.argsort(self._hop_f, kind="stable")
+        f = self._hop_f[order]
+        label = np.concatenate(([0], np.cumsum(np.diff(f) > s.hop_channel_tolerance_mhz)))
+        counts = np.bincount(label)
+        centres = np.bincount(label, weights=f) / counts
+        revisited = counts >= 2
+        n_rev = int(np.count_nonzero(revisited))
+        if n_rev < s.hop_min_channels:
+            return None
+        ch = centres[revisited]
+        span = float(ch[-1] - ch[0])
+        if span < s.hop_min_span_mhz:
+            return None
+        # Noise guard: revisited channels that false alarms alone would give.
+        c = max(1.0, 2.0 * s.hop_channel_tolerance_mhz / max(abs(step_mhz), 1e-9) + 1.0)
+        lam = pfa * self._sweep_t.shape[0] * c
+        p_rev = float(stats.poisson.sf(1, lam))
+        expected = cells / c * p_rev
+        need = float(stats.poisson.isf(s.hop_false_alarm, expected)) + 1.0 if expected > 0 else 0.0
+        if n_rev < need:
+            log.debug("band %d: %d revisited channels, noise alone could give %.0f", self.band, n_rev, need)
+            return None
+        in_set = revisited[label]
+        return {
+            "channels": n_rev,
+            "low": float(ch[0]),
+            "high": float(ch[-1]),
+            "spacing": float(np.median(np.diff(ch))) if n_rev > 1 else math.nan,
+            "hop_bw": float(np.median(self._hop_bw[order][in_set])),
+            "power_dbm": float(np.median(self._hop_dbm[order][in_set])),
+        }
+
+    def _comb_fields(self, row: np.ndarray, comb: dict) -> None:
+        row["centre_mhz"] = 0.5 * (comb["low"] + comb["high"])
+        row["bandwidth_mhz"] = comb["high"] - comb["low"] + comb["hop_bw"]
+        row["power_dbm"] = comb["power_dbm"]
+        row["peak_dbm"] = comb["power_dbm"]
+        row["centre_min_mhz"] = comb["low"]
+        row["centre_max_mhz"] = comb["high"]
+        row["channels"] = min(comb["channels"], 0xFFFF)
+        row["channel_spacing_mhz"] = comb["spacing"]
+
+    def _update_comb(self, tr: np.ndarray, r: int, comb: dict, t: float) -> None:
+        row = tr[r : r + 1]
+        self._comb_fields(row, comb)
+        row["hits"] += np.uint32(1)
+        row["last_seen_mono"] = t
+
+    def _new_comb(self, comb: dict, t: float) -> np.ndarray:
+        row = empty_rf_tracks(1)
+        row["rf_track_id"] = self.ids.take(1)
+        row["status"] = Status.TENTATIVE
+        row["comb"] = True
+        row["band"] = self.band
+        self._comb_fields(row, comb)
+        row["hits"] = 1
+        row["sweeps"] = 1
+        row["hit_history"] = 1
+        row["first_seen_mono"] = t
+        row["last_seen_mono"] = t
+        row["t_mono"] = t
+        return row
+
+    # -- status rules --------------------------------------------------------------------
+
+    def _finish(self, tr: np.ndarray, t: float, sweep: bool = True, absorbed: np.ndarray | None = None) -> BandStep:
+        """Duty, confirmation, coasting, ending (plus the ``absorbed`` rows), classes."""
+        s = self.settings
+        n_hist = np.minimum(tr["sweeps"].astype(np.int64), HISTORY_BITS)
+        tr["duty"] = popcount(tr["hit_history"] & _window_mask(n_hist)) / np.maximum(n_hist, 1)
+
+        tentative = tr["status"] == Status.TENTATIVE
+        if sweep:
+            confirm = tentative & (popcount(tr["hit_history"] & self._confirm_mask) >= s.confirm_hits)
+            tr["status"][confirm] = Status.CONFIRMED
+            tentative &= ~confirm
+        since = t - tr["last_seen_mono"]
+        established = ~tentative
+        tr["status"][established] = np.where(since[established] > s.coast_after_s, Status.COASTING, Status.CONFIRMED)
+        drop = tentative & ((tr["misses"] > s.tentative_max_misses) | (since > s.end_after_s))
+        end = established & (since > s.end_after_s)
+        gone = drop | end
+        if absorbed is not None:
+            gone |= absorbed
+
+        kind, conf = classify(tr, self.classifier, s.hop_min_channels)
+        tr["kind"] = kind
+        tr["confidence"] = conf
+        tr["category"] = category_of(kind)
+
+        ended = tr[gone].copy()
+        ended["status"] = Status.ENDED
+        self.tracks = tr[~gone]
+        if np.any(end):
+            log.debug("band %d: ended RF tracks %s", self.band, tr["rf_track_id"][end].tolist())
+        return BandStep(tracks=self.tracks, ended=ended)
