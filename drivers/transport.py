@@ -96,14 +96,14 @@ def _read(path: str) -> str:
         return ""
 
 
-def stable_names(path: str) -> list[str]:
-    """Symlinks under /dev/serial/by-id and /dev/towerd that point at the same device."""
+def stable_names(path: str, dirs: tuple[str, ...] = (TOWERD_DIR, BY_ID_DIR)) -> list[str]:
+    """Symlinks under ``dirs`` (/dev/towerd, /dev/serial/by-id) that point at the same device."""
     try:
         target = os.path.realpath(path)
     except OSError:
         return []
     names = []
-    for directory in (TOWERD_DIR, BY_ID_DIR):
+    for directory in dirs:
         d = Path(directory)
         if not d.is_dir():
             continue
@@ -116,14 +116,14 @@ def stable_names(path: str) -> list[str]:
     return names
 
 
-def unstable_name_hint(path: str) -> str | None:
+def unstable_name_hint(path: str, dirs: tuple[str, ...] = (TOWERD_DIR, BY_ID_DIR)) -> str | None:
     """A warning when ``path`` is a bare /dev/ttyUSBn or /dev/ttyACMn, else None.
 
     The kernel numbers these in plug order, so after a reboot or a replug the radar can
     become the other port (and TI's two XDS110 ports can swap)."""
     if not _UNSTABLE.match(path):
         return None
-    names = stable_names(path)
+    names = stable_names(path, dirs)
     suggestion = (
         f"use {names[0]}" + (f" (or {', '.join(names[1:])})" if len(names) > 1 else "")
         if names
