@@ -17,6 +17,12 @@ Paths:
 Time wraps: with ``duration_s`` set, time t means scenario time ``t mod duration_s``
 (the scenario repeats so a demo can run indefinitely); with ``duration_s`` None time
 never wraps and each target lives as long as its path.
+
+Radio: a target may carry :class:`Emitter` s (its control and video links), on the air
+while the target is present; fixed :class:`Interferer` s (Wi-Fi access points, ...) stand
+still. An emitter is a flat spectrum ``bandwidth_mhz`` wide around each of its
+``centres_mhz`` (several centres: it hops among them), radiating ``tx_power_dbm`` EIRP for
+``duty_cycle`` of the time. How much of that a receiver sees is the emulator's business.
 """
 
 from __future__ import annotations
@@ -120,6 +126,75 @@ class OrbitPath:
         return True, pos, vel
 
 
+EMITTER_KINDS = ("ocusync", "elrs", "analog_video", "droneid", "wifi", "cw")
+
+ELRS_FCC915_MHZ = tuple(round(903.5 + 0.6 * i, 3) for i in range(40))
+"""ExpressLRS FCC915: 40 LoRa channels, 903.5-926.9 MHz."""
+ELRS_EU868_MHZ = tuple(round(863.275 + 0.525 * i, 3) for i in range(13))
+"""ExpressLRS EU868: 13 LoRa channels, 863.275-869.575 MHz."""
+
+EMITTER_DEFAULTS: dict[str, dict[str, Any]] = {
+    # DJI OcuSync downlink: OFDM, 10 or 20 MHz on a 1 MHz grid, 2405.5-2477.5 (and 5.8 GHz).
+    "ocusync": {"centres_mhz": (2459.5,), "bandwidth_mhz": 10.0, "tx_power_dbm": 20.0, "duty_cycle": 1.0},
+    # ExpressLRS control: LoRa 500 kHz hopping every few packets over its channel set.
+    "elrs": {"centres_mhz": ELRS_FCC915_MHZ, "bandwidth_mhz": 0.5, "tx_power_dbm": 20.0, "duty_cycle": 0.25},
+    # Analog FPV video, continuous, 8-20 MHz wide (Raceband R5 by default).
+    "analog_video": {"centres_mhz": (5806.0,), "bandwidth_mhz": 16.0, "tx_power_dbm": 25.0, "duty_cycle": 1.0},
+    # DJI DroneID: ~600 us bursts ~10 MHz wide every ~600 ms on a few fixed carriers.
+    "droneid": {"centres_mhz": (2414.5, 2429.5, 2444.5, 2459.5), "bandwidth_mhz": 10.0, "tx_power_dbm": 20.0,
+                "duty_cycle": 0.001},
+    # 802.11 access point on channel 6, busy a third of the time.
+    "wifi": {"centres_mhz": (2437.0,), "bandwidth_mhz": 20.0, "tx_power_dbm": 20.0, "duty_cycle": 0.3},
+    # An unmodulated carrier; give its centre.
+    "cw": {"centres_mhz": (433.92,), "bandwidth_mhz": 0.01, "tx_power_dbm": 0.0, "duty_cycle": 1.0},
+}
+"""Per kind: what a YAML emitter that leaves a key out gets (detection-and-tracking notes)."""
+
+
+@dataclass(frozen=True)
+class Emitter:
+    """A transmitter: flat spectrum ``bandwidth_mhz`` wide around each centre; with several
+    centres it hops and is on each one ``duty_cycle / len(centres_mhz)`` of the time."""
+
+    kind: str  # one of EMITTER_KINDS
+    centres_mhz: tuple[float, ...]
+    bandwidth_mhz: float
+    tx_power_dbm: float  # EIRP
+    duty_cycle: float  # fraction of time on the air, (0, 1]
+
+    def __post_init__(self) -> None:
+        if self.kind not in EMITTER_KINDS:
+            raise ValueError(f"emitter kind must be one of {', '.join(EMITTER_KINDS)}")
+        if not self.centres_mhz or not all(math.isfinite(c) and 0 < c < 100_000 for c in self.centres_mhz):
+            raise ValueError("centres_mhz must list at least one frequency in (0, 100000) MHz")
+        if not (math.isfinite(self.bandwidth_mhz) and 0 < self.bandwidth_mhz <= 1000):
+            raise ValueError("bandwidth_mhz must be in (0, 1000]")
+        if not (math.isfinite(self.tx_power_dbm) and -50 <= self.tx_power_dbm <= 60):
+            raise ValueError("tx_power_dbm must be in [-50, 60]")
+        if not 0 < self.duty_cycle <= 1:
+            raise ValueError("duty_cycle must be in (0, 1]")
+
+    @classmethod
+    def of(cls, kind: str, **overrides: Any) -> "Emitter":
+        """An emitter of ``kind`` with EMITTER_DEFAULTS for every value not given."""
+        if kind not in EMITTER_DEFAULTS:
+            raise ValueError(f"emitter kind must be one of {', '.join(EMITTER_KINDS)}")
+        values = {**EMITTER_DEFAULTS[kind], **overrides}
+        values["centres_mhz"] = tuple(float(c) for c in values["centres_mhz"])
+        return cls(kind=kind, **values)
+
+
+@dataclass(frozen=True)
+class Interferer:
+    """A fixed transmitter that is not a target (an access point, a telemetry link)."""
+
+    name: str
+    east_m: float
+    north_m: float
+    up_m: float
+    emitter: Emitter
+
+
 @dataclass(frozen=True)
 class Target:
     """One moving object of the scenario."""
@@ -128,12 +203,15 @@ class Target:
     kind: str  # one of TARGET_KINDS
     rcs_dbsm: float  # radar cross-section, dB relative to 1 m²
     path: WaypointPath | OrbitPath
+    emitters: tuple[Emitter, ...] = ()  # on the air while the target is present
 
     def __post_init__(self) -> None:
         if self.kind not in TARGET_KINDS:
             raise ValueError(f"kind must be one of {', '.join(TARGET_KINDS)}")
         if not 0 < len(self.name) <= 32:
             raise ValueError("name must have 1 to 32 characters")
+        if not all(isinstance(e, Emitter) for e in self.emitters):
+            raise ValueError("emitters must be Emitter instances")
 
     def state(self, t: float) -> tuple[bool, np.ndarray, np.ndarray]:
         """(present, pos_enu_m (3,), vel_enu_mps (3,)) at path time ``t`` s (no wrapping)."""
@@ -175,6 +253,7 @@ class Scenario:
     false_alarms_per_frame: float = 0.0  # Poisson mean per sensor frame
     noise: MeasurementNoise = MeasurementNoise()
     duration_s: float | None = None  # time wraps modulo this; None: no wrap
+    interferers: tuple[Interferer, ...] = ()  # fixed transmitters
 
     def __post_init__(self) -> None:
         if not self.false_alarms_per_frame >= 0:
@@ -220,6 +299,20 @@ class Scenario:
         if i < len(truth):
             return float(dist[i]), str(truth["name"][i]), str(truth["kind"][i])
         return float(dist[i]), f"clutter-{i - len(truth)}", "clutter"
+
+    def emitters_at(self, t_s: float) -> list[tuple[Emitter, np.ndarray]]:
+        """Every emitter on the air at elapsed time ``t_s`` with its ENU position (3,) m:
+        those of present targets, then the interferers."""
+        t = self.scenario_time(t_s)
+        out: list[tuple[Emitter, np.ndarray]] = []
+        for target in self.targets:
+            if target.emitters:
+                present, pos, _ = target.state(t)
+                if present:
+                    out.extend((e, pos) for e in target.emitters)
+        for inter in self.interferers:
+            out.append((inter.emitter, np.array([inter.east_m, inter.north_m, inter.up_m], dtype=float)))
+        return out
 
     def rcs_dbsm(self, names: np.ndarray) -> np.ndarray:
         """RCS (n,) dBsm of the targets named in ``names`` (e.g. ``truth(t)["name"]``)."""
@@ -287,11 +380,64 @@ def _pair_or_quad(value: Any, size: int, full: str, problems: _Problems) -> tupl
 
 
 _TOP_KEYS = {"name": False, "duration_s": False, "false_alarms_per_frame": False, "noise": False,
-             "clutter": False, "targets": True}
+             "clutter": False, "targets": True, "interferers": False}
 _NOISE_KEYS = {"range_sigma_m": False, "azimuth_sigma_deg": False, "elevation_sigma_deg": False,
                "doppler_sigma_mps": False}
 _CLUTTER_KEYS = {"east_m": True, "north_m": True, "up_m": True, "rcs_dbsm": True}
-_TARGET_KEYS = {"name": True, "kind": True, "rcs_dbsm": True, "waypoints": False, "orbit": False}
+_TARGET_KEYS = {"name": True, "kind": True, "rcs_dbsm": True, "waypoints": False, "orbit": False,
+                "emitters": False}
+_EMITTER_KEYS = {"kind": True, "centre_mhz": False, "bandwidth_mhz": False, "tx_power_dbm": False,
+                 "duty_cycle": False}
+_INTERFERER_KEYS = {"name": True, "east_m": True, "north_m": True, "up_m": True, **_EMITTER_KEYS}
+
+
+def _parse_emitter(m: dict, key: str, problems: _Problems) -> Emitter | None:
+    """Emitter fields of mapping ``m`` (already checked for unknown keys); defaults by kind."""
+    before = len(problems.items)
+    kind = m.get("kind")
+    if kind not in EMITTER_KINDS:
+        problems.add(f"{key}.kind", f"must be one of {', '.join(EMITTER_KINDS)}, got {kind!r}")
+        return None
+    values: dict[str, Any] = {}
+    if "centre_mhz" in m:
+        raw = m["centre_mhz"]
+        items = raw if isinstance(raw, list) else [raw]
+        if not items or not all(_is_number(c) and c > 0 for c in items):
+            problems.add(f"{key}.centre_mhz", f"must be a frequency or a list of frequencies > 0, got {raw!r}")
+        else:
+            values["centres_mhz"] = tuple(float(c) for c in items)
+    bw = _number(m, "bandwidth_mhz", key, problems, positive=True)
+    tx = _number(m, "tx_power_dbm", key, problems)
+    duty = _number(m, "duty_cycle", key, problems, positive=True)
+    if duty is not None and duty > 1:
+        problems.add(f"{key}.duty_cycle", f"must be in (0, 1], got {duty!r}")
+    if len(problems.items) != before:
+        return None
+    for name, value in (("bandwidth_mhz", bw), ("tx_power_dbm", tx), ("duty_cycle", duty)):
+        if value is not None:
+            values[name] = value
+    try:
+        return Emitter.of(kind, **values)
+    except ValueError as exc:
+        problems.add(key, str(exc))
+        return None
+
+
+def _parse_emitters(raw: Any, key: str, problems: _Problems) -> tuple[Emitter, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        problems.add(key, "must be a list of emitters")
+        return ()
+    out = []
+    for i, item in enumerate(raw):
+        ikey = f"{key}[{i}]"
+        m = _mapping(item, ikey, _EMITTER_KEYS, problems)
+        if m is not None:
+            emitter = _parse_emitter(m, ikey, problems)
+            if emitter is not None:
+                out.append(emitter)
+    return tuple(out)
 _ORBIT_KEYS = {"centre_enu_m": True, "radius_m": True, "speed_mps": True, "start_deg": False, "up_m": False,
                "t_start_s": False, "t_end_s": False}
 
@@ -308,6 +454,7 @@ def _parse_target(raw: Any, key: str, problems: _Problems) -> Target | None:
     if "kind" in m and kind not in TARGET_KINDS:
         problems.add(f"{key}.kind", f"must be one of {', '.join(TARGET_KINDS)}, got {kind!r}")
     rcs = _number(m, "rcs_dbsm", key, problems)
+    emitters = _parse_emitters(m.get("emitters"), f"{key}.emitters", problems)
     path: WaypointPath | OrbitPath | None = None
     if ("waypoints" in m) == ("orbit" in m):
         problems.add(key, "needs exactly one of 'waypoints' or 'orbit'")
@@ -342,7 +489,7 @@ def _parse_target(raw: Any, key: str, problems: _Problems) -> Target | None:
                 path = OrbitPath(centre, radius, speed, start, up, t_start, t_end)  # type: ignore[arg-type]
     if len(problems.items) != before or path is None or rcs is None:
         return None
-    return Target(name=name, kind=kind, rcs_dbsm=rcs, path=path)
+    return Target(name=name, kind=kind, rcs_dbsm=rcs, path=path, emitters=emitters)
 
 
 def parse_scenario(raw: Any, source: str, default_name: str = "scenario") -> Scenario:
@@ -391,10 +538,29 @@ def parse_scenario(raw: Any, source: str, default_name: str = "scenario") -> Sce
                 problems.add(f"targets[{i}].name", f"duplicate target name {target.name!r}")
             seen.add(target.name)
             targets.append(target)
+    interferers: list[Interferer] = []
+    raw_inter = top.get("interferers", [])
+    if raw_inter is None:
+        raw_inter = []
+    if not isinstance(raw_inter, list):
+        problems.add("interferers", "must be a list")
+    else:
+        for i, item in enumerate(raw_inter):
+            ikey = f"interferers[{i}]"
+            im = _mapping(item, ikey, _INTERFERER_KEYS, problems)
+            if im is None:
+                continue
+            iname = im.get("name")
+            if "name" in im and (not isinstance(iname, str) or not 0 < len(iname) <= 32):
+                problems.add(f"{ikey}.name", f"must be a string of 1 to 32 characters, got {iname!r}")
+            where = [_number(im, k, ikey, problems) for k in ("east_m", "north_m", "up_m")]
+            emitter = _parse_emitter(im, ikey, problems)
+            if emitter is not None and None not in where and isinstance(iname, str):
+                interferers.append(Interferer(iname, *where, emitter))  # type: ignore[arg-type]
     if problems.items:
         raise ConfigError(problems.items)
     return Scenario(name=name, targets=tuple(targets), clutter=tuple(clutter), false_alarms_per_frame=fa,
-                    noise=noise, duration_s=duration)
+                    noise=noise, duration_s=duration, interferers=tuple(interferers))
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -421,7 +587,8 @@ def builtin_scenario(name: str) -> Scenario:
 
 def _demo() -> Scenario:
     """Three small drones for a radar at (0, 0, 10) m ENU looking north (boresight 0),
-    all within about 30-150 m and inside a ±60° azimuth, ±30° elevation field of view."""
+    all within about 30-150 m and inside a ±60° azimuth, ±30° elevation field of view;
+    each carries its radio links, and a Wi-Fi access point stands 300 m away."""
     return Scenario(
         name="demo",
         duration_s=60.0,
@@ -438,17 +605,28 @@ def _demo() -> Scenario:
                 (0.0, -70.0, 90.0, 25.0),
                 (28.0, 70.0, 90.0, 25.0),
                 (56.0, -70.0, 90.0, 25.0),
-            ))),
+            )), emitters=(
+                Emitter.of("ocusync", centres_mhz=(2459.5,), bandwidth_mhz=10.0),
+                Emitter.of("droneid"),
+            )),
             Target("orbiter", "uas", -18.0, OrbitPath(
                 centre_enu_m=(20.0, 60.0), radius_m=25.0, speed_mps=6.0, start_deg=180.0, up_m=28.0,
                 t_start_s=0.0, t_end_s=None,
+            ), emitters=(
+                Emitter.of("elrs", centres_mhz=ELRS_EU868_MHZ, tx_power_dbm=14.0),
+                Emitter.of("analog_video", centres_mhz=(5806.0,)),
             )),
             Target("climber", "uas", -15.0, WaypointPath((
                 (5.0, -30.0, 50.0, 5.0),
                 (12.0, -30.0, 50.0, 5.0),
                 (32.0, -40.0, 70.0, 45.0),
                 (50.0, -40.0, 70.0, 45.0),
-            ))),
+            )), emitters=(
+                Emitter.of("ocusync", centres_mhz=(5785.5,), bandwidth_mhz=20.0),
+            )),
+        ),
+        interferers=(
+            Interferer("farm-ap", -150.0, 260.0, 6.0, Emitter.of("wifi")),
         ),
     )
 
