@@ -154,6 +154,11 @@ def test_clusterer_merges_one_target_and_keeps_two_apart():
     assert_allclose(out.pos_enu_m[b], target_b[0])
     assert_allclose(out.cov_enu_m2[b], np.eye(3), atol=1e-12)
     assert_allclose([out.snr_db[b], out.radial_vel_mps[b]], [15.0, 5.0])
+    # Doppler spread: population std of the known radial velocities (1 and 2 m/s: 0.5);
+    # unknown for a lone point.
+    assert_allclose(out.doppler_spread_mps[a], 0.5)
+    assert np.isnan(out.doppler_spread_mps[b])
+    assert np.all(np.isnan(det.doppler_spread_mps))  # not given: unknown
 
 
 def test_clusterer_is_transitive_and_uses_plain_mean_without_snr():

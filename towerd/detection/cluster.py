@@ -52,7 +52,8 @@ class PointClusterer:
       of them are seen changes from frame to frame and moves the centroid by about that
       spread. A single-point cluster is returned unchanged;
     - SNR: the maximum (NaN if all NaN); radial velocity: the mean of the known ones
-      (NaN if none).
+      (NaN if none); Doppler spread: the (population) standard deviation of the known
+      radial velocities, NaN with fewer than two.
 
     ``enabled=False`` returns detections as they are.
     """
@@ -115,8 +116,11 @@ class PointClusterer:
         rv_known = np.isfinite(rv)
         rv_count = np.bincount(labels, weights=rv_known, minlength=n_clusters)
         rv_sum = np.bincount(labels, weights=np.where(rv_known, rv, 0.0), minlength=n_clusters)
+        rv_sq = np.bincount(labels, weights=np.where(rv_known, rv, 0.0) ** 2, minlength=n_clusters)
         with np.errstate(invalid="ignore", divide="ignore"):
             out_rv = np.where(rv_count > 0, rv_sum / rv_count, np.nan)
+            rv_var = np.maximum(rv_sq / rv_count - out_rv**2, 0.0)
+            out_spread = np.where(rv_count >= 2, np.sqrt(rv_var), np.nan)
 
         return Detections(
             sensor=det.sensor,
@@ -125,4 +129,5 @@ class PointClusterer:
             cov_enu_m2=cov,
             snr_db=out_snr,
             radial_vel_mps=out_rv,
+            doppler_spread_mps=out_spread,
         )

@@ -83,7 +83,10 @@ class Detections:
     sensor: sensor name; t_mono: monotonic seconds of the frame;
     pos_enu_m (N, 3): position east/north/up about the tower reference point, metres;
     cov_enu_m2 (N, 3, 3): position error covariance, m²;
-    snr_db (N,): NaN when unknown; radial_vel_mps (N,): positive away, NaN when unknown.
+    snr_db (N,): NaN when unknown; radial_vel_mps (N,): positive away, NaN when unknown;
+    doppler_spread_mps (N,): standard deviation of the radial velocities of the points
+    merged into the detection (rotor blades and wing beats spread a target's Doppler),
+    NaN when unknown or a single point (None given: all NaN).
     """
 
     sensor: str
@@ -92,19 +95,24 @@ class Detections:
     cov_enu_m2: np.ndarray
     snr_db: np.ndarray
     radial_vel_mps: np.ndarray
+    doppler_spread_mps: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.pos_enu_m.shape[0]
+        if self.doppler_spread_mps is None:
+            object.__setattr__(self, "doppler_spread_mps", np.full(n, np.nan))
         if (
             self.pos_enu_m.shape != (n, 3)
             or self.cov_enu_m2.shape != (n, 3, 3)
             or self.snr_db.shape != (n,)
             or self.radial_vel_mps.shape != (n,)
+            or self.doppler_spread_mps.shape != (n,)
         ):
             raise ValueError(
                 "Detections arrays disagree: "
                 f"pos {self.pos_enu_m.shape}, cov {self.cov_enu_m2.shape}, "
-                f"snr {self.snr_db.shape}, radial_vel {self.radial_vel_mps.shape}"
+                f"snr {self.snr_db.shape}, radial_vel {self.radial_vel_mps.shape}, "
+                f"doppler_spread {self.doppler_spread_mps.shape}"
             )
 
     def __len__(self) -> int:

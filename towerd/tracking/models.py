@@ -63,3 +63,61 @@ class ConstantVelocity:
             axis=-2,
         )  # (..., 2, 2): [[dt³/3, dt²/2], [dt²/2, dt]] · q
         return np.kron(block, np.eye(3))
+
+
+@dataclass(frozen=True)
+class ConstantTurn:
+    """Coordinated horizontal turn at a known rate ω, constant vertical velocity
+    (Bar-Shalom, Li & Kirubarajan §11.7.1, the turn rate fixed rather than estimated, so
+    the model stays linear in the same 6-state as :class:`ConstantVelocity` and the two
+    can be mixed in an IMM). ω > 0 turns anticlockwise seen from above (towards north
+    when flying east). With a = ω dt, in (east, north):
+
+        e' = e + (sin a / ω) vₑ − ((1 − cos a) / ω) vₙ
+        n' = n + ((1 − cos a) / ω) vₑ + (sin a / ω) vₙ
+        vₑ' = cos a vₑ − sin a vₙ
+        vₙ' = sin a vₑ + cos a vₙ
+        u' = u + dt v_u,  v_u' = v_u
+
+    sin a / ω and (1 − cos a) / ω are evaluated as dt·sinc and (ω dt²/2)·sinc², exact
+    and continuous at ω = 0 (where the model is CV). Process noise: the CV white-noise
+    acceleration Q(dt) with q = ``accel_noise_mps2``², the usual approximation for a
+    fixed-rate turn model.
+    """
+
+    turn_rate_dps: float
+    accel_noise_mps2: float
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.turn_rate_dps):
+            raise ConfigError(f"turn_rate_dps must be finite, got {self.turn_rate_dps!r}")
+        ConstantVelocity(self.accel_noise_mps2)  # same validation of the noise
+
+    @property
+    def omega(self) -> float:
+        """Turn rate, rad/s."""
+        return float(np.radians(self.turn_rate_dps))
+
+    def F(self, dt: float | np.ndarray) -> np.ndarray:
+        """Transition matrix; dt (seconds) scalar -> (6, 6), or shape (K,) -> (K, 6, 6)."""
+        dt = np.asarray(dt, dtype=float)
+        w = self.omega
+        a = w * dt
+        s_w = dt * np.sinc(a / np.pi)  # sin(a) / ω
+        c_w = 0.5 * w * dt**2 * np.sinc(a / (2.0 * np.pi)) ** 2  # (1 − cos a) / ω
+        ca, sa = np.cos(a), np.sin(a)
+        f = np.broadcast_to(np.eye(6), dt.shape + (6, 6)).copy()
+        f[..., 0, 3], f[..., 0, 4] = s_w, -c_w
+        f[..., 1, 3], f[..., 1, 4] = c_w, s_w
+        f[..., 2, 5] = dt
+        f[..., 3, 3], f[..., 3, 4] = ca, -sa
+        f[..., 4, 3], f[..., 4, 4] = sa, ca
+        return f
+
+    def Q(self, dt: float | np.ndarray) -> np.ndarray:
+        """Process noise covariance, as :meth:`ConstantVelocity.Q`."""
+        return ConstantVelocity(self.accel_noise_mps2).Q(dt)
+
+
+MotionModel = ConstantVelocity | ConstantTurn
+"""Linear models of the 6-state that the predictors accept."""

@@ -39,6 +39,11 @@ class TrackTable:
     state (K, 6): see the module docstring; cov (K, 6, 6): its covariance (m², m²/s, m²/s²);
     t_mono (K,): monotonic seconds the state refers to;
     t_last_update (K,): when a measurement last updated the track; t_created (K,).
+
+    Interacting multiple model (IMM) filters also keep, per track, M model-conditioned
+    estimates: mode_prob (K, M) (rows sum to 1), mode_state (K, M, 6), mode_cov
+    (K, M, 6, 6); ``state``/``cov`` are then their moment-matched combination. A
+    single-model Kalman filter has M = 0 (the default: empty arrays).
     """
 
     track_id: np.ndarray
@@ -51,6 +56,9 @@ class TrackTable:
     t_mono: np.ndarray
     t_last_update: np.ndarray
     t_created: np.ndarray
+    mode_prob: np.ndarray | None = None
+    mode_state: np.ndarray | None = None
+    mode_cov: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.track_id = np.asarray(self.track_id, dtype=np.uint32)
@@ -64,6 +72,19 @@ class TrackTable:
         self.t_last_update = np.asarray(self.t_last_update, dtype=float)
         self.t_created = np.asarray(self.t_created, dtype=float)
         k = self.track_id.shape[0]
+        self.mode_prob = np.zeros((k, 0)) if self.mode_prob is None else np.asarray(self.mode_prob, dtype=float)
+        m = self.mode_prob.shape[1] if self.mode_prob.ndim == 2 else -1
+        self.mode_state = (
+            np.zeros((k, m, STATE_DIM)) if self.mode_state is None else np.asarray(self.mode_state, dtype=float)
+        )
+        self.mode_cov = (
+            np.zeros((k, m, STATE_DIM, STATE_DIM)) if self.mode_cov is None else np.asarray(self.mode_cov, dtype=float)
+        )
+        if self.mode_state.shape != (k, m, STATE_DIM) or self.mode_cov.shape != (k, m, STATE_DIM, STATE_DIM):
+            raise ValueError(
+                f"TrackTable modes: prob {self.mode_prob.shape}, state {self.mode_state.shape}, "
+                f"cov {self.mode_cov.shape} for {k} tracks"
+            )
         for f in fields(self):
             arr = getattr(self, f.name)
             if arr.shape[:1] != (k,):
@@ -72,10 +93,20 @@ class TrackTable:
             raise ValueError(f"TrackTable state {self.state.shape} / cov {self.cov.shape} for {k} tracks")
 
     @classmethod
-    def empty(cls) -> TrackTable:
-        """A table with no tracks."""
+    def empty(cls, n_modes: int = 0) -> TrackTable:
+        """A table with no tracks (and ``n_modes`` IMM modes per track)."""
         z = np.zeros(0)
-        return cls(z, z, z, z, z, np.zeros((0, STATE_DIM)), np.zeros((0, STATE_DIM, STATE_DIM)), z, z, z)
+        return cls(
+            z, z, z, z, z, np.zeros((0, STATE_DIM)), np.zeros((0, STATE_DIM, STATE_DIM)), z, z, z,
+            mode_prob=np.zeros((0, n_modes)),
+            mode_state=np.zeros((0, n_modes, STATE_DIM)),
+            mode_cov=np.zeros((0, n_modes, STATE_DIM, STATE_DIM)),
+        )
+
+    @property
+    def n_modes(self) -> int:
+        """M: model-conditioned estimates per track (0 for a single-model filter)."""
+        return int(self.mode_prob.shape[1])
 
     def __len__(self) -> int:
         return self.track_id.shape[0]
@@ -101,9 +132,12 @@ class TrackTable:
 
     @staticmethod
     def concatenate(tables: list[TrackTable]) -> TrackTable:
-        """Rows of all ``tables``, in order."""
+        """Rows of all ``tables``, in order (the non-empty ones must have the same M)."""
         if not tables:
             return TrackTable.empty()
+        tables = [t for t in tables if len(t)] or tables[:1]  # an empty table has no say in M
+        if len({t.n_modes for t in tables}) > 1:
+            raise ValueError(f"cannot concatenate tables of {sorted({t.n_modes for t in tables})} IMM modes")
         return TrackTable(**{f.name: np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(TrackTable)})
 
     def rows_with_status(self, *statuses: Status) -> np.ndarray:
@@ -112,3 +146,15 @@ class TrackTable:
         for s in statuses:
             mask |= self.status == s
         return mask
+
+
+def match_ids(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Find ``ids`` (K,) in the sorted array ``known`` (N,): (found (K,) bool, position
+    (K,) intp in ``known``, valid where found). Components that keep state per track
+    across tracker calls (classifier, clutter filter, reporter) key it by track id this
+    way, since rows move as tracks come and go."""
+    ids = np.asarray(ids)
+    if len(known) == 0:
+        return np.zeros(len(ids), dtype=bool), np.zeros(len(ids), dtype=np.intp)
+    pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+    return known[pos] == ids, pos.astype(np.intp)

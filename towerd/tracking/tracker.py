@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -12,6 +13,7 @@ from towerd.detection.plots import Detections
 from towerd.icd import Status
 from towerd.tracking.associator import GnnAssociator
 from towerd.tracking.deleter import MissDeleter
+from towerd.tracking.imm import ImmSettings, build_imm
 from towerd.tracking.initiator import MofNInitiator
 from towerd.tracking.models import ConstantVelocity
 from towerd.tracking.predictor import KalmanPredictor
@@ -29,12 +31,38 @@ class TrackUpdate:
     tracks: the live tracks after the call (read-only arrays);
     ended: every track removed in this call, status set to ENDED, with its last state:
     confirmed/coasting tracks that were not updated for too long, and tentative tracks
-    that were dropped (the reporter sends ENDED only for tracks it had reported).
+    that were dropped (the reporter sends ENDED only for tracks it had reported);
+    detections: the frame that :meth:`Tracker.step` processed (None for expire/end_all);
+    det_of_track (K,) intp: for each row of ``tracks``, the index in ``detections`` of
+    the detection that updated (or started) it in this call, −1 when none. Consumers
+    such as the classifier read the measurement's own features (SNR, Doppler) this way.
     """
 
     t_mono: float
     tracks: TrackTable
     ended: TrackTable
+    detections: Detections | None = None
+    det_of_track: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.det_of_track is None:
+            object.__setattr__(self, "det_of_track", np.full(len(self.tracks), -1, dtype=np.intp))
+        elif len(self.det_of_track) != len(self.tracks):
+            raise ValueError(f"det_of_track has {len(self.det_of_track)} rows for {len(self.tracks)} tracks")
+
+
+class Predictor(Protocol):
+    """What the tracker needs of a predictor (KalmanPredictor, ImmPredictor)."""
+
+    def attach(self, tracks: TrackTable) -> TrackTable: ...
+
+    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None: ...
+
+
+class Updater(Protocol):
+    """What the tracker needs of an updater (KalmanUpdater, ImmUpdater)."""
+
+    def update_tracks(self, tracks: TrackTable, rows: np.ndarray, z: np.ndarray, R: np.ndarray) -> None: ...
 
 
 class Tracker:
@@ -62,8 +90,8 @@ class Tracker:
 
     def __init__(
         self,
-        predictor: KalmanPredictor,
-        updater: KalmanUpdater,
+        predictor: Predictor,
+        updater: Updater,
         associator: GnnAssociator,
         initiator: MofNInitiator,
         deleter: MissDeleter,
@@ -76,7 +104,7 @@ class Tracker:
         self.initiator = initiator
         self.deleter = deleter
         self._next_id = int(first_track_id)
-        self._tracks = TrackTable.empty().freeze()
+        self._tracks = predictor.attach(TrackTable.empty()).freeze()
 
     @property
     def tracks(self) -> TrackTable:
@@ -99,33 +127,34 @@ class Tracker:
                 "%s: frame at %.6f is older than %d track states; dt clamped to 0",
                 det.sensor, t, np.count_nonzero(dt < 0),
             )
-        tr.state, tr.cov = self.predictor.predict(tr.state, tr.cov, np.maximum(dt, 0.0))
+        self.predictor.predict_tracks(tr, np.maximum(dt, 0.0))
         tr.t_mono = np.maximum(tr.t_mono, t)
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         x_est, P_est = tr.state[established], tr.cov[established]  # predicted, before update
         ti, di = self.associator.associate(tr.state, tr.cov, det.pos_enu_m, det.cov_enu_m2, established=established)
-        if len(ti):
-            tr.state[ti], tr.cov[ti] = self.updater.update(
-                tr.state[ti], tr.cov[ti], det.pos_enu_m[di], det.cov_enu_m2[di]
-            )
+        self.updater.update_tracks(tr, ti, det.pos_enu_m[di], det.cov_enu_m2[di])
 
         hit = np.zeros(len(tr), dtype=bool)
         hit[ti] = True
+        det_of = np.full(len(tr), -1, dtype=np.intp)
+        det_of[ti] = di
         tr.hits = np.where(hit, tr.hits + np.uint32(1), tr.hits)
         tr.misses = np.where(hit, np.uint32(0), tr.misses + np.uint32(1))
         tr.hit_history = (tr.hit_history << np.uint64(1)) | hit.astype(np.uint64)
         tr.t_last_update = np.where(hit, t, tr.t_last_update)
         self._set_coasting(tr, t)
 
-        tr, ended = self._delete(tr, t)
+        tr, ended, gone = self._delete(tr, t)
+        det_of = det_of[~gone]
 
         unassociated = np.setdiff1d(np.arange(len(det)), di, assume_unique=True)
         unassociated = self._outside_gates(x_est, P_est, det, unassociated)
-        start = self.initiator.select(det, unassociated)
-        new = self.initiator.initiate(det, start, self._next_id)
+        start = np.asarray(self.initiator.select(det, unassociated), dtype=np.intp)
+        new = self.predictor.attach(self.initiator.initiate(det, start, self._next_id))
         self._next_id += len(new)
         tr = TrackTable.concatenate([tr, new])
+        det_of = np.concatenate([det_of, start])
 
         confirm = self.initiator.to_confirm(tr)
         tr.status[confirm] = Status.CONFIRMED
@@ -133,7 +162,8 @@ class Tracker:
             log.debug("confirmed tracks %s", tr.track_id[confirm].tolist())
 
         self._tracks = tr.freeze()
-        return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
+        det_of.flags.writeable = False
+        return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended, detections=det, det_of_track=det_of)
 
     def expire(self, t_mono: float) -> TrackUpdate:
         """End confirmed tracks and drop tentative ones not updated for too long before
@@ -142,7 +172,7 @@ class Tracker:
         t = float(t_mono)
         tr = self._tracks.copy()
         changed = self._set_coasting(tr, t)
-        tr, ended = self._delete(tr, t)
+        tr, ended, _ = self._delete(tr, t)
         if changed or len(ended):
             self._tracks = tr.freeze()
         return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
@@ -151,7 +181,7 @@ class Tracker:
         """End every live track (the daemon is stopping: nothing will update them)."""
         ended = self._tracks.copy()
         ended.status[:] = Status.ENDED
-        self._tracks = TrackTable.empty().freeze()
+        self._tracks = self.predictor.attach(TrackTable.empty()).freeze()
         return TrackUpdate(t_mono=float(t_mono), tracks=self._tracks, ended=ended.freeze())
 
     def _set_coasting(self, tr: TrackTable, t: float) -> bool:
@@ -175,15 +205,16 @@ class Tracker:
         d2 = self.associator.mahalanobis2(x_est, P_est, z, R, ti, di)
         return np.delete(cand, np.unique(di[d2 <= self.associator.gate]))
 
-    def _delete(self, tr: TrackTable, t: float) -> tuple[TrackTable, TrackTable]:
-        """Split ``tr`` into (kept, removed with status ENDED) by the deleter's rules."""
+    def _delete(self, tr: TrackTable, t: float) -> tuple[TrackTable, TrackTable, np.ndarray]:
+        """Split ``tr`` into (kept, removed with status ENDED, mask (K,) of the removed
+        rows) by the deleter's rules."""
         gone = self.deleter.to_drop(tr, t) | self.deleter.to_end(tr, t)
         if not np.any(gone):
-            return tr, TrackTable.empty().freeze()
+            return tr, tr.select(gone).freeze(), gone
         ended = tr.select(gone)
         ended.status[:] = Status.ENDED
         log.debug("removed tracks %s", ended.track_id.tolist())
-        return tr.remove(gone), ended.freeze()
+        return tr.remove(gone), ended.freeze(), gone
 
 
 def build_tracker(
@@ -194,12 +225,21 @@ def build_tracker(
     tentative_max_misses: int,
     confirmed_max_coast_s: float,
     coast_after_s: float = 0.0,
+    *,
+    imm: ImmSettings | None = None,
 ) -> Tracker:
-    """The standard composition: constant-velocity Kalman filter, χ²-gated GNN, M-of-N
-    initiation, miss/time deletion."""
+    """The standard composition: constant-velocity Kalman filter (or, with ``imm``
+    enabled, the IMM of CV and two turns), χ²-gated GNN, M-of-N initiation, miss/time
+    deletion."""
+    predictor: Predictor
+    updater: Updater
+    if imm is not None and imm.enabled:
+        predictor, updater = build_imm(imm)
+    else:
+        predictor, updater = KalmanPredictor(ConstantVelocity(accel_noise_mps2)), KalmanUpdater()
     return Tracker(
-        predictor=KalmanPredictor(ConstantVelocity(accel_noise_mps2)),
-        updater=KalmanUpdater(),
+        predictor=predictor,
+        updater=updater,
         associator=GnnAssociator(gate_probability),
         initiator=MofNInitiator(confirm_hits=confirm_hits, confirm_window=confirm_window),
         deleter=MissDeleter(

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from towerd.tracking.state import POS, STATE_DIM
+from towerd.tracking.state import POS, STATE_DIM, TrackTable
 
 log = logging.getLogger(__name__)
 
@@ -68,3 +68,9 @@ class KalmanUpdater:
         I_KH = np.eye(STATE_DIM) - gain @ H
         P_new = I_KH @ P @ np.swapaxes(I_KH, -1, -2) + gain @ R @ np.swapaxes(gain, -1, -2)
         return x_new, 0.5 * (P_new + np.swapaxes(P_new, -1, -2))
+
+    def update_tracks(self, tracks: TrackTable, rows: np.ndarray, z: np.ndarray, R: np.ndarray) -> None:
+        """Update the rows ``rows`` (M,) of ``tracks`` (writable) with z (M, 3), R (M, 3, 3),
+        in place."""
+        if len(rows):
+            tracks.state[rows], tracks.cov[rows] = self.update(tracks.state[rows], tracks.cov[rows], z, R)

@@ -1,0 +1,209 @@
+"""Interacting multiple model (IMM) filter: a nearly-constant-velocity model and two
+fixed-rate coordinated turns (left and right), mixed by mode probabilities.
+
+A single constant-velocity filter must choose its process noise: low and it lags a
+turning drone (the gate may lose it), high and straight flight is tracked noisily. The
+IMM runs one Kalman filter per motion model and weighs them by how well each explained
+the recent measurements, so straight legs are filtered as CV and turns as CT. All three
+models are linear in the same 6-state, so prediction and update stay batched NumPy.
+
+Equations (Bar-Shalom, Li & Kirubarajan, *Estimation with Applications to Tracking and
+Navigation*, §11.6.6), per track, M models, mode probabilities μ, per-model estimates
+(x_i, P_i):
+
+    mode switching over dt:  π_ij = e^(−dt/τ) δ_ij + (1 − e^(−dt/τ)) (1 − δ_ij) / (M − 1)
+    predicted mode prob.:    c̄_j = Σ_i π_ij μ_i
+    mixing weights:          μ_i|j = π_ij μ_i / c̄_j
+    mixed initial estimate:  x0_j = Σ_i μ_i|j x_i
+                             P0_j = Σ_i μ_i|j [P_i + (x_i − x0_j)(x_i − x0_j)ᵀ]
+    model-matched predict:   x_j⁻ = F_j x0_j,  P_j⁻ = F_j P0_j F_jᵀ + Q_j
+    update (a measurement):  per model the Kalman update of
+                             :class:`~towerd.tracking.updater.KalmanUpdater`, with
+                             likelihood Λ_j = N(y_j; 0, S_j);  μ_j = Λ_j c̄_j / Σ_l Λ_l c̄_l
+    no measurement:          μ_j = c̄_j, x_j = x_j⁻
+    output (gating, reports): x = Σ_j μ_j x_j,  P = Σ_j μ_j [P_j + (x_j − x)(x_j − x)ᵀ]
+
+τ (``mode_sojourn_s``) is the mean time a target stays in one mode; a per-second
+switching rate rather than a per-scan matrix keeps the filter right when frames come at
+irregular intervals or from several sensors. Mode probabilities are kept at or above
+``MIN_MODE_PROB`` so that no model is ever ruled out for good.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import logsumexp
+
+from towerd.errors import ConfigError
+from towerd.schema import spec
+from towerd.tracking.models import ConstantTurn, ConstantVelocity, MotionModel
+from towerd.tracking.state import STATE_DIM, TrackTable
+from towerd.tracking.updater import KalmanUpdater
+
+log = logging.getLogger(__name__)
+
+MIN_MODE_PROB = 1e-6
+
+
+@dataclass(frozen=True)
+class ImmSettings:
+    """``tracking.imm``: the interacting-multiple-model option (CV + left/right turns)."""
+
+    enabled: bool = spec(False, doc="use the IMM (CV + two constant turns) instead of a single CV filter")
+    cv_accel_noise_mps2: float = spec(
+        1.0, doc="process noise of the IMM's constant-velocity model, 1-sigma acceleration", unit="m/s^2",
+        lo=0.01, hi=100.0,
+    )
+    turn_rate_dps: float = spec(
+        15.0, doc="turn rate of the two constant-turn models (one left, one right)", unit="deg/s", lo=1.0, hi=180.0
+    )
+    turn_accel_noise_mps2: float = spec(
+        2.0, doc="process noise of the constant-turn models, 1-sigma acceleration", unit="m/s^2", lo=0.01, hi=100.0
+    )
+    mode_sojourn_s: float = spec(4.0, doc="mean time a target keeps one motion mode", unit="s", lo=0.1, hi=600.0)
+    initial_cv_probability: float = spec(
+        0.8, doc="probability of the CV mode for a new track (the turns share the rest)", lo=0.01, hi=0.99
+    )
+
+
+def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Moment-matched mixture: mu (K, M), x (K, M, 6), P (K, M, 6, 6) -> x̄ (K, 6), P̄ (K, 6, 6)."""
+    k, m = mu.shape
+    xm = (mu[:, None, :] @ x)[:, 0, :]
+    d = x - xm[:, None, :]
+    Pm = (mu[:, None, :] @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, STATE_DIM, STATE_DIM)
+    Pm += ((mu[..., None, None] * d[..., :, None]) * d[..., None, :]).sum(axis=1)
+    return xm, 0.5 * (Pm + np.swapaxes(Pm, -1, -2))
+
+
+@dataclass(frozen=True)
+class ImmPredictor:
+    """IMM mixing and model-matched prediction, batched over K tracks and M models; see
+    the module docstring. ``initial_prob`` (M,) is given to every new track."""
+
+    models: tuple[MotionModel, ...]
+    mode_sojourn_s: float
+    initial_prob: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        m = len(self.models)
+        if m < 1 or len(self.initial_prob) != m:
+            raise ConfigError(f"IMM needs >= 1 model and one initial probability each, got {m} / {len(self.initial_prob)}")
+        p = np.asarray(self.initial_prob, dtype=float)
+        if np.any(p <= 0) or not np.isclose(p.sum(), 1.0):
+            raise ConfigError(f"IMM initial probabilities must be > 0 and sum to 1, got {self.initial_prob!r}")
+        if not np.isfinite(self.mode_sojourn_s) or self.mode_sojourn_s <= 0:
+            raise ConfigError(f"mode_sojourn_s must be > 0, got {self.mode_sojourn_s!r}")
+
+    @property
+    def n_modes(self) -> int:
+        return len(self.models)
+
+    def transition(self, dt: np.ndarray) -> np.ndarray:
+        """Mode transition matrices π (K, M, M) for dt (K,) seconds; rows sum to 1."""
+        m = self.n_modes
+        stay = np.exp(-np.asarray(dt, dtype=float) / self.mode_sojourn_s)[:, None, None]
+        eye = np.eye(m)
+        if m == 1:
+            return np.broadcast_to(eye, (len(stay), 1, 1)).copy()
+        return stay * eye + (1.0 - stay) * (1.0 - eye) / (m - 1)
+
+    def attach(self, tracks: TrackTable) -> TrackTable:
+        """Tracks without modes (new ones) get M copies of their state and the initial
+        mode probabilities."""
+        if tracks.n_modes == self.n_modes:
+            return tracks
+        if tracks.n_modes != 0:
+            raise ValueError(f"tracks have {tracks.n_modes} modes, this IMM {self.n_modes}")
+        k, m = len(tracks), self.n_modes
+        tracks.mode_prob = np.broadcast_to(np.asarray(self.initial_prob, dtype=float), (k, m)).copy()
+        tracks.mode_state = np.repeat(tracks.state[:, None, :], m, axis=1)
+        tracks.mode_cov = np.repeat(tracks.cov[:, None, :, :], m, axis=1)
+        return tracks
+
+    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None:
+        """Mix and predict every row of ``tracks`` (writable) by its dt (K,) s, in place:
+        mode_prob becomes c̄, mode_state/mode_cov the model-matched predictions, and
+        state/cov their combination."""
+        k = len(tracks)
+        if k == 0:
+            return
+        dt = np.broadcast_to(np.asarray(dt, dtype=float), (k,))
+        mu, x, P = tracks.mode_prob, tracks.mode_state, tracks.mode_cov
+        pi = self.transition(dt)  # (K, M, M)
+        c_bar = np.einsum("ki,kij->kj", mu, pi)  # (K, M)
+        w = mu[:, :, None] * pi / c_bar[:, None, :]  # μ_i|j, (K, i, j)
+        wT = np.swapaxes(w, 1, 2)  # (K, j, i)
+        m = self.n_modes
+        x0 = wT @ x  # Σ_i μ_i|j x_i, (K, M, 6)
+        d = x[:, :, None, :] - x0[:, None, :, :]  # (K, i, j, 6)
+        spread = (w[..., None, None] * (d[..., :, None] * d[..., None, :])).sum(axis=1)  # (K, j, 6, 6)
+        P0 = (wT @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, m, STATE_DIM, STATE_DIM) + spread
+        x_new = np.empty_like(x0)
+        P_new = np.empty_like(P0)
+        for j, model in enumerate(self.models):  # M is 3: a loop over models, not tracks
+            F, Q = model.F(dt), model.Q(dt)
+            x_new[:, j] = (F @ x0[:, j, :, None])[..., 0]
+            Pj = F @ P0[:, j] @ np.swapaxes(F, -1, -2) + Q
+            P_new[:, j] = 0.5 * (Pj + np.swapaxes(Pj, -1, -2))
+        tracks.mode_prob = c_bar / c_bar.sum(axis=1, keepdims=True)
+        tracks.mode_state, tracks.mode_cov = x_new, P_new
+        tracks.state, tracks.cov = combine(tracks.mode_prob, x_new, P_new)
+
+
+@dataclass(frozen=True)
+class ImmUpdater:
+    """IMM measurement update: a Kalman update per model (the same equations as
+    :class:`~towerd.tracking.updater.KalmanUpdater`), mode probabilities re-weighed by
+    each model's measurement likelihood, then combined; see the module docstring."""
+
+    kalman: KalmanUpdater = KalmanUpdater()
+
+    def update_tracks(self, tracks: TrackTable, rows: np.ndarray, z: np.ndarray, R: np.ndarray) -> None:
+        """Update the rows ``rows`` (N,) of ``tracks`` (writable) with z (N, 3) m and R
+        (N, 3, 3) m², in place."""
+        n = len(rows)
+        if n == 0:
+            return
+        m = tracks.n_modes
+        x = tracks.mode_state[rows].reshape(n * m, STATE_DIM)
+        P = tracks.mode_cov[rows].reshape(n * m, STATE_DIM, STATE_DIM)
+        zz = np.repeat(z, m, axis=0)
+        RR = np.repeat(R, m, axis=0)
+        y, S = self.kalman.innovation(x, P, zz, RR)
+        d2 = np.einsum("ni,ni->n", y, np.linalg.solve(S, y[..., None])[..., 0])
+        _, logdet = np.linalg.slogdet(2.0 * np.pi * S)
+        log_lik = (-0.5 * (d2 + logdet)).reshape(n, m)
+        x_up, P_up = self.kalman.update(x, P, zz, RR)
+
+        log_post = log_lik + np.log(tracks.mode_prob[rows])
+        mu = np.exp(log_post - logsumexp(log_post, axis=1, keepdims=True))
+        mu = np.maximum(mu, MIN_MODE_PROB)
+        mu /= mu.sum(axis=1, keepdims=True)
+        x_up = x_up.reshape(n, m, STATE_DIM)
+        P_up = P_up.reshape(n, m, STATE_DIM, STATE_DIM)
+        tracks.mode_prob[rows], tracks.mode_state[rows], tracks.mode_cov[rows] = mu, x_up, P_up
+        tracks.state[rows], tracks.cov[rows] = combine(mu, x_up, P_up)
+
+
+def imm_models(settings: ImmSettings) -> tuple[MotionModel, ...]:
+    """(CV, left turn, right turn) from the settings."""
+    return (
+        ConstantVelocity(settings.cv_accel_noise_mps2),
+        ConstantTurn(settings.turn_rate_dps, settings.turn_accel_noise_mps2),
+        ConstantTurn(-settings.turn_rate_dps, settings.turn_accel_noise_mps2),
+    )
+
+
+def build_imm(settings: ImmSettings) -> tuple[ImmPredictor, ImmUpdater]:
+    """The predictor/updater pair of the IMM described by ``settings``."""
+    p_cv = settings.initial_cv_probability
+    predictor = ImmPredictor(
+        models=imm_models(settings),
+        mode_sojourn_s=settings.mode_sojourn_s,
+        initial_prob=(p_cv, (1.0 - p_cv) / 2.0, (1.0 - p_cv) / 2.0),
+    )
+    return predictor, ImmUpdater()
