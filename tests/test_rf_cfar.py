@@ -189,3 +189,25 @@ def test_estimate_looks_recovers_the_averaging():
 def test_settings_reject_an_odd_reference_count():
     with pytest.raises(ValueError, match="even"):
         CfarSettings(reference_cells=15)
+
+
+@pytest.mark.parametrize("kind", ["ca", "os"])
+@pytest.mark.parametrize("looks", [1, 8])
+def test_whole_band_detector_on_noise_keeps_the_configured_probability(kind, looks):
+    # The detector as the processor runs it: noise floor learnt from the first sweep on,
+    # whitening, occupancy and previous-sweep exclusions, bridging, CFAR. The floor slopes
+    # 6 dB across the band (a real front end's ripple); CFAR does not care.
+    from towerd.rf.floor import NoiseFloorSettings
+    from towerd.rf.processor import BandDetector
+
+    pfa = 1e-3
+    det = BandDetector(Cfar(CfarSettings(kind=kind, pfa=pfa, looks=looks)), NoiseFloorSettings(), 2048, 0.05)
+    rng = np.random.default_rng(17 + looks)
+    shape = 1e-10 * 10 ** (np.linspace(-3, 3, 2048) / 10)
+    hits = 0
+    for k in range(200):
+        detected, _, _ = det.detect(noise(rng, 2048, looks) * shape, k * 0.5)
+        hits += np.count_nonzero(detected)
+    p = hits / (200 * 2048)
+    print(f"band detector {kind} K={looks}: measured Pfa {p:.3e}")
+    assert 0.75 * pfa < p < 1.25 * pfa

@@ -83,8 +83,13 @@ class ClassifierSettings:
     """Drone-link recognition rules (see :mod:`towerd.rf.classify`)."""
 
     min_sweeps: int = spec(8, doc="band sweeps of history before a track gets a class", lo=1, hi=64)
-    continuous_duty: float = spec(0.8, doc="duty cycle from which an emitter is continuous", lo=0.1, hi=1.0)
-    duty_hysteresis: float = spec(0.15, doc="a continuous class is kept down to continuous_duty minus this", lo=0.0, hi=0.5)
+    continuous_duty: float = spec(
+        0.75, doc="duty cycle from which an emitter is continuous (a single-look detector at 20 dB SNR "
+        "sees a continuous carrier in about 90 % of sweeps)", lo=0.1, hi=1.0,
+    )
+    duty_hysteresis: float = spec(
+        0.15, doc="a continuous class is kept down to continuous_duty minus this", lo=0.0, hi=0.5
+    )
     narrow_max_mhz: float = spec(2.0, doc="emitters up to this wide are narrowband", unit="MHz", lo=0.01, hi=50.0)
     video_bands_mhz: tuple[tuple[float, float], ...] = spec(
         ((2400.0, 2483.5), (5645.0, 5945.0)),
@@ -102,11 +107,17 @@ class ClassifierSettings:
     wifi_channels_mhz: tuple[float, ...] = spec(
         WIFI_CHANNELS_MHZ, doc="Wi-Fi channel centres", unit="MHz", lo=1.0, hi=30000.0
     )
-    wifi_tolerance_mhz: float = spec(1.5, doc="how close to a Wi-Fi channel centre counts as on it", unit="MHz", lo=0.0, hi=10.0)
-    fhss_shared_bands_mhz: tuple[tuple[float, float], ...] = spec(
-        ((2400.0, 2483.5),), doc="bands where other hopping systems (Bluetooth) are common", unit="MHz", lo=1.0, hi=30000.0
+    wifi_tolerance_mhz: float = spec(
+        1.5, doc="how close to a Wi-Fi channel centre counts as on it", unit="MHz", lo=0.0, hi=10.0
     )
-    fhss_confidence: int = spec(70, doc="confidence of fhss-control at the minimum channel count", unit="%", lo=0, hi=100)
+    fhss_shared_bands_mhz: tuple[tuple[float, float], ...] = spec(
+        ((2400.0, 2483.5),),
+        doc="bands where other hopping systems (Bluetooth) are common",
+        unit="MHz", lo=1.0, hi=30000.0,
+    )
+    fhss_confidence: int = spec(
+        70, doc="confidence of fhss-control at the minimum channel count", unit="%", lo=0, hi=100
+    )
     ofdm_confidence: int = spec(75, doc="confidence of ofdm-video", unit="%", lo=0, hi=100)
     analog_confidence: int = spec(80, doc="confidence of analog-video", unit="%", lo=0, hi=100)
     shared_band_penalty: int = spec(
@@ -162,7 +173,8 @@ def classify(
     fh = comb & mature
     kind[fh] = LinkKind.FHSS_CONTROL
     extra = 2 * np.maximum(tracks["channels"].astype(np.int32) - hop_min_channels, 0)
-    c_fh = np.minimum(s.fhss_confidence + extra, 95) - np.where(_in_bands(f, s.fhss_shared_bands_mhz), s.shared_band_penalty, 0)
+    shared = _in_bands(f, s.fhss_shared_bands_mhz)
+    c_fh = np.minimum(s.fhss_confidence + extra, 95) - np.where(shared, s.shared_band_penalty, 0)
     conf[fh] = c_fh[fh]
 
     single = ~comb & mature

@@ -189,10 +189,10 @@ def associate(
         rf_only=rf_tracks[assoc_radar < 0],
     )
     if linked.size:
-        log.debug(
-            "RF/radar associations: %s",
-            [(int(radar.track_id[assoc_radar[f]]), int(rf_tracks["rf_track_id"][f]), int(assoc_rule[f])) for f in linked],
-        )
+        pairs = [
+            (int(radar.track_id[assoc_radar[i]]), int(rf_tracks["rf_track_id"][i]), int(assoc_rule[i])) for i in linked
+        ]
+        log.debug("RF/radar associations (radar id, RF id, rule): %s", pairs)
     return result
 
 
@@ -304,5 +304,7 @@ class RfTrackReporter:
         self._last = {k: v for k, v in self._last.items() if k in live and k not in self._retired}
         self._retired &= live
 
-        out = [rf_track_records(tracks[due], clock), rf_track_records(finals, clock), rf_track_records(ended[ended_rep], clock)]
-        return np.concatenate(out)
+        return np.concatenate(
+            [rf_track_records(tracks[due], clock), rf_track_records(finals, clock),
+             rf_track_records(ended[ended_rep], clock)]
+        )

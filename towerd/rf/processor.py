@@ -208,8 +208,11 @@ class RfProcessor:
         n = p_dbm.shape[0]
         step = float(spectrum.step_freq_mhz)
         if n < 3 or not math.isfinite(step) or step <= 0 or not np.all(np.isfinite(p_dbm)):
-            self._warn_once(spectrum.sensor, "bad-sweep", "sweep %d of %s dropped: %d points, step %r MHz, non-finite power %s",
-                            spectrum.sweep_number, spectrum.sensor, n, step, not np.all(np.isfinite(p_dbm)))
+            self._warn_once(
+                spectrum.sensor, "bad-sweep",
+                "sweep %d of %s dropped (and any like it): %d points, step %r MHz, non-finite power %s",
+                spectrum.sweep_number, spectrum.sensor, n, step, not np.all(np.isfinite(p_dbm)),
+            )
             return RfUpdate(t_mono=t, tracks=self._tracks, ended=empty_rf_tracks())
         if spectrum.calculator not in MODEL_CALCULATORS:
             self._warn_once(
@@ -287,13 +290,16 @@ class RfProcessor:
             index = len(self.band_keys)
             self.band_keys.append(key)
             tracker = BandTracker(index, self.settings.tracking, self.settings.classify, self.ids)
-            band = _Band(index, grid, BandDetector(self.cfar, self.settings.floor, n, step, self.settings.emitters.bridge_pfa), tracker)
+            band = _Band(index, grid, self._detector(n, step), tracker)
             self._bands[key] = band
         elif band.grid != grid:
             log.info("%s band %s: sweep grid changed %s -> %s, noise floor relearnt", sensor, name, band.grid, grid)
             band.grid = grid
-            band.detector = BandDetector(self.cfar, self.settings.floor, n, step, self.settings.emitters.bridge_pfa)
+            band.detector = self._detector(n, step)
         return band
+
+    def _detector(self, n: int, step: float) -> BandDetector:
+        return BandDetector(self.cfar, self.settings.floor, n, step, self.settings.emitters.bridge_pfa)
 
     def _warn_once(self, sensor: str, what: str, msg: str, *args: object) -> None:
         if (sensor, what) not in self._warned:

@@ -22,8 +22,10 @@ One :class:`BandTracker` per (sensor, band). Each sweep of its band it:
    P(Poisson(p S c) ≥ 2), and the count must exceed the (1 − ``hop_false_alarm``)
    Poisson quantile of (cells / c) such channels. One hopping-set track per band
    (``comb``), hit on the sweeps where the set is present; once it is confirmed, narrow
-   emitters inside its span start no tracks of their own and the narrow tracks there
-   that are not continuous carriers (its hops, re-hit now and then) are ended;
+   emitters inside its span start no tracks of their own, and the narrow tracks there
+   that are tentative, or old enough to classify and not continuous (its hops, re-hit
+   now and then), are ended. (A carrier that appears inside an active hopping set's
+   span is therefore not tracked until the set ends.);
 4. persistence: a TENTATIVE track is CONFIRMED when hit in ``confirm_hits`` (M) of the
    band's last ``confirm_window`` (N) sweeps, and dropped after more than
    ``tentative_max_misses`` consecutive misses. A CONFIRMED track not hit for
@@ -38,7 +40,6 @@ reused. Duty cycle: the fraction of hits over the band's last min(64, sweeps) sw
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,7 +47,6 @@ from scipy import optimize, stats
 
 from towerd.icd import Status
 from towerd.rf.classify import ClassifierSettings, LinkKind, category_of, classify
-from towerd.rf.emitters import EMITTER_DTYPE
 from towerd.schema import spec
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ RF_TRACK_DTYPE = np.dtype(
         ("centre_min_mhz", "<f8"),  # lowest centre seen (hopping set: lowest channel)
         ("centre_max_mhz", "<f8"),  # highest centre seen (hopping set: highest channel)
         ("channels", "<u2"),  # hopping set: revisited channels in the window; 1 otherwise
-        ("channel_spacing_mhz", "<f8"),  # hopping set: median gap between adjacent channels; NaN otherwise
+        ("channel_spacing_mhz", "<f8"),  # hopping set: its channel grid step (typical smallest gap); NaN otherwise
         ("hits", "<u4"),  # sweeps with a hit
         ("sweeps", "<u4"),  # sweeps of the band since the track started (including its first)
         ("misses", "<u2"),  # consecutive sweeps without a hit
@@ -106,7 +106,8 @@ class RfTrackingSettings:
     coast_after_s: float = spec(3.0, doc="time without a hit that makes a track coasting", unit="s", lo=0.0, hi=3600.0)
     end_after_s: float = spec(15.0, doc="time without a hit that ends a track", unit="s", lo=0.1, hi=86400.0)
     freq_tolerance_mhz: float = spec(
-        0.3, doc="association gate on centre frequency, at least (and at least 1.5 cells)", unit="MHz", lo=0.001, hi=100.0
+        0.3, doc="association gate on centre frequency, at least (and at least 1.5 cells)",
+        unit="MHz", lo=0.001, hi=100.0,
     )
     freq_tolerance_fraction: float = spec(
         0.25, doc="association gate on centre frequency, fraction of the wider bandwidth", lo=0.0, hi=2.0
@@ -121,7 +122,9 @@ class RfTrackingSettings:
     shape_smoothing: float = spec(
         0.1, doc="weight of a new hit in the smoothed spectral peakedness (analog vs OFDM)", lo=0.01, hi=1.0
     )
-    hop_max_bandwidth_mhz: float = spec(1.5, doc="emitters up to this wide may be hops of a hopping link", unit="MHz", lo=0.01, hi=20.0)
+    hop_max_bandwidth_mhz: float = spec(
+        1.5, doc="emitters up to this wide may be hops of a hopping link", unit="MHz", lo=0.01, hi=20.0
+    )
     hop_window_s: float = spec(5.0, doc="time over which hops are collected", unit="s", lo=0.1, hi=600.0)
     hop_channel_tolerance_mhz: float = spec(
         0.2, doc="hops this close are one channel (well below half the channel spacing: ELRS 915 is 0.6 MHz)",
@@ -212,7 +215,7 @@ class BandTracker:
     # -- one sweep ----------------------------------------------------------------------
 
     def step(self, emitters: np.ndarray, t_mono: float, *, cells: int, step_mhz: float, pfa: float) -> BandStep:
-        """Fold one sweep's ``emitters`` (EMITTER_DTYPE) of this band in at ``t_mono``.
+        """Fold one sweep's ``emitters`` (towerd.rf.emitters.EMITTER_DTYPE) of this band in at ``t_mono``.
         ``cells``, ``step_mhz``: the band segment's grid; ``pfa``: the detector's per-cell
         false-alarm probability (for the hopping-set noise guard)."""
         s = self.settings
@@ -254,8 +257,12 @@ class BandTracker:
                 hi = tr["centre_max_mhz"][r] + s.hop_channel_tolerance_mhz
                 inside = (emitters["centre_mhz"] >= lo) & (emitters["centre_mhz"] <= hi)
                 left &= ~(inside & (emitters["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz))
+                c = self.classifier
+                hop_like = (tr["status"] == Status.TENTATIVE) | (
+                    (tr["sweeps"] >= c.min_sweeps) & (tr["duty"] < c.continuous_duty - c.duty_hysteresis)
+                )
                 absorbed |= (
-                    ~tr["comb"] & (tr["kind"] != LinkKind.CARRIER)
+                    ~tr["comb"] & hop_like
                     & (tr["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz)
                     & (tr["centre_mhz"] >= lo) & (tr["centre_mhz"] <= hi)
                 )
@@ -402,11 +409,16 @@ class BandTracker:
             log.debug("band %d: %d revisited channels, noise alone could give %.0f", self.band, n_rev, need)
             return None
         in_set = revisited[label]
+        # Channel grid: gaps between neighbouring channels seen (revisited or not) within
+        # the set's span; the grid step is the typical smallest gap.
+        seen = centres[(centres >= ch[0]) & (centres <= ch[-1])]
+        gaps = np.diff(seen)
+        small = gaps[gaps <= 1.5 * np.percentile(gaps, 10)]
         return {
             "channels": n_rev,
             "low": float(ch[0]),
             "high": float(ch[-1]),
-            "spacing": float(np.median(np.diff(ch))) if n_rev > 1 else math.nan,
+            "spacing": float(np.median(small)),
             "hop_bw": float(np.median(self._hop_bw[order][in_set])),
             "power_dbm": float(np.median(self._hop_dbm[order][in_set])),
         }
