@@ -23,11 +23,11 @@ import pytest
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from towerd import icd
+from towerd import icd, keys
 from towerd.central.server import CentralServer, main
-from towerd.central.store import TRACK_FIELDS, CentralStore
+from towerd.central.store import TRACK_FIELDS, CentralStore, subtract_ranges
 from towerd.clock import ManualClock, SystemClock
-from towerd.errors import EX_CONFIG, OutboxError, UplinkError
+from towerd.errors import EX_CONFIG, ConfigError, OutboxError, UplinkError
 from towerd.outbox.sqlite import Outbox
 from towerd.uplink.client import CentralSettings, UplinkClient
 
@@ -124,6 +124,7 @@ def central(tmp_path):
     made: list[CentralServer] = []
 
     def make(bind: str = "tcp://127.0.0.1:*", **kw) -> CentralServer:
+        kw.setdefault("plain", True)
         deadline = time.monotonic() + 5.0
         while True:
             try:
@@ -280,8 +281,11 @@ def test_central_restarted_on_the_same_port_gets_everything_exactly_once(central
     with sqlite3.connect(str(srv2.store._path)) as conn:
         seqs = [r[0] for r in conn.execute("SELECT seq FROM tracks UNION ALL SELECT seq FROM events ORDER BY 1")]
     assert seqs == list(range(1, total + 1))  # every record exactly once, none missing
-    assert client.stats["resent_msgs"] == 2
+    assert client.stats["flow_restarts"] == 2  # the in-flight two went again, as backlog
     assert srv2.stats["duplicates"] == 30 and srv2.stats["stored_tracks"] + srv2.stats["stored_events"] == 155
+    with sqlite3.connect(str(srv2.store._path)) as conn:  # held during the outage: all flagged REPLAY
+        flags = {r[0] for r in conn.execute("SELECT replay FROM tracks WHERE seq > ?", (total - 155,))}
+    assert flags == {1}
 
 
 def test_same_message_twice_is_stored_once_and_acked_twice(ctx, central):
@@ -466,21 +470,30 @@ def test_store_failure_is_not_acknowledged(ctx, central, monkeypatch):
 # ------------------------------------------------------------------------------ configuration and CLI
 
 
-def test_curve_central_is_refused_not_faked(tmp_path):
-    with pytest.raises(UplinkError, match="CURVE central is not implemented yet"):
-        CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite", plain=False)
+def test_curve_central_needs_its_key_and_allow_list(tmp_path):
+    with pytest.raises(ConfigError, match="needs its secret key file and an allow-list"):
+        CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite")
+    pair = keys.generate_keypair(tmp_path / "k", "central")
+    os.chmod(pair.secret_file, 0o644)
+    with pytest.raises(ConfigError, match="mode 0644"):
+        CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite", server_secret_key_file=pair.secret_file,
+                      allow_dir=tmp_path)
+    os.chmod(pair.secret_file, 0o600)
+    with pytest.raises(ConfigError, match="allow-list directory .*missing"):
+        CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite", server_secret_key_file=pair.secret_file,
+                      allow_dir=tmp_path / "absent")
 
 
 def test_bind_failure_is_an_uplink_error(central):
     srv = central()
     with pytest.raises(UplinkError, match="cannot bind"):
-        CentralServer(srv.bound_endpoint, srv.store._path.with_name("other.sqlite"))
+        CentralServer(srv.bound_endpoint, srv.store._path.with_name("other.sqlite"), plain=True)
 
 
-def test_main_without_plain_exits_78(tmp_path, caplog):
+def test_main_without_plain_or_keys_exits_78(tmp_path, caplog):
     with caplog.at_level(logging.ERROR):
         assert main(["--db", str(tmp_path / "c.sqlite")]) == EX_CONFIG
-    assert "CURVE central is not implemented yet" in caplog.text
+    assert "needs its secret key file and an allow-list directory" in caplog.text
     assert not (tmp_path / "c.sqlite").exists()
 
 
@@ -523,3 +536,328 @@ def test_main_serves_until_sigterm_and_exits_0(ctx, tmp_path):
     assert "SIGTERM received" in text and "3 tracks and 0 events stored" in text
     with sqlite3.connect(str(db)) as conn:
         assert conn.execute("SELECT count(*) FROM tracks").fetchone()[0] == 3
+
+
+# ------------------------------------------------------------------------------ CURVE, allow-list, identity
+
+
+class CurveKeys:
+    """Key pairs for a central and three towers; tx-a and tx-b are allowed, the
+    stranger is not."""
+
+    def __init__(self, root) -> None:
+        self.central = keys.generate_keypair(root / "central", "central")
+        self.a = keys.generate_keypair(root / "tx-a", "tower")
+        self.b = keys.generate_keypair(root / "tx-b", "tower")
+        self.stranger = keys.generate_keypair(root / "stranger", "tower")
+        self.allow = root / "allow"
+        keys.allow_tower("tx-a", self.a.public_file, self.allow)
+        keys.allow_tower("tx-b", self.b.public_file, self.allow)
+
+    def settings(self, endpoint: str, pair: keys.KeyPair, **kw) -> CentralSettings:
+        base = dict(server_public_key_file=str(self.central.public_file), client_secret_key_file=str(pair.secret_file),
+                    reconnect_ivl_s=0.05, reconnect_ivl_max_s=0.2, ack_timeout_s=0.5)
+        base.update(kw)
+        return CentralSettings("hq", endpoint, **base)
+
+
+@pytest.fixture
+def ck(tmp_path) -> CurveKeys:
+    return CurveKeys(tmp_path / "keys")
+
+
+def curve_dealer(ctx: zmq.Context, endpoint: str, routing_id: bytes, pair: keys.KeyPair,
+                 server_public: bytes) -> Dealer:
+    d = Dealer.__new__(Dealer)
+    d.sock = ctx.socket(zmq.DEALER)
+    d.sock.linger = 0
+    d.sock.routing_id = routing_id
+    public, secret = keys.load_secret_key_file(pair.secret_file)
+    d.sock.curve_serverkey = server_public
+    d.sock.curve_publickey = public
+    d.sock.curve_secretkey = secret
+    d.sock.connect(endpoint)
+    return d
+
+
+def curve_central(central, ck: CurveKeys, **kw) -> CentralServer:
+    return central(plain=False, server_secret_key_file=ck.central.secret_file, allow_dir=ck.allow, **kw)
+
+
+def stored_seqs(srv: CentralServer, tower: str) -> list[int]:
+    return [r["seq"] for r in srv.store.tracks(tower)]
+
+
+def test_curve_admits_allowed_towers_and_refuses_strangers_and_plain_clients(ctx, central, ck, tmp_path, caplog):
+    srv = curve_central(central, ck)
+    server_public = keys.load_public_key_file(ck.central.public_file)
+    box = Outbox(tmp_path / "a.sqlite", clock=SystemClock())
+    genuine = UplinkClient("tx-a", ck.settings(srv.bound_endpoint, ck.a), box, clock=SystemClock())
+    stranger = curve_dealer(ctx, srv.bound_endpoint, b"tx-s", ck.stranger, server_public)
+    plain = Dealer(ctx, srv.bound_endpoint, b"tx-p")
+    hostile = curve_dealer(ctx, srv.bound_endpoint, b"tx-b", ck.b, server_public)  # allowed key, bad frames
+    try:
+        stranger.sock.send(icd.encode_tracks(STREAM, tracks(5, first_seq=1)))
+        plain.sock.send(icd.encode_tracks(STREAM, tracks(5, first_seq=1)))
+        for frame in (b"", b"XX" + bytes(14), struct_header(0x01, count=3) + bytes(80)):
+            hostile.sock.send(frame)
+        total = 0
+        with caplog.at_level(logging.WARNING, logger="towerd.central.auth"):
+            for _ in range(5):  # the genuine tower keeps reporting throughout
+                box.add_tracks(tracks(20))
+                box.commit()
+                total += 20
+                for _ in range(3):
+                    _drive(genuine, srv)()
+            wait_for(lambda: box.pending_count() == 0 and srv.stats["malformed"] == 3, _drive(genuine, srv),
+                     what="genuine drained, hostile counted")
+            wait_for(lambda: srv.stats["auth"]["refused_unknown_key"] >= 1, lambda: srv.poll_once(5))
+        assert stored_seqs(srv, "tx-a") == list(range(1, total + 1))
+        assert srv.store.tracks("tx-s") == [] and srv.store.tracks("tx-p") == []
+        assert srv.stats["malformed_by_reason"] == {"short": 1, "magic": 1, "size": 1}
+        assert srv.stats["auth"]["admitted"] == 2   # tx-a and the hostile tx-b: allowed keys
+        assert "is not on the allow-list" in caplog.text
+        assert stranger.replies(50) == [] and plain.replies(50) == []
+    finally:
+        genuine.close()
+        box.close()
+        for d in (stranger, plain, hostile):
+            d.close()
+
+
+def test_negative_control_a_curve_router_without_zap_admits_the_stranger(ctx, ck):
+    """The stranger above is refused because of the allow-list, not because its socket
+    cannot connect: the same DEALER against a CURVE ROUTER with no ZAP handler gets in
+    (libzmq fails open)."""
+    router = ctx.socket(zmq.ROUTER)
+    router.linger = 0
+    _, server_secret = keys.load_secret_key_file(ck.central.secret_file)
+    router.curve_server = True
+    router.curve_secretkey = server_secret
+    router.bind("tcp://127.0.0.1:*")
+    endpoint = router.getsockopt(zmq.LAST_ENDPOINT).decode()
+    stranger = curve_dealer(ctx, endpoint, b"tx-s", ck.stranger, keys.load_public_key_file(ck.central.public_file))
+    try:
+        frame = icd.encode_tracks(STREAM, tracks(5, first_seq=1))
+        stranger.sock.send(frame)
+        assert router.poll(5000), "the stranger did not get in: the refusal test proves nothing"
+        assert router.recv_multipart() == [b"tx-s", frame]
+    finally:
+        stranger.close()
+        router.close(0)
+
+
+def test_a_curve_central_never_binds_without_its_zap_handler(ck, tmp_path, monkeypatch):
+    monkeypatch.setattr(CentralServer, "_start_auth", lambda self: None)
+    with pytest.raises(UplinkError, match="without its ZAP handler"):
+        CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite", server_secret_key_file=ck.central.secret_file,
+                      allow_dir=ck.allow)
+
+
+def test_a_key_speaking_for_another_tower_is_dropped_logged_and_quarantined(ctx, central, ck, tmp_path, caplog):
+    srv = curve_central(central, ck, quarantine_s=60.0, heartbeat_ivl_s=0.2)
+    server_public = keys.load_public_key_file(ck.central.public_file)
+    box_a = Outbox(tmp_path / "a.sqlite", clock=SystemClock())
+    genuine = UplinkClient("tx-a", ck.settings(srv.bound_endpoint, ck.a), box_a, clock=SystemClock())
+    impostor = None
+    try:
+        box_a.add_tracks(tracks(10))
+        box_a.commit()
+        wait_for(lambda: box_a.pending_count() == 0, _drive(genuine, srv), what="genuine first batch")
+        impostor = curve_dealer(ctx, srv.bound_endpoint, b"tx-a", ck.b, server_public)  # tx-b's key, tx-a's id
+        fake = tracks(3, first_seq=1)
+        fake["track_id"] = 666
+        with caplog.at_level(logging.ERROR, logger="towerd.central.server"):
+            impostor.sock.send(icd.encode_tracks(STREAM, fake))
+            wait_for(lambda: srv.stats["refused_by_reason"].get("identity", 0) >= 1,
+                     _drive(genuine, srv), what="impostor refused")
+        assert "sent with routing id 'tx-a' by the key of tower 'tx-b'" in caplog.text
+        # The genuine tower keeps flowing (it wins its routing id back: the impostor's key
+        # is quarantined, so its reconnections are refused).
+        total = 10
+        for _ in range(4):
+            box_a.add_tracks(tracks(10))
+            box_a.commit()
+            total += 10
+            _drive(genuine, srv)()
+        wait_for(lambda: box_a.pending_count() == 0, _drive(genuine, srv), timeout_s=15, what="genuine drained")
+        rows = srv.store.tracks("tx-a")
+        assert [r["seq"] for r in rows] == list(range(1, total + 1))
+        assert all(r["track_id"] != 666 for r in rows) and all(r["stream_id"] == box_a.stream_id for r in rows)
+        # The real tx-b is refused while its key is quarantined.
+        box_b = Outbox(tmp_path / "b.sqlite", clock=SystemClock())
+        real_b = UplinkClient("tx-b", ck.settings(srv.bound_endpoint, ck.b), box_b, clock=SystemClock())
+        try:
+            wait_for(lambda: real_b.stats["auth_failures"] >= 1, _drive(real_b, srv), what="quarantine refusal")
+            assert srv.stats["auth"]["refused_quarantined"] >= 1
+        finally:
+            real_b.close()
+            box_b.close()
+    finally:
+        genuine.close()
+        box_a.close()
+        if impostor is not None:
+            impostor.close()
+
+
+def test_allow_list_changes_are_picked_up_and_revocation_stops_a_connection(central, ck, tmp_path):
+    keys_dir = ck.allow
+    (keys_dir / "tx-a.key").unlink()   # tx-a starts refused
+    srv = curve_central(central, ck, reload_interval_s=0.05)
+    box = Outbox(tmp_path / "a.sqlite", clock=SystemClock())
+    client = UplinkClient("tx-a", ck.settings(srv.bound_endpoint, ck.a), box, clock=SystemClock())
+    try:
+        box.add_tracks(tracks(5))
+        box.commit()
+        wait_for(lambda: client.stats["auth_failures"] >= 1, _drive(client, srv), what="refused")
+        keys.allow_tower("tx-a", ck.a.public_file, keys_dir)
+        wait_for(lambda: box.pending_count() == 0, _drive(client, srv), timeout_s=10, what="admitted after allow")
+        (keys_dir / "tx-a.key").unlink()   # revoked: the open connection's messages are dropped
+        wait_for(lambda: srv.stats["auth"]["reloads"] == 3, lambda: srv.poll_once(5), what="reload")
+        box.add_tracks(tracks(5))
+        box.commit()
+        wait_for(lambda: srv.stats["refused_by_reason"].get("revoked", 0) >= 1, _drive(client, srv),
+                 what="revoked")
+        assert box.pending_count() == 5 and srv.store.count_tracks() == 5
+    finally:
+        client.close()
+        box.close()
+
+
+def test_reload_allow_list_on_demand(central, ck, tmp_path):
+    (ck.allow / "tx-a.key").unlink()
+    srv = curve_central(central, ck, reload_interval_s=3600.0)
+    keys.allow_tower("tx-a", ck.a.public_file, ck.allow)
+    assert srv.reload_allow_list() is True
+    box = Outbox(tmp_path / "a.sqlite", clock=SystemClock())
+    client = UplinkClient("tx-a", ck.settings(srv.bound_endpoint, ck.a), box, clock=SystemClock())
+    try:
+        box.add_tracks(tracks(3))
+        box.commit()
+        wait_for(lambda: box.pending_count() == 0, _drive(client, srv))
+    finally:
+        client.close()
+        box.close()
+
+
+def test_main_curve_serves_reloads_on_sighup_and_stops_on_sigterm(ck, tmp_path):
+    db = tmp_path / "central.sqlite"
+    log_path = tmp_path / "central.log"
+    with open(log_path, "wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "towerd.central.server", "--bind", "tcp://127.0.0.1:*", "--db", str(db),
+             "--secret-key", str(ck.central.secret_file), "--allow-dir", str(ck.allow)],
+            stdout=subprocess.DEVNULL, stderr=log_file, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+    box = Outbox(tmp_path / "a.sqlite", clock=SystemClock())
+    client = None
+    try:
+        found: list[str] = []
+
+        def look() -> None:
+            if proc.poll() is not None:
+                raise AssertionError(f"central exited {proc.returncode}: {log_path.read_text()}")
+            m = re.search(r"listening on (tcp://127\.0\.0\.1:\d+) \(CURVE\)", log_path.read_text())
+            if m:
+                found.append(m.group(1))
+            else:
+                time.sleep(0.02)
+
+        wait_for(lambda: bool(found), look, timeout_s=15, what="central start")
+        client = UplinkClient("tx-a", ck.settings(found[0], ck.a), box, clock=SystemClock())
+        box.add_tracks(tracks(7))
+        box.commit()
+        wait_for(lambda: box.pending_count() == 0, lambda: client.poll(10), timeout_s=10, what="ACK over CURVE")
+        proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: "re-reading the allow-list" in log_path.read_text(), lambda: time.sleep(0.02))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+    finally:
+        if client is not None:
+            client.close()
+        box.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert "7 tracks and 0 events stored" in log_path.read_text()
+
+
+# ------------------------------------------------------------------------------ gaps, drops, export
+
+
+def test_streams_report_missing_announced_and_unexplained_ranges(tmp_path):
+    store = CentralStore(tmp_path / "c.sqlite", clock=ManualClock())
+    try:
+        rec = tracks(12, first_seq=1)
+        held = [s for s in range(2, 13) if s not in (3, 4, 5, 8)]
+        store.store_tracks(TOWER, STREAM, rec[np.array(held) - 1], replay=False)
+        drop = {"seq": 13, "time_us": 1, "code": "outbox.dropped", "severity": "error", "message": "full",
+                "first_seq": 3, "last_seq": 5, "count": 3}
+        bogus = {"seq": 14, "time_us": 1, "code": "outbox.dropped", "severity": "error", "message": "odd",
+                 "first_seq": 9, "last_seq": 7, "count": 1}
+        store.store_events(TOWER, STREAM, [drop, bogus], replay=True)
+        (summary,) = store.streams()
+        assert (summary.records, summary.first_seq, summary.last_seq) == (9, 2, 14)
+        assert summary.missing == ((1, 1), (3, 5), (8, 8)) and summary.missing_records == 5
+        assert summary.dropped == ((3, 5),)
+        assert summary.unexplained == ((1, 1), (8, 8))
+        assert store.bad_dropped_events == 1
+        assert store.dropped() == [{"tower_id": TOWER, "stream_id": STREAM, "event_seq": 13, "first_seq": 3,
+                                    "last_seq": 5, "count": 3, "ranges": [[3, 5]]}]
+        assert [r["rx_msg"] for r in store.tracks()] == [1] * 7 and store.events()[0]["rx_msg"] == 2
+    finally:
+        store.close()
+
+
+def test_subtract_ranges():
+    assert subtract_ranges([(1, 10)], [(3, 4), (6, 6)]) == [(1, 2), (5, 5), (7, 10)]
+    assert subtract_ranges([(1, 3), (5, 9)], [(0, 1), (3, 6), (9, 20)]) == [(2, 2), (7, 8)]
+    assert subtract_ranges([(1, 3)], []) == [(1, 3)]
+    assert subtract_ranges([(4, 4)], [(1, 10)]) == []
+
+
+def test_export_writes_json_lines_of_everything(towerd_exe, tmp_path):
+    db = tmp_path / "c.sqlite"
+    store = CentralStore(db, clock=ManualClock())
+    rec = tracks(3, first_seq=1)
+    store.store_tracks(TOWER, STREAM, rec, replay=False)
+    store.store_events(TOWER, STREAM, [{"seq": 5, "time_us": 9, "code": "sensor.up", "severity": "info",
+                                        "message": "radar0 up", "sensor": "radar0"}], replay=True)
+    store.close()
+    out = tmp_path / "export.jsonl"
+    res = subprocess.run([towerd_exe, "central", "export", "--db", str(db), "--out", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [obj["kind"] for obj in lines] == ["track"] * 3 + ["event", "stream"]
+    t = lines[1]
+    assert (t["tower_id"], t["stream_id"], t["seq"], t["replay"]) == (TOWER, f"{STREAM:016x}", 2, False)
+    assert t["rf_freq_mhz"] is None and t["lat_e7"] == 294_000_001   # NaN is null in JSON
+    assert lines[3]["event"]["sensor"] == "radar0" and lines[3]["replay"] is True
+    assert lines[4]["missing"] == [[4, 4]] and lines[4]["unexplained"] == [[4, 4]] and lines[4]["records"] == 4
+    stdout = subprocess.run([towerd_exe, "central", "export", "--db", str(db), "--tower", "nobody"],
+                            capture_output=True, text=True, timeout=60)
+    assert stdout.returncode == 0 and stdout.stdout == ""
+    missing = subprocess.run([towerd_exe, "central", "export", "--db", str(tmp_path / "none.sqlite")],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1 and "no such file" in missing.stderr
+
+
+def test_store_of_the_walking_skeleton_is_upgraded(tmp_path):
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(str(db)) as conn:
+        conn.execute("CREATE TABLE tracks (tower_id TEXT NOT NULL, stream_id TEXT NOT NULL, received_us INTEGER "
+                     "NOT NULL, replay INTEGER NOT NULL, " + ", ".join(
+                         f"{n} REAL" if n in ("alt_m",) or tracks(1).dtype.fields[n][0].kind == "f" else
+                         f"{n} INTEGER NOT NULL" for n in TRACK_FIELDS)
+                     + ", PRIMARY KEY (tower_id, stream_id, seq)) WITHOUT ROWID")
+        conn.execute("CREATE TABLE events (tower_id TEXT NOT NULL, stream_id TEXT NOT NULL, seq INTEGER NOT NULL, "
+                     "received_us INTEGER NOT NULL, replay INTEGER NOT NULL, time_us INTEGER NOT NULL, code TEXT "
+                     "NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL, json TEXT NOT NULL, "
+                     "PRIMARY KEY (tower_id, stream_id, seq)) WITHOUT ROWID")
+    store = CentralStore(db)
+    try:
+        assert store.store_tracks(TOWER, STREAM, tracks(2, first_seq=1), replay=False) == 2
+        assert [r["rx_msg"] for r in store.tracks()] == [1, 1]
+    finally:
+        store.close()

@@ -8,30 +8,47 @@ malformed message is dropped, counted per reason and logged at most once per sec
 reason; it never stops the server. If the store fails, nothing is acknowledged (the tower
 sends again) and the tower gets an ERROR ``central.store_failed``.
 
+Security (the default): CURVE. The server's secret key comes from a zmq certificate file
+(mode 0600, checked like a tower's); tower public keys from an allow-list directory of
+``<tower-id>.key`` files (see :mod:`towerd.keys`), each binding one key to one tower id.
+A ZAP handler (:mod:`towerd.central.auth`) is bound *before* the ROUTER, so no handshake
+is ever admitted without it; the directory is re-read when it changes (checked every
+``reload_interval_s``) and on :meth:`CentralServer.reload_allow_list` (SIGHUP for
+``towerd central``). A message whose routing id is not the tower its key belongs to is
+dropped, counted (``refused_by_reason["identity"]``) and logged, and that key is
+quarantined. ``plain=True`` (``--plain``) runs without CURVE, for lab links only.
+
 Socket: ``ROUTER_HANDOVER=1`` (a reconnecting tower takes its routing id over),
 ``ROUTER_MANDATORY=1`` (an ACK to a tower that is gone fails with EHOSTUNREACH, which is
-logged and counted, not fatal), ``LINGER=0``, ``MAXMSGSIZE`` bounding one frame.
+logged and counted, not fatal), ``LINGER=0``, ``MAXMSGSIZE`` bounding one frame, ZMTP
+heartbeats (1 s, timeout 3 s) so that a dead tower connection is dropped. Measured with
+libzmq 4.3.5: when HANDOVER gives a routing id to a new connection, the old one is not
+closed at once; it is dropped when the heartbeat times out (after about 4 heartbeat
+periods), and only then does its tower reconnect.
 
-Not done yet (a later issue): CURVE with a ZAP allow-list that binds each key to one
-tower id. ``plain=False`` raises UplinkError rather than pretending to be secure.
+``towerd central export --db DB [--out FILE]`` writes what a store holds as JSON lines.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
 import threading
 from pathlib import Path
+from typing import IO
 
 import zmq
 
-from towerd.central.store import CentralStore
+from towerd.central.auth import ZAP_DOMAIN, CurveAuthenticator
+from towerd.central.store import CentralStore, StreamSummary
 from towerd.clock import Clock, SystemClock
-from towerd.errors import EX_CONFIG, FrameError, OutboxError, TowerdError, UplinkError
+from towerd.errors import EX_CONFIG, ConfigError, FrameError, OutboxError, TowerdError, UplinkError
 from towerd.icd import (
     FLAG_REPLAY,
+    TOWER_ID_RE,
     MsgType,
     decode,
     decode_events,
@@ -41,7 +58,8 @@ from towerd.icd import (
     encode_error,
     encode_health_ack,
 )
-from towerd.uplink.client import TOWER_ID_RE, RateLimitedLog
+from towerd.keys import load_secret_key_file
+from towerd.uplink.client import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -53,23 +71,28 @@ _SEQ_MAX = 2**63 - 1
 
 
 class CentralServer:
-    """ROUTER + CentralStore. Drive it with :meth:`poll_once` or :meth:`serve_forever`
-    from one thread."""
+    """ROUTER + CentralStore (+ CURVE admission unless ``plain``). Drive it with
+    :meth:`poll_once` or :meth:`serve_forever` from one thread.
+
+    With CURVE, ``server_secret_key_file`` (the central's key pair, mode 0600) and
+    ``allow_dir`` (the tower allow-list) are required; a missing or unsafe file is a
+    ConfigError naming it. ``heartbeat_ivl_s``: ZMTP heartbeat period towards the
+    towers (timeout three times that); it also bounds how long a tower whose routing id
+    an impostor took over keeps a dead connection (about four periods)."""
 
     def __init__(
         self,
         bind: str,
         db_path: str | Path,
         *,
-        plain: bool = True,
+        plain: bool = False,
         clock: Clock | None = None,
-        server_secret_key_file: str | None = None,
-        allow_dir: str | None = None,
+        server_secret_key_file: str | Path | None = None,
+        allow_dir: str | Path | None = None,
+        reload_interval_s: float = 2.0,
+        quarantine_s: float = 60.0,
+        heartbeat_ivl_s: float = 1.0,
     ) -> None:
-        if not plain:
-            raise UplinkError("CURVE central is not implemented yet")
-        if server_secret_key_file or allow_dir:
-            log.warning("central is plain: server_secret_key_file and allow_dir are ignored")
         self._clock = clock if clock is not None else SystemClock()
         self._limited = RateLimitedLog(log, self._clock)
         self._health: dict[str, dict] = {}
@@ -77,6 +100,8 @@ class CentralServer:
             "received": 0,
             "malformed": 0,
             "malformed_by_reason": {},
+            "refused": 0,
+            "refused_by_reason": {},
             "stored_tracks": 0,
             "stored_events": 0,
             "duplicates": 0,
@@ -87,20 +112,55 @@ class CentralServer:
             "store_errors": 0,
         }
         self._closed = False
+        curve_keys = None
+        if plain:
+            if server_secret_key_file or allow_dir:
+                log.warning("central is plain: server_secret_key_file and allow_dir are ignored")
+        else:
+            if not zmq.has("curve"):
+                raise ConfigError(f"this libzmq ({zmq.zmq_version()}) has no CURVE support; run with --plain only "
+                                  "on a lab link")
+            if not server_secret_key_file or not allow_dir:
+                raise ConfigError("a CURVE central needs its secret key file and an allow-list directory "
+                                  "(or --plain for a lab link)")
+            curve_keys = load_secret_key_file(server_secret_key_file)
+        self._plain = plain
         self._store = CentralStore(db_path, clock=self._clock)
         self._ctx = zmq.Context()
+        self._auth: CurveAuthenticator | None = None
         self._sock = self._ctx.socket(zmq.ROUTER)
         try:
+            if curve_keys is not None:
+                assert allow_dir is not None
+                self._auth = CurveAuthenticator(self._ctx, allow_dir, clock=self._clock,
+                                                reload_interval_s=reload_interval_s, quarantine_s=quarantine_s)
+                self._start_auth()
+                self._sock.curve_server = True
+                self._sock.curve_secretkey = curve_keys[1]
+                self._sock.zap_domain = ZAP_DOMAIN.encode()
             self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
             self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._sock.setsockopt(zmq.LINGER, 0)
             self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_SIZE)
+            self._sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, round(heartbeat_ivl_s * 1000)))
+            self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, round(3 * heartbeat_ivl_s * 1000)))
+            if self._auth is not None and not self._auth.started:
+                raise UplinkError("refusing to bind a CURVE central without its ZAP handler (it would admit "
+                                  "any key)")
             self._sock.bind(bind)
             self._endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
         except zmq.ZMQError as exc:
             self.close()
             raise UplinkError(f"central cannot bind {bind!r}: {exc}") from exc
-        log.debug("central bound to %s, store %s", self._endpoint, db_path)
+        except BaseException:
+            self.close()
+            raise
+        log.debug("central bound to %s (%s), store %s", self._endpoint, "plain" if plain else "CURVE", db_path)
+
+    def _start_auth(self) -> None:
+        """Bind the ZAP handler (before the ROUTER binds)."""
+        assert self._auth is not None
+        self._auth.start()
 
     @property
     def bound_endpoint(self) -> str:
@@ -118,48 +178,88 @@ class CentralServer:
 
     @property
     def stats(self) -> dict:
-        """Counters (a copy): received, malformed, malformed_by_reason, stored_tracks,
-        stored_events, duplicates, acks_sent, health_received, unroutable,
-        reply_dropped, store_errors."""
-        return {**self._stats, "malformed_by_reason": dict(self._stats["malformed_by_reason"])}
+        """Counters (a copy): received, malformed, malformed_by_reason, refused,
+        refused_by_reason (no_user_id, revoked, identity), stored_tracks, stored_events,
+        duplicates, acks_sent, health_received, unroutable, reply_dropped, store_errors,
+        and ``auth`` (the ZAP handler's counters) with CURVE."""
+        out = {**self._stats, "malformed_by_reason": dict(self._stats["malformed_by_reason"]),
+               "refused_by_reason": dict(self._stats["refused_by_reason"])}
+        if self._auth is not None:
+            out["auth"] = dict(self._auth.stats)
+        return out
+
+    def streams(self, tower_id: str | None = None) -> list[StreamSummary]:
+        """Per (tower, stream): records held and the seq ranges missing, announced as
+        dropped, and missing without announcement."""
+        return self._store.streams(tower_id)
+
+    def reload_allow_list(self) -> bool:
+        """Re-read the allow-list directory now (SIGHUP). Returns whether it changed."""
+        return self._auth.reload(force=True) if self._auth is not None else False
 
     # ---------------------------------------------------------------- serving
 
-    def serve_forever(self, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set (checked at least every 100 ms)."""
+    def serve_forever(self, stop: threading.Event, reload: threading.Event | None = None) -> None:
+        """Serve until ``stop`` is set (checked at least every 100 ms); re-read the
+        allow-list whenever ``reload`` is set."""
         while not stop.is_set():
+            if reload is not None and reload.is_set():
+                reload.clear()
+                self.reload_allow_list()
             self.poll_once(100)
 
     def poll_once(self, timeout_ms: int) -> int:
         """Wait up to ``timeout_ms`` for messages, then handle those waiting (at most
-        1000). Returns how many were handled."""
+        1000, after any pending CURVE handshakes). Returns how many were handled."""
         if self._closed:
             raise UplinkError("central is closed")
-        if not self._sock.poll(timeout_ms, zmq.POLLIN):
+        if self._auth is not None:
+            self._auth.maybe_reload()
+            poller = zmq.Poller()
+            poller.register(self._sock, zmq.POLLIN)
+            poller.register(self._auth.socket, zmq.POLLIN)
+            if not poller.poll(timeout_ms):
+                return 0
+            self._auth.handle()
+        elif not self._sock.poll(timeout_ms, zmq.POLLIN):
             return 0
         handled = 0
         while handled < _MAX_MESSAGES_PER_POLL:
             try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
             handled += 1
             self._handle(frames)
         return handled
 
-    def _malformed(self, reason: str, peer: str, detail: str) -> None:
-        self._stats["malformed"] += 1
-        by_reason = self._stats["malformed_by_reason"]
+    def _count(self, key: str, reason: str) -> None:
+        self._stats[key] += 1
+        by_reason = self._stats[f"{key}_by_reason"]
         by_reason[reason] = by_reason.get(reason, 0) + 1
+
+    def _malformed(self, reason: str, peer: str, detail: str) -> None:
+        self._count("malformed", reason)
         self._limited(logging.WARNING, reason, "central: dropped malformed message from %s: %s", peer, detail)
 
-    def _handle(self, frames: list[bytes]) -> None:
+    def _refused(self, reason: str, tower_id: str, user_id: str | None) -> None:
+        self._count("refused", reason)
+        key_tower = user_id.split(" ", 1)[0] if user_id else "?"
+        what = {
+            "identity": f"sent with routing id {tower_id!r} by the key of tower {key_tower!r} (a tower cannot speak "
+                        "for another; the key is quarantined)",
+            "revoked": f"from {tower_id!r}: its key is no longer on the allow-list for tower {key_tower!r}",
+            "no_user_id": f"from {tower_id!r}: the connection was not admitted by the allow-list",
+        }[reason]
+        self._limited(logging.ERROR, "refused:" + reason, "central: dropped a message %s", what)
+
+    def _handle(self, frames: list[zmq.Frame]) -> None:
         self._stats["received"] += 1
-        peer = repr(frames[0][:64]) if frames else "?"
+        peer = repr(frames[0].bytes[:64]) if frames else "?"
         if len(frames) != 2:
             self._malformed("frames", peer, f"{len(frames) - 1} message frames, expected 1")
             return
-        rid, frame = frames
+        rid, frame = frames[0].bytes, frames[1]
         try:
             tower_id = rid.decode("ascii")
         except UnicodeDecodeError:
@@ -167,8 +267,17 @@ class CentralServer:
         if not TOWER_ID_RE.fullmatch(tower_id):
             self._malformed("routing_id", peer, "routing id is not a tower id")
             return
+        if self._auth is not None:
+            try:
+                user_id = frame.get("User-Id")
+            except zmq.ZMQError:
+                user_id = None
+            reason = self._auth.check_sender(tower_id, user_id)
+            if reason is not None:
+                self._refused(reason, tower_id, user_id)
+                return
         try:
-            msg = decode(frame)
+            msg = decode(frame.bytes)
             if msg.type == MsgType.TRACKS:
                 self._on_tracks(rid, tower_id, msg)
             elif msg.type == MsgType.EVENTS:
@@ -210,6 +319,11 @@ class CentralServer:
             return
         self._stats["stored_events"] += new
         self._stats["duplicates"] += len(events) - new
+        for ev in events:
+            if ev["code"] == "outbox.dropped":
+                self._limited(logging.WARNING, "dropped:" + tower_id, "central: tower %s announces %s records lost "
+                              "from its full outbox, seq %s..%s", tower_id, ev.get("count"), ev.get("first_seq"),
+                              ev.get("last_seq"))
         self._ack(rid, tower_id, msg.stream_id, first, last)
 
     def _store_failed(self, rid: bytes, tower_id: str, stream_id: int, exc: Exception) -> None:
@@ -242,50 +356,111 @@ class CentralServer:
         return True
 
     def close(self) -> None:
-        """Close the socket, the context and the store. Idempotent."""
+        """Close the sockets, the context and the store. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._sock.close(0)
+        if self._auth is not None:
+            self._auth.close()
         self._ctx.term()
         self._store.close()
 
 
+# ------------------------------------------------------------------------------ command line
+
+
+def export(db_path: str | Path, out: IO[str], tower_id: str | None = None) -> int:
+    """Write what the store at ``db_path`` holds to ``out`` as JSON lines (see
+    :meth:`CentralStore.export`); opened read-only. Returns the number of lines."""
+    store = CentralStore(db_path, read_only=True)
+    n = 0
+    try:
+        for obj in store.export(tower_id):
+            out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+            out.write("\n")
+            n += 1
+    finally:
+        store.close()
+    return n
+
+
+def export_main(argv: list[str]) -> int:
+    """``towerd central export``: JSON lines of what a central store holds."""
+    parser = argparse.ArgumentParser(prog="towerd central export",
+                                     description="Write what a central store holds as JSON lines: every track, "
+                                     "every event, then one summary per stream with its missing and dropped seq "
+                                     "ranges.")
+    parser.add_argument("--db", required=True, help="the central's SQLite file (opened read-only)")
+    parser.add_argument("--out", help="output file (default: standard output)")
+    parser.add_argument("--tower", help="only this tower id")
+    args = parser.parse_args(argv)
+    try:
+        if args.out:
+            with open(args.out, "w", encoding="utf-8") as fh:
+                n = export(args.db, fh, args.tower)
+        else:
+            n = export(args.db, sys.stdout, args.tower)
+            sys.stdout.flush()
+    except (TowerdError, OSError) as exc:
+        print(f"towerd central export: {exc}", file=sys.stderr)
+        return 1
+    print(f"towerd central export: {n} lines written", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    """``towerd central``: run the reference central until SIGINT/SIGTERM."""
-    parser = argparse.ArgumentParser(prog="towerd central", description="Reference central for ICD v1 (lab/demo).")
+    """``towerd central``: run the reference central until SIGINT/SIGTERM (SIGHUP
+    re-reads the allow-list); ``towerd central export ...`` exports a store."""
+    if argv[:1] == ["export"]:
+        return export_main(argv[1:])
+    parser = argparse.ArgumentParser(
+        prog="towerd central",
+        description="Reference central for ICD v1. CURVE by default; `towerd central export --db DB` writes what "
+        "a store holds as JSON lines.")
     parser.add_argument("--bind", default="tcp://*:7700", help="ZeroMQ endpoint to bind (default tcp://*:7700)")
     parser.add_argument("--db", required=True, help="SQLite file for the received reports")
-    parser.add_argument("--plain", action="store_true",
-                        help="plain TCP without CURVE (required: CURVE is not implemented yet)")
+    parser.add_argument("--secret-key", help="the central's secret key file (mode 0600; `towerd keys generate "
+                        "--name central`)")
+    parser.add_argument("--allow-dir", help="allow-list directory of <tower-id>.key files (`towerd keys allow`); "
+                        "re-read when it changes and on SIGHUP")
+    parser.add_argument("--plain", action="store_true", help="no CURVE: plain TCP, for lab and demo links only")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if not args.plain:
-        log.error("CURVE central is not implemented yet: run with --plain (lab and demo links only)")
-        return EX_CONFIG
     try:
-        server = CentralServer(args.bind, args.db, plain=True)
+        server = CentralServer(args.bind, args.db, plain=args.plain, server_secret_key_file=args.secret_key,
+                               allow_dir=args.allow_dir)
+    except ConfigError as exc:
+        log.error("central cannot start: %s", exc)
+        return EX_CONFIG
     except TowerdError as exc:
         log.error("central cannot start: %s", exc)
         return 1
     stop = threading.Event()
+    reload = threading.Event()
 
     def _on_signal(signum: int, _frame: object) -> None:
         log.info("central: %s received, stopping", signal.Signals(signum).name)
         stop.set()
 
+    def _on_hup(_signum: int, _frame: object) -> None:
+        log.info("central: SIGHUP received, re-reading the allow-list")
+        reload.set()
+
     old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    log.info("central listening on %s", server.bound_endpoint)
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, _on_hup)
+    log.info("central listening on %s (%s)", server.bound_endpoint, "plain" if args.plain else "CURVE")
     try:
-        server.serve_forever(stop)
+        server.serve_forever(stop, reload)
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         stats = server.stats
         server.close()
-    log.info("central stopped: %d tracks and %d events stored, %d duplicates, %d malformed",
-             stats["stored_tracks"], stats["stored_events"], stats["duplicates"], stats["malformed"])
+    log.info("central stopped: %d tracks and %d events stored, %d duplicates, %d malformed, %d refused",
+             stats["stored_tracks"], stats["stored_events"], stats["duplicates"], stats["malformed"],
+             stats["refused"])
     return 0
 
 

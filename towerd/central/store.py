@@ -10,6 +10,18 @@ INTEGER); every ICD TRACKS field is a column of the same name. SQLite stores a f
 as NULL, so "unknown" float fields are NULL in the database; :meth:`CentralStore.tracks`
 turns them back into NaN. ``lat_e7``/``lon_e7`` keep the ICD's -2^31 for unknown.
 ``seq`` beyond 2^63 - 1 (SQLite's INTEGER range) is refused with ValueError.
+``rx_msg`` numbers the stored messages in the order they arrived (across restarts), so
+the order of delivery (live before backlog after an outage) can be checked afterwards.
+
+Losses: every ``outbox.dropped`` event is also written to table ``dropped`` (tower,
+stream, the event's seq, ``first_seq``, ``last_seq``, ``count``, ``ranges``), and
+:meth:`CentralStore.streams` gives per stream the seq ranges missing, those the tower
+announced as dropped, and those missing without announcement. A tower that is still
+replaying its backlog, or a central whose sharing rule filters records, also shows
+missing ranges: a gap alone is not a loss (ICD "Transport").
+
+Schema version (``PRAGMA user_version``): 2. A version 0/1 file (the walking skeleton's)
+is upgraded in place.
 """
 
 from __future__ import annotations
@@ -18,21 +30,24 @@ import json
 import logging
 import math
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from towerd.clock import Clock, SystemClock
 from towerd.errors import OutboxError
-from towerd.icd import TRACK_RECORD_DTYPE
+from towerd.icd import EVENT_OUTBOX_DROPPED, TRACK_RECORD_DTYPE
 
 log = logging.getLogger(__name__)
 
 TRACK_FIELDS: tuple[str, ...] = TRACK_RECORD_DTYPE.names
 _FLOAT_FIELDS = frozenset(n for n in TRACK_FIELDS if TRACK_RECORD_DTYPE.fields[n][0].kind == "f")
 _SEQ_MAX = 2**63 - 1
+SCHEMA_VERSION = 2
 
-_TRACK_COLUMNS = ("tower_id", "stream_id", "received_us", "replay") + TRACK_FIELDS
+_TRACK_COLUMNS = ("tower_id", "stream_id", "received_us", "replay", "rx_msg") + TRACK_FIELDS
 
 
 def _track_column_sql(name: str) -> str:
@@ -44,40 +59,132 @@ def _track_column_sql(name: str) -> str:
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS tracks ("
     "tower_id TEXT NOT NULL, stream_id TEXT NOT NULL, received_us INTEGER NOT NULL, "
-    "replay INTEGER NOT NULL, "
+    "replay INTEGER NOT NULL, rx_msg INTEGER NOT NULL DEFAULT 0, "
     + ", ".join(_track_column_sql(n) for n in TRACK_FIELDS)
     + ", PRIMARY KEY (tower_id, stream_id, seq)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS events ("
     "tower_id TEXT NOT NULL, stream_id TEXT NOT NULL, seq INTEGER NOT NULL, "
-    "received_us INTEGER NOT NULL, replay INTEGER NOT NULL, time_us INTEGER NOT NULL, "
-    "code TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL, json TEXT NOT NULL, "
-    "PRIMARY KEY (tower_id, stream_id, seq)) WITHOUT ROWID",
+    "received_us INTEGER NOT NULL, replay INTEGER NOT NULL, rx_msg INTEGER NOT NULL DEFAULT 0, "
+    "time_us INTEGER NOT NULL, code TEXT NOT NULL, severity TEXT NOT NULL, message TEXT NOT NULL, "
+    "json TEXT NOT NULL, PRIMARY KEY (tower_id, stream_id, seq)) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS dropped ("
+    "tower_id TEXT NOT NULL, stream_id TEXT NOT NULL, event_seq INTEGER NOT NULL, "
+    "first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, count INTEGER NOT NULL, ranges TEXT NOT NULL, "
+    "received_us INTEGER NOT NULL, PRIMARY KEY (tower_id, stream_id, event_seq)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS tracks_time ON tracks (time_us)",
 ]
+_UPGRADE_TO_2 = [
+    "ALTER TABLE tracks ADD COLUMN rx_msg INTEGER NOT NULL DEFAULT 0",
+    "ALTER TABLE events ADD COLUMN rx_msg INTEGER NOT NULL DEFAULT 0",
+]
+
+
+@dataclass(frozen=True)
+class StreamSummary:
+    """What the central holds of one ``(tower_id, stream_id)``. Seq ranges are
+    inclusive ``(first, last)`` pairs in ascending order. ``missing`` holds the ranges
+    in ``1..last_seq`` not stored (at most ``max_ranges`` of them; ``missing_records``
+    counts all); ``dropped`` those the tower announced with ``outbox.dropped``;
+    ``unexplained`` the missing ranges minus the dropped ones (computed from the ranges
+    listed, so exact unless ``truncated``)."""
+
+    tower_id: str
+    stream_id: int
+    records: int
+    first_seq: int
+    last_seq: int
+    missing_records: int
+    missing: tuple[tuple[int, int], ...]
+    dropped: tuple[tuple[int, int], ...]
+    unexplained: tuple[tuple[int, int], ...]
+    truncated: bool
+
+    def as_json(self) -> dict:
+        return {"kind": "stream", "tower_id": self.tower_id, "stream_id": f"{self.stream_id:016x}",
+                "records": self.records, "first_seq": self.first_seq, "last_seq": self.last_seq,
+                "missing_records": self.missing_records, "missing": [list(r) for r in self.missing],
+                "dropped": [list(r) for r in self.dropped], "unexplained": [list(r) for r in self.unexplained],
+                "truncated": self.truncated}
+
+
+def subtract_ranges(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The seq ranges of ``a`` not covered by ``b`` (both sorted, inclusive, ``b`` may
+    overlap itself)."""
+    out: list[tuple[int, int]] = []
+    bs = sorted(b)
+    j = 0
+    for lo, hi in a:
+        cur = lo
+        while j < len(bs) and bs[j][1] < cur:
+            j += 1
+        k = j
+        while k < len(bs) and bs[k][0] <= hi and cur <= hi:
+            blo, bhi = bs[k]
+            if blo > cur:
+                out.append((cur, blo - 1))
+            cur = max(cur, bhi + 1)
+            k += 1
+        if cur <= hi:
+            out.append((cur, hi))
+    return out
+
+
+def _dropped_ranges(ev: dict) -> list[tuple[int, int]] | None:
+    """The seq ranges an ``outbox.dropped`` event names, or None if it is malformed."""
+    first, last, count = ev.get("first_seq"), ev.get("last_seq"), ev.get("count")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (first, last, count)):
+        return None
+    if not 1 <= first <= last <= _SEQ_MAX or count < 1:
+        return None
+    raw = ev.get("ranges")
+    if raw is None:
+        ranges = [(first, last)]
+    else:
+        if not isinstance(raw, list) or not raw:
+            return None
+        ranges = []
+        for r in raw:
+            if (not isinstance(r, list) or len(r) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                                     for v in r) or not first <= r[0] <= r[1] <= last):
+                return None
+            ranges.append((r[0], r[1]))
+    if sum(b - a + 1 for a, b in ranges) != count:
+        return None
+    return ranges
 
 
 class CentralStore:
     """TRACKS records and EVENTS objects from every tower, de-duplicated by key.
 
+    ``read_only``: open an existing store for reading (export) without changing it.
     Not thread-safe: use it from one thread at a time (it may be created in one thread
     and served from another, as ``serve_forever`` in a thread does)."""
 
-    def __init__(self, path: str | Path, *, clock: Clock | None = None) -> None:
+    def __init__(self, path: str | Path, *, clock: Clock | None = None, read_only: bool = False) -> None:
         self._path = Path(path)
         self._clock = clock if clock is not None else SystemClock()
+        self._read_only = read_only
+        self.bad_dropped_events = 0
         try:
-            self._conn: sqlite3.Connection | None = sqlite3.connect(
-                str(self._path), isolation_level=None, check_same_thread=False
-            )
+            if read_only:
+                if not self._path.exists():
+                    raise OutboxError(f"central store {self._path}: no such file")
+                self._conn: sqlite3.Connection | None = sqlite3.connect(
+                    f"file:{self._path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+            else:
+                self._conn = sqlite3.connect(str(self._path), isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
             raise OutboxError(f"central store {self._path}: cannot open: {exc}") from exc
         try:
-            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                raise OutboxError(f"central store {self._path}: journal_mode {mode}, WAL required")
-            self._conn.execute("PRAGMA synchronous=FULL")
-            for stmt in _SCHEMA:
-                self._conn.execute(stmt)
+            if read_only:
+                version = self._conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > SCHEMA_VERSION:
+                    raise OutboxError(f"central store {self._path}: schema version {version}, this towerd knows "
+                                      f"{SCHEMA_VERSION}")
+                self._has_rx_msg = version >= 2
+                self._rx_msg = 0
+            else:
+                self._initialise()
         except sqlite3.Error as exc:
             self._conn.close()
             self._conn = None
@@ -87,17 +194,55 @@ class CentralStore:
             self._conn = None
             raise
 
+    def _initialise(self) -> None:
+        conn = self._conn
+        assert conn is not None
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise OutboxError(f"central store {self._path}: journal_mode {mode}, WAL required")
+        conn.execute("PRAGMA synchronous=FULL")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise OutboxError(f"central store {self._path}: schema version {version}, this towerd knows "
+                              f"{SCHEMA_VERSION}")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if version < 2 and "tracks" in tables:
+                for stmt in _UPGRADE_TO_2:
+                    conn.execute(stmt)
+                log.info("central store %s upgraded to schema version %d", self._path, SCHEMA_VERSION)
+            for stmt in _SCHEMA:
+                conn.execute(stmt)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self._has_rx_msg = True
+        self._rx_msg = conn.execute(
+            "SELECT max(coalesce((SELECT max(rx_msg) FROM tracks), 0), "
+            "coalesce((SELECT max(rx_msg) FROM events), 0))").fetchone()[0]
+
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise OutboxError(f"central store {self._path} is closed")
         return self._conn
 
-    def _insert(self, sql: str, rows: list[tuple]) -> int:
+    def _insert(self, statements: list[tuple[str, list[tuple]]]) -> int:
+        """Run the inserts in one committed transaction; returns the changes made by the
+        first statement (the records that were new)."""
         conn = self._db()
-        before = conn.total_changes
+        if self._read_only:
+            raise OutboxError(f"central store {self._path} is open read-only")
         try:
             conn.execute("BEGIN IMMEDIATE")
-            conn.executemany(sql, rows)
+            before = conn.total_changes
+            conn.executemany(*statements[0])
+            new = conn.total_changes - before
+            for sql, rows in statements[1:]:
+                if rows:
+                    conn.executemany(sql, rows)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             try:
@@ -106,7 +251,7 @@ class CentralStore:
             except sqlite3.Error:
                 log.exception("central store %s: rollback failed", self._path)
             raise OutboxError(f"central store {self._path}: insert failed: {exc}") from exc
-        return conn.total_changes - before
+        return new
 
     def store_tracks(self, tower_id: str, stream_id: int, records: np.ndarray, replay: bool) -> int:
         """Store TRACKS records (TRACK_RECORD_DTYPE, shape (n,)) durably; returns how many
@@ -117,50 +262,70 @@ class CentralStore:
             return 0
         if int(records["seq"].max()) > _SEQ_MAX:
             raise ValueError("seq beyond SQLite's INTEGER range")
-        head = (tower_id, f"{stream_id:016x}", self._clock.utc_us(), int(bool(replay)))
+        self._rx_msg += 1
+        head = (tower_id, f"{stream_id:016x}", self._clock.utc_us(), int(bool(replay)), self._rx_msg)
         rows = [head + tuple(r) for r in records.tolist()]
         sql = (f"INSERT OR IGNORE INTO tracks ({', '.join(_TRACK_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(_TRACK_COLUMNS))})")
-        return self._insert(sql, rows)
+        return self._insert([(sql, rows)])
 
     def store_events(self, tower_id: str, stream_id: int, events: list[dict], replay: bool) -> int:
         """Store EVENTS objects (each with seq, time_us, code, severity, message) durably;
-        the whole object is kept in ``json``. Returns how many were new."""
+        the whole object is kept in ``json``; ``outbox.dropped`` events are also recorded
+        in ``dropped``. Returns how many were new."""
         if not events:
             return 0
         if max(ev["seq"] for ev in events) > _SEQ_MAX:
             raise ValueError("seq beyond SQLite's INTEGER range")
+        self._rx_msg += 1
         received_us = self._clock.utc_us()
         stream_hex = f"{stream_id:016x}"
         rows = [
-            (tower_id, stream_hex, ev["seq"], received_us, int(bool(replay)), ev["time_us"], ev["code"],
-             ev["severity"], ev["message"], json.dumps(ev, ensure_ascii=False, separators=(",", ":")))
+            (tower_id, stream_hex, ev["seq"], received_us, int(bool(replay)), self._rx_msg, ev["time_us"],
+             ev["code"], ev["severity"], ev["message"], json.dumps(ev, ensure_ascii=False, separators=(",", ":")))
             for ev in events
         ]
-        sql = ("INSERT OR IGNORE INTO events (tower_id, stream_id, seq, received_us, replay, time_us, code, "
-               "severity, message, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-        return self._insert(sql, rows)
+        drops = []
+        for ev in events:
+            if ev["code"] != EVENT_OUTBOX_DROPPED:
+                continue
+            ranges = _dropped_ranges(ev)
+            if ranges is None:
+                self.bad_dropped_events += 1
+                log.warning("central store: %s stream %s: outbox.dropped event seq %d does not name a valid range; "
+                            "stored as an event only", tower_id, stream_hex, ev["seq"])
+                continue
+            drops.append((tower_id, stream_hex, ev["seq"], ev["first_seq"], ev["last_seq"], ev["count"],
+                          json.dumps([list(r) for r in ranges]), received_us))
+        sql = ("INSERT OR IGNORE INTO events (tower_id, stream_id, seq, received_us, replay, rx_msg, time_us, code, "
+               "severity, message, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+        drop_sql = ("INSERT OR IGNORE INTO dropped (tower_id, stream_id, event_seq, first_seq, last_seq, count, "
+                    "ranges, received_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        return self._insert([(sql, rows), (drop_sql, drops)])
+
+    # ---------------------------------------------------------------- reading
+
+    def _row_dicts(self, cur: sqlite3.Cursor) -> Iterator[dict]:
+        names = [d[0] for d in cur.description]
+        for row in cur:
+            d = dict(zip(names, row))
+            d["stream_id"] = int(d["stream_id"], 16)
+            d["replay"] = bool(d["replay"])
+            yield d
 
     def _select(self, table: str, tower_id: str | None) -> list[dict]:
         conn = self._db()
         where, args = ("WHERE tower_id = ?", (tower_id,)) if tower_id is not None else ("", ())
         try:
             cur = conn.execute(f"SELECT * FROM {table} {where} ORDER BY tower_id, stream_id, seq", args)
-            names = [d[0] for d in cur.description]
-            rows = cur.fetchall()
+            return list(self._row_dicts(cur))
         except sqlite3.Error as exc:
             raise OutboxError(f"central store {self._path}: query failed: {exc}") from exc
-        out = []
-        for row in rows:
-            d = dict(zip(names, row))
-            d["stream_id"] = int(d["stream_id"], 16)
-            d["replay"] = bool(d["replay"])
-            out.append(d)
-        return out
 
     def tracks(self, tower_id: str | None = None) -> list[dict]:
         """Stored TRACKS records as dicts (ICD field names plus tower_id, stream_id (int),
-        received_us, replay (bool)), ordered by tower, stream, seq; unknown floats are NaN."""
+        received_us, replay (bool), rx_msg), ordered by tower, stream, seq; unknown floats
+        are NaN."""
         out = self._select("tracks", tower_id)
         for d in out:
             for name in _FLOAT_FIELDS:
@@ -184,6 +349,90 @@ class CentralStore:
 
     def count_events(self) -> int:
         return self._count("events")
+
+    def dropped(self, tower_id: str | None = None) -> list[dict]:
+        """Every ``outbox.dropped`` announcement received: tower_id, stream_id (int),
+        event_seq, first_seq, last_seq, count, ranges (list of [first, last])."""
+        conn = self._db()
+        where, args = ("WHERE tower_id = ?", (tower_id,)) if tower_id is not None else ("", ())
+        try:
+            rows = conn.execute("SELECT tower_id, stream_id, event_seq, first_seq, last_seq, count, ranges "
+                                f"FROM dropped {where} ORDER BY tower_id, stream_id, event_seq", args).fetchall()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"central store {self._path}: query failed: {exc}") from exc
+        return [{"tower_id": t, "stream_id": int(s, 16), "event_seq": e, "first_seq": f, "last_seq": la,
+                 "count": c, "ranges": json.loads(r)} for t, s, e, f, la, c, r in rows]
+
+    def streams(self, tower_id: str | None = None, max_ranges: int = 10_000) -> list[StreamSummary]:
+        """A :class:`StreamSummary` per (tower, stream) held, with its missing, dropped
+        and unexplained seq ranges."""
+        conn = self._db()
+        where, args = ("WHERE tower_id = ?", (tower_id,)) if tower_id is not None else ("", ())
+        try:
+            heads = conn.execute(
+                "SELECT tower_id, stream_id, count(*), min(seq), max(seq) FROM "
+                f"(SELECT tower_id, stream_id, seq FROM tracks {where} "
+                f"UNION SELECT tower_id, stream_id, seq FROM events {where}) "
+                "GROUP BY tower_id, stream_id ORDER BY tower_id, stream_id", args + args).fetchall()
+            out = []
+            for tower, stream_hex, n, first, last in heads:
+                key = (tower, stream_hex)
+                gap_sql = (
+                    "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt FROM "
+                    "(SELECT seq FROM tracks WHERE tower_id = ? AND stream_id = ? "
+                    "UNION SELECT seq FROM events WHERE tower_id = ? AND stream_id = ?)) "
+                    "WHERE nxt > seq + 1 ORDER BY seq")
+                missing: list[tuple[int, int]] = [(1, first - 1)] if first > 1 else []
+                missing_records = last - n  # every seq in 1..last that is not held
+                truncated = False
+                for lo, hi in conn.execute(gap_sql, key + key):
+                    if len(missing) >= max_ranges:
+                        truncated = True
+                        break
+                    missing.append((lo, hi))
+                dropped: list[tuple[int, int]] = []
+                for (ranges,) in conn.execute("SELECT ranges FROM dropped WHERE tower_id = ? AND stream_id = ? "
+                                              "ORDER BY first_seq", key):
+                    dropped.extend((a, b) for a, b in json.loads(ranges))
+                dropped.sort()
+                out.append(StreamSummary(
+                    tower_id=tower, stream_id=int(stream_hex, 16), records=n, first_seq=first, last_seq=last,
+                    missing_records=missing_records, missing=tuple(missing), dropped=tuple(dropped),
+                    unexplained=tuple(subtract_ranges(missing, dropped)), truncated=truncated))
+        except sqlite3.Error as exc:
+            raise OutboxError(f"central store {self._path}: query failed: {exc}") from exc
+        return out
+
+    def export(self, tower_id: str | None = None) -> Iterator[dict]:
+        """Everything held, as JSON-ready dicts streamed from the database (never all in
+        memory): every track (``"kind": "track"``, ICD fields, unknown floats as null),
+        every event (``"kind": "event"`` plus the object as received under ``event``),
+        then a ``"kind": "stream"`` summary per stream (see :class:`StreamSummary`).
+        ``stream_id`` is 16 hex digits (a u64 does not fit a JSON number exactly)."""
+        conn = self._db()
+        where, args = ("WHERE tower_id = ?", (tower_id,)) if tower_id is not None else ("", ())
+        try:
+            cur = conn.execute(f"SELECT * FROM tracks {where} ORDER BY tower_id, stream_id, seq", args)
+            names = [d[0] for d in cur.description]
+            for row in cur:
+                d = dict(zip(names, row))
+                d["replay"] = bool(d["replay"])
+                yield {"kind": "track", **d}
+            cur = conn.execute("SELECT tower_id, stream_id, seq, received_us, replay, "
+                               + ("rx_msg, " if self._has_rx_msg else "")
+                               + f"json FROM events {where} ORDER BY tower_id, stream_id, seq", args)
+            names = [d[0] for d in cur.description]
+            for row in cur:
+                d = dict(zip(names, row))
+                d["replay"] = bool(d["replay"])
+                d["event"] = json.loads(d.pop("json"))
+                yield {"kind": "event", **d}
+            has_dropped = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'dropped'").fetchone()[0]
+        except sqlite3.Error as exc:
+            raise OutboxError(f"central store {self._path}: export failed: {exc}") from exc
+        if has_dropped:
+            for summary in self.streams(tower_id):
+                yield summary.as_json()
 
     def close(self) -> None:
         """Close the database. Idempotent."""
