@@ -17,7 +17,7 @@ from towerd.logsetup import setup_logging
 
 log = logging.getLogger("towerd")
 
-COMMAND_MODULES: tuple[str, ...] = ("towerd.status", "towerd.doctor", "towerd.keys")
+COMMAND_MODULES: tuple[str, ...] = ("towerd.status", "towerd.doctor", "towerd.keys", "towerd.tools")
 """Modules that add subcommands: each has ``register(subparsers)`` which adds its
 parser(s) with ``set_defaults(func=...)``; ``func(args) -> int`` is the exit status."""
 
