@@ -14,6 +14,7 @@ from towerd.errors import ConfigError
 REGISTRY: dict[str, str] = {
     "ti_mmwave": "towerd.drivers.ti_mmwave.driver:TiMmwaveDriver",
     "nmea_radar": "towerd.drivers.nmea_radar.driver:NmeaRadarDriver",
+    "rfexplorer": "towerd.drivers.rfexplorer.driver:RfExplorerDriver",
 }
 """Registry name -> ``module:Class`` of the driver, imported on first use."""
 
