@@ -1,0 +1,267 @@
+"""Static clutter: tracks of things that never move (lamp posts, masts, roof edges, parked
+cars) are recognised and kept from the central, and where they stand is learnt so that
+they do not start new tracks again and again.
+
+A radar without a zero-Doppler notch sees every static reflector in its beam, and the
+tracker duly confirms a track on each: a central fed with them would be flooded with
+"targets" that are lamp posts. A static reflector and a hovering drone look alike at
+any one instant; what tells them apart is history: a static reflector has been still
+since it was first seen, whereas a drone that now hovers flew there. Hence:
+
+1. Stationarity test, per track, on every frame a detection updated it. Evidence of
+   motion is either
+   - a significant displacement from the track's first detection z₀ (covariance R₀):
+     d = p − z₀, d² = dᵀ (P_pos + R₀)⁻¹ d > χ²₃⁻¹(``gate_probability``) and
+     |d| > ``radius_m``; or
+   - a significant velocity: v² = vᵀ P_vel⁻¹ v > χ²₃⁻¹(``gate_probability``) and
+     |v| > ``max_speed_mps``.
+   ``moving_updates`` consecutive updates with evidence latch the track as MOVED for
+   the rest of its life (a single noisy update does not).
+2. A track is STATIC while it has not moved, unless it is exempt: the caller says so
+   (the pipeline exempts tracks with an associated RF drone link, those whose mean
+   Doppler spread reaches ``exempt_doppler_spread_mps`` — rotor blades — and those the
+   classifier calls uas with at least ``exempt_uas_confidence``: a small, airborne,
+   hovering object; lamp posts and masts are large reflectors and stand on the ground,
+   so they do not pass). 101 disables that last exemption. Static tracks are not
+   reported. So a confirmed track's first report waits until it has shown motion —
+   about a second for a drone in flight — or until it is exempt: a drone first seen
+   while hovering is reported once classified (a few seconds), when it moves, or when
+   an RF link is associated with it.
+3. Clutter map: a grid of ``map_cell_m`` cubes. Each cell accumulates the seconds static
+   confirmed tracks have dwelt in it (the cell of the mean of the track's positions so
+   far, which settles on the reflector; per sighting, the track's time since its
+   previous one, at most MAP_MAX_GAP_S; dwell decays with time constant ``map_forget_s``, so a
+   removed reflector is forgotten). A cell with at least
+   ``map_learn_s`` seconds is known clutter: a detection in it or in one of its 26
+   neighbours whose radial speed is at most ``map_max_doppler_mps`` (or unknown)
+   starts no track (:class:`ClutterMapInitiator`). Targets already tracked keep their
+   detections there (association comes before initiation), and moving ones start
+   tracks as usual. The map holds at most ``map_max_cells`` cells (the weakest go).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.stats import chi2
+
+from towerd.detection.plots import Detections
+from towerd.icd import Status
+from towerd.schema import spec
+from towerd.tracking.initiator import MofNInitiator
+from towerd.tracking.state import POS, VEL, match_ids
+from towerd.tracking.tracker import TrackUpdate
+
+log = logging.getLogger(__name__)
+
+MAP_MAX_GAP_S = 1.0
+"""Longest interval between two sightings of a static track that counts as dwell."""
+_BITS = 21
+_OFFSET = 1 << (_BITS - 1)
+_NEIGHBOURS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class StaticClutterSettings:
+    """``tracking.static_clutter``: recognising static reflectors; see the module docstring."""
+
+    enabled: bool = spec(True, doc="withhold tracks that have not moved since first seen, and learn a clutter map")
+    radius_m: float = spec(5.0, doc="displacement from the first detection that shows motion", unit="m",
+                           lo=0.1, hi=1000.0)
+    max_speed_mps: float = spec(1.0, doc="speed above which a significant velocity shows motion", unit="m/s",
+                                lo=0.0, hi=100.0)
+    gate_probability: float = spec(
+        0.9999, doc="chi-square probability that displacement or velocity must exceed to count", lo=0.5, hi=0.999999
+    )
+    moving_updates: int = spec(3, doc="consecutive updates with evidence of motion that mark a track moved",
+                               lo=1, hi=100)
+    exempt_doppler_spread_mps: float = spec(
+        2.0, doc="a track whose mean Doppler spread reaches this (rotor blades) is never static clutter", unit="m/s",
+        lo=0.0, hi=100.0,
+    )
+    exempt_uas_confidence: int = spec(
+        80, doc="a track classified uas with at least this confidence is never static clutter (a hovering drone: "
+        "small RCS, off the ground)", unit="%", lo=0, hi=101,
+    )
+    map_cell_m: float = spec(5.0, doc="clutter map cell size", unit="m", lo=0.5, hi=1000.0)
+    map_learn_s: float = spec(10.0, doc="static dwell that makes a cell clutter", unit="s", lo=0.1, hi=86400.0)
+    map_forget_s: float = spec(600.0, doc="time constant with which dwell fades", unit="s", lo=1.0, hi=1e7)
+    map_max_doppler_mps: float = spec(
+        0.5, doc="a detection in a clutter cell starts no track unless its radial speed exceeds this", unit="m/s",
+        lo=0.0, hi=100.0,
+    )
+    map_max_cells: int = spec(20000, doc="most cells the clutter map keeps", lo=1, hi=10_000_000)
+
+
+class ClutterMap:
+    """Grid of static dwell; see the module docstring. Cells are kept as sorted int64
+    keys with their dwell (seconds) and last update time, so look-ups are vectorised
+    (searchsorted) and memory is bounded by ``max_cells``."""
+
+    def __init__(self, settings: StaticClutterSettings) -> None:
+        self.settings = settings
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._dwell = np.zeros(0)
+        self._t = np.zeros(0)
+        self.refused = 0
+        """Detections refused track initiation so far."""
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def cell_index(self, pos_enu_m: np.ndarray) -> np.ndarray:
+        """(N, 3) positions -> (N, 3) int64 cell indices."""
+        return np.floor(np.asarray(pos_enu_m, dtype=float) / self.settings.map_cell_m).astype(np.int64)
+
+    @staticmethod
+    def _pack(idx: np.ndarray) -> np.ndarray:
+        """(..., 3) cell indices -> (...) int64 keys (21 bits per axis, ±2^20 cells)."""
+        u = np.clip(idx + _OFFSET, 0, (1 << _BITS) - 1)
+        return (u[..., 0] << (2 * _BITS)) | (u[..., 1] << _BITS) | u[..., 2]
+
+    def dwell(self, pos_enu_m: np.ndarray, t_mono: float, *, neighbours: bool = False) -> np.ndarray:
+        """(N,) decayed dwell, seconds, of the cells of ``pos_enu_m`` (N, 3) at t_mono; with
+        ``neighbours`` the largest over each cell and its 26 neighbours."""
+        idx = self.cell_index(pos_enu_m)
+        if neighbours:
+            keys = self._pack(idx[:, None, :] + _NEIGHBOURS[None, :, :])  # (N, 27)
+        else:
+            keys = self._pack(idx)[:, None]
+        found, pos = match_ids(self._keys, keys.ravel())
+        d = np.zeros(keys.size)
+        decay = np.exp(-np.maximum(t_mono - self._t[pos[found]], 0.0) / self.settings.map_forget_s)
+        d[found] = self._dwell[pos[found]] * decay
+        return d.reshape(keys.shape).max(axis=1) if len(keys) else np.zeros(0)
+
+    def is_clutter(self, pos_enu_m: np.ndarray, radial_vel_mps: np.ndarray, t_mono: float) -> np.ndarray:
+        """(N,) True for detections in (or next to) a known clutter cell whose radial
+        speed is at most ``map_max_doppler_mps`` or unknown."""
+        if len(self._keys) == 0 or len(pos_enu_m) == 0:
+            return np.zeros(len(pos_enu_m), dtype=bool)
+        s = self.settings
+        slow = ~(np.abs(radial_vel_mps) > s.map_max_doppler_mps)  # NaN counts as slow
+        return slow & (self.dwell(pos_enu_m, t_mono, neighbours=True) >= s.map_learn_s)
+
+    def learn(self, pos_enu_m: np.ndarray, dwell_s: np.ndarray, t_mono: float) -> None:
+        """Static tracks at ``pos_enu_m`` (N, 3) have stayed ``dwell_s`` (N,) seconds more
+        (each track's time since its previous sighting): decay their cells' dwell to
+        t_mono and add it, each at most MAP_MAX_GAP_S."""
+        if len(pos_enu_m) == 0:
+            return
+        s = self.settings
+        keys, inv = np.unique(self._pack(self.cell_index(pos_enu_m)), return_inverse=True)
+        add = np.zeros(len(keys))
+        np.add.at(add, inv, np.clip(np.asarray(dwell_s, dtype=float), 0.0, MAP_MAX_GAP_S))
+        found, pos = match_ids(self._keys, keys)
+        old = np.zeros(len(keys))
+        old[found] = self._dwell[pos[found]] * np.exp(-np.maximum(t_mono - self._t[pos[found]], 0.0) / s.map_forget_s)
+        new = old + add
+        self._dwell[pos[found]] = new[found]
+        self._t[pos[found]] = t_mono
+        if np.any(~found):
+            all_keys = np.concatenate([self._keys, keys[~found]])
+            order = np.argsort(all_keys, kind="stable")
+            self._keys = all_keys[order]
+            self._dwell = np.concatenate([self._dwell, new[~found]])[order]
+            self._t = np.concatenate([self._t, np.full(np.count_nonzero(~found), t_mono)])[order]
+        if len(self._keys) > s.map_max_cells:
+            decayed = self._dwell * np.exp(-np.maximum(t_mono - self._t, 0.0) / s.map_forget_s)
+            keep = np.sort(np.argsort(decayed, kind="stable")[len(self._keys) - s.map_max_cells:])
+            self._keys, self._dwell, self._t = self._keys[keep], self._dwell[keep], self._t[keep]
+
+
+@dataclass
+class ClutterMapInitiator(MofNInitiator):
+    """:class:`~towerd.tracking.initiator.MofNInitiator` that starts no track on a
+    detection the clutter map calls static clutter (see :meth:`ClutterMap.is_clutter`)."""
+
+    clutter_map: ClutterMap | None = field(default=None, repr=False)
+
+    def select(self, det: Detections, unassociated: np.ndarray) -> np.ndarray:
+        if self.clutter_map is None or len(unassociated) == 0:
+            return unassociated
+        refuse = self.clutter_map.is_clutter(det.pos_enu_m[unassociated], det.radial_vel_mps[unassociated], det.t_mono)
+        if np.any(refuse):
+            self.clutter_map.refused += int(np.count_nonzero(refuse))
+            log.debug("%s: %d detections in clutter cells start no track", det.sensor, np.count_nonzero(refuse))
+        return unassociated[~refuse]
+
+
+class StaticClutterFilter:
+    """Marks the tracks that have not moved since they were first seen; see the module
+    docstring. State per track id (sorted, pruned to the live tracks every call): the
+    first detection's position and covariance, the count of consecutive updates with
+    evidence of motion, and the MOVED latch."""
+
+    def __init__(self, settings: StaticClutterSettings | None = None) -> None:
+        self.settings = settings or StaticClutterSettings()
+        self.clutter_map = ClutterMap(self.settings)
+        self._gate = float(chi2.ppf(self.settings.gate_probability, 3))
+        self._ids = np.zeros(0, dtype=np.uint32)
+        self._anchor = np.zeros((0, 3))
+        self._anchor_cov = np.zeros((0, 3, 3))
+        self._run = np.zeros(0, dtype=np.uint16)
+        self._moved = np.zeros(0, dtype=bool)
+        self._t_seen = np.zeros(0)  # last time the track was learnt as static (NaN: never)
+        self._mean = np.zeros((0, 3))  # mean of its positions while learnt as static
+        self._n = np.zeros(0)  # how many
+
+    def update(self, update: TrackUpdate, exempt: np.ndarray | None = None) -> np.ndarray:
+        """(K,) bool for the rows of ``update.tracks``: True = static clutter (withhold).
+        ``exempt`` (K,) bool: tracks never to call static (None: none)."""
+        s = self.settings
+        tr = update.tracks
+        k = len(tr)
+        if not s.enabled:
+            return np.zeros(k, dtype=bool)
+        found, pos = match_ids(self._ids, tr.track_id)
+        anchor = tr.state[:, POS].copy()
+        anchor_cov = tr.cov[:, POS, POS].copy()
+        run = np.zeros(k, dtype=np.uint16)
+        moved = np.zeros(k, dtype=bool)
+        t_seen = np.full(k, np.nan)
+        mean = np.zeros((k, 3))
+        n = np.zeros(k)
+        if np.any(found):
+            f, p = np.flatnonzero(found), pos[found]
+            anchor[f], anchor_cov[f], run[f], moved[f] = self._anchor[p], self._anchor_cov[p], self._run[p], self._moved[p]
+            t_seen[f], mean[f], n[f] = self._t_seen[p], self._mean[p], self._n[p]
+
+        hit = (update.det_of_track >= 0) & found  # a new track's first update is its anchor
+        rows = np.flatnonzero(hit & ~moved)
+        if len(rows):
+            evidence = self._motion_evidence(tr.state[rows], tr.cov[rows], anchor[rows], anchor_cov[rows])
+            run[rows] = np.where(evidence, np.minimum(run[rows] + 1, np.iinfo(np.uint16).max), 0)
+            moved[rows] = run[rows] >= s.moving_updates
+
+        static = ~moved
+        if exempt is not None:
+            static &= ~np.asarray(exempt, dtype=bool)
+        t = float(update.t_mono)
+        learn = static & (update.det_of_track >= 0) & tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        dwell = np.nan_to_num(t - t_seen[learn], nan=0.0)  # a track's first sighting adds nothing
+        n[learn] += 1.0
+        mean[learn] += (tr.state[learn][:, POS] - mean[learn]) / n[learn][:, None]
+        self.clutter_map.learn(mean[learn], dwell, t)
+        t_seen[learn] = t
+
+        order = np.argsort(tr.track_id, kind="stable")
+        self._ids = tr.track_id[order].copy()
+        self._anchor, self._anchor_cov = anchor[order], anchor_cov[order]
+        self._run, self._moved, self._t_seen = run[order], moved[order], t_seen[order]
+        self._mean, self._n = mean[order], n[order]
+        return static
+
+    def _motion_evidence(self, x: np.ndarray, P: np.ndarray, z0: np.ndarray, R0: np.ndarray) -> np.ndarray:
+        """(N,) evidence of motion; see the module docstring."""
+        s = self.settings
+        d = x[:, POS] - z0
+        S = P[:, POS, POS] + R0
+        d2 = np.einsum("ni,ni->n", d, np.linalg.solve(S, d[..., None])[..., 0])
+        displaced = (d2 > self._gate) & (np.linalg.norm(d, axis=1) > s.radius_m)
+        v = x[:, VEL]
+        v2 = np.einsum("ni,ni->n", v, np.linalg.solve(P[:, VEL, VEL], v[..., None])[..., 0])
+        fast = (v2 > self._gate) & (np.linalg.norm(v, axis=1) > s.max_speed_mps)
+        return displaced | fast
