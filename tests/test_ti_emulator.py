@@ -242,3 +242,20 @@ def test_stop_without_start_and_restart_refused(pty_pair):
     finally:
         em.stop()
     assert em.frames_sent >= 1
+
+
+def test_injected_stall_is_a_silence_then_frames_resume(pty_pair):
+    em = emulator(builtin_scenario("demo"), position_enu_m=(0, 0, 10), frame_rate_hz=20.0)
+    with TiMmwaveDriver("radar", TiMmwaveSettings(port=pty_pair.path)) as driver:
+        em.start(pty_pair)
+        try:
+            before = _read_frames(driver, 2)
+            em.inject_stall(0.4)
+            after = _read_frames(driver, 3, timeout_s=5.0)
+        finally:
+            em.stop()
+    assert len(before) == 2 and len(after) == 3
+    gaps = np.diff([p.t_mono for p in before + after])
+    assert gaps.max() >= 0.3 and em.frames_stalled >= 6
+    numbers = [p.frame_number for p in before + after]
+    assert numbers == sorted(numbers) and numbers[-1] - numbers[0] >= 8  # the stalled slots are lost, not queued
