@@ -55,7 +55,7 @@ def test_busy_port_names_the_holder_and_the_usual_culprits(pty_pair, holder, tmp
     assert message.startswith(f"cannot open {link}: the port is busy: ")
     # The holder, with its command line; this test process shows too (PtyPair keeps the
     # slave side open), marked as such.
-    assert f"PID {holder.pid} python" in message and f"-c" in message and pty_pair.path in message
+    assert f"PID {holder.pid} python" in message and " -c " in message and pty_pair.path in message
     assert f"PID {os.getpid()} " in message and "(this process)" in message
     assert "systemctl stop towerd" in message
     for name in KNOWN_CULPRITS:  # no known culprit holds it: all are named with their fixes
