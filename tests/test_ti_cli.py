@@ -303,6 +303,24 @@ def test_close_aborts_a_push_in_progress(tmp_path, pty_pair, cli_pty):
     assert not driver.is_open
 
 
+def test_settings_problems_are_located_in_the_yaml():
+    from towerd.config import parse_config
+
+    text = """\
+version: 1
+tower: {id: t1, latitude_deg: 27.5, longitude_deg: -99.5, height_m: 130.0}
+sensors:
+  - name: radar0
+    driver: ti_mmwave
+    settings: {port: /dev/towerd/radar0-data, cli_port: /dev/towerd/radar0-cli}
+    mount: {boresight_azimuth_deg: 90.0}
+"""
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, "t.yaml")
+    assert info.value.problems == ["t.yaml:6:15: sensors[0].settings: ti_mmwave settings: cli_port needs chirp_config "
+                                   "(the .cfg file to push, e.g. iwr6843_demo.cfg)"]
+
+
 def test_settings_need_cfg_and_port_together():
     with pytest.raises(ConfigError, match="cli_port needs chirp_config"):
         TiMmwaveSettings(port="/dev/ttyACM1", cli_port="/dev/ttyACM0")

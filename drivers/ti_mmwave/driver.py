@@ -45,6 +45,11 @@ from towerd.errors import ConfigError, DriverIOError
 log = logging.getLogger(__name__)
 
 
+class TiSettingsError(ConfigError, ValueError):
+    """Invalid ti_mmwave settings. A ValueError too, so that the configuration validator
+    reports it with the file, line and column of the settings block."""
+
+
 @dataclass(frozen=True)
 class TiMmwaveSettings:
     """YAML ``settings:`` of a ``ti_mmwave`` sensor."""
@@ -72,7 +77,7 @@ class TiMmwaveSettings:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= 60.0:
             problems.append(f"cli_timeout_s must be a number of seconds in 0.1..60, got {timeout!r}")
         if problems:
-            raise ConfigError([f"ti_mmwave settings: {p}" for p in problems])
+            raise TiSettingsError([f"ti_mmwave settings: {p}" for p in problems])
 
 
 class TiMmwaveDriver(SensorDriver):
