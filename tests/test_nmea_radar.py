@@ -75,10 +75,7 @@ def test_emulated_ttm_matches_truth_in_every_unit_and_reference(units, bearing_r
         assert_allclose(row["distance_m"], np.hypot(*rel), atol=0.5e-4 * unit_m)
         assert_allclose(row["bearing_deg"], bearing, atol=0.05)
         assert_allclose(row["speed_mps"], 1.0, atol=0.005 * unit_m / 3600.0)
-        if course_ref == "T":
-            assert_allclose(row["course_deg"], course, atol=0.05)
-        else:
-            assert_allclose(row["course_deg"], course, atol=0.05)  # the parser keeps R courses as sent
+        assert_allclose(row["course_deg"], course, atol=0.05)  # the parser keeps R courses as sent
         assert row["status"] == "Q" and row["units"] == units
 
 
