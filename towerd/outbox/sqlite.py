@@ -149,6 +149,43 @@ class _Unusable(Exception):
     """The file's content is not a usable outbox; it is moved aside."""
 
 
+def _merge_ranges(ranges: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted, non-overlapping, non-adjacent inclusive ranges covering ``ranges``."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _subtract_range(ranges: list[tuple[int, int]], lo: int, hi: int) -> list[tuple[int, int]]:
+    """``ranges`` (sorted) without the seqs ``lo..hi``."""
+    out: list[tuple[int, int]] = []
+    for a, b in ranges:
+        if b < lo or a > hi:
+            out.append((a, b))
+            continue
+        if a < lo:
+            out.append((a, lo - 1))
+        if b > hi:
+            out.append((hi + 1, b))
+    return out
+
+
+def _announced_ranges(payload: bytes) -> list[tuple[int, int]]:
+    """The seq ranges an ``outbox.dropped`` event row names ([] for any other event)."""
+    try:
+        ev = json.loads(payload)
+    except ValueError:
+        return []
+    if not isinstance(ev, dict) or ev.get("code") != EVENT_OUTBOX_DROPPED:
+        return []
+    ranges = ev.get("ranges") or [[ev.get("first_seq"), ev.get("last_seq")]]
+    return [(int(a), int(b)) for a, b in ranges if isinstance(a, int) and isinstance(b, int) and a <= b]
+
+
 def _json(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
@@ -207,7 +244,13 @@ class Outbox:
         self._count = self._c_count = 0
         self._bytes = self._c_bytes = 0
         self._dropped_total = self._c_dropped_total = 0
-        self._dropped_through = self._c_dropped_through = 0
+        # Rows built into a message for a central and not yet acknowledged by it: they
+        # may be at that central already, so the size cap never drops them (an
+        # announcement must name only what is really lost). In memory; bounded by the
+        # senders' windows. Acknowledgements release them when they commit.
+        self._protected: dict[str, list[tuple[int, int]]] = {}
+        self._release_on_commit: list[tuple[str, int, int]] = []
+        self._cap_exceeded = 0
         self._deleted_since_truncate = 0
         self._generation = 0
         self._write_failures = 0
@@ -448,12 +491,21 @@ class Outbox:
         """Records dropped by the size cap over the life of this store (persistent)."""
         return self._dropped_total
 
-    @property
-    def dropped_through_seq(self) -> int:
-        """The highest seq the size cap has dropped since this object was opened (0:
-        none). Every held seq is above it; a sender holding older records in memory
-        must not send them."""
-        return self._dropped_through
+    def protect(self, central: str | None, first_seq: int, last_seq: int) -> None:
+        """A sender built ``first_seq..last_seq`` into a message for ``central``: until
+        that central acknowledges those rows, the size cap does not drop them (they may
+        reach it, and a dropped record must really be lost)."""
+        if first_seq > last_seq:
+            return
+        key = SINGLE_CONSUMER if self._single else central
+        if key not in self._bits:
+            raise ValueError(f"outbox keeps no state for central {central!r}")
+        self._protected[key] = _merge_ranges(self._protected.get(key, []) + [(first_seq, last_seq)])
+
+    def protected_count(self) -> int:
+        """Seqs currently protected from the size cap (over all centrals, counted once
+        per central)."""
+        return sum(b - a + 1 for ranges in self._protected.values() for a, b in ranges)
 
     @property
     def generation(self) -> int:
@@ -519,6 +571,7 @@ class Outbox:
             self._wanted, self._single, self._bits, self._full_mask = old
             raise self._failed(conn, "set_centrals", exc) from exc
         self._snapshot()
+        self._protected = {c: r for c, r in self._protected.items() if c in self._bits}
         if not self._single:
             self._attached &= set(self._bits)
         self._generation += 1
@@ -545,7 +598,6 @@ class Outbox:
         self._c_count = self._count
         self._c_bytes = self._bytes
         self._c_dropped_total = self._dropped_total
-        self._c_dropped_through = self._dropped_through
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         if not conn.in_transaction:
@@ -568,7 +620,7 @@ class Outbox:
             log.error("outbox %s: rollback after failed %s failed too: %s", self._path, what, exc2)
         self._next_seq, self._count = self._c_next_seq, self._c_count
         self._bytes, self._dropped_total = self._c_bytes, self._c_dropped_total
-        self._dropped_through = self._c_dropped_through
+        self._release_on_commit.clear()
         self._note_in_txn = False
         self._generation += 1
         self._write_failures += 1
@@ -663,49 +715,75 @@ class Outbox:
                 or self._bytes + extra_bytes > self._max_bytes)
 
     def _enforce_cap(self, conn: sqlite3.Connection) -> None:
-        """Drop the oldest rows until the store is within its cap with room for the
-        ``outbox.dropped`` event(s) that name them, then add those events."""
+        """Drop the oldest rows until the store is within its cap less 1 % (so that a
+        full store drops in chunks, not a few rows per add), with room for the
+        ``outbox.dropped`` event(s) that name them, then add those events. An earlier
+        announcement that is itself dropped is not lost: the new one names everything it
+        named too (its own seq is among the dropped rows)."""
         if not self._over_cap():
             return
         reason = "max_records" if self._count > self._max_records else "max_bytes"
+        max_records = self._max_records - self._max_records // 100
+        max_bytes = self._max_bytes - self._max_bytes // 100
         runs: list[list[int]] = []
+        announced: list[tuple[int, int]] = []  # named by announcements that are dropped now
+        protected = _merge_ranges([r for ranges in self._protected.values() for r in ranges])
+        p = 0
         dropped = freed = 0
-        cur = conn.execute("SELECT seq, length(payload) FROM records ORDER BY seq")
+        cur = conn.execute("SELECT seq, length(payload), CASE WHEN kind = 'E' THEN payload END FROM records "
+                           "ORDER BY seq")
         try:
-            for seq, size in cur:
-                n_events = max(1, math.ceil(len(runs) / _RANGES_PER_EVENT))
-                if (self._count - dropped + n_events <= self._max_records
-                        and self._bytes - freed + n_events * _EVENT_RESERVE_BYTES <= self._max_bytes):
+            for seq, size, event_payload in cur:
+                n_events = max(1, math.ceil((len(runs) + len(announced)) / _RANGES_PER_EVENT))
+                if (self._count - dropped + n_events <= max_records
+                        and self._bytes - freed + n_events * _EVENT_RESERVE_BYTES <= max_bytes):
                     break
+                while p < len(protected) and protected[p][1] < seq:
+                    p += 1
+                if p < len(protected) and protected[p][0] <= seq:
+                    continue  # in flight to a central: it may arrive, so it is not "lost"
                 if runs and runs[-1][1] == seq - 1:
                     runs[-1][1] = seq
                 else:
                     runs.append([seq, seq])
                 dropped += 1
                 freed += size
+                if event_payload is not None:
+                    announced.extend(_announced_ranges(event_payload))
         finally:
             cur.close()
         if not dropped:
+            self._limited_cap_warning()
             return
-        last = runs[-1][1]
-        conn.execute("DELETE FROM records WHERE seq <= ?", (last,))
+        conn.executemany("DELETE FROM records WHERE seq BETWEEN ? AND ?", [tuple(r) for r in runs])
         self._count -= dropped
         self._bytes -= freed
         self._dropped_total += dropped
-        self._dropped_through = max(self._dropped_through, last)
         self._deleted_since_truncate += dropped
         conn.execute("UPDATE meta SET dropped_total = ?", (self._dropped_total,))
-        for i in range(0, len(runs), _RANGES_PER_EVENT):
-            chunk = runs[i:i + _RANGES_PER_EVENT]
+        named = _merge_ranges([(a, b) for a, b in runs] + announced)
+        for i in range(0, len(named), _RANGES_PER_EVENT):
+            chunk = named[i:i + _RANGES_PER_EVENT]
             count = sum(b - a + 1 for a, b in chunk)
             first_seq, last_seq = chunk[0][0], chunk[-1][1]
-            extra = {"ranges": chunk} if len(chunk) > 1 else {}
+            extra = {"ranges": [list(r) for r in chunk]} if len(chunk) > 1 else {}
             self._insert_event(
                 conn, EVENT_OUTBOX_DROPPED, "error",
-                f"outbox full ({reason}): dropped the {count} oldest records held, seq {first_seq}..{last_seq}",
+                f"outbox full ({reason}): {count} records lost, seq {first_seq}..{last_seq}",
                 first_seq=first_seq, last_seq=last_seq, count=count, reason=reason, **extra)
-            log.error("outbox %s full (%s): dropped %d oldest records, seq %d..%d%s", self._path, reason, count,
-                      first_seq, last_seq, f" in {len(chunk)} ranges" if len(chunk) > 1 else "")
+        log.error("outbox %s full (%s): dropped %d oldest records, seq %d..%d%s", self._path, reason, dropped,
+                  runs[0][0], runs[-1][1], f" ({len(named)} ranges named with earlier announcements)"
+                  if announced else "")
+        if self._over_cap():
+            self._limited_cap_warning()
+
+    def _limited_cap_warning(self) -> None:
+        """The cap cannot be met now: what is left is in flight to some central."""
+        self._cap_exceeded += 1
+        if self._cap_exceeded in (1, 10, 100) or self._cap_exceeded % 1000 == 0:
+            log.warning("outbox %s: %d records held, over its cap, because %d are in flight to a central and "
+                        "may be delivered (seen %d times)", self._path, self._count, self.protected_count(),
+                        self._cap_exceeded)
 
     def commit(self) -> None:
         """Make every add and ack since the last commit durable (one WAL fsync with
@@ -721,6 +799,11 @@ class Outbox:
         if self._note_in_txn:
             self._lost_unannounced = 0
             self._note_in_txn = False
+        for central, lo, hi in self._release_on_commit:
+            ranges = self._protected.get(central)
+            if ranges:
+                self._protected[central] = _subtract_range(ranges, lo, hi)
+        self._release_on_commit.clear()
         self._snapshot()
         if (self._deleted_since_truncate >= _TRUNCATE_AFTER_DELETES
                 and self._count <= _TRUNCATE_AFTER_DELETES // 10):
@@ -768,6 +851,7 @@ class Outbox:
                 conn.execute(f"DELETE FROM records WHERE {where}", args)
         except sqlite3.Error as exc:
             raise self._failed(conn, "ack", exc) from exc
+        self._release_on_commit.append((SINGLE_CONSUMER if self._single else central, lo, hi))  # type: ignore[arg-type]
         self._count -= n
         self._bytes -= nbytes
         self._deleted_since_truncate += n

@@ -258,7 +258,6 @@ class UplinkClient:
         self._tokens_mono = clock.monotonic()
         self._bucket = max(float(settings.batch_records), settings.replay_rate_rps * _BURST_S)
         self._seen_generation = outbox.generation
-        self._seen_floor = outbox.dropped_through_seq
         self._backlog_started: float | None = None
         self._link_up = False
         self._state = "connecting"
@@ -436,7 +435,6 @@ class UplinkClient:
         self._tokens = self._bucket
         self._tokens_mono = now
         self._seen_generation = self._outbox.generation
-        self._seen_floor = self._outbox.dropped_through_seq
         self._stats["flow_restarts"] += 1
         log.info("uplink %s: %s; records below seq %d not yet acknowledged are replayed (%d messages were in "
                  "flight), live records first", self._settings.name, why, self._boundary, resend)
@@ -581,19 +579,10 @@ class UplinkClient:
                 return
 
     def _check_outbox(self, now: float) -> None:
-        """Records the outbox dropped (size cap) must not be sent from memory, and after
-        a rollback or a change of centrals this client's view of what is acknowledged may
-        be stale: in these cases start the flow again from what the outbox holds."""
-        outbox = self._outbox
-        if outbox.generation != self._seen_generation:
+        """After a rollback or a change of centrals this client's view of what is
+        acknowledged may be stale: start the flow again from what the outbox holds."""
+        if self._outbox.generation != self._seen_generation:
             self._restart_flow(now, "the outbox changed under it (a rolled back transaction or new centrals)")
-            return
-        floor = outbox.dropped_through_seq
-        if floor != self._seen_floor:
-            self._seen_floor = floor
-            held = [self._held] if self._held is not None else []
-            if any(m.first <= floor for m in [*self._inflight.values(), *held]):
-                self._restart_flow(now, f"the outbox dropped records up to seq {floor} that were in flight")
 
     def _send_health(self, now: float) -> None:
         if self._health is None or self._next_health is None or now < self._next_health:
@@ -633,6 +622,9 @@ class UplinkClient:
             if group:
                 kind = group[0][1]
                 frame = self._encode_group(kind, group, FLAG_REPLAY if not live else 0)
+                # From now until this central acknowledges them the rows may reach it:
+                # the outbox's size cap must not drop them (and announce them lost).
+                self._outbox.protect(name, group[0][0], group[-1][0])
                 return _Message(first=group[0][0], last=group[-1][0], count=len(group), frame=frame,
                                 replay=not live), False
         return None, False
