@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-import yaml
 from numpy.testing import assert_allclose
 
 from towerd.clock import ManualClock

@@ -12,7 +12,8 @@ Conversation (USB CP210x serial, 500000 baud 8N1, or 2400 when so set on the dev
    module's limits) decide which bands of the scan plan the device can tune; the others
    are skipped with a warning, and no band left is a :class:`~towerd.errors.DriverInitError`.
 2. set up: the sweep-points command when ``sweep_points`` is set and the device differs
-   (before the retune: the vendor notes that changing the points resets start/stop),
+   (before the retune: users of the vendor library report that changing the points
+   resets start/stop),
    then ``AnalyzerConfig`` for the current band (``#\\x20C2-F:Sssssss,Eeeeeee,tttt,bbbb``,
    start and END in kHz). Commands are at least ``command_gap_s`` apart (the vendor's
    client waits 0.5 s after a reconfiguration "otherwise may get a different command too
@@ -104,11 +105,15 @@ class Band:
 
     @property
     def lo_mhz(self) -> float:
-        return float(self.start_mhz) if self.start_mhz is not None else float(self.centre_mhz) - float(self.span_mhz) / 2
+        if self.start_mhz is not None:
+            return float(self.start_mhz)
+        return float(self.centre_mhz) - float(self.span_mhz) / 2
 
     @property
     def hi_mhz(self) -> float:
-        return float(self.end_mhz) if self.end_mhz is not None else float(self.centre_mhz) + float(self.span_mhz) / 2
+        if self.end_mhz is not None:
+            return float(self.end_mhz)
+        return float(self.centre_mhz) + float(self.span_mhz) / 2
 
     @property
     def start_khz(self) -> int:
@@ -264,7 +269,8 @@ class RfExplorerDriver(SensorDriver):
             if time.monotonic() >= deadline:
                 raise DriverTimeoutError(
                     f"sensor {self.name}: no configuration from {self.settings.port} within "
-                    f"{self.settings.config_timeout_s:g} s (not an RF Explorer, or not at {self.settings.baudrate} baud?)"
+                    f"{self.settings.config_timeout_s:g} s "
+                    f"(not an RF Explorer, or not at {self.settings.baudrate} baud?)"
                 )
             try:
                 data = port.read(max(1, port.in_waiting))
