@@ -78,14 +78,6 @@ class CfarSettings:
         hi=1e-3,
     )
     occupancy_cells: int = spec(7, doc="cells averaged by the occupancy test", lo=1, hi=64)
-    max_occupancy: float = spec(
-        0.6,
-        doc="when more than this fraction of a band is excluded, the level of the whole band "
-        "changed: nothing is excluded and the floor re-learns",
-        lo=0.1,
-        hi=1.0,
-    )
-
     def __post_init__(self) -> None:
         if self.reference_cells % 2:
             raise ValueError(f"reference_cells must be even (N/2 each side), got {self.reference_cells}")

@@ -102,7 +102,7 @@ class ClassifierSettings:
         ((5645.0, 5945.0),), doc="where analog FPV video is", unit="MHz", lo=1.0, hi=30000.0
     )
     analog_centre_excess_db: float = spec(
-        2.0, doc="centre third over outer thirds from which a video link is analog (peaked)", unit="dB", lo=0.5, hi=30.0
+        1.5, doc="centre third over outer thirds from which a video link is analog (peaked)", unit="dB", lo=0.5, hi=30.0
     )
     wifi_channels_mhz: tuple[float, ...] = spec(
         WIFI_CHANNELS_MHZ, doc="Wi-Fi channel centres", unit="MHz", lo=1.0, hi=30000.0

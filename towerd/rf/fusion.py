@@ -166,24 +166,26 @@ def associate(
                 assoc_radar[f] = r
                 assoc_rule[f] = RULE_SOLE_CANDIDATE
 
-    # Primary (strongest) link per radar track.
+    # Primary (strongest) link per radar track: sort the links by (radar row, power) and
+    # take the last of each radar row.
     linked = np.flatnonzero(assoc_radar >= 0)
     if linked.size:
-        order = linked[np.argsort(rf_tracks["power_dbm"][linked], kind="stable")]  # weakest first
-        rf_of[assoc_radar[order]] = order  # the strongest written last wins
-        rule[assoc_radar[order]] = assoc_rule[order]
+        order = linked[np.lexsort((rf_tracks["power_dbm"][linked], assoc_radar[linked]))]
+        rows = assoc_radar[order]
+        last = np.append(rows[1:] != rows[:-1], True)
+        rf_of[rows[last]] = order[last]
+        rule[rows[last]] = assoc_rule[order[last]]
 
     has = rf_of >= 0
     sel = rf_tracks[np.where(has, rf_of, 0)] if nf else np.zeros(nr, dtype=rf_tracks.dtype)
-    nan = np.full(nr, np.nan)
     result = FusionResult(
         radar_track_id=radar.track_id.astype(np.uint32),
-        rf_track_id=np.where(has, sel["rf_track_id"], 0).astype(np.uint32) if nr else np.zeros(0, np.uint32),
-        rf_freq_mhz=np.where(has, sel["centre_mhz"], nan) if nr else nan,
-        rf_bw_mhz=np.where(has, sel["bandwidth_mhz"], nan) if nr else nan,
-        rf_power_dbm=np.where(has, sel["power_dbm"], nan) if nr else nan,
-        rf_kind=np.where(has, sel["kind"], 0).astype(np.uint8) if nr else np.zeros(0, np.uint8),
-        rf_confidence=np.where(has, sel["confidence"], 0).astype(np.uint8) if nr else np.zeros(0, np.uint8),
+        rf_track_id=np.where(has, sel["rf_track_id"], 0).astype(np.uint32),
+        rf_freq_mhz=np.where(has, sel["centre_mhz"], np.nan),
+        rf_bw_mhz=np.where(has, sel["bandwidth_mhz"], np.nan),
+        rf_power_dbm=np.where(has, sel["power_dbm"], np.nan),
+        rf_kind=np.where(has, sel["kind"], 0).astype(np.uint8),
+        rf_confidence=np.where(has, sel["confidence"], 0).astype(np.uint8),
         rule=rule,
         associated_rf_ids=np.sort(rf_tracks["rf_track_id"][linked]).astype(np.uint32),
         rf_only=rf_tracks[assoc_radar < 0],

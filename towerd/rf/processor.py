@@ -9,16 +9,27 @@ the whole sweep is one band, named after ``Spectrum.band`` (or ``sweep``).
 Per band and sweep (see :mod:`towerd.rf.cfar` and :mod:`towerd.rf.floor`):
 
 1. p = 10^(dBm/10), linear mW; z = p / floor (the floor learnt from earlier sweeps; on
-   a band's first sweep it is learnt from that sweep first);
-2. excluded = occupancy test on z | cells detected in the band's previous sweep (so the
-   references of a cell inside a wide emitter come from beyond its edges); when more
-   than ``cfar.max_occupancy`` of the band would be excluded the band's level as a
-   whole has changed and nothing is excluded;
+   a band's first sweep it is learnt from that sweep first, leaving out in a few rounds
+   the cells found above each estimate);
+   When the noise (the cells not held by emitters) moved by more than
+   ``floor.relearn_db`` from the floor, the level of the whole band changed: the floor is
+   relearnt from this sweep;
+2. excluded = occupancy test on z | cells detected in any of the band's last
+   ``floor.hold_sweeps`` sweeps (so the references of a cell inside a wide emitter come
+   from beyond its edges; the history is independent of this sweep's noise, so it does
+   not bias the false-alarm rate);
 3. CFAR on z with those exclusions -> detected cells; within each run of cells that a
    looser occupancy test (``emitters.bridge_pfa``) marks, the cells between the first
    and last detected one are detected too (:func:`~towerd.rf.emitters.bridge_occupied`:
    a wide emitter's dips);
-4. the floor folds in this sweep, detected and occupied cells left out;
+4. the floor folds in this sweep, leaving out the cells detected in any of the last
+   ``floor.hold_sweeps`` sweeps and their neighbours (an emitter's skirts: each run
+   widened by ``floor.smooth_cells`` / 2 + 1 cells or ``floor.skirt_fraction`` of its
+   width, whichever is more). A single-look detector misses a cell of a strong emitter
+   now and then; were that cell to teach the floor, the floor would rise under the
+   emitter, more of it would be missed, and so on - so one detection holds a cell out for
+   several sweeps. And only detections: what keeps a cell out of the floor must not rest
+   on the floor itself, or a floor wrong somewhere would stay wrong there;
 5. detected cells -> emitters -> the band's tracker.
 
 Every threshold is in :class:`RfSettings` (``rf:`` in the YAML).
@@ -144,27 +155,58 @@ class BandDetector:
         self.cfar = cfar
         self.bridge_pfa = bridge_pfa
         self.floor = NoiseFloor(floor_settings, n, step_mhz, cfar.settings.looks)
-        self.prev_detected = np.zeros(n, dtype=bool)
+        self.age = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)  # sweeps since each cell was detected
 
     def detect(self, power_mw: np.ndarray, t_mono: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(detected bool, threshold mW, floor mW), each (n,), for one sweep."""
-        max_occ = self.cfar.settings.max_occupancy
         if not self.floor.ready:
-            self.floor.update(power_mw, None, t_mono)
+            self._learn(power_mw, t_mono)
         floor = self.floor.floor_mw.copy()
         z = power_mw / floor
         occupied = self.cfar.occupied(z)
-        excluded = occupied | self.prev_detected
-        if np.mean(excluded) > max_occ:
-            log.debug("band level changed (%.0f%% of cells over the floor): nothing excluded", 100 * np.mean(excluded))
-            excluded[:] = False
-            occupied[:] = False
-        out = self.cfar.detect(z, excluded)
+        recent = self.age < self.floor.settings.hold_sweeps
+        shift = self.floor.shift_db(power_mw, occupied | recent)
+        if abs(shift) > self.floor.settings.relearn_db:
+            log.info("band level moved %+.1f dB: noise floor relearnt", shift)
+            self._learn(power_mw, t_mono)
+            self.age[:] = np.iinfo(np.int32).max
+            recent[:] = False
+            floor = self.floor.floor_mw.copy()
+            z = power_mw / floor
+            occupied = self.cfar.occupied(z)
+        out = self.cfar.detect(z, occupied | recent)
         detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
-        no_floor = detected | occupied
-        self.floor.update(power_mw, no_floor if np.mean(no_floor) <= max_occ else None, t_mono)
-        self.prev_detected = detected
+        self.age = np.where(detected, 0, np.minimum(self.age + 1, np.iinfo(np.int32).max))
+        fs = self.floor.settings
+        held = self.age < fs.hold_sweeps
+        self.floor.update(power_mw, widen_runs(held, fs.smooth_cells // 2 + 1, fs.skirt_fraction), t_mono)
         return detected, out.threshold * floor, floor
+
+    def _learn(self, power_mw: np.ndarray, t_mono: float, rounds: int = 3) -> None:
+        """Learn the floor from one sweep with no history: a window's low quantile is
+        still pulled up when emitters fill much of it, so the cells the (loose) occupancy
+        test finds above each estimate are left out of the next."""
+        self.floor.learn(power_mw, t_mono)
+        for _ in range(rounds):
+            occupied = self.cfar.occupied(power_mw / self.floor.floor_mw, self.bridge_pfa)
+            if not np.any(occupied) or not self.floor.learn(power_mw, t_mono, occupied):
+                return
+
+
+def widen_runs(mask: np.ndarray, cells: int, fraction: float) -> np.ndarray:
+    """``mask`` (n,) bool with each run of True widened on both sides by
+    max(``cells``, ``fraction`` · its length) cells (an emitter's skirts scale with it)."""
+    n = mask.shape[0]
+    if not np.any(mask):
+        return mask.copy()
+    edges = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
+    starts = np.flatnonzero(edges == 1)
+    ends = np.flatnonzero(edges == -1)
+    grow = np.maximum(cells, np.ceil(fraction * (ends - starts))).astype(np.intp)
+    marks = np.zeros(n + 1, dtype=np.intp)
+    np.add.at(marks, np.maximum(starts - grow, 0), 1)
+    np.add.at(marks, np.minimum(ends + grow, n), -1)
+    return np.cumsum(marks[:-1]) > 0
 
 
 @dataclass

@@ -12,8 +12,9 @@ One :class:`BandTracker` per (sensor, band). Each sweep of its band it:
 2. updates hit tracks (exponential smoothing of centre, bandwidth and power with weight
    ``smoothing``; exponentially weighted standard deviations of centre and bandwidth),
    counts a miss on the others, and starts a TENTATIVE track on each emitter left over;
-3. feeds narrow emitters (``hop_max_bandwidth_mhz``) that are not a continuous carrier to
-   the band's hopping-set detector: over the last ``hop_window_s`` their centres are
+3. feeds narrow emitters (``hop_max_bandwidth_mhz``) that are neither a continuous
+   carrier nor within ``hop_max_bandwidth_mhz`` of a wide emitter or wide track (a
+   plateau's fragments) to the band's hopping-set detector: over the last ``hop_window_s`` their centres are
    grouped into channels (``hop_channel_tolerance_mhz``); a channel is *revisited* when
    hit twice or more. A hopping set is present when at least ``hop_min_channels``
    channels are revisited, spanning at least ``hop_min_span_mhz``, and more than noise
@@ -230,11 +231,20 @@ class BandTracker:
         hit[ti] = True
         self._update_hits(tr, ti, emitters[ei], t)
 
-        # Hops: narrow emitters not taken by a continuous narrowband track.
+        # Hops: narrow emitters not taken by a continuous narrowband track, and not
+        # beside a wide emitter (a plateau's fragment in a deep fade).
         continuous = (tr["kind"] == LinkKind.CARRIER) & np.isin(tr["status"], (Status.CONFIRMED, Status.COASTING))
         taken_by_carrier = np.zeros(emitters.shape[0], dtype=bool)
         taken_by_carrier[ei[continuous[ti]]] = True
         narrow = (emitters["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz) & ~taken_by_carrier
+        wide = ~tr["comb"] & (tr["bandwidth_mhz"] > s.hop_max_bandwidth_mhz)
+        margin = s.hop_max_bandwidth_mhz
+        for lo, hi in zip(
+            np.concatenate([tr["centre_mhz"][wide] - tr["bandwidth_mhz"][wide] / 2, emitters["low_mhz"]]),
+            np.concatenate([tr["centre_mhz"][wide] + tr["bandwidth_mhz"][wide] / 2, emitters["high_mhz"]]),
+        ):
+            if hi - lo > s.hop_max_bandwidth_mhz:
+                narrow &= ~((emitters["centre_mhz"] >= lo - margin) & (emitters["centre_mhz"] <= hi + margin))
         comb = self._hopping_set(emitters[narrow], t, cells=cells, step_mhz=step_mhz, pfa=pfa)
 
         comb_rows = np.flatnonzero(tr["comb"])
