@@ -55,6 +55,9 @@ class SensorDriver(abc.ABC):
     """Registry name, as written in YAML ``driver:``."""
     Settings: ClassVar[type]
     """Frozen dataclass of this driver's YAML ``settings:`` keys."""
+    needs_mount: ClassVar[bool] = True
+    """Whether readings are positions relative to the antenna (a radar): then the YAML
+    must say where the antenna is and where it looks (``mount:``)."""
 
     read_timeout_s: ClassVar[float] = 0.2
     max_buffer_bytes: ClassVar[int] = 256 * 1024

@@ -117,6 +117,14 @@ def test_cross_key_rules():
     assert problems_of(text) == ["t.yaml:14:5: sensors[1].name: duplicate name 'radar0'"]
 
 
+def test_mount_required_for_radars_only():
+    text = GOOD.replace("    mount:\n      boresight_azimuth_deg: 90\n", "")
+    assert problems_of(text) == [
+        "t.yaml:8:5: sensors[0].mount: required for a ti_mmwave sensor (where the antenna is and looks)"]
+    rf = GOOD.replace("centrals:", "  - name: rf0\n    driver: rfexplorer\n    settings: {port: /dev/x}\ncentrals:")
+    assert parse_config(rf, "t.yaml").sensors[1].mount is None
+
+
 def test_malformed_yaml_and_empty_file():
     assert problems_of("tower: [unclosed\n") [0].startswith("t.yaml:2:1: malformed YAML:")
     assert problems_of("") == ["t.yaml:1:1: the file is empty"]

@@ -50,7 +50,7 @@ class SensorConfig:
     name: str = spec(doc="sensor name in logs, status and HEALTH", pattern=NAME_PATTERN)
     driver: str = spec(doc="driver registry name")
     settings: Any = spec(doc="the driver's own settings", settings_of="driver")
-    mount: MountConfig = spec()
+    mount: MountConfig | None = spec(None, doc="antenna position and pointing; required for radars")
     noise: NoiseConfig = spec(NoiseConfig())
     enabled: bool = spec(True)
     degraded_after_s: float = spec(5.0, doc="open but silent this long -> degraded", unit="s", lo=0.5, hi=3600.0)
@@ -136,7 +136,13 @@ def _driver_settings(name: str) -> type:
 
 
 def _cross_checks(config: Config, root: Any, v: Validator) -> None:
-    """Checks spanning several keys (unique names)."""
+    """Checks spanning several keys (unique names, mounts where a driver needs one)."""
+    from towerd.drivers import driver_class
+
+    for i, sensor in enumerate(config.sensors):
+        if sensor.mount is None and driver_class(sensor.driver).needs_mount:
+            v.problems.append(Problem(*_item_mark(root, "sensors", i), f"sensors[{i}].mount",
+                                      f"required for a {sensor.driver} sensor (where the antenna is and looks)"))
     for key, items in (("sensors", config.sensors), ("centrals", config.centrals)):
         seen: set[str] = set()
         for i, item in enumerate(items):

@@ -196,6 +196,7 @@ class RfExplorerDriver(SensorDriver):
     """RF Explorer sweeps -> Spectrum, retuning through a scan plan."""
 
     kind: ClassVar[str] = "rfexplorer"
+    needs_mount: ClassVar[bool] = False  # an omnidirectional receiver: no bearing, no position
     Settings: ClassVar[type] = RfExplorerSettings
 
     def __init__(self, name: str, settings: RfExplorerSettings, *, clock: Clock | None = None) -> None:

@@ -15,7 +15,8 @@ import datetime
 import sys
 import threading
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Callable
 
 from towerd.clock import SystemClock
 from towerd.config import DEFAULT_PATH, SensorConfig, load_config
@@ -39,10 +40,15 @@ def find_sensor(config_path: str, name: str) -> SensorConfig:
     raise ConfigError(f"{config_path}: no sensor named {name!r} (sensors: {known})")
 
 
-def open_driver(sensor: SensorConfig, tool: str) -> tuple[SensorDriver | None, int]:
+def open_driver(
+    sensor: SensorConfig, tool: str, before_open: Callable[[SensorDriver], None] | None = None
+) -> tuple[SensorDriver | None, int]:
     """Make and open the sensor's driver: (driver, 0), or (None, exit status) after
-    printing why it could not be opened."""
+    printing why it could not be opened. ``before_open`` runs first (e.g. to attach a
+    raw sink, so that what the device says while it is being configured is kept)."""
     driver = driver_class(sensor.driver)(sensor.name, sensor.settings, clock=SystemClock())
+    if before_open is not None:
+        before_open(driver)
     try:
         driver.open()
     except DriverError as exc:
@@ -120,25 +126,35 @@ def cmd_record(args: argparse.Namespace) -> int:
     if sensor is None:
         return status
     stop = _stop_event()
-    driver, status = open_driver(sensor, "record")
-    if driver is None:
-        return status
-    clock = driver.clock
-    started = clock.monotonic()
-    utc_us = clock.utc_us(started)
-    header = RecordingHeader(
-        sensor=sensor.name, driver=sensor.driver, settings=_settings_dict(sensor.settings),
-        mount=jsonable(dataclasses.asdict(sensor.mount)), started_utc_us=utc_us, started_mono=started,
-        started_utc=datetime.datetime.fromtimestamp(utc_us / 1e6, datetime.timezone.utc).isoformat(),
-        note=args.note,
-    )
+    opened: dict[str, Any] = {}
+
+    def attach_writer(driver: SensorDriver) -> None:
+        """Start the capture before the port opens: the configuration dialogue (e.g. an
+        RF Explorer's model and settings lines) is part of what replay needs."""
+        started = driver.clock.monotonic()
+        utc_us = driver.clock.utc_us(started)
+        header = RecordingHeader(
+            sensor=sensor.name, driver=sensor.driver, settings=_settings_dict(sensor.settings),
+            mount=jsonable(dataclasses.asdict(sensor.mount)) if sensor.mount else None,
+            started_utc_us=utc_us, started_mono=started,
+            started_utc=datetime.datetime.fromtimestamp(utc_us / 1e6, datetime.timezone.utc).isoformat(),
+            note=args.note,
+        )
+        opened["writer"] = RawWriter(args.file, header)
+        opened["started"] = started
+        driver.raw_sink = opened["writer"].write
+
     try:
-        writer = RawWriter(args.file, header)
+        driver, status = open_driver(sensor, "record", before_open=attach_writer)
     except RecordingError as exc:
-        driver.close()
         print(f"towerd record: {exc}", file=sys.stderr)
         return 1
-    driver.raw_sink = writer.write
+    if driver is None:
+        if "writer" in opened:  # nothing was captured: leave no empty file behind
+            opened["writer"].close()
+            Path(args.file).unlink(missing_ok=True)
+        return status
+    writer, started, clock = opened["writer"], opened["started"], driver.clock
     readings = 0
     try:
         while not stop.is_set() and clock.monotonic() - started < args.seconds:

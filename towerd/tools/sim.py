@@ -35,7 +35,7 @@ from towerd.errors import ConfigError
 from towerd.sim.pty import PtyPair
 from towerd.sim.scenario import Scenario, builtin_scenario, load_scenario
 
-DEVICES = ("ti_mmwave", "nmea_radar")
+DEVICES = ("ti_mmwave", "nmea_radar", "rfexplorer")
 
 
 class SimDevice:
@@ -57,6 +57,10 @@ class SimDevice:
 
             return TiMmwaveEmulator(self.scenario, boresight_azimuth_deg=a.boresight, tilt_deg=a.tilt,
                                     position_enu_m=tuple(a.position), frame_rate_hz=a.rate, rng=rng)
+        if a.device == "rfexplorer":
+            from towerd.sim.rfexplorer import RfExplorerEmulator
+
+            return RfExplorerEmulator(self.scenario, rng=rng, position_enu_m=tuple(a.position), sweep_rate_hz=a.rate)
         from towerd.sim.nmea_radar import NmeaRadarEmulator
 
         site = geo.Site(*a.site) if a.site else None
@@ -104,6 +108,8 @@ class SimDevice:
         if self.args.device == "ti_mmwave":
             started = "" if em.cli is None else f", sensor {'started' if em.cli.started else 'stopped'}"
             return f"frames sent {em.frames_sent}, skipped {em.frames_skipped}, stalled {em.frames_stalled}{started}"
+        if self.args.device == "rfexplorer":
+            return f"sweeps sent {em.sweeps_sent}, commands received {len(em.commands)}, refused {len(em.refused)}"
         return f"scans sent {em.scans_sent}, skipped {em.scans_skipped}, bytes {em.bytes_sent}"
 
     def command(self, line: str) -> str:
@@ -132,9 +138,11 @@ class SimDevice:
                 em.inject_bad_checksum()
             elif verb == "stall":
                 em.inject_stall(float(rest[0]) if rest else 5.0)
+            elif verb == "reset" and hasattr(em, "inject_reset"):
+                em.inject_reset()
             else:
                 return f"error: unknown command {line.strip()!r} (garbage N, truncate, checksum, stall S, " \
-                       "unplug, replug, status)"
+                       "reset, unplug, replug, status)"
         except (ValueError, IndexError) as exc:
             return f"error: {exc}"
         return "ok"
