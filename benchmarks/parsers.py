@@ -59,8 +59,78 @@ def bench_ti(quick: bool) -> list[Figure]:
                    reference=f"{med / rate:,.0f}x the 921600-baud data UART ({rate * 1e3:.1f} kB/s)")]
 
 
+def nmea_stream(n: int) -> bytes:
+    """``n`` 15-field $RATTM sentences with varied values (one radar's target output)."""
+    from towerd.drivers.nmea_radar.protocol import nmea_checksum
+
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(n):
+        body = (f"RATTM,{i % 100:02d},{rng.uniform(0, 12):.3f},{rng.uniform(0, 360):.1f},T,{rng.uniform(0, 40):.1f},"
+                f"{rng.uniform(0, 360):.1f},T,{rng.uniform(0, 3):.2f},{rng.uniform(-30, 30):.1f},N,TGT{i % 100:02d},"
+                f"T,,1200{i % 60:02d}.00,A")
+        lines.append(f"${body}*{nmea_checksum(body)}\r\n".encode())
+    return b"".join(lines)
+
+
+def bench_nmea(quick: bool) -> list[Figure]:
+    """towerd's NMEA parser beside pynmea2 on the same bytes, both decoding every field."""
+    import pynmea2
+
+    from towerd.drivers.nmea_radar.protocol import NmeaParser
+
+    data = nmea_stream(2000 if quick else 10000)
+    text = data.decode("ascii").split("\r\n")[:-1]
+    runs = 3 if quick else 7
+
+    def ours() -> float:
+        parser = NmeaParser()
+        view = memoryview(data)
+        seconds = timed(lambda: [parser.feed(bytes(view[i:i + CHUNK])) for i in range(0, len(data), CHUNK)])
+        return len(data) / seconds / 1e6
+
+    def theirs() -> float:
+        def parse_all() -> None:
+            for line in text:
+                p = pynmea2.parse(line, check=True)
+                (p.target_number, p.distance, p.bearing, p.brg_ref, p.speed, p.cog, p.cog_unit, p.dist_cpa,
+                 p.time_cpa, p.dist_unit, p.name, p.status, p.reference, p.timestamp, p.acquisition)
+        return len(data) / timed(parse_all) / 1e6
+
+    med, spread, _ = repeat(ours, runs)
+    ref, ref_spread, _ = repeat(theirs, runs)
+    rate = line_rate_bytes_per_s(38400) / 1e6
+    return [Figure("NMEA 0183 $RATTM (15 fields, all decoded)", med, "MB/s", spread,
+                   reference=f"pynmea2 {pynmea2.__version__} on the same bytes, same fields read: {ref:.2f} MB/s "
+                             f"({ref_spread[0]:.2f}–{ref_spread[1]:.2f}); ours is {med / rate:,.0f}x a 38400-baud "
+                             f"line")]
+
+
+def bench_rfexplorer(quick: bool) -> list[Figure]:
+    from towerd.drivers.rfexplorer.driver import RfExplorerDriver, RfExplorerSettings
+    from towerd.sim.rfexplorer import RfExplorerEmulator
+    from towerd.sim.scenario import builtin_scenario as scenario
+
+    figures = []
+    for points in (112, 1024):
+        emulator = RfExplorerEmulator(scenario("demo"), rng=np.random.default_rng(3), points=points)
+        stream = emulator.stream(300 if quick else 1500)
+        runs = 3 if quick else 7
+
+        def once() -> float:
+            driver = RfExplorerDriver("bench", RfExplorerSettings(port="loop://"))
+            seconds = timed(lambda: feed_all(driver, stream))
+            return len(stream) / seconds / 1e6
+
+        med, spread, _ = repeat(once, runs)
+        rate = line_rate_bytes_per_s(500000) / 1e6
+        figures.append(Figure(f"RF Explorer ({points}-point sweeps)", med, "MB/s", spread,
+                              reference=f"{med / rate:,.0f}x the 500000-baud line ({rate * 1e3:.0f} kB/s)"))
+    return figures
+
+
 def run(quick: bool) -> Section:
-    figures = bench_ti(quick)
+    figures = bench_ti(quick) + bench_nmea(quick) + bench_rfexplorer(quick)
     return Section("Parse throughput per driver", figures,
                    "Bytes built by each device's emulator, fed in 4 KiB reads through the driver "
                    "(decoding and conversion to readings). Goal: at least 1,000x each device's line rate.")
