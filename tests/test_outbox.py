@@ -594,3 +594,30 @@ def test_full_disk_raises_outbox_error_and_the_loss_is_announced(db, tmp_path):
         assert out["after"] == [1002, 1201]   # the store goes on after the announcement
     finally:
         box.close()
+
+
+def test_normal_mode_sends_only_what_is_synced(db, clock):
+    """synchronous=normal: a power cut may roll back unsynced commits, so only rows the
+    outbox has fsynced are handed out; it fsyncs at most once a second."""
+    box = Outbox(db, clock=clock, synchronous="normal")
+    try:
+        box.add_tracks(_tracks(3))
+        box.commit()
+        assert box.pending() == [] and box.sendable_next_seq == 1   # synced at open, not since
+        clock.advance(1.0)
+        assert [s for s, _, _ in box.pending()] == [1, 2, 3]
+        box.add_tracks(_tracks(2))
+        box.commit()
+        clock.advance(0.5)
+        assert [s for s, _, _ in box.pending()] == [1, 2, 3]
+        clock.advance(0.5)
+        assert [s for s, _, _ in box.pending()] == [1, 2, 3, 4, 5]
+    finally:
+        box.close()
+    box = Outbox(db, clock=clock)   # full: committed is sendable
+    try:
+        box.add_tracks(_tracks(1))
+        box.commit()
+        assert box.sendable_next_seq == 7 and len(box.pending()) == 6
+    finally:
+        box.close()

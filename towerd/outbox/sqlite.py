@@ -39,6 +39,13 @@ exactly (``first_seq``, ``last_seq``, ``count``, and ``ranges`` when the dropped
 were not contiguous) is added in their place. The drop is announced atomically with the
 loss: both commit or neither does.
 
+``synchronous=normal`` would let a power cut roll back commits whose records were
+already sent and acknowledged; the restarted tower would then give their seqs to new
+records, which the central would drop as duplicates. So in that mode the outbox fsyncs
+the WAL itself at most once per second and hands out only synced rows for sending: a
+power cut then costs at most the last second of unsent records, never a seq a central
+has seen. (With ``full``/``extra`` SQLite fsyncs every commit and committed = sendable.)
+
 Write failures (disk full, I/O error): the call raises :class:`~towerd.errors.OutboxError`
 after rolling back; the records created since the last commit are lost (they were never
 sent). The next transaction that succeeds starts with an ``outbox.write_failed`` event
@@ -58,6 +65,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -95,6 +103,9 @@ _EVENT_RESERVE_BYTES = 4096
 """Room kept for each ``outbox.dropped`` event (with up to 64 ranges it is < 2 KiB)."""
 _TRUNCATE_AFTER_DELETES = 10_000
 """After this many deletions, once the backlog is small, the WAL is truncated."""
+NORMAL_SYNC_INTERVAL_S = 1.0
+"""With synchronous=normal, the WAL is fsynced by the outbox at most this often, and only
+synced records are handed out for sending (see :meth:`Outbox.pending`)."""
 
 _SCHEMA = """
 CREATE TABLE meta (
@@ -251,6 +262,8 @@ class Outbox:
         self._protected: dict[str, list[tuple[int, int]]] = {}
         self._release_on_commit: list[tuple[str, int, int]] = []
         self._cap_exceeded = 0
+        self._synced_next_seq = 1  # rows below it are on stable storage (normal mode)
+        self._last_sync = float("-inf")
         self._deleted_since_truncate = 0
         self._generation = 0
         self._write_failures = 0
@@ -266,6 +279,8 @@ class Outbox:
                 self._conn = self._open()
             except _Unusable as exc2:
                 raise OutboxError(f"new outbox {self._path} is unusable: {exc2}") from exc2
+        if self._synchronous == "NORMAL":
+            self._sync_to_disk(directory=True)
 
     @classmethod
     def from_settings(cls, state_dir: str | Path, settings: OutboxSettings, *, clock: Clock,
@@ -477,8 +492,15 @@ class Outbox:
 
     @property
     def committed_next_seq(self) -> int:
-        """Every seq below this is committed (or was dropped, or acknowledged)."""
+        """Every seq below this is committed (or was dropped, or acknowledged). With
+        synchronous=normal, the rows up to here are not all sendable yet."""
         return self._c_next_seq
+
+    @property
+    def sendable_next_seq(self) -> int:
+        """Rows below this may be sent (see :meth:`pending`); equal to
+        :attr:`committed_next_seq` except with synchronous=normal."""
+        return self._sendable_next_seq()
 
     @property
     def centrals(self) -> tuple[str, ...]:
@@ -859,13 +881,50 @@ class Outbox:
 
     # ---------------------------------------------------------------- reading
 
+    def _sendable_next_seq(self) -> int:
+        """Rows below this may be sent: committed, and (synchronous=normal) synced, so
+        that a power cut can never take back a seq a central has seen and hand it to a
+        new record (the central would drop that record as a duplicate)."""
+        if self._synchronous != "NORMAL":
+            return self._c_next_seq
+        if (self._c_next_seq > self._synced_next_seq
+                and self._clock.monotonic() - self._last_sync >= NORMAL_SYNC_INTERVAL_S):
+            self._sync_to_disk()
+        return self._synced_next_seq
+
+    def _sync_to_disk(self, directory: bool = False) -> None:
+        """fsync the WAL (or the database, when there is no WAL) from outside SQLite: the
+        commits already written become durable, as with synchronous=full, but once per
+        interval instead of once per commit."""
+        mark = self._c_next_seq
+        wal = self._path.with_name(self._path.name + "-wal")
+        targets = [wal if wal.exists() else self._path] + ([self._path.parent] if directory else [])
+        try:
+            for target in targets:
+                fd = os.open(target, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            self._last_error = f"fsync: {exc}"
+            log.error("outbox %s: fsync failed (%s); records are held back until it works", self._path, exc)
+            self._last_sync = self._clock.monotonic()
+            return
+        self._synced_next_seq = mark
+        self._last_sync = self._clock.monotonic()
+
     def pending(self, after_seq: int = 0, limit: int = 64, *, central: str | None = None,
                 before_seq: int | None = None) -> list[tuple[int, str, bytes]]:
         """Up to ``limit`` committed rows with ``after_seq < seq < before_seq``, oldest
         first, as ``(seq, kind, payload)`` with kind 'T' (80-byte record) or 'E' (JSON).
-        With ``central``: only rows that central still needs; without: every row held."""
+        With ``central``: only rows that central still needs; without: every row held.
+        With synchronous=normal only rows already fsynced are returned; the WAL is
+        fsynced here at most once per NORMAL_SYNC_INTERVAL_S when there are others."""
         conn = self._db()
-        hi = self._c_next_seq if before_seq is None else min(before_seq, self._c_next_seq)
+        hi = self._sendable_next_seq()
+        if before_seq is not None:
+            hi = min(hi, before_seq)
         lo = max(after_seq, 0)
         try:
             if central is None and not self._single:

@@ -427,7 +427,7 @@ class UplinkClient:
         self._backlog_inflight = 0
         self._held = None
         self._verdicts = {}
-        self._boundary = self._outbox.committed_next_seq
+        self._boundary = self._outbox.sendable_next_seq
         self._live_cursor = self._boundary - 1
         self._backlog_cursor = 0
         self._backlog_done = False
