@@ -7,8 +7,9 @@ from numpy.testing import assert_allclose
 
 from towerd import geo
 from towerd.clock import ManualClock
-from towerd.icd import LAT_LON_UNKNOWN, SOURCE_RADAR, TRACK_RECORD_DTYPE, Category, Status, Threat
+from towerd.icd import LAT_LON_UNKNOWN, SOURCE_RADAR, SOURCE_RF, TRACK_RECORD_DTYPE, Category, Status, Threat
 from towerd.reports.tracks import TrackReporter
+from towerd.tracking.labels import RfLink, TrackLabels
 from towerd.tracking.state import TrackTable
 from towerd.tracking.tracker import TrackUpdate
 
@@ -159,3 +160,69 @@ def test_non_finite_position_reported_as_unknown():
     rec = rep.build(update(0.0, live), ManualClock())
     assert rec["lat_e7"][0] == LAT_LON_UNKNOWN and rec["lon_e7"][0] == LAT_LON_UNKNOWN
     assert np.isnan(rec["alt_m"][0]) and np.isnan(rec["range_m"][0])
+
+
+def labels(k, *, category=None, confidence=None, threat=None, reportable=None, rf=None) -> TrackLabels:
+    base = TrackLabels.unknown(k)
+    return TrackLabels(
+        category=base.category if category is None else np.asarray(category, dtype=np.uint8),
+        confidence=base.confidence if confidence is None else np.asarray(confidence, dtype=np.uint8),
+        threat=base.threat if threat is None else np.asarray(threat, dtype=np.uint8),
+        reportable=base.reportable if reportable is None else np.asarray(reportable, dtype=bool),
+        rf=base.rf if rf is None else rf,
+    )
+
+
+def test_category_and_threat_changes_are_reported_at_once_confidence_alone_is_not():
+    clock = ManualClock()
+    rep = TrackReporter(SITE, interval_s=1.0)
+    C = Status.CONFIRMED
+    U, B = Category.UAS, Category.BIRD
+
+    def ids_at(t, cat, conf, thr):
+        return rep.build(update(t, table([1, 2], [C, C], t)), clock,
+                         labels(2, category=cat, confidence=conf, threat=thr))["track_id"].tolist()
+
+    assert ids_at(0.0, [0, 0], [0, 0], [0, 0]) == [1, 2]
+    assert ids_at(0.1, [U, 0], [60, 0], [0, 0]) == [1]  # category named
+    assert ids_at(0.2, [U, 0], [75, 0], [0, 0]) == []  # confidence alone: at the interval
+    assert ids_at(0.3, [U, 0], [75, 0], [0, Threat.LOW]) == [2]  # threat
+    assert ids_at(0.4, [B, 0], [55, 0], [0, Threat.LOW]) == [1]  # category changed
+    rec = rep.build(update(1.4, table([1, 2], [C, C], 1.4)), clock,
+                    labels(2, category=[B, U], confidence=[55, 80], threat=[0, Threat.HIGH]))
+    assert rec["track_id"].tolist() == [1, 2]
+    assert rec["category"].tolist() == [B, U] and rec["confidence"].tolist() == [55, 80]
+    assert rec["threat"].tolist() == [Threat.NONE, Threat.HIGH]
+
+
+def test_static_clutter_is_never_reported_and_gets_no_ended_record():
+    clock = ManualClock()
+    rep = TrackReporter(SITE)
+    C = Status.CONFIRMED
+    for k in range(20):
+        t = 0.5 * k
+        rec = rep.build(update(t, table([1, 2], [C, C], t)), clock, labels(2, reportable=[False, True]))
+        assert set(rec["track_id"].tolist()) <= {2}
+    last = table([1, 2], [Status.ENDED, Status.ENDED], 10.0)
+    rec = rep.build(update(10.0, TrackTable.empty(), last), clock)
+    assert rec["track_id"].tolist() == [2]
+
+
+def test_a_reported_track_stays_reported_and_its_ended_record_keeps_its_labels():
+    clock = ManualClock()
+    rep = TrackReporter(SITE)
+    C = Status.CONFIRMED
+    rf = RfLink(np.array([True]), np.array([2459.5]), np.array([10.0]), np.array([-62.5]))
+    rec = rep.build(update(0.0, table([5], [C], 0.0)), clock,
+                    labels(1, category=[Category.UAS], confidence=[93], threat=[Threat.HIGH], rf=rf))
+    assert rec["sources"].tolist() == [SOURCE_RADAR | SOURCE_RF]
+    assert_allclose([rec["rf_freq_mhz"][0], rec["rf_bw_mhz"][0], rec["rf_power_dbm"][0]], [2459.5, 10.0, -62.5])
+    # Later marked not reportable: it was reported, so it goes on being reported.
+    rec = rep.build(update(1.0, table([5], [C], 1.0)), clock,
+                    labels(1, category=[Category.UAS], confidence=[93], threat=[Threat.HIGH], rf=rf,
+                           reportable=[False]))
+    assert rec["track_id"].tolist() == [5]
+    ended = rep.build(update(5.0, TrackTable.empty(), table([5], [Status.ENDED], 2.0)), clock)
+    assert ended["status"].tolist() == [Status.ENDED]
+    assert (ended["category"][0], ended["confidence"][0], ended["threat"][0]) == (Category.UAS, 93, Threat.HIGH)
+    assert ended["sources"][0] == SOURCE_RADAR | SOURCE_RF and ended["rf_freq_mhz"][0] == np.float32(2459.5)

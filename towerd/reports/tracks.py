@@ -12,8 +12,9 @@ import numpy as np
 
 from towerd import geo
 from towerd.clock import Clock
-from towerd.icd import SOURCE_RADAR, Category, Status, Threat, empty_track_records
-from towerd.tracking.state import POS, VEL, TrackTable
+from towerd.icd import Status, empty_track_records
+from towerd.tracking.labels import TrackLabels
+from towerd.tracking.state import POS, VEL, TrackTable, match_ids
 from towerd.tracking.tracker import TrackUpdate
 
 log = logging.getLogger(__name__)
@@ -23,20 +24,52 @@ TIME_EPS_S = 1e-6
 """Tolerance on the report interval, so float drift in frame times (0.1 · k) does not
 push a report one frame late."""
 
+_LAST_DTYPE = np.dtype(
+    [
+        ("status", "u1"),
+        ("category", "u1"),
+        ("confidence", "u1"),
+        ("threat", "u1"),
+        ("sources", "u1"),
+        ("rf_freq_mhz", "<f4"),
+        ("rf_bw_mhz", "<f4"),
+        ("rf_power_dbm", "<f4"),
+    ]
+)
+"""The labels of one report, as remembered per reported track (and put in its ENDED record)."""
+
+
+def _label_rows(status: np.ndarray, labels: TrackLabels) -> np.ndarray:
+    """(K,) _LAST_DTYPE rows from a track status array and its labels."""
+    rows = np.zeros(len(status), dtype=_LAST_DTYPE)
+    rows["status"] = status
+    rows["category"] = labels.category
+    rows["confidence"] = labels.confidence
+    rows["threat"] = labels.threat
+    rows["sources"] = labels.sources
+    rows["rf_freq_mhz"] = labels.rf.freq_mhz
+    rows["rf_bw_mhz"] = labels.rf.bw_mhz
+    rows["rf_power_dbm"] = labels.rf.power_dbm
+    return rows
+
 
 class TrackReporter:
     """Builds the TRACKS records due after each tracker call.
 
     Policy, per track: CONFIRMED and COASTING tracks are reported (TENTATIVE ones too when
-    ``include_tentative``); a track is due when it has not been reported yet (so the first
-    report comes as soon as it is confirmed), when its status differs from the last one
-    reported, or when its state time is ``interval_s`` or more after its last report. A
-    track that ends gets one final record (status ENDED, its last state) if and only if
-    it had been reported; a tentative track that was never reported gets none.
+    ``include_tentative``), except those the labels mark not reportable (static clutter)
+    and never reported before; a track is due when it has not been reported yet (so the
+    first report comes as soon as it is confirmed, or as soon as it becomes reportable),
+    when its status, category or threat differs from the last one reported, or when its
+    state time is ``interval_s`` or more after its last report. Once reported, a track is
+    reported until it ends. A track that ends gets one final record (status ENDED, its
+    last state, the labels of its last report) if and only if it had been reported; a
+    track never reported (tentative, static clutter) gets none.
 
-    State kept: for each reported live track, its id, last report time and status, in
-    sorted arrays (lookups with searchsorted, vectorised), pruned to the live tracks on
-    every call so it cannot grow without bound.
+    State kept: for each reported live track, its id, last report time, status, category,
+    threat and the labels of its last report, in sorted arrays (lookups with
+    searchsorted, vectorised), pruned to the live tracks on every call so it cannot grow
+    without bound.
     """
 
     def __init__(self, site: geo.Site, *, interval_s: float = 1.0, include_tentative: bool = False) -> None:
@@ -45,65 +78,74 @@ class TrackReporter:
         self.include_tentative = bool(include_tentative)
         self._ids = np.zeros(0, dtype=np.uint32)  # sorted ids of reported live tracks
         self._last_t = np.zeros(0)  # track t_mono of their last report
-        self._last_status = np.zeros(0, dtype=np.uint8)
+        self._last = np.zeros(0, dtype=_LAST_DTYPE)  # what their last report said
 
-    def _last_reports(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """For each id: (reported before?, last report time or -inf, last status or 255)."""
-        pos = np.minimum(np.searchsorted(self._ids, ids), max(len(self._ids) - 1, 0))
-        found = np.zeros(len(ids), dtype=bool)
-        if len(self._ids):
-            found = self._ids[pos] == ids
-        last_t = np.full(len(ids), -np.inf)
-        last_status = np.full(len(ids), 255, dtype=np.uint8)
-        last_t[found] = self._last_t[pos[found]]
-        last_status[found] = self._last_status[pos[found]]
-        return found, last_t, last_status
-
-    def build(self, update: TrackUpdate, clock: Clock) -> np.ndarray:
+    def build(self, update: TrackUpdate, clock: Clock, labels: TrackLabels | None = None) -> np.ndarray:
         """Records (icd.TRACK_RECORD_DTYPE) due after ``update``: live tracks first, then the
-        ENDED records. ``clock`` converts track monotonic times to UTC."""
+        ENDED records. ``clock`` converts track monotonic times to UTC; ``labels``
+        (aligned with ``update.tracks``; None: unknown, no threat, all reportable) fill
+        category, confidence, threat, sources and the RF fields."""
         live = update.tracks
+        if labels is None:
+            labels = TrackLabels.unknown(len(live))
+        now = _label_rows(live.status, labels)
+        found, pos = match_ids(self._ids, live.track_id)
+        last_t = np.full(len(live), -np.inf)
+        last = np.zeros(len(live), dtype=_LAST_DTYPE)
+        last["status"] = 255
+        last_t[found] = self._last_t[pos[found]]
+        last[found] = self._last[pos[found]]
+
         eligible = live.rows_with_status(Status.CONFIRMED, Status.COASTING)
         if self.include_tentative:
             eligible |= live.status == Status.TENTATIVE
-
-        found, last_t, last_status = self._last_reports(live.track_id)
-        due = eligible & (
-            ~found | (last_status != live.status) | (live.t_mono - last_t >= self.interval_s - TIME_EPS_S)
+        eligible &= labels.reportable | found
+        changed = (
+            (last["status"] != live.status) | (last["category"] != now["category"]) | (last["threat"] != now["threat"])
         )
-        due_tracks = live.select(due)
-        ended_tracks = update.ended.select(self._last_reports(update.ended.track_id)[0])
+        due = eligible & (~found | changed | (live.t_mono - last_t >= self.interval_s - TIME_EPS_S))
+
+        ended_found, ended_pos = match_ids(self._ids, update.ended.track_id)
+        ended_tracks = update.ended.select(ended_found)
+        ended_labels = self._last[ended_pos[ended_found]]
 
         # New state: the live tracks reported so far, those reported now refreshed.
         reported = due | (found & eligible)
         last_t[due] = live.t_mono[due]
-        last_status[due] = live.status[due]
+        last[due] = now[due]
         order = np.argsort(live.track_id[reported], kind="stable")
         self._ids = live.track_id[reported][order]
         self._last_t = last_t[reported][order]
-        self._last_status = last_status[reported][order]
+        self._last = last[reported][order]
 
-        records = self.records(TrackTable.concatenate([due_tracks, ended_tracks]), clock)
+        rows = np.concatenate([now[due], ended_labels])
+        records = self.records(TrackTable.concatenate([live.select(due), ended_tracks]), clock, rows)
         if len(records):
             log.debug("%d track records (%d ended)", len(records), len(ended_tracks))
         return records
 
-    def records(self, tracks: TrackTable, clock: Clock) -> np.ndarray:
-        """ICD records for ``tracks`` as they are (no policy); seq 0."""
+    def records(self, tracks: TrackTable, clock: Clock, labels: np.ndarray | None = None) -> np.ndarray:
+        """ICD records for ``tracks`` as they are (no policy); seq 0. ``labels``: rows of
+        _LAST_DTYPE aligned with ``tracks`` (None: unknown category, no threat, radar)."""
         n = len(tracks)
         rec = empty_track_records(n)
         if n == 0:
             return rec
+        if labels is None:
+            labels = _label_rows(tracks.status, TrackLabels.unknown(n))
         t_unique, t_inv = np.unique(tracks.t_mono, return_inverse=True)
         rec["time_us"] = np.array([clock.utc_us(float(t)) for t in t_unique], dtype=np.int64)[t_inv]
         rec["track_id"] = tracks.track_id
         rec["status"] = tracks.status
-        rec["category"] = Category.UNKNOWN
-        rec["confidence"] = 0
-        rec["threat"] = Threat.NONE
-        rec["sources"] = SOURCE_RADAR
+        rec["category"] = labels["category"]
+        rec["confidence"] = np.minimum(labels["confidence"], 100)
+        rec["threat"] = labels["threat"]
+        rec["sources"] = labels["sources"]
         rec["reserved"] = 0
         rec["hits"] = np.minimum(tracks.hits, HITS_MAX)
+        rec["rf_freq_mhz"] = labels["rf_freq_mhz"]
+        rec["rf_bw_mhz"] = labels["rf_bw_mhz"]
+        rec["rf_power_dbm"] = labels["rf_power_dbm"]
 
         pos = tracks.state[:, POS]
         ok = np.all(np.isfinite(pos), axis=1)

@@ -26,6 +26,10 @@ that gave a track a measurement:
 - ``rf_link``: the RF fusion associated a drone control/video link with the track (an
   input, see :meth:`Classifier.update`).
 
+Velocity-derived samples (all but height, RCS and Doppler spread) start
+``velocity_settle_s`` after a track's first detection: a new track's velocity is the
+filter converging from zero, and its swings would read as a bird's.
+
 Every average is an exponentially weighted mean with time constant τ =
 ``feature_time_constant_s`` (``hover_time_constant_s`` for hovering), debiased (mean = Σ wᵢ xᵢ / Σ wᵢ, weights decaying as
 e^(−Δt/τ)), so it is unbiased from the first sample and skips samples where a feature
@@ -163,6 +167,10 @@ class ClassificationSettings:
     feature_time_constant_s: float = spec(
         5.0, doc="time constant of the feature averages", unit="s", lo=0.1, hi=600.0
     )
+    velocity_settle_s: float = spec(
+        1.5, doc="velocity-derived samples start this long after a track's first (while the filter converges "
+        "its velocity is no feature of the target)", unit="s", lo=0.0, hi=60.0,
+    )
     min_observation_s: float = spec(
         3.0, doc="observe a track this long before naming its category", unit="s", lo=0.0, hi=600.0
     )
@@ -227,6 +235,7 @@ def membership(x: np.ndarray, band: Band) -> np.ndarray:
 # Indices of the averaged quantities in the per-track accumulators.
 _SPEED, _SPEED2, _VUP, _VUP2, _HEIGHT, _HOVER, _VE, _VN, _TURN, _RCS, _DSPREAD, _DSPEED = range(12)
 _N_ACC = 12
+_VELOCITY_DERIVED = np.array([_SPEED, _SPEED2, _VUP, _VUP2, _HOVER, _VE, _VN, _TURN, _DSPEED])
 
 
 def _carry(old: np.ndarray, found: np.ndarray, pos: np.ndarray, fill: float) -> np.ndarray:
@@ -317,6 +326,8 @@ class Classifier:
         pos = tr.state[rows][:, POS]
         vel = tr.state[rows][:, VEL]
         speed = np.hypot(vel[:, 0], vel[:, 1])
+        t_first[rows] = np.where(np.isnan(t_first[rows]), t, t_first[rows])
+        settled = t - t_first[rows] >= s.velocity_settle_s - 1e-9
 
         x = np.full((len(rows), _N_ACC), np.nan)
         x[:, _SPEED] = speed
@@ -331,7 +342,7 @@ class Classifier:
         # Speed change and turn rate between samples at least sample_interval_s apart.
         heading = np.where(speed >= s.heading_min_speed_mps, np.arctan2(vel[:, 0], vel[:, 1]), np.nan)
         t_prev, s_prev, h_prev = prev[rows, 0], prev[rows, 1], prev[rows, 2]
-        due = np.isnan(t_prev) | (t - t_prev >= s.sample_interval_s - 1e-9)
+        due = settled & (np.isnan(t_prev) | (t - t_prev >= s.sample_interval_s - 1e-9))
         have_prev = due & np.isfinite(t_prev)
         with np.errstate(invalid="ignore", divide="ignore"):
             span = t - t_prev
@@ -346,6 +357,7 @@ class Classifier:
             rng = np.maximum(np.linalg.norm(pos, axis=1), 1.0)
             x[:, _RCS] = det.snr_db[di] - s.rcs_reference_snr_db + 40.0 * np.log10(rng / 100.0)
             x[:, _DSPREAD] = det.doppler_spread_mps[di]
+        x[np.ix_(~settled, _VELOCITY_DERIVED)] = np.nan
 
         # Debiased EWMA: decay the sums by e^(−Δt/τ) since the track's last sample; a
         # sample weighs the time it stands for.
@@ -358,7 +370,6 @@ class Classifier:
         known = np.isfinite(x) & (w > 0)
         num[rows] = num[rows] * decay + np.where(known, w * x, 0.0)
         den[rows] = den[rows] * decay + np.where(known, w, 0.0)
-        t_first[rows] = np.where(np.isnan(t_first[rows]), t, t_first[rows])
         t_last[rows] = t
         samples[rows] += np.uint32(1)
 
