@@ -246,3 +246,19 @@ def test_classifier_waits_for_history_and_keeps_a_fading_link_with_hysteresis():
     kind, conf = classify(t, s)
     assert kind.tolist() == [LinkKind.UNKNOWN, LinkKind.UNKNOWN, LinkKind.OFDM_VIDEO]
     assert conf.tolist() == [0, 0, 75]
+
+
+def test_a_new_sweep_grid_relearns_the_floor_and_keeps_the_tracks(caplog):
+    caplog.set_level("INFO")
+    proc = RfProcessor(RfSettings())
+    rng = np.random.default_rng(12)
+    fine = Scene(2400.0, 0.25, 335, looks=1, emitters=[Emitter(2440.5, 20.0, 15.0)], band="2g4")
+    coarse = Scene(2400.0, 0.75, 112, looks=1, emitters=[Emitter(2440.5, 20.0, 15.0)], band="2g4")
+    for k in range(6):
+        proc.process(fine.sweep(k, rng))
+    before = established(proc.tracks)["rf_track_id"].tolist()
+    for k in range(6, 12):
+        update = proc.process(coarse.sweep(k, rng))
+    assert "sweep grid changed" in caplog.text
+    assert update.bands[0].freq_mhz.shape == (112,)
+    assert established(proc.tracks)["rf_track_id"].tolist() == before == [RF_TRACK_ID_BASE]

@@ -10,4 +10,54 @@ the band plan:
 
 :class:`towerd.rf.processor.RfProcessor` composes it; :mod:`.fusion` associates RF
 tracks with radar tracks by timing and turns RF-only tracks into ICD records.
+
+Wiring (one processor and one reporter per tower; ``settings``: :class:`RfSettings`,
+``rf:`` in the YAML)::
+
+    rf = RfProcessor(settings)                      # RF track ids from 0x8000_0000 up
+    rf_reporter = RfTrackReporter(settings.reports)
+
+    # a Spectrum reading:
+    update = rf.process(spectrum)                   # RfUpdate: tracks, ended, bands
+    fusion = associate(radar_tracks, update.tracks, settings.fusion, radar_category=cats)
+    records = rf_reporter.build(update.tracks, update.ended, fusion.associated_rf_ids, clock)
+
+    # after the radar reporter built its records:
+    fusion = associate(TrackTable.concatenate([u.tracks, u.ended]), rf.tracks, settings.fusion,
+                       radar_category=cats)
+    annotate_radar_records(records, fusion)         # sources |= RF, rf_freq/bw/power
+
+    # periodically and at stop, like the radar tracker:
+    update = rf.expire(now)   /   update = rf.end_all(now)
+    records = rf_reporter.build(update.tracks, update.ended, fusion.associated_rf_ids, clock)
+
+``cats`` (optional): the radar tracks' ICD categories, when a classifier gives them.
 """
+
+from towerd.rf.fusion import (
+    FusionResult,
+    FusionSettings,
+    RfReportSettings,
+    RfTrackReporter,
+    annotate_radar_records,
+    associate,
+    rf_track_records,
+)
+from towerd.rf.processor import RF_TRACK_ID_BASE, BandSettings, RfProcessor, RfSettings, RfUpdate
+from towerd.rf.tracker import RF_TRACK_DTYPE
+
+__all__ = [
+    "RF_TRACK_DTYPE",
+    "RF_TRACK_ID_BASE",
+    "BandSettings",
+    "FusionResult",
+    "FusionSettings",
+    "RfProcessor",
+    "RfReportSettings",
+    "RfSettings",
+    "RfTrackReporter",
+    "RfUpdate",
+    "annotate_radar_records",
+    "associate",
+    "rf_track_records",
+]

@@ -10,10 +10,9 @@ Per band and sweep (see :mod:`towerd.rf.cfar` and :mod:`towerd.rf.floor`):
 
 1. p = 10^(dBm/10), linear mW; z = p / floor (the floor learnt from earlier sweeps; on
    a band's first sweep it is learnt from that sweep first, leaving out in a few rounds
-   the cells found above each estimate);
-   When the noise (the cells not held by emitters) moved by more than
-   ``floor.relearn_db`` from the floor, the level of the whole band changed: the floor is
-   relearnt from this sweep;
+   the cells found above each estimate). When the noise (the cells not held by
+   emitters) has moved by more than ``floor.relearn_db`` from the floor, the level of
+   the whole band changed: the floor is relearnt from this sweep;
 2. excluded = occupancy test on z | cells detected in any of the band's last
    ``floor.hold_sweeps`` sweeps (so the references of a cell inside a wide emitter come
    from beyond its edges; the history is independent of this sweep's noise, so it does
