@@ -258,3 +258,20 @@ def test_processor_fusion_and_reports_together():
     assert len(set(ocu["track_id"].tolist())) == 1
     assert ocu["status"][-1] == Status.ENDED and np.all(ocu["status"][:-1] == Status.CONFIRMED)
     assert len(rf_records) == len(fpv) + len(ocu)
+
+
+def test_radar_link_fusion_answers_the_pipeline_hook():
+    from towerd.rf.fusion import RadarLinkFusion
+    from towerd.tracking.labels import RfLink
+
+    r = radar([7, 8], created=[200.0, 300.0], last=[400.0, 400.0])
+    f = rf([0.0], [400.0])  # heard long before radar cover: only the sole-candidate rule fits
+    hook = RadarLinkFusion(lambda: f, FusionSettings())
+    link = hook.associate(r, 400.0)
+    assert isinstance(link, RfLink) and link.linked.tolist() == [False, False]
+    hook.set_categories(np.array([8, 7]), np.array([Category.UAS, Category.GROUND_VEHICLE]))
+    link = hook.associate(r, 400.5)
+    assert link.linked.tolist() == [False, True]
+    assert_allclose(link.freq_mhz[1], 2445.5) and np.isnan(link.freq_mhz[0])
+    assert hook.associated_rf_ids.tolist() == [RF_TRACK_ID_BASE]
+    assert hook.last.rule.tolist() == [RULE_NONE, RULE_SOLE_CANDIDATE]

@@ -32,11 +32,20 @@ Wiring (one processor and one reporter per tower; ``settings``: :class:`RfSettin
     records = rf_reporter.build(update.tracks, update.ended, fusion.associated_rf_ids, clock)
 
 ``cats`` (optional): the radar tracks' ICD categories, when a classifier gives them.
+
+With the pipeline's ``rf_fusion`` hook (``towerd.pipeline.RfFusion``: ``associate(tracks,
+t_mono) -> RfLink``, asked before classification), use
+``RadarLinkFusion(lambda: rf.tracks, settings.fusion)``: it returns the RfLink the radar
+records carry (sources radar+RF, rf_*), takes the classifier's categories afterwards
+through ``set_categories(track_ids, categories)`` for the sole-candidate rule, and its
+``associated_rf_ids`` go to ``rf_reporter.build`` so a link travelling with a radar
+track is not also reported on its own.
 """
 
 from towerd.rf.fusion import (
     FusionResult,
     FusionSettings,
+    RadarLinkFusion,
     RfReportSettings,
     RfTrackReporter,
     annotate_radar_records,
@@ -52,6 +61,7 @@ __all__ = [
     "BandSettings",
     "FusionResult",
     "FusionSettings",
+    "RadarLinkFusion",
     "RfProcessor",
     "RfReportSettings",
     "RfSettings",

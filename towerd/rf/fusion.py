@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -40,6 +41,7 @@ from towerd.clock import Clock
 from towerd.icd import SOURCE_RF, Category, Status, Threat, empty_track_records
 from towerd.rf.classify import is_drone_link
 from towerd.schema import spec
+from towerd.tracking.labels import RfLink
 from towerd.tracking.state import TrackTable
 
 log = logging.getLogger(__name__)
@@ -196,6 +198,58 @@ def associate(
         ]
         log.debug("RF/radar associations (radar id, RF id, rule): %s", pairs)
     return result
+
+
+class RadarLinkFusion:
+    """The RF side as the radar pipeline asks for it (``towerd.pipeline.RfFusion``): which
+    of the live radar tracks carry a drone link, as a :class:`towerd.tracking.labels.RfLink`.
+
+    ``rf_tracks``: a callable returning the current RF tracks (``lambda: rf.tracks`` for an
+    :class:`~towerd.rf.processor.RfProcessor`). The pipeline classifies after it
+    associates, so the categories the sole-candidate rule needs are the previous call's:
+    hand them over with :meth:`set_categories` after labelling (until then, and for
+    tracks it has not been told about, rule 2 is off / the track counts as unknown).
+    :attr:`last` keeps the latest :class:`FusionResult`, whose ``associated_rf_ids`` tell
+    the RF-only reporter which links travel with radar tracks.
+    """
+
+    def __init__(self, rf_tracks: Callable[[], np.ndarray], settings: FusionSettings = FusionSettings()) -> None:
+        self._rf_tracks = rf_tracks
+        self.settings = settings
+        self._cat_ids = np.zeros(0, dtype=np.uint32)  # sorted radar track ids
+        self._cats = np.zeros(0, dtype=np.uint8)
+        self._told = False
+        self.last: FusionResult | None = None
+
+    @property
+    def associated_rf_ids(self) -> np.ndarray:
+        """RF track ids associated with a radar track at the latest call (sorted u4)."""
+        return self.last.associated_rf_ids if self.last is not None else np.zeros(0, dtype=np.uint32)
+
+    def set_categories(self, track_ids: np.ndarray, categories: np.ndarray) -> None:
+        """The radar tracks' ICD categories (both (K,)), for the next association."""
+        ids = np.asarray(track_ids, dtype=np.uint32)
+        order = np.argsort(ids, kind="stable")
+        self._cat_ids = ids[order]
+        self._cats = np.asarray(categories, dtype=np.uint8)[order]
+        self._told = True
+
+    def associate(self, tracks: TrackTable, t_mono: float) -> RfLink:
+        """The RF link of each radar track of ``tracks`` (rules of this module)."""
+        cats = None
+        if self._told:
+            cats = np.full(len(tracks), Category.UNKNOWN, dtype=np.uint8)
+            if self._cat_ids.size:
+                pos = np.minimum(np.searchsorted(self._cat_ids, tracks.track_id), self._cat_ids.size - 1)
+                known = self._cat_ids[pos] == tracks.track_id
+                cats[known] = self._cats[pos[known]]
+        self.last = res = associate(tracks, self._rf_tracks(), self.settings, radar_category=cats)
+        return RfLink(
+            linked=res.rf_track_id != 0,
+            freq_mhz=res.rf_freq_mhz,
+            bw_mhz=res.rf_bw_mhz,
+            power_dbm=res.rf_power_dbm,
+        )
 
 
 def annotate_radar_records(records: np.ndarray, fusion: FusionResult) -> np.ndarray:
