@@ -275,3 +275,30 @@ def test_radar_link_fusion_answers_the_pipeline_hook():
     assert_allclose(link.freq_mhz[1], 2445.5) and np.isnan(link.freq_mhz[0])
     assert hook.associated_rf_ids.tolist() == [RF_TRACK_ID_BASE]
     assert hook.last.rule.tolist() == [RULE_NONE, RULE_SOLE_CANDIDATE]
+
+
+def test_a_link_the_radar_lets_go_is_reported_again_under_a_fresh_id():
+    from towerd.rf.tracker import TrackIds
+
+    clock = ManualClock()
+    ids = TrackIds(RF_TRACK_ID_BASE + 100)
+    rep = RfTrackReporter(RfReportSettings(interval_s=1.0), ids=ids)
+    none = np.zeros(0, dtype=np.uint32)
+    taken = np.array([RF_TRACK_ID_BASE], dtype=np.uint32)
+    f = rf([0.0], [0.0])
+    assert rep.build(f, empty_rf_tracks(), none, clock)["track_id"].tolist() == [RF_TRACK_ID_BASE]
+    f["t_mono"] = 1.0
+    out = rep.build(f, empty_rf_tracks(), taken, clock)
+    assert out["status"].tolist() == [Status.ENDED] and out["track_id"].tolist() == [RF_TRACK_ID_BASE]
+    f["t_mono"] = 2.0
+    assert len(rep.build(f, empty_rf_tracks(), taken, clock)) == 0  # still with the radar track
+    f["t_mono"] = 3.0
+    out = rep.build(f, empty_rf_tracks(), none, clock)  # the radar track is gone, the link is not
+    assert out["track_id"].tolist() == [RF_TRACK_ID_BASE + 100] and out["status"].tolist() == [Status.CONFIRMED]
+    f["t_mono"] = 4.0
+    assert rep.build(f, empty_rf_tracks(), none, clock)["track_id"].tolist() == [RF_TRACK_ID_BASE + 100]
+    ended = f.copy()
+    ended["status"] = Status.ENDED
+    out = rep.build(empty_rf_tracks(), ended, none, clock)
+    assert out["track_id"].tolist() == [RF_TRACK_ID_BASE + 100] and out["status"].tolist() == [Status.ENDED]
+    assert ids.next == RF_TRACK_ID_BASE + 101

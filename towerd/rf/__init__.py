@@ -15,7 +15,7 @@ Wiring (one processor and one reporter per tower; ``settings``: :class:`RfSettin
 ``rf:`` in the YAML)::
 
     rf = RfProcessor(settings)                      # RF track ids from 0x8000_0000 up
-    rf_reporter = RfTrackReporter(settings.reports)
+    rf_reporter = RfTrackReporter(settings.reports, ids=rf.ids)   # ids: for links a radar track lets go
 
     # a Spectrum reading:
     update = rf.process(spectrum)                   # RfUpdate: tracks, ended, bands

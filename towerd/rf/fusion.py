@@ -40,6 +40,7 @@ import numpy as np
 from towerd.clock import Clock
 from towerd.icd import SOURCE_RF, Category, Status, Threat, empty_track_records
 from towerd.rf.classify import is_drone_link
+from towerd.rf.tracker import TrackIds
 from towerd.schema import spec
 from towerd.tracking.labels import RfLink
 from towerd.tracking.state import TrackTable
@@ -307,14 +308,19 @@ class RfTrackReporter:
     link (any class with ``non_drone``); once reported it is reported while live, when
     its status or category changes and every ``interval_s``. It gets one final ENDED
     record when it ends, or when a radar track takes it over (its link then travels in
-    the radar track's records; the id is retired and never reported again, so ENDED stays
-    its last record). State is pruned to the live tracks on every call.
+    the radar track's records). ENDED is the last record of a report id, so a link that
+    becomes RF-only again later (the radar lost the drone, the link goes on) is reported
+    under a fresh id from ``ids`` (the processor's :class:`~towerd.rf.tracker.TrackIds`,
+    so it is never reused); without ``ids`` it is not reported again. State is pruned to
+    the live tracks on every call.
     """
 
-    def __init__(self, settings: RfReportSettings = RfReportSettings()) -> None:
+    def __init__(self, settings: RfReportSettings = RfReportSettings(), ids: TrackIds | None = None) -> None:
         self.settings = settings
-        self._last: dict[int, tuple[float, int, int]] = {}  # id -> (t, status, category) last reported
-        self._retired: set[int] = set()
+        self.ids = ids
+        self._alias: dict[int, int] = {}  # RF track id -> the id it is reported under, when not its own
+        self._last: dict[int, tuple[float, int, int]] = {}  # report id -> (t, status, category) last reported
+        self._retired: set[int] = set()  # RF track ids whose report id got its ENDED record
 
     def build(
         self, tracks: np.ndarray, ended: np.ndarray, associated_rf_ids: np.ndarray, clock: Clock
@@ -325,18 +331,30 @@ class RfTrackReporter:
         s = self.settings
         ids = tracks["rf_track_id"].astype(np.int64)
         associated = np.isin(ids, np.asarray(associated_rf_ids, dtype=np.int64))
-        reported = np.array([int(i) in self._last for i in ids], dtype=bool)
-        retired = np.array([int(i) in self._retired for i in ids], dtype=bool)
         statuses = [Status.CONFIRMED, Status.COASTING] + ([Status.TENTATIVE] if s.include_tentative else [])
         live_ok = np.isin(tracks["status"], statuses)
-        first_ok = live_ok & (s.non_drone | is_drone_link(tracks["kind"]))
-        category = np.where(is_drone_link(tracks["kind"]), Category.UAS, Category.UNKNOWN)
+        drone = is_drone_link(tracks["kind"])
+        first_ok = live_ok & (s.non_drone | drone)
+        category = np.where(drone, Category.UAS, Category.UNKNOWN)
 
         due = np.zeros(ids.shape[0], dtype=bool)
+        final = np.zeros(ids.shape[0], dtype=bool)
+        report_id = np.zeros(ids.shape[0], dtype=np.int64)
         for i in range(ids.shape[0]):
-            if associated[i] or retired[i]:
+            tid = int(ids[i])
+            if tid in self._retired and not associated[i] and self.ids is not None and first_ok[i]:
+                self._alias[tid] = int(self.ids.take(1)[0])  # RF-only again: a new report id
+                self._retired.discard(tid)
+            rid = report_id[i] = self._alias.get(tid, tid)
+            if tid in self._retired:
                 continue
-            last = self._last.get(int(ids[i]))
+            last = self._last.get(rid)
+            if associated[i]:
+                if last is not None:  # taken over: its report id ends here
+                    final[i] = True
+                    self._retired.add(tid)
+                    del self._last[rid]
+                continue
             if last is None:
                 due[i] = first_ok[i]
             else:
@@ -346,21 +364,31 @@ class RfTrackReporter:
                     or category[i] != cat_last
                     or tracks["t_mono"][i] - t_last >= s.interval_s - 1e-6
                 )
-        taken_over = associated & reported
-        finals = tracks[taken_over].copy()
-        finals["status"] = Status.ENDED
+            if due[i]:
+                self._last[rid] = (float(tracks["t_mono"][i]), int(tracks["status"][i]), int(category[i]))
+
         ended_ids = ended["rf_track_id"].astype(np.int64)
-        ended_rep = np.array([int(i) in self._last and int(i) not in self._retired for i in ended_ids], dtype=bool)
-
-        for i in np.flatnonzero(due):
-            self._last[int(ids[i])] = (float(tracks["t_mono"][i]), int(tracks["status"][i]), int(category[i]))
-        for i in np.flatnonzero(taken_over):
-            self._retired.add(int(ids[i]))
-        live = {int(i) for i in ids}
-        self._last = {k: v for k, v in self._last.items() if k in live and k not in self._retired}
-        self._retired &= live
-
-        return np.concatenate(
-            [rf_track_records(tracks[due], clock), rf_track_records(finals, clock),
-             rf_track_records(ended[ended_rep], clock)]
+        ended_rid = np.array([self._alias.get(int(t), int(t)) for t in ended_ids], dtype=np.int64)
+        ended_rep = np.array(
+            [int(r) in self._last and int(t) not in self._retired for r, t in zip(ended_rid, ended_ids)], dtype=bool
         )
+
+        live = {int(i) for i in ids}
+        self._retired &= live
+        self._alias = {k: v for k, v in self._alias.items() if k in live}
+        live_rids = {self._alias.get(k, k) for k in live}
+        self._last = {k: v for k, v in self._last.items() if k in live_rids}
+
+        finals = tracks[final].copy()
+        finals["status"] = Status.ENDED
+        out = [
+            _with_ids(rf_track_records(tracks[due], clock), report_id[due]),
+            _with_ids(rf_track_records(finals, clock), report_id[final]),
+            _with_ids(rf_track_records(ended[ended_rep], clock), ended_rid[ended_rep]),
+        ]
+        return np.concatenate(out)
+
+
+def _with_ids(records: np.ndarray, report_ids: np.ndarray) -> np.ndarray:
+    records["track_id"] = report_ids
+    return records
