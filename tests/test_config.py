@@ -125,6 +125,14 @@ def test_mount_required_for_radars_only():
     assert parse_config(rf, "t.yaml").sensors[1].mount is None
 
 
+def test_exponent_without_a_dot_is_a_number_unless_quoted():
+    # PyYAML (YAML 1.1) would read 1e-3 as a string; operators write it that way.
+    cfg = parse_config(GOOD.replace("height_m: 130", "height_m: 13e1"), "t.yaml")
+    assert cfg.tower.height_m == 130.0
+    assert problems_of(GOOD.replace("height_m: 130", 'height_m: "13e1"')) == [
+        "t.yaml:6:13: tower.height_m: expected a number, got a string '13e1'"]
+
+
 def test_malformed_yaml_and_empty_file():
     assert problems_of("tower: [unclosed\n") [0].startswith("t.yaml:2:1: malformed YAML:")
     assert problems_of("") == ["t.yaml:1:1: the file is empty"]

@@ -244,7 +244,12 @@ class Validator:
             if pattern and not re.fullmatch(pattern, value):
                 return self.problem(node, path, f"{value!r} does not match the pattern {pattern}")
             return value
-        value = self._construct(node, path)
+        if tp is float and node.tag == _STR_TAG and node.style is None and _YAML12_FLOAT.fullmatch(node.value):
+            # YAML 1.1 (PyYAML) reads 1e-6 as a string: it needs a dot. YAML 1.2 and
+            # every operator read it as a number, and so do we, when it is unquoted.
+            value: Any = float(node.value)
+        else:
+            value = self._construct(node, path)
         if value is INVALID:
             return INVALID
         ok = (
@@ -265,6 +270,8 @@ class Validator:
             return self.problem(node, path, f"{node.value} is out of range, expected {rng}{unit}")
         return value
 
+
+_YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)")
 
 _TYPE_WORDS = {str: "a string", int: "an integer", float: "a number", bool: "a boolean (true/false)"}
 
