@@ -722,9 +722,10 @@ class UplinkClient:
     @property
     def stats(self) -> dict:
         """Counters (a copy): sent_msgs, live_msgs, replay_msgs, replay_records,
-        acked_records, late_acks, resent_msgs, skipped_records (excluded by the sharing
-        rule), malformed, last_ack_mono (monotonic s or None), state
-        (connecting|up|down|refused|closed), in_flight, replaying, boundary_seq, and
+        acked_records, late_acks, resent_msgs, skipped_records (marked done without
+        sending: excluded by the sharing rule, or damaged), malformed, last_ack_mono
+        (monotonic s or None), state (connecting|up|down|refused|closed), in_flight,
+        replaying, boundary_seq, and
         connects, disconnects, auth_failures, handshake_failures, errors_received,
         health_sent, health_acks, unmatched_acks, foreign_acks, bad_rows, flow_restarts."""
         return {**self._stats, "state": self._state, "in_flight": len(self._inflight),
