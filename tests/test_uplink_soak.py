@@ -215,17 +215,18 @@ def test_link_cut_and_restored_under_load_loses_nothing(towerd_exe, tmp_path, k)
         wait_for(lambda: central_count(db) > 300, 20, "first records at the central")
         for _ in range(cycles):
             # The central dies (SIGKILL: unacknowledged messages in its socket are lost).
-            t_kill = SystemClock().utc_us()
             central.kill()
+            t_dead = SystemClock().utc_us()   # from here until the restart no central exists
             n = ledger_size()
             wait_for(lambda: ledger_size() > n + 400, 20, "records written during the outage")
+            t_starting = SystemClock().utc_us()
             central.start()
             t_restart = SystemClock().utc_us()
             # About a second of live load while the backlog (paced at 250/s) is replayed.
             wait_for(lambda: flowing_after(t_restart, 250), 20, "live records after the restart")
             # The path stalls while both ends run: only heartbeats can tell.
             t_block = SystemClock().utc_us()
-            kills.append((t_kill, t_restart, t_block))
+            kills.append((t_dead, t_starting, t_restart, t_block))
             proxy.block()
             n = ledger_size()
             wait_for(lambda: ledger_size() > n + 400, 20, "records written during the stall")
@@ -255,8 +256,8 @@ def test_link_cut_and_restored_under_load_loses_nothing(towerd_exe, tmp_path, k)
         store.close()
     uplink = stats["uplinks"]["hq"]
     assert uplink["connects"] >= 1 + 2 * cycles and uplink["replay_records"] > 0
-    for t_kill, t_restart, t_block in kills:
-        held = [r for r in rows.values() if t_kill < r["time_us"] < t_restart]
+    for t_dead, t_starting, t_restart, t_block in kills:
+        held = [r for r in rows.values() if t_dead < r["time_us"] < t_starting]
         assert len(held) > 300 and all(r["replay"] for r in held), "records held during an outage lack REPLAY"
         # Live records are not held behind the backlog: created after the link came back
         # (unflagged) and before the stall, they overtook the backlog and kept their latency.
