@@ -18,16 +18,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from scenario_runs import frames, pipeline_config, run
+from scenario_runs import SITE, frames, pipeline_config, run
 from towerd import geo
 from towerd.clock import ManualClock
-from towerd.icd import SOURCE_RADAR, Category, Status, Threat
+from towerd.icd import SOURCE_RADAR, SOURCE_RF, Category, Status, Threat
 from towerd.metrics import gospa
 from towerd.pipeline import Pipeline
 from towerd.sim import scenes
 from towerd.threat import ThreatSettings, ZoneRule, ZoneSettings
-
-from scenario_runs import SITE  # noqa: E402 (after the package imports)
 
 
 def test_multi_drone_with_clutter_mean_gospa_and_no_clutter_reported():
@@ -140,3 +138,60 @@ def test_reporting_load_is_bounded_by_the_policy():
     per_track = np.bincount(rec["track_id"])
     assert per_track.max() <= 20 + 8, per_track.max()
     assert pipeline.tracks_active >= 6
+
+
+def test_an_rf_drone_link_reaches_the_records_through_the_fusion_hook():
+    """The RF side's RadarLinkFusion behind Pipeline(rf_fusion=...): one drone, one
+    OcuSync-like link heard all along. Once the radar track is classified uas it is the
+    sole candidate, and its records carry sources radar+RF and the link's frequency,
+    bandwidth and power."""
+    from towerd.rf.classify import LinkKind
+    from towerd.rf.fusion import FusionSettings, RadarLinkFusion
+    from towerd.rf.tracker import empty_rf_tracks
+
+    link = empty_rf_tracks(1)
+    link["rf_track_id"], link["status"], link["kind"] = 1_000_000, Status.CONFIRMED, LinkKind.OFDM_VIDEO
+    link["category"], link["confidence"] = Category.UAS, 75
+    link["centre_mhz"], link["bandwidth_mhz"], link["power_dbm"], link["hits"] = 2459.5, 10.0, -71.0, 100
+    link["first_seen_mono"] = 0.0
+    now = [0.0]  # the latest sweep's time: the link is heard on every sweep
+
+    def rf_tracks():
+        link["last_seen_mono"] = link["t_mono"] = now[0]
+        return link
+
+    scenario = scenes.multi_drone()
+    one = type(scenario)(name="one-drone", targets=scenario.targets[:1], clutter=scenario.clutter[:2],
+                         false_alarms_per_frame=1.0, noise=scenario.noise)
+    pipeline = Pipeline(pipeline_config(), ManualClock(), rf_fusion=RadarLinkFusion(rf_tracks, FusionSettings()))
+    records = []
+    for f in frames(one, pipeline, duration_s=15.0, seed=5):
+        now[0] = f.t_s + 0.1
+        records.append(f.records)
+    rec = np.concatenate(records)
+    linked = rec[(rec["sources"] & SOURCE_RF) != 0]
+    assert len(linked) >= 5 and len(set(linked["track_id"].tolist())) == 1
+    assert np.all(linked["category"] == Category.UAS)
+    assert np.allclose(linked["rf_freq_mhz"], 2459.5) and np.allclose(linked["rf_bw_mhz"], 10.0)
+    assert np.allclose(linked["rf_power_dbm"], -71.0)
+    assert np.all(linked["sources"] == SOURCE_RADAR | SOURCE_RF)
+
+
+def test_reconfigure_keeps_tracks_features_and_the_clutter_map():
+    from towerd.tracking.imm import ImmSettings
+
+    scenario = scenes.multi_drone()
+    pipeline = Pipeline(pipeline_config(), ManualClock())
+    gen = frames(scenario, pipeline, duration_s=20.0, seed=6)
+    for f in gen:
+        if f.t_s >= 10.0:
+            break
+    ids = set(pipeline.tracker.tracks.track_id.tolist())
+    cells = len(pipeline.static_filter.clutter_map)
+    named = int(np.count_nonzero(pipeline.last_labels.category == Category.UAS))
+    assert cells > 0 and named >= 3
+    pipeline.reconfigure(pipeline_config(imm=ImmSettings(enabled=False)))
+    next(gen)
+    assert pipeline.tracker.tracks.n_modes == 0
+    assert ids & set(pipeline.tracker.tracks.track_id.tolist()) and len(pipeline.static_filter.clutter_map) >= cells
+    assert np.count_nonzero(pipeline.last_labels.category == Category.UAS) >= named  # features kept

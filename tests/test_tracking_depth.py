@@ -315,3 +315,27 @@ def test_cost_grows_near_linearly_and_1000_targets_stay_real_time():
         medians[n] = float(np.median(times[4:]))
     assert medians[1000] < 0.2, medians
     assert medians[1000] < 30 * medians[100], medians
+
+
+def test_replacing_components_keeps_tracks_and_switches_imm_on_and_off():
+    cv = build_tracker(2.0, 0.999, 3, 5, 2, 3.0, imm=ImmSettings(enabled=False))
+    imm = build_tracker(2.0, 0.999, 3, 5, 2, 3.0, imm=ImmSettings(enabled=True))
+
+    def parts(t):
+        return {k: getattr(t, k) for k in ("predictor", "updater", "associator", "initiator", "deleter")}
+
+    tracker = build_tracker(2.0, 0.999, 3, 5, 2, 3.0, imm=ImmSettings(enabled=False))
+    for k in range(5):
+        tracker.step(detections(0.1 * k, [[10.0 + k, 0, 20], [300, 50, 40]]))
+    before = tracker.tracks
+    tracker.replace_components(**parts(imm))
+    after = tracker.tracks
+    assert after.n_modes == 3 and after.track_id.tolist() == before.track_id.tolist()
+    assert_allclose(after.state, before.state)
+    assert_allclose(after.mode_state, np.repeat(before.state[:, None], 3, axis=1))
+    for k in range(5, 10):
+        u = tracker.step(detections(0.1 * k, [[10.0 + k, 0, 20], [300, 50, 40]]))
+    assert u.tracks.track_id.tolist() == [1, 2] and tracker.next_track_id == 3
+    tracker.replace_components(**parts(cv))
+    u = tracker.step(detections(1.0, [[20.0, 0, 20], [300, 50, 40], [900, 0, 0]]))
+    assert u.tracks.n_modes == 0 and u.tracks.track_id.tolist() == [1, 2, 3]

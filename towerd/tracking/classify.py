@@ -31,9 +31,9 @@ Velocity-derived samples (all but height, RCS and Doppler spread) start
 filter converging from zero, and its swings would read as a bird's.
 
 Every average is an exponentially weighted mean with time constant τ =
-``feature_time_constant_s`` (``hover_time_constant_s`` for hovering), debiased (mean = Σ wᵢ xᵢ / Σ wᵢ, weights decaying as
-e^(−Δt/τ)), so it is unbiased from the first sample and skips samples where a feature
-is unknown (NaN SNR, one point). Each sample weighs the time it stands for (the time
+``feature_time_constant_s`` (``hover_time_constant_s`` for hovering), debiased (mean =
+Σ wᵢ xᵢ / Σ wᵢ, weights decaying as e^(−Δt/τ)), so it is unbiased from the first sample
+and skips samples where a feature is unknown (NaN SNR, one point). Each sample weighs the time it stands for (the time
 since the track's previous sample, at most ``sample_interval_s``; for speed change and
 turn rate, the span they were measured over), so the averages do not depend on the
 frame rate and Σ wᵢ is the (decayed) observation time behind an average. An average

@@ -111,6 +111,12 @@ class ClutterMap:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def clear(self) -> None:
+        """Forget every cell."""
+        self._keys = np.zeros(0, dtype=np.int64)
+        self._dwell = np.zeros(0)
+        self._t = np.zeros(0)
+
     def cell_index(self, pos_enu_m: np.ndarray) -> np.ndarray:
         """(N, 3) positions -> (N, 3) int64 cell indices."""
         return np.floor(np.asarray(pos_enu_m, dtype=float) / self.settings.map_cell_m).astype(np.int64)
@@ -208,6 +214,15 @@ class StaticClutterFilter:
         self._mean = np.zeros((0, 3))  # mean of its positions while learnt as static
         self._n = np.zeros(0)  # how many
 
+    def reconfigure(self, settings: StaticClutterSettings) -> None:
+        """New settings; the per-track state and the learnt map are kept, unless the map's
+        cell size changed (then the map starts again: its cells no longer mean the same)."""
+        if settings.map_cell_m != self.settings.map_cell_m:
+            self.clutter_map.clear()
+        self.settings = settings
+        self.clutter_map.settings = settings
+        self._gate = float(chi2.ppf(settings.gate_probability, 3))
+
     def update(self, update: TrackUpdate, exempt: np.ndarray | None = None) -> np.ndarray:
         """(K,) bool for the rows of ``update.tracks``: True = static clutter (withhold).
         ``exempt`` (K,) bool: tracks never to call static (None: none)."""
@@ -226,7 +241,8 @@ class StaticClutterFilter:
         n = np.zeros(k)
         if np.any(found):
             f, p = np.flatnonzero(found), pos[found]
-            anchor[f], anchor_cov[f], run[f], moved[f] = self._anchor[p], self._anchor_cov[p], self._run[p], self._moved[p]
+            anchor[f], anchor_cov[f] = self._anchor[p], self._anchor_cov[p]
+            run[f], moved[f] = self._run[p], self._moved[p]
             t_seen[f], mean[f], n[f] = self._t_seen[p], self._mean[p], self._n[p]
 
         hit = (update.det_of_track >= 0) & found  # a new track's first update is its anchor

@@ -52,7 +52,9 @@ MIN_MODE_PROB = 1e-6
 class ImmSettings:
     """``tracking.imm``: the interacting-multiple-model option (CV + left/right turns)."""
 
-    enabled: bool = spec(False, doc="use the IMM (CV + two constant turns) instead of a single CV filter")
+    enabled: bool = spec(
+        True, doc="use the IMM (CV + two constant turns); false: one CV filter with tracking.accel_noise_mps2"
+    )
     cv_accel_noise_mps2: float = spec(
         1.0, doc="process noise of the IMM's constant-velocity model, 1-sigma acceleration", unit="m/s^2",
         lo=0.01, hi=100.0,
@@ -91,7 +93,9 @@ class ImmPredictor:
     def __post_init__(self) -> None:
         m = len(self.models)
         if m < 1 or len(self.initial_prob) != m:
-            raise ConfigError(f"IMM needs >= 1 model and one initial probability each, got {m} / {len(self.initial_prob)}")
+            raise ConfigError(
+                f"IMM needs >= 1 model and one initial probability each, got {m} / {len(self.initial_prob)}"
+            )
         p = np.asarray(self.initial_prob, dtype=float)
         if np.any(p <= 0) or not np.isclose(p.sum(), 1.0):
             raise ConfigError(f"IMM initial probabilities must be > 0 and sum to 1, got {self.initial_prob!r}")

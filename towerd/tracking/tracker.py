@@ -111,6 +111,27 @@ class Tracker:
         """The live tracks (read-only arrays)."""
         return self._tracks
 
+    def replace_components(
+        self,
+        *,
+        predictor: Predictor,
+        updater: Updater,
+        associator: GnnAssociator,
+        initiator: MofNInitiator,
+        deleter: MissDeleter,
+    ) -> None:
+        """Swap every component (new settings), keeping the live tracks and the id
+        counter. When the new predictor keeps a different number of IMM modes (IMM
+        switched on or off), each track restarts its modes from its combined estimate."""
+        tr = self._tracks.copy()
+        if tr.n_modes != predictor.attach(TrackTable.empty()).n_modes:
+            k = len(tr)
+            tr.mode_prob, tr.mode_state, tr.mode_cov = np.zeros((k, 0)), np.zeros((k, 0, 6)), np.zeros((k, 0, 6, 6))
+            tr = predictor.attach(tr)
+        self.predictor, self.updater, self.associator = predictor, updater, associator
+        self.initiator, self.deleter = initiator, deleter
+        self._tracks = tr.freeze()
+
     @property
     def next_track_id(self) -> int:
         """The id the next new track will get."""
