@@ -1,14 +1,24 @@
-"""The processing chain for radar readings: detection -> tracking -> report records.
+"""The processing chain for radar readings: detection -> tracking -> labels -> report records.
 
 Pure computation, no I/O: the daemon feeds it readings from the sensor threads, and
 replay and the benchmarks feed it the same way. One tracker holds the tower's whole
 picture; each sensor has its own plot converter (its mounting and noise).
+
+After every tracker call the live tracks are labelled, in this order:
+1. RF link (optional, :attr:`Pipeline.rf_fusion`): which tracks carry a drone's radio link;
+2. classification (:class:`~towerd.tracking.classify.Classifier`): category, confidence;
+3. static clutter (:class:`~towerd.tracking.clutter.StaticClutterFilter`): tracks that
+   have not moved since first seen are withheld, unless RF-linked, their Doppler spread
+   shows rotors, or they are confidently classified uas; the clutter map it learns stops
+   them from starting new tracks;
+4. threat (:class:`~towerd.threat.ThreatAssessor`): zones, category and behaviour;
+and the reporter turns what is due into ICD records.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -18,51 +28,106 @@ from towerd.detection.cluster import PointClusterer
 from towerd.detection.plots import MeasurementNoise, PlotConverter, SensorMount
 from towerd.drivers.measurements import RadarPlots
 from towerd.geo import Site
-from towerd.icd import TRACK_RECORD_DTYPE
+from towerd.icd import TRACK_RECORD_DTYPE, Category
 from towerd.reports.tracks import TrackReporter
-from towerd.tracking.tracker import Tracker, TrackUpdate, build_tracker
+from towerd.threat import ThreatAssessor, ThreatSettings
+from towerd.tracking.associator import GnnAssociator
+from towerd.tracking.classify import Classification, ClassificationSettings, Classifier
+from towerd.tracking.clutter import ClutterMapInitiator, StaticClutterFilter, StaticClutterSettings
+from towerd.tracking.deleter import MissDeleter
+from towerd.tracking.imm import ImmSettings, build_imm
+from towerd.tracking.labels import RfLink, TrackLabels
+from towerd.tracking.models import ConstantVelocity
+from towerd.tracking.predictor import KalmanPredictor
+from towerd.tracking.state import TrackTable
+from towerd.tracking.tracker import Predictor, Tracker, TrackUpdate, Updater
+from towerd.tracking.updater import KalmanUpdater
 
 log = logging.getLogger(__name__)
+
+
+class RfFusion(Protocol):
+    """What the pipeline asks of RF fusion (``towerd.rf.fusion.RadarLinkFusion``): for
+    the live radar tracks at ``t_mono``, which carry a drone link (and its frequency,
+    bandwidth, power); and, after classification, the tracks' categories for its next
+    association."""
+
+    def associate(self, tracks: TrackTable, t_mono: float) -> RfLink: ...
+
+    def set_categories(self, track_ids: np.ndarray, categories: np.ndarray) -> None: ...
 
 
 class Pipeline:
     """Turns readings into ICD track records due for reporting."""
 
-    def __init__(self, config: Config, clock: Clock) -> None:
+    def __init__(self, config: Config, clock: Clock, *, rf_fusion: RfFusion | None = None) -> None:
         self.clock = clock
         self.frames = 0
+        self.rf_fusion: RfFusion | None = rf_fusion
         self._tracker: Tracker | None = None
         self.reporter: TrackReporter | None = None
+        self.static_filter: StaticClutterFilter | None = None
+        self.classifier: Classifier | None = None
+        self.last_classification: Classification | None = None
+        """The classifier's answer after the latest call (features included), for status and tests."""
+        self.last_labels: TrackLabels | None = None
+        """The labels of the live tracks after the latest call."""
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
-        """Apply (new) settings; live tracks, track ids and report history are kept, so
-        a reload takes effect at the next frame without losing anything."""
+        """Apply (new) settings; live tracks, track ids, per-track features, the clutter
+        map and report history are kept, so a reload takes effect at the next frame
+        without losing anything."""
         self.converters: dict[str, PlotConverter] = {
             s.name: PlotConverter(
                 SensorMount(s.mount.position_enu_m, s.mount.boresight_azimuth_deg, s.mount.tilt_deg),
                 MeasurementNoise(s.noise.range_sigma_m, s.noise.azimuth_sigma_deg, s.noise.elevation_sigma_deg),
             )
             for s in config.sensors
+            if s.mount is not None  # radars; RF sensors have no mount and give no plots
         }
         d = config.detection
         self.clusterer = PointClusterer(d.target_extent_m, d.cluster_gate_probability, enabled=d.cluster_points)
         t = config.tracking
-        fresh = build_tracker(
-            accel_noise_mps2=t.accel_noise_mps2,
-            gate_probability=t.gate_probability,
-            confirm_hits=t.confirm_hits,
-            confirm_window=t.confirm_window,
-            tentative_max_misses=t.tentative_max_misses,
-            confirmed_max_coast_s=t.confirmed_max_coast_s,
-            coast_after_s=t.coast_after_s,
+        static_settings: StaticClutterSettings = t.static_clutter
+        imm_settings: ImmSettings = t.imm
+        if self.static_filter is None:
+            self.static_filter = StaticClutterFilter(static_settings)
+        else:
+            self.static_filter.reconfigure(static_settings)
+        predictor: Predictor
+        updater: Updater
+        if imm_settings.enabled:
+            predictor, updater = build_imm(imm_settings)
+        else:
+            predictor, updater = KalmanPredictor(ConstantVelocity(t.accel_noise_mps2)), KalmanUpdater()
+        parts = dict(
+            predictor=predictor,
+            updater=updater,
+            associator=GnnAssociator(t.gate_probability),
+            initiator=ClutterMapInitiator(
+                confirm_hits=t.confirm_hits,
+                confirm_window=t.confirm_window,
+                clutter_map=self.static_filter.clutter_map if static_settings.enabled else None,
+            ),
+            deleter=MissDeleter(
+                tentative_max_misses=t.tentative_max_misses,
+                confirmed_max_coast_s=t.confirmed_max_coast_s,
+                coast_after_s=t.coast_after_s,
+            ),
         )
         if self._tracker is None:
-            self._tracker = fresh
+            self._tracker = Tracker(**parts)
         else:  # same tracks, new components
-            for part in ("predictor", "updater", "associator", "initiator", "deleter"):
-                setattr(self._tracker, part, getattr(fresh, part))
+            self._tracker.replace_components(**parts)
+        classification: ClassificationSettings = config.classification
+        if self.classifier is None:
+            self.classifier = Classifier(classification)
+        else:
+            self.classifier.settings = classification
         site = Site(config.tower.latitude_deg, config.tower.longitude_deg, config.tower.height_m)
+        threat: ThreatSettings = config.threat
+        self.threat = ThreatAssessor(threat, site)
         if self.reporter is None:
             self.reporter = TrackReporter(
                 site, interval_s=config.reports.interval_s, include_tentative=config.reports.include_tentative
@@ -98,8 +163,37 @@ class Pipeline:
         """Final ENDED records for every reported track (the daemon is stopping)."""
         return self._report(self.tracker.end_all(t_mono))
 
+    def label(self, update: TrackUpdate) -> TrackLabels:
+        """RF link, category, static clutter and threat of ``update``'s live tracks."""
+        assert self.classifier is not None and self.static_filter is not None
+        tr = update.tracks
+        rf = self.rf_fusion.associate(tr, update.t_mono) if self.rf_fusion is not None else RfLink.none(len(tr))
+        cls = self.classifier.update(update, rf.linked)
+        if self.rf_fusion is not None:
+            self.rf_fusion.set_categories(tr.track_id, cls.category)
+        f = cls.features
+        ss = self.static_filter.settings
+        exempt = (
+            rf.linked
+            | (f["doppler_spread_mps"] >= ss.exempt_doppler_spread_mps)
+            | ((cls.category == Category.UAS) & (cls.confidence >= ss.exempt_uas_confidence))
+        )
+        static = self.static_filter.update(update, exempt)
+        threat = self.threat.assess(
+            tr.state[:, :3], tr.state[:, 3:], cls.category, cls.confidence,
+            hover_fraction=f["hover_fraction"], height_m=f["height_m"],
+        )
+        labels = TrackLabels(cls.category, cls.confidence, threat.threat, ~static, rf)
+        self.last_classification, self.last_labels = cls, labels
+        return labels
+
     def _report(self, update: TrackUpdate) -> np.ndarray:
-        return self.reporter.build(update, self.clock)
+        assert self.reporter is not None
+        return self.reporter.build(update, self.clock, self.label(update))
+
+    def zone_of(self, lat_deg: float, lon_deg: float) -> set[str]:
+        """Names of the configured zones containing a WGS84 point (for sharing rules)."""
+        return self.threat.zone_of(lat_deg, lon_deg)
 
     @property
     def tracks_active(self) -> int:

@@ -60,13 +60,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from towerd.icd import Category
 from towerd.schema import spec
 from towerd.tracking.state import POS, VEL, match_ids
-from towerd.tracking.tracker import TrackUpdate
+
+if TYPE_CHECKING:  # the settings are imported by towerd.config: keep this module light
+    from towerd.tracking.tracker import TrackUpdate
 
 log = logging.getLogger(__name__)
 
