@@ -203,7 +203,9 @@ def test_link_cut_and_restored_under_load_loses_nothing(towerd_exe, tmp_path, k)
     tower = None
     kills: list[tuple[int, int]] = []
     try:
-        tower = TowerProc(tmp_path, 1, rate_rps=300, batch=6, event_every=25, centrals=[
+        # The backlog replays at 250 records/s: each cycle leaves up to ~6 s of it to drain.
+        drain_s = 10.0 + 6.0 * cycles
+        tower = TowerProc(tmp_path, 1, rate_rps=300, batch=6, event_every=25, drain_s=drain_s, centrals=[
             tower_settings(f"tcp://127.0.0.1:{proxy.port}", k, replay_rate_rps=250.0, replay_window=4)])
 
         def ledger_size() -> int:
@@ -234,7 +236,7 @@ def test_link_cut_and_restored_under_load_loses_nothing(towerd_exe, tmp_path, k)
             wait_for(lambda: flowing_after(SystemClock().utc_us() - 200_000) and central_count(db) > 0, 20,
                      "flow after the stall")
             assert t_block > t_restart
-        stats = tower.stop()
+        stats = tower.stop(timeout_s=drain_s + 30)
         assert stats["pending"] == 0, stats
     finally:
         if tower is not None:
