@@ -9,8 +9,10 @@ Stated bounds (numbers measured on this machine class in brackets, seeds 1-5 or 
   [none in 5 seeds at 30° and more; below 20° the two are within the radar's resolution
   — 1° azimuth, 2 m at 110 m — for seconds, and identity is then a coin toss];
 - classification in the mixed scenario, frames after 10 s where a reported track is
-  within 10 m of the target: drones >= 80 % [93 %], birds >= 80 % [92 %], ground
-  vehicles >= 95 % [100 %], the walker [100 %].
+  within 10 m of the target (seeds 1-2 here): drones >= 85 % [90 %; 94 % over seeds
+  1-6], birds >= 75 % [82 %; 84 %], ground vehicles >= 95 % [100 %], the walker >= 90 %
+  [100 %]. Drones lost are mostly called birds for a few seconds after an abrupt turn;
+  birds lost are called drones or unknown while holding a steady speed.
 """
 
 from __future__ import annotations
@@ -90,7 +92,7 @@ def test_categories_of_drones_birds_vehicles_and_a_walker():
                 right[kind] += int(category[rows[e]] == want[kind])
     rate = {k: right[k] / total[k] for k in want}
     assert min(total.values()) > 200, total
-    assert rate["uas"] >= 0.8 and rate["bird"] >= 0.8, rate
+    assert rate["uas"] >= 0.85 and rate["bird"] >= 0.75, rate
     assert rate["vehicle"] >= 0.95 and rate["person"] >= 0.9, rate
 
 
