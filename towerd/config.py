@@ -13,7 +13,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from towerd.errors import ConfigError
+from towerd.rf.processor import RfSettings
 from towerd.schema import INVALID, Problem, Validator, compose, spec
+from towerd.threat import ThreatSettings
+from towerd.tracking.classify import ClassificationSettings
+from towerd.tracking.clutter import StaticClutterSettings
+from towerd.tracking.imm import ImmSettings
 from towerd.uplink.client import CentralSettings
 
 TOWER_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
@@ -73,6 +78,9 @@ class TrackingConfig:
     tentative_max_misses: int = spec(2, doc="consecutive misses that drop a tentative track", lo=0, hi=100)
     confirmed_max_coast_s: float = spec(3.0, doc="time without update that ends a track", unit="s", lo=0.1, hi=600.0)
     coast_after_s: float = spec(0.5, doc="time without update that makes a track coasting", unit="s", lo=0.0, hi=600.0)
+    imm: ImmSettings = spec(ImmSettings(), doc="interacting multiple model: CV + left/right constant turns")
+    static_clutter: StaticClutterSettings = spec(
+        StaticClutterSettings(), doc="static reflectors: withheld, learnt in a clutter map")
 
     def __post_init__(self) -> None:
         if self.confirm_hits > self.confirm_window:
@@ -112,6 +120,9 @@ class Config:
     sensors: tuple[SensorConfig, ...] = spec(())
     detection: DetectionConfig = spec(DetectionConfig())
     tracking: TrackingConfig = spec(TrackingConfig())
+    classification: ClassificationSettings = spec(ClassificationSettings(), doc="track categories and confidence")
+    threat: ThreatSettings = spec(ThreatSettings(), doc="threat levels from zones, category and behaviour")
+    rf: RfSettings = spec(RfSettings(), doc="RF detection, tracking and fusion (spectrum analysers)")
     reports: ReportsConfig = spec(ReportsConfig())
     outbox: OutboxConfig = spec(OutboxConfig())
     centrals: tuple[CentralSettings, ...] = spec(())

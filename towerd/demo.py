@@ -1,7 +1,9 @@
 """``towerd demo``: a whole tower on one machine, with live tracks on screen.
 
-One process tree: this process runs the TI radar emulator on a pseudo-terminal (the
-built-in "demo" scenario), and starts two children exactly as they run in the field:
+One process tree: this process runs the TI radar and RF Explorer emulators on
+pseudo-terminals (the built-in "demo" scenario: drones with their radio links,
+clutter, a Wi-Fi access point), and starts two children exactly as they run in the
+field:
 ``towerd central`` (plain ZeroMQ on loopback, SQLite in a temporary directory) and
 ``towerd run`` with a generated configuration pointing at the pty. The screen shows
 what the central has stored, beside the scenario's truth, until Ctrl-C or
@@ -26,8 +28,9 @@ from typing import TextIO
 import numpy as np
 
 from towerd.geo import Site, geodetic_to_enu
-from towerd.icd import Status
+from towerd.icd import LAT_LON_UNKNOWN, SOURCE_RADAR, SOURCE_RF, Category, Status, Threat
 from towerd.sim.pty import PtyPair
+from towerd.sim.rfexplorer import RfExplorerEmulator
 from towerd.sim.scenario import Scenario, builtin_scenario
 from towerd.sim.ti_mmwave import TiMmwaveEmulator
 
@@ -40,6 +43,8 @@ RADAR_BORESIGHT_DEG = 0.0
 FRAME_RATE_HZ = 10.0
 REFRESH_S = 0.5
 STATUS_NAMES = {s.value: s.name.lower() for s in Status}
+CATEGORY_NAMES = {c.value: c.name.lower().replace("_", " ") for c in Category}
+THREAT_NAMES = {t.value: t.name.lower() for t in Threat}
 
 
 def free_tcp_port() -> int:
@@ -48,7 +53,7 @@ def free_tcp_port() -> int:
         return sock.getsockname()[1]
 
 
-def demo_config(pty_path: str, endpoint: str, state_dir: Path) -> str:
+def demo_config(pty_path: str, endpoint: str, state_dir: Path, rf_path: str | None = None) -> str:
     """The daemon's YAML for the demo (plain ZeroMQ: lab use, as the ICD allows)."""
     return f"""\
 version: 1
@@ -71,10 +76,27 @@ sensors:
       range_sigma_m: 0.3
       azimuth_sigma_deg: 1.0
       elevation_sigma_deg: 1.5
-centrals:
+{rf_sensor(rf_path)}centrals:
   - name: local
     endpoint: {endpoint}
     plain: true
+rf:
+  cfar: {{looks: 8}}   # the emulated analyser averages 8 looks per point
+"""
+
+
+def rf_sensor(rf_path: str | None) -> str:
+    if rf_path is None:
+        return ""
+    return f"""\
+  - name: rf0
+    driver: rfexplorer
+    settings:
+      port: {rf_path}
+      bands:
+        - {{name: srd868, start_mhz: 863.0, end_mhz: 870.0, dwell_s: 2.0}}
+        - {{name: ism2400, start_mhz: 2400.0, end_mhz: 2483.5, dwell_s: 3.0}}
+        - {{name: ism5800, start_mhz: 5725.0, end_mhz: 5875.0, dwell_s: 3.0}}
 """
 
 
@@ -85,6 +107,7 @@ class TrackSummary:
     first_time_us: int = 0
     last_time_us: int = 0
     last_status: int = 0
+    what: str = ""
     errors_m: list[float] = field(default_factory=list)
     truth_names: dict[str, int] = field(default_factory=dict)
 
@@ -142,6 +165,9 @@ class Demo:
             frame_rate_hz=FRAME_RATE_HZ,
             rng=np.random.default_rng(seed),
         )
+        self.rf_pty = PtyPair.open()
+        self.rf_emulator = RfExplorerEmulator(self.scenario, rng=np.random.default_rng(seed + 1),
+                                              position_enu_m=RADAR_POSITION_ENU_M, sweep_rate_hz=10.0)
         self.endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
         self.central_db = workdir / "central.sqlite"
         self.view = CentralView(self.central_db)
@@ -150,9 +176,10 @@ class Demo:
 
     def start(self) -> None:
         config_path = self.workdir / "towerd.yaml"
-        config_path.write_text(demo_config(self.pty.path, self.endpoint, self.workdir / "state"))
+        config_path.write_text(demo_config(self.pty.path, self.endpoint, self.workdir / "state", self.rf_pty.path))
         logs = open(self.workdir / "children.log", "ab")
         self.emulator.start(self.pty)
+        self.rf_emulator.start(self.rf_pty)
         base = [sys.executable, "-m", "towerd"]
         self.children.append(subprocess.Popen(
             base + ["central", "--bind", self.endpoint, "--db", str(self.central_db), "--plain"],
@@ -175,12 +202,14 @@ class Demo:
                     child.kill()
                     child.wait()
         self.emulator.stop()
+        self.rf_emulator.stop()
         self.view.close()
         self.pty.close()
+        self.rf_pty.close()
 
     def truth_error(self, row: sqlite3.Row) -> tuple[float, str]:
         """Distance from a reported position to the nearest true target, and its name."""
-        if row["lat_e7"] == -(2**31):
+        if row["lat_e7"] == LAT_LON_UNKNOWN:
             return float("nan"), ""
         t_s = (row["time_us"] - self.emulator.t0_utc_us) / 1e6
         enu = geodetic_to_enu(DEMO_SITE, row["lat_e7"] / 1e7, row["lon_e7"] / 1e7, row["alt_m"])[0]
@@ -193,6 +222,9 @@ class Demo:
             s.records += 1
             s.last_time_us = row["time_us"]
             s.last_status = row["status"]
+            s.what = (f"{CATEGORY_NAMES.get(row['category'], '?')} {row['confidence']}%, seen by "
+                      + ("radar+RF" if row["sources"] == SOURCE_RADAR | SOURCE_RF else
+                         "RF only" if row["sources"] == SOURCE_RF else "radar"))
             err, name = self.truth_error(row)
             if name:
                 s.errors_m.append(err)
@@ -201,23 +233,16 @@ class Demo:
     def render(self, out: TextIO, live: bool) -> None:
         now_us = time.time_ns() // 1000
         lines = [
-            f"towerd demo — tower tx-demo-001, radar emulator {self.emulator.frames_sent} frames, "
-            f"central {self.endpoint}, {self.view.records} records stored",
-            f"{'track':>5} {'status':<10} {'age s':>6} {'range m':>8} {'az deg':>7} {'el deg':>7} "
-            f"{'latitude':>11} {'longitude':>12} {'alt m':>7} {'speed':>6} {'hits':>5}  truth (error m)",
+            f"towerd demo — tower tx-demo-001: radar emulator {self.emulator.frames_sent} frames, RF Explorer "
+            f"emulator {self.rf_emulator.sweeps_sent} sweeps; central {self.endpoint}, {self.view.records} records",
+            f"{'track':>10} {'status':<9} {'age s':>5} {'what':<19} {'threat':<6} {'seen by':<8} {'range m':>7} "
+            f"{'az':>5} {'el':>5} {'latitude':>10} {'longitude':>11} {'alt m':>6} {'m/s':>5} {'RF link':<16} truth",
         ]
         for tid in sorted(self.view.rows):
             r = self.view.rows[tid]
             if r["status"] == Status.ENDED and now_us - r["time_us"] > 10e6:
                 continue
-            speed = float(np.hypot(r["vel_east_mps"], r["vel_north_mps"]))
-            err, name = self.truth_error(r)
-            lines.append(
-                f"{tid:>5} {STATUS_NAMES.get(r['status'], '?'):<10} {(now_us - r['time_us']) / 1e6:>6.1f} "
-                f"{r['range_m']:>8.1f} {r['azimuth_deg']:>7.1f} {r['elevation_deg']:>7.1f} "
-                f"{r['lat_e7'] / 1e7:>11.6f} {r['lon_e7'] / 1e7:>12.6f} {r['alt_m']:>7.1f} {speed:>6.1f} "
-                f"{r['hits']:>5}  {name} ({err:.1f})"
-            )
+            lines.append(self._row(tid, r, now_us))
         if len(lines) == 2:
             lines.append("  (no confirmed tracks yet)")
         if live:
@@ -226,6 +251,21 @@ class Demo:
             out.write("\n".join(lines) + "\n")
         out.flush()
 
+    def _row(self, tid: int, r: sqlite3.Row, now_us: int) -> str:
+        what = f"{CATEGORY_NAMES.get(r['category'], '?')} {r['confidence']}%"
+        seen = "+".join(n for bit, n in ((SOURCE_RADAR, "radar"), (SOURCE_RF, "RF")) if r["sources"] & bit) or "-"
+        # SQLite stores the ICD's NaN ("unknown") as NULL.
+        rf = f"{r['rf_freq_mhz']:.1f}/{r['rf_bw_mhz']:.1f} MHz" if r["rf_freq_mhz"] is not None else "-"
+        head = (f"{tid:>10} {STATUS_NAMES.get(r['status'], '?'):<9} {(now_us - r['time_us']) / 1e6:>5.1f} "
+                f"{what:<19} {THREAT_NAMES.get(r['threat'], '?'):<6} {seen:<8} ")
+        if r["lat_e7"] == LAT_LON_UNKNOWN or r["alt_m"] is None:  # RF only: no position
+            return head + f"{'-':>7} {'-':>5} {'-':>5} {'-':>10} {'-':>11} {'-':>6} {'-':>5} {rf:<16}"
+        speed = float(np.hypot(r["vel_east_mps"], r["vel_north_mps"]))
+        err, name = self.truth_error(r)
+        return head + (f"{r['range_m']:>7.1f} {r['azimuth_deg']:>5.0f} {r['elevation_deg']:>5.1f} "
+                       f"{r['lat_e7'] / 1e7:>10.5f} {r['lon_e7'] / 1e7:>11.5f} {r['alt_m']:>6.1f} {speed:>5.1f} "
+                       f"{rf:<16} {name} ({err:.1f} m)")
+
     def summary(self) -> str:
         lines = [f"Summary: {len(self.summaries)} tracks, {self.view.records} track records stored by the central."]
         for tid in sorted(self.summaries):
@@ -233,8 +273,8 @@ class Demo:
             dur = (s.last_time_us - s.first_time_us) / 1e6
             target = max(s.truth_names, key=s.truth_names.get) if s.truth_names else "-"
             err = f"{np.median(s.errors_m):.1f} m" if s.errors_m else "n/a"
-            lines.append(f"  track {tid}: {s.records} records over {dur:.1f} s, last {STATUS_NAMES.get(s.last_status)}, "
-                         f"nearest truth {target}, median error {err}")
+            lines.append(f"  track {tid}: {s.records} records over {dur:.1f} s, last {STATUS_NAMES.get(s.last_status)}"
+                         f", {s.what}, nearest truth {target}, median error {err}")
         return "\n".join(lines)
 
 

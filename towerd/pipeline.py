@@ -13,6 +13,10 @@ After every tracker call the live tracks are labelled, in this order:
    them from starting new tracks;
 4. threat (:class:`~towerd.threat.ThreatAssessor`): zones, category and behaviour;
 and the reporter turns what is due into ICD records.
+
+Spectrum readings go to the RF processor (:mod:`towerd.rf`): its drone links are
+associated with radar tracks (sources radar+RF and the link's frequency, bandwidth and
+power in their records) or reported on their own as RF-only tracks (no position).
 """
 
 from __future__ import annotations
@@ -25,11 +29,12 @@ import numpy as np
 from towerd.clock import Clock
 from towerd.config import Config
 from towerd.detection.cluster import PointClusterer
-from towerd.detection.plots import MeasurementNoise, PlotConverter, SensorMount
-from towerd.drivers.measurements import RadarPlots
+from towerd.detection.plots import GeoPlotConverter, MeasurementNoise, PlotConverter, SensorMount
+from towerd.drivers.measurements import GeoPlots, RadarPlots, Spectrum
 from towerd.geo import Site
 from towerd.icd import TRACK_RECORD_DTYPE, Category
 from towerd.reports.tracks import TrackReporter
+from towerd.rf import RadarLinkFusion, RfProcessor, RfSettings, RfTrackReporter, RfUpdate
 from towerd.threat import ThreatAssessor, ThreatSettings
 from towerd.tracking.associator import GnnAssociator
 from towerd.tracking.classify import Classification, ClassificationSettings, Classifier
@@ -63,7 +68,10 @@ class Pipeline:
     def __init__(self, config: Config, clock: Clock, *, rf_fusion: RfFusion | None = None) -> None:
         self.clock = clock
         self.frames = 0
+        self._own_fusion = rf_fusion is None
         self.rf_fusion: RfFusion | None = rf_fusion
+        self.rf: RfProcessor | None = None
+        self.rf_reporter: RfTrackReporter | None = None
         self._tracker: Tracker | None = None
         self.reporter: TrackReporter | None = None
         self.static_filter: StaticClutterFilter | None = None
@@ -78,14 +86,17 @@ class Pipeline:
         """Apply (new) settings; live tracks, track ids, per-track features, the clutter
         map and report history are kept, so a reload takes effect at the next frame
         without losing anything."""
-        self.converters: dict[str, PlotConverter] = {
-            s.name: PlotConverter(
-                SensorMount(s.mount.position_enu_m, s.mount.boresight_azimuth_deg, s.mount.tilt_deg),
-                MeasurementNoise(s.noise.range_sigma_m, s.noise.azimuth_sigma_deg, s.noise.elevation_sigma_deg),
-            )
-            for s in config.sensors
-            if s.mount is not None  # radars; RF sensors have no mount and give no plots
-        }
+        site = Site(config.tower.latitude_deg, config.tower.longitude_deg, config.tower.height_m)
+        self.converters: dict[str, PlotConverter] = {}
+        self.geo_converters: dict[str, GeoPlotConverter] = {}
+        for s in config.sensors:
+            if s.mount is None:  # RF sensors have no mount and give no plots
+                continue
+            mount = SensorMount(s.mount.position_enu_m, s.mount.boresight_azimuth_deg, s.mount.tilt_deg)
+            noise = MeasurementNoise(s.noise.range_sigma_m, s.noise.azimuth_sigma_deg, s.noise.elevation_sigma_deg)
+            self.converters[s.name] = PlotConverter(mount, noise)
+            self.geo_converters[s.name] = GeoPlotConverter(site, mount, noise)
+        self._reconfigure_rf(config.rf)
         d = config.detection
         self.clusterer = PointClusterer(d.target_extent_m, d.cluster_gate_probability, enabled=d.cluster_points)
         t = config.tracking
@@ -125,7 +136,6 @@ class Pipeline:
             self.classifier = Classifier(classification)
         else:
             self.classifier.settings = classification
-        site = Site(config.tower.latitude_deg, config.tower.longitude_deg, config.tower.height_m)
         threat: ThreatSettings = config.threat
         self.threat = ThreatAssessor(threat, site)
         if self.reporter is None:
@@ -137,6 +147,18 @@ class Pipeline:
             self.reporter.interval_s = config.reports.interval_s
             self.reporter.include_tentative = config.reports.include_tentative
 
+    def _reconfigure_rf(self, settings: RfSettings) -> None:
+        """RF processing with ``settings``. A change restarts RF tracking (new ids, never
+        reused), since its noise floors and emitter tracks depend on every setting."""
+        if self.rf is not None and self.rf.settings == settings:
+            return
+        first_id = self.rf.next_track_id if self.rf is not None else None
+        self.rf = RfProcessor(settings) if first_id is None else RfProcessor(settings, first_track_id=first_id)
+        self.rf_reporter = RfTrackReporter(settings.reports, ids=self.rf.ids)
+        if self._own_fusion:
+            rf = self.rf
+            self.rf_fusion = RadarLinkFusion(lambda: rf.tracks, settings.fusion)
+
     @property
     def tracker(self) -> Tracker:
         assert self._tracker is not None
@@ -144,24 +166,35 @@ class Pipeline:
 
     def process(self, reading: Any) -> np.ndarray:
         """Run one reading through the chain; return the records now due (seq unset)."""
-        if not isinstance(reading, RadarPlots):
+        if isinstance(reading, Spectrum):
+            return self._report_rf(self.rf.process(reading))
+        if isinstance(reading, RadarPlots):
+            converters: dict[str, Any] = self.converters
+        elif isinstance(reading, GeoPlots):
+            converters = self.geo_converters
+        else:
             log.debug("ignoring reading of type %s", type(reading).__name__)
-            return np.zeros(0, dtype=TRACK_RECORD_DTYPE)
-        converter = self.converters.get(reading.sensor)
+            return _NO_RECORDS
+        converter = converters.get(reading.sensor)
         if converter is None:
             log.warning("reading from unknown sensor %r dropped", reading.sensor)
-            return np.zeros(0, dtype=TRACK_RECORD_DTYPE)
+            return _NO_RECORDS
         self.frames += 1
         detections = self.clusterer.cluster(converter.convert(reading))
         return self._report(self.tracker.step(detections))
 
     def expire(self, t_mono: float) -> np.ndarray:
         """End tracks that have gone stale even when no sensor sends anything."""
-        return self._report(self.tracker.expire(t_mono))
+        return _join(self._report(self.tracker.expire(t_mono)), self._report_rf(self.rf.expire(t_mono)))
 
     def end_all(self, t_mono: float) -> np.ndarray:
         """Final ENDED records for every reported track (the daemon is stopping)."""
-        return self._report(self.tracker.end_all(t_mono))
+        return _join(self._report(self.tracker.end_all(t_mono)), self._report_rf(self.rf.end_all(t_mono)))
+
+    def _report_rf(self, update: RfUpdate) -> np.ndarray:
+        """RF-only records: drone links no radar track carries."""
+        linked = getattr(self.rf_fusion, "associated_rf_ids", np.zeros(0, dtype=np.uint32))
+        return self.rf_reporter.build(update.tracks, update.ended, linked, self.clock)
 
     def label(self, update: TrackUpdate) -> TrackLabels:
         """RF link, category, static clutter and threat of ``update``'s live tracks."""
@@ -197,4 +230,12 @@ class Pipeline:
 
     @property
     def tracks_active(self) -> int:
-        return len(self.tracker.tracks.track_id)
+        """Live radar tracks plus live RF tracks."""
+        return len(self.tracker.tracks.track_id) + len(self.rf.tracks)
+
+
+_NO_RECORDS = np.zeros(0, dtype=TRACK_RECORD_DTYPE)
+
+
+def _join(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return a if len(b) == 0 else b if len(a) == 0 else np.concatenate([a, b])

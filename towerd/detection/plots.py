@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from towerd import geo
-from towerd.drivers.measurements import RadarPlots
+from towerd.drivers.measurements import GeoPlots, RadarPlots
 from towerd.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -220,3 +220,39 @@ class PlotConverter:
             snr_db=rows["snr_db"].astype(float),
             radial_vel_mps=rows["radial_vel_mps"].astype(float),
         )
+
+
+class GeoPlotConverter:
+    """Targets a sensor reports as WGS84 positions (NMEA TLL) -> ENU :class:`Detections`.
+
+    Height: the sensor's when given, else the antenna's height (a 2D surface radar
+    tracks at its own level), with a vertical sigma of ``unknown_elevation_sigma_deg``
+    seen from the antenna at the target's horizontal range. Horizontal covariance:
+    ``noise.range_sigma_m`` on both axes (the sensor already fused its own range and
+    bearing, and does not say how well).
+    """
+
+    def __init__(self, site: geo.Site, mount: SensorMount, noise: MeasurementNoise, *,
+                 unknown_elevation_sigma_deg: float = UNKNOWN_ELEVATION_SIGMA_DEG) -> None:
+        self.site = site
+        self.mount = mount
+        self.noise = noise
+        self.unknown_elevation_sigma_deg = unknown_elevation_sigma_deg
+        self.dropped = 0
+
+    def convert(self, plots: GeoPlots) -> Detections:
+        p = plots.plots
+        ok = np.isfinite(p["latitude_deg"]) & np.isfinite(p["longitude_deg"])
+        self.dropped += int(np.count_nonzero(~ok))
+        p = p[ok]
+        antenna_up = self.site.height_m + self.mount.position_enu_m[2]
+        height = np.where(np.isfinite(p["height_m"]), p["height_m"], antenna_up)
+        enu = geo.geodetic_to_enu(self.site, p["latitude_deg"], p["longitude_deg"], height).reshape(-1, 3)
+        n = len(enu)
+        horizontal = np.hypot(enu[:, 0] - self.mount.position_enu_m[0], enu[:, 1] - self.mount.position_enu_m[1])
+        sigma_up = np.where(np.isfinite(p["height_m"]), self.noise.range_sigma_m,
+                            np.maximum(horizontal * np.radians(self.unknown_elevation_sigma_deg), 1.0))
+        cov = np.zeros((n, 3, 3))
+        cov[:, 0, 0] = cov[:, 1, 1] = self.noise.range_sigma_m**2
+        cov[:, 2, 2] = sigma_up**2
+        return Detections(plots.sensor, plots.t_mono, enu, cov, np.full(n, np.nan), np.full(n, np.nan))
