@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -85,5 +86,15 @@ def central(towerd_exe, tmp_path):
                   tmp_path / "central.log")
     child.endpoint = endpoint
     child.db_path = db_path
+    port = int(endpoint.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 30.0
+    while True:  # ready once it accepts connections (another process: nothing to wait on but the port)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            break
+        except OSError:
+            if child.proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"towerd central did not start:\n{child.log()}")
+            time.sleep(0.05)
     yield child
     child.stop()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from towerd.errors import ConfigError
+from towerd.outbox.sqlite import OutboxSettings
 from towerd.rf.processor import RfSettings
 from towerd.schema import INVALID, Problem, Validator, compose, spec
 from towerd.threat import ThreatSettings
@@ -100,13 +101,6 @@ class ReportsConfig:
 
 
 @dataclass(frozen=True)
-class OutboxConfig:
-    path: str = spec("outbox.sqlite", doc="record store, relative to state_dir")
-    synchronous: Literal["full", "normal"] = spec("full")
-    commit_interval_s: float = spec(0.05, doc="longest a record waits for its commit", unit="s", lo=0.0, hi=10.0)
-
-
-@dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = spec("info")
 
@@ -124,7 +118,7 @@ class Config:
     threat: ThreatSettings = spec(ThreatSettings(), doc="threat levels from zones, category and behaviour")
     rf: RfSettings = spec(RfSettings(), doc="RF detection, tracking and fusion (spectrum analysers)")
     reports: ReportsConfig = spec(ReportsConfig())
-    outbox: OutboxConfig = spec(OutboxConfig())
+    outbox: OutboxSettings = spec(OutboxSettings())
     centrals: tuple[CentralSettings, ...] = spec(())
     logging: LoggingConfig = spec(LoggingConfig())
 
@@ -154,6 +148,13 @@ def _cross_checks(config: Config, root: Any, v: Validator) -> None:
         if sensor.mount is None and driver_class(sensor.driver).needs_mount:
             v.problems.append(Problem(*_item_mark(root, "sensors", i), f"sensors[{i}].mount",
                                       f"required for a {sensor.driver} sensor (where the antenna is and looks)"))
+    zones = {z.name for z in config.threat.zones}
+    for i, central in enumerate(config.centrals):
+        for zone in central.share.zones:
+            if zone not in zones:
+                known = ", ".join(sorted(zones)) or "none are configured under threat.zones"
+                v.problems.append(Problem(*_item_mark(root, "centrals", i), f"centrals[{i}].share.zones",
+                                          f"unknown zone {zone!r} (zones: {known})"))
     for key, items in (("sensors", config.sensors), ("centrals", config.centrals)):
         seen: set[str] = set()
         for i, item in enumerate(items):

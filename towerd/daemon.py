@@ -20,7 +20,7 @@ from towerd import __version__
 from towerd.clock import Clock, SystemClock
 from towerd.config import Config, LoadedConfig, load_config
 from towerd.drivers import driver_class
-from towerd.errors import ConfigError
+from towerd.errors import ConfigError, OutboxError
 from towerd.notify import Notifier
 from towerd.outbox.sqlite import Outbox
 from towerd.pipeline import Pipeline
@@ -73,8 +73,8 @@ class Daemon:
     def _open(self) -> None:
         state_dir = Path(self.config.state_dir)
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox(state_dir / self.config.outbox.path, clock=self.clock,
-                             synchronous=self.config.outbox.synchronous)
+        names = [c.name for c in self.config.centrals]
+        self.outbox = Outbox.from_settings(state_dir, self.config.outbox, clock=self.clock, centrals=names or None)
         log.info("outbox %s: stream %016x, next seq %d", state_dir / self.config.outbox.path,
                  self.outbox.stream_id, self.outbox.next_seq)
         for central in self.config.centrals:
@@ -95,7 +95,8 @@ class Daemon:
         )
 
     def _make_uplink(self, central: Any) -> UplinkClient:
-        return UplinkClient(self.config.tower.id, central, self.outbox, clock=self.clock, health=self.health)
+        return UplinkClient(self.config.tower.id, central, self.outbox, clock=self.clock, health=self.health,
+                            zone_of=self.pipeline.zone_of)
 
     def _open_status_socket(self) -> None:
         path = self.config.status_socket
@@ -129,12 +130,8 @@ class Daemon:
             "time_us": self.clock.utc_us(),
             "sensors": {r.name: r.status() for r in self.runners},
             "tracks_active": self.pipeline.tracks_active,
-            "outbox": {
-                "pending": outbox.pending_count() if outbox else 0,
-                "oldest_seq": outbox.oldest_seq() if outbox else None,
-                "next_seq": outbox.next_seq if outbox else None,
-                "dropped_total": 0,
-            },
+            "outbox": outbox.health() if outbox else {"pending": 0, "oldest_seq": None, "next_seq": None,
+                                                        "dropped_total": 0},
             "readings_dropped": self.dropped_readings,
         }
 
@@ -161,7 +158,8 @@ class Daemon:
 
     # -- reload -------------------------------------------------------------------
 
-    RESTART_ONLY = ("tower.id", "state_dir", "outbox.path", "status_socket")
+    RESTART_ONLY = ("tower.id", "state_dir", "outbox.path", "outbox.synchronous", "outbox.max_records",
+                    "outbox.max_bytes", "status_socket")
     """Settings a reload cannot change: they name the tower or its files."""
 
     def request_reload(self) -> None:
@@ -234,22 +232,19 @@ class Daemon:
         self.runners = kept
 
     def _reconcile_centrals(self, old: Config, new: Config) -> None:
-        """Reconnect to the centrals whose settings changed; the outbox keeps the records."""
-        uplinks = {u.settings.name: u for u in self.uplinks}
-        kept: list[UplinkClient] = []
-        for central in new.centrals:
-            uplink = uplinks.pop(central.name, None)
-            if uplink is not None and uplink.settings == central:
-                kept.append(uplink)
+        """Reconnect to the centrals whose settings changed; the outbox keeps the records
+        (a new central receives every record still held)."""
+        wanted = {c.name: c for c in new.centrals}
+        kept: dict[str, UplinkClient] = {}
+        for uplink in self.uplinks:
+            name = uplink.settings.name
+            if wanted.get(name) == uplink.settings:
+                kept[name] = uplink
                 continue
-            if uplink is not None:
-                log.info("central %s: settings changed, reconnecting", central.name)
-                uplink.close()
-            kept.append(self._make_uplink(central))
-        for name, uplink in uplinks.items():
-            log.info("central %s: removed from the configuration, disconnecting", name)
+            log.info("central %s: %s, disconnecting", name, "settings changed" if name in wanted else "removed")
             uplink.close()
-        self.uplinks = kept
+        self.outbox.set_centrals(list(wanted) or None)
+        self.uplinks = [kept.get(name) or self._make_uplink(central) for name, central in wanted.items()]
 
     # -- loop ---------------------------------------------------------------------
 
@@ -286,7 +281,7 @@ class Daemon:
                 # up to ACK_COMMIT_S so they never hold new records back.
                 due = commit_every if self._records_waiting else ACK_COMMIT_S
                 if outbox.uncommitted and now - last_commit >= due:
-                    outbox.commit()
+                    self._commit()
                     last_commit, self._records_waiting = now, False
                 for uplink in self.uplinks:
                     uplink.poll(0)
@@ -322,14 +317,29 @@ class Daemon:
             except queue.Empty:
                 return
 
+    # A full disk or an I/O error must not stop the tower: the outbox rolls back, counts
+    # the loss, and announces it (outbox.write_failed) once writes work again.
+
     def _event(self, code: str, severity: str, message: str, **fields: Any) -> None:
-        self.outbox.add_event(code, severity, message, **fields)
-        self._records_waiting = True
+        try:
+            self.outbox.add_event(code, severity, message, **fields)
+            self._records_waiting = True
+        except OutboxError as exc:
+            log.error("outbox: event %s not stored: %s", code, exc)
 
     def _store(self, records: Any) -> None:
         if len(records):
-            self.outbox.add_tracks(records)
-            self._records_waiting = True
+            try:
+                self.outbox.add_tracks(records)
+                self._records_waiting = True
+            except OutboxError as exc:
+                log.error("outbox: %d track records not stored: %s", len(records), exc)
+
+    def _commit(self) -> None:
+        try:
+            self.outbox.commit()
+        except OutboxError as exc:
+            log.error("outbox: commit failed: %s", exc)
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
@@ -340,8 +350,8 @@ class Daemon:
         if outbox is not None:
             self._drain(timeout_s=0)
             self._store(self.pipeline.end_all(self.clock.monotonic()))
-            outbox.add_event("daemon.stopping", "info", "towerd stopping")
-            outbox.commit()
+            self._event("daemon.stopping", "info", "towerd stopping")
+            self._commit()
             deadline = time.monotonic() + STOP_FLUSH_S
             while self.uplinks and outbox.pending_count() and time.monotonic() < deadline:
                 for uplink in self.uplinks:
