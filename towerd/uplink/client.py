@@ -152,7 +152,7 @@ class CentralSettings:
     reconnect_ivl_max_s: float = spec(30.0, doc="longest reconnect delay", unit="s", lo=0.01, hi=3600.0)
     health_interval_s: float = spec(10.0, doc="HEALTH period (also sent at every connect)", unit="s",
                                     lo=0.1, hi=3600.0)
-    replay_rate_rps: float = spec(1000.0, doc="backlog records sent per second at most after an outage "
+    replay_rate_rps: float = spec(3000.0, doc="backlog records sent per second at most after an outage "
                                   "(live reports go first)", unit="records/s", lo=1.0, hi=1_000_000.0)
     replay_window: int = spec(8, doc="backlog messages in flight at most; keep it below window so that live "
                               "reports always have room", lo=1, hi=10_000)
