@@ -19,9 +19,9 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
-from scipy.stats import chi2
 
 from towerd.detection.plots import Detections
+from towerd.gates import chi2_quantile
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class PointClusterer:
     @property
     def gate(self) -> float:
         """γ: the squared Mahalanobis distance below which two detections link."""
-        return float(chi2.ppf(self.gate_probability, 3))
+        return float(chi2_quantile(self.gate_probability, 3))
 
     def linked_pairs(self, det: Detections) -> np.ndarray:
         """(M, 2) index pairs of detections consistent with one target."""

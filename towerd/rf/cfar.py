@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import integrate, optimize, special, stats
+from scipy import integrate, optimize, special
 
 from towerd.schema import spec
 
@@ -112,10 +112,14 @@ def os_pfa(alpha: float, n: int, k: int, looks: int = 1) -> float:
     if looks == 1:
         i = np.arange(k)
         return float(np.prod((n - i) / (n - i + alpha)))
-    order = stats.beta(k, n - k + 1)
+    a, b = k, n - k + 1  # the k-th smallest of n uniforms is Beta(k, n - k + 1)
+    log_norm = special.betaln(a, b)
 
     def integrand(u: float) -> float:
-        return float(order.pdf(u) * special.gammaincc(looks, alpha * special.gammaincinv(looks, u)))
+        if not 0.0 < u < 1.0:
+            return 0.0
+        density = np.exp((a - 1) * np.log(u) + (b - 1) * np.log1p(-u) - log_norm)
+        return float(density * special.gammaincc(looks, alpha * special.gammaincinv(looks, u)))
 
     # The beta density is concentrated near its mode: tell quad where, so it does not
     # miss a narrow peak at large N.

@@ -44,7 +44,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special
 
 from towerd.icd import Status
 from towerd.rf.classify import ClassifierSettings, LinkKind, category_of, classify
@@ -412,9 +412,9 @@ class BandTracker:
         # Noise guard: revisited channels that false alarms alone would give.
         c = max(1.0, 2.0 * s.hop_channel_tolerance_mhz / max(abs(step_mhz), 1e-9) + 1.0)
         lam = pfa * self._sweep_t.shape[0] * c
-        p_rev = float(stats.poisson.sf(1, lam))
+        p_rev = float(special.pdtrc(1, lam))  # P(N > 1), N ~ Poisson(lam)
         expected = cells / c * p_rev
-        need = float(stats.poisson.isf(s.hop_false_alarm, expected)) + 1.0 if expected > 0 else 0.0
+        need = float(poisson_isf(s.hop_false_alarm, expected)) + 1.0 if expected > 0 else 0.0
         if n_rev < need:
             log.debug("band %d: %d revisited channels, noise alone could give %.0f", self.band, n_rev, need)
             return None
@@ -497,3 +497,14 @@ class BandTracker:
         if np.any(end):
             log.debug("band %d: ended RF tracks %s", self.band, tr["rf_track_id"][end].tolist())
         return BandStep(tracks=self.tracks, ended=ended)
+
+
+def poisson_isf(q: float, mu: float) -> int:
+    """Smallest k with P(N > k) <= q for N ~ Poisson(mu) (as scipy.stats.poisson.isf,
+    without importing scipy.stats: tens of MiB on a tower computer)."""
+    k = int(mu)
+    while k > 0 and special.pdtrc(k - 1, mu) <= q:
+        k -= 1
+    while special.pdtrc(k, mu) > q:
+        k += 1
+    return k

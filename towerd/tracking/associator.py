@@ -11,9 +11,9 @@ from scipy.optimize import linear_sum_assignment
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
-from scipy.stats import chi2
 
 from towerd.errors import ConfigError
+from towerd.gates import chi2_quantile
 from towerd.tracking.state import POS
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class GnnAssociator:
     @cached_property
     def gate(self) -> float:
         """γ: squared Mahalanobis distance threshold (3 degrees of freedom)."""
-        return float(chi2.ppf(self.gate_probability, MEAS_DOF))
+        return float(chi2_quantile(self.gate_probability, MEAS_DOF))
 
     def candidate_pairs(
         self, x_pred: np.ndarray, P_pred: np.ndarray, z: np.ndarray, R: np.ndarray

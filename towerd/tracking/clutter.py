@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.special import gammaincinv
 
 from towerd.detection.plots import Detections
+from towerd.gates import chi2_quantile
 from towerd.icd import Status
 from towerd.schema import spec
 from towerd.tracking.initiator import MofNInitiator
@@ -64,12 +64,6 @@ MAP_MAX_GAP_S = 1.0
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
 _NEIGHBOURS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.int64)
-
-
-def chi2_3dof(p: float) -> float:
-    """χ²₃⁻¹(p): 2 P⁻¹(3/2, p) with the regularised incomplete gamma (scipy.special, light
-    to import, unlike scipy.stats)."""
-    return float(2.0 * gammaincinv(1.5, p))
 
 
 @dataclass(frozen=True)
@@ -213,7 +207,7 @@ class StaticClutterFilter:
     def __init__(self, settings: StaticClutterSettings | None = None) -> None:
         self.settings = settings or StaticClutterSettings()
         self.clutter_map = ClutterMap(self.settings)
-        self._gate = chi2_3dof(self.settings.gate_probability)
+        self._gate = chi2_quantile(self.settings.gate_probability, 3)
         self._ids = np.zeros(0, dtype=np.uint32)
         self._anchor = np.zeros((0, 3))
         self._anchor_cov = np.zeros((0, 3, 3))
@@ -230,7 +224,7 @@ class StaticClutterFilter:
             self.clutter_map.clear()
         self.settings = settings
         self.clutter_map.settings = settings
-        self._gate = chi2_3dof(settings.gate_probability)
+        self._gate = chi2_quantile(settings.gate_probability, 3)
 
     def update(self, update: TrackUpdate, exempt: np.ndarray | None = None) -> np.ndarray:
         """(K,) bool for the rows of ``update.tracks``: True = static clutter (withhold).
