@@ -752,3 +752,13 @@ share:
     messages = [p.format("c.yaml") for p in v.problems]
     assert any("share.categories[1]: 'drone' is not allowed" in m for m in messages), messages
     assert any("share.coarsen_m: -1 is out of range" in m for m in messages), messages
+
+
+def test_uplink_log_lines_carry_the_central_for_the_journal(ctx, outbox, caplog):
+    """journalctl -u towerd CENTRAL=partner: every uplink line names its central."""
+    caplog.set_level(logging.INFO, logger="towerd.uplink.client")
+    client = UplinkClient("tx-test-001", settings("tcp://127.0.0.1:9", name="partner"), outbox,
+                          clock=SystemClock(), context=ctx)
+    client.close()
+    lines = [r for r in caplog.records if r.name == "towerd.uplink.client"]
+    assert lines and all(getattr(r, "central", None) == "partner" for r in lines)

@@ -265,7 +265,9 @@ class UplinkClient:
         self._backoff = settings.reconnect_ivl_s
         self._next_health: float | None = None
         self._closed = False
-        self._limited = RateLimitedLog(log, clock)
+        # Every line names its central, also as the journal field CENTRAL= (logsetup).
+        self._log = logging.LoggerAdapter(log, {"central": settings.name})
+        self._limited = RateLimitedLog(self._log, clock)
         self._stats = {
             "sent_msgs": 0,
             "live_msgs": 0,
@@ -327,7 +329,7 @@ class UplinkClient:
             self._teardown_socket()
             raise UplinkError(f"central {s.name!r}: cannot connect to {s.endpoint!r}: {exc}") from exc
         self._rebuild_at = None
-        log.info("uplink %s: connecting to %s (%s)", s.name, s.endpoint, "plain" if s.plain else "CURVE")
+        self._log.info("uplink %s: connecting to %s (%s)", s.name, s.endpoint, "plain" if s.plain else "CURVE")
 
     def _teardown_socket(self) -> None:
         sock, mon = self._sock, self._mon
@@ -401,13 +403,13 @@ class UplinkClient:
             elif event == zmq.EVENT_DISCONNECTED:
                 # Also reported after a failed handshake; only a link that was up goes down.
                 if self._link_up:
-                    log.warning("uplink %s: link down (%d messages unacknowledged)", name, len(self._inflight))
+                    self._log.warning("uplink %s: link down (%d messages unacknowledged)", name, len(self._inflight))
                     self._set_down("down")
             elif event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                 self._stats["auth_failures"] += 1
                 self._set_down("refused")
                 self._rebuild_at = now + self._backoff
-                log.error("uplink %s: central refused this tower's key (ZAP status %s); "
+                self._log.error("uplink %s: central refused this tower's key (ZAP status %s); "
                           "rebuilding the socket in %.1f s", name, ev.get("value"), self._backoff)
                 self._backoff = min(2 * self._backoff, self._settings.reconnect_ivl_max_s)
                 self._teardown_socket()
@@ -436,7 +438,7 @@ class UplinkClient:
         self._tokens_mono = now
         self._seen_generation = self._outbox.generation
         self._stats["flow_restarts"] += 1
-        log.info("uplink %s: %s; records below seq %d not yet acknowledged are replayed (%d messages were in "
+        self._log.info("uplink %s: %s; records below seq %d not yet acknowledged are replayed (%d messages were in "
                  "flight), live records first", self._settings.name, why, self._boundary, resend)
 
     def _remember(self, first: int, last: int) -> None:
@@ -501,7 +503,7 @@ class UplinkClient:
         else:
             # A second ACK for a message sent twice: already handled.
             self._stats["unmatched_acks"] += 1
-            log.debug("uplink %s: ACK %d..%d matches nothing sent", self._settings.name, first, last)
+            self._log.debug("uplink %s: ACK %d..%d matches nothing sent", self._settings.name, first, last)
             return
         self._outbox.ack(first, last, self._settings.name)
         self._stats["acked_records"] += last - first + 1
@@ -565,7 +567,7 @@ class UplinkClient:
                     if exhausted:
                         self._backlog_done = True
                         took = now - self._backlog_started if self._backlog_started is not None else 0.0
-                        log.info("uplink %s: backlog read out in %.1f s (%d records replayed so far)",
+                        self._log.info("uplink %s: backlog read out in %.1f s (%d records replayed so far)",
                                  s.name, took, self._stats["replay_records"])
                     return
             if self._tokens < msg.count:
@@ -591,7 +593,7 @@ class UplinkClient:
         try:
             frame = encode_health(self._outbox.stream_id, self._health())
         except Exception:  # a faulty health() must not stop the reports
-            log.exception("uplink %s: building HEALTH failed", self._settings.name)
+            self._log.exception("uplink %s: building HEALTH failed", self._settings.name)
             return
         if self._send(frame):
             self._stats["health_sent"] += 1
@@ -643,7 +645,7 @@ class UplinkClient:
                     break  # the message ends before a row it cannot carry: seq stays consecutive
                 if verdict == _BAD:
                     self._stats["bad_rows"] += 1
-                    log.error("uplink %s: outbox row seq %d cannot be encoded; it is not sent (record lost)",
+                    self._log.error("uplink %s: outbox row seq %d cannot be encoded; it is not sent (record lost)",
                               self._settings.name, seq)
                 if skips and skips[-1][1] == consumed:
                     skips[-1] = (skips[-1][0], seq)
