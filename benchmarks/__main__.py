@@ -42,11 +42,31 @@ def render(sections: list[Section], info: dict[str, str], quick: bool) -> str:
     return "\n".join(lines)
 
 
+def _split(text: str) -> tuple[str, dict[str, str]]:
+    """(preamble, {"## title": section text}) of a rendered report."""
+    head, *parts = text.split("\n## ")
+    return head, {"## " + p.split("\n", 1)[0]: "## " + p for p in parts}
+
+
+def merge(old: str, new: str) -> str:
+    """``old`` with the sections ``new`` has replaced (the machine table from ``new``,
+    noting that other sections are from an earlier run)."""
+    _, old_sections = _split(old.rstrip("\n"))
+    new_head, new_sections = _split(new.rstrip("\n"))
+    merged = {**old_sections, **new_sections}
+    order = list(old_sections) + [k for k in new_sections if k not in old_sections]
+    note = ("Sections not re-run in this run keep the figures of the run before, on the same "
+            "machine kind.\n")
+    return new_head.rstrip("\n") + "\n\n" + note + "\n" + "\n".join(merged[k].rstrip("\n") + "\n" for k in order)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer runs and smaller inputs (under a minute)")
     parser.add_argument("--only", nargs="*", choices=SUITES, help="run only these suites")
     parser.add_argument("--out", default="docs/benchmarks.md", help="where to write the report ('-': stdout only)")
+    parser.add_argument("--update", action="store_true",
+                        help="with --only: replace just those sections in the existing report")
     args = parser.parse_args(argv)
     sections = []
     for name in args.only or SUITES:
@@ -58,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   {f.name}: {f.format_value()}  [{f.reference}]", file=sys.stderr, flush=True)
         print(f"   ({time.monotonic() - t0:.1f} s)", file=sys.stderr, flush=True)
     report = render(sections, machine(), args.quick)
+    if args.update and args.out != "-" and Path(args.out).exists():
+        report = merge(Path(args.out).read_text(), report)
     print(report)
     if args.out != "-":
         Path(args.out).write_text(report + "\n")
