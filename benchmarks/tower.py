@@ -2,7 +2,8 @@
 the wire.
 
 Nominal load: a TI radar at 10 frames/s with about 50 points a frame (20 drones,
-clutter and false alarms), 20 live tracks, one central. `towerd run` is a real
+clutter and false alarms), an RF Explorer at 10 sweeps/s through a three-band scan
+plan, 20 live tracks, one central. `towerd run` is a real
 subprocess reading the emulator's pty; the central runs in this process behind a TCP
 relay that counts the bytes of both directions (ZMTP framing included; TCP/IP headers
 not). CPU and resident memory are read from /proc for the daemon's pid.
@@ -29,8 +30,9 @@ import numpy as np
 
 from benchmarks.common import Figure, Section
 from towerd.central.server import CentralServer
-from towerd.icd import TRACK_RECORD_DTYPE
+from towerd.icd import SOURCE_RADAR, TRACK_RECORD_DTYPE
 from towerd.sim.pty import PtyPair
+from towerd.sim.rfexplorer import RfExplorerEmulator
 from towerd.sim.scenario import ClutterPoint, OrbitPath, Scenario, Target
 from towerd.sim.ti_mmwave import TiMmwaveEmulator
 
@@ -134,7 +136,7 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
-def config(pty_path: str, endpoint: str, state: Path) -> str:
+def config(pty_path: str, endpoint: str, state: Path, rf_path: str) -> str:
     return f"""\
 version: 1
 tower: {{id: tx-bench-001, latitude_deg: {SITE[0]}, longitude_deg: {SITE[1]}, height_m: {SITE[2]}}}
@@ -145,6 +147,15 @@ sensors:
     driver: ti_mmwave
     settings: {{port: {pty_path}}}
     mount: {{boresight_azimuth_deg: 0, position_enu_m: [0, 0, 10]}}
+  - name: rf0
+    driver: rfexplorer
+    settings:
+      port: {rf_path}
+      bands:
+        - {{name: srd868, start_mhz: 863.0, end_mhz: 870.0, dwell_s: 2.0}}
+        - {{name: ism2400, start_mhz: 2400.0, end_mhz: 2483.5, dwell_s: 2.0}}
+        - {{name: ism5800, start_mhz: 5725.0, end_mhz: 5875.0, dwell_s: 2.0}}
+rf: {{cfar: {{looks: 8}}}}
 centrals:
   - {{name: hq, endpoint: "{endpoint}", plain: true}}
 logging: {{level: warning}}
@@ -172,26 +183,33 @@ def run(quick: bool) -> Section:
         pty = PtyPair.open()
         emulator = TiMmwaveEmulator(nominal_scenario(), boresight_azimuth_deg=0.0, position_enu_m=(0.0, 0.0, 10.0),
                                     frame_rate_hz=10.0, rng=np.random.default_rng(5))
+        rf_pty = PtyPair.open()
+        rf_emulator = RfExplorerEmulator(nominal_scenario(), rng=np.random.default_rng(6),
+                                         position_enu_m=(0.0, 0.0, 10.0), sweep_rate_hz=10.0)
         cfg = tmp_path / "towerd.yaml"
-        cfg.write_text(config(pty.path, f"tcp://127.0.0.1:{relay.port}", tmp_path / "state"))
+        cfg.write_text(config(pty.path, f"tcp://127.0.0.1:{relay.port}", tmp_path / "state", rf_pty.path))
         daemon = subprocess.Popen([sys.executable, "-m", "towerd", "run", "--config", str(cfg)],
                                   stderr=open(tmp_path / "daemon.log", "wb"))
         try:
             emulator.start(pty)
+            rf_emulator.start(rf_pty)
             time.sleep(warmup)  # benchmark: let tracks confirm before measuring
             cpu0, wall0 = cpu_seconds(daemon.pid), time.monotonic()
             up0, down0, recs0 = relay.up, relay.down, central.store.count_tracks()
-            points0 = emulator.frames_sent
+            points0, sweeps0 = emulator.frames_sent, rf_emulator.sweeps_sent
             time.sleep(duration)
             cpu1, wall1 = cpu_seconds(daemon.pid), time.monotonic()
             rss, peak = rss_mib(daemon.pid)
             up1, down1, recs1 = relay.up, relay.down, central.store.count_tracks()
             frames = emulator.frames_sent - points0
+            sweeps = rf_emulator.sweeps_sent - sweeps0
         finally:
             daemon.terminate()
             daemon.wait(20)
             emulator.stop()
+            rf_emulator.stop()
             pty.close()
+            rf_pty.close()
             stop_central.set()
             central_thread.join()
             relay.close()
@@ -203,7 +221,7 @@ def run(quick: bool) -> Section:
                 r = by_seq.get(seq)
                 # Tentative/confirmed records come from a frame; coasting and ended
                 # ones also from the timer, stamped with an older state time.
-                if r is not None and r["status"] in (0, 1):
+                if r is not None and r["status"] in (0, 1) and r["sources"] & SOURCE_RADAR:
                     latencies.append((ack_us - r["time_us"]) / 1e3)
         central.close()
         points_per_frame = float(np.mean([len(emulator.detections(0.1 * k)) for k in range(50)]))
@@ -219,7 +237,8 @@ def run(quick: bool) -> Section:
     lat = np.array(latencies)
     figures = [
         Figure("daemon CPU", cpu_pct, "% of one core",
-               reference="goal < 3%", note=f"{frames} frames of ~{points_per_frame:.0f} points, "
+               reference="goal < 3%", note=f"{frames} radar frames of ~{points_per_frame:.0f} points and {sweeps} "
+                                            f"RF sweeps, "
                                             f"{tracks_live} live tracks, over {wall:.0f} s"),
         Figure("daemon resident memory", rss, "MiB", reference=f"peak {peak:.1f} MiB; goal < 100 MB"),
         Figure("end-to-end latency, median", float(np.median(lat)) if len(lat) else float("nan"), "ms",
