@@ -4,6 +4,11 @@ Threads: one reader per sensor (:mod:`towerd.sensors`) hands readings to a bound
 queue; everything else runs in the main loop, single-threaded: detection, tracking,
 report building, outbox writes and commits, uplink I/O. A full queue (the loop falling
 behind) drops the newest reading and counts it; nothing is dropped silently.
+
+The loop sleeps in one ``zmq.Poller`` on everything that can give it work: a wake-up
+pipe the sensor threads (and signals) write to, the uplinks' sockets and the status
+socket, with a timeout to its next timer. An idle tower costs next to nothing and a
+frame is processed the moment it is read.
 """
 
 from __future__ import annotations
@@ -11,10 +16,13 @@ from __future__ import annotations
 import logging
 import os
 import queue
+import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+import zmq
 
 from towerd import __version__
 from towerd.clock import Clock, SystemClock
@@ -33,6 +41,8 @@ log = logging.getLogger(__name__)
 QUEUE_MAX_READINGS = 256
 EXPIRE_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 5.0
+MAX_SLEEP_S = 0.25
+"""Longest the loop sleeps with nothing to do (bounds how late a resend or a stop is)."""
 ACK_COMMIT_S = 1.0
 """Deletions of acknowledged records alone are committed this often: they cost a disk
 sync and delay nothing (a crash before the commit only causes a resend)."""
@@ -67,6 +77,9 @@ class Daemon:
         self._iterations = 0  # main-loop passes, for the watchdog
         self._reload_requested = threading.Event()
         self._records_waiting = False  # records or events added since the last commit
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
 
     # -- wiring -------------------------------------------------------------------
 
@@ -90,7 +103,7 @@ class Daemon:
             return None
         driver = driver_class(sensor.driver)(sensor.name, sensor.settings, clock=self.clock)
         return SensorRunner(
-            driver, self._on_reading, self._events.put,
+            driver, self._on_reading, self._on_event,
             degraded_after_s=sensor.degraded_after_s, reconnect_max_s=sensor.reconnect_max_s, clock=self.clock,
         )
 
@@ -108,10 +121,23 @@ class Daemon:
             # Never refuse to start over a diagnostic aid; say why it is missing.
             log.warning("status socket %s unavailable (%s): `towerd status` will not answer", path, exc)
 
+    def _wake(self) -> None:
+        """Make the loop's poll return (from any thread)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the loop is awake already
+
+    def _on_event(self, event: SensorEvent) -> None:
+        """Called from sensor threads."""
+        self._events.put(event)
+        self._wake()
+
     def _on_reading(self, reading: Any) -> None:
         """Called from sensor threads."""
         try:
             self._readings.put_nowait(reading)
+            self._wake()
         except queue.Full:
             self.dropped_readings += 1
             if self.dropped_readings in (1, 10, 100) or self.dropped_readings % 1000 == 0:
@@ -165,6 +191,7 @@ class Daemon:
     def request_reload(self) -> None:
         """Ask for a reload at the next loop pass (safe from a signal handler)."""
         self._reload_requested.set()
+        self._wake()
 
     def _reload(self) -> None:
         """Re-read the configuration file; apply it whole or not at all."""
@@ -266,12 +293,13 @@ class Daemon:
         last_commit = next_expire = next_status = self.clock.monotonic()
         watchdog_s = self.notifier.watchdog_interval_s()
         next_watchdog, pinged_at = self.clock.monotonic(), -1
+        self._wake_on_signals()
         try:
             while not stop.is_set():
                 self._iterations += 1
                 if self._reload_requested.is_set():
                     self._reload()
-                self._drain(timeout_s=0.01)
+                self._drain()
                 now = self.clock.monotonic()
                 if now >= next_expire:
                     self._store(self.pipeline.expire(now))
@@ -295,27 +323,57 @@ class Daemon:
                 if watchdog_s and now >= next_watchdog and self._iterations != pinged_at:
                     self.notifier.send("WATCHDOG=1")
                     pinged_at, next_watchdog = self._iterations, now + watchdog_s / 2.0
+                timers = [next_expire, next_status, now + MAX_SLEEP_S]
+                if outbox.uncommitted:
+                    timers.append(last_commit + (commit_every if self._records_waiting else ACK_COMMIT_S))
+                if watchdog_s:
+                    timers.append(next_watchdog)
+                timers += [now + u.next_timer_s() for u in self.uplinks]
+                self._sleep(max(0.0, min(timers) - self.clock.monotonic()), stop)
         finally:
             self._shutdown()
 
-    def _drain(self, timeout_s: float) -> None:
-        """Process what the sensor threads have handed over (waiting up to timeout_s)."""
+    def _wake_on_signals(self) -> None:
+        """Signals (stop, reload) write to the wake-up pipe, so they end the poll at once."""
+        try:
+            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        except ValueError:
+            pass  # not the main thread (a test's loop): a stop is seen within MAX_SLEEP_S
+
+    def _sleep(self, timeout_s: float, stop: threading.Event) -> None:
+        """Wait for work: a reading or event (wake-up pipe), a reply on an uplink, a
+        status client, or the timeout."""
+        if stop.is_set() or self._reload_requested.is_set():
+            return
+        poller = zmq.Poller()
+        poller.register(self._wake_r, zmq.POLLIN)
+        for uplink in self.uplinks:
+            for sock in uplink.pollables():
+                poller.register(sock, zmq.POLLIN)
+        if self.status_server is not None:
+            for fd in self.status_server.filenos():
+                poller.register(fd, zmq.POLLIN)
+        poller.poll(int(timeout_s * 1000) + 1)
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _drain(self) -> None:
+        """Process what the sensor threads have handed over."""
         while True:
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
-        try:
-            reading = self._readings.get(timeout=timeout_s)
-        except queue.Empty:
-            return
         while True:
-            self._store(self.pipeline.process(reading))
             try:
                 reading = self._readings.get_nowait()
             except queue.Empty:
                 return
+            self._store(self.pipeline.process(reading))
 
     # A full disk or an I/O error must not stop the tower: the outbox rolls back, counts
     # the loss, and announces it (outbox.write_failed) once writes work again.
@@ -348,7 +406,7 @@ class Daemon:
             runner.stop()
         outbox = self.outbox
         if outbox is not None:
-            self._drain(timeout_s=0)
+            self._drain()
             self._store(self.pipeline.end_all(self.clock.monotonic()))
             self._event("daemon.stopping", "info", "towerd stopping")
             self._commit()
@@ -364,6 +422,13 @@ class Daemon:
             self.status_server.close()
         if outbox is not None:
             outbox.close()
+        try:
+            if signal.set_wakeup_fd(-1) != self._wake_w:
+                log.debug("the signal wake-up fd was not ours")
+        except ValueError:
+            pass
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
         log.info("stopped")
 
 

@@ -68,6 +68,10 @@ class StatusServer:
         sock.setblocking(False)
         return sock
 
+    def filenos(self) -> list[int]:
+        """File descriptors to wait on: the listening socket and clients mid-request."""
+        return [self._sock.fileno(), *(c.fileno() for c in self._clients)]
+
     def poll(self) -> None:
         """Accept, read and answer without blocking."""
         now = time.monotonic()

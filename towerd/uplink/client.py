@@ -371,6 +371,21 @@ class UplinkClient:
             poller.poll(timeout_ms)
         self._step()
 
+    def pollables(self) -> list[zmq.Socket]:
+        """The sockets whose readiness means :meth:`poll` has work (replies, link
+        events), for a caller that waits on many things at once."""
+        return [sock for sock in (self._sock, self._mon) if sock is not None]
+
+    def next_timer_s(self) -> float:
+        """Seconds until this uplink must be polled even if no socket is ready (backlog
+        pacing, a scheduled socket rebuild); ``inf`` when nothing is scheduled."""
+        now = self._clock.monotonic()
+        if self._rebuild_at is not None:
+            return max(0.0, self._rebuild_at - now)
+        if self.replaying or self._held is not None:
+            return 0.01  # the token bucket refills continuously
+        return float("inf")
+
     def _step(self) -> None:
         now = self._clock.monotonic()
         if self._sock is None:
