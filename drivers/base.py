@@ -71,6 +71,7 @@ class SensorDriver(abc.ABC):
         self._port: serial.SerialBase | None = None
         self._buf = bytearray()
         self._lock = threading.Lock()
+        self._parser_seen = (0, 0, 0, 0)
         self._warned_names: set[str] = set()
         self.raw_sink: Callable[[bytes, float], None] | None = None
         """Called with every chunk read from the port and its monotonic time (recording)."""
@@ -148,6 +149,17 @@ class SensorDriver(abc.ABC):
         recorded time advances, so a reading held back until the line goes quiet comes
         out the same way live and in replay. Must never raise."""
         return []
+
+    def _count_parser(self, frames: int, bad_frames: int, resyncs: int, dropped_bytes: int) -> None:
+        """Add to the counters what the parser counted since the last call (a parser
+        keeps running totals; the driver's counters also count reconnects)."""
+        seen = self._parser_seen
+        c = self.counters
+        c.frames += frames - seen[0]
+        c.bad_frames += bad_frames - seen[1]
+        c.resyncs += resyncs - seen[2]
+        c.dropped_bytes += dropped_bytes - seen[3]
+        self._parser_seen = (frames, bad_frames, resyncs, dropped_bytes)
 
     def _configure(self, port: serial.SerialBase) -> None:
         """Talk to the device after its port opened (send configuration, etc.)."""

@@ -97,7 +97,6 @@ class NmeaRadarDriver(SensorDriver):
     def __init__(self, name: str, settings: NmeaRadarSettings, *, clock: Clock | None = None) -> None:
         super().__init__(name, settings, clock=clock)
         self.parser = NmeaParser(settings.max_sentence_chars)
-        self._seen = (0, 0, 0, 0)
         self._use_ttm = settings.sentences in ("ttm", "both")
         self._use_tll = settings.sentences in ("tll", "both")
         self._ttm: list[np.void] = []
@@ -112,13 +111,7 @@ class NmeaRadarDriver(SensorDriver):
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Any]]:
         consumed, rows = self.parser.feed(buf)
         stats = self.parser.stats
-        now = (stats.sentences, stats.bad_sentences, stats.resyncs, stats.dropped_bytes)
-        c = self.counters
-        c.frames += now[0] - self._seen[0]
-        c.bad_frames += now[1] - self._seen[1]
-        c.resyncs += now[2] - self._seen[2]
-        c.dropped_bytes += now[3] - self._seen[3]
-        self._seen = now
+        self._count_parser(stats.sentences, stats.bad_sentences, stats.resyncs, stats.dropped_bytes)
         out: list[Any] = []
         for row in rows:
             out += self._add(row, t_mono)

@@ -207,7 +207,6 @@ class RfExplorerDriver(SensorDriver):
         self.device_model: RfeModel | None = None
         self.plan: tuple[Band, ...] = settings.bands
         self.sweep_number = 0
-        self._seen = (0, 0, 0, 0)
         self._live = False  # True once _configure ran: commands may be sent
         self._label = ""
         self._band_index = 0
@@ -326,13 +325,7 @@ class RfExplorerDriver(SensorDriver):
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Spectrum]]:
         consumed, messages = self.parser.feed(buf)
         stats = self.parser.stats
-        now = (stats.frames, stats.bad_frames, stats.resyncs, stats.dropped_bytes)
-        c = self.counters
-        c.frames += now[0] - self._seen[0]
-        c.bad_frames += now[1] - self._seen[1]
-        c.resyncs += now[2] - self._seen[2]
-        c.dropped_bytes += now[3] - self._seen[3]
-        self._seen = now
+        self._count_parser(stats.frames, stats.bad_frames, stats.resyncs, stats.dropped_bytes)
         readings: list[Spectrum] = []
         for msg in messages:
             if isinstance(msg, RfeSweep):

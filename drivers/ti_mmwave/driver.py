@@ -91,7 +91,6 @@ class TiMmwaveDriver(SensorDriver):
         self.parser = TiFrameParser()
         self.nonfinite_points = 0
         """Points dropped because x, y or z was not finite (only corrupt frames have them)."""
-        self._seen = (0, 0, 0, 0)
         self._cli: serial.SerialBase | None = None
         self._cli_pushing: serial.SerialBase | None = None
         self.last_push: PushResult | None = None
@@ -143,13 +142,7 @@ class TiMmwaveDriver(SensorDriver):
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[RadarPlots]]:
         consumed, frames = self.parser.feed(buf)
         stats = self.parser.stats
-        now = (stats.frames, stats.bad_frames, stats.resyncs, stats.dropped_bytes)
-        c = self.counters
-        c.frames += now[0] - self._seen[0]
-        c.bad_frames += now[1] - self._seen[1]
-        c.resyncs += now[2] - self._seen[2]
-        c.dropped_bytes += now[3] - self._seen[3]
-        self._seen = now
+        self._count_parser(stats.frames, stats.bad_frames, stats.resyncs, stats.dropped_bytes)
         return consumed, [self._to_plots(frame, t_mono) for frame in frames]
 
     def _to_plots(self, frame: TiFrame, t_mono: float) -> RadarPlots:
