@@ -25,6 +25,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from towerd.config import DEFAULT_PATH, Config, load_config
+from towerd.drivers.transport import port_holders
 from towerd.errors import ConfigError
 
 SERVICE_USER = "towerd"
@@ -137,9 +138,9 @@ class Doctor:
         elif not _user_in_group(SERVICE_USER, SERIAL_GROUP):
             self.bad(f"user {SERVICE_USER} is not in group {SERIAL_GROUP}",
                      f"adduser {SERVICE_USER} {SERIAL_GROUP} (the package does this)")
-        holders = [(pid, comm) for pid, comm in _holders(real) if comm != "towerd" and pid != os.getpid()]
+        holders = [h for h in port_holders(real) if h.name != "towerd" and h.pid != os.getpid()]
         if holders:
-            who = ", ".join(f"{comm} (pid {pid})" for pid, comm in holders)
+            who = ", ".join(f"{h.name} (pid {h.pid})" for h in holders)
             self.bad(f"{label}: {real} is held open by {who}", "stop that program; see the port thieves above")
         else:
             self.good(f"{label}: {url} -> {real} present, {stat.filemode(st.st_mode)} {group}")
@@ -273,27 +274,6 @@ def _running_programs() -> set[str]:
             except OSError:
                 continue
     return names
-
-
-def _holders(device: str) -> list[tuple[int, str]]:
-    """(pid, command) of processes with ``device`` open, as fuser finds them."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        fd_dir = f"/proc/{entry}/fd"
-        try:
-            fds = os.listdir(fd_dir)
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"{fd_dir}/{fd}") == device:
-                    found.append((int(entry), Path(f"/proc/{entry}/comm").read_text().strip()))
-                    break
-            except OSError:
-                continue
-    return found
 
 
 def _group_name(gid: int) -> str:
