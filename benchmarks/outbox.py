@@ -21,7 +21,7 @@ LIVE_RPS = 50.0  # a busy tower: 20 live tracks reported at 1 Hz plus status cha
 
 def run(quick: bool) -> Section:
     figures = []
-    seconds = 2.0 if quick else 5.0
+    seconds = 1.0 if quick else 5.0
     runs = 2 if quick else 3
     with tempfile.TemporaryDirectory(prefix="towerd-bench-outbox-") as tmp:
         path = Path(tmp) / "outbox.sqlite"
@@ -36,10 +36,10 @@ def run(quick: bool) -> Section:
                 (values[0], values[-1]),
                 reference=f"one commit per record: {single['records_per_s']:,} records/s; commit p99 {p99:.2f} ms",
                 note=f"{rates[0]['bytes_per_record']:.0f} bytes of file per held record"))
-        hours = 0.1 if quick else 1.0
+        hours = 0.05 if quick else 1.0
         replay_rps = CentralSettings(name="x", endpoint="tcp://x:1", plain=True).replay_rate_rps  # the default
         result = uplink_bench.run(Path(tmp) / "drain", backlog_hours=hours, rate=LIVE_RPS, replay_rps=replay_rps,
-                                  tail_s=3.0 if quick else 10.0)
+                                  tail_s=1.0 if quick else 10.0)
     during, after = result["live_latency_ms_during_replay"], result["live_latency_ms_after"]
     label = "one-hour" if hours == 1.0 else f"{hours * 60:.0f}-minute"
     figures.append(Figure(

@@ -170,8 +170,8 @@ def record_json_bytes(rows: list[dict]) -> float:
 
 
 def run(quick: bool) -> Section:
-    duration = 20.0 if quick else 60.0
-    warmup = 5.0
+    duration = 10.0 if quick else 60.0
+    warmup = 3.0 if quick else 5.0
     with tempfile.TemporaryDirectory(prefix="towerd-bench-") as tmp:
         tmp_path = Path(tmp)
         central = TimedCentral("tcp://127.0.0.1:*", tmp_path / "central.sqlite", plain=True)
