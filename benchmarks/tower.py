@@ -245,10 +245,9 @@ def run(quick: bool) -> Section:
                reference="frame's last byte read -> central's ACK sent, loopback"),
         Figure("end-to-end latency, 99th percentile", float(np.percentile(lat, 99)) if len(lat) else float("nan"),
                "ms", reference=f"goal < 20 ms; {len(lat)} records",
-               note="includes the outbox's commit batching: records wait up to outbox.commit_interval_s (50 ms) "
-                    "when another commit (e.g. for RF records) has just happened, so the tail depends on the "
-                    "phase between radar frames and RF sweeps; commit_interval_s: 0 trades that for a disk "
-                    "sync per batch"),
+               note="includes the outbox's commit batching: a record waits up to outbox.commit_interval_s "
+                    "(20 ms) when another commit (e.g. for RF records) has just happened, so the tail depends "
+                    "on the phase between radar frames and RF sweeps"),
         Figure("bytes on the wire per track report", up_per_record, "B",
                reference=f"the same report as compact JSON: {json_per_record:.0f} B "
                          f"(ICD record alone: 80 B + 16 B header per message)"),

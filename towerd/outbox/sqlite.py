@@ -149,7 +149,7 @@ class OutboxSettings:
     synchronous: Literal["full", "normal", "extra"] = spec(
         "full", doc="full/extra: a committed record survives a power cut; normal: never corrupt, but the "
         "commits since the last checkpoint may be lost on power loss (not on a crash); see docs/durability.md")
-    commit_interval_s: float = spec(0.05, doc="longest a record waits for its commit", unit="s", lo=0.0, hi=10.0)
+    commit_interval_s: float = spec(0.02, doc="longest a record waits for its commit", unit="s", lo=0.0, hi=10.0)
     max_records: int = spec(DEFAULT_MAX_RECORDS, doc="records held at most; when full the oldest are dropped "
                             "and an outbox.dropped event names them", lo=1000, hi=100_000_000)
     max_bytes: int = spec(DEFAULT_MAX_BYTES, doc="payload bytes held at most (the file is about 1.3 times "
