@@ -18,6 +18,8 @@ from towerd.tracking.classify import (
     CategoryModel,
     ClassificationSettings,
     Classifier,
+    FEATURE_DTYPE,
+    FEATURE_NAMES,
     membership,
 )
 from towerd.tracking.state import TrackTable
@@ -215,3 +217,29 @@ def test_settings_through_the_schema():
     assert value is INVALID and "out of range" in problems[0]
     with pytest.raises(ValueError):
         CategoryModel(speed_mps=(1.0, 1.0, 1.0, 1.0))
+
+
+def test_vectorised_decision_equals_band_by_band_memberships():
+    """_decide computes every category's bands at once; its log-likelihoods must equal
+    the sum of membership() over the bands one by one (the definition)."""
+    settings = ClassificationSettings()
+    rng = np.random.default_rng(0)
+    f = np.zeros(300, dtype=FEATURE_DTYPE)
+    for name in FEATURE_DTYPE.names:
+        if f[name].dtype.kind == "f":
+            values = rng.uniform(-50.0, 100.0, len(f))
+            values[rng.random(len(f)) < 0.2] = np.nan
+            f[name] = values
+    f["samples"], f["observed_s"] = 3, 10.0
+    floor = math.log(settings.membership_floor)
+    log_lik = np.zeros((len(f), len(settings.models())))
+    for c, model in enumerate(settings.models()):
+        for name in FEATURE_NAMES:
+            band = getattr(model, name)
+            if band is not None:
+                m = membership(f[name], band)
+                log_lik[:, c] += np.where(np.isnan(m), 0.0, np.maximum(np.log(np.maximum(m, 1e-300)), floor))
+    log_p = log_lik + np.log([m.prior for m in settings.models()])
+    expected = np.exp(log_p - log_p.max(axis=1, keepdims=True))
+    expected /= expected.sum(axis=1, keepdims=True)
+    assert_allclose(Classifier(settings)._decide(f).probability, expected, rtol=1e-12, atol=1e-15)

@@ -58,6 +58,7 @@ category fits best, this says whether any fits at all.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -235,6 +236,19 @@ def membership(x: np.ndarray, band: Band) -> np.ndarray:
     return np.where(np.isnan(x), np.nan, m)
 
 
+@functools.lru_cache(maxsize=8)
+def _bands(settings: "ClassificationSettings") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four corners of every category's band for every feature, each (C, F); NaN
+    where a category is indifferent to a feature."""
+    table = np.full((4, len(CATEGORIES), len(FEATURE_NAMES)), np.nan)
+    for ci, model in enumerate(settings.models()):
+        for fi, name in enumerate(FEATURE_NAMES):
+            band = getattr(model, name)
+            if band is not None:
+                table[:, ci, fi] = band
+    return table[0], table[1], table[2], table[3]
+
+
 # Indices of the averaged quantities in the per-track accumulators.
 _SPEED, _SPEED2, _VUP, _VUP2, _HEIGHT, _HOVER, _VE, _VN, _TURN, _RCS, _DSPREAD, _DSPEED = range(12)
 _N_ACC = 12
@@ -408,15 +422,17 @@ class Classifier:
         """Posterior over the categories and the decision; see the module docstring."""
         s = self.settings
         k = len(f)
-        log_lik = np.zeros((k, len(CATEGORIES)))
         floor = np.log(s.membership_floor)
-        for c, model in enumerate(s.models()):
-            for name in FEATURE_NAMES:
-                band = getattr(model, name)
-                if band is None:
-                    continue
-                m = membership(f[name], band)
-                log_lik[:, c] += np.where(np.isnan(m), 0.0, np.maximum(np.log(np.maximum(m, 1e-300)), floor))
+        # All categories and features at once: (K, C, F) memberships, as membership()
+        # computes one band at a time; a missing band or an unknown feature adds nothing.
+        a, b, c, d = _bands(s)  # each (C, F), NaN where a category has no band
+        x = np.stack([np.asarray(f[name], dtype=float) for name in FEATURE_NAMES], axis=-1)[:, None, :]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            up = np.where(b > a, (x - a) / np.where(b > a, b - a, 1.0), (x >= a).astype(float))
+            down = np.where(d > c, (d - x) / np.where(d > c, d - c, 1.0), (x <= c).astype(float))
+            m = np.clip(np.minimum(up, down), 0.0, 1.0)
+            term = np.maximum(np.log(np.maximum(m, 1e-300)), floor)
+        log_lik = np.where(np.isnan(x) | np.isnan(a), 0.0, term).sum(axis=2)
         log_p = log_lik + np.log([m.prior for m in s.models()])
         log_p[:, 0] += np.where(f["rf_link"], np.log(s.rf_link_likelihood_ratio), 0.0)
         log_p -= log_p.max(axis=1, keepdims=True) if k else 0.0
