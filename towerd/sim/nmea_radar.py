@@ -46,6 +46,7 @@ import numpy as np
 from towerd import geo
 from towerd.clock import Clock, SystemClock
 from towerd.sim.pty import PtyPair
+from towerd.sim.writer import EmulatorThread
 from towerd.sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ class _Track:
     scans: int = 0
 
 
-class NmeaRadarEmulator:
+class NmeaRadarEmulator(EmulatorThread):
     """Scenario -> NMEA TTM/TLL sentences, on demand or paced onto a pty at line rate."""
 
     def __init__(
@@ -155,8 +156,7 @@ class NmeaRadarEmulator:
         self._bad_checksums = 0
         self._truncate = 0
         self._stall_until = -math.inf
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_thread()
 
     @property
     def bytes_per_s(self) -> float:
@@ -295,27 +295,12 @@ class NmeaRadarEmulator:
 
     # ------------------------------------------------------------------ thread
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def start(self, pty: PtyPair) -> None:
         """Start sending: scan k is built at t0 + k * scan_period_s for scenario time
         k * scan_period_s and its bytes leave at line rate."""
-        if self._thread is not None:
-            raise RuntimeError("emulator already started")
-        self._stop.clear()
+        self._begin()
         self.t0_mono = self.clock.monotonic()
-        self._thread = threading.Thread(target=self._run, args=(pty,), name="nmea-emulator", daemon=False)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the writer and wait for it; safe to call any number of times."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join()
-        self._thread = None
+        self._launch(self._run, (pty,), "nmea-emulator")
 
     def _run(self, pty: PtyPair) -> None:
         t0 = self.t0_mono

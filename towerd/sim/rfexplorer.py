@@ -53,6 +53,7 @@ import numpy as np
 
 from towerd.clock import Clock, SystemClock
 from towerd.sim.pty import PtyPair
+from towerd.sim.writer import EmulatorThread
 from towerd.sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ class DeviceState:
         return self.start_khz / 1e3 + self.step_hz / 1e6 * np.arange(self.points)
 
 
-class RfExplorerEmulator:
+class RfExplorerEmulator(EmulatorThread):
     """An RF Explorer in spectrum-analyser mode, driven by a scenario (see module docstring)."""
 
     def __init__(
@@ -176,8 +177,7 @@ class RfExplorerEmulator:
         self._reset_next = False
         self._stall_until = -math.inf
         self._stall_request = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_thread()
 
     # ------------------------------------------------------------------ lines
 
@@ -434,27 +434,12 @@ class RfExplorerEmulator:
 
     # ------------------------------------------------------------------ thread
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def start(self, pty: PtyPair) -> None:
         """Serve ``pty``: answer commands as they arrive, one sweep per 1/sweep_rate_hz
         while streaming (sweep k at t0 + k / rate, scenario time k / rate)."""
-        if self._thread is not None:
-            raise RuntimeError("emulator already started")
-        self._stop.clear()
+        self._begin()
         self.t0_mono = self.clock.monotonic()
-        self._thread = threading.Thread(target=self._run, args=(pty,), name="rfe-emulator", daemon=False)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the thread and wait for it; safe to call any number of times."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join()
-        self._thread = None
+        self._launch(self._run, (pty,), "rfe-emulator")
 
     def _write(self, pty: PtyPair, data: bytes) -> bool:
         if not data:

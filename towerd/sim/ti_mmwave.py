@@ -61,6 +61,7 @@ import numpy as np
 from towerd import geo
 from towerd.clock import Clock, SystemClock
 from towerd.sim.pty import PtyPair
+from towerd.sim.writer import EmulatorThread
 from towerd.sim.scenario import Scenario
 from towerd.sim.ti_cli import TiDemoCli
 
@@ -83,7 +84,7 @@ NOISE_FLOOR_Q9 = 10 * 512
 """Range/noise profile floor: log2 magnitude 10, in Q9."""
 
 
-class TiMmwaveEmulator:
+class TiMmwaveEmulator(EmulatorThread):
     """Scenario -> SDK 3.x data-UART frames, on demand or paced onto a pty."""
 
     def __init__(
@@ -156,8 +157,7 @@ class TiMmwaveEmulator:
         self._frames_this_start = 0
         self._max_frames = 0
         self._cli_starts_seen = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._init_thread()
 
     # ------------------------------------------------------------------ frames
 
@@ -340,10 +340,6 @@ class TiMmwaveEmulator:
 
     # ------------------------------------------------------------------ thread
 
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
     def start(self, pty: PtyPair, cli_pty: PtyPair | None = None) -> None:
         """Start the device on ``pty`` (data UART) and, when given, ``cli_pty`` (CLI UART).
 
@@ -357,9 +353,7 @@ class TiMmwaveEmulator:
         ``clock``, so the clock must advance in real time (SystemClock); slots missed while
         the thread was late are skipped and counted in ``frames_skipped``, never sent in
         a burst."""
-        if self._thread is not None:
-            raise RuntimeError("emulator already started")
-        self._stop.clear()
+        self._begin()
         self.t0_mono = self.clock.monotonic()
         self.t0_utc_us = self.clock.utc_us(self.t0_mono)
         if cli_pty is not None:
@@ -368,16 +362,7 @@ class TiMmwaveEmulator:
             self._streaming = False
         else:
             self._start_stream(self.t0_mono)
-        self._thread = threading.Thread(target=self._run, args=(pty, cli_pty), name="ti-emulator", daemon=False)
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop the writer and wait for it; safe to call any number of times."""
-        self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join()
-        self._thread = None
+        self._launch(self._run, (pty, cli_pty), "ti-emulator")
 
     def _start_stream(self, now: float) -> None:
         assert self.t0_mono is not None
