@@ -30,6 +30,7 @@ import numpy as np
 
 from benchmarks.common import Figure, Section
 from towerd.central.server import CentralServer
+from towerd.demo import rf_sensor
 from towerd.icd import SOURCE_RADAR, TRACK_RECORD_DTYPE
 from towerd.sim.pty import PtyPair
 from towerd.sim.rfexplorer import RfExplorerEmulator
@@ -147,15 +148,7 @@ sensors:
     driver: ti_mmwave
     settings: {{port: {pty_path}}}
     mount: {{boresight_azimuth_deg: 0, position_enu_m: [0, 0, 10]}}
-  - name: rf0
-    driver: rfexplorer
-    settings:
-      port: {rf_path}
-      bands:
-        - {{name: srd868, start_mhz: 863.0, end_mhz: 870.0, dwell_s: 2.0}}
-        - {{name: ism2400, start_mhz: 2400.0, end_mhz: 2483.5, dwell_s: 2.0}}
-        - {{name: ism5800, start_mhz: 5725.0, end_mhz: 5875.0, dwell_s: 2.0}}
-rf: {{cfar: {{looks: 8}}}}
+{rf_sensor(rf_path)}rf: {{cfar: {{looks: 8}}}}
 centrals:
   - {{name: hq, endpoint: "{endpoint}", plain: true}}
 logging: {{level: warning}}
