@@ -334,7 +334,7 @@ def test_inconsistent_frames_are_dropped_and_counted(case):
     assert s.last_error
 
 
-@pytest.mark.parametrize("version", [0x02010004, 0x01020000, 0x04000000, 0x00000000])
+@pytest.mark.parametrize("version", [0x01020000, 0x04000000, 0x00000000, 0x7F000000])
 def test_wrong_version_dropped_with_reason(version):
     old = frame([points_tlv([(1.0, 2.0, 3.0, 0.0)])], num_obj=1, version=version)
     parser = TiFrameParser()
@@ -348,10 +348,20 @@ def test_wrong_version_dropped_with_reason(version):
 def test_old_sdk_firmware_is_reported_once(caplog):
     parser = TiFrameParser()
     with caplog.at_level("WARNING", logger="towerd.drivers.ti_mmwave.protocol"):
-        feed_all(parser, frame([], version=0x02010004) * 3 + frame([], version=0x7F000000))
+        feed_all(parser, frame([], version=0x01020000) * 3 + frame([], version=0x7F000000))
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 1 and "SDK 2.1 frames (version 0x02010004)" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "SDK 1.2 frames (version 0x01020000)" in warnings[0].getMessage()
     assert parser.stats.unsupported_version == 4
+
+
+def test_sdk2_from_a_platform_without_a_documented_sdk2_layout_is_refused(caplog):
+    parser = TiFrameParser()
+    with caplog.at_level("WARNING", logger="towerd.drivers.ti_mmwave.protocol"):
+        frames, _, _ = feed_all(parser, frame([], version=0x02010004, platform=0xA6843) * 2 + good(2))
+    assert [f.frame_number for f in frames] == [2]
+    assert parser.stats.unsupported_version == 2
+    assert "platform 0xA6843" in parser.stats.last_error and "only xWR14xx" in parser.stats.last_error
+    assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
 
 
 def test_other_sdk3_minor_versions_accepted():
@@ -402,8 +412,15 @@ def test_snr_nan_without_side_info():
 
 
 def test_padding_content_is_not_checked():
-    for pad in (0x00, 0x0F, 0xFF, 0x02):
+    for pad in (0x00, 0x0F, 0xFF):
         assert len(TiFrameParser().feed(good(1, 1)[:-4] + bytes([pad]) * 4)[1]) == 1
+    # A last byte that could begin a magic: the frame waits for the next bytes (a frame
+    # cut short there would be followed by a magic), then is accepted all the same.
+    parser = TiFrameParser()
+    held = good(1, 1)[:-4] + b"\x02" * 4
+    assert parser.feed(held) == (0, [])
+    consumed, frames = parser.feed(held + good(2))
+    assert [f.frame_number for f in frames] == [1, 2] and parser.stats.bad_frames == 0
 
 
 # ----------------------------------------------------------------------------- fuzz

@@ -1,4 +1,4 @@
-"""TI mmWave out-of-box demo, SDK 3.x: the data-UART frame format and its parser.
+"""TI mmWave out-of-box demo, SDK 3.x and 2.x: the data-UART frame format and its parser.
 
 Pure and incremental: no ``serial`` import, no I/O. :meth:`TiFrameParser.feed` takes
 the caller's receive buffer and returns how many bytes to delete from its front plus the
@@ -40,17 +40,44 @@ Where the project notes and the vendor disagree, this module follows the vendor:
 - TI's own Python example (``parser_mmw_demo.py``) reads snr/noise with ``getUint16``;
   the C struct says ``int16_t``, so they are decoded SIGNED here.
 
-Support: SDK 3.x only (``version >> 24 == 3``). SDK 1.x/2.x used a Q-format point
-layout and the IWR1443 a 36-byte header; frames with another major version are dropped
-and counted (``ParserStats.unsupported_version``). ``subFrameNumber`` above 3 is
-rejected as TI's parser does (at most four sub-frames).
+SDK 2.x (``version >> 24 == 2``: xWR14xx and xWR16xx out-of-box demos, SDK 2.0/2.1) is
+decoded too, into the same points. Its differences, from SDK 2.1 ``demo/io_interface/
+mmw_output.h`` and the xWR14xx/xWR16xx demos' ``MmwDemo_transmitProcessedOutput``
+(public copies, e.g. the xWR14xx ``main.c`` quoted in Chen-HR/Ti_mmwave_OutOfBoxDemo_xwr1443):
 
-There is no checksum, so integrity is structural: magic, totalPacketLen (>= 64 — the 40
-byte header rounded up to 32 — multiple of 32, at most ``max_frame_bytes``), every TLV
-inside the packet, TLV 1 = 16 * numDetectedObj bytes, TLV 7 = 4 * numDetectedObj bytes,
-at most one of each, and fewer than 32 bytes of padding after the last TLV (the vendor
-rounds up, never more). On any inconsistency the candidate is counted as a bad frame
-and a resync, the parser skips one byte past the false magic and searches again.
+    header   ``subFrameNumber`` exists only ``#ifdef SOC_XWR16XX``: the xWR14xx header is
+             36 bytes with the magic (platform 0xA1443), the xWR16xx one 40 (0xA1642)
+    TLV 1    ``MmwDemo_output_message_dataObjDescr`` (u16 numDetetedObj, u16 xyzQFormat),
+             then per object ``MmwDemo_detectedObj``: u16 rangeIdx, int16 dopplerIdx
+             (signed: negative towards the sensor), u16 peakVal, int16 x, y, z in metres
+             times 2**xyzQFormat  -> length 4 + 12 * numDetectedObj; sent only when there
+             are detections
+    TLV 2..6 as in SDK 3.x (range profile, noise profile, azimuth heat map, range-Doppler
+             heat map, stats); 7 and above did not exist and are skipped as unknown
+
+Doppler in m/s is ``dopplerIdx * dopplerResolutionMps``, as TI's mmWave Demo Visualizer
+(``mmWave.js``, ``processDetectedPoints``) computes it; the resolution comes from the chirp
+profile (:func:`towerd.drivers.ti_mmwave.cli.doppler_resolution_mps`) and is given to the
+parser; without it SDK 2.x points carry NaN Doppler. SNR/noise are NaN (SDK 2.x sends a
+peak value, not an SNR). Other majors (1.x, whose layout is not checked here, and 4 and
+above) are dropped and counted (``ParserStats.unsupported_version``) with a clear reason;
+so is an SDK 2.x frame from a platform other than xWR14xx/xWR16xx. ``subFrameNumber``
+above 3 is rejected as TI's parser does (at most four sub-frames).
+
+There is no checksum, so integrity is structural: magic, totalPacketLen (>= 64 — the
+header rounded up to 32 — multiple of 32, at most ``max_frame_bytes``), every TLV inside
+the packet, TLV 1 = 16 * numDetectedObj bytes (SDK 2.x: 4 + 12 * numDetectedObj, with the
+same count in its descriptor), TLV 7 = 4 * numDetectedObj bytes, TLV 6 = 24 bytes, each
+known TLV type at most once, and fewer than 32 bytes of padding after the last TLV (the
+vendor rounds up, never more). A frame cut short by a UART that dropped bytes is followed
+by the next frame's magic inside what its declared length calls payload: a magic word
+anywhere after the candidate's own (a magic in float or Q-format payload has odds of
+2**-64 per position) rejects it, and when the packet's last 1..7 bytes are the start of a
+magic the parser waits for the bytes that follow (only then: about 1 genuine frame in 256
+ends on 0x02 without padding) and rejects it if they complete one. On any inconsistency
+the candidate is counted as a bad frame and a resync, and the parser searches again one
+byte past the false magic, so the next intact frame is found: dropped bytes cost the cut
+frame only, and never invent points.
 """
 
 from __future__ import annotations
@@ -79,7 +106,7 @@ HEADER_DTYPE = np.dtype(
         ("subframe_number", "<u4"),  # 0 unless an advanced (multi sub-frame) config
     ]
 )
-"""Frame header as on the wire, 40 bytes including the magic."""
+"""Frame header as on the wire, 40 bytes including the magic (SDK 3.x, SDK 2.x xWR16xx)."""
 
 TL_DTYPE = np.dtype([("type", "<u4"), ("length", "<u4")])
 """TLV header: type and payload length in bytes (the 8-byte TLV header not included)."""
@@ -90,26 +117,47 @@ POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("velocity", "
 SIDE_INFO_DTYPE = np.dtype([("snr", "<i2"), ("noise", "<i2")])
 """TLV 7 element (DPIF_PointCloudSideInfo): SIGNED int16, units of 0.1 dB."""
 
+OBJ_DESCR_DTYPE = np.dtype([("num_obj", "<u2"), ("xyz_q_format", "<u2")])
+"""SDK 2.x TLV 1 prefix (MmwDemo_output_message_dataObjDescr)."""
+
+DETECTED_OBJ_DTYPE = np.dtype(
+    [
+        ("range_idx", "<u2"),
+        ("doppler_idx", "<i2"),  # signed: negative moving towards the sensor
+        ("peak_val", "<u2"),
+        ("x", "<i2"),  # metres * 2**xyzQFormat
+        ("y", "<i2"),
+        ("z", "<i2"),
+    ]
+)
+"""SDK 2.x TLV 1 element (MmwDemo_detectedObj), 12 bytes."""
+
 TI_POINT_DTYPE = np.dtype(
     [
         ("x_m", "<f4"),  # right of boresight
         ("y_m", "<f4"),  # along boresight
         ("z_m", "<f4"),  # up
-        ("doppler_mps", "<f4"),  # radial velocity, positive moving away
-        ("snr_db", "<f4"),  # NaN when the frame had no TLV 7
-        ("noise_db", "<f4"),  # NaN when the frame had no TLV 7
+        ("doppler_mps", "<f4"),  # radial velocity, positive moving away; NaN when unknown
+        ("snr_db", "<f4"),  # NaN when the frame had no TLV 7 (always for SDK 2.x)
+        ("noise_db", "<f4"),  # NaN when the frame had no TLV 7 (always for SDK 2.x)
     ]
 )
 """Decoded point, one row per detection of a frame."""
 
 HEADER_LEN = HEADER_DTYPE.itemsize
+HEADER_LEN_XWR14XX_SDK2 = HEADER_LEN - 4
+"""SDK 2.x on xWR14xx: no subFrameNumber."""
 TL_LEN = TL_DTYPE.itemsize
 SEGMENT_LEN = 32
 """totalPacketLen is a multiple of this (MMWDEMO_OUTPUT_MSG_SEGMENT_LEN)."""
 MIN_PACKET_LEN = 64
 """The header alone, rounded up to SEGMENT_LEN."""
-SUPPORTED_MAJOR = 3
+SUPPORTED_MAJORS = (2, 3)
+SDK2_HEADER_LEN = {0xA1443: HEADER_LEN_XWR14XX_SDK2, 0xA1642: HEADER_LEN}
+"""SDK 2.x platforms (``header.platform``) and their header length with the magic."""
 MAX_SUBFRAMES = 4
+MAX_Q_FORMAT = 15
+"""An int16 coordinate in Q15 already spans only +-1 m: more is not a real format."""
 
 TLV_DETECTED_POINTS = 1
 TLV_RANGE_PROFILE = 2
@@ -121,12 +169,17 @@ TLV_DETECTED_POINTS_SIDE_INFO = 7
 TLV_AZIMUTH_ELEVATION_STATIC_HEAT_MAP = 8
 TLV_TEMPERATURE_STATS = 9
 KNOWN_SKIPPED_TLVS = frozenset({2, 3, 4, 5, 6, 8, 9})
-"""Known TLV types that carry no points: skipped by length, not counted as unknown."""
+"""Known SDK 3.x TLV types that carry no points: skipped by length, not counted as unknown."""
+KNOWN_SKIPPED_TLVS_SDK2 = frozenset({2, 3, 4, 5, 6})
+"""The same for SDK 2.x, which had types 1..6 only."""
+STATS_LEN = 24
+"""TLV 6 (MmwDemo_output_message_stats): six u32, in SDK 2.x and 3.x alike."""
 
 _HEADER = struct.Struct("<8I")
 _TL = struct.Struct("<2I")
+_DESCR = struct.Struct("<2H")
 assert _HEADER.size + len(MAGIC) == HEADER_LEN == 40
-assert POINT_DTYPE.itemsize == 16 and SIDE_INFO_DTYPE.itemsize == 4
+assert POINT_DTYPE.itemsize == 16 and SIDE_INFO_DTYPE.itemsize == 4 and DETECTED_OBJ_DTYPE.itemsize == 12
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,6 +196,9 @@ class TiFrame:
     total_packet_len: int  # bytes this frame occupied on the wire
     points: np.ndarray  # shape (n,), TI_POINT_DTYPE; n = numDetectedObj when TLV 1 present, else 0
     tlv_types: tuple[int, ...]  # TLV types in the order they appeared
+    header_len: int = HEADER_LEN  # 40, or 36 for SDK 2.x on xWR14xx
+    objects: np.ndarray | None = None  # SDK 2.x only: the raw TLV 1 objects, DETECTED_OBJ_DTYPE
+    xyz_q_format: int | None = None  # SDK 2.x only: coordinates are int16 / 2**xyz_q_format
 
 
 @dataclass
@@ -154,7 +210,8 @@ class ParserStats:
     resyncs: int = 0  # times frame alignment was lost (bytes skipped or a candidate rejected)
     dropped_bytes: int = 0  # bytes consumed without being part of an accepted frame
     unknown_tlvs: int = 0  # TLVs of unknown type inside accepted frames (skipped)
-    unsupported_version: int = 0  # bad frames whose major version is not 3
+    unsupported_version: int = 0  # bad frames whose version/platform has no known layout
+    truncated_frames: int = 0  # bad frames cut short: the next frame's magic inside them
     last_error: str = ""  # why the most recent candidate was rejected
 
 
@@ -166,20 +223,26 @@ class _Reject(Exception):
 
 
 class TiFrameParser:
-    """Incremental, bounded parser of the SDK 3.x data-UART stream.
+    """Incremental, bounded parser of the SDK 3.x / 2.x data-UART stream.
 
-    After any :meth:`feed` the caller holds at most ``max_frame_bytes - 1`` unconsumed
-    bytes: an incomplete candidate frame (at most ``max_frame_bytes``, less one byte) or
-    the last 7 bytes of a stretch without a magic (they may begin one).
+    After any :meth:`feed` the caller holds at most ``max_frame_bytes + 6`` unconsumed
+    bytes: an incomplete candidate frame (at most ``max_frame_bytes`` less one byte, or a
+    complete one whose last bytes may begin a magic, waiting for up to 7 more) or the
+    last 7 bytes of a stretch without a magic (they may begin one).
+
+    ``doppler_resolution_mps`` (m/s per Doppler bin, from the chirp profile) turns SDK 2.x
+    Doppler indices into m/s; it may be set after construction (the driver sets it when
+    it pushes the profile). SDK 3.x frames carry m/s and do not need it.
     """
 
-    def __init__(self, max_frame_bytes: int = 65536) -> None:
+    def __init__(self, max_frame_bytes: int = 65536, doppler_resolution_mps: float | None = None) -> None:
         if max_frame_bytes < MIN_PACKET_LEN:
             raise ValueError(f"max_frame_bytes must be at least {MIN_PACKET_LEN}")
         self.max_frame_bytes = max_frame_bytes
+        self.doppler_resolution_mps = doppler_resolution_mps
         self.stats = ParserStats()
         self._hunting = False
-        self._warned_old_sdk = False
+        self._warned: set[str] = set()
 
     def feed(self, buf: bytes | bytearray | memoryview) -> tuple[int, list[TiFrame]]:
         """Decode what ``buf`` completes; return (bytes to delete from its front, frames).
@@ -229,46 +292,99 @@ class TiFrameParser:
         self._hunting = True
         log.debug("TI frame rejected: %s", reason)
 
+    def _warn_once(self, key: str, message: str, *args: object) -> None:
+        """A real device condition, not line noise: tell the operator once."""
+        if key not in self._warned:
+            self._warned.add(key)
+            log.warning(message, *args)
+
+    def _layout(self, version: int, platform: int) -> int:
+        """Header length for this version/platform, or _Reject with the reason."""
+        major, minor = version >> 24, (version >> 16) & 0xFF
+        if major == 3:
+            return HEADER_LEN
+        if major == 2 and platform in SDK2_HEADER_LEN:
+            return SDK2_HEADER_LEN[platform]
+        self.stats.unsupported_version += 1
+        if major == 2:
+            self._warn_once(f"platform{platform:x}",
+                            "TI radar sends SDK 2.%d frames from platform 0x%X; SDK 2.x is decoded for xWR14xx "
+                            "(0xA1443) and xWR16xx (0xA1642) only", minor, platform)
+            raise _Reject(f"SDK 2.x frame from platform 0x{platform:X}: only xWR14xx (0xA1443) and xWR16xx "
+                          "(0xA1642) SDK 2.x layouts are documented")
+        if major == 1:
+            self._warn_once("major1", "TI radar sends SDK %d.%d frames (version 0x%08x); only SDK 2.x and 3.x are "
+                            "decoded: flash the SDK 3.x out-of-box demo", major, minor, version)
+        raise _Reject(f"unsupported version 0x{version:08x} (major {major}); only SDK 2.x and 3.x (major 2 or 3) "
+                      "frames are decoded")
+
     def _try_frame(self, data: bytes | bytearray, p: int, n: int):
         """Validate the candidate at ``p``: a (frame, length) pair, _NEED_MORE, or _Reject.
 
-        Every check uses only bytes inside the claimed packet, so the outcome does not
-        depend on how the stream was split into reads; checks run as soon as their bytes
-        are present, so a false magic is rejected without waiting for its whole length.
+        Every check uses only the bytes of the claimed packet and, when its last bytes
+        could begin a magic, the up to 7 bytes after it, so the outcome does not depend
+        on how the stream was split into reads; checks run as soon as their bytes are
+        present, so a false or cut-short magic is rejected without waiting for its length.
         """
-        if n - p < HEADER_LEN:
+        if n - p < HEADER_LEN_XWR14XX_SDK2:
             return _NEED_MORE
-        (version, total, platform, frame_number, cpu_cycles, num_obj, num_tlvs, subframe) = _HEADER.unpack_from(
-            data, p + len(MAGIC)
-        )
-        major = version >> 24
-        if major != SUPPORTED_MAJOR:
-            self.stats.unsupported_version += 1
-            if major in (1, 2) and not self._warned_old_sdk:
-                # A real older firmware, not line noise: tell the operator once.
-                self._warned_old_sdk = True
-                log.warning(
-                    "TI radar sends SDK %d.%d frames (version 0x%08x); only SDK 3.x is decoded: "
-                    "flash the SDK 3.x out-of-box demo",
-                    major, (version >> 16) & 0xFF, version,
-                )
-            raise _Reject(
-                f"unsupported version 0x{version:08x} (major {major}); only SDK 3.x (major 3) frames are decoded"
-            )
+        version, total, platform = struct.unpack_from("<3I", data, p + len(MAGIC))
+        header_len = self._layout(version, platform)
+        if n - p < header_len:
+            return _NEED_MORE
+        frame_number, cpu_cycles, num_obj, num_tlvs = struct.unpack_from("<4I", data, p + 20)
+        subframe = struct.unpack_from("<I", data, p + 36)[0] if header_len == HEADER_LEN else 0
+        sdk2 = version >> 24 == 2
         if total < MIN_PACKET_LEN or total % SEGMENT_LEN or total > self.max_frame_bytes:
             raise _Reject(
                 f"totalPacketLen {total} is not a multiple of {SEGMENT_LEN} in "
                 f"[{MIN_PACKET_LEN}, {self.max_frame_bytes}]"
             )
-        if HEADER_LEN + TL_LEN * num_tlvs > total:
+        if header_len + TL_LEN * num_tlvs > total:
             raise _Reject(f"{num_tlvs} TLVs cannot fit in a {total}-byte packet")
         if subframe >= MAX_SUBFRAMES:
             raise _Reject(f"subFrameNumber {subframe} is not below {MAX_SUBFRAMES}")
         end = p + total
         avail = min(n, end)
-        off = p + HEADER_LEN
+        inner = data.find(MAGIC, p + 1, avail)
+        try:
+            walked = self._walk(data, p, avail, end, total, header_len, num_tlvs, num_obj, sdk2)
+        except _Reject as exc:
+            if inner >= 0:
+                self.stats.truncated_frames += 1
+                raise _Reject(f"{exc} (cut short: another frame's magic {inner - p} bytes in)") from None
+            raise
+        if inner >= 0:
+            self.stats.truncated_frames += 1
+            raise _Reject(f"frame cut short: another frame's magic {inner - p} bytes into its {total}-byte packet")
+        if walked is _NEED_MORE:
+            return _NEED_MORE
+        types, points_at, side_at, q_format, off = walked
+        padding = end - off
+        if padding >= SEGMENT_LEN:
+            raise _Reject(f"{padding} bytes after the last TLV; the device pads fewer than {SEGMENT_LEN}")
+        if n < end:
+            return _NEED_MORE
+        for k in range(len(MAGIC) - 1, 0, -1):
+            if data[end - k : end] == MAGIC[:k]:
+                # The packet may end where a cut-short frame's successor begins.
+                if n < end - k + len(MAGIC):
+                    return _NEED_MORE
+                if data[end : end - k + len(MAGIC)] == MAGIC[k:]:
+                    self.stats.truncated_frames += 1
+                    raise _Reject(f"frame cut short: another frame's magic starts {k} bytes before the end of "
+                                  f"its {total}-byte packet")
+        frame = self._decode(data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
+                             header_len, types, points_at, side_at, q_format)
+        return frame, total
+
+    def _walk(self, data, p, avail, end, total, header_len, num_tlvs, num_obj, sdk2):
+        """Walk the TLVs bounds-checked: (types, points_at, side_at, q_format, end of the
+        last TLV), _NEED_MORE, or _Reject."""
+        off = p + header_len
         types: list[int] = []
         points_at = side_at = -1
+        q_format = None
         for index in range(num_tlvs):
             if off + TL_LEN > end:
                 raise _Reject(f"TLV {index + 1} of {num_tlvs} starts past the {total}-byte packet")
@@ -278,47 +394,81 @@ class TiFrameParser:
             payload_end = off + TL_LEN + length
             if payload_end > end:
                 raise _Reject(f"TLV type {tlv_type} of {length} bytes runs past the {total}-byte packet")
+            if tlv_type in types and (tlv_type == TLV_DETECTED_POINTS or tlv_type == TLV_DETECTED_POINTS_SIDE_INFO
+                                      or tlv_type in KNOWN_SKIPPED_TLVS):
+                raise _Reject(f"two TLVs of type {tlv_type} in one frame")
             if tlv_type == TLV_DETECTED_POINTS:
-                if points_at >= 0:
-                    raise _Reject("two TLV 1 (detected points) in one frame")
-                if length != POINT_DTYPE.itemsize * num_obj:
-                    raise _Reject(f"TLV 1 is {length} bytes for {num_obj} points, expected {16 * num_obj}")
-                points_at = off + TL_LEN
-            elif tlv_type == TLV_DETECTED_POINTS_SIDE_INFO:
-                if side_at >= 0:
-                    raise _Reject("two TLV 7 (side info) in one frame")
+                if sdk2:
+                    if length != _DESCR.size + DETECTED_OBJ_DTYPE.itemsize * num_obj:
+                        raise _Reject(f"SDK 2.x TLV 1 is {length} bytes for {num_obj} objects, expected "
+                                      f"{_DESCR.size + 12 * num_obj}")
+                    if off + TL_LEN + _DESCR.size > avail:
+                        return _NEED_MORE
+                    descr_num, q_format = _DESCR.unpack_from(data, off + TL_LEN)
+                    if descr_num != num_obj or q_format > MAX_Q_FORMAT:
+                        raise _Reject(f"SDK 2.x TLV 1 descriptor says {descr_num} objects in Q{q_format}, "
+                                      f"the header {num_obj}")
+                    points_at = off + TL_LEN + _DESCR.size
+                else:
+                    if length != POINT_DTYPE.itemsize * num_obj:
+                        raise _Reject(f"TLV 1 is {length} bytes for {num_obj} points, expected {16 * num_obj}")
+                    points_at = off + TL_LEN
+            elif tlv_type == TLV_DETECTED_POINTS_SIDE_INFO and not sdk2:
                 if length != SIDE_INFO_DTYPE.itemsize * num_obj:
                     raise _Reject(f"TLV 7 is {length} bytes for {num_obj} points, expected {4 * num_obj}")
                 side_at = off + TL_LEN
+            elif tlv_type == TLV_STATS and length != STATS_LEN:
+                raise _Reject(f"TLV 6 (stats) is {length} bytes, expected {STATS_LEN}")
             types.append(tlv_type)
             off = payload_end
-        padding = end - off
-        if padding >= SEGMENT_LEN:
-            raise _Reject(f"{padding} bytes after the last TLV; the device pads fewer than {SEGMENT_LEN}")
-        if n < end:
-            return _NEED_MORE
+        return types, points_at, side_at, q_format, off
 
+    def _decode(self, data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
+                header_len, types, points_at, side_at, q_format) -> TiFrame:
+        """Build the frame of a candidate that passed every check (vectorised)."""
+        sdk2 = version >> 24 == 2
         count = num_obj if points_at >= 0 else 0
         points = np.empty(count, dtype=TI_POINT_DTYPE)
-        if count:
-            raw = np.frombuffer(bytes(data[points_at : points_at + POINT_DTYPE.itemsize * count]), dtype=POINT_DTYPE)
-            points["x_m"] = raw["x"]
-            points["y_m"] = raw["y"]
-            points["z_m"] = raw["z"]
-            points["doppler_mps"] = raw["velocity"]
-            if side_at >= 0:
-                side = np.frombuffer(
-                    bytes(data[side_at : side_at + SIDE_INFO_DTYPE.itemsize * count]), dtype=SIDE_INFO_DTYPE
-                )
-                points["snr_db"] = side["snr"].astype(np.float32) / np.float32(10.0)
-                points["noise_db"] = side["noise"].astype(np.float32) / np.float32(10.0)
-            else:
+        objects = None
+        if sdk2:
+            objects = np.frombuffer(bytes(data[points_at : points_at + DETECTED_OBJ_DTYPE.itemsize * count]),
+                                    dtype=DETECTED_OBJ_DTYPE) if count else np.empty(0, DETECTED_OBJ_DTYPE)
+            if count:
+                scale = np.float32(1.0 / (1 << q_format))
+                points["x_m"] = objects["x"].astype(np.float32) * scale
+                points["y_m"] = objects["y"].astype(np.float32) * scale
+                points["z_m"] = objects["z"].astype(np.float32) * scale
+                resolution = self.doppler_resolution_mps
+                if resolution is None:
+                    self._warn_once("no_resolution", "TI radar sends SDK 2.x frames, whose Doppler needs the chirp "
+                                    "profile's resolution: set chirp_config (with cli_port) or "
+                                    "doppler_resolution_mps; Doppler is unknown (NaN) until then")
+                    points["doppler_mps"] = np.nan
+                else:
+                    points["doppler_mps"] = objects["doppler_idx"].astype(np.float64) * resolution
                 points["snr_db"] = np.nan
                 points["noise_db"] = np.nan
-        self.stats.unknown_tlvs += sum(
-            1 for t in types if t not in KNOWN_SKIPPED_TLVS and t not in (TLV_DETECTED_POINTS, TLV_DETECTED_POINTS_SIDE_INFO)
-        )
-        frame = TiFrame(
+            known = KNOWN_SKIPPED_TLVS_SDK2
+        else:
+            if count:
+                raw = np.frombuffer(bytes(data[points_at : points_at + POINT_DTYPE.itemsize * count]),
+                                    dtype=POINT_DTYPE)
+                points["x_m"] = raw["x"]
+                points["y_m"] = raw["y"]
+                points["z_m"] = raw["z"]
+                points["doppler_mps"] = raw["velocity"]
+                if side_at >= 0:
+                    side = np.frombuffer(
+                        bytes(data[side_at : side_at + SIDE_INFO_DTYPE.itemsize * count]), dtype=SIDE_INFO_DTYPE
+                    )
+                    points["snr_db"] = side["snr"].astype(np.float32) / np.float32(10.0)
+                    points["noise_db"] = side["noise"].astype(np.float32) / np.float32(10.0)
+                else:
+                    points["snr_db"] = np.nan
+                    points["noise_db"] = np.nan
+            known = KNOWN_SKIPPED_TLVS | {TLV_DETECTED_POINTS_SIDE_INFO}
+        self.stats.unknown_tlvs += sum(1 for t in types if t not in known and t != TLV_DETECTED_POINTS)
+        return TiFrame(
             version=version,
             platform=platform,
             frame_number=frame_number,
@@ -329,5 +479,7 @@ class TiFrameParser:
             total_packet_len=total,
             points=points,
             tlv_types=tuple(types),
+            header_len=header_len,
+            objects=objects,
+            xyz_q_format=q_format,
         )
-        return frame, total
