@@ -326,6 +326,10 @@ class TiFrameParser:
         on how the stream was split into reads; checks run as soon as their bytes are
         present, so a false or cut-short magic is rejected without waiting for its length.
         """
+        early = data.find(MAGIC, p + 1, min(n, p + HEADER_LEN))
+        if early >= 0:  # cut inside its header: not a header at all, say nothing of versions
+            self.stats.truncated_frames += 1
+            raise _Reject(f"frame cut short: another frame's magic {early - p} bytes into its header")
         if n - p < HEADER_LEN_XWR14XX_SDK2:
             return _NEED_MORE
         version, total, platform = struct.unpack_from("<3I", data, p + len(MAGIC))
