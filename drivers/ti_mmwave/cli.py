@@ -26,11 +26,15 @@ lines followed by ``Done``) and public transcripts of IWR6843/AWR1843 sessions.
 :func:`load_chirp_config` and :class:`CliReplyScanner` are pure; :func:`push_config`
 talks to any port object with ``write``, ``read``, ``in_waiting``, ``flush`` and
 ``reset_input_buffer`` (pyserial's), without importing serial.
+
+:func:`doppler_resolution_mps` reads the chirp profile's Doppler resolution from the
+same commands (SDK 2.x frames carry Doppler bin indices, not m/s).
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import re
 import time
 from dataclasses import dataclass, field
@@ -268,3 +272,42 @@ def push_config(
         while PROMPT not in tail and monotonic() < prompt_deadline:
             tail += _read_some(port).decode("latin-1")
     return PushResult(replies, monotonic() - started)
+
+
+SPEED_OF_LIGHT_MPS = 3e8
+"""As TI's visualiser uses it (not 299792458): the same m/s per bin as TI's own tools."""
+
+
+def doppler_resolution_mps(lines: list[CfgLine]) -> float:
+    """Doppler resolution (m/s per bin) of a .cfg's frame, as TI's mmWave Demo Visualizer
+    computes it (``mmWave.js``: ``dopplerResolutionMps = 3e8 / (2 * startFreq * 1e9 *
+    (idleTime + rampEndTime) * 1e-6 * numChirpsPerFrame)``, with ``numChirpsPerFrame =
+    (chirpEndIdx - chirpStartIdx + 1) * numLoops`` of ``frameCfg``)::
+
+        profileCfg <id> <startFreq GHz> <idleTime us> <adcStartTime us> <rampEndTime us> ...
+        frameCfg <chirpStartIdx> <chirpEndIdx> <numLoops> <numFrames> <periodicity ms> ...
+
+    ValueError names what is missing: no ``profileCfg`` or ``frameCfg``, several
+    profiles (an advanced-frame configuration, ``dfeDataOutputMode 3``, has one
+    resolution per sub-frame) or values that give no positive finite resolution.
+    """
+    profiles = [line for line in lines if line.command == "profileCfg"]
+    frames = [line for line in lines if line.command == "frameCfg"]
+    modes = [line.text.split()[1:2] for line in lines if line.command == "dfeDataOutputMode"]
+    if any(m != ["1"] for m in modes):
+        raise ValueError("dfeDataOutputMode is not 1 (frame mode): the Doppler resolution differs per sub-frame")
+    if len(profiles) != 1 or len(frames) != 1:
+        raise ValueError(f"need exactly one profileCfg and one frameCfg, found {len(profiles)} and {len(frames)}")
+    p, f = profiles[0].text.split(), frames[0].text.split()
+    try:
+        start_ghz, idle_us, ramp_end_us = float(p[2]), float(p[3]), float(p[5])
+        first, last, loops = int(f[1]), int(f[2]), int(f[3])
+    except (IndexError, ValueError) as exc:
+        raise ValueError(f"line {profiles[0].line_no}/{frames[0].line_no}: cannot read profileCfg/frameCfg: "
+                         f"{exc}") from None
+    chirps = (last - first + 1) * loops
+    denominator = 2.0 * start_ghz * 1e9 * (idle_us + ramp_end_us) * 1e-6 * chirps
+    if not denominator > 0 or not math.isfinite(denominator):
+        raise ValueError(f"line {profiles[0].line_no}/{frames[0].line_no}: profileCfg/frameCfg give no positive "
+                         "Doppler resolution")
+    return SPEED_OF_LIGHT_MPS / denominator

@@ -1,4 +1,5 @@
-"""TI mmWave radar driver (IWR6843/IWR6843AOP/AWR1843 out-of-box demo, SDK 3.x).
+"""TI mmWave radar driver (IWR6843/IWR6843AOP/AWR1843 out-of-box demo, SDK 3.x; IWR1443/
+AWR1642 with SDK 2.x).
 
 Reads the data UART (921600 baud 8N1), decodes frames with
 :class:`~towerd.drivers.ti_mmwave.protocol.TiFrameParser` and yields one
@@ -15,6 +16,11 @@ unconfigured. The CLI port stays open, locked, while the sensor is open so that 
 else (ModemManager probing CDC-ACM ports, a second program) writes into the CLI; it is
 closed with the data port. Without ``cli_port`` the radar must be configured by other
 means (flashed configuration, TI's visualiser) and only the data port is used.
+
+SDK 2.x frames give Doppler as a bin index: its m/s per bin comes from the chirp profile
+(:func:`~towerd.drivers.ti_mmwave.cli.doppler_resolution_mps` of ``chirp_config``, read when
+the driver is made and again at each push) or, for a radar configured by other means,
+from ``doppler_resolution_mps``; giving both is an error (two sources could disagree).
 
 Point conversion (sensor frame x right, y boresight, z up; vectorised over the frame):
 
@@ -37,10 +43,10 @@ import serial
 from towerd.clock import Clock
 from towerd.drivers.base import SensorDriver
 from towerd.drivers.measurements import RadarPlots, empty_plots
-from towerd.drivers.ti_mmwave.cli import PushResult, load_chirp_config, push_config
+from towerd.drivers.ti_mmwave.cli import CfgLine, PushResult, doppler_resolution_mps, load_chirp_config, push_config
 from towerd.drivers.ti_mmwave.protocol import TiFrame, TiFrameParser
 from towerd.drivers.transport import open_port
-from towerd.errors import ConfigError, DriverIOError
+from towerd.errors import ConfigError, DriverInitError, DriverIOError
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +66,7 @@ class TiMmwaveSettings:
     cli_baudrate: int = 115200
     chirp_config: str | None = None  # path of the TI .cfg file pushed through cli_port (absolute path)
     cli_timeout_s: float = 5.0  # longest wait for the radar's answer to one command, seconds
+    doppler_resolution_mps: float | None = None  # SDK 2.x: m/s per Doppler bin when there is no chirp_config
 
     def __post_init__(self) -> None:
         problems = []
@@ -76,6 +83,13 @@ class TiMmwaveSettings:
         timeout = self.cli_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not 0.1 <= timeout <= 60.0:
             problems.append(f"cli_timeout_s must be a number of seconds in 0.1..60, got {timeout!r}")
+        resolution = self.doppler_resolution_mps
+        if resolution is not None:
+            if isinstance(resolution, bool) or not isinstance(resolution, (int, float)) or not 0.001 <= resolution <= 50:
+                problems.append(f"doppler_resolution_mps must be a number of m/s in 0.001..50, got {resolution!r}")
+            elif self.chirp_config is not None:
+                problems.append("doppler_resolution_mps is read from chirp_config when the profile is pushed: "
+                                "give one or the other")
         if problems:
             raise TiSettingsError([f"ti_mmwave settings: {p}" for p in problems])
 
@@ -88,7 +102,12 @@ class TiMmwaveDriver(SensorDriver):
 
     def __init__(self, name: str, settings: TiMmwaveSettings, *, clock: Clock | None = None) -> None:
         super().__init__(name, settings, clock=clock)
-        self.parser = TiFrameParser()
+        self.parser = TiFrameParser(doppler_resolution_mps=settings.doppler_resolution_mps)
+        if settings.chirp_config is not None:
+            try:
+                self._take_resolution(load_chirp_config(settings.chirp_config))
+            except DriverInitError as exc:  # the push at open says it again, loudly
+                log.debug("sensor %s: %s", name, exc)
         self.nonfinite_points = 0
         """Points dropped because x, y or z was not finite (only corrupt frames have them)."""
         self._cli: serial.SerialBase | None = None
@@ -104,6 +123,7 @@ class TiMmwaveDriver(SensorDriver):
         if settings.cli_port is None:
             return
         lines = load_chirp_config(settings.chirp_config)
+        self._take_resolution(lines)
         self._warn_unstable_name(settings.cli_port)
         cli = open_port(settings.cli_port, settings.cli_baudrate, 0.05)
         self._cli_pushing = cli  # close() from another thread aborts the push through it
@@ -124,6 +144,15 @@ class TiMmwaveDriver(SensorDriver):
         self.config_pushes += 1
         log.info("sensor %s: chirp configuration %s pushed (%d commands, %.2f s)", self.name,
                  settings.chirp_config, len(result.replies), result.seconds)
+
+    def _take_resolution(self, lines: list[CfgLine]) -> None:
+        """Give the parser the profile's Doppler resolution (SDK 2.x frames need it)."""
+        try:
+            self.parser.doppler_resolution_mps = doppler_resolution_mps(lines)
+        except ValueError as exc:
+            self.parser.doppler_resolution_mps = None
+            log.info("sensor %s: %s: no Doppler resolution (%s); SDK 3.x frames do not need it, SDK 2.x points "
+                     "will have no radial velocity", self.name, self.settings.chirp_config, exc)
 
     def close(self) -> None:
         """Close the data port, then the CLI port; idempotent. A configuration push in
