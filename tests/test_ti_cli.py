@@ -17,6 +17,7 @@ from numpy.testing import assert_allclose
 from towerd.drivers.ti_mmwave.cli import (
     PROMPT,
     CliReplyScanner,
+    doppler_resolution_mps,
     load_chirp_config,
     parse_chirp_config,
     push_config,
@@ -385,3 +386,23 @@ def test_reopen_after_unplug_pushes_the_configuration_again(tmp_path):
         em.stop()
         data.close()
         cli.close()
+
+
+def test_doppler_resolution_of_the_shipped_and_a_real_sdk2_profile():
+    shipped = load_chirp_config(REPO / "config" / "ti_mmwave" / "iwr6843_demo.cfg")
+    # 60 GHz, idle 7 us + ramp end 24 us, chirps 0..1 x 32 loops: TI's profile_2d gives 1.26 m/s
+    assert_allclose(doppler_resolution_mps(shipped), 3e8 / (2 * 60e9 * 31e-6 * 64), rtol=1e-12)
+    real = load_chirp_config(REPO / "tests" / "captures" / "ti_mmwave" / "awr1642_sdk2_1_piatek.cfg")
+    assert abs(doppler_resolution_mps(real) - 0.13) < 0.01  # its header: "Radial velocity resolution(m/s):0.13"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("frameCfg 0 1 16 0 100 1 0\n", "exactly one profileCfg"),
+    ("profileCfg 0 77 429 7 57.14 0 0 70 1 256 5209 0 0 30\n", "exactly one profileCfg and one frameCfg"),
+    ("dfeDataOutputMode 3\nprofileCfg 0 77 429 7 57.14\nframeCfg 0 1 16 0 100 1 0\n", "dfeDataOutputMode"),
+    ("profileCfg 0 77 x 7 57.14\nframeCfg 0 1 16 0 100 1 0\n", "cannot read"),
+    ("profileCfg 0 77 0 7 0\nframeCfg 0 1 16 0 100 1 0\n", "no positive"),
+])
+def test_doppler_resolution_refuses_what_it_cannot_compute(text, message):
+    with pytest.raises(ValueError, match=message):
+        doppler_resolution_mps(parse_chirp_config(text))

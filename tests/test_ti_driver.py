@@ -214,3 +214,71 @@ def test_injected_faults_over_pty_are_counted_and_survived(pty_pair):
     assert len(set(range(numbers[0], numbers[-1] + 1)) - set(numbers)) == 1  # exactly the cut frame lost
     c = driver.counters
     assert c.bad_frames == 1 and c.resyncs >= 1 and c.dropped_bytes >= 500
+
+
+# ----------------------------------------------------------------------------- SDK 2.x and held frames
+
+
+def sdk2_frame(objects, q: int = 9, frame_number: int = 1, platform: int = 0xA1443) -> bytes:
+    """SDK 2.x frame from the vendor layout: 36-byte header on xWR14xx, 40 on xWR16xx."""
+    n = len(objects)
+    body = struct.pack("<II", 1, 4 + 12 * n) + struct.pack("<2H", n, q)
+    body += b"".join(struct.pack("<HhHhhh", *o) for o in objects)
+    header_len = 36 if platform == 0xA1443 else 40
+    total = -(-(header_len + len(body)) // 32) * 32
+    fields = [0x02010004, total, platform, frame_number, 0, n, 1] + ([0] if header_len == 40 else [])
+    header = SYNC + struct.pack(f"<{len(fields)}I", *fields)
+    return header + body + b"\x0f" * (total - header_len - len(body))
+
+
+@pytest.mark.parametrize("platform", [0xA1443, 0xA1642])
+def test_sdk2_frames_give_the_same_plots_as_sdk3(platform):
+    # Q9: x = 512 -> 1 m; Doppler index -3 at 0.25 m/s per bin -> -0.75 m/s.
+    objs = [(40, -3, 900, 512, 5120, 0), (80, 2, 300, -2560, 2560, 256)]
+    old = TiMmwaveDriver("r", TiMmwaveSettings(port="/dev/null", doppler_resolution_mps=0.25))
+    new = TiMmwaveDriver("r", TiMmwaveSettings(port="/dev/null"))
+    (p2,) = old.feed(sdk2_frame(objs, platform=platform), 1.0)
+    (p3,) = new.feed(frame([(1.0, 10.0, 0.0, -0.75), (-5.0, 5.0, 0.5, 0.5)]), 1.0)
+    for name in ("range_m", "azimuth_deg", "elevation_deg", "radial_vel_mps"):
+        assert_allclose(p2.plots[name], p3.plots[name], rtol=1e-6, err_msg=name)
+    assert np.isnan(p2.plots["snr_db"]).all()
+
+
+def test_sdk2_without_a_resolution_has_unknown_doppler_and_says_so(caplog):
+    driver = TiMmwaveDriver("r", TiMmwaveSettings(port="/dev/null"))
+    with caplog.at_level("WARNING", logger="towerd.drivers.ti_mmwave.protocol"):
+        (plots,) = driver.feed(sdk2_frame([(40, -3, 900, 512, 5120, 0)]), 1.0)
+    assert np.isnan(plots.plots["radial_vel_mps"]).all() and plots.plots["range_m"][0] > 10
+    assert "doppler_resolution_mps" in caplog.text
+
+
+def test_doppler_resolution_settings():
+    assert TiMmwaveSettings(port="/dev/null", doppler_resolution_mps=0.13).doppler_resolution_mps == 0.13
+    for bad in (0, -1.0, 51, True, "0.1"):
+        with pytest.raises(ConfigError, match="doppler_resolution_mps must be"):
+            TiMmwaveSettings(port="/dev/null", doppler_resolution_mps=bad)
+    with pytest.raises(ConfigError, match="read from chirp_config"):
+        TiMmwaveSettings(port="/dev/null", cli_port="/dev/null", chirp_config="/x.cfg", doppler_resolution_mps=0.1)
+
+
+def test_resolution_comes_from_the_chirp_profile(tmp_path):
+    cfg = tmp_path / "sdk21.cfg"
+    cfg.write_text("profileCfg 0 77 429 7 57.14 0 0 70 1 256 5209 0 0 30\nframeCfg 0 1 16 0 100 1 0\n")
+    driver = TiMmwaveDriver("r", TiMmwaveSettings(port="/dev/null", cli_port="/dev/null", chirp_config=str(cfg)))
+    # 3e8 / (2 * 77e9 * (429 + 57.14) us * 32 chirps), as TI's visualiser computes it
+    assert_allclose(driver.parser.doppler_resolution_mps, 3e8 / (2 * 77e9 * 486.14e-6 * 32), rtol=1e-12)
+
+
+def test_a_frame_ending_like_a_magic_is_held_then_stamped_with_its_own_time():
+    held = frame([(1.0, 2.0, 0.0, 0.0)] * 2)  # 40 + 8 + 32 = 80 -> 96 bytes, 16 of padding
+    held = held[:-1] + b"\x02"  # its last byte could begin the next frame's magic
+    driver = TiMmwaveDriver("r", TiMmwaveSettings(port="/dev/null"))
+    assert driver.feed(held, 10.0) == [] and driver.parser.holding
+    assert driver.poll(10.0 + TiMmwaveDriver.HOLD_RELEASE_S / 2) == []
+    (out,) = driver.poll(10.0 + 2 * TiMmwaveDriver.HOLD_RELEASE_S)  # the line stayed quiet: whole
+    assert (out.frame_number, out.t_mono) == (1, 10.0)
+    # Released by the next frame's bytes instead: same frame, same time.
+    driver = TiMmwaveDriver("r", TiMmwaveSettings(port="/dev/null"))
+    assert driver.feed(held, 10.0) == []
+    first, second = driver.feed(frame([], frame_number=2), 10.1)
+    assert (first.frame_number, first.t_mono, second.frame_number, second.t_mono) == (1, 10.0, 2, 10.1)
