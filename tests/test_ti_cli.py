@@ -29,7 +29,7 @@ from towerd.sensors import SensorRunner
 from towerd.sim.pty import PtyPair
 from towerd.sim.scenario import builtin_scenario
 from towerd.sim.ti_cli import FULL_CONFIG_NEEDED, PARTIAL_CONFIG, TiDemoCli
-from towerd.sim.ti_mmwave import TiMmwaveEmulator
+from towerd.sim.ti_mmwave import SDK2_VERSION, TiMmwaveEmulator
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_CFG = REPO / "config" / "ti_mmwave" / "iwr6843_demo.cfg"
@@ -223,8 +223,9 @@ def test_push_with_pyserial_then_frames_flow_only_between_start_and_stop(pty_pai
     assert em.error is None
 
 
-def test_driver_pushes_the_shipped_cfg_and_reads_plots(pty_pair, cli_pty):
-    em = emulator()
+@pytest.mark.parametrize("sdk", ["3.5", "2.1-xwr14xx"])
+def test_driver_pushes_the_shipped_cfg_and_reads_plots(pty_pair, cli_pty, sdk):
+    em = emulator() if sdk == "3.5" else emulator(version=SDK2_VERSION, platform=0xA1443)
     em.start(pty_pair, cli_pty)
     settings = TiMmwaveSettings(port=pty_pair.path, cli_port=cli_pty.path, chirp_config=str(SHIPPED_CFG),
                                 cli_timeout_s=2.0)
@@ -237,6 +238,11 @@ def test_driver_pushes_the_shipped_cfg_and_reads_plots(pty_pair, cli_pty):
                 out += driver.read()
             assert len(out) >= 5 and driver.counters.bad_frames == 0
             assert driver.parser.stats.unknown_tlvs == 0  # TLV 2, 3 and 6 are known and skipped
+            # Both ends took the Doppler resolution from the same profile: SDK 2.x points
+            # carry radial velocities as SDK 3.x ones do.
+            assert_allclose(driver.parser.doppler_resolution_mps, em.doppler_resolution_mps, rtol=1e-9)
+            plots = np.concatenate([o.plots for o in out])
+            assert len(plots) and np.isfinite(plots["radial_vel_mps"]).all()
         assert not driver.is_open and driver._cli is None
     finally:
         em.stop()

@@ -15,7 +15,7 @@ from towerd.drivers.measurements import PLOT_DTYPE, RadarPlots
 from towerd.drivers.ti_mmwave.driver import TiMmwaveDriver, TiMmwaveSettings
 from towerd.errors import ConfigError
 from towerd.sim.scenario import MeasurementNoise, OrbitPath, Scenario, Target, WaypointPath, builtin_scenario
-from towerd.sim.ti_mmwave import TiMmwaveEmulator
+from towerd.sim.ti_mmwave import SDK2_VERSION, SDK_VERSION, TiMmwaveEmulator
 
 SYNC = bytes([2, 1, 4, 3, 6, 5, 8, 7])
 
@@ -120,17 +120,24 @@ def _read_frames(driver: TiMmwaveDriver, n: int, timeout_s: float = 5.0) -> list
 NOISE = MeasurementNoise(range_sigma_m=0.5, azimuth_sigma_deg=1.0, elevation_sigma_deg=2.0, doppler_sigma_mps=0.1)
 
 
-def test_driver_over_pty_matches_scenario_truth_within_noise(pty_pair):
+@pytest.mark.parametrize("version, platform", [(SDK_VERSION, 0xA6843), (SDK2_VERSION, 0xA1443),
+                                               (SDK2_VERSION, 0xA1642)], ids=["sdk3", "sdk2-xwr14xx", "sdk2-xwr16xx"])
+def test_driver_over_pty_matches_scenario_truth_within_noise(pty_pair, version, platform):
     """One target, no clutter or false alarms: every plot must be within 5 sigma of the
-    truth at its frame's scenario time (frame k+1 carries time k / rate)."""
+    truth at its frame's scenario time (frame k+1 carries time k / rate). SDK 2.x frames
+    (36-byte header on xWR14xx, Q-format objects) give the same plots, Doppler quantised
+    to the resolution the driver is told."""
     rate = 20.0
     target = Target("t", "uas", -15.0, OrbitPath((10.0, 80.0), 20.0, 8.0, start_deg=200.0, up_m=30.0))
     scenario = Scenario("one", targets=(target,), noise=NOISE)
     mount = np.array([2.0, -1.0, 10.0])
     boresight, tilt = 10.0, 5.0
+    resolution = 0.125
     em = TiMmwaveEmulator(scenario, boresight_azimuth_deg=boresight, tilt_deg=tilt, position_enu_m=tuple(mount),
-                          frame_rate_hz=rate, rng=np.random.default_rng(2))
-    with TiMmwaveDriver("radar", TiMmwaveSettings(port=pty_pair.path)) as driver:
+                          frame_rate_hz=rate, rng=np.random.default_rng(2), version=version, platform=platform,
+                          doppler_resolution_mps=resolution)
+    settings = TiMmwaveSettings(port=pty_pair.path, doppler_resolution_mps=resolution if version >> 24 == 2 else None)
+    with TiMmwaveDriver("radar", settings) as driver:
         em.start(pty_pair)
         try:
             reports = _read_frames(driver, 12)
@@ -161,7 +168,8 @@ def test_driver_over_pty_matches_scenario_truth_within_noise(pty_pair):
     assert_allclose(np.concatenate(ranges), want[:, 0], rtol=0, atol=5 * NOISE.range_sigma_m)
     assert_allclose(np.concatenate(azs), want[:, 1], rtol=0, atol=5 * NOISE.azimuth_sigma_deg)
     assert_allclose(np.concatenate(els), want[:, 2], rtol=0, atol=5 * NOISE.elevation_sigma_deg)
-    assert_allclose(np.concatenate(dops), want[:, 3], rtol=0, atol=5 * NOISE.doppler_sigma_mps)
+    quantum = resolution / 2 if version >> 24 == 2 else 0.0
+    assert_allclose(np.concatenate(dops), want[:, 3], rtol=0, atol=5 * NOISE.doppler_sigma_mps + quantum)
     assert driver.counters.bad_frames == 0 and driver.counters.frames >= 12
 
 

@@ -16,7 +16,7 @@ from numpy.testing import assert_allclose
 from towerd.drivers.ti_mmwave.driver import TiMmwaveDriver, TiMmwaveSettings
 from towerd.drivers.ti_mmwave.protocol import TiFrame, TiFrameParser
 from towerd.sim.scenario import ClutterPoint, MeasurementNoise, Scenario, Target, WaypointPath, builtin_scenario
-from towerd.sim.ti_mmwave import NOISE_DB, SNR_REF_DB, TiMmwaveEmulator
+from towerd.sim.ti_mmwave import NOISE_DB, SDK2_VERSION, SNR_REF_DB, TiMmwaveEmulator
 
 NO_NOISE = MeasurementNoise(0.0, 0.0, 0.0, 0.0)
 
@@ -28,8 +28,8 @@ def hover(name: str, east: float, north: float, up: float, rcs: float = -20.0, v
 
 
 def decode_one(data: bytes) -> TiFrame:
-    parser = TiFrameParser()
-    consumed, frames = parser.feed(data)
+    parser = TiFrameParser(doppler_resolution_mps=0.125)
+    consumed, frames = parser.feed(data, quiet=True)
     assert consumed == len(data) and len(frames) == 1, parser.stats
     return frames[0]
 
@@ -259,3 +259,30 @@ def test_injected_stall_is_a_silence_then_frames_resume(pty_pair):
     assert gaps.max() >= 0.3 and em.frames_stalled >= 6
     numbers = [p.frame_number for p in before + after]
     assert numbers == sorted(numbers) and numbers[-1] - numbers[0] >= 8  # the stalled slots are lost, not queued
+
+
+@pytest.mark.parametrize("platform, header_len", [(0xA1443, 36), (0xA1642, 40)])
+def test_sdk2_frames_at_vendor_offsets(platform, header_len):
+    """SDK 2.1 layout: no subFrameNumber on xWR14xx, TLV 1 = descriptor + 12-byte objects
+    in Q7, only when there are points, no TLV 7; decoded to the same points as SDK 3.x."""
+    one = Scenario("one", targets=(hover("a", 3.0, 50.0, 2.0, vel=(0.0, -4.0, 0.0)),), noise=NO_NOISE)
+    kw = dict(position_enu_m=(0, 0, 0), points_per_target=(1, 1), stats_tlv=True)
+    sdk3 = emulator(one, **kw)
+    sdk2 = emulator(one, version=SDK2_VERSION, platform=platform, doppler_resolution_mps=0.125, **kw)
+    data = sdk2.frame_bytes(0.0, 5)
+    version, total, plat, number, cpu, n_obj, n_tlv = struct.unpack_from("<7I", data, 8)
+    assert (version, plat, number, n_obj, n_tlv, total) == (0x02010004, platform, 5, 1, 2, len(data))
+    t, length = struct.unpack_from("<II", data, header_len)
+    assert (t, length) == (1, 4 + 12)
+    count, q = struct.unpack_from("<2H", data, header_len + 8)
+    rng_idx, dop_idx, peak, x, y, z = struct.unpack_from("<HhHhhh", data, header_len + 12)
+    assert (count, q, x, y, z) == (1, 7, 3 * 128, 50 * 128, 2 * 128)
+    assert dop_idx == round(-4.0 * 50 / np.linalg.norm([3, 50, 2]) / 0.125)
+    assert struct.unpack_from("<II", data, header_len + 8 + length) == (6, 24)
+    want = decode_one(sdk3.frame_bytes(0.0, 5)).points
+    got = decode_one(data)
+    assert got.header_len == header_len and got.tlv_types == (1, 6)
+    assert_allclose(got.points["x_m"], want["x_m"], atol=1 / 256)
+    assert_allclose(got.points["doppler_mps"], want["doppler_mps"], atol=0.0625)
+    empty = decode_one(emulator(Scenario("empty"), version=SDK2_VERSION, platform=platform).frame_bytes(0.0, 1))
+    assert empty.tlv_types == () and len(empty.points) == 0

@@ -85,6 +85,7 @@ class AppliedConfig:
     stats: bool = False  # guiMonitor statsInfo -> TLV 6
     range_bins: int = 256  # numAdcSamples rounded up to a power of two
     range_resolution_m: float = 0.044
+    doppler_resolution_mps: float = 0.125  # what one Doppler bin is (SDK 2.x frames send bin indices)
 
 
 @dataclass
@@ -200,6 +201,11 @@ class TiDemoCli:
         rate_sps = _atof(profile[10]) * 1e3
         if slope_hz_per_s > 0 and rate_sps > 0:
             cfg.range_resolution_m = 299792458.0 * rate_sps / (2.0 * slope_hz_per_s * cfg.range_bins)
+        # Chirp repetition (idle + ramp end) times the frame's chirps, at the start frequency.
+        chirps = (_atoi(frame[1]) - _atoi(frame[0]) + 1) * _atoi(frame[2])
+        dwell_s = (_atof(profile[2]) + _atof(profile[4])) * 1e-6 * chirps
+        if _atof(profile[1]) > 0 and dwell_s > 0:
+            cfg.doppler_resolution_mps = 3e8 / (2.0 * _atof(profile[1]) * 1e9 * dwell_s)
         return cfg
 
 

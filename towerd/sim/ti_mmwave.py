@@ -44,6 +44,15 @@ statsInfo -> TLV 6; range bins from ``profileCfg``). TLV order is the firmware's
 settings (a radar configured by other means). The field of view and maximum range stay
 the constructor's: they model the site's radar, not the bench profile.
 
+SDK 2.x (``version`` with major 2, e.g. ``SDK2_VERSION``; platform 0xA1443 for an IWR1443
+or 0xA1642 for an AWR1642) sends what those demos sent (SDK 2.1 ``mmw_output.h`` and
+``MmwDemo_transmitProcessedOutput``): the xWR14xx header has no subFrameNumber (36
+bytes), TLV 1 is a descriptor (u16 numDetetedObj, u16 xyzQFormat) then per point u16
+rangeIdx, int16 dopplerIdx, u16 peakVal, int16 x, y, z in Q ``SDK2_Q_FORMAT`` — sent
+only when there are points — and there is no TLV 7. Doppler is quantised to
+``doppler_resolution_mps`` per index, range to the profile's range resolution per
+rangeIdx; peakVal is the linear SNR, saturated at 65535.
+
 Range and noise profiles (TLV 2 and 3: u16 per range bin, log2 magnitude in Q9) are a
 plain model: a flat noise floor, plus at each detection's range bin a peak of
 SNR / 6.02 dB per log2 unit.
@@ -70,6 +79,10 @@ log = logging.getLogger(__name__)
 SYNC_WORD = bytes([0x02, 0x01, 0x04, 0x03, 0x06, 0x05, 0x08, 0x07])
 SDK_VERSION = (3 << 24) | (5 << 16) | (0 << 8) | 4
 """0x03050004: mmWave SDK 3.5.0.4, as ``header.version`` carries it."""
+SDK2_VERSION = (2 << 24) | (1 << 16) | (0 << 8) | 4
+"""0x02010004: mmWave SDK 2.1.0.4 (xWR14xx/xWR16xx)."""
+SDK2_Q_FORMAT = 7
+"""x/y/z in metres * 2**7: int16 spans +-256 m, enough for the emulator's 200 m."""
 SEGMENT = 32
 PAD_BYTE = 0x0F
 CPU_HZ = 200e6
@@ -104,6 +117,7 @@ class TiMmwaveEmulator(EmulatorThread):
         version: int = SDK_VERSION,
         detected_objects_mode: int = 1,
         stats_tlv: bool = False,
+        doppler_resolution_mps: float = 0.125,
         clock: Clock | None = None,
     ) -> None:
         if not frame_rate_hz > 0:
@@ -126,6 +140,7 @@ class TiMmwaveEmulator(EmulatorThread):
         self.points_per_target = (int(lo), int(hi))
         self.platform = platform
         self.version = version
+        self.doppler_resolution_mps = float(doppler_resolution_mps)
         self.detected_objects_mode = detected_objects_mode
         self.stats_tlv = stats_tlv
         self.clock: Clock = clock or SystemClock()
@@ -254,15 +269,32 @@ class TiMmwaveEmulator(EmulatorThread):
         header, body, padding = self._encode_parts(points, t_s, frame_number)
         return header + body + padding
 
+    def _sdk2_objects(self, points: np.ndarray) -> bytes:
+        """SDK 2.x TLV 1 payload: descriptor, then MmwDemo_detectedObj per point."""
+        n = len(points)
+        objs = np.zeros(n, dtype=[("r", "<u2"), ("d", "<i2"), ("p", "<u2"), ("x", "<i2"), ("y", "<i2"), ("z", "<i2")])
+        rng_m = np.linalg.norm(points[:, :3], axis=1)
+        objs["r"] = np.clip(np.rint(rng_m / self.range_resolution_m), 0, 65535)
+        objs["d"] = np.clip(np.rint(points[:, 3] / self.doppler_resolution_mps), -32768, 32767)
+        objs["p"] = np.clip(np.rint(10.0 ** (points[:, 4] / 10.0)), 0, 65535)
+        for i, axis in enumerate("xyz"):
+            objs[axis] = np.clip(np.rint(points[:, i] * (1 << SDK2_Q_FORMAT)), -32768, 32767)
+        return struct.pack("<2H", n, SDK2_Q_FORMAT) + objs.tobytes()
+
     def _encode_parts(self, points: np.ndarray, t_s: float, frame_number: int) -> tuple[bytes, bytes, bytes]:
-        """(40-byte header, TLVs, padding) of one frame."""
+        """(header, TLVs, padding) of one frame: header 40 bytes, 36 for SDK 2.x xWR14xx."""
         n = len(points)
         tlvs: list[bytes] = []
         mode = self.detected_objects_mode
-        if mode == 1 or (mode == 2 and n > 0):
+        sdk2 = self.version >> 24 == 2
+        if sdk2:
+            if mode in (1, 2) and n > 0:
+                payload = self._sdk2_objects(points)
+                tlvs.append(struct.pack("<II", 1, len(payload)) + payload)
+        elif mode == 1 or (mode == 2 and n > 0):
             xyzv = np.ascontiguousarray(points[:, :4], dtype="<f4")
             tlvs.append(struct.pack("<II", 1, 16 * n) + xyzv.tobytes())
-        if mode == 1 and n > 0:
+        if mode == 1 and n > 0 and not sdk2:
             tenths = np.clip(np.rint(points[:, 4:6] * 10.0), -32768, 32767).astype("<i2")
             tlvs.append(struct.pack("<II", 7, 4 * n) + np.ascontiguousarray(tenths).tobytes())
         if self.range_profile:
@@ -274,19 +306,13 @@ class TiMmwaveEmulator(EmulatorThread):
             # interChirpProcessingMargin (us), activeFrameCPULoad, interFrameCPULoad (%)
             tlvs.append(struct.pack("<II", 6, 24) + struct.pack("<6I", 1800 + 20 * n, 400 + 30 * n, 95000, 12, 31, 9))
         body = b"".join(tlvs)
-        unpadded = 40 + len(body)
-        total = -(-unpadded // SEGMENT) * SEGMENT
-        header = SYNC_WORD + struct.pack(
-            "<8I",
-            self.version,
-            total,
-            self.platform,
-            frame_number & 0xFFFFFFFF,
-            int(t_s * CPU_HZ) & 0xFFFFFFFF,
-            n,
-            len(tlvs),
-            0,
-        )
+        fields = [self.version, 0, self.platform, frame_number & 0xFFFFFFFF, int(t_s * CPU_HZ) & 0xFFFFFFFF, n,
+                  len(tlvs)]
+        if not (sdk2 and self.platform == 0xA1443):
+            fields.append(0)  # subFrameNumber (xWR14xx SDK 2.x headers have none)
+        unpadded = len(SYNC_WORD) + 4 * len(fields) + len(body)
+        fields[1] = total = -(-unpadded // SEGMENT) * SEGMENT
+        header = SYNC_WORD + struct.pack(f"<{len(fields)}I", *fields)
         return header, body, bytes([PAD_BYTE]) * (total - unpadded)
 
     def _profile(self, points: np.ndarray, *, peaks: bool) -> bytes:
@@ -391,6 +417,7 @@ class TiMmwaveEmulator(EmulatorThread):
                 self.stats_tlv = applied.stats
                 self.range_bins = applied.range_bins
                 self.range_resolution_m = applied.range_resolution_m
+                self.doppler_resolution_mps = applied.doppler_resolution_mps
             self._cli_starts_seen = cli.starts
             self._start_stream(now)
             log.info("TI emulator: sensorStart, %.3g frames/s", self.frame_rate_hz)
