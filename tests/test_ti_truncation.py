@@ -1,6 +1,6 @@
 """Issue 15 item 6: a frame cut short by a UART that drops bytes costs that frame only.
 
-Seeded experiment (tests/ti_truncation.py): frame A cut at a uniform random byte, then
+Seeded experiment (towerd/sim/ti_truncation.py): frame A cut at a uniform random byte, then
 an intact frame B, 10,000 trials each. Measured with the parser of commit 90bf4e8 (before
 these checks): with TLVs 1 and 7, A came out in 22.6 % of the trials (2.8 % with points
 not its own) and B was lost in 22.6 %; with TLV 1 only, A came out in 62.5 % (57.8 % with
@@ -9,9 +9,8 @@ wrong points) and B was lost in 63.4 %. Now A never comes out and B always does.
 
 from __future__ import annotations
 
-from ti_truncation import run
-
 from towerd.drivers.ti_mmwave.protocol import TiFrameParser
+from towerd.sim.ti_truncation import run
 
 
 def test_cut_frame_is_never_emitted_and_the_next_frame_survives_tlv_1_and_7():
