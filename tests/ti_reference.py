@@ -88,7 +88,7 @@ def decode(data: bytes, doppler_resolution_mps: float | None = None) -> dict:
         "consumed": consumed,
         "frames": frames,
         "stats": {"frames": len(frames), "bad_frames": 0, "resyncs": int(first != 0) + int(dropped > max(first, 0)),
-                  "dropped_bytes": dropped, "unknown_tlvs": 0, "unsupported_version": 0, "truncated_frames": 0},
+                  "dropped_bytes": dropped, "unknown_tlvs": 0, "unsupported_version": 0},
     }
 
 

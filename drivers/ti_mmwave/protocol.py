@@ -216,7 +216,9 @@ class ParserStats:
     dropped_bytes: int = 0  # bytes consumed without being part of an accepted frame
     unknown_tlvs: int = 0  # TLVs of unknown type inside accepted frames (skipped)
     unsupported_version: int = 0  # bad frames whose version/platform has no known layout
-    truncated_frames: int = 0  # bad frames cut short: the next frame's magic inside them
+    truncated_frames: int = 0  # bad frames seen cut short (the next frame's magic inside them); which
+    # check refuses a candidate first can depend on how the bytes arrived, so this one count, unlike the
+    # others, may differ between two splits of the same stream
     last_error: str = ""  # why the most recent candidate was rejected
 
 
