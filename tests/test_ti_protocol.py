@@ -401,7 +401,7 @@ def test_sdk2_from_a_platform_without_a_documented_sdk2_layout_is_refused(caplog
         frames, _, _ = feed_all(parser, frame([], version=0x02010004, platform=0xA6843) * 2 + good(2))
     assert [f.frame_number for f in frames] == [2]
     assert parser.stats.unsupported_version == 2
-    assert "platform 0xA6843" in parser.stats.last_error and "only xWR14xx" in parser.stats.last_error
+    assert "platform 0xA6843" in parser.stats.last_error and "only the xWR14xx" in parser.stats.last_error
     assert len([r for r in caplog.records if r.levelname == "WARNING"]) == 1
 
 

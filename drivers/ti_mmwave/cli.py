@@ -280,7 +280,8 @@ SPEED_OF_LIGHT_MPS = 3e8
 
 def doppler_resolution_mps(lines: list[CfgLine]) -> float:
     """Doppler resolution (m/s per bin) of a .cfg's frame, as TI's mmWave Demo Visualizer
-    computes it (``mmWave.js``: ``dopplerResolutionMps = 3e8 / (2 * startFreq * 1e9 *
+    2.1 computes it (``app/input_validations.js``, in the public copy
+    arghasen10/mmWave-Demo-Visualizer: ``dopplerResolutionMps = 3e8 / (2 * startFreq * 1e9 *
     (idleTime + rampEndTime) * 1e-6 * numChirpsPerFrame)``, with ``numChirpsPerFrame =
     (chirpEndIdx - chirpStartIdx + 1) * numLoops`` of ``frameCfg``)::
 

@@ -55,13 +55,16 @@ mmw_output.h`` and the xWR14xx/xWR16xx demos' ``MmwDemo_transmitProcessedOutput`
     TLV 2..6 as in SDK 3.x (range profile, noise profile, azimuth heat map, range-Doppler
              heat map, stats); 7 and above did not exist and are skipped as unknown
 
-Doppler in m/s is ``dopplerIdx * dopplerResolutionMps``, as TI's mmWave Demo Visualizer
-(``mmWave.js``, ``processDetectedPoints``) computes it; the resolution comes from the chirp
+TI's mmWave Demo Visualizer 2.1 reads them the same way (``app/mmWave.js`` in the public copy
+arghasen10/mmWave-Demo-Visualizer: subFrameNumber only for xWR16xx/xWR18xx from version
+1.1 on; ``processDetectedPoints``: dopplerIdx signed above version 1.0, x/y/z divided by
+2**xyzQFormat). Doppler in m/s is ``dopplerIdx * dopplerResolutionMps``, as the same
+function computes it; the resolution comes from the chirp
 profile (:func:`towerd.drivers.ti_mmwave.cli.doppler_resolution_mps`) and is given to the
 parser; without it SDK 2.x points carry NaN Doppler. SNR/noise are NaN (SDK 2.x sends a
 peak value, not an SNR). Other majors (1.x, whose layout is not checked here, and 4 and
 above) are dropped and counted (``ParserStats.unsupported_version``) with a clear reason;
-so is an SDK 2.x frame from a platform other than xWR14xx/xWR16xx. ``subFrameNumber``
+so is an SDK 2.x frame from a platform other than xWR14xx/xWR16xx/xWR18xx. ``subFrameNumber``
 above 3 is rejected as TI's parser does (at most four sub-frames).
 
 There is no checksum, so integrity is structural: magic, totalPacketLen (>= 64 — the
@@ -158,8 +161,9 @@ SEGMENT_LEN = 32
 MIN_PACKET_LEN = 64
 """The header alone, rounded up to SEGMENT_LEN."""
 SUPPORTED_MAJORS = (2, 3)
-SDK2_HEADER_LEN = {0xA1443: HEADER_LEN_XWR14XX_SDK2, 0xA1642: HEADER_LEN}
-"""SDK 2.x platforms (``header.platform``) and their header length with the magic."""
+SDK2_HEADER_LEN = {0xA1443: HEADER_LEN_XWR14XX_SDK2, 0xA1642: HEADER_LEN, 0xA1843: HEADER_LEN}
+"""SDK 2.x platforms (``header.platform``) and their header length with the magic (TI's
+visualiser 2.1 reads xWR18xx as xWR16xx: with subFrameNumber)."""
 MAX_SUBFRAMES = 4
 MAX_Q_FORMAT = 15
 """An int16 coordinate in Q15 already spans only +-1 m: more is not a real format."""
@@ -324,9 +328,9 @@ class TiFrameParser:
         if major == 2:
             self._warn_once(f"platform{platform:x}",
                             "TI radar sends SDK 2.%d frames from platform 0x%X; SDK 2.x is decoded for xWR14xx "
-                            "(0xA1443) and xWR16xx (0xA1642) only", minor, platform)
-            raise _Reject(f"SDK 2.x frame from platform 0x{platform:X}: only xWR14xx (0xA1443) and xWR16xx "
-                          "(0xA1642) SDK 2.x layouts are documented")
+                            "(0xA1443), xWR16xx (0xA1642) and xWR18xx (0xA1843) only", minor, platform)
+            raise _Reject(f"SDK 2.x frame from platform 0x{platform:X}: only the xWR14xx (0xA1443), xWR16xx "
+                          "(0xA1642) and xWR18xx (0xA1843) SDK 2.x layouts are documented")
         if major == 1:
             self._warn_once("major1", "TI radar sends SDK %d.%d frames (version 0x%08x); only SDK 2.x and 3.x are "
                             "decoded: flash the SDK 3.x out-of-box demo", major, minor, version)
