@@ -78,6 +78,16 @@ def frame(
     return header + body + bytes([pad]) * (real_total - unpadded)
 
 
+def sdk2_frame(tlvs=(), *, num_obj: int = 0, frame_number: int = 1, cpu: int = 0, platform: int = 0xA1443,
+               version: int = 0x02010004) -> bytes:
+    """An SDK 2.x frame: 36-byte header on xWR14xx (no subFrameNumber), 40 on xWR16xx."""
+    body = b"".join(tlvs)
+    fields = [version, 0, platform, frame_number, cpu, num_obj, len(tlvs)] + ([] if platform == 0xA1443 else [0])
+    header_len = 8 + 4 * len(fields)
+    fields[1] = -(-(header_len + len(body)) // 32) * 32
+    return SYNC + struct.pack(f"<{len(fields)}I", *fields) + body + b"\x0f" * (fields[1] - header_len - len(body))
+
+
 def good(frame_number: int, n: int = 2) -> bytes:
     rows = [(float(i), 10.0 + i, 0.5, -1.0) for i in range(n)]
     sides = [(100 + i, 300) for i in range(n)]
@@ -168,7 +178,14 @@ def build_captures() -> dict[str, bytes]:
     )
     garbage = bytes([0xFF, 0x00, 0x41, 0x54, 0x5A, 0x0D, 0x0A, 0x2B, 0x2B, 0x2B, 0x10, 0x20, 0x30])
     stream = garbage + two_points + awr1843[:70] + empty_points + b"\x0d\x0a\x4f\x4b\x0a"
+    # SDK 2.1 on an IWR1443: 36-byte header (no subFrameNumber), objects TLV in Q9, stats;
+    # then a frame without detections (SDK 2.x sends no TLV 1 then).
+    objects = [(100, -4, 5000, 512, 5120, -128), (200, 3, 1200, -1536, 10496, 512)]
+    sdk2_points = tlv(1, struct.pack("<2H", 2, 9) + b"".join(struct.pack("<HhHhhh", *o) for o in objects))
+    iwr1443 = sdk2_frame([sdk2_points, tlv(6, stats_payload)], num_obj=2, frame_number=7, cpu=0x00BC614E)
+    iwr1443 += sdk2_frame([tlv(6, stats_payload)], frame_number=8, cpu=0x00C65D40)
     return {
+        "iwr1443_sdk2_1_objects_then_none.bin": iwr1443,
         "iwr6843_two_points.bin": two_points,
         "iwr6843_empty_points_tlv.bin": empty_points,
         "iwr6843_no_tlvs.bin": no_tlvs,
