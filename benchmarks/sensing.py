@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import subprocess
 import sys
 import tempfile
@@ -59,7 +60,8 @@ def _points(reading) -> int:
     return len(plots) if plots is not None else 1
 
 
-def _row(kind: str, path: Path, golden: dict, runs: int, old_parser) -> tuple[str, float]:
+def _row(kind: str, path: Path, golden: dict, runs: int, old_parser) -> str:
+    """The table row of one recording (see the module docstring)."""
     data = path.read_bytes()
     before = "n/a"
     if kind == "ti_mmwave" and old_parser is not None:
@@ -72,7 +74,7 @@ def _row(kind: str, path: Path, golden: dict, runs: int, old_parser) -> tuple[st
     row = (f"| `{kind}/{path.name}` | {device} | {len(data):,} | {len(readings)} | "
            f"{sum(_points(r) for r in readings):,} | {c.frames} | {before} | {c.dropped_bytes:,} | {c.bad_frames} | "
            f"{seconds * 1e3:.1f} ms | {origin.get('repo', '?')} |")
-    return row, seconds
+    return row
 
 
 def _old_parser():
@@ -82,22 +84,22 @@ def _old_parser():
                                 capture_output=True, text=True, timeout=10, check=True).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    tmp = Path(tempfile.mkdtemp()) / f"ti_protocol_{BEFORE}.py"
-    tmp.write_text(source)
-    spec = importlib.util.spec_from_file_location(tmp.stem, tmp)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[tmp.stem] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
+    name = f"ti_protocol_{BEFORE}"
+    with tempfile.TemporaryDirectory() as scratch:
+        path = Path(scratch) / f"{name}.py"
+        path.write_text(source)
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up
+        spec.loader.exec_module(module)
     return module.TiFrameParser
 
 
 def run(quick: bool) -> Section:
     runs = 3 if quick else 7
     old = _old_parser()
-    import logging
-
     logging.getLogger(f"ti_protocol_{BEFORE}").setLevel(logging.ERROR)  # its version warnings
-    rows = [_row(kind, path, golden, runs, old)[0] for kind, path, golden in recordings()]
+    rows = [_row(kind, path, golden, runs, old) for kind, path, golden in recordings()]
     table = "\n".join([
         f"| recording | device, SDK | bytes | readings | points | frames decoded | frames decoded at {BEFORE} | "
         "dropped bytes | bad frames | decode time (median) | source |",
