@@ -378,6 +378,10 @@ def _bad_frames():
         "TLV 7 length mismatch": frame([pts, side_tlv([(1, 2), (3, 4)])], num_obj=1),
         "two TLV 1": frame([pts, pts], num_obj=1),
         "subframe out of range": frame([pts], num_obj=1, subframe=4),
+        "stats TLV not 24 bytes": frame([pts, tlv(6, bytes(28))], num_obj=1),
+        "temperature TLV not 28 bytes": frame([pts, tlv(9, bytes(24))], num_obj=1),
+        "range profile of odd length": frame([pts, tlv(2, bytes(15))], num_obj=1),
+        "two range profiles": frame([pts, tlv(2, bytes(16)), tlv(2, bytes(16))], num_obj=1),
     }
 
 

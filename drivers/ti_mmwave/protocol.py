@@ -70,8 +70,8 @@ above 3 is rejected as TI's parser does (at most four sub-frames).
 There is no checksum, so integrity is structural: magic, totalPacketLen (>= 64 — the
 header rounded up to 32 — multiple of 32, at most ``max_frame_bytes``), every TLV inside
 the packet, TLV 1 = 16 * numDetectedObj bytes (SDK 2.x: 4 + 12 * numDetectedObj, with the
-same count in its descriptor), TLV 7 = 4 * numDetectedObj bytes, TLV 6 = 24 bytes, each
-known TLV type at most once, and fewer than 32 bytes of padding after the last TLV (the
+same count in its descriptor), TLV 7 = 4 * numDetectedObj bytes, TLV 6 = 24 bytes, TLV 9
+= 28 bytes, TLVs 2 and 3 (u16 per range bin) of even length, each known TLV type at most once, and fewer than 32 bytes of padding after the last TLV (the
 vendor rounds up, never more). A frame cut short by a UART that dropped bytes is followed
 by the next frame's magic inside what its declared length calls payload: a magic word
 anywhere after the candidate's own (a magic in float or Q-format payload has odds of
@@ -183,6 +183,9 @@ KNOWN_SKIPPED_TLVS_SDK2 = frozenset({2, 3, 4, 5, 6})
 """The same for SDK 2.x, which had types 1..6 only."""
 STATS_LEN = 24
 """TLV 6 (MmwDemo_output_message_stats): six u32, in SDK 2.x and 3.x alike."""
+TEMPERATURE_STATS_LEN = 28
+"""TLV 9 (SDK 3.x MmwDemo_temperatureStats): int32 tempReportValid, then rlRfTempData_t (u32
+time, ten int16 sensor temperatures); 28 bytes in the AWR1642 SDK 3.6 recording too."""
 
 _HEADER = struct.Struct("<8I")
 _TL = struct.Struct("<2I")
@@ -448,6 +451,10 @@ class TiFrameParser:
                 side_at = off + TL_LEN
             elif tlv_type == TLV_STATS and length != STATS_LEN:
                 raise _Reject(f"TLV 6 (stats) is {length} bytes, expected {STATS_LEN}")
+            elif tlv_type == TLV_TEMPERATURE_STATS and not sdk2 and length != TEMPERATURE_STATS_LEN:
+                raise _Reject(f"TLV 9 (temperature) is {length} bytes, expected {TEMPERATURE_STATS_LEN}")
+            elif tlv_type in (TLV_RANGE_PROFILE, TLV_NOISE_PROFILE) and length % 2:
+                raise _Reject(f"TLV {tlv_type} (u16 per range bin) has an odd length {length}")
             types.append(tlv_type)
             off = payload_end
         return types, points_at, side_at, q_format, off
