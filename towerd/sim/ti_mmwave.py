@@ -1,8 +1,8 @@
-"""Emulated TI mmWave radar (SDK 3.x out-of-box demo) writing its data UART to a pty.
+"""Emulated TI mmWave radar (SDK 3.x out-of-box demo, or SDK 2.x) writing its data UART to a pty.
 
 :meth:`TiMmwaveEmulator.frame_bytes` turns a :class:`~towerd.sim.scenario.Scenario` at
-time t into exactly the bytes an IWR6843 running the SDK 3.x demo would send for one
-frame; :meth:`TiMmwaveEmulator.start` writes one such frame per frame period to a
+time t into exactly the bytes an IWR6843 running the SDK 3.x demo (or an IWR1443/AWR1642
+running SDK 2.x, see below) would send for one frame; :meth:`TiMmwaveEmulator.start` writes one such frame per frame period to a
 :class:`~towerd.sim.pty.PtyPair` from a background thread, paced on monotonic deadlines.
 
 The bytes are built here with ``struct`` and NumPy from the vendor layout, independently
