@@ -25,6 +25,8 @@ from towerd.uplink.client import CentralSettings
 TOWER_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
 DEFAULT_PATH = "/etc/towerd/towerd.yaml"
+MAX_FILE_BYTES = 1 << 20
+"""Largest configuration file read (the shipped one is about 20 KB)."""
 
 
 @dataclass(frozen=True)
@@ -192,9 +194,12 @@ def load_config(path: str | Path) -> LoadedConfig:
     """Read and validate the file at ``path``."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with open(path, "rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_FILE_BYTES} bytes; not a towerd configuration")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

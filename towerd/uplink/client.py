@@ -111,7 +111,7 @@ class RateLimitedLog:
         self._interval = interval_s
         self._state: dict[str, tuple[float, int]] = {}
 
-    def __call__(self, level: int, reason: str, msg: str, *args: object) -> bool:
+    def __call__(self, level: int, reason: str, msg: str, *args: object, exc_info: bool = False) -> bool:
         """Log ``msg % args`` unless ``reason`` was logged within the interval.
         Returns whether a line was written."""
         now = self._clock.monotonic()
@@ -125,8 +125,12 @@ class RateLimitedLog:
         if len(self._state) >= self._MAX_REASONS and reason not in self._state:
             self._state.clear()
         self._state[reason] = (now, 0)
-        self._log.log(level, msg, *args)
+        self._log.log(level, msg, *args, exc_info=exc_info)
         return True
+
+    def exception(self, reason: str, msg: str, *args: object) -> bool:
+        """Like calling it at ERROR, with the current exception's traceback."""
+        return self(logging.ERROR, reason, msg, *args, exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -284,6 +288,7 @@ class UplinkClient:
             "auth_failures": 0,
             "handshake_failures": 0,
             "errors_received": 0,
+            "reply_errors": 0,
             "health_sent": 0,
             "health_acks": 0,
             "unmatched_acks": 0,
@@ -471,7 +476,12 @@ class UplinkClient:
             except zmq.ZMQError as exc:
                 self._limited(logging.WARNING, "recv", "uplink %s: receive failed: %s", self._settings.name, exc)
                 return
-            self._handle_reply(frames, now)
+            try:
+                self._handle_reply(frames, now)
+            except Exception:  # last resort: a defect in reply handling must not stop the tower
+                self._stats["reply_errors"] += 1
+                self._limited.exception("reply_defect", "uplink %s: handling a reply failed (dropped; a defect, "
+                                        "please report)", self._settings.name)
 
     def _malformed(self, reason: str, detail: str) -> None:
         self._stats["malformed"] += 1
@@ -500,6 +510,8 @@ class UplinkClient:
         elif msg.type == MsgType.ERROR:
             code, text = decode_error(msg)
             self._stats["errors_received"] += 1
+            # Both strings come from the central: bounded and printable in our log.
+            code, text = code[:64].encode("unicode_escape").decode(), text[:300].encode("unicode_escape").decode()
             self._limited(logging.ERROR, "error:" + code, "uplink %s: central reports error %s: %s", name, code, text)
         else:
             self._malformed("type", f"{msg.type.name} is not sent by a central")
@@ -743,7 +755,7 @@ class UplinkClient:
         sending: excluded by the sharing rule, or damaged), malformed, last_ack_mono
         (monotonic s or None), state (connecting|up|down|refused|closed), in_flight,
         replaying, boundary_seq, and
-        connects, disconnects, auth_failures, handshake_failures, errors_received,
+        connects, disconnects, auth_failures, handshake_failures, errors_received, reply_errors,
         health_sent, health_acks, unmatched_acks, foreign_acks, bad_rows, flow_restarts."""
         return {**self._stats, "state": self._state, "in_flight": len(self._inflight),
                 "replaying": self.replaying, "boundary_seq": self._boundary}
