@@ -438,10 +438,10 @@ def decode_events(msg: Message) -> list[dict]:
     return events
 
 
-def decode_health(msg: Message) -> dict:
-    """The JSON object of a decoded HEALTH message."""
+def decode_health(msg: Message, max_nodes: int = MAX_JSON_NODES) -> dict:
+    """The JSON object of a decoded HEALTH message (at most ``max_nodes`` values)."""
     _expect(msg, MsgType.HEALTH)
-    health = _parse_json(msg.body, "HEALTH")
+    health = _parse_json(msg.body, "HEALTH", max_nodes)
     if not isinstance(health, dict):
         raise MessageError("json_shape", "HEALTH body is not a JSON object")
     return health
