@@ -383,8 +383,9 @@ class CentralServer:
 
     def _refused(self, reason: str, tower_id: str, user_id: str | None) -> None:
         self._count("refused", reason)
-        self._peer_count(tower_id, "refused." + reason)
         key_tower = user_id.split(" ", 1)[0] if user_id else "?"
+        # An impostor is counted under the tower its key belongs to, not the one it claims.
+        self._peer_count(key_tower if reason == "identity" else tower_id, "refused." + reason)
         what = {
             "identity": f"sent with routing id {tower_id!r} by the key of tower {key_tower!r} (a tower cannot speak "
                         "for another; the key is quarantined)",
@@ -702,6 +703,8 @@ def main(argv: list[str]) -> int:
     worst = sorted(stats["by_peer"].items(), key=lambda kv: -sum(kv[1].values()))[:50]
     if worst:
         log.info("central stopped: refusals per tower: %s", json.dumps(dict(worst), sort_keys=True))
+    if "auth" in stats:
+        log.info("central stopped: handshakes: %s", json.dumps(stats["auth"], sort_keys=True))
     return 0
 
 
