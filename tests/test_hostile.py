@@ -481,3 +481,246 @@ def test_one_allowed_tower_cannot_monopolise_the_central(towerd_exe, tmp_path):
             genuine.ensure_dead()
         central.ensure_dead()
         ctx.destroy(0)
+
+
+# ------------------------------------------------------------------------------ 2. the tower
+
+
+def hostile_replies(stream: bytes) -> list[list[bytes]]:
+    """What a partner central gone bad answers: each entry is the frames of one reply."""
+    deep = 100_000
+    err = icd.MsgType.ERROR
+    return [
+        [header(err, stream_id=0) + b'{"code":' + b"[" * deep + b"]" * deep + b',"message":"m"}'],
+        [header(err, stream_id=0) + b'{"code":"x","message":' + b"{\"a\":" * 2000 + b"1" + b"}" * 2000 + b"}"],
+        [header(err, stream_id=0) + b'{"code":"\\ud800","message":"lone surrogate"}'],
+        [header(err, stream_id=0) + b'{"code":"c\\n\\u001b[31m","message":"' + b"A" * 900_000 + b'"}'],
+        [header(err, stream_id=0) + b'{"code":1,"message":2}'],
+        [header(err, stream_id=0) + b'{"code":"x","message":"m","n":1' + b"0" * 5000 + b"}"],
+        [header(err, stream_id=0) + b'{"code":"central.store_failed","message":"records not stored"}'],
+        [b"\xff" * 100],
+        [header(icd.MsgType.HEALTH_ACK), b"second frame"],
+        [stream[:4] + stream[4:12] + b"\0\0\0\0" + struct.pack("<QQ", 2**64 - 1, 1)],       # ACK, range reversed
+        [b"TW\x01\x81" + stream[4:12] + b"\0\0\0\0" + struct.pack("<QQ", 1, 2**64 - 1)],   # ACK of everything
+        [header(icd.MsgType.HEALTH_ACK) + b"body"],
+        [header(icd.MsgType.TRACKS, 1) + tracks(1, 1)],
+    ]
+
+
+class HostileCentral(threading.Thread):
+    """A partner central gone bad (plain ROUTER in a thread of the test): answers every
+    message a tower sends with every reply of ``hostile_replies``."""
+
+    def __init__(self) -> None:
+        super().__init__(name="hostile-central", daemon=True)
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.ROUTER)
+        self._sock.linger = 0
+        self._sock.bind("tcp://127.0.0.1:*")
+        self.endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+        self.received = 0
+        self.replies = 0
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self._halt.is_set():
+                if not self._sock.poll(50):
+                    continue
+                frames = self._sock.recv_multipart()
+                self.received += 1
+                for reply in hostile_replies(frames[1] if len(frames) > 1 and len(frames[1]) >= 16 else header(1)):
+                    try:
+                        self._sock.send_multipart([frames[0], *reply], zmq.NOBLOCK)
+                        self.replies += 1
+                    except zmq.ZMQError:
+                        pass
+        finally:
+            self._sock.close(0)
+            self._ctx.term()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(10)
+
+
+def hostile_configs(base: str) -> dict[str, str]:
+    """Configurations that used to crash (exit 1) or freeze the loader."""
+    laughs = 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    for i in range(1, 9):
+        laughs += f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]\n"
+    return {
+        "nested 600 deep": base + "threat:\n  zones: " + "[" * 600 + "]" * 600 + "\n",
+        "block mappings 600 deep": base + "".join("  " * i + f"k{i}:\n" for i in range(600)) + "  " * 600 + "v: 1\n",
+        "400-digit number for a float": re.sub(r"latitude_deg: [-0-9.]+", "latitude_deg: 1" + "0" * 400, base),
+        "billion laughs": laughs + base + "threat:\n  zones: *a8\n",
+        "2 MB file": base + "# " + "x" * (2 << 20) + "\n",
+    }
+
+
+def central_events(db: Path, code: str) -> list[dict]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+    try:
+        return [json.loads(j) for (j,) in conn.execute("SELECT json FROM events WHERE code = ?", (code,))]
+    except sqlite3.OperationalError:
+        return []
+    finally:
+        conn.close()
+
+
+def test_tower_survives_a_hostile_partner_central_and_hostile_reloads(towerd_exe, tmp_path, central):
+    """Items 2 and 4: `towerd run` reporting to a genuine central and to a hostile partner
+    keeps reporting, rejects hostile configurations on SIGHUP, and stops cleanly (exit 0,
+    outbox closed) while the partner keeps answering garbage."""
+    hostile = HostileCentral()
+    hostile.start()
+    pty = PtyPair.open()
+    emulator = TiMmwaveEmulator(builtin_scenario("demo"), boresight_azimuth_deg=0.0, position_enu_m=(0.0, 0.0, 10.0),
+                                frame_rate_hz=10.0, rng=np.random.default_rng(3))
+    state = tmp_path / "state"
+    base = demo_config(pty.path, central.endpoint, state).replace(
+        "    plain: true\n", f"    plain: true\n  - name: partner\n    endpoint: {hostile.endpoint}\n    plain: true\n", 1)
+    cfg = tmp_path / "towerd.yaml"
+    cfg.write_text(base)
+    log_path = tmp_path / "daemon.log"
+    with open(log_path, "ab") as fh:
+        daemon = subprocess.Popen([towerd_exe, "run", "--config", str(cfg)], stdout=fh, stderr=subprocess.STDOUT)
+    emulator.start(pty)
+    db = central.db_path
+    try:
+        wait_for(lambda: central_events(db, "daemon.started"), 30, "the daemon's first report")
+        wait_for(lambda: hostile.replies >= 100, 30, "hostile replies reaching the tower")
+        n = count_rows(db, "tx-demo-001") if db.exists() else 0
+        wait_for(lambda: count_rows(db, "tx-demo-001") > n + 5, 20, "tracks still flowing to the genuine central")
+        assert daemon.poll() is None, log_path.read_text()[-3000:]
+
+        for i, (name, text) in enumerate(hostile_configs(base).items(), start=1):
+            cfg.write_text(text)
+            t0 = time.monotonic()
+            daemon.send_signal(signal.SIGHUP)
+            wait_for(lambda: len(central_events(db, "config.rejected")) >= i, 10, f"reload of {name} rejected")
+            assert daemon.poll() is None, (name, log_path.read_text()[-3000:])
+            print(f"{name}: rejected in {time.monotonic() - t0:.2f} s")
+        problems = [e["problems"] for e in central_events(db, "config.rejected")]
+        assert any("nesting deeper than" in p for ps in problems for p in ps), problems
+        assert any("aliases are expanded" in p for ps in problems for p in ps), problems
+        assert any("out of range for a number" in p for ps in problems for p in ps), problems
+        assert any("larger than" in p for ps in problems for p in ps), problems
+        n = count_rows(db, "tx-demo-001")
+        wait_for(lambda: count_rows(db, "tx-demo-001") > n + 5, 20, "tracks after the rejected reloads")
+
+        daemon.terminate()   # the partner keeps answering garbage during the stop's flush
+        assert daemon.wait(30) == 0, log_path.read_text()[-3000:]
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+            daemon.wait()
+        emulator.stop()
+        pty.close()
+        hostile.stop()
+    text = log_path.read_text()
+    assert "stopped" in text.splitlines()[-1], text[-2000:]
+    assert "Traceback" not in text, text[-5000:]
+    assert "central reports error" in text     # the partner's replies were read, and logged
+    # The outbox was closed: its WAL checkpointed away, and it opens clean.
+    assert not (state / "outbox.sqlite-wal").exists() or (state / "outbox.sqlite-wal").stat().st_size == 0
+    conn = sqlite3.connect(state / "outbox.sqlite")
+    try:
+        assert conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+    finally:
+        conn.close()
+    # The genuine central got every record, nothing missing.
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        seqs = sorted(s for (s,) in conn.execute("SELECT seq FROM tracks UNION ALL SELECT seq FROM events"))
+        lat = [(rx - t) / 1e6 for rx, t in conn.execute("SELECT received_us, time_us FROM tracks")]
+    finally:
+        conn.close()
+    assert seqs == list(range(1, len(seqs) + 1)), "a gap at the genuine central"
+    assert max(lat) < LATENCY_BOUND_S, max(lat)
+
+
+def test_hostile_configuration_exits_78_and_is_refused_by_check_config(towerd_exe, tmp_path):
+    """Every hostile configuration: `towerd run` exits 78 (no restart loop) and
+    `check-config` says why (exit 1; every other case: the loader is the same), without
+    a traceback, in seconds (all started at once: each costs a Python start-up)."""
+    base = demo_config("/dev/null", "tcp://127.0.0.1:9", tmp_path / "state")
+    procs = []
+    for i, (name, text) in enumerate(hostile_configs(base).items()):
+        cfg = tmp_path / f"bad{i}.yaml"
+        cfg.write_text(text)
+        commands = [["run", "--config", str(cfg)]] + ([["check-config", str(cfg)]] if i % 2 == 0 else [])
+        for cmd in commands:
+            procs.append((name, cmd[0], subprocess.Popen([towerd_exe, *cmd], stdout=subprocess.PIPE,
+                                                         stderr=subprocess.PIPE, text=True)))
+    t0 = time.monotonic()
+    for name, what, proc in procs:
+        _out, err = proc.communicate(timeout=60)
+        assert proc.returncode == (78 if what == "run" else 1), (name, what, err[-2000:])
+        assert "Traceback" not in err, (name, what, err[-2000:])
+        assert "rejected" in err or "invalid" in err, (name, what, err[-2000:])
+    assert time.monotonic() - t0 < 30
+
+
+# ------------------------------------------------------------------------------ 3. descriptors
+
+
+def test_descriptor_exhaustion_neither_stops_nor_revokes(towerd_exe, tmp_path):
+    """Item 3: RLIMIT_NOFILE 128 on the central, ~1,100 plain TCP connections without a
+    key, an allow-list change while the descriptors are gone, and the allow-list
+    directory missing for a while: the central logs the exhaustion, keeps its last good
+    allow-list, the connected tower keeps flowing, and new connections are admitted
+    once the idle ones are closed by the handshake timeout (2 s here)."""
+    site = Site(tmp_path / "keys")
+    central = Central(towerd_exe, tmp_path, site, plain=False, nofile=128)
+    genuine = None
+    ctx = zmq.Context()
+    conns: list[socket.socket] = []
+    try:
+        genuine = GenuineTower(tmp_path, site, central.endpoint, plain=False)
+        wait_for(lambda: genuine_rows(central.db), 20, "the genuine tower's first records")
+        for _ in range(1100):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", central.port))
+            conns.append(s)
+        wait_for(lambda: "descriptors in use" in central.log(), 10, "the exhaustion logged")
+        other = keys.generate_keypair(tmp_path / "keys" / "other", "tower")
+        keys.allow_tower("tx-other", other.public_file, site.allow)   # a reload while exhausted
+        n = len(genuine_rows(central.db))
+        wait_for(lambda: len(genuine_rows(central.db)) > n + 200, 10, "the connected tower flowing while exhausted")
+        assert central.proc.poll() is None, central.log()[-3000:]
+        for s in conns:
+            s.close()
+        conns.clear()
+        # Descriptors back: the change made while they were gone is read now.
+        wait_for(lambda: re.search(r"allow-list .*: 3 tower keys", central.log()), 15, "the allow-list re-read")
+
+        # The directory gone for a while: not a revocation either.
+        failures = central.log().count("keeping the last good list")
+        moved = site.allow.with_name("allow.away")
+        site.allow.rename(moved)
+        wait_for(lambda: central.log().count("keeping the last good list") > failures, 10, "the failed reload logged")
+        n = len(genuine_rows(central.db))
+        wait_for(lambda: len(genuine_rows(central.db)) > n + 100, 10, "the tower flowing without the directory")
+        moved.rename(site.allow)
+
+        # Room again: a new connection with an allowed key is admitted.
+        fresh = curve_dealer(ctx, central.endpoint, "tx-other", site, pair=other)
+        assert handshake_done(fresh, timeout_s=15), central.log()[-3000:]
+        fresh.close(0)
+        worst = assert_genuine_delivered(genuine, central.db, [])
+        genuine = None
+        counts = central.stop()
+        log_text = central.log()
+        assert GENUINE not in counts, counts
+        assert not re.search(r"allow-list .*: 0 tower keys", log_text), log_text[-3000:]
+        assert "Traceback" not in log_text
+        print(f"worst genuine latency {worst * 1000:.0f} ms while descriptors were exhausted")
+    finally:
+        for s in conns:
+            s.close()
+        if genuine is not None:
+            genuine.ensure_dead()
+        central.ensure_dead()
+        ctx.destroy(0)
