@@ -724,3 +724,42 @@ def test_descriptor_exhaustion_neither_stops_nor_revokes(towerd_exe, tmp_path):
             genuine.ensure_dead()
         central.ensure_dead()
         ctx.destroy(0)
+
+
+# ------------------------------------------------------------------------------ bounds in-process
+
+
+def test_claimed_ids_keep_bounded_state_and_bad_limits_exit_78(tmp_path, caplog):
+    """With --plain anyone may claim any tower id: the state kept per id (counters, rates,
+    last HEALTH) is bounded by max_peers, and the log by its per-reason rate."""
+    from towerd.central.limits import CentralLimits
+    from towerd.central.server import CentralServer, main
+
+    srv = CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite", plain=True, limits=CentralLimits(max_peers=16))
+    ctx = zmq.Context()
+    socks = []
+    try:
+        for i in range(100):
+            s = curve_dealer(ctx, srv.bound_endpoint, f"tx-claim-{i:03d}", None)
+            s.send(icd.encode_health(STREAM, {"i": i}))
+            s.send(header(icd.MsgType.TRACKS, 1, magic=b"XX"))
+            socks.append(s)
+        deadline = time.monotonic() + 10
+        while srv.stats["health_received"] < 100 and time.monotonic() < deadline:
+            srv.poll_once(50)
+        stats = srv.stats
+        assert stats["health_received"] == 100 and stats["malformed"] == 100, stats
+        assert len(srv.health) <= 16 and len(stats["by_peer"]) <= 16, stats
+        assert stats["peers_forgotten"] >= 84
+        assert sum("dropped malformed message" in r.getMessage() for r in caplog.records) <= 2
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+        srv.close()
+    bad = tmp_path / "limits.yaml"
+    bad.write_text("records_per_s: -1\nrecods: 2\n")
+    assert main(["--bind", "tcp://127.0.0.1:*", "--db", str(tmp_path / "d.sqlite"), "--plain", "--limits",
+                 str(bad)]) == 78
+    assert main(["--bind", "tcp://127.0.0.1:*", "--db", str(tmp_path / "d.sqlite"), "--plain",
+                 "--records-per-s", "0"]) == 78
