@@ -780,3 +780,51 @@ def test_claimed_ids_keep_bounded_state_and_bad_limits_exit_78(tmp_path, caplog)
                  str(bad)]) == 78
     assert main(["--bind", "tcp://127.0.0.1:*", "--db", str(tmp_path / "d.sqlite"), "--plain",
                  "--records-per-s", "0"]) == 78
+
+
+def test_a_tower_over_its_rate_is_slowed_not_dropped(tmp_path):
+    """records_per_s 100: of three 100-record messages the first is stored and ACKed at
+    once, the others one second apart (ManualClock); a copy sent again while held back
+    is not held twice; past max_deferred_bytes the message is refused unacknowledged
+    with ERROR central.busy."""
+    from towerd.central.limits import CentralLimits
+    from towerd.central.server import CentralServer
+    from towerd.clock import ManualClock
+
+    clock = ManualClock()
+    limits = CentralLimits(records_per_s=100.0, max_deferred_bytes=3 * (16 + 80 * 100))
+    srv = CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite", plain=True, clock=clock, limits=limits)
+    ctx = zmq.Context()
+    sock = curve_dealer(ctx, srv.bound_endpoint, GENUINE, None)
+
+    def acks(n: int, timeout_s: float = 5.0) -> list[tuple]:
+        got: list[tuple] = []
+        deadline = time.monotonic() + timeout_s
+        while len(got) < n and time.monotonic() < deadline:
+            srv.poll_once(20)
+            while sock.poll(0):
+                msg = icd.decode(sock.recv())
+                got.append(icd.decode_ack(msg) if msg.type == icd.MsgType.ACK else icd.decode_error(msg))
+        return got
+
+    try:
+        frames = [header(icd.MsgType.TRACKS, 100) + tracks(1 + 100 * i, 100) for i in range(5)]
+        for f in frames[:3]:
+            sock.send(f)
+        sock.send(frames[1])                      # sent again while held back
+        assert acks(1) == [(1, 100)]
+        assert srv.stats["deferred"] == 2 and acks(1, 0.3) == []   # nothing more until the clock moves
+        for f in frames[3:]:
+            sock.send(f)                          # the 5th is beyond max_deferred_bytes
+        assert acks(1) == [("central.busy", "over this tower's rates; not stored, send again")]
+        clock.advance(1.0)
+        assert acks(1) == [(101, 200)]
+        clock.advance(1.0)
+        assert acks(1) == [(201, 300)]
+        clock.advance(1.0)
+        assert acks(1) == [(301, 400)]
+        assert srv.store.count_tracks() == 400 and srv.stats["busy"] == 1
+    finally:
+        sock.close(0)
+        ctx.term()
+        srv.close()
