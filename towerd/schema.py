@@ -22,11 +22,14 @@ import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from towerd.errors import ConfigError
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -332,6 +335,22 @@ def _children(node: Node) -> list[Node]:
     if isinstance(node, SequenceNode):
         return list(node.value)
     return []
+
+
+def read_config_text(path: str | Path, max_bytes: int) -> tuple[str, bytes]:
+    """The UTF-8 text and the bytes of a configuration file of at most ``max_bytes``
+    (only that much is ever read); ConfigError naming the file otherwise."""
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > max_bytes:
+        raise ConfigError(f"{path}: larger than {max_bytes} bytes; not a configuration file")
+    try:
+        return raw.decode("utf-8"), raw
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
 
 
 def compose(text: str, filename: str) -> tuple[Node | None, list[Problem]]:

@@ -7,8 +7,9 @@ may change the defaults and give single towers their own values in a YAML file
 (``towerd central --limits FILE``), validated like towerd's own configuration (unknown
 keys, wrong types and out-of-range values are errors: exit 78)::
 
-    max_message_bytes: 6291456
-    records_per_s: 20000
+    default:
+      max_message_bytes: 6291456
+      records_per_s: 20000
     towers:
       - tower: tx-lrd-014
         records_per_s: 50000
@@ -22,11 +23,12 @@ again) and answered with ERROR ``central.busy``.
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
 from towerd.errors import ConfigError
-from towerd.schema import INVALID, Validator, compose, spec
+from towerd.schema import INVALID, Validator, compose, read_config_text, spec
 
 MAX_LIMITS_FILE_BYTES = 1 << 20
 
@@ -73,33 +75,19 @@ class TowerLimits:
     handshakes_per_s: float = _limit("handshakes_per_s")
 
 
-@dataclass(frozen=True)
-class TowerOverride:
-    """Limits of one tower that differ from the defaults."""
-
-    tower: str = spec(doc="tower id", pattern=r"[A-Za-z0-9._-]{1,64}")
-    max_message_bytes: int | None = _limit("max_message_bytes", True)
-    max_event_bytes: int | None = _limit("max_event_bytes", True)
-    max_health_bytes: int | None = _limit("max_health_bytes", True)
-    max_health_values: int | None = _limit("max_health_values", True)
-    records_per_s: float | None = _limit("records_per_s", True)
-    bytes_per_s: float | None = _limit("bytes_per_s", True)
-    max_deferred_bytes: int | None = _limit("max_deferred_bytes", True)
-    handshakes_per_s: float | None = _limit("handshakes_per_s", True)
+TowerOverride = dataclasses.make_dataclass(
+    "TowerOverride",
+    [("tower", str, spec(doc="tower id", pattern=r"[A-Za-z0-9._-]{1,64}"))]
+    + [(name, typing.get_type_hints(TowerLimits)[name] | None, _limit(name, True)) for name in _PER_TOWER],
+    frozen=True)
+TowerOverride.__doc__ = "Limits of one tower that differ from the defaults (the others: None)."
 
 
 @dataclass(frozen=True)
 class CentralLimits:
     """Defaults for every tower, overrides per tower, and the central's own bounds."""
 
-    max_message_bytes: int = _limit("max_message_bytes")
-    max_event_bytes: int = _limit("max_event_bytes")
-    max_health_bytes: int = _limit("max_health_bytes")
-    max_health_values: int = _limit("max_health_values")
-    records_per_s: float = _limit("records_per_s")
-    bytes_per_s: float = _limit("bytes_per_s")
-    max_deferred_bytes: int = _limit("max_deferred_bytes")
-    handshakes_per_s: float = _limit("handshakes_per_s")
+    default: TowerLimits = spec(TowerLimits(), doc="every tower's limits, unless listed under towers")
     towers: tuple[TowerOverride, ...] = spec((), doc="towers with limits of their own")
     max_peers: int = spec(4096, doc="claimed tower ids whose counters, rates and last HEALTH are kept (the "
                           "least recently heard are forgotten beyond it; with CURVE the allow-list bounds them)",
@@ -119,11 +107,8 @@ class CentralLimits:
         if len(names) != len(set(names)):
             raise ValueError("a tower is listed twice under towers")
 
-    def default(self) -> TowerLimits:
-        return TowerLimits(**{f.name: getattr(self, f.name) for f in dataclasses.fields(TowerLimits)})
-
     def for_tower(self, tower_id: str) -> TowerLimits:
-        base = self.default()
+        base = self.default
         for override in self.towers:
             if override.tower == tower_id:
                 changes = {f.name: getattr(override, f.name) for f in dataclasses.fields(TowerLimits)
@@ -134,24 +119,14 @@ class CentralLimits:
     @property
     def largest_message_bytes(self) -> int:
         """The socket's MAXMSGSIZE: the largest any tower may send."""
-        return max([self.max_message_bytes] + [o.max_message_bytes for o in self.towers
+        return max([self.default.max_message_bytes] + [o.max_message_bytes for o in self.towers
                                                 if o.max_message_bytes is not None])
 
 
 def load_limits(path: str | Path) -> CentralLimits:
     """Read and validate a limits file; ConfigError (every problem, located) otherwise."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_LIMITS_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_LIMITS_FILE_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_LIMITS_FILE_BYTES} bytes")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    text, _raw = read_config_text(path, MAX_LIMITS_FILE_BYTES)
     root, problems = compose(text, str(path))
     if problems:
         raise ConfigError([p.format(str(path)) for p in problems])

@@ -644,7 +644,7 @@ def main(argv: list[str]) -> int:
                         "re-read when it changes and on SIGHUP")
     parser.add_argument("--plain", action="store_true", help="no CURVE: plain TCP, for lab and demo links only")
     parser.add_argument("--limits", metavar="FILE", help="YAML file of per-tower limits (docs/protocol.md "
-                        "\"Limits\"); the options below override its defaults")
+                        "\"Limits\"); the options below override its default section")
     parser.add_argument("--max-message-bytes", type=int, metavar="N", help="largest message a tower may send "
                         "(default 6 MiB)")
     parser.add_argument("--records-per-s", type=float, metavar="R", help="records a tower may store per second; "
@@ -660,11 +660,11 @@ def main(argv: list[str]) -> int:
                                                      ("records_per_s", args.records_per_s),
                                                      ("bytes_per_s", args.bytes_per_s)) if value is not None}
         for name, value in overrides.items():
-            meta = next(f.metadata for f in dataclasses.fields(CentralLimits) if f.name == name)
+            meta = next(f.metadata for f in dataclasses.fields(TowerLimits) if f.name == name)
             if not meta["lo"] <= value <= meta["hi"]:
                 raise ConfigError(f"--{name.replace('_', '-')} {value:g} is out of range, expected "
                                   f"{meta['lo']:g}..{meta['hi']:g}")
-        limits = dataclasses.replace(limits, **overrides)
+        limits = dataclasses.replace(limits, default=dataclasses.replace(limits.default, **overrides))
         server = CentralServer(args.bind, args.db, plain=args.plain, server_secret_key_file=args.secret_key,
                                allow_dir=args.allow_dir, limits=limits)
     except ConfigError as exc:
@@ -689,7 +689,7 @@ def main(argv: list[str]) -> int:
     soft, hard = _raise_nofile()
     log.info("central listening on %s (%s); descriptor limit %d (hard %d); per tower: %d-byte messages, %g "
              "records/s, %g bytes/s", server.bound_endpoint, "plain" if args.plain else "CURVE", soft, hard,
-             limits.max_message_bytes, limits.records_per_s, limits.bytes_per_s)
+             limits.default.max_message_bytes, limits.default.records_per_s, limits.default.bytes_per_s)
     try:
         server.serve_forever(stop, reload)
     finally:
