@@ -4,9 +4,18 @@ Used for lab links, demos and tests; the production central is built by another 
 against the same ICD. Per message: decode, store in one committed SQLite transaction,
 and only then ACK with the message's first and last seq and the same stream_id. HEALTH
 is answered with HEALTH_ACK and only the last one per tower is kept (in memory). A
-malformed message is dropped, counted per reason and logged at most once per second per
-reason; it never stops the server. If the store fails, nothing is acknowledged (the tower
-sends again) and the tower gets an ERROR ``central.store_failed``.
+malformed message is dropped, counted per reason and per tower, answered with ERROR
+``malformed.<reason>`` and logged at most once per second per reason; it never stops the
+server (a last-resort guard per message turns a defect into a logged traceback and a
+count). If the store fails, nothing is acknowledged (the tower sends again) and the
+tower gets an ERROR ``central.store_failed``.
+
+Limits per tower (:mod:`towerd.central.limits`): largest message, event and HEALTH
+sizes, records and bytes per second into the store (a tower over its rates has its
+messages held back and acknowledged later; only past a bound are they refused,
+unacknowledged, with ERROR ``central.busy``), CURVE handshakes per second; and for the
+central: the state kept per claimed tower id, the handshake timeout, the per-connection
+receive queue, the log rate.
 
 Security (the default): CURVE. The server's secret key comes from a zmq certificate file
 (mode 0600, checked like a tower's); tower public keys from an allow-list directory of
@@ -55,6 +64,7 @@ from towerd.icd import (
     FLAG_REPLAY,
     HEADER_SIZE,
     TOWER_ID_RE,
+    Message,
     MessageError,
     MsgType,
     decode,
@@ -92,7 +102,7 @@ class _Peer:
         self.limits = limits
         self.records = TokenBucket(limits.records_per_s, now)
         self.bytes = TokenBucket(limits.bytes_per_s, now)
-        self.deferred: deque[tuple] = deque()
+        self.deferred: deque[_Held] = deque()
         self.deferred_bytes = 0
         self.deferred_keys: set[tuple[int, int, int]] = set()
         self.health: dict | None = None
@@ -104,8 +114,26 @@ class _Peer:
     def wait_s(self, now: float) -> float:
         if not self.deferred:
             return 0.0
-        item = self.deferred[0]
-        return max(self.records.wait_s(item[3], now), self.bytes.wait_s(item[4], now))
+        held = self.deferred[0]
+        return max(self.records.wait_s(held.records, now), self.bytes.wait_s(held.size, now))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Held:
+    """A decoded TRACKS or EVENTS message waiting to be stored and acknowledged."""
+
+    rid: bytes
+    tower_id: str
+    msg: Message
+    payload: object  # TRACKS records (ndarray) or EVENTS objects (list of dicts)
+    records: int
+    size: int
+    first: int
+    last: int
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.msg.stream_id, self.first, self.last)
 
 
 class CentralServer:
@@ -449,7 +477,7 @@ class CentralServer:
             stream_id = int.from_bytes(data[4:12], "little") if len(data) >= HEADER_SIZE else 0
             self._malformed(getattr(exc, "reason", "decode"), tower_id, str(exc), rid, stream_id)
 
-    def _on_records(self, rid: bytes, tower_id: str, msg, payload) -> None:
+    def _on_records(self, rid: bytes, tower_id: str, msg: Message, payload) -> None:
         """TRACKS (records) or EVENTS (objects) that decoded: store and ACK now, or hold
         back while the tower is over its rates."""
         if msg.type == MsgType.TRACKS:
@@ -461,17 +489,15 @@ class CentralServer:
             return
         peer = self._peer(tower_id)
         now = self._clock.monotonic()
-        size = len(msg.body) + HEADER_SIZE
-        item = (rid, tower_id, msg, len(payload), size, payload, (msg.stream_id, first, last))
-        if not peer.deferred and peer.ready(len(payload), size, now):
-            self._store_item(peer, item)
+        held = _Held(rid, tower_id, msg, payload, len(payload), len(msg.body) + HEADER_SIZE, first, last)
+        if not peer.deferred and peer.ready(held.records, held.size, now):
+            self._store_held(peer, held)
             return
-        key = item[6]
-        if key in peer.deferred_keys:
-            self._stats["duplicates"] += len(payload)
+        if held.key in peer.deferred_keys:
+            self._stats["duplicates"] += held.records
             return  # sent again while held back: the ACK comes when the first copy is stored
-        if (peer.deferred_bytes + size > peer.limits.max_deferred_bytes
-                or self._deferred_total + size > self._limits.total_deferred_bytes):
+        if (peer.deferred_bytes + held.size > peer.limits.max_deferred_bytes
+                or self._deferred_total + held.size > self._limits.total_deferred_bytes):
             self._stats["busy"] += 1
             peer.counts["busy"] = peer.counts.get("busy", 0) + 1
             self._limited(logging.WARNING, "busy", "central: %s is over its rates (%g records/s, %g bytes/s) with "
@@ -480,10 +506,10 @@ class CentralServer:
             self._reply(rid, tower_id, encode_error(msg.stream_id, "central.busy",
                                                     "over this tower's rates; not stored, send again"))
             return
-        peer.deferred.append(item)
-        peer.deferred_keys.add(key)
-        peer.deferred_bytes += size
-        self._deferred_total += size
+        peer.deferred.append(held)
+        peer.deferred_keys.add(held.key)
+        peer.deferred_bytes += held.size
+        self._deferred_total += held.size
         self._deferring.add(tower_id)
         self._stats["deferred"] += 1
         self._limited(logging.INFO, "deferred", "central: %s is over its rates (%g records/s, %g bytes/s): its "
@@ -493,13 +519,13 @@ class CentralServer:
     def _drain_deferred(self, now: float) -> None:
         for tower_id in list(self._deferring):
             peer = self._peers[tower_id]
-            while peer.deferred and peer.ready(peer.deferred[0][3], peer.deferred[0][4], now):
-                item = peer.deferred.popleft()
-                peer.deferred_keys.discard(item[6])
-                peer.deferred_bytes -= item[4]
-                self._deferred_total -= item[4]
+            while peer.deferred and peer.ready(peer.deferred[0].records, peer.deferred[0].size, now):
+                held = peer.deferred.popleft()
+                peer.deferred_keys.discard(held.key)
+                peer.deferred_bytes -= held.size
+                self._deferred_total -= held.size
                 try:
-                    self._store_item(peer, item)
+                    self._store_held(peer, held)
                 except Exception:
                     self._stats["internal_errors"] += 1
                     self._limited.exception("internal", "central: storing a held-back message from %s failed "
@@ -507,28 +533,28 @@ class CentralServer:
             if not peer.deferred:
                 self._deferring.discard(tower_id)
 
-    def _store_item(self, peer: _Peer, item: tuple) -> None:
-        rid, tower_id, msg, n, size, payload, (stream_id, first, last) = item
-        peer.records.spend(n)
-        peer.bytes.spend(size)
+    def _store_held(self, peer: _Peer, held: _Held) -> None:
+        peer.records.spend(held.records)
+        peer.bytes.spend(held.size)
+        msg, tower_id, stream_id = held.msg, held.tower_id, held.msg.stream_id
         replay = bool(msg.flags & FLAG_REPLAY)
         try:
             if msg.type == MsgType.TRACKS:
-                new = self._store.store_tracks(tower_id, stream_id, payload, replay)
+                new = self._store.store_tracks(tower_id, stream_id, held.payload, replay)
             else:
-                new = self._store.store_events(tower_id, stream_id, payload, replay)
+                new = self._store.store_events(tower_id, stream_id, held.payload, replay)
         except OutboxError as exc:
-            self._store_failed(rid, tower_id, stream_id, exc)
+            self._store_failed(held.rid, tower_id, stream_id, exc)
             return
         self._stats["stored_tracks" if msg.type == MsgType.TRACKS else "stored_events"] += new
-        self._stats["duplicates"] += n - new
+        self._stats["duplicates"] += held.records - new
         if msg.type == MsgType.EVENTS:
-            for ev in payload:
+            for ev in held.payload:
                 if ev["code"] == "outbox.dropped":
                     self._limited(logging.WARNING, "dropped", "central: tower %s announces %s records lost from "
                                   "its full outbox, seq %s..%s", tower_id, str(ev.get("count"))[:40],
                                   str(ev.get("first_seq"))[:40], str(ev.get("last_seq"))[:40])
-        self._ack(rid, tower_id, stream_id, first, last)
+        self._ack(held.rid, tower_id, stream_id, held.first, held.last)
 
     def _store_failed(self, rid: bytes, tower_id: str, stream_id: int, exc: Exception) -> None:
         self._stats["store_errors"] += 1
