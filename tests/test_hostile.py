@@ -748,18 +748,20 @@ def test_descriptor_exhaustion_neither_stops_nor_revokes(towerd_exe, tmp_path):
 
 
 def test_claimed_ids_keep_bounded_state_and_bad_limits_exit_78(tmp_path, caplog):
-    """With --plain anyone may claim any tower id: the state kept per id (counters, rates,
-    last HEALTH) is bounded by max_peers, and the log by its per-reason rate."""
+    """With --plain anyone may claim any tower id: the state kept per id (counters, rates)
+    is bounded by max_peers, the last HEALTH bodies by total_health_bytes, and the log by
+    its per-reason rate."""
     from towerd.central.limits import CentralLimits
     from towerd.central.server import CentralServer, main
 
-    srv = CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite", plain=True, limits=CentralLimits(max_peers=16))
+    srv = CentralServer("tcp://127.0.0.1:*", tmp_path / "c.sqlite", plain=True,
+                        limits=CentralLimits(max_peers=16, total_health_bytes=1000))
     ctx = zmq.Context()
     socks = []
     try:
         for i in range(100):
             s = curve_dealer(ctx, srv.bound_endpoint, f"tx-claim-{i:03d}", None)
-            s.send(icd.encode_health(STREAM, {"i": i}))
+            s.send(icd.encode_health(STREAM, {"i": i, "pad": "x" * 80}))
             s.send(header(icd.MsgType.TRACKS, 1, magic=b"XX"))
             socks.append(s)
         deadline = time.monotonic() + 10
@@ -767,8 +769,9 @@ def test_claimed_ids_keep_bounded_state_and_bad_limits_exit_78(tmp_path, caplog)
             srv.poll_once(50)
         stats = srv.stats
         assert stats["health_received"] == 100 and stats["malformed"] == 100, stats
-        assert len(srv.health) <= 16 and len(stats["by_peer"]) <= 16, stats
-        assert stats["peers_forgotten"] >= 84
+        assert len(stats["by_peer"]) <= 16 and stats["peers_forgotten"] >= 84, stats
+        kept = srv.health   # the newest HEALTH bodies within 1000 bytes (about 100 bytes each)
+        assert 5 <= len(kept) <= 10 and kept["tx-claim-099"]["i"] == 99, kept.keys()
         assert sum("dropped malformed message" in r.getMessage() for r in caplog.records) <= 2
     finally:
         for s in socks:

@@ -92,6 +92,8 @@ class CentralLimits:
     max_peers: int = spec(4096, doc="claimed tower ids whose counters, rates and last HEALTH are kept (the "
                           "least recently heard are forgotten beyond it; with CURVE the allow-list bounds them)",
                           lo=16, hi=1_000_000)
+    total_health_bytes: int = spec(16 * 1024 * 1024, doc="the last HEALTH of every tower together (the least "
+                                   "recently received are forgotten beyond it)", unit="bytes", lo=0, hi=1 << 34)
     total_deferred_bytes: int = spec(64 * 1024 * 1024, doc="messages held back by rates, all towers together",
                                      unit="bytes", lo=0, hi=1 << 36)
     handshake_timeout_s: float = spec(10.0, doc="a connection that has not completed its ZMTP/CURVE handshake "

@@ -96,7 +96,7 @@ class _Peer:
     """What the central keeps per claimed tower id: its limits and rate buckets, the
     messages its rates hold back, its last HEALTH and its refusal counts."""
 
-    __slots__ = ("limits", "records", "bytes", "deferred", "deferred_bytes", "deferred_keys", "health", "counts")
+    __slots__ = ("limits", "records", "bytes", "deferred", "deferred_bytes", "deferred_keys", "counts")
 
     def __init__(self, limits: TowerLimits, now: float) -> None:
         self.limits = limits
@@ -105,7 +105,6 @@ class _Peer:
         self.deferred: deque[_Held] = deque()
         self.deferred_bytes = 0
         self.deferred_keys: set[tuple[int, int, int]] = set()
-        self.health: dict | None = None
         self.counts: dict[str, int] = {}
 
     def ready(self, records: int, size: int, now: float) -> bool:
@@ -164,6 +163,8 @@ class CentralServer:
         self._limits = limits if limits is not None else CentralLimits()
         self._limited = RateLimitedLog(log, self._clock, self._limits.log_interval_s)
         self._peers: OrderedDict[str, _Peer] = OrderedDict()
+        self._health: OrderedDict[str, bytes] = OrderedDict()
+        self._health_bytes = 0
         self._deferring: set[str] = set()
         self._deferred_total = 0
         self._fd_short = False
@@ -187,6 +188,7 @@ class CentralServer:
             "busy": 0,
             "fd_exhausted": 0,
             "peers_forgotten": 0,
+            "health_forgotten": 0,
         }
         self._closed = False
         curve_keys = None
@@ -255,8 +257,9 @@ class CentralServer:
 
     @property
     def health(self) -> dict[str, dict]:
-        """The last HEALTH object received from each tower (a copy)."""
-        return {tid: p.health for tid, p in self._peers.items() if p.health is not None}
+        """The last HEALTH object received from each tower (decoded from the body kept;
+        the least recently received are forgotten beyond ``total_health_bytes``)."""
+        return {tid: json.loads(body) for tid, body in self._health.items()}
 
     @property
     def limits(self) -> CentralLimits:
@@ -269,7 +272,7 @@ class CentralServer:
         duplicates, acks_sent, health_received, unroutable, reply_dropped, store_errors,
         internal_errors (messages a defect failed on: dropped, logged with traceback),
         deferred (messages held back by a tower's rates), busy (refused: its queue of held
-        back messages was full), fd_exhausted (times descriptors ran short), peers_forgotten, ``by_peer`` ({tower id: {reason: n}}
+        back messages was full), fd_exhausted (times descriptors ran short), peers_forgotten, health_forgotten, ``by_peer`` ({tower id: {reason: n}}
         for malformed, refused, busy and internal errors), and ``auth`` (the ZAP
         handler's counters) with CURVE."""
         out = {**self._stats, "malformed_by_reason": dict(self._stats["malformed_by_reason"]),
@@ -389,6 +392,17 @@ class CentralServer:
         peer = self._peers[tower_id] = _Peer(self._limits.for_tower(tower_id), self._clock.monotonic())
         return peer
 
+    def _keep_health(self, tower_id: str, body: bytes) -> None:
+        """Keep the last HEALTH body per tower, all of them within total_health_bytes
+        (raw bytes: a parsed object would cost ten times as much)."""
+        old = self._health.pop(tower_id, None)
+        self._health_bytes += len(body) - (len(old) if old is not None else 0)
+        self._health[tower_id] = body
+        while self._health_bytes > self._limits.total_health_bytes and len(self._health) > 1:
+            _tid, dropped = self._health.popitem(last=False)
+            self._health_bytes -= len(dropped)
+            self._stats["health_forgotten"] += 1
+
     def _peer_count(self, tower_id: str, reason: str) -> None:
         peer = self._peer(tower_id)
         peer.counts[reason] = peer.counts.get(reason, 0) + 1
@@ -467,8 +481,8 @@ class CentralServer:
                                            f"send {limits.max_event_bytes}")
                 self._on_records(rid, tower_id, msg, events)
             elif msg.type == MsgType.HEALTH:
-                health = decode_health(msg, max_nodes=limits.max_health_values)
-                self._peer(tower_id).health = health
+                decode_health(msg, max_nodes=limits.max_health_values)
+                self._keep_health(tower_id, msg.body)
                 self._stats["health_received"] += 1
                 self._reply(rid, tower_id, encode_health_ack(msg.stream_id))
             else:
