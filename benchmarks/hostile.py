@@ -76,7 +76,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _window(pid: int, endpoint: str, box: Outbox, uplink: UplinkClient, flood: zmq.Socket, rate: float,
+def _window(pid: int, box: Outbox, uplink: UplinkClient, flood: zmq.Socket, rate: float,
             seconds: float, clock: SystemClock) -> tuple[float, int]:
     """Run one window; returns (central CPU % of a core, malformed messages sent)."""
     cases = _malformed()
@@ -132,11 +132,11 @@ def run(quick: bool) -> Section:
             deadline = time.monotonic() + 30
             while not db.exists() and time.monotonic() < deadline:
                 uplink.poll(50)
-            _window(central.pid, endpoint, box, uplink, flood, 0.0, 1.0, clock)   # warm-up
+            _window(central.pid, box, uplink, flood, 0.0, 1.0, clock)   # warm-up
             for _ in range(runs):
                 for rate in RATES:
                     start_us = clock.utc_us()
-                    results[rate].append(_window(central.pid, endpoint, box, uplink, flood, rate, seconds, clock))
+                    results[rate].append(_window(central.pid, box, uplink, flood, rate, seconds, clock))
                     settle = time.monotonic() + 2.0
                     while box.pending_count() and time.monotonic() < settle:
                         uplink.poll(10)

@@ -594,7 +594,8 @@ def test_tower_survives_a_hostile_partner_central_and_hostile_reloads(towerd_exe
                                 frame_rate_hz=10.0, rng=np.random.default_rng(3))
     state = tmp_path / "state"
     base = demo_config(pty.path, central.endpoint, state).replace(
-        "    plain: true\n", f"    plain: true\n  - name: partner\n    endpoint: {hostile.endpoint}\n    plain: true\n", 1)
+        "    plain: true\n",
+        f"    plain: true\n  - name: partner\n    endpoint: {hostile.endpoint}\n    plain: true\n", 1)
     cfg = tmp_path / "towerd.yaml"
     cfg.write_text(base)
     log_path = tmp_path / "daemon.log"
@@ -832,3 +833,39 @@ def test_a_tower_over_its_rate_is_slowed_not_dropped(tmp_path):
         sock.close(0)
         ctx.term()
         srv.close()
+
+
+def test_stop_closes_the_outbox_even_when_an_uplink_keeps_raising(tmp_path):
+    """Item 2's second half: whatever raised in the loop raises again while the stop
+    flushes; the stop still closes the uplinks, and the outbox, whose every committed
+    record is still there at the next start."""
+    from towerd.config import LoadedConfig, parse_config
+    from towerd.daemon import Daemon
+    from towerd.outbox.sqlite import Outbox
+    from towerd.uplink.client import UplinkClient
+
+    class Broken(UplinkClient):
+        """A real uplink whose reply handling has a defect the per-reply guard missed."""
+
+        def poll(self, timeout_ms: int = 0) -> None:
+            raise RuntimeError("defect in reply handling")
+
+    class Tower(Daemon):
+        def _make_uplink(self, central):
+            return Broken(self.config.tower.id, central, self.outbox, clock=self.clock, health=self.health)
+
+    text = f"""\
+version: 1
+tower: {{id: tx-test-001, latitude_deg: 27.5, longitude_deg: -99.5, height_m: 130}}
+state_dir: {tmp_path / "state"}
+status_socket: null
+centrals:
+  - {{name: hq, endpoint: "tcp://127.0.0.1:{free_tcp_port()}", plain: true}}
+"""
+    daemon = Tower(LoadedConfig(parse_config(text, "t.yaml"), "t.yaml", "0" * 64))
+    with pytest.raises(RuntimeError, match="defect in reply handling"):
+        daemon.run(threading.Event())
+    assert daemon.outbox is not None and daemon.outbox._conn is None   # closed
+    assert all(u.stats["state"] == "closed" for u in daemon.uplinks)
+    with Outbox(tmp_path / "state" / "outbox.sqlite", clock=daemon.clock) as box:
+        assert box.pending_count() >= 2   # daemon.started and daemon.stopping, committed

@@ -272,9 +272,10 @@ class CentralServer:
         duplicates, acks_sent, health_received, unroutable, reply_dropped, store_errors,
         internal_errors (messages a defect failed on: dropped, logged with traceback),
         deferred (messages held back by a tower's rates), busy (refused: its queue of held
-        back messages was full), fd_exhausted (times descriptors ran short), peers_forgotten, health_forgotten, ``by_peer`` ({tower id: {reason: n}}
-        for malformed, refused, busy and internal errors), and ``auth`` (the ZAP
-        handler's counters) with CURVE."""
+        back messages was full), fd_exhausted (times descriptors ran short),
+        peers_forgotten, health_forgotten, ``by_peer`` ({tower id: {reason: n}} for
+        malformed, refused, busy and internal errors), and ``auth`` (the ZAP handler's
+        counters) with CURVE."""
         out = {**self._stats, "malformed_by_reason": dict(self._stats["malformed_by_reason"]),
                "refused_by_reason": dict(self._stats["refused_by_reason"]),
                "by_peer": {tid: dict(p.counts) for tid, p in self._peers.items() if p.counts},
