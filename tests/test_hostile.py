@@ -286,6 +286,9 @@ def malformed_cases() -> list[tuple[str, list[bytes], str]]:
         ("tracks seq wraps past 2^64", [header(icd.MsgType.TRACKS, 2) + rec.tobytes()], "seq"),
         ("tracks seq 2^63", [header(icd.MsgType.TRACKS, 1) + tracks(2**63, 1)], "seq_range"),
         ("events seq 2^63", [events_frame(json.dumps([event(2**63)]).encode())], "seq_range"),
+        ("outbox.dropped counting 2^64 - 2", [events_frame(json.dumps([event(
+            1, code="outbox.dropped", first_seq=1, last_seq=2**63 - 1, count=2**64 - 2,
+            ranges=[[1, 2**63 - 1], [1, 2**63 - 1]])]).encode())], "seq_range"),
         ("tracks infinite altitude", [header(icd.MsgType.TRACKS, 1) + inf_rec.tobytes()], "range"),
         ("tracks latitude 200 deg", [header(icd.MsgType.TRACKS, 1) + bad_lat.tobytes()], "range"),
         # what held before, kept holding

@@ -63,6 +63,7 @@ from towerd.errors import EX_CONFIG, ConfigError, FrameError, OutboxError, Tower
 from towerd.icd import (
     FLAG_REPLAY,
     HEADER_SIZE,
+    INT64_MIN,
     TOWER_ID_RE,
     Message,
     MessageError,
@@ -476,6 +477,11 @@ class CentralServer:
             elif msg.type == MsgType.EVENTS:
                 events = decode_events(msg)
                 for ev in events:
+                    if ev["code"] == "outbox.dropped" and any(
+                            isinstance(ev.get(k), int) and not INT64_MIN <= ev[k] <= _SEQ_MAX
+                            for k in ("first_seq", "last_seq", "count")):
+                        raise MessageError("seq_range", f"outbox.dropped event seq {ev['seq']}: a seq or count "
+                                           "beyond what this central stores")
                     size = len(json.dumps(ev, ensure_ascii=False, separators=(",", ":")).encode())
                     if size > limits.max_event_bytes:
                         raise MessageError("event_size", f"event seq {ev['seq']} is {size} bytes, this tower may "
