@@ -504,11 +504,13 @@ def test_one_allowed_tower_cannot_monopolise_the_central(towerd_exe, tmp_path):
 # ------------------------------------------------------------------------------ 2. the tower
 
 
-def hostile_replies(stream: bytes) -> list[list[bytes]]:
-    """What a partner central gone bad answers: each entry is the frames of one reply."""
+def hostile_replies(stream: bytes, n: int = 0) -> list[list[bytes]]:
+    """What a partner central gone bad answers to its ``n``-th message: each entry is the
+    frames of one reply."""
     deep = 100_000
     err = icd.MsgType.ERROR
     return [
+        [header(err, stream_id=0) + b'{"code":"invented.%d","message":"a new code each time"}' % n],
         [header(err, stream_id=0) + b'{"code":' + b"[" * deep + b"]" * deep + b',"message":"m"}'],
         [header(err, stream_id=0) + b'{"code":"x","message":' + b"{\"a\":" * 2000 + b"1" + b"}" * 2000 + b"}"],
         [header(err, stream_id=0) + b'{"code":"\\ud800","message":"lone surrogate"}'],
@@ -547,7 +549,8 @@ class HostileCentral(threading.Thread):
                     continue
                 frames = self._sock.recv_multipart()
                 self.received += 1
-                for reply in hostile_replies(frames[1] if len(frames) > 1 and len(frames[1]) >= 16 else header(1)):
+                stream = frames[1] if len(frames) > 1 and len(frames[1]) >= 16 else header(1)
+                for reply in hostile_replies(stream, self.received):
                     try:
                         self._sock.send_multipart([frames[0], *reply], zmq.NOBLOCK)
                         self.replies += 1
@@ -604,6 +607,7 @@ def test_tower_survives_a_hostile_partner_central_and_hostile_reloads(towerd_exe
     log_path = tmp_path / "daemon.log"
     with open(log_path, "ab") as fh:
         daemon = subprocess.Popen([towerd_exe, "run", "--config", str(cfg)], stdout=fh, stderr=subprocess.STDOUT)
+    started = time.monotonic()
     emulator.start(pty)
     db = central.db_path
     try:
@@ -641,6 +645,8 @@ def test_tower_survives_a_hostile_partner_central_and_hostile_reloads(towerd_exe
     assert "stopped" in text.splitlines()[-1], text[-2000:]
     assert "Traceback" not in text, text[-5000:]
     assert "central reports error" in text     # the partner's replies were read, and logged
+    lines = text.count("central reports error") + text.count("dropped malformed reply")
+    assert lines < 25 * (time.monotonic() - started), lines   # rate-limited, invented codes too
     # The outbox was closed: its WAL checkpointed away, and it opens clean.
     assert not (state / "outbox.sqlite-wal").exists() or (state / "outbox.sqlite-wal").stat().st_size == 0
     conn = sqlite3.connect(state / "outbox.sqlite")

@@ -97,6 +97,8 @@ rows must not make one poll scan the whole backlog)."""
 _BURST_S = 0.25
 """The backlog token bucket holds at most this many seconds of ``replay_rate_rps``."""
 _PASS, _EXCLUDED, _BAD = "pass", "excluded", "bad"
+_MAX_ERROR_CODES = 16
+"""ERROR codes from one central that get a log line (per second) each."""
 
 
 class RateLimitedLog:
@@ -272,6 +274,7 @@ class UplinkClient:
         # Every line names its central, also as the journal field CENTRAL= (logsetup).
         self._log = logging.LoggerAdapter(log, {"central": settings.name})
         self._limited = RateLimitedLog(self._log, clock)
+        self._error_codes: set[str] = set()
         self._stats = {
             "sent_msgs": 0,
             "live_msgs": 0,
@@ -512,7 +515,12 @@ class UplinkClient:
             self._stats["errors_received"] += 1
             # Both strings come from the central: bounded and printable in our log.
             code, text = code[:64].encode("unicode_escape").decode(), text[:300].encode("unicode_escape").decode()
-            self._limited(logging.ERROR, "error:" + code, "uplink %s: central reports error %s: %s", name, code, text)
+            # One log line per second per code, for the first few codes; a central that
+            # invents codes shares one line per second for all the others.
+            if code not in self._error_codes and len(self._error_codes) < _MAX_ERROR_CODES:
+                self._error_codes.add(code)
+            reason = "error:" + code if code in self._error_codes else "error:other"
+            self._limited(logging.ERROR, reason, "uplink %s: central reports error %s: %s", name, code, text)
         else:
             self._malformed("type", f"{msg.type.name} is not sent by a central")
 
