@@ -67,6 +67,7 @@ towers:
     records_per_s: 2000
     max_message_bytes: 1048576
     max_deferred_bytes: 262144
+    error_replies_per_s: 100000   # every refusal answered, so that the test can see each reason
 """
 
 
@@ -783,6 +784,18 @@ def test_claimed_ids_keep_bounded_state_and_bad_limits_exit_78(tmp_path, caplog)
         kept = srv.health   # the newest HEALTH bodies within 1000 bytes (about 100 bytes each)
         assert 5 <= len(kept) <= 10 and kept["tx-claim-099"]["i"] == 99, kept.keys()
         assert sum("dropped malformed message" in r.getMessage() for r in caplog.records) <= 2
+        # One sender of 300 malformed messages gets at most its error_replies_per_s (20/s,
+        # bursts of 50) in ERROR replies; every message is counted all the same.
+        flood = socks[0]
+        for _ in range(300):
+            flood.send(header(icd.MsgType.TRACKS, 1, magic=b"XX"))
+        t0, replies = time.monotonic(), 0
+        while srv.stats["malformed"] < 400 and time.monotonic() - t0 < 10:
+            srv.poll_once(50)
+        while flood.poll(100):
+            replies += icd.decode(flood.recv()).type == icd.MsgType.ERROR
+        assert srv.stats["malformed"] == 400
+        assert replies <= 1 + 50 + 20 * (time.monotonic() - t0) and srv.stats["errors_unanswered"] >= 200, replies
     finally:
         for s in socks:
             s.close(0)

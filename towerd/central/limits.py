@@ -49,6 +49,9 @@ _PER_TOWER: dict[str, dict] = {
     "max_deferred_bytes": dict(default=16 * 1024 * 1024, doc="messages held back by the rates, waiting to be "
                                "stored; beyond it a message is refused unacknowledged (ERROR central.busy)",
                                unit="bytes", lo=0, hi=1 << 34),
+    "error_replies_per_s": dict(default=20.0, doc="ERROR replies to its malformed or refused messages per second, "
+                                "bursts of 50; beyond it they are counted, not answered (no amplification)",
+                                unit="1/s", lo=0.0, hi=1_000_000.0),
     "handshakes_per_s": dict(default=2.0, doc="CURVE handshakes admitted per second for one key, bursts of 10",
                              unit="1/s", lo=0.01, hi=10_000.0),
 }
@@ -73,6 +76,7 @@ class TowerLimits:
     bytes_per_s: float = _limit("bytes_per_s")
     max_deferred_bytes: int = _limit("max_deferred_bytes")
     handshakes_per_s: float = _limit("handshakes_per_s")
+    error_replies_per_s: float = _limit("error_replies_per_s")
 
 
 TowerOverride = dataclasses.make_dataclass(

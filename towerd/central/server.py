@@ -97,12 +97,13 @@ class _Peer:
     """What the central keeps per claimed tower id: its limits and rate buckets, the
     messages its rates hold back, its last HEALTH and its refusal counts."""
 
-    __slots__ = ("limits", "records", "bytes", "deferred", "deferred_bytes", "deferred_keys", "counts")
+    __slots__ = ("limits", "records", "bytes", "errors", "deferred", "deferred_bytes", "deferred_keys", "counts")
 
     def __init__(self, limits: TowerLimits, now: float) -> None:
         self.limits = limits
         self.records = TokenBucket(limits.records_per_s, now)
         self.bytes = TokenBucket(limits.bytes_per_s, now)
+        self.errors = TokenBucket(limits.error_replies_per_s, now, burst=max(50.0, limits.error_replies_per_s))
         self.deferred: deque[_Held] = deque()
         self.deferred_bytes = 0
         self.deferred_keys: set[tuple[int, int, int]] = set()
@@ -190,6 +191,7 @@ class CentralServer:
             "fd_exhausted": 0,
             "peers_forgotten": 0,
             "health_forgotten": 0,
+            "errors_unanswered": 0,
         }
         self._closed = False
         curve_keys = None
@@ -274,7 +276,8 @@ class CentralServer:
         internal_errors (messages a defect failed on: dropped, logged with traceback),
         deferred (messages held back by a tower's rates), busy (refused: its queue of held
         back messages was full), fd_exhausted (times descriptors ran short),
-        peers_forgotten, health_forgotten, ``by_peer`` ({tower id: {reason: n}} for
+        peers_forgotten, health_forgotten, errors_unanswered (ERROR replies beyond a
+        tower's error_replies_per_s), ``by_peer`` ({tower id: {reason: n}} for
         malformed, refused, busy and internal errors), and ``auth`` (the ZAP handler's
         counters) with CURVE."""
         out = {**self._stats, "malformed_by_reason": dict(self._stats["malformed_by_reason"]),
@@ -423,7 +426,16 @@ class CentralServer:
             self._peer_count(peer, "malformed." + reason)
         self._limited(logging.WARNING, reason, "central: dropped malformed message from %s: %s", peer, detail[:300])
         if rid is not None:
-            self._reply(rid, peer, encode_error(stream_id, "malformed." + reason, detail[:300]))
+            self._error_reply(rid, peer, stream_id, "malformed." + reason, detail[:300])
+
+    def _error_reply(self, rid: bytes, tower_id: str, stream_id: int, code: str, text: str) -> None:
+        """ERROR to a tower, at most its ``error_replies_per_s`` (the rest are counted)."""
+        bucket = self._peer(tower_id).errors
+        if not bucket.ready(1, self._clock.monotonic()):
+            self._stats["errors_unanswered"] += 1
+            return
+        bucket.spend(1)
+        self._reply(rid, tower_id, encode_error(stream_id, code, text))
 
     def _refused(self, reason: str, tower_id: str, user_id: str | None) -> None:
         self._count("refused", reason)
@@ -524,8 +536,8 @@ class CentralServer:
             self._limited(logging.WARNING, "busy", "central: %s is over its rates (%g records/s, %g bytes/s) with "
                           "%d bytes held back: message not stored, not acknowledged (it will send again)",
                           tower_id, peer.limits.records_per_s, peer.limits.bytes_per_s, peer.deferred_bytes)
-            self._reply(rid, tower_id, encode_error(msg.stream_id, "central.busy",
-                                                    "over this tower's rates; not stored, send again"))
+            self._error_reply(rid, tower_id, msg.stream_id, "central.busy",
+                              "over this tower's rates; not stored, send again")
             return
         peer.deferred.append(held)
         peer.deferred_keys.add(held.key)
