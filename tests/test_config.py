@@ -163,3 +163,29 @@ def test_run_with_bad_config_exits_ex_config(towerd_exe, tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode == EX_CONFIG
     assert "cannot read" in missing.stderr
+
+
+def test_loading_is_bounded_in_depth_aliases_numbers_and_size(tmp_path):
+    """Deep nesting (RecursionError), nested aliases ("billion laughs": minutes and
+    gigabytes) and a 400-digit number for a float key (OverflowError) are located
+    problems, found in well under a second; a file over 1 MiB is not read."""
+    import time
+
+    laughs = 'a0: &a0 ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+        f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 9) + "]\n" for i in range(1, 9))
+    cases = {
+        GOOD + "threat:\n  zones: " + "[" * 600 + "]" * 600 + "\n": "nesting deeper than 32 levels",
+        GOOD + "".join("  " * i + f"k{i}:\n" for i in range(600)) + "  " * 600 + "v: 1\n": "nesting deeper than",
+        laughs + GOOD + "threat:\n  zones: *a8\n": "100000 values once aliases are expanded",
+        GOOD.replace("latitude_deg: 27.5", "latitude_deg: 1" + "0" * 400): "out of range for a number",
+    }
+    for text, expected in cases.items():
+        t0 = time.monotonic()
+        problems = problems_of(text)
+        assert time.monotonic() - t0 < 2.0
+        assert any(expected in p for p in problems), problems
+    big = tmp_path / "big.yaml"
+    big.write_text(GOOD + "#" * (1 << 20))
+    with pytest.raises(ConfigError, match="larger than 1048576 bytes"):
+        load_config(big)
+    assert parse_config(GOOD + "reports: &r {interval_s: 0.5}\n", "t.yaml").reports.interval_s == 0.5  # anchors stay

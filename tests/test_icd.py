@@ -308,3 +308,47 @@ def test_random_and_mutated_frames_raise_only_frame_error():
         except FrameError:
             outcomes["error"] += 1
     assert outcomes["ok"] > 0 and outcomes["error"] > 0
+
+
+_EV = b'{"seq":1,"time_us":1,"code":"x","severity":"info","message":"m"'
+
+
+@pytest.mark.parametrize("body,reason", [
+    (b"[" * 100_000 + b"]" * 100_000, "json_depth"),
+    (b"[" + _EV + b',"x":' + b"[" * 40 + b"]" * 40 + b"}]", "json_depth"),
+    (b"[" + _EV + b',"x":"\\ud800"}]', "encoding"),
+    (b"[" + _EV + b',"\\udfff":1}]', "encoding"),
+    (b"[" + _EV + b',"x":"a\\u0000b"}]', "encoding"),
+    (b"[" + _EV + b',"x":1e999}]', "json"),
+    (b"[" + _EV + b',"x":1' + b"0" * 25 + b"}]", "json"),
+    (b'[{"seq":1,"time_us":9223372036854775808,"code":"x","severity":"info","message":"m"}]', "range"),
+    (b"[" + _EV + b',"x":[' + b"0," * 200_001 + b"0]}]", "json_size"),
+])
+def test_received_json_is_bounded_and_storable(body, reason):
+    """Deep, huge, unstorable or out-of-range JSON is a MessageError with its reason, never
+    RecursionError, OverflowError or a string that SQLite/PostgreSQL cannot store."""
+    frame = icd._header(MsgType.EVENTS, STREAM, 1, 0) + body
+    with pytest.raises(icd.MessageError) as err:
+        icd.decode_events(icd.decode(frame))
+    assert err.value.reason == reason
+
+
+def test_tracks_seq_wrapping_past_2_64_and_infinite_fields_are_refused():
+    rec = _records(2)
+    frame = bytearray(icd.encode_tracks(STREAM, rec))
+    np.frombuffer(frame, dtype=icd.TRACK_RECORD_DTYPE, offset=icd.HEADER_SIZE)["seq"] = [2**64 - 1, 0]
+    with pytest.raises(icd.MessageError) as err:
+        icd.decode(bytes(frame))
+    assert err.value.reason == "seq"
+    rec["alt_m"][1] = np.inf
+    with pytest.raises(icd.MessageError) as err:
+        icd.decode_tracks(icd.decode(icd.encode_tracks(STREAM, rec)))
+    assert err.value.reason == "range"
+
+
+def test_health_value_bound_is_the_receivers():
+    msg = icd.decode(icd.encode_health(STREAM, {str(i): i for i in range(100)}))
+    assert len(icd.decode_health(msg)) == 100
+    with pytest.raises(icd.MessageError) as err:
+        icd.decode_health(msg, max_nodes=50)
+    assert err.value.reason == "json_size"

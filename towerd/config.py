@@ -15,7 +15,7 @@ from typing import Any, Literal
 from towerd.errors import ConfigError
 from towerd.outbox.sqlite import OutboxSettings
 from towerd.rf.processor import RfSettings
-from towerd.schema import INVALID, Problem, Validator, compose, spec
+from towerd.schema import INVALID, Problem, Validator, compose, read_config_text, spec
 from towerd.threat import ThreatSettings
 from towerd.tracking.classify import ClassificationSettings
 from towerd.tracking.clutter import StaticClutterSettings
@@ -25,6 +25,8 @@ from towerd.uplink.client import CentralSettings
 TOWER_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
 DEFAULT_PATH = "/etc/towerd/towerd.yaml"
+MAX_FILE_BYTES = 1 << 20
+"""Largest configuration file read (the shipped one is about 20 KB)."""
 
 
 @dataclass(frozen=True)
@@ -191,13 +193,6 @@ def parse_config(text: str, filename: str) -> Config:
 def load_config(path: str | Path) -> LoadedConfig:
     """Read and validate the file at ``path``."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+    text, raw = read_config_text(path, MAX_FILE_BYTES)
     config = parse_config(text, str(path))
     return LoadedConfig(config=config, path=str(path), digest=hashlib.sha256(raw).hexdigest())

@@ -202,7 +202,10 @@ class Daemon:
         try:
             loaded = load_config(path)
             self._check_reloadable(loaded.config)
-        except ConfigError as exc:
+        except Exception as exc:  # ConfigError, or a defect: either way the running configuration stays
+            if not isinstance(exc, ConfigError):
+                log.exception("reload: reading %s failed unexpectedly", path)
+                exc = ConfigError(f"{path}: cannot be loaded: {type(exc).__name__}: {str(exc)[:200]}")
             for problem in exc.problems:
                 log.error("reload rejected: %s", problem)
             self._event(
@@ -405,23 +408,29 @@ class Daemon:
         for runner in self.runners:
             runner.stop()
         outbox = self.outbox
-        if outbox is not None:
-            self._drain()
-            self._store(self.pipeline.end_all(self.clock.monotonic()))
-            self._event("daemon.stopping", "info", "towerd stopping")
-            self._commit()
-            deadline = time.monotonic() + STOP_FLUSH_S
-            while self.uplinks and outbox.pending_count() and time.monotonic() < deadline:
-                for uplink in self.uplinks:
-                    uplink.poll(20)
-            if outbox.pending_count():
-                log.info("%d records stay in the outbox for the next start", outbox.pending_count())
-        for uplink in self.uplinks:
-            uplink.close()
-        if self.status_server is not None:
-            self.status_server.close()
-        if outbox is not None:
-            outbox.close()
+        # Each step is guarded: whatever raised (the reason we are stopping, perhaps),
+        # the uplinks, the status socket and above all the outbox are closed.
+        try:
+            if outbox is not None:
+                self._drain()
+                self._store(self.pipeline.end_all(self.clock.monotonic()))
+                self._event("daemon.stopping", "info", "towerd stopping")
+                self._commit()
+                deadline = time.monotonic() + STOP_FLUSH_S
+                while self.uplinks and outbox.pending_count() and time.monotonic() < deadline:
+                    for uplink in self.uplinks:
+                        uplink.poll(20)
+                if outbox.pending_count():
+                    log.info("%d records stay in the outbox for the next start", outbox.pending_count())
+        except Exception:
+            log.exception("stopping: flushing the outbox failed; closing anyway")
+        for closeable in (*self.uplinks, self.status_server, outbox):
+            if closeable is None:
+                continue
+            try:
+                closeable.close()
+            except Exception:
+                log.exception("stopping: closing %s failed", type(closeable).__name__)
         try:
             if signal.set_wakeup_fd(-1) != self._wake_w:
                 log.debug("the signal wake-up fd was not ours")

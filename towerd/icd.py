@@ -128,6 +128,18 @@ U64_MAX = 2**64 - 1
 KNOWN_FLAGS = FLAG_REPLAY
 """Flag bits defined by ICD v1. Any other bit set makes a message malformed."""
 SEVERITIES = frozenset({"info", "warning", "error", "critical"})
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in a received JSON body (the ICD's
+bodies need 3 or 4 levels; a deeper one is refused, reason ``json_depth``)."""
+MAX_JSON_NODES = 200_000
+"""Most JSON values (object keys count too) accepted in one received body (reason
+``json_size``); a receiver may set a lower bound (the central's HEALTH key limit)."""
+_MAX_INT_DIGITS = 20
+"""A JSON integer of more digits cannot be a u64 or an i64 (reason ``json``)."""
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+"""NUL (PostgreSQL text cannot hold it) and lone surrogates (not UTF-8: SQLite and
+PostgreSQL refuse to store them; ``json.loads`` accepts ``\\ud800`` escapes)."""
 _EVENT_REQUIRED = (("seq", int), ("time_us", int), ("code", str), ("severity", str), ("message", str))
 _RECORD_TYPES = frozenset({MsgType.TRACKS, MsgType.EVENTS})
 
@@ -135,7 +147,8 @@ _RECORD_TYPES = frozenset({MsgType.TRACKS, MsgType.EVENTS})
 class MessageError(FrameError):
     """A received message violates ICD v1. ``reason`` is a short stable key (``short``,
     ``magic``, ``version``, ``type``, ``flags``, ``count``, ``size``, ``stream_id``,
-    ``seq``, ``ack_range``, ``encoding``, ``json``, ``json_shape``, ``event_fields``) for
+    ``seq``, ``ack_range``, ``encoding``, ``json``, ``json_depth``, ``json_size``,
+    ``json_shape``, ``event_fields``, ``range``) for
     counters and rate-limited logs; ``str()`` gives the precise detail."""
 
     def __init__(self, reason: str, detail: str) -> None:
@@ -249,13 +262,61 @@ def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse_json(body: bytes, what: str) -> object:
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise ValueError(f"integer of {len(text)} digits is out of range")
+    return int(text)
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value != value or value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:40]} is out of range")
+    return value
+
+
+def _parse_json(body: bytes, what: str, max_nodes: int = MAX_JSON_NODES) -> object:
+    """Parse a received JSON body, total and bounded: every failure is a MessageError
+    (``encoding``, ``json``, ``json_depth``, ``json_size``), never another exception.
+    Refused besides invalid JSON: nesting deeper than MAX_JSON_DEPTH, more than
+    ``max_nodes`` values, integers beyond 20 digits, numbers that overflow a double,
+    NaN/Infinity, and strings (keys too) holding NUL or a lone surrogate."""
     try:
-        return json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_int=_bounded_int,
+                         parse_float=_finite_float)
     except UnicodeDecodeError as exc:
-        raise MessageError("encoding", f"{what} body is not UTF-8: {exc}") from exc
+        raise MessageError("encoding", f"{what} body is not UTF-8: {exc}") from None
+    except RecursionError:
+        raise MessageError("json_depth", f"{what} body nests deeper than {MAX_JSON_DEPTH}") from None
     except ValueError as exc:  # json.JSONDecodeError is a ValueError
-        raise MessageError("json", f"{what} body is not valid JSON: {exc}") from exc
+        raise MessageError("json", f"{what} body is not valid JSON: {str(exc)[:200]}") from None
+    _check_tree(obj, what, max_nodes)
+    return obj
+
+
+def _check_tree(obj: object, what: str, max_nodes: int) -> None:
+    """Walk a parsed JSON value without recursion: depth, size and storable strings."""
+    stack = [(obj, 1)]
+    nodes = 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > max_nodes:
+            raise MessageError("json_size", f"{what} body holds more than {max_nodes} values")
+        if isinstance(value, str):
+            if _UNSTORABLE.search(value):
+                raise MessageError("encoding", f"{what} body has a string with NUL or a lone surrogate")
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise MessageError("json_depth", f"{what} body nests deeper than {MAX_JSON_DEPTH}")
+            if isinstance(value, dict):
+                nodes += len(value)
+                for key in value:
+                    if _UNSTORABLE.search(key):
+                        raise MessageError("encoding", f"{what} body has a key with NUL or a lone surrogate")
+                stack.extend((v, depth + 1) for v in value.values())
+            else:
+                stack.extend((v, depth + 1) for v in value)
 
 
 def decode(frame: bytes) -> Message:
@@ -297,6 +358,8 @@ def decode(frame: bytes) -> Message:
         if len(body) != RECORD_SIZE * count:
             raise MessageError("size", f"TRACKS body {len(body)} bytes, count {count} needs {RECORD_SIZE * count}")
         seq = np.frombuffer(body, dtype=TRACK_RECORD_DTYPE)["seq"]
+        if int(seq[0]) + count - 1 > U64_MAX:
+            raise MessageError("seq", f"TRACKS seq {int(seq[0])} + {count - 1} wraps past 2^64")
         try:
             _check_consecutive(seq, "TRACKS")
         except ValueError as exc:
@@ -338,7 +401,18 @@ def _expect(msg: Message, mtype: MsgType) -> None:
 def decode_tracks(msg: Message) -> np.ndarray:
     """The records of a decoded TRACKS message: a writable copy, TRACK_RECORD_DTYPE, shape (count,)."""
     _expect(msg, MsgType.TRACKS)
-    return np.frombuffer(msg.body, dtype=TRACK_RECORD_DTYPE, count=msg.count).copy()
+    records = np.frombuffer(msg.body, dtype=TRACK_RECORD_DTYPE, count=msg.count).copy()
+    for name in _FLOAT_FIELDS:
+        if np.isinf(records[name]).any():
+            raise MessageError("range", f"TRACKS {name} is infinite (unknown is NaN)")
+    for name, limit in (("lat_e7", 900_000_000), ("lon_e7", 1_800_000_000)):
+        col = records[name]
+        if ((col != LAT_LON_UNKNOWN) & (np.abs(col.astype(np.int64)) > limit)).any():
+            raise MessageError("range", f"TRACKS {name} beyond +-{limit} (unknown is -2^31)")
+    return records
+
+
+_FLOAT_FIELDS = tuple(n for n in TRACK_RECORD_DTYPE.names if TRACK_RECORD_DTYPE.fields[n][0].kind == "f")
 
 
 def decode_events(msg: Message) -> list[dict]:
@@ -356,16 +430,18 @@ def decode_events(msg: Message) -> list[dict]:
             raise MessageError("event_fields", str(exc)) from None
         if not 1 <= ev["seq"] <= U64_MAX:
             raise MessageError("seq", f"event {i}: seq {ev['seq']} out of range")
+        if not INT64_MIN <= ev["time_us"] <= INT64_MAX:
+            raise MessageError("range", f"event {i}: time_us {ev['time_us']} is not an int64")
     for i in range(1, len(events)):
         if events[i]["seq"] != events[i - 1]["seq"] + 1:
             raise MessageError("seq", "EVENTS: seq values are not consecutive ascending")
     return events
 
 
-def decode_health(msg: Message) -> dict:
-    """The JSON object of a decoded HEALTH message."""
+def decode_health(msg: Message, max_nodes: int = MAX_JSON_NODES) -> dict:
+    """The JSON object of a decoded HEALTH message (at most ``max_nodes`` values)."""
     _expect(msg, MsgType.HEALTH)
-    health = _parse_json(msg.body, "HEALTH")
+    health = _parse_json(msg.body, "HEALTH", max_nodes)
     if not isinstance(health, dict):
         raise MessageError("json_shape", "HEALTH body is not a JSON object")
     return health

@@ -281,16 +281,20 @@ def allow_dir_signature(directory: str | os.PathLike) -> tuple:
         return ("error", str(exc))
 
 
-def load_allow_list(directory: str | os.PathLike) -> tuple[AllowList, list[str]]:
+def load_allow_list(directory: str | os.PathLike, *, raise_io_errors: bool = False) -> tuple[AllowList, list[str]]:
     """Read ``<tower-id>.key`` files; returns the allow-list and the problems found
     (each names a file). A missing or unreadable directory gives an empty list (nobody
-    is admitted) and a problem; a key listed under two tower ids is left out."""
+    is admitted) and a problem; a key listed under two tower ids is left out.
+    ``raise_io_errors``: an OSError listing the directory or reading a file is raised
+    instead (a running central keeps its last good list: EMFILE is not a revocation)."""
     d = Path(directory)
     problems: list[str] = []
     by_key: dict[bytes, list[str]] = {}
     try:
         names = sorted(os.listdir(d))
     except OSError as exc:
+        if raise_io_errors:
+            raise
         return AllowList({}), [f"allow-list directory {d}: {exc.strerror or exc}; no tower is admitted"]
     for fname in names:
         path = d / fname
@@ -307,6 +311,8 @@ def load_allow_list(directory: str | os.PathLike) -> tuple[AllowList, list[str]]
         try:
             public, _ = _parse_certificate(path.read_bytes())
         except OSError as exc:
+            if raise_io_errors:
+                raise
             problems.append(f"{path}: cannot read: {exc.strerror or exc}; ignored")
             continue
         if not public or not _valid_z85_key(public):

@@ -22,11 +22,14 @@ import re
 import types
 import typing
 from dataclasses import MISSING, dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Literal
 
 import yaml
 from yaml.constructor import ConstructorError, SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from towerd.errors import ConfigError
 
 _STR_TAG = "tag:yaml.org,2002:str"
 _NULL_TAG = "tag:yaml.org,2002:null"
@@ -260,6 +263,8 @@ class Validator:
         if not ok:
             return self.problem(node, path, f"expected {_TYPE_WORDS[tp]}, got {_describe(node)}")
         if tp is float:
+            if isinstance(value, int) and abs(value) > 2**1000:
+                return self.problem(node, path, f"{node.value[:40]}... is out of range for a number")
             value = float(value)
             if not math.isfinite(value):
                 return self.problem(node, path, f"{node.value} is not a finite number")
@@ -280,10 +285,87 @@ def _num(x: float) -> str:
     return f"{x:g}"
 
 
-def compose(text: str, filename: str) -> tuple[Node | None, list[Problem]]:
-    """Parse YAML text into a node tree; a syntax error becomes a located Problem."""
+MAX_DEPTH = 32
+"""Deepest nesting of mappings and lists accepted in a configuration file (towerd's own
+schema needs about 8)."""
+MAX_NODES = 100_000
+"""Most nodes a configuration may hold once its aliases are expanded: an alias is a
+copy of what its anchor names, so a few nested aliases ("billion laughs") would
+otherwise make a small file validate for minutes and gigabytes."""
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer refuses nesting deeper than MAX_DEPTH (PyYAML composes
+    recursively: a deep file would end in RecursionError)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.MarkedYAMLError(problem=f"nesting deeper than {MAX_DEPTH} levels", problem_mark=mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _expanded_size(root: Node, limit: int) -> int:
+    """Nodes of the tree with every alias expanded (shared nodes counted once per use),
+    computed over the composed graph without expanding it; stops past ``limit``."""
+    sizes: dict[int, int] = {}
+    stack: list[tuple[Node, bool]] = [(root, False)]
+    while stack:  # iterative post-order over the DAG
+        node, done = stack.pop()
+        if id(node) in sizes:
+            continue
+        if done:
+            children = _children(node)
+            sizes[id(node)] = min(limit + 1, 1 + sum(sizes[id(c)] for c in children))
+            continue
+        stack.append((node, True))
+        stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return sizes[id(root)]
+
+
+def _children(node: Node) -> list[Node]:
+    if isinstance(node, MappingNode):
+        return [n for pair in node.value for n in pair]
+    if isinstance(node, SequenceNode):
+        return list(node.value)
+    return []
+
+
+def read_config_text(path: str | Path, max_bytes: int) -> tuple[str, bytes]:
+    """The UTF-8 text and the bytes of a configuration file of at most ``max_bytes``
+    (only that much is ever read); ConfigError naming the file otherwise."""
     try:
-        return yaml.compose(text, Loader=yaml.SafeLoader), []
+        with open(path, "rb") as fh:
+            raw = fh.read(max_bytes + 1)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    if len(raw) > max_bytes:
+        raise ConfigError(f"{path}: larger than {max_bytes} bytes; not a configuration file")
+    try:
+        return raw.decode("utf-8"), raw
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text: {exc}") from exc
+
+
+def compose(text: str, filename: str) -> tuple[Node | None, list[Problem]]:
+    """Parse YAML text into a node tree; a syntax error, nesting deeper than MAX_DEPTH
+    or more than MAX_NODES nodes after alias expansion becomes a located Problem."""
+    try:
+        loader = _BoundedLoader(text)
+        try:
+            root = loader.get_single_node()
+        finally:
+            loader.dispose()
+        if root is not None and _expanded_size(root, MAX_NODES) > MAX_NODES:
+            return None, [Problem(1, 1, "", f"more than {MAX_NODES} values once aliases are expanded (nested "
+                                  "aliases multiply: refused)")]
+        return root, []
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import zmq
 from zmq.utils import z85
 
+from towerd.central.limits import TokenBucket
 from towerd.clock import Clock
 from towerd.errors import ConfigError, UplinkError
 from towerd.keys import AllowList, allow_dir_signature, load_allow_list
@@ -40,6 +42,7 @@ ZAP_VERSION = b"1.0"
 ZAP_DOMAIN = "towerd"
 """The ``zap_domain`` the central's ROUTER sets; requests for other domains are refused."""
 _MAX_REQUESTS_PER_CALL = 1000
+_HANDSHAKE_BURST = 10
 
 
 class CurveAuthenticator:
@@ -49,7 +52,8 @@ class CurveAuthenticator:
     :meth:`handle`; call :meth:`maybe_reload` regularly."""
 
     def __init__(self, ctx: zmq.Context, allow_dir: str | os.PathLike, *, clock: Clock,
-                 domain: str = ZAP_DOMAIN, reload_interval_s: float = 2.0, quarantine_s: float = 60.0) -> None:
+                 domain: str = ZAP_DOMAIN, reload_interval_s: float = 2.0, quarantine_s: float = 60.0,
+                 handshakes_per_s: Callable[[str], float] | None = None, log_interval_s: float = 1.0) -> None:
         self._ctx = ctx
         self._dir = Path(allow_dir)
         if not self._dir.is_dir():
@@ -59,14 +63,16 @@ class CurveAuthenticator:
         self._reload_interval = reload_interval_s
         self._quarantine_s = quarantine_s
         self._quarantined: dict[bytes, float] = {}  # z85 key -> monotonic end
-        self._limited = RateLimitedLog(log, clock)
+        self._limited = RateLimitedLog(log, clock, log_interval_s)
         self._sock: zmq.Socket | None = None
         self._allow = AllowList({})
         self._signature: tuple | None = None
         self._next_check = 0.0
         self.stats: dict[str, int] = {"admitted": 0, "refused_unknown_key": 0, "refused_quarantined": 0,
                                       "refused_domain": 0, "refused_mechanism": 0, "bad_requests": 0,
-                                      "reloads": 0}
+                                      "reloads": 0, "reload_failures": 0, "refused_rate": 0, "internal_errors": 0}
+        self._handshakes: dict[bytes, TokenBucket] = {}
+        self._handshakes_per_s = handshakes_per_s
         self.reload(force=True)
 
     # ---------------------------------------------------------------- lifecycle
@@ -109,8 +115,18 @@ class CurveAuthenticator:
         signature = allow_dir_signature(self._dir)
         if not force and signature == self._signature:
             return False
+        try:
+            if signature[0] == "error":
+                raise OSError(signature[1])
+            allow, problems = load_allow_list(self._dir, raise_io_errors=True)
+        except OSError as exc:
+            # EMFILE, EIO, a directory gone for a moment: not a revocation. The last good
+            # list stays; the signature is not recorded, so the next check tries again.
+            self.stats["reload_failures"] += 1
+            self._limited(logging.ERROR, "reload_failed", "central allow-list %s cannot be read (%s): keeping the "
+                          "last good list of %d tower keys", self._dir, exc, len(self._allow))
+            return False
         self._signature = signature
-        allow, problems = load_allow_list(self._dir)
         for problem in problems:
             log.error("central allow-list: %s", problem)
         old = set(self._allow.towers.items())
@@ -144,7 +160,14 @@ class CurveAuthenticator:
             except zmq.Again:
                 break
             n += 1
-            self._answer(frames)
+            try:
+                self._answer(frames)
+            except Exception:  # last resort: a defect here must not stop the central
+                self.stats["internal_errors"] += 1
+                self._limited.exception("zap_defect", "central: answering a ZAP request failed (a defect, please "
+                                        "report)")
+                if len(frames) > 1:
+                    self._reply(frames[1], b"500", b"Internal error")
         return n
 
     def _reply(self, request_id: bytes, code: bytes, text: bytes, user_id: bytes = b"") -> None:
@@ -189,8 +212,23 @@ class CurveAuthenticator:
                           peer, key.decode())
             self._reply(request_id, b"400", b"Unknown key")
             return
+        if self._handshakes_per_s is not None:
+            bucket = self._handshakes.get(key)
+            now = self._clock.monotonic()
+            if bucket is None:
+                if len(self._handshakes) > 4 * len(self._allow) + 64:
+                    self._handshakes.clear()
+                bucket = self._handshakes[key] = TokenBucket(self._handshakes_per_s(tower), now,
+                                                             burst=_HANDSHAKE_BURST)
+            if not bucket.ready(1, now):
+                self.stats["refused_rate"] += 1
+                self._limited(logging.WARNING, "zap_rate", "central: refused %s: key of tower %s handshakes more "
+                              "than %g times a second", peer, tower, bucket.rate)
+                self._reply(request_id, b"400", b"Too many handshakes")
+                return
+            bucket.spend(1)
         self.stats["admitted"] += 1
-        log.info("central: admitted %s with the key of tower %s", peer, tower)
+        self._limited(logging.INFO, "admitted:" + tower, "central: admitted %s with the key of tower %s", peer, tower)
         self._reply(request_id, b"200", b"OK", f"{tower} {key.decode()}".encode("ascii"))
 
     # ---------------------------------------------------------------- per message

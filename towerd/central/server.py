@@ -4,9 +4,18 @@ Used for lab links, demos and tests; the production central is built by another 
 against the same ICD. Per message: decode, store in one committed SQLite transaction,
 and only then ACK with the message's first and last seq and the same stream_id. HEALTH
 is answered with HEALTH_ACK and only the last one per tower is kept (in memory). A
-malformed message is dropped, counted per reason and logged at most once per second per
-reason; it never stops the server. If the store fails, nothing is acknowledged (the tower
-sends again) and the tower gets an ERROR ``central.store_failed``.
+malformed message is dropped, counted per reason and per tower, answered with ERROR
+``malformed.<reason>`` and logged at most once per second per reason; it never stops the
+server (a last-resort guard per message turns a defect into a logged traceback and a
+count). If the store fails, nothing is acknowledged (the tower sends again) and the
+tower gets an ERROR ``central.store_failed``.
+
+Limits per tower (:mod:`towerd.central.limits`): largest message, event and HEALTH
+sizes, records and bytes per second into the store (a tower over its rates has its
+messages held back and acknowledged later; only past a bound are they refused,
+unacknowledged, with ERROR ``central.busy``), CURVE handshakes per second; and for the
+central: the state kept per claimed tower id, the handshake timeout, the per-connection
+receive queue, the log rate.
 
 Security (the default): CURVE. The server's secret key comes from a zmq certificate file
 (mode 0600, checked like a tower's); tower public keys from an allow-list directory of
@@ -32,23 +41,32 @@ periods), and only then does its tower reconnect.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
+import resource
 import signal
 import sys
 import threading
+from collections import OrderedDict, deque
 from pathlib import Path
 from typing import IO
 
 import zmq
 
 from towerd.central.auth import ZAP_DOMAIN, CurveAuthenticator
+from towerd.central.limits import CentralLimits, TokenBucket, TowerLimits, load_limits
 from towerd.central.store import CentralStore, StreamSummary
 from towerd.clock import Clock, SystemClock
 from towerd.errors import EX_CONFIG, ConfigError, FrameError, OutboxError, TowerdError, UplinkError
 from towerd.icd import (
     FLAG_REPLAY,
+    HEADER_SIZE,
+    INT64_MIN,
     TOWER_ID_RE,
+    Message,
+    MessageError,
     MsgType,
     decode,
     decode_events,
@@ -63,11 +81,60 @@ from towerd.uplink.client import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
-MAX_FRAME_SIZE = 16 * 1024 * 1024
-"""Largest frame accepted (libzmq MAXMSGSIZE drops the connection beyond it). A full
-TRACKS message is 16 + 80 * 65535 bytes (5.2 MB); EVENTS get the rest of the room."""
 _MAX_MESSAGES_PER_POLL = 1000
 _SEQ_MAX = 2**63 - 1
+_FD_CHECK_S = 0.5
+_NOFILE_WANTED = 65536
+"""Descriptor limit the central raises its soft limit to (within the hard limit): libzmq
+needs one per connection, and the default soft limit of 1024 is reached by about 1,000
+idle TCP connections."""
+_MAX_SOCKETS = 8
+"""ZeroMQ sockets of the central's context: the ROUTER and the ZAP handler (libzmq's
+default is 1023; each socket costs descriptors)."""
+
+
+class _Peer:
+    """What the central keeps per claimed tower id: its limits and rate buckets, the
+    messages its rates hold back, its last HEALTH and its refusal counts."""
+
+    __slots__ = ("limits", "records", "bytes", "errors", "deferred", "deferred_bytes", "deferred_keys", "counts")
+
+    def __init__(self, limits: TowerLimits, now: float) -> None:
+        self.limits = limits
+        self.records = TokenBucket(limits.records_per_s, now)
+        self.bytes = TokenBucket(limits.bytes_per_s, now)
+        self.errors = TokenBucket(limits.error_replies_per_s, now, burst=max(50.0, limits.error_replies_per_s))
+        self.deferred: deque[_Held] = deque()
+        self.deferred_bytes = 0
+        self.deferred_keys: set[tuple[int, int, int]] = set()
+        self.counts: dict[str, int] = {}
+
+    def ready(self, records: int, size: int, now: float) -> bool:
+        return self.records.ready(records, now) and self.bytes.ready(size, now)
+
+    def wait_s(self, now: float) -> float:
+        if not self.deferred:
+            return 0.0
+        held = self.deferred[0]
+        return max(self.records.wait_s(held.records, now), self.bytes.wait_s(held.size, now))
+
+
+@dataclasses.dataclass(frozen=True)
+class _Held:
+    """A decoded TRACKS or EVENTS message waiting to be stored and acknowledged."""
+
+    rid: bytes
+    tower_id: str
+    msg: Message
+    payload: object  # TRACKS records (ndarray) or EVENTS objects (list of dicts)
+    records: int
+    size: int
+    first: int
+    last: int
+
+    @property
+    def key(self) -> tuple[int, int, int]:
+        return (self.msg.stream_id, self.first, self.last)
 
 
 class CentralServer:
@@ -92,10 +159,18 @@ class CentralServer:
         reload_interval_s: float = 2.0,
         quarantine_s: float = 60.0,
         heartbeat_ivl_s: float = 1.0,
+        limits: CentralLimits | None = None,
     ) -> None:
         self._clock = clock if clock is not None else SystemClock()
-        self._limited = RateLimitedLog(log, self._clock)
-        self._health: dict[str, dict] = {}
+        self._limits = limits if limits is not None else CentralLimits()
+        self._limited = RateLimitedLog(log, self._clock, self._limits.log_interval_s)
+        self._peers: OrderedDict[str, _Peer] = OrderedDict()
+        self._health: OrderedDict[str, bytes] = OrderedDict()
+        self._health_bytes = 0
+        self._deferring: set[str] = set()
+        self._deferred_total = 0
+        self._fd_short = False
+        self._next_fd_check = 0.0
         self._stats: dict = {
             "received": 0,
             "malformed": 0,
@@ -110,6 +185,13 @@ class CentralServer:
             "unroutable": 0,
             "reply_dropped": 0,
             "store_errors": 0,
+            "internal_errors": 0,
+            "deferred": 0,
+            "busy": 0,
+            "fd_exhausted": 0,
+            "peers_forgotten": 0,
+            "health_forgotten": 0,
+            "errors_unanswered": 0,
         }
         self._closed = False
         curve_keys = None
@@ -127,13 +209,16 @@ class CentralServer:
         self._plain = plain
         self._store = CentralStore(db_path, clock=self._clock)
         self._ctx = zmq.Context()
+        self._ctx.set(zmq.MAX_SOCKETS, _MAX_SOCKETS)
         self._auth: CurveAuthenticator | None = None
         self._sock = self._ctx.socket(zmq.ROUTER)
         try:
             if curve_keys is not None:
                 assert allow_dir is not None
-                self._auth = CurveAuthenticator(self._ctx, allow_dir, clock=self._clock,
-                                                reload_interval_s=reload_interval_s, quarantine_s=quarantine_s)
+                self._auth = CurveAuthenticator(
+                    self._ctx, allow_dir, clock=self._clock, reload_interval_s=reload_interval_s,
+                    quarantine_s=quarantine_s, log_interval_s=self._limits.log_interval_s,
+                    handshakes_per_s=lambda tower: self._limits.for_tower(tower).handshakes_per_s)
                 self._start_auth()
                 self._sock.curve_server = True
                 self._sock.curve_secretkey = curve_keys[1]
@@ -141,7 +226,9 @@ class CentralServer:
             self._sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
             self._sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
             self._sock.setsockopt(zmq.LINGER, 0)
-            self._sock.setsockopt(zmq.MAXMSGSIZE, MAX_FRAME_SIZE)
+            self._sock.setsockopt(zmq.MAXMSGSIZE, self._limits.largest_message_bytes + HEADER_SIZE)
+            self._sock.setsockopt(zmq.RCVHWM, self._limits.receive_queue)
+            self._sock.setsockopt(zmq.HANDSHAKE_IVL, max(1, round(self._limits.handshake_timeout_s * 1000)))
             self._sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, round(heartbeat_ivl_s * 1000)))
             self._sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, max(1, round(3 * heartbeat_ivl_s * 1000)))
             if self._auth is not None and not self._auth.started:
@@ -173,17 +260,30 @@ class CentralServer:
 
     @property
     def health(self) -> dict[str, dict]:
-        """The last HEALTH object received from each tower (a copy)."""
-        return dict(self._health)
+        """The last HEALTH object received from each tower (decoded from the body kept;
+        the least recently received are forgotten beyond ``total_health_bytes``)."""
+        return {tid: json.loads(body) for tid, body in self._health.items()}
+
+    @property
+    def limits(self) -> CentralLimits:
+        return self._limits
 
     @property
     def stats(self) -> dict:
         """Counters (a copy): received, malformed, malformed_by_reason, refused,
         refused_by_reason (no_user_id, revoked, identity), stored_tracks, stored_events,
         duplicates, acks_sent, health_received, unroutable, reply_dropped, store_errors,
-        and ``auth`` (the ZAP handler's counters) with CURVE."""
+        internal_errors (messages a defect failed on: dropped, logged with traceback),
+        deferred (messages held back by a tower's rates), busy (refused: its queue of held
+        back messages was full), fd_exhausted (times descriptors ran short),
+        peers_forgotten, health_forgotten, errors_unanswered (ERROR replies beyond a
+        tower's error_replies_per_s), ``by_peer`` ({tower id: {reason: n}} for
+        malformed, refused, busy and internal errors), and ``auth`` (the ZAP handler's
+        counters) with CURVE."""
         out = {**self._stats, "malformed_by_reason": dict(self._stats["malformed_by_reason"]),
-               "refused_by_reason": dict(self._stats["refused_by_reason"])}
+               "refused_by_reason": dict(self._stats["refused_by_reason"]),
+               "by_peer": {tid: dict(p.counts) for tid, p in self._peers.items() if p.counts},
+               "deferred_bytes": self._deferred_total}
         if self._auth is not None:
             out["auth"] = dict(self._auth.stats)
         return out
@@ -210,19 +310,26 @@ class CentralServer:
 
     def poll_once(self, timeout_ms: int) -> int:
         """Wait up to ``timeout_ms`` for messages, then handle those waiting (at most
-        1000, after any pending CURVE handshakes). Returns how many were handled."""
+        1000, after any pending CURVE handshakes), and store what the rates let through
+        of the messages held back. Returns how many messages were received."""
         if self._closed:
             raise UplinkError("central is closed")
+        now = self._clock.monotonic()
+        self._drain_deferred(now)
+        if self._deferring:
+            wait = min(self._peers[t].wait_s(now) for t in self._deferring)
+            timeout_ms = min(timeout_ms, max(1, int(wait * 1000) + 1))
+        poller = zmq.Poller()
+        poller.register(self._sock, zmq.POLLIN)
         if self._auth is not None:
             self._auth.maybe_reload()
-            poller = zmq.Poller()
-            poller.register(self._sock, zmq.POLLIN)
             poller.register(self._auth.socket, zmq.POLLIN)
-            if not poller.poll(timeout_ms):
-                return 0
-            self._auth.handle()
-        elif not self._sock.poll(timeout_ms, zmq.POLLIN):
+        ready = poller.poll(timeout_ms)
+        self._check_descriptors()
+        if not ready:
             return 0
+        if self._auth is not None:
+            self._auth.handle()
         handled = 0
         while handled < _MAX_MESSAGES_PER_POLL:
             try:
@@ -230,21 +337,111 @@ class CentralServer:
             except zmq.Again:
                 break
             handled += 1
-            self._handle(frames)
+            try:
+                self._handle(frames)
+            except Exception:  # last resort: a defect is loud, never an outage
+                self._stats["internal_errors"] += 1
+                rid = frames[0].bytes[:64] if frames else b""
+                tower_id = rid.decode("ascii", "replace")
+                if tower_id in self._peers:
+                    self._peer_count(tower_id, "internal")
+                self._limited.exception("internal", "central: a message from %r could not be handled and was "
+                                        "dropped (a defect, please report)", rid)
+        self._drain_deferred(self._clock.monotonic())
         return handled
+
+    def _check_descriptors(self) -> None:
+        """Log when descriptors run short (every _FD_CHECK_S). libzmq takes one per
+        connection and cannot be told to stop accepting (unbinding would close every
+        connection it accepted, genuine towers' too); at the limit it retries accept()
+        in a tight loop until a descriptor is free. What bounds the use: the handshake
+        timeout closes connections that never speak, the soft limit is raised at start
+        (``towerd central``), and the allow-list keeps its last good state when it
+        cannot be read."""
+        now = self._clock.monotonic()
+        if now < self._next_fd_check:
+            return
+        self._next_fd_check = now + _FD_CHECK_S
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return
+        try:
+            used = len(os.listdir("/proc/self/fd")) - 1  # less the one listing
+        except FileNotFoundError:
+            return  # no /proc
+        except OSError:  # EMFILE itself
+            used = soft
+        short = used >= soft - max(8, soft // 32)
+        if short:
+            if not self._fd_short:
+                self._stats["fd_exhausted"] += 1
+            self._limited(logging.ERROR, "descriptors", "central: %d of %d descriptors in use: new connections "
+                          "cannot be accepted until idle ones close (after %g s without a handshake); connected "
+                          "towers keep working", used, soft, self._limits.handshake_timeout_s)
+        elif self._fd_short:
+            log.warning("central: %d of %d descriptors in use: accepting connections again", used, soft)
+        self._fd_short = short
+
+    def _peer(self, tower_id: str) -> _Peer:
+        """The state kept for a claimed tower id; the least recently heard beyond
+        ``max_peers`` are forgotten (never one with messages held back)."""
+        peer = self._peers.get(tower_id)
+        if peer is not None:
+            self._peers.move_to_end(tower_id)
+            return peer
+        if len(self._peers) >= self._limits.max_peers:
+            for old in list(self._peers)[: len(self._peers) - self._limits.max_peers + 1]:
+                if not self._peers[old].deferred:
+                    del self._peers[old]
+                    self._stats["peers_forgotten"] += 1
+        peer = self._peers[tower_id] = _Peer(self._limits.for_tower(tower_id), self._clock.monotonic())
+        return peer
+
+    def _keep_health(self, tower_id: str, body: bytes) -> None:
+        """Keep the last HEALTH body per tower, all of them within total_health_bytes
+        (raw bytes: a parsed object would cost ten times as much)."""
+        old = self._health.pop(tower_id, None)
+        self._health_bytes += len(body) - (len(old) if old is not None else 0)
+        self._health[tower_id] = body
+        while self._health_bytes > self._limits.total_health_bytes and len(self._health) > 1:
+            _tid, dropped = self._health.popitem(last=False)
+            self._health_bytes -= len(dropped)
+            self._stats["health_forgotten"] += 1
+
+    def _peer_count(self, tower_id: str, reason: str) -> None:
+        peer = self._peer(tower_id)
+        peer.counts[reason] = peer.counts.get(reason, 0) + 1
 
     def _count(self, key: str, reason: str) -> None:
         self._stats[key] += 1
         by_reason = self._stats[f"{key}_by_reason"]
         by_reason[reason] = by_reason.get(reason, 0) + 1
 
-    def _malformed(self, reason: str, peer: str, detail: str) -> None:
+    def _malformed(self, reason: str, peer: str, detail: str, rid: bytes | None = None,
+                   stream_id: int = 0) -> None:
+        """Drop a malformed message: count it (per reason, and per tower when the routing
+        id is one), log rate-limited, and answer ERROR ``malformed.<reason>``."""
         self._count("malformed", reason)
-        self._limited(logging.WARNING, reason, "central: dropped malformed message from %s: %s", peer, detail)
+        if rid is not None:
+            self._peer_count(peer, "malformed." + reason)
+        self._limited(logging.WARNING, reason, "central: dropped malformed message from %s: %s", peer, detail[:300])
+        if rid is not None:
+            self._error_reply(rid, peer, stream_id, "malformed." + reason, detail[:300])
+
+    def _error_reply(self, rid: bytes, tower_id: str, stream_id: int, code: str, text: str) -> None:
+        """ERROR to a tower, at most its ``error_replies_per_s`` (the rest are counted)."""
+        bucket = self._peer(tower_id).errors
+        if not bucket.ready(1, self._clock.monotonic()):
+            self._stats["errors_unanswered"] += 1
+            return
+        bucket.spend(1)
+        self._reply(rid, tower_id, encode_error(stream_id, code, text))
 
     def _refused(self, reason: str, tower_id: str, user_id: str | None) -> None:
         self._count("refused", reason)
         key_tower = user_id.split(" ", 1)[0] if user_id else "?"
+        # An impostor is counted under the tower its key belongs to, not the one it claims.
+        self._peer_count(key_tower if reason == "identity" else tower_id, "refused." + reason)
         what = {
             "identity": f"sent with routing id {tower_id!r} by the key of tower {key_tower!r} (a tower cannot speak "
                         "for another; the key is quarantined)",
@@ -276,55 +473,121 @@ class CentralServer:
             if reason is not None:
                 self._refused(reason, tower_id, user_id)
                 return
+        limits = self._peer(tower_id).limits
+        data = frame.bytes
+        if len(data) >= HEADER_SIZE:
+            stream_id = int.from_bytes(data[4:12], "little")
+            limit = limits.max_health_bytes + HEADER_SIZE if data[3] == MsgType.HEALTH else limits.max_message_bytes
+            if len(data) > limit:
+                self._malformed("too_large", tower_id, f"{len(data)} bytes, this tower may send {limit}", rid,
+                                stream_id)
+                return
         try:
-            msg = decode(frame.bytes)
+            msg = decode(data)
             if msg.type == MsgType.TRACKS:
-                self._on_tracks(rid, tower_id, msg)
+                self._on_records(rid, tower_id, msg, decode_tracks(msg))
             elif msg.type == MsgType.EVENTS:
-                self._on_events(rid, tower_id, msg)
+                events = decode_events(msg)
+                for ev in events:
+                    if ev["code"] == "outbox.dropped" and any(
+                            isinstance(ev.get(k), int) and not INT64_MIN <= ev[k] <= _SEQ_MAX
+                            for k in ("first_seq", "last_seq", "count")):
+                        raise MessageError("seq_range", f"outbox.dropped event seq {ev['seq']}: a seq or count "
+                                           "beyond what this central stores")
+                    size = len(json.dumps(ev, ensure_ascii=False, separators=(",", ":")).encode())
+                    if size > limits.max_event_bytes:
+                        raise MessageError("event_size", f"event seq {ev['seq']} is {size} bytes, this tower may "
+                                           f"send {limits.max_event_bytes}")
+                self._on_records(rid, tower_id, msg, events)
             elif msg.type == MsgType.HEALTH:
-                self._health[tower_id] = decode_health(msg)
+                decode_health(msg, max_nodes=limits.max_health_values)
+                self._keep_health(tower_id, msg.body)
                 self._stats["health_received"] += 1
                 self._reply(rid, tower_id, encode_health_ack(msg.stream_id))
             else:
-                self._malformed("direction", tower_id, f"{msg.type.name} is not sent by a tower")
+                self._malformed("direction", tower_id, f"{msg.type.name} is not sent by a tower", rid, msg.stream_id)
         except FrameError as exc:
-            self._malformed(getattr(exc, "reason", "decode"), tower_id, str(exc))
+            stream_id = int.from_bytes(data[4:12], "little") if len(data) >= HEADER_SIZE else 0
+            self._malformed(getattr(exc, "reason", "decode"), tower_id, str(exc), rid, stream_id)
 
-    def _on_tracks(self, rid: bytes, tower_id: str, msg) -> None:
-        records = decode_tracks(msg)
-        first, last = int(records["seq"][0]), int(records["seq"][-1])
+    def _on_records(self, rid: bytes, tower_id: str, msg: Message, payload) -> None:
+        """TRACKS (records) or EVENTS (objects) that decoded: store and ACK now, or hold
+        back while the tower is over its rates."""
+        if msg.type == MsgType.TRACKS:
+            first, last = int(payload["seq"][0]), int(payload["seq"][-1])
+        else:
+            first, last = payload[0]["seq"], payload[-1]["seq"]
         if last > _SEQ_MAX:
-            self._malformed("seq_range", tower_id, f"seq {last} beyond what this central stores")
+            self._malformed("seq_range", tower_id, f"seq {last} beyond what this central stores", rid, msg.stream_id)
             return
-        try:
-            new = self._store.store_tracks(tower_id, msg.stream_id, records, bool(msg.flags & FLAG_REPLAY))
-        except OutboxError as exc:
-            self._store_failed(rid, tower_id, msg.stream_id, exc)
+        peer = self._peer(tower_id)
+        now = self._clock.monotonic()
+        held = _Held(rid, tower_id, msg, payload, len(payload), len(msg.body) + HEADER_SIZE, first, last)
+        if not peer.deferred and peer.ready(held.records, held.size, now):
+            self._store_held(peer, held)
             return
-        self._stats["stored_tracks"] += new
-        self._stats["duplicates"] += records.size - new
-        self._ack(rid, tower_id, msg.stream_id, first, last)
+        if held.key in peer.deferred_keys:
+            self._stats["duplicates"] += held.records
+            return  # sent again while held back: the ACK comes when the first copy is stored
+        if (peer.deferred_bytes + held.size > peer.limits.max_deferred_bytes
+                or self._deferred_total + held.size > self._limits.total_deferred_bytes):
+            self._stats["busy"] += 1
+            peer.counts["busy"] = peer.counts.get("busy", 0) + 1
+            self._limited(logging.WARNING, "busy", "central: %s is over its rates (%g records/s, %g bytes/s) with "
+                          "%d bytes held back: message not stored, not acknowledged (it will send again)",
+                          tower_id, peer.limits.records_per_s, peer.limits.bytes_per_s, peer.deferred_bytes)
+            self._error_reply(rid, tower_id, msg.stream_id, "central.busy",
+                              "over this tower's rates; not stored, send again")
+            return
+        peer.deferred.append(held)
+        peer.deferred_keys.add(held.key)
+        peer.deferred_bytes += held.size
+        self._deferred_total += held.size
+        self._deferring.add(tower_id)
+        self._stats["deferred"] += 1
+        self._limited(logging.INFO, "deferred", "central: %s is over its rates (%g records/s, %g bytes/s): its "
+                      "messages wait to be stored and acknowledged", tower_id, peer.limits.records_per_s,
+                      peer.limits.bytes_per_s)
 
-    def _on_events(self, rid: bytes, tower_id: str, msg) -> None:
-        events = decode_events(msg)
-        first, last = events[0]["seq"], events[-1]["seq"]
-        if last > _SEQ_MAX:
-            self._malformed("seq_range", tower_id, f"seq {last} beyond what this central stores")
-            return
+    def _drain_deferred(self, now: float) -> None:
+        for tower_id in list(self._deferring):
+            peer = self._peers[tower_id]
+            while peer.deferred and peer.ready(peer.deferred[0].records, peer.deferred[0].size, now):
+                held = peer.deferred.popleft()
+                peer.deferred_keys.discard(held.key)
+                peer.deferred_bytes -= held.size
+                self._deferred_total -= held.size
+                try:
+                    self._store_held(peer, held)
+                except Exception:
+                    self._stats["internal_errors"] += 1
+                    self._limited.exception("internal", "central: storing a held-back message from %s failed "
+                                            "(dropped, not acknowledged; a defect, please report)", tower_id)
+            if not peer.deferred:
+                self._deferring.discard(tower_id)
+
+    def _store_held(self, peer: _Peer, held: _Held) -> None:
+        peer.records.spend(held.records)
+        peer.bytes.spend(held.size)
+        msg, tower_id, stream_id = held.msg, held.tower_id, held.msg.stream_id
+        replay = bool(msg.flags & FLAG_REPLAY)
         try:
-            new = self._store.store_events(tower_id, msg.stream_id, events, bool(msg.flags & FLAG_REPLAY))
+            if msg.type == MsgType.TRACKS:
+                new = self._store.store_tracks(tower_id, stream_id, held.payload, replay)
+            else:
+                new = self._store.store_events(tower_id, stream_id, held.payload, replay)
         except OutboxError as exc:
-            self._store_failed(rid, tower_id, msg.stream_id, exc)
+            self._store_failed(held.rid, tower_id, stream_id, exc)
             return
-        self._stats["stored_events"] += new
-        self._stats["duplicates"] += len(events) - new
-        for ev in events:
-            if ev["code"] == "outbox.dropped":
-                self._limited(logging.WARNING, "dropped:" + tower_id, "central: tower %s announces %s records lost "
-                              "from its full outbox, seq %s..%s", tower_id, ev.get("count"), ev.get("first_seq"),
-                              ev.get("last_seq"))
-        self._ack(rid, tower_id, msg.stream_id, first, last)
+        self._stats["stored_tracks" if msg.type == MsgType.TRACKS else "stored_events"] += new
+        self._stats["duplicates"] += held.records - new
+        if msg.type == MsgType.EVENTS:
+            for ev in held.payload:
+                if ev["code"] == "outbox.dropped":
+                    self._limited(logging.WARNING, "dropped", "central: tower %s announces %s records lost from "
+                                  "its full outbox, seq %s..%s", tower_id, str(ev.get("count"))[:40],
+                                  str(ev.get("first_seq"))[:40], str(ev.get("last_seq"))[:40])
+        self._ack(held.rid, tower_id, stream_id, held.first, held.last)
 
     def _store_failed(self, rid: bytes, tower_id: str, stream_id: int, exc: Exception) -> None:
         self._stats["store_errors"] += 1
@@ -409,6 +672,20 @@ def export_main(argv: list[str]) -> int:
     return 0
 
 
+def _raise_nofile() -> tuple[int, int]:
+    """Raise the soft descriptor limit towards _NOFILE_WANTED within the hard limit;
+    returns the limits in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = _NOFILE_WANTED if hard == resource.RLIM_INFINITY else min(hard, _NOFILE_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (ValueError, OSError) as exc:
+            log.warning("central: cannot raise the descriptor limit from %d to %d: %s", soft, want, exc)
+    return soft, hard
+
+
 def main(argv: list[str]) -> int:
     """``towerd central``: run the reference central until SIGINT/SIGTERM (SIGHUP
     re-reads the allow-list); ``towerd central export ...`` exports a store."""
@@ -425,12 +702,30 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--allow-dir", help="allow-list directory of <tower-id>.key files (`towerd keys allow`); "
                         "re-read when it changes and on SIGHUP")
     parser.add_argument("--plain", action="store_true", help="no CURVE: plain TCP, for lab and demo links only")
+    parser.add_argument("--limits", metavar="FILE", help="YAML file of per-tower limits (docs/protocol.md "
+                        "\"Limits\"); the options below override its default section")
+    parser.add_argument("--max-message-bytes", type=int, metavar="N", help="largest message a tower may send "
+                        "(default 6 MiB)")
+    parser.add_argument("--records-per-s", type=float, metavar="R", help="records a tower may store per second; "
+                        "beyond it ACKs are slowed (default 20000)")
+    parser.add_argument("--bytes-per-s", type=float, metavar="B", help="message bytes a tower may store per "
+                        "second (default 8 MiB)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
+        limits = load_limits(args.limits) if args.limits else CentralLimits()
+        overrides = {name: value for name, value in (("max_message_bytes", args.max_message_bytes),
+                                                     ("records_per_s", args.records_per_s),
+                                                     ("bytes_per_s", args.bytes_per_s)) if value is not None}
+        for name, value in overrides.items():
+            meta = next(f.metadata for f in dataclasses.fields(TowerLimits) if f.name == name)
+            if not meta["lo"] <= value <= meta["hi"]:
+                raise ConfigError(f"--{name.replace('_', '-')} {value:g} is out of range, expected "
+                                  f"{meta['lo']:g}..{meta['hi']:g}")
+        limits = dataclasses.replace(limits, default=dataclasses.replace(limits.default, **overrides))
         server = CentralServer(args.bind, args.db, plain=args.plain, server_secret_key_file=args.secret_key,
-                               allow_dir=args.allow_dir)
+                               allow_dir=args.allow_dir, limits=limits)
     except ConfigError as exc:
         log.error("central cannot start: %s", exc)
         return EX_CONFIG
@@ -450,7 +745,10 @@ def main(argv: list[str]) -> int:
 
     old = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     old[signal.SIGHUP] = signal.signal(signal.SIGHUP, _on_hup)
-    log.info("central listening on %s (%s)", server.bound_endpoint, "plain" if args.plain else "CURVE")
+    soft, hard = _raise_nofile()
+    log.info("central listening on %s (%s); descriptor limit %d (hard %d); per tower: %d-byte messages, %g "
+             "records/s, %g bytes/s", server.bound_endpoint, "plain" if args.plain else "CURVE", soft, hard,
+             limits.default.max_message_bytes, limits.default.records_per_s, limits.default.bytes_per_s)
     try:
         server.serve_forever(stop, reload)
     finally:
@@ -458,9 +756,14 @@ def main(argv: list[str]) -> int:
             signal.signal(sig, handler)
         stats = server.stats
         server.close()
-    log.info("central stopped: %d tracks and %d events stored, %d duplicates, %d malformed, %d refused",
-             stats["stored_tracks"], stats["stored_events"], stats["duplicates"], stats["malformed"],
-             stats["refused"])
+    log.info("central stopped: %d tracks and %d events stored, %d duplicates, %d malformed, %d refused, %d busy, "
+             "%d internal errors", stats["stored_tracks"], stats["stored_events"], stats["duplicates"],
+             stats["malformed"], stats["refused"], stats["busy"], stats["internal_errors"])
+    worst = sorted(stats["by_peer"].items(), key=lambda kv: -sum(kv[1].values()))[:50]
+    if worst:
+        log.info("central stopped: refusals per tower: %s", json.dumps(dict(worst), sort_keys=True))
+    if "auth" in stats:
+        log.info("central stopped: handshakes: %s", json.dumps(stats["auth"], sort_keys=True))
     return 0
 
 

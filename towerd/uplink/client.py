@@ -97,6 +97,8 @@ rows must not make one poll scan the whole backlog)."""
 _BURST_S = 0.25
 """The backlog token bucket holds at most this many seconds of ``replay_rate_rps``."""
 _PASS, _EXCLUDED, _BAD = "pass", "excluded", "bad"
+_MAX_ERROR_CODES = 16
+"""ERROR codes from one central that get a log line (per second) each."""
 
 
 class RateLimitedLog:
@@ -111,7 +113,7 @@ class RateLimitedLog:
         self._interval = interval_s
         self._state: dict[str, tuple[float, int]] = {}
 
-    def __call__(self, level: int, reason: str, msg: str, *args: object) -> bool:
+    def __call__(self, level: int, reason: str, msg: str, *args: object, exc_info: bool = False) -> bool:
         """Log ``msg % args`` unless ``reason`` was logged within the interval.
         Returns whether a line was written."""
         now = self._clock.monotonic()
@@ -125,8 +127,12 @@ class RateLimitedLog:
         if len(self._state) >= self._MAX_REASONS and reason not in self._state:
             self._state.clear()
         self._state[reason] = (now, 0)
-        self._log.log(level, msg, *args)
+        self._log.log(level, msg, *args, exc_info=exc_info)
         return True
+
+    def exception(self, reason: str, msg: str, *args: object) -> bool:
+        """Like calling it at ERROR, with the current exception's traceback."""
+        return self(logging.ERROR, reason, msg, *args, exc_info=True)
 
 
 @dataclass(frozen=True)
@@ -268,6 +274,7 @@ class UplinkClient:
         # Every line names its central, also as the journal field CENTRAL= (logsetup).
         self._log = logging.LoggerAdapter(log, {"central": settings.name})
         self._limited = RateLimitedLog(self._log, clock)
+        self._error_codes: set[str] = set()
         self._stats = {
             "sent_msgs": 0,
             "live_msgs": 0,
@@ -284,6 +291,7 @@ class UplinkClient:
             "auth_failures": 0,
             "handshake_failures": 0,
             "errors_received": 0,
+            "reply_errors": 0,
             "health_sent": 0,
             "health_acks": 0,
             "unmatched_acks": 0,
@@ -471,7 +479,12 @@ class UplinkClient:
             except zmq.ZMQError as exc:
                 self._limited(logging.WARNING, "recv", "uplink %s: receive failed: %s", self._settings.name, exc)
                 return
-            self._handle_reply(frames, now)
+            try:
+                self._handle_reply(frames, now)
+            except Exception:  # last resort: a defect in reply handling must not stop the tower
+                self._stats["reply_errors"] += 1
+                self._limited.exception("reply_defect", "uplink %s: handling a reply failed (dropped; a defect, "
+                                        "please report)", self._settings.name)
 
     def _malformed(self, reason: str, detail: str) -> None:
         self._stats["malformed"] += 1
@@ -500,7 +513,14 @@ class UplinkClient:
         elif msg.type == MsgType.ERROR:
             code, text = decode_error(msg)
             self._stats["errors_received"] += 1
-            self._limited(logging.ERROR, "error:" + code, "uplink %s: central reports error %s: %s", name, code, text)
+            # Both strings come from the central: bounded and printable in our log.
+            code, text = code[:64].encode("unicode_escape").decode(), text[:300].encode("unicode_escape").decode()
+            # One log line per second per code, for the first few codes; a central that
+            # invents codes shares one line per second for all the others.
+            if code not in self._error_codes and len(self._error_codes) < _MAX_ERROR_CODES:
+                self._error_codes.add(code)
+            reason = "error:" + code if code in self._error_codes else "error:other"
+            self._limited(logging.ERROR, reason, "uplink %s: central reports error %s: %s", name, code, text)
         else:
             self._malformed("type", f"{msg.type.name} is not sent by a central")
 
@@ -743,7 +763,7 @@ class UplinkClient:
         sending: excluded by the sharing rule, or damaged), malformed, last_ack_mono
         (monotonic s or None), state (connecting|up|down|refused|closed), in_flight,
         replaying, boundary_seq, and
-        connects, disconnects, auth_failures, handshake_failures, errors_received,
+        connects, disconnects, auth_failures, handshake_failures, errors_received, reply_errors,
         health_sent, health_acks, unmatched_acks, foreign_acks, bad_rows, flow_restarts."""
         return {**self._stats, "state": self._state, "in_flight": len(self._inflight),
                 "replaying": self.replaying, "boundary_seq": self._boundary}
