@@ -14,7 +14,11 @@ One :class:`BandTracker` per (sensor, band). Each sweep of its band it:
    counts a miss on the others, and starts a TENTATIVE track on each emitter left over;
 3. feeds narrow emitters (``hop_max_bandwidth_mhz``) that are neither a continuous
    carrier nor within ``hop_max_bandwidth_mhz`` of a wide emitter or wide track (a
-   plateau's fragments) to the band's hopping-set detector: over the last ``hop_window_s`` their centres are
+   plateau's fragments) nor inside a bursting 802.11 channel (``burst_channels_mhz``: one
+   where pieces wider than a hop were seen within ``hop_window_s``; a swept analyser cuts
+   each 802.11 burst into a piece of its channel, mostly a cell or two wide, so the
+   pieces revisit cells all over the channel like hops on the analyser's own cell grid)
+   to the band's hopping-set detector: over the last ``hop_window_s`` their centres are
    grouped into channels (``hop_channel_tolerance_mhz``); a channel is *revisited* when
    hit twice or more. A hopping set is present when at least ``hop_min_channels``
    channels are revisited, spanning at least ``hop_min_span_mhz``, and more than noise
@@ -53,6 +57,9 @@ from towerd.schema import spec
 log = logging.getLogger(__name__)
 
 HISTORY_BITS = 64
+
+WIFI_GRID_MHZ = tuple(2412.0 + 5.0 * k for k in range(13)) + tuple(5745.0 + 20.0 * k for k in range(5))
+"""802.11 20 MHz channel centres: 2.4 GHz channels 1-13 and 5.8 GHz (UNII-3) 149-165."""
 
 RF_TRACK_DTYPE = np.dtype(
     [
@@ -137,6 +144,17 @@ class RfTrackingSettings:
         1e-6, doc="chance that noise false alarms alone pass the hopping-set test", lo=1e-12, hi=1e-2
     )
     hop_buffer_max: int = spec(4096, doc="hops kept per band at most (oldest dropped)", lo=64, hi=1_000_000)
+    burst_channels_mhz: tuple[float, ...] = spec(
+        WIFI_GRID_MHZ,
+        doc="802.11 channel centres (2.4 GHz channels 1-13, 5.8 GHz 149-165): where pieces of a channel's bursts "
+        "wider than a hop were seen within hop_window_s, narrow pieces are its bursts cut short by the sweep, "
+        "not hops",
+        unit="MHz", lo=1.0, hi=30000.0,
+    )
+    burst_channel_width_mhz: float = spec(
+        20.0, doc="width of one 802.11 channel on that grid (a 40 MHz channel is two of them)",
+        unit="MHz", lo=1.0, hi=160.0,
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_hits <= self.confirm_window <= HISTORY_BITS:
@@ -211,6 +229,8 @@ class BandTracker:
         self._hop_bw = np.zeros(0)
         self._hop_dbm = np.zeros(0)
         self._sweep_t = np.zeros(0)  # times of this band's sweeps within the hop window
+        self._burst = np.zeros((0, 3))  # (t, low MHz, high MHz) of burst pieces wider than a hop, in the window
+        self._grid = np.asarray(settings.burst_channels_mhz, dtype=float)
         self._confirm_mask = _window_mask(s.confirm_window)
 
     # -- one sweep ----------------------------------------------------------------------
@@ -245,6 +265,7 @@ class BandTracker:
         ):
             if hi - lo > s.hop_max_bandwidth_mhz:
                 narrow &= ~((emitters["centre_mhz"] >= lo - margin) & (emitters["centre_mhz"] <= hi + margin))
+        narrow &= ~self._in_bursting_channel(emitters, t, step_mhz)
         comb = self._hopping_set(emitters[narrow], t, cells=cells, step_mhz=step_mhz, pfa=pfa)
 
         comb_rows = np.flatnonzero(tr["comb"])
@@ -381,6 +402,38 @@ class BandTracker:
         new["last_seen_mono"] = t
         new["t_mono"] = t
         return new
+
+    # -- 802.11 bursts -------------------------------------------------------------------
+
+    def _in_bursting_channel(self, em: np.ndarray, t: float, step_mhz: float) -> np.ndarray:
+        """(E,) bool: emitters inside an 802.11 channel that is bursting.
+
+        A swept analyser looks at each cell for a small part of a sweep of tens of ms,
+        so a 20 MHz 802.11 burst of 0.1-3 ms shows as a piece of the channel as wide as
+        the cells swept while it lasted: one cell, a few, now and then the whole
+        channel. The narrow pieces land on cells all over the channel and revisit them,
+        which the hopping-set test alone takes for a hop grid (on the analyser's cell
+        grid). A channel of ``burst_channels_mhz`` is bursting while pieces wider than a
+        hop (and no wider than the channel) lay inside it within ``hop_window_s``. A
+        hopping link's hops keep their own width, so they never make a channel bursting.
+        """
+        s = self.settings
+        cell = abs(float(step_mhz))
+        width = em["high_mhz"] - em["low_mhz"]
+        wide = (em["bandwidth_mhz"] > s.hop_max_bandwidth_mhz) & (width <= s.burst_channel_width_mhz + 2 * cell)
+        pieces = np.column_stack([np.full(int(np.count_nonzero(wide)), t), em["low_mhz"][wide], em["high_mhz"][wide]])
+        self._burst = np.concatenate([self._burst[self._burst[:, 0] > t - s.hop_window_s], pieces])
+        out = np.zeros(em.shape[0], dtype=bool)
+        if self._burst.shape[0] == 0 or self._grid.size == 0 or em.shape[0] == 0:
+            return out
+        half = s.burst_channel_width_mhz / 2 + cell  # one cell of slack: piece edges are cell edges
+        lo, hi = self._grid - half, self._grid + half
+        holds = (self._burst[:, 1][:, None] >= lo[None, :]) & (self._burst[:, 2][:, None] <= hi[None, :])
+        active = np.any(holds, axis=0)
+        if not np.any(active):
+            return out
+        f = em["centre_mhz"]
+        return np.any((f[:, None] >= lo[active][None, :]) & (f[:, None] <= hi[active][None, :]), axis=1)
 
     # -- hopping sets -------------------------------------------------------------------
 
