@@ -213,7 +213,8 @@ def build_captures() -> dict[str, tuple[bytes, dict]]:
 
 def test_capture_files_are_the_documented_bytes():
     built = build_captures()
-    on_disk = {p.stem: p.read_bytes() for p in CAPTURES.glob("*.bin")}
+    # real_*: recordings of real devices, re-encoded by tests/rfe_vendor_file.py (their origin is in the .json)
+    on_disk = {p.stem: p.read_bytes() for p in CAPTURES.glob("*.bin") if not p.stem.startswith("real_")}
     assert set(on_disk) == set(built)
     for name, (data, expected) in built.items():
         assert on_disk[name] == data, name

@@ -17,11 +17,21 @@ least ``continuous_duty``; a track already given a continuous class keeps it dow
      band at least ``analog_centre_excess_db`` above the outer thirds, smoothed over
      sweeps): **analog-video** (FPV), confidence ``analog_confidence``. (Not the width:
      the occupied width of a peaked FM spectrum grows with its SNR.)
-   - continuous otherwise: **ofdm-video** (DJI OcuSync-like downlink), confidence
+   - continuous otherwise (and not bursty on a Wi-Fi channel): **ofdm-video** (DJI OcuSync-like downlink), confidence
      ``ofdm_confidence``, less ``shared_band_penalty`` when centred within
      ``wifi_tolerance_mhz`` of a Wi-Fi channel with a Wi-Fi width (20 or 40 MHz within
      25 %): a busy Wi-Fi link looks the same there;
-   - not continuous, centred on a Wi-Fi channel: **wifi-like** (bursty), not a drone;
+   - not continuous and centred on a Wi-Fi channel, or bursty inside a 20 MHz Wi-Fi
+     channel (its occupied width varies from sweep to sweep by at least
+     ``wifi_bursty_width_fraction`` of itself: 802.11 traffic seen by a swept analyser
+     is pieces of the channel, as wide as the cells swept while a burst lasted, where a
+     video link's plateau keeps its width; or, busy and strong enough to span its
+     channel, the CFAR detects its cells no more than ``wifi_max_fill_ratio`` as often
+     as a steady emitter of its mean power: see ``fill_ratio`` in
+     :mod:`towerd.rf.emitters`): **wifi-like**, not a drone. Inside such a
+     channel no video class is given before ``wifi_min_sweeps`` sweeps, so the
+     burstiness has been seen. A channel busy nearly all the time is a plateau like a
+     video link's: it stays ofdm-video with the Wi-Fi penalty;
    - else unknown.
 4. Anything else: unknown.
 
@@ -110,6 +120,19 @@ class ClassifierSettings:
     wifi_tolerance_mhz: float = spec(
         1.5, doc="how close to a Wi-Fi channel centre counts as on it", unit="MHz", lo=0.0, hi=10.0
     )
+    wifi_max_fill_ratio: float = spec(
+        0.7, doc="an emitter inside a Wi-Fi channel whose cells the CFAR detects this fraction or less as often "
+        "as a steady emitter of its mean power would (smoothed) is bursty 802.11 traffic: busy, strong Wi-Fi "
+        "fills its channel's width sweep after sweep, but only its duty of the cells", lo=0.05, hi=1.0,
+    )
+    wifi_min_sweeps: int = spec(
+        24, doc="sweeps of history an emitter inside a 20 MHz Wi-Fi channel needs before it can be a video "
+        "link (to see whether its width is bursty)", lo=1, hi=64,
+    )
+    wifi_bursty_width_fraction: float = spec(
+        0.15, doc="an emitter on a Wi-Fi channel whose occupied width varies from sweep to sweep by this "
+        "fraction of itself or more (smoothed std) is bursty 802.11 traffic, not a video link", lo=0.01, hi=2.0,
+    )
     fhss_shared_bands_mhz: tuple[tuple[float, float], ...] = spec(
         ((2400.0, 2483.5),),
         doc="bands where other hopping systems (Bluetooth) are common",
@@ -188,12 +211,25 @@ def classify(
         video & continuous & _in_bands(f, s.analog_bands_mhz)
         & np.isfinite(excess) & (excess >= s.analog_centre_excess_db)
     )
-    ofdm = video & continuous & ~analog
+    # Inside a 20 MHz Wi-Fi channel (the pieces of its bursts wander within it): such an
+    # emitter needs wifi_min_sweeps of history before it can be a video link, so that
+    # its burstiness (the smoothed std of its width) has been seen.
+    if wifi.size:
+        half = 10.0 + s.wifi_tolerance_mhz
+        inside_wifi = np.any(((f - bw / 2)[:, None] >= wifi[None, :] - half)
+                             & ((f + bw / 2)[:, None] <= wifi[None, :] + half), axis=1)
+    else:
+        inside_wifi = np.zeros(n, dtype=bool)
+    bursty = inside_wifi & (
+        (tracks["bandwidth_std_mhz"] >= s.wifi_bursty_width_fraction * bw) | (tracks["fill_ratio"] <= s.wifi_max_fill_ratio)
+    )
+    unsettled = inside_wifi & (tracks["sweeps"] < s.wifi_min_sweeps)
+    ofdm = video & continuous & ~analog & ~bursty & ~unsettled
     kind[analog] = LinkKind.ANALOG_VIDEO
     conf[analog] = s.analog_confidence
     kind[ofdm] = LinkKind.OFDM_VIDEO
     conf[ofdm] = s.ofdm_confidence - np.where(on_wifi[ofdm] & wifi_width[ofdm], s.shared_band_penalty, 0)
-    kind[video & ~continuous & on_wifi] = LinkKind.WIFI_LIKE
+    kind[video & ~analog & (~continuous | bursty) & (on_wifi | inside_wifi)] = LinkKind.WIFI_LIKE
     # Non-drone classes: confidence 0 (the ICD's confidence is that of the category,
     # and their category is unknown).
     return kind, np.clip(conf, 0, 100).astype(np.uint8)

@@ -76,6 +76,7 @@ RF_TRACK_DTYPE = np.dtype(
         ("peak_dbm", "<f8"),  # peak cell of the last hit
         ("snr_db", "<f8"),  # last hit's mean power over the noise floor
         ("centre_excess_db", "<f8"),  # smoothed spectral peakedness (see emitters); NaN if unknown
+        ("fill_ratio", "<f8"),  # smoothed CFAR fill over a steady emitter's (see emitters); NaN if unknown
         ("centre_std_mhz", "<f8"),  # exponentially weighted std of the centre (drift / hopping)
         ("bandwidth_std_mhz", "<f8"),  # same for the bandwidth
         ("centre_min_mhz", "<f8"),  # lowest centre seen (hopping set: lowest channel)
@@ -98,7 +99,7 @@ RF_TRACK_DTYPE = np.dtype(
 def empty_rf_tracks(n: int = 0) -> np.ndarray:
     """RF_TRACK_DTYPE rows with NaN in every optional float field."""
     t = np.zeros(n, dtype=RF_TRACK_DTYPE)
-    for name in ("centre_excess_db", "channel_spacing_mhz", "snr_db"):
+    for name in ("centre_excess_db", "fill_ratio", "channel_spacing_mhz", "snr_db"):
         t[name] = np.nan
     t["channels"] = 1
     return t
@@ -364,15 +365,16 @@ class BandTracker:
         p_old = np.power(10.0, tr["power_dbm"][ti] / 10.0)
         p_new = np.power(10.0, em["mean_dbm"] / 10.0)
         tr["power_dbm"][ti] = 10.0 * np.log10(p_old + a * (p_new - p_old))
-        # peakedness: a running mean over the first 1/shape_smoothing hits, then exponential
-        ex_old = tr["centre_excess_db"][ti]
-        ex_new = em["centre_excess_db"]
+        # peakedness and fill: a running mean over the first 1/shape_smoothing hits, then exponential
         b = np.maximum(self.settings.shape_smoothing, 1.0 / (tr["hits"][ti] + 1.0))
-        tr["centre_excess_db"][ti] = np.where(
-            np.isfinite(ex_old) & np.isfinite(ex_new),
-            ex_old + b * (ex_new - ex_old),
-            np.where(np.isfinite(ex_new), ex_new, ex_old),
-        )
+        for name in ("centre_excess_db", "fill_ratio"):
+            ex_old = tr[name][ti]
+            ex_new = em[name]
+            tr[name][ti] = np.where(
+                np.isfinite(ex_old) & np.isfinite(ex_new),
+                ex_old + b * (ex_new - ex_old),
+                np.where(np.isfinite(ex_new), ex_new, ex_old),
+            )
         tr["peak_dbm"][ti] = em["peak_dbm"]
         tr["snr_db"][ti] = em["snr_db"]
         tr["centre_min_mhz"][ti] = np.minimum(tr["centre_min_mhz"][ti], em["centre_mhz"])
@@ -395,6 +397,7 @@ class BandTracker:
         new["peak_dbm"] = em["peak_dbm"]
         new["snr_db"] = em["snr_db"]
         new["centre_excess_db"] = em["centre_excess_db"]
+        new["fill_ratio"] = em["fill_ratio"]
         new["hits"] = 1
         new["sweeps"] = 1
         new["hit_history"] = 1
