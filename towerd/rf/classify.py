@@ -22,8 +22,8 @@ least ``continuous_duty``; a track already given a continuous class keeps it dow
      ``wifi_tolerance_mhz`` of a Wi-Fi channel with a Wi-Fi width (20 or 40 MHz within
      25 %): a busy Wi-Fi link looks the same there;
    - not continuous and centred on a Wi-Fi channel, or bursty inside a 20 MHz Wi-Fi
-     channel (its occupied width varies from sweep to sweep by at least
-     ``wifi_bursty_width_fraction`` of itself: 802.11 traffic seen by a swept analyser
+     channel (its occupied width departs from its smoothed width by at least
+     ``wifi_bursty_width_fraction`` of it, on average over its hits: 802.11 traffic seen by a swept analyser
      is pieces of the channel, as wide as the cells swept while a burst lasted, where a
      video link's plateau keeps its width; or, busy and strong enough to span its
      channel, the CFAR detects its cells no more than ``wifi_max_fill_ratio`` as often
@@ -130,8 +130,8 @@ class ClassifierSettings:
         "link (to see whether its width is bursty)", lo=1, hi=64,
     )
     wifi_bursty_width_fraction: float = spec(
-        0.15, doc="an emitter on a Wi-Fi channel whose occupied width varies from sweep to sweep by this "
-        "fraction of itself or more (smoothed std) is bursty 802.11 traffic, not a video link", lo=0.01, hi=2.0,
+        0.25, doc="an emitter inside a Wi-Fi channel whose occupied width departs from its smoothed width by this "
+        "fraction of it or more (mean over its hits) is bursty 802.11 traffic, not a video link", lo=0.01, hi=2.0,
     )
     fhss_shared_bands_mhz: tuple[tuple[float, float], ...] = spec(
         ((2400.0, 2483.5),),
@@ -221,7 +221,8 @@ def classify(
     else:
         inside_wifi = np.zeros(n, dtype=bool)
     bursty = inside_wifi & (
-        (tracks["bandwidth_std_mhz"] >= s.wifi_bursty_width_fraction * bw) | (tracks["fill_ratio"] <= s.wifi_max_fill_ratio)
+        (tracks["width_jitter_mhz"] >= s.wifi_bursty_width_fraction * bw)
+        | (tracks["fill_ratio"] <= s.wifi_max_fill_ratio)
     )
     unsettled = inside_wifi & (tracks["sweeps"] < s.wifi_min_sweeps)
     ofdm = video & continuous & ~analog & ~bursty & ~unsettled

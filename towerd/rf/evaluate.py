@@ -33,6 +33,12 @@ from towerd.sim.rfexplorer import RfExplorerEmulator, RfExplorerPlayer, fspl_db
 from towerd.sim.scenario import Emitter, Interferer, Scenario
 
 
+REAL_LOOKS = 2
+"""Effective looks per point of a real RF Explorer: towerd.rf.cfar.estimate_looks on the
+quiet cells of the vendor's recordings gives 2.0 (Wi-Fi, DTV), 2.2 (433 MHz), 2.7 (FM)
+and 3.4 (signal generator); the emulator's default (8) is cleaner than the device."""
+
+
 @dataclass(frozen=True)
 class DroneLink:
     """A track that became a confirmed drone link."""
@@ -108,10 +114,12 @@ def distance_for_snr(emitter: Emitter, snr_db: float, noise_dbm_per_mhz: float) 
 
 def link_trial(link: Emitter | None, snr_db: float, band: tuple[float, float], *, rng: np.random.Generator,
                settings: RfSettings, sweeps: int = 100, period_s: float = 0.1,
-               others: tuple[tuple[Emitter, float], ...] = ()) -> tuple[list[DroneLink], float]:
+               others: tuple[tuple[Emitter, float], ...] = (), looks: int = REAL_LOOKS,
+               ) -> tuple[list[DroneLink], float]:
     """Drone links found in ``sweeps`` emulated sweeps of ``band`` (MHz edges) with
     ``link`` at ``snr_db`` (None: no link) and ``others`` (emitter, SNR dB) beside it;
-    also the distance the link was placed at (m)."""
+    also the distance the link was placed at (m). ``looks``: the emulated device's
+    averaging (see REAL_LOOKS)."""
     noise = -105.0
     placed = []
     d_link = float("nan")
@@ -121,6 +129,7 @@ def link_trial(link: Emitter | None, snr_db: float, band: tuple[float, float], *
             d_link = d
         placed.append(Interferer(f"e{i}", east_m=d, north_m=0.0, up_m=0.0, emitter=e))
     em = RfExplorerEmulator(Scenario("trial", interferers=tuple(placed)), rng=rng, noise_floor_dbm_per_mhz=noise,
+                            looks=looks,
                             boot_start_mhz=band[0], boot_end_mhz=band[1], sweep_rate_hz=1.0 / period_s,
                             min_mhz=15.0, max_mhz=6100.0, streaming=True)
     driver = RfExplorerDriver("rfe", RfExplorerSettings(

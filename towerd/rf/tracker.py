@@ -77,6 +77,7 @@ RF_TRACK_DTYPE = np.dtype(
         ("snr_db", "<f8"),  # last hit's mean power over the noise floor
         ("centre_excess_db", "<f8"),  # smoothed spectral peakedness (see emitters); NaN if unknown
         ("fill_ratio", "<f8"),  # smoothed CFAR fill over a steady emitter's (see emitters); NaN if unknown
+        ("width_jitter_mhz", "<f8"),  # slowly smoothed |width - smoothed width| of the hits (bursty occupancy)
         ("centre_std_mhz", "<f8"),  # exponentially weighted std of the centre (drift / hopping)
         ("bandwidth_std_mhz", "<f8"),  # same for the bandwidth
         ("centre_min_mhz", "<f8"),  # lowest centre seen (hopping set: lowest channel)
@@ -354,6 +355,9 @@ class BandTracker:
         if ti.size == 0:
             return
         a = self.settings.smoothing
+        b = np.maximum(self.settings.shape_smoothing, 1.0 / (tr["hits"][ti] + 1.0))
+        jitter = np.abs(em["bandwidth_mhz"] - tr["bandwidth_mhz"][ti])
+        tr["width_jitter_mhz"][ti] += b * (jitter - tr["width_jitter_mhz"][ti])
         for name, src, std in (
             ("centre_mhz", em["centre_mhz"], "centre_std_mhz"),
             ("bandwidth_mhz", em["bandwidth_mhz"], "bandwidth_std_mhz"),
@@ -365,8 +369,8 @@ class BandTracker:
         p_old = np.power(10.0, tr["power_dbm"][ti] / 10.0)
         p_new = np.power(10.0, em["mean_dbm"] / 10.0)
         tr["power_dbm"][ti] = 10.0 * np.log10(p_old + a * (p_new - p_old))
-        # peakedness and fill: a running mean over the first 1/shape_smoothing hits, then exponential
-        b = np.maximum(self.settings.shape_smoothing, 1.0 / (tr["hits"][ti] + 1.0))
+        # peakedness and fill (as the jitter): a running mean over the first
+        # 1/shape_smoothing hits, then exponential
         for name in ("centre_excess_db", "fill_ratio"):
             ex_old = tr[name][ti]
             ex_new = em[name]
