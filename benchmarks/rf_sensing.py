@@ -37,7 +37,7 @@ CAPTURES = REPO / "tests" / "captures" / "rfexplorer"
 BAND_2G4 = (2400.0, 2483.5)
 LINKS = (
     ("OFDM video (OcuSync 10 MHz, 2459.5 MHz)", Emitter.of("ocusync"), BAND_2G4, {"ofdm-video"}),
-    ("analog FPV (16 MHz, 5806 MHz)", Emitter.of("analog_video"), (5725.0, 5875.0), {"analog-video", "ofdm-video"}),
+    ("analog FPV (16 MHz FM, 5806 MHz)", Emitter.of("analog_video"), (5725.0, 5875.0), {"analog-video"}),
     ("ELRS 915 (40 x 500 kHz)", Emitter.of("elrs"), (902.0, 928.0), {"fhss-control"}),
     ("ELRS 2.4 (80 x 812.5 kHz)", Emitter.of("elrs", centres_mhz=ELRS_ISM2G4_MHZ, bandwidth_mhz=0.8125), BAND_2G4,
      {"fhss-control"}),

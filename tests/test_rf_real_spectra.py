@@ -94,7 +94,7 @@ ANALOG = (Emitter.of("analog_video"), (5725.0, 5875.0))
     ("link", "snr_db", "kinds", "within_s", "min_found"),
     [
         (OCUSYNC, 15.0, {"ofdm-video"}, 3.0, 4),
-        (ANALOG, 15.0, {"ofdm-video", "analog-video"}, 3.0, 4),
+        (ANALOG, 15.0, {"analog-video"}, 1.5, 4),
         (ELRS_915, 25.0, {"fhss-control"}, 15.0, 4),
     ],
     ids=["ofdm-video", "analog-fpv", "elrs-915"],

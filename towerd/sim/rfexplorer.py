@@ -28,7 +28,8 @@ Measurement model (per sweep at elapsed time t; f_i = start + i step, RBW from t
     noise per point      N = noise_floor_dbm_per_mhz + 10 log10(RBW / 1 MHz)        dBm
     emitter at distance d, carrier c, bandwidth B, EIRP P_tx:
         received          P_rx = P_tx - FSPL(d, c),  FSPL = 20 log10(d/km) + 20 log10(c/MHz) + 32.44
-        in point i        S_i  = P_rx * overlap([f_i +- RBW/2], [c +- B/2]) / B     (flat spectrum)
+        in point i        S_i  = P_rx * overlap([f_i +- RBW/2], [c +- B/2]) / B     (flat spectrum;
+                          analog_video: FM, Gaussian about the carrier, sigma = B / 4)
         on the air at the point with probability duty / len(centres)   (hopping: each look
                           independent, since hops outpace the sweep's pass over a channel)
         802.11 (kind wifi, duty < 1): bursts in time across the sweep, so a burst is a run
@@ -54,6 +55,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy import special
 
 from towerd.clock import Clock, SystemClock
 from towerd.sim.pty import PtyPair
@@ -239,10 +241,15 @@ class RfExplorerEmulator(EmulatorThread):
             for c in emitter.centres_mhz:
                 if c + half < lo[0] or c - half > hi[-1]:
                     continue
-                overlap = np.clip(np.minimum(hi, c + half) - np.maximum(lo, c - half), 0.0, None)
                 p_rx_mw = 10.0 ** ((emitter.tx_power_dbm - float(fspl_db(d, c))) / 10.0)
+                if emitter.kind == "analog_video":
+                    # FM video: power peaked at the carrier, Gaussian with +-2 sigma in the bandwidth
+                    sigma = emitter.bandwidth_mhz / 4
+                    share = special.ndtr((hi - c) / sigma) - special.ndtr((lo - c) / sigma)
+                else:
+                    share = np.clip(np.minimum(hi, c + half) - np.maximum(lo, c - half), 0.0, None) / emitter.bandwidth_mhz
                 bursty = emitter.kind == "wifi" and p_on < 1.0
-                out.append((p_rx_mw * overlap / emitter.bandwidth_mhz, p_on, bursty))
+                out.append((p_rx_mw * share, p_on, bursty))
         return noise, out
 
     def sweep_dbm(self, t_s: float) -> np.ndarray:
