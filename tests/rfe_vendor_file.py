@@ -198,7 +198,8 @@ def main(repo_dir: str) -> None:
         data, expected = encode(rec, read_rfe(raw))
         (OUT / f"{rec.name}.bin").write_bytes(data)
         write_json(OUT / f"{rec.name}.json", expected)
-        print(f"{rec.name}: {len(data)} bytes, {expected['stats']['sweeps']} sweeps, period {expected['sweep_period_s']}")
+        print(f"{rec.name}: {len(data)} bytes, {expected['stats']['sweeps']} sweeps, "
+              f"period {expected['sweep_period_s']} s")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 
 from towerd.config import load_config
-from towerd.rf.evaluate import link_trial, play_capture
-from towerd.rf.evaluate import drone_links
+from towerd.rf.evaluate import drone_links, link_trial, play_capture
+from towerd.rf.processor import RfProcessor
 from towerd.sim.rfexplorer import RfExplorerEmulator
 from towerd.sim.scenario import Emitter, Interferer, Scenario
 
@@ -70,8 +70,6 @@ def test_wifi_recording_is_still_detected_as_bursts_not_hops():
     no hopping set."""
     meta = json.loads((CAPTURES / "real_wifi_2g4.json").read_text())
     spectra, _ = play_capture((CAPTURES / "real_wifi_2g4.bin").read_bytes(), meta["sweep_period_s"])
-    from towerd.rf.processor import RfProcessor
-
     rf = RfProcessor(SHIPPED)
     in_ch6 = 0
     for s in spectra[:300]:

@@ -247,7 +247,8 @@ class RfExplorerEmulator(EmulatorThread):
                     sigma = emitter.bandwidth_mhz / 4
                     share = special.ndtr((hi - c) / sigma) - special.ndtr((lo - c) / sigma)
                 else:
-                    share = np.clip(np.minimum(hi, c + half) - np.maximum(lo, c - half), 0.0, None) / emitter.bandwidth_mhz
+                    overlap = np.clip(np.minimum(hi, c + half) - np.maximum(lo, c - half), 0.0, None)
+                    share = overlap / emitter.bandwidth_mhz
                 bursty = emitter.kind == "wifi" and p_on < 1.0
                 out.append((p_rx_mw * share, p_on, bursty))
         return noise, out
