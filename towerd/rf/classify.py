@@ -36,6 +36,17 @@ least ``continuous_duty``; a track already given a continuous class keeps it dow
 4. Anything else: unknown.
 
 Bandwidth alone never makes a drone: a bursty 20 MHz channel at 2437 MHz is wifi-like.
+
+What a swept analyser (112 points over ~100 MHz, a sweep of tens of ms) cannot tell
+apart, and what is done: Bluetooth BR/EDR (79 x 1 MHz on 2402 + k MHz, 1,600 hops/s)
+and ExpressLRS 2.4 (80 x 0.81 MHz on 2400.4 + k MHz, 50-500 hops/s) hop on the same
+1 MHz grid over the same ~79 MHz; the 0.4 MHz offset between the grids is half a cell,
+and each cell is looked at once per sweep for far less than either's dwell on a
+channel, so both show as independent single-cell hits whatever the hop rate (the mean
+number of hits per sweep is the duty, for any hop rate). A hopping set in 2.4 GHz
+therefore stays fhss-control, less ``shared_band_penalty``. A Wi-Fi channel busy nearly
+all the time is a steady plateau like an OFDM video link on that channel: ofdm-video,
+less the same penalty.
 """
 
 from __future__ import annotations
