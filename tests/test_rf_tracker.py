@@ -21,7 +21,7 @@ def emitters(*rows: tuple[float, float]) -> np.ndarray:
     """Emitters (centre MHz, bandwidth MHz) at -80 dBm, 20 dB over the floor."""
     em = np.zeros(len(rows), dtype=EMITTER_DTYPE)
     for i, (c, bw) in enumerate(rows):
-        em[i] = (c, bw, c - bw / 2, c + bw / 2, -78.0, c, -80.0, 20.0, np.nan, max(1, int(bw / 0.25)), 0)
+        em[i] = (c, bw, c - bw / 2, c + bw / 2, -78.0, c, -80.0, 20.0, np.nan, np.nan, max(1, int(bw / 0.25)), 0)
     return em
 
 
@@ -262,3 +262,20 @@ def test_a_new_sweep_grid_relearns_the_floor_and_keeps_the_tracks(caplog):
     assert "sweep grid changed" in caplog.text
     assert update.bands[0].freq_mhz.shape == (112,)
     assert established(proc.tracks)["rf_track_id"].tolist() == before == [RF_TRACK_ID_BASE]
+
+
+@pytest.mark.parametrize("wide_piece", [False, True])
+def test_narrow_pieces_of_a_bursting_wifi_channel_are_no_hopping_set(wide_piece):
+    """What the vendor's Wi-Fi recording showed: a swept analyser cuts 802.11 bursts on
+    channel 6 into pieces one cell wide, revisiting cells all over the channel, and now
+    and then a wider piece. Without a wider piece they make a hopping set (channels one
+    cell apart); with one inside the channel within the hop window, none."""
+    rng = np.random.default_rng(7)
+    cells = 2427.0 + 0.75 * np.arange(27)  # channel 6, 0.75 MHz cells
+    bt = tracker()
+    for k in range(60):
+        rows = [(float(c), 0.75) for c in rng.choice(cells, size=2, replace=False)]
+        if wide_piece and k % 10 == 3:
+            rows.append((2436.0, 4.5))
+        res = bt.step(emitters(*rows), k * 0.1, cells=112, step_mhz=0.75, pfa=1e-3)
+    assert bool(np.any(res.tracks["comb"])) is not wide_piece

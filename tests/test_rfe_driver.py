@@ -3,6 +3,7 @@ over real ptys (commands checked on the emulator side)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -464,3 +465,28 @@ def test_replayed_bytes_are_labelled_like_live_ones():
         b += replay.feed(data[i:i + 7], 1.0)
     assert [r.band for r in a] == [r.band for r in b] == ["b2g4"] * 4
     assert all(np.array_equal(x.power_dbm, y.power_dbm) for x, y in zip(a, b))
+
+
+def test_healthy_emulator_through_a_pty_leaves_error_counters_at_zero(pty_pair, caplog):
+    """Issue 14 item 8: a healthy device retuning through its scan plan (every retune cuts
+    the sweep in progress with the early-end marker, at any point of it) must not raise
+    resyncs, dropped bytes, bad frames or retune timeouts. Item 10: routine retunes are
+    not info-level lines (one per band and session, then debug)."""
+    caplog.set_level(logging.DEBUG, logger="towerd.drivers.rfexplorer")
+    plan = tuple(Band(b.name, start_mhz=b.lo_mhz, end_mhz=b.hi_mhz, dwell_s=0.1) for b in (B433, B868, B2G4))
+    em = emulator(sweep_rate_hz=100.0, rng=np.random.default_rng(11))
+    em.start(pty_pair)
+    try:
+        with RfExplorerDriver("rf", settings(pty_pair.path, bands=plan)) as driver:
+            out = read_until(driver, lambda o: driver.rf_counters.retunes >= 30, timeout_s=20.0)
+            c, st, rc = driver.counters, driver.parser.stats, driver.rf_counters
+            assert (c.resyncs, c.dropped_bytes, c.bad_frames) == (0, 0, 0), st
+            assert (rc.retune_timeouts, rc.bands_failed, rc.requeries, rc.resets) == (0, 0, 0, 0), rc
+            assert st.early_ends >= 20 and {r.band for r in out} == {"b433", "b868", "b2g4"}
+            assert c.bytes_in - st.frame_bytes < 200  # only a sweep still in the driver's buffer
+        info = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        tuned = [m for m in info if "tuned to band" in m]
+        assert len(tuned) == 3 and len(info) <= 5, info  # + the model line and nothing else
+        assert sum("tuned to band" in r.getMessage() for r in caplog.records) >= 25  # the rest at debug
+    finally:
+        em.stop()

@@ -213,7 +213,8 @@ def build_captures() -> dict[str, tuple[bytes, dict]]:
 
 def test_capture_files_are_the_documented_bytes():
     built = build_captures()
-    on_disk = {p.stem: p.read_bytes() for p in CAPTURES.glob("*.bin")}
+    # real_*: recordings of real devices, re-encoded by tests/rfe_vendor_file.py (their origin is in the .json)
+    on_disk = {p.stem: p.read_bytes() for p in CAPTURES.glob("*.bin") if not p.stem.startswith("real_")}
     assert set(on_disk) == set(built)
     for name, (data, expected) in built.items():
         assert on_disk[name] == data, name
@@ -406,12 +407,27 @@ def test_early_end_marker_drops_the_partial_sweep_however_it_is_split():
     reference = None
     for cut in range(1, len(data)):
         parser = configured()
-        msgs, _, _ = feed_all(parser, data, [data[:cut], data[cut:]])
-        got = ([summary(m) for m in msgs], parser.stats.early_ends, parser.stats.dropped_bytes)
+        msgs, _, consumed = feed_all(parser, data, [data[:cut], data[cut:]])
+        st = parser.stats
+        got = ([summary(m) for m in msgs], st.early_ends, st.dropped_bytes, st.resyncs, consumed)
         reference = reference or got
         assert got == reference, cut
     msgs_types = [m[0] for m in reference[0]]
-    assert msgs_types == ["RfeConfig", "sweep"] and reference[1:] == (1, len(partial))
+    # A normal event (every retune makes one, as in the vendor's loop): no resync, nothing dropped.
+    assert msgs_types == ["RfeConfig", "sweep"] and reference[1:] == (1, 0, 0, len(data))
+
+
+@pytest.mark.parametrize("kept", [107, 108, 109, 110, 111, 112])
+def test_early_end_marker_straddling_the_sweep_end_keeps_the_next_line(kept):
+    """A sweep cut after its last points puts the marker over the CR LF slot and past the
+    declared extent: the configuration line after it must survive, however it is split."""
+    data = sweep([204] * 112)[:3 + kept] + EEOT + config_line() + sweep([205] * 112)
+    for cut in range(1, len(data)):
+        parser = configured()
+        msgs, _, consumed = feed_all(parser, data, [data[:cut], data[cut:]])
+        st = parser.stats
+        assert [type(m) for m in msgs] == [RfeConfig, RfeSweep], cut
+        assert (st.early_ends, st.bad_frames, st.resyncs, st.dropped_bytes, consumed) == (1, 0, 0, 0, len(data)), cut
 
 
 def test_stray_early_end_marker_between_messages():

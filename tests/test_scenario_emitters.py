@@ -32,13 +32,13 @@ def test_defaults_per_kind_follow_the_notes():
     assert Emitter.of("analog_video").bandwidth_mhz == 16.0
     v = Emitter.of("ocusync", centres_mhz=[5785.5], bandwidth_mhz=20)
     assert v.centres_mhz == (5785.5,) and v.bandwidth_mhz == 20
-    assert set(EMITTER_KINDS) == {"ocusync", "elrs", "analog_video", "droneid", "wifi", "cw"}
+    assert set(EMITTER_KINDS) == {"ocusync", "elrs", "analog_video", "droneid", "wifi", "cw", "bluetooth"}
 
 
 @pytest.mark.parametrize(
     "kw",
     [
-        {"kind": "bluetooth"},
+        {"kind": "zigbee"},
         {"centres_mhz": ()},
         {"centres_mhz": (-5.0,)},
         {"bandwidth_mhz": 0.0},

@@ -220,6 +220,7 @@ class RfExplorerDriver(SensorDriver):
         self._last_query_t = -math.inf
         self._last_sweep_t: float | None = None
         self._early: list[Spectrum] = []
+        self._announced: set[str] = set()  # bands whose tuning was logged at info this session
 
     # ------------------------------------------------------------------ status
 
@@ -257,6 +258,7 @@ class RfExplorerDriver(SensorDriver):
         self._points_sent = False
         self._commands.clear()
         self._early = []
+        self._announced = set()
         self._last_command_t = -math.inf
         self._last_sweep_t = None
         self._live = False  # no set-up until the plan is fitted to the device's limits
@@ -393,9 +395,14 @@ class RfExplorerDriver(SensorDriver):
                 self._pending = None
                 self._band_index = index
                 self._active_since = t_mono
-                log.info("sensor %s: tuned to band %s (%.3f-%.3f MHz, %d points, step %.1f kHz, RBW %s kHz)",
-                         self.name, self._label, cfg.start_mhz, cfg.end_mhz, cfg.points, cfg.step_hz / 1e3,
-                         cfg.rbw_khz)
+                # Info once per band and session (what the device really sweeps there);
+                # the routine retunes of the scan plan after that are debug.
+                first = self._label not in self._announced
+                self._announced.add(self._label)
+                log.log(logging.INFO if first else logging.DEBUG,
+                        "sensor %s: tuned to band %s (%.3f-%.3f MHz, %d points, step %.1f kHz, RBW %s kHz)",
+                        self.name, self._label, cfg.start_mhz, cfg.end_mhz, cfg.points, cfg.step_hz / 1e3,
+                        cfg.rbw_khz)
                 wanted = self.settings.sweep_points
                 if wanted is not None and cfg.points != wanted:
                     log.warning("sensor %s: asked for %d sweep points, device uses %d", self.name, wanted, cfg.points)
@@ -404,8 +411,11 @@ class RfExplorerDriver(SensorDriver):
             if self._active_since is None:
                 self._active_since = t_mono
             return
-        log.info("sensor %s: device configuration %.3f-%.3f MHz / %d points is not the plan's: setting it up",
-                 self.name, cfg.start_mhz, cfg.end_mhz, cfg.points)
+        # At open the device is expected to be elsewhere (debug); later it means someone
+        # changed it from the front panel or it restarted (info).
+        log.log(logging.INFO if self._announced else logging.DEBUG,
+                "sensor %s: device configuration %.3f-%.3f MHz / %d points is not the plan's: setting it up",
+                self.name, cfg.start_mhz, cfg.end_mhz, cfg.points)
         self._setup(cfg)
 
     def _points_ok(self, cfg: RfeConfig) -> bool:

@@ -44,7 +44,12 @@ vendor's ``bFullStringOK``). On a failed check the parser skips to the next CR L
 searching from the frame's first byte, exactly as the vendor does (so a CR LF inside the
 rejected bytes ends the skip); it never searches for ``$`` or ``#`` inside a length-framed
 payload. A sweep whose declared extent contains the early-end marker ``FF FE FF FE 00``
-is dropped up to the end of the marker and parsing resumes right after it. A sweep that
+is dropped up to the end of the marker and parsing resumes right after it; the marker
+may start anywhere in the declared extent, its CR LF slot included, and so run up to 4
+bytes past it (a sweep cut after its last points). Like the vendor, an early end is a
+normal event (the device aborts the sweep it is sending when a command arrives, so every
+retune makes one): the aborted frame counts in ``early_ends`` and ``frame_bytes``, not as
+a resync or dropped bytes. A sweep that
 arrives before any configuration, or whose n differs from the configured point count,
 is well-formed but dropped (and counted). Amplitude byte b decodes to ``-b/2 + offset``
 dBm, vectorised with ``np.frombuffer``.
@@ -215,7 +220,7 @@ class RfeParserStats:
     sweeps: int = 0  # sweeps emitted
     sweeps_without_config: int = 0
     sweeps_wrong_points: int = 0
-    early_ends: int = 0  # sweeps cut by the early-end marker (and stray markers)
+    early_ends: int = 0  # sweeps aborted by the early-end marker (normal at a retune), and stray markers
     configs: int = 0
     models: int = 0
     resets: int = 0
@@ -507,18 +512,25 @@ class RfeParser:
             self._reject(f"sweep of {points} points exceeds max_frame_bytes {self.max_frame_bytes}")
             return pos
         lo = pos + head
-        hi = min(n, pos + total)
+        # The marker may start anywhere in the declared extent (the CR LF slot included)
+        # and so end up to len(EEOT) - 1 bytes past it: a sweep cut after its last points.
+        reach = pos + total + len(EEOT) - 1
+        hi = min(n, reach)
         eeot = data.find(EEOT, max(lo, pos + scanned - (len(EEOT) - 1)), hi)
         if eeot >= 0:
+            # A normal event (the device aborts the sweep it is sending when a command
+            # arrives): the aborted frame is consumed as such, not counted as lost bytes.
             self.stats.early_ends += 1
-            self.stats.last_error = f"sweep ended early after {eeot - lo} of {points} points"
-            self._drop(eeot + len(EEOT) - pos)
+            self._accept(eeot + len(EEOT) - pos)
             return eeot + len(EEOT)
         if n - pos < total:
             self._scanned = hi - pos
             return _NEED_MORE
         end = lo + points
         if data[end] != _CR or data[end + 1] != _LF:
+            if any(n - k < pos + total and data.endswith(EEOT[:k]) for k in range(1, len(EEOT))):
+                self._scanned = n - pos  # maybe a marker straddling the extent's end: wait for it
+                return _NEED_MORE
             self._reject(f"{chr(_DOLLAR)}{chr(kind)} sweep of {points} points not followed by CR LF")
             return pos
         self._accept(total)

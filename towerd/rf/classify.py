@@ -17,15 +17,36 @@ least ``continuous_duty``; a track already given a continuous class keeps it dow
      band at least ``analog_centre_excess_db`` above the outer thirds, smoothed over
      sweeps): **analog-video** (FPV), confidence ``analog_confidence``. (Not the width:
      the occupied width of a peaked FM spectrum grows with its SNR.)
-   - continuous otherwise: **ofdm-video** (DJI OcuSync-like downlink), confidence
+   - continuous otherwise (and not bursty on a Wi-Fi channel): **ofdm-video** (DJI OcuSync-like downlink), confidence
      ``ofdm_confidence``, less ``shared_band_penalty`` when centred within
      ``wifi_tolerance_mhz`` of a Wi-Fi channel with a Wi-Fi width (20 or 40 MHz within
      25 %): a busy Wi-Fi link looks the same there;
-   - not continuous, centred on a Wi-Fi channel: **wifi-like** (bursty), not a drone;
+   - not continuous and centred on a Wi-Fi channel, or bursty inside a 20 MHz Wi-Fi
+     channel (its occupied width departs from its smoothed width by at least
+     ``wifi_bursty_width_fraction`` of it, on average over its hits: 802.11 traffic seen by a swept analyser
+     is pieces of the channel, as wide as the cells swept while a burst lasted, where a
+     video link's plateau keeps its width; or, busy and strong enough to span its
+     channel, the CFAR detects its cells no more than ``wifi_max_fill_ratio`` as often
+     as a steady emitter of its mean power: see ``fill_ratio`` in
+     :mod:`towerd.rf.emitters`): **wifi-like**, not a drone. Inside such a
+     channel no video class is given before ``wifi_min_sweeps`` sweeps, so the
+     burstiness has been seen. A channel busy nearly all the time is a plateau like a
+     video link's: it stays ofdm-video with the Wi-Fi penalty;
    - else unknown.
 4. Anything else: unknown.
 
 Bandwidth alone never makes a drone: a bursty 20 MHz channel at 2437 MHz is wifi-like.
+
+What a swept analyser (112 points over ~100 MHz, a sweep of tens of ms) cannot tell
+apart, and what is done: Bluetooth BR/EDR (79 x 1 MHz on 2402 + k MHz, 1,600 hops/s)
+and ExpressLRS 2.4 (80 x 0.81 MHz on 2400.4 + k MHz, 50-500 hops/s) hop on the same
+1 MHz grid over the same ~79 MHz; the 0.4 MHz offset between the grids is half a cell,
+and each cell is looked at once per sweep for far less than either's dwell on a
+channel, so both show as independent single-cell hits whatever the hop rate (the mean
+number of hits per sweep is the duty, for any hop rate). A hopping set in 2.4 GHz
+therefore stays fhss-control, less ``shared_band_penalty``. A Wi-Fi channel busy nearly
+all the time is a steady plateau like an OFDM video link on that channel: ofdm-video,
+less the same penalty.
 """
 
 from __future__ import annotations
@@ -110,6 +131,19 @@ class ClassifierSettings:
     wifi_tolerance_mhz: float = spec(
         1.5, doc="how close to a Wi-Fi channel centre counts as on it", unit="MHz", lo=0.0, hi=10.0
     )
+    wifi_max_fill_ratio: float = spec(
+        0.7, doc="an emitter inside a Wi-Fi channel whose cells the CFAR detects this fraction or less as often "
+        "as a steady emitter of its mean power would (smoothed) is bursty 802.11 traffic: busy, strong Wi-Fi "
+        "fills its channel's width sweep after sweep, but only its duty of the cells", lo=0.05, hi=1.0,
+    )
+    wifi_min_sweeps: int = spec(
+        24, doc="sweeps of history an emitter inside a 20 MHz Wi-Fi channel needs before it can be a video "
+        "link (to see whether its width is bursty)", lo=1, hi=64,
+    )
+    wifi_bursty_width_fraction: float = spec(
+        0.25, doc="an emitter inside a Wi-Fi channel whose occupied width departs from its smoothed width by this "
+        "fraction of it or more (mean over its hits) is bursty 802.11 traffic, not a video link", lo=0.01, hi=2.0,
+    )
     fhss_shared_bands_mhz: tuple[tuple[float, float], ...] = spec(
         ((2400.0, 2483.5),),
         doc="bands where other hopping systems (Bluetooth) are common",
@@ -188,12 +222,26 @@ def classify(
         video & continuous & _in_bands(f, s.analog_bands_mhz)
         & np.isfinite(excess) & (excess >= s.analog_centre_excess_db)
     )
-    ofdm = video & continuous & ~analog
+    # Inside a 20 MHz Wi-Fi channel (the pieces of its bursts wander within it): such an
+    # emitter needs wifi_min_sweeps of history before it can be a video link, so that
+    # its burstiness (the smoothed std of its width) has been seen.
+    if wifi.size:
+        half = 10.0 + s.wifi_tolerance_mhz
+        inside_wifi = np.any(((f - bw / 2)[:, None] >= wifi[None, :] - half)
+                             & ((f + bw / 2)[:, None] <= wifi[None, :] + half), axis=1)
+    else:
+        inside_wifi = np.zeros(n, dtype=bool)
+    bursty = inside_wifi & (
+        (tracks["width_jitter_mhz"] >= s.wifi_bursty_width_fraction * bw)
+        | (tracks["fill_ratio"] <= s.wifi_max_fill_ratio)
+    )
+    unsettled = inside_wifi & (tracks["sweeps"] < s.wifi_min_sweeps)
+    ofdm = video & continuous & ~analog & ~bursty & ~unsettled
     kind[analog] = LinkKind.ANALOG_VIDEO
     conf[analog] = s.analog_confidence
     kind[ofdm] = LinkKind.OFDM_VIDEO
     conf[ofdm] = s.ofdm_confidence - np.where(on_wifi[ofdm] & wifi_width[ofdm], s.shared_band_penalty, 0)
-    kind[video & ~continuous & on_wifi] = LinkKind.WIFI_LIKE
+    kind[video & ~analog & (~continuous | bursty) & (on_wifi | inside_wifi)] = LinkKind.WIFI_LIKE
     # Non-drone classes: confidence 0 (the ICD's confidence is that of the category,
     # and their category is unknown).
     return kind, np.clip(conf, 0, 100).astype(np.uint8)

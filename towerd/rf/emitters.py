@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import special
 
 from towerd.schema import spec
 
@@ -29,6 +30,7 @@ EMITTER_DTYPE = np.dtype(
         ("mean_dbm", "<f8"),  # mean linear power over the extent, in dBm per resolution bandwidth
         ("snr_db", "<f8"),  # mean power over the mean noise floor across the extent, dB
         ("centre_excess_db", "<f8"),  # mean of the middle third over the outer thirds, dB; NaN under 3 cells
+        ("fill_ratio", "<f8"),  # cells the CFAR itself detected over those a steady emitter would give; NaN unknown
         ("cells", "<i4"),  # cells in the extent
         ("first_cell", "<i4"),  # index of the first cell in the band segment
     ]
@@ -89,11 +91,22 @@ def merge_cells(
     power_mw: np.ndarray,
     floor_mw: np.ndarray,
     settings: EmitterSettings = EmitterSettings(),
+    *,
+    cfar_detected: np.ndarray | None = None,
+    threshold_mw: np.ndarray | None = None,
+    looks: int = 1,
 ) -> np.ndarray:
     """Emitters (EMITTER_DTYPE) from the detection mask of one band segment.
 
     ``detected`` (n,) bool; ``freq_mhz`` (n,) evenly spaced centre frequencies;
     ``power_mw`` (n,) linear power (mW); ``floor_mw`` (n,) the noise floor (mW).
+    With ``cfar_detected`` (n,) bool, the CFAR's own detections before bridging, and
+    ``threshold_mw`` (n,) the levels they were compared with, ``fill_ratio`` is the
+    fraction of each extent's cells the CFAR detected over the fraction a steady
+    noise-like emitter of the extent's mean power would give (a cell of mean power m
+    in K looks passes threshold T with probability Q(K, K T / m), the regularised upper
+    incomplete gamma function): about 1 for a video plateau at any SNR, about the
+    duty for bursty traffic strong enough to be seen (802.11 on a busy channel).
     """
     det = np.asarray(detected, dtype=bool)
     n = det.shape[0]
@@ -143,6 +156,18 @@ def merge_cells(
     with np.errstate(divide="ignore", invalid="ignore"):
         out["snr_db"] = 10.0 * np.log10(sum_p / sum_floor)
     out["centre_excess_db"] = _centre_excess_db(p, group_start, cells)
+    out["fill_ratio"] = np.nan
+    if cfar_detected is not None and threshold_mw is not None:
+        raw = np.asarray(cfar_detected, dtype=bool)
+        csum_raw = np.concatenate(([0], np.cumsum(raw)))
+        fill = (csum_raw[group_end] - csum_raw[group_start]) / cells
+        # expected: each cell's chance of passing its threshold at the extent's mean power
+        mean_p = (sum_p / cells)[seg_of_cell]
+        k = float(max(int(looks), 1))
+        pd = special.gammaincc(k, k * np.asarray(threshold_mw, dtype=float)[cell_idx] / mean_p)
+        expected = np.bincount(seg_of_cell, weights=pd, minlength=m) / cells
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["fill_ratio"] = np.where(expected > 0, fill / expected, np.nan)
     out["cells"] = cells
     out["first_cell"] = group_start
     return out

@@ -155,6 +155,7 @@ class BandDetector:
         self.bridge_pfa = bridge_pfa
         self.floor = NoiseFloor(floor_settings, n, step_mhz, cfar.settings.looks)
         self.age = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)  # sweeps since each cell was detected
+        self.cfar_detected = np.zeros(n, dtype=bool)  # the last sweep's CFAR detections before bridging
 
     def detect(self, power_mw: np.ndarray, t_mono: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(detected bool, threshold mW, floor mW), each (n,), for one sweep."""
@@ -174,6 +175,7 @@ class BandDetector:
             z = power_mw / floor
             occupied = self.cfar.occupied(z)
         out = self.cfar.detect(z, occupied | recent)
+        self.cfar_detected = out.detected  # before bridging: how much of an emitter the CFAR saw itself
         detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
         self.age = np.where(detected, 0, np.minimum(self.age + 1, np.iinfo(np.int32).max))
         fs = self.floor.settings
@@ -270,7 +272,9 @@ class RfProcessor:
             f, dbm = freq[sel], p_dbm[sel]
             p = dbm_to_mw(dbm)
             detected, threshold, floor = band.detector.detect(p, t)
-            emitters = merge_cells(detected, f, p, floor, self.settings.emitters)
+            emitters = merge_cells(detected, f, p, floor, self.settings.emitters,
+                                   cfar_detected=band.detector.cfar_detected, threshold_mw=threshold,
+                                   looks=self.settings.cfar.looks)
             res = band.tracker.step(emitters, t, cells=f.shape[0], step_mhz=step, pfa=self.settings.cfar.pfa)
             ended.append(res.ended)
             results.append(

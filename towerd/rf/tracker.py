@@ -14,7 +14,11 @@ One :class:`BandTracker` per (sensor, band). Each sweep of its band it:
    counts a miss on the others, and starts a TENTATIVE track on each emitter left over;
 3. feeds narrow emitters (``hop_max_bandwidth_mhz``) that are neither a continuous
    carrier nor within ``hop_max_bandwidth_mhz`` of a wide emitter or wide track (a
-   plateau's fragments) to the band's hopping-set detector: over the last ``hop_window_s`` their centres are
+   plateau's fragments) nor inside a bursting 802.11 channel (``burst_channels_mhz``: one
+   where pieces wider than a hop were seen within ``hop_window_s``; a swept analyser cuts
+   each 802.11 burst into a piece of its channel, mostly a cell or two wide, so the
+   pieces revisit cells all over the channel like hops on the analyser's own cell grid)
+   to the band's hopping-set detector: over the last ``hop_window_s`` their centres are
    grouped into channels (``hop_channel_tolerance_mhz``); a channel is *revisited* when
    hit twice or more. A hopping set is present when at least ``hop_min_channels``
    channels are revisited, spanning at least ``hop_min_span_mhz``, and more than noise
@@ -54,6 +58,9 @@ log = logging.getLogger(__name__)
 
 HISTORY_BITS = 64
 
+WIFI_GRID_MHZ = tuple(2412.0 + 5.0 * k for k in range(13)) + tuple(5745.0 + 20.0 * k for k in range(5))
+"""802.11 20 MHz channel centres: 2.4 GHz channels 1-13 and 5.8 GHz (UNII-3) 149-165."""
+
 RF_TRACK_DTYPE = np.dtype(
     [
         ("rf_track_id", "<u4"),  # never reused (shared counter of the processor)
@@ -69,6 +76,8 @@ RF_TRACK_DTYPE = np.dtype(
         ("peak_dbm", "<f8"),  # peak cell of the last hit
         ("snr_db", "<f8"),  # last hit's mean power over the noise floor
         ("centre_excess_db", "<f8"),  # smoothed spectral peakedness (see emitters); NaN if unknown
+        ("fill_ratio", "<f8"),  # smoothed CFAR fill over a steady emitter's (see emitters); NaN if unknown
+        ("width_jitter_mhz", "<f8"),  # slowly smoothed |width - smoothed width| of the hits (bursty occupancy)
         ("centre_std_mhz", "<f8"),  # exponentially weighted std of the centre (drift / hopping)
         ("bandwidth_std_mhz", "<f8"),  # same for the bandwidth
         ("centre_min_mhz", "<f8"),  # lowest centre seen (hopping set: lowest channel)
@@ -91,7 +100,7 @@ RF_TRACK_DTYPE = np.dtype(
 def empty_rf_tracks(n: int = 0) -> np.ndarray:
     """RF_TRACK_DTYPE rows with NaN in every optional float field."""
     t = np.zeros(n, dtype=RF_TRACK_DTYPE)
-    for name in ("centre_excess_db", "channel_spacing_mhz", "snr_db"):
+    for name in ("centre_excess_db", "fill_ratio", "channel_spacing_mhz", "snr_db"):
         t[name] = np.nan
     t["channels"] = 1
     return t
@@ -137,6 +146,17 @@ class RfTrackingSettings:
         1e-6, doc="chance that noise false alarms alone pass the hopping-set test", lo=1e-12, hi=1e-2
     )
     hop_buffer_max: int = spec(4096, doc="hops kept per band at most (oldest dropped)", lo=64, hi=1_000_000)
+    burst_channels_mhz: tuple[float, ...] = spec(
+        WIFI_GRID_MHZ,
+        doc="802.11 channel centres (2.4 GHz channels 1-13, 5.8 GHz 149-165): where pieces of a channel's bursts "
+        "wider than a hop were seen within hop_window_s, narrow pieces are its bursts cut short by the sweep, "
+        "not hops",
+        unit="MHz", lo=1.0, hi=30000.0,
+    )
+    burst_channel_width_mhz: float = spec(
+        20.0, doc="width of one 802.11 channel on that grid (a 40 MHz channel is two of them)",
+        unit="MHz", lo=1.0, hi=160.0,
+    )
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_hits <= self.confirm_window <= HISTORY_BITS:
@@ -211,6 +231,8 @@ class BandTracker:
         self._hop_bw = np.zeros(0)
         self._hop_dbm = np.zeros(0)
         self._sweep_t = np.zeros(0)  # times of this band's sweeps within the hop window
+        self._burst = np.zeros((0, 3))  # (t, low MHz, high MHz) of burst pieces wider than a hop, in the window
+        self._grid = np.asarray(settings.burst_channels_mhz, dtype=float)
         self._confirm_mask = _window_mask(s.confirm_window)
 
     # -- one sweep ----------------------------------------------------------------------
@@ -245,6 +267,7 @@ class BandTracker:
         ):
             if hi - lo > s.hop_max_bandwidth_mhz:
                 narrow &= ~((emitters["centre_mhz"] >= lo - margin) & (emitters["centre_mhz"] <= hi + margin))
+        narrow &= ~self._in_bursting_channel(emitters, t, step_mhz)
         comb = self._hopping_set(emitters[narrow], t, cells=cells, step_mhz=step_mhz, pfa=pfa)
 
         comb_rows = np.flatnonzero(tr["comb"])
@@ -332,6 +355,9 @@ class BandTracker:
         if ti.size == 0:
             return
         a = self.settings.smoothing
+        b = np.maximum(self.settings.shape_smoothing, 1.0 / (tr["hits"][ti] + 1.0))
+        jitter = np.abs(em["bandwidth_mhz"] - tr["bandwidth_mhz"][ti])
+        tr["width_jitter_mhz"][ti] += b * (jitter - tr["width_jitter_mhz"][ti])
         for name, src, std in (
             ("centre_mhz", em["centre_mhz"], "centre_std_mhz"),
             ("bandwidth_mhz", em["bandwidth_mhz"], "bandwidth_std_mhz"),
@@ -343,15 +369,16 @@ class BandTracker:
         p_old = np.power(10.0, tr["power_dbm"][ti] / 10.0)
         p_new = np.power(10.0, em["mean_dbm"] / 10.0)
         tr["power_dbm"][ti] = 10.0 * np.log10(p_old + a * (p_new - p_old))
-        # peakedness: a running mean over the first 1/shape_smoothing hits, then exponential
-        ex_old = tr["centre_excess_db"][ti]
-        ex_new = em["centre_excess_db"]
-        b = np.maximum(self.settings.shape_smoothing, 1.0 / (tr["hits"][ti] + 1.0))
-        tr["centre_excess_db"][ti] = np.where(
-            np.isfinite(ex_old) & np.isfinite(ex_new),
-            ex_old + b * (ex_new - ex_old),
-            np.where(np.isfinite(ex_new), ex_new, ex_old),
-        )
+        # peakedness and fill (as the jitter): a running mean over the first
+        # 1/shape_smoothing hits, then exponential
+        for name in ("centre_excess_db", "fill_ratio"):
+            ex_old = tr[name][ti]
+            ex_new = em[name]
+            tr[name][ti] = np.where(
+                np.isfinite(ex_old) & np.isfinite(ex_new),
+                ex_old + b * (ex_new - ex_old),
+                np.where(np.isfinite(ex_new), ex_new, ex_old),
+            )
         tr["peak_dbm"][ti] = em["peak_dbm"]
         tr["snr_db"][ti] = em["snr_db"]
         tr["centre_min_mhz"][ti] = np.minimum(tr["centre_min_mhz"][ti], em["centre_mhz"])
@@ -374,6 +401,7 @@ class BandTracker:
         new["peak_dbm"] = em["peak_dbm"]
         new["snr_db"] = em["snr_db"]
         new["centre_excess_db"] = em["centre_excess_db"]
+        new["fill_ratio"] = em["fill_ratio"]
         new["hits"] = 1
         new["sweeps"] = 1
         new["hit_history"] = 1
@@ -381,6 +409,38 @@ class BandTracker:
         new["last_seen_mono"] = t
         new["t_mono"] = t
         return new
+
+    # -- 802.11 bursts -------------------------------------------------------------------
+
+    def _in_bursting_channel(self, em: np.ndarray, t: float, step_mhz: float) -> np.ndarray:
+        """(E,) bool: emitters inside an 802.11 channel that is bursting.
+
+        A swept analyser looks at each cell for a small part of a sweep of tens of ms,
+        so a 20 MHz 802.11 burst of 0.1-3 ms shows as a piece of the channel as wide as
+        the cells swept while it lasted: one cell, a few, now and then the whole
+        channel. The narrow pieces land on cells all over the channel and revisit them,
+        which the hopping-set test alone takes for a hop grid (on the analyser's cell
+        grid). A channel of ``burst_channels_mhz`` is bursting while pieces wider than a
+        hop (and no wider than the channel) lay inside it within ``hop_window_s``. A
+        hopping link's hops keep their own width, so they never make a channel bursting.
+        """
+        s = self.settings
+        cell = abs(float(step_mhz))
+        width = em["high_mhz"] - em["low_mhz"]
+        wide = (em["bandwidth_mhz"] > s.hop_max_bandwidth_mhz) & (width <= s.burst_channel_width_mhz + 2 * cell)
+        pieces = np.column_stack([np.full(int(np.count_nonzero(wide)), t), em["low_mhz"][wide], em["high_mhz"][wide]])
+        self._burst = np.concatenate([self._burst[self._burst[:, 0] > t - s.hop_window_s], pieces])
+        out = np.zeros(em.shape[0], dtype=bool)
+        if self._burst.shape[0] == 0 or self._grid.size == 0 or em.shape[0] == 0:
+            return out
+        half = s.burst_channel_width_mhz / 2 + cell  # one cell of slack: piece edges are cell edges
+        lo, hi = self._grid - half, self._grid + half
+        holds = (self._burst[:, 1][:, None] >= lo[None, :]) & (self._burst[:, 2][:, None] <= hi[None, :])
+        active = np.any(holds, axis=0)
+        if not np.any(active):
+            return out
+        f = em["centre_mhz"]
+        return np.any((f[:, None] >= lo[active][None, :]) & (f[:, None] <= hi[active][None, :]), axis=1)
 
     # -- hopping sets -------------------------------------------------------------------
 

@@ -28,8 +28,12 @@ Measurement model (per sweep at elapsed time t; f_i = start + i step, RBW from t
     noise per point      N = noise_floor_dbm_per_mhz + 10 log10(RBW / 1 MHz)        dBm
     emitter at distance d, carrier c, bandwidth B, EIRP P_tx:
         received          P_rx = P_tx - FSPL(d, c),  FSPL = 20 log10(d/km) + 20 log10(c/MHz) + 32.44
-        in point i        S_i  = P_rx * overlap([f_i +- RBW/2], [c +- B/2]) / B     (flat spectrum)
-        on the air at the point with probability duty / len(centres)   (bursts, hopping)
+        in point i        S_i  = P_rx * overlap([f_i +- RBW/2], [c +- B/2]) / B     (flat spectrum;
+                          analog_video: FM, Gaussian about the carrier, sigma = B / 4)
+        on the air at the point with probability duty / len(centres)   (hopping: each look
+                          independent, since hops outpace the sweep's pass over a channel)
+        802.11 (kind wifi, duty < 1): bursts in time across the sweep, so a burst is a run
+                          of neighbouring points (see ``_bursts``; ``sweep_time_s``, ``wifi_burst_s``)
     measured power       X_i = (1/K) sum_{k=1..K} E_k,  E_k ~ Exponential(mean N + sum S_i)
                          i.e. X_i ~ Gamma(K, (N + S_i) / K)  in mW, K = ``looks``
 
@@ -44,12 +48,14 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import select
 import threading
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
+from scipy import special
 
 from towerd.clock import Clock, SystemClock
 from towerd.sim.pty import PtyPair
@@ -127,6 +133,8 @@ class RfExplorerEmulator(EmulatorThread):
         variant: str | None = None,
         eeot_on_retune: bool = True,
         streaming: bool = False,
+        sweep_time_s: float | None = None,
+        wifi_burst_s: float = 3e-4,
         clock: Clock | None = None,
     ) -> None:
         if not sweep_rate_hz > 0:
@@ -137,6 +145,12 @@ class RfExplorerEmulator(EmulatorThread):
             raise ValueError("variant must be None, '$S', '$s' or '$z'")
         if step_digits not in (7, 8):
             raise ValueError("step_digits must be 7 or 8")
+        if sweep_time_s is not None and not 0 < sweep_time_s <= 1.0 / sweep_rate_hz:
+            raise ValueError("sweep_time_s must be in (0, 1 / sweep_rate_hz]")
+        if not 0 < wifi_burst_s < 1.0:
+            raise ValueError("wifi_burst_s must be in (0, 1) s")
+        self.sweep_time_s = float(sweep_time_s or min(0.05, 0.9 / sweep_rate_hz))
+        self.wifi_burst_s = float(wifi_burst_s)
         self.scenario = scenario or Scenario("empty")
         self.rng = rng
         self.position_enu_m = np.asarray(position_enu_m, dtype=float).reshape(3)
@@ -207,12 +221,18 @@ class RfExplorerEmulator(EmulatorThread):
 
     def _contributions(self, t_s: float) -> tuple[np.ndarray, list[tuple[np.ndarray, float]]]:
         """Noise (points,) mW and, per emitter channel, (power when on (points,) mW, p_on)."""
+        noise, out = self._channels(t_s)
+        return noise, [(power, p_on) for power, p_on, _ in out]
+
+    def _channels(self, t_s: float) -> tuple[np.ndarray, list[tuple[np.ndarray, float, bool]]]:
+        """As :meth:`_contributions`, each channel also saying whether it is a wideband
+        burster (802.11: on and off in time across the sweep, see :meth:`_bursts`)."""
         s = self.state
         f = s.freqs_mhz()
         rbw = s.rbw_khz / 1e3
         noise_dbm = self.noise_floor_dbm_per_mhz + 10.0 * math.log10(rbw)
         noise = np.full(s.points, 10.0 ** (noise_dbm / 10.0))
-        out: list[tuple[np.ndarray, float]] = []
+        out: list[tuple[np.ndarray, float, bool]] = []
         lo, hi = f - rbw / 2, f + rbw / 2
         for emitter, pos in self.scenario.emitters_at(t_s):
             d = float(np.linalg.norm(pos - self.position_enu_m))
@@ -221,21 +241,59 @@ class RfExplorerEmulator(EmulatorThread):
             for c in emitter.centres_mhz:
                 if c + half < lo[0] or c - half > hi[-1]:
                     continue
-                overlap = np.clip(np.minimum(hi, c + half) - np.maximum(lo, c - half), 0.0, None)
                 p_rx_mw = 10.0 ** ((emitter.tx_power_dbm - float(fspl_db(d, c))) / 10.0)
-                out.append((p_rx_mw * overlap / emitter.bandwidth_mhz, p_on))
+                if emitter.kind == "analog_video":
+                    # FM video: power peaked at the carrier, Gaussian with +-2 sigma in the bandwidth
+                    sigma = emitter.bandwidth_mhz / 4
+                    share = special.ndtr((hi - c) / sigma) - special.ndtr((lo - c) / sigma)
+                else:
+                    overlap = np.clip(np.minimum(hi, c + half) - np.maximum(lo, c - half), 0.0, None)
+                    share = overlap / emitter.bandwidth_mhz
+                bursty = emitter.kind == "wifi" and p_on < 1.0
+                out.append((p_rx_mw * share, p_on, bursty))
         return noise, out
 
     def sweep_dbm(self, t_s: float) -> np.ndarray:
         """One measured sweep (points,) in dBm at the antenna port (see the model). Draws
         from ``rng``; callers hold the lock."""
-        noise, contributions = self._contributions(t_s)
+        noise, channels = self._channels(t_s)
         mean = noise.copy()
-        for power, p_on in contributions:
-            on = power if p_on >= 1.0 else np.where(self.rng.random(len(power)) < p_on, power, 0.0)
+        for power, p_on, bursty in channels:
+            if p_on >= 1.0:
+                on = power
+            elif bursty:
+                on = np.where(self._bursts(len(power), p_on), power, 0.0)
+            else:  # hopping (or rare) channel: each look independent (hops outpace the sweep)
+                on = np.where(self.rng.random(len(power)) < p_on, power, 0.0)
             mean += on
         measured = self.rng.gamma(self.looks, mean / self.looks)
         return 10.0 * np.log10(measured)
+
+    def _bursts(self, points: int, duty: float) -> np.ndarray:
+        """(points,) bool: an 802.11 channel on the air while the analyser sweeps point i.
+
+        The device measures its points one after another over ``sweep_time_s``; the
+        channel alternates bursts (exponential, mean ``wifi_burst_s``) and gaps
+        (exponential, mean ``wifi_burst_s (1 - duty) / duty``), starting in the state
+        its duty gives. A burst therefore shows as a run of neighbouring points inside
+        the channel, as wide as the points swept while it lasted. The default 0.3 ms
+        with a 50 ms sweep gives what the vendor's real Wi-Fi recording
+        (tests/captures/rfexplorer/real_wifi_2g4) shows at 0.76 MHz cells: about 80 %
+        one-cell pieces, 15 % two, a few of three to six."""
+        t_point = np.arange(points) * (self.sweep_time_s / points)
+        mean_on = self.wifi_burst_s
+        mean_off = mean_on * (1.0 - duty) / duty
+        on = bool(self.rng.random() < duty)
+        edges = [0.0]
+        state = [on]
+        t = 0.0
+        while t < self.sweep_time_s:
+            t += float(self.rng.exponential(mean_on if on else mean_off))
+            on = not on
+            edges.append(t)
+            state.append(on)
+        idx = np.searchsorted(np.asarray(edges), t_point, side="right") - 1
+        return np.asarray(state)[idx]
 
     def encode_sweep(self, power_dbm: np.ndarray) -> bytes:
         """``$S``/``$s``/``$z`` frame of ``power_dbm`` (b = round(-2 P), 0..255) + CR LF."""
@@ -492,6 +550,63 @@ class RfExplorerEmulator(EmulatorThread):
             k += 1
 
     def __enter__(self) -> "RfExplorerEmulator":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class RfExplorerPlayer(EmulatorThread):
+    """An RF Explorer that plays back a recorded device -> host stream over a pty.
+
+    Silent until the host's first command (``#\\x04C0`` when a driver opens the port),
+    then the recording ``loops`` times, as fast as the host reads it: the writer waits
+    until the pty can take more, so no byte is lost (a recording has no clock of its own;
+    give the sweeps their recorded times on the host side). Commands are kept in
+    :attr:`commands` and otherwise ignored: a recording cannot retune. :attr:`done` is set
+    once everything was written."""
+
+    def __init__(self, data: bytes, *, loops: int = 1, chunk_bytes: int = 4096) -> None:
+        if loops < 1 or chunk_bytes < 1:
+            raise ValueError("loops and chunk_bytes must be >= 1")
+        self.data = bytes(data)
+        self.loops = int(loops)
+        self.chunk_bytes = int(chunk_bytes)
+        self.commands = bytearray()
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self._init_thread()
+
+    def start(self, pty: PtyPair) -> None:
+        self._begin()
+        self._launch(self._run, (pty,), "rfe-player")
+
+    def _run(self, pty: PtyPair) -> None:
+        fd = pty.master_fd
+        try:
+            while not self.commands and not self._stop.is_set():
+                if select.select([fd], [], [], 0.05)[0]:
+                    self.commands += pty.read()
+            view = memoryview(self.data * self.loops)
+            sent = 0
+            while sent < len(view) and not self._stop.is_set():
+                readable, writable, _ = select.select([fd], [fd], [], 0.05)
+                if readable:
+                    self.commands += pty.read()
+                if writable:
+                    try:
+                        sent += os.write(fd, view[sent:sent + self.chunk_bytes])
+                    except BlockingIOError:
+                        pass  # the pty filled up between select and write: try again
+            self.done.set()
+            while not self._stop.is_set():  # keep taking commands (the hold on close)
+                if select.select([fd], [], [], 0.05)[0]:
+                    self.commands += pty.read()
+        except (OSError, ValueError) as exc:
+            self.error = exc
+            log.error("RF Explorer player: %s", exc)
+
+    def __enter__(self) -> "RfExplorerPlayer":
         return self
 
     def __exit__(self, *exc_info: object) -> None:

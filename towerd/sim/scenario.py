@@ -126,12 +126,16 @@ class OrbitPath:
         return True, pos, vel
 
 
-EMITTER_KINDS = ("ocusync", "elrs", "analog_video", "droneid", "wifi", "cw")
+EMITTER_KINDS = ("ocusync", "elrs", "analog_video", "droneid", "wifi", "cw", "bluetooth")
 
 ELRS_FCC915_MHZ = tuple(round(903.5 + 0.6 * i, 3) for i in range(40))
 """ExpressLRS FCC915: 40 LoRa channels, 903.5-926.9 MHz."""
 ELRS_EU868_MHZ = tuple(round(863.275 + 0.525 * i, 3) for i in range(13))
 """ExpressLRS EU868: 13 LoRa channels, 863.275-869.575 MHz."""
+ELRS_ISM2G4_MHZ = tuple(round(2400.4 + 1.0 * i, 3) for i in range(80))
+"""ExpressLRS 2.4 GHz: 80 channels, 2400.4-2479.4 MHz (812.5 kHz wide)."""
+BLUETOOTH_MHZ = tuple(2402.0 + i for i in range(79))
+"""Bluetooth BR/EDR: 79 channels of 1 MHz, 2402-2480 MHz, 1,600 hops/s."""
 
 EMITTER_DEFAULTS: dict[str, dict[str, Any]] = {
     # DJI OcuSync downlink: OFDM, 10 or 20 MHz on a 1 MHz grid, 2405.5-2477.5 (and 5.8 GHz).
@@ -147,6 +151,8 @@ EMITTER_DEFAULTS: dict[str, dict[str, Any]] = {
     "wifi": {"centres_mhz": (2437.0,), "bandwidth_mhz": 20.0, "tx_power_dbm": 20.0, "duty_cycle": 0.3},
     # An unmodulated carrier; give its centre.
     "cw": {"centres_mhz": (433.92,), "bandwidth_mhz": 0.01, "tx_power_dbm": 0.0, "duty_cycle": 1.0},
+    # Bluetooth BR/EDR (class 2, 2.5 mW) with a busy connection: a packet in most slots.
+    "bluetooth": {"centres_mhz": BLUETOOTH_MHZ, "bandwidth_mhz": 1.0, "tx_power_dbm": 4.0, "duty_cycle": 0.6},
 }
 """Per kind: what a YAML emitter that leaves a key out gets (detection-and-tracking notes)."""
 
