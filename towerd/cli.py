@@ -53,6 +53,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"towerd: configuration {args.config} is invalid, not starting", file=sys.stderr)
         return EX_CONFIG
     setup_logging(args.log_level or loaded.config.logging.level)
+    # A file size limit (ulimit -f) must fail the outbox's writes (EFBIG), which it
+    # handles like a full disk and status shows, not kill the daemon.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
     stop = threading.Event()
     try:
         daemon = Daemon(loaded)

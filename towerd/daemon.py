@@ -174,7 +174,8 @@ class Daemon:
                 "link_up": uplink.link_up,
                 "last_ack_age_s": None if last_ack is None else round(now - last_ack, 3),
             }
-        return {**self.health(), "config_path": self.loaded.path, "pid": os.getpid(), "centrals": centrals}
+        return {**self.health(), "config_path": self.loaded.path, "state_dir": self.config.state_dir,
+                "pid": os.getpid(), "centrals": centrals}
 
     def status_line(self) -> str:
         sensors = " ".join(f"{r.name}:{r.state.value}" for r in self.runners) or "no sensors"

@@ -187,6 +187,23 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _rising_errors(sensor: dict[str, Any]) -> str:
+    """'3 bad frames, 120 bytes dropped in the last 60 s' when error counters rose, else ''."""
+    recent = sensor.get("errors_recent") or {}
+    parts = []
+    for key, word in (("bad_frames", "bad frame"), ("resyncs", "resync"), ("dropped_bytes", "dropped byte")):
+        n = recent.get(key) or 0
+        if n > 0:
+            parts.append(_plural(n, word))
+    if not parts:
+        return ""
+    return f"{', '.join(parts)} in the last {sensor.get('errors_window_s', 60):.0f} s"
+
+
 def render(status: dict[str, Any]) -> tuple[str, list[str]]:
     """Plain sentences for a technician, and the list of problems found."""
     problems: list[str] = []
@@ -209,6 +226,11 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
         if state != "ok":
             problems.append(f"sensor {name} is {state}: {s.get('last_error') or 'no detail'}")
             lines.append(f"    why: {s.get('last_error') or 'no detail'}")
+        rising = _rising_errors(s)
+        if rising:
+            problems.append(f"sensor {name} is losing data: {rising}")
+            lines.append(f"    errors rising: {rising} (check the cable, the baud rate and what else "
+                         f"holds the port: towerd doctor)")
     lines.append("Links:")
     centrals = status.get("centrals", {})
     if not centrals:
@@ -224,6 +246,11 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
     ob = status.get("outbox", {})
     lines.append(f"Outbox: {ob.get('pending', 0)} records waiting for acknowledgement, next seq "
                  f"{ob.get('next_seq')}, {ob.get('dropped_total', 0)} dropped in all")
+    if ob.get("write_error"):
+        problems.append(f"the outbox cannot write ({ob['write_error']}): new reports are being lost")
+        where = status.get("state_dir") or "/var/lib/towerd"
+        lines.append(f"    cannot write: {ob['write_error']} (disk full? check: df -h {where}; "
+                     "free space, e.g. journalctl --vacuum-size=50M)")
     lines.append(f"Tracks: {status.get('tracks_active', 0)} active")
     if status.get("readings_dropped"):
         problems.append(f"the processing loop fell behind: {status['readings_dropped']} readings dropped")

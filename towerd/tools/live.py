@@ -140,9 +140,16 @@ def cmd_record(args: argparse.Namespace) -> int:
             started_utc=datetime.datetime.fromtimestamp(utc_us / 1e6, datetime.timezone.utc).isoformat(),
             note=args.note,
         )
-        opened["writer"] = RawWriter(args.file, header)
+        writer = opened["writer"] = RawWriter(args.file, header)
         opened["started"] = started
-        driver.raw_sink = opened["writer"].write
+
+        def keep(data: bytes, t_mono: float) -> None:
+            # A read that returns after the end (it waited for bytes) is not part of
+            # the --seconds asked for.
+            if t_mono - started <= args.seconds:
+                writer.write(data, t_mono)
+
+        driver.raw_sink = keep
 
     try:
         driver, status = open_driver(sensor, "record", before_open=attach_writer)
