@@ -4,14 +4,22 @@ with its fix, and the exit status says whether any was found."""
 from __future__ import annotations
 
 import os
+import pwd
 import re
+import stat
 import subprocess
 
 from processes import free_tcp_port
 
 
-def doctor(towerd_exe, cfg) -> subprocess.CompletedProcess:
-    return subprocess.run([towerd_exe, "doctor", "--config", str(cfg), "--timeout", "3"],
+def me() -> str:
+    return pwd.getpwuid(os.geteuid()).pw_name
+
+
+def doctor(towerd_exe, cfg, user: str | None = None) -> subprocess.CompletedProcess:
+    """Permissions judged for ``user`` (default: the user running the test, so the result
+    does not depend on whether this machine has a `towerd` user)."""
+    return subprocess.run([towerd_exe, "doctor", "--config", str(cfg), "--timeout", "3", "--user", user or me()],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -55,8 +63,13 @@ def test_doctor_sees_a_working_central_and_who_holds_the_port(towerd_exe, tmp_pa
     assert "ZeroMQ handshake accepted" in out, out
     # This test process keeps the pty's slave open, as another program would a real port.
     assert re.search(rf"PROBLEM  radar0 data port: {pty_pair.path} is held open by \S+ \(pid {os.getpid()}\)", out), out
-    # A pty is root-only 0600: the service user could not open it, and doctor says so.
-    assert f"PROBLEM  radar0 data port: {pty_pair.path} is crw------- root: the service cannot open it" in out
+    # The pty is its owner's only (0620 or 0600): another user, as the service user
+    # would be, cannot open it, and doctor says so; it judges for that user, not for root.
+    st = os.stat(pty_pair.path)
+    other = doctor(towerd_exe, cfg, user="nobody").stdout
+    assert re.search(rf"PROBLEM  radar0 data port: {pty_pair.path} is {stat.filemode(st.st_mode)} {me()}:\S+: "
+                     "user nobody cannot open it", other), other
+    assert f"PROBLEM  state directory {tmp_path / 'state'} is not writable by user nobody" in other
 
 
 def test_doctor_reports_an_invalid_configuration(towerd_exe, tmp_path):

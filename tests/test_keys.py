@@ -227,4 +227,5 @@ def test_daemon_refuses_to_start_with_an_unsafe_or_missing_key(towerd_exe, tmp_p
     missing = tmp_path / "tower" / "absent.key_secret"
     res = start(missing)
     assert res.returncode == EX_CONFIG, res.stdout + res.stderr
-    assert f"secret key file {missing}: missing" in res.stdout + res.stderr
+    assert f"this tower's secret key file {missing} does not exist" in res.stdout + res.stderr
+    assert not (tmp_path / "state").exists(), "refused before creating anything on disk"

@@ -65,7 +65,7 @@ def test_sim_tap_record_replay_end_to_end(towerd_exe, tmp_path, nmea_sim):
     assert 10.0 < plot["range_m"] < 300.0 and "3 readings" in tap.stderr
 
     capture = tmp_path / "arpa0.raw"
-    rec = run(towerd_exe, "record", "arpa0", "--seconds", "2", str(capture), "--config", str(cfg),
+    rec = run(towerd_exe, "record", "arpa0", "--duration", "2", str(capture), "--config", str(cfg),
               "--note", "bench test")
     assert rec.returncode == 0, rec.stderr
     recording = read_recording(capture)
@@ -105,9 +105,9 @@ def test_tap_refuses_a_port_held_by_the_running_daemon(towerd_exe, tmp_path, nme
         assert "up on" in daemon.log(), daemon.log()
         tap = run(towerd_exe, "tap", "arpa0", "--config", str(cfg), "--count", "1")
         assert tap.returncode == 75, tap.stderr
-        assert "the port is busy" in tap.stderr and f"PID {daemon.proc.pid} towerd" in tap.stderr
+        assert "the port is busy" in tap.stderr and f"held by towerd (pid {daemon.proc.pid}): the daemon has it" in tap.stderr
         assert "nothing was sent to the device" in tap.stderr and "systemctl stop towerd" in tap.stderr
-        record = run(towerd_exe, "record", "arpa0", "--seconds", "1", str(tmp_path / "x.raw"), "--config", str(cfg))
+        record = run(towerd_exe, "record", "arpa0", "--duration", "1", str(tmp_path / "x.raw"), "--config", str(cfg))
         assert record.returncode == 75 and not (tmp_path / "x.raw").exists()
         assert daemon.proc.poll() is None  # the daemon kept running, undisturbed
     finally:

@@ -258,7 +258,38 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
     return "\n".join(lines), problems
 
 
+def _socket_path(args: argparse.Namespace) -> str:
+    """--socket; else the configuration's status_socket (-c, or the default file when it
+    exists); else the default socket. ConfigError for a -c file that cannot be used."""
+    from towerd.config import DEFAULT_PATH, load_config
+    from towerd.errors import ConfigError
+
+    if args.socket:
+        return args.socket
+    path = args.config or DEFAULT_PATH
+    if args.config is None and not os.path.exists(path):
+        return DEFAULT_SOCKET
+    try:
+        configured = load_config(path).config.status_socket
+    except ConfigError:
+        if args.config is not None:
+            raise
+        return DEFAULT_SOCKET
+    if configured is None:
+        raise ConfigError(f"{path}: status_socket is null: this daemon has no status socket")
+    return configured
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from towerd.errors import ConfigError
+
+    try:
+        args.socket = _socket_path(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print("towerd status: cannot tell where the daemon's status socket is (use --socket)", file=sys.stderr)
+        return EXIT_UNREACHABLE
     try:
         reply = query(args.socket)
     except (OSError, ValueError) as exc:
@@ -280,6 +311,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="ask the running daemon how it is; exit 0 all well, 1 something down, "
                                       "3 not answering")
-    p.add_argument("--socket", default=DEFAULT_SOCKET, help=f"status socket (default {DEFAULT_SOCKET})")
+    p.add_argument("--config", "-c", help="configuration file whose status_socket to ask (default: "
+                   "/etc/towerd/towerd.yaml when it exists)")
+    p.add_argument("--socket", help=f"status socket (default: the configuration's status_socket, else "
+                   f"{DEFAULT_SOCKET})")
     p.add_argument("--json", action="store_true", help="print the raw status object")
     p.set_defaults(func=cmd_status)
