@@ -48,6 +48,11 @@ class PortHolder:
     name: str  # /proc/<pid>/comm
     cmdline: str
 
+    @property
+    def is_towerd_daemon(self) -> bool:
+        """A `towerd run` process (the daemon's own hold on its ports is no problem)."""
+        return self.name == "towerd" or bool(re.search(r"\btowerd\b.*\srun(\s|$)", self.cmdline))
+
     def describe(self) -> str:
         me = " (this process)" if self.pid == os.getpid() else ""
         return f"PID {self.pid} {self.name}{me}: {self.cmdline or '?'}"
@@ -128,7 +133,7 @@ def holder_fix(holder: PortHolder) -> str:
     """The one fix that applies to the program holding a port."""
     if holder.name in KNOWN_CULPRITS:
         return KNOWN_CULPRITS[holder.name]
-    if holder.name == "towerd" or "towerd run" in holder.cmdline:
+    if holder.is_towerd_daemon:
         return "the daemon has it: `systemctl stop towerd` first (or watch it through `towerd status`)"
     return f"close that program (`kill {holder.pid}`)"
 

@@ -145,7 +145,7 @@ class Doctor:
                      "cannot open it",
                      f"the udev rules set GROUP=\"{SERIAL_GROUP}\", MODE=\"0660\"; reload them: "
                      "udevadm control --reload && udevadm trigger")
-        holders = [h for h in port_holders(real) if h.name != "towerd" and h.pid != os.getpid()]
+        holders = [h for h in port_holders(real) if not h.is_towerd_daemon and h.pid != os.getpid()]
         for h in holders:
             self.bad(f"{label}: {real} is held open by {h.name} (pid {h.pid})", holder_fix(h))
         if usable and not holders:
