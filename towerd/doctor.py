@@ -33,7 +33,7 @@ from urllib.parse import urlparse
 from towerd.config import DEFAULT_PATH, Config, load_config
 from towerd.drivers.transport import KNOWN_CULPRITS, holder_fix, port_holders
 from towerd.errors import ConfigError
-from towerd.files import Account, access_problem, allowed, check_files, service_account
+from towerd.files import Account, allowed, check_files, service_account
 
 SERIAL_GROUP = "dialout"
 BARE_TTY = re.compile(r"/dev/tty(USB|ACM)\d+$")
@@ -83,23 +83,23 @@ class Doctor:
         return self.findings
 
     def check_state_dir(self, config: Config) -> None:
+        """Writable (or creatable) by the service user, as ``run`` needs it, and room
+        for the outbox on its file system."""
         path = Path(config.state_dir)
-        if not path.is_dir():
-            self.bad(f"state directory {path} does not exist",
-                     "the systemd unit creates it (StateDirectory=towerd); by hand: "
-                     f"install -d -o {self.account.name} -m 0750 {path}")
+        problems = [p for p in check_files(config, self.account) if p.key == "state_dir"]
+        for p in problems:
+            self.bad(f"state directory: {p.message}", p.fix)
+        if problems:
             return
-        user = self.account.name
-        why = access_problem(self.account, path, os.W_OK | os.X_OK)
-        if why:
-            self.bad(f"state directory {path} is not writable by user {user}: {why}",
-                     f"chown {user} {path} (the service runs as {user})")
-        free = shutil.disk_usage(path).free
+        existing = path if path.exists() else next(p for p in path.parents if p.exists())
+        free = shutil.disk_usage(existing).free
         if free < 100 * 2**20:
-            self.bad(f"only {free // 2**20} MiB free under {path}: the outbox needs room during link outages",
+            self.bad(f"only {free // 2**20} MiB free under {existing}: the outbox needs room during link outages",
                      "free disk space (journal: journalctl --vacuum-size=50M)")
         else:
-            self.good(f"state directory {path}: writable, {free // 2**20} MiB free")
+            created = "" if path.exists() else " (created at start)"
+            self.good(f"state directory {path}{created}: writable by user {self.account.name}, "
+                      f"{free // 2**20} MiB free")
 
     def check_thieves(self) -> None:
         running = _running_programs()
@@ -192,6 +192,17 @@ class Doctor:
                      "check the link (ping, ip route), the firewall, and that the central is running")
             return
         result = zmq_handshake(config.tower.id, central, self.timeout_s)
+        if result not in ("ok", "refused"):
+            # libzmq's events race (a closed connection hides the reason): ask the
+            # central's ZMTP greeting which security mechanism it speaks.
+            theirs = zmtp_mechanism(host, port, self.timeout_s)
+            ours = "NULL" if central.plain else "CURVE"
+            if theirs is None:
+                result = "no ZeroMQ greeting on that port"
+            elif theirs != ours:
+                result = "mechanism mismatch"
+            elif theirs == "CURVE":
+                result = "key mismatch"
         if result == "ok":
             self.good(f"central {central.name}: {host}:{port} reachable, ZeroMQ handshake accepted")
         elif result == "refused":
@@ -211,6 +222,31 @@ class Doctor:
         else:
             self.bad(f"central {central.name}: TCP connects but the ZeroMQ handshake did not complete ({result})",
                      "check that the endpoint is a towerd central (not another service on that port)")
+
+
+ZMTP_SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
+
+
+def zmtp_mechanism(host: str, port: int, timeout_s: float) -> str | None:
+    """The security mechanism ("NULL", "PLAIN", "CURVE") a ZeroMQ peer announces in its
+    ZMTP 3 greeting (RFC 23: signature, version, 20-byte mechanism name), or None when
+    it sends no such greeting. Sends a CURVE client greeting and closes before any
+    handshake, so the central merely sees a connection come and go."""
+    greeting = ZMTP_SIGNATURE + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(greeting)
+            data = b""
+            while len(data) < 64:
+                chunk = sock.recv(64 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    if len(data) < 32 or data[0] != 0xFF or data[9] != 0x7F or data[10] < 3:
+        return None
+    return data[12:32].rstrip(b"\x00").decode("ascii", "replace")
 
 
 def zmq_handshake(tower_id: str, central, timeout_s: float) -> str:
