@@ -127,6 +127,13 @@ def test_doctor_tells_a_wrong_central_key_from_a_refused_tower_and_plain_vs_curv
         wrong = doctor(towerd_exe, curve_config(tmp_path, endpoint, stranger.public_file, tower.secret_file)).stdout
         assert (f"PROBLEM  central hq: the central's public key in {stranger.public_file} does not match the "
                 f"central at {endpoint}") in wrong, wrong
+        # ... and the central logged it, with the peer's address (it used to say nothing).
+        deadline = time.monotonic() + 10
+        while "handshake from" not in curve.log():
+            assert time.monotonic() < deadline, curve.log()
+            time.sleep(0.05)
+        assert re.search(r"central: handshake from 127\.0\.0\.1:\d+ failed: its CURVE HELLO cannot be decrypted",
+                         curve.log()), curve.log()
 
         refused = doctor(towerd_exe, curve_config(tmp_path, endpoint, server.public_file, other.secret_file)).stdout
         assert "PROBLEM  central hq: the central refused this tower's key" in refused, refused

@@ -230,9 +230,10 @@ ZMTP_SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
 def zmtp_mechanism(host: str, port: int, timeout_s: float) -> str | None:
     """The security mechanism ("NULL", "PLAIN", "CURVE") a ZeroMQ peer announces in its
     ZMTP 3 greeting (RFC 23: signature, version, 20-byte mechanism name), or None when
-    it sends no such greeting. Sends a CURVE client greeting and closes before any
-    handshake, so the central merely sees a connection come and go."""
-    greeting = ZMTP_SIGNATURE + b"\x03\x00" + b"CURVE".ljust(20, b"\x00") + b"\x00" + b"\x00" * 31
+    it sends no such greeting. Sends only the signature and major version (a peer then
+    sends its whole greeting and waits for the rest of ours) and closes, so the central
+    merely sees a connection come and go, never a mechanism it would refuse."""
+    greeting = ZMTP_SIGNATURE + b"\x03"
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             sock.sendall(greeting)

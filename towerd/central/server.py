@@ -43,6 +43,7 @@ from typing import IO
 import zmq
 
 from towerd.central.auth import ZAP_DOMAIN, CurveAuthenticator
+from towerd.central.handshakes import HandshakeWatch
 from towerd.central.store import CentralStore, StreamSummary
 from towerd.clock import Clock, SystemClock
 from towerd.errors import EX_CONFIG, ConfigError, FrameError, OutboxError, TowerdError, UplinkError
@@ -112,6 +113,7 @@ class CentralServer:
             "store_errors": 0,
         }
         self._closed = False
+        self._handshakes: HandshakeWatch | None = None
         curve_keys = None
         if plain:
             if server_secret_key_file or allow_dir:
@@ -149,6 +151,8 @@ class CentralServer:
                                   "any key)")
             self._sock.bind(bind)
             self._endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+            port = self._endpoint.rsplit(":", 1)[-1]
+            self._handshakes = HandshakeWatch(self._sock, self._limited, int(port) if port.isdigit() else None)
         except zmq.ZMQError as exc:
             self.close()
             raise UplinkError(f"central cannot bind {bind!r}: {exc}") from exc
@@ -186,6 +190,8 @@ class CentralServer:
                "refused_by_reason": dict(self._stats["refused_by_reason"])}
         if self._auth is not None:
             out["auth"] = dict(self._auth.stats)
+        if self._handshakes is not None:
+            out["handshake_failed_by_reason"] = dict(self._handshakes.failures)
         return out
 
     def streams(self, tower_id: str | None = None) -> list[StreamSummary]:
@@ -213,6 +219,8 @@ class CentralServer:
         1000, after any pending CURVE handshakes). Returns how many were handled."""
         if self._closed:
             raise UplinkError("central is closed")
+        if self._handshakes is not None:
+            self._handshakes.poll()  # failed handshakes: logged with the peer's address
         if self._auth is not None:
             self._auth.maybe_reload()
             poller = zmq.Poller()
@@ -360,6 +368,8 @@ class CentralServer:
         if self._closed:
             return
         self._closed = True
+        if self._handshakes is not None:
+            self._handshakes.close()
         self._sock.close(0)
         if self._auth is not None:
             self._auth.close()
