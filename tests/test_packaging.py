@@ -539,7 +539,14 @@ def test_debian_package_builds_installs_and_purges(tmp_path):
         for line in where.splitlines():
             name, path = line.split()
             assert path.startswith("/usr/lib/python3/dist-packages/"), f"{name} from {path}"
-        step("check-config", ["/usr/bin/towerd", "check-config", "/etc/towerd/towerd.yaml"], 60, cwd="/")
+        step("check-config", ["/usr/bin/towerd", "check-config", "--schema-only", "/etc/towerd/towerd.yaml"], 60,
+             cwd="/")
+        # Not configured yet: check-config (the unit's ExecStartPre) names the missing keys
+        # as the service user would meet them, so the service stays stopped with that message.
+        unconfigured = run(["/usr/bin/towerd", "check-config", "/etc/towerd/towerd.yaml"], 60, check=False, cwd="/")
+        assert unconfigured.returncode == 1, unconfigured.stdout
+        assert "/etc/towerd/keys/tower.key_secret does not exist" in unconfigured.stdout
+        assert "/etc/towerd/keys/central.key does not exist" in unconfigured.stdout
 
         unit = Path("/lib/systemd/system/towerd.service")
         assert unit.read_text() == UNIT.read_text()

@@ -2,8 +2,7 @@
 
 Why SQLite: a committed transaction in WAL mode with ``synchronous=FULL`` survives a
 power cut, a crash never corrupts the file, and rows can be streamed oldest first without
-loading the backlog into memory (see ../shared/notes/uplink-and-security.md and
-docs/durability.md for what each ``synchronous`` setting may cost, measured).
+loading the backlog into memory (see docs/durability.md for what each ``synchronous`` setting may cost, measured).
 
 Layout (schema version 2; a version 1 file is upgraded in place when opened):
 
