@@ -15,6 +15,7 @@ from towerd.config import DEFAULT_PATH, LoadedConfig, load_config
 from towerd.errors import EX_CONFIG, ConfigError, TowerdError
 from towerd.files import Account, check_files, key_marks, service_account
 from towerd.logsetup import setup_logging
+from towerd.tools.output import plural
 
 log = logging.getLogger("towerd")
 
@@ -83,11 +84,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 1
     return 0
-
-
-def plural(n: int, word: str) -> str:
-    """'1 sensor', '2 sensors', '0 centrals'."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from towerd.geo import Site, geodetic_to_enu
 from towerd.icd import LAT_LON_UNKNOWN, SOURCE_RADAR, SOURCE_RF, Category, Status, Threat
 from towerd.rf.processor import RF_TRACK_ID_BASE
 from towerd.sim.pty import PtyPair
+from towerd.tools.output import plural
 from towerd.sim.rfexplorer import RfExplorerEmulator
 from towerd.sim.scenario import Scenario, builtin_scenario
 from towerd.sim.ti_mmwave import TiMmwaveEmulator
@@ -288,7 +289,8 @@ class Demo:
                        f"{rf:<16} {name} ({err:.1f} m)")
 
     def summary(self) -> str:
-        lines = [f"Summary: {len(self.summaries)} tracks, {self.view.records} track records stored by the central."]
+        lines = [f"Summary: {plural(len(self.summaries), 'track')}, {plural(self.view.records, 'track record')} "
+                 "stored by the central."]
         for tid in sorted(self.summaries):
             s = self.summaries[tid]
             dur = (s.last_time_us - s.first_time_us) / 1e6
@@ -296,7 +298,7 @@ class Demo:
             err = f"{np.median(s.errors_m):.1f} m" if s.errors_m else "n/a"
             end = ("ended" if s.last_status == Status.ENDED
                    else f"still {STATUS_NAMES.get(s.last_status, '?')} when the demo stopped")
-            lines.append(f"  track {track_label(tid)}: {s.records} records over {dur:.1f} s, {end}, {s.what}, "
+            lines.append(f"  track {track_label(tid)}: {plural(s.records, 'record')} over {dur:.1f} s, {end}, {s.what}, "
                          f"nearest truth {target}, median error {err}")
         if any(tid >= RF_TRACK_ID_BASE for tid in self.summaries):
             lines.append(LEGEND[1])

@@ -27,6 +27,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from towerd.tools.output import plural
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = "/run/towerd/status.sock"
@@ -187,10 +189,6 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def _rising_errors(sensor: dict[str, Any]) -> str:
     """'3 bad frames, 120 bytes dropped in the last 60 s' when error counters rose, else ''."""
     recent = sensor.get("errors_recent") or {}
@@ -198,7 +196,7 @@ def _rising_errors(sensor: dict[str, Any]) -> str:
     for key, word in (("bad_frames", "bad frame"), ("resyncs", "resync"), ("dropped_bytes", "dropped byte")):
         n = recent.get(key) or 0
         if n > 0:
-            parts.append(_plural(n, word))
+            parts.append(plural(n, word))
     if not parts:
         return ""
     return f"{', '.join(parts)} in the last {sensor.get('errors_window_s', 60):.0f} s"
@@ -219,7 +217,8 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
     for name, s in sensors.items():
         state = s.get("state", "?")
         line = (f"  {name} ({s.get('driver', '?')} on {s.get('port', '?')}): {state}, "
-                f"{s.get('rate_hz', 0):.1f} readings/s; {s.get('frames', 0)} frames, {s.get('bad_frames', 0)} bad, "
+                f"{s.get('rate_hz', 0):.1f} readings/s; {plural(s.get('frames', 0), 'frame')}, "
+                f"{s.get('bad_frames', 0)} bad, "
                 f"{s.get('resyncs', 0)} resyncs, {s.get('dropped_bytes', 0)} bytes dropped, "
                 f"{s.get('reconnects', 0)} reconnects")
         lines.append(line)
@@ -240,11 +239,11 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
         ack = c.get("last_ack_age_s")
         ack_text = f"last ACK {ack:.1f} s ago" if isinstance(ack, (int, float)) else "no ACK yet"
         lines.append(f"  {name} ({c.get('endpoint', '?')}): {'up' if up else 'DOWN'} ({c.get('state', '?')}), "
-                     f"{ack_text}, {c.get('in_flight', 0)} messages in flight, {c.get('resent_msgs', 0)} resent")
+                     f"{ack_text}, {plural(c.get('in_flight', 0), 'message')} in flight, {c.get('resent_msgs', 0)} resent")
         if not up:
             problems.append(f"link to central {name} is down ({c.get('state', '?')})")
     ob = status.get("outbox", {})
-    lines.append(f"Outbox: {ob.get('pending', 0)} records waiting for acknowledgement, next seq "
+    lines.append(f"Outbox: {plural(ob.get('pending', 0), 'record')} waiting for acknowledgement, next seq "
                  f"{ob.get('next_seq')}, {ob.get('dropped_total', 0)} dropped in all")
     if ob.get("write_error"):
         problems.append(f"the outbox cannot write ({ob['write_error']}): new reports are being lost")

@@ -435,9 +435,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--allow-dir", help="allow-list directory of <tower-id>.key files (`towerd keys allow`); "
                         "re-read when it changes and on SIGHUP")
     parser.add_argument("--plain", action="store_true", help="no CURVE: plain TCP, for lab and demo links only")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="info", type=str.lower, choices=["debug", "info", "warning", "error"],
+                        help="as for towerd run and demo (default: info)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         server = CentralServer(args.bind, args.db, plain=args.plain, server_secret_key_file=args.secret_key,
                                allow_dir=args.allow_dir)
