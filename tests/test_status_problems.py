@@ -10,6 +10,8 @@ import resource
 import subprocess
 import time
 
+import pytest
+
 from processes import Child, Sim
 from towerd.drivers.base import DriverCounters
 from towerd.sensors import ErrorTrend
@@ -60,6 +62,7 @@ def test_render_names_rising_counters_and_a_failing_outbox():
     assert "df -h /var/lib/towerd" in text
 
 
+@pytest.mark.slow
 def test_status_shows_rising_errors_and_a_full_disk(towerd_exe, tmp_path, central):
     link = tmp_path / "radar0"
     sim = Sim(towerd_exe, tmp_path, "--device", "ti_mmwave", "--link", str(link), "--rate", "20")
@@ -103,3 +106,13 @@ centrals:
     finally:
         assert daemon.stop() == 0, daemon.log()
         assert sim.stop() == 0, sim.log()
+
+
+def test_error_trend_rebase_forgets_the_partial_frame_at_open():
+    trend, counters = ErrorTrend(window_s=60.0, every_s=1.0), DriverCounters()
+    trend.sample(0.0, counters)
+    counters.dropped_bytes, counters.resyncs = 57, 1  # the tail of a frame in flight when the port opened
+    trend.rebase(0.1, counters)  # the first whole frame
+    assert trend.recent(5.0, counters) == {"bad_frames": 0, "resyncs": 0, "dropped_bytes": 0}
+    counters.dropped_bytes = 60
+    assert trend.recent(6.0, counters)["dropped_bytes"] == 3

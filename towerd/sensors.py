@@ -60,6 +60,12 @@ class ErrorTrend:
         self._samples: collections.deque[tuple[float, tuple[int, ...]]] = collections.deque(
             maxlen=int(window_s / every_s) + 2)
 
+    def rebase(self, now: float, counters: Any) -> None:
+        """Forget what came before: the bytes a port delivers before the first whole frame
+        after it opens (the tail of a frame in flight) are no sign of trouble."""
+        self._samples.clear()
+        self._samples.append((now, tuple(getattr(counters, name) for name in ERROR_COUNTERS)))
+
     def sample(self, now: float, counters: Any) -> None:
         if self._samples and now - self._samples[-1][0] < self.every_s:
             return
@@ -162,6 +168,7 @@ class SensorRunner:
     def _run(self) -> None:
         backoff = self.backoff_initial_s
         opened_before = False
+        synced = False
         last_data = self.clock.monotonic()
         while not self._stop.is_set():
             if not self.driver.is_open:
@@ -178,6 +185,7 @@ class SensorRunner:
                 opened_before = True
                 backoff = self.backoff_initial_s
                 last_data = self.clock.monotonic()
+                synced = False  # no whole frame since the port opened
                 self.last_error = ""
                 self._set_state(SensorState.OK, "info", f"up on {self.driver.settings.port}")
             try:
@@ -190,6 +198,9 @@ class SensorRunner:
                 self._set_state(SensorState.DOWN, "error", f"down: {exc}; reopening")
                 continue
             now = self.clock.monotonic()
+            if readings and not synced:
+                self.errors.rebase(now, self.driver.counters)
+                synced = True
             self.errors.sample(now, self.driver.counters)
             if readings:
                 last_data = now

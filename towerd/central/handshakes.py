@@ -36,7 +36,9 @@ _MAX_TRACKED = 4096
 _CLOSED_BY_US = {"04", "05", "06", "0B"}
 """TCP states of a connection this end closed first: FIN_WAIT1/2, TIME_WAIT, CLOSING."""
 _RESOLVE_AFTER_S = 0.05
-"""How long an unknown peer's report waits for the kernel to show the closed connection."""
+"""How long an unknown peer's report waits before looking for the closed connection."""
+_GIVE_UP_S = 1.0
+"""... and how long at most before it is logged without an address."""
 
 REASONS = {
     zmq.PROTOCOL_ERROR_ZMTP_CRYPTOGRAPHIC: (
@@ -99,15 +101,21 @@ class HandshakeWatch:
     def poll(self) -> None:
         """Read the monitor events waiting (never blocks)."""
         self._read_events()
-        if self._unresolved and self._monotonic() - self._unresolved[0][0] >= _RESOLVE_AFTER_S:
-            fresh = _closed_peers(self._port) - self._seen_closed if self._port is not None else set()
-            self._seen_closed |= fresh
-            if len(self._seen_closed) > _MAX_TRACKED:
-                self._seen_closed = set(fresh)
-            peer = ", ".join(sorted(fresh)) if fresh else None
-            for _, reason, text in self._unresolved:
-                self._log(reason, text, peer)
-            self._unresolved.clear()
+        if not self._unresolved:
+            return
+        age = self._monotonic() - self._unresolved[0][0]
+        if age < _RESOLVE_AFTER_S:
+            return
+        fresh = _closed_peers(self._port) - self._seen_closed if self._port is not None else set()
+        if not fresh and age < _GIVE_UP_S:
+            return  # the kernel may not show the closed connection yet (a loaded machine)
+        self._seen_closed |= fresh
+        if len(self._seen_closed) > _MAX_TRACKED:
+            self._seen_closed = set(fresh)
+        peer = ", ".join(sorted(fresh)) if fresh else None
+        for _, reason, text in self._unresolved:
+            self._log(reason, text, peer)
+        self._unresolved.clear()
 
     def _read_events(self) -> None:
         for _ in range(_MAX_EVENTS_PER_POLL):
