@@ -82,3 +82,17 @@ class Sim:
         self.proc.stdin.close()
         self.log_fh.close()
         return self.proc.returncode
+
+
+def wait_listening(endpoint: str, child: Child, timeout_s: float = 30.0) -> None:
+    """Until ``child`` accepts TCP connections on ``endpoint``'s port (another process:
+    nothing to wait on but the port)."""
+    port = int(endpoint.rsplit(":", 1)[1])
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            assert child.proc.poll() is None and time.monotonic() < deadline, child.log()
+            time.sleep(0.05)

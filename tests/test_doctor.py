@@ -8,8 +8,9 @@ import pwd
 import re
 import stat
 import subprocess
+import time
 
-from processes import free_tcp_port
+from processes import Child, free_tcp_port, wait_listening
 
 
 def me() -> str:
@@ -98,7 +99,6 @@ def test_doctor_tells_a_wrong_central_key_from_a_refused_tower_and_plain_vs_curv
     """A real CURVE central: our key allowed and the central's key right -> accepted; the
     central's key wrong -> "does not match"; our key not allowed -> refused; and against
     a plain central (the `central` fixture) a CURVE tower is told the two do not agree."""
-    from processes import Child
     from towerd import keys
 
     server = keys.generate_keypair(tmp_path / "c", "central")
@@ -110,17 +110,7 @@ def test_doctor_tells_a_wrong_central_key_from_a_refused_tower_and_plain_vs_curv
     curve = Child([towerd_exe, "central", "--bind", endpoint, "--db", str(tmp_path / "c.sqlite"), "--secret-key",
                    str(server.secret_file), "--allow-dir", str(tmp_path / "allow")], tmp_path / "curve.log")
     try:
-        import socket
-        import time
-
-        deadline = time.monotonic() + 30
-        while True:  # another process: wait for its port
-            try:
-                socket.create_connection(("127.0.0.1", int(endpoint.rsplit(":", 1)[1])), timeout=1).close()
-                break
-            except OSError:
-                assert curve.proc.poll() is None and time.monotonic() < deadline, curve.log()
-                time.sleep(0.05)
+        wait_listening(endpoint, curve)
         ok = doctor(towerd_exe, curve_config(tmp_path, endpoint, server.public_file, tower.secret_file)).stdout
         assert "central hq: 127.0.0.1:" in ok and "ZeroMQ handshake accepted" in ok, ok
 

@@ -32,7 +32,6 @@ import re
 import shutil
 import signal
 import site
-import socket
 import subprocess
 import tempfile
 import time
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import Child, Sim, free_tcp_port
+from processes import Child, Sim, free_tcp_port, wait_listening
 from towerd.doctor import clock_synchronised
 
 REPO = Path(__file__).resolve().parents[1]
@@ -304,15 +303,3 @@ def test_walk_the_field_guide_as_the_service_user(towerd_exe, service_user, root
         if central is not None:
             central.stop()
         assert sim.stop() == 0, sim.log()
-
-
-def wait_listening(endpoint: str, child: Child, timeout_s: float = 30.0) -> None:
-    port = int(endpoint.rsplit(":", 1)[1])
-    deadline = time.monotonic() + timeout_s
-    while True:  # another process: nothing to wait on but the port
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-            return
-        except OSError:
-            assert child.proc.poll() is None and time.monotonic() < deadline, child.log()
-            time.sleep(0.05)
