@@ -130,3 +130,43 @@ def test_a_key_the_service_user_cannot_read_is_named(tmp_path, tower, capsys):
     assert "centrals[0].client_secret_key_file" in err and "centrals[0].server_public_key_file" in err
     assert main(["check-config", "--user", "no-such-user-x", str(cfg)]) == 1
     assert "no user 'no-such-user-x'" in capsys.readouterr().err
+
+
+def test_a_reload_naming_a_missing_key_is_rejected_and_the_daemon_keeps_running(towerd_exe, tmp_path):
+    """SIGHUP with a configuration whose key file is missing: the same check as at start,
+    the reload is rejected (old configuration kept), the daemon lives on."""
+    import signal
+    import subprocess
+    import time
+
+    from processes import Child
+
+    sock = tmp_path / "status.sock"
+    plain = f"""\
+version: 1
+tower: {{id: tx-test-001, latitude_deg: 27.5, longitude_deg: -99.5, height_m: 130}}
+state_dir: {tmp_path}/state
+status_socket: {sock}
+centrals:
+  - {{name: hq, endpoint: "tcp://127.0.0.1:{free_tcp_port()}", plain: true}}
+"""
+    cfg = tmp_path / "towerd.yaml"
+    cfg.write_text(plain)
+    daemon = Child([towerd_exe, "run", "--config", str(cfg)], tmp_path / "daemon.log")
+    try:
+        deadline = time.monotonic() + 30
+        while not sock.exists():  # another process: wait for its socket
+            assert daemon.proc.poll() is None and time.monotonic() < deadline, daemon.log()
+            time.sleep(0.05)
+        missing = tmp_path / "keys" / "tower.key_secret"
+        cfg.write_text(plain.replace("plain: true", f"server_public_key_file: {tmp_path}/keys/central.key, "
+                                                    f"client_secret_key_file: {missing}"))
+        daemon.proc.send_signal(signal.SIGHUP)
+        while "reload rejected" not in daemon.log():
+            assert daemon.proc.poll() is None and time.monotonic() < deadline, daemon.log()
+            time.sleep(0.05)
+        assert f"this tower's secret key file {missing} does not exist" in daemon.log()
+        res = subprocess.run([towerd_exe, "status", "--socket", str(sock)], capture_output=True, text=True, timeout=30)
+        assert res.returncode in (0, 1) and "hq (" in res.stdout, res.stdout + res.stderr  # still answering
+    finally:
+        assert daemon.stop() == 0, daemon.log()

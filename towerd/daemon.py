@@ -29,6 +29,7 @@ from towerd.clock import Clock, SystemClock
 from towerd.config import Config, LoadedConfig, load_config
 from towerd.drivers import driver_class
 from towerd.errors import ConfigError, OutboxError
+from towerd.files import Account, check_files
 from towerd.notify import Notifier
 from towerd.outbox.sqlite import Outbox
 from towerd.pipeline import Pipeline
@@ -203,6 +204,11 @@ class Daemon:
         try:
             loaded = load_config(path)
             self._check_reloadable(loaded.config)
+            # The files it names, as this process meets them (a key it cannot read would
+            # otherwise fail half-way through applying the new configuration).
+            file_problems = check_files(loaded.config, Account.caller())
+            if file_problems:
+                raise ConfigError([p.format(path) for p in file_problems])
         except ConfigError as exc:
             for problem in exc.problems:
                 log.error("reload rejected: %s", problem)
