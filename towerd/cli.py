@@ -50,7 +50,8 @@ def file_problems(loaded: LoadedConfig, account: Account) -> list[str]:
     if not problems:
         return []
     marks = key_marks(loaded.path)
-    return [p.format(loaded.path, marks) for p in problems]
+    located = sorted(problems, key=lambda p: marks.get(p.key, (1, 1)))
+    return [p.format(loaded.path, marks) for p in located]
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -176,7 +176,7 @@ def check_files(config: Any, account: Account) -> list[FileProblem]:
         key = f"centrals[{i}].client_secret_key_file"
         path = central.client_secret_key_file
         where = os.path.dirname(path) if path else "/etc/towerd/keys"
-        generate = f"towerd keys generate --dir {where} (readable by the service user only)"
+        generate = f"towerd keys generate --dir {where}, which makes it readable by the service user only"
         if not path:
             problems.append(FileProblem(key, "CURVE needs this tower's secret key file", generate))
         elif readable(key, path, "this tower's secret key file", generate):
@@ -206,7 +206,7 @@ def check_files(config: Any, account: Account) -> list[FileProblem]:
 
 def _state_dir_problems(state_dir: str, account: Account) -> list[FileProblem]:
     path = Path(state_dir)
-    create = f"install -d -o {account.name} -m 0750 {path} (the package's unit creates /var/lib/towerd)"
+    create = f"install -d -o {account.name} -m 0750 {path}; the package creates /var/lib/towerd"
     if path.exists():
         if not path.is_dir():
             return [FileProblem("state_dir", f"{path} is not a directory", "point state_dir at a directory")]
@@ -217,8 +217,8 @@ def _state_dir_problems(state_dir: str, account: Account) -> list[FileProblem]:
     parent = next((p for p in path.parents if p.exists()), Path("/"))
     why = access_problem(account, parent, os.W_OK | os.X_OK)
     if why:
-        return [FileProblem("state_dir", f"{path} does not exist and user {account.name} cannot create it ({why})",
-                            create)]
+        return [FileProblem("state_dir", f"{path} does not exist and user {account.name} cannot create it in "
+                                         f"{parent}: {why}", create)]
     return []
 
 
