@@ -31,19 +31,11 @@ TOWERD_DIR = "/dev/towerd"
 _UNSTABLE = re.compile(r"^/dev/tty(USB|ACM)\d+$")
 
 KNOWN_CULPRITS: dict[str, str] = {
-    "ModemManager": (
-        "ModemManager probes CDC-ACM and USB serial ports with AT commands: keep it off the radar with "
-        "ENV{ID_MM_DEVICE_IGNORE}=\"1\" in the udev rule (towerd's 60-towerd.rules does), or "
-        "`systemctl disable --now ModemManager` if the tower has no modem"
-    ),
-    "gpsd": (
-        "gpsd's hotplug rule claims CP210x/FTDI/CH340 adapters (the RF Explorer is 10c4:ea60): "
-        "set USBAUTO=\"false\" in /etc/default/gpsd, or remove the device from gpsd (`gpsdctl remove PORT`)"
-    ),
-    "brltty": (
-        "brltty (Ubuntu) grabs CH340 and CP210x adapters as braille displays: "
-        "`apt purge brltty`, or `systemctl mask brltty-udev.service`"
-    ),
+    "ModemManager": "keep ModemManager off the port: ENV{ID_MM_DEVICE_IGNORE}=\"1\" in its udev rule "
+                    "(towerd's rules do), or `systemctl disable --now ModemManager` on a tower without a modem",
+    "gpsd": "take the port from gpsd: `gpsdctl remove PORT`, and USBAUTO=\"false\" in /etc/default/gpsd "
+            "so that its hotplug rule does not claim it again",
+    "brltty": "`apt purge brltty` (or `systemctl mask brltty-udev.service` where a braille display is used)",
 }
 """Programs that steal towers' serial ports, by process name, with their fix."""
 
@@ -55,6 +47,11 @@ class PortHolder:
     pid: int
     name: str  # /proc/<pid>/comm
     cmdline: str
+
+    @property
+    def is_towerd_daemon(self) -> bool:
+        """A `towerd run` process (the daemon's own hold on its ports is no problem)."""
+        return self.name == "towerd" or bool(re.search(r"\btowerd\b.*\srun(\s|$)", self.cmdline))
 
     def describe(self) -> str:
         me = " (this process)" if self.pid == os.getpid() else ""
@@ -132,19 +129,27 @@ def unstable_name_hint(path: str, dirs: tuple[str, ...] = (TOWERD_DIR, BY_ID_DIR
     return f"{path} is numbered in plug order and may name another device after a reboot or replug: {suggestion}"
 
 
+def holder_fix(holder: PortHolder) -> str:
+    """The one fix that applies to the program holding a port."""
+    if holder.name in KNOWN_CULPRITS:
+        return KNOWN_CULPRITS[holder.name]
+    if holder.is_towerd_daemon:
+        return "the daemon has it: `systemctl stop towerd` first (or watch it through `towerd status`)"
+    return f"close that program (`kill {holder.pid}`)"
+
+
 def explain_open_failure(url: str, exc: BaseException) -> str:
-    """What went wrong opening ``url`` and what to do, for EBUSY/lock/EACCES/ENOENT."""
+    """What went wrong opening ``url`` and what to do, for EBUSY/lock/EACCES/ENOENT: for a
+    busy port, who holds it (pid and program) and the one fix that applies."""
     code = getattr(exc, "errno", None)
     text = str(exc)
     busy = code in (errno.EBUSY, errno.EAGAIN) or "exclusively lock" in text or "Device or resource busy" in text
     if busy:
-        holders = port_holders(url)
-        who = "; ".join(h.describe() for h in holders) if holders else "no process visible to this user holds it"
-        hints = [KNOWN_CULPRITS[h.name] for h in holders if h.name in KNOWN_CULPRITS]
-        if not hints:
-            hints = [f"if {', '.join(KNOWN_CULPRITS)} runs here: " + "; ".join(KNOWN_CULPRITS.values())]
-        return (f"the port is busy: {who}. If it is another towerd (the daemon), stop it first "
-                f"(`systemctl stop towerd`). " + " ".join(hints))
+        holders = [h for h in port_holders(url) if h.pid != os.getpid()]
+        if not holders:
+            return (f"the port is busy, held by a process this user cannot see: `sudo fuser -v {url}` names it")
+        return "the port is busy: " + "; ".join(
+            f"held by {h.name} (pid {h.pid}): {holder_fix(h)}" for h in holders)
     if code in (errno.EACCES, errno.EPERM) or "Permission denied" in text:
         return (f"permission denied: the user needs the port's group (usually `dialout`: "
                 f"`adduser $USER dialout`, then log in again); `ls -l {url}` shows owner and mode")

@@ -7,7 +7,9 @@
 # runs `dpkg-buildpackage -us -uc -b` there with Debian's own python3 (never a venv),
 # and leaves towerd_<version>_all.deb (plus .buildinfo and .changes) in OUTDIR.
 # Missing build dependencies are installed with apt-get (needs root; sudo is used when
-# available). Prints the path of the .deb on stdout as its last line.
+# available); with TOWERD_APT_LOG=FILE apt's output is appended to FILE (its "Selecting
+# previously unselected package" lines say what was installed, so a caller can undo it).
+# Prints the path of the .deb on stdout as its last line.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,13 +33,14 @@ unset VIRTUAL_ENV PYTHONPATH PYTHONHOME PYTHONSTARTUP PYTHONUSERBASE
 export PYTHONDONTWRITEBYTECODE=1 DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
 # Wait for a dpkg lock held by another apt (apt-daily, unattended-upgrades) instead of failing.
 apt_get() { as_root apt-get -o DPkg::Lock::Timeout=300 "$@"; }
+apt_log=${TOWERD_APT_LOG:-/dev/null}
 
 # Build dependencies: what dpkg-checkbuilddeps reports unmet (it also counts
 # build-essential), reduced to package names for apt-get.
 if ! command -v dpkg-checkbuilddeps >/dev/null 2>&1; then
     log "installing dpkg-dev"
     apt_get update -qq
-    apt_get install -y -qq --no-install-recommends dpkg-dev >/dev/null
+    apt_get install -y -qq --no-install-recommends dpkg-dev >>"$apt_log"
 fi
 unmet=$(dpkg-checkbuilddeps "$here/packaging/debian/control" 2>&1 | sed -n 's/.*Unmet build dependencies: //p' || true)
 if [ -n "$unmet" ]; then
@@ -46,7 +49,7 @@ if [ -n "$unmet" ]; then
     log "installing build dependencies: $pkgs"
     apt_get update -qq
     # shellcheck disable=SC2086  # word splitting of the package list is intended
-    apt_get install -y -qq --no-install-recommends $pkgs >/dev/null
+    apt_get install -y -qq --no-install-recommends $pkgs >>"$apt_log"
 fi
 
 version=$(dpkg-parsechangelog -l "$here/packaging/debian/changelog" -S Version)

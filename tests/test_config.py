@@ -140,9 +140,14 @@ def test_malformed_yaml_and_empty_file():
 
 
 def test_check_config_cli(towerd_exe, tmp_path):
-    ok = subprocess.run([towerd_exe, "check-config", str(SHIPPED)], capture_output=True, text=True, timeout=60)
+    ok = subprocess.run([towerd_exe, "check-config", "--schema-only", str(SHIPPED)], capture_output=True, text=True,
+                        timeout=60)
     assert ok.returncode == 0, ok.stderr
-    assert "configuration OK" in ok.stdout
+    assert "configuration OK" in ok.stdout and "schema only" in ok.stdout
+    # -c as for every other command that reads a configuration
+    same = subprocess.run([towerd_exe, "check-config", "--schema-only", "-c", str(SHIPPED)], capture_output=True,
+                          text=True, timeout=60)
+    assert same.returncode == 0 and same.stdout == ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text(GOOD.replace("latitude_deg: 27.5", "latitude_deg: 127.5").replace("id: tx-test-001", "idd: x"))
     res = subprocess.run([towerd_exe, "check-config", str(bad)], capture_output=True, text=True, timeout=60)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
+import re
 import subprocess
 import sys
 import time
@@ -122,9 +123,20 @@ def test_radar_frames_become_tracks_in_the_central(towerd_exe, tmp_path, pty_pai
 
 
 def test_demo_command_runs_bounded_and_summarises(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "towerd", "demo", "--duration", "12", "--show", "lines"],
+    res = subprocess.run([sys.executable, "-m", "towerd", "demo", "--duration", "12", "--show", "live"],
                          capture_output=True, text=True, timeout=90, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = res.stdout[res.stdout.index("Summary:"):]
     assert "tracks" in summary and "track records stored by the central" in summary
     assert summary.count("  track ") >= 2
+    # Bounded by --duration: no "Ctrl-C to stop" promise; the live table explains its ids.
+    live = res.stdout[:res.stdout.index("Summary:")]
+    assert "Ctrl-C" not in live and "Stops by itself after 12 s, then prints a summary." in live
+    assert "RF-n: a track of the RF sensor alone" in live
+    # RF-only tracks are RF-n, never their raw u32 ids (2^31 and up); no "unknown 0%";
+    # each track says whether it ended or was still tracked when the demo stopped.
+    assert not re.search(r"\b(21[4-9]\d|2[2-9]\d\d|[3-4]\d\d\d)\d{6}\b", res.stdout)
+    assert "unknown 0%" not in res.stdout and ", last " not in summary
+    for line in summary.splitlines()[1:]:
+        if line.startswith("  track "):
+            assert ", ended, " in line or "when the demo stopped" in line, line

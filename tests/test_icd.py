@@ -1,5 +1,5 @@
 """ICD v1 codec: the encoder is checked byte by byte against the offsets written in
-../shared/icd/towerd-uplink-v1.md (not against our own dtype), and the decoder against
+the ICD (docs/protocol.md, appendix; not against our own dtype), and the decoder against
 malformed input."""
 
 from __future__ import annotations

@@ -227,4 +227,28 @@ def test_daemon_refuses_to_start_with_an_unsafe_or_missing_key(towerd_exe, tmp_p
     missing = tmp_path / "tower" / "absent.key_secret"
     res = start(missing)
     assert res.returncode == EX_CONFIG, res.stdout + res.stderr
-    assert f"secret key file {missing}: missing" in res.stdout + res.stderr
+    assert f"this tower's secret key file {missing} does not exist" in res.stdout + res.stderr
+    assert not (tmp_path / "state").exists(), "refused before creating anything on disk"
+
+
+def test_generate_gives_the_secret_to_its_owner(towerd_exe, tmp_path):
+    """--owner USER: the secret key belongs to the user the daemon runs as (0600), and a
+    directory created for it lets that user in (root-owned 0750, the user's group)."""
+    import pwd
+
+    if os.geteuid() != 0:
+        res = run(towerd_exe, "keys", "generate", "--dir", str(tmp_path / "k"), "--owner", "nobody")
+        assert res.returncode == 1 and "Operation not permitted" in res.stderr  # only root gives files away
+        return
+    nobody = pwd.getpwnam("nobody")
+    res = run(towerd_exe, "keys", "generate", "--dir", str(tmp_path / "k"), "--owner", "nobody")
+    assert res.returncode == 0, res.stderr
+    secret = (tmp_path / "k" / "tower.key_secret").stat()
+    assert (secret.st_uid, secret.st_gid, secret.st_mode & 0o777) == (nobody.pw_uid, nobody.pw_gid, 0o600)
+    d = (tmp_path / "k").stat()
+    assert (d.st_uid, d.st_gid, d.st_mode & 0o777) == (0, nobody.pw_gid, 0o750)
+    assert "owner nobody" in res.stdout
+    # pytest's tmp_path is 0700: nobody cannot reach the key, and generate says so.
+    assert "user nobody cannot enter" in res.stderr and "could not read it" in res.stderr
+    unknown = run(towerd_exe, "keys", "generate", "--dir", str(tmp_path / "u"), "--owner", "no-such-user-x")
+    assert unknown.returncode == 1 and "no user 'no-such-user-x'" in unknown.stderr

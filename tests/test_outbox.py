@@ -282,7 +282,8 @@ def test_cap_drops_the_oldest_and_announces_exactly_what(db, clock, caplog):
         assert ev["seq"] == 61 and (ev["first_seq"], ev["last_seq"], ev["count"]) == (1, 11, 11)
         assert ev["severity"] == "error" and ev["reason"] == "max_records" and "ranges" not in ev
         assert box.dropped_total == 11
-        assert box.health() == {"pending": 50, "oldest_seq": 12, "next_seq": 62, "dropped_total": 11}
+        assert box.health() == {"pending": 50, "oldest_seq": 12, "next_seq": 62, "dropped_total": 11,
+                                "write_error": None, "write_failures": 0}
         assert "dropped 11 oldest records, seq 1..11" in caplog.text
     finally:
         box.close()

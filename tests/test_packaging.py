@@ -6,8 +6,12 @@ security --offline=yes`; every udev rule parses and names the right devices.
 
 The slow test builds the .deb with packaging/build-deb.sh, installs it with apt-get (which
 pulls Debian's own python3-* libraries), checks the installed package with Debian's
-/usr/bin/python3 (never the venv), and purges it. It needs root and apt: elsewhere it
-skips, except under CI=true, where skipping would hide a broken package, so it fails.
+/usr/bin/python3 (never the venv), and purges it. It changes system packages, so it runs
+only when asked (CI=true, TOWERD_TEST_PACKAGE=1, or `bash scripts/test --with-package`),
+and then undoes what it did: it purges the package, the packages its build and install
+pulled in that were not installed before, and the `towerd` user and group when it created
+them. It needs root and apt: elsewhere it skips, except under CI=true, where skipping
+would hide a broken package, so it fails.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ RULES = REPO / "packaging" / "60-towerd.rules"
 DEBIAN = REPO / "packaging" / "debian"
 BUILD_DEB = REPO / "packaging" / "build-deb.sh"
 IN_CI = os.environ.get("CI") == "true"
+ASKED = IN_CI or os.environ.get("TOWERD_TEST_PACKAGE") == "1"
+"""Whether the package test may change this machine's packages and users."""
 # Wait for a dpkg lock held by another apt (apt-daily, unattended-upgrades) instead of failing.
 APT = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]
 MAX_EXPOSURE = 2.0
@@ -442,6 +448,47 @@ def dpkg_status(package: str) -> str:
     return out.stdout.strip() if out.returncode == 0 else "un"
 
 
+def installed_packages() -> set[str]:
+    """Names of the packages whose files are on this machine (any state but not-installed
+    and config-files), without architecture qualifiers."""
+    out = run(["dpkg-query", "-W", "-f=${Package}\t${db:Status-Abbrev}\n"], 60).stdout
+    present = set()
+    for line in out.splitlines():
+        name, _, status = line.partition("\t")
+        if len(status) >= 2 and status[1] not in "nc":
+            present.add(name.split(":")[0])
+    return present
+
+
+def newly_unpacked(apt_output: str) -> set[str]:
+    """Packages dpkg installed for the first time, from its "Selecting previously
+    unselected package NAME." lines (printed even under apt-get -qq)."""
+    return {m.split(":")[0] for m in re.findall(r"Selecting previously unselected package (\S+)\.\s*$",
+                                                  apt_output, re.M)}
+
+
+def account_exists(kind: str, name: str) -> bool:
+    return run(["getent", kind, name], 30, check=False).returncode == 0
+
+
+def undo_installs(before: set[str], ours: set[str], env: dict[str, str]) -> set[str]:
+    """Purge the packages this test installed (``ours``) that were not there ``before``.
+    Another program may have installed something meanwhile that depends on them: apt's
+    simulation shows it, and then nothing is purged (never a package the test did not
+    install). Returns the packages left behind."""
+    leftovers = (ours & installed_packages()) - before
+    if not leftovers:
+        return set()
+    sim = run([*APT, "-s", "purge", *sorted(leftovers)], 120, check=False, env=env).stdout
+    dragged = {m.split(":")[0] for m in re.findall(r"^Purg (\S+)", sim, re.M)} - leftovers
+    if dragged:
+        sys.stderr.write(f"package test: not purging {sorted(leftovers)}: packages installed meanwhile by "
+                         f"something else depend on them ({sorted(dragged)})\n")
+        return leftovers
+    run([*APT, "purge", "-y", "-qq", *sorted(leftovers)], 600, check=False, env=env)
+    return (leftovers & installed_packages())
+
+
 @pytest.mark.slow
 def test_debian_package_builds_installs_and_purges(tmp_path):
     if not (Path("/etc/debian_version").exists() and shutil.which("apt-get", path=SYSTEM_ENV["PATH"])
@@ -452,9 +499,16 @@ def test_debian_package_builds_installs_and_purges(tmp_path):
     if dpkg_status("towerd").startswith("ii") and not IN_CI:
         pytest.skip("towerd is installed on this machine and this test would purge it "
                     "(its outbox too): run it on a scratch machine or with CI=true")
+    if not ASKED:
+        pytest.skip("changes system packages and users: runs with CI=true, TOWERD_TEST_PACKAGE=1 or "
+                    "`bash scripts/test --with-package`")
 
     times: dict[str, float] = {}
-    env = dict(SYSTEM_ENV, TMPDIR=str(tmp_path))
+    apt_log = tmp_path / "apt.log"
+    env = dict(SYSTEM_ENV, TMPDIR=str(tmp_path), TOWERD_APT_LOG=str(apt_log))
+    # What to put back: the packages and accounts there before the test.
+    packages_before = installed_packages()
+    user_before, group_before = account_exists("passwd", "towerd"), account_exists("group", "towerd")
 
     def step(name: str, cmd: list[str], timeout_s: float, **kwargs) -> subprocess.CompletedProcess:
         start = time.monotonic()
@@ -470,8 +524,10 @@ def test_debian_package_builds_installs_and_purges(tmp_path):
     try:
         step("apt-get update", [*APT, "update", "-qq"], 180, env=env)
         # No recommends: proves Depends alone is enough (a tower may install it that way).
-        step("install", [*APT, "install", "-y", "-qq", "--no-install-recommends", f"./{debs[0].name}"],
-             420, env=env, cwd=out_dir)
+        installed = step("install", [*APT, "install", "-y", "-qq", "--no-install-recommends",
+                                     f"./{debs[0].name}"], 420, env=env, cwd=out_dir)
+        with open(apt_log, "a") as fh:
+            fh.write(installed.stdout)
         assert dpkg_status("towerd").startswith("ii")
 
         # The command runs on Debian's python3 and Debian's libraries, not the venv's.
@@ -483,7 +539,14 @@ def test_debian_package_builds_installs_and_purges(tmp_path):
         for line in where.splitlines():
             name, path = line.split()
             assert path.startswith("/usr/lib/python3/dist-packages/"), f"{name} from {path}"
-        step("check-config", ["/usr/bin/towerd", "check-config", "/etc/towerd/towerd.yaml"], 60, cwd="/")
+        step("check-config", ["/usr/bin/towerd", "check-config", "--schema-only", "/etc/towerd/towerd.yaml"], 60,
+             cwd="/")
+        # Not configured yet: check-config (the unit's ExecStartPre) names the missing keys
+        # as the service user would meet them, so the service stays stopped with that message.
+        unconfigured = run(["/usr/bin/towerd", "check-config", "/etc/towerd/towerd.yaml"], 60, check=False, cwd="/")
+        assert unconfigured.returncode == 1, unconfigured.stdout
+        assert "/etc/towerd/keys/tower.key_secret does not exist" in unconfigured.stdout
+        assert "/etc/towerd/keys/central.key does not exist" in unconfigured.stdout
 
         unit = Path("/lib/systemd/system/towerd.service")
         assert unit.read_text() == UNIT.read_text()
@@ -533,4 +596,34 @@ def test_debian_package_builds_installs_and_purges(tmp_path):
         for directory in ("/etc/towerd/keys", "/etc/towerd"):
             if os.path.isdir(directory) and not os.listdir(directory):
                 os.rmdir(directory)
+        # The build dependencies and libraries apt pulled in, and the system user.
+        ours = newly_unpacked(apt_log.read_text() if apt_log.exists() else "")
+        ours.discard("towerd")
+        left = undo_installs(packages_before, ours, env)
+        if not user_before and account_exists("passwd", "towerd"):
+            run(["userdel", "towerd"], 60, check=False)
+        if not group_before and account_exists("group", "towerd"):
+            run(["groupdel", "towerd"], 60, check=False)
+    assert not left, f"packages the test installed are still there: {sorted(left)}"
+    assert not (installed_packages() - packages_before) & (ours | {"towerd"})
+    assert (account_exists("passwd", "towerd"), account_exists("group", "towerd")) == (user_before, group_before)
+    sys.stderr.write(f"package test: {len(ours)} packages installed and purged again; ")
     sys.stderr.write("package test timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()) + "\n")
+
+
+# --------------------------------------------------------------------------- scripts/test
+
+@pytest.mark.parametrize("flag, expected", [([], None), (["--with-package"], "1")], ids=["default", "asked"])
+def test_scripts_test_asks_for_the_package_test_only_with_the_flag(tmp_path, flag, expected):
+    """`bash scripts/test` alone leaves TOWERD_TEST_PACKAGE unset (so the package test skips
+    unless CI=true); `--with-package` sets it and is not passed on to pytest."""
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("import os\n"
+                     "def test_env():\n"
+                     f"    assert os.environ.get('TOWERD_TEST_PACKAGE') == {expected!r}\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("TOWERD_TEST_PACKAGE", "CI", "PYTEST_ADDOPTS")}
+    res = subprocess.run(["bash", str(REPO / "scripts" / "test"), *flag, "-q", "-p", "no:cacheprovider",
+                          "-c", "/dev/null", "--rootdir", str(tmp_path), str(probe)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "1 passed" in res.stdout

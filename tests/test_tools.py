@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processes import Child
+from processes import Child, Sim
 from towerd.drivers.nmea_radar.protocol import NmeaParser
 from towerd.sim.nmea_radar import NmeaRadarEmulator
 from towerd.sim.scenario import Scenario, Target, WaypointPath
@@ -36,46 +36,6 @@ sensors:
     noise: {{range_sigma_m: 1.0, azimuth_sigma_deg: 1.0}}
 """)
     return path
-
-
-class Sim:
-    """`towerd sim` as a subprocess with a pipe to its command input."""
-
-    def __init__(self, exe: str, tmp_path: Path, *args: str) -> None:
-        self.log_path = tmp_path / "sim.log"
-        self.log_fh = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([exe, "sim", *args], stdin=subprocess.PIPE, stdout=self.log_fh,
-                                     stderr=subprocess.STDOUT, text=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, count: int = 1, timeout_s: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            log = self.log()
-            if log.count(text) >= count:
-                return log
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        pytest.fail(f"sim never said {text!r}:\n{self.log()}")
-
-    def send(self, line: str) -> None:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdin.close()
-        self.log_fh.close()
-        return self.proc.returncode
 
 
 @pytest.fixture
@@ -105,7 +65,7 @@ def test_sim_tap_record_replay_end_to_end(towerd_exe, tmp_path, nmea_sim):
     assert 10.0 < plot["range_m"] < 300.0 and "3 readings" in tap.stderr
 
     capture = tmp_path / "arpa0.raw"
-    rec = run(towerd_exe, "record", "arpa0", "--seconds", "2", str(capture), "--config", str(cfg),
+    rec = run(towerd_exe, "record", "arpa0", "--duration", "2", str(capture), "--config", str(cfg),
               "--note", "bench test")
     assert rec.returncode == 0, rec.stderr
     recording = read_recording(capture)
@@ -145,9 +105,9 @@ def test_tap_refuses_a_port_held_by_the_running_daemon(towerd_exe, tmp_path, nme
         assert "up on" in daemon.log(), daemon.log()
         tap = run(towerd_exe, "tap", "arpa0", "--config", str(cfg), "--count", "1")
         assert tap.returncode == 75, tap.stderr
-        assert "the port is busy" in tap.stderr and f"PID {daemon.proc.pid} towerd" in tap.stderr
+        assert "the port is busy" in tap.stderr and f"held by towerd (pid {daemon.proc.pid}): the daemon has it" in tap.stderr
         assert "nothing was sent to the device" in tap.stderr and "systemctl stop towerd" in tap.stderr
-        record = run(towerd_exe, "record", "arpa0", "--seconds", "1", str(tmp_path / "x.raw"), "--config", str(cfg))
+        record = run(towerd_exe, "record", "arpa0", "--duration", "1", str(tmp_path / "x.raw"), "--config", str(cfg))
         assert record.returncode == 75 and not (tmp_path / "x.raw").exists()
         assert daemon.proc.poll() is None  # the daemon kept running, undisturbed
     finally:

@@ -29,6 +29,7 @@ from towerd.clock import Clock, SystemClock
 from towerd.config import Config, LoadedConfig, load_config
 from towerd.drivers import driver_class
 from towerd.errors import ConfigError, OutboxError
+from towerd.files import Account, check_files
 from towerd.notify import Notifier
 from towerd.outbox.sqlite import Outbox
 from towerd.pipeline import Pipeline
@@ -174,7 +175,8 @@ class Daemon:
                 "link_up": uplink.link_up,
                 "last_ack_age_s": None if last_ack is None else round(now - last_ack, 3),
             }
-        return {**self.health(), "config_path": self.loaded.path, "pid": os.getpid(), "centrals": centrals}
+        return {**self.health(), "config_path": self.loaded.path, "state_dir": self.config.state_dir,
+                "pid": os.getpid(), "centrals": centrals}
 
     def status_line(self) -> str:
         sensors = " ".join(f"{r.name}:{r.state.value}" for r in self.runners) or "no sensors"
@@ -202,6 +204,11 @@ class Daemon:
         try:
             loaded = load_config(path)
             self._check_reloadable(loaded.config)
+            # The files it names, as this process meets them (a key it cannot read would
+            # otherwise fail half-way through applying the new configuration).
+            file_problems = check_files(loaded.config, Account.caller())
+            if file_problems:
+                raise ConfigError([p.format(path) for p in file_problems])
         except Exception as exc:  # ConfigError, or a defect: either way the running configuration stays
             if not isinstance(exc, ConfigError):
                 log.exception("reload: reading %s failed unexpectedly", path)

@@ -29,7 +29,9 @@ import numpy as np
 
 from towerd.geo import Site, geodetic_to_enu
 from towerd.icd import LAT_LON_UNKNOWN, SOURCE_RADAR, SOURCE_RF, Category, Status, Threat
+from towerd.rf.processor import RF_TRACK_ID_BASE
 from towerd.sim.pty import PtyPair
+from towerd.tools.output import plural
 from towerd.sim.rfexplorer import RfExplorerEmulator
 from towerd.sim.scenario import Scenario, builtin_scenario
 from towerd.sim.ti_mmwave import TiMmwaveEmulator
@@ -98,6 +100,25 @@ def rf_sensor(rf_path: str | None) -> str:
         - {{name: ism2400, start_mhz: 2400.0, end_mhz: 2483.5, dwell_s: 3.0}}
         - {{name: ism5800, start_mhz: 5725.0, end_mhz: 5875.0, dwell_s: 3.0}}
 """
+
+
+LEGEND = [
+    "",
+    "RF-n: a track of the RF sensor alone (a drone link heard, no position); the others are radar tracks "
+    "(+RF: the link was matched to it).",
+    "what: category and the classifier's confidence; unknown: not classified (yet).",
+]
+
+
+def track_label(track_id: int) -> str:
+    """Radar track ids as they are; RF-only track ids (from RF_TRACK_ID_BASE up) as RF-n."""
+    return f"RF-{track_id - RF_TRACK_ID_BASE}" if track_id >= RF_TRACK_ID_BASE else str(track_id)
+
+
+def _what(category: int, confidence: int) -> str:
+    """'uas 80%'; 'unknown' alone (a confidence in "unknown" means nothing)."""
+    name = CATEGORY_NAMES.get(category, "?")
+    return name if category == Category.UNKNOWN else f"{name} {confidence}%"
 
 
 @dataclass
@@ -222,7 +243,7 @@ class Demo:
             s.records += 1
             s.last_time_us = row["time_us"]
             s.last_status = row["status"]
-            s.what = (f"{CATEGORY_NAMES.get(row['category'], '?')} {row['confidence']}%, seen by "
+            s.what = (f"{_what(row['category'], row['confidence'])}, seen by "
                       + ("radar+RF" if row["sources"] == SOURCE_RADAR | SOURCE_RF else
                          "RF only" if row["sources"] == SOURCE_RF else "radar"))
             err, name = self.truth_error(row)
@@ -230,7 +251,7 @@ class Demo:
                 s.errors_m.append(err)
                 s.truth_names[name] = s.truth_names.get(name, 0) + 1
 
-    def render(self, out: TextIO, live: bool) -> None:
+    def render(self, out: TextIO, live: bool, footer: str = "Ctrl-C to stop.") -> None:
         now_us = time.time_ns() // 1000
         lines = [
             f"towerd demo — tower tx-demo-001: radar emulator {self.emulator.frames_sent} frames, RF Explorer "
@@ -246,17 +267,18 @@ class Demo:
         if len(lines) == 2:
             lines.append("  (no confirmed tracks yet)")
         if live:
-            out.write("\x1b[H\x1b[J" + "\n".join(lines) + "\n\nCtrl-C to stop.\n")
+            lines += LEGEND
+            out.write("\x1b[H\x1b[J" + "\n".join(lines) + f"\n\n{footer}\n")
         else:
             out.write("\n".join(lines) + "\n")
         out.flush()
 
     def _row(self, tid: int, r: sqlite3.Row, now_us: int) -> str:
-        what = f"{CATEGORY_NAMES.get(r['category'], '?')} {r['confidence']}%"
+        what = _what(r["category"], r["confidence"])
         seen = "+".join(n for bit, n in ((SOURCE_RADAR, "radar"), (SOURCE_RF, "RF")) if r["sources"] & bit) or "-"
         # SQLite stores the ICD's NaN ("unknown") as NULL.
         rf = f"{r['rf_freq_mhz']:.1f}/{r['rf_bw_mhz']:.1f} MHz" if r["rf_freq_mhz"] is not None else "-"
-        head = (f"{tid:>10} {STATUS_NAMES.get(r['status'], '?'):<9} {(now_us - r['time_us']) / 1e6:>5.1f} "
+        head = (f"{track_label(tid):>10} {STATUS_NAMES.get(r['status'], '?'):<9} {(now_us - r['time_us']) / 1e6:>5.1f} "
                 f"{what:<19} {THREAT_NAMES.get(r['threat'], '?'):<6} {seen:<8} ")
         if r["lat_e7"] == LAT_LON_UNKNOWN or r["alt_m"] is None:  # RF only: no position
             return head + f"{'-':>7} {'-':>5} {'-':>5} {'-':>10} {'-':>11} {'-':>6} {'-':>5} {rf:<16}"
@@ -267,14 +289,19 @@ class Demo:
                        f"{rf:<16} {name} ({err:.1f} m)")
 
     def summary(self) -> str:
-        lines = [f"Summary: {len(self.summaries)} tracks, {self.view.records} track records stored by the central."]
+        lines = [f"Summary: {plural(len(self.summaries), 'track')}, {plural(self.view.records, 'track record')} "
+                 "stored by the central."]
         for tid in sorted(self.summaries):
             s = self.summaries[tid]
             dur = (s.last_time_us - s.first_time_us) / 1e6
             target = max(s.truth_names, key=s.truth_names.get) if s.truth_names else "-"
             err = f"{np.median(s.errors_m):.1f} m" if s.errors_m else "n/a"
-            lines.append(f"  track {tid}: {s.records} records over {dur:.1f} s, last {STATUS_NAMES.get(s.last_status)}"
-                         f", {s.what}, nearest truth {target}, median error {err}")
+            end = ("ended" if s.last_status == Status.ENDED
+                   else f"still {STATUS_NAMES.get(s.last_status, '?')} when the demo stopped")
+            lines.append(f"  track {track_label(tid)}: {plural(s.records, 'record')} over {dur:.1f} s, {end}, {s.what}, "
+                         f"nearest truth {target}, median error {err}")
+        if any(tid >= RF_TRACK_ID_BASE for tid in self.summaries):
+            lines.append(LEGEND[1])
         return "\n".join(lines)
 
 
@@ -295,7 +322,8 @@ def run_demo(*, duration_s: float | None, stop: threading.Event, seed: int = 1, 
                     return 1
                 demo.update()
                 if show != "none":
-                    demo.render(out, live)
+                    demo.render(out, live, "Ctrl-C to stop." if deadline is None else
+                                f"Stops by itself after {duration_s:g} s, then prints a summary.")
                 remaining = REFRESH_S if deadline is None else min(REFRESH_S, deadline - time.monotonic())
                 if remaining <= 0:
                     break

@@ -2,10 +2,15 @@
 
 Checks, in the order a technician would fix them: the configuration; the state
 directory and free disk; each sensor's port (present, a stable name, permissions for
-the service user, not held by another program) and the usual port thieves; CURVE key
-files; the clock; each central (TCP reachable, then a real ZeroMQ handshake with the
-configured keys, which also proves the central has our key on its allow-list).
-Exit 0 when nothing is wrong, 1 otherwise.
+the service user, not held by another program) and the usual port thieves; the files
+the configuration names (:func:`towerd.files.check_files`, the same checks as
+``check-config`` and ``run``); the clock; each central (TCP reachable, then a real
+ZeroMQ handshake with the configured keys, which tells a central that does not have our
+key on its allow-list from a central whose public key we have wrong).
+
+A technician runs doctor as root; the daemon runs as the service user. So permissions
+are judged for the service user (``--user``, default ``towerd`` when it exists), never
+for root. Exit 0 when nothing is wrong, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -19,24 +24,18 @@ import re
 import shutil
 import socket
 import stat
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
 from towerd.config import DEFAULT_PATH, Config, load_config
-from towerd.drivers.transport import port_holders
+from towerd.drivers.transport import KNOWN_CULPRITS, holder_fix, port_holders
 from towerd.errors import ConfigError
+from towerd.files import Account, allowed, check_files, service_account
 
-SERVICE_USER = "towerd"
 SERIAL_GROUP = "dialout"
-PORT_THIEVES = {
-    "ModemManager": "sends AT commands into new serial ports (it stops a TI radar's configuration); "
-                    "the udev rules set ID_MM_DEVICE_IGNORE, or: systemctl disable --now ModemManager",
-    "gpsd": "its hotplug rule claims 10c4:ea60, the RF Explorer's USB id: remove the device from "
-            "/lib/udev/rules.d/60-gpsd.rules or systemctl disable --now gpsd.socket gpsd",
-    "brltty": "grabs CH340 and CP210x adapters on Ubuntu: apt purge brltty",
-}
 BARE_TTY = re.compile(r"/dev/tty(USB|ACM)\d+$")
 
 
@@ -48,9 +47,10 @@ class Finding:
 
 
 class Doctor:
-    def __init__(self, config_path: str, *, connect_timeout_s: float = 5.0) -> None:
+    def __init__(self, config_path: str, *, connect_timeout_s: float = 5.0, account: Account | None = None) -> None:
         self.config_path = config_path
         self.timeout_s = connect_timeout_s
+        self.account = account or service_account()
         self.findings: list[Finding] = []
 
     def good(self, what: str) -> None:
@@ -68,41 +68,44 @@ class Doctor:
             self.bad("the configuration is invalid:\n      " + "\n      ".join(exc.problems),
                      f"edit {self.config_path}, then run: towerd check-config {self.config_path}")
             return self.findings
-        self.good(f"configuration {self.config_path} is valid")
+        self.good(f"configuration {self.config_path} is valid (files checked as user {self.account.name}, "
+                  "who runs the daemon)")
         self.check_state_dir(config)
         self.check_thieves()
         for sensor in config.sensors:
             if sensor.enabled:
                 for label, url in self._ports(sensor):
                     self.check_port(f"{sensor.name} {label}", url)
-        self.check_keys(config)
+        self.check_files(config)
         self.check_clock()
         for central in config.centrals:
             self.check_central(config, central)
         return self.findings
 
     def check_state_dir(self, config: Config) -> None:
+        """Writable (or creatable) by the service user, as ``run`` needs it, and room
+        for the outbox on its file system."""
         path = Path(config.state_dir)
-        if not path.is_dir():
-            self.bad(f"state directory {path} does not exist",
-                     "the systemd unit creates it (StateDirectory=towerd); by hand: "
-                     f"install -d -o {SERVICE_USER} -m 0750 {path}")
+        problems = [p for p in check_files(config, self.account) if p.key == "state_dir"]
+        for p in problems:
+            self.bad(f"state directory: {p.message}", p.fix)
+        if problems:
             return
-        if not os.access(path, os.W_OK):
-            self.bad(f"state directory {path} is not writable by {_me()}",
-                     f"chown {SERVICE_USER} {path} (the service runs as {SERVICE_USER})")
-        free = shutil.disk_usage(path).free
+        existing = path if path.exists() else next(p for p in path.parents if p.exists())
+        free = shutil.disk_usage(existing).free
         if free < 100 * 2**20:
-            self.bad(f"only {free // 2**20} MiB free under {path}: the outbox needs room during link outages",
+            self.bad(f"only {free // 2**20} MiB free under {existing}: the outbox needs room during link outages",
                      "free disk space (journal: journalctl --vacuum-size=50M)")
         else:
-            self.good(f"state directory {path}: writable, {free // 2**20} MiB free")
+            created = "" if path.exists() else " (created at start)"
+            self.good(f"state directory {path}{created}: writable by user {self.account.name}, "
+                      f"{free // 2**20} MiB free")
 
     def check_thieves(self) -> None:
         running = _running_programs()
-        for name, why in PORT_THIEVES.items():
+        for name, why in KNOWN_CULPRITS.items():
             if name.lower() in running:
-                self.bad(f"{name} is running", why)
+                self.bad(f"{name} is running: it can take serial ports away from towerd", why)
 
     @staticmethod
     def _ports(sensor) -> list[tuple[str, str]]:
@@ -131,38 +134,39 @@ class Doctor:
             self.bad(f"{label}: {url} is a bare kernel name, which can change at reboot or replug",
                      "use /dev/towerd/... (udev rules) or /dev/serial/by-id/...")
         group = _group_name(st.st_gid)
-        if not (st.st_mode & 0o006 == 0o006 or (group == SERIAL_GROUP and st.st_mode & 0o060 == 0o060)):
-            self.bad(f"{label}: {real} is {stat.filemode(st.st_mode)} {group}: the service cannot open it",
+        user = self.account.name
+        usable = allowed(self.account, st, os.R_OK | os.W_OK)
+        if not usable and group == SERIAL_GROUP and st.st_mode & 0o060 == 0o060:
+            self.bad(f"{label}: {real} is {stat.filemode(st.st_mode)} {_user_name(st.st_uid)}:{group} and user "
+                     f"{user} is not in group {SERIAL_GROUP}: the service cannot open it",
+                     f"adduser {user} {SERIAL_GROUP} (the package does this), then systemctl restart towerd")
+        elif not usable:
+            self.bad(f"{label}: {real} is {stat.filemode(st.st_mode)} {_user_name(st.st_uid)}:{group}: user {user} "
+                     "cannot open it",
                      f"the udev rules set GROUP=\"{SERIAL_GROUP}\", MODE=\"0660\"; reload them: "
                      "udevadm control --reload && udevadm trigger")
-        elif not _user_in_group(SERVICE_USER, SERIAL_GROUP):
-            self.bad(f"user {SERVICE_USER} is not in group {SERIAL_GROUP}",
-                     f"adduser {SERVICE_USER} {SERIAL_GROUP} (the package does this)")
-        holders = [h for h in port_holders(real) if h.name != "towerd" and h.pid != os.getpid()]
-        if holders:
-            who = ", ".join(f"{h.name} (pid {h.pid})" for h in holders)
-            self.bad(f"{label}: {real} is held open by {who}", "stop that program; see the port thieves above")
-        else:
-            self.good(f"{label}: {url} -> {real} present, {stat.filemode(st.st_mode)} {group}")
+        holders = [h for h in port_holders(real) if not h.is_towerd_daemon and h.pid != os.getpid()]
+        for h in holders:
+            self.bad(f"{label}: {real} is held open by {h.name} (pid {h.pid})", holder_fix(h))
+        if usable and not holders:
+            self.good(f"{label}: {url} -> {real} present, {stat.filemode(st.st_mode)} {group}, user {user} can "
+                      "open it")
 
-    def check_keys(self, config: Config) -> None:
+    def check_files(self, config: Config) -> None:
+        """Key files and device configuration files, as ``check-config`` and ``run`` see
+        them (the state directory has its own check above)."""
+        problems = [p for p in check_files(config, self.account) if p.key != "state_dir"]
+        for p in problems:
+            self.bad(f"{p.key}: {p.message}", p.fix)
         for central in config.centrals:
             if central.plain:
                 self.bad(f"central {central.name} is configured without CURVE (plain: true)",
                          "lab and demo use only: set plain: false and key files for a real tower")
-                continue
-            for label, key in (("central public key", central.server_public_key_file),
-                               ("tower secret key", central.client_secret_key_file)):
-                if not key or not os.path.exists(key):
-                    self.bad(f"central {central.name}: {label} {key} is missing",
-                             "towerd keys generate --dir /etc/towerd/keys; copy the central's public key there")
-                    continue
-                mode = os.stat(key).st_mode
-                if label == "tower secret key" and mode & 0o077:
-                    self.bad(f"central {central.name}: {key} is readable by others ({stat.filemode(mode)})",
-                             f"chmod 600 {key}; chown {SERVICE_USER} {key}")
-                else:
-                    self.good(f"central {central.name}: {label} {key} present")
+        if not problems:
+            named = sum(2 for c in config.centrals if not c.plain) + sum(
+                1 for s in config.sensors if s.enabled and getattr(s.settings, "chirp_config", None))
+            if named:
+                self.good(f"the {named} files the configuration names are readable by user {self.account.name}")
 
     def check_clock(self) -> None:
         synced = clock_synchronised()
@@ -188,15 +192,62 @@ class Doctor:
                      "check the link (ping, ip route), the firewall, and that the central is running")
             return
         result = zmq_handshake(config.tower.id, central, self.timeout_s)
+        if result not in ("ok", "refused"):
+            # libzmq's events race (a closed connection hides the reason): ask the
+            # central's ZMTP greeting which security mechanism it speaks.
+            theirs = zmtp_mechanism(host, port, self.timeout_s)
+            ours = "NULL" if central.plain else "CURVE"
+            if theirs is None:
+                result = "no ZeroMQ greeting on that port"
+            elif theirs != ours:
+                result = "mechanism mismatch"
+            elif theirs == "CURVE":
+                result = "key mismatch"
         if result == "ok":
             self.good(f"central {central.name}: {host}:{port} reachable, ZeroMQ handshake accepted")
         elif result == "refused":
             self.bad(f"central {central.name}: the central refused this tower's key",
                      "send the tower's public key (towerd keys generate printed it) to the central's operators "
                      "for its allow-list, under this tower's id")
+        elif result == "key mismatch":
+            self.bad(f"central {central.name}: the central's public key in {central.server_public_key_file} does "
+                     f"not match the central at {central.endpoint}",
+                     f"ask the central's operators for its current public key file and put it in "
+                     f"{central.server_public_key_file}; check the endpoint is the central they mean")
+        elif result == "mechanism mismatch":
+            ours, theirs = ("plain", "CURVE") if central.plain else ("CURVE", "plain (no keys)")
+            self.bad(f"central {central.name}: this tower speaks {ours} but the central at {central.endpoint} "
+                     f"speaks {theirs}",
+                     "both ends must agree: a real tower uses CURVE (plain: false) with a CURVE central")
         else:
             self.bad(f"central {central.name}: TCP connects but the ZeroMQ handshake did not complete ({result})",
-                     "check that the endpoint is a towerd central and that both ends agree on CURVE vs plain")
+                     "check that the endpoint is a towerd central (not another service on that port)")
+
+
+ZMTP_SIGNATURE = b"\xff" + b"\x00" * 8 + b"\x7f"
+
+
+def zmtp_mechanism(host: str, port: int, timeout_s: float) -> str | None:
+    """The security mechanism ("NULL", "PLAIN", "CURVE") a ZeroMQ peer announces in its
+    ZMTP 3 greeting (RFC 23: signature, version, 20-byte mechanism name), or None when
+    it sends no such greeting. Sends only the signature and major version (a peer then
+    sends its whole greeting and waits for the rest of ours) and closes, so the central
+    merely sees a connection come and go, never a mechanism it would refuse."""
+    greeting = ZMTP_SIGNATURE + b"\x03"
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            sock.sendall(greeting)
+            data = b""
+            while len(data) < 64:
+                chunk = sock.recv(64 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+    except OSError:
+        return None
+    if len(data) < 32 or data[0] != 0xFF or data[9] != 0x7F or data[10] < 3:
+        return None
+    return data[12:32].rstrip(b"\x00").decode("ascii", "replace")
 
 
 def zmq_handshake(tower_id: str, central, timeout_s: float) -> str:
@@ -224,13 +275,20 @@ def zmq_handshake(tower_id: str, central, timeout_s: float) -> str:
             while time.monotonic() < deadline:
                 if not monitor.poll(int(max(1, (deadline - time.monotonic()) * 1000))):
                     break
-                event = recv_monitor_message(monitor)["event"]
+                message = recv_monitor_message(monitor)
+                event, value = message["event"], message["value"]
                 if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                     return "ok"
-                if event == getattr(zmq, "EVENT_HANDSHAKE_FAILED_AUTH", -1):
-                    return "refused"
-                if event == getattr(zmq, "EVENT_HANDSHAKE_FAILED_PROTOCOL", -1):
-                    return "protocol mismatch"
+                if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    return "refused"  # our HELLO was read, our key is not on the allow-list
+                if event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                    if value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH:
+                        return "mechanism mismatch"
+                    return f"protocol error {value}"
+                if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and not central.plain:
+                    # A CURVE server that cannot decrypt our HELLO (sealed to the key we
+                    # were given) closes without a word: the key is not this central's.
+                    return "key mismatch"
             return "timed out"
         finally:
             sock.disable_monitor()
@@ -283,24 +341,20 @@ def _group_name(gid: int) -> str:
         return str(gid)
 
 
-def _user_in_group(user: str, group: str) -> bool:
+def _user_name(uid: int) -> str:
     try:
-        g = grp.getgrnam(group)
-        pw = pwd.getpwnam(user)
+        return pwd.getpwuid(uid).pw_name
     except KeyError:
-        return False
-    return user in g.gr_mem or pw.pw_gid == g.gr_gid
-
-
-def _me() -> str:
-    try:
-        return pwd.getpwuid(os.getuid()).pw_name
-    except KeyError:
-        return str(os.getuid())
+        return str(uid)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    findings = Doctor(args.config, connect_timeout_s=args.timeout).run()
+    try:
+        account = service_account(args.user)
+    except ConfigError as exc:
+        print(f"towerd doctor: {exc}", file=sys.stderr)
+        return 2
+    findings = Doctor(args.config, connect_timeout_s=args.timeout, account=account).run()
     for f in findings:
         if f.ok:
             print(f"  ok       {f.what}")
@@ -315,5 +369,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("doctor", help="check this tower computer and say how to fix each problem")
     p.add_argument("--config", "-c", default=DEFAULT_PATH, help=f"configuration file (default {DEFAULT_PATH})")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each central")
+    p.add_argument("--user", help="judge permissions for this user (default: the service user 'towerd' when "
+                   "run as root and it exists, else you)")
     p.set_defaults(func=cmd_doctor)
 

@@ -1,4 +1,4 @@
-"""ICD v1 wire format (../shared/icd/towerd-uplink-v1.md), shared by uplink and central.
+"""ICD v1 wire format (docs/protocol.md, appendix), shared by uplink and central.
 
 Everything little-endian and packed. This module is pure: bytes in, values out, no
 sockets. The record layout is a NumPy structured dtype with explicit offsets so that

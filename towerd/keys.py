@@ -15,7 +15,7 @@ File format: ZeroMQ certificate files as pyzmq's ``zmq.auth`` reads and writes t
   "Transport"). A key that appears under two tower ids is refused for both; names that
   are not tower ids are ignored with a message. ``towerd keys allow`` writes such files.
 
-Why the checks (../shared/notes/uplink-and-security.md): a secret key readable by group
+Why the checks: a secret key readable by group
 or others is as good as published, and a CURVE configuration whose key file is missing
 must stop the daemon with the file's name, not fall back to anything.
 """
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pwd
 import stat
 import struct
 import sys
@@ -166,12 +167,15 @@ def load_public_key_file(path: str | os.PathLike | None, what: str = "public key
 # ------------------------------------------------------------------------------ writing
 
 
-def _write_new(path: Path, data: bytes, mode: int, force: bool) -> None:
-    """Write ``data`` to ``path`` created with ``mode`` from the start; atomic (temporary
-    file + link/rename), never replacing an existing file unless ``force``."""
+def _write_new(path: Path, data: bytes, mode: int, force: bool, owner: tuple[int, int] | None = None) -> None:
+    """Write ``data`` to ``path`` created with ``mode`` from the start (and ``owner``
+    (uid, gid) before the first byte); atomic (temporary file + link/rename), never
+    replacing an existing file unless ``force``."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -201,16 +205,32 @@ def _certificate(banner: str, public: bytes, secret: bytes | None = None,
     return "".join(lines).encode("ascii")
 
 
-def generate_keypair(directory: str | os.PathLike, name: str = "tower", *, force: bool = False) -> KeyPair:
+def generate_keypair(directory: str | os.PathLike, name: str = "tower", *, force: bool = False,
+                     owner: str | None = None) -> KeyPair:
     """Write a new CURVE key pair as ``<directory>/<name>.key`` (public, 0644) and
-    ``<name>.key_secret`` (0600). Creates ``directory`` (0700) if needed. Refuses to
-    replace existing files unless ``force``. Raises ConfigError for a bad name or when
-    libzmq has no CURVE, OSError for file system failures."""
+    ``<name>.key_secret`` (0600). With ``owner`` (a user name: the service user that
+    will read it) the secret file belongs to that user and its group, and a directory
+    created here is ``root``-owned 0750 in that group, as the package makes
+    /etc/towerd/keys; without, both belong to the caller and a new directory is 0700.
+    Refuses to replace existing files unless ``force``. Raises ConfigError for a bad
+    name, an unknown owner, or when libzmq has no CURVE; OSError for file system failures
+    (PermissionError when the caller may not give files away)."""
     if not TOWER_ID_RE.fullmatch(name):
         raise ConfigError(f"key name {name!r} is not 1-64 characters of [A-Za-z0-9._-]")
     if not zmq.has("curve"):
         raise ConfigError(f"this libzmq ({zmq.zmq_version()}) has no CURVE support: cannot make keys")
+    ids = None
+    if owner is not None:
+        try:
+            pw = pwd.getpwnam(owner)
+        except KeyError:
+            raise ConfigError(f"no user {owner!r} on this machine to own the secret key") from None
+        ids = (pw.pw_uid, pw.pw_gid)
     d = Path(directory)
+    if ids is not None and ids[0] != os.geteuid() and not d.exists():
+        d.mkdir(mode=0o700, parents=True)
+        os.chown(d, os.geteuid(), ids[1])
+        os.chmod(d, 0o750)
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     public, secret = zmq.curve_keypair()
     public_file = d / f"{name}{PUBLIC_SUFFIX}"
@@ -219,7 +239,7 @@ def generate_keypair(directory: str | os.PathLike, name: str = "tower", *, force
         for f in (public_file, secret_file):
             if f.exists():
                 raise FileExistsError(f"{f} exists; refusing to replace a key (use --force to do so)")
-    _write_new(secret_file, _certificate(_SECRET_BANNER, public, secret), 0o600, force)
+    _write_new(secret_file, _certificate(_SECRET_BANNER, public, secret), 0o600, force, ids)
     _write_new(public_file, _certificate(_PUBLIC_BANNER, public), 0o644, force)
     log.info("key pair %s written to %s", name, d)
     return KeyPair(public_file=public_file, secret_file=secret_file, public_key=public.decode("ascii"))
@@ -333,13 +353,21 @@ def load_allow_list(directory: str | os.PathLike, *, raise_io_errors: bool = Fal
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
+    from towerd.files import access_problem, service_account
+
     try:
-        pair = generate_keypair(args.dir, args.name, force=args.force)
+        account = service_account(args.owner)
+        owner = None if account.current else account.name
+        pair = generate_keypair(args.dir, args.name, force=args.force, owner=owner)
     except (ConfigError, OSError) as exc:
         print(f"towerd keys generate: {exc}", file=sys.stderr)
         return 1
     print(f"public key: {pair.public_key}")
-    print(f"wrote {pair.secret_file} (secret key, mode 0600: keep it on this machine)")
+    print(f"wrote {pair.secret_file} (secret key, mode 0600, owner {account.name}: keep it on this machine)")
+    why = access_problem(account, pair.secret_file, os.R_OK)
+    if why:
+        print(f"warning: {pair.secret_file}: {why}: the daemon running as {account.name} could not read it",
+              file=sys.stderr)
     print(f"wrote {pair.public_file} (public key)")
     print(f"for a tower: on the central, run `towerd keys allow --tower-id <tower id> {pair.public_file.name} "
           "--dir <allow-list dir>`")
@@ -377,6 +405,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--dir", required=True, help="directory for the two files (created mode 0700 if missing)")
     p.add_argument("--name", default="tower", help="file name stem (default: tower)")
     p.add_argument("--force", action="store_true", help="replace existing files")
+    p.add_argument("--owner", help="user who owns the secret key: the user the daemon runs as (default: the "
+                   "service user 'towerd' when run as root and it exists, else you)")
     p.set_defaults(func=_cmd_generate)
 
     p = actions.add_parser("allow", help="central side: allow a tower's public key, bound to its tower id")

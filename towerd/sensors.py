@@ -42,6 +42,49 @@ class SensorEvent:
     t_mono: float
 
 
+ERROR_COUNTERS = ("bad_frames", "resyncs", "dropped_bytes")
+"""Driver counters that only rise when bytes from the device are lost or malformed."""
+ERROR_WINDOW_S = 60.0
+"""How far back ``errors_recent`` looks."""
+
+
+class ErrorTrend:
+    """How much the error counters rose over the last ``window_s``: a total since start
+    hides whether a sensor is losing bytes now or lost a few an hour ago. Sampled at most
+    once per ``every_s`` by the reader thread; read from any thread (deque appends and
+    copies are atomic)."""
+
+    def __init__(self, window_s: float = ERROR_WINDOW_S, every_s: float = 1.0) -> None:
+        self.window_s = window_s
+        self.every_s = every_s
+        self._samples: collections.deque[tuple[float, tuple[int, ...]]] = collections.deque(
+            maxlen=int(window_s / every_s) + 2)
+
+    def rebase(self, now: float, counters: Any) -> None:
+        """Forget what came before: the bytes a port delivers before the first whole frame
+        after it opens (the tail of a frame in flight) are no sign of trouble."""
+        self._samples.clear()
+        self._samples.append((now, tuple(getattr(counters, name) for name in ERROR_COUNTERS)))
+
+    def sample(self, now: float, counters: Any) -> None:
+        if self._samples and now - self._samples[-1][0] < self.every_s:
+            return
+        self._samples.append((now, tuple(getattr(counters, name) for name in ERROR_COUNTERS)))
+
+    def recent(self, now: float, counters: Any) -> dict[str, int]:
+        """Increase of each error counter since the oldest sample within the window
+        (zeros before the first sample)."""
+        current = tuple(getattr(counters, name) for name in ERROR_COUNTERS)
+        base = None
+        for t, values in list(self._samples):
+            if now - t <= self.window_s:
+                base = values
+                break
+        if base is None:
+            base = current
+        return {name: max(0, c - b) for name, c, b in zip(ERROR_COUNTERS, current, base)}
+
+
 class SensorRunner:
     """Runs ``driver`` in a thread, passing each decoded reading to ``sink``."""
 
@@ -71,6 +114,7 @@ class SensorRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reading_times: collections.deque[float] = collections.deque(maxlen=64)
+        self.errors = ErrorTrend()
 
     @property
     def name(self) -> str:
@@ -108,6 +152,8 @@ class SensorRunner:
             "port": self.driver.settings.port,
             "last_error": self.last_error if self.state is not SensorState.OK else None,
             **self.driver.counters.as_dict(),
+            "errors_recent": self.errors.recent(self.clock.monotonic(), self.driver.counters),
+            "errors_window_s": self.errors.window_s,
         }
 
     def _set_state(self, state: SensorState, severity: str, message: str) -> None:
@@ -122,6 +168,7 @@ class SensorRunner:
     def _run(self) -> None:
         backoff = self.backoff_initial_s
         opened_before = False
+        synced = False
         last_data = self.clock.monotonic()
         while not self._stop.is_set():
             if not self.driver.is_open:
@@ -138,6 +185,7 @@ class SensorRunner:
                 opened_before = True
                 backoff = self.backoff_initial_s
                 last_data = self.clock.monotonic()
+                synced = False  # no whole frame since the port opened
                 self.last_error = ""
                 self._set_state(SensorState.OK, "info", f"up on {self.driver.settings.port}")
             try:
@@ -150,6 +198,10 @@ class SensorRunner:
                 self._set_state(SensorState.DOWN, "error", f"down: {exc}; reopening")
                 continue
             now = self.clock.monotonic()
+            if readings and not synced:
+                self.errors.rebase(now, self.driver.counters)
+                synced = True
+            self.errors.sample(now, self.driver.counters)
             if readings:
                 last_data = now
                 for reading in readings:

@@ -27,6 +27,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from towerd.tools.output import plural
+
 log = logging.getLogger(__name__)
 
 DEFAULT_SOCKET = "/run/towerd/status.sock"
@@ -187,6 +189,19 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+def _rising_errors(sensor: dict[str, Any]) -> str:
+    """'3 bad frames, 120 bytes dropped in the last 60 s' when error counters rose, else ''."""
+    recent = sensor.get("errors_recent") or {}
+    parts = []
+    for key, word in (("bad_frames", "bad frame"), ("resyncs", "resync"), ("dropped_bytes", "dropped byte")):
+        n = recent.get(key) or 0
+        if n > 0:
+            parts.append(plural(n, word))
+    if not parts:
+        return ""
+    return f"{', '.join(parts)} in the last {sensor.get('errors_window_s', 60):.0f} s"
+
+
 def render(status: dict[str, Any]) -> tuple[str, list[str]]:
     """Plain sentences for a technician, and the list of problems found."""
     problems: list[str] = []
@@ -202,13 +217,19 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
     for name, s in sensors.items():
         state = s.get("state", "?")
         line = (f"  {name} ({s.get('driver', '?')} on {s.get('port', '?')}): {state}, "
-                f"{s.get('rate_hz', 0):.1f} readings/s; {s.get('frames', 0)} frames, {s.get('bad_frames', 0)} bad, "
+                f"{s.get('rate_hz', 0):.1f} readings/s; {plural(s.get('frames', 0), 'frame')}, "
+                f"{s.get('bad_frames', 0)} bad, "
                 f"{s.get('resyncs', 0)} resyncs, {s.get('dropped_bytes', 0)} bytes dropped, "
                 f"{s.get('reconnects', 0)} reconnects")
         lines.append(line)
         if state != "ok":
             problems.append(f"sensor {name} is {state}: {s.get('last_error') or 'no detail'}")
             lines.append(f"    why: {s.get('last_error') or 'no detail'}")
+        rising = _rising_errors(s)
+        if rising:
+            problems.append(f"sensor {name} is losing data: {rising}")
+            lines.append(f"    errors rising: {rising} (check the cable, the baud rate and what else "
+                         f"holds the port: towerd doctor)")
     lines.append("Links:")
     centrals = status.get("centrals", {})
     if not centrals:
@@ -218,12 +239,17 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
         ack = c.get("last_ack_age_s")
         ack_text = f"last ACK {ack:.1f} s ago" if isinstance(ack, (int, float)) else "no ACK yet"
         lines.append(f"  {name} ({c.get('endpoint', '?')}): {'up' if up else 'DOWN'} ({c.get('state', '?')}), "
-                     f"{ack_text}, {c.get('in_flight', 0)} messages in flight, {c.get('resent_msgs', 0)} resent")
+                     f"{ack_text}, {plural(c.get('in_flight', 0), 'message')} in flight, {c.get('resent_msgs', 0)} resent")
         if not up:
             problems.append(f"link to central {name} is down ({c.get('state', '?')})")
     ob = status.get("outbox", {})
-    lines.append(f"Outbox: {ob.get('pending', 0)} records waiting for acknowledgement, next seq "
+    lines.append(f"Outbox: {plural(ob.get('pending', 0), 'record')} waiting for acknowledgement, next seq "
                  f"{ob.get('next_seq')}, {ob.get('dropped_total', 0)} dropped in all")
+    if ob.get("write_error"):
+        problems.append(f"the outbox cannot write ({ob['write_error']}): new reports are being lost")
+        where = status.get("state_dir") or "/var/lib/towerd"
+        lines.append(f"    cannot write: {ob['write_error']} (disk full? check: df -h {where}; "
+                     "free space, e.g. journalctl --vacuum-size=50M)")
     lines.append(f"Tracks: {status.get('tracks_active', 0)} active")
     if status.get("readings_dropped"):
         problems.append(f"the processing loop fell behind: {status['readings_dropped']} readings dropped")
@@ -231,7 +257,38 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
     return "\n".join(lines), problems
 
 
+def _socket_path(args: argparse.Namespace) -> str:
+    """--socket; else the configuration's status_socket (-c, or the default file when it
+    exists); else the default socket. ConfigError for a -c file that cannot be used."""
+    from towerd.config import DEFAULT_PATH, load_config
+    from towerd.errors import ConfigError
+
+    if args.socket:
+        return args.socket
+    path = args.config or DEFAULT_PATH
+    if args.config is None and not os.path.exists(path):
+        return DEFAULT_SOCKET
+    try:
+        configured = load_config(path).config.status_socket
+    except ConfigError:
+        if args.config is not None:
+            raise
+        return DEFAULT_SOCKET
+    if configured is None:
+        raise ConfigError(f"{path}: status_socket is null: this daemon has no status socket")
+    return configured
+
+
 def cmd_status(args: argparse.Namespace) -> int:
+    from towerd.errors import ConfigError
+
+    try:
+        args.socket = _socket_path(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print("towerd status: cannot tell where the daemon's status socket is (use --socket)", file=sys.stderr)
+        return EXIT_UNREACHABLE
     try:
         reply = query(args.socket)
     except (OSError, ValueError) as exc:
@@ -253,6 +310,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="ask the running daemon how it is; exit 0 all well, 1 something down, "
                                       "3 not answering")
-    p.add_argument("--socket", default=DEFAULT_SOCKET, help=f"status socket (default {DEFAULT_SOCKET})")
+    p.add_argument("--config", "-c", help="configuration file whose status_socket to ask (default: "
+                   "/etc/towerd/towerd.yaml when it exists)")
+    p.add_argument("--socket", help=f"status socket (default: the configuration's status_socket, else "
+                   f"{DEFAULT_SOCKET})")
     p.add_argument("--json", action="store_true", help="print the raw status object")
     p.set_defaults(func=cmd_status)

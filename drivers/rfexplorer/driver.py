@@ -131,7 +131,7 @@ DEFAULT_BANDS: tuple[Band, ...] = (
     Band("ism2400", start_mhz=2400.0, end_mhz=2483.5, dwell_s=2.0),
     Band("ism5800", start_mhz=5725.0, end_mhz=5875.0, dwell_s=2.0),
 )
-"""ISM/SRD bands drone links use (../shared/notes/detection-and-tracking.md)."""
+"""ISM/SRD bands drone links use."""
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ caller's receive buffer and returns how many bytes to delete from its front plus
 messages those bytes completed (the convention of the TI parser), so the parser never
 copies or owns the stream and never grows.
 
-Sources (read with the library's search tool; where they disagree with
-``../shared/hardware/README.md`` this module follows the vendor, see "Disagreements"):
+Sources (read with the library's search tool; where they disagree with the project's
+hardware notes this module follows the vendor, see "Disagreements"):
 
 - RFExplorer-for-Python (RF Explorer Technologies, LGPL-3), ``RFExplorer/ReceiveSerialThread.py``:
   the receive loop this parser re-implements; ``RFExplorer/RFEConfiguration.py``

@@ -14,7 +14,7 @@ longer speaks for anyone). A key caught speaking for another tower is quarantine
 refused at its next handshakes for ``quarantine_s``. That is what lets the genuine tower
 win back its routing id (the ROUTER's HANDOVER gives it to the newest connection).
 
-Traps (../shared/notes/uplink-and-security.md): a ``curve_server`` socket with no ZAP
+Traps: a ``curve_server`` socket with no ZAP
 handler admits any key, so :class:`CurveAuthenticator` must be started *before* the
 ROUTER binds, in the same context; ZAP domains are compared literally.
 """

@@ -57,6 +57,7 @@ import zmq
 
 from towerd.central.auth import ZAP_DOMAIN, CurveAuthenticator
 from towerd.central.limits import CentralLimits, TokenBucket, TowerLimits, load_limits
+from towerd.central.handshakes import HandshakeWatch
 from towerd.central.store import CentralStore, StreamSummary
 from towerd.clock import Clock, SystemClock
 from towerd.errors import EX_CONFIG, ConfigError, FrameError, OutboxError, TowerdError, UplinkError
@@ -194,6 +195,7 @@ class CentralServer:
             "errors_unanswered": 0,
         }
         self._closed = False
+        self._handshakes: HandshakeWatch | None = None
         curve_keys = None
         if plain:
             if server_secret_key_file or allow_dir:
@@ -236,6 +238,8 @@ class CentralServer:
                                   "any key)")
             self._sock.bind(bind)
             self._endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+            port = self._endpoint.rsplit(":", 1)[-1]
+            self._handshakes = HandshakeWatch(self._sock, self._limited, int(port) if port.isdigit() else None)
         except zmq.ZMQError as exc:
             self.close()
             raise UplinkError(f"central cannot bind {bind!r}: {exc}") from exc
@@ -286,6 +290,8 @@ class CentralServer:
                "deferred_bytes": self._deferred_total}
         if self._auth is not None:
             out["auth"] = dict(self._auth.stats)
+        if self._handshakes is not None:
+            out["handshake_failed_by_reason"] = dict(self._handshakes.failures)
         return out
 
     def streams(self, tower_id: str | None = None) -> list[StreamSummary]:
@@ -314,6 +320,8 @@ class CentralServer:
         of the messages held back. Returns how many messages were received."""
         if self._closed:
             raise UplinkError("central is closed")
+        if self._handshakes is not None:
+            self._handshakes.poll()  # failed handshakes: logged with the peer's address
         now = self._clock.monotonic()
         self._drain_deferred(now)
         if self._deferring:
@@ -623,6 +631,8 @@ class CentralServer:
         if self._closed:
             return
         self._closed = True
+        if self._handshakes is not None:
+            self._handshakes.close()
         self._sock.close(0)
         if self._auth is not None:
             self._auth.close()
@@ -710,9 +720,10 @@ def main(argv: list[str]) -> int:
                         "beyond it ACKs are slowed (default 20000)")
     parser.add_argument("--bytes-per-s", type=float, metavar="B", help="message bytes a tower may store per "
                         "second (default 8 MiB)")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="info", type=str.lower, choices=["debug", "info", "warning", "error"],
+                        help="as for towerd run and demo (default: info)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         limits = load_limits(args.limits) if args.limits else CentralLimits()
         overrides = {name: value for name, value in (("max_message_bytes", args.max_message_bytes),

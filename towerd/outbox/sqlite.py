@@ -2,8 +2,7 @@
 
 Why SQLite: a committed transaction in WAL mode with ``synchronous=FULL`` survives a
 power cut, a crash never corrupts the file, and rows can be streamed oldest first without
-loading the backlog into memory (see ../shared/notes/uplink-and-security.md and
-docs/durability.md for what each ``synchronous`` setting may cost, measured).
+loading the backlog into memory (see docs/durability.md for what each ``synchronous`` setting may cost, measured).
 
 Layout (schema version 2; a version 1 file is upgraded in place when opened):
 
@@ -268,6 +267,7 @@ class Outbox:
         self._generation = 0
         self._write_failures = 0
         self._last_error: str | None = None
+        self._write_error: str | None = None  # set by a failed write, cleared by the next good commit/sync
         self._lost_unannounced = 0  # records lost by failed writes, not yet announced
         self._lost_error = ""
         self._note_in_txn = False
@@ -537,9 +537,12 @@ class Outbox:
         return self._generation
 
     def health(self) -> dict:
-        """The ICD HEALTH ``outbox`` object: pending, oldest_seq, next_seq, dropped_total."""
+        """The ICD HEALTH ``outbox`` object: pending, oldest_seq, next_seq, dropped_total;
+        plus ``write_error`` (why the last write failed, null once a write has worked
+        again: a full disk shows here while it lasts) and ``write_failures`` (in all)."""
         return {"pending": self.pending_count(), "oldest_seq": self.oldest_seq(), "next_seq": self._next_seq,
-                "dropped_total": self._dropped_total}
+                "dropped_total": self._dropped_total, "write_error": self._write_error,
+                "write_failures": self._write_failures}
 
     def stats(self) -> dict:
         """Counters (a copy): pending, bytes, max_records, max_bytes, dropped_total,
@@ -648,7 +651,7 @@ class Outbox:
         self._write_failures += 1
         self._lost_unannounced += max(0, lost)
         self._lost_error = str(exc)
-        self._last_error = f"{what}: {exc}"
+        self._last_error = self._write_error = f"{what}: {exc}"
         return OutboxError(f"outbox {self._path}: {what} failed ({exc}); {max(0, lost)} uncommitted records lost")
 
     def _reserve(self, n: int) -> int:
@@ -818,6 +821,7 @@ class Outbox:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._failed(conn, "commit", exc) from exc
+        self._write_error = None
         if self._note_in_txn:
             self._lost_unannounced = 0
             self._note_in_txn = False
@@ -907,12 +911,14 @@ class Outbox:
                 finally:
                     os.close(fd)
         except OSError as exc:
-            self._last_error = f"fsync: {exc}"
+            self._last_error = self._write_error = f"fsync: {exc}"
             log.error("outbox %s: fsync failed (%s); records are held back until it works", self._path, exc)
             self._last_sync = self._clock.monotonic()
             return
         self._synced_next_seq = mark
         self._last_sync = self._clock.monotonic()
+        if self._write_error and self._write_error.startswith("fsync"):
+            self._write_error = None
 
     def pending(self, after_seq: int = 0, limit: int = 64, *, central: str | None = None,
                 before_seq: int | None = None) -> list[tuple[int, str, bytes]]:

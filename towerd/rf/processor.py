@@ -82,7 +82,7 @@ DEFAULT_BANDS = (
     BandSettings("2g4", 2400.0, 2483.5),  # ISM 2.4: OcuSync, ELRS 2.4, Wi-Fi, Bluetooth
     BandSettings("5g8", 5725.0, 5875.0),  # 5.8: OcuSync 5.8, analog FPV, Wi-Fi
 )
-"""Default band plan (../shared/notes/detection-and-tracking.md, drone RF links)."""
+"""Default band plan: the ISM/SRD bands drone control and video links use."""
 
 
 @dataclass(frozen=True)

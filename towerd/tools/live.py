@@ -86,7 +86,7 @@ def _load(args: argparse.Namespace, tool: str) -> tuple[SensorConfig | None, int
 
 
 def cmd_tap(args: argparse.Namespace) -> int:
-    """Print the sensor's decoded readings as JSON lines until Ctrl-C, --count or --seconds."""
+    """Print the sensor's decoded readings as JSON lines until Ctrl-C, --count or --duration."""
     sensor, status = _load(args, "tap")
     if sensor is None:
         return status
@@ -95,7 +95,7 @@ def cmd_tap(args: argparse.Namespace) -> int:
     if driver is None:
         return status
     shown = 0
-    deadline = time.monotonic() + args.seconds if args.seconds else None
+    deadline = time.monotonic() + args.duration if args.duration else None
     try:
         while not stop.is_set() and (deadline is None or time.monotonic() < deadline):
             try:
@@ -121,7 +121,7 @@ def _settings_dict(settings: Any) -> dict[str, Any]:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    """Save the sensor's raw bytes with their timing for --seconds (see recording.py)."""
+    """Save the sensor's raw bytes with their timing for --duration (see recording.py)."""
     sensor, status = _load(args, "record")
     if sensor is None:
         return status
@@ -140,9 +140,16 @@ def cmd_record(args: argparse.Namespace) -> int:
             started_utc=datetime.datetime.fromtimestamp(utc_us / 1e6, datetime.timezone.utc).isoformat(),
             note=args.note,
         )
-        opened["writer"] = RawWriter(args.file, header)
+        writer = opened["writer"] = RawWriter(args.file, header)
         opened["started"] = started
-        driver.raw_sink = opened["writer"].write
+
+        def keep(data: bytes, t_mono: float) -> None:
+            # A read that returns after the end (it waited for bytes) is not part of
+            # the --duration asked for.
+            if t_mono - started <= args.duration:
+                writer.write(data, t_mono)
+
+        driver.raw_sink = keep
 
     try:
         driver, status = open_driver(sensor, "record", before_open=attach_writer)
@@ -157,7 +164,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     writer, started, clock = opened["writer"], opened["started"], driver.clock
     readings = 0
     try:
-        while not stop.is_set() and clock.monotonic() - started < args.seconds:
+        while not stop.is_set() and clock.monotonic() - started < args.duration:
             try:
                 readings += len(driver.read())
             except DriverError as exc:
@@ -181,7 +188,7 @@ def register_live(sub: Any) -> None:
     p.add_argument("sensor", help="sensor name from the configuration")
     p.add_argument("--config", "-c", default=DEFAULT_PATH, help=f"configuration file (default {DEFAULT_PATH})")
     p.add_argument("--count", "-n", type=int, default=0, help="stop after N readings")
-    p.add_argument("--seconds", type=float, default=0.0, help="stop after S seconds")
+    p.add_argument("--duration", type=float, default=0.0, metavar="S", help="stop after S seconds (default: 0, no limit)")
     p.set_defaults(func=cmd_tap)
 
     p = sub.add_parser("record", help="save one sensor's raw bytes with timestamps to a file",
@@ -190,7 +197,7 @@ def register_live(sub: Any) -> None:
                                    "`towerd replay FILE`.")
     p.add_argument("sensor", help="sensor name from the configuration")
     p.add_argument("file", help="capture file to write")
-    p.add_argument("--seconds", type=float, required=True, help="how long to record")
+    p.add_argument("--duration", type=float, required=True, metavar="S", help="how long to record, in seconds")
     p.add_argument("--config", "-c", default=DEFAULT_PATH, help=f"configuration file (default {DEFAULT_PATH})")
     p.add_argument("--note", default="", help="free text kept in the file's header (site, what was seen)")
     p.set_defaults(func=cmd_record)

@@ -17,6 +17,11 @@ import numpy as np
 from towerd.icd import Category, Status, Threat
 
 
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 sensor', '0 sensors', '2 sensors' (``words``: an irregular plural)."""
+    return f"{n} {word}" if n == 1 else f"{n} {words or word + 's'}"
+
+
 def jsonable(value: Any) -> Any:
     """A JSON-ready copy of ``value`` (see the module docstring)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):

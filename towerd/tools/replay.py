@@ -28,7 +28,7 @@ from towerd.clock import ManualClock
 from towerd.config import DEFAULT_PATH, load_config
 from towerd.drivers import driver_class
 from towerd.errors import EX_CONFIG, ConfigError
-from towerd.tools.output import dumps, jsonable, track_records
+from towerd.tools.output import dumps, jsonable, plural, track_records
 from towerd.tools.recording import RecordingError, read_recording
 
 EXPIRE_INTERVAL_S = 0.25
@@ -127,10 +127,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         return 0
     c = driver.counters
-    print(f"towerd replay: {args.file}: {recording.total_bytes} bytes, {len(recording.records)} chunks, "
+    print(f"towerd replay: {args.file}: {plural(recording.total_bytes, 'byte')}, "
+          f"{plural(len(recording.records), 'chunk')}, "
           f"{recording.duration_s:.1f} s of {header.driver} {header.sensor!r} from {header.started_utc or '?'}"
-          f"{' (cut short)' if recording.truncated else ''}; {counts['readings']} readings, {counts['records']} "
-          f"track records; frames {c.frames}, bad {c.bad_frames}, resyncs {c.resyncs}, dropped bytes "
+          f"{' (cut short)' if recording.truncated else ''}; {plural(counts['readings'], 'reading')}, "
+          f"{plural(counts['records'], 'track record')}; frames {c.frames}, bad {c.bad_frames}, resyncs {c.resyncs}, dropped bytes "
           f"{c.dropped_bytes}", file=sys.stderr)
     return 0
 

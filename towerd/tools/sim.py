@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from towerd import geo
+from towerd.drivers.transport import port_holders
 from towerd.errors import ConfigError
 from towerd.sim.pty import PtyPair
 from towerd.sim.scenario import Scenario, builtin_scenario, load_scenario
@@ -70,6 +71,9 @@ class SimDevice:
                                  bearing_ref=a.bearing_ref, course_ref=a.bearing_ref, sentences=sentences)
 
     def plug(self) -> None:
+        for link in (self.args.link, self.args.cli_link):
+            if link:
+                _check_link_free(link)
         self.plugs += 1
         self.data = PtyPair.open()
         self.cli = PtyPair.open() if self.args.cli else None
@@ -92,8 +96,9 @@ class SimDevice:
     def unplug(self) -> None:
         if self.emulator is not None:
             self.emulator.stop()
+        ours = {pty.path for pty in (self.data, self.cli) if pty is not None}
         for link in (self.args.link, self.args.cli_link):
-            if link and os.path.islink(link):
+            if link and os.path.islink(link) and os.readlink(link) in ours:  # never another sim's link
                 os.unlink(link)
         for pty in (self.data, self.cli):
             if pty is not None:
@@ -146,6 +151,21 @@ class SimDevice:
         except (ValueError, IndexError) as exc:
             return f"error: {exc}"
         return "ok"
+
+
+def _check_link_free(link: str) -> None:
+    """Refuse (OSError) a --link path that names something other than a stale link: a
+    file, or a link to a port another process (another sim) holds open."""
+    if not os.path.lexists(link):
+        return
+    if not os.path.islink(link):
+        raise OSError(f"{link} exists and is not a symlink; refusing to replace it")
+    target = os.path.realpath(link)
+    holders = [h for h in port_holders(target) if h.pid != os.getpid()] if os.path.exists(target) else []
+    if holders:
+        who = ", ".join(f"{h.name} (pid {h.pid})" for h in holders)
+        raise OSError(f"{link} is in use: it points at {target}, held by {who}; another sim? Stop it or choose "
+                      "another --link")
 
 
 def cmd_sim(args: argparse.Namespace) -> int:

@@ -1,6 +1,6 @@
 """Uplink client: a DEALER that drains the outbox to one central (ICD v1).
 
-Why it is built this way (../shared/notes/uplink-and-security.md): a successful ZeroMQ
+Why it is built this way: a successful ZeroMQ
 ``send()`` proves nothing, so the outbox is the real queue. Records stay there until an
 ACK covers them; messages not acknowledged within ``ack_timeout_s`` are sent again, and
 everything unacknowledged is sent again after every reconnect (at-least-once; the central
