@@ -10,12 +10,23 @@ import numpy as np
 from towerd.detection.plots import Detections
 from towerd.errors import ConfigError
 from towerd.icd import Status
+from towerd.schema import spec
 from towerd.tracking.state import POS, STATE_DIM, VEL, TrackTable
 
 log = logging.getLogger(__name__)
 
 MAX_WINDOW = 64
 """hit_history is a u8 bitmask: at most 64 updates of memory."""
+
+
+@dataclass(frozen=True)
+class InitiationSettings:
+    """``tracking.initiation``: how new tracks start."""
+
+    max_speed_mps: float = spec(
+        50.0, doc="fastest target a new track may follow: bounds the second point of a track (two-point "
+        "initiation) and the speed at confirmation (FPV racers 30-45 m/s, road vehicles up to 40)",
+        unit="m/s", lo=1.0, hi=400.0)
 
 
 @dataclass
@@ -28,11 +39,20 @@ class MofNInitiator:
     covariance block-diagonal: the detection's position covariance, and
     ``initial_velocity_sigma_mps``² I₃ for velocity (wide enough to cover a small drone's
     cruise speed, so the second hit is gated in whatever its direction).
+
+    Two-point initiation bounded by a maximum speed: :func:`velocity_sigma_for` gives the
+    σ_v for which the second point's gate, noise apart, holds exactly the displacements
+    |z₂ − z₁| <= max_speed · dt (the radial-speed test of that pair is the associator's).
+    Confirmation also needs the track's speed estimate |v| <= ``max_speed_mps`` and its
+    radial-speed consistency (``TrackTable.doppler_score``, NaN: none) <= ``max_mean_nis``
+    (:mod:`towerd.tracking.doppler`); infinite bounds (the defaults) leave M-of-N alone.
     """
 
     confirm_hits: int = 3
     confirm_window: int = 5
     initial_velocity_sigma_mps: float = 15.0
+    max_speed_mps: float = float("inf")
+    max_mean_nis: float = float("inf")
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_hits <= self.confirm_window <= MAX_WINDOW:
@@ -42,6 +62,9 @@ class MofNInitiator:
             )
         if not np.isfinite(self.initial_velocity_sigma_mps) or self.initial_velocity_sigma_mps <= 0:
             raise ConfigError(f"initial_velocity_sigma_mps must be > 0, got {self.initial_velocity_sigma_mps!r}")
+        if not (self.max_speed_mps > 0 and self.max_mean_nis > 0):
+            raise ConfigError(f"max_speed_mps and max_mean_nis must be > 0, got {self.max_speed_mps!r}, "
+                              f"{self.max_mean_nis!r}")
 
     def select(self, det: Detections, unassociated: np.ndarray) -> np.ndarray:
         """Which of the unassociated detection indices start a track: all of them. (A later
@@ -76,6 +99,18 @@ class MofNInitiator:
         return ((tracks.hit_history[:, None] >> shifts) & np.uint64(1)).sum(axis=1)
 
     def to_confirm(self, tracks: TrackTable) -> np.ndarray:
-        """(K,) mask of TENTATIVE tracks that now pass M-of-N."""
+        """(K,) mask of TENTATIVE tracks that now pass M-of-N, within the speed bound and
+        radial-speed consistent."""
         tentative = tracks.status == Status.TENTATIVE
-        return tentative & (self.window_hits(tracks) >= self.confirm_hits)
+        ok = tentative & (self.window_hits(tracks) >= self.confirm_hits)
+        if np.isfinite(self.max_speed_mps):
+            ok &= np.einsum("ki,ki->k", tracks.state[:, VEL], tracks.state[:, VEL]) <= self.max_speed_mps**2
+        if np.isfinite(self.max_mean_nis):
+            ok &= ~(tracks.doppler_score > self.max_mean_nis)
+        return ok
+
+
+def velocity_sigma_for(max_speed_mps: float, gate: float) -> float:
+    """σ_v of a one-point track whose position gate γ (3 dof) holds, noise apart, the
+    second points within max_speed · dt: √γ σ_v dt = max_speed dt, σ_v = max_speed / √γ."""
+    return float(max_speed_mps) / float(np.sqrt(gate))
