@@ -90,6 +90,18 @@ def test_association_gates_radial_speed_against_the_prediction_and_ignores_nan()
     assert len(a.associate(x, P, z[:1], R[:1])[0]) == 1
 
 
+def test_folded_doppler_of_a_fast_target_stays_in_its_gate():
+    # 25 m/s away, read by a radar folding at ±20.16 m/s as 25 − 40.32 = −15.32.
+    x = _state([0, 60, 10], [0, 25, 0])
+    P = np.diag([1.0, 1.0, 1.0, 0.1, 0.1, 0.1])[None]
+    z, R = np.array([[0.0, 61.0, 10.0]]), np.eye(3)[None]
+    a = GnnAssociator(0.999, doppler=DopplerGate())
+    folded = RadialSpeeds(np.array([-15.32]), np.array([0.25]), SENSOR, unambiguous_speed_mps=20.16)
+    assert len(a.associate(x, P, z, R, radial=folded)[0]) == 1
+    unfolded = RadialSpeeds(np.array([-15.32]), np.array([0.25]), SENSOR)
+    assert len(a.associate(x, P, z, R, radial=unfolded)[0]) == 0
+
+
 def test_second_point_is_gated_on_the_velocity_the_pair_implies():
     # A one-point track (v = 0, σ_v = 12.4): the next point 2 m farther out 0.1 s later
     # implies ~20 m/s outwards (shrunk by the prior); a zero Doppler contradicts it.
