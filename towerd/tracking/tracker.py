@@ -72,8 +72,9 @@ class Tracker:
     :meth:`step` per detections frame: predict every track to the frame time, associate
     (confirmed and coasting tracks take precedence over tentative ones),
     update the hit tracks, fold each hit's radial-speed error into the track's consistency
-    (:mod:`towerd.tracking.doppler`, when the associator has a Doppler gate), count misses (an established track without a measurement for
-    the deleter's ``coast_after_s`` is COASTING, CONFIRMED again on its next hit),
+    (:mod:`towerd.tracking.doppler`, when the associator has a Doppler gate), count
+    misses (an established track without a measurement for the deleter's
+    ``coast_after_s`` is COASTING, CONFIRMED again on its next hit),
     delete, start TENTATIVE tracks from the detections no track took, confirm by M-of-N.
     A leftover detection inside the gate of an established track starts nothing: it is
     another return of that target (or clutter beside it), and a track started on it
