@@ -12,6 +12,7 @@ decoding of the emulator's frames.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -245,3 +246,20 @@ def test_drone_through_a_pty_among_zero_doppler_clutter_is_confirmed_alone(pty_p
             em.stop()
     assert n >= 60 and em.error is None
     assert len(drone_tracks) == 1 and confirmed == drone_tracks, (confirmed, drone_tracks)
+
+
+def test_settings_reach_the_tracker_and_doppler_can_be_switched_off():
+    from towerd.config import load_config
+    from towerd.tracking.doppler import DopplerSettings
+    from towerd.tracking.initiator import InitiationSettings
+
+    shipped = load_config(Path(__file__).resolve().parent.parent / "config" / "towerd.yaml").config
+    assert shipped.tracking.initiation.max_speed_mps == 50.0 and shipped.tracking.doppler.enabled
+    assert shipped.sensors[0].noise.unambiguous_speed_mps == 20.16
+    p = Pipeline(pipeline_config(initiation=InitiationSettings(max_speed_mps=30.0),
+                                 doppler=DopplerSettings(max_mean_nis=2.0, manoeuvre_sigma_mps=1.0)), ManualClock())
+    init, assoc = p.tracker.initiator, p.tracker.associator
+    assert init.max_speed_mps == 30.0 and init.max_mean_nis == 2.0 and assoc.doppler.manoeuvre_sigma_mps == 1.0
+    assert_allclose(init.initial_velocity_sigma_mps, 30.0 / np.sqrt(assoc.gate))
+    off = Pipeline(pipeline_config(doppler=DopplerSettings(enabled=False)), ManualClock())
+    assert off.tracker.associator.doppler is None and off.tracker.initiator.max_mean_nis == np.inf
