@@ -126,6 +126,7 @@ class Pipeline:
                 confirm_window=t.confirm_window,
                 initial_velocity_sigma_mps=velocity_sigma_for(t.initiation.max_speed_mps, associator.gate),
                 max_speed_mps=t.initiation.max_speed_mps,
+                min_range_m=t.initiation.min_range_m,
                 max_mean_nis=doppler.max_mean_nis if doppler is not None else float("inf"),
                 clutter_map=self.static_filter.clutter_map if static_settings.enabled else None,
             ),

@@ -29,9 +29,10 @@ Three uses, all through :class:`DopplerGate`:
   Gaussians the joint 4-dof distance of (position, radial speed) is d²(position) +
   ε(x⁺, P⁺), so this is the radial half of a joint gate, exact for a linear h_r.
 - **confirmation** (consistency): after every hit from the second point on, ε is taken
-  with the updated state and folded into a per-track fading mean
-  c ← (1 − λ) c + λ min(ε, γ_r) (the first value starts it; NaN: none yet). Bounded by
-  γ_r; a track whose points keep carrying a radial speed other than the one its motion
+  with the updated state and folded into a per-track mean
+  c ← (1 − w) c + w min(ε, γ_r), w = max(λ, 1/n) for the n-th value (a plain mean of the
+  first 1/λ values, then fading with weight λ, so that at confirmation, with two or
+  three values, the latest counts in full; NaN: none yet). Bounded by γ_r; a track whose points keep carrying a radial speed other than the one its motion
   implies (zero-Doppler clutter strung into a moving track) has a high c, and is not
   confirmed while c > ``max_mean_nis``. For a true target ε is χ²₁ (mean 1).
 """
@@ -60,7 +61,8 @@ class DopplerSettings:
     gate_probability: float = spec(
         0.999, doc="chi-square (1 dof) probability of the radial-speed gate", lo=0.5, hi=0.999999)
     fading: float = spec(
-        0.3, doc="weight of each new hit in a track's radial-speed consistency (fading mean)", lo=0.01, hi=1.0)
+        0.3, doc="radial-speed consistency: a plain mean of the first 1/fading hits, then each new hit "
+        "weighs this much (fading mean)", lo=0.01, hi=1.0)
     max_mean_nis: float = spec(
         4.0, doc="a tentative track is not confirmed while its consistency (mean normalised squared "
         "radial-speed error, 1 for a true target) exceeds this", lo=1.0, hi=1000.0)
@@ -183,12 +185,15 @@ class DopplerGate:
         """(M,) ε within the gate, or unknown (NaN)."""
         return ~(eps > self.gate)
 
-    def consistency(self, previous: np.ndarray, eps: np.ndarray) -> np.ndarray:
-        """The fading mean after one more hit: previous (M,) (NaN: none yet), ε (M,)
-        (NaN: this hit had no radial speed, previous kept)."""
+    def consistency(self, previous: np.ndarray, count: np.ndarray, eps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, count) after one more hit: previous (M,) mean (NaN: none yet) of
+        ``count`` (M,) values, ε (M,) (NaN: this hit had no radial speed, both kept)."""
+        known = np.isfinite(eps)
+        n = count.astype(float) + known
+        w = np.maximum(self.fading, 1.0 / np.maximum(n, 1.0))
         e = np.minimum(eps, self.gate)
-        mixed = np.where(np.isfinite(previous), (1.0 - self.fading) * previous + self.fading * e, e)
-        return np.where(np.isfinite(eps), mixed, previous)
+        mixed = np.where(np.isfinite(previous), (1.0 - w) * previous + w * e, e)
+        return np.where(known, mixed, previous), count + known.astype(count.dtype)
 
     def consistent(self, score: np.ndarray) -> np.ndarray:
         """(K,) tracks whose consistency allows confirmation (or that have none)."""

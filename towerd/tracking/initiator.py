@@ -27,6 +27,10 @@ class InitiationSettings:
         50.0, doc="fastest target a new track may follow: bounds the second point of a track (two-point "
         "initiation) and the speed at confirmation (FPV racers 30-45 m/s, road vehicles up to 40)",
         unit="m/s", lo=1.0, hi=400.0)
+    min_range_m: float = spec(
+        15.0, doc="no track starts on a detection nearer its sensor than this (tracks already held are "
+        "followed in): a radar's false alarms, uniform in range, are densest at the antenna", unit="m",
+        lo=0.0, hi=10000.0)
 
 
 @dataclass
@@ -46,6 +50,12 @@ class MofNInitiator:
     Confirmation also needs the track's speed estimate |v| <= ``max_speed_mps`` and its
     radial-speed consistency (``TrackTable.doppler_score``, NaN: none) <= ``max_mean_nis``
     (:mod:`towerd.tracking.doppler`); infinite bounds (the defaults) leave M-of-N alone.
+
+    No track starts on a detection within ``min_range_m`` of its sensor
+    (``Detections.sensor_pos_enu_m``): a CFAR's false alarms fall uniformly over range
+    cells, so their density per m³ grows as 1/r² towards the antenna, and there a
+    tentative track finds a point in its gate nearly every frame and a tangential path
+    (zero Doppler) through them cannot be refuted by radial speed.
     """
 
     confirm_hits: int = 3
@@ -53,6 +63,7 @@ class MofNInitiator:
     initial_velocity_sigma_mps: float = 15.0
     max_speed_mps: float = float("inf")
     max_mean_nis: float = float("inf")
+    min_range_m: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_hits <= self.confirm_window <= MAX_WINDOW:
@@ -62,14 +73,20 @@ class MofNInitiator:
             )
         if not np.isfinite(self.initial_velocity_sigma_mps) or self.initial_velocity_sigma_mps <= 0:
             raise ConfigError(f"initial_velocity_sigma_mps must be > 0, got {self.initial_velocity_sigma_mps!r}")
+        if not (self.min_range_m >= 0 and np.isfinite(self.min_range_m)):
+            raise ConfigError(f"min_range_m must be finite and >= 0, got {self.min_range_m!r}")
         if not (self.max_speed_mps > 0 and self.max_mean_nis > 0):
             raise ConfigError(f"max_speed_mps and max_mean_nis must be > 0, got {self.max_speed_mps!r}, "
                               f"{self.max_mean_nis!r}")
 
     def select(self, det: Detections, unassociated: np.ndarray) -> np.ndarray:
-        """Which of the unassociated detection indices start a track: all of them. (A later
-        initiator may refuse, e.g. detections inside a clutter map cell.)"""
-        return unassociated
+        """Which of the unassociated detection indices start a track: those at least
+        ``min_range_m`` from their sensor. (A subclass may refuse more, e.g. detections
+        inside a clutter map cell.)"""
+        if self.min_range_m <= 0 or len(unassociated) == 0:
+            return unassociated
+        rho = np.linalg.norm(det.pos_enu_m[unassociated] - det.sensor_pos_enu_m, axis=1)
+        return unassociated[rho >= self.min_range_m]
 
     def initiate(self, det: Detections, det_idx: np.ndarray, first_id: int) -> TrackTable:
         """New TENTATIVE tracks from the detections ``det_idx``, ids first_id, first_id + 1, ..."""

@@ -165,7 +165,8 @@ class Tracker:
         doppler = getattr(self.associator, "doppler", None)
         if doppler is not None and len(ti):
             eps = doppler.nis(tr.state[ti], tr.cov[ti], radial, di)  # every hit is a track's second point or later
-            tr.doppler_score[ti] = doppler.consistency(tr.doppler_score[ti], eps)
+            tr.doppler_score[ti], tr.doppler_hits[ti] = doppler.consistency(
+                tr.doppler_score[ti], tr.doppler_hits[ti], eps)
 
         hit = np.zeros(len(tr), dtype=bool)
         hit[ti] = True
