@@ -32,9 +32,10 @@ Three uses, all through :class:`DopplerGate`:
   with the updated state and folded into a per-track mean
   c ← (1 − w) c + w min(ε, γ_r), w = max(λ, 1/n) for the n-th value (a plain mean of the
   first 1/λ values, then fading with weight λ, so that at confirmation, with two or
-  three values, the latest counts in full; NaN: none yet). Bounded by γ_r; a track whose points keep carrying a radial speed other than the one its motion
-  implies (zero-Doppler clutter strung into a moving track) has a high c, and is not
-  confirmed while c > ``max_mean_nis``. For a true target ε is χ²₁ (mean 1).
+  three values, the latest counts in full; NaN: none yet). Bounded by γ_r; a track
+  whose points keep carrying a radial speed other than the one its motion implies
+  (zero-Doppler clutter strung into a moving track) has a high c, and is not confirmed
+  while c > ``max_mean_nis``. For a true target ε is χ²₁ (mean 1).
 """
 
 from __future__ import annotations
