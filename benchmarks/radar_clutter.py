@@ -1,12 +1,13 @@
 """Sensing: radar false tracks under clutter, and the drone scenarios beside them.
 
 False tracks: a TI radar (the emulator's frames, decoded by the real driver, through a
-real :class:`~towerd.pipeline.Pipeline` with the shipped defaults, in-process) sees no
-target at all, only Poisson false alarms with zero Doppler spread uniformly over its
+real :class:`~towerd.pipeline.Pipeline` with towerd's default settings, in-process) sees
+no target at all, only Poisson false alarms with zero Doppler spread uniformly over its
 field of view (range 1–200 m, ±60° azimuth, ±30° elevation) at 1, 3 and 10 per frame,
-10 frames/s (an hour at 1 and 3 a frame: seeds 1-6 x 10 min; 20 minutes at 10). Every track that reaches CONFIRMED is a false track; "reported" ones are
-those that also passed the static-clutter filter and reached the uplink records. Rates
-are per hour of radar time.
+10 frames/s: an hour at 1 and 3 a frame (seeds 1-6, 10 minutes each), 20 minutes at 10
+(seeds 1-2). Every track that reaches CONFIRMED is a false track; "reported" ones also
+passed the static-clutter filter and reached the uplink records. Rates are per hour of
+radar time.
 
 Drone scenarios (:mod:`towerd.sim.scenes`, same chain): mean GOSPA (c = 20 m, p = 2)
 over every frame of the multi-drone scenario (6 drones, 4 lamp posts, 3 false alarms a
@@ -188,7 +189,7 @@ def run(quick: bool):  # -> Section
         figs.append(Figure(
             f"confirmed false tracks, {rate:g} false alarms/frame (zero Doppler)", ft["confirmed"] / hours, "per hour",
             reference=f"before: {before_c:g}/h (reported {before_r:g}/h); goal < 1/h at 3/frame",
-            note=f"{ft['confirmed']} in {hours:g} h; reported (past the static-clutter filter): {ft['reported']}",
+            note=f"{ft['confirmed']} in {hours:.2g} h; reported (past the static-clutter filter): {ft['reported']}",
         ))
     md = m["multi_drone"]
     b = BEFORE_DRONES
@@ -199,7 +200,7 @@ def run(quick: bool):  # -> Section
                        md["time_to_confirm_s"], "s", reference=f"before: {b.get('time_to_confirm_s', 'n/a')}",
                        note=f"drones never confirmed: {md['never_confirmed']} (before: {b.get('never', 'n/a')})"))
     for a, n in m["swaps"].items():
-        figs.append(Figure(f"crossing drones at {a:g} deg: runs with a swap", n, f"of {m['crossing_runs']}",
+        figs.append(Figure(f"crossing drones at {a:g} deg: runs with a swap", int(n), f"of {m['crossing_runs']}",
                            reference=f"before: {b.get('swaps', {}).get(a, 'n/a')} of {m['crossing_runs']}"))
     return Section("Sensing: radar false tracks under clutter", figs, text=__doc__.split("\n\n", 1)[1].split("\n\n``")[0])
 
