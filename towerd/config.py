@@ -19,7 +19,9 @@ from towerd.schema import INVALID, Problem, Validator, compose, read_config_text
 from towerd.threat import ThreatSettings
 from towerd.tracking.classify import ClassificationSettings
 from towerd.tracking.clutter import StaticClutterSettings
+from towerd.tracking.doppler import DopplerSettings
 from towerd.tracking.imm import ImmSettings
+from towerd.tracking.initiator import InitiationSettings
 from towerd.uplink.client import CentralSettings
 
 TOWER_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
@@ -51,6 +53,10 @@ class NoiseConfig:
     range_sigma_m: float = spec(0.5, unit="m", lo=0.01, hi=500.0)
     azimuth_sigma_deg: float = spec(1.0, unit="deg", lo=0.01, hi=30.0)
     elevation_sigma_deg: float = spec(2.0, unit="deg", lo=0.01, hi=30.0)
+    radial_speed_sigma_mps: float = spec(0.5, doc="radial speed (Doppler) error", unit="m/s", lo=0.01, hi=50.0)
+    unambiguous_speed_mps: float = spec(
+        0.0, doc="radial speeds fold modulo twice this (TI: lambda/(4 Tc)); 0: they do not fold", unit="m/s",
+        lo=0.0, hi=1000.0)
 
 
 @dataclass(frozen=True)
@@ -84,6 +90,8 @@ class TrackingConfig:
     imm: ImmSettings = spec(ImmSettings(), doc="interacting multiple model: CV + left/right constant turns")
     static_clutter: StaticClutterSettings = spec(
         StaticClutterSettings(), doc="static reflectors: withheld, learnt in a clutter map")
+    initiation: InitiationSettings = spec(InitiationSettings(), doc="how new tracks start (maximum speed)")
+    doppler: DopplerSettings = spec(DopplerSettings(), doc="radial speed in association and confirmation")
 
     def __post_init__(self) -> None:
         if self.confirm_hits > self.confirm_window:

@@ -40,6 +40,8 @@ from towerd.tracking.associator import GnnAssociator
 from towerd.tracking.classify import Classification, ClassificationSettings, Classifier
 from towerd.tracking.clutter import ClutterMapInitiator, StaticClutterFilter, StaticClutterSettings
 from towerd.tracking.deleter import MissDeleter
+from towerd.tracking.doppler import DopplerGate
+from towerd.tracking.initiator import velocity_sigma_for
 from towerd.tracking.imm import ImmSettings, build_imm
 from towerd.tracking.labels import RfLink, TrackLabels
 from towerd.tracking.models import ConstantVelocity
@@ -93,7 +95,8 @@ class Pipeline:
             if s.mount is None:  # RF sensors have no mount and give no plots
                 continue
             mount = SensorMount(s.mount.position_enu_m, s.mount.boresight_azimuth_deg, s.mount.tilt_deg)
-            noise = MeasurementNoise(s.noise.range_sigma_m, s.noise.azimuth_sigma_deg, s.noise.elevation_sigma_deg)
+            noise = MeasurementNoise(s.noise.range_sigma_m, s.noise.azimuth_sigma_deg, s.noise.elevation_sigma_deg,
+                                     s.noise.radial_speed_sigma_mps, s.noise.unambiguous_speed_mps)
             self.converters[s.name] = PlotConverter(mount, noise)
             self.geo_converters[s.name] = GeoPlotConverter(site, mount, noise)
         self._reconfigure_rf(config.rf)
@@ -112,13 +115,19 @@ class Pipeline:
             predictor, updater = build_imm(imm_settings)
         else:
             predictor, updater = KalmanPredictor(ConstantVelocity(t.accel_noise_mps2)), KalmanUpdater()
+        doppler = DopplerGate.from_settings(t.doppler)
+        associator = GnnAssociator(t.gate_probability, doppler=doppler)
         parts = dict(
             predictor=predictor,
             updater=updater,
-            associator=GnnAssociator(t.gate_probability),
+            associator=associator,
             initiator=ClutterMapInitiator(
                 confirm_hits=t.confirm_hits,
                 confirm_window=t.confirm_window,
+                initial_velocity_sigma_mps=velocity_sigma_for(t.initiation.max_speed_mps, associator.gate),
+                max_speed_mps=t.initiation.max_speed_mps,
+                min_range_m=t.initiation.min_range_m,
+                max_mean_nis=doppler.max_mean_nis if doppler is not None else float("inf"),
                 clutter_map=self.static_filter.clutter_map if static_settings.enabled else None,
             ),
             deleter=MissDeleter(

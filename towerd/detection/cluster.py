@@ -53,7 +53,10 @@ class PointClusterer:
       spread. A single-point cluster is returned unchanged;
     - SNR: the maximum (NaN if all NaN); radial velocity: the mean of the known ones
       (NaN if none); Doppler spread: the (population) standard deviation of the known
-      radial velocities, NaN with fewer than two.
+      radial velocities, NaN with fewer than two; radial-speed variance: the mean of the
+      known members' variances divided by their count plus the Doppler spread squared
+      (added in full, as the position spread is: which scatterers are seen, body or
+      blades, moves the mean by about that much), NaN when no member has one.
 
     ``enabled=False`` returns detections as they are.
     """
@@ -121,6 +124,11 @@ class PointClusterer:
             out_rv = np.where(rv_count > 0, rv_sum / rv_count, np.nan)
             rv_var = np.maximum(rv_sq / rv_count - out_rv**2, 0.0)
             out_spread = np.where(rv_count >= 2, np.sqrt(rv_var), np.nan)
+            var_known = rv_known & np.isfinite(det.radial_vel_var_mps2)
+            var_count = np.bincount(labels, weights=var_known, minlength=n_clusters)
+            var_sum = np.bincount(labels, weights=np.where(var_known, det.radial_vel_var_mps2, 0.0),
+                                  minlength=n_clusters)
+            out_var = np.where(var_count > 0, var_sum / var_count**2 + rv_var, np.nan)
 
         return Detections(
             sensor=det.sensor,
@@ -130,4 +138,7 @@ class PointClusterer:
             snr_db=out_snr,
             radial_vel_mps=out_rv,
             doppler_spread_mps=out_spread,
+            radial_vel_var_mps2=out_var,
+            sensor_pos_enu_m=det.sensor_pos_enu_m,
+            unambiguous_speed_mps=det.unambiguous_speed_mps,
         )

@@ -64,16 +64,26 @@ class SensorMount:
 
 @dataclass(frozen=True)
 class MeasurementNoise:
-    """One-sigma measurement errors of a radar (metres and degrees)."""
+    """One-sigma measurement errors of a radar (metres, degrees, m/s).
+
+    radial_speed_sigma_mps: one-sigma error of a plot's radial speed (measured Doppler,
+    or derived from a reported ground velocity). unambiguous_speed_mps: A > 0 when the
+    sensor measures radial speed only modulo 2A (a TI chirp profile folds Doppler beyond
+    ±λ/(4 T_c)); 0 when radial speeds do not fold.
+    """
 
     range_sigma_m: float
     azimuth_sigma_deg: float
     elevation_sigma_deg: float
+    radial_speed_sigma_mps: float = 0.5
+    unambiguous_speed_mps: float = 0.0
 
     def __post_init__(self) -> None:
-        sigmas = (self.range_sigma_m, self.azimuth_sigma_deg, self.elevation_sigma_deg)
+        sigmas = (self.range_sigma_m, self.azimuth_sigma_deg, self.elevation_sigma_deg, self.radial_speed_sigma_mps)
         if not all(np.isfinite(s) and s > 0 for s in sigmas):
             raise ConfigError(f"measurement sigmas must be finite and > 0, got {sigmas!r}")
+        if not (np.isfinite(self.unambiguous_speed_mps) and self.unambiguous_speed_mps >= 0):
+            raise ConfigError(f"unambiguous_speed_mps must be finite and >= 0, got {self.unambiguous_speed_mps!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,7 +96,12 @@ class Detections:
     snr_db (N,): NaN when unknown; radial_vel_mps (N,): positive away, NaN when unknown;
     doppler_spread_mps (N,): standard deviation of the radial velocities of the points
     merged into the detection (rotor blades and wing beats spread a target's Doppler),
-    NaN when unknown or a single point (None given: all NaN).
+    NaN when unknown or a single point (None given: all NaN);
+    radial_vel_var_mps2 (N,): variance of ``radial_vel_mps``, (m/s)², NaN when unknown
+    (None given: all NaN; a radial speed without a variance is not used for gating);
+    sensor_pos_enu_m (3,): where the antenna is (ENU m), the origin radial speeds are
+    measured from (None given: the tower reference point);
+    unambiguous_speed_mps: radial speeds are known modulo 2× this (0: no folding).
     """
 
     sensor: str
@@ -96,11 +111,23 @@ class Detections:
     snr_db: np.ndarray
     radial_vel_mps: np.ndarray
     doppler_spread_mps: np.ndarray | None = None
+    radial_vel_var_mps2: np.ndarray | None = None
+    sensor_pos_enu_m: np.ndarray | None = None
+    unambiguous_speed_mps: float = 0.0
 
     def __post_init__(self) -> None:
         n = self.pos_enu_m.shape[0]
         if self.doppler_spread_mps is None:
             object.__setattr__(self, "doppler_spread_mps", np.full(n, np.nan))
+        if self.radial_vel_var_mps2 is None:
+            object.__setattr__(self, "radial_vel_var_mps2", np.full(n, np.nan))
+        if self.sensor_pos_enu_m is None:
+            object.__setattr__(self, "sensor_pos_enu_m", np.zeros(3))
+        if np.shape(self.sensor_pos_enu_m) != (3,) or self.radial_vel_var_mps2.shape != (n,):
+            raise ValueError(
+                f"Detections: sensor_pos_enu_m {np.shape(self.sensor_pos_enu_m)} (want (3,)), "
+                f"radial_vel_var_mps2 {self.radial_vel_var_mps2.shape} for {n} rows"
+            )
         if (
             self.pos_enu_m.shape != (n, 3)
             or self.cov_enu_m2.shape != (n, 3, 3)
@@ -155,6 +182,12 @@ class PlotConverter:
       e = 0. The elevation sigma of such rows is :data:`UNKNOWN_ELEVATION_SIGMA_DEG`.
     - Rows with a non-finite range or azimuth cannot be placed and are dropped (counted in
       :attr:`dropped`).
+
+    Radial speed: the plot's ``radial_vel_mps`` (Doppler) when known; else, when the
+    sensor reports a ground velocity (NMEA TTM speed and true course), its component
+    along the line of sight from the antenna, v_r = û · v with
+    v = speed (sin course, cos course, 0) and û = (p − m) / |p − m|. Its variance is
+    ``noise.radial_speed_sigma_mps``²; rows with neither stay NaN.
     """
 
     def __init__(
@@ -212,14 +245,36 @@ class PlotConverter:
         cov = np.einsum("nik,nk,njk->nij", jac, var, jac)  # (R J) diag(var) (R J)ᵀ
         cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
 
+        rv = radial_speed(rows, pos, self._position)
         return Detections(
             sensor=plots.sensor,
             t_mono=plots.t_mono,
             pos_enu_m=pos,
             cov_enu_m2=cov,
             snr_db=rows["snr_db"].astype(float),
-            radial_vel_mps=rows["radial_vel_mps"].astype(float),
+            radial_vel_mps=rv,
+            radial_vel_var_mps2=np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
+            sensor_pos_enu_m=self._position.copy(),
+            unambiguous_speed_mps=self.noise.unambiguous_speed_mps,
         )
+
+
+def radial_speed(rows: np.ndarray, pos_enu_m: np.ndarray, antenna_enu_m: np.ndarray) -> np.ndarray:
+    """(N,) radial speed of plots ``rows`` (PLOT_DTYPE) at ENU positions ``pos_enu_m``
+    (N, 3) seen from ``antenna_enu_m`` (3,), m/s positive away: the Doppler when known,
+    else the line-of-sight component of a reported ground velocity (speed, true course;
+    horizontal), else NaN. See :class:`PlotConverter`."""
+    rv = rows["radial_vel_mps"].astype(float) if "radial_vel_mps" in rows.dtype.names else np.full(len(rows), np.nan)
+    speed, course = rows["speed_mps"].astype(float), np.radians(rows["course_deg"].astype(float))
+    derive = ~np.isfinite(rv) & np.isfinite(speed) & np.isfinite(course)
+    if np.any(derive):
+        d = pos_enu_m[derive] - antenna_enu_m
+        rho = np.linalg.norm(d, axis=1)
+        v = np.stack([speed[derive] * np.sin(course[derive]), speed[derive] * np.cos(course[derive]),
+                      np.zeros(int(derive.sum()))], axis=-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rv[derive] = np.where(rho > 0, np.einsum("ni,ni->n", d, v) / rho, np.nan)
+    return rv
 
 
 class GeoPlotConverter:
@@ -229,7 +284,8 @@ class GeoPlotConverter:
     tracks at its own level), with a vertical sigma of ``unknown_elevation_sigma_deg``
     seen from the antenna at the target's horizontal range. Horizontal covariance:
     ``noise.range_sigma_m`` on both axes (the sensor already fused its own range and
-    bearing, and does not say how well).
+    bearing, and does not say how well). Radial speed: the line-of-sight component of the
+    reported speed and true course, as in :class:`PlotConverter`.
     """
 
     def __init__(self, site: geo.Site, mount: SensorMount, noise: MeasurementNoise, *,
@@ -255,4 +311,8 @@ class GeoPlotConverter:
         cov = np.zeros((n, 3, 3))
         cov[:, 0, 0] = cov[:, 1, 1] = self.noise.range_sigma_m**2
         cov[:, 2, 2] = sigma_up**2
-        return Detections(plots.sensor, plots.t_mono, enu, cov, np.full(n, np.nan), np.full(n, np.nan))
+        antenna = np.asarray(self.mount.position_enu_m, dtype=float)
+        rv = radial_speed(p, enu, antenna)
+        return Detections(plots.sensor, plots.t_mono, enu, cov, np.full(n, np.nan), rv,
+                          radial_vel_var_mps2=np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
+                          sensor_pos_enu_m=antenna, unambiguous_speed_mps=self.noise.unambiguous_speed_mps)

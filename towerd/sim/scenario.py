@@ -2,7 +2,10 @@
 
 A scenario is a set of targets moving in the tower's local ENU frame (east, north, up,
 metres, origin at the tower reference point), static clutter, a false-alarm rate and
-measurement noise, on a time axis in seconds from scenario start. It knows nothing of
+measurement noise, on a time axis in seconds from scenario start (false alarms: Poisson per sensor frame,
+spread over the sensor's field of view by the emulator; ``false_alarm_doppler_mps``
+gives them all one radial speed, e.g. 0 for zero-Doppler clutter, instead of the
+emulator's spread). It knows nothing of
 any sensor: each emulator projects it into its own geometry and wire format, and tests
 ask :meth:`Scenario.truth` for the true state at a report's time.
 
@@ -260,10 +263,13 @@ class Scenario:
     noise: MeasurementNoise = MeasurementNoise()
     duration_s: float | None = None  # time wraps modulo this; None: no wrap
     interferers: tuple[Interferer, ...] = ()  # fixed transmitters
+    false_alarm_doppler_mps: float | None = None  # every false alarm's radial speed; None: the emulator's spread
 
     def __post_init__(self) -> None:
         if not self.false_alarms_per_frame >= 0:
             raise ValueError("false_alarms_per_frame must be >= 0")
+        if self.false_alarm_doppler_mps is not None and not math.isfinite(self.false_alarm_doppler_mps):
+            raise ValueError("false_alarm_doppler_mps must be finite or None")
         if self.duration_s is not None and not self.duration_s > 0:
             raise ValueError("duration_s must be > 0 or None")
         names = [t.name for t in self.targets]
@@ -386,7 +392,7 @@ def _pair_or_quad(value: Any, size: int, full: str, problems: _Problems) -> tupl
 
 
 _TOP_KEYS = {"name": False, "duration_s": False, "false_alarms_per_frame": False, "noise": False,
-             "clutter": False, "targets": True, "interferers": False}
+             "clutter": False, "targets": True, "interferers": False, "false_alarm_doppler_mps": False}
 _NOISE_KEYS = {"range_sigma_m": False, "azimuth_sigma_deg": False, "elevation_sigma_deg": False,
                "doppler_sigma_mps": False}
 _CLUTTER_KEYS = {"east_m": True, "north_m": True, "up_m": True, "rcs_dbsm": True}
@@ -509,6 +515,7 @@ def parse_scenario(raw: Any, source: str, default_name: str = "scenario") -> Sce
         problems.add("name", f"must be a non-empty string, got {name!r}")
     duration = _number(top, "duration_s", "", problems, None, positive=True, nullable=True)
     fa = _number(top, "false_alarms_per_frame", "", problems, 0.0, nonneg=True)
+    fa_doppler = _number(top, "false_alarm_doppler_mps", "", problems, None, nullable=True)
     noise = MeasurementNoise()
     if "noise" in top:
         nm = _mapping(top["noise"], "noise", _NOISE_KEYS, problems)
@@ -566,7 +573,8 @@ def parse_scenario(raw: Any, source: str, default_name: str = "scenario") -> Sce
     if problems.items:
         raise ConfigError(problems.items)
     return Scenario(name=name, targets=tuple(targets), clutter=tuple(clutter), false_alarms_per_frame=fa,
-                    noise=noise, duration_s=duration, interferers=tuple(interferers))
+                    noise=noise, duration_s=duration, interferers=tuple(interferers),
+                    false_alarm_doppler_mps=fa_doppler)
 
 
 def load_scenario(path: str | Path) -> Scenario:

@@ -27,7 +27,8 @@ Measurement model, per frame at scenario time t (sensor frame via the transpose 
 - every clutter point in the FOV yields one point with the same position noise and
   Doppler exactly 0;
 - Poisson(false_alarms_per_frame) false alarms, uniform in range, azimuth and elevation
-  over the FOV, Doppler uniform in ±FALSE_ALARM_MAX_DOPPLER_MPS;
+  over the FOV, Doppler uniform in ±FALSE_ALARM_MAX_DOPPLER_MPS (or the scenario's
+  ``false_alarm_doppler_mps`` for all);
 - SNR (simple radar equation, R⁻⁴): snr_db = SNR_REF_DB + rcs_dbsm − 40 log10(r / 100 m),
   i.e. SNR_REF_DB for 1 m² at 100 m; false alarms get 10–13 dB; noise is NOISE_DB.
   Both are sent as signed int16 in 0.1 dB, so negative SNR stays negative.
@@ -249,6 +250,8 @@ class TiMmwaveEmulator(EmulatorThread):
             az = self.rng.uniform(-self.half_fov_az_deg, self.half_fov_az_deg, n_fa)
             el = self.rng.uniform(-self.half_fov_el_deg, self.half_fov_el_deg, n_fa)
             doppler = self.rng.uniform(-FALSE_ALARM_MAX_DOPPLER_MPS, FALSE_ALARM_MAX_DOPPLER_MPS, n_fa)
+            if scenario.false_alarm_doppler_mps is not None:  # same draws, one radial speed for all
+                doppler[:] = scenario.false_alarm_doppler_mps
             snr = self.rng.uniform(*FALSE_ALARM_SNR_DB, n_fa)
             chunks.append(
                 np.column_stack([geo.spherical_to_cartesian(r, az, el), doppler, snr, np.full(n_fa, NOISE_DB)])

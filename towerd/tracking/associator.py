@@ -14,6 +14,7 @@ from scipy.spatial import cKDTree
 
 from towerd.errors import ConfigError
 from towerd.gates import chi2_quantile
+from towerd.tracking.doppler import DopplerGate, RadialSpeeds
 from towerd.tracking.state import POS
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,21 @@ class GnnAssociator:
     components with several tracks and several detections go to ``linear_sum_assignment``
     one by one, each on its own small augmented matrix. Work then grows with the number of
     gated pairs, near-linearly in plots, instead of with K · N.
+
+    Radial speed (``doppler``, a :class:`~towerd.tracking.doppler.DopplerGate`, and the
+    frame's ``radial`` speeds given to :meth:`associate`): a pair inside the position
+    gate whose detection carries a radial speed must also pass the radial-speed gate,
+    ε <= γ_r, with ε from the track's predicted radial velocity û · v and its variance
+    J P Jᵀ + σ_r² + σ_m² (equations in :mod:`towerd.tracking.doppler`); for tracks flagged
+    ``initiating`` (one point so far, no velocity of their own) ε is taken with the
+    velocity the pair implies (the state updated by the pair's position). Detections
+    without a radial speed are gated on position only. The cost stays d²: radial speed
+    only removes pairs, so ties are resolved on position as before.
     """
 
     gate_probability: float = 0.999
     pregate_min_pairs: int = 4096
+    doppler: DopplerGate | None = None
 
     def __post_init__(self) -> None:
         if not 0.0 < self.gate_probability < 1.0:
@@ -99,6 +111,23 @@ class GnnAssociator:
         S = P_pred[:, POS, POS][ti] + R[di]  # (M, 3, 3)
         return np.einsum("mi,mi->m", y, np.linalg.solve(S, y[..., None])[..., 0])
 
+    def doppler_gated(
+        self, x_pred: np.ndarray, P_pred: np.ndarray, z: np.ndarray, R: np.ndarray, ti: np.ndarray,
+        di: np.ndarray, radial: RadialSpeeds, initiating: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """(M,) pairs (ti, di) that pass the radial-speed gate (see the class docstring);
+        all True without a Doppler gate."""
+        ok = np.ones(len(ti), dtype=bool)
+        if self.doppler is None:
+            return ok
+        eps = self.doppler.gate_nis(x_pred[ti], P_pred[ti], radial, di)
+        if initiating is not None:
+            first = np.asarray(initiating, dtype=bool)[ti]
+            if np.any(first):
+                eps[first] = self.doppler.implied_nis(
+                    x_pred[ti[first]], P_pred[ti[first]], z[di[first]], R[di[first]], radial, di[first])
+        return self.doppler.passes(eps)
+
     def associate(
         self,
         x_pred: np.ndarray,
@@ -107,10 +136,13 @@ class GnnAssociator:
         R: np.ndarray,
         *,
         established: np.ndarray | None = None,
+        radial: RadialSpeeds | None = None,
+        initiating: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """x_pred (K, 6), P_pred (K, 6, 6), z (N, 3) m, R (N, 3, 3) m², established (K,)
-        bool or None (none established) -> (track_idx (M,), det_idx (M,)): the assigned
-        pairs, sorted by track index."""
+        bool or None (none established), radial: the detections' radial speeds or None,
+        initiating (K,) bool or None (tracks with one point so far) -> (track_idx (M,),
+        det_idx (M,)): the assigned pairs, sorted by track index."""
         none = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
         if len(x_pred) == 0 or len(z) == 0:
             return none
@@ -120,6 +152,9 @@ class GnnAssociator:
         d2 = self.mahalanobis2(x_pred, P_pred, z, R, ti, di)
         gated = d2 <= self.gate
         ti, di, d2 = ti[gated], di[gated], d2[gated]
+        if len(ti) and self.doppler is not None and radial is not None:
+            ok = self.doppler_gated(x_pred, P_pred, z, R, ti, di, radial, initiating)
+            ti, di, d2 = ti[ok], di[ok], d2[ok]
         if len(ti) == 0:
             return none
 

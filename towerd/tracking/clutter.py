@@ -189,6 +189,7 @@ class ClutterMapInitiator(MofNInitiator):
     clutter_map: ClutterMap | None = field(default=None, repr=False)
 
     def select(self, det: Detections, unassociated: np.ndarray) -> np.ndarray:
+        unassociated = super().select(det, unassociated)
         if self.clutter_map is None or len(unassociated) == 0:
             return unassociated
         refuse = self.clutter_map.is_clutter(det.pos_enu_m[unassociated], det.radial_vel_mps[unassociated], det.t_mono)

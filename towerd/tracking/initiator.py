@@ -10,12 +10,27 @@ import numpy as np
 from towerd.detection.plots import Detections
 from towerd.errors import ConfigError
 from towerd.icd import Status
+from towerd.schema import spec
 from towerd.tracking.state import POS, STATE_DIM, VEL, TrackTable
 
 log = logging.getLogger(__name__)
 
 MAX_WINDOW = 64
 """hit_history is a u8 bitmask: at most 64 updates of memory."""
+
+
+@dataclass(frozen=True)
+class InitiationSettings:
+    """``tracking.initiation``: how new tracks start."""
+
+    max_speed_mps: float = spec(
+        50.0, doc="fastest target a new track may follow: bounds the second point of a track (two-point "
+        "initiation) and the speed at confirmation (FPV racers 30-45 m/s, road vehicles up to 40)",
+        unit="m/s", lo=1.0, hi=400.0)
+    min_range_m: float = spec(
+        15.0, doc="no track starts on a detection nearer its sensor than this (tracks already held are "
+        "followed in): a radar's false alarms, uniform in range, are densest at the antenna", unit="m",
+        lo=0.0, hi=10000.0)
 
 
 @dataclass
@@ -28,11 +43,27 @@ class MofNInitiator:
     covariance block-diagonal: the detection's position covariance, and
     ``initial_velocity_sigma_mps``² I₃ for velocity (wide enough to cover a small drone's
     cruise speed, so the second hit is gated in whatever its direction).
+
+    Two-point initiation bounded by a maximum speed: :func:`velocity_sigma_for` gives the
+    σ_v for which the second point's gate, noise apart, holds exactly the displacements
+    |z₂ − z₁| <= max_speed · dt (the radial-speed test of that pair is the associator's).
+    Confirmation also needs the track's speed estimate |v| <= ``max_speed_mps`` and its
+    radial-speed consistency (``TrackTable.doppler_score``, NaN: none) <= ``max_mean_nis``
+    (:mod:`towerd.tracking.doppler`); infinite bounds (the defaults) leave M-of-N alone.
+
+    No track starts on a detection within ``min_range_m`` of its sensor
+    (``Detections.sensor_pos_enu_m``): a CFAR's false alarms fall uniformly over range
+    cells, so their density per m³ grows as 1/r² towards the antenna, and there a
+    tentative track finds a point in its gate nearly every frame and a tangential path
+    (zero Doppler) through them cannot be refuted by radial speed.
     """
 
     confirm_hits: int = 3
     confirm_window: int = 5
     initial_velocity_sigma_mps: float = 15.0
+    max_speed_mps: float = float("inf")
+    max_mean_nis: float = float("inf")
+    min_range_m: float = 0.0
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_hits <= self.confirm_window <= MAX_WINDOW:
@@ -42,11 +73,20 @@ class MofNInitiator:
             )
         if not np.isfinite(self.initial_velocity_sigma_mps) or self.initial_velocity_sigma_mps <= 0:
             raise ConfigError(f"initial_velocity_sigma_mps must be > 0, got {self.initial_velocity_sigma_mps!r}")
+        if not (self.min_range_m >= 0 and np.isfinite(self.min_range_m)):
+            raise ConfigError(f"min_range_m must be finite and >= 0, got {self.min_range_m!r}")
+        if not (self.max_speed_mps > 0 and self.max_mean_nis > 0):
+            raise ConfigError(f"max_speed_mps and max_mean_nis must be > 0, got {self.max_speed_mps!r}, "
+                              f"{self.max_mean_nis!r}")
 
     def select(self, det: Detections, unassociated: np.ndarray) -> np.ndarray:
-        """Which of the unassociated detection indices start a track: all of them. (A later
-        initiator may refuse, e.g. detections inside a clutter map cell.)"""
-        return unassociated
+        """Which of the unassociated detection indices start a track: those at least
+        ``min_range_m`` from their sensor. (A subclass may refuse more, e.g. detections
+        inside a clutter map cell.)"""
+        if self.min_range_m <= 0 or len(unassociated) == 0:
+            return unassociated
+        rho = np.linalg.norm(det.pos_enu_m[unassociated] - det.sensor_pos_enu_m, axis=1)
+        return unassociated[rho >= self.min_range_m]
 
     def initiate(self, det: Detections, det_idx: np.ndarray, first_id: int) -> TrackTable:
         """New TENTATIVE tracks from the detections ``det_idx``, ids first_id, first_id + 1, ..."""
@@ -76,6 +116,18 @@ class MofNInitiator:
         return ((tracks.hit_history[:, None] >> shifts) & np.uint64(1)).sum(axis=1)
 
     def to_confirm(self, tracks: TrackTable) -> np.ndarray:
-        """(K,) mask of TENTATIVE tracks that now pass M-of-N."""
+        """(K,) mask of TENTATIVE tracks that now pass M-of-N, within the speed bound and
+        radial-speed consistent."""
         tentative = tracks.status == Status.TENTATIVE
-        return tentative & (self.window_hits(tracks) >= self.confirm_hits)
+        ok = tentative & (self.window_hits(tracks) >= self.confirm_hits)
+        if np.isfinite(self.max_speed_mps):
+            ok &= np.einsum("ki,ki->k", tracks.state[:, VEL], tracks.state[:, VEL]) <= self.max_speed_mps**2
+        if np.isfinite(self.max_mean_nis):
+            ok &= ~(tracks.doppler_score > self.max_mean_nis)
+        return ok
+
+
+def velocity_sigma_for(max_speed_mps: float, gate: float) -> float:
+    """σ_v of a one-point track whose position gate γ (3 dof) holds, noise apart, the
+    second points within max_speed · dt: √γ σ_v dt = max_speed dt, σ_v = max_speed / √γ."""
+    return float(max_speed_mps) / float(np.sqrt(gate))

@@ -44,6 +44,11 @@ class TrackTable:
     estimates: mode_prob (K, M) (rows sum to 1), mode_state (K, M, 6), mode_cov
     (K, M, 6, 6); ``state``/``cov`` are then their moment-matched combination. A
     single-model Kalman filter has M = 0 (the default: empty arrays).
+
+    doppler_score (K,): the track's radial-speed consistency, a fading mean of normalised
+    squared radial-speed errors (:mod:`towerd.tracking.doppler`); NaN until a point with
+    a radial speed has followed its first (the default: all NaN); doppler_hits (K,) u4:
+    how many errors it holds (default 0).
     """
 
     track_id: np.ndarray
@@ -59,6 +64,8 @@ class TrackTable:
     mode_prob: np.ndarray | None = None
     mode_state: np.ndarray | None = None
     mode_cov: np.ndarray | None = None
+    doppler_score: np.ndarray | None = None
+    doppler_hits: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.track_id = np.asarray(self.track_id, dtype=np.uint32)
@@ -72,6 +79,12 @@ class TrackTable:
         self.t_last_update = np.asarray(self.t_last_update, dtype=float)
         self.t_created = np.asarray(self.t_created, dtype=float)
         k = self.track_id.shape[0]
+        self.doppler_score = (
+            np.full(k, np.nan) if self.doppler_score is None else np.asarray(self.doppler_score, dtype=float)
+        )
+        self.doppler_hits = (
+            np.zeros(k, dtype=np.uint32) if self.doppler_hits is None else np.asarray(self.doppler_hits, dtype=np.uint32)
+        )
         self.mode_prob = np.zeros((k, 0)) if self.mode_prob is None else np.asarray(self.mode_prob, dtype=float)
         m = self.mode_prob.shape[1] if self.mode_prob.ndim == 2 else -1
         self.mode_state = (

@@ -13,6 +13,7 @@ from towerd.detection.plots import Detections
 from towerd.icd import Status
 from towerd.tracking.associator import GnnAssociator
 from towerd.tracking.deleter import MissDeleter
+from towerd.tracking.doppler import RadialSpeeds
 from towerd.tracking.imm import ImmSettings, build_imm
 from towerd.tracking.initiator import MofNInitiator
 from towerd.tracking.models import ConstantVelocity
@@ -70,8 +71,10 @@ class Tracker:
 
     :meth:`step` per detections frame: predict every track to the frame time, associate
     (confirmed and coasting tracks take precedence over tentative ones),
-    update the hit tracks, count misses (an established track without a measurement for
-    the deleter's ``coast_after_s`` is COASTING, CONFIRMED again on its next hit),
+    update the hit tracks, fold each hit's radial-speed error into the track's consistency
+    (:mod:`towerd.tracking.doppler`, when the associator has a Doppler gate), count
+    misses (an established track without a measurement for the deleter's
+    ``coast_after_s`` is COASTING, CONFIRMED again on its next hit),
     delete, start TENTATIVE tracks from the detections no track took, confirm by M-of-N.
     A leftover detection inside the gate of an established track starts nothing: it is
     another return of that target (or clutter beside it), and a track started on it
@@ -153,8 +156,17 @@ class Tracker:
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         x_est, P_est = tr.state[established], tr.cov[established]  # predicted, before update
-        ti, di = self.associator.associate(tr.state, tr.cov, det.pos_enu_m, det.cov_enu_m2, established=established)
+        radial = RadialSpeeds.of(det)
+        ti, di = self.associator.associate(
+            tr.state, tr.cov, det.pos_enu_m, det.cov_enu_m2, established=established, radial=radial,
+            initiating=tr.hits == 1,
+        )
         self.updater.update_tracks(tr, ti, det.pos_enu_m[di], det.cov_enu_m2[di])
+        doppler = getattr(self.associator, "doppler", None)
+        if doppler is not None and len(ti):
+            eps = doppler.nis(tr.state[ti], tr.cov[ti], radial, di)  # every hit is a track's second point or later
+            tr.doppler_score[ti], tr.doppler_hits[ti] = doppler.consistency(
+                tr.doppler_score[ti], tr.doppler_hits[ti], eps)
 
         hit = np.zeros(len(tr), dtype=bool)
         hit[ti] = True
