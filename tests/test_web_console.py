@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from cdp import Browser, chromium_path
+from cdp import Browser
 from processes import Child
 from towerd.demo import demo_config
 from towerd.status import query
@@ -37,7 +37,7 @@ threat:
         - {categories: [uas], level: high}
 """
 
-pytestmark = pytest.mark.skipif(chromium_path() is None, reason="chromium missing: run scripts/bootstrap.sh")
+pytestmark = pytest.mark.slow  # about 20 s: one daemon, two emulators, one browser for every check
 
 
 class Sim:

@@ -204,8 +204,8 @@ class Ppi {
       g.strokeStyle = "rgba(250,204,21,0.7)"; g.setLineDash([3, 3]);
       g.beginPath(); g.moveTo(x0, y0); g.lineTo(x1, y1); g.stroke(); g.setLineDash([]);
       g.fillStyle = "#facc15";
-      g.fillText(`${fmt(t.radar.bearing_deg, 0)}° (${t.radar.off_boresight_deg >= 0 ? "+" : ""}${fmt(t.radar.off_boresight_deg, 0)}°)`,
-                 (x0 + x1) / 2 + 4, (y0 + y1) / 2);
+      g.fillText(`${t.radar.name} ${fmt(t.radar.bearing_deg, 0)}° (${t.radar.off_boresight_deg >= 0 ? "+" : ""}${fmt(t.radar.off_boresight_deg, 0)}°)`,
+                 x1 + 12, y1 + 24);
     }
   }
   drawTracks(g, f) {
@@ -321,9 +321,9 @@ function renderLegend() {
 }
 
 // ---------------------------------------------------------------- RF
-const DB_MIN = -120, DB_MAX = -20;
-function dbColour(db) {
-  const v = Math.max(0, Math.min(1, (db - DB_MIN) / (DB_MAX - DB_MIN)));
+const WATERFALL_SPAN_DB = 45;  // colour scale: from just under the noise floor to this far above it
+function dbColour(db, lo) {
+  const v = Math.max(0, Math.min(1, (db - lo) / WATERFALL_SPAN_DB));
   const r = Math.round(255 * Math.min(1, Math.max(0, 1.5 * v - 0.2)));
   const g = Math.round(255 * Math.min(1, Math.max(0, 2 * v - 0.6)));
   const b = Math.round(255 * Math.min(1, Math.max(0.15, v < 0.5 ? 0.3 + v : 1.3 - v)));
@@ -376,18 +376,19 @@ function drawSpectrum(c, b, links) {
     g.stroke(); g.setLineDash([]); g.lineWidth = 1;
   };
   line(b.floor_dbm, "#64748b", 1.5); line(b.threshold_dbm, "#f59e0b", 1, [4, 3]); line(b.power_dbm, "#38bdf8", 1.2);
-  for (const t of links) {
-    const x0 = X(t.centre_mhz - t.bandwidth_mhz / 2), x1 = X(t.centre_mhz + t.bandwidth_mhz / 2);
+  links.forEach((t, k) => {
+    const lane = (k % 3) * 12, x0 = X(t.centre_mhz - t.bandwidth_mhz / 2), x1 = X(t.centre_mhz + t.bandwidth_mhz / 2);
     g.strokeStyle = t.drone_link ? "#ef4444" : "#a3a3a3"; g.lineWidth = 2;
-    g.beginPath(); g.moveTo(x0, pad.t + 4); g.lineTo(x1, pad.t + 4); g.stroke(); g.lineWidth = 1;
-    g.fillStyle = g.strokeStyle; g.fillText(`${t.drone_link ? "▲ " : ""}${t.kind} ${fmt(t.centre_mhz, 1)}`, Math.max(pad.l, x0), pad.t + 16);
-  }
-  g.fillStyle = "#8190ab"; g.textAlign = "right";
-  g.fillText("— power   — floor   - - CFAR threshold   ▒ emitter   ▲ drone link", w - pad.r, pad.t + 30); g.textAlign = "left";
+    g.beginPath(); g.moveTo(x0, pad.t + 4 + lane); g.lineTo(x1, pad.t + 4 + lane); g.stroke(); g.lineWidth = 1;
+    g.fillStyle = g.strokeStyle;
+    g.fillText(`${t.drone_link ? "▲ " : ""}${t.kind} ${fmt(t.centre_mhz, 1)} MHz`, Math.max(pad.l, x0), pad.t + 15 + lane);
+  });
 }
 function drawWaterfall(c, key, b) {
   const [g, w, h] = sizeCanvas(c);
-  const rows = (state.waterfall[key] || []).slice(-120).reverse();  // newest on top
+  const rowH = 2, rows = (state.waterfall[key] || []).slice(-Math.floor(h / rowH)).reverse();  // newest on top
+  const floor = b.floor_dbm.filter((v) => v > -199).sort((x, y) => x - y);
+  const lo = (floor.length ? floor[Math.floor(floor.length / 2)] : -110) - 3;
   g.fillStyle = "#0b1220"; g.fillRect(0, 0, w, h);
   if (!rows.length) return;
   const n = rows[0][4].length;
@@ -396,13 +397,13 @@ function drawWaterfall(c, key, b) {
   rows.forEach((r, y) => {
     const p = r[4];
     for (let i = 0; i < n; i++) {
-      const [R, G, B] = dbColour(i < p.length ? p[i] : -200), o = 4 * (y * n + i);
+      const [R, G, B] = dbColour(i < p.length ? p[i] : -200, lo), o = 4 * (y * n + i);
       img.data[o] = R; img.data[o + 1] = G; img.data[o + 2] = B; img.data[o + 3] = 255;
     }
   });
   og.putImageData(img, 0, 0);
   g.imageSmoothingEnabled = false;
-  g.drawImage(off, 40, 0, w - 48, Math.min(h, rows.length * Math.max(1, h / 120)));
+  g.drawImage(off, 40, 0, w - 48, rows.length * rowH);
   g.fillStyle = "#5b6b88"; g.font = "10px sans-serif"; g.fillText("now", 4, 10); g.fillText(`${rows.length} sweeps`, 2, h - 4);
 }
 
