@@ -148,6 +148,9 @@ class Console:
             health = daemon.status()
             health["outbox"] = {**health.get("outbox", {}), **_outbox_extra(daemon.outbox, daemon.clock)}
             health["console_url"] = self.url
+            centrals = health.get("centrals", {})
+            if len(centrals) == 1:  # one central: what it still needs is what the outbox holds
+                next(iter(centrals.values()))["backlog"] = health["outbox"].get("pending")
         self.feed.publish(dict(
             t_mono=now, utc_us=daemon.clock.utc_us(), tracks=tracks, labels=labels, features=features,
             rf_tracks=p.rf.tracks, rf_band_keys=tuple(p.rf.band_keys), readings=self.feed.take_readings(),

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 STATUS_NAMES = {int(s): s.name.lower() for s in Status}
 CATEGORY_NAMES = {int(c): c.name.lower() for c in Category}
 THREAT_NAMES = {int(t): t.name.lower() for t in Threat}
+TRAIL_STEP_S = 1.0
+"""A trail keeps one point a second (and the track's latest position)."""
 ATTRIBUTION_GATE_M = 15.0
 """A track is attributed to the radar with a plot within this distance in the last second."""
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -147,11 +149,13 @@ class ConsoleView:
         if snap.config_digest != self._digest:
             self._configure(snap.config, snap.config_digest)
         next_frame = self.frame + 1
+        new_plots = len(self._plots)
         for reading in snap.readings:
             if isinstance(reading, (RadarPlots, GeoPlots)):
                 self._add_plots(reading)
             else:
                 self._add_bands(reading, next_frame)
+        fresh = list(self._plots)[new_plots:]
         now = snap.t_mono
         while self._plots and self._plots[0][0] < now - self.settings.plots_s:
             self._plots.popleft()
@@ -166,8 +170,8 @@ class ConsoleView:
                       "longitude_deg": snap.config.tower.longitude_deg, "config_digest": snap.config_digest},
             "geometry": self._geometry,
             "tracks": tracks,
-            "plots": [{"sensor": s, "age_s": _r(now - t, 2), "en": np.round(en, 1).tolist()}
-                      for t, s, en in self._plots],
+            # Only the plots read since the previous update: the page keeps them for plots_s.
+            "plots": [{"sensor": s, "age_s": _r(now - t, 2), "en": np.round(en, 1).tolist()} for t, s, en in fresh],
             "rf": self._rf_view(snap, now),
             "health": health,
         }
@@ -242,18 +246,19 @@ class ConsoleView:
         live = set()
         out = []
         radar_of = self._attribute(tr, now)
+        rng_m, az_deg, el_deg = geo.cartesian_to_spherical(np.asarray(tr.state[:, :3], dtype=float))
         for k in range(n):
             tid = int(tr.track_id[k])
             live.add(tid)
             e, nn, u, ve, vn, vu = (float(x) for x in tr.state[k])
             trail = self._trails.setdefault(tid, collections.deque())
-            if not trail or trail[-1][0] < float(tr.t_mono[k]):
+            if not trail or float(tr.t_mono[k]) - trail[-1][0] >= TRAIL_STEP_S:
                 trail.append((float(tr.t_mono[k]), round(e, 1), round(nn, 1)))
             while trail and trail[0][0] < cutoff:
                 trail.popleft()
             cov = tr.cov[k]
             sigma = math.sqrt(max(0.0, float(cov[0, 0] + cov[1, 1]) / 2.0))
-            rng, az, el = geo.cartesian_to_spherical(np.array([e, nn, u]))
+            rng, az, el = rng_m[k], az_deg[k], el_deg[k]
             t = {
                 "id": tid, "status": STATUS_NAMES.get(int(tr.status[k]), "?"),
                 "en": [round(e, 1), round(nn, 1)], "up_m": _r(u), "vel_en": [_r(ve, 2), _r(vn, 2)],
@@ -262,7 +267,7 @@ class ConsoleView:
                 "range_m": _r(rng), "azimuth_deg": _r(az), "elevation_deg": _r(el),
                 "sigma_m": _r(sigma), "hits": int(tr.hits[k]), "age_s": _r(now - float(tr.t_created[k])),
                 "since_update_s": _r(now - float(tr.t_last_update[k]), 2),
-                "trail": [[x, y] for _, x, y in trail],
+                "trail": [[x, y] for _, x, y in trail] + [[round(e, 1), round(nn, 1)]],
             }
             if lab is not None:
                 t.update(category=CATEGORY_NAMES.get(int(lab.category[k]), "?"), confidence=int(lab.confidence[k]),

@@ -85,11 +85,22 @@ class Ppi {
   toScreen(e, n) { return [this.w / 2 + (e - this.cx) * this.scale, this.h / 2 - (n - this.cy) * this.scale]; }
   toWorld(x, y) { return [this.cx + (x - this.w / 2) / this.scale, this.cy - (y - this.h / 2) / this.scale]; }
   fit(f) {
-    const radars = f.geometry.radars || [];
-    let reach = 100;
-    for (const r of radars) reach = Math.max(reach, r.range_m + Math.hypot(r.position_enu_m[0], r.position_enu_m[1]));
-    for (const t of f.tracks) reach = Math.max(reach, Math.hypot(t.en[0], t.en[1]) * 1.1);
-    this.scale = Math.min(this.w, this.h) / 2 / (reach * 1.08); this.cx = 0; this.cy = 0; this.fitted = true;
+    // The tower, every radar's field of view and every track, with a margin.
+    const pts = [[0, 0]];
+    for (const r of f.geometry.radars || []) {
+      const [e0, n0] = r.position_enu_m;
+      pts.push([e0, n0]);
+      for (let a = -r.fov_deg / 2; a <= r.fov_deg / 2 + 1e-9; a += r.fov_deg / 12) {
+        const b = ((r.boresight_deg + a) * Math.PI) / 180;
+        pts.push([e0 + r.range_m * Math.sin(b), n0 + r.range_m * Math.cos(b)]);
+      }
+    }
+    for (const t of f.tracks) pts.push(t.en);
+    const es = pts.map((p) => p[0]), ns = pts.map((p) => p[1]);
+    const [e0, e1, n0, n1] = [Math.min(...es), Math.max(...es), Math.min(...ns), Math.max(...ns)];
+    this.cx = (e0 + e1) / 2; this.cy = (n0 + n1) / 2;
+    this.scale = Math.min(this.w / Math.max(50, e1 - e0), this.h / Math.max(50, n1 - n0)) * 0.85;
+    this.fitted = true;
   }
   click(ev) {
     const f = state.frame; if (!f) return;
@@ -214,7 +225,7 @@ class Ppi {
       const col = CATEGORY_COLOURS[t.category] || CATEGORY_COLOURS.unknown;
       const [x, y] = this.toScreen(t.en[0], t.en[1]);
       if (trails && t.trail.length > 1) {
-        g.strokeStyle = col; g.globalAlpha = 0.55; g.lineWidth = 1.5; g.beginPath();
+        g.strokeStyle = col; g.globalAlpha = t.reportable ? 0.75 : 0.35; g.lineWidth = 2; g.beginPath();
         t.trail.forEach(([e, n], i) => { const [a, b] = this.toScreen(e, n); i ? g.lineTo(a, b) : g.moveTo(a, b); });
         g.stroke(); g.globalAlpha = 1; g.lineWidth = 1;
       }
@@ -224,6 +235,7 @@ class Ppi {
       const ring = THREAT_COLOURS[t.threat];
       if (ring) { g.strokeStyle = ring; g.lineWidth = 3; g.beginPath(); g.arc(x, y, 10, 0, 2 * Math.PI); g.stroke(); g.lineWidth = 1; }
       g.fillStyle = col; g.strokeStyle = "#0b1220";
+      if (!t.reportable) g.globalAlpha = 0.45;  // static clutter: tracked, never reported
       g.beginPath();
       if (t.status === "tentative") { g.globalAlpha = 0.5; g.arc(x, y, 4, 0, 2 * Math.PI); }
       else if (t.category === "uas") { g.moveTo(x, y - 7); g.lineTo(x + 6, y + 5); g.lineTo(x - 6, y + 5); g.closePath(); }
@@ -232,7 +244,7 @@ class Ppi {
       if (t.status === "coasting") { g.strokeStyle = col; g.setLineDash([2, 2]); g.beginPath(); g.arc(x, y, 7, 0, 2 * Math.PI); g.stroke(); g.setLineDash([]); }
       if (state.selected === t.id) { g.strokeStyle = "#ffffff"; g.lineWidth = 2; g.strokeRect(x - 12, y - 12, 24, 24); g.lineWidth = 1; }
       g.fillStyle = "#dbe4f3"; g.font = "11px sans-serif";
-      const cat = t.category === "unknown" ? "unknown" : `${t.category.replace("_", " ")} ${t.confidence}%`;
+      const cat = !t.reportable ? "static clutter" : t.category === "unknown" ? "unknown" : `${t.category.replace("_", " ")} ${t.confidence}%`;
       g.fillText(`T${t.id} ${cat}${t.rf_link ? " RF" : ""}`, x + 12, y - 2);
       g.fillStyle = "#8190ab";
       g.fillText(`${fmt(t.speed_mps)} m/s · ${fmt(t.height_m != null ? t.height_m : t.up_m, 0)} m`, x + 12, y + 11);
@@ -514,7 +526,13 @@ function connect() {
   es.onopen = () => { state.streamOpen = true; setLive(); };
   es.onerror = () => { state.streamOpen = es.readyState === EventSource.OPEN; setLive(); };
   es.addEventListener("state", (ev) => {
-    state.frame = JSON.parse(ev.data); state.frames += 1; state.lastFrameAt = performance.now(); state.streamOpen = true;
+    const f = JSON.parse(ev.data), now = performance.now();
+    // Each update carries the plots read since the one before: keep them plots_s, ageing.
+    const life = (f.geometry.plots_s || 3) * 1000;
+    state.plotBuf = (state.plotBuf || []).filter((p) => now - p.at < life);
+    for (const p of f.plots) state.plotBuf.push({ ...p, at: now - p.age_s * 1000 });
+    f.plots = state.plotBuf.map((p) => ({ ...p, age_s: (now - p.at) / 1000 }));
+    state.frame = f; state.frames += 1; state.lastFrameAt = now; state.streamOpen = true;
     drawAll(); setLive();
   });
   es.addEventListener("rows", (ev) => {
