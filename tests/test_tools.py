@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processes import Child
+from processes import Child, Sim
 from towerd.drivers.nmea_radar.protocol import NmeaParser
 from towerd.sim.nmea_radar import NmeaRadarEmulator
 from towerd.sim.scenario import Scenario, Target, WaypointPath
@@ -36,46 +36,6 @@ sensors:
     noise: {{range_sigma_m: 1.0, azimuth_sigma_deg: 1.0}}
 """)
     return path
-
-
-class Sim:
-    """`towerd sim` as a subprocess with a pipe to its command input."""
-
-    def __init__(self, exe: str, tmp_path: Path, *args: str) -> None:
-        self.log_path = tmp_path / "sim.log"
-        self.log_fh = open(self.log_path, "wb")
-        self.proc = subprocess.Popen([exe, "sim", *args], stdin=subprocess.PIPE, stdout=self.log_fh,
-                                     stderr=subprocess.STDOUT, text=True)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_for(self, text: str, count: int = 1, timeout_s: float = 15.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            log = self.log()
-            if log.count(text) >= count:
-                return log
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.02)
-        pytest.fail(f"sim never said {text!r}:\n{self.log()}")
-
-    def send(self, line: str) -> None:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdin.close()
-        self.log_fh.close()
-        return self.proc.returncode
 
 
 @pytest.fixture

@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import http.client
 import signal
-import subprocess
-import threading
 import time
 from pathlib import Path
 
 import pytest
 
 from cdp import Browser
-from processes import Child
+from processes import Child, Sim
 from towerd.demo import demo_config
 from towerd.status import query
 
@@ -38,45 +36,6 @@ threat:
 """
 
 pytestmark = pytest.mark.slow  # about 20 s: one daemon, two emulators, one browser for every check
-
-
-class Sim:
-    """`towerd sim` with a --link name, driven through its standard input."""
-
-    def __init__(self, towerd_exe: str, device: str, link: Path, log_path: Path, seed: int) -> None:
-        self.link = link
-        with open(log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [towerd_exe, "sim", "--device", device, "--link", str(link), "--seed", str(seed)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, bufsize=1)
-        self.lines: list[str] = []
-        self._ready = threading.Event()
-        self._reader = threading.Thread(target=self._read, name=f"sim-{device}")
-        self._reader.start()
-        if not self._ready.wait(20.0):
-            raise AssertionError(f"towerd sim {device} not ready: {self.lines}")
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.append(line.rstrip("\n"))
-            if line.startswith("ready"):
-                self._ready.set()
-
-    def command(self, line: str) -> None:
-        self.proc.stdin.write(line + "\n")
-        self.proc.stdin.flush()
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdin.close()
-        self._reader.join(10)
-        self.proc.stdout.close()
 
 
 def request(url: str, method: str = "GET", source: str | None = None, headers: dict | None = None) -> tuple[int, bytes]:
@@ -111,17 +70,21 @@ def console_url(sock: str) -> str | None:
 
 
 def test_console_in_chromium_against_a_running_daemon(towerd_exe, tmp_path, central):
-    radar = Sim(towerd_exe, "ti_mmwave", tmp_path / "radar0", tmp_path / "sim-radar.log", seed=3)
-    rf = Sim(towerd_exe, "rfexplorer", tmp_path / "rf0", tmp_path / "sim-rf.log", seed=4)
+    radar = Sim(towerd_exe, tmp_path, "--device", "ti_mmwave", "--link", str(tmp_path / "radar0"), "--seed", "3",
+                name="sim-radar")
+    rf = Sim(towerd_exe, tmp_path, "--device", "rfexplorer", "--link", str(tmp_path / "rf0"), "--seed", "4",
+             name="sim-rf")
     token_file = tmp_path / "console.token"
     token_file.write_text(TOKEN + "\n")
     cfg = tmp_path / "towerd.yaml"
-    base = demo_config(str(radar.link), central.endpoint, tmp_path / "state", str(rf.link)) + \
+    base = demo_config(str(tmp_path / "radar0"), central.endpoint, tmp_path / "state", str(tmp_path / "rf0")) + \
         f"  token_file: {token_file}\n"
     cfg.write_text(base)
     daemon = Child([towerd_exe, "run", "--config", str(cfg)], tmp_path / "daemon.log")
     browser = None
     try:
+        radar.wait_for("ready")
+        rf.wait_for("ready")
         url = wait_until(lambda: console_url(str(tmp_path / "state" / "status.sock")), 30, "the console's address",
                          daemon.log)
         assert url.startswith("http://127.0.0.1:"), url
@@ -171,7 +134,7 @@ def test_console_in_chromium_against_a_running_daemon(towerd_exe, tmp_path, cent
         browser.screenshot(SHOTS / "health.png")
 
         # The radar unplugged in its emulator: its badge and health row turn red.
-        radar.command("unplug")
+        radar.send("unplug")
         badge = "document.querySelector('[data-sensor=\"radar0\"]')"
         browser.wait_for(f"{badge} && {badge}.dataset.state === 'down'", 20, "radar0 down on the page")
         assert browser.evaluate(f"getComputedStyle({badge}).backgroundColor") == "rgb(239, 68, 68)"
@@ -189,7 +152,7 @@ def test_console_in_chromium_against_a_running_daemon(towerd_exe, tmp_path, cent
         frames = browser.evaluate("towerd.frames")
         browser.wait_for(f"towerd.frames >= {frames + 4}", 10, "updates after the reload")
         assert browser.evaluate("document.querySelector('#live').dataset.state") == "live"
-        radar.command("replug")
+        radar.send("replug")
         browser.wait_for(f"{badge}.dataset.state === 'ok'", 30, "radar0 back")
 
         # Read-only: the browser's own POST is refused, as is every other method.
