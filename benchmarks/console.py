@@ -13,22 +13,15 @@ from __future__ import annotations
 
 import socket
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
 from benchmarks.common import Figure, Section
-from benchmarks.tower import config, cpu_seconds, nominal_scenario, rss_mib
+from benchmarks.tower import NominalTower, cpu_seconds, rss_mib
 from towerd.central.server import CentralServer
 from towerd.demo import free_tcp_port
-from towerd.sim.pty import PtyPair
-from towerd.sim.rfexplorer import RfExplorerEmulator
-from towerd.sim.ti_mmwave import TiMmwaveEmulator
 
 MODES = ("off", "idle", "open")
 
@@ -69,26 +62,16 @@ def one_run(mode: str, duration_s: float, warmup_s: float, seed: int) -> dict[st
         stop_central = threading.Event()
         central_thread = threading.Thread(target=central.serve_forever, args=(stop_central,), name="central")
         central_thread.start()
-        pty, rf_pty = PtyPair.open(), PtyPair.open()
-        emulator = TiMmwaveEmulator(nominal_scenario(), boresight_azimuth_deg=0.0, position_enu_m=(0.0, 0.0, 10.0),
-                                    frame_rate_hz=10.0, rng=np.random.default_rng(seed))
-        rf_emulator = RfExplorerEmulator(nominal_scenario(), rng=np.random.default_rng(seed + 1),
-                                         position_enu_m=(0.0, 0.0, 10.0), sweep_rate_hz=10.0)
         port = free_tcp_port()
         web = "web: {enabled: false}\n" if mode == "off" else f"web: {{port: {port}}}\n"
-        cfg = tmp_path / "towerd.yaml"
-        cfg.write_text(config(pty.path, central.bound_endpoint, tmp_path / "state", rf_pty.path) + web)
-        with open(tmp_path / "daemon.log", "wb") as log:
-            daemon = subprocess.Popen([sys.executable, "-m", "towerd", "run", "--config", str(cfg)],
-                                      stdout=subprocess.DEVNULL, stderr=log)
+        tower = NominalTower(tmp_path, central.bound_endpoint, seed=seed, extra_config=web)
+        daemon = tower.daemon
         reader = None
         try:
-            emulator.start(pty)
-            rf_emulator.start(rf_pty)
             deadline = time.monotonic() + 60.0
             while central.store.count_tracks() == 0:  # the daemon is up and reporting
                 if daemon.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"towerd run did not report:\n{(tmp_path / 'daemon.log').read_text()}")
+                    raise RuntimeError(f"towerd run did not report:\n{tower.log_path.read_text()}")
                 time.sleep(0.1)
             time.sleep(warmup_s)  # benchmark: let tracks confirm before measuring
             if mode == "open":
@@ -103,12 +86,7 @@ def one_run(mode: str, duration_s: float, warmup_s: float, seed: int) -> dict[st
         finally:
             if reader is not None:
                 reader.close()
-            daemon.terminate()
-            daemon.wait(20)
-            emulator.stop()
-            rf_emulator.stop()
-            pty.close()
-            rf_pty.close()
+            tower.stop()
             stop_central.set()
             central_thread.join()
             central.close()
@@ -121,8 +99,8 @@ def run(quick: bool) -> Section:
     duration, warmup, rounds = (6.0, 3.0, 1) if quick else (12.0, 4.0, 2)
     results: dict[str, list[dict[str, float]]] = {m: [] for m in MODES}
     for r in range(rounds):
-        for i, mode in enumerate(MODES):
-            results[mode].append(one_run(mode, duration, warmup, seed=5 + 10 * r + i))
+        for mode in MODES:
+            results[mode].append(one_run(mode, duration, warmup, seed=5 + 10 * r))
 
     def med(mode: str, key: str) -> tuple[float, tuple[float, float]]:
         values = [x[key] for x in results[mode]]
