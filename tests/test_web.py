@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from processes import free_tcp_port
 from towerd.config import parse_config
 from towerd.errors import ConfigError
 from towerd.web.console import Console
 from towerd.web.feed import ConsoleFeed
 from towerd.web.server import load_assets
-from towerd.web.settings import WebSettings
+from towerd.web.settings import TileSettings, WebSettings
 
 REPO = Path(__file__).resolve().parents[1]
 TOKEN = "0123456789abcdef-token"
@@ -155,10 +156,31 @@ def test_feed_takes_snapshots_only_while_watched():
     feed.note_reading("frame")
     assert feed.take_readings() == ("frame",)
     feed.publish(dict(t_mono=0.0, utc_us=0, tracks=None, labels=None, features=None, rf_tracks=None,
-                      rf_band_keys=(), readings=(), health=None, config=None, config_digest="ab",
+                      rf_band_keys=(), health=None, config=None, config_digest="ab",
                       events=feed.events()), now=10.0)
     assert not feed.due(10.1) and feed.due(10.25) and feed.next_due() == 10.25
     assert feed.latest().events == ({"code": "daemon.started", "severity": "info", "message": "started",
                                      "time_us": 1, "config_digest": "ab"},)
     feed.client_closed()
     assert not feed.due(11.0) and not feed.active  # nobody watches: the loop does nothing
+
+
+def test_reload_moves_the_console_and_tiles_come_from_the_folder(tmp_path):
+    (tmp_path / "tiles" / "16" / "14910").mkdir(parents=True)
+    (tmp_path / "tiles" / "16" / "14910" / "27500.png").write_bytes(b"\x89PNG tile")
+    c = Console(WebSettings(port=0, tiles=TileSettings(folder=str(tmp_path / "tiles"))))
+    assert c.start()
+    try:
+        port = port_of(c)
+        tile = request(port, "/tiles/16/14910/27500.png")
+        assert tile.status == 200 and tile.body == b"\x89PNG tile" and tile.getheader("Content-Type") == "image/png"
+        assert request(port, "/tiles/16/14910/27501.png").status == 404
+        assert request(port, "/tiles/16/../../x.png").status == 404
+        moved = free_tcp_port()
+        c.reconfigure(WebSettings(port=moved))  # a reload with another port: the server moves
+        assert port_of(c) == moved
+        with pytest.raises(OSError):
+            request(port, "/")
+        assert request(moved, "/").status == 200
+    finally:
+        c.close()

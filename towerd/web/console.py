@@ -153,7 +153,7 @@ class Console:
                 next(iter(centrals.values()))["backlog"] = health["outbox"].get("pending")
         self.feed.publish(dict(
             t_mono=now, utc_us=daemon.clock.utc_us(), tracks=tracks, labels=labels, features=features,
-            rf_tracks=p.rf.tracks, rf_band_keys=tuple(p.rf.band_keys), readings=self.feed.take_readings(),
+            rf_tracks=p.rf.tracks, rf_band_keys=tuple(p.rf.band_keys),
             health=health, config=daemon.config, config_digest=daemon.loaded.digest, events=self.feed.events(),
         ), now)
 

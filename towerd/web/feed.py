@@ -26,8 +26,9 @@ MAX_EVENTS = 100
 
 @dataclass(frozen=True)
 class Snapshot:
-    """What the loop hands over at one instant; ``readings`` are the radar readings and
-    RF band results seen since the previous snapshot, oldest first."""
+    """What the loop hands over at one instant. The readings (radar plots, RF band
+    results) go through :meth:`ConsoleFeed.take_readings` instead, so that none is lost
+    when the view skips a snapshot."""
 
     version: int
     t_mono: float
@@ -37,7 +38,6 @@ class Snapshot:
     features: Any  # classifier FEATURE_DTYPE rows aligned with tracks, or None
     rf_tracks: Any  # RF_TRACK_DTYPE (read-only)
     rf_band_keys: tuple[tuple[str, str], ...]
-    readings: tuple[Any, ...]
     health: dict[str, Any] | None  # daemon.status(), about once a second
     config: Any  # Config in force
     config_digest: str
@@ -102,7 +102,8 @@ class ConsoleFeed:
     # -- loop side ----------------------------------------------------------------
 
     def note_reading(self, reading: Any) -> None:
-        """A radar reading or a tuple of RF band results (only called while active)."""
+        """A radar reading or a tuple of RF band results (only called while active; a
+        deque: appends here and pops on the view thread need no lock)."""
         self._readings.append(reading)
 
     def note_event(self, code: str, severity: str, message: str, utc_us: int, fields: dict[str, Any]) -> None:
@@ -127,6 +128,7 @@ class ConsoleFeed:
         return self._next_due if self.active else None
 
     def take_readings(self) -> tuple[Any, ...]:
+        """The readings noted so far, oldest first (called by the view thread)."""
         out = []
         while True:
             try:

@@ -150,7 +150,7 @@ class ConsoleView:
             self._configure(snap.config, snap.config_digest)
         next_frame = self.frame + 1
         new_plots = len(self._plots)
-        for reading in snap.readings:
+        for reading in self.feed.take_readings():
             if isinstance(reading, (RadarPlots, GeoPlots)):
                 self._add_plots(reading)
             else:
