@@ -88,7 +88,7 @@ def test_console_in_chromium_against_a_running_daemon(towerd_exe, tmp_path, cent
         url = wait_until(lambda: console_url(str(tmp_path / "state" / "status.sock")), 30, "the console's address",
                          daemon.log)
         assert url.startswith("http://127.0.0.1:"), url
-        browser = Browser(tmp_path / "chromium", tmp_path / "chromium.log")
+        browser = Browser(tmp_path / "chromium", tmp_path / "chromium.log", width=1400, height=1100)
 
         # The page loads and tracks appear and move.
         browser.navigate(url + "#ppi")
@@ -107,7 +107,8 @@ def test_console_in_chromium_against_a_running_daemon(towerd_exe, tmp_path, cent
         browser.wait_for(f"({confirmed}).some(t => t.trail.length >= 8)", 15, "trails")
         # A click on a track opens its details.
         opened = browser.evaluate("""(() => {
-            const t = towerd.frame.tracks.find(t => t.status === 'confirmed');
+            const ok = towerd.frame.tracks.filter(t => t.status === 'confirmed');
+            const t = ok.find(t => t.category === 'uas') || ok[0];
             const c = document.getElementById('ppi'), r = c.getBoundingClientRect();
             const ppi = towerd.ppi, [x, y] = ppi.toScreen(t.en[0], t.en[1]);
             for (const type of ['mousedown', 'mouseup'])

@@ -343,6 +343,7 @@ class ConsoleView:
                 "channels": int(row["channels"]), "hopping": bool(row["comb"]),
                 "seen_s": _r(now - float(row["first_seen_mono"]), 0),
             })
+        bands.sort(key=lambda b: (b["sensor"], b["start_mhz"] or 0.0))
         return {"bands": bands, "tracks": links}
 
     def _health_view(self, snap: Snapshot) -> dict[str, Any]:

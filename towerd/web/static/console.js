@@ -152,7 +152,7 @@ class Ppi {
     for (let r = step; r < maxR + Math.hypot(this.cx, this.cy); r += step) {
       g.beginPath(); g.arc(ox, oy, r * this.scale, 0, 2 * Math.PI); g.stroke();
       const d = (r * this.scale) / Math.SQRT2;
-      g.fillText(r >= 1000 ? `${r / 1000} km` : `${r} m`, ox + d + 3, oy + d + 12);
+      g.fillText(r >= 1000 ? `${r / 1000} km` : `${r} m`, ox + d + 3, oy - d - 3);
     }
     g.beginPath(); g.moveTo(ox, 0); g.lineTo(ox, this.h); g.moveTo(0, oy); g.lineTo(this.w, oy); g.stroke();
     g.fillStyle = "#dbe4f3"; g.beginPath(); g.arc(ox, oy, 3, 0, 2 * Math.PI); g.fill();
@@ -292,6 +292,7 @@ function sensorState(name) {
 function renderBar(f) {
   const h = f.health;
   $("tower").textContent = `tower ${f.tower.id}`;
+  $("show-tiles").parentElement.hidden = !f.geometry.tiles;  // no tile source configured: nothing to toggle
   const sensors = $("sensors"); sensors.replaceChildren();
   for (const [name, s] of Object.entries(h.sensors || {})) {
     sensors.append(el("span", { class: `badge ${s.state}`, data: { sensor: name, state: s.state },
@@ -353,7 +354,9 @@ function renderRf(f) {
       host.querySelectorAll("p.muted").forEach((p) => p.remove());
       host.append(card);
     }
+    host.append(card);  // keeps the cards in the view's order (sensor, frequency)
     const links = f.rf.tracks.filter((t) => t.sensor === b.sensor && t.band === b.band && t.status !== "ended");
+    links.sort((x, y) => y.drone_link - x.drone_link);
     card.querySelector("h3").textContent = `${b.sensor} · band ${b.band} · ${fmt(b.start_mhz, 1)}–${fmt(b.stop_mhz, 1)} MHz · ` +
       `sweep ${b.sweeps}, ${fmt(b.age_s, 1)} s ago · ${b.emitters.length} emitters · ${links.filter((t) => t.drone_link).length} drone links`;
     drawSpectrum(card.querySelector("canvas.spectrum"), b, links);
@@ -392,8 +395,10 @@ function drawSpectrum(c, b, links) {
     const lane = (k % 3) * 12, x0 = X(t.centre_mhz - t.bandwidth_mhz / 2), x1 = X(t.centre_mhz + t.bandwidth_mhz / 2);
     g.strokeStyle = t.drone_link ? "#ef4444" : "#a3a3a3"; g.lineWidth = 2;
     g.beginPath(); g.moveTo(x0, pad.t + 4 + lane); g.lineTo(x1, pad.t + 4 + lane); g.stroke(); g.lineWidth = 1;
-    g.fillStyle = g.strokeStyle;
-    g.fillText(`${t.drone_link ? "▲ " : ""}${t.kind} ${fmt(t.centre_mhz, 1)} MHz`, Math.max(pad.l, x0), pad.t + 15 + lane);
+    if (t.drone_link) {  // other RF tracks get their bar only (the table below names them)
+      g.fillStyle = g.strokeStyle;
+      g.fillText(`▲ ${t.kind} ${fmt(t.centre_mhz, 1)} MHz`, Math.max(pad.l, x0), pad.t + 15 + lane);
+    }
   });
 }
 function drawWaterfall(c, key, b) {
