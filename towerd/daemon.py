@@ -3,7 +3,9 @@
 Threads: one reader per sensor (:mod:`towerd.sensors`) hands readings to a bounded
 queue; everything else runs in the main loop, single-threaded: detection, tracking,
 report building, outbox writes and commits, uplink I/O. A full queue (the loop falling
-behind) drops the newest reading and counts it; nothing is dropped silently.
+behind) drops the newest reading and counts it; nothing is dropped silently. The web
+console (:mod:`towerd.web`) serves from its own threads; the loop hands it snapshots
+only while a console is open.
 
 The loop sleeps in one ``zmq.Poller`` on everything that can give it work: a wake-up
 pipe the sensor threads (and signals) write to, the uplinks' sockets and the status
