@@ -117,6 +117,20 @@ def test_console_in_chromium_against_a_running_daemon(towerd_exe, tmp_path, cent
         })()""")
         browser.wait_for(f"document.querySelector('#details h3')?.textContent === 'Track {opened}'", 5,
                          "track details")
+        # Zoom (wheel) and pan (drag) move the picture; "fit" brings it back.
+        assert browser.evaluate("""(() => {
+            const c = document.getElementById('ppi'), p = towerd.ppi, s0 = p.scale, e0 = p.cx;
+            c.dispatchEvent(new WheelEvent('wheel', {deltaY: -100, clientX: 300, clientY: 300, bubbles: true,
+                                                     cancelable: true}));
+            const zoomed = p.scale > s0;
+            c.dispatchEvent(new MouseEvent('mousedown', {clientX: 300, clientY: 300, bubbles: true}));
+            window.dispatchEvent(new MouseEvent('mousemove', {clientX: 200, clientY: 300}));
+            window.dispatchEvent(new MouseEvent('mouseup', {clientX: 200, clientY: 300}));
+            const panned = p.cx > e0;
+            document.getElementById('zoom-reset').click();
+            return zoomed && panned;
+        })()""")
+        browser.wait_for("towerd.ppi.fitted", 5, "the picture fitted again")
         browser.screenshot(SHOTS / "ppi.png")
 
         # RF: spectrum, floor, threshold and waterfall per band.
