@@ -247,10 +247,16 @@ class ConsoleView:
         out = []
         radar_of = self._attribute(tr, now)
         rng_m, az_deg, el_deg = geo.cartesian_to_spherical(np.asarray(tr.state[:, :3], dtype=float))
+        tentative = int(Status.TENTATIVE)
         for k in range(n):
             tid = int(tr.track_id[k])
-            live.add(tid)
             e, nn, u, ve, vn, vu = (float(x) for x in tr.state[k])
+            if int(tr.status[k]) == tentative:  # many, short-lived, drawn only on request: the bare minimum
+                out.append({"id": tid, "status": "tentative", "en": [round(e, 1), round(nn, 1)], "up_m": _r(u),
+                            "vel_en": [_r(ve, 2), _r(vn, 2)], "speed_mps": _r(math.hypot(ve, vn)), "trail": [],
+                            "category": "unknown", "confidence": 0, "threat": "none", "reportable": True})
+                continue
+            live.add(tid)
             trail = self._trails.setdefault(tid, collections.deque())
             if not trail or float(tr.t_mono[k]) - trail[-1][0] >= TRAIL_STEP_S:
                 trail.append((float(tr.t_mono[k]), round(e, 1), round(nn, 1)))
