@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import socket
 import time
+import zlib
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,18 @@ def test_reload_moves_the_console_and_tiles_come_from_the_folder(tmp_path):
         assert request(moved, "/").status == 200
     finally:
         c.close()
+
+
+def test_stream_is_gzipped_event_by_event_when_asked(console):
+    with socket.create_connection(("127.0.0.1", port_of(console)), timeout=10) as sock:
+        sock.sendall(b"GET /api/stream HTTP/1.0\r\nHost: 127.0.0.1\r\nAccept-Encoding: gzip, br\r\n\r\n")
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += sock.recv(4096)
+        head, body = data.split(b"\r\n\r\n", 1)
+        assert b"Content-Encoding: gzip" in head
+        unzip = zlib.decompressobj(31)
+        text = unzip.decompress(body)
+        while b"\n\n" not in text:  # the first event arrives whole, flushed on its own
+            text += unzip.decompress(sock.recv(4096))
+        assert text.startswith(b"retry: 2000\n\n")

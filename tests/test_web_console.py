@@ -77,8 +77,9 @@ def test_console_in_chromium_against_a_running_daemon(towerd_exe, tmp_path, cent
     token_file = tmp_path / "console.token"
     token_file.write_text(TOKEN + "\n")
     cfg = tmp_path / "towerd.yaml"
-    base = demo_config(str(tmp_path / "radar0"), central.endpoint, tmp_path / "state", str(tmp_path / "rf0")) + \
-        f"  token_file: {token_file}\n"
+    base = demo_config(str(tmp_path / "radar0"), central.endpoint, tmp_path / "state", str(tmp_path / "rf0"))
+    assert "\nweb:\n  port: 0\n" in base
+    base = base.replace("\nweb:\n  port: 0\n", f"\nweb:\n  port: 0\n  token_file: {token_file}\n")
     cfg.write_text(base)
     daemon = Child([towerd_exe, "run", "--config", str(cfg)], tmp_path / "daemon.log")
     browser = None

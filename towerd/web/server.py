@@ -23,6 +23,7 @@ import logging
 import re
 import socket
 import threading
+import zlib
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
@@ -45,6 +46,8 @@ FIRST_FRAME_WAIT_S = 3.0
 TILE_PATH = re.compile(r"/tiles/(\d{1,2})/(\d{1,7})/(\d{1,7})\.png")
 STATIC_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 MIN_TOKEN_CHARS = 16
+GZIP_LEVEL = 1
+"""Fastest compression: most of the gain for a fraction of the CPU (numbers in JSON)."""
 
 
 def load_assets() -> dict[str, tuple[bytes, str]]:
@@ -220,14 +223,18 @@ class ConsoleHandler(BaseHTTPRequestHandler):
         try:
             self.send_response(200)
             self._common_headers()
-            for k, v in {**extra, "Content-Type": "text/event-stream", "Cache-Control": "no-store"}.items():
+            gzip = _accepts_gzip(self.headers.get("Accept-Encoding", ""))
+            headers = {**extra, "Content-Type": "text/event-stream", "Cache-Control": "no-store"}
+            if gzip:
+                headers["Content-Encoding"] = "gzip"
+            for k, v in headers.items():
                 self.send_header(k, v)
             self.end_headers()
             if not body:
                 return
             srv.feed.client_opened()
             try:
-                self._pump()
+                self._pump(_GzipStream(self.wfile) if gzip else self.wfile)
             finally:
                 srv.feed.client_closed()
         except OSError as exc:  # the browser went away (closed tab, timeout)
@@ -236,10 +243,9 @@ class ConsoleHandler(BaseHTTPRequestHandler):
             with srv.streams_lock:
                 srv.streams -= 1
 
-    def _pump(self) -> None:
+    def _pump(self, out: Any) -> None:
         srv = self.server
         view = srv.view
-        out = self.wfile
         out.write(b"retry: 2000\n\n")
         out.flush()
         sent, _ = view.current()  # never start with a frame made before this client came
@@ -281,6 +287,31 @@ class ConsoleHandler(BaseHTTPRequestHandler):
                 self.wfile.write(data)
         except OSError as exc:
             log.debug("console reply to %s failed: %s", self.client_address[0], exc)
+
+
+class _GzipStream:
+    """A gzip stream flushed after every event (Z_SYNC_FLUSH: the browser can decode each
+    event as it arrives). JSON of positions and spectra shrinks about fivefold, which
+    matters to a technician looking through an SSH tunnel over a cellular link."""
+
+    def __init__(self, raw: Any) -> None:
+        self.raw = raw
+        self.z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, 31)  # wbits 31: gzip header and trailer
+
+    def write(self, data: bytes) -> None:
+        self.raw.write(self.z.compress(data))
+
+    def flush(self) -> None:
+        self.raw.write(self.z.flush(zlib.Z_SYNC_FLUSH))
+        self.raw.flush()
+
+
+def _accepts_gzip(header: str) -> bool:
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip().lower() == "gzip":
+            return params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000")
+    return False
 
 
 def _local_host_header(host: str | None) -> bool:
