@@ -58,6 +58,14 @@ def _r(x: float, nd: int = 1) -> float | None:
     return round(x, nd) if math.isfinite(x) else None
 
 
+def _rounded(values: Any, nd: int) -> list[float | None]:
+    """An array rounded to ``nd`` decimals as a list, None where not finite (strict JSON)."""
+    a = np.round(np.asarray(values, dtype=float), nd)
+    if np.all(np.isfinite(a)):
+        return a.tolist()
+    return [v if math.isfinite(v) else None for v in a.tolist()]
+
+
 def _wrap180(deg: float) -> float:
     return (deg + 180.0) % 360.0 - 180.0
 
@@ -84,6 +92,9 @@ class ConsoleView:
         self._health: dict[str, Any] = {}
         self._cpu: tuple[float, float] | None = None  # (monotonic, cpu seconds)
         self._cpu_pct: float | None = None
+        self._health_seq = 0
+        self._health_key: tuple = ()
+        self._health_out: dict[str, Any] = {}
 
     # -- thread ---------------------------------------------------------------------
 
@@ -162,6 +173,7 @@ class ConsoleView:
         tracks = self._tracks(snap, now)
         if snap.health is not None:
             self._health = snap.health
+            self._health_seq += 1
         health = self._health_view(snap)
         frame = {
             "frame": next_frame,
@@ -238,58 +250,67 @@ class ConsoleView:
                                              separators=(",", ":"))))
 
     def _tracks(self, snap: Snapshot, now: float) -> list[dict[str, Any]]:
+        """One dict per track; the numbers computed and rounded for all tracks at once."""
         tr = snap.tracks
         n = len(tr)
+        if n == 0:
+            self._trails.clear()
+            return []
         lab = snap.labels
-        feats = snap.features
         cutoff = now - self.settings.trail_s
+        st = np.asarray(tr.state, dtype=float)
+        rng_m, az_deg, el_deg = geo.cartesian_to_spherical(st[:, :3])
+        ids, status, t_mono = tr.track_id.tolist(), tr.status.tolist(), tr.t_mono.tolist()
+        e_r, n_r = _rounded(st[:, 0], 1), _rounded(st[:, 1], 1)
+        up, ve, vn = _rounded(st[:, 2], 1), _rounded(st[:, 3], 2), _rounded(st[:, 4], 2)
+        speed = _rounded(np.hypot(st[:, 3], st[:, 4]), 1)
+        cols = {
+            "climb_mps": _rounded(st[:, 5], 1),
+            "heading_deg": _rounded(np.degrees(np.arctan2(st[:, 3], st[:, 4])) % 360.0, 0),
+            "range_m": _rounded(rng_m, 1), "azimuth_deg": _rounded(az_deg, 1), "elevation_deg": _rounded(el_deg, 1),
+            "sigma_m": _rounded(np.sqrt(np.maximum(0.0, (tr.cov[:, 0, 0] + tr.cov[:, 1, 1]) / 2.0)), 1),
+            "hits": tr.hits.tolist(), "age_s": _rounded(now - tr.t_created, 1),
+            "since_update_s": _rounded(now - tr.t_last_update, 2),
+        }
+        if snap.features is not None:
+            cols["height_m"] = _rounded(snap.features["height_m"], 1)
+        if lab is not None:
+            category = [CATEGORY_NAMES.get(c, "?") for c in lab.category.tolist()]
+            confidence, reportable = lab.confidence.tolist(), lab.reportable.tolist()
+            threat = [THREAT_NAMES.get(c, "?") for c in lab.threat.tolist()]
+            linked = lab.rf.linked.tolist()
+        else:
+            category, confidence = ["unknown"] * n, [0] * n
+            threat, reportable, linked = ["none"] * n, [True] * n, [False] * n
+        radar_of = self._attribute(tr, now)
+        tentative = int(Status.TENTATIVE)
         live = set()
         out = []
-        radar_of = self._attribute(tr, now)
-        rng_m, az_deg, el_deg = geo.cartesian_to_spherical(np.asarray(tr.state[:, :3], dtype=float))
-        tentative = int(Status.TENTATIVE)
         for k in range(n):
-            tid = int(tr.track_id[k])
-            e, nn, u, ve, vn, vu = (float(x) for x in tr.state[k])
-            if int(tr.status[k]) == tentative:  # many, short-lived, drawn only on request: the bare minimum
-                out.append({"id": tid, "status": "tentative", "en": [round(e, 1), round(nn, 1)], "up_m": _r(u),
-                            "vel_en": [_r(ve, 2), _r(vn, 2)], "speed_mps": _r(math.hypot(ve, vn)), "trail": [],
-                            "category": "unknown", "confidence": 0, "threat": "none", "reportable": True})
+            tid = ids[k]
+            en = [e_r[k], n_r[k]]
+            t = {"id": tid, "status": STATUS_NAMES.get(status[k], "?"), "en": en, "up_m": up[k],
+                 "vel_en": [ve[k], vn[k]], "speed_mps": speed[k], "category": category[k],
+                 "confidence": confidence[k], "threat": threat[k], "reportable": reportable[k], "trail": []}
+            out.append(t)
+            if status[k] == tentative:  # many, short-lived, drawn only on request: no more than that
                 continue
             live.add(tid)
             trail = self._trails.setdefault(tid, collections.deque())
-            if not trail or float(tr.t_mono[k]) - trail[-1][0] >= TRAIL_STEP_S:
-                trail.append((float(tr.t_mono[k]), round(e, 1), round(nn, 1)))
+            if not trail or t_mono[k] - trail[-1][0] >= TRAIL_STEP_S:
+                trail.append((t_mono[k], en))
             while trail and trail[0][0] < cutoff:
                 trail.popleft()
-            cov = tr.cov[k]
-            sigma = math.sqrt(max(0.0, float(cov[0, 0] + cov[1, 1]) / 2.0))
-            rng, az, el = rng_m[k], az_deg[k], el_deg[k]
-            t = {
-                "id": tid, "status": STATUS_NAMES.get(int(tr.status[k]), "?"),
-                "en": [round(e, 1), round(nn, 1)], "up_m": _r(u), "vel_en": [_r(ve, 2), _r(vn, 2)],
-                "speed_mps": _r(math.hypot(ve, vn)), "climb_mps": _r(vu),
-                "heading_deg": _r(math.degrees(math.atan2(ve, vn)) % 360.0, 0),
-                "range_m": _r(rng), "azimuth_deg": _r(az), "elevation_deg": _r(el),
-                "sigma_m": _r(sigma), "hits": int(tr.hits[k]), "age_s": _r(now - float(tr.t_created[k])),
-                "since_update_s": _r(now - float(tr.t_last_update[k]), 2),
-                "trail": [[x, y] for _, x, y in trail] + [[round(e, 1), round(nn, 1)]],
-            }
-            if lab is not None:
-                t.update(category=CATEGORY_NAMES.get(int(lab.category[k]), "?"), confidence=int(lab.confidence[k]),
-                         threat=THREAT_NAMES.get(int(lab.threat[k]), "?"), reportable=bool(lab.reportable[k]))
-                if bool(lab.rf.linked[k]):
-                    t["rf_link"] = {"freq_mhz": _r(lab.rf.freq_mhz[k], 2), "bw_mhz": _r(lab.rf.bw_mhz[k], 2),
-                                    "power_dbm": _r(lab.rf.power_dbm[k])}
-            else:
-                t.update(category="unknown", confidence=0, threat="none", reportable=True)
-            if feats is not None:
-                t["height_m"] = _r(feats["height_m"][k])
+            t["trail"] = [p for _, p in trail] + [en]
+            for key, values in cols.items():
+                t[key] = values[k]
+            if linked[k]:
+                t["rf_link"] = {"freq_mhz": _r(lab.rf.freq_mhz[k], 2), "bw_mhz": _r(lab.rf.bw_mhz[k], 2),
+                                "power_dbm": _r(lab.rf.power_dbm[k])}
             radar = radar_of.get(k)
             if radar is not None:
                 name, bearing, off = radar
                 t["radar"] = {"name": name, "bearing_deg": _r(bearing), "off_boresight_deg": _r(off)}
-            out.append(t)
         for tid in [t for t in self._trails if t not in live]:
             del self._trails[tid]
         return out
@@ -353,11 +374,17 @@ class ConsoleView:
         return {"bands": bands, "tracks": links}
 
     def _health_view(self, snap: Snapshot) -> dict[str, Any]:
+        """Rebuilt when the loop sends health (once a second) or an event came."""
+        key = (self._health_seq, len(snap.events), snap.events[-1]["time_us"] if snap.events else 0,
+               self.feed.clients)
+        if key == self._health_key:
+            return self._health_out
         h = dict(self._health)
         h["events"] = list(snap.events)[-20:][::-1]
         h["process"] = self._process()
         h["console"] = {"clients": self.feed.clients, "rate_hz": self.settings.rate_hz}
-        return _json_safe(h)
+        self._health_key, self._health_out = key, _json_safe(h)
+        return self._health_out
 
     def _process(self) -> dict[str, Any]:
         """The daemon process's CPU (percent of one core since the last update) and memory."""
