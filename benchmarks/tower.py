@@ -155,6 +155,36 @@ logging: {{level: warning}}
 """
 
 
+class NominalTower:
+    """The nominal load's emulators on ptys and `towerd run` (a subprocess) reporting to
+    ``endpoint``; ``extra_config``: YAML appended to :func:`config`'s. Call :meth:`stop`."""
+
+    def __init__(self, tmp_path: Path, endpoint: str, seed: int = 5, extra_config: str = "") -> None:
+        self.pty = PtyPair.open()
+        self.emulator = TiMmwaveEmulator(nominal_scenario(), boresight_azimuth_deg=0.0,
+                                         position_enu_m=(0.0, 0.0, 10.0), frame_rate_hz=10.0,
+                                         rng=np.random.default_rng(seed))
+        self.rf_pty = PtyPair.open()
+        self.rf_emulator = RfExplorerEmulator(nominal_scenario(), rng=np.random.default_rng(seed + 1),
+                                              position_enu_m=(0.0, 0.0, 10.0), sweep_rate_hz=10.0)
+        self.log_path = tmp_path / "daemon.log"
+        cfg = tmp_path / "towerd.yaml"
+        cfg.write_text(config(self.pty.path, endpoint, tmp_path / "state", self.rf_pty.path) + extra_config)
+        with open(self.log_path, "wb") as log:
+            self.daemon = subprocess.Popen([sys.executable, "-m", "towerd", "run", "--config", str(cfg)],
+                                           stdout=subprocess.DEVNULL, stderr=log)
+        self.emulator.start(self.pty)
+        self.rf_emulator.start(self.rf_pty)
+
+    def stop(self) -> None:
+        self.daemon.terminate()
+        self.daemon.wait(20)
+        self.emulator.stop()
+        self.rf_emulator.stop()
+        self.pty.close()
+        self.rf_pty.close()
+
+
 def record_json_bytes(rows: list[dict]) -> float:
     """Mean size of the same reports as compact JSON objects (field names as in the ICD)."""
     names = TRACK_RECORD_DTYPE.names
@@ -173,19 +203,9 @@ def run(quick: bool) -> Section:
         stop_central = threading.Event()
         central_thread = threading.Thread(target=central.serve_forever, args=(stop_central,), name="central")
         central_thread.start()
-        pty = PtyPair.open()
-        emulator = TiMmwaveEmulator(nominal_scenario(), boresight_azimuth_deg=0.0, position_enu_m=(0.0, 0.0, 10.0),
-                                    frame_rate_hz=10.0, rng=np.random.default_rng(5))
-        rf_pty = PtyPair.open()
-        rf_emulator = RfExplorerEmulator(nominal_scenario(), rng=np.random.default_rng(6),
-                                         position_enu_m=(0.0, 0.0, 10.0), sweep_rate_hz=10.0)
-        cfg = tmp_path / "towerd.yaml"
-        cfg.write_text(config(pty.path, f"tcp://127.0.0.1:{relay.port}", tmp_path / "state", rf_pty.path))
-        daemon = subprocess.Popen([sys.executable, "-m", "towerd", "run", "--config", str(cfg)],
-                                  stderr=open(tmp_path / "daemon.log", "wb"))
+        tower = NominalTower(tmp_path, f"tcp://127.0.0.1:{relay.port}")
+        daemon, emulator, rf_emulator = tower.daemon, tower.emulator, tower.rf_emulator
         try:
-            emulator.start(pty)
-            rf_emulator.start(rf_pty)
             time.sleep(warmup)  # benchmark: let tracks confirm before measuring
             cpu0, wall0 = cpu_seconds(daemon.pid), time.monotonic()
             up0, down0, recs0 = relay.up, relay.down, central.store.count_tracks()
@@ -197,12 +217,7 @@ def run(quick: bool) -> Section:
             frames = emulator.frames_sent - points0
             sweeps = rf_emulator.sweeps_sent - sweeps0
         finally:
-            daemon.terminate()
-            daemon.wait(20)
-            emulator.stop()
-            rf_emulator.stop()
-            pty.close()
-            rf_pty.close()
+            tower.stop()
             stop_central.set()
             central_thread.join()
             relay.close()

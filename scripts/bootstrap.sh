@@ -47,3 +47,14 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     .venv/bin/python -m pip install -q -e '.[test,systemd]'
     echo "$want" > "$stamp"
 fi
+
+# --- web console tests: a real headless browser (Debian's chromium) -------------------
+# Only for the tests (scripts/test sets TOWERD_BOOTSTRAP_BROWSER=1;
+# tests/test_web_console.py drives it over the DevTools protocol). The daemon and the
+# demo need no browser.
+if [ "${TOWERD_BOOTSTRAP_BROWSER:-}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+    log "installing with apt: chromium (for the web console tests)"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+fi

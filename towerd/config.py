@@ -23,6 +23,7 @@ from towerd.tracking.doppler import DopplerSettings
 from towerd.tracking.imm import ImmSettings
 from towerd.tracking.initiator import InitiationSettings
 from towerd.uplink.client import CentralSettings
+from towerd.web.settings import WebSettings
 
 TOWER_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
 NAME_PATTERN = r"[a-z0-9][a-z0-9_-]{0,31}"
@@ -131,6 +132,7 @@ class Config:
     outbox: OutboxSettings = spec(OutboxSettings())
     centrals: tuple[CentralSettings, ...] = spec(())
     logging: LoggingConfig = spec(LoggingConfig())
+    web: WebSettings = spec(WebSettings(), doc="read-only live web console (towerd.web)")
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,9 @@
 Threads: one reader per sensor (:mod:`towerd.sensors`) hands readings to a bounded
 queue; everything else runs in the main loop, single-threaded: detection, tracking,
 report building, outbox writes and commits, uplink I/O. A full queue (the loop falling
-behind) drops the newest reading and counts it; nothing is dropped silently.
+behind) drops the newest reading and counts it; nothing is dropped silently. The web
+console (:mod:`towerd.web`) serves from its own threads; the loop hands it snapshots
+only while a console is open.
 
 The loop sleeps in one ``zmq.Poller`` on everything that can give it work: a wake-up
 pipe the sensor threads (and signals) write to, the uplinks' sockets and the status
@@ -36,6 +38,7 @@ from towerd.pipeline import Pipeline
 from towerd.sensors import SensorEvent, SensorRunner
 from towerd.status import StatusServer
 from towerd.uplink.client import UplinkClient
+from towerd.web.console import Console
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,7 @@ class Daemon:
         self.uplinks: list[UplinkClient] = []
         self.outbox: Outbox | None = None
         self.status_server: StatusServer | None = None
+        self.console = Console(self.config.web)  # started in run(); fed from the loop only while open
         self._started_mono = self.clock.monotonic()
         self._iterations = 0  # main-loop passes, for the watchdog
         self._reload_requested = threading.Event()
@@ -176,7 +180,8 @@ class Daemon:
                 "last_ack_age_s": None if last_ack is None else round(now - last_ack, 3),
             }
         return {**self.health(), "config_path": self.loaded.path, "state_dir": self.config.state_dir,
-                "pid": os.getpid(), "centrals": centrals}
+                "pid": os.getpid(), "centrals": centrals,
+                "console_url": self.console.url}
 
     def status_line(self) -> str:
         sensors = " ".join(f"{r.name}:{r.state.value}" for r in self.runners) or "no sensors"
@@ -227,6 +232,7 @@ class Daemon:
         self._reconcile_sensors(old, new)
         self._reconcile_centrals(old, new)
         logging.getLogger().setLevel(new.logging.level.upper())
+        self.console.reconfigure(new.web)
         log.info("configuration reloaded: sha256 %s", loaded.digest)
         self._event("config.reloaded", "info", f"configuration {path} reloaded", config_digest=loaded.digest)
         self.notifier.send("READY=1", f"STATUS={self.status_line()}")
@@ -296,6 +302,7 @@ class Daemon:
         for runner in self.runners:
             runner.start()
         self._open_status_socket()
+        self.console.start()
         self.notifier.ready(self.status_line())
         log.info("running: tower %s, %d sensors, %d centrals", self.config.tower.id, len(self.runners),
                  len(self.uplinks))
@@ -325,6 +332,7 @@ class Daemon:
                     uplink.poll(0)
                 if self.status_server is not None:
                     self.status_server.poll()
+                self.console.poll(self, now)
                 if now >= next_status:
                     self.notifier.status(self.status_line())
                     next_status = now + STATUS_INTERVAL_S
@@ -339,6 +347,9 @@ class Daemon:
                 if watchdog_s:
                     timers.append(next_watchdog)
                 timers += [now + u.next_timer_s() for u in self.uplinks]
+                console_due = self.console.next_timer()
+                if console_due is not None:
+                    timers.append(console_due)
                 self._sleep(max(0.0, min(timers) - self.clock.monotonic()), stop)
         finally:
             self._shutdown()
@@ -384,11 +395,13 @@ class Daemon:
             except queue.Empty:
                 return
             self._store(self.pipeline.process(reading))
+            self.console.note(reading, self.pipeline)
 
     # A full disk or an I/O error must not stop the tower: the outbox rolls back, counts
     # the loss, and announces it (outbox.write_failed) once writes work again.
 
     def _event(self, code: str, severity: str, message: str, **fields: Any) -> None:
+        self.console.note_event(code, severity, message, self.clock.utc_us(), fields)
         try:
             self.outbox.add_event(code, severity, message, **fields)
             self._records_waiting = True
@@ -431,7 +444,7 @@ class Daemon:
                     log.info("%d records stay in the outbox for the next start", outbox.pending_count())
         except Exception:
             log.exception("stopping: flushing the outbox failed; closing anyway")
-        for closeable in (*self.uplinks, self.status_server, outbox):
+        for closeable in (*self.uplinks, self.status_server, self.console, outbox):
             if closeable is None:
                 continue
             try:

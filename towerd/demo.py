@@ -55,8 +55,9 @@ def free_tcp_port() -> int:
         return sock.getsockname()[1]
 
 
-def demo_config(pty_path: str, endpoint: str, state_dir: Path, rf_path: str | None = None) -> str:
-    """The daemon's YAML for the demo (plain ZeroMQ: lab use, as the ICD allows)."""
+def demo_config(pty_path: str, endpoint: str, state_dir: Path, rf_path: str | None = None, web_port: int = 0) -> str:
+    """The daemon's YAML for the demo (plain ZeroMQ: lab use, as the ICD allows; the web
+    console on ``web_port``, 0: any free port)."""
     return f"""\
 version: 1
 tower:
@@ -84,6 +85,8 @@ sensors:
     plain: true
 rf:
   cfar: {{looks: 8}}   # the emulated analyser averages 8 looks per point
+web:
+  port: {web_port}
 """
 
 
@@ -190,6 +193,7 @@ class Demo:
         self.rf_emulator = RfExplorerEmulator(self.scenario, rng=np.random.default_rng(seed + 1),
                                               position_enu_m=RADAR_POSITION_ENU_M, sweep_rate_hz=10.0)
         self.endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
+        self.console_url = f"http://127.0.0.1:{free_tcp_port()}/"
         self.central_db = workdir / "central.sqlite"
         self.view = CentralView(self.central_db)
         self.children: list[subprocess.Popen] = []
@@ -197,7 +201,8 @@ class Demo:
 
     def start(self) -> None:
         config_path = self.workdir / "towerd.yaml"
-        config_path.write_text(demo_config(self.pty.path, self.endpoint, self.workdir / "state", self.rf_pty.path))
+        config_path.write_text(demo_config(self.pty.path, self.endpoint, self.workdir / "state", self.rf_pty.path,
+                                           web_port=int(self.console_url.rsplit(":", 1)[1].strip("/"))))
         logs = open(self.workdir / "children.log", "ab")
         self.emulator.start(self.pty)
         self.rf_emulator.start(self.rf_pty)
@@ -256,6 +261,7 @@ class Demo:
         lines = [
             f"towerd demo — tower tx-demo-001: radar emulator {self.emulator.frames_sent} frames, RF Explorer "
             f"emulator {self.rf_emulator.sweeps_sent} sweeps; central {self.endpoint}, {self.view.records} records",
+            f"web console: {self.console_url} (open it in a browser on this computer)",
             f"{'track':>10} {'status':<9} {'age s':>5} {'what':<19} {'threat':<6} {'seen by':<8} {'range m':>7} "
             f"{'az':>5} {'el':>5} {'latitude':>10} {'longitude':>11} {'alt m':>6} {'m/s':>5} {'RF link':<16} truth",
         ]
@@ -312,6 +318,7 @@ def run_demo(*, duration_s: float | None, stop: threading.Event, seed: int = 1, 
     with tempfile.TemporaryDirectory(prefix="towerd-demo-") as tmp:
         demo = Demo(Path(tmp), seed=seed)
         demo.start()
+        print(f"towerd demo: web console on {demo.console_url}", file=out, flush=True)
         deadline = None if duration_s is None else time.monotonic() + duration_s
         try:
             while not stop.is_set():

@@ -82,6 +82,8 @@ class Pipeline:
         """The classifier's answer after the latest call (features included), for status and tests."""
         self.last_labels: TrackLabels | None = None
         """The labels of the live tracks after the latest call."""
+        self.last_rf_bands: tuple = ()
+        """The RF BandResults of the latest sweep processed."""
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -176,7 +178,9 @@ class Pipeline:
     def process(self, reading: Any) -> np.ndarray:
         """Run one reading through the chain; return the records now due (seq unset)."""
         if isinstance(reading, Spectrum):
-            return self._report_rf(self.rf.process(reading))
+            update = self.rf.process(reading)
+            self.last_rf_bands = update.bands  # spectra, floors, thresholds: for the web console
+            return self._report_rf(update)
         if isinstance(reading, RadarPlots):
             converters: dict[str, Any] = self.converters
         elif isinstance(reading, GeoPlots):
