@@ -98,3 +98,42 @@ def central(towerd_exe, tmp_path):
             time.sleep(0.05)
     yield child
     child.stop()
+
+
+# ------------------------------------------------------------------ PostgreSQL (issue 13)
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A throwaway PostgreSQL cluster for the whole session (tests/pgcluster.py), stopped
+    and removed at the end, also after failures. Skips only when no server is installed
+    (scripts/bootstrap.sh installs it)."""
+    from pgcluster import PgCluster, find_bindir
+
+    bindir = find_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server not installed (bash scripts/bootstrap.sh installs it)")
+    cluster = PgCluster(bindir)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.remove()
+
+
+@pytest.fixture
+def pg_url(pg_cluster, request):
+    """URL of a fresh, empty database in the session's cluster (dropped afterwards)."""
+    import psycopg
+
+    if not pg_cluster.running:
+        pg_cluster.start_again()
+    name = "t_" + "".join(c if c.isalnum() else "_" for c in request.node.name.lower())[:50]
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    yield pg_cluster.url(name)
+    if not pg_cluster.running:
+        pg_cluster.start_again()
+    with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -27,6 +27,8 @@ closed at once; it is dropped when the heartbeat times out (after about 4 heartb
 periods), and only then does its tower reconnect.
 
 ``towerd central export --db DB [--out FILE]`` writes what a store holds as JSON lines.
+``--store postgresql://...`` (instead of ``--db``) keeps the reports in PostgreSQL
+(:mod:`towerd.central.pgstore`), which several central processes may share.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from typing import IO
 import zmq
 
 from towerd.central.auth import ZAP_DOMAIN, CurveAuthenticator
-from towerd.central.store import CentralStore, StreamSummary
+from towerd.central.store import CentralStore, Pending, ReportStore, StoreResult, StreamSummary
 from towerd.clock import Clock, SystemClock
 from towerd.errors import EX_CONFIG, ConfigError, FrameError, OutboxError, TowerdError, UplinkError
 from towerd.icd import (
@@ -78,7 +80,10 @@ class CentralServer:
     ``allow_dir`` (the tower allow-list) are required; a missing or unsafe file is a
     ConfigError naming it. ``heartbeat_ivl_s``: ZMTP heartbeat period towards the
     towers (timeout three times that); it also bounds how long a tower whose routing id
-    an impostor took over keeps a dead connection (about four periods)."""
+    an impostor took over keeps a dead connection (about four periods).
+
+    ``store``: where reports go (e.g. a :class:`towerd.central.pgstore.PgCentralStore`);
+    default a :class:`CentralStore` (SQLite) at ``db_path``. The server owns and closes it."""
 
     def __init__(
         self,
@@ -92,6 +97,7 @@ class CentralServer:
         reload_interval_s: float = 2.0,
         quarantine_s: float = 60.0,
         heartbeat_ivl_s: float = 1.0,
+        store: ReportStore | None = None,
     ) -> None:
         self._clock = clock if clock is not None else SystemClock()
         self._limited = RateLimitedLog(log, self._clock)
@@ -125,7 +131,9 @@ class CentralServer:
                                   "(or --plain for a lab link)")
             curve_keys = load_secret_key_file(server_secret_key_file)
         self._plain = plain
-        self._store = CentralStore(db_path, clock=self._clock)
+        self._store: ReportStore = store if store is not None else CentralStore(db_path, clock=self._clock)
+        self._pending: list[tuple[bytes, int, int, Pending]] = []  # (rid, first, last, message)
+        self._pending_records = 0
         self._ctx = zmq.Context()
         self._auth: CurveAuthenticator | None = None
         self._sock = self._ctx.socket(zmq.ROUTER)
@@ -168,7 +176,7 @@ class CentralServer:
         return self._endpoint
 
     @property
-    def store(self) -> CentralStore:
+    def store(self) -> ReportStore:
         return self._store
 
     @property
@@ -231,6 +239,9 @@ class CentralServer:
                 break
             handled += 1
             self._handle(frames)
+            if self._pending_records > self._store.batch_records:
+                self._flush()
+        self._flush()
         return handled
 
     def _count(self, key: str, reason: str) -> None:
@@ -284,6 +295,7 @@ class CentralServer:
                 self._on_events(rid, tower_id, msg)
             elif msg.type == MsgType.HEALTH:
                 self._health[tower_id] = decode_health(msg)
+                self._store.record_health(tower_id, self._health[tower_id])
                 self._stats["health_received"] += 1
                 self._reply(rid, tower_id, encode_health_ack(msg.stream_id))
             else:
@@ -297,14 +309,7 @@ class CentralServer:
         if last > _SEQ_MAX:
             self._malformed("seq_range", tower_id, f"seq {last} beyond what this central stores")
             return
-        try:
-            new = self._store.store_tracks(tower_id, msg.stream_id, records, bool(msg.flags & FLAG_REPLAY))
-        except OutboxError as exc:
-            self._store_failed(rid, tower_id, msg.stream_id, exc)
-            return
-        self._stats["stored_tracks"] += new
-        self._stats["duplicates"] += records.size - new
-        self._ack(rid, tower_id, msg.stream_id, first, last)
+        self._queue(rid, first, last, Pending(tower_id, msg.stream_id, bool(msg.flags & FLAG_REPLAY), records=records))
 
     def _on_events(self, rid: bytes, tower_id: str, msg) -> None:
         events = decode_events(msg)
@@ -312,19 +317,37 @@ class CentralServer:
         if last > _SEQ_MAX:
             self._malformed("seq_range", tower_id, f"seq {last} beyond what this central stores")
             return
-        try:
-            new = self._store.store_events(tower_id, msg.stream_id, events, bool(msg.flags & FLAG_REPLAY))
-        except OutboxError as exc:
-            self._store_failed(rid, tower_id, msg.stream_id, exc)
-            return
-        self._stats["stored_events"] += new
-        self._stats["duplicates"] += len(events) - new
+        self._queue(rid, first, last, Pending(tower_id, msg.stream_id, bool(msg.flags & FLAG_REPLAY), events=events))
         for ev in events:
             if ev["code"] == "outbox.dropped":
                 self._limited(logging.WARNING, "dropped:" + tower_id, "central: tower %s announces %s records lost "
                               "from its full outbox, seq %s..%s", tower_id, ev.get("count"), ev.get("first_seq"),
                               ev.get("last_seq"))
-        self._ack(rid, tower_id, msg.stream_id, first, last)
+
+    def _queue(self, rid: bytes, first: int, last: int, item: Pending) -> None:
+        """Hold a decoded message for :meth:`_flush` (at once when the store does not batch)."""
+        self._pending.append((rid, first, last, item))
+        self._pending_records += item.size
+        if self._store.batch_records <= 0:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Store the held messages (one transaction when the store batches), then ACK each
+        one that is committed; the others get ERROR and no ACK."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_records = self._pending, [], 0
+        try:
+            results: list[StoreResult] = self._store.store_many([p for _, _, _, p in pending])
+        except OutboxError as exc:
+            results = [exc] * len(pending)
+        for (rid, first, last, item), result in zip(pending, results):
+            if isinstance(result, OutboxError):
+                self._store_failed(rid, item.tower_id, item.stream_id, result)
+                continue
+            self._stats["stored_tracks" if item.records is not None else "stored_events"] += result
+            self._stats["duplicates"] += item.size - result
+            self._ack(rid, item.tower_id, item.stream_id, first, last)
 
     def _store_failed(self, rid: bytes, tower_id: str, stream_id: int, exc: Exception) -> None:
         self._stats["store_errors"] += 1
@@ -371,9 +394,10 @@ class CentralServer:
 
 
 def export(db_path: str | Path, out: IO[str], tower_id: str | None = None) -> int:
-    """Write what the store at ``db_path`` holds to ``out`` as JSON lines (see
-    :meth:`CentralStore.export`); opened read-only. Returns the number of lines."""
-    store = CentralStore(db_path, read_only=True)
+    """Write what the store at ``db_path`` (a SQLite file, or a ``postgresql://`` URL)
+    holds to ``out`` as JSON lines (see :meth:`CentralStore.export`); opened read-only.
+    Returns the number of lines."""
+    store = open_store(str(db_path), read_only=True)
     n = 0
     try:
         for obj in store.export(tower_id):
@@ -385,13 +409,27 @@ def export(db_path: str | Path, out: IO[str], tower_id: str | None = None) -> in
     return n
 
 
+def open_store(where: str, *, read_only: bool = False, retention_days: int = 30) -> ReportStore:
+    """The store named by ``where``: a ``postgresql://`` / ``postgres://`` URL (or a
+    libpq ``key=value`` string starting ``host=``/``dbname=``) opens a PostgreSQL store,
+    anything else is a SQLite file."""
+    if where.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
+        from towerd.central.pgstore import PgCentralStore
+
+        return PgCentralStore(where, read_only=read_only, retention_days=retention_days)
+    return CentralStore(where, read_only=read_only)
+
+
 def export_main(argv: list[str]) -> int:
     """``towerd central export``: JSON lines of what a central store holds."""
     parser = argparse.ArgumentParser(prog="towerd central export",
                                      description="Write what a central store holds as JSON lines: every track, "
                                      "every event, then one summary per stream with its missing and dropped seq "
                                      "ranges.")
-    parser.add_argument("--db", required=True, help="the central's SQLite file (opened read-only)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="the central's SQLite file (opened read-only)")
+    where.add_argument("--store", dest="db", metavar="URL", help="the central's PostgreSQL database "
+                       "(postgresql://user@host/dbname; read-only)")
     parser.add_argument("--out", help="output file (default: standard output)")
     parser.add_argument("--tower", help="only this tower id")
     args = parser.parse_args(argv)
@@ -419,7 +457,12 @@ def main(argv: list[str]) -> int:
         description="Reference central for ICD v1. CURVE by default; `towerd central export --db DB` writes what "
         "a store holds as JSON lines.")
     parser.add_argument("--bind", default="tcp://*:7700", help="ZeroMQ endpoint to bind (default tcp://*:7700)")
-    parser.add_argument("--db", required=True, help="SQLite file for the received reports")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite file for the received reports")
+    where.add_argument("--store", metavar="URL", help="PostgreSQL database for the received reports "
+                       "(postgresql://user@host/dbname); several centrals may share one")
+    parser.add_argument("--retention-days", type=int, default=30, help="PostgreSQL store: drop the day "
+                        "partitions older than this (default 30)")
     parser.add_argument("--secret-key", help="the central's secret key file (mode 0600; `towerd keys generate "
                         "--name central`)")
     parser.add_argument("--allow-dir", help="allow-list directory of <tower-id>.key files (`towerd keys allow`); "
@@ -428,13 +471,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = None
     try:
-        server = CentralServer(args.bind, args.db, plain=args.plain, server_secret_key_file=args.secret_key,
-                               allow_dir=args.allow_dir)
+        if args.store:
+            store = open_store(args.store, retention_days=args.retention_days)
+        server = CentralServer(args.bind, args.db or "", plain=args.plain, server_secret_key_file=args.secret_key,
+                               allow_dir=args.allow_dir, store=store)
     except ConfigError as exc:
+        if store is not None:
+            store.close()
         log.error("central cannot start: %s", exc)
         return EX_CONFIG
     except TowerdError as exc:
+        if store is not None:
+            store.close()
         log.error("central cannot start: %s", exc)
         return 1
     stop = threading.Event()
