@@ -105,10 +105,10 @@ def central(towerd_exe, tmp_path):
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    """A throwaway PostgreSQL cluster for the whole session (tests/pgcluster.py), stopped
+    """A throwaway PostgreSQL cluster for the whole session (towerd/central/pgtemp.py), stopped
     and removed at the end, also after failures. Skips only when no server is installed
     (scripts/bootstrap.sh installs it)."""
-    from pgcluster import PgCluster, find_bindir
+    from towerd.central.pgtemp import PgCluster, find_bindir
 
     bindir = find_bindir()
     if bindir is None:

@@ -1,5 +1,5 @@
 """The central's PostgreSQL store against a real PostgreSQL server (a throwaway cluster
-started by the tests, tests/pgcluster.py), with real towers: a real SQLite outbox and a
+started by the tests, towerd/central/pgtemp.py), with real towers: a real SQLite outbox and a
 real UplinkClient over ZeroMQ with CURVE, or raw DEALER sockets."""
 
 from __future__ import annotations

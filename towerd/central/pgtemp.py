@@ -1,6 +1,8 @@
-"""A throwaway PostgreSQL cluster for the tests: the server's own initdb / pg_ctl, in a
-temporary directory, listening only on a Unix socket in that directory (no TCP port, so
-parallel test runs never collide), removed when stopped.
+"""A throwaway PostgreSQL cluster (for the tests, the benchmarks and trying the central
+out): the server's own initdb / pg_ctl, in a temporary directory, listening only on a
+Unix socket in that directory (no TCP port, so parallel runs never collide), removed
+when stopped. ``durable=False`` (the tests) turns fsync off; the benchmarks keep the
+server's durable defaults.
 
 PostgreSQL refuses to run as root; when the tests run as root the cluster runs as the
 unprivileged user ``nobody`` (``runuser``) in a directory it owns.
@@ -34,8 +36,10 @@ class PgCluster:
     restart the same cluster (what a database outage looks like to the central);
     ``remove()`` stops it and deletes everything."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False, settings: dict[str, str] | None = None) -> None:
         self.bindir = bindir
+        self.durable = durable
+        self.settings = dict(settings or {})
         self.root = Path(tempfile.mkdtemp(prefix="towerd-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -65,11 +69,31 @@ class PgCluster:
         self.start_again()
 
     def start_again(self) -> None:
-        opts = (f"-c listen_addresses='' -k {self.root} -p {PORT} -c fsync=off -c full_page_writes=off "
-                "-c max_connections=50 -c shared_buffers=32MB")
+        opts = f"-c listen_addresses='' -k {self.root} -p {PORT} -c max_connections=50"
+        if not self.durable:
+            opts += " -c fsync=off -c full_page_writes=off -c shared_buffers=32MB"
+        for key, value in self.settings.items():
+            opts += f" -c {key}={value}"
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", opts,
                   "-w", "-t", "60", "start")
         self.running = True
+
+    def server_pids(self) -> list[int]:
+        """The postmaster and its children (for CPU accounting)."""
+        try:
+            master = int((self.data / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return []
+        pids = [master]
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as fh:
+                        if int(fh.read().rsplit(b")", 1)[1].split()[1]) == master:
+                            pids.append(int(entry))
+                except (OSError, ValueError, IndexError):
+                    continue
+        return pids
 
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
