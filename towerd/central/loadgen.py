@@ -41,9 +41,8 @@ import argparse
 import json
 import logging
 import math
-import multiprocessing
 import os
-import queue
+import subprocess
 import resource
 import shutil
 import sys
@@ -263,7 +262,7 @@ class _Tower:
         self.box.close()
 
 
-def _worker(spec: LoadSpec, indices: list[int], out_q, t_start: float) -> None:
+def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~8 descriptors per tower
@@ -360,7 +359,7 @@ def _worker(spec: LoadSpec, indices: list[int], out_q, t_start: float) -> None:
                 next_mark += 1.0
         t_end = time.monotonic()
         lat = np.array([x for t in towers for x in t.latencies], dtype=np.float64)
-        out_q.put({
+        return {
             "towers": len(towers), "elapsed_s": t_end - t0, "per_second": per_second,
             "acked": sum(t.acked for t in towers), "latencies": lat.tolist(),
             "drained_s": [t.drained_s for t in towers if t.backlog_started is not None],
@@ -368,7 +367,7 @@ def _worker(spec: LoadSpec, indices: list[int], out_q, t_start: float) -> None:
             "tick_ms_p99": float(np.percentile(loop_ms, 99)) if loop_ms else 0.0,
             "resent_msgs": sum(t.client.stats["resent_msgs"] for t in towers if t.client is not None),
             "errors_received": sum(t.client.stats["errors_received"] for t in towers if t.client is not None),
-        })
+        }
     finally:
         for t in towers:
             t.close()
@@ -386,31 +385,27 @@ def run(spec: LoadSpec) -> dict:
     spec = LoadSpec(**{**asdict(spec), "outbox_dir": str(base)})
     if not spec.plain:
         make_keys(Path(spec.directory), spec.towers)
-    mp = multiprocessing.get_context("spawn")
-    q = mp.Queue()
     procs = max(1, min(spec.procs, spec.towers))
     prefill_s = spec.backlog_towers * spec.backlog_s * spec.rate / 150_000  # rough: outbox appends per second
-    t_start = time.monotonic() + 3.0 + procs * 0.5 + prefill_s / procs
-    workers = [mp.Process(target=_worker, args=(spec, list(range(w, spec.towers, procs)), q, t_start),
-                          name=f"loadgen-{w}") for w in range(procs)]
-    for w in workers:
-        w.start()
+    # Workers are plain subprocesses (CLOCK_MONOTONIC is shared: they all start at t_start).
+    t_start = time.monotonic() + 2.0 + procs * 0.5 + prefill_s / procs
+    workers = []
     try:
+        for w in range(procs):
+            job = {"spec": asdict(spec), "indices": list(range(w, spec.towers, procs)), "t_start": t_start}
+            workers.append(subprocess.Popen([sys.executable, "-m", "towerd.central.loadgen", "worker",
+                                             json.dumps(job)], stdout=subprocess.PIPE, text=True))
         results = []
-        deadline = time.monotonic() + spec.duration_s + 600 + prefill_s
-        while len(results) < len(workers):
-            try:
-                results.append(q.get(timeout=1.0))
-            except queue.Empty:
-                failed = [w.name for w in workers if w.exitcode not in (None, 0)]
-                if failed or time.monotonic() > deadline:
-                    raise RuntimeError(f"load generator workers failed: {failed or 'timeout'}") from None
+        for proc in workers:
+            out, _ = proc.communicate(timeout=spec.duration_s + 600 + prefill_s)
+            if proc.returncode != 0:
+                raise RuntimeError(f"load generator worker failed with status {proc.returncode}")
+            results.append(json.loads(out))
     finally:
-        for w in workers:
-            w.join(30)
-            if w.is_alive():
-                w.kill()
-                w.join()
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
         if own_dir:
             shutil.rmtree(base, ignore_errors=True)
     return summarise(spec, results)
@@ -470,7 +465,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outbox-dir", help="where the outboxes go (default: a new directory under /dev/shm)")
     p.add_argument("--plain", action="store_true", help="no CURVE (the central runs --plain)")
     p.add_argument("--stop-when-drained", action="store_true", help="end once every backlog is acknowledged")
+    p = sub.add_parser("worker", help=argparse.SUPPRESS)
+    p.add_argument("job")
     args = parser.parse_args(argv)
+    if args.cmd == "worker":
+        job = json.loads(args.job)
+        spec = LoadSpec(**{**job["spec"], "endpoints": tuple(job["spec"]["endpoints"])})
+        print(json.dumps(_worker(spec, job["indices"], job["t_start"])))
+        return 0
     if args.cmd == "keys":
         paths = make_keys(Path(args.dir), args.towers)
         print(json.dumps({k: str(v) for k, v in paths.items()}))

@@ -227,7 +227,7 @@ class PgCentralStore:
         self._health_since: float | None = None
         self.bad_dropped_events = 0
         self.stats = {"reconnects": 0, "failed_batches": 0, "health_lost": 0, "partitions_made": 0,
-                      "partitions_dropped": 0}
+                      "partitions_dropped": 0, "refused_messages": 0}
         conn = self._connect()
         try:
             if read_only:
@@ -387,14 +387,18 @@ class PgCentralStore:
                 except psycopg.Error as exc:  # never hold the reports up for the upkeep
                     log.error("central store: partition upkeep failed (retried in a minute): %s", exc)
                     self._next_upkeep = self._clock.monotonic() + 60.0
-            for attempt in range(3):
-                try:
-                    return self._store_batch(conn, items)
-                except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-                    if attempt == 2:
-                        raise
-                    log.info("central store: transaction conflict with another central, retrying")
-            raise AssertionError("unreachable")
+            try:
+                return self._store_retrying(conn, items)
+            except psycopg.OperationalError:
+                raise
+            except psycopg.Error as exc:
+                if len(items) == 1:
+                    raise
+                # One message the database refuses (a value out of range, a string jsonb
+                # will not take) must not hold up the others: store each on its own.
+                log.warning("central store: batch of %d messages refused (%s); storing them one by one",
+                            len(items), str(exc).strip())
+                return [self._store_one(conn, item) for item in items]
         except psycopg.Error as exc:
             self.stats["failed_batches"] += 1
             if self._conn is not None and (self._conn.broken or isinstance(exc, psycopg.OperationalError)):
@@ -405,6 +409,26 @@ class PgCentralStore:
         except OutboxError as exc:
             self.stats["failed_batches"] += 1
             return [exc] * len(items)
+
+    def _store_retrying(self, conn: Any, items: Sequence[Pending]) -> list[StoreResult]:
+        for attempt in range(3):
+            try:
+                return self._store_batch(conn, items)
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+                if attempt == 2:
+                    raise
+                log.info("central store: transaction conflict with another central, retrying")
+        raise AssertionError("unreachable")
+
+    def _store_one(self, conn: Any, item: Pending) -> StoreResult:
+        try:
+            return self._store_retrying(conn, [item])[0]
+        except psycopg.OperationalError:
+            raise
+        except psycopg.Error as exc:
+            self.stats["refused_messages"] += 1
+            return OutboxError(f"central store ({self._where}): message from {item.tower_id} refused by the "
+                               f"database: {str(exc).strip()}")
 
     def _store_batch(self, conn: Any, items: Sequence[Pending]) -> list[StoreResult]:
         received_us = self._clock.utc_us()
