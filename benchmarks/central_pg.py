@@ -27,7 +27,7 @@ import psycopg
 
 from benchmarks.common import Figure, Section
 from towerd.central import loadgen
-from towerd.central.pgtemp import PgCluster, find_bindir
+from towerd.central.pgtemp import PgCluster, child_pids, find_bindir
 
 GOAL_RPS = 10_000
 GOAL_P99_MS = 100.0
@@ -88,20 +88,6 @@ class CpuMeter:
         return used / self.elapsed
 
 
-def _children() -> set[int]:
-    """This process's children (the load generator's workers, the centrals)."""
-    me, out = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat", "rb") as fh:
-                    if int(fh.read().rsplit(b")", 1)[1].split()[1]) == me:
-                        out.add(int(entry))
-            except (OSError, ValueError, IndexError):
-                continue
-    return out
-
-
 def _start_central(url: str, keys: dict, log: Path) -> tuple[subprocess.Popen, str]:
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
     with open(log, "ab") as fh:
@@ -145,7 +131,7 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
         spec = loadgen.LoadSpec(directory=str(work), endpoints=tuple(endpoints), **spec_kw)
         central_pids = {p.pid for p in procs}
         with CpuMeter(lambda: central_pids) as central_cpu, CpuMeter(cluster.server_pids) as db_cpu, \
-                CpuMeter(lambda: _children() - central_pids) as gen_cpu:
+                CpuMeter(lambda: child_pids(os.getpid()) - central_pids) as gen_cpu:
             result = loadgen.run(spec)
         result["central_cpu"] = round(central_cpu.cores, 2)
         result["db_cpu"] = round(db_cpu.cores, 2)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import sys
 import threading
 import time
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import Child, free_tcp_port
+from processes import Child, free_tcp_port, wait_listening
 from towerd.sim.pty import PtyPair
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,16 +85,7 @@ def central(towerd_exe, tmp_path):
                   tmp_path / "central.log")
     child.endpoint = endpoint
     child.db_path = db_path
-    port = int(endpoint.rsplit(":", 1)[1])
-    deadline = time.monotonic() + 30.0
-    while True:  # ready once it accepts connections (another process: nothing to wait on but the port)
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-            break
-        except OSError:
-            if child.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"towerd central did not start:\n{child.log()}")
-            time.sleep(0.05)
+    wait_listening(child, int(endpoint.rsplit(":", 1)[1]))
     yield child
     child.stop()
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -38,3 +40,26 @@ class Child:
                 self.proc.wait()
         return self.proc.returncode
 
+
+
+def wait_listening(child: Child, port: int, timeout_s: float = 30.0) -> None:
+    """Wait until ``child`` accepts TCP connections on 127.0.0.1:``port`` (another
+    process: nothing to wait on but the port). AssertionError with its log otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            return
+        except OSError:
+            if child.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{child.args[0]} did not start listening:\n{child.log()}") from None
+            time.sleep(0.05)
+
+
+def wait_for(cond: Callable[[], bool], step: Callable[[], None], timeout_s: float = 10.0, what: str = "") -> None:
+    """Run ``step`` until ``cond`` holds; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        step()

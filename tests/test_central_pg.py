@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from processes import Child, free_tcp_port
+from processes import Child, free_tcp_port, wait_for, wait_listening
 from towerd import icd
 from towerd import keys as towerd_keys
 from towerd.central.pgstore import DAY_US, PgCentralStore
@@ -27,19 +25,11 @@ from towerd.central.server import CentralServer
 from towerd.central.store import Pending
 from towerd.clock import ManualClock, SystemClock
 from towerd.errors import OutboxError
-from towerd.icd import MsgType, empty_track_records
+from towerd.icd import empty_track_records
 from towerd.outbox.sqlite import Outbox
 from towerd.uplink.client import CentralSettings, UplinkClient
 
 TOWER = "tx-pg-01"
-
-
-def wait_for(cond: Callable[[], bool], step: Callable[[], None], timeout_s: float = 10.0, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        step()
 
 
 def tracks(n: int, time_us: int | None = None) -> np.ndarray:
@@ -246,26 +236,13 @@ def central_cmd(towerd_exe: str, endpoint: str, pg_url: str, curve: dict) -> lis
             "--secret-key", str(curve["central"].secret_file), "--allow-dir", str(curve["allow"])]
 
 
-def wait_listening(child: Child, endpoint: str) -> None:
-    port = int(endpoint.rsplit(":", 1)[1])
-    deadline = time.monotonic() + 30.0
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
-            return
-        except OSError:
-            if child.proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"towerd central did not start:\n{child.log()}")
-            time.sleep(0.05)
-
-
 @pytest.mark.slow
 def test_central_process_killed_and_restarted_loses_nothing(pg_url, curve, tmp_path, towerd_exe):
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     child = Child(central_cmd(towerd_exe, endpoint, pg_url, curve), tmp_path / "central.log")
     box, client = tower(tmp_path, curve, endpoint)
     try:
-        wait_listening(child, endpoint)
+        wait_listening(child, int(endpoint.rsplit(':', 1)[1]))
         written = 0
         for phase in range(3):
             deadline = time.monotonic() + 1.0
@@ -278,7 +255,7 @@ def test_central_process_killed_and_restarted_loses_nothing(pg_url, curve, tmp_p
                 child.proc.send_signal(signal.SIGKILL)  # mid-stream: commits in flight, ACKs unsent
                 child.proc.wait(10)
                 child = Child(central_cmd(towerd_exe, endpoint, pg_url, curve), tmp_path / "central.log")
-                wait_listening(child, endpoint)
+                wait_listening(child, int(endpoint.rsplit(':', 1)[1]))
         wait_for(lambda: box.pending_count() == 0, lambda: client.poll(10), timeout_s=30,
                  what="everything acknowledged")
         assert held_seqs(pg_url) == list(range(1, written + 1))
@@ -298,7 +275,7 @@ def test_two_central_processes_share_one_database_and_a_tower_fails_over(pg_url,
     box, client = tower(tmp_path, curve, *endpoints)
     try:
         for child, e in zip(children, endpoints):
-            wait_listening(child, e)
+            wait_listening(child, int(e.rsplit(':', 1)[1]))
         wait_for(lambda: len(client._up_endpoints) == 2, lambda: client.poll(10), what="both endpoints up")
         written = 0
         for phase in range(2):

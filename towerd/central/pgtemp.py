@@ -31,6 +31,20 @@ def find_bindir() -> Path | None:
     return Path(on_path).parent if on_path else None
 
 
+def child_pids(parent: int) -> set[int]:
+    """The processes whose parent is ``parent`` (from /proc)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat", "rb") as fh:
+                    if int(fh.read().rsplit(b")", 1)[1].split()[1]) == parent:
+                        out.add(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
 class PgCluster:
     """``start()`` runs initdb and pg_ctl start; ``stop()`` / ``start_again()`` stop and
     restart the same cluster (what a database outage looks like to the central);
@@ -84,16 +98,7 @@ class PgCluster:
             master = int((self.data / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return []
-        pids = [master]
-        for entry in os.listdir("/proc"):
-            if entry.isdigit():
-                try:
-                    with open(f"/proc/{entry}/stat", "rb") as fh:
-                        if int(fh.read().rsplit(b")", 1)[1].split()[1]) == master:
-                            pids.append(int(entry))
-                except (OSError, ValueError, IndexError):
-                    continue
-        return pids
+        return [master, *sorted(child_pids(master))]
 
     def stop(self, mode: str = "fast") -> None:
         self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60", "stop")
