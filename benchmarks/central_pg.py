@@ -23,9 +23,13 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import psycopg
+import zmq
+import zmq.auth
 
 from benchmarks.common import Figure, Section
+from towerd import icd
 from towerd.central import loadgen
 from towerd.central.pgtemp import PgCluster, child_pids, find_bindir
 
@@ -115,7 +119,9 @@ def _db_size(url: str) -> tuple[int, int]:
     return rows, int(size)
 
 
-def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw: dict) -> dict:
+def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw: dict, driver=None) -> dict:
+    """Fresh database ``name``, ``centrals`` central processes on it, then the load
+    generator with ``spec_kw`` (or ``driver(endpoints)``), with CPU and size measured."""
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -128,11 +134,14 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
             proc, endpoint = _start_central(url, keys, work / f"{name}-central{i}.log")
             procs.append(proc)
             endpoints.append(endpoint)
-        spec = loadgen.LoadSpec(directory=str(work), endpoints=tuple(endpoints), **spec_kw)
         central_pids = {p.pid for p in procs}
+        own = {os.getpid()} if driver is not None else set()  # an in-process driver's CPU is this process's
         with CpuMeter(lambda: central_pids) as central_cpu, CpuMeter(cluster.server_pids) as db_cpu, \
-                CpuMeter(lambda: child_pids(os.getpid()) - central_pids) as gen_cpu:
-            result = loadgen.run(spec)
+                CpuMeter(lambda: child_pids(os.getpid()) - central_pids | own) as gen_cpu:
+            if driver is not None:
+                result = driver(endpoints)
+            else:
+                result = loadgen.run(loadgen.LoadSpec(directory=str(work), endpoints=tuple(endpoints), **spec_kw))
         result["central_cpu"] = round(central_cpu.cores, 2)
         result["db_cpu"] = round(db_cpu.cores, 2)
         result["gen_cpu"] = round(gen_cpu.cores, 2)
@@ -149,6 +158,79 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
     result["db_rows"] = rows
     result["db_bytes_per_million"] = size / rows * 1e6 if rows else float("nan")
     return result
+
+
+def blast(endpoint: str, work: Path, towers: int, seconds: float, per_msg: int = 4, window: int = 4) -> dict:
+    """The central's own ceiling: ``towers`` bare CURVE DEALERs (the generator's tower
+    keys) each keeping ``window`` pre-encoded TRACKS messages of ``per_msg`` records in
+    flight, a new one sent at every ACK; no outbox, so the sender's cost is small."""
+    ctx = zmq.Context()
+    server_pub = zmq.auth.load_certificate(work / "keys" / "central.key")[0]
+    socks, seqs, sent = [], [], []
+    lat: list[float] = []
+    rec = loadgen._records(per_msg, 0, 0, np.random.default_rng(1))
+    try:
+        for i in range(towers):
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            s.routing_id = loadgen.tower_id(i).encode()
+            s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(
+                work / "keys" / f"{loadgen.tower_id(i)}.key_secret")
+            s.curve_serverkey = server_pub
+            s.connect(endpoint)
+            socks.append(s)
+            seqs.append(1)
+            sent.append({})
+        poller = zmq.Poller()
+        index = {}
+        for i, s in enumerate(socks):
+            poller.register(s, zmq.POLLIN)
+            index[s] = i
+
+        def send(i: int) -> None:
+            rec["seq"] = np.arange(seqs[i], seqs[i] + per_msg)
+            rec["time_us"] = time.time_ns() // 1000
+            socks[i].send(icd.encode_tracks(0x5EED0000 + i, rec))
+            sent[i][seqs[i]] = time.monotonic()
+            seqs[i] += per_msg
+
+        for i in range(towers):
+            for _ in range(window):
+                send(i)
+        acked = errors = 0
+        t0 = time.monotonic()
+        warm = t0 + 3.0
+        counted_from = None
+        while time.monotonic() - t0 < seconds:
+            for s, _ in poller.poll(100):
+                i = index[s]
+                while True:
+                    try:
+                        frame = s.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    msg = icd.decode(frame)
+                    if msg.type != icd.MsgType.ACK:  # ERROR central.store_failed: not stored
+                        errors += 1
+                        continue
+                    first, _last = icd.decode_ack(msg)
+                    t = sent[i].pop(first, None)
+                    now = time.monotonic()
+                    if t is not None and now >= warm:
+                        if counted_from is None:
+                            counted_from = now
+                        lat.append((now - t) * 1000)
+                        acked += per_msg
+                    send(i)
+        elapsed = time.monotonic() - (counted_from or t0)
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+    a = np.asarray(lat)
+    return {"records_per_s": acked / elapsed if elapsed > 0 else 0.0, "errors": errors,
+            "median": float(np.median(a)) if a.size else float("nan"),
+            "p99": float(np.percentile(a, 99)) if a.size else float("nan")}
 
 
 def _load_figures(label: str, r: dict) -> list[Figure]:
@@ -171,55 +253,52 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
     ]
 
 
+SETTINGS = {"max_wal_size": "2GB", "shared_buffers": "256MB"}
+
+
+def _base(quick: bool) -> dict:
+    return dict(towers=100 if quick else 500, rate=20.0, duration_s=10.0 if quick else 45.0, warmup_s=5.0, procs=2,
+                burst_factor=2.0, burst_every_s=20.0, burst_s=1.0)
+
+
+def settings_text(bindir: Path) -> str:
+    return (f"Settings: PostgreSQL {bindir.parts[-2]} with max_wal_size 2GB, shared_buffers 256MB, otherwise "
+            "defaults; the store's batch_records 5000 (one transaction per poll round of the central); each "
+            "emulated tower commits its outbox every 0.2 s (one message per commit), Poisson arrivals, bursts at "
+            "twice the rate for 1 s in every 20 s; 2 load generator processes.")
+
+
 def run(quick: bool) -> Section:
     bindir = find_bindir()
     if bindir is None:
         return Section("Central with PostgreSQL", [], "PostgreSQL server not installed: not measured.")
-    towers = 100 if quick else 500
-    duration = 10.0 if quick else 45.0
-    backlog_towers, backlog_s = (20, 60.0) if quick else (100, float(os.environ.get("TOWERD_BENCH_BACKLOG_S", 3600)))
-    cluster = PgCluster(bindir, durable=True, settings={"max_wal_size": "2GB", "shared_buffers": "256MB"})
+    base = _base(quick)
+    towers = base["towers"]
+    cluster = PgCluster(bindir, durable=True, settings=SETTINGS)
     figures: list[Figure] = []
     with tempfile.TemporaryDirectory(prefix="towerd-bench-central-") as tmp:
         work = Path(tmp)
         try:
             cluster.start()
-            base = dict(towers=towers, rate=20.0, duration_s=duration, warmup_s=5.0, procs=2,
-                        burst_factor=2.0, burst_every_s=20.0, burst_s=1.0)
             one = _scenario(cluster, work, "one", 1, base)
             figures += _load_figures(f"{towers} towers x 20/s, one central", one)
             two = _scenario(cluster, work, "two", 2, base)
             figures += _load_figures(f"{towers} towers x 20/s, two central processes", two)
-            cap_s = 60.0 if quick else float(os.environ.get("TOWERD_BENCH_DRAIN_CAP_S", 180))
-            back = _scenario(cluster, work, "backlog", 1,
-                             {**base, "duration_s": cap_s, "backlog_towers": backlog_towers, "backlog_s": backlog_s,
-                              "stop_when_drained": True})
-            total = int(backlog_towers * backlog_s * 20)
-            left = back["backlog_left_records"]
-            drained = back["drain_s"]["all"]
-            lat = back["ack_latency_ms"]
-            if drained is not None:
-                value, how = drained, "every backlog acknowledged"
-            else:
-                rate = (total - left) / cap_s
-                value, how = float("nan"), (f"NOT drained within the {cap_s:.0f} s cap: {total - left:,} of {total:,} "
-                                            f"backlog records acknowledged ({rate:,.0f}/s; at that rate all in "
-                                            f"{total / rate:,.0f} s)" if rate else "nothing drained")
+            seconds = 10.0 if quick else 30.0
+            cap = _scenario(cluster, work, "ceiling", 1, base,
+                            driver=lambda eps: blast(eps[0], work, towers, seconds))
             figures.append(Figure(
-                f"{backlog_towers} towers back at once after a {_span(backlog_s)} outage ({total:,} records held), "
-                f"{towers - backlog_towers} others live: time to drain", value, "s",
-                reference=how + f"; replay_rate_rps {3000} per tower (the uplink default)",
-                note=f"live ACK latency meanwhile median {lat['median']} ms, p99 {lat['p99']} ms, max {lat['max']} "
-                     f"ms; central CPU {back['central_cpu']} cores, PostgreSQL {back['db_cpu']} cores, load generator "
-                     f"{back['gen_cpu']} cores; "
-                     f"{back['records_per_s_sustained']:,.0f} records/s acknowledged on average"))
+                f"ceiling of one central + PostgreSQL: {towers} bare CURVE senders, 4 pre-encoded records per "
+                "message, 4 messages in flight each", cap["records_per_s"], "records/s",
+                reference=f"ACK latency median {cap['median']:.1f} ms, p99 {cap['p99']:.1f} ms; goal "
+                          f"{GOAL_RPS:,}/s",
+                note=f"no outboxes on the sending side, so most of the CPU is the central's ({cap['central_cpu']} "
+                     f"cores) and PostgreSQL's ({cap['db_cpu']} cores); the senders took {cap['gen_cpu']} cores; "
+                     f"{cap['errors']} store errors; {cap['db_bytes_per_million'] / 1e6:.0f} MB of tracks per "
+                     "million records"))
         finally:
             cluster.remove()
-    text = (__doc__.strip() + "\n\nSettings: PostgreSQL " + bindir.parts[-2] + " with max_wal_size 2GB, "
-            "shared_buffers 256MB, otherwise defaults; the store's batch_records 5000 (one transaction per poll "
-            "round of the central); each tower commits its outbox every 0.2 s (one message per commit), Poisson "
-            "arrivals, bursts at twice the rate for 1 s in every 20 s; 2 load generator processes.")
-    return Section("Central with PostgreSQL", figures, text)
+    return Section("Central with PostgreSQL", figures, __doc__.strip() + "\n\n" + settings_text(bindir))
 
 
 def _span(seconds: float) -> str:
