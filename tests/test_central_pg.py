@@ -353,3 +353,27 @@ def test_load_generator_towers_deliver_everything_through_an_outage(pg_url, tmp_
         assert n == distinct == last and first == 1, tower_id  # every seq once, none missing
     assert rows[0][5], "lg-0000 (outage and prefilled backlog) sent REPLAY"
     assert sum(r[1] for r in rows) == result["acked_records"]
+
+
+def test_upkeep_blocked_by_a_long_query_does_not_hold_up_the_reports(pg_url, caplog):
+    """Dropping a partition waits for an analyst's open transaction on tracks; the upkeep
+    gives up after its lock timeout and the batch is stored anyway."""
+    clock = ManualClock(utc_epoch_us=20_000 * DAY_US)
+    store = PgCentralStore(pg_url, clock=clock, retention_days=2, ahead_days=1, upkeep_interval_s=3600)
+    analyst = psycopg.connect(pg_url)
+    try:
+        analyst.execute("SELECT count(*) FROM tracks").fetchone()  # transaction left open: AccessShare held
+        clock.advance(86400 + 3600)  # the oldest day is due to go
+        rec = tracks(2, time_us=clock.utc_us())
+        rec["seq"] = [1, 2]
+        t0 = time.monotonic()
+        assert store.store_many([Pending(TOWER, 1, False, records=rec)]) == [2]
+        assert time.monotonic() - t0 < 10
+        assert "partition upkeep failed" in caplog.text and store.stats["partitions_dropped"] == 0
+        analyst.rollback()
+        clock.advance(120)
+        assert store.store_many([Pending(TOWER, 1, True, records=rec)]) == [0]  # upkeep retried, done
+        assert store.stats["partitions_dropped"] == 3
+    finally:
+        analyst.close()
+        store.close()

@@ -234,7 +234,7 @@ class PgCentralStore:
                 self._check_schema(conn)
             else:
                 self._initialise(conn)
-                self._upkeep(conn)
+                self._try_upkeep(conn)
         except psycopg.Error as exc:
             self._drop_conn()
             raise OutboxError(f"central store ({self._where}): cannot initialise: {exc}") from exc
@@ -333,10 +333,24 @@ class PgCentralStore:
         start and every ``upkeep_interval_s`` before a batch)."""
         self._upkeep(self._db())
 
+    def _try_upkeep(self, conn: Any) -> None:
+        """:meth:`_upkeep`, but a failure (other than the connection's) is logged and
+        retried in a minute: without the partitions the rows go to the default ones."""
+        try:
+            self._upkeep(conn)
+        except psycopg.Error as exc:
+            if conn.broken:
+                raise
+            log.error("central store: partition upkeep failed (retried in a minute): %s", str(exc).strip())
+            self._next_upkeep = self._clock.monotonic() + 60.0
+
     def _upkeep(self, conn: Any) -> None:
         today = self._clock.utc_us() // DAY_US
         first_day, last_day = today - self.retention_days, today + self.ahead_days
         with conn.transaction():
+            # Making and dropping partitions locks the parent table; behind a long analyst
+            # query that would queue every insert too, so give up quickly and retry later.
+            conn.execute("SET LOCAL lock_timeout = '2s'")
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (_ADVISORY_KEY,))
             for table, key in _PARTITION_KEY.items():
                 have = self._partitions(conn, table)
@@ -380,19 +394,11 @@ class PgCentralStore:
         try:
             conn = self._db()
             if self._clock.monotonic() >= self._next_upkeep:
-                try:
-                    self._upkeep(conn)
-                except psycopg.OperationalError:
-                    raise
-                except psycopg.Error as exc:  # never hold the reports up for the upkeep
-                    log.error("central store: partition upkeep failed (retried in a minute): %s", exc)
-                    self._next_upkeep = self._clock.monotonic() + 60.0
+                self._try_upkeep(conn)  # never holds the reports up
             try:
                 return self._store_retrying(conn, items)
-            except psycopg.OperationalError:
-                raise
             except psycopg.Error as exc:
-                if len(items) == 1:
+                if conn.broken or len(items) == 1:
                     raise
                 # One message the database refuses (a value out of range, a string jsonb
                 # will not take) must not hold up the others: store each on its own.
@@ -423,9 +429,9 @@ class PgCentralStore:
     def _store_one(self, conn: Any, item: Pending) -> StoreResult:
         try:
             return self._store_retrying(conn, [item])[0]
-        except psycopg.OperationalError:
-            raise
         except psycopg.Error as exc:
+            if conn.broken:
+                raise
             self.stats["refused_messages"] += 1
             return OutboxError(f"central store ({self._where}): message from {item.tower_id} refused by the "
                                f"database: {str(exc).strip()}")
