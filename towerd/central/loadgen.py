@@ -224,8 +224,9 @@ class _Tower:
 
     def write(self, now: float, dt: float, t0: float) -> None:
         rate = self.spec.rate
-        if self.spec.burst_factor != 1.0 and (now - t0 + self.burst_phase) % self.spec.burst_every_s < self.spec.burst_s:
-            rate *= self.spec.burst_factor
+        spec = self.spec
+        if spec.burst_factor != 1.0 and (now - t0 + self.burst_phase) % spec.burst_every_s < spec.burst_s:
+            rate *= spec.burst_factor
         n = int(self.rng.poisson(rate * dt))  # a Poisson process at the current rate
         if n <= 0:
             return
@@ -455,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, typ, default, what in [
         ("towers", int, 500, "towers emulated"), ("rate", float, 20.0, "records per second per tower"),
         ("duration", float, 60.0, "seconds"), ("warmup", float, 5.0, "seconds left out of the sustained rate"),
-        ("procs", int, 2, "worker processes"), ("commit-s", float, 0.2, "outbox commit period (one message per tower per commit), s"),
+        ("procs", int, 2, "worker processes"),
+        ("commit-s", float, 0.2, "outbox commit period (one message per tower per commit), s"),
         ("burst-factor", float, 1.0, "rate multiplier during a burst"), ("burst-every-s", float, 20.0, ""),
         ("burst-s", float, 2.0, ""), ("outage-towers", int, 0, "towers losing the link"),
         ("outage-at", float, 0.0, "s"), ("outage-s", float, 0.0, "s"),

@@ -393,11 +393,11 @@ class CentralServer:
 # ------------------------------------------------------------------------------ command line
 
 
-def export(db_path: str | Path, out: IO[str], tower_id: str | None = None) -> int:
+def export(db_path: str | Path, out: IO[str], tower_id: str | None = None, *, postgresql: bool | None = None) -> int:
     """Write what the store at ``db_path`` (a SQLite file, or a ``postgresql://`` URL)
     holds to ``out`` as JSON lines (see :meth:`CentralStore.export`); opened read-only.
     Returns the number of lines."""
-    store = open_store(str(db_path), read_only=True)
+    store = open_store(str(db_path), read_only=True, postgresql=postgresql)
     n = 0
     try:
         for obj in store.export(tower_id):
@@ -409,11 +409,14 @@ def export(db_path: str | Path, out: IO[str], tower_id: str | None = None) -> in
     return n
 
 
-def open_store(where: str, *, read_only: bool = False, retention_days: int = 30) -> ReportStore:
-    """The store named by ``where``: a ``postgresql://`` / ``postgres://`` URL (or a
-    libpq ``key=value`` string starting ``host=``/``dbname=``) opens a PostgreSQL store,
-    anything else is a SQLite file."""
-    if where.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
+def open_store(where: str, *, read_only: bool = False, retention_days: int = 30,
+               postgresql: bool | None = None) -> ReportStore:
+    """The store named by ``where``: PostgreSQL when ``postgresql`` is true, or when it
+    is None and ``where`` is a ``postgresql://`` / ``postgres://`` URL; a SQLite file
+    otherwise."""
+    if postgresql is None:
+        postgresql = where.startswith(("postgresql://", "postgres://"))
+    if postgresql:
         from towerd.central.pgstore import PgCentralStore
 
         return PgCentralStore(where, read_only=read_only, retention_days=retention_days)
@@ -428,7 +431,7 @@ def export_main(argv: list[str]) -> int:
                                      "ranges.")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--db", help="the central's SQLite file (opened read-only)")
-    where.add_argument("--store", dest="db", metavar="URL", help="the central's PostgreSQL database "
+    where.add_argument("--store", metavar="URL", help="the central's PostgreSQL database "
                        "(postgresql://user@host/dbname; read-only)")
     parser.add_argument("--out", help="output file (default: standard output)")
     parser.add_argument("--tower", help="only this tower id")
@@ -436,9 +439,9 @@ def export_main(argv: list[str]) -> int:
     try:
         if args.out:
             with open(args.out, "w", encoding="utf-8") as fh:
-                n = export(args.db, fh, args.tower)
+                n = export(args.db or args.store, fh, args.tower, postgresql=bool(args.store))
         else:
-            n = export(args.db, sys.stdout, args.tower)
+            n = export(args.db or args.store, sys.stdout, args.tower, postgresql=bool(args.store))
             sys.stdout.flush()
     except (TowerdError, OSError) as exc:
         print(f"towerd central export: {exc}", file=sys.stderr)
@@ -474,7 +477,7 @@ def main(argv: list[str]) -> int:
     store = None
     try:
         if args.store:
-            store = open_store(args.store, retention_days=args.retention_days)
+            store = open_store(args.store, retention_days=args.retention_days, postgresql=True)
         server = CentralServer(args.bind, args.db or "", plain=args.plain, server_secret_key_file=args.secret_key,
                                allow_dir=args.allow_dir, store=store)
     except ConfigError as exc:
