@@ -121,41 +121,56 @@ _MOVE_SQL = (
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"
-_COPY_DTYPES: dict[int, np.dtype] = {}
+_COPY_LAYOUTS: dict[int, tuple[np.dtype, np.ndarray]] = {}
 
 
-def _copy_dtype(tower_id_len: int) -> np.dtype:
-    """The binary-COPY row layout of the staging table for one tower id length: field
-    count, then (length, big-endian value) per column; packed, no padding."""
-    dt = _COPY_DTYPES.get(tower_id_len)
-    if dt is None:
+def _copy_layout(tower_id_len: int) -> tuple[np.dtype, np.ndarray]:
+    """The binary-COPY row layout of the staging table for one tower id length (field
+    count, then (length, big-endian value) per column; packed, no padding), and a row
+    with the counts and lengths filled in."""
+    layout = _COPY_LAYOUTS.get(tower_id_len)
+    if layout is None:
         cols = [("k", ">i4"), ("tower_id", f"S{tower_id_len}"), ("stream_id", ">i8"), ("received_us", ">i8"),
                 ("replay", "u1")] + [(n, _FIELD_TYPES[n][1]) for n in TRACK_FIELDS]
         fields = [("nfields", ">i2")]
         for name, fmt in cols:
             fields += [(f"{name}__len", ">i4"), (name, fmt)]
-        dt = _COPY_DTYPES[tower_id_len] = np.dtype(fields)
-    return dt
+        dt = np.dtype(fields)
+        template = np.zeros(1, dtype=dt)
+        template["nfields"] = len(cols)
+        for name, _ in cols:
+            template[f"{name}__len"] = dt.fields[name][0].itemsize
+        layout = _COPY_LAYOUTS[tower_id_len] = (dt, template)
+    return layout
 
 
-def copy_rows(k: int, tower_id: str, stream_id: int, received_us: int, replay: bool,
-              records: np.ndarray) -> bytes:
-    """Binary COPY rows (no signature) of one TRACKS message for ``towerd_stage``."""
-    tid = tower_id.encode("ascii")
-    dt = _copy_dtype(len(tid))
-    rows = np.empty(records.size, dtype=dt)
-    rows["nfields"] = 5 + len(TRACK_FIELDS)
-    for name in dt.names:
-        if name.endswith("__len"):
-            rows[name] = dt.fields[name[:-5]][0].itemsize
-    rows["k"] = k
-    rows["tower_id"] = tid
-    rows["stream_id"] = stream_id - _U64 if stream_id >= 2**63 else stream_id
-    rows["received_us"] = received_us
-    rows["replay"] = 1 if replay else 0
-    for name in TRACK_FIELDS:
-        rows[name] = records[name]
-    return rows.tobytes()
+def copy_image(items: Sequence[tuple[int, Pending]], received_us: int) -> bytes:
+    """Binary COPY rows (no signature or trailer) for ``towerd_stage`` of the TRACKS
+    messages ``(k, message)``: one vectorised build per tower id length (usually one),
+    not one per message."""
+    groups: dict[int, list[tuple[int, Pending]]] = {}
+    for k, item in items:
+        groups.setdefault(len(item.tower_id), []).append((k, item))
+    chunks = []
+    for length, group in groups.items():
+        dt, template = _copy_layout(length)
+        counts = [item.records.size for _, item in group]  # type: ignore[union-attr]
+        # Joining the bytes: np.concatenate of this offset-laid dtype costs ~0.1 ms per array.
+        recs = np.frombuffer(b"".join(item.records.tobytes() for _, item in group),  # type: ignore[union-attr]
+                             dtype=TRACK_RECORD_DTYPE)
+        rows = np.empty(recs.size, dtype=dt)
+        rows[...] = template
+        rows["k"] = np.repeat(np.array([k for k, _ in group], dtype=np.int32), counts)
+        rows["tower_id"] = np.repeat(np.array([item.tower_id.encode("ascii") for _, item in group],
+                                              dtype=f"S{length}"), counts)
+        rows["stream_id"] = np.repeat(np.array([_signed(item.stream_id) for _, item in group], dtype=np.int64),
+                                      counts)
+        rows["received_us"] = received_us
+        rows["replay"] = np.repeat(np.array([item.replay for _, item in group], dtype=np.uint8), counts)
+        for name in TRACK_FIELDS:
+            rows[name] = recs[name]
+        chunks.append(rows.tobytes())
+    return b"".join(chunks)
 
 
 def _signed(stream_id: int) -> int:
@@ -439,20 +454,18 @@ class PgCentralStore:
     def _store_batch(self, conn: Any, items: Sequence[Pending]) -> list[StoreResult]:
         received_us = self._clock.utc_us()
         results: list[StoreResult] = [0] * len(items)
-        chunks = [_COPY_SIGNATURE]
-        track_ks = []
+        tracks = []
         for k, item in enumerate(items):
             if item.records is not None and item.records.size:
                 if item.records.dtype != TRACK_RECORD_DTYPE or item.records.ndim != 1:
                     raise ValueError("records must be a 1-D array of TRACK_RECORD_DTYPE")
-                chunks.append(copy_rows(k, item.tower_id, item.stream_id, received_us, item.replay, item.records))
-                track_ks.append(k)
-        chunks.append(_COPY_TRAILER)
+                tracks.append((k, item))
+        track_ks = [k for k, _ in tracks]
         with conn.transaction():
             if track_ks:
                 with conn.cursor() as cur:
                     with cur.copy("COPY towerd_stage FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.write(b"".join(chunks))
+                        copy.write(_COPY_SIGNATURE + copy_image(tracks, received_us) + _COPY_TRAILER)
                     for k, new in cur.execute(_MOVE_SQL, (track_ks,)).fetchall():
                         results[k] = int(new)
             for k, item in enumerate(items):
