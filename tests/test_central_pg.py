@@ -337,9 +337,9 @@ def test_load_generator_towers_deliver_everything_through_an_outage(pg_url, tmp_
     central = ServerThread(curve, store)
     try:
         spec = loadgen.LoadSpec(directory=str(tmp_path), endpoints=(central.endpoint,), towers=3, rate=40.0,
-                                duration_s=3.0, warmup_s=1.0, procs=1, commit_s=0.05, outage_towers=1,
+                                duration_s=30.0, warmup_s=1.0, procs=1, commit_s=0.05, outage_towers=1,
                                 outage_at_s=1.0, outage_s=1.0, backlog_towers=1, backlog_s=2.0,
-                                outbox_dir=str(tmp_path / "outboxes"))
+                                outbox_dir=str(tmp_path / "outboxes"), stop_when_drained=True)
         result = loadgen.run(spec)
     finally:
         central.close()
@@ -352,7 +352,8 @@ def test_load_generator_towers_deliver_everything_through_an_outage(pg_url, tmp_
     for tower_id, n, distinct, first, last, replayed in rows:
         assert n == distinct == last and first == 1, tower_id  # every seq once, none missing
     assert rows[0][5], "lg-0000 (outage and prefilled backlog) sent REPLAY"
-    assert sum(r[1] for r in rows) == result["acked_records"]
+    # At the stop some records may be stored whose ACK the towers had not yet seen, or not yet sent.
+    assert result["acked_records"] <= sum(r[1] for r in rows) <= result["written_records"]
 
 
 def test_upkeep_blocked_by_a_long_query_does_not_hold_up_the_reports(pg_url, caplog):

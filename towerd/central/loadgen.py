@@ -305,7 +305,7 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
             el = now - t0
             if el >= spec.duration_s:
                 break
-            if spec.stop_when_drained and el > 1.0 and all(
+            if spec.stop_when_drained and el > max(1.0, spec.outage_at_s + spec.outage_s) and all(
                     t.backlog_left == 0 for t in towers if t.backlog_started is not None):
                 break
             if spec.outage_towers and not outage_on and spec.outage_at_s <= el < spec.outage_at_s + spec.outage_s:
@@ -362,7 +362,8 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
         lat = np.array([x for t in towers for x in t.latencies], dtype=np.float64)
         return {
             "towers": len(towers), "elapsed_s": t_end - t0, "per_second": per_second,
-            "acked": sum(t.acked for t in towers), "latencies": lat.tolist(),
+            "acked": sum(t.acked for t in towers), "written": sum(t.counter for t in towers),
+            "latencies": lat.tolist(),
             "drained_s": [t.drained_s for t in towers if t.backlog_started is not None],
             "backlog_left": sum(t.backlog_left for t in towers),
             "tick_ms_p99": float(np.percentile(loop_ms, 99)) if loop_ms else 0.0,
@@ -425,6 +426,7 @@ def summarise(spec: LoadSpec, results: list[dict]) -> dict:
     return {
         "towers": spec.towers, "rate_per_tower": spec.rate, "offered_records_per_s": spec.towers * spec.rate,
         "endpoints": len(spec.endpoints), "procs": len(results),
+        "written_records": int(sum(r["written"] for r in results)),
         "acked_records": int(sum(r["acked"] for r in results)),
         "records_per_s_sustained": round(float(np.mean(steady)), 1) if steady.size else math.nan,
         "records_per_s_min_second": int(np.min(steady)) if steady.size else 0,
