@@ -323,6 +323,8 @@ class PgCentralStore:
                 if version is not None and version > SCHEMA_VERSION:
                     raise OutboxError(f"central store ({self._where}): schema version {version}, this towerd "
                                       f"knows {SCHEMA_VERSION}")
+                if version == SCHEMA_VERSION:
+                    return  # made before: an operator's changes (a dropped index) are kept
             for stmt in _SCHEMA:
                 conn.execute(stmt)
             if conn.execute("SELECT count(*) FROM towerd_schema").fetchone()[0] == 0:
