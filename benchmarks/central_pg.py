@@ -261,6 +261,12 @@ def _base(quick: bool) -> dict:
                 burst_factor=2.0, burst_every_s=20.0, burst_s=1.0)
 
 
+def load_text(before: tuple[float, float, float]) -> str:
+    """The machine is shared: its load average (1 min) before and after the run."""
+    return (f" Load average of the (shared, 2-core) machine: {before[0]:.1f} before the run, "
+            f"{os.getloadavg()[0]:.1f} after it.")
+
+
 def settings_text(bindir: Path) -> str:
     return (f"Settings: PostgreSQL {bindir.parts[-2]} with max_wal_size 2GB, shared_buffers 256MB, otherwise "
             "defaults; the store's batch_records 5000 (one transaction per poll round of the central); each "
@@ -272,6 +278,7 @@ def run(quick: bool) -> Section:
     bindir = find_bindir()
     if bindir is None:
         return Section("Central with PostgreSQL", [], "PostgreSQL server not installed: not measured.")
+    load_before = os.getloadavg()
     base = _base(quick)
     towers = base["towers"]
     cluster = PgCluster(bindir, durable=True, settings=SETTINGS)
@@ -298,7 +305,8 @@ def run(quick: bool) -> Section:
                      "million records"))
         finally:
             cluster.remove()
-    return Section("Central with PostgreSQL", figures, __doc__.strip() + "\n\n" + settings_text(bindir))
+    return Section("Central with PostgreSQL", figures,
+                   __doc__.strip() + "\n\n" + settings_text(bindir) + load_text(load_before))
 
 
 def _span(seconds: float) -> str:

@@ -11,7 +11,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from benchmarks.central_pg import SETTINGS, _base, _scenario, _span, settings_text
+from benchmarks.central_pg import SETTINGS, _base, _scenario, _span, load_text, settings_text
 from benchmarks.common import Figure, Section
 from towerd.central.pgtemp import PgCluster, find_bindir
 from towerd.uplink.client import CentralSettings
@@ -22,6 +22,7 @@ def run(quick: bool) -> Section:
     if bindir is None:
         return Section("Central with PostgreSQL: backlog after an outage", [],
                        "PostgreSQL server not installed: not measured.")
+    load_before = os.getloadavg()
     base = _base(quick)
     towers = base["towers"]
     backlog_towers = 20 if quick else 100
@@ -58,4 +59,4 @@ def run(quick: bool) -> Section:
              f"CPU: central {back['central_cpu']}, PostgreSQL {back['db_cpu']}, load generator {back['gen_cpu']} "
              "cores")
     return Section("Central with PostgreSQL: backlog after an outage", [fig],
-                   __doc__.strip() + "\n\n" + settings_text(bindir))
+                   __doc__.strip() + "\n\n" + settings_text(bindir) + load_text(load_before))
