@@ -58,12 +58,17 @@ class CpuMeter:
 
     def __init__(self, pids_fn) -> None:
         self._pids_fn = pids_fn
+        self.start_at = 0.0  # monotonic: CPU before this is not counted (set it before it passes)
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
 
     def _sample(self) -> None:
+        if time.monotonic() < self.start_at:
+            self._first.clear()
+            self._last.clear()
+            return
         for pid in self._pids_fn():
             v = _cpu_s(pid)
             if v is not None:
@@ -84,7 +89,7 @@ class CpuMeter:
         self._stop.set()
         self._thread.join()
         self._sample()
-        self.elapsed = time.monotonic() - self.t0
+        self.elapsed = time.monotonic() - max(self.t0, self.start_at)
 
     @property
     def cores(self) -> float:
@@ -138,10 +143,15 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
         own = {os.getpid()} if driver is not None else set()  # an in-process driver's CPU is this process's
         with CpuMeter(lambda: central_pids) as central_cpu, CpuMeter(cluster.server_pids) as db_cpu, \
                 CpuMeter(lambda: child_pids(os.getpid()) - central_pids | own) as gen_cpu:
+            def schedule(t_start: float) -> None:  # count CPU from the towers' start, not while they prefill
+                for meter in (central_cpu, db_cpu, gen_cpu):
+                    meter.start_at = t_start
+
             if driver is not None:
                 result = driver(endpoints)
             else:
-                result = loadgen.run(loadgen.LoadSpec(directory=str(work), endpoints=tuple(endpoints), **spec_kw))
+                result = loadgen.run(loadgen.LoadSpec(directory=str(work), endpoints=tuple(endpoints), **spec_kw),
+                                     on_schedule=schedule)
         result["central_cpu"] = round(central_cpu.cores, 2)
         result["db_cpu"] = round(db_cpu.cores, 2)
         result["gen_cpu"] = round(gen_cpu.cores, 2)
