@@ -35,6 +35,21 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
+# --- PostgreSQL for the central's PostgreSQL store tests (issue 13) ---------------------
+# The tests start a throwaway cluster with the server's own initdb/pg_ctl, so they need
+# the server binaries (Debian: /usr/lib/postgresql/<version>/bin) and libpq5, which the
+# pure-Python psycopg 3 loads. Installed through apt only when missing.
+pg_missing=()
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || pg_missing+=(postgresql)
+ldconfig -p 2>/dev/null | grep -q 'libpq\.so\.5' || pg_missing+=(libpq5)
+if [ ${#pg_missing[@]} -gt 0 ]; then
+    log "installing with apt: ${pg_missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
+    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${pg_missing[@]}" >/dev/null
+fi
+# --- end PostgreSQL ----------------------------------------------------------------------
+
 if [ ! -x .venv/bin/python ]; then
     log "creating .venv"
     "$PY" -m venv .venv

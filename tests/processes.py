@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -94,5 +95,15 @@ def wait_listening(endpoint: str, child: Child, timeout_s: float = 30.0) -> None
             socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
             return
         except OSError:
-            assert child.proc.poll() is None and time.monotonic() < deadline, child.log()
+            if child.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"{child.args[0]} did not start listening:\n{child.log()}") from None
             time.sleep(0.05)
+
+
+def wait_for(cond: Callable[[], bool], step: Callable[[], None], timeout_s: float = 10.0, what: str = "") -> None:
+    """Run ``step`` until ``cond`` holds; AssertionError after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what or cond}")
+        step()

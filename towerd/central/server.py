@@ -36,6 +36,8 @@ closed at once; it is dropped when the heartbeat times out (after about 4 heartb
 periods), and only then does its tower reconnect.
 
 ``towerd central export --db DB [--out FILE]`` writes what a store holds as JSON lines.
+``--store postgresql://...`` (instead of ``--db``) keeps the reports in PostgreSQL
+(:mod:`towerd.central.pgstore`), which several central processes may share.
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ import zmq
 from towerd.central.auth import ZAP_DOMAIN, CurveAuthenticator
 from towerd.central.limits import CentralLimits, TokenBucket, TowerLimits, load_limits
 from towerd.central.handshakes import HandshakeWatch
-from towerd.central.store import CentralStore, StreamSummary
+from towerd.central.store import CentralStore, Pending, ReportStore, StoreResult, StreamSummary
 from towerd.clock import Clock, SystemClock
 from towerd.errors import EX_CONFIG, ConfigError, FrameError, OutboxError, TowerdError, UplinkError
 from towerd.icd import (
@@ -146,7 +148,10 @@ class CentralServer:
     ``allow_dir`` (the tower allow-list) are required; a missing or unsafe file is a
     ConfigError naming it. ``heartbeat_ivl_s``: ZMTP heartbeat period towards the
     towers (timeout three times that); it also bounds how long a tower whose routing id
-    an impostor took over keeps a dead connection (about four periods)."""
+    an impostor took over keeps a dead connection (about four periods).
+
+    ``store``: where reports go (e.g. a :class:`towerd.central.pgstore.PgCentralStore`);
+    default a :class:`CentralStore` (SQLite) at ``db_path``. The server owns and closes it."""
 
     def __init__(
         self,
@@ -161,6 +166,7 @@ class CentralServer:
         quarantine_s: float = 60.0,
         heartbeat_ivl_s: float = 1.0,
         limits: CentralLimits | None = None,
+        store: ReportStore | None = None,
     ) -> None:
         self._clock = clock if clock is not None else SystemClock()
         self._limits = limits if limits is not None else CentralLimits()
@@ -209,7 +215,9 @@ class CentralServer:
                                   "(or --plain for a lab link)")
             curve_keys = load_secret_key_file(server_secret_key_file)
         self._plain = plain
-        self._store = CentralStore(db_path, clock=self._clock)
+        self._store: ReportStore = store if store is not None else CentralStore(db_path, clock=self._clock)
+        self._pending: list[tuple[bytes, int, int, Pending]] = []  # (rid, first, last, message)
+        self._pending_records = 0
         self._ctx = zmq.Context()
         self._ctx.set(zmq.MAX_SOCKETS, _MAX_SOCKETS)
         self._auth: CurveAuthenticator | None = None
@@ -259,7 +267,7 @@ class CentralServer:
         return self._endpoint
 
     @property
-    def store(self) -> CentralStore:
+    def store(self) -> ReportStore:
         return self._store
 
     @property
@@ -355,7 +363,10 @@ class CentralServer:
                     self._peer_count(tower_id, "internal")
                 self._limited.exception("internal", "central: a message from %r could not be handled and was "
                                         "dropped (a defect, please report)", rid)
+            if self._pending_records > self._store.batch_records:
+                self._flush()
         self._drain_deferred(self._clock.monotonic())
+        self._flush()
         return handled
 
     def _check_descriptors(self) -> None:
@@ -508,8 +519,9 @@ class CentralServer:
                                            f"send {limits.max_event_bytes}")
                 self._on_records(rid, tower_id, msg, events)
             elif msg.type == MsgType.HEALTH:
-                decode_health(msg, max_nodes=limits.max_health_values)
+                health = decode_health(msg, max_nodes=limits.max_health_values)
                 self._keep_health(tower_id, msg.body)
+                self._store.record_health(tower_id, health)
                 self._stats["health_received"] += 1
                 self._reply(rid, tower_id, encode_health_ack(msg.stream_id))
             else:
@@ -575,27 +587,51 @@ class CentralServer:
                 self._deferring.discard(tower_id)
 
     def _store_held(self, peer: _Peer, held: _Held) -> None:
+        """Spend the tower's rates and queue the message for :meth:`_flush`."""
         peer.records.spend(held.records)
         peer.bytes.spend(held.size)
-        msg, tower_id, stream_id = held.msg, held.tower_id, held.msg.stream_id
+        msg, tower_id = held.msg, held.tower_id
         replay = bool(msg.flags & FLAG_REPLAY)
-        try:
-            if msg.type == MsgType.TRACKS:
-                new = self._store.store_tracks(tower_id, stream_id, held.payload, replay)
-            else:
-                new = self._store.store_events(tower_id, stream_id, held.payload, replay)
-        except OutboxError as exc:
-            self._store_failed(held.rid, tower_id, stream_id, exc)
-            return
-        self._stats["stored_tracks" if msg.type == MsgType.TRACKS else "stored_events"] += new
-        self._stats["duplicates"] += held.records - new
-        if msg.type == MsgType.EVENTS:
+        if msg.type == MsgType.TRACKS:
+            item = Pending(tower_id, msg.stream_id, replay, records=held.payload)
+        else:
+            item = Pending(tower_id, msg.stream_id, replay, events=held.payload)
             for ev in held.payload:
                 if ev["code"] == "outbox.dropped":
                     self._limited(logging.WARNING, "dropped", "central: tower %s announces %s records lost from "
                                   "its full outbox, seq %s..%s", tower_id, str(ev.get("count"))[:40],
                                   str(ev.get("first_seq"))[:40], str(ev.get("last_seq"))[:40])
-        self._ack(held.rid, tower_id, stream_id, held.first, held.last)
+        self._queue(held.rid, held.first, held.last, item)
+
+    def _queue(self, rid: bytes, first: int, last: int, item: Pending) -> None:
+        """Hold a decoded message for :meth:`_flush` (at once when the store does not batch)."""
+        self._pending.append((rid, first, last, item))
+        self._pending_records += item.size
+        if self._store.batch_records <= 0:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Store the held messages (one transaction when the store batches), then ACK each
+        one that is committed; the others get ERROR and no ACK."""
+        if not self._pending:
+            return
+        pending, self._pending, self._pending_records = self._pending, [], 0
+        try:
+            results: list[StoreResult] = self._store.store_many([p for _, _, _, p in pending])
+        except OutboxError as exc:
+            results = [exc] * len(pending)
+        except Exception:  # last resort: a defect is loud, never an outage (and never an ACK)
+            self._stats["internal_errors"] += 1
+            self._limited.exception("internal", "central: storing %d messages failed (not acknowledged; "
+                                    "a defect, please report)", len(pending))
+            results = [OutboxError("internal error while storing")] * len(pending)
+        for (rid, first, last, item), result in zip(pending, results):
+            if isinstance(result, OutboxError):
+                self._store_failed(rid, item.tower_id, item.stream_id, result)
+                continue
+            self._stats["stored_tracks" if item.records is not None else "stored_events"] += result
+            self._stats["duplicates"] += item.size - result
+            self._ack(rid, item.tower_id, item.stream_id, first, last)
 
     def _store_failed(self, rid: bytes, tower_id: str, stream_id: int, exc: Exception) -> None:
         self._stats["store_errors"] += 1
@@ -643,10 +679,11 @@ class CentralServer:
 # ------------------------------------------------------------------------------ command line
 
 
-def export(db_path: str | Path, out: IO[str], tower_id: str | None = None) -> int:
-    """Write what the store at ``db_path`` holds to ``out`` as JSON lines (see
-    :meth:`CentralStore.export`); opened read-only. Returns the number of lines."""
-    store = CentralStore(db_path, read_only=True)
+def export(db_path: str | Path, out: IO[str], tower_id: str | None = None, *, postgresql: bool | None = None) -> int:
+    """Write what the store at ``db_path`` (a SQLite file, or a ``postgresql://`` URL)
+    holds to ``out`` as JSON lines (see :meth:`CentralStore.export`); opened read-only.
+    Returns the number of lines."""
+    store = open_store(str(db_path), read_only=True, postgresql=postgresql)
     n = 0
     try:
         for obj in store.export(tower_id):
@@ -658,22 +695,39 @@ def export(db_path: str | Path, out: IO[str], tower_id: str | None = None) -> in
     return n
 
 
+def open_store(where: str, *, read_only: bool = False, retention_days: int = 30,
+               postgresql: bool | None = None) -> ReportStore:
+    """The store named by ``where``: PostgreSQL when ``postgresql`` is true, or when it
+    is None and ``where`` is a ``postgresql://`` / ``postgres://`` URL; a SQLite file
+    otherwise."""
+    if postgresql is None:
+        postgresql = where.startswith(("postgresql://", "postgres://"))
+    if postgresql:
+        from towerd.central.pgstore import PgCentralStore
+
+        return PgCentralStore(where, read_only=read_only, retention_days=retention_days)
+    return CentralStore(where, read_only=read_only)
+
+
 def export_main(argv: list[str]) -> int:
     """``towerd central export``: JSON lines of what a central store holds."""
     parser = argparse.ArgumentParser(prog="towerd central export",
                                      description="Write what a central store holds as JSON lines: every track, "
                                      "every event, then one summary per stream with its missing and dropped seq "
                                      "ranges.")
-    parser.add_argument("--db", required=True, help="the central's SQLite file (opened read-only)")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="the central's SQLite file (opened read-only)")
+    where.add_argument("--store", metavar="URL", help="the central's PostgreSQL database "
+                       "(postgresql://user@host/dbname; read-only)")
     parser.add_argument("--out", help="output file (default: standard output)")
     parser.add_argument("--tower", help="only this tower id")
     args = parser.parse_args(argv)
     try:
         if args.out:
             with open(args.out, "w", encoding="utf-8") as fh:
-                n = export(args.db, fh, args.tower)
+                n = export(args.db or args.store, fh, args.tower, postgresql=bool(args.store))
         else:
-            n = export(args.db, sys.stdout, args.tower)
+            n = export(args.db or args.store, sys.stdout, args.tower, postgresql=bool(args.store))
             sys.stdout.flush()
     except (TowerdError, OSError) as exc:
         print(f"towerd central export: {exc}", file=sys.stderr)
@@ -706,7 +760,12 @@ def main(argv: list[str]) -> int:
         description="Reference central for ICD v1. CURVE by default; `towerd central export --db DB` writes what "
         "a store holds as JSON lines.")
     parser.add_argument("--bind", default="tcp://*:7700", help="ZeroMQ endpoint to bind (default tcp://*:7700)")
-    parser.add_argument("--db", required=True, help="SQLite file for the received reports")
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--db", help="SQLite file for the received reports")
+    where.add_argument("--store", metavar="URL", help="PostgreSQL database for the received reports "
+                       "(postgresql://user@host/dbname); several centrals may share one")
+    parser.add_argument("--retention-days", type=int, default=30, help="PostgreSQL store: drop the day "
+                        "partitions older than this (default 30)")
     parser.add_argument("--secret-key", help="the central's secret key file (mode 0600; `towerd keys generate "
                         "--name central`)")
     parser.add_argument("--allow-dir", help="allow-list directory of <tower-id>.key files (`towerd keys allow`); "
@@ -724,6 +783,7 @@ def main(argv: list[str]) -> int:
                         help="as for towerd run and demo (default: info)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    store = None
     try:
         limits = load_limits(args.limits) if args.limits else CentralLimits()
         overrides = {name: value for name, value in (("max_message_bytes", args.max_message_bytes),
@@ -735,12 +795,18 @@ def main(argv: list[str]) -> int:
                 raise ConfigError(f"--{name.replace('_', '-')} {value:g} is out of range, expected "
                                   f"{meta['lo']:g}..{meta['hi']:g}")
         limits = dataclasses.replace(limits, default=dataclasses.replace(limits.default, **overrides))
-        server = CentralServer(args.bind, args.db, plain=args.plain, server_secret_key_file=args.secret_key,
-                               allow_dir=args.allow_dir, limits=limits)
+        if args.store:
+            store = open_store(args.store, retention_days=args.retention_days, postgresql=True)
+        server = CentralServer(args.bind, args.db or "", plain=args.plain, server_secret_key_file=args.secret_key,
+                               allow_dir=args.allow_dir, limits=limits, store=store)
     except ConfigError as exc:
+        if store is not None:
+            store.close()
         log.error("central cannot start: %s", exc)
         return EX_CONFIG
     except TowerdError as exc:
+        if store is not None:
+            store.close()
         log.error("central cannot start: %s", exc)
         return 1
     stop = threading.Event()

@@ -30,9 +30,10 @@ import json
 import logging
 import math
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, Union
 
 import numpy as np
 
@@ -107,6 +108,49 @@ class StreamSummary:
                 "truncated": self.truncated}
 
 
+@dataclass(frozen=True)
+class Pending:
+    """One decoded TRACKS (``records``: TRACK_RECORD_DTYPE array) or EVENTS (``events``:
+    list of dicts) message waiting to be stored; exactly one of the two is set."""
+
+    tower_id: str
+    stream_id: int
+    replay: bool
+    records: np.ndarray | None = None
+    events: list[dict] | None = None
+
+    @property
+    def size(self) -> int:
+        return self.records.size if self.records is not None else len(self.events or ())
+
+
+StoreResult = Union[int, OutboxError]
+"""Per message of :meth:`ReportStore.store_many`: how many records were new, or why
+the message was not stored (it must not be acknowledged)."""
+
+
+class ReportStore(Protocol):
+    """What the central needs of a store (SQLite :class:`CentralStore`, PostgreSQL
+    :class:`towerd.central.pgstore.PgCentralStore`).
+
+    ``batch_records``: 0 means the server stores (and then acknowledges) each message
+    on its own; above 0 it gathers the messages of one poll round, up to about that many
+    records, and hands them to :meth:`store_many` at once. Every record reported as
+    stored must be committed when :meth:`store_many` returns."""
+
+    batch_records: int
+
+    def store_many(self, items: Sequence[Pending]) -> list[StoreResult]: ...
+
+    def record_health(self, tower_id: str, health: dict) -> None: ...
+
+    def streams(self, tower_id: str | None = None, max_ranges: int = 10_000) -> list[StreamSummary]: ...
+
+    def export(self, tower_id: str | None = None) -> Iterator[dict]: ...
+
+    def close(self) -> None: ...
+
+
 def subtract_ranges(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """The seq ranges of ``a`` not covered by ``b`` (both sorted, inclusive, ``b`` may
     overlap itself)."""
@@ -159,6 +203,8 @@ class CentralStore:
     ``read_only``: open an existing store for reading (export) without changing it.
     Not thread-safe: use it from one thread at a time (it may be created in one thread
     and served from another, as ``serve_forever`` in a thread does)."""
+
+    batch_records = 0  # one committed transaction per message, as before
 
     def __init__(self, path: str | Path, *, clock: Clock | None = None, read_only: bool = False) -> None:
         self._path = Path(path)
@@ -302,6 +348,22 @@ class CentralStore:
         drop_sql = ("INSERT OR IGNORE INTO dropped (tower_id, stream_id, event_seq, first_seq, last_seq, count, "
                     "ranges, received_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         return self._insert([(sql, rows), (drop_sql, drops)])
+
+    def store_many(self, items: Sequence[Pending]) -> list[StoreResult]:
+        """Each message in its own transaction (:meth:`store_tracks`/:meth:`store_events`)."""
+        out: list[StoreResult] = []
+        for item in items:
+            try:
+                if item.records is not None:
+                    out.append(self.store_tracks(item.tower_id, item.stream_id, item.records, item.replay))
+                else:
+                    out.append(self.store_events(item.tower_id, item.stream_id, item.events or [], item.replay))
+            except OutboxError as exc:
+                out.append(exc)
+        return out
+
+    def record_health(self, tower_id: str, health: dict) -> None:
+        """HEALTH is not kept in the SQLite store (the server keeps the last one)."""
 
     # ---------------------------------------------------------------- reading
 

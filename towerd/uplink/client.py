@@ -142,6 +142,9 @@ class CentralSettings:
     name: str = spec(doc="name in logs, status and the outbox's acknowledgement state",
                      pattern=CENTRAL_NAME_PATTERN)
     endpoint: str = spec(doc="the central's ROUTER endpoint, e.g. tcp://central.example.net:7700")
+    extra_endpoints: tuple[str, ...] = spec((), doc="further endpoints of the same central (its other processes, "
+                                           "sharing one store): the tower connects to all and sends to those up, "
+                                           "so one going down fails over to the others")
     plain: bool = spec(False, doc="true: no CURVE encryption/authentication (lab and demo only; the central "
                        "must run with --plain too)")
     server_public_key_file: str | None = spec(None, doc="the central's public key file (CURVE)")
@@ -170,6 +173,9 @@ class CentralSettings:
             problems.append("central name is empty")
         if not self.endpoint:
             problems.append(f"central {self.name!r}: endpoint is empty")
+        if any(not e for e in self.extra_endpoints) or len({self.endpoint, *self.extra_endpoints}) != \
+                1 + len(self.extra_endpoints):
+            problems.append(f"central {self.name!r}: extra_endpoints must be non-empty and all different")
         if not 1 <= self.window <= 10_000:
             problems.append(f"central {self.name!r}: window {self.window} not in 1..10000")
         if not 1 <= self.batch_records <= MAX_COUNT:
@@ -266,6 +272,7 @@ class UplinkClient:
         self._seen_generation = outbox.generation
         self._backlog_started: float | None = None
         self._link_up = False
+        self._up_endpoints: set[str] = set()  # connections up (several with extra_endpoints)
         self._state = "connecting"
         self._rebuild_at: float | None = None
         self._backoff = settings.reconnect_ivl_s
@@ -331,11 +338,13 @@ class UplinkClient:
             sock.close(0)
             raise UplinkError(f"central {s.name!r}: cannot set up the socket: {exc}") from exc
         self._sock, self._mon = sock, mon
-        try:
-            sock.connect(s.endpoint)
-        except zmq.ZMQError as exc:
-            self._teardown_socket()
-            raise UplinkError(f"central {s.name!r}: cannot connect to {s.endpoint!r}: {exc}") from exc
+        self._up_endpoints.clear()
+        for endpoint in (s.endpoint, *s.extra_endpoints):
+            try:
+                sock.connect(endpoint)
+            except zmq.ZMQError as exc:
+                self._teardown_socket()
+                raise UplinkError(f"central {s.name!r}: cannot connect to {endpoint!r}: {exc}") from exc
         self._rebuild_at = None
         self._log.info("uplink %s: connecting to %s (%s)", s.name, s.endpoint, "plain" if s.plain else "CURVE")
 
@@ -417,6 +426,7 @@ class UplinkClient:
                 return
             event = ev["event"]
             if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._up_endpoints.add(ev.get("endpoint", b"?"))
                 self._link_up = True
                 self._state = "up"
                 self._stats["connects"] += 1
@@ -425,6 +435,14 @@ class UplinkClient:
                 self._restart_flow(now, "link up")
             elif event == zmq.EVENT_DISCONNECTED:
                 # Also reported after a failed handshake; only a link that was up goes down.
+                endpoint = ev.get("endpoint", b"?")
+                if endpoint in self._up_endpoints and len(self._up_endpoints) > 1:
+                    # Another endpoint is still up: what went out on this one is sent again there.
+                    self._up_endpoints.discard(endpoint)
+                    self._stats["disconnects"] += 1
+                    self._restart_flow(now, f"endpoint {endpoint!r} lost, {len(self._up_endpoints)} still up")
+                    continue
+                self._up_endpoints.discard(endpoint)
                 if self._link_up:
                     self._log.warning("uplink %s: link down (%d messages unacknowledged)", name, len(self._inflight))
                     self._set_down("down")

@@ -1,0 +1,327 @@
+"""Central with the PostgreSQL store at border scale: towers emulated by
+`python -m towerd.central.loadgen` (each a real SQLite outbox in /dev/shm and a real
+uplink with its own CURVE key), real `towerd central --store postgresql://...` processes,
+and a throwaway PostgreSQL cluster with the server's durable defaults (fsync on,
+synchronous_commit on: every ACK follows a flushed commit), everything on this one
+machine: the towers' CPU competes with the central's and the database's.
+
+Records per second are those acknowledged (sustained: mean over the run after a warm-up);
+ACK latency is per live record, from its commit in the tower's outbox to the ACK processed
+by the tower (the generator's own loop delay included). CPU is user+system time of the
+central process(es) and of all PostgreSQL server processes, per second of run (1.0 = one
+core). Database bytes are the `tracks` partitions with their indexes, per million rows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psycopg
+import zmq
+import zmq.auth
+
+from benchmarks.common import Figure, Section
+from towerd import icd
+from towerd.central import loadgen
+from towerd.central.pgtemp import PgCluster, child_pids, find_bindir
+
+GOAL_RPS = 10_000
+GOAL_P99_MS = 100.0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cpu_s(pid: int) -> float | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            f = fh.read().rsplit(b")", 1)[1].split()
+        return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class CpuMeter:
+    """CPU seconds used by a changing set of processes (sampled every 0.25 s: a process
+    that ends between samples loses at most its last quarter second)."""
+
+    def __init__(self, pids_fn) -> None:
+        self._pids_fn = pids_fn
+        self.start_at = 0.0  # monotonic: CPU before this is not counted (set it before it passes)
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
+
+    def _sample(self) -> None:
+        if time.monotonic() < self.start_at:
+            self._first.clear()
+            self._last.clear()
+            return
+        for pid in self._pids_fn():
+            v = _cpu_s(pid)
+            if v is not None:
+                self._first.setdefault(pid, v)
+                self._last[pid] = v
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            self._sample()
+
+    def __enter__(self) -> CpuMeter:
+        self._sample()
+        self.t0 = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.elapsed = time.monotonic() - max(self.t0, self.start_at)
+
+    @property
+    def cores(self) -> float:
+        used = sum(self._last[p] - self._first[p] for p in self._last)
+        return used / self.elapsed
+
+
+def _start_central(url: str, keys: dict, log: Path) -> tuple[subprocess.Popen, str]:
+    endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    with open(log, "ab") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "towerd.central.server", "--bind", endpoint, "--store", url,
+                                 "--secret-key", str(keys["central_secret"]), "--allow-dir", str(keys["allow"]),
+                                 "--log-level", "WARNING"], stdout=fh, stderr=subprocess.STDOUT)
+    port = int(endpoint.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, endpoint
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"central did not start: {log.read_text(errors='replace')}")
+            time.sleep(0.1)
+
+
+def _db_size(url: str) -> tuple[int, int]:
+    """(rows, bytes) of tracks: every partition with its indexes and TOAST."""
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT count(*) FROM tracks").fetchone()[0]
+        size = conn.execute("SELECT coalesce(sum(pg_total_relation_size(i.inhrelid)), 0) FROM pg_inherits i "
+                            "WHERE i.inhparent = 'tracks'::regclass").fetchone()[0]
+    return rows, int(size)
+
+
+def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw: dict, driver=None) -> dict:
+    """Fresh database ``name``, ``centrals`` central processes on it, then the load
+    generator with ``spec_kw`` (or ``driver(endpoints)``), with CPU and size measured."""
+    with psycopg.connect(cluster.url(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = cluster.url(name)
+    keys = loadgen.make_keys(work, spec_kw["towers"])
+    procs = []
+    try:
+        endpoints = []
+        for i in range(centrals):
+            proc, endpoint = _start_central(url, keys, work / f"{name}-central{i}.log")
+            procs.append(proc)
+            endpoints.append(endpoint)
+        central_pids = {p.pid for p in procs}
+        own = {os.getpid()} if driver is not None else set()  # an in-process driver's CPU is this process's
+        with CpuMeter(lambda: central_pids) as central_cpu, CpuMeter(cluster.server_pids) as db_cpu, \
+                CpuMeter(lambda: child_pids(os.getpid()) - central_pids | own) as gen_cpu:
+            def schedule(t_start: float) -> None:  # count CPU from the towers' start, not while they prefill
+                for meter in (central_cpu, db_cpu, gen_cpu):
+                    meter.start_at = t_start
+
+            if driver is not None:
+                result = driver(endpoints)
+            else:
+                result = loadgen.run(loadgen.LoadSpec(directory=str(work), endpoints=tuple(endpoints), **spec_kw),
+                                     on_schedule=schedule)
+        result["central_cpu"] = round(central_cpu.cores, 2)
+        result["db_cpu"] = round(db_cpu.cores, 2)
+        result["gen_cpu"] = round(gen_cpu.cores, 2)
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+    rows, size = _db_size(url)
+    result["db_rows"] = rows
+    result["db_bytes_per_million"] = size / rows * 1e6 if rows else float("nan")
+    return result
+
+
+def blast(endpoint: str, work: Path, towers: int, seconds: float, per_msg: int = 4, window: int = 4) -> dict:
+    """The central's own ceiling: ``towers`` bare CURVE DEALERs (the generator's tower
+    keys) each keeping ``window`` pre-encoded TRACKS messages of ``per_msg`` records in
+    flight, a new one sent at every ACK; no outbox, so the sender's cost is small."""
+    ctx = zmq.Context()
+    server_pub = zmq.auth.load_certificate(work / "keys" / "central.key")[0]
+    socks, seqs, sent = [], [], []
+    lat: list[float] = []
+    rec = loadgen._records(per_msg, 0, 0, np.random.default_rng(1))
+    try:
+        for i in range(towers):
+            s = ctx.socket(zmq.DEALER)
+            s.linger = 0
+            s.routing_id = loadgen.tower_id(i).encode()
+            s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(
+                work / "keys" / f"{loadgen.tower_id(i)}.key_secret")
+            s.curve_serverkey = server_pub
+            s.connect(endpoint)
+            socks.append(s)
+            seqs.append(1)
+            sent.append({})
+        poller = zmq.Poller()
+        index = {}
+        for i, s in enumerate(socks):
+            poller.register(s, zmq.POLLIN)
+            index[s] = i
+
+        def send(i: int) -> None:
+            rec["seq"] = np.arange(seqs[i], seqs[i] + per_msg)
+            rec["time_us"] = time.time_ns() // 1000
+            socks[i].send(icd.encode_tracks(0x5EED0000 + i, rec))
+            sent[i][seqs[i]] = time.monotonic()
+            seqs[i] += per_msg
+
+        for i in range(towers):
+            for _ in range(window):
+                send(i)
+        acked = errors = 0
+        t0 = time.monotonic()
+        warm = t0 + 3.0
+        counted_from = None
+        while time.monotonic() - t0 < seconds:
+            for s, _ in poller.poll(100):
+                i = index[s]
+                while True:
+                    try:
+                        frame = s.recv(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    msg = icd.decode(frame)
+                    if msg.type != icd.MsgType.ACK:  # ERROR central.store_failed: not stored
+                        errors += 1
+                        continue
+                    first, _last = icd.decode_ack(msg)
+                    t = sent[i].pop(first, None)
+                    now = time.monotonic()
+                    if t is not None and now >= warm:
+                        if counted_from is None:
+                            counted_from = now
+                        lat.append((now - t) * 1000)
+                        acked += per_msg
+                    send(i)
+        elapsed = time.monotonic() - (counted_from or t0)
+    finally:
+        for s in socks:
+            s.close(0)
+        ctx.term()
+    a = np.asarray(lat)
+    return {"records_per_s": acked / elapsed if elapsed > 0 else 0.0, "errors": errors,
+            "median": float(np.median(a)) if a.size else float("nan"),
+            "p99": float(np.percentile(a, 99)) if a.size else float("nan")}
+
+
+def _load_figures(label: str, r: dict) -> list[Figure]:
+    lat = r["ack_latency_ms"]
+    met = r["records_per_s_sustained"] >= GOAL_RPS and lat["p99"] < GOAL_P99_MS
+    return [
+        Figure(f"{label}: records/s acknowledged, sustained", r["records_per_s_sustained"], "records/s",
+               reference=f"offered {r['offered_records_per_s']:,.0f}/s; goal {GOAL_RPS:,}/s with ACK p99 < "
+                         f"{GOAL_P99_MS:.0f} ms: {'met' if met else 'NOT met'}",
+               note=f"slowest second {r['records_per_s_min_second']:,}/s; {r['acked_records']:,} records in all; "
+                    f"{r['errors_received']} store errors, {r['resent_msgs']} messages re-sent"),
+        Figure(f"{label}: ACK latency of live records, median", lat["median"], "ms",
+               reference=f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']:,} records",
+               note=f"the generator's write round over its towers takes up to {r['tick_ms_p99']} ms (p99), "
+                    "during which replies wait: part of this latency is the generator's"),
+        Figure(f"{label}: CPU of the central process(es)", r["central_cpu"], "cores",
+               reference=f"PostgreSQL {r['db_cpu']} cores; the load generator (the towers) {r['gen_cpu']} cores"),
+        Figure(f"{label}: database bytes per million records", r["db_bytes_per_million"] / 1e6, "MB",
+               reference=f"{r['db_rows']:,} rows in tracks, partitions with indexes"),
+    ]
+
+
+SETTINGS = {"max_wal_size": "2GB", "shared_buffers": "256MB"}
+
+
+def _base(quick: bool) -> dict:
+    return dict(towers=100 if quick else 500, rate=20.0, duration_s=10.0 if quick else 45.0, warmup_s=5.0, procs=2,
+                burst_factor=2.0, burst_every_s=20.0, burst_s=1.0)
+
+
+def load_text(before: tuple[float, float, float]) -> str:
+    """The machine is shared: its load average (1 min) before and after the run."""
+    return (f" Load average of the (shared, 2-core) machine: {before[0]:.1f} before the run, "
+            f"{os.getloadavg()[0]:.1f} after it.")
+
+
+def settings_text(bindir: Path) -> str:
+    return (f"Settings: PostgreSQL {bindir.parts[-2]} with max_wal_size 2GB, shared_buffers 256MB, otherwise "
+            "defaults; the store's batch_records 5000 (one transaction per poll round of the central); each "
+            "emulated tower commits its outbox every 0.2 s (one message per commit), Poisson arrivals, bursts at "
+            "twice the rate for 1 s in every 20 s; 2 load generator processes.")
+
+
+def run(quick: bool) -> Section:
+    bindir = find_bindir()
+    if bindir is None:
+        return Section("Central with PostgreSQL", [], "PostgreSQL server not installed: not measured.")
+    load_before = os.getloadavg()
+    base = _base(quick)
+    towers = base["towers"]
+    cluster = PgCluster(bindir, durable=True, settings=SETTINGS)
+    figures: list[Figure] = []
+    with tempfile.TemporaryDirectory(prefix="towerd-bench-central-") as tmp:
+        work = Path(tmp)
+        try:
+            cluster.start()
+            one = _scenario(cluster, work, "one", 1, base)
+            figures += _load_figures(f"{towers} towers x 20/s, one central", one)
+            two = _scenario(cluster, work, "two", 2, base)
+            figures += _load_figures(f"{towers} towers x 20/s, two central processes", two)
+            seconds = 10.0 if quick else 30.0
+            cap = _scenario(cluster, work, "ceiling", 1, base,
+                            driver=lambda eps: blast(eps[0], work, towers, seconds))
+            figures.append(Figure(
+                f"ceiling of one central + PostgreSQL: {towers} bare CURVE senders, 4 pre-encoded records per "
+                "message, 4 messages in flight each", cap["records_per_s"], "records/s",
+                reference=f"ACK latency median {cap['median']:.1f} ms, p99 {cap['p99']:.1f} ms; goal "
+                          f"{GOAL_RPS:,}/s",
+                note=f"no outboxes on the sending side, so most of the CPU is the central's ({cap['central_cpu']} "
+                     f"cores) and PostgreSQL's ({cap['db_cpu']} cores); the senders took {cap['gen_cpu']} cores; "
+                     f"{cap['errors']} store errors; {cap['db_bytes_per_million'] / 1e6:.0f} MB of tracks per "
+                     "million records"))
+        finally:
+            cluster.remove()
+    return Section("Central with PostgreSQL", figures,
+                   __doc__.strip() + "\n\n" + settings_text(bindir) + load_text(load_before))
+
+
+def _span(seconds: float) -> str:
+    if seconds >= 3600:
+        return f"{seconds / 3600:g}-hour"
+    if seconds >= 60:
+        return f"{seconds / 60:g}-minute"
+    return f"{seconds:g}-second"

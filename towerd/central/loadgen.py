@@ -1,0 +1,500 @@
+"""Load generator for a central: N emulated towers, each a real outbox and a real uplink.
+
+    python -m towerd.central.loadgen keys --dir DIR --towers 500
+    python -m towerd.central.loadgen run --dir DIR --endpoint tcp://central:7700 --towers 500 --rate 20 \\
+        --duration 60 [--procs 2] [--burst-factor 3 --burst-every-s 20 --burst-s 2] \\
+        [--outage-towers 100 --outage-at 20 --outage-s 30] [--backlog-towers 100 --backlog-s 3600]
+
+``keys`` makes one CURVE key pair per tower (``DIR/keys/lg-NNNN.key[_secret]``) and puts
+every public key on an allow-list directory (``DIR/allow``: give it to ``towerd central
+--allow-dir``); the central's key pair is ``DIR/keys/central.key[_secret]``.
+
+``run``: every tower is what the daemon runs below its pipeline: a real SQLite
+:class:`~towerd.outbox.sqlite.Outbox` (in ``--outbox-dir``, by default a RAM-backed
+directory under /dev/shm, so that 500 outboxes' fsyncs do not measure this machine's
+disk) and a real :class:`~towerd.uplink.client.UplinkClient` (a DEALER with the tower's
+own CURVE key, routing id = tower id; ICD encoding, window, resend, live before a paced
+REPLAY backlog). Each tower writes ``--rate`` TRACKS records per second (Poisson spread,
+``--burst-factor`` times more for ``--burst-s`` every ``--burst-every-s``, the towers'
+bursts staggered) and commits them every ``--commit-s``.
+
+Outages: ``--outage-towers`` towers lose their link at ``--outage-at`` for ``--outage-s``
+(the uplink is closed; the records pile up in the outbox; a new uplink then sends the
+backlog flagged REPLAY, as the daemon does after a restart or a link loss).
+``--backlog-towers`` towers start with ``--backlog-s`` seconds of records already in their
+outbox (time-stamped over that past interval: coming back after an outage that long).
+
+Towers are split over ``--procs`` worker processes and over the ``--endpoint``s (tower i
+uses endpoint i mod k), or with ``--all-endpoints`` each tower lists them all (failover).
+
+Measured, printed as one JSON object: records acknowledged per second (sustained, over
+the run after ``--warmup-s``), ACK latency of live records (commit in the tower's outbox
+to ACK processed; median, p99, max), and for backlogs the time until each tower's last
+backlog record was acknowledged. The latency includes the generator's own loop delay
+(``tick_ms_p99``: the time one write round over all of a worker's towers takes, during
+which replies wait).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import subprocess
+import resource
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+from towerd import keys
+from towerd.clock import SystemClock
+from towerd.icd import Category, Status, Threat, empty_track_records
+from towerd.outbox.sqlite import Outbox
+from towerd.uplink.client import CentralSettings, UplinkClient
+
+log = logging.getLogger(__name__)
+
+
+def tower_id(i: int) -> str:
+    return f"lg-{i:04d}"
+
+
+def make_keys(directory: Path, towers: int) -> dict:
+    """Key pairs for the central and ``towers`` towers, and the allow-list; existing
+    tower keys are kept. Returns the paths."""
+    key_dir, allow = directory / "keys", directory / "allow"
+    if not (key_dir / "central.key_secret").exists():
+        keys.generate_keypair(key_dir, "central")
+    for i in range(towers):
+        tid = tower_id(i)
+        if not (key_dir / f"{tid}.key_secret").exists():
+            pair = keys.generate_keypair(key_dir, tid)
+            keys.allow_tower(tid, pair.public_file, allow, force=True)
+    return {"central_secret": key_dir / "central.key_secret", "central_public": key_dir / "central.key",
+            "allow": allow}
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """What to run (see the module doc and ``--help``)."""
+
+    directory: str
+    endpoints: tuple[str, ...]
+    towers: int = 500
+    rate: float = 20.0
+    duration_s: float = 60.0
+    warmup_s: float = 5.0
+    procs: int = 2
+    all_endpoints: bool = False
+    commit_s: float = 0.2
+    burst_factor: float = 1.0
+    burst_every_s: float = 20.0
+    burst_s: float = 2.0
+    outage_towers: int = 0
+    outage_at_s: float = 0.0
+    outage_s: float = 0.0
+    backlog_towers: int = 0
+    backlog_s: float = 0.0
+    outbox_dir: str | None = None
+    plain: bool = False
+    seed: int = 1
+    stop_when_drained: bool = False
+
+
+def _records(n: int, counter: int, t_us: np.ndarray | int, rng: np.random.Generator) -> np.ndarray:
+    rec = empty_track_records(n)
+    c = counter + np.arange(n)
+    rec["time_us"] = t_us
+    rec["track_id"] = c // 20
+    rec["status"] = Status.CONFIRMED
+    rec["category"] = np.where(c % 3 == 0, Category.UAS, Category.BIRD)
+    rec["threat"] = Threat.LOW
+    rec["confidence"] = 80
+    rec["sources"] = 1
+    rec["hits"] = np.minimum(c % 1000, 65535)
+    rec["lat_e7"] = 294_000_000 + rng.integers(-500_000, 500_000, n)
+    rec["lon_e7"] = -985_000_000 + rng.integers(-500_000, 500_000, n)
+    rec["alt_m"] = 120.0
+    rec["range_m"] = rng.uniform(100, 5000, n)
+    rec["azimuth_deg"] = rng.uniform(0, 360, n)
+    rec["pos_sigma_m"] = 5.0
+    return rec
+
+
+_POOL = 4096
+
+
+class _RecordPool:
+    """Varied records made once per tower; each write takes the next slice and stamps
+    the time (building small NumPy arrays per write would cost more than the outbox)."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._pool = _records(_POOL, 0, 0, rng)
+        self._next = 0
+
+    def take(self, n: int, t_us: np.ndarray | int) -> np.ndarray:
+        idx = (self._next + np.arange(n)) % _POOL
+        self._next = (self._next + n) % _POOL
+        rec = self._pool[idx]
+        rec["time_us"] = t_us
+        return rec
+
+
+class _TimedOutbox(Outbox):
+    """The real outbox, telling its tower when rows are acknowledged."""
+
+    on_ack = None
+
+    def ack(self, first_seq: int, last_seq: int, central: str | None = None) -> int:
+        n = super().ack(first_seq, last_seq, central)
+        if self.on_ack is not None:
+            self.on_ack(first_seq, last_seq)
+        return n
+
+
+class _Tower:
+    def __init__(self, i: int, spec: LoadSpec, paths: dict, outbox_dir: Path, endpoint_ix: list[int],
+                 rng: np.random.Generator, clock: SystemClock, ctx: zmq.Context) -> None:
+        self.id = tower_id(i)
+        self.spec = spec
+        self.clock = clock
+        self.ctx = ctx
+        self.rng = rng
+        self.box = _TimedOutbox(outbox_dir / f"{self.id}.sqlite", clock=clock, synchronous="full",
+                                max_records=10_000_000, max_bytes=2**36)
+        self.box.on_ack = self._acked
+        eps = [spec.endpoints[k] for k in endpoint_ix]
+        key_dir = Path(spec.directory) / "keys"
+        self.settings = CentralSettings(
+            "central", eps[0], extra_endpoints=tuple(eps[1:]), plain=spec.plain,
+            server_public_key_file=None if spec.plain else str(paths["central_public"]),
+            client_secret_key_file=None if spec.plain else str(key_dir / f"{self.id}.key_secret"))
+        self.client: UplinkClient | None = None
+        self.counter = 0
+        self.live: dict[int, float] = {}  # seq -> commit time, live records not yet acknowledged
+        self.stale: set[int] = set()  # live records caught in flight by an outage (not timed)
+        self.backlog_lo = self.backlog_hi = 0
+        self.backlog_left = 0
+        self.backlog_started: float | None = None
+        self.drained_s: float | None = None
+        self.latencies: list[float] = []
+        self.acked = 0
+        self.burst_phase = rng.uniform(0, spec.burst_every_s)
+        self.pool = _RecordPool(rng)
+
+    def connect(self, now: float) -> None:
+        self.client = UplinkClient(self.id, self.settings, self.box, clock=self.clock, context=self.ctx,
+                                   health=self.box.health)
+        if self.backlog_left:
+            self.backlog_started = now
+
+    def disconnect(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+        self.stale.update(self.live)
+        self.live.clear()
+
+    def prefill(self, seconds: float) -> None:
+        """``seconds`` of records time-stamped over the past, as left by an outage."""
+        n = int(seconds * self.spec.rate)
+        now_us = self.clock.utc_us()
+        lo = self.box.committed_next_seq
+        for start in range(0, n, 5000):
+            k = min(5000, n - start)
+            t = now_us - int(seconds * 1e6) + (start + np.arange(k)) * int(1e6 / self.spec.rate)
+            self.box.add_tracks(self.pool.take(k, t))
+            self.counter += k
+            self.box.commit()
+        self._mark_backlog(lo, self.box.committed_next_seq - 1)
+
+    def _mark_backlog(self, lo: int, hi: int) -> None:
+        if hi >= lo:
+            self.backlog_lo, self.backlog_hi = lo, hi
+            self.backlog_left = hi - lo + 1
+            self.drained_s = None
+
+    def write(self, now: float, dt: float, t0: float) -> None:
+        rate = self.spec.rate
+        spec = self.spec
+        if spec.burst_factor != 1.0 and (now - t0 + self.burst_phase) % spec.burst_every_s < spec.burst_s:
+            rate *= spec.burst_factor
+        n = int(self.rng.poisson(rate * dt))  # a Poisson process at the current rate
+        if n <= 0:
+            return
+        first, last = self.box.add_tracks(self.pool.take(n, self.clock.utc_us()))
+        self.counter += n
+        self.box.commit()
+        t = time.monotonic()
+        if self.client is None:  # offline: this is backlog
+            if self.backlog_left == 0 or first != self.backlog_hi + 1:
+                self._mark_backlog(first, last)
+            else:
+                self.backlog_hi = last
+                self.backlog_left += last - first + 1
+        else:
+            for seq in range(first, last + 1):
+                self.live[seq] = t
+
+    def _acked(self, first: int, last: int) -> None:
+        now = time.monotonic()
+        for seq in range(first, last + 1):
+            t = self.live.pop(seq, None)
+            if t is not None:
+                self.latencies.append((now - t) * 1000.0)
+            elif seq in self.stale:
+                self.stale.discard(seq)
+            elif self.backlog_lo <= seq <= self.backlog_hi:
+                self.backlog_left -= 1
+            self.acked += 1
+        if self.backlog_left == 0 and self.backlog_started is not None and self.drained_s is None:
+            self.drained_s = now - self.backlog_started
+
+    def close(self) -> None:
+        self.disconnect()
+        self.box.close()
+
+
+def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~8 descriptors per tower
+    clock = SystemClock()
+    paths = {"central_public": Path(spec.directory) / "keys" / "central.key"}
+    outbox_dir = Path(spec.outbox_dir) / f"w{os.getpid()}"
+    outbox_dir.mkdir(parents=True, exist_ok=True)
+    ctx = zmq.Context(io_threads=1)
+    towers: list[_Tower] = []
+    k = len(spec.endpoints)
+    try:
+        for i in indices:
+            ix = list(range(k)) if spec.all_endpoints else [i % k]
+            if spec.all_endpoints:
+                ix = ix[i % k:] + ix[:i % k]
+            towers.append(_Tower(i, spec, paths, outbox_dir, ix, np.random.default_rng(spec.seed * 100_003 + i),
+                                 clock, ctx))
+        for t in towers:
+            if int(t.id[3:]) < spec.backlog_towers:
+                t.prefill(spec.backlog_s)
+        while time.monotonic() < t_start:
+            time.sleep(0.01)
+        t0 = time.monotonic()
+        for t in towers:
+            t.connect(t0)
+        per_second: list[int] = []
+        loop_ms: list[float] = []
+        last_write = t0
+        next_write = t0 + spec.commit_s
+        acked_mark = 0
+        next_pace = t0
+        next_mark = t0 + 1.0
+        outage_on = False
+        poller_dirty = True
+        poller = zmq.Poller()
+        by_sock: dict = {}
+        while True:
+            now = time.monotonic()
+            el = now - t0
+            if el >= spec.duration_s:
+                break
+            if spec.stop_when_drained and el > max(1.0, spec.outage_at_s + spec.outage_s) and all(
+                    t.backlog_left == 0 for t in towers if t.backlog_started is not None):
+                break
+            if spec.outage_towers and not outage_on and spec.outage_at_s <= el < spec.outage_at_s + spec.outage_s:
+                outage_on = True
+                for t in towers:
+                    if int(t.id[3:]) < spec.outage_towers:
+                        t.disconnect()
+                poller_dirty = True
+            elif outage_on and el >= spec.outage_at_s + spec.outage_s:
+                outage_on = False
+                for t in towers:
+                    if t.client is None:
+                        t.connect(now)
+                poller_dirty = True
+            if now >= next_write:
+                tick = time.monotonic()
+                dt = now - last_write
+                last_write = now
+                for t in towers:
+                    t.write(now, dt, t0)
+                    if t.client is not None:
+                        t.client.poll(0)  # send what was just committed
+                next_write += spec.commit_s
+                if next_write < now:
+                    next_write = now + spec.commit_s
+                loop_ms.append((time.monotonic() - tick) * 1000)
+            elif now >= next_pace:  # backlog pacing (token bucket) and scheduled socket rebuilds
+                for t in towers:
+                    if t.client is not None and t.client.next_timer_s() < 1.0:
+                        t.client.poll(0)
+                next_pace = now + 0.01
+            if poller_dirty:
+                poller = zmq.Poller()
+                by_sock = {}
+                for t in towers:
+                    if t.client is not None:
+                        for s in t.client.pollables():
+                            poller.register(s, zmq.POLLIN)
+                            by_sock[s] = t
+                poller_dirty = False
+            wait_ms = max(0, min(next_write, next_mark, next_pace) - time.monotonic()) * 1000
+            ready = poller.poll(wait_ms)
+            for s, _ in ready:
+                t = by_sock.get(s)
+                if t is not None and t.client is not None:
+                    t.client.poll(0)
+            if time.monotonic() >= next_mark:
+                poller_dirty = True  # a refused uplink rebuilds its socket
+                total = sum(t.acked for t in towers)
+                per_second.append(total - acked_mark)
+                acked_mark = total
+                next_mark += 1.0
+        t_end = time.monotonic()
+        lat = np.array([x for t in towers for x in t.latencies], dtype=np.float64)
+        return {
+            "towers": len(towers), "elapsed_s": t_end - t0, "per_second": per_second,
+            "acked": sum(t.acked for t in towers), "written": sum(t.counter for t in towers),
+            "latencies": lat.tolist(),
+            "drained_s": [t.drained_s for t in towers if t.backlog_started is not None],
+            "backlog_left": sum(t.backlog_left for t in towers),
+            "tick_ms_p99": float(np.percentile(loop_ms, 99)) if loop_ms else 0.0,
+            "resent_msgs": sum(t.client.stats["resent_msgs"] for t in towers if t.client is not None),
+            "errors_received": sum(t.client.stats["errors_received"] for t in towers if t.client is not None),
+        }
+    finally:
+        for t in towers:
+            t.close()
+        ctx.term()
+        shutil.rmtree(outbox_dir, ignore_errors=True)
+
+
+def run(spec: LoadSpec, on_schedule=None) -> dict:
+    """Run the load in ``spec.procs`` worker processes; the summary as a dict.
+    ``on_schedule(t_start)``: told the monotonic time at which the towers start
+    (after the workers have built their outboxes and backlogs)."""
+    if not spec.endpoints:
+        raise ValueError("at least one endpoint")
+    own_dir = spec.outbox_dir is None
+    base = Path(tempfile.mkdtemp(prefix="towerd-loadgen-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)) \
+        if own_dir else Path(spec.outbox_dir)
+    spec = LoadSpec(**{**asdict(spec), "outbox_dir": str(base)})
+    if not spec.plain:
+        make_keys(Path(spec.directory), spec.towers)
+    procs = max(1, min(spec.procs, spec.towers))
+    prefill_s = spec.backlog_towers * spec.backlog_s * spec.rate / 40_000  # measured: ~60,000 appends/s, idle
+    # Workers are plain subprocesses (CLOCK_MONOTONIC is shared: they all start at t_start).
+    t_start = time.monotonic() + 2.0 + procs * 0.5 + prefill_s / procs
+    if on_schedule is not None:
+        on_schedule(t_start)
+    workers = []
+    try:
+        for w in range(procs):
+            job = {"spec": asdict(spec), "indices": list(range(w, spec.towers, procs)), "t_start": t_start}
+            workers.append(subprocess.Popen([sys.executable, "-m", "towerd.central.loadgen", "worker",
+                                             json.dumps(job)], stdout=subprocess.PIPE, text=True))
+        results = []
+        for proc in workers:
+            out, _ = proc.communicate(timeout=spec.duration_s + 600 + prefill_s)
+            if proc.returncode != 0:
+                raise RuntimeError(f"load generator worker failed with status {proc.returncode}")
+            results.append(json.loads(out))
+    finally:
+        for proc in workers:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        if own_dir:
+            shutil.rmtree(base, ignore_errors=True)
+    return summarise(spec, results)
+
+
+def _pct(a: np.ndarray, p: float) -> float:
+    return round(float(np.percentile(a, p)), 1) if a.size else math.nan
+
+
+def summarise(spec: LoadSpec, results: list[dict]) -> dict:
+    n = min(len(r["per_second"]) for r in results)
+    per_second = np.sum([r["per_second"][:n] for r in results], axis=0) if n else np.zeros(0)
+    steady = per_second[int(spec.warmup_s):] if n > spec.warmup_s else per_second
+    lat = np.concatenate([np.asarray(r["latencies"]) for r in results]) if results else np.zeros(0)
+    drained = [d for r in results for d in r["drained_s"]]
+    return {
+        "towers": spec.towers, "rate_per_tower": spec.rate, "offered_records_per_s": spec.towers * spec.rate,
+        "endpoints": len(spec.endpoints), "procs": len(results),
+        "written_records": int(sum(r["written"] for r in results)),
+        "acked_records": int(sum(r["acked"] for r in results)),
+        "records_per_s_sustained": round(float(np.mean(steady)), 1) if steady.size else math.nan,
+        "records_per_s_min_second": int(np.min(steady)) if steady.size else 0,
+        "ack_latency_ms": {"n": int(lat.size), "median": _pct(lat, 50), "p99": _pct(lat, 99),
+                           "max": round(float(lat.max()), 1) if lat.size else math.nan},
+        "backlog_towers": len(drained),
+        "drain_s": {"all": None if any(d is None for d in drained) or not drained else round(max(drained), 1),
+                    "median": round(float(np.median([d for d in drained if d is not None])), 1)
+                    if any(d is not None for d in drained) else None,
+                    "not_drained_towers": sum(1 for d in drained if d is None)},
+        "backlog_left_records": int(sum(r["backlog_left"] for r in results)),
+        "tick_ms_p99": round(max(r["tick_ms_p99"] for r in results), 1),
+        "resent_msgs": int(sum(r["resent_msgs"] for r in results)),
+        "errors_received": int(sum(r["errors_received"] for r in results)),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m towerd.central.loadgen",
+                                     description="Emulate many towers (real outboxes and uplinks) against a central.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("keys", help="make the central's and N towers' key pairs and the allow-list")
+    p.add_argument("--dir", required=True)
+    p.add_argument("--towers", type=int, default=500)
+    p = sub.add_parser("run", help="run the load and print a JSON summary")
+    p.add_argument("--dir", required=True, help="where `keys` put the keys")
+    p.add_argument("--endpoint", action="append", required=True, help="central endpoint (repeat for several)")
+    p.add_argument("--all-endpoints", action="store_true", help="every tower lists every endpoint (failover)")
+    for name, typ, default, what in [
+        ("towers", int, 500, "towers emulated"), ("rate", float, 20.0, "records per second per tower"),
+        ("duration", float, 60.0, "seconds"), ("warmup", float, 5.0, "seconds left out of the sustained rate"),
+        ("procs", int, 2, "worker processes"),
+        ("commit-s", float, 0.2, "outbox commit period (one message per tower per commit), s"),
+        ("burst-factor", float, 1.0, "rate multiplier during a burst"), ("burst-every-s", float, 20.0, ""),
+        ("burst-s", float, 2.0, ""), ("outage-towers", int, 0, "towers losing the link"),
+        ("outage-at", float, 0.0, "s"), ("outage-s", float, 0.0, "s"),
+        ("backlog-towers", int, 0, "towers starting with a backlog"),
+        ("backlog-s", float, 0.0, "seconds of records in that backlog"), ("seed", int, 1, "")]:
+        p.add_argument(f"--{name}", type=typ, default=default, help=what or None)
+    p.add_argument("--outbox-dir", help="where the outboxes go (default: a new directory under /dev/shm)")
+    p.add_argument("--plain", action="store_true", help="no CURVE (the central runs --plain)")
+    p.add_argument("--stop-when-drained", action="store_true", help="end once every backlog is acknowledged")
+    p = sub.add_parser("worker", help=argparse.SUPPRESS)
+    p.add_argument("job")
+    args = parser.parse_args(argv)
+    if args.cmd == "worker":
+        job = json.loads(args.job)
+        spec = LoadSpec(**{**job["spec"], "endpoints": tuple(job["spec"]["endpoints"])})
+        print(json.dumps(_worker(spec, job["indices"], job["t_start"])))
+        return 0
+    if args.cmd == "keys":
+        paths = make_keys(Path(args.dir), args.towers)
+        print(json.dumps({k: str(v) for k, v in paths.items()}))
+        return 0
+    spec = LoadSpec(directory=args.dir, endpoints=tuple(args.endpoint), towers=args.towers, rate=args.rate,
+                    duration_s=args.duration, warmup_s=args.warmup, procs=args.procs,
+                    all_endpoints=args.all_endpoints, commit_s=args.commit_s, burst_factor=args.burst_factor,
+                    burst_every_s=args.burst_every_s, burst_s=args.burst_s, outage_towers=args.outage_towers,
+                    outage_at_s=args.outage_at, outage_s=args.outage_s, backlog_towers=args.backlog_towers,
+                    backlog_s=args.backlog_s, outbox_dir=args.outbox_dir, plain=args.plain, seed=args.seed,
+                    stop_when_drained=args.stop_when_drained)
+    print(json.dumps(run(spec)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
