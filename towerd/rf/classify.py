@@ -70,6 +70,7 @@ class LinkKind(enum.IntEnum):
     OFDM_VIDEO = 3
     ANALOG_VIDEO = 4
     FHSS_CONTROL = 5
+    BLUETOOTH_LIKE = 6
 
 
 LINK_NAMES = {
@@ -79,6 +80,7 @@ LINK_NAMES = {
     LinkKind.OFDM_VIDEO: "ofdm-video",
     LinkKind.ANALOG_VIDEO: "analog-video",
     LinkKind.FHSS_CONTROL: "fhss-control",
+    LinkKind.BLUETOOTH_LIKE: "bluetooth-like",
 }
 """Stable names of the link kinds (logs, events, diagnostics)."""
 
@@ -154,6 +156,20 @@ class ClassifierSettings:
     )
     ofdm_confidence: int = spec(75, doc="confidence of ofdm-video", unit="%", lo=0, hi=100)
     analog_confidence: int = spec(80, doc="confidence of analog-video", unit="%", lo=0, hi=100)
+    reference_grid_mhz: tuple[float, float] = spec(
+        (2402.0, 1.0), doc="origin and pitch of the hop grid of the common non-drone hopper in fhss_shared_bands_mhz "
+        "(Bluetooth BR/EDR and LE: 2402 + k MHz); a hopping set's hop centres are measured against it", unit="MHz",
+        lo=0.001, hi=30000.0,
+    )
+    grid_tolerance_mhz: float = spec(
+        0.2, doc="a hopping set whose hops' mean offset from the reference grid is within this is on that grid "
+        "(Bluetooth); beyond it, on another grid (ExpressLRS 2.4: 2400.4 + k MHz, 0.4 MHz off)", unit="MHz",
+        lo=0.0, hi=10.0,
+    )
+    grid_false_alarm: float = spec(
+        1e-3, doc="chance that hops spread over every offset (no grid) pass as on a grid (Rayleigh test: "
+        "hops x resultant^2 >= ln(1 / this))", lo=1e-12, hi=0.5,
+    )
     shared_band_penalty: int = spec(
         25, doc="confidence taken off where a non-drone system looks the same", unit="%", lo=0, hi=100
     )
@@ -163,6 +179,8 @@ class ClassifierSettings:
             for lo, hi in getattr(self, name):
                 if not lo < hi:
                     raise ValueError(f"{name}: band ({lo}, {hi}) must have low < high")
+        if not self.reference_grid_mhz[1] > 0:
+            raise ValueError("reference_grid_mhz: the pitch must be positive")
         if self.video_min_mhz >= self.video_max_mhz:
             raise ValueError("video_min_mhz must be below video_max_mhz")
 
@@ -208,8 +226,19 @@ def classify(
     kind[fh] = LinkKind.FHSS_CONTROL
     extra = 2 * np.maximum(tracks["channels"].astype(np.int32) - hop_min_channels, 0)
     shared = _in_bands(f, s.fhss_shared_bands_mhz)
-    c_fh = np.minimum(s.fhss_confidence + extra, 95) - np.where(shared, s.shared_band_penalty, 0)
+    hops = tracks["grid_hops"].astype(float)
+    res = np.nan_to_num(tracks["grid_resultant"], nan=0.0)
+    on_grid_test = hops * res**2 >= np.log(1.0 / s.grid_false_alarm)
+    offset = np.abs(np.nan_to_num(tracks["grid_offset_mhz"], nan=np.inf))
+    on_ref = on_grid_test & (offset <= s.grid_tolerance_mhz)
+    off_ref = on_grid_test & (offset > s.grid_tolerance_mhz)
+    c_fh = np.minimum(s.fhss_confidence + extra, 95)
     conf[fh] = c_fh[fh]
+    bt = fh & shared & on_ref
+    kind[bt] = LinkKind.BLUETOOTH_LIKE
+    undecided = fh & shared & ~off_ref & ~on_ref
+    kind[undecided] = LinkKind.UNKNOWN
+    conf[bt | undecided] = 0
 
     single = ~comb & mature
     # 2. narrowband
