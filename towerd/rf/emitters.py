@@ -40,6 +40,7 @@ EMITTER_DTYPE = np.dtype(
         ("cells", "<i4"),  # cells in the extent
         ("first_cell", "<i4"),  # index of the first cell in the band segment
         ("power_centre_mhz", "<f8"),  # centroid of the power over the floor, the extent and one cell each side
+        ("side_db", "<f8"),  # the stronger of the two cells just outside the extent, power over the floor, dB
     ]
 )
 """One row per emitter found in one sweep of one band."""
@@ -167,6 +168,10 @@ def merge_cells(
     w = csum_x[hi] - csum_x[lo]
     with np.errstate(divide="ignore", invalid="ignore"):
         out["power_centre_mhz"] = np.where(w > 0, (csum_xf[hi] - csum_xf[lo]) / w, out["centre_mhz"])
+        ratio = p / fl
+        left = np.where(group_start > 0, ratio[lo], 0.0)
+        right = np.where(group_end < n, ratio[np.minimum(group_end, n - 1)], 0.0)
+        out["side_db"] = 10.0 * np.log10(np.maximum(np.maximum(left, right), 1e-12))
     with np.errstate(divide="ignore", invalid="ignore"):
         out["snr_db"] = 10.0 * np.log10(sum_p / sum_floor)
     out["centre_excess_db"] = _centre_excess_db(p, group_start, cells)

@@ -154,6 +154,11 @@ class RfTrackingSettings:
     hop_false_alarm: float = spec(
         1e-6, doc="chance that noise false alarms alone pass the hopping-set test", lo=1e-12, hi=1e-2
     )
+    hop_side_db: float = spec(
+        3.0, doc="a one-cell hop whose stronger neighbour is this far over the floor places its centre by their "
+        "ratio (for the hop-grid offset; noise alone passes 3 dB in about 9 % of cells at 2 looks)",
+        unit="dB", lo=0.0, hi=30.0,
+    )
     hop_buffer_max: int = spec(4096, doc="hops kept per band at most (oldest dropped)", lo=64, hi=1_000_000)
     burst_channels_mhz: tuple[float, ...] = spec(
         WIFI_GRID_MHZ,
@@ -240,6 +245,7 @@ class BandTracker:
         self._hop_bw = np.zeros(0)
         self._hop_dbm = np.zeros(0)
         self._hop_fc = np.zeros(0)  # power centroids of the hops (their centres to within a cell)
+        self._hop_gc = np.zeros(0)  # the same for hops of two cells or more, NaN for single cells
         self._sweep_t = np.zeros(0)  # times of this band's sweeps within the hop window
         self._burst = np.zeros((0, 3))  # (t, low MHz, high MHz) of burst pieces wider than a hop, in the window
         self._grid = np.asarray(settings.burst_channels_mhz, dtype=float)
@@ -466,6 +472,11 @@ class BandTracker:
         fine = hops["power_centre_mhz"]
         fine = np.where((fine >= hops["low_mhz"]) & (fine <= hops["high_mhz"]), fine, hops["centre_mhz"])
         self._hop_fc = np.concatenate([self._hop_fc[keep], fine])[-s.hop_buffer_max:]
+        # Only a hop that lit two cells or more, or one and a neighbour hop_side_db over
+        # the floor, places itself by their ratio; the centroid of a lone cell is the
+        # cell's centre (the analyser's grid, not the hopper's).
+        placed = np.where((hops["cells"] >= 2) | (hops["side_db"] >= s.hop_side_db), fine, np.nan)
+        self._hop_gc = np.concatenate([self._hop_gc[keep], placed])[-s.hop_buffer_max:]
         self._sweep_t = np.append(self._sweep_t[self._sweep_t > t - s.hop_window_s], t)
         if self._hop_f.shape[0] < 2 * s.hop_min_channels:
             return None
@@ -523,7 +534,7 @@ class BandTracker:
     def _on_a_grid(self, label: np.ndarray, order: np.ndarray, centres: np.ndarray) -> bool:
         """The grid test, for hoppers too sparse to revisit their channels within the
         window: at least hop_min_channels channels over hop_min_span_mhz whose centres
-        (the mean power centroid of each channel's hops) keep one offset on the
+        (the mean power centroid of each channel's hops of two cells or more) keep one offset on the
         reference grid's pitch (``reference_grid_mhz``), so strongly that channels
         spread over every offset (noise) pass with probability below hop_false_alarm
         (Rayleigh, over channels so that a few busy fixed channels weigh as few:
@@ -533,18 +544,24 @@ class BandTracker:
         if n < s.hop_min_channels or float(centres[-1] - centres[0]) < s.hop_min_span_mhz:
             return False
         origin, pitch = self.classifier.reference_grid_mhz
-        fine = np.bincount(label, weights=self._hop_fc[order]) / np.bincount(label)
+        gc = self._hop_gc[order]
+        placed = np.isfinite(gc)
+        counts = np.bincount(label[placed], minlength=n)
+        fine = np.bincount(label[placed], weights=gc[placed], minlength=n)[counts > 0] / counts[counts > 0]
+        if fine.size < s.hop_min_channels:
+            return False
         resultant = float(np.abs(np.mean(np.exp(2j * np.pi * (fine - origin) / pitch))))
-        return n * resultant**2 >= math.log(1.0 / s.hop_false_alarm)
+        return fine.size * resultant**2 >= math.log(1.0 / s.hop_false_alarm)
 
     def _grid_phase(self, low: float, high: float) -> tuple[float, float, int]:
-        """(offset MHz, resultant 0..1, hops) of the hops' centres (power centroids) in
+        """(offset MHz, resultant 0..1, hops) of the hops' centres (power centroids of
+        the hops of two cells or more) in
         ``low``..``high`` on the classifier's reference grid (``reference_grid_mhz``:
         origin, pitch): the circular mean of (centre − origin) / pitch. Hops of a set on
         that grid give an offset near 0, hops on a grid shifted by d give d; noise
         and hops spread over all offsets give a resultant near 0."""
         origin, pitch = self.classifier.reference_grid_mhz
-        fc = self._hop_fc[(self._hop_fc >= low) & (self._hop_fc <= high)]
+        fc = self._hop_gc[(self._hop_gc >= low) & (self._hop_gc <= high)]
         if fc.size == 0:
             return float("nan"), float("nan"), 0
         z = np.mean(np.exp(2j * np.pi * (fc - origin) / pitch))
