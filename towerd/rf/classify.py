@@ -6,11 +6,15 @@ fraction of the band's sweeps with the emitter detected, over the last up to 64)
 least ``continuous_duty``; a track already given a continuous class keeps it down to
 ``continuous_duty − duty_hysteresis``, so a fading link does not flap.
 
-1. A hopping set (many narrow emitters revisiting a channel set, see
+1. A hopping set (many narrow emitters revisiting a channel set, or on one grid, see
    :mod:`towerd.rf.tracker`): **fhss-control** (ELRS / LoRa / FrSky-like control link),
    confidence ``fhss_confidence`` plus 2 per revisited channel beyond the tracker's
-   minimum (at most 95), less ``shared_band_penalty`` inside ``fhss_shared_bands_mhz`` (2.4 GHz:
-   Bluetooth hops there too).
+   minimum (at most 95). Inside ``fhss_shared_bands_mhz`` (2.4 GHz, where Bluetooth
+   hops) by its hop grid: the circular mean offset of its hops' centres from
+   ``reference_grid_mhz`` (Bluetooth: 2402 + k MHz), decided when hops x resultant² ≥
+   ln(1 / ``grid_false_alarm``) (Rayleigh). Within ``grid_tolerance_mhz`` of that grid:
+   **bluetooth-like**, not a drone; beyond it (ELRS 2.4: 2400.4 + k MHz, 0.4 MHz off):
+   fhss-control; undecided: unknown (no alarm).
 2. Narrower than ``narrow_max_mhz``: **carrier** when continuous, else unknown.
 3. Inside ``video_bands_mhz`` with a width in ``video_min_mhz``..``video_max_mhz``:
    - continuous, inside ``analog_bands_mhz`` and peaked (centre third of the occupied
@@ -37,16 +41,14 @@ least ``continuous_duty``; a track already given a continuous class keeps it dow
 
 Bandwidth alone never makes a drone: a bursty 20 MHz channel at 2437 MHz is wifi-like.
 
-What a swept analyser (112 points over ~100 MHz, a sweep of tens of ms) cannot tell
-apart, and what is done: Bluetooth BR/EDR (79 x 1 MHz on 2402 + k MHz, 1,600 hops/s)
-and ExpressLRS 2.4 (80 x 0.81 MHz on 2400.4 + k MHz, 50-500 hops/s) hop on the same
-1 MHz grid over the same ~79 MHz; the 0.4 MHz offset between the grids is half a cell,
-and each cell is looked at once per sweep for far less than either's dwell on a
-channel, so both show as independent single-cell hits whatever the hop rate (the mean
-number of hits per sweep is the duty, for any hop rate). A hopping set in 2.4 GHz
-therefore stays fhss-control, less ``shared_band_penalty``. A Wi-Fi channel busy nearly
-all the time is a steady plateau like an OFDM video link on that channel: ofdm-video,
-less the same penalty.
+What a swept analyser (112 points over ~100 MHz, a sweep of tens of ms) can and cannot
+tell: Bluetooth BR/EDR (79 x 1 MHz on 2402 + k MHz, 1,600 hops/s) and ExpressLRS 2.4 (80
+x 0.81 MHz on 2400.4 + k MHz) hop over the same ~79 MHz, and the hits per sweep are the
+duty whatever the hop rate, so neither the span nor the hit rate separates them. Their
+grids are 0.4 MHz apart, half a cell: a hop that lights two or three cells (it stays on
+for the whole pass over its channel) is placed within a cell by their power ratio, and
+over tens of hops the offset shows. A Wi-Fi channel busy nearly all the time is a steady
+plateau like an OFDM video link on that channel: ofdm-video, less ``shared_band_penalty``.
 """
 
 from __future__ import annotations

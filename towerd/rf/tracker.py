@@ -25,7 +25,12 @@ One :class:`BandTracker` per (sensor, band). Each sweep of its band it:
    alone would give: with the band's per-cell false-alarm probability p, S sweeps in
    the window and c cells per channel, a channel is revisited by noise with probability
    P(Poisson(p S c) ≥ 2), and the count must exceed the (1 − ``hop_false_alarm``)
-   Poisson quantile of (cells / c) such channels. One hopping-set track per band
+   Poisson quantile of (cells / c) such channels. A hopper too sparse to revisit its
+   channels (about duty hops per sweep over 80 channels) is a set all the same when at
+   least ``hop_min_channels`` channels' centres keep one offset on the reference grid's
+   pitch (Rayleigh test at ``hop_false_alarm``); a hop's centre is its power centroid
+   (see :mod:`towerd.rf.emitters`), counted for the grid only when the hop lit two
+   cells, or one and a neighbour ``hop_side_db`` over the floor. One hopping-set track per band
    (``comb``), hit on the sweeps where the set is present; once it is confirmed, narrow
    emitters inside its span start no tracks of their own, and the narrow tracks there
    that are tentative, or old enough to classify and not continuous (its hops, re-hit
