@@ -6,11 +6,15 @@ fraction of the band's sweeps with the emitter detected, over the last up to 64)
 least ``continuous_duty``; a track already given a continuous class keeps it down to
 ``continuous_duty − duty_hysteresis``, so a fading link does not flap.
 
-1. A hopping set (many narrow emitters revisiting a channel set, see
+1. A hopping set (many narrow emitters revisiting a channel set, or on one grid, see
    :mod:`towerd.rf.tracker`): **fhss-control** (ELRS / LoRa / FrSky-like control link),
    confidence ``fhss_confidence`` plus 2 per revisited channel beyond the tracker's
-   minimum (at most 95), less ``shared_band_penalty`` inside ``fhss_shared_bands_mhz`` (2.4 GHz:
-   Bluetooth hops there too).
+   minimum (at most 95). Inside ``fhss_shared_bands_mhz`` (2.4 GHz, where Bluetooth
+   hops) by its hop grid: the circular mean offset of its hops' centres from
+   ``reference_grid_mhz`` (Bluetooth: 2402 + k MHz), decided when hops x resultant² ≥
+   ln(1 / ``grid_false_alarm``) (Rayleigh). Within ``grid_tolerance_mhz`` of that grid:
+   **bluetooth-like**, not a drone; beyond it (ELRS 2.4: 2400.4 + k MHz, 0.4 MHz off):
+   fhss-control; undecided: unknown (no alarm).
 2. Narrower than ``narrow_max_mhz``: **carrier** when continuous, else unknown.
 3. Inside ``video_bands_mhz`` with a width in ``video_min_mhz``..``video_max_mhz``:
    - continuous, inside ``analog_bands_mhz`` and peaked (centre third of the occupied
@@ -37,16 +41,14 @@ least ``continuous_duty``; a track already given a continuous class keeps it dow
 
 Bandwidth alone never makes a drone: a bursty 20 MHz channel at 2437 MHz is wifi-like.
 
-What a swept analyser (112 points over ~100 MHz, a sweep of tens of ms) cannot tell
-apart, and what is done: Bluetooth BR/EDR (79 x 1 MHz on 2402 + k MHz, 1,600 hops/s)
-and ExpressLRS 2.4 (80 x 0.81 MHz on 2400.4 + k MHz, 50-500 hops/s) hop on the same
-1 MHz grid over the same ~79 MHz; the 0.4 MHz offset between the grids is half a cell,
-and each cell is looked at once per sweep for far less than either's dwell on a
-channel, so both show as independent single-cell hits whatever the hop rate (the mean
-number of hits per sweep is the duty, for any hop rate). A hopping set in 2.4 GHz
-therefore stays fhss-control, less ``shared_band_penalty``. A Wi-Fi channel busy nearly
-all the time is a steady plateau like an OFDM video link on that channel: ofdm-video,
-less the same penalty.
+What a swept analyser (112 points over ~100 MHz, a sweep of tens of ms) can and cannot
+tell: Bluetooth BR/EDR (79 x 1 MHz on 2402 + k MHz, 1,600 hops/s) and ExpressLRS 2.4 (80
+x 0.81 MHz on 2400.4 + k MHz) hop over the same ~79 MHz, and the hits per sweep are the
+duty whatever the hop rate, so neither the span nor the hit rate separates them. Their
+grids are 0.4 MHz apart, half a cell: a hop that lights two or three cells (it stays on
+for the whole pass over its channel) is placed within a cell by their power ratio, and
+over tens of hops the offset shows. A Wi-Fi channel busy nearly all the time is a steady
+plateau like an OFDM video link on that channel: ofdm-video, less ``shared_band_penalty``.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ class LinkKind(enum.IntEnum):
     OFDM_VIDEO = 3
     ANALOG_VIDEO = 4
     FHSS_CONTROL = 5
+    BLUETOOTH_LIKE = 6
 
 
 LINK_NAMES = {
@@ -79,6 +82,7 @@ LINK_NAMES = {
     LinkKind.OFDM_VIDEO: "ofdm-video",
     LinkKind.ANALOG_VIDEO: "analog-video",
     LinkKind.FHSS_CONTROL: "fhss-control",
+    LinkKind.BLUETOOTH_LIKE: "bluetooth-like",
 }
 """Stable names of the link kinds (logs, events, diagnostics)."""
 
@@ -154,6 +158,20 @@ class ClassifierSettings:
     )
     ofdm_confidence: int = spec(75, doc="confidence of ofdm-video", unit="%", lo=0, hi=100)
     analog_confidence: int = spec(80, doc="confidence of analog-video", unit="%", lo=0, hi=100)
+    reference_grid_mhz: tuple[float, float] = spec(
+        (2402.0, 1.0), doc="origin and pitch of the hop grid of the common non-drone hopper in fhss_shared_bands_mhz "
+        "(Bluetooth BR/EDR and LE: 2402 + k MHz); a hopping set's hop centres are measured against it", unit="MHz",
+        lo=0.001, hi=30000.0,
+    )
+    grid_tolerance_mhz: float = spec(
+        0.2, doc="a hopping set whose hops' mean offset from the reference grid is within this is on that grid "
+        "(Bluetooth); beyond it, on another grid (ExpressLRS 2.4: 2400.4 + k MHz, 0.4 MHz off)", unit="MHz",
+        lo=0.0, hi=10.0,
+    )
+    grid_false_alarm: float = spec(
+        1e-3, doc="chance that hops spread over every offset (no grid) pass as on a grid (Rayleigh test: "
+        "hops x resultant^2 >= ln(1 / this))", lo=1e-12, hi=0.5,
+    )
     shared_band_penalty: int = spec(
         25, doc="confidence taken off where a non-drone system looks the same", unit="%", lo=0, hi=100
     )
@@ -163,6 +181,8 @@ class ClassifierSettings:
             for lo, hi in getattr(self, name):
                 if not lo < hi:
                     raise ValueError(f"{name}: band ({lo}, {hi}) must have low < high")
+        if not self.reference_grid_mhz[1] > 0:
+            raise ValueError("reference_grid_mhz: the pitch must be positive")
         if self.video_min_mhz >= self.video_max_mhz:
             raise ValueError("video_min_mhz must be below video_max_mhz")
 
@@ -208,8 +228,19 @@ def classify(
     kind[fh] = LinkKind.FHSS_CONTROL
     extra = 2 * np.maximum(tracks["channels"].astype(np.int32) - hop_min_channels, 0)
     shared = _in_bands(f, s.fhss_shared_bands_mhz)
-    c_fh = np.minimum(s.fhss_confidence + extra, 95) - np.where(shared, s.shared_band_penalty, 0)
+    hops = tracks["grid_hops"].astype(float)
+    res = np.nan_to_num(tracks["grid_resultant"], nan=0.0)
+    on_grid_test = hops * res**2 >= np.log(1.0 / s.grid_false_alarm)
+    offset = np.abs(np.nan_to_num(tracks["grid_offset_mhz"], nan=np.inf))
+    on_ref = on_grid_test & (offset <= s.grid_tolerance_mhz)
+    off_ref = on_grid_test & (offset > s.grid_tolerance_mhz)
+    c_fh = np.minimum(s.fhss_confidence + extra, 95)
     conf[fh] = c_fh[fh]
+    bt = fh & shared & on_ref
+    kind[bt] = LinkKind.BLUETOOTH_LIKE
+    undecided = fh & shared & ~off_ref & ~on_ref
+    kind[undecided] = LinkKind.UNKNOWN
+    conf[bt | undecided] = 0
 
     single = ~comb & mature
     # 2. narrowband

@@ -5,6 +5,12 @@ undetected cells are one emitter: a flat OFDM plateau in single-look noise dips 
 threshold now and then). Its occupied bandwidth is the extent of the run,
 ``(last − first + 1) · step``; its centre the middle of that extent (for a flat plateau
 this is exact to a cell, where a power centroid would wander with the noise).
+
+``power_centre_mhz`` is that power centroid all the same (power over the floor, over the
+extent and one cell either side, so that a neighbour below threshold still counts): for
+a narrow emitter that lights one to three cells (a hop) the ratio between neighbouring
+cells places its centre within a cell, which over many hops shows the hop grid (see
+:mod:`towerd.rf.tracker`).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ EMITTER_DTYPE = np.dtype(
         ("fill_ratio", "<f8"),  # cells the CFAR itself detected over those a steady emitter would give; NaN unknown
         ("cells", "<i4"),  # cells in the extent
         ("first_cell", "<i4"),  # index of the first cell in the band segment
+        ("power_centre_mhz", "<f8"),  # centroid of the power over the floor, the extent and one cell each side
+        ("side_db", "<f8"),  # the stronger of the two cells just outside the extent, power over the floor, dB
     ]
 )
 """One row per emitter found in one sweep of one band."""
@@ -153,6 +161,17 @@ def merge_cells(
     out["peak_dbm"] = mw_to_dbm(p[peak_cell])
     out["peak_mhz"] = freq[peak_cell]
     out["mean_dbm"] = mw_to_dbm(sum_p / cells)
+    excess = np.clip(p - fl, 0.0, None)
+    csum_x = np.concatenate(([0.0], np.cumsum(excess)))
+    csum_xf = np.concatenate(([0.0], np.cumsum(excess * freq)))
+    lo, hi = np.maximum(group_start - 1, 0), np.minimum(group_end + 1, n)
+    w = csum_x[hi] - csum_x[lo]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["power_centre_mhz"] = np.where(w > 0, (csum_xf[hi] - csum_xf[lo]) / w, out["centre_mhz"])
+        ratio = p / fl
+        left = np.where(group_start > 0, ratio[lo], 0.0)
+        right = np.where(group_end < n, ratio[np.minimum(group_end, n - 1)], 0.0)
+        out["side_db"] = 10.0 * np.log10(np.maximum(np.maximum(left, right), 1e-12))
     with np.errstate(divide="ignore", invalid="ignore"):
         out["snr_db"] = 10.0 * np.log10(sum_p / sum_floor)
     out["centre_excess_db"] = _centre_excess_db(p, group_start, cells)

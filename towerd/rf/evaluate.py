@@ -115,11 +115,12 @@ def distance_for_snr(emitter: Emitter, snr_db: float, noise_dbm_per_mhz: float) 
 def link_trial(link: Emitter | None, snr_db: float, band: tuple[float, float], *, rng: np.random.Generator,
                settings: RfSettings, sweeps: int = 100, period_s: float = 0.1,
                others: tuple[tuple[Emitter, float], ...] = (), looks: int = REAL_LOOKS,
-               ) -> tuple[list[DroneLink], float]:
+               hop_dwell: bool = False) -> tuple[list[DroneLink], float]:
     """Drone links found in ``sweeps`` emulated sweeps of ``band`` (MHz edges) with
     ``link`` at ``snr_db`` (None: no link) and ``others`` (emitter, SNR dB) beside it;
     also the distance the link was placed at (m). ``looks``: the emulated device's
-    averaging (see REAL_LOOKS)."""
+    averaging (see REAL_LOOKS); ``hop_dwell``: hops on for the whole pass over their
+    channel (see towerd.sim.rfexplorer)."""
     noise = -105.0
     placed = []
     d_link = float("nan")
@@ -129,7 +130,7 @@ def link_trial(link: Emitter | None, snr_db: float, band: tuple[float, float], *
             d_link = d
         placed.append(Interferer(f"e{i}", east_m=d, north_m=0.0, up_m=0.0, emitter=e))
     em = RfExplorerEmulator(Scenario("trial", interferers=tuple(placed)), rng=rng, noise_floor_dbm_per_mhz=noise,
-                            looks=looks,
+                            looks=looks, hop_dwell=hop_dwell,
                             boot_start_mhz=band[0], boot_end_mhz=band[1], sweep_rate_hz=1.0 / period_s,
                             min_mhz=15.0, max_mhz=6100.0, streaming=True)
     driver = RfExplorerDriver("rfe", RfExplorerSettings(

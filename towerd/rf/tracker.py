@@ -25,7 +25,12 @@ One :class:`BandTracker` per (sensor, band). Each sweep of its band it:
    alone would give: with the band's per-cell false-alarm probability p, S sweeps in
    the window and c cells per channel, a channel is revisited by noise with probability
    P(Poisson(p S c) ≥ 2), and the count must exceed the (1 − ``hop_false_alarm``)
-   Poisson quantile of (cells / c) such channels. One hopping-set track per band
+   Poisson quantile of (cells / c) such channels. A hopper too sparse to revisit its
+   channels (about duty hops per sweep over 80 channels) is a set all the same when at
+   least ``hop_min_channels`` channels' centres keep one offset on the reference grid's
+   pitch (Rayleigh test at ``hop_false_alarm``); a hop's centre is its power centroid
+   (see :mod:`towerd.rf.emitters`), counted for the grid only when the hop lit two
+   cells, or one and a neighbour ``hop_side_db`` over the floor. One hopping-set track per band
    (``comb``), hit on the sweeps where the set is present; once it is confirmed, narrow
    emitters inside its span start no tracks of their own, and the narrow tracks there
    that are tentative, or old enough to classify and not continuous (its hops, re-hit
@@ -45,6 +50,7 @@ reused. Duty cycle: the fraction of hits over the band's last min(64, sweeps) sw
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +90,9 @@ RF_TRACK_DTYPE = np.dtype(
         ("centre_max_mhz", "<f8"),  # highest centre seen (hopping set: highest channel)
         ("channels", "<u2"),  # hopping set: revisited channels in the window; 1 otherwise
         ("channel_spacing_mhz", "<f8"),  # hopping set: its channel grid step (typical smallest gap); NaN otherwise
+        ("grid_offset_mhz", "<f8"),  # hopping set: its hops' centres' mean offset from the reference grid; NaN otherwise
+        ("grid_resultant", "<f8"),  # hopping set: length (0..1) of that circular mean; NaN otherwise
+        ("grid_hops", "<u4"),  # hopping set: hops that circular mean is over
         ("hits", "<u4"),  # sweeps with a hit
         ("sweeps", "<u4"),  # sweeps of the band since the track started (including its first)
         ("misses", "<u2"),  # consecutive sweeps without a hit
@@ -100,7 +109,8 @@ RF_TRACK_DTYPE = np.dtype(
 def empty_rf_tracks(n: int = 0) -> np.ndarray:
     """RF_TRACK_DTYPE rows with NaN in every optional float field."""
     t = np.zeros(n, dtype=RF_TRACK_DTYPE)
-    for name in ("centre_excess_db", "fill_ratio", "channel_spacing_mhz", "snr_db"):
+    for name in ("centre_excess_db", "fill_ratio", "channel_spacing_mhz", "snr_db", "grid_offset_mhz",
+                 "grid_resultant"):
         t[name] = np.nan
     t["channels"] = 1
     return t
@@ -133,9 +143,13 @@ class RfTrackingSettings:
         0.1, doc="weight of a new hit in the smoothed spectral peakedness (analog vs OFDM)", lo=0.01, hi=1.0
     )
     hop_max_bandwidth_mhz: float = spec(
-        1.5, doc="emitters up to this wide may be hops of a hopping link", unit="MHz", lo=0.01, hi=20.0
+        2.5, doc="emitters up to this wide may be hops of a hopping link (a 1 MHz hop, on or off for the whole "
+        "pass, lights up to three 0.75 MHz cells)", unit="MHz", lo=0.01, hi=20.0
     )
-    hop_window_s: float = spec(5.0, doc="time over which hops are collected", unit="s", lo=0.1, hi=600.0)
+    hop_window_s: float = spec(
+        15.0, doc="time over which hops are collected (a swept analyser sees about duty hops per sweep: ELRS at "
+        "duty 0.25 over 80 channels needs 10-15 s to show a set)", unit="s", lo=0.1, hi=600.0,
+    )
     hop_channel_tolerance_mhz: float = spec(
         0.2, doc="hops this close are one channel (well below half the channel spacing: ELRS 915 is 0.6 MHz)",
         unit="MHz", lo=0.001, hi=10.0,
@@ -144,6 +158,11 @@ class RfTrackingSettings:
     hop_min_span_mhz: float = spec(4.0, doc="span of a hopping set's channels, at least", unit="MHz", lo=0.0, hi=1000.0)
     hop_false_alarm: float = spec(
         1e-6, doc="chance that noise false alarms alone pass the hopping-set test", lo=1e-12, hi=1e-2
+    )
+    hop_side_db: float = spec(
+        3.0, doc="a one-cell hop whose stronger neighbour is this far over the floor places its centre by their "
+        "ratio (for the hop-grid offset; noise alone passes 3 dB in about 9 % of cells at 2 looks)",
+        unit="dB", lo=0.0, hi=30.0,
     )
     hop_buffer_max: int = spec(4096, doc="hops kept per band at most (oldest dropped)", lo=64, hi=1_000_000)
     burst_channels_mhz: tuple[float, ...] = spec(
@@ -230,6 +249,8 @@ class BandTracker:
         self._hop_f = np.zeros(0)
         self._hop_bw = np.zeros(0)
         self._hop_dbm = np.zeros(0)
+        self._hop_fc = np.zeros(0)  # power centroids of the hops (their centres to within a cell)
+        self._hop_gc = np.zeros(0)  # the same for hops of two cells or more, NaN for single cells
         self._sweep_t = np.zeros(0)  # times of this band's sweeps within the hop window
         self._burst = np.zeros((0, 3))  # (t, low MHz, high MHz) of burst pieces wider than a hop, in the window
         self._grid = np.asarray(settings.burst_channels_mhz, dtype=float)
@@ -453,38 +474,44 @@ class BandTracker:
         self._hop_f = np.concatenate([self._hop_f[keep], hops["centre_mhz"]])[-s.hop_buffer_max:]
         self._hop_bw = np.concatenate([self._hop_bw[keep], hops["bandwidth_mhz"]])[-s.hop_buffer_max:]
         self._hop_dbm = np.concatenate([self._hop_dbm[keep], hops["mean_dbm"]])[-s.hop_buffer_max:]
+        fine = hops["power_centre_mhz"]
+        fine = np.where((fine >= hops["low_mhz"]) & (fine <= hops["high_mhz"]), fine, hops["centre_mhz"])
+        self._hop_fc = np.concatenate([self._hop_fc[keep], fine])[-s.hop_buffer_max:]
+        # Only a hop that lit two cells or more, or one and a neighbour hop_side_db over
+        # the floor, places itself by their ratio; the centroid of a lone cell is the
+        # cell's centre (the analyser's grid, not the hopper's).
+        placed = np.where((hops["cells"] >= 2) | (hops["side_db"] >= s.hop_side_db), fine, np.nan)
+        self._hop_gc = np.concatenate([self._hop_gc[keep], placed])[-s.hop_buffer_max:]
         self._sweep_t = np.append(self._sweep_t[self._sweep_t > t - s.hop_window_s], t)
         if self._hop_f.shape[0] < 2 * s.hop_min_channels:
             return None
-        order = np.argsort(self._hop_f, kind="stable")
-        f = self._hop_f[order]
+        order = np.argsort(self._hop_fc, kind="stable")
+        f = self._hop_fc[order]  # hops' power centroids: a channel's hops agree better than on cell edges
         label = np.concatenate(([0], np.cumsum(np.diff(f) > s.hop_channel_tolerance_mhz)))
         counts = np.bincount(label)
         centres = np.bincount(label, weights=f) / counts
         revisited = counts >= 2
         n_rev = int(np.count_nonzero(revisited))
-        if n_rev < s.hop_min_channels:
-            return None
+        if not self._revisits_pass(n_rev, centres[revisited], cells=cells, step_mhz=step_mhz, pfa=pfa):
+            # Too few revisits (a sparse hopper over many channels): a set all the same
+            # when its hops' centres lie on one grid, which noise and cell-grid pieces do not.
+            if not self._on_a_grid(label, order, centres):
+                return None
+            revisited = np.ones_like(revisited)
+            n_rev = int(revisited.size)
         ch = centres[revisited]
-        span = float(ch[-1] - ch[0])
-        if span < s.hop_min_span_mhz:
-            return None
-        # Noise guard: revisited channels that false alarms alone would give.
-        c = max(1.0, 2.0 * s.hop_channel_tolerance_mhz / max(abs(step_mhz), 1e-9) + 1.0)
-        lam = pfa * self._sweep_t.shape[0] * c
-        p_rev = float(special.pdtrc(1, lam))  # P(N > 1), N ~ Poisson(lam)
-        expected = cells / c * p_rev
-        need = float(poisson_isf(s.hop_false_alarm, expected)) + 1.0 if expected > 0 else 0.0
-        if n_rev < need:
-            log.debug("band %d: %d revisited channels, noise alone could give %.0f", self.band, n_rev, need)
-            return None
         in_set = revisited[label]
         # Channel grid: gaps between neighbouring channels seen (revisited or not) within
         # the set's span; the grid step is the typical smallest gap.
         seen = centres[(centres >= ch[0]) & (centres <= ch[-1])]
         gaps = np.diff(seen)
         small = gaps[gaps <= 1.5 * np.percentile(gaps, 10)]
+        offset, resultant, n_grid = self._grid_phase(ch[0] - s.hop_channel_tolerance_mhz,
+                                                     ch[-1] + s.hop_channel_tolerance_mhz)
         return {
+            "grid_offset": offset,
+            "grid_resultant": resultant,
+            "grid_hops": n_grid,
             "channels": n_rev,
             "low": float(ch[0]),
             "high": float(ch[-1]),
@@ -492,6 +519,58 @@ class BandTracker:
             "hop_bw": float(np.median(self._hop_bw[order][in_set])),
             "power_dbm": float(np.median(self._hop_dbm[order][in_set])),
         }
+
+    def _revisits_pass(self, n_rev: int, ch: np.ndarray, *, cells: int, step_mhz: float, pfa: float) -> bool:
+        """The revisit test: at least hop_min_channels revisited channels over
+        hop_min_span_mhz, more than noise false alarms alone would give."""
+        s = self.settings
+        if n_rev < s.hop_min_channels or float(ch[-1] - ch[0]) < s.hop_min_span_mhz:
+            return False
+        c = max(1.0, 2.0 * s.hop_channel_tolerance_mhz / max(abs(step_mhz), 1e-9) + 1.0)
+        lam = pfa * self._sweep_t.shape[0] * c
+        p_rev = float(special.pdtrc(1, lam))  # P(N > 1), N ~ Poisson(lam)
+        expected = cells / c * p_rev
+        need = float(poisson_isf(s.hop_false_alarm, expected)) + 1.0 if expected > 0 else 0.0
+        if n_rev < need:
+            log.debug("band %d: %d revisited channels, noise alone could give %.0f", self.band, n_rev, need)
+            return False
+        return True
+
+    def _on_a_grid(self, label: np.ndarray, order: np.ndarray, centres: np.ndarray) -> bool:
+        """The grid test, for hoppers too sparse to revisit their channels within the
+        window: at least hop_min_channels channels over hop_min_span_mhz whose centres
+        (the mean power centroid of each channel's hops of two cells or more) keep one offset on the
+        reference grid's pitch (``reference_grid_mhz``), so strongly that channels
+        spread over every offset (noise) pass with probability below hop_false_alarm
+        (Rayleigh, over channels so that a few busy fixed channels weigh as few:
+        P(n R² ≥ x) ≈ exp(−x) for n uniform phases)."""
+        s = self.settings
+        n = centres.size
+        if n < s.hop_min_channels or float(centres[-1] - centres[0]) < s.hop_min_span_mhz:
+            return False
+        origin, pitch = self.classifier.reference_grid_mhz
+        gc = self._hop_gc[order]
+        placed = np.isfinite(gc)
+        counts = np.bincount(label[placed], minlength=n)
+        fine = np.bincount(label[placed], weights=gc[placed], minlength=n)[counts > 0] / counts[counts > 0]
+        if fine.size < s.hop_min_channels:
+            return False
+        resultant = float(np.abs(np.mean(np.exp(2j * np.pi * (fine - origin) / pitch))))
+        return fine.size * resultant**2 >= math.log(1.0 / s.hop_false_alarm)
+
+    def _grid_phase(self, low: float, high: float) -> tuple[float, float, int]:
+        """(offset MHz, resultant 0..1, hops) of the hops' centres (power centroids of
+        the hops of two cells or more) in
+        ``low``..``high`` on the classifier's reference grid (``reference_grid_mhz``:
+        origin, pitch): the circular mean of (centre − origin) / pitch. Hops of a set on
+        that grid give an offset near 0, hops on a grid shifted by d give d; noise
+        and hops spread over all offsets give a resultant near 0."""
+        origin, pitch = self.classifier.reference_grid_mhz
+        fc = self._hop_gc[(self._hop_gc >= low) & (self._hop_gc <= high)]
+        if fc.size == 0:
+            return float("nan"), float("nan"), 0
+        z = np.mean(np.exp(2j * np.pi * (fc - origin) / pitch))
+        return float(np.angle(z) / (2.0 * np.pi) * pitch), float(np.abs(z)), int(fc.size)
 
     def _comb_fields(self, row: np.ndarray, comb: dict) -> None:
         row["centre_mhz"] = 0.5 * (comb["low"] + comb["high"])
@@ -502,6 +581,9 @@ class BandTracker:
         row["centre_max_mhz"] = comb["high"]
         row["channels"] = min(comb["channels"], 0xFFFF)
         row["channel_spacing_mhz"] = comb["spacing"]
+        row["grid_offset_mhz"] = comb["grid_offset"]
+        row["grid_resultant"] = comb["grid_resultant"]
+        row["grid_hops"] = comb["grid_hops"]
 
     def _update_comb(self, tr: np.ndarray, r: int, comb: dict, t: float) -> None:
         row = tr[r : r + 1]

@@ -30,8 +30,12 @@ Measurement model (per sweep at elapsed time t; f_i = start + i step, RBW from t
         received          P_rx = P_tx - FSPL(d, c),  FSPL = 20 log10(d/km) + 20 log10(c/MHz) + 32.44
         in point i        S_i  = P_rx * overlap([f_i +- RBW/2], [c +- B/2]) / B     (flat spectrum;
                           analog_video: FM, Gaussian about the carrier, sigma = B / 4)
-        on the air at the point with probability duty / len(centres)   (hopping: each look
-                          independent, since hops outpace the sweep's pass over a channel)
+        on the air with probability duty / len(centres), per point (each look independent:
+                          the historic model, hits per sweep grow with the cells per
+                          channel), or with ``hop_dwell`` per channel and sweep for hoppers
+                          that dwell longer than the sweep's pass over a channel (ELRS,
+                          Bluetooth: DWELLING_KINDS): the device's view, about duty hops per
+                          sweep, each lighting all the cells of its channel
         802.11 (kind wifi, duty < 1): bursts in time across the sweep, so a burst is a run
                           of neighbouring points (see ``_bursts``; ``sweep_time_s``, ``wifi_burst_s``)
     measured power       X_i = (1/K) sum_{k=1..K} E_k,  E_k ~ Exponential(mean N + sum S_i)
@@ -69,6 +73,12 @@ RESET_BANNER = b"(C) Ariel Rocholl 2010-2024\r\nRF Explorer emulated by towerd\r
 """Only the 18-character prefix is documented (RFE_Common.CONST_RESETSTRING); the rest
 of these lines is made up."""
 MAX_RBW_KHZ = 600
+DWELLING_KINDS = frozenset({"elrs", "bluetooth"})
+"""With ``hop_dwell``: hoppers that dwell on a channel at least as long as the sweep takes to pass over it
+(ELRS: 2-4 packets at 25-1000 Hz, 2-160 ms; Bluetooth: a 625 us slot, 1.9-3.1 ms with
+multi-slot packets; a 100 MHz sweep of 50 ms passes a 1 MHz channel in about 0.6 ms):
+all the points of a hop are on or off together, so the power ratio between neighbouring
+points shows where the channel's centre lies."""
 MIN_RBW_KHZ = 3
 
 
@@ -135,6 +145,7 @@ class RfExplorerEmulator(EmulatorThread):
         streaming: bool = False,
         sweep_time_s: float | None = None,
         wifi_burst_s: float = 3e-4,
+        hop_dwell: bool = False,
         clock: Clock | None = None,
     ) -> None:
         if not sweep_rate_hz > 0:
@@ -151,6 +162,7 @@ class RfExplorerEmulator(EmulatorThread):
             raise ValueError("wifi_burst_s must be in (0, 1) s")
         self.sweep_time_s = float(sweep_time_s or min(0.05, 0.9 / sweep_rate_hz))
         self.wifi_burst_s = float(wifi_burst_s)
+        self.hop_dwell = bool(hop_dwell)
         self.scenario = scenario or Scenario("empty")
         self.rng = rng
         self.position_enu_m = np.asarray(position_enu_m, dtype=float).reshape(3)
@@ -222,19 +234,21 @@ class RfExplorerEmulator(EmulatorThread):
     def _contributions(self, t_s: float) -> tuple[np.ndarray, list[tuple[np.ndarray, float]]]:
         """Noise (points,) mW and, per emitter channel, (power when on (points,) mW, p_on)."""
         noise, out = self._channels(t_s)
-        return noise, [(power, p_on) for power, p_on, _ in out]
+        return noise, [(power, p_on) for power, p_on, _, _ in out]
 
-    def _channels(self, t_s: float) -> tuple[np.ndarray, list[tuple[np.ndarray, float, bool]]]:
-        """As :meth:`_contributions`, each channel also saying whether it is a wideband
-        burster (802.11: on and off in time across the sweep, see :meth:`_bursts`)."""
+    def _channels(self, t_s: float) -> tuple[np.ndarray, list[tuple[np.ndarray, float, str, int]]]:
+        """As :meth:`_contributions`, each channel also saying how it is on the air: steady,
+        bursty (802.11: on and off in time across the sweep, see :meth:`_bursts`), dwell
+        (a hop: on or off for all the points it covers, see DWELLING_KINDS) or look (each
+        point on or off on its own), and the index of its emitter."""
         s = self.state
         f = s.freqs_mhz()
         rbw = s.rbw_khz / 1e3
         noise_dbm = self.noise_floor_dbm_per_mhz + 10.0 * math.log10(rbw)
         noise = np.full(s.points, 10.0 ** (noise_dbm / 10.0))
-        out: list[tuple[np.ndarray, float, bool]] = []
+        out: list[tuple[np.ndarray, float, str, int]] = []
         lo, hi = f - rbw / 2, f + rbw / 2
-        for emitter, pos in self.scenario.emitters_at(t_s):
+        for k, (emitter, pos) in enumerate(self.scenario.emitters_at(t_s)):
             d = float(np.linalg.norm(pos - self.position_enu_m))
             half = emitter.bandwidth_mhz / 2
             p_on = emitter.duty_cycle / len(emitter.centres_mhz)
@@ -249,8 +263,15 @@ class RfExplorerEmulator(EmulatorThread):
                 else:
                     overlap = np.clip(np.minimum(hi, c + half) - np.maximum(lo, c - half), 0.0, None)
                     share = overlap / emitter.bandwidth_mhz
-                bursty = emitter.kind == "wifi" and p_on < 1.0
-                out.append((p_rx_mw * share, p_on, bursty))
+                if p_on >= 1.0:
+                    mode = "steady"
+                elif emitter.kind == "wifi":
+                    mode = "bursty"
+                elif self.hop_dwell and emitter.kind in DWELLING_KINDS:
+                    mode = "dwell"
+                else:
+                    mode = "look"
+                out.append((p_rx_mw * share, p_on, mode, k))
         return noise, out
 
     def sweep_dbm(self, t_s: float) -> np.ndarray:
@@ -258,12 +279,19 @@ class RfExplorerEmulator(EmulatorThread):
         from ``rng``; callers hold the lock."""
         noise, channels = self._channels(t_s)
         mean = noise.copy()
-        for power, p_on, bursty in channels:
-            if p_on >= 1.0:
+        last_on = None  # (emitter, list index) of the latest dwelling channel drawn on
+        for i, (power, p_on, mode, k) in enumerate(channels):
+            if mode == "steady":
                 on = power
-            elif bursty:
+            elif mode == "bursty":
                 on = np.where(self._bursts(len(power), p_on), power, 0.0)
-            else:  # hopping (or rare) channel: each look independent (hops outpace the sweep)
+            elif mode == "dwell":
+                # one radio: while the sweep passes the next two channels (about 2 MHz,
+                # ~1.2 ms: within a dwell) it is on one of them at most
+                hit = self.rng.random() < p_on and last_on not in ((k, i - 1), (k, i - 2))
+                on = power if hit else np.zeros_like(power)
+                last_on = (k, i) if hit else last_on
+            else:  # rare channel (DroneID): each look independent (bursts shorter than the pass)
                 on = np.where(self.rng.random(len(power)) < p_on, power, 0.0)
             mean += on
         measured = self.rng.gamma(self.looks, mean / self.looks)
