@@ -71,9 +71,9 @@ def console_url(sock: str) -> str | None:
 
 def test_console_in_chromium_against_a_running_daemon(towerd_exe, tmp_path, central):
     radar = Sim(towerd_exe, tmp_path, "--device", "ti_mmwave", "--link", str(tmp_path / "radar0"), "--seed", "3",
-                name="sim-radar")
+                log_name="sim-radar.log")
     rf = Sim(towerd_exe, tmp_path, "--device", "rfexplorer", "--link", str(tmp_path / "rf0"), "--seed", "4",
-             name="sim-rf")
+             log_name="sim-rf.log")
     token_file = tmp_path / "console.token"
     token_file.write_text(TOKEN + "\n")
     cfg = tmp_path / "towerd.yaml"
