@@ -215,7 +215,8 @@ def classify(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(kind u1, confidence u1 0..100) per row of ``tracks`` (RF_TRACK_DTYPE), by the
     rules of the module docstring. Uses the fields comb, channels, sweeps, duty, kind
-    (the previous class, for hysteresis), centre_mhz, bandwidth_mhz, centre_excess_db.
+    (the previous class, for hysteresis), centre_mhz, bandwidth_mhz, centre_excess_db,
+    fill_ratio, width_jitter_mhz, hole_excess, grid_offset_mhz, grid_resultant, grid_hops.
     ``hop_min_channels``: the tracker's minimum of revisited channels for a hopping set."""
     s = settings
     n = tracks.shape[0]
