@@ -37,6 +37,8 @@ CAPTURES = REPO / "tests" / "captures" / "rfexplorer"
 BAND_2G4 = (2400.0, 2483.5)
 LINKS = (
     ("OFDM video (OcuSync 10 MHz, 2459.5 MHz)", Emitter.of("ocusync"), BAND_2G4, {"ofdm-video"}),
+    ("OFDM video (OcuSync 20 MHz on Wi-Fi channel 6, 2437 MHz)",
+     Emitter.of("ocusync", centres_mhz=(2437.0,), bandwidth_mhz=20.0), BAND_2G4, {"ofdm-video"}),
     ("analog FPV (16 MHz FM, 5806 MHz)", Emitter.of("analog_video"), (5725.0, 5875.0), {"analog-video"}),
     ("ELRS 915 (40 x 500 kHz)", Emitter.of("elrs"), (902.0, 928.0), {"fhss-control"}),
     ("ELRS 2.4 (80 x 812.5 kHz)", Emitter.of("elrs", centres_mhz=ELRS_ISM2G4_MHZ, bandwidth_mhz=0.8125), BAND_2G4,
@@ -49,6 +51,7 @@ NON_DRONE = (
     ("802.11 ch 6, busy 10 %", Emitter.of("wifi", duty_cycle=0.1)),
     ("802.11 ch 6, busy 30 %", Emitter.of("wifi", duty_cycle=0.3)),
     ("802.11 ch 6, busy 50 %", Emitter.of("wifi", duty_cycle=0.5)),
+    ("802.11 ch 6, busy 80 %", Emitter.of("wifi", duty_cycle=0.8)),
     ("Bluetooth BR/EDR, 79 x 1 MHz", Emitter.of("bluetooth")),
     ("Bluetooth BR/EDR, hops dwelling", Emitter.of("bluetooth"), True),
 )
@@ -119,7 +122,16 @@ def run(quick: bool) -> Section:
     lines += ["", "Before this change (commit a941ea8), 20 trials per cell, emulator hops independent per look: "
               "ELRS 915 0.00 / 0.00 / 0.25 / 0.80 / 0.85 and ELRS 2.4 0.00 / 0.00 / 0.00 / 0.00 / 0.10 at 6-25 dB; "
               "Bluetooth gave fhss-control (confidence 45-53) in 0.00 / 0.10 / 0.45 / 0.50 / 0.40 of trials; "
-              "802.11 busy 50 % gave ofdm-video 50 in 1.00 of trials at 15 dB and 0.35 at 20 dB.",
+              "802.11 busy 50 % gave ofdm-video 50 in 1.00 of trials at 15 dB and 0.35 at 20 dB. "
+              "Before the hole test (commit 6bd27d5), 10 trials per cell: 802.11 busy 50 % gave ofdm-video 50 in "
+              "1.00 of trials at 15 dB and 0.30 at 20 dB; busy 80 % (first measured with this change, 3 seeds each "
+              "of tests/test_rf_real_spectra.py) ofdm-video 50 in 3 of 3 at 15 dB and at 20 dB. A channel that busy "
+              "is as wide and as filled as a video plateau (19.6 +- 0.9 MHz and fill 1.05 at 80 % / 15 dB, against "
+              "20.3 +- 0.2 and 1.09 for a 20 MHz OcuSync link at 20 dB); what tells it is the cells its off moments "
+              "leave at the noise floor inside the plateau (hole_excess, see towerd.rf.emitters). With the shipped "
+              "cfar.looks (1) the steady model expects more such cells than the 2-look device gives, so the test "
+              "errs toward video: busy 80 % at 10 dB still gives ofdm-video 50, as does a channel busy 90 %."
+              " The 20 MHz OcuSync row on channel 6 is new with this change; its one miss at 10 dB (1 of 10 seeds) is the same with the hole test switched off (wifi_min_hole_excess 1.0), measured on the same seeds.",
               "", "Hopping sets in 2.4 GHz are told apart by their hop grid: each hop's centre is the power "
               "centroid of its cells and one neighbour each side; the circular mean of (centre - 2402) mod 1 MHz "
               "over the set's hops is near 0 for Bluetooth (2402 + k MHz), near 0.4 MHz for ELRS 2.4 "

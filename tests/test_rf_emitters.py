@@ -85,3 +85,29 @@ def test_synthetic_ofdm_plateau_through_the_whole_chain():
         assert abs(wide["centre_mhz"][0] - 2440.5) <= 0.5
         assert abs(wide["bandwidth_mhz"][0] - 20.0) <= 1.0
         assert abs(wide["mean_dbm"][0] - 10 * np.log10(db(-100) + db(-85))) < 1.5  # 81 exponential cells: sd 0.5 dB
+
+
+def test_hole_excess_tells_an_on_off_plateau_from_a_steady_one():
+    """A 40-cell plateau at 15 dB in 2-look noise: steady, its inner cells near the floor
+    are about what the gamma model expects (excess ~0); on only 80 % of the cells (802.11
+    off the air while the rest were swept) about 0.2 x 0.91 more; under 5 cells, NaN."""
+    rng = np.random.default_rng(7)
+    n, looks = 60, 2
+    freq = 2400.0 + 0.75 * np.arange(n)
+    floor = np.full(n, 1e-10)
+    det = np.zeros(n, dtype=bool)
+    det[10:50] = True
+    steady, on_off = [], []
+    for _ in range(200):
+        for on_frac, out in ((1.0, steady), (0.8, on_off)):
+            on = np.zeros(n, dtype=bool)
+            on[10:50] = rng.random(40) < on_frac
+            on[[10, 49]] = True  # the extent's ends are detected cells
+            mean = floor * (1.0 + 10 ** 1.5 * on)
+            p = rng.gamma(looks, mean / looks)
+            em = merge_cells(det, freq, p, floor, looks=looks)
+            out.append(em["hole_excess"][0])
+    assert abs(np.mean(steady)) < 0.01
+    assert 0.15 < np.mean(on_off) < 0.22
+    narrow = det & (np.arange(n) < 14)
+    assert np.isnan(merge_cells(narrow, freq, p, floor, looks=looks)["hole_excess"][0])

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from towerd.config import load_config
-from towerd.rf.evaluate import drone_links, link_trial, play_capture
+from towerd.rf.classify import LINK_NAMES
+from towerd.rf.evaluate import drone_links, link_trial, play_capture, trial_spectra
 from towerd.rf.processor import RfProcessor
 from towerd.sim.rfexplorer import RfExplorerEmulator
 from towerd.sim.scenario import Emitter, Interferer, Scenario
@@ -117,12 +118,46 @@ def test_emulated_drone_links_found_beside_busy_wifi():
 
 @pytest.mark.parametrize(("duty", "snr_db"), [(0.1, 20.0), (0.3, 10.0), (0.3, 20.0), (0.5, 30.0)])
 def test_emulated_wifi_gives_no_drone_link(duty, snr_db):
-    """802.11 busy up to half the time. (Busier, its channel is a plateau a swept analyser
-    cannot tell from a video link: ofdm-video less the Wi-Fi penalty, see classify.)"""
+    """802.11 busy up to half the time. (Busier: see the test below; busy nearly all the
+    time, its channel is a plateau a swept analyser cannot tell from a video link:
+    ofdm-video less the Wi-Fi penalty, see classify.)"""
     for seed in range(2):
         links, _ = link_trial(None, 0.0, BAND_2G4, rng=np.random.default_rng(seed), settings=SHIPPED, sweeps=150,
                               others=((Emitter.of("wifi", duty_cycle=duty), snr_db),))
         assert links == []
+
+
+@pytest.mark.parametrize(("duty", "snr_db"), [(0.5, 15.0), (0.5, 20.0), (0.8, 15.0), (0.8, 20.0)])
+def test_busy_wifi_plateau_gives_no_drone_link(duty, snr_db):
+    """802.11 channel 6 busy 50 % and 80 % at 15 and 20 dB, where its plateau is as wide
+    and as filled as a 20 MHz video link's (before the hole test: ofdm-video 50 in every
+    trial at 50 % / 15 dB): no drone link in any of three seeds, and the channel is
+    tracked and called wifi-like (not merely missed)."""
+    wifi = ((Emitter.of("wifi", duty_cycle=duty), snr_db),)
+    for seed in range(3):
+        spectra, _ = trial_spectra(None, 0.0, BAND_2G4, rng=np.random.default_rng(2000 + seed), sweeps=150,
+                                   others=wifi)
+        links = drone_links(spectra, SHIPPED)
+        assert links == [], (duty, snr_db, seed, links)
+        if seed == 0:
+            rf = RfProcessor(SHIPPED)
+            seen = []
+            for sp in spectra:
+                tracks = rf.process(sp).tracks
+                seen += [LINK_NAMES[int(k)] for k in tracks["kind"][tracks["bandwidth_mhz"] > 15.0]]
+    assert seen.count("wifi-like") >= 50, seen.count("wifi-like")
+
+
+@pytest.mark.parametrize("snr_db", [10.0, 15.0, 20.0, 25.0])
+def test_video_link_on_a_wifi_channel_is_still_found(snr_db):
+    """A 20 MHz OcuSync link on channel 6 (inside the Wi-Fi channel the hole test looks at)
+    is ofdm-video (less the Wi-Fi penalty) within 3 s in every seed."""
+    link = Emitter.of("ocusync", centres_mhz=(2437.0,), bandwidth_mhz=20.0)
+    for seed in range(3):
+        links, _ = link_trial(link, snr_db, BAND_2G4, rng=np.random.default_rng(2000 + seed), settings=SHIPPED,
+                              sweeps=40)
+        assert [lk.kind for lk in links] == ["ofdm-video"], (snr_db, seed, links)
+        assert links[0].t_confirmed_s <= 3.0
 
 
 def wifi_emulator(rng, duty: float, **kw) -> RfExplorerEmulator:

@@ -21,7 +21,7 @@ def emitters(*rows: tuple[float, float]) -> np.ndarray:
     """Emitters (centre MHz, bandwidth MHz) at -80 dBm, 20 dB over the floor."""
     em = np.zeros(len(rows), dtype=EMITTER_DTYPE)
     for i, (c, bw) in enumerate(rows):
-        em[i] = (c, bw, c - bw / 2, c + bw / 2, -78.0, c, -80.0, 20.0, np.nan, np.nan, max(1, int(bw / 0.25)), 0, c, 0.0)
+        em[i] = (c, bw, c - bw / 2, c + bw / 2, -78.0, c, -80.0, 20.0, np.nan, np.nan, max(1, int(bw / 0.25)), 0, c, 0.0, np.nan)
     return em
 
 

@@ -32,10 +32,15 @@ least ``continuous_duty``; a track already given a continuous class keeps it dow
      video link's plateau keeps its width; or, busy and strong enough to span its
      channel, the CFAR detects its cells no more than ``wifi_max_fill_ratio`` as often
      as a steady emitter of its mean power: see ``fill_ratio`` in
-     :mod:`towerd.rf.emitters`): **wifi-like**, not a drone. Inside such a
-     channel no video class is given before ``wifi_min_sweeps`` sweeps, so the
-     burstiness has been seen. A channel busy nearly all the time is a plateau like a
-     video link's: it stays ofdm-video with the Wi-Fi penalty;
+     :mod:`towerd.rf.emitters`; or its inner cells fall to the noise floor at least
+     ``wifi_min_hole_excess`` of them more often than a steady emitter's would, on
+     average over its hits: the channel's off moments, holes in a plateau whose width
+     and fill are a video link's, see ``hole_excess`` there): **wifi-like**, not a
+     drone. Inside such a channel no video class is given before ``wifi_min_sweeps``
+     sweeps, so the burstiness has been seen (the hole and fill means are running
+     means over the first hits: by then over ten or more of them). A channel busy
+     nearly all the time (above about 90 %, where its holes are too few) is a plateau
+     like a video link's: it stays ofdm-video with the Wi-Fi penalty;
    - else unknown.
 4. Anything else: unknown.
 
@@ -47,8 +52,13 @@ x 0.81 MHz on 2400.4 + k MHz) hop over the same ~79 MHz, and the hits per sweep 
 duty whatever the hop rate, so neither the span nor the hit rate separates them. Their
 grids are 0.4 MHz apart, half a cell: a hop that lights two or three cells (it stays on
 for the whole pass over its channel) is placed within a cell by their power ratio, and
-over tens of hops the offset shows. A Wi-Fi channel busy nearly all the time is a steady
-plateau like an OFDM video link on that channel: ofdm-video, less ``shared_band_penalty``.
+over tens of hops the offset shows. A Wi-Fi channel busy 80 % of the time fills its 20 MHz
+sweep after sweep as a video link does (width 19.6 +- 0.9 MHz, fill 1.05, against 20.3 +-
+0.2 and 1.09 for a 20 MHz OcuSync link at 20 dB): what tells it is that its off moments
+leave cells at the noise floor inside the plateau, about (1 - busy) x 0.9 of them, where
+a video plateau's cells stay near its mean power. A Wi-Fi channel busy nearly all the
+time is a steady plateau like an OFDM video link on that channel: ofdm-video, less
+``shared_band_penalty``.
 """
 
 from __future__ import annotations
@@ -144,6 +154,12 @@ class ClassifierSettings:
         24, doc="sweeps of history an emitter inside a 20 MHz Wi-Fi channel needs before it can be a video "
         "link (to see whether its width is bursty)", lo=1, hi=64,
     )
+    wifi_min_hole_excess: float = spec(
+        0.04, doc="an emitter inside a Wi-Fi channel whose inner cells fall near the noise floor (holes, see "
+        "hole_db) this fraction of them more often than a steady emitter's would (mean over its hits) is bursty "
+        "802.11 traffic: a busy channel's off moments are holes in its plateau where the width and fill look "
+        "like a video link's (80 % busy: about 0.1-0.18; a video plateau: 0 or below)", lo=0.0, hi=1.0,
+    )
     wifi_bursty_width_fraction: float = spec(
         0.25, doc="an emitter inside a Wi-Fi channel whose occupied width departs from its smoothed width by this "
         "fraction of it or more (mean over its hits) is bursty 802.11 traffic, not a video link", lo=0.01, hi=2.0,
@@ -199,7 +215,8 @@ def classify(
 ) -> tuple[np.ndarray, np.ndarray]:
     """(kind u1, confidence u1 0..100) per row of ``tracks`` (RF_TRACK_DTYPE), by the
     rules of the module docstring. Uses the fields comb, channels, sweeps, duty, kind
-    (the previous class, for hysteresis), centre_mhz, bandwidth_mhz, centre_excess_db.
+    (the previous class, for hysteresis), centre_mhz, bandwidth_mhz, centre_excess_db,
+    fill_ratio, width_jitter_mhz, hole_excess, grid_offset_mhz, grid_resultant, grid_hops.
     ``hop_min_channels``: the tracker's minimum of revisited channels for a hopping set."""
     s = settings
     n = tracks.shape[0]
@@ -265,6 +282,7 @@ def classify(
     bursty = inside_wifi & (
         (tracks["width_jitter_mhz"] >= s.wifi_bursty_width_fraction * bw)
         | (tracks["fill_ratio"] <= s.wifi_max_fill_ratio)
+        | (tracks["hole_excess"] >= s.wifi_min_hole_excess)
     )
     unsettled = inside_wifi & (tracks["sweeps"] < s.wifi_min_sweeps)
     ofdm = video & continuous & ~analog & ~bursty & ~unsettled

@@ -5,7 +5,7 @@
   sweep period (a recording has no clock the driver could see).
 - :func:`drone_links`: sweeps through an :class:`~towerd.rf.processor.RfProcessor`:
   every track that became a confirmed drone link, and when.
-- :func:`link_trial`: one emulated drone link at a stated in-band SNR (its power
+- :func:`link_trial` (its sweeps: :func:`trial_spectra`): one emulated drone link at a stated in-band SNR (its power
   spectral density over the noise's when on the air), with optional non-drone
   neighbours, through the emulator's bytes, the driver's parser and the processor.
 
@@ -112,15 +112,11 @@ def distance_for_snr(emitter: Emitter, snr_db: float, noise_dbm_per_mhz: float) 
     return 1000.0 * 10.0 ** ((fspl - 20.0 * math.log10(centre) - 32.44) / 20.0)
 
 
-def link_trial(link: Emitter | None, snr_db: float, band: tuple[float, float], *, rng: np.random.Generator,
-               settings: RfSettings, sweeps: int = 100, period_s: float = 0.1,
-               others: tuple[tuple[Emitter, float], ...] = (), looks: int = REAL_LOOKS,
-               hop_dwell: bool = False) -> tuple[list[DroneLink], float]:
-    """Drone links found in ``sweeps`` emulated sweeps of ``band`` (MHz edges) with
-    ``link`` at ``snr_db`` (None: no link) and ``others`` (emitter, SNR dB) beside it;
-    also the distance the link was placed at (m). ``looks``: the emulated device's
-    averaging (see REAL_LOOKS); ``hop_dwell``: hops on for the whole pass over their
-    channel (see towerd.sim.rfexplorer)."""
+def trial_spectra(link: Emitter | None, snr_db: float, band: tuple[float, float], *, rng: np.random.Generator,
+                  sweeps: int = 100, period_s: float = 0.1, others: tuple[tuple[Emitter, float], ...] = (),
+                  looks: int = REAL_LOOKS, hop_dwell: bool = False) -> tuple[list[Spectrum], float]:
+    """The emulated sweeps of :func:`link_trial` (through the emulator's bytes and the
+    driver's parser) and the distance the link was placed at (m)."""
     noise = -105.0
     placed = []
     d_link = float("nan")
@@ -138,4 +134,18 @@ def link_trial(link: Emitter | None, snr_db: float, band: tuple[float, float], *
     spectra = driver.feed(em.model_line() + em.config_line(), 0.0)
     for k in range(sweeps):
         spectra += driver.feed(em.sweep_bytes(k * period_s), k * period_s)
-    return drone_links([s for s in spectra if isinstance(s, Spectrum)], settings), d_link
+    return [s for s in spectra if isinstance(s, Spectrum)], d_link
+
+
+def link_trial(link: Emitter | None, snr_db: float, band: tuple[float, float], *, rng: np.random.Generator,
+               settings: RfSettings, sweeps: int = 100, period_s: float = 0.1,
+               others: tuple[tuple[Emitter, float], ...] = (), looks: int = REAL_LOOKS,
+               hop_dwell: bool = False) -> tuple[list[DroneLink], float]:
+    """Drone links found in ``sweeps`` emulated sweeps of ``band`` (MHz edges) with
+    ``link`` at ``snr_db`` (None: no link) and ``others`` (emitter, SNR dB) beside it;
+    also the distance the link was placed at (m). ``looks``: the emulated device's
+    averaging (see REAL_LOOKS); ``hop_dwell``: hops on for the whole pass over their
+    channel (see towerd.sim.rfexplorer)."""
+    spectra, d_link = trial_spectra(link, snr_db, band, rng=rng, sweeps=sweeps, period_s=period_s, others=others,
+                                    looks=looks, hop_dwell=hop_dwell)
+    return drone_links(spectra, settings), d_link

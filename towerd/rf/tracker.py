@@ -83,6 +83,7 @@ RF_TRACK_DTYPE = np.dtype(
         ("snr_db", "<f8"),  # last hit's mean power over the noise floor
         ("centre_excess_db", "<f8"),  # smoothed spectral peakedness (see emitters); NaN if unknown
         ("fill_ratio", "<f8"),  # smoothed CFAR fill over a steady emitter's (see emitters); NaN if unknown
+        ("hole_excess", "<f8"),  # smoothed inner cells near the floor beyond a steady emitter's (see emitters); NaN if unknown
         ("width_jitter_mhz", "<f8"),  # slowly smoothed |width - smoothed width| of the hits (bursty occupancy)
         ("centre_std_mhz", "<f8"),  # exponentially weighted std of the centre (drift / hopping)
         ("bandwidth_std_mhz", "<f8"),  # same for the bandwidth
@@ -109,7 +110,7 @@ RF_TRACK_DTYPE = np.dtype(
 def empty_rf_tracks(n: int = 0) -> np.ndarray:
     """RF_TRACK_DTYPE rows with NaN in every optional float field."""
     t = np.zeros(n, dtype=RF_TRACK_DTYPE)
-    for name in ("centre_excess_db", "fill_ratio", "channel_spacing_mhz", "snr_db", "grid_offset_mhz",
+    for name in ("centre_excess_db", "fill_ratio", "hole_excess", "channel_spacing_mhz", "snr_db", "grid_offset_mhz",
                  "grid_resultant"):
         t[name] = np.nan
     t["channels"] = 1
@@ -390,9 +391,9 @@ class BandTracker:
         p_old = np.power(10.0, tr["power_dbm"][ti] / 10.0)
         p_new = np.power(10.0, em["mean_dbm"] / 10.0)
         tr["power_dbm"][ti] = 10.0 * np.log10(p_old + a * (p_new - p_old))
-        # peakedness and fill (as the jitter): a running mean over the first
+        # peakedness, fill and holes (as the jitter): a running mean over the first
         # 1/shape_smoothing hits, then exponential
-        for name in ("centre_excess_db", "fill_ratio"):
+        for name in ("centre_excess_db", "fill_ratio", "hole_excess"):
             ex_old = tr[name][ti]
             ex_new = em[name]
             tr[name][ti] = np.where(
@@ -423,6 +424,7 @@ class BandTracker:
         new["snr_db"] = em["snr_db"]
         new["centre_excess_db"] = em["centre_excess_db"]
         new["fill_ratio"] = em["fill_ratio"]
+        new["hole_excess"] = em["hole_excess"]
         new["hits"] = 1
         new["sweeps"] = 1
         new["hit_history"] = 1
