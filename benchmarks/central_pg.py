@@ -253,7 +253,7 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
                note=f"slowest second {r['records_per_s_min_second']:,}/s; {r['acked_records']:,} records in all; "
                     f"{r['errors_received']} store errors, {r['resent_msgs']} messages re-sent after an ACK timeout, "
                     f"{r['disconnects']} link drops seen by the towers, {r['replay_msgs']} messages "
-                    "re-sent as REPLAY after those"),
+                    "sent as REPLAY (what was in flight at a drop, and what a tower wrote before its link came up)"),
         Figure(f"{label}: ACK latency of live records, median", lat["median"], "ms",
                reference=f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']:,} records",
                note=f"the generator's write round over its towers takes up to {r['tick_ms_p99']} ms (p99), "
