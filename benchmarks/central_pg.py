@@ -251,7 +251,9 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
                reference=f"offered {r['offered_records_per_s']:,.0f}/s; goal {GOAL_RPS:,}/s with ACK p99 < "
                          f"{GOAL_P99_MS:.0f} ms: {'met' if met else 'NOT met'}",
                note=f"slowest second {r['records_per_s_min_second']:,}/s; {r['acked_records']:,} records in all; "
-                    f"{r['errors_received']} store errors, {r['resent_msgs']} messages re-sent"),
+                    f"{r['errors_received']} store errors, {r['resent_msgs']} messages re-sent after an ACK timeout, "
+                    f"{r['disconnects']} link drops seen by the towers, {r['replay_msgs']} messages "
+                    "sent as REPLAY (what was in flight at a drop, and what a tower wrote before its link came up)"),
         Figure(f"{label}: ACK latency of live records, median", lat["median"], "ms",
                reference=f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']:,} records",
                note=f"the generator's write round over its towers takes up to {r['tick_ms_p99']} ms (p99), "

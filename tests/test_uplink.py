@@ -245,6 +245,85 @@ def test_unacknowledged_message_is_resent_after_the_ack_timeout(peer, outbox, ma
     wait_for(lambda: outbox.pending_count() == 0, step)
 
 
+def test_ack_timeout_grows_with_the_measured_round_trip_and_backs_off(peer, outbox, make_client):
+    """A central whose ACKs take 8 s is not sent duplicates after the configured 10 s:
+    the timeout becomes srtt + 4 rttvar (8 + 4 * 4 = 24 s), doubles after a resend, and
+    never exceeds ack_timeout_max_s."""
+    clock = ManualClock()
+    outbox.add_tracks(tracks(1))
+    outbox.commit()
+    client = make_client(peer.endpoint, outbox, clock=clock, ack_timeout_s=10.0, ack_timeout_max_s=40.0)
+
+    def step():
+        client.poll(5)
+        peer.drain(5)
+
+    wait_for(lambda: len(peer.records()) == 1, step)
+    assert client.stats["ack_timeout_s"] == 10.0 and client.stats["srtt_s"] is None
+    clock.advance(8.0)
+    peer.send(TOWER.encode(), icd.encode_ack(outbox.stream_id, 1, 1))
+    wait_for(lambda: outbox.pending_count() == 0, step)
+    assert client.stats["srtt_s"] == 8.0 and client.stats["ack_timeout_s"] == 24.0
+
+    outbox.add_tracks(tracks(1))  # seq 2, sent at t = 8 s
+    outbox.commit()
+    wait_for(lambda: len(peer.records()) == 2, step)
+    clock.advance(23.9)           # 10 s would have resent it long ago
+    for _ in range(5):
+        step()
+    assert len(peer.records()) == 2 and client.stats["resent_msgs"] == 0
+    clock.advance(0.2)
+    wait_for(lambda: len(peer.records()) == 3, step)
+    assert ranges(peer.records()) == [("T", 1, 1), ("T", 2, 2), ("T", 2, 2)]
+    assert client.stats["ack_timeouts"] == 1
+    assert client.stats["ack_timeout_s"] == 40.0  # doubled (48 s), bounded by ack_timeout_max_s
+    clock.advance(39.9)
+    for _ in range(5):
+        step()
+    assert len(peer.records()) == 3
+    clock.advance(0.2)
+    wait_for(lambda: len(peer.records()) == 4, step)
+    # The ACK of a message sent more than once gives no sample (Karn): the timeout stays up.
+    peer.send(TOWER.encode(), icd.encode_ack(outbox.stream_id, 2, 2))
+    wait_for(lambda: outbox.pending_count() == 0, step)
+    assert client.stats["srtt_s"] == 8.0 and client.stats["resent_msgs"] == 2
+
+
+def test_nothing_is_resent_while_acks_keep_arriving(peer, outbox, make_client):
+    """The timeout runs from the last ACK: a message older than ack_timeout_s is not sent
+    again while the central keeps acknowledging others, only once the ACKs stop."""
+    clock = ManualClock()
+    outbox.add_tracks(tracks(1))  # seq 1 at t = 0
+    outbox.commit()
+    client = make_client(peer.endpoint, outbox, clock=clock, ack_timeout_s=5.0, batch_records=1)
+
+    def step():
+        client.poll(5)
+        peer.drain(5)
+
+    wait_for(lambda: len(peer.records()) == 1, step)
+    clock.advance(4.5)
+    outbox.add_tracks(tracks(1))  # seq 2 at t = 4.5 s
+    outbox.commit()
+    wait_for(lambda: len(peer.records()) == 2, step)
+    clock.advance(0.1)
+    peer.send(TOWER.encode(), icd.encode_ack(outbox.stream_id, 2, 2))  # at t = 4.6 s, round trip 0.1 s
+    wait_for(lambda: outbox.pending_count() == 1, step)
+    assert client.stats["ack_timeout_s"] == 5.0  # srtt + 4 rttvar = 0.3 s: the floor holds
+    clock.advance(3.4)            # t = 8 s: seq 1 is 8 s old, but an ACK came 3.4 s ago
+    for _ in range(5):
+        step()
+    assert len(peer.records()) == 2 and client.stats["resent_msgs"] == 0
+    clock.advance(1.7)            # t = 9.7 s: 5.1 s without an ACK
+    wait_for(lambda: len(peer.records()) == 3, step)
+    assert ranges(peer.records())[-1] == ("T", 1, 1) and client.stats["resent_msgs"] == 1
+
+
+def test_ack_timeout_max_below_ack_timeout_is_refused():
+    with pytest.raises(ValueError, match="ack_timeout_max_s < ack_timeout_s"):
+        settings("tcp://127.0.0.1:1", ack_timeout_s=10.0, ack_timeout_max_s=5.0)
+
+
 def test_everything_in_flight_is_resent_after_a_reconnect(ctx, outbox, make_client):
     first = Peer(ctx)
     endpoint = first.endpoint

@@ -368,6 +368,8 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
             "backlog_left": sum(t.backlog_left for t in towers),
             "tick_ms_p99": float(np.percentile(loop_ms, 99)) if loop_ms else 0.0,
             "resent_msgs": sum(t.client.stats["resent_msgs"] for t in towers if t.client is not None),
+            "replay_msgs": sum(t.client.stats["replay_msgs"] for t in towers if t.client is not None),
+            "disconnects": sum(t.client.stats["disconnects"] for t in towers if t.client is not None),
             "errors_received": sum(t.client.stats["errors_received"] for t in towers if t.client is not None),
         }
     finally:
@@ -444,6 +446,8 @@ def summarise(spec: LoadSpec, results: list[dict]) -> dict:
         "backlog_left_records": int(sum(r["backlog_left"] for r in results)),
         "tick_ms_p99": round(max(r["tick_ms_p99"] for r in results), 1),
         "resent_msgs": int(sum(r["resent_msgs"] for r in results)),
+        "replay_msgs": int(sum(r["replay_msgs"] for r in results)),
+        "disconnects": int(sum(r["disconnects"] for r in results)),
         "errors_received": int(sum(r["errors_received"] for r in results)),
     }
 

@@ -96,6 +96,15 @@ _MAX_SOCKETS = 8
 default is 1023; each socket costs descriptors)."""
 
 
+def _is_replay(frames: list[zmq.Frame]) -> bool:
+    """Whether a received message carries the REPLAY flag (peeked in the header; the
+    message is checked in full when it is handled)."""
+    if len(frames) != 2:
+        return False
+    head = frames[1].buffer[:HEADER_SIZE]
+    return len(head) == HEADER_SIZE and bool(int.from_bytes(head[14:16], "little") & FLAG_REPLAY)
+
+
 class _Peer:
     """What the central keeps per claimed tower id: its limits and rate buckets, the
     messages its rates hold back, its last HEALTH and its refusal counts."""
@@ -199,6 +208,7 @@ class CentralServer:
             "peers_forgotten": 0,
             "health_forgotten": 0,
             "errors_unanswered": 0,
+            "replays_received": 0,
         }
         self._closed = False
         self._handshakes: HandshakeWatch | None = None
@@ -289,7 +299,8 @@ class CentralServer:
         deferred (messages held back by a tower's rates), busy (refused: its queue of held
         back messages was full), fd_exhausted (times descriptors ran short),
         peers_forgotten, health_forgotten, errors_unanswered (ERROR replies beyond a
-        tower's error_replies_per_s), ``by_peer`` ({tower id: {reason: n}} for
+        tower's error_replies_per_s), replays_received (messages flagged REPLAY; each
+        poll round handles them after the others), ``by_peer`` ({tower id: {reason: n}} for
         malformed, refused, busy and internal errors), and ``auth`` (the ZAP handler's
         counters) with CURVE."""
         out = {**self._stats, "malformed_by_reason": dict(self._stats["malformed_by_reason"]),
@@ -324,8 +335,9 @@ class CentralServer:
 
     def poll_once(self, timeout_ms: int) -> int:
         """Wait up to ``timeout_ms`` for messages, then handle those waiting (at most
-        1000, after any pending CURVE handshakes), and store what the rates let through
-        of the messages held back. Returns how many messages were received."""
+        1000, after any pending CURVE handshakes; those without the REPLAY flag first),
+        and store what the rates let through of the messages held back. Returns how
+        many messages were received."""
         if self._closed:
             raise UplinkError("central is closed")
         if self._handshakes is not None:
@@ -346,13 +358,21 @@ class CentralServer:
             return 0
         if self._auth is not None:
             self._auth.handle()
-        handled = 0
-        while handled < _MAX_MESSAGES_PER_POLL:
+        # Everything waiting (up to the bound) is taken first, then handled live first:
+        # after an outage the towers' REPLAY backlogs must not delay the live reports
+        # that arrive in the same round (stored and acknowledged in the first batches).
+        received: list[list[zmq.Frame]] = []
+        replays: list[list[zmq.Frame]] = []
+        while len(received) + len(replays) < _MAX_MESSAGES_PER_POLL:
             try:
                 frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 break
-            handled += 1
+            (replays if _is_replay(frames) else received).append(frames)
+        handled = len(received) + len(replays)
+        self._stats["replays_received"] += len(replays)
+        received += replays
+        for frames in received:
             try:
                 self._handle(frames)
             except Exception:  # last resort: a defect is loud, never an outage
