@@ -770,8 +770,14 @@ def test_claimed_ids_keep_bounded_state_and_bad_limits_exit_78(tmp_path, caplog)
     ctx = zmq.Context()
     socks = []
     try:
+        # The last claimer sends only once the others' HEALTH arrived: a ROUTER fair-queues
+        # its connections, so only then is tx-claim-099's HEALTH surely the newest.
         for i in range(100):
             s = curve_dealer(ctx, srv.bound_endpoint, f"tx-claim-{i:03d}", None)
+            if i == 99:
+                deadline = time.monotonic() + 10
+                while srv.stats["health_received"] < 99 and time.monotonic() < deadline:
+                    srv.poll_once(50)
             s.send(icd.encode_health(STREAM, {"i": i, "pad": "x" * 80}))
             s.send(header(icd.MsgType.TRACKS, 1, magic=b"XX"))
             socks.append(s)
