@@ -42,7 +42,7 @@ import pytest
 import zmq
 import zmq.auth
 
-from processes import free_tcp_port
+from processes import Child, free_tcp_port
 from towerd import icd, keys
 from towerd.demo import demo_config
 from towerd.sim.pty import PtyPair
@@ -98,8 +98,9 @@ class Site:
         keys.allow_tower(HOSTILE, self.hostile.public_file, self.allow)
 
 
-class Central:
-    """`towerd central` with the test's limits; ``nofile`` lowers RLIMIT_NOFILE."""
+class Central(Child):
+    """`towerd central` with the test's limits; ``nofile`` lowers RLIMIT_NOFILE (hence its
+    own start: :class:`Child` has no preexec hook)."""
 
     def __init__(self, exe: str, tmp: Path, site: Site, plain: bool, nofile: int | None = None) -> None:
         self.port = free_tcp_port()
@@ -117,13 +118,11 @@ class Central:
             if nofile is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
 
+        self.args = args
         with open(self.log_path, "ab") as fh:
             self.proc = subprocess.Popen(args, stdout=fh, stderr=subprocess.STDOUT, preexec_fn=lower_limit)
         wait_for(lambda: "listening on" in self.log() or self.proc.poll() is not None, 20, "central start")
         assert self.proc.poll() is None, self.log()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -131,14 +130,7 @@ class Central:
 
     def stop(self) -> dict:
         """SIGTERM; exit 0 expected. Returns the per-tower refusal counts it logged."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        assert self.proc.returncode == 0, self.log()[-3000:]
+        assert super().stop(20) == 0, self.log()[-3000:]
         m = re.search(r"refusals per tower: (\{.*\})", self.log())
         return json.loads(m.group(1)) if m else {}
 
