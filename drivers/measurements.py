@@ -7,6 +7,7 @@ earth coordinates is the detection layer's job (it knows the mounting).
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,3 +108,59 @@ class Spectrum:
     def freq_mhz(self) -> np.ndarray:
         """(n,) centre frequency of each point, MHz."""
         return self.start_freq_mhz + self.step_freq_mhz * np.arange(len(self.power_dbm))
+
+
+class RidSource(enum.IntEnum):
+    """How a Remote ID broadcast reached the receiver (the ICD carries the number)."""
+
+    UNKNOWN = 0
+    BLUETOOTH_LEGACY = 1  # ASTM F3411 over Bluetooth 4 advertising
+    BLUETOOTH_LONG_RANGE = 2  # ASTM F3411 over Bluetooth 5 coded PHY / extended advertising
+    WIFI_BEACON = 3  # ASTM F3411 in a Wi-Fi beacon vendor element
+    WIFI_NAN = 4  # ASTM F3411 over Wi-Fi Neighbour Awareness Networking
+    DJI_DRONEID = 5  # DJI's own DroneID broadcast (Wi-Fi or OcuSync)
+
+
+@dataclass(frozen=True, eq=False)
+class RemoteIdReading:
+    """What one received Remote ID broadcast said (one JSON line, or one F3411 message or
+    message pack), in one form whatever the receiver's dialect.
+
+    A broadcast often carries only part of the picture (a Basic ID message has no
+    position, a Location message no serial number): fields it did not carry stay at their
+    "unknown" value ("" for text, NaN for numbers, 0 for the enumerations, whose 0 is
+    F3411's "none/undeclared"). Whoever consumes readings merges them per
+    ``transmitter``. Numbers are in SI units, positions WGS84; F3411's scalings, accuracy
+    classes (taken as the class's bound) and "unknown" encodings are already undone.
+    """
+
+    sensor: str
+    t_mono: float  # monotonic seconds when the broadcast's last byte was read
+    transmitter: str  # the broadcaster's MAC address, lower case "aa:bb:cc:dd:ee:ff"; "" if not given
+    source: RidSource = RidSource.UNKNOWN
+    rssi_dbm: float = float("nan")
+    uas_id: str = ""  # serial number / registration / session id, as broadcast (<= 20 chars)
+    id_type: int = 0  # F3411 ID type: 0 none, 1 serial (CTA-2063-A), 2 CAA registration, 3 UTM UUID, 4 session id
+    ua_type: int = 0  # F3411 UA type: 0 none, 1 aeroplane, 2 helicopter/multirotor, ... 15 other
+    status: int = 0  # F3411 operational status: 0 undeclared, 1 ground, 2 airborne, 3 emergency, 4 RID failure
+    lat_deg: float = float("nan")  # the drone's WGS84 position as broadcast
+    lon_deg: float = float("nan")
+    alt_geo_m: float = float("nan")  # geodetic (WGS84 ellipsoid) altitude
+    alt_baro_m: float = float("nan")  # pressure altitude
+    height_m: float = float("nan")  # height above take-off or ground (see height_above_takeoff)
+    height_above_takeoff: bool = True
+    speed_mps: float = float("nan")  # horizontal ground speed
+    course_deg: float = float("nan")  # direction of travel, true north, clockwise
+    vertical_speed_mps: float = float("nan")  # positive up
+    h_accuracy_m: float = float("nan")  # horizontal position accuracy (class bound, 95 %)
+    v_accuracy_m: float = float("nan")  # vertical (geodetic altitude) accuracy
+    speed_accuracy_mps: float = float("nan")
+    broadcast_time_s: float = float("nan")  # F3411 timestamp: seconds after the full UTC hour
+    operator_lat_deg: float = float("nan")  # where the pilot stands (F3411 System msg / DJI app position)
+    operator_lon_deg: float = float("nan")
+    operator_alt_m: float = float("nan")
+    operator_location_type: int = 0  # F3411: 0 take-off, 1 live GNSS, 2 fixed
+    operator_id: str = ""  # F3411 Operator ID message text
+    self_id: str = ""  # F3411 Self ID description text
+    home_lat_deg: float = float("nan")  # DJI DroneID home point
+    home_lon_deg: float = float("nan")
