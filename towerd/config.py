@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from towerd.errors import ConfigError
-from towerd.outbox.sqlite import OutboxSettings
+from towerd.outbox.settings import OutboxSettings
 from towerd.rf.processor import RfSettings
 from towerd.schema import INVALID, Problem, Validator, compose, read_config_text, spec
 from towerd.threat import ThreatSettings
