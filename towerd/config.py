@@ -22,7 +22,7 @@ from towerd.tracking.clutter import StaticClutterSettings
 from towerd.tracking.doppler import DopplerSettings
 from towerd.tracking.imm import ImmSettings
 from towerd.tracking.initiator import InitiationSettings
-from towerd.uplink.client import CentralSettings
+from towerd.uplink.settings import CentralSettings
 from towerd.web.settings import WebSettings
 
 TOWER_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"
