@@ -119,6 +119,10 @@ class Wording:
     def required(self) -> str:
         return "required key is missing"
 
+    def field_error(self, message: str, node: Node) -> str:
+        """A field's own ``error`` message (see :func:`spec`) for ``node``."""
+        return message
+
     def not_list(self, node: Node) -> str:
         return f"expected a list, got {_describe(node)}"
 
@@ -236,7 +240,7 @@ class Validator:
                 value = self.build(value_node, hints[name], field_path, dict(f.metadata))
             if value is INVALID and f.metadata.get("error") and len(self.problems) > before:
                 del self.problems[before:]
-                self.problem(value_node, field_path, f.metadata["error"])
+                self.problem(value_node, field_path, self._words.field_error(f.metadata["error"], value_node))
             if value is INVALID:
                 failed = True
             else:

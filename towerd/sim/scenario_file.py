@@ -64,6 +64,9 @@ class ScenarioWording(Wording):
     def required(self) -> str:
         return "is required"
 
+    def field_error(self, message: str, node: Node) -> str:
+        return f"{message}, got {_value(node)}"
+
     def not_list(self, node: Node) -> str:
         return "must be a list"
 
