@@ -205,9 +205,9 @@ def _check_auth(msg: bytes) -> None:
             raise MessageError("bad_message", f"authentication page 0 inconsistent (last page {last}, length {length})")
 
 
-def split_block(data: bytes) -> np.ndarray:
-    """One transmitted unit (a single message or a Message Pack) -> (n, 25) uint8 messages;
-    MessageError when its framing is wrong."""
+def block_messages(data: bytes) -> bytes:
+    """One transmitted unit (a single message or a Message Pack) -> its 25-byte messages,
+    back to back; MessageError when its framing is wrong."""
     if len(data) < MESSAGE_SIZE:
         raise MessageError("bad_length", f"{len(data)} bytes, a message has {MESSAGE_SIZE}")
     if data[0] >> 4 == PACK:
@@ -218,10 +218,10 @@ def split_block(data: bytes) -> np.ndarray:
             raise MessageError("bad_message", f"message pack of {count} messages (1-{PACK_MAX_MESSAGES})")
         if len(data) != 3 + MESSAGE_SIZE * count:
             raise MessageError("bad_length", f"message pack of {count} messages in {len(data)} bytes")
-        return np.frombuffer(data, dtype=np.uint8, offset=3).reshape(count, MESSAGE_SIZE)
+        return data[3:]
     if len(data) != MESSAGE_SIZE:
         raise MessageError("bad_length", f"{len(data)} bytes, a message has {MESSAGE_SIZE}")
-    return np.frombuffer(data, dtype=np.uint8).reshape(1, MESSAGE_SIZE)
+    return data
 
 
 Decoded = tuple[int, "dict[str, Any] | None", "MessageError | None"]
@@ -275,7 +275,8 @@ def decode_block(data: bytes, stats: F3411Stats) -> list[tuple[int, dict[str, An
     """One transmitted unit -> [(type, fields)] of the messages that carry reading fields.
     MessageError when anything in it is refused: a pack is one broadcast, so one bad
     message refuses the whole pack."""
-    rows = decode_rows(split_block(data), stats)
+    messages = block_messages(data)
+    rows = decode_rows(np.frombuffer(messages, dtype=np.uint8).reshape(-1, MESSAGE_SIZE), stats)
     for _, _, error in rows:
         if error is not None:
             raise error
