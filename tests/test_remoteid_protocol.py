@@ -219,16 +219,24 @@ def test_fuzz_random_bytes_and_mutated_lines_never_raise_and_account_for_every_l
         assert s.frames + s.bad_lines + s.text >= len(complete) - s.too_long  # every line counted somewhere
 
 
-def test_structured_dtype_decoding_matches_row_by_row():
-    """Stacking single messages from many lines decodes each as it decodes alone."""
+def test_structured_dtype_and_scalar_decoding_agree_on_random_messages():
+    """The NumPy pass (many messages at once) and the struct path (a handful) give the
+    same fields, NaN for NaN, on random Location and System messages of every flag."""
     rng = np.random.default_rng(7)
-    raw = rng.integers(0, 256, (200, f3411.MESSAGE_SIZE), dtype=np.uint8)
-    raw[:, 0] = 0x12
-    raw[:, 5:9] = np.frombuffer(rng.integers(-900_000_000, 900_000_000, 200).astype("<i4").tobytes(),
-                                dtype=np.uint8).reshape(200, 4)
-    raw[:, 9:13] = np.frombuffer(rng.integers(-1_800_000_000, 1_800_000_000, 200).astype("<i4").tobytes(),
-                                 dtype=np.uint8).reshape(200, 4)
+    raw = rng.integers(0, 256, (4000, f3411.MESSAGE_SIZE), dtype=np.uint8)
+    raw[:2000, 0], raw[2000:, 0] = 0x12, 0x42
+    raw[::5, 5:13] = 0  # unknown positions
+    small = rng.integers(-900_000_000, 900_000_000, 4000).astype("<i4")
+    raw[1::3, 5:9] = np.frombuffer(small[1::3].tobytes(), dtype=np.uint8).reshape(-1, 4)  # plausible latitudes
+    raw[2000:][1::3, 2:6] = np.frombuffer(small[2000:][1::3].tobytes(), dtype=np.uint8).reshape(-1, 4)
     together = f3411.decode_rows(raw, f3411.F3411Stats())
+    assert len(raw) >= f3411.VECTOR_MIN_ROWS
     for i in range(len(raw)):
         alone = f3411.decode_rows(raw[i:i + 1], f3411.F3411Stats())[0]
-        assert json.dumps(alone[1], default=str) == json.dumps(together[i][1], default=str)
+        assert alone[0] == together[i][0] and type(alone[2]) is type(together[i][2])
+        if alone[1] is not None:
+            assert alone[1].keys() == together[i][1].keys()
+            for key, value in alone[1].items():
+                other = together[i][1][key]
+                assert value == other or (math.isnan(value) and math.isnan(other)), (i, key, value, other)
+    assert sum(e is None for _, _, e in together) > 1000
