@@ -175,7 +175,7 @@ class RemoteIdEmulator(LineFaults, EmulatorThread):
         self.clock: Clock = clock or SystemClock()
         self.drones: list[_Drone] = []
         for target in scenario.targets:
-            spec = (specs or {}).get(target.name, getattr(target, "remote_id", None))
+            spec = (specs or {}).get(target.name, target.remote_id)
             if spec is not None:
                 phase = (int.from_bytes(spec.mac_for(target.name).encode()[-4:], "big") % 997) / 997.0 / spec.rate_hz
                 self.drones.append(_Drone(target.name, spec, spec.mac_for(target.name), phase))
