@@ -18,7 +18,7 @@ Framing: one line per broadcast, ended by LF (a CR before it is dropped), at mos
 
    - colonelpanichacks drone-mesh-mapper / Sky Spy (github.com/colonelpanichacks/
      drone-mesh-mapper, ``node-mode-dualcore/src/main_remote.cpp`` ``buildJson``, commit
-     3dd950f3; the same line in SKY-SPY-Aware's README): ``mac``, ``rssi``, ``drone_lat``,
+     efe96b6f; the same line in SKY-SPY-Aware's README): ``mac``, ``rssi``, ``drone_lat``,
      ``drone_long``, ``drone_altitude`` (geodetic, whole metres), ``pilot_lat``,
      ``pilot_long``, ``basic_id``, ``node_id`` (ignored). Its firmware zero-fills what it
      has not heard, so a position of exactly (0, 0) is unknown (NaN), as in F3411.

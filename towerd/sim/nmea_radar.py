@@ -304,17 +304,10 @@ class NmeaRadarEmulator(LineFaults, EmulatorThread):
                 k += 1
                 continue
             if queue and not stalled and line_free_at <= now:
-                data = bytes(queue[:chunk])
-                del queue[:chunk]
-                try:
-                    written = pty.write(data)
-                except OSError as exc:
-                    self.error = exc
-                    log.error("NMEA emulator: writing to the pty failed, stopping: %s", exc)
+                free_at = self._write_chunk(pty, queue, chunk, now, line_free_at, "NMEA")
+                if free_at is None:
                     return
-                self.bytes_sent += written
-                self.bytes_dropped += len(data) - written
-                line_free_at = max(line_free_at, now) + len(data) / self.bytes_per_s
+                line_free_at = free_at
                 continue
             wake = due if not queue else max(line_free_at, now + 0.001)
             if stalled:

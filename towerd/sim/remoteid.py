@@ -305,17 +305,10 @@ class RemoteIdEmulator(LineFaults, EmulatorThread):
                 next_tick = max(next_tick + TICK_S, now)
                 continue
             if queue and not stalled and line_free_at <= now:
-                data = bytes(queue[:chunk])
-                del queue[:chunk]
-                try:
-                    written = pty.write(data)
-                except OSError as exc:
-                    self.error = exc
-                    log.error("Remote ID emulator: writing to the pty failed, stopping: %s", exc)
+                free_at = self._write_chunk(pty, queue, chunk, now, line_free_at, "Remote ID")
+                if free_at is None:
                     return
-                self.bytes_sent += written
-                self.bytes_dropped += len(data) - written
-                line_free_at = max(line_free_at, now) + len(data) / self.bytes_per_s
+                line_free_at = free_at
                 continue
             wake = next_tick if not queue or stalled else min(next_tick, max(line_free_at, now + 0.001))
             self._stop.wait(max(0.0, min(wake - now, 0.1)))
