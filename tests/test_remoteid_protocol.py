@@ -134,6 +134,18 @@ def test_each_refusal_is_counted_by_its_reason():
     assert s.dropped_bytes == len(stream) - len(b'{"mac": "aa:bb:cc:dd:ee:ff", "basic_id": "OK-1"}\n') - 2
 
 
+def test_hostile_json_values_are_refused_not_raised():
+    lines = [b'{"drone_lat": 1' + b"0" * 400 + b', "drone_long": 1.0, "basic_id": "A"}',  # int beyond float
+             b'{"drone_lat": 1e400, "drone_long": 1.0, "basic_id": "A"}',  # inf
+             b'{"drone_lat": NaN, "drone_long": 1.0, "basic_id": "A"}',
+             b'{"basic_id": ["A"]}', rb'{"basic_id": "A\u0000B"}', b'{"mac": "aa:bb:cc:dd:ee:ff", "basic_id": {}}',
+             b'{"rssi": true, "basic_id": "A"}', b'{"id_type": 2.5, "basic_id": "A"}',
+             b"[" * 500 + b"]" * 500, b'{"basic_id": "' + b"x" * 100 + b'"}']
+    parser, items, consumed = parse(b"\n".join(lines) + b"\n")
+    assert items == [] and consumed == sum(len(ln) + 1 for ln in lines)
+    assert parser.stats.out_of_range == 9 and parser.stats.not_object == 1, parser.stats
+
+
 def test_an_over_long_line_is_dropped_across_feeds_and_the_next_line_is_read():
     parser = RidParser(max_line_bytes=256)
     buf = bytearray(b"{" + b"9" * 300)
@@ -240,3 +252,30 @@ def test_structured_dtype_and_scalar_decoding_agree_on_random_messages():
                 other = together[i][1][key]
                 assert value == other or (math.isnan(value) and math.isnan(other)), (i, key, value, other)
     assert sum(e is None for _, _, e in together) > 1000
+
+
+def test_fuzz_every_dialect_key_with_hostile_values_never_raises():
+    keys = ["mac", "rssi", "drone_lat", "drone_long", "drone_altitude", "height_agl", "pilot_lat", "pilot_long",
+            "basic_id", "id_type", "ua_type", "home_lat", "home_long", "source", "transport", "operator_id", "id",
+            "uav latitude", "uav longitude", "alitude msl", "height agl", "base latitude", "base longitude", "speed",
+            "heading", "serial_number", "latitude", "longitude", "altitude", "height", "v_north", "v_east", "v_up",
+            "app_lat", "app_lon", "latitude_home", "longitude_home", "self_id", "status"]
+    values = [None, True, 0, -1, 10**30, -(10**400), 1e308, -1e-300, 0.5, 91.0, -181.0, 360.0, "", "x" * 70,
+              "aa:bb:cc:dd:ee:ff", "AABBCCDDEEFF", "ble", "NaN", [], {}, [1, 2], {"a": 1}, "\u00e9\u4e2d"]
+    rng = np.random.default_rng(11)
+    lines = []
+    for _ in range(600):
+        chosen = rng.choice(len(keys), int(rng.integers(1, 8)), replace=False)
+        obj = {keys[k]: values[int(rng.integers(len(values)))] for k in chosen}
+        lines.append(json.dumps(obj).encode())
+    data = b"\n".join(lines) + b"\n"
+    parser = RidParser(max_line_bytes=4096)
+    consumed, items = parser.feed(bytearray(data))
+    s = parser.stats
+    assert consumed == len(data) and s.json_lines + s.bad_lines == len(lines)
+    assert s.readings == len(items) > 0 and s.out_of_range > 0
+    for item in items:  # whatever got through is within its bounds
+        for key, lo, hi in (("lat_deg", -90, 90), ("lon_deg", -180, 180), ("rssi_dbm", -150, 20),
+                            ("course_deg", 0, 360), ("operator_lat_deg", -90, 90)):
+            if key in item:
+                assert lo <= item[key] <= hi, (key, item)

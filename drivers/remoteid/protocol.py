@@ -157,10 +157,13 @@ def _number(obj: dict, key: str, lo: float, hi: float) -> float | None:
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not lo <= value <= hi:
-        raise LineRefused("out_of_range", f"{key}: {value!r} is not a number in [{lo}, {hi}]")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer beyond any float
+        number = math.nan
+    if not lo <= number <= hi:  # NaN and infinities fail too
+        raise LineRefused("out_of_range", f"{key}: {str(value)[:40]!r} is not a number in [{lo}, {hi}]")
+    return number
 
 
 def _string(obj: dict, key: str, limit: int = 64) -> str | None:
