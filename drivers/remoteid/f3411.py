@@ -303,16 +303,20 @@ def decode_rows(raw: np.ndarray, stats: F3411Stats) -> list[Decoded]:
         else:
             decoded.update((i, scalar(raw[i].tobytes())) for i in where.tolist())
     result: list[Decoded] = []
-    for i, kind in enumerate(kinds.tolist()):
+    data = raw.tobytes()
+    for i, (kind, version) in enumerate(zip(kinds.tolist(), versions.tolist())):
         try:
-            if versions[i] > MAX_VERSION:
-                raise MessageError("bad_message", f"protocol version {int(versions[i])} (0-{MAX_VERSION} known)")
-            msg = raw[i].tobytes()
+            if version > MAX_VERSION:
+                raise MessageError("bad_message", f"protocol version {version} (0-{MAX_VERSION} known)")
             if i in decoded:
                 fields, bad = decoded[i]
                 if bad:
                     raise MessageError("out_of_range", "latitude/longitude beyond +-90/+-180 degrees")
-            elif kind == BASIC_ID:
+                stats.by_type[kind] = stats.by_type.get(kind, 0) + 1
+                result.append((kind, fields, None))
+                continue
+            msg = data[i * MESSAGE_SIZE:(i + 1) * MESSAGE_SIZE]
+            if kind == BASIC_ID:
                 fields = _basic_id(msg)
             elif kind == AUTH:
                 _check_auth(msg)

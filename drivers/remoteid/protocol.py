@@ -449,16 +449,25 @@ class RidParser:
         rows = f3411.decode_rows(raw, stats.f3411)
         for i, first, stop in spans:
             prefix, _, size, slot = hex_lines[i]
-            part = rows[first:stop]
-            error = next((e for _, _, e in part if e is not None), None)
-            if error is not None:
-                self._refuse(LineRefused(error.reason, str(error)), size)
-                continue
-            stats.frames += 1
-            stats.hex_lines += 1
-            messages = [(kind, fields) for kind, fields, _ in part if fields is not None]
-            if messages:  # authentication pages alone carry nothing a reading holds
-                out[slot] = {**f3411.merge(messages), **prefix}
+            if stop - first == 1:  # one message: no merging
+                kind, fields, error = rows[first]
+                if error is None:
+                    stats.frames += 1
+                    stats.hex_lines += 1
+                    if fields is not None:  # an authentication page carries nothing a reading holds
+                        out[slot] = {**fields, **prefix}
+                    continue
+            else:
+                part = rows[first:stop]
+                error = next((e for _, _, e in part if e is not None), None)
+                if error is None:
+                    stats.frames += 1
+                    stats.hex_lines += 1
+                    messages = [(kind, fields) for kind, fields, _ in part if fields is not None]
+                    if messages:
+                        out[slot] = {**f3411.merge(messages), **prefix}
+                    continue
+            self._refuse(LineRefused(error.reason, str(error)), size)
 
     def _refuse(self, exc: LineRefused, size: int) -> None:
         stats = self.stats
