@@ -90,5 +90,5 @@ def run(quick: bool) -> Section:
                    "(decoding and RemoteIdReading construction), and the same bytes one line per call; "
                    "bytes per process CPU second. The project's parsers aim at 1,000x their device's line "
                    "rate; these lines are short (80-480 bytes), so per-line costs (the line's regex or JSON "
-                   "decode, its dict, the RemoteIdReading) dominate: a receiver printing at the full 115200 "
-                   "baud costs the figure's inverse in CPU, e.g. 243x is 0.4 % of one core.")
+                   "decode, its dict, the RemoteIdReading) dominate. A receiver printing at the full 115200 "
+                   "baud costs 1/N of one core for a figure of N x the line.")
