@@ -64,7 +64,8 @@ def bench(quick: bool) -> list[Figure]:
         def chunked() -> float:
             driver = RemoteIdDriver("bench", RemoteIdSettings(port="loop://"))
             view = memoryview(data)
-            seconds = cpu_timed(lambda: [driver.feed(bytes(view[i:i + CHUNK]), 0.0) for i in range(0, len(data), CHUNK)])
+            seconds = cpu_timed(lambda: [driver.feed(bytes(view[i:i + CHUNK]), 0.0)
+                                         for i in range(0, len(data), CHUNK)])
             assert driver.counters.bad_frames == 0 and driver.parser.stats.readings > 0
             return len(data) / seconds / 1e6
 

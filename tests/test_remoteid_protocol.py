@@ -146,6 +146,26 @@ def test_hostile_json_values_are_refused_not_raised():
     assert parser.stats.out_of_range == 9 and parser.stats.not_object == 1, parser.stats
 
 
+def test_steve_jacks_id_scanner_lines_and_its_keep_alive():
+    """id_scanner's print_json: "id" is the operator ID; its once-a-minute line for slot
+    MAX_UAVS has operator "NONE", a zero MAC and zero positions: nothing heard."""
+    line = (b'{ "index": 0, "runtime": 12, "mac": "60:60:1f:aa:bb:cc", "id": "GBR-OP-1234ABCD", '
+            b'"uav latitude":   51.500000, "uav longitude":   -0.120000, "alitude msl": 95, '
+            b'"height agl": 40, "base latitude":   51.499000, "base longitude":   -0.121000, "speed": 7, '
+            b'"heading": 270 }\r\n')
+    keep_alive = (b'{ "index": 8, "runtime": 60, "mac": "00:00:00:00:00:00", "id": "NONE", '
+                  b'"uav latitude":    0.000000, "uav longitude":    0.000000, "alitude msl": 0, "height agl": 0, '
+                  b'"base latitude":    0.000000, "base longitude":    0.000000, "speed": 0, "heading": 0 }\r\n')
+    parser, items, _ = parse(line + keep_alive)
+    (item,) = items
+    assert (item["operator_id"], item["transmitter"], item["height_above_takeoff"]) == (
+        "GBR-OP-1234ABCD", "60:60:1f:aa:bb:cc", False)
+    assert_allclose([item[k] for k in ("lat_deg", "lon_deg", "alt_geo_m", "height_m", "speed_mps", "course_deg",
+                                       "operator_lat_deg", "operator_lon_deg")],
+                    [51.5, -0.12, 95.0, 40.0, 7.0, 270.0, 51.499, -0.121])
+    assert parser.stats.no_drone == 1 and parser.stats.bad_lines == 0
+
+
 def test_an_over_long_line_is_dropped_across_feeds_and_the_next_line_is_read():
     parser = RidParser(max_line_bytes=256)
     buf = bytearray(b"{" + b"9" * 300)

@@ -105,6 +105,8 @@ _DRONE_KEYS = frozenset((
     "base latitude", "serial_number", "uas_id", "operator_id", "self_id",
 ))
 """An object with none of these is not a broadcast (heartbeat, banner, status)."""
+_NO_CONTENT = frozenset(("transmitter", "rssi_dbm", "source"))
+"""Fields that alone say nothing about a drone."""
 
 
 @dataclass
@@ -296,6 +298,8 @@ def decode_json_object(obj: dict) -> dict[str, Any] | None:
     source = _source(obj)
     if source is not None:
         out["source"] = source
+    if not out.keys() - _NO_CONTENT:  # a keep-alive with nothing heard (id_scanner's "NONE" line)
+        return None
     out.setdefault("transmitter", "")
     return out
 
