@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from towerd.errors import ConfigError
+from towerd.sim.rid_spec import RemoteIdSpec
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,7 @@ class Target:
     rcs_dbsm: float  # radar cross-section, dB relative to 1 m²
     path: WaypointPath | OrbitPath
     emitters: tuple[Emitter, ...] = ()  # on the air while the target is present
+    remote_id: RemoteIdSpec | None = None  # what it broadcasts as Remote ID / DroneID (towerd.sim.rid_spec)
 
     def __post_init__(self) -> None:
         if self.kind not in TARGET_KINDS:

@@ -18,6 +18,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from towerd.errors import ConfigError
 from towerd.schema import INVALID, Problem, Validator, Wording, compose, read_config_text, spec
+from towerd.sim.rid_spec import RemoteIdSpec
 from towerd.sim.scenario import (
     EMITTER_KINDS,
     TARGET_KINDS,
@@ -150,6 +151,7 @@ class TargetEntry:
         None, doc="[t_s, east_m, north_m, up_m] rows, times increasing")
     orbit: OrbitEntry | None = spec(None, doc="a circle instead of waypoints")
     emitters: tuple[EmitterEntry, ...] | None = spec((), doc="its radio links")
+    remote_id: RemoteIdSpec | None = spec(None, doc="its Remote ID / DroneID broadcast (towerd.sim.rid_spec)")
 
     def __post_init__(self) -> None:
         if (self.waypoints is None) == (self.orbit is None):
@@ -268,7 +270,7 @@ def _build(doc: ScenarioFile, root: Node, default_name: str, problems: list[Prob
         seen.add(t.name)
         if path is not None and None not in emitters:
             targets.append(Target(name=t.name, kind=t.kind, rcs_dbsm=t.rcs_dbsm, path=path,
-                                  emitters=tuple(emitters)))  # type: ignore[arg-type]
+                                  emitters=tuple(emitters), remote_id=t.remote_id))  # type: ignore[arg-type]
     interferers = []
     for i, entry in enumerate(doc.interferers or ()):
         em = emitter(entry, f"interferers[{i}]", "interferers", i)
