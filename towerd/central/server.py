@@ -80,7 +80,7 @@ from towerd.icd import (
     encode_health_ack,
 )
 from towerd.keys import load_secret_key_file
-from towerd.uplink.client import RateLimitedLog
+from towerd.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
