@@ -320,6 +320,16 @@ def _identity_problem(rec: np.ndarray) -> tuple[str, str] | None:
     return None
 
 
+def check_identity_records(records: np.ndarray) -> None:
+    """Raise ValueError naming the first field of IDENTITY records (IDENTITY_RECORD_DTYPE,
+    shape (n,)) that the ICD cannot carry (``seq`` aside)."""
+    if not isinstance(records, np.ndarray) or records.dtype != IDENTITY_RECORD_DTYPE or records.ndim != 1:
+        raise ValueError("records must be a 1-D array of IDENTITY_RECORD_DTYPE")
+    problem = _identity_problem(records)
+    if problem is not None:
+        raise ValueError(problem[1])
+
+
 def encode_identities(stream_id: int, records: np.ndarray, flags: int = 0) -> bytes:
     """One IDENTITY message (ICD v1.1). ``records``: 1-D array of IDENTITY_RECORD_DTYPE,
     shape (count,), ``seq`` assigned, consecutive ascending, 1 <= count <= 65535, every
