@@ -26,6 +26,7 @@ from processes import Child, free_tcp_port, wait_listening
 from towerd import icd, keys
 from towerd.central.pgstore import PgCentralStore
 from towerd.central.server import CentralServer
+from towerd.central.store import CentralStore
 from towerd.clock import SystemClock
 from towerd.drivers.measurements import RidSource
 from towerd.outbox.sqlite import Outbox
@@ -184,8 +185,12 @@ def test_v1_central_keeps_every_track_while_identity_is_withheld_and_partner_get
     assert max(lat for _, lat in got) < TRACK_LATENCY_BOUND_S * 1e6
     assert rows(old.db, "SELECT count(*) FROM identities") == [(0,)]
     assert "malformed.type" in old.log() or "unknown type 0x04" in old.log()
-    stream = [x for x in export_lines(towerd_exe, old.db) if x["kind"] == "stream"]
-    assert len(stream) == 1 and stream[0]["missing"] == [] and stream[0]["unexplained"] == []
+    store = CentralStore(old.db, read_only=True)
+    try:
+        (stream,) = store.streams()
+    finally:
+        store.close()
+    assert stream.missing == () and stream.unexplained == () and stream.records == n_tracks
     # Its capability, as the tower shows it; logged once however many identities followed.
     assert old_stats["identity"] == "unsupported" and health_old["capability"] == "unsupported"
     assert old_stats["identity_withheld_records"] == 2 * n_cycles
