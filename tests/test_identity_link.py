@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
+import zmq.auth
 
 from processes import Child, free_tcp_port, wait_listening
 from towerd import icd, keys
@@ -117,6 +119,47 @@ def export_lines(exe: str, db: Path) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
+def hostile_identities_are_refused_one_by_one(endpoint: str, k: dict) -> None:
+    """Malformed IDENTITY frames from the allowed tower key: each answered with ERROR
+    ``malformed.<reason>``, nothing stored; a valid one after them is acknowledged."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        public, secret = zmq.auth.load_certificate(str(k["tower"].secret_file))
+        server_public, _ = zmq.auth.load_certificate(str(k["central"].public_file))
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = public, secret, server_public
+        sock.setsockopt(zmq.ROUTING_ID, TOWER.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        stream = 0xABCDEF0123456789
+        good = icd.empty_identity_records(1)
+        good["seq"], good["status"], good["uas_id"] = 1, 1, b"GOOD"
+        cases = []
+        for field, value, reason in (("status", 9, "range"), ("uas_id", b"A\x00B", "encoding"),
+                                     ("self_id", b"\xff" * 23, "encoding"), ("id_type", 99, "range"),
+                                     ("operator_lat_e7", 2_000_000_000, "range")):
+            bad = good.copy()
+            bad[field] = value
+            cases.append((icd._header(icd.MsgType.IDENTITY, stream, 1, 0) + bad.tobytes(), reason))
+        cases.append((icd._header(icd.MsgType.IDENTITY, stream, 2, 0) + good.tobytes(), "size"))
+        two = icd.empty_identity_records(2)
+        two["seq"], two["status"] = [1, 3], 1
+        cases.append((icd._header(icd.MsgType.IDENTITY, stream, 2, 0) + two.tobytes(), "seq"))
+        for frame, reason in cases:
+            sock.send(frame)
+            assert sock.poll(10_000), f"no answer to a frame refused for {reason}"
+            reply = icd.decode(sock.recv())
+            assert reply.type == icd.MsgType.ERROR and reply.stream_id == stream
+            assert icd.decode_error(reply)[0] == "malformed." + reason
+        sock.send(icd.encode_identities(stream, good))
+        assert sock.poll(10_000)
+        reply = icd.decode(sock.recv())
+        assert reply.type == icd.MsgType.ACK and icd.decode_ack(reply) == (1, 1)
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
 def test_identity_round_trips_tower_to_central_store_and_export(towerd_exe, tmp_path, k):
     central = start_central(towerd_exe, tmp_path, "hq", k)
     box = Outbox(tmp_path / "outbox.sqlite", clock=CLOCK, centrals=["hq"])
@@ -129,11 +172,17 @@ def test_identity_round_trips_tower_to_central_store_and_export(towerd_exe, tmp_
              "identities and tracks acknowledged")
         assert uplink.identity_capability == "supported" and uplink.stats["identity_acked_records"] == 2
         streams = (f"{box.stream_id:016x}", f"{box.identity_stream_id:016x}")
+        uplink.close()
+        hostile_identities_are_refused_one_by_one(central.endpoint, k)
+        assert central.proc.poll() is None
     finally:
         uplink.close()
         box.close()
         central.stop()
     ids = [x for x in export_lines(towerd_exe, central.db) if x["kind"] == "identity"]
+    hostile = [x for x in ids if x["stream_id"] == "abcdef0123456789"]
+    assert [(x["seq"], x["uas_id"]) for x in hostile] == [(1, "GOOD")]  # of the refused frames, nothing stored
+    ids = [x for x in ids if x["stream_id"] == streams[1]]
     assert [x["seq"] for x in ids] == [1, 2]
     coop, quiet = ids
     assert coop["tower_id"] == TOWER and coop["stream_id"] == streams[1] != streams[0]
