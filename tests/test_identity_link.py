@@ -7,7 +7,8 @@ Shows: identities round-trip tower -> central store -> export; a v1 central keep
 receiving every track (no stall, no gap) while identities are withheld from it, logged
 once and shown as its capability (stats, HEALTH, `towerd status` text) and the rows are
 still deleted once every central is done; the partner rule strips the serial number
-and the pilot position."""
+and the pilot position, and a partner that gets uas tracks only gets no identity of a
+track it does not see."""
 
 from __future__ import annotations
 
@@ -202,7 +203,7 @@ def test_v1_central_keeps_every_track_while_identity_is_withheld_and_partner_get
     old = start_central(towerd_exe, tmp_path, "old", k, "--icd-v1")
     partner = start_central(towerd_exe, tmp_path, "partner", k)
     box = Outbox(tmp_path / "outbox.sqlite", clock=CLOCK, centrals=["old", "partner"])
-    strip = SharingRule(identity=IdentitySharing(uas_id=False, operator_position=False))
+    strip = SharingRule(categories=("uas",), identity=IdentitySharing(uas_id=False, operator_position=False))
     uplinks = [UplinkClient(TOWER, settings("old", old.endpoint, k), box, clock=CLOCK, health=box.health),
                UplinkClient(TOWER, settings("partner", partner.endpoint, k, share=strip), box, clock=CLOCK,
                             health=box.health)]
@@ -212,6 +213,11 @@ def test_v1_central_keeps_every_track_while_identity_is_withheld_and_partner_get
         for cycle in range(n_cycles):  # a tower's loop: tracks and identities every cycle
             box.add_tracks(tracks(per_cycle))
             box.add_identities([cooperative(1, cycle), silent(2)])
+            if cycle == 10:  # a bird track the partner may not see, and an identity for it
+                bird = tracks(1)
+                bird["track_id"], bird["category"] = 99, icd.Category.BIRD
+                box.add_tracks(bird)
+                box.add_identities([cooperative(99, 99)])  # identity seq 23
             box.commit()
             deadline = time.monotonic() + 0.02
             while time.monotonic() < deadline:
@@ -227,7 +233,7 @@ def test_v1_central_keeps_every_track_while_identity_is_withheld_and_partner_get
         box.close()
         old.stop()
         partner.stop()
-    n_tracks = n_cycles * per_cycle
+    n_tracks, n_ids = n_cycles * per_cycle + 1, 2 * n_cycles + 1
     # The v1 central: every track, seq 1..n without a gap, none late; no identity stored.
     got = rows(old.db, "SELECT seq, received_us - time_us FROM tracks ORDER BY seq")
     assert [s for s, _ in got] == list(range(1, n_tracks + 1))
@@ -242,21 +248,23 @@ def test_v1_central_keeps_every_track_while_identity_is_withheld_and_partner_get
     assert stream.missing == () and stream.unexplained == () and stream.records == n_tracks
     # Its capability, as the tower shows it; logged once however many identities followed.
     assert old_stats["identity"] == "unsupported" and health_old["capability"] == "unsupported"
-    assert old_stats["identity_withheld_records"] == 2 * n_cycles
+    assert old_stats["identity_withheld_records"] == n_ids
     warnings = [r for r in caplog.records if "does not take identities" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     text, problems = render({"centrals": {"old": {**old_stats, "link_up": True, "endpoint": old.endpoint}}})
     assert "WITHHELD: this central speaks ICD v1 only" in text and not problems
-    # The partner: every identity, serial number and pilot position stripped, flagged.
-    assert partner_stats["identity"] == "supported"
+    # The partner: every identity of a track it may see (not the bird's), serial number and
+    # pilot position stripped, flagged.
+    assert partner_stats["identity"] == "supported" and partner_stats["identity_withheld_records"] == 1
     got = rows(partner.db, "SELECT seq, status, uas_id, id_type, operator_lat_e7, operator_lon_e7, operator_alt_m, "
                            "operator_id, withheld FROM identities ORDER BY seq")
-    assert [g[0] for g in got] == list(range(1, 2 * n_cycles + 1))
+    assert [g[0] for g in got] == [s for s in range(1, n_ids + 1) if s != 23]
     coop = [g for g in got if g[1] == IdentityStatus.COOPERATIVE]
     assert len(coop) == n_cycles
     assert all(g[2:8] == ("", 0, icd.LAT_LON_UNKNOWN, icd.LAT_LON_UNKNOWN, None, "USA-OP-0042") for g in coop)
     assert all(g[8] == icd.IdentityWithheld.UAS_ID | icd.IdentityWithheld.OPERATOR_POSITION for g in got)
-    assert rows(partner.db, "SELECT count(*) FROM tracks") == [(n_tracks,)]
+    assert rows(partner.db, "SELECT count(*) FROM tracks") == [(n_tracks - 1,)]
+    assert rows(partner.db, "SELECT count(*) FROM tracks WHERE track_id = 99") == [(0,)]
 
 
 def test_identity_reaches_the_postgresql_store_through_the_server(pg_url, tmp_path, k):

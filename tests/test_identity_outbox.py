@@ -73,9 +73,9 @@ def test_own_stream_kept_across_restart_and_committed_with_the_records(tmp_path)
     sid, rid = box.identity_stream_id, box.stream_id
     assert sid not in (0, rid) and box.next_seq == 4  # identities took no records seq
     got = box.pending_identities()
-    assert [s for s, _ in got] == [1, 2]
+    assert [(s, m) for s, _, m in got] == [(1, 4), (2, 4)]  # records 1..3 came before them
     assert icd.decode_identities(icd.decode(icd.encode_identities(sid, np.frombuffer(
-        b"".join(p for _, p in got), dtype=icd.IDENTITY_RECORD_DTYPE))))["track_id"].tolist() == [1, 2]
+        b"".join(p for _, p, _ in got), dtype=icd.IDENTITY_RECORD_DTYPE))))["track_id"].tolist() == [1, 2]
     box.add_identities([ident(3)])  # uncommitted at the close: committed by close()
     box.close()
     box = Outbox(path, clock=ManualClock())
@@ -94,13 +94,13 @@ def test_rows_deleted_only_when_every_central_is_done_and_centrals_change(tmp_pa
         box.commit()
         assert box.ack_identities(1, 3, "hq") == 3
         assert box.identity_pending_count() == 5
-        assert [s for s, _ in box.pending_identities(central="hq")] == [4, 5]
+        assert [s for s, _, _ in box.pending_identities(central="hq")] == [4, 5]
         assert box.ack_identities(1, 2, "partner") == 2  # withheld (a v1 central) or acknowledged
         box.commit()
         assert box.identity_pending_count() == 3
         box.set_centrals(["hq", "third"])  # partner gone; third gets everything held
-        assert [s for s, _ in box.pending_identities(central="third")] == [3, 4, 5]
-        assert [s for s, _ in box.pending_identities(central="hq")] == [4, 5]
+        assert [s for s, _, _ in box.pending_identities(central="third")] == [3, 4, 5]
+        assert [s for s, _, _ in box.pending_identities(central="hq")] == [4, 5]
         box.ack_identities(1, 5, "third")
         box.ack_identities(4, 5, "hq")
         box.commit()
@@ -177,7 +177,7 @@ def test_a_full_disk_rolls_identities_back_with_the_records_and_announces_them(t
     assert len(out["errors"]) == 1 and out["after"] == [301, 301]
     box = Outbox(path, clock=ManualClock())
     try:
-        assert [s for s, _ in box.pending_identities(limit=1000)] == list(range(1, 302))
+        assert [s for s, _, _ in box.pending_identities(limit=1000)] == list(range(1, 302))
         (ev,) = [json.loads(p) for _, kind, p in box.pending(limit=10_000) if kind == "E"]
         assert ev["code"] == "outbox.write_failed" and ev["lost"] == 200 + 100
     finally:
