@@ -47,11 +47,11 @@ from towerd.icd import (
     empty_identity_records,
 )
 from towerd.reports.identity import IdentityStatus, TrackIdentity
+from towerd.seqranges import SEQ_MAX
 
 log = logging.getLogger(__name__)
 
 EVENT_IDENTITY_DROPPED = "outbox.identity_dropped"
-_SEQ_MAX = 2**63 - 1
 _INT64 = (-(2**63), 2**63 - 1)
 
 _SCHEMA = [
@@ -213,7 +213,7 @@ class IdentityMixin:
         try:
             self._begin(conn)
             first = self._id_next_seq
-            if first + n - 1 > _SEQ_MAX:
+            if first + n - 1 > SEQ_MAX:
                 raise OutboxError(f"outbox {self._path}: identity seq space exhausted")
             rec["seq"] = np.arange(first, first + n, dtype=np.uint64)
             raw = rec.tobytes()
@@ -284,7 +284,7 @@ class IdentityMixin:
         Durable at the next commit. Returns how many rows were newly marked."""
         conn = self._db()
         bit = self._bit(central)
-        lo, hi = max(first_seq, 1), min(last_seq, self._id_c_next_seq - 1, _SEQ_MAX)
+        lo, hi = max(first_seq, 1), min(last_seq, self._id_c_next_seq - 1, SEQ_MAX)
         if lo > hi:
             return 0
         full = self._full_mask

@@ -39,13 +39,13 @@ import numpy as np
 from towerd.clock import Clock
 from towerd.errors import OutboxError
 from towerd.icd import RECORD_SIZE, SEVERITIES, TRACK_RECORD_DTYPE
-from towerd.outbox.acks import _SEQ_MAX, MAX_CENTRALS, SINGLE_CONSUMER, AckMixin
+from towerd.outbox.acks import MAX_CENTRALS, SINGLE_CONSUMER, AckMixin
 from towerd.outbox.cap import _EVENT_RESERVE_BYTES, CapMixin
 from towerd.outbox.durability import _TRUNCATE_AFTER_DELETES, NORMAL_SYNC_INTERVAL_S, DurabilityMixin
 from towerd.outbox.identity import IdentityMixin
 from towerd.outbox.opening import SCHEMA_VERSION, OpeningMixin, _Unusable
-from towerd.outbox.ranges import subtract_range
 from towerd.outbox.settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OutboxSettings
+from towerd.seqranges import SEQ_MAX, subtract_range
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_RECORDS", "EVENT_WRITE_FAILED", "KIND_EVENT", "KIND_TRACK",
            "MAX_CENTRALS", "NORMAL_SYNC_INTERVAL_S", "SCHEMA_VERSION", "SINGLE_CONSUMER", "Outbox",
@@ -252,7 +252,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
 
     def _reserve(self, n: int) -> int:
         first = self._next_seq
-        if first + n - 1 > _SEQ_MAX:
+        if first + n - 1 > SEQ_MAX:
             raise OutboxError(f"outbox {self._path}: seq space exhausted")
         return first
 
