@@ -48,6 +48,7 @@ from towerd.icd import (
     check_identity_records,
     encode_identities,
 )
+from towerd.outbox.sqlite import Outbox
 from towerd.uplink.batching import _Message
 from towerd.uplink.sharing import SharingRule, share_identities
 
@@ -72,7 +73,7 @@ class IdentityFlow:
     (and outbox rollback), :meth:`pump` in every poll while the link is up,
     :meth:`on_ack` / :meth:`on_error` for replies on the identity stream."""
 
-    def __init__(self, name: str, outbox, rule: SharingRule, send: Callable[[bytes], bool], *,
+    def __init__(self, name: str, outbox: Outbox, rule: SharingRule, send: Callable[[bytes], bool], *,
                  logger: logging.LoggerAdapter, batch_records: int, ack_timeout_s: float,
                  ack_timeout_max_s: float, filters_tracks: bool = False,
                  records_judged_below: Callable[[], int] | None = None) -> None:
@@ -110,11 +111,14 @@ class IdentityFlow:
         if self.capability in (UNSUPPORTED, DISABLED):
             self._withhold()
             return
+        timeout, timed_out = self._timeout, False
         for msg in self._inflight.values():
-            if msg.sent_mono is not None and now - msg.sent_mono < self._timeout:
+            if msg.sent_mono is not None and now - msg.sent_mono < timeout:
                 continue
             if msg.sent_mono is not None:
-                self._timeout = min(2 * self._timeout, self._timeout_max)
+                if not timed_out:  # one doubling per round of timeouts, not per message
+                    timed_out = True
+                    self._timeout = min(2 * self._timeout, self._timeout_max)
                 self.stats["identity_resent_msgs"] += 1
             if not self._send(msg.frame):
                 return
