@@ -5,6 +5,8 @@ records flow is never held up."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import numpy as np
 import pytest
 import zmq
@@ -134,5 +136,31 @@ def test_a_rule_without_identity_sends_none(peer, box):
         wait_for(lambda: box.pending_count() == 0 and box.identity_pending_count() == 0, step, what="all done")
         assert identity_msgs(peer) == [] and client.identity_capability == "disabled"
         assert np.array_equal(icd.decode_tracks(peer.records()[0][1])["seq"], [1, 2])
+    finally:
+        client.close()
+
+
+def test_damaged_identity_rows_are_skipped_counted_and_the_rest_sent(peer, box, tmp_path):
+    box.add_identities(idents(5))
+    box.commit()
+    with sqlite3.connect(tmp_path / "outbox.sqlite") as other:  # a damaged disk, as it were
+        other.execute("UPDATE identities SET payload = substr(payload, 1, 100) WHERE seq = 2")
+        bad = other.execute("SELECT payload FROM identities WHERE seq = 4").fetchone()[0]
+        other.execute("UPDATE identities SET payload = ? WHERE seq = 4", (bad[:28] + b"\x09" + bad[29:],))
+    client = UplinkClient(TOWER, settings(peer.endpoint), box, clock=SystemClock())
+    try:
+        sent: list[int] = []
+
+        def step_and_collect():
+            before = [m for _, m in peer.received if m.type == MsgType.IDENTITY]
+            client.poll(5)
+            peer.drain(5)
+            for m in [m for _, m in peer.received if m.type == MsgType.IDENTITY][len(before):]:
+                seq = icd.decode_identities(m)["seq"]
+                sent.extend(int(s) for s in seq)
+                peer.send(TOWER.encode(), icd.encode_ack(box.identity_stream_id, int(seq[0]), int(seq[-1])))
+
+        wait_for(lambda: box.identity_pending_count() == 0, step_and_collect, what="every row done")
+        assert sorted(set(sent)) == [1, 3, 5] and client.stats["identity_bad_rows"] == 2
     finally:
         client.close()

@@ -208,8 +208,10 @@ class IdentityFlow:
         if not good:
             return None
         records = np.frombuffer(b"".join(p for _, p in good), dtype=IDENTITY_RECORD_DTYPE)
+        first, last = good[0][0], good[-1][0]
+        flags = FLAG_REPLAY if last < self._boundary else 0
         try:
-            check_identity_records(records)
+            frame = encode_identities(self._outbox.identity_stream_id, share_identities(records, self._rule), flags)
         except ValueError:
             for seq, payload in good:  # rare (a damaged row): judge each on its own
                 try:
@@ -217,10 +219,7 @@ class IdentityFlow:
                 except ValueError:
                     self._bad(seq)
             return None
-        first, last = good[0][0], good[-1][0]
         self._cursor = last
-        flags = FLAG_REPLAY if last < self._boundary else 0
-        frame = encode_identities(self._outbox.identity_stream_id, share_identities(records, self._rule), flags)
         return _Message(first=first, last=last, count=len(good), frame=frame, replay=bool(flags))
 
     def _bad(self, seq: int) -> None:
