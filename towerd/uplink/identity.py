@@ -52,7 +52,6 @@ from towerd.outbox.sqlite import Outbox
 from towerd.uplink.batching import _Message
 from towerd.uplink.sharing import SharingRule, share_identities
 
-log = logging.getLogger(__name__)
 
 IDENTITY_WINDOW = 8
 """IDENTITY messages in flight at most, per central."""
