@@ -62,6 +62,8 @@ class AckMixin:
                          self._count)
         self._bits = {n: 1 << b for n, b in kept.items()}
         self._full_mask = full
+        added_mask = sum(1 << kept[n] for n in added)
+        self._identity_bits(conn, full, full & ~added_mask)  # the identity stream follows
         if removed:
             n, nbytes = conn.execute("SELECT count(*), coalesce(sum(length(payload)), 0) FROM records "
                                      "WHERE done & ? = ?", (full, full)).fetchone()

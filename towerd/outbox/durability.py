@@ -47,6 +47,7 @@ class DurabilityMixin:
             log.error("outbox %s: rollback after failed %s failed too: %s", self._path, what, exc2)
         self._next_seq, self._count = self._c_next_seq, self._c_count
         self._bytes, self._dropped_total = self._c_bytes, self._c_dropped_total
+        lost += self._restore_identities()
         self._release_on_commit.clear()
         self._note_in_txn = False
         self._generation += 1
@@ -76,8 +77,9 @@ class DurabilityMixin:
         new record (the central would drop that record as a duplicate)."""
         if self._synchronous != "NORMAL":
             return self._c_next_seq
-        if (self._c_next_seq > self._synced_next_seq
-                and self._clock.monotonic() - self._last_sync >= NORMAL_SYNC_INTERVAL_S):
+        unsynced = (self._c_next_seq > self._synced_next_seq
+                    or self._id_c_next_seq > self._id_synced_next_seq)  # the identity stream too
+        if unsynced and self._clock.monotonic() - self._last_sync >= NORMAL_SYNC_INTERVAL_S:
             self._sync_to_disk()
         return self._synced_next_seq
 
@@ -85,7 +87,7 @@ class DurabilityMixin:
         """fsync the WAL (or the database, when there is no WAL) from outside SQLite: the
         commits already written become durable, as with synchronous=full, but once per
         interval instead of once per commit."""
-        mark = self._c_next_seq
+        mark, id_mark = self._c_next_seq, self._id_c_next_seq
         wal = self._path.with_name(self._path.name + "-wal")
         targets = [wal if wal.exists() else self._path] + ([self._path.parent] if directory else [])
         try:
@@ -101,6 +103,7 @@ class DurabilityMixin:
             self._last_sync = self._clock.monotonic()
             return
         self._synced_next_seq = mark
+        self._id_synced_next_seq = id_mark
         self._last_sync = self._clock.monotonic()
         if self._write_error and self._write_error.startswith("fsync"):
             self._write_error = None

@@ -119,6 +119,7 @@ class OpeningMixin:
             self._load(conn)
         else:
             raise _Unusable(f"not an outbox: tables {sorted(tables)}")
+        self._open_identities(conn)  # ICD v1.1 identity stream (towerd.outbox.identity)
         conn.execute("BEGIN IMMEDIATE")
         try:
             self._assign_bits(conn)

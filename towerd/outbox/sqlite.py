@@ -42,6 +42,7 @@ from towerd.icd import RECORD_SIZE, SEVERITIES, TRACK_RECORD_DTYPE
 from towerd.outbox.acks import MAX_CENTRALS, SINGLE_CONSUMER, AckMixin
 from towerd.outbox.cap import _EVENT_RESERVE_BYTES, CapMixin
 from towerd.outbox.durability import _TRUNCATE_AFTER_DELETES, NORMAL_SYNC_INTERVAL_S, DurabilityMixin
+from towerd.outbox.identity import IdentityMixin
 from towerd.outbox.opening import SCHEMA_VERSION, OpeningMixin, _Unusable
 from towerd.outbox.settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OutboxSettings
 from towerd.seqranges import SEQ_MAX, subtract_range
@@ -74,9 +75,11 @@ def _event_payload(seq: int, time_us: int, body: bytes) -> bytes:
     return b'{"seq":%d,"time_us":%d,%s' % (seq, time_us, body[1:])
 
 
-class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin):
+class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
     """SQLite-backed queue of TRACKS records and EVENTS objects keyed by ``seq``, with
-    acknowledgement state per central.
+    acknowledgement state per central; and of track identities (ICD v1.1) on a stream
+    of their own (:mod:`towerd.outbox.identity`; :meth:`add_identities` is the entry
+    point for Remote ID fusion).
 
     ``centrals``: the names of the centrals that must each acknowledge (or exclude) a
     record before it is deleted. ``None`` opens the outbox for a single consumer whose
@@ -145,6 +148,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin):
         self._lost_unannounced = 0  # records lost by failed writes, not yet announced
         self._lost_error = ""
         self._note_in_txn = False
+        self._init_identity_state()
         try:
             self._conn = self._open()
         except _Unusable as exc:
@@ -245,6 +249,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin):
         self._c_count = self._count
         self._c_bytes = self._bytes
         self._c_dropped_total = self._dropped_total
+        self._snapshot_identities()
 
     def _begin(self, conn: sqlite3.Connection) -> None:
         if not conn.in_transaction:

@@ -35,6 +35,7 @@ from towerd.ratelog import RateLimitedLog
 from towerd.uplink.acktimer import AckTimerMixin
 from towerd.uplink.batching import BatchingMixin, _Message
 from towerd.uplink.flow import FlowMixin
+from towerd.uplink.identity import TRANSIENT_ERRORS, IdentityFlow
 from towerd.uplink.link import LinkMixin, _load_curve_keys
 from towerd.uplink.settings import CENTRAL_NAME_PATTERN, CentralSettings
 from towerd.uplink.sharing import RecordFilter, ZoneOf
@@ -116,6 +117,11 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
         self._log = logging.LoggerAdapter(log, {"central": settings.name})
         self._limited = RateLimitedLog(self._log, clock)
         self._error_codes: set[str] = set()
+        self._identity = IdentityFlow(settings.name, outbox, settings.share, self._send, logger=self._log,
+                                      batch_records=settings.batch_records, ack_timeout_s=settings.ack_timeout_s,
+                                      ack_timeout_max_s=settings.ack_timeout_max_s,
+                                      filters_tracks=self._filter.filters_tracks,
+                                      records_judged_below=self._records_judged_below)
         self._stats = {
             "sent_msgs": 0,
             "live_msgs": 0,
@@ -197,6 +203,7 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
         self._drain_replies(now)
         if self._link_up:
             self._pump(now)
+            self._identity.pump(now)
 
 
     def _drain_replies(self, now: float) -> None:
@@ -232,6 +239,9 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
             self._malformed(getattr(exc, "reason", "decode"), str(exc))
             return
         if msg.type == MsgType.ACK:
+            if msg.stream_id == self._outbox.identity_stream_id:
+                self._identity.on_ack(*decode_ack(msg))
+                return
             if msg.stream_id != self._outbox.stream_id:
                 self._stats["foreign_acks"] += 1
                 self._limited(logging.WARNING, "foreign_ack", "uplink %s: ACK for stream %016x, ours is %016x",
@@ -245,6 +255,10 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
             self._stats["errors_received"] += 1
             # Both strings come from the central: bounded and printable in our log.
             code, text = code[:64].encode("unicode_escape").decode(), text[:300].encode("unicode_escape").decode()
+            if msg.stream_id == self._outbox.identity_stream_id:
+                self._identity.on_error(code, text)  # an ICD v1 central refusing IDENTITY: logged once there
+                if code not in TRANSIENT_ERRORS:
+                    return
             # One log line per second per code, for the first few codes; a central that
             # invents codes shares one line per second for all the others.
             if code not in self._error_codes and len(self._error_codes) < _MAX_ERROR_CODES:
@@ -255,12 +269,21 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
             self._malformed("type", f"{msg.type.name} is not sent by a central")
 
 
+    def _records_judged_below(self) -> int:
+        """Every record below this seq has been judged by this central's sharing rule
+        (sent or excluded), so the identities added after them can be judged too."""
+        if not self._backlog_done:
+            return self._backlog_cursor + 1
+        if not self._outbox.pending(self._live_cursor, 1, central=self._settings.name):
+            return self._outbox.sendable_next_seq
+        return self._live_cursor + 1
+
     def _send_health(self, now: float) -> None:
         if self._health is None or self._next_health is None or now < self._next_health:
             return
         self._next_health = now + self._settings.health_interval_s
         try:
-            frame = encode_health(self._outbox.stream_id, self._health())
+            frame = encode_health(self._outbox.stream_id, {**self._health(), "identity": self._identity.health()})
         except Exception:  # a faulty health() must not stop the reports
             self._log.exception("uplink %s: building HEALTH failed", self._settings.name)
             return
@@ -297,10 +320,20 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
         ACK round trip, None before the first), ack_timeouts (times in-flight messages were
         sent again because no ACK came within the timeout), and
         connects, disconnects, auth_failures, handshake_failures, errors_received, reply_errors,
-        health_sent, health_acks, unmatched_acks, foreign_acks, bad_rows, flow_restarts."""
+        health_sent, health_acks, unmatched_acks, foreign_acks, bad_rows, flow_restarts;
+        identity (see :attr:`identity_capability`) and the identity_* counters of
+        :class:`~towerd.uplink.identity.IdentityFlow`."""
         return {**self._stats, "state": self._state, "in_flight": len(self._inflight),
                 "replaying": self.replaying, "boundary_seq": self._boundary,
-                "ack_timeout_s": self.ack_timeout(), "srtt_s": self._srtt}
+                "ack_timeout_s": self.ack_timeout(), "srtt_s": self._srtt, **self._identity.stats,
+                "identity": self._identity.capability}
+
+    @property
+    def identity_capability(self) -> str:
+        """Whether this central takes identities (ICD v1.1): unknown (not asked yet),
+        supported, unsupported (an ICD v1 central: identities withheld from it), or
+        disabled (its sharing rule)."""
+        return self._identity.capability
 
     def close(self) -> None:
         """Close the socket and monitor (and the context if this client made it). Records

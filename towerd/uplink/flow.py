@@ -47,6 +47,7 @@ class FlowMixin:
         self._progress_mono = now
         self._rto_backoff = 1.0
         self._seen_generation = self._outbox.generation
+        self._identity.restart()  # the identity stream's own flow (towerd.uplink.identity)
         self._stats["flow_restarts"] += 1
         self._log.info("uplink %s: %s; records below seq %d not yet acknowledged are replayed (%d messages were in "
                  "flight), live records first", self._settings.name, why, self._boundary, resend)
