@@ -49,13 +49,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict
 from typing import Any, ClassVar
 
 import serial
 
 from towerd.clock import Clock
-from towerd.drivers.base import SensorDriver
+from towerd.drivers.base import ParserTotals, SensorDriver
 from towerd.drivers.measurements import Spectrum
 from towerd.drivers.rfexplorer.protocol import RfeConfig, RfeLine, RfeModel, RfeParser, RfeReset, RfeSweep, cmd_hold
 from towerd.drivers.rfexplorer.scanplan import (
@@ -104,7 +103,7 @@ class RfExplorerDriver(SensorDriver):
     # ------------------------------------------------------------------ status
 
     def status(self) -> dict[str, Any]:
-        """Device and scan-plan state for status pages."""
+        """The device, the band it sweeps and what the scan plan did."""
         cfg, model = self.scan.config, self.device_model
         return {
             "model": f"{model.main_name}/{model.expansion_name} fw {model.firmware}" if model else None,
@@ -113,9 +112,15 @@ class RfExplorerDriver(SensorDriver):
             "end_mhz": cfg.end_mhz if cfg else None,
             "points": cfg.points if cfg else None,
             "rbw_khz": cfg.rbw_khz if cfg else None,
+            "plan": [b.name for b in self.scan.bands],
             **self.rf_counters.as_dict(),
-            **{f"parser_{k}": v for k, v in asdict(self.parser.stats).items() if k != "last_error"},
         }
+
+    def parser_totals(self) -> ParserTotals:
+        st = self.parser.stats
+        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, {
+            "sweeps_without_config": st.sweeps_without_config, "sweeps_wrong_points": st.sweeps_wrong_points,
+            "early_ends": st.early_ends, "other_frames": st.other_frames})
 
     # ------------------------------------------------------------------ open
 
@@ -166,8 +171,6 @@ class RfExplorerDriver(SensorDriver):
 
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Spectrum]]:
         consumed, messages = self.parser.feed(buf)
-        stats = self.parser.stats
-        self._count_parser(stats.frames, stats.bad_frames, stats.resyncs, stats.dropped_bytes)
         readings: list[Spectrum] = []
         for msg in messages:
             if isinstance(msg, RfeSweep):
