@@ -253,6 +253,7 @@ def test_replay_of_an_rf_explorer_capture_as_a_sensor_of_another_driver(tmp_path
     spectra = [json.loads(line) for line in out.out.splitlines() if '"Spectrum"' in line]
     assert len(spectra) == 5 and {s["band"] for s in spectra} == {"wifi24"}, out.err
     assert spectra[0]["start_freq_mhz"] == 2400.0
+    assert '"band":"wifi24"' in out.err and '"plan":["wifi24","ism5800"]' in out.err  # the driver's status
 
 
 def test_sim_refuses_options_its_device_does_not_take(towerd_exe):

@@ -149,8 +149,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
           f"{plural(len(recording.records), 'chunk')}, "
           f"{recording.duration_s:.1f} s of {header.driver} {header.sensor!r} from {header.started_utc or '?'}"
           f"{' (cut short)' if recording.truncated else ''}; {plural(counts['readings'], 'reading')}, "
-          f"{plural(counts['records'], 'track record')}; frames {c.frames}, bad {c.bad_frames}, resyncs {c.resyncs}, dropped bytes "
-          f"{c.dropped_bytes}", file=sys.stderr)
+          f"{plural(counts['records'], 'track record')}; frames {c.frames} ({c.frame_bytes} bytes), bad {c.bad_frames}, "
+          f"resyncs {c.resyncs}, dropped bytes {c.dropped_bytes}"
+          f"{''.join(f', {key} {n}' for key, n in c.reasons.items())}; device {dumps(jsonable(driver.status()))}", file=sys.stderr)
     return 0
 
 
