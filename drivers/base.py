@@ -209,9 +209,10 @@ class SensorDriver(abc.ABC):
         c.resyncs += now.resyncs - seen.resyncs
         c.dropped_bytes += now.dropped_bytes - seen.dropped_bytes
         c.frame_bytes = self._consumed - now.dropped_bytes
-        for reason, count in now.reasons.items():
-            if count:
-                c.reasons[reason] = c.reasons.get(reason, 0) + count - seen.reasons.get(reason, 0)
+        if now.reasons != seen.reasons:
+            # A new dict, never changed in place: status readers in other threads copy it.
+            c.reasons = {**c.reasons, **{reason: c.reasons.get(reason, 0) + count - seen.reasons.get(reason, 0)
+                                         for reason, count in now.reasons.items() if count}}
         self._parser_seen = now
 
     def _configure(self, port: serial.SerialBase) -> None:
