@@ -201,8 +201,6 @@ class SensorDriver(abc.ABC):
         keeps running totals; the driver's counters also count reconnects and the bytes
         dropped beyond the buffer's bound)."""
         now, seen = self.parser_totals(), self._parser_seen
-        if now == seen:
-            return
         c = self.counters
         c.frames += now.frames - seen.frames
         c.bad_frames += now.bad_frames - seen.bad_frames
