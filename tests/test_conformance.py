@@ -11,7 +11,12 @@ must give exactly its golden and never raise:
   once the driver has read the previous one, so the reads really are cut there;
 - through ``towerd replay`` (the CLI, in process): the capture written as a towerd raw
   capture (docs/raw-capture-format.md) in seeded random chunks, replayed with
-  ``--readings``.
+  ``--readings``;
+- through the driver's ``feed``: its counters are its parser's totals under the common
+  names, every consumed byte in ``frame_bytes`` or ``dropped_bytes``.
+
+And every registry entry: its emulator, made from ``towerd sim``'s options, feeds its
+driver over a pty readings of the registered types only.
 
 What "equals its golden" means for readings is derived here from the golden, with the
 driver's documented conversion written out independently (TI points -> range/azimuth/
