@@ -3,10 +3,14 @@
 The base class owns the port, the read timeout, the receive buffer and its bound, the
 counters and an idempotent :meth:`SensorDriver.close`. A subclass supplies its
 ``Settings`` dataclass, a parser, and implements one hook, :meth:`SensorDriver._decode`,
-which takes bytes and returns how many it consumed and what it decoded. Optionally it
-overrides :meth:`SensorDriver._configure` to talk to the device after the port opens,
-and :meth:`SensorDriver.poll` when time alone can complete a reading (a scan that ends
-when the line goes quiet).
+which takes bytes and returns how many it consumed and what it decoded, plus
+:meth:`SensorDriver.parser_totals`, its parser's running totals under the names every
+driver uses (:class:`ParserTotals`): from them the base keeps the same counters for
+every driver (:class:`DriverCounters`). Optionally it overrides
+:meth:`SensorDriver._configure` to talk to the device after the port opens,
+:meth:`SensorDriver.poll` when time alone can complete a reading (a scan that ends when
+the line goes quiet), and :meth:`SensorDriver.status` to say what it knows of its device
+(HEALTH and ``towerd status`` show it).
 
 Technician tools hook in without touching a driver: ``raw_sink(data, t_mono)``, when
 set, receives every chunk of bytes read from the port before it is decoded (``towerd
@@ -21,8 +25,8 @@ from __future__ import annotations
 import abc
 import logging
 import threading
-from dataclasses import asdict, dataclass
-from typing import Any, Callable, ClassVar
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, ClassVar, Mapping
 
 import serial
 
@@ -33,18 +37,41 @@ from towerd.errors import DriverIOError
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ParserTotals:
+    """A parser's running totals (since it was made) in the names every driver uses.
+
+    Each parser counts in its own words (sentences, candidates, sweeps); its driver's
+    :meth:`SensorDriver.parser_totals` maps them here. Every byte a parser consumes is
+    either part of an accepted frame or dropped, so the base class derives
+    ``frame_bytes`` from the bytes consumed."""
+
+    frames: int  # frames, sentences or lines accepted
+    bad_frames: int  # candidates rejected
+    resyncs: int  # times alignment was lost
+    dropped_bytes: int  # bytes consumed outside accepted frames
+    reasons: Mapping[str, int] = field(default_factory=dict)
+    """What was refused or set aside on the way to readings, by reason, in the parser's
+    or driver's own names (bad checksum, unsupported version, sweep without
+    configuration, lost target ...); a count per reason since the driver was made."""
+
+
 @dataclass
 class DriverCounters:
-    """Per-sensor counters, shown by status and HEALTH."""
+    """Per-sensor counters, the same for every driver, shown by status and HEALTH."""
 
-    bytes_in: int = 0
+    bytes_in: int = 0  # bytes read from the port
     frames: int = 0
+    frame_bytes: int = 0  # bytes in accepted frames
     bad_frames: int = 0
     resyncs: int = 0
-    dropped_bytes: int = 0
+    dropped_bytes: int = 0  # by the parser, and beyond the receive buffer's bound
     reconnects: int = 0
+    reasons: dict[str, int] = field(default_factory=dict)
+    """Since the driver was made, by reason (:attr:`ParserTotals.reasons`); a reason is
+    listed once it happened."""
 
-    def as_dict(self) -> dict[str, int]:
+    def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -71,7 +98,8 @@ class SensorDriver(abc.ABC):
         self._port: serial.SerialBase | None = None
         self._buf = bytearray()
         self._lock = threading.Lock()
-        self._parser_seen = (0, 0, 0, 0)
+        self._parser_seen = ParserTotals(0, 0, 0, 0)
+        self._consumed = 0  # bytes the parser consumed since the driver was made
         self._warned_names: set[str] = set()
         self.raw_sink: Callable[[bytes, float], None] | None = None
         """Called with every chunk read from the port and its monotonic time (recording)."""
@@ -124,10 +152,17 @@ class SensorDriver(abc.ABC):
 
     def feed(self, data: bytes, t_mono: float) -> list[Any]:
         """Decode ``data`` received at ``t_mono`` (used by read and by replay)."""
+        self._buf += data
+        return self._decode_buffer(t_mono)
+
+    def _decode_buffer(self, t_mono: float, **options: Any) -> list[Any]:
+        """Run :meth:`_decode` (with ``options``) on the receive buffer, drop what it
+        consumed, bring the counters up to date and keep the buffer within its bound."""
         buf = self._buf
-        buf += data
-        consumed, readings = self._decode(buf, t_mono)
+        consumed, readings = self._decode(buf, t_mono, **options)
         del buf[:consumed]
+        self._consumed += consumed
+        self._count_parser()
         if len(buf) > self.max_buffer_bytes:
             excess = len(buf) - self.max_buffer_bytes
             del buf[:excess]
@@ -139,8 +174,19 @@ class SensorDriver(abc.ABC):
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Any]]:
         """Decode as much of ``buf`` as possible: return (bytes consumed, readings).
 
-        Must never raise on any input and must update ``self.counters``.
-        """
+        Must never raise on any input. The counters follow from :meth:`parser_totals`."""
+
+    @abc.abstractmethod
+    def parser_totals(self) -> ParserTotals:
+        """The parser's running totals in the common names (see :class:`ParserTotals`)."""
+
+    def status(self) -> dict[str, Any]:
+        """What the driver knows of its device beyond the counters (TI: the CLI push;
+        RF Explorer: model, band, scan plan; NMEA: talkers heard), for HEALTH
+        (``sensors.<name>.device``) and ``towerd status``. JSON-ready and small (a
+        central bounds HEALTH); None for what is not known yet. Called from another
+        thread than the reader's: read attributes, change nothing."""
+        return {}
 
     def poll(self, t_mono: float) -> list[Any]:
         """Readings that the passage of time completes (none by default).
@@ -150,16 +196,22 @@ class SensorDriver(abc.ABC):
         out the same way live and in replay. Must never raise."""
         return []
 
-    def _count_parser(self, frames: int, bad_frames: int, resyncs: int, dropped_bytes: int) -> None:
+    def _count_parser(self) -> None:
         """Add to the counters what the parser counted since the last call (a parser
-        keeps running totals; the driver's counters also count reconnects)."""
-        seen = self._parser_seen
+        keeps running totals; the driver's counters also count reconnects and the bytes
+        dropped beyond the buffer's bound)."""
+        now, seen = self.parser_totals(), self._parser_seen
         c = self.counters
-        c.frames += frames - seen[0]
-        c.bad_frames += bad_frames - seen[1]
-        c.resyncs += resyncs - seen[2]
-        c.dropped_bytes += dropped_bytes - seen[3]
-        self._parser_seen = (frames, bad_frames, resyncs, dropped_bytes)
+        c.frames += now.frames - seen.frames
+        c.bad_frames += now.bad_frames - seen.bad_frames
+        c.resyncs += now.resyncs - seen.resyncs
+        c.dropped_bytes += now.dropped_bytes - seen.dropped_bytes
+        c.frame_bytes = self._consumed - now.dropped_bytes
+        if now.reasons != seen.reasons:
+            # A new dict, never changed in place: status readers in other threads copy it.
+            c.reasons = {**c.reasons, **{reason: c.reasons.get(reason, 0) + count - seen.reasons.get(reason, 0)
+                                         for reason, count in now.reasons.items() if count}}
+        self._parser_seen = now
 
     def _configure(self, port: serial.SerialBase) -> None:
         """Talk to the device after its port opened (send configuration, etc.)."""

@@ -11,7 +11,12 @@ must give exactly its golden and never raise:
   once the driver has read the previous one, so the reads really are cut there;
 - through ``towerd replay`` (the CLI, in process): the capture written as a towerd raw
   capture (docs/raw-capture-format.md) in seeded random chunks, replayed with
-  ``--readings``.
+  ``--readings``;
+- through the driver's ``feed``: its counters are its parser's totals under the common
+  names, every consumed byte in ``frame_bytes`` or ``dropped_bytes``.
+
+And every registry entry: its emulator, made from ``towerd sim``'s options, feeds its
+driver over a pty readings of the registered types only.
 
 What "equals its golden" means for readings is derived here from the golden, with the
 driver's documented conversion written out independently (TI points -> range/azimuth/
@@ -36,8 +41,10 @@ import numpy as np
 import pytest
 from numpy.testing import assert_allclose, assert_array_equal
 
+from towerd.cli import build_parser
 from towerd.cli import main as towerd_main
-from towerd.drivers import REGISTRY, driver_class
+from towerd.drivers import REGISTRY, DriverEntry, driver_class, reading_types
+from towerd.drivers.base import DriverCounters, ParserTotals
 from towerd.drivers.measurements import RemoteIdReading
 from towerd.drivers.nmea_radar.driver import NmeaRadarSettings
 from towerd.drivers.nmea_radar.protocol import NmeaParser
@@ -48,7 +55,9 @@ from towerd.drivers.rfexplorer.protocol import RfeConfig, RfeModel, RfeParser, R
 from towerd.drivers.ti_mmwave.driver import TiMmwaveSettings
 from towerd.drivers.ti_mmwave.protocol import TI_POINT_DTYPE, TiFrameParser
 from towerd.errors import DriverTimeoutError
+from towerd.sim import emulator_class
 from towerd.sim.pty import PtyPair
+from towerd.sim.scenario import builtin_scenario, load_scenario
 from towerd.tools.output import jsonable
 from towerd.tools.recording import RawWriter, RecordingHeader
 
@@ -340,7 +349,44 @@ def test_every_registered_driver_has_a_profile_and_captures():
     assert set(PROFILES) == set(REGISTRY)
     for kind in REGISTRY:
         assert captures_of(kind), f"no capture with a golden under tests/captures/{kind}/"
-        assert driver_class(kind).kind == kind
+        assert isinstance(REGISTRY[kind], DriverEntry) and driver_class(kind).kind == kind
+        assert reading_types(kind) and emulator_class(kind) is not None
+
+
+SIM_OPTIONS = {"nmea_radar": ["--scan-period", "0.2", "--baud", "38400"], "ti_mmwave": ["--rate", "20"],
+               "rfexplorer": ["--rate", "20"], "remoteid": ["--site", "27.5036", "-99.5076", "130.0"]}
+SIM_SCENARIOS = {"remoteid": Path(__file__).parent.parent / "config" / "scenarios" / "remoteid.yaml"}
+"""Devices whose emulator needs a scenario other than the built-in demo (broadcasting drones)."""
+
+
+@pytest.mark.parametrize("kind", sorted(REGISTRY))
+def test_the_registered_emulator_feeds_its_driver_the_registered_readings(kind, pty_pair):
+    """Through the registry alone, as `towerd sim` and the daemon find them: the emulator
+    made from the sim's own options writes to a real pty, the driver reads it; every reading
+    is of a registered type, the counters are the common ones and the driver's status is
+    plain JSON."""
+    args = build_parser().parse_args(["sim", "--device", kind, *SIM_OPTIONS.get(kind, [])])
+    scenario = load_scenario(SIM_SCENARIOS[kind]) if kind in SIM_SCENARIOS else builtin_scenario("demo")
+    em = emulator_class(kind).from_sim_args(scenario, args, np.random.default_rng(SEED))
+    driver = driver_class(kind)("sim", PROFILES[kind].settings(pty_pair.path, {}))
+    types = reading_types(kind)
+    readings: list = []
+    em.start(pty_pair)
+    try:
+        driver.open()
+        deadline = time.monotonic() + 20.0
+        while driver.counters.frames < 10 or not readings:
+            assert time.monotonic() < deadline, (driver.counters, em.sim_status())
+            readings += driver.read()
+    finally:
+        driver.close()
+        em.stop()
+    assert all(isinstance(r, types) for r in readings), {type(r) for r in readings}
+    assert set(driver.counters.as_dict()) == {f.name for f in DriverCounters.__dataclass_fields__.values()}
+    assert isinstance(driver.parser_totals(), ParserTotals)
+    assert driver.counters.frame_bytes > 0 and driver.counters.bad_frames == 0
+    json.dumps(driver.status(), allow_nan=False)
+    assert "sent" in em.sim_status()
 
 
 # ----------------------------------------------------------------------------- parser: whole, bytewise, random
@@ -403,6 +449,21 @@ def test_parser_byte_by_byte(kind, path):
 def test_parser_byte_by_byte_all_the_way(kind, path):
     profile, golden, data = PROFILES[kind], golden_of(path), path.read_bytes()
     check_parser(profile, golden, [data[i:i + 1] for i in range(len(data))], f"{path.name} bytewise")
+
+
+@pytest.mark.parametrize("kind, path", ALL, ids=IDS)
+def test_driver_counters_are_the_parser_totals_in_common_names(kind, path):
+    """The capture fed to the driver (as replay does): its counters are the parser's, under
+    the names every driver uses, and every byte consumed is in frame_bytes or dropped_bytes."""
+    profile, golden, data = PROFILES[kind], golden_of(path), path.read_bytes()
+    driver = driver_class(kind)("capture", profile.settings("/dev/null", golden))
+    driver.feed(data, 1.0)
+    driver.poll(3600.0)
+    totals, c = driver.parser_totals(), driver.counters
+    assert (c.frames, c.bad_frames, c.resyncs, c.dropped_bytes) == (totals.frames, totals.bad_frames, totals.resyncs,
+                                                                    totals.dropped_bytes)
+    assert c.frame_bytes + c.dropped_bytes == golden["consumed"]
+    assert c.reasons == {k: v for k, v in totals.reasons.items() if v}
 
 
 # ----------------------------------------------------------------------------- driver over a real pty

@@ -310,7 +310,8 @@ def test_runner_marks_a_stalled_radar_degraded_then_ok(pty_pair):
         assert events.get(timeout=5.0).code == "sensor.degraded"
         assert runner.state is SensorState.DEGRADED
         assert events.get(timeout=5.0).code == "sensor.up"  # "data flowing again"
-        assert runner.status()["frames"] > 0
+        status = runner.status()
+        assert status["frames"] > 0 and status["device"]["talkers"] == ["RA"] and status["device"]["scans"] > 0
     finally:
         runner.stop()
         em.stop()

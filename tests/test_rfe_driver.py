@@ -452,7 +452,11 @@ def test_runner_delivers_spectra_and_reports_up(pty_pair):
     inband = np.abs(freq - 2441.5) < 8.0
     outband = np.abs(freq - 2441.5) > 12.0
     assert np.median(power[inband]) - np.median(power[outband]) > 20.0
-    assert runner.status()["frames"] >= 5
+    status = runner.status()
+    assert status["frames"] >= 5 and status["frame_bytes"] > 5 * 112
+    device = status["device"]  # the driver's own status, as HEALTH carries it
+    assert (device["band"], device["plan"], device["points"], device["model"]) == ("b2g4", ["b2g4"], 112,
+                                                                                     "WSUB3G/none fw 01.33")
 
 
 def test_replayed_bytes_are_labelled_like_live_ones():

@@ -109,6 +109,9 @@ def test_towerd_status_reports_problems_in_sentences(towerd_exe, tmp_path, centr
                                  text=True, timeout=30)
         status = json.loads(as_json.stdout)
         assert status["tower_id"] == "tx-test-001" and status["sensors"]["radar0"]["state"] == "down"
+        device = status["sensors"]["radar0"]["device"]  # the driver's own status, through HEALTH
+        assert device["cli"] == "not used (configured by other means)" and device["sdk"] is None
+        assert "    device: cli not used (configured by other means)\n" in res.stdout
         assert status["centrals"]["hq"]["link_up"] is True
         assert len(status["config_digest"]) == 64
     finally:

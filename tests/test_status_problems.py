@@ -62,6 +62,20 @@ def test_render_names_rising_counters_and_a_failing_outbox():
     assert "df -h /var/lib/towerd" in text
 
 
+def test_render_shows_what_the_driver_knows_and_what_was_set_aside():
+    sensor = {"state": "ok", "driver": "rfexplorer", "frames": 20, "reasons": {"sweeps_without_config": 2,
+                                                                            "early_ends": 0},
+              "device": {"model": "WSUB1G/None fw 01.33", "band": "ism2400", "start_mhz": 2400.0, "points": 112,
+                         "rbw_khz": None, "plan": ["ism433", "ism2400"], "retunes": 0, "requeries": 1}}
+    text, problems = render({"sensors": {"rfe0": sensor}, "centrals": {}, "outbox": {}})
+    assert problems == []
+    assert ("    device: model WSUB1G/None fw 01.33, band ism2400, start mhz 2400, points 112, plan ism433 ism2400, "
+            "requeries 1\n") in text
+    assert "    set aside: 2 sweeps without config\n" in text
+    text, _ = render({"sensors": {"rfe0": {"state": "ok", "device": {"band": None}, "reasons": {}}}, "outbox": {}})
+    assert "device:" not in text and "set aside:" not in text  # nothing known, nothing set aside: no lines
+
+
 @pytest.mark.slow
 def test_status_shows_rising_errors_and_a_full_disk(towerd_exe, tmp_path, central):
     link = tmp_path / "radar0"

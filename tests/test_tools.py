@@ -221,3 +221,47 @@ def test_replay_of_a_synthetic_capture_tracks_the_target_on_the_recorded_clock(t
         north_true = 400.0 + 5.0 * (t - 0.05)
         north = r["range_m"] * np.cos(np.radians(r["azimuth_deg"])) * np.cos(np.radians(r["elevation_deg"]))
         assert abs(north - north_true) < 10.0, (t, north, north_true)
+
+
+def test_replay_of_an_rf_explorer_capture_as_a_sensor_of_another_driver(tmp_path, capsys):
+    """A capture recorded by an RF Explorer replays as a configured sensor of another driver
+    (--sensor arpa0, an nmea_radar): the driver then takes the recorded settings, written by
+    `towerd record` as JSON, so its scan plan must come back as Band objects (it came back
+    as dicts and the replay died) and label each sweep with the recorded band's name."""
+    from towerd.cli import main as towerd_main
+    from towerd.drivers.rfexplorer.driver import Band, RfExplorerSettings
+    from towerd.sim.rfexplorer import RfExplorerEmulator
+    from towerd.tools.live import _settings_dict
+
+    settings = RfExplorerSettings(port="/dev/rfe0", bands=(Band("wifi24", start_mhz=2400.0, end_mhz=2483.5),
+                                                          Band("ism5800", centre_mhz=5800.0, span_mhz=150.0)))
+    em = RfExplorerEmulator(rng=np.random.default_rng(3))  # boots on 2400-2483.5 MHz, the first band
+    header = RecordingHeader(sensor="field-rfe", driver="rfexplorer", settings=_settings_dict(settings),
+                             started_utc_us=1_700_000_000_000_000, started_mono=200.0)
+    assert isinstance(header.settings["bands"][0], dict)  # as recorded: JSON, no Band objects
+    path = tmp_path / "rfe.raw"
+    writer = RawWriter(path, header)
+    writer.write(em.model_line() + em.config_line(), 200.0)
+    for k in range(5):
+        writer.write(em.sweep_bytes(0.1 * k), 200.1 + 0.1 * k)
+    writer.close()
+    cfg = nmea_config(tmp_path, tmp_path / "unused")
+    capsys.readouterr()
+    status = towerd_main(["replay", str(path), "--config", str(cfg), "--readings", "--sensor", "arpa0"])
+    out = capsys.readouterr()
+    assert status == 0, out.err
+    spectra = [json.loads(line) for line in out.out.splitlines() if '"Spectrum"' in line]
+    assert len(spectra) == 5 and {s["band"] for s in spectra} == {"wifi24"}, out.err
+    assert spectra[0]["start_freq_mhz"] == 2400.0
+    assert '"band":"wifi24"' in out.err and '"plan":["wifi24","ism5800"]' in out.err  # the driver's status
+
+
+def test_sim_refuses_options_its_device_does_not_take(towerd_exe):
+    """The emulator of the registry entry judges the options (exit 2, one sentence)."""
+    tll = run(towerd_exe, "sim", "--device", "nmea_radar", "--tll", "--duration", "0.1")
+    assert tll.returncode == 2 and tll.stderr == "towerd sim: --tll needs --site LAT LON H (the scenario origin's " \
+                                                 "WGS84 position)\n" and tll.stdout == ""
+    cli = run(towerd_exe, "sim", "--device", "rfexplorer", "--cli", "--duration", "0.1")
+    assert cli.returncode == 2 and "--cli and --cli-link are for devices with a CLI port (ti_mmwave)" in cli.stderr
+    rate = run(towerd_exe, "sim", "--device", "ti_mmwave", "--rate", "0", "--duration", "0.1")
+    assert rate.returncode == 2 and "frame_rate_hz must be > 0" in rate.stderr

@@ -154,7 +154,17 @@ class SensorRunner:
             **self.driver.counters.as_dict(),
             "errors_recent": self.errors.recent(self.clock.monotonic(), self.driver.counters),
             "errors_window_s": self.errors.window_s,
+            "device": self._device_status(),
         }
+
+    def _device_status(self) -> dict[str, Any]:
+        """The driver's own status (:meth:`SensorDriver.status`); a driver bug there is
+        logged and shown, never allowed to take HEALTH down with it."""
+        try:
+            return dict(self.driver.status())
+        except Exception as exc:  # noqa: BLE001 - any driver bug; HEALTH must still go out
+            log.exception("sensor %s: driver status failed", self.name)
+            return {"error": f"status failed: {exc}"}
 
     def _set_state(self, state: SensorState, severity: str, message: str) -> None:
         self.state = state

@@ -202,6 +202,30 @@ def _rising_errors(sensor: dict[str, Any]) -> str:
     return f"{', '.join(parts)} in the last {sensor.get('errors_window_s', 60):.0f} s"
 
 
+def _words(values: dict[str, Any]) -> str:
+    """'band ism2400, points 112, plan ism433 ism2400' from a driver's status: unknown
+    (null) values and zero counts are left out."""
+    parts = []
+    for key, value in values.items():
+        if value is None or value == "" or value == [] or (isinstance(value, int) and not isinstance(value, bool)
+                                                           and value == 0):
+            continue
+        if isinstance(value, float):
+            value = f"{value:g}"
+        elif isinstance(value, (list, tuple)):
+            value = " ".join(str(v) for v in value)
+        elif isinstance(value, dict):
+            continue
+        parts.append(f"{key.replace('_', ' ')} {value}")
+    return ", ".join(parts)
+
+
+def _set_aside(sensor: dict[str, Any]) -> str:
+    """'3 bad checksum, 1 lost targets' from the counters by reason ('' when none)."""
+    reasons = sensor.get("reasons") or {}
+    return ", ".join(f"{n} {key.replace('_', ' ')}" for key, n in reasons.items() if n)
+
+
 def render(status: dict[str, Any]) -> tuple[str, list[str]]:
     """Plain sentences for a technician, and the list of problems found."""
     problems: list[str] = []
@@ -222,6 +246,12 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
                 f"{s.get('resyncs', 0)} resyncs, {s.get('dropped_bytes', 0)} bytes dropped, "
                 f"{s.get('reconnects', 0)} reconnects")
         lines.append(line)
+        device = _words(s.get("device") or {})
+        if device:
+            lines.append(f"    device: {device}")
+        aside = _set_aside(s)
+        if aside:
+            lines.append(f"    set aside: {aside}")
         if state != "ok":
             problems.append(f"sensor {name} is {state}: {s.get('last_error') or 'no detail'}")
             lines.append(f"    why: {s.get('last_error') or 'no detail'}")

@@ -52,12 +52,15 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from towerd.clock import Clock
-from towerd.drivers.base import SensorDriver
+from towerd.drivers.base import ParserTotals, SensorDriver
 from towerd.drivers.measurements import GeoPlots, RadarPlots, empty_geo_plots, empty_plots
 from towerd.drivers.nmea_radar.protocol import MAX_SENTENCE_CHARS, NmeaParser
 from towerd.schema import spec
 
 log = logging.getLogger(__name__)
+
+MAX_TALKERS = 8
+"""Talker ids kept for status (a radar uses one or two; garbage cannot grow the set)."""
 
 
 @dataclass(frozen=True)
@@ -107,15 +110,30 @@ class NmeaRadarDriver(SensorDriver):
         self.lost_targets = 0
         self.incomplete_targets = 0
         self.relative_courses = 0
+        self.talkers: set[str] = set()
+        """Talker ids of the TTM/TLL sentences heard (RA radar, ...; at most MAX_TALKERS)."""
 
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Any]]:
         consumed, rows = self.parser.feed(buf)
-        stats = self.parser.stats
-        self._count_parser(stats.sentences, stats.bad_sentences, stats.resyncs, stats.dropped_bytes)
+        if len(rows) and len(self.talkers) < MAX_TALKERS:
+            for talker in np.unique(rows["talker"])[:MAX_TALKERS - len(self.talkers)]:
+                self.talkers.add(str(talker))
         out: list[Any] = []
         for row in rows:
             out += self._add(row, t_mono)
         return consumed, out
+
+    def parser_totals(self) -> ParserTotals:
+        st = self.parser.stats
+        return ParserTotals(st.sentences, st.bad_sentences, st.resyncs, st.dropped_bytes, {
+            "bad_checksum": st.bad_checksum, "no_checksum": st.no_checksum, "too_long": st.too_long,
+            "not_printable": st.not_printable, "malformed": st.malformed, "other_sentences": st.ignored,
+            "lost_targets": self.lost_targets, "incomplete_targets": self.incomplete_targets})
+
+    def status(self) -> dict[str, Any]:
+        """Which talkers the radar sends as, which sentences are used, scans so far."""
+        return {"talkers": sorted(self.talkers), "sentences": self.settings.sentences, "scans": self.scans,
+                "targets": self.parser.stats.targets, "relative_courses": self.relative_courses}
 
     def poll(self, t_mono: float) -> list[Any]:
         """End the scan when the line has been quiet for ``scan_gap_s``."""

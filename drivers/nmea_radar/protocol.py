@@ -84,8 +84,6 @@ TARGET_DTYPE = np.dtype(
 
 DISTANCE_M = {"K": 1000.0, "N": 1852.0, "S": 1609.344}
 """Metres per distance unit: kilometre, international nautical mile, statute mile."""
-SPEED_MPS = {unit: metres / 3600.0 for unit, metres in DISTANCE_M.items()}
-"""m/s per speed unit: km/h, knot, mph (the distance unit per hour)."""
 
 _LF, _CR, _DOLLAR, _STAR = 0x0A, 0x0D, 0x24, 0x2A
 _HEX = np.full(256, -1, dtype=np.int16)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from towerd.clock import Clock
-from towerd.drivers.base import SensorDriver
+from towerd.drivers.base import ParserTotals, SensorDriver
 from towerd.drivers.measurements import RemoteIdReading
 from towerd.drivers.remoteid.protocol import MAX_LINE_BYTES, RidParser
 from towerd.schema import spec
@@ -58,6 +58,17 @@ class RemoteIdDriver(SensorDriver):
 
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Any]]:
         consumed, items = self.parser.feed(buf)
-        stats = self.parser.stats
-        self._count_parser(stats.frames, stats.bad_lines, stats.resyncs, stats.dropped_bytes)
         return consumed, [RemoteIdReading(sensor=self.name, t_mono=t_mono, **fields) for fields in items]
+
+    def parser_totals(self) -> ParserTotals:
+        st = self.parser.stats
+        return ParserTotals(st.frames, st.bad_lines, st.resyncs, st.dropped_bytes, {
+            "not_json": st.not_json, "not_object": st.not_object, "out_of_range": st.out_of_range,
+            "too_long": st.too_long, "bad_hex": st.bad_hex, "bad_message": st.bad_message,
+            "bad_text": st.bad_text, "firmware_text": st.text, "no_drone": st.no_drone})
+
+    def status(self) -> dict[str, Any]:
+        """What the receiver has sent: JSON and F3411 hex lines, readings, the last refusal."""
+        st = self.parser.stats
+        return {"json_lines": st.json_lines, "hex_lines": st.hex_lines, "readings": st.readings,
+                "last_error": st.last_error}

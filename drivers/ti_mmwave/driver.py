@@ -36,13 +36,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import serial
 
 from towerd.clock import Clock
-from towerd.drivers.base import SensorDriver
+from towerd.drivers.base import ParserTotals, SensorDriver
 from towerd.drivers.measurements import RadarPlots, empty_plots
 from towerd.drivers.ti_mmwave.cli import CfgLine, PushResult, doppler_resolution_mps, load_chirp_config, push_config
 from towerd.drivers.ti_mmwave.protocol import TiFrame, TiFrameParser
@@ -124,6 +124,8 @@ class TiMmwaveDriver(SensorDriver):
         """What the most recent configuration push did (None before the first)."""
         self.config_pushes = 0
         """Successful configuration pushes since the driver was made (one per open)."""
+        self._device_id: tuple[int, int] | None = None
+        """(version, platform) of the last frame's header."""
 
     def _configure(self, port: serial.SerialBase) -> None:
         """Push ``chirp_config`` over ``cli_port`` (when set); see the module docstring."""
@@ -179,8 +181,8 @@ class TiMmwaveDriver(SensorDriver):
     def _decode(self, buf: bytearray, t_mono: float, quiet: bool = False) -> tuple[int, list[RadarPlots]]:
         held_t = self._held_t
         consumed, frames = self.parser.feed(buf, quiet=quiet)
-        stats = self.parser.stats
-        self._count_parser(stats.frames, stats.bad_frames, stats.resyncs, stats.dropped_bytes)
+        if frames:
+            self._device_id = (frames[-1].version, frames[-1].platform)
         plots = [self._to_plots(frame, t_mono) for frame in frames]
         if held_t is not None and plots:
             # The first frame out is the one held back: its last byte came at held_t.
@@ -198,10 +200,33 @@ class TiMmwaveDriver(SensorDriver):
         held_t = self._held_t
         if held_t is None or t_mono - held_t < self.HOLD_RELEASE_S:
             return []
-        buf = self._buf
-        consumed, plots = self._decode(buf, t_mono, quiet=True)
-        del buf[:consumed]
-        return plots
+        return self._decode_buffer(t_mono, quiet=True)
+
+    def parser_totals(self) -> ParserTotals:
+        st = self.parser.stats
+        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, {
+            "unsupported_version": st.unsupported_version, "truncated_frames": st.truncated_frames,
+            "unknown_tlvs": st.unknown_tlvs, "nonfinite_points": self.nonfinite_points})
+
+    def status(self) -> dict[str, Any]:
+        """The CLI push (when ``cli_port`` is set) and what the frames say of the device."""
+        s, push, device = self.settings, self.last_push, self._device_id
+        if s.cli_port is None:
+            cli = "not used (configured by other means)"
+        elif push is None:
+            cli = "not pushed yet"
+        else:
+            cli = "configured, port held" if self._cli is not None else "pushed, port closed"
+        return {
+            "cli": cli,
+            "chirp_config": s.chirp_config,
+            "config_pushes": self.config_pushes,
+            "last_push_s": round(push.seconds, 3) if push is not None else None,
+            "ignored_commands": len(push.ignored) if push is not None else None,
+            "sdk": _sdk_version(device[0]) if device is not None else None,
+            "platform": f"{device[1]:#x}" if device is not None else None,
+            "doppler_resolution_mps": self.parser.doppler_resolution_mps,
+        }
 
     def _to_plots(self, frame: TiFrame, t_mono: float) -> RadarPlots:
         pts = frame.points
@@ -223,3 +248,8 @@ class TiMmwaveDriver(SensorDriver):
         plots["radial_vel_mps"] = pts["doppler_mps"]
         plots["snr_db"] = pts["snr_db"]
         return RadarPlots(sensor=self.name, t_mono=t_mono, frame_number=frame.frame_number, plots=plots)
+
+
+def _sdk_version(version: int) -> str:
+    """The header's version word (0xMMmmPPbb) as major.minor.patch.build."""
+    return ".".join(str((version >> shift) & 0xFF) for shift in (24, 16, 8, 0))

@@ -98,10 +98,6 @@ class CurveAuthenticator:
             raise UplinkError("the ZAP handler is not started")
         return self._sock
 
-    @property
-    def allow_list(self) -> AllowList:
-        return self._allow
-
     def close(self) -> None:
         if self._sock is not None:
             self._sock.close(0)

@@ -64,10 +64,6 @@ class PgCluster:
             self._as = ["runuser", "-u", "nobody", "--"]
         self.running = False
 
-    @property
-    def socket_dir(self) -> str:
-        return str(self.root)
-
     def url(self, dbname: str = "postgres") -> str:
         return f"postgresql://postgres@/{dbname}?host={self.root}&port={PORT}"
 

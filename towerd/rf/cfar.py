@@ -128,11 +128,6 @@ def os_pfa(alpha: float, n: int, k: int, looks: int = 1) -> float:
     return float(value)
 
 
-def known_level_pfa(alpha: float, looks: int = 1) -> float:
-    """False-alarm probability of ``x > α · μ`` with the noise mean μ known."""
-    return float(special.gammaincc(looks, looks * alpha))
-
-
 def _solve_alpha(pfa_of_alpha, pfa: float) -> float:
     """α > 0 with pfa_of_alpha(α) = pfa (pfa_of_alpha decreasing in α)."""
     target = math.log(pfa)

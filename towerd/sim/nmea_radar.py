@@ -40,6 +40,7 @@ import math
 import re
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -271,6 +272,24 @@ class NmeaRadarEmulator(LineFaults, EmulatorThread):
             self._bad_checksums += max(0, int(count))
 
     # ------------------------------------------------------------------ thread
+
+    # ------------------------------------------------------------------ towerd sim
+
+    @classmethod
+    def from_sim_args(cls, scenario: Scenario, args: Any, rng: np.random.Generator) -> "NmeaRadarEmulator":
+        """The emulator for ``towerd sim``'s options (heading, position, scan period, line
+        speed, units, bearing reference, TLL with the site); ValueError when they do not fit."""
+        if args.tll and not args.site:
+            raise ValueError("--tll needs --site LAT LON H (the scenario origin's WGS84 position)")
+        site = geo.Site(*args.site) if args.site else None
+        return cls(scenario, rng=rng, heading_deg=args.boresight, position_enu_m=tuple(args.position), site=site,
+                   scan_period_s=args.scan_period, baudrate=args.baud, units=args.units,
+                   bearing_ref=args.bearing_ref, course_ref=args.bearing_ref,
+                   sentences=("TTM", "TLL") if args.tll else ("TTM",))
+
+    def sim_status(self) -> str:
+        """One line for ``towerd sim``'s ``status`` command."""
+        return f"scans sent {self.scans_sent}, skipped {self.scans_skipped}, bytes {self.bytes_sent}"
 
     def start(self, pty: PtyPair) -> None:
         """Start sending: scan k is built at t0 + k * scan_period_s for scenario time

@@ -313,9 +313,18 @@ class RemoteIdEmulator(LineFaults, EmulatorThread):
             wake = next_tick if not queue or stalled else min(next_tick, max(line_free_at, now + 0.001))
             self._stop.wait(max(0.0, min(wake - now, 0.1)))
 
-    def status_line(self) -> str:
+    @classmethod
+    def from_sim_args(cls, scenario: "Scenario", args: Any, rng: np.random.Generator) -> "RemoteIdEmulator":
+        """The emulator ``towerd sim --device remoteid`` runs: the receiver at ``--position``,
+        the scenario origin at ``--site`` (required: broadcasts are WGS84); ValueError
+        when the options do not fit."""
+        if not args.site:
+            raise ValueError("--device remoteid needs --site LAT LON H (the scenario origin's WGS84 position)")
+        return cls(scenario, rng=rng, site=geo.Site(*args.site), position_enu_m=tuple(args.position))
+
+    def sim_status(self) -> str:
         """Counters for ``towerd sim``'s ``status`` command."""
-        return (f"broadcasts {self.broadcasts}, missed (too weak) {self.missed}, drones {len(self.drones)}, "
+        return (f"broadcasts sent {self.broadcasts}, missed (too weak) {self.missed}, drones {len(self.drones)}, "
                 f"bytes {self.bytes_sent}")
 
     def __enter__(self) -> "RemoteIdEmulator":
@@ -323,11 +332,3 @@ class RemoteIdEmulator(LineFaults, EmulatorThread):
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
-
-
-def from_sim_args(scenario: "Scenario", args: Any, rng: np.random.Generator) -> RemoteIdEmulator:
-    """The emulator ``towerd sim --device remoteid`` runs: the receiver at ``--position``,
-    the scenario origin at ``--site`` (required: broadcasts are WGS84)."""
-    if not args.site:
-        raise OSError("--device remoteid needs --site LAT LON H (the scenario origin's WGS84 position)")
-    return RemoteIdEmulator(scenario, rng=rng, site=geo.Site(*args.site), position_enu_m=tuple(args.position))

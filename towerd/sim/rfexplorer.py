@@ -56,7 +56,7 @@ import os
 import select
 import threading
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 from scipy import special
@@ -576,6 +576,17 @@ class RfExplorerEmulator(EmulatorThread):
             if chunk and not self._write(pty, chunk):
                 return
             k += 1
+
+    # ------------------------------------------------------------------ towerd sim
+
+    @classmethod
+    def from_sim_args(cls, scenario: Scenario, args: Any, rng: np.random.Generator) -> "RfExplorerEmulator":
+        """The emulator for ``towerd sim``'s options (position, sweep rate)."""
+        return cls(scenario, rng=rng, position_enu_m=tuple(args.position), sweep_rate_hz=args.rate)
+
+    def sim_status(self) -> str:
+        """One line for ``towerd sim``'s ``status`` command."""
+        return f"sweeps sent {self.sweeps_sent}, commands received {len(self.commands)}, refused {len(self.refused)}"
 
     def __enter__(self) -> "RfExplorerEmulator":
         return self

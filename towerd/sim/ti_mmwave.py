@@ -65,6 +65,7 @@ import logging
 import select
 import struct
 import threading
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -366,6 +367,22 @@ class TiMmwaveEmulator(EmulatorThread):
         else:
             frame = header + body + padding
         return garbage + frame
+
+    # ------------------------------------------------------------------ towerd sim
+
+    has_cli_port: ClassVar[bool] = True
+    """``towerd sim --cli`` gives it a second pty, the CLI UART."""
+
+    @classmethod
+    def from_sim_args(cls, scenario: Scenario, args: Any, rng: np.random.Generator) -> "TiMmwaveEmulator":
+        """The emulator for ``towerd sim``'s options (boresight, tilt, position, rate)."""
+        return cls(scenario, boresight_azimuth_deg=args.boresight, tilt_deg=args.tilt,
+                   position_enu_m=tuple(args.position), frame_rate_hz=args.rate, rng=rng)
+
+    def sim_status(self) -> str:
+        """One line for ``towerd sim``'s ``status`` command."""
+        started = "" if self.cli is None else f", sensor {'started' if self.cli.started else 'stopped'}"
+        return f"frames sent {self.frames_sent}, skipped {self.frames_skipped}, stalled {self.frames_stalled}{started}"
 
     # ------------------------------------------------------------------ thread
 

@@ -41,14 +41,6 @@ class TruncationResult:
     next_lost: int  # the intact frame after the cut one did not come out
     neighbours_lost: int  # the intact frames before/after the pair did not come out
 
-    @property
-    def cut_emitted_rate(self) -> float:
-        return self.cut_emitted / self.trials
-
-    @property
-    def next_lost_rate(self) -> float:
-        return self.next_lost / self.trials
-
 
 def run(parser_cls, trials: int = 10_000, seed: int = 20261203, side: bool = True) -> TruncationResult:
     """``trials`` streams: intact frame, frame A cut at a uniform random byte (1 .. len-1),

@@ -112,7 +112,8 @@ def cmd_tap(args: argparse.Namespace) -> int:
         return 0
     finally:
         driver.close()
-        print(f"towerd tap: {shown} readings; counters {dumps(driver.counters.as_dict())}", file=sys.stderr)
+        print(f"towerd tap: {shown} readings; counters {dumps(driver.counters.as_dict())}; "
+              f"device {dumps(jsonable(driver.status()))}", file=sys.stderr)
     return 0
 
 

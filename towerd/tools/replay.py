@@ -21,6 +21,7 @@ import argparse
 import dataclasses
 import sys
 import time
+import types
 import typing
 from typing import Any
 
@@ -38,16 +39,33 @@ END_MARGIN_S = 60.0
 
 
 def _settings_from_header(cls: type, raw: dict[str, Any]) -> Any:
-    """Rebuild a Settings dataclass from its recorded dict (lists back to tuples)."""
+    """Rebuild a Settings dataclass from its recorded dict: the header holds JSON, so
+    nested dataclasses (an RF Explorer's scan plan of Band) come back as dicts and
+    tuples as lists; both are rebuilt from the field types, at any depth."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"expected an object for {cls.__name__}, got {raw!r}")
     hints = typing.get_type_hints(cls)
-    values = {}
-    for f in dataclasses.fields(cls):
-        if f.name in raw:
-            value = raw[f.name]
-            if isinstance(value, list) and typing.get_origin(hints[f.name]) is tuple:
-                value = tuple(value)
-            values[f.name] = value
+    values = {f.name: _from_json(hints[f.name], raw[f.name]) for f in dataclasses.fields(cls) if f.name in raw}
     return cls(**values)
+
+
+def _from_json(hint: Any, value: Any) -> Any:
+    """``value`` as read from JSON, turned back into the type ``hint`` names where JSON
+    lost it (dataclass from a dict, tuple from a list); anything else is left as it is."""
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _settings_from_header(hint, value)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple and isinstance(value, list):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_json(args[0], v) for v in value)
+        if args and len(args) == len(value):
+            return tuple(_from_json(a, v) for a, v in zip(args, value))
+        return tuple(value)
+    if origin in (typing.Union, types.UnionType) and value is not None:
+        for arg in args:  # Band | None and the like: the first dataclass member that takes it
+            if dataclasses.is_dataclass(arg) and isinstance(value, dict):
+                return _settings_from_header(arg, value)
+    return value
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
@@ -131,8 +149,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
           f"{plural(len(recording.records), 'chunk')}, "
           f"{recording.duration_s:.1f} s of {header.driver} {header.sensor!r} from {header.started_utc or '?'}"
           f"{' (cut short)' if recording.truncated else ''}; {plural(counts['readings'], 'reading')}, "
-          f"{plural(counts['records'], 'track record')}; frames {c.frames}, bad {c.bad_frames}, resyncs {c.resyncs}, dropped bytes "
-          f"{c.dropped_bytes}", file=sys.stderr)
+          f"{plural(counts['records'], 'track record')}; frames {c.frames} ({c.frame_bytes} bytes), bad {c.bad_frames}, "
+          f"resyncs {c.resyncs}, dropped bytes {c.dropped_bytes}"
+          f"{''.join(f', {key} {n}' for key, n in c.reasons.items())}; device {dumps(jsonable(driver.status()))}", file=sys.stderr)
     return 0
 
 

@@ -30,58 +30,39 @@ from typing import Any
 
 import numpy as np
 
-from towerd import geo
+from towerd.drivers import REGISTRY
 from towerd.drivers.transport import port_holders
 from towerd.errors import ConfigError
+from towerd.sim import SimEmulator, emulator_class
 from towerd.sim.pty import PtyPair
 from towerd.sim.scenario import Scenario, builtin_scenario, load_scenario
 
-DEVICES = ("ti_mmwave", "nmea_radar", "rfexplorer", "remoteid")
-
 
 class SimDevice:
-    """One emulated device on its ptys, pluggable and unpluggable."""
+    """One emulated device on its ptys, pluggable and unpluggable. The emulator class
+    comes from the device's registry entry (:func:`towerd.sim.emulator_class`)."""
 
-    def __init__(self, args: argparse.Namespace, scenario: Scenario) -> None:
+    def __init__(self, args: argparse.Namespace, scenario: Scenario, emulator_cls: type) -> None:
         self.args = args
         self.scenario = scenario
+        self.emulator_cls = emulator_cls
         self.plugs = 0
         self.data: PtyPair | None = None
         self.cli: PtyPair | None = None
-        self.emulator: Any = None
-
-    def _make(self) -> Any:
-        a = self.args
-        rng = np.random.default_rng(a.seed + self.plugs)
-        if a.device == "ti_mmwave":
-            from towerd.sim.ti_mmwave import TiMmwaveEmulator
-
-            return TiMmwaveEmulator(self.scenario, boresight_azimuth_deg=a.boresight, tilt_deg=a.tilt,
-                                    position_enu_m=tuple(a.position), frame_rate_hz=a.rate, rng=rng)
-        if a.device == "rfexplorer":
-            from towerd.sim.rfexplorer import RfExplorerEmulator
-
-            return RfExplorerEmulator(self.scenario, rng=rng, position_enu_m=tuple(a.position), sweep_rate_hz=a.rate)
-        if a.device == "remoteid":
-            from towerd.sim.remoteid import from_sim_args
-
-            return from_sim_args(self.scenario, a, rng)
-        from towerd.sim.nmea_radar import NmeaRadarEmulator
-
-        site = geo.Site(*a.site) if a.site else None
-        sentences = ("TTM", "TLL") if a.tll else ("TTM",)
-        return NmeaRadarEmulator(self.scenario, rng=rng, heading_deg=a.boresight, position_enu_m=tuple(a.position),
-                                 site=site, scan_period_s=a.scan_period, baudrate=a.baud, units=a.units,
-                                 bearing_ref=a.bearing_ref, course_ref=a.bearing_ref, sentences=sentences)
+        self.emulator: SimEmulator | None = None
 
     def plug(self) -> None:
+        """Make the emulator (ValueError when the options do not fit it), open its ptys,
+        start it and make the links."""
         for link in (self.args.link, self.args.cli_link):
             if link:
                 _check_link_free(link)
+        emulator = self.emulator_cls.from_sim_args(self.scenario, self.args,
+                                                   np.random.default_rng(self.args.seed + self.plugs + 1))
         self.plugs += 1
+        self.emulator = emulator
         self.data = PtyPair.open()
         self.cli = PtyPair.open() if self.args.cli else None
-        self.emulator = self._make()
         if self.cli is not None:
             self.emulator.start(self.data, self.cli)
         else:
@@ -111,17 +92,7 @@ class SimDevice:
         print("unplugged", flush=True)
 
     def status(self) -> str:
-        em = self.emulator
-        if em is None:
-            return "unplugged"
-        if hasattr(em, "status_line"):
-            return em.status_line()
-        if self.args.device == "ti_mmwave":
-            started = "" if em.cli is None else f", sensor {'started' if em.cli.started else 'stopped'}"
-            return f"frames sent {em.frames_sent}, skipped {em.frames_skipped}, stalled {em.frames_stalled}{started}"
-        if self.args.device == "rfexplorer":
-            return f"sweeps sent {em.sweeps_sent}, commands received {len(em.commands)}, refused {len(em.refused)}"
-        return f"scans sent {em.scans_sent}, skipped {em.scans_skipped}, bytes {em.bytes_sent}"
+        return "unplugged" if self.emulator is None else self.emulator.sim_status()
 
     def command(self, line: str) -> str:
         words = line.split()
@@ -181,20 +152,22 @@ def cmd_sim(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 1
-    if args.device != "ti_mmwave" and (args.cli or args.cli_link):
-        print("towerd sim: --cli and --cli-link are for ti_mmwave", file=sys.stderr)
+    emulator_cls = emulator_class(args.device)
+    if (args.cli or args.cli_link) and not getattr(emulator_cls, "has_cli_port", False):
+        with_cli = ", ".join(n for n in sim_devices() if getattr(emulator_class(n), "has_cli_port", False))
+        print(f"towerd sim: --cli and --cli-link are for devices with a CLI port ({with_cli})", file=sys.stderr)
         return 2
     if args.cli_link:
         args.cli = True
-    if args.tll and not args.site:
-        print("towerd sim: --tll needs --site LAT LON H (the scenario origin's WGS84 position)", file=sys.stderr)
-        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda _s, _f: stop.set())
-    device = SimDevice(args, scenario)
+    device = SimDevice(args, scenario, emulator_cls)
     try:
         device.plug()
+    except ValueError as exc:  # options the emulator refused: nothing was opened yet
+        print(f"towerd sim: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         device.unplug()
         print(f"towerd sim: {exc}", file=sys.stderr)
@@ -235,10 +208,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return 0
 
 
+def sim_devices() -> list[str]:
+    """Registry names of the devices that have an emulator."""
+    return sorted(name for name, e in REGISTRY.items() if e.emulator is not None)
+
+
 def register_sim(sub: Any) -> None:
     p = sub.add_parser("sim", help="run a device emulator on pseudo-terminals until Ctrl-C",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--device", choices=DEVICES, default="ti_mmwave")
+    p.add_argument("--device", choices=sim_devices(), default="ti_mmwave")
     p.add_argument("--scenario", default="demo", help="scenario YAML file, or 'demo' (built in)")
     p.add_argument("--link", help="create this symlink to the data pty (e.g. the path a configuration uses)")
     p.add_argument("--cli", action="store_true", help="ti_mmwave: also emulate the CLI UART; frames start at "

@@ -35,11 +35,6 @@ class KalmanUpdater:
     can lose definiteness.
     """
 
-    @property
-    def measurement_matrix(self) -> np.ndarray:
-        """H (3, 6)."""
-        return H
-
     def predicted_measurement(self, x: np.ndarray) -> np.ndarray:
         """H x: x (..., 6) -> (..., 3) metres."""
         return x[..., POS]

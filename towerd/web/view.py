@@ -110,10 +110,6 @@ class ConsoleView:
         with self._cond:
             self._cond.notify_all()
 
-    @property
-    def stopped(self) -> bool:
-        return self._stop.is_set()
-
     def _run(self) -> None:
         version = 0
         while not self._stop.is_set():
