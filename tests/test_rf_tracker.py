@@ -269,7 +269,8 @@ def test_narrow_pieces_of_a_bursting_wifi_channel_are_no_hopping_set(wide_piece)
     """What the vendor's Wi-Fi recording showed: a swept analyser cuts 802.11 bursts on
     channel 6 into pieces one cell wide, revisiting cells all over the channel, and now
     and then a wider piece. Without a wider piece they make a hopping set (channels one
-    cell apart); with one inside the channel within the hop window, none."""
+    cell apart); with wider pieces inside the channel (burst_min_pieces, 2, within the hop
+    window), none: the pieces collected before the second are dropped too."""
     rng = np.random.default_rng(7)
     cells = 2427.0 + 0.75 * np.arange(27)  # channel 6, 0.75 MHz cells
     bt = tracker()
