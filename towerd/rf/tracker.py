@@ -453,8 +453,8 @@ class BandTracker:
         are then dropped from the hop buffer. A hopping link's hops keep their own width,
         but when the hopper jumps to a channel a few cells ahead of the sweep, two hops of
         one sweep are joined over the noise between them (the occupancy test that bridges
-        a plateau's dips) into a piece as wide as a burst: ELRS 2.4 gives about one in 7 s,
-        spread over the band, where a busy 802.11 channel gives them within its 20 MHz
+        a plateau's dips) into a piece as wide as a burst: ELRS 2.4 at 15 dB gives 3-4 in
+        15 s spread over the band, where a busy 802.11 channel gives them within its 20 MHz
         (the vendor's real Wi-Fi recording: 6-15 in 15 s, most of them such joined pairs
         too). With one piece enough, each kept 20-30 MHz of the band (the 802.11 channels
         overlap) from the hopping-set test for hop_window_s.
