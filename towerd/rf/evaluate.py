@@ -9,6 +9,10 @@
   spectral density over the noise's when on the air), with optional non-drone
   neighbours, through the emulator's bytes, the driver's parser and the processor.
 
+- :func:`false_alarms_on_quiet_cells` (cells: :func:`quiet_cells`): the CFAR's false
+  alarms per cell on the cells of a real recording that held noise alone, by which
+  ``cfar.looks`` is set.
+
 SNR here is per unit bandwidth: a 10 MHz OFDM link at 10 dB puts 10 dB over the noise
 into every cell it covers; an ELRS hop at 10 dB does so into the cells of its 500 kHz.
 """

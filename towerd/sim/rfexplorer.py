@@ -30,14 +30,14 @@ Measurement model (per sweep at elapsed time t; f_i = start + i step, RBW from t
         received          P_rx = P_tx - FSPL(d, c),  FSPL = 20 log10(d/km) + 20 log10(c/MHz) + 32.44
         in point i        S_i  = P_rx * overlap([f_i +- RBW/2], [c +- B/2]) / B     (flat spectrum;
                           analog_video: FM, Gaussian about the carrier, sigma = B / 4)
-        on the air: hoppers (HOP_TIMINGS: ELRS, Bluetooth) by default in time (``hops="timed"``):
+        on the air: hoppers (ELRS, Bluetooth: :func:`hop_timing`) by default in time (``hops="timed"``):
                           the device measures point i at t + i * sweep_time_s / points, and
                           the point sees the hopper only if at that instant it is on a channel
                           covering the point and transmitting (ELRS: a packet of duty * period
                           every period, a hop every few packets; Bluetooth: a hop every 625 us
-                          slot, each slot on the air with probability duty; channel order a
-                          fixed pseudorandom cycle per emitter, see :class:`HopTiming`). The
-                          sweep passes a 1 MHz channel in about 0.5 ms, well within an ELRS
+                          slot, each slot on the air with probability duty; see
+                          :class:`HopTiming`, :meth:`_timed`). A 50 ms sweep of 83.5 MHz
+                          passes a 1 MHz channel in about 0.6 ms, well within an ELRS
                           dwell (8 ms at 2.4 GHz / 500 Hz, 20 ms at 900 MHz / 200 Hz), so an
                           ELRS hop lights all its cells together and about duty hops show per
                           sweep; Bluetooth changes channel every 625 us, so its cells light one
@@ -75,7 +75,7 @@ from scipy import special
 from towerd.clock import Clock, SystemClock
 from towerd.sim.pty import PtyPair
 from towerd.sim.writer import EmulatorThread
-from towerd.sim.scenario import Scenario
+from towerd.sim.scenario import Emitter, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ class RfExplorerEmulator(EmulatorThread):
         measured = self.rng.gamma(self.looks, mean / self.looks)
         return 10.0 * np.log10(measured)
 
-    def _timed(self, k: int, emitter, powers: dict[int, np.ndarray], t_s: float) -> np.ndarray:
+    def _timed(self, k: int, emitter: Emitter, powers: dict[int, np.ndarray], t_s: float) -> np.ndarray:
         """(points,) mW a hopper (``emitter``, index ``k``) puts into each point of the
         sweep that starts at ``t_s``: point i is measured at t_s + i * sweep_time_s /
         points and sees the channel the hopper is on at that instant, if it transmits
