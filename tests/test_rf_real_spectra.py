@@ -169,8 +169,7 @@ def test_cfar_looks_is_what_the_real_device_noise_gives():
     """cfar.looks from the real recordings: the CFAR's false alarms per cell and sweep on
     the cells that held noise alone (quiet_cells), pooled over the six recordings played
     once, come near the configured 1e-3 at the shipped 2 looks (7.2e-4 measured); at 1
-    look the threshold sits far above the noise (9.7e-5), at 3 below it (2.2e-3, and
-    drone links came out of the TV and 433 MHz recordings)."""
+    look the threshold sits far above the noise (9.7e-5), at 3 below it (2.2e-3)."""
     assert SHIPPED.cfar.looks == 2 and SHIPPED.cfar.pfa == 1e-3
     pooled = {1: [0, 0], 2: [0, 0], 3: [0, 0]}
     for name in REAL:
