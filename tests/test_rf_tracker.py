@@ -269,7 +269,8 @@ def test_narrow_pieces_of_a_bursting_wifi_channel_are_no_hopping_set(wide_piece)
     """What the vendor's Wi-Fi recording showed: a swept analyser cuts 802.11 bursts on
     channel 6 into pieces one cell wide, revisiting cells all over the channel, and now
     and then a wider piece. Without a wider piece they make a hopping set (channels one
-    cell apart); with one inside the channel within the hop window, none."""
+    cell apart); with wider pieces inside the channel (burst_min_pieces, 2, within the hop
+    window), none: the pieces collected before the second are dropped too."""
     rng = np.random.default_rng(7)
     cells = 2427.0 + 0.75 * np.arange(27)  # channel 6, 0.75 MHz cells
     bt = tracker()
@@ -279,3 +280,38 @@ def test_narrow_pieces_of_a_bursting_wifi_channel_are_no_hopping_set(wide_piece)
             rows.append((2436.0, 4.5))
         res = bt.step(emitters(*rows), k * 0.1, cells=112, step_mhz=0.75, pfa=1e-3)
     assert bool(np.any(res.tracks["comb"])) is not wide_piece
+
+
+@pytest.mark.parametrize(("min_pieces", "comb"), [(1, False), (2, True)])
+def test_one_joined_pair_of_hops_does_not_blind_a_channel(min_pieces, comb):
+    """Two hops of one sweep joined over the noise between them look like a piece of an
+    802.11 burst (ELRS 2.4: 3-4 in 15 s at 15 dB). With one piece enough (the rule before
+    burst_min_pieces) it kept 2401-2433 MHz from the hopping-set test and the set, whose
+    hops are in there, was missed; with two needed, one such piece does nothing."""
+    rng = np.random.default_rng(3)
+    grid = 2400.4 + np.arange(33)  # ELRS 2.4 channels 2400.4-2432.4 MHz
+    bt = tracker(burst_min_pieces=min_pieces)
+    for k in range(80):
+        rows = [(float(rng.choice(grid)), 0.75)]
+        if k == 2:
+            rows.append((2416.9, 4.5))
+        res = bt.step(emitters(*rows), k * 0.1, cells=112, step_mhz=0.75, pfa=1e-3)
+    assert bool(np.any(res.tracks["comb"])) is comb
+
+
+def wifi_channel_track(hole_excess: float, previous: LinkKind) -> np.ndarray:
+    t = empty_rf_tracks(1)
+    t["centre_mhz"], t["bandwidth_mhz"], t["duty"], t["sweeps"] = 2437.0, 19.5, 1.0, 60
+    t["fill_ratio"], t["width_jitter_mhz"], t["hole_excess"], t["kind"] = 1.0, 1.0, hole_excess, previous
+    return t
+
+
+@pytest.mark.parametrize(("holes", "previous", "expected"), [
+    (0.05, LinkKind.UNKNOWN, LinkKind.WIFI_LIKE),
+    (0.03, LinkKind.UNKNOWN, LinkKind.OFDM_VIDEO),
+    (0.03, LinkKind.WIFI_LIKE, LinkKind.WIFI_LIKE),  # a dip of a channel busy 90 %: still Wi-Fi
+    (0.015, LinkKind.WIFI_LIKE, LinkKind.OFDM_VIDEO),  # below 0.04 - 0.02: a steady plateau after all
+])
+def test_wifi_like_keeps_its_class_through_a_dip_of_its_holes(holes, previous, expected):
+    kind, _ = classify(wifi_channel_track(holes, previous), ClassifierSettings())
+    assert kind[0] == expected

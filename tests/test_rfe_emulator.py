@@ -195,11 +195,14 @@ def test_hopping_link_shows_a_comb_only_in_max_hold():
     elrs = Emitter.of("elrs", tx_power_dbm=20.0, duty_cycle=1.0)  # 40 channels, 903.5-926.9 MHz
     em = emulator(Scenario("one", targets=(hover(0.0, 200.0, 20.0, elrs),)), boot_start_mhz=902.0,
                   boot_end_mhz=928.0, points=1024, looks=4)
-    x = 10 * np.log10(wire_power_mw(em, 120))
+    parser = RfeParser()
+    msgs = decode(em.config_line() + b"".join(em.sweep_bytes(0.1 * k) for k in range(400)), parser)
+    x = np.array([m.power_dbm for m in msgs if isinstance(m, RfeSweep)], dtype=float)
     f = em.state.freqs_mhz()
     noise_db = 10 * np.log10(em.mean_power_mw(0.0)[0][0])
     on_channel = np.min(np.abs(f[:, None] - np.array(elrs.centres_mhz)[None, :]), axis=1) < 0.15
-    # One sweep: a channel is on at a point with probability 1/40, so few points light up.
+    # One sweep: the radio is on one channel at a time (20 ms each), and the sweep passes
+    # a channel in ~0.6 ms, so a channel's points light up in about 1 sweep of 40.
     lit = (x[:, on_channel] > noise_db + 15).mean()
     assert 0.005 < lit < 0.06
     # Max-hold over the sweeps: every channel shows.

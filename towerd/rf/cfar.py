@@ -63,7 +63,8 @@ class CfarSettings:
     looks: int = spec(
         1,
         doc="K: independent looks the device averages into each bin (1: single sweep; "
-        "calibrate with towerd.rf.cfar.estimate_looks on noise-only sweeps)",
+        "calibrate with towerd.rf.cfar.estimate_looks on noise-only sweeps; the shipped config sets 2, "
+        "what an RF Explorer gives: see docs/benchmarks.md, RF section)",
         lo=1,
         hi=4096,
     )

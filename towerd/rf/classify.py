@@ -36,7 +36,8 @@ least ``continuous_duty``; a track already given a continuous class keeps it dow
      ``wifi_min_hole_excess`` of them more often than a steady emitter's would, on
      average over its hits: the channel's off moments, holes in a plateau whose width
      and fill are a video link's, see ``hole_excess`` there): **wifi-like**, not a
-     drone. Inside such a channel no video class is given before ``wifi_min_sweeps``
+     drone (and stays so while its holes stay above ``wifi_min_hole_excess`` less
+     ``wifi_hole_hysteresis``). Inside such a channel no video class is given before ``wifi_min_sweeps``
      sweeps, so the burstiness has been seen (the hole and fill means are running
      means over the first hits: by then over ten or more of them). A channel busy
      nearly all the time (above about 90 %, where its holes are too few) is a plateau
@@ -160,6 +161,11 @@ class ClassifierSettings:
         "802.11 traffic: a busy channel's off moments are holes in its plateau where the width and fill look "
         "like a video link's (80 % busy: about 0.1-0.18; a video plateau: 0 or below)", lo=0.0, hi=1.0,
     )
+    wifi_hole_hysteresis: float = spec(
+        0.02, doc="a track already called wifi-like stays bursty down to wifi_min_hole_excess minus this (the "
+        "smoothed hole fraction of a channel busy 90 % of the time wanders 0.04-0.11 at 10 dB; a video plateau's "
+        "stays at 0 or below)", lo=0.0, hi=1.0,
+    )
     wifi_bursty_width_fraction: float = spec(
         0.25, doc="an emitter inside a Wi-Fi channel whose occupied width departs from its smoothed width by this "
         "fraction of it or more (mean over its hits) is bursty 802.11 traffic, not a video link", lo=0.01, hi=2.0,
@@ -279,10 +285,15 @@ def classify(
                              & ((f + bw / 2)[:, None] <= wifi[None, :] + half), axis=1)
     else:
         inside_wifi = np.zeros(n, dtype=bool)
+    # A track already called wifi-like keeps its holes down to wifi_min_hole_excess less
+    # wifi_hole_hysteresis: the smoothed hole fraction of a channel busy 90 % of the time
+    # wanders 0.04-0.11 at 10 dB, and one dip must not make it a video link.
+    was_wifi = prev == LinkKind.WIFI_LIKE
+    min_holes = np.where(was_wifi, s.wifi_min_hole_excess - s.wifi_hole_hysteresis, s.wifi_min_hole_excess)
     bursty = inside_wifi & (
         (tracks["width_jitter_mhz"] >= s.wifi_bursty_width_fraction * bw)
         | (tracks["fill_ratio"] <= s.wifi_max_fill_ratio)
-        | (tracks["hole_excess"] >= s.wifi_min_hole_excess)
+        | (tracks["hole_excess"] >= min_holes)
     )
     unsettled = inside_wifi & (tracks["sweeps"] < s.wifi_min_sweeps)
     ofdm = video & continuous & ~analog & ~bursty & ~unsettled

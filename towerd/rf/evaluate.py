@@ -9,6 +9,10 @@
   spectral density over the noise's when on the air), with optional non-drone
   neighbours, through the emulator's bytes, the driver's parser and the processor.
 
+- :func:`false_alarms_on_quiet_cells` (cells: :func:`quiet_cells`): the CFAR's false
+  alarms per cell on the cells of a real recording that held noise alone, by which
+  ``cfar.looks`` is set.
+
 SNR here is per unit bandwidth: a 10 MHz OFDM link at 10 dB puts 10 dB over the noise
 into every cell it covers; an ELRS hop at 10 dB does so into the cells of its 500 kHz.
 """
@@ -114,7 +118,7 @@ def distance_for_snr(emitter: Emitter, snr_db: float, noise_dbm_per_mhz: float) 
 
 def trial_spectra(link: Emitter | None, snr_db: float, band: tuple[float, float], *, rng: np.random.Generator,
                   sweeps: int = 100, period_s: float = 0.1, others: tuple[tuple[Emitter, float], ...] = (),
-                  looks: int = REAL_LOOKS, hop_dwell: bool = False) -> tuple[list[Spectrum], float]:
+                  looks: int = REAL_LOOKS, hops: str = "timed") -> tuple[list[Spectrum], float]:
     """The emulated sweeps of :func:`link_trial` (through the emulator's bytes and the
     driver's parser) and the distance the link was placed at (m)."""
     noise = -105.0
@@ -126,7 +130,7 @@ def trial_spectra(link: Emitter | None, snr_db: float, band: tuple[float, float]
             d_link = d
         placed.append(Interferer(f"e{i}", east_m=d, north_m=0.0, up_m=0.0, emitter=e))
     em = RfExplorerEmulator(Scenario("trial", interferers=tuple(placed)), rng=rng, noise_floor_dbm_per_mhz=noise,
-                            looks=looks, hop_dwell=hop_dwell,
+                            looks=looks, hops=hops,
                             boot_start_mhz=band[0], boot_end_mhz=band[1], sweep_rate_hz=1.0 / period_s,
                             min_mhz=15.0, max_mhz=6100.0, streaming=True)
     driver = RfExplorerDriver("rfe", RfExplorerSettings(
@@ -140,12 +144,44 @@ def trial_spectra(link: Emitter | None, snr_db: float, band: tuple[float, float]
 def link_trial(link: Emitter | None, snr_db: float, band: tuple[float, float], *, rng: np.random.Generator,
                settings: RfSettings, sweeps: int = 100, period_s: float = 0.1,
                others: tuple[tuple[Emitter, float], ...] = (), looks: int = REAL_LOOKS,
-               hop_dwell: bool = False) -> tuple[list[DroneLink], float]:
+               hops: str = "timed") -> tuple[list[DroneLink], float]:
     """Drone links found in ``sweeps`` emulated sweeps of ``band`` (MHz edges) with
     ``link`` at ``snr_db`` (None: no link) and ``others`` (emitter, SNR dB) beside it;
     also the distance the link was placed at (m). ``looks``: the emulated device's
-    averaging (see REAL_LOOKS); ``hop_dwell``: hops on for the whole pass over their
-    channel (see towerd.sim.rfexplorer)."""
+    averaging (see REAL_LOOKS); ``hops``: how the emulator renders hoppers ("timed", the
+    default: in time, as the device sees them; "dwell", "look": earlier models, see
+    towerd.sim.rfexplorer)."""
     spectra, d_link = trial_spectra(link, snr_db, band, rng=rng, sweeps=sweeps, period_s=period_s, others=others,
-                                    looks=looks, hop_dwell=hop_dwell)
+                                    looks=looks, hops=hops)
     return drone_links(spectra, settings), d_link
+
+
+def quiet_cells(power_dbm: np.ndarray, *, level_db: float = 2.0, burst_db: float = 12.0, guard: int = 3) -> np.ndarray:
+    """(cells,) bool: the cells of a recording (``power_dbm`` (sweeps, cells)) that held
+    noise alone: their median over the sweeps within ``level_db`` of the recording's
+    20th percentile of medians, never ``burst_db`` over their own median, and at least
+    ``guard`` cells from any cell that is not quiet (an emitter's skirts)."""
+    p = np.asarray(power_dbm, dtype=float)
+    med = np.median(p, axis=0)
+    loud = (med > np.percentile(med, 20) + level_db) | (p.max(axis=0) >= med + burst_db)
+    near = np.convolve(loud.astype(float), np.ones(2 * guard + 1), mode="same") > 0
+    return ~near
+
+
+def false_alarms_on_quiet_cells(spectra: list[Spectrum], settings: RfSettings, *,
+                                skip_sweeps: int = 10) -> tuple[int, int]:
+    """(detections, cell-sweeps) of the RF processor on the :func:`quiet_cells` of a
+    recording, leaving out the first ``skip_sweeps`` sweeps (the floor being learnt):
+    the CFAR's false-alarm rate on a real device's noise, to set ``cfar.looks`` by."""
+    power = np.array([s.power_dbm for s in spectra], dtype=float)
+    quiet = quiet_cells(power)
+    rf = RfProcessor(settings)
+    hits = cells = 0
+    for k, s in enumerate(spectra):
+        for band in rf.process(s).bands:
+            if k < skip_sweeps:
+                continue
+            sel = np.isin(np.round(band.freq_mhz, 6), np.round(np.asarray(s.freq_mhz)[quiet], 6))
+            hits += int(np.count_nonzero(band.detected & sel))
+            cells += int(np.count_nonzero(sel))
+    return hits, cells

@@ -15,7 +15,7 @@ One :class:`BandTracker` per (sensor, band). Each sweep of its band it:
 3. feeds narrow emitters (``hop_max_bandwidth_mhz``) that are neither a continuous
    carrier nor within ``hop_max_bandwidth_mhz`` of a wide emitter or wide track (a
    plateau's fragments) nor inside a bursting 802.11 channel (``burst_channels_mhz``: one
-   where pieces wider than a hop were seen within ``hop_window_s``; a swept analyser cuts
+   where ``burst_min_pieces`` pieces wider than a hop were seen within ``hop_window_s``; a swept analyser cuts
    each 802.11 burst into a piece of its channel, mostly a cell or two wide, so the
    pieces revisit cells all over the channel like hops on the analyser's own cell grid)
    to the band's hopping-set detector: over the last ``hop_window_s`` their centres are
@@ -172,6 +172,10 @@ class RfTrackingSettings:
         "wider than a hop were seen within hop_window_s, narrow pieces are its bursts cut short by the sweep, "
         "not hops",
         unit="MHz", lo=1.0, hi=30000.0,
+    )
+    burst_min_pieces: int = spec(
+        2, doc="pieces wider than a hop inside an 802.11 channel within hop_window_s that make it bursting; the hops "
+        "already collected inside it are then dropped too", lo=1, hi=1000,
     )
     burst_channel_width_mhz: float = spec(
         20.0, doc="width of one 802.11 channel on that grid (a 40 MHz channel is two of them)",
@@ -443,9 +447,17 @@ class BandTracker:
         the cells swept while it lasted: one cell, a few, now and then the whole
         channel. The narrow pieces land on cells all over the channel and revisit them,
         which the hopping-set test alone takes for a hop grid (on the analyser's cell
-        grid). A channel of ``burst_channels_mhz`` is bursting while pieces wider than a
-        hop (and no wider than the channel) lay inside it within ``hop_window_s``. A
-        hopping link's hops keep their own width, so they never make a channel bursting.
+        grid). A channel of ``burst_channels_mhz`` is bursting while at least
+        ``burst_min_pieces`` pieces wider than a hop (and no wider than the channel) lay
+        inside it within ``hop_window_s``; the narrow pieces already collected inside it
+        are then dropped from the hop buffer. A hopping link's hops keep their own width,
+        but when the hopper jumps to a channel a few cells ahead of the sweep, two hops of
+        one sweep are joined over the noise between them (the occupancy test that bridges
+        a plateau's dips) into a piece as wide as a burst: ELRS 2.4 at 15 dB gives 3-4 in
+        15 s spread over the band, where a busy 802.11 channel gives them within its 20 MHz
+        (the vendor's real Wi-Fi recording: 6-15 in 15 s, most of them such joined pairs
+        too). With one piece enough, each kept 20-30 MHz of the band (the 802.11 channels
+        overlap) from the hopping-set test for hop_window_s.
         """
         s = self.settings
         cell = abs(float(step_mhz))
@@ -459,9 +471,17 @@ class BandTracker:
         half = s.burst_channel_width_mhz / 2 + cell  # one cell of slack: piece edges are cell edges
         lo, hi = self._grid - half, self._grid + half
         holds = (self._burst[:, 1][:, None] >= lo[None, :]) & (self._burst[:, 2][:, None] <= hi[None, :])
-        active = np.any(holds, axis=0)
+        active = np.count_nonzero(holds, axis=0) >= s.burst_min_pieces
         if not np.any(active):
             return out
+        # The narrow pieces collected inside it before the channel was known to be
+        # bursting were its bursts too.
+        fc = self._hop_fc
+        gone = np.any((fc[:, None] >= lo[active][None, :]) & (fc[:, None] <= hi[active][None, :]), axis=1)
+        if np.any(gone):
+            keep = ~gone
+            for name in ("_hop_t", "_hop_f", "_hop_bw", "_hop_dbm", "_hop_fc", "_hop_gc"):
+                setattr(self, name, getattr(self, name)[keep])
         f = em["centre_mhz"]
         return np.any((f[:, None] >= lo[active][None, :]) & (f[:, None] <= hi[active][None, :]), axis=1)
 

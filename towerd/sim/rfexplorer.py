@@ -30,12 +30,23 @@ Measurement model (per sweep at elapsed time t; f_i = start + i step, RBW from t
         received          P_rx = P_tx - FSPL(d, c),  FSPL = 20 log10(d/km) + 20 log10(c/MHz) + 32.44
         in point i        S_i  = P_rx * overlap([f_i +- RBW/2], [c +- B/2]) / B     (flat spectrum;
                           analog_video: FM, Gaussian about the carrier, sigma = B / 4)
-        on the air with probability duty / len(centres), per point (each look independent:
-                          the historic model, hits per sweep grow with the cells per
-                          channel), or with ``hop_dwell`` per channel and sweep for hoppers
-                          that dwell longer than the sweep's pass over a channel (ELRS,
-                          Bluetooth: DWELLING_KINDS): the device's view, about duty hops per
-                          sweep, each lighting all the cells of its channel
+        on the air: hoppers (ELRS, Bluetooth: :func:`hop_timing`) by default in time (``hops="timed"``):
+                          the device measures point i at t + i * sweep_time_s / points, and
+                          the point sees the hopper only if at that instant it is on a channel
+                          covering the point and transmitting (ELRS: a packet of duty * period
+                          every period, a hop every few packets; Bluetooth: a hop every 625 us
+                          slot, each slot on the air with probability duty; see
+                          :class:`HopTiming`, :meth:`_timed`). A 50 ms sweep of 83.5 MHz
+                          passes a 1 MHz channel in about 0.6 ms, well within an ELRS
+                          dwell (8 ms at 2.4 GHz / 500 Hz, 20 ms at 900 MHz / 200 Hz), so an
+                          ELRS hop lights all its cells together and about duty hops show per
+                          sweep; Bluetooth changes channel every 625 us, so its cells light one
+                          at a time. ``hops="dwell"``: each channel on or off for the whole
+                          pass with probability duty / len(centres) (the earlier model);
+                          ``hops="look"``: each point on or off on its own with that
+                          probability (the historic model: hits per sweep grow with the
+                          cells per channel). Other emitters with several centres (DroneID
+                          bursts, shorter than a pass) stay per look.
         802.11 (kind wifi, duty < 1): bursts in time across the sweep, so a burst is a run
                           of neighbouring points (see ``_bursts``; ``sweep_time_s``, ``wifi_burst_s``)
     measured power       X_i = (1/K) sum_{k=1..K} E_k,  E_k ~ Exponential(mean N + sum S_i)
@@ -64,7 +75,7 @@ from scipy import special
 from towerd.clock import Clock, SystemClock
 from towerd.sim.pty import PtyPair
 from towerd.sim.writer import EmulatorThread
-from towerd.sim.scenario import Scenario
+from towerd.sim.scenario import Emitter, Scenario
 
 log = logging.getLogger(__name__)
 
@@ -73,12 +84,48 @@ RESET_BANNER = b"(C) Ariel Rocholl 2010-2024\r\nRF Explorer emulated by towerd\r
 """Only the 18-character prefix is documented (RFE_Common.CONST_RESETSTRING); the rest
 of these lines is made up."""
 MAX_RBW_KHZ = 600
-DWELLING_KINDS = frozenset({"elrs", "bluetooth"})
-"""With ``hop_dwell``: hoppers that dwell on a channel at least as long as the sweep takes to pass over it
-(ELRS: 2-4 packets at 25-1000 Hz, 2-160 ms; Bluetooth: a 625 us slot, 1.9-3.1 ms with
-multi-slot packets; a 100 MHz sweep of 50 ms passes a 1 MHz channel in about 0.6 ms):
-all the points of a hop are on or off together, so the power ratio between neighbouring
-points shows where the channel's centre lies."""
+HOP_MODELS = ("timed", "dwell", "look")
+
+
+@dataclass(frozen=True)
+class HopTiming:
+    """How a frequency hopper is on the air over time, as the emulator renders it.
+
+    ``hop_s``: time on one channel before the next hop; ``period_s``: one packet starts
+    every period_s and lasts ``duty_cycle`` * period_s (the emitter's duty is its packet
+    airtime over its packet interval); ``slot_draw``: instead, each hop slot is on the air
+    as a whole with probability duty (Bluetooth: a packet in some slots, not others)."""
+
+    hop_s: float
+    period_s: float
+    slot_draw: bool = False
+
+
+ELRS_2G4_TIMING = HopTiming(hop_s=4 * 2.0e-3, period_s=2.0e-3)
+"""ExpressLRS 2.4 GHz at 500 Hz (SX1280 LoRa SF5, 812.5 kHz): a packet every 2000 us
+with 1507 us time on air (duty 0.75), a hop every 4 packets (ExpressLRS
+``src/src/common.cpp``, ISM_2400 ``ExpressLRS_AirRateConfig`` / ``AirRateRFperf``:
+interval 2000 us, FHSShopInterval 4, TOA 1507 us; 250/150/50 Hz: 4000/6666/20000 us with
+3300/5871/18443 us on air)."""
+ELRS_900_TIMING = HopTiming(hop_s=4 * 5.0e-3, period_s=5.0e-3)
+"""ExpressLRS 900 MHz at 200 Hz (SX127x LoRa SF6, 500 kHz): a packet every 5000 us with
+4380 us on air (duty 0.876), a hop every 4 packets (same source: 100/50 Hz: 10000/20000
+us with 8770/17540 us on air)."""
+BLUETOOTH_TIMING = HopTiming(hop_s=625e-6, period_s=625e-6, slot_draw=True)
+"""Bluetooth BR/EDR: one hop per 625 us slot (1,600 hops/s), 79 channels of 1 MHz."""
+
+
+def hop_timing(kind: str, centres_mhz: tuple[float, ...]) -> HopTiming | None:
+    """The timing the emulator gives a hopper of ``kind`` (None: not rendered in time)."""
+    if len(centres_mhz) < 2:
+        return None
+    if kind == "elrs":
+        return ELRS_2G4_TIMING if min(centres_mhz) > 2000.0 else ELRS_900_TIMING
+    if kind == "bluetooth":
+        return BLUETOOTH_TIMING
+    return None
+
+
 MIN_RBW_KHZ = 3
 
 
@@ -145,7 +192,7 @@ class RfExplorerEmulator(EmulatorThread):
         streaming: bool = False,
         sweep_time_s: float | None = None,
         wifi_burst_s: float = 3e-4,
-        hop_dwell: bool = False,
+        hops: str = "timed",
         clock: Clock | None = None,
     ) -> None:
         if not sweep_rate_hz > 0:
@@ -160,9 +207,12 @@ class RfExplorerEmulator(EmulatorThread):
             raise ValueError("sweep_time_s must be in (0, 1 / sweep_rate_hz]")
         if not 0 < wifi_burst_s < 1.0:
             raise ValueError("wifi_burst_s must be in (0, 1) s")
+        if hops not in HOP_MODELS:
+            raise ValueError(f"hops must be one of {', '.join(HOP_MODELS)}")
         self.sweep_time_s = float(sweep_time_s or min(0.05, 0.9 / sweep_rate_hz))
         self.wifi_burst_s = float(wifi_burst_s)
-        self.hop_dwell = bool(hop_dwell)
+        self.hops = hops
+        self._hop_order: dict[tuple[int, object], np.ndarray] = {}  # (emitter index, emitter) -> its channel cycle
         self.scenario = scenario or Scenario("empty")
         self.rng = rng
         self.position_enu_m = np.asarray(position_enu_m, dtype=float).reshape(3)
@@ -234,25 +284,27 @@ class RfExplorerEmulator(EmulatorThread):
     def _contributions(self, t_s: float) -> tuple[np.ndarray, list[tuple[np.ndarray, float]]]:
         """Noise (points,) mW and, per emitter channel, (power when on (points,) mW, p_on)."""
         noise, out = self._channels(t_s)
-        return noise, [(power, p_on) for power, p_on, _, _ in out]
+        return noise, [(power, p_on) for power, p_on, _, _, _ in out]
 
-    def _channels(self, t_s: float) -> tuple[np.ndarray, list[tuple[np.ndarray, float, str, int]]]:
+    def _channels(self, t_s: float) -> tuple[np.ndarray, list[tuple[np.ndarray, float, str, int, int]]]:
         """As :meth:`_contributions`, each channel also saying how it is on the air: steady,
-        bursty (802.11: on and off in time across the sweep, see :meth:`_bursts`), dwell
-        (a hop: on or off for all the points it covers, see DWELLING_KINDS) or look (each
-        point on or off on its own), and the index of its emitter."""
+        bursty (802.11: on and off in time across the sweep, see :meth:`_bursts`), timed (a
+        hopper rendered in time, see :meth:`_timed`), dwell (a hop: on or off for all the
+        points it covers) or look (each point on or off on its own), and the indices of
+        its emitter and of its centre in the emitter's list."""
         s = self.state
         f = s.freqs_mhz()
         rbw = s.rbw_khz / 1e3
         noise_dbm = self.noise_floor_dbm_per_mhz + 10.0 * math.log10(rbw)
         noise = np.full(s.points, 10.0 ** (noise_dbm / 10.0))
-        out: list[tuple[np.ndarray, float, str, int]] = []
+        out: list[tuple[np.ndarray, float, str, int, int]] = []
         lo, hi = f - rbw / 2, f + rbw / 2
         for k, (emitter, pos) in enumerate(self.scenario.emitters_at(t_s)):
             d = float(np.linalg.norm(pos - self.position_enu_m))
             half = emitter.bandwidth_mhz / 2
             p_on = emitter.duty_cycle / len(emitter.centres_mhz)
-            for c in emitter.centres_mhz:
+            timing = hop_timing(emitter.kind, emitter.centres_mhz)
+            for j, c in enumerate(emitter.centres_mhz):
                 if c + half < lo[0] or c - half > hi[-1]:
                     continue
                 p_rx_mw = 10.0 ** ((emitter.tx_power_dbm - float(fspl_db(d, c))) / 10.0)
@@ -267,11 +319,13 @@ class RfExplorerEmulator(EmulatorThread):
                     mode = "steady"
                 elif emitter.kind == "wifi":
                     mode = "bursty"
-                elif self.hop_dwell and emitter.kind in DWELLING_KINDS:
+                elif timing is not None and self.hops == "timed":
+                    mode = "timed"
+                elif timing is not None and self.hops == "dwell":
                     mode = "dwell"
                 else:
                     mode = "look"
-                out.append((p_rx_mw * share, p_on, mode, k))
+                out.append((p_rx_mw * share, p_on, mode, k, j))
         return noise, out
 
     def sweep_dbm(self, t_s: float) -> np.ndarray:
@@ -279,8 +333,12 @@ class RfExplorerEmulator(EmulatorThread):
         from ``rng``; callers hold the lock."""
         noise, channels = self._channels(t_s)
         mean = noise.copy()
+        timed: dict[int, dict[int, np.ndarray]] = {}  # emitter index -> {centre index: power when on}
         last_on = None  # (emitter, list index) of the latest dwelling channel drawn on
-        for i, (power, p_on, mode, k) in enumerate(channels):
+        for i, (power, p_on, mode, k, j) in enumerate(channels):
+            if mode == "timed":
+                timed.setdefault(k, {})[j] = power
+                continue
             if mode == "steady":
                 on = power
             elif mode == "bursty":
@@ -291,11 +349,52 @@ class RfExplorerEmulator(EmulatorThread):
                 hit = self.rng.random() < p_on and last_on not in ((k, i - 1), (k, i - 2))
                 on = power if hit else np.zeros_like(power)
                 last_on = (k, i) if hit else last_on
-            else:  # rare channel (DroneID): each look independent (bursts shorter than the pass)
+            else:  # each look independent (DroneID: bursts shorter than the pass)
                 on = np.where(self.rng.random(len(power)) < p_on, power, 0.0)
             mean += on
+        if timed:
+            emitters = self.scenario.emitters_at(t_s)
+            for k, powers in timed.items():
+                mean += self._timed(k, emitters[k][0], powers, t_s)
         measured = self.rng.gamma(self.looks, mean / self.looks)
         return 10.0 * np.log10(measured)
+
+    def _timed(self, k: int, emitter: Emitter, powers: dict[int, np.ndarray], t_s: float) -> np.ndarray:
+        """(points,) mW a hopper (``emitter``, index ``k``) puts into each point of the
+        sweep that starts at ``t_s``: point i is measured at t_s + i * sweep_time_s /
+        points and sees the channel the hopper is on at that instant, if it transmits
+        then. ``powers``: {centre index: (points,) mW when on there} for the centres that
+        reach the sweep. ELRS: the channel order a pseudorandom cycle through every centre
+        drawn once per emitter, the sweep's place in it drawn per sweep; Bluetooth: a
+        channel drawn per slot."""
+        timing = hop_timing(emitter.kind, emitter.centres_mhz)
+        assert timing is not None
+        n_ch = len(emitter.centres_mhz)
+        key = (k, emitter)
+        order = self._hop_order.get(key)
+        if order is None:
+            order = self._hop_order[key] = self.rng.permutation(n_ch)
+        points = self.state.points
+        # Where in its sequence the hopper is when a sweep starts: drawn per sweep over the
+        # whole cycle. The device's sweep period follows its own PLL settling and is not
+        # locked to the hopper's packet timer; an emulated period of exactly 100 ms
+        # against a cycle of 40 x 20 ms would alias, showing the same few hops forever.
+        phase = float(self.rng.uniform(0.0, n_ch * timing.hop_s))
+        u = t_s + phase + np.arange(points) * (self.sweep_time_s / points)
+        hop = np.floor(u / timing.hop_s).astype(np.int64)
+        if timing.slot_draw:
+            # Bluetooth: the channel of each slot follows the piconet clock through a
+            # long pseudorandom selection: drawn per slot; a packet in a slot or not.
+            slots, inverse = np.unique(hop, return_inverse=True)
+            channel = self.rng.integers(0, n_ch, slots.size)[inverse]
+            on = (self.rng.random(slots.size) < emitter.duty_cycle)[inverse]
+        else:
+            channel = order[hop % n_ch]
+            on = np.mod(u, timing.period_s) < emitter.duty_cycle * timing.period_s
+        table = np.zeros((n_ch, points))
+        for j, power in powers.items():
+            table[j] = power
+        return np.where(on, table[channel, np.arange(points)], 0.0)
 
     def _bursts(self, points: int, duty: float) -> np.ndarray:
         """(points,) bool: an 802.11 channel on the air while the analyser sweeps point i.

@@ -136,15 +136,17 @@ ELRS_FCC915_MHZ = tuple(round(903.5 + 0.6 * i, 3) for i in range(40))
 ELRS_EU868_MHZ = tuple(round(863.275 + 0.525 * i, 3) for i in range(13))
 """ExpressLRS EU868: 13 LoRa channels, 863.275-869.575 MHz."""
 ELRS_ISM2G4_MHZ = tuple(round(2400.4 + 1.0 * i, 3) for i in range(80))
-"""ExpressLRS 2.4 GHz: 80 channels, 2400.4-2479.4 MHz (812.5 kHz wide)."""
+"""ExpressLRS 2.4 GHz: 80 channels, 2400.4-2479.4 MHz (812.5 kHz wide); at 500 Hz a packet
+every 2 ms with 1.507 ms on the air (duty 0.75)."""
 BLUETOOTH_MHZ = tuple(2402.0 + i for i in range(79))
 """Bluetooth BR/EDR: 79 channels of 1 MHz, 2402-2480 MHz, 1,600 hops/s."""
 
 EMITTER_DEFAULTS: dict[str, dict[str, Any]] = {
     # DJI OcuSync downlink: OFDM, 10 or 20 MHz on a 1 MHz grid, 2405.5-2477.5 (and 5.8 GHz).
     "ocusync": {"centres_mhz": (2459.5,), "bandwidth_mhz": 10.0, "tx_power_dbm": 20.0, "duty_cycle": 1.0},
-    # ExpressLRS control: LoRa 500 kHz hopping every few packets over its channel set.
-    "elrs": {"centres_mhz": ELRS_FCC915_MHZ, "bandwidth_mhz": 0.5, "tx_power_dbm": 20.0, "duty_cycle": 0.25},
+    # ExpressLRS control: LoRa 500 kHz hopping every 4 packets over its channel set; at 200 Hz
+    # a packet every 5 ms with 4.38 ms on the air (ExpressLRS src/src/common.cpp).
+    "elrs": {"centres_mhz": ELRS_FCC915_MHZ, "bandwidth_mhz": 0.5, "tx_power_dbm": 20.0, "duty_cycle": 0.876},
     # Analog FPV video, continuous, 8-20 MHz wide (Raceband R5 by default).
     "analog_video": {"centres_mhz": (5806.0,), "bandwidth_mhz": 16.0, "tx_power_dbm": 25.0, "duty_cycle": 1.0},
     # DJI DroneID: ~600 us bursts ~10 MHz wide every ~600 ms on a few fixed carriers.
