@@ -168,21 +168,28 @@ class NominalTower:
         self.rf_emulator = RfExplorerEmulator(nominal_scenario(), rng=np.random.default_rng(seed + 1),
                                               position_enu_m=(0.0, 0.0, 10.0), sweep_rate_hz=10.0)
         self.log_path = tmp_path / "daemon.log"
-        cfg = tmp_path / "towerd.yaml"
-        cfg.write_text(config(self.pty.path, endpoint, tmp_path / "state", self.rf_pty.path) + extra_config)
-        with open(self.log_path, "wb") as log:
-            self.daemon = subprocess.Popen([sys.executable, "-m", "towerd", "run", "--config", str(cfg)],
-                                           stdout=subprocess.DEVNULL, stderr=log)
+        self.config_path = tmp_path / "towerd.yaml"
+        self.config_path.write_text(config(self.pty.path, endpoint, tmp_path / "state", self.rf_pty.path) + extra_config)
+        self._start_daemon()
         self.emulator.start(self.pty)
         self.rf_emulator.start(self.rf_pty)
 
+    def _start_daemon(self) -> None:
+        """`towerd run` as a subprocess (benchmarks.stages runs it in process instead)."""
+        with open(self.log_path, "wb") as log:
+            self.daemon = subprocess.Popen([sys.executable, "-m", "towerd", "run", "--config", str(self.config_path)],
+                                           stdout=subprocess.DEVNULL, stderr=log)
+
     def stop(self) -> None:
-        self.daemon.terminate()
-        self.daemon.wait(20)
+        self._stop_daemon()
         self.emulator.stop()
         self.rf_emulator.stop()
         self.pty.close()
         self.rf_pty.close()
+
+    def _stop_daemon(self) -> None:
+        self.daemon.terminate()
+        self.daemon.wait(20)
 
 
 def record_json_bytes(rows: list[dict]) -> float:
