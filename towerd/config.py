@@ -79,6 +79,11 @@ class DetectionConfig:
     cluster_gate_probability: float = spec(0.99, doc="chi-square probability for merging plots", lo=0.5, hi=0.999999)
 
 
+class TrackingSettingsError(ConfigError, ValueError):
+    """Inconsistent tracking settings (a ValueError too, so that the validator reports it
+    with the file, line and column of the block)."""
+
+
 @dataclass(frozen=True)
 class TrackingConfig:
     accel_noise_mps2: float = spec(3.0, doc="CV process noise, 1-sigma acceleration", unit="m/s^2", lo=0.01, hi=100.0)
@@ -96,11 +101,11 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:
         if self.confirm_hits > self.confirm_window:
-            raise ValueError(
+            raise TrackingSettingsError(
                 f"confirm_hits ({self.confirm_hits}) must not exceed confirm_window ({self.confirm_window})"
             )
         if self.coast_after_s >= self.confirmed_max_coast_s:
-            raise ValueError(
+            raise TrackingSettingsError(
                 f"coast_after_s ({self.coast_after_s}) must be below confirmed_max_coast_s ({self.confirmed_max_coast_s})"
             )
 

@@ -36,19 +36,12 @@ from towerd.icd import TRACK_RECORD_DTYPE, Category
 from towerd.reports.tracks import TrackReporter
 from towerd.rf import RadarLinkFusion, RfProcessor, RfSettings, RfTrackReporter, RfUpdate
 from towerd.threat import ThreatAssessor, ThreatSettings
-from towerd.tracking.associator import GnnAssociator
 from towerd.labeller import Labeller, RfFusion
 from towerd.tracking.classify import Classification, ClassificationSettings
-from towerd.tracking.clutter import ClutterMapInitiator, StaticClutterFilter, StaticClutterSettings
-from towerd.tracking.deleter import MissDeleter
-from towerd.tracking.doppler import DopplerGate
-from towerd.tracking.initiator import velocity_sigma_for
-from towerd.tracking.imm import ImmSettings, build_imm
+from towerd.tracking.clutter import StaticClutterFilter, StaticClutterSettings
+from towerd.tracking.compose import tracker_parts
 from towerd.tracking.labels import TrackLabels
-from towerd.tracking.models import ConstantVelocity
-from towerd.tracking.predictor import KalmanPredictor
-from towerd.tracking.tracker import Predictor, Tracker, TrackUpdate, Updater
-from towerd.tracking.updater import KalmanUpdater
+from towerd.tracking.tracker import Tracker, TrackUpdate
 
 log = logging.getLogger(__name__)
 
@@ -91,38 +84,11 @@ class Pipeline:
         self.clusterer = PointClusterer(d.target_extent_m, d.cluster_gate_probability, enabled=d.cluster_points)
         t = config.tracking
         static_settings: StaticClutterSettings = t.static_clutter
-        imm_settings: ImmSettings = t.imm
         if self.static_filter is None:
             self.static_filter = StaticClutterFilter(static_settings)
         else:
             self.static_filter.reconfigure(static_settings)
-        predictor: Predictor
-        updater: Updater
-        if imm_settings.enabled:
-            predictor, updater = build_imm(imm_settings)
-        else:
-            predictor, updater = KalmanPredictor(ConstantVelocity(t.accel_noise_mps2)), KalmanUpdater()
-        doppler = DopplerGate.from_settings(t.doppler)
-        associator = GnnAssociator(t.gate_probability, doppler=doppler)
-        parts = dict(
-            predictor=predictor,
-            updater=updater,
-            associator=associator,
-            initiator=ClutterMapInitiator(
-                confirm_hits=t.confirm_hits,
-                confirm_window=t.confirm_window,
-                initial_velocity_sigma_mps=velocity_sigma_for(t.initiation.max_speed_mps, associator.gate),
-                max_speed_mps=t.initiation.max_speed_mps,
-                min_range_m=t.initiation.min_range_m,
-                max_mean_nis=doppler.max_mean_nis if doppler is not None else float("inf"),
-                clutter_map=self.static_filter.clutter_map if static_settings.enabled else None,
-            ),
-            deleter=MissDeleter(
-                tentative_max_misses=t.tentative_max_misses,
-                confirmed_max_coast_s=t.confirmed_max_coast_s,
-                coast_after_s=t.coast_after_s,
-            ),
-        )
+        parts = tracker_parts(t, clutter_map=self.static_filter.clutter_map if static_settings.enabled else None)
         if self._tracker is None:
             self._tracker = Tracker(**parts)
         else:  # same tracks, new components
