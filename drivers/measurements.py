@@ -39,14 +39,26 @@ def empty_plots(n: int = 0) -> np.ndarray:
 
 CARTESIAN_PLOT_DTYPE = np.dtype(
     [
-        ("x_m", "<f8"),  # sensor frame: right of boresight, metres
-        ("y_m", "<f8"),  # along boresight
-        ("z_m", "<f8"),  # up
-        ("radial_vel_mps", "<f8"),  # Doppler velocity, positive moving away; NaN when unknown
-        ("snr_db", "<f8"),  # NaN when unknown
+        ("x_m", "<f4"),  # sensor frame: right of boresight, metres
+        ("y_m", "<f4"),  # along boresight
+        ("z_m", "<f4"),  # up
+        ("radial_vel_mps", "<f4"),  # Doppler velocity, positive moving away; NaN when unknown
+        ("snr_db", "<f4"),  # NaN when unknown
     ]
 )
-"""One row per plot of a radar that measures Cartesian points (TI mmWave's point cloud)."""
+"""One row per plot of a radar that measures Cartesian points (TI mmWave's point cloud,
+float32 as the radar sends them). A reading may carry a view of a parser's own rows with
+these fields at other offsets (:func:`cartesian_dtype`): consumers read the fields by name."""
+
+
+def cartesian_dtype(rows: np.dtype, names: dict[str, str]) -> np.dtype:
+    """The dtype that views structured rows of dtype ``rows`` (no copy) as a Cartesian
+    plot: ``names`` maps each CARTESIAN_PLOT_DTYPE field name to the field of ``rows`` it is."""
+    fields = rows.fields
+    return np.dtype({
+        "names": list(names), "formats": [fields[src][0] for src in names.values()],
+        "offsets": [fields[src][1] for src in names.values()], "itemsize": rows.itemsize,
+    })
 
 
 def spherical_plots(cartesian: np.ndarray) -> np.ndarray:
@@ -56,7 +68,7 @@ def spherical_plots(cartesian: np.ndarray) -> np.ndarray:
         azimuth_deg   = atan2(x, y)           clockwise from boresight, in (-180, 180]
         elevation_deg = atan2(z, hypot(x, y))
     """
-    x, y, z = cartesian["x_m"], cartesian["y_m"], cartesian["z_m"]
+    x, y, z = (cartesian[name].astype(np.float64) for name in ("x_m", "y_m", "z_m"))
     horiz = np.hypot(x, y)
     azimuth = np.degrees(np.arctan2(x, y))
     plots = empty_plots(len(cartesian))

@@ -542,13 +542,28 @@ class RfeParser:
             self.stats.sweeps_wrong_points += 1
             self.stats.last_error = f"sweep of {points} points, configuration says {config.points}"
             return pos + total
-        power = np.frombuffer(data, dtype=np.uint8, count=points, offset=lo).astype(np.float32)
+        # The sweeps that follow with the same header, each whole, ending in CR LF, and no
+        # early-end marker anywhere near them, are this one's kind: decoded with it in one
+        # block (a device streams sweep after sweep).
+        more = (n - pos) // total - 1
+        if more > 0 and data.find(EEOT, pos + total, min(n, pos + (more + 1) * total + len(EEOT) - 1)) < 0:
+            block = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(more + 1, total)
+            same = (block[1:, :head] == block[0, :head]).all(axis=1) & (block[1:, total - 2] == _CR) \
+                & (block[1:, total - 1] == _LF)
+            more = int(np.argmin(same)) if not same.all() else len(same)
+        else:
+            more = 0
+        power = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(more + 1, total)[
+            :, head:head + points].astype(np.float32)
         power *= np.float32(-0.5)
         if config.offset_db:
             power += np.float32(config.offset_db)
-        self.stats.sweeps += 1
-        out.append(RfeSweep(config, "$" + chr(kind), power))
-        return pos + total
+        self.stats.sweeps += more + 1
+        self.stats.frames += more
+        self.stats.frame_bytes += more * total
+        variant = "$" + chr(kind)
+        out.extend(RfeSweep(config, variant, row) for row in power)
+        return pos + (more + 1) * total
 
     def _stray_eeot(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage]) -> int:
         """An early-end marker where a message should start (its sweep header was lost)."""

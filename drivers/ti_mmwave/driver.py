@@ -46,9 +46,9 @@ import serial
 
 from towerd.clock import Clock
 from towerd.drivers.base import SensorDriver
-from towerd.drivers.measurements import CARTESIAN_PLOT_DTYPE, RadarPlots
+from towerd.drivers.measurements import RadarPlots, cartesian_dtype
 from towerd.drivers.ti_mmwave.cli import CfgLine, PushResult, doppler_resolution_mps, load_chirp_config, push_config
-from towerd.drivers.ti_mmwave.protocol import TiFrame, TiFrameParser
+from towerd.drivers.ti_mmwave.protocol import TI_POINT_DTYPE, TiFrame, TiFrameParser
 from towerd.drivers.transport import open_port
 from towerd.errors import ConfigError, DriverInitError, DriverIOError
 
@@ -205,14 +205,17 @@ class TiMmwaveDriver(SensorDriver):
         return plots
 
     def _to_plots(self, frame: TiFrame, t_mono: float) -> RadarPlots:
-        pts = frame.points
-        points = np.empty(len(pts), dtype=CARTESIAN_PLOT_DTYPE)
-        points["x_m"], points["y_m"], points["z_m"] = pts["x_m"], pts["y_m"], pts["z_m"]
-        points["radial_vel_mps"], points["snr_db"] = pts["doppler_mps"], pts["snr_db"]
-        finite = np.isfinite(points["x_m"]) & np.isfinite(points["y_m"]) & np.isfinite(points["z_m"])
-        if not finite.all():
+        points = frame.points.view(_CARTESIAN)
+        xyz = frame.points.view(np.float32).reshape(-1, 6)[:, :3]
+        if not np.isfinite(xyz).all():
+            finite = np.isfinite(xyz).all(axis=1)
             bad = int((~finite).sum())
             self.nonfinite_points += bad
             log.debug("sensor %s: frame %d: dropped %d non-finite points", self.name, frame.frame_number, bad)
             points = points[finite]
         return RadarPlots(sensor=self.name, t_mono=t_mono, frame_number=frame.frame_number, cartesian=points)
+
+
+_CARTESIAN = cartesian_dtype(TI_POINT_DTYPE, {"x_m": "x_m", "y_m": "y_m", "z_m": "z_m",
+                                              "radial_vel_mps": "doppler_mps", "snr_db": "snr_db"})
+"""TI_POINT_DTYPE's fields seen as the common Cartesian plot's (a view: no copy)."""
