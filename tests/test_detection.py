@@ -231,3 +231,23 @@ def test_cartesian_points_are_placed_as_their_spherical_form():
         assert_allclose(got.cov_enu_m2, want.cov_enu_m2, rtol=1e-9, atol=1e-9)
         assert_allclose(got.radial_vel_mps, want.radial_vel_mps)
         assert_allclose(got.snr_db, want.snr_db)
+
+
+def test_components_number_clusters_as_scipy_does():
+    """The clusterer's connected components (no sparse matrix) equal scipy's, numbering
+    included, on random graphs: chains, loops, isolated nodes, repeated edges."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from towerd.detection.cluster import components
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n, m = int(rng.integers(1, 60)), int(rng.integers(0, 80))
+        pairs = rng.integers(0, n, (m, 2))
+        want = connected_components(coo_matrix((np.ones(m), (pairs[:, 0], pairs[:, 1])), shape=(n, n)),
+                                    directed=False)
+        got = components(n, pairs)
+        assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    chain = np.column_stack([np.arange(39, 0, -1), np.arange(38, -1, -1)])  # 39-38-...-0
+    assert components(40, chain)[0] == 1

@@ -117,10 +117,12 @@ class Labeller:
         self._decided &= ~hit
         self._tracks, self._rf = tr, rf
 
+        established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        self._decide(np.flatnonzero(established))  # in one go what the reporter and the clutter map will ask
         self._moved = self.static_filter.observe(update)
         if self._moved is not None:
             # The clutter map learns from the static confirmed tracks a detection updated.
-            cand = np.flatnonzero(~self._moved & hit & tr.rows_with_status(Status.CONFIRMED, Status.COASTING))
+            cand = np.flatnonzero(~self._moved & hit & established)
             static = np.zeros(k, dtype=bool)
             static[cand] = ~self._exempt(cand)
             self.static_filter.learn(update, static)

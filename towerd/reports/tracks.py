@@ -127,6 +127,8 @@ class TrackReporter:
         self._last_t = last_t[reported][order]
         self._last = last[reported][order]
 
+        if not due.any() and len(ended_tracks) == 0:
+            return empty_track_records(0)
         label_rows = np.concatenate([now[due], ended_labels])
         due_mask = np.zeros(len(live), dtype=bool)
         due_mask[rows[due]] = True
