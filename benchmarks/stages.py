@@ -25,7 +25,8 @@ table below with the timers described above.
 
 The reference is the same measurement run on the tree of commit ``REFERENCE``
 (``git archive`` into ``build/``, this benchmarks folder copied into it), in a
-subprocess, so both columns come from one run on one machine.
+subprocess running at the same time as this tree's, so both columns come from one run
+on one machine under the same load.
 """
 
 from __future__ import annotations
@@ -202,12 +203,20 @@ def reference_tree(commit: str) -> Path | None:
     return root
 
 
-def run_tree(root: Path, duration_s: float, warmup_s: float) -> dict[str, Any]:
-    """:func:`measure` in a subprocess whose ``towerd`` is the tree at ``root``."""
-    out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.stages", "--measure", "--seconds", str(duration_s), "--warmup",
-         str(warmup_s)], cwd=root, capture_output=True, text=True, check=True, timeout=duration_s + warmup_s + 120)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+def run_trees(roots: list[Path], duration_s: float, warmup_s: float) -> list[dict[str, Any]]:
+    """:func:`measure` in one subprocess per tree (its ``towerd`` is the tree at that
+    root), all at the same time, so that they share the machine's conditions (on a
+    machine busy with other work, runs one after the other see different loads)."""
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.stages", "--measure", "--seconds", str(duration_s),
+                               "--warmup", str(warmup_s)], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for root in roots]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=duration_s + warmup_s + 300)
+        if proc.returncode:
+            raise RuntimeError(f"stages measurement failed: {err[-2000:]}")
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results
 
 
 def load_average() -> str:
@@ -220,9 +229,11 @@ def load_average() -> str:
 def run(quick: bool) -> Section:
     duration, warmup = (10.0, 4.0) if quick else (30.0, 5.0)
     load_before = load_average()
-    now = run_tree(REPO, duration, warmup)
     ref_root = reference_tree(REFERENCE)
-    ref = run_tree(ref_root, duration, warmup) if ref_root is not None else None
+    if ref_root is not None:
+        now, ref = run_trees([REPO, ref_root], duration, warmup)
+    else:
+        (now,), ref = run_trees([REPO], duration, warmup), None
     load_after = load_average()
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip() or "this tree"

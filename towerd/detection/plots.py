@@ -256,15 +256,18 @@ class PlotConverter:
         )  # (N, 3): σr² m², σa² rad², σe² rad²
         jac = np.einsum("nij,njk->nik", rot, spherical_jacobian(r, az, el))  # R J
         cov = np.einsum("nik,nk,njk->nij", jac, var, jac)  # (R J) diag(var) (R J)ᵀ
-        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+        return self._detections(plots, pos, cov, rows["snr_db"], radial_speed(rows, pos, self._position))
 
-        rv = radial_speed(rows, pos, self._position)
+    def _detections(self, plots: RadarPlots, pos: np.ndarray, cov: np.ndarray, snr_db: np.ndarray,
+                    radial_vel_mps: np.ndarray) -> Detections:
+        """The frame's Detections from placed points (cov symmetrised)."""
+        rv = radial_vel_mps
         return Detections(
             sensor=plots.sensor,
             t_mono=plots.t_mono,
             pos_enu_m=pos,
-            cov_enu_m2=cov,
-            snr_db=rows["snr_db"].astype(float),
+            cov_enu_m2=0.5 * (cov + np.swapaxes(cov, -1, -2)),
+            snr_db=snr_db.astype(float),
             radial_vel_mps=rv,
             radial_vel_var_mps2=np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
             sensor_pos_enu_m=self._position.copy(),
@@ -303,19 +306,7 @@ class PlotConverter:
         pos = s @ rot.T + self._position
         rj = np.einsum("ij,njk->nik", rot, jac)  # R J
         cov = np.einsum("nik,k,njk->nij", rj, var, rj)  # (R J) diag(var) (R J)ᵀ
-        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
-        rv = rows["radial_vel_mps"].astype(float)
-        return Detections(
-            sensor=plots.sensor,
-            t_mono=plots.t_mono,
-            pos_enu_m=pos,
-            cov_enu_m2=cov,
-            snr_db=rows["snr_db"].astype(float),
-            radial_vel_mps=rv,
-            radial_vel_var_mps2=np.where(np.isfinite(rv), noise.radial_speed_sigma_mps**2, np.nan),
-            sensor_pos_enu_m=self._position.copy(),
-            unambiguous_speed_mps=noise.unambiguous_speed_mps,
-        )
+        return self._detections(plots, pos, cov, rows["snr_db"], rows["radial_vel_mps"].astype(float))
 
 
 def radial_speed(rows: np.ndarray, pos_enu_m: np.ndarray, antenna_enu_m: np.ndarray) -> np.ndarray:
