@@ -32,11 +32,11 @@ from towerd.detection.cluster import PointClusterer
 from towerd.detection.plots import GeoPlotConverter, MeasurementNoise, PlotConverter, SensorMount
 from towerd.drivers.measurements import GeoPlots, RadarPlots, Spectrum
 from towerd.geo import Site
-from towerd.icd import TRACK_RECORD_DTYPE, Category
+from towerd.icd import TRACK_RECORD_DTYPE
+from towerd.labeller import Labeller, RfFusion
 from towerd.reports.tracks import TrackReporter
 from towerd.rf import RadarLinkFusion, RfProcessor, RfSettings, RfTrackReporter, RfUpdate
 from towerd.threat import ThreatAssessor, ThreatSettings
-from towerd.labeller import Labeller, RfFusion
 from towerd.tracking.classify import Classification, ClassificationSettings
 from towerd.tracking.clutter import StaticClutterFilter, StaticClutterSettings
 from towerd.tracking.compose import tracker_parts
