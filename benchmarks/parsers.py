@@ -171,6 +171,12 @@ def run(quick: bool) -> Section:
         if f.name in ref:
             rate = line_rate_bytes_per_s(921600 if f.name.startswith("TI") else 500000) / 1e6
             f.reference += f"; {REFERENCE}: {ref[f.name]:.2f} MB/s, {ref[f.name] / rate:,.0f}x"
+    load = " / ".join(open("/proc/loadavg").read().split()[:3])
     return Section("Parse throughput per driver", figures,
                    "Bytes built by each device's emulator, fed in 4 KiB reads through the driver "
-                   "(decoding and conversion to readings). Goal: at least 1,000x each device's line rate.")
+                   "(decoding and conversion to readings), per second of the decoding thread's CPU time "
+                   "(time.thread_time); beside the TI and RF Explorer figures, commit "
+                   f"{REFERENCE}'s drivers measured the same way in the same run. Goal: at least 1,000x each "
+                   f"device's line rate. Load average at the end (1/5/15 min): {load} on 2 cores shared with "
+                   "other work (CPU time still stretches when the cores are this busy: caches and the shared "
+                   "core are contended).")
