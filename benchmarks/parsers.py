@@ -2,14 +2,22 @@
 
 Each driver decodes a realistic byte stream built by its emulator, fed in 4 KiB reads
 through ``SensorDriver.feed`` (the path live bytes take, with conversion to the common
-reading types), so the figure includes everything a reader thread does per byte.
+reading types), so the figure includes everything a reader thread does per byte. Time is
+the decoding thread's CPU time (``time.thread_time``), so other load on the machine does
+not count; beside the TI and RF Explorer figures, the same measurement of commit
+``benchmarks.stages.REFERENCE``'s drivers, in the same run (a subprocess on its tree).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from benchmarks.common import Figure, Section, repeat, timed
+import json
+import subprocess
+import sys
+import time
+
+from benchmarks.common import Figure, Section, repeat
 from towerd.drivers.ti_mmwave.driver import TiMmwaveDriver, TiMmwaveSettings
 from towerd.sim.scenario import builtin_scenario
 from towerd.sim.ti_mmwave import TiMmwaveEmulator
@@ -20,6 +28,13 @@ CHUNK = 4096
 def line_rate_bytes_per_s(baud: int) -> float:
     """8N1: ten bits on the wire per byte."""
     return baud / 10.0
+
+
+def timed(fn) -> float:
+    """CPU seconds of this thread one call of ``fn`` takes."""
+    t0 = time.thread_time()
+    fn()
+    return time.thread_time() - t0
 
 
 def feed_all(driver, stream: bytes) -> int:
@@ -129,8 +144,39 @@ def bench_rfexplorer(quick: bool) -> list[Figure]:
     return figures
 
 
+def reference(quick: bool) -> dict[str, float]:
+    """{figure name: MB/s} of the reference commit's TI and RF Explorer drivers ({} when
+    its tree cannot be had)."""
+    from benchmarks.stages import REFERENCE, reference_tree
+
+    root = reference_tree(REFERENCE)
+    if root is None:
+        return {}
+    code = ("import json, benchmarks.parsers as p; "
+            f"print(json.dumps({{f.name: f.value for f in p.bench_ti({quick}) + p.bench_rfexplorer({quick})}}))")
+    try:
+        out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
+                             timeout=600).stdout
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return json.loads(out.strip().splitlines()[-1])
+
+
 def run(quick: bool) -> Section:
+    from benchmarks.stages import REFERENCE
+
     figures = bench_ti(quick) + bench_nmea(quick) + bench_rfexplorer(quick)
+    ref = reference(quick)
+    for f in figures:
+        if f.name in ref:
+            rate = line_rate_bytes_per_s(921600 if f.name.startswith("TI") else 500000) / 1e6
+            f.reference += f"; {REFERENCE}: {ref[f.name]:.2f} MB/s, {ref[f.name] / rate:,.0f}x"
+    load = " / ".join(open("/proc/loadavg").read().split()[:3])
     return Section("Parse throughput per driver", figures,
                    "Bytes built by each device's emulator, fed in 4 KiB reads through the driver "
-                   "(decoding and conversion to readings). Goal: at least 1,000x each device's line rate.")
+                   "(decoding and conversion to readings), per second of the decoding thread's CPU time "
+                   "(time.thread_time); beside the TI and RF Explorer figures, commit "
+                   f"{REFERENCE}'s drivers measured the same way in the same run. Goal: at least 1,000x each "
+                   f"device's line rate. Load average at the end (1/5/15 min): {load} on 2 cores shared with "
+                   "other work (CPU time still stretches when the cores are this busy: caches and the shared "
+                   "core are contended).")

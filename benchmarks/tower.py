@@ -6,7 +6,9 @@ clutter and false alarms), an RF Explorer at 10 sweeps/s through a three-band sc
 plan, 20 live tracks, one central. `towerd run` is a real
 subprocess reading the emulator's pty; the central runs in this process behind a TCP
 relay that counts the bytes of both directions (ZMTP framing included; TCP/IP headers
-not). CPU and resident memory are read from /proc for the daemon's pid.
+not). CPU and resident memory are read from /proc for the daemon's pid. Beside them, the
+same tower with commit 88a59ac's daemon (its own emulators and central) runs at the same
+time, so that both see the same machine load.
 
 Latency: from the instant the daemon read a frame's last byte (a record's ``time_us``)
 to the instant the central sent the ACK covering that record (its own clock; same
@@ -159,7 +161,9 @@ class NominalTower:
     """The nominal load's emulators on ptys and `towerd run` (a subprocess) reporting to
     ``endpoint``; ``extra_config``: YAML appended to :func:`config`'s. Call :meth:`stop`."""
 
-    def __init__(self, tmp_path: Path, endpoint: str, seed: int = 5, extra_config: str = "") -> None:
+    def __init__(self, tmp_path: Path, endpoint: str, seed: int = 5, extra_config: str = "",
+                 daemon_cwd: Path | None = None) -> None:
+        self.daemon_cwd = daemon_cwd  # run `python -m towerd` from there (a reference tree), None: installed
         self.pty = PtyPair.open()
         self.emulator = TiMmwaveEmulator(nominal_scenario(), boresight_azimuth_deg=0.0,
                                          position_enu_m=(0.0, 0.0, 10.0), frame_rate_hz=10.0,
@@ -168,21 +172,65 @@ class NominalTower:
         self.rf_emulator = RfExplorerEmulator(nominal_scenario(), rng=np.random.default_rng(seed + 1),
                                               position_enu_m=(0.0, 0.0, 10.0), sweep_rate_hz=10.0)
         self.log_path = tmp_path / "daemon.log"
-        cfg = tmp_path / "towerd.yaml"
-        cfg.write_text(config(self.pty.path, endpoint, tmp_path / "state", self.rf_pty.path) + extra_config)
-        with open(self.log_path, "wb") as log:
-            self.daemon = subprocess.Popen([sys.executable, "-m", "towerd", "run", "--config", str(cfg)],
-                                           stdout=subprocess.DEVNULL, stderr=log)
+        self.config_path = tmp_path / "towerd.yaml"
+        self.config_path.write_text(config(self.pty.path, endpoint, tmp_path / "state", self.rf_pty.path) + extra_config)
+        self._start_daemon()
         self.emulator.start(self.pty)
         self.rf_emulator.start(self.rf_pty)
 
+    def _start_daemon(self) -> None:
+        """`towerd run` as a subprocess (benchmarks.stages runs it in process instead)."""
+        with open(self.log_path, "wb") as log:
+            self.daemon = subprocess.Popen([sys.executable, "-m", "towerd", "run", "--config", str(self.config_path)],
+                                           stdout=subprocess.DEVNULL, stderr=log, cwd=self.daemon_cwd)
+
     def stop(self) -> None:
-        self.daemon.terminate()
-        self.daemon.wait(20)
+        self._stop_daemon()
         self.emulator.stop()
         self.rf_emulator.stop()
         self.pty.close()
         self.rf_pty.close()
+
+    def _stop_daemon(self) -> None:
+        self.daemon.terminate()
+        self.daemon.wait(20)
+
+
+class ReferenceTower:
+    """The same nominal tower (its own emulators and central) running commit COMMIT's
+    daemon at the same time, so its CPU is measured under the same machine load; nothing
+    when that tree cannot be had (its figures are then NaN)."""
+
+    COMMIT = "88a59ac"
+
+    def __init__(self, tmp_path: Path) -> None:
+        from benchmarks.stages import reference_tree
+
+        self.tower = None
+        root = reference_tree(self.COMMIT)
+        if root is None:
+            return
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        self.central = CentralServer("tcp://127.0.0.1:*", tmp_path / "central.sqlite", plain=True)
+        self.stop_central = threading.Event()
+        self.thread = threading.Thread(target=self.central.serve_forever, args=(self.stop_central,),
+                                       name="reference central")
+        self.thread.start()
+        self.tower = NominalTower(tmp_path, self.central.bound_endpoint.replace("*", "127.0.0.1"), daemon_cwd=root)
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds(self.tower.daemon.pid) if self.tower is not None else float("nan")
+
+    def rss_mib(self) -> float:
+        return rss_mib(self.tower.daemon.pid)[0] if self.tower is not None else float("nan")
+
+    def stop(self) -> None:
+        if self.tower is None:
+            return
+        self.tower.stop()
+        self.stop_central.set()
+        self.thread.join()
+        self.central.close()
 
 
 def record_json_bytes(rows: list[dict]) -> float:
@@ -205,19 +253,25 @@ def run(quick: bool) -> Section:
         central_thread.start()
         tower = NominalTower(tmp_path, f"tcp://127.0.0.1:{relay.port}")
         daemon, emulator, rf_emulator = tower.daemon, tower.emulator, tower.rf_emulator
+        ref = ReferenceTower(tmp_path / "reference")
         try:
             time.sleep(warmup)  # benchmark: let tracks confirm before measuring
+            load0 = Path("/proc/loadavg").read_text().split()[:3]
+            ref_cpu0 = ref.cpu_seconds()
             cpu0, wall0 = cpu_seconds(daemon.pid), time.monotonic()
             up0, down0, recs0 = relay.up, relay.down, central.store.count_tracks()
             points0, sweeps0 = emulator.frames_sent, rf_emulator.sweeps_sent
             time.sleep(duration)
             cpu1, wall1 = cpu_seconds(daemon.pid), time.monotonic()
+            ref_cpu1, ref_rss = ref.cpu_seconds(), ref.rss_mib()
+            load1 = Path("/proc/loadavg").read_text().split()[:3]
             rss, peak = rss_mib(daemon.pid)
             up1, down1, recs1 = relay.up, relay.down, central.store.count_tracks()
             frames = emulator.frames_sent - points0
             sweeps = rf_emulator.sweeps_sent - sweeps0
         finally:
             tower.stop()
+            ref.stop()
             stop_central.set()
             central_thread.join()
             relay.close()
@@ -243,11 +297,16 @@ def run(quick: bool) -> Section:
     json_per_record = record_json_bytes(live)
     per_hour_mb = (up1 - up0 + down1 - down0) / wall * 3600 / 1e6
     lat = np.array(latencies)
+    ref_pct = 100.0 * (ref_cpu1 - ref_cpu0) / wall if ref_cpu1 == ref_cpu1 else float("nan")
+    ref_text = f"; {ReferenceTower.COMMIT} at the same time, same load: {ref_pct:.2f} %, {ref_rss:.0f} MiB" \
+        if ref_pct == ref_pct else ""
     figures = [
         Figure("daemon CPU", cpu_pct, "% of one core",
-               reference="goal < 3%", note=f"{frames} radar frames of ~{points_per_frame:.0f} points and {sweeps} "
-                                            f"RF sweeps, "
-                                            f"{tracks_live} live tracks, over {wall:.0f} s"),
+               reference="goal < 3%" + ref_text, note=f"process CPU time (utime + stime of the daemon) over wall time: "
+                                            f"{frames} radar frames of ~{points_per_frame:.0f} points and {sweeps} "
+                                            f"RF sweeps, {tracks_live} live tracks, over {wall:.0f} s; load average "
+                                            f"(1/5/15 min) {' / '.join(load0)} at the start, {' / '.join(load1)} at "
+                                            f"the end (2 cores shared with other work)"),
         Figure("daemon resident memory", rss, "MiB", reference=f"peak {peak:.1f} MiB; goal < 100 MB"),
         Figure("end-to-end latency, median", float(np.median(lat)) if len(lat) else float("nan"), "ms",
                reference="frame's last byte read -> central's ACK sent, loopback"),
@@ -255,7 +314,8 @@ def run(quick: bool) -> Section:
                "ms", reference=f"goal < 20 ms; {len(lat)} records",
                note="includes the outbox's commit batching: a record waits up to outbox.commit_interval_s "
                     "(20 ms) when another commit (e.g. for RF records) has just happened, so the tail depends "
-                    "on the phase between radar frames and RF sweeps"),
+                    "on the phase between radar frames and RF sweeps; and the wait for a core: the reference "
+                    "tower runs at the same time on the same 2 cores, beside other work"),
         Figure("bytes on the wire per track report", up_per_record, "B",
                reference=f"the same report as compact JSON: {json_per_record:.0f} B "
                          f"(ICD record alone: 80 B + 16 B header per message)"),

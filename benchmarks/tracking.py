@@ -16,7 +16,10 @@ Both trackers are configured alike (3-D state, so Stone Soup gets three CV block
 - GNN with a 2-D assignment; new tracks from 3 updates (Stone Soup
   ``MultiMeasurementInitiator(min_points=3)``, towerd 3 of 5), held tracks dropped after
   3 steps without an update, confirmed ones after 3 (towerd: 1.25 s at 2 Hz);
-- initial velocity σ 15 m/s.
+- initial velocity σ 15 m/s (towerd: the tracker the daemon runs,
+  ``towerd.tracking.compose.build_tracker``, with ``initiation.max_speed_mps`` = 15 √γ,
+  which gives that σ and bounds the speed at confirmation to 60.5 m/s; no radial-speed
+  gate, since these plots carry none; tracks may start at any range).
 Stone Soup runs twice: its tutorial composition (``DistanceHypothesiser`` over every
 track-detection pair, ``GNNWith2DAssignment``), and with its k-d tree association
 (``DetectionKDTreeGNN2D``, 40 m query radius, wide enough to cut no gated pair here) —
@@ -52,7 +55,11 @@ from towerd.detection.plots import Detections
 from towerd.icd import Status
 from towerd.metrics import gospa
 from towerd.sim import scenes
-from towerd.tracking.tracker import build_tracker
+from towerd.config import TrackingConfig
+from towerd.tracking.compose import build_tracker
+from towerd.tracking.doppler import DopplerSettings
+from towerd.tracking.imm import ImmSettings
+from towerd.tracking.initiator import InitiationSettings
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_VENV = REPO / "build" / "venv-bench"
@@ -113,10 +120,13 @@ def score(estimates: list[np.ndarray], frames: list[Frame]) -> dict:
 
 def run_towerd(frames: list[Frame]) -> tuple[list[float], list[np.ndarray]]:
     """Per-frame seconds of Tracker.step and the confirmed positions after each."""
-    tracker = build_tracker(
+    tracker = build_tracker(TrackingConfig(
         accel_noise_mps2=math.sqrt(Q), gate_probability=GATE_P, confirm_hits=3, confirm_window=5,
         tentative_max_misses=2, confirmed_max_coast_s=2.5 * FRAME_DT_S, coast_after_s=0.0,
-    )
+        imm=ImmSettings(enabled=False), doppler=DopplerSettings(enabled=False),
+        # The speed bound that gives new tracks a velocity sigma of INIT_VEL_SIGMA (15 m/s).
+        initiation=InitiationSettings(max_speed_mps=INIT_VEL_SIGMA * math.sqrt(GATE_D2), min_range_m=0.0),
+    ))
     times, estimates = [], []
     for f in frames:
         m = len(f.z)

@@ -37,14 +37,79 @@ def empty_plots(n: int = 0) -> np.ndarray:
     return plots
 
 
+CARTESIAN_PLOT_DTYPE = np.dtype(
+    [
+        ("x_m", "<f4"),  # sensor frame: right of boresight, metres
+        ("y_m", "<f4"),  # along boresight
+        ("z_m", "<f4"),  # up
+        ("radial_vel_mps", "<f4"),  # Doppler velocity, positive moving away; NaN when unknown
+        ("snr_db", "<f4"),  # NaN when unknown
+    ]
+)
+"""One row per plot of a radar that measures Cartesian points (TI mmWave's point cloud,
+float32 as the radar sends them). A reading may carry a view of a parser's own rows with
+these fields at other offsets (:func:`cartesian_dtype`): consumers read the fields by name."""
+
+
+def cartesian_dtype(rows: np.dtype, names: dict[str, str]) -> np.dtype:
+    """The dtype that views structured rows of dtype ``rows`` (no copy) as a Cartesian
+    plot: ``names`` maps each CARTESIAN_PLOT_DTYPE field name to the field of ``rows`` it is."""
+    fields = rows.fields
+    return np.dtype({
+        "names": list(names), "formats": [fields[src][0] for src in names.values()],
+        "offsets": [fields[src][1] for src in names.values()], "itemsize": rows.itemsize,
+    })
+
+
+def spherical_plots(cartesian: np.ndarray) -> np.ndarray:
+    """CARTESIAN_PLOT_DTYPE rows -> PLOT_DTYPE rows (sensor frame x right, y boresight, z up):
+
+        range_m       = sqrt(x² + y² + z²)
+        azimuth_deg   = atan2(x, y)           clockwise from boresight, in (-180, 180]
+        elevation_deg = atan2(z, hypot(x, y))
+    """
+    x, y, z = (cartesian[name].astype(np.float64) for name in ("x_m", "y_m", "z_m"))
+    horiz = np.hypot(x, y)
+    azimuth = np.degrees(np.arctan2(x, y))
+    plots = empty_plots(len(cartesian))
+    plots["range_m"] = np.hypot(horiz, z)
+    plots["azimuth_deg"] = np.where(azimuth <= -180.0, azimuth + 360.0, azimuth)
+    plots["elevation_deg"] = np.degrees(np.arctan2(z, horiz))
+    plots["radial_vel_mps"] = cartesian["radial_vel_mps"]
+    plots["snr_db"] = cartesian["snr_db"]
+    return plots
+
+
+class _PlotsOf:
+    """``RadarPlots.plots``: as given, or, for a reading made from Cartesian points, derived
+    from them on first access (the pipeline reads the points themselves and never pays for
+    the conversion; tools and the web console that show range/azimuth/elevation do)."""
+
+    def __get__(self, obj: object, owner: type | None = None) -> np.ndarray | None:
+        if obj is None:
+            return None  # the dataclass field's default
+        plots = obj.__dict__.get("_plots")
+        if plots is None:
+            cartesian = obj.__dict__.get("cartesian")
+            plots = spherical_plots(cartesian) if cartesian is not None else empty_plots(0)
+            obj.__dict__["_plots"] = plots
+        return plots
+
+    def __set__(self, obj: object, value: np.ndarray | None) -> None:
+        obj.__dict__["_plots"] = value
+
+
 @dataclass(frozen=True)
 class RadarPlots:
-    """The plots of one radar frame (scan)."""
+    """The plots of one radar frame (scan): ``plots`` (PLOT_DTYPE, spherical), or, from a
+    radar that measures Cartesian points, ``cartesian`` (CARTESIAN_PLOT_DTYPE), the form
+    detection uses as it is; ``plots`` is then derived from it when read."""
 
     sensor: str
     t_mono: float  # monotonic seconds when the frame's last byte was read
     frame_number: int
-    plots: np.ndarray  # shape (n,), dtype PLOT_DTYPE
+    plots: np.ndarray = _PlotsOf()  # type: ignore[assignment]  # shape (n,), dtype PLOT_DTYPE
+    cartesian: np.ndarray | None = None  # shape (n,), CARTESIAN_PLOT_DTYPE, or None
 
 
 GEO_PLOT_DTYPE = np.dtype(

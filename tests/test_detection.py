@@ -206,3 +206,48 @@ def test_clusterer_scales_to_a_point_cloud():
     assert len(out) == 300
     nearest = np.min(np.linalg.norm(out.pos_enu_m[:, None, :] - centres[None, :, :], axis=2), axis=1)
     assert np.all(nearest < 1.0)
+
+
+def test_cartesian_points_are_placed_as_their_spherical_form():
+    """A radar that measures Cartesian points (TI) is placed without the round trip through
+    range/azimuth/elevation, to the same positions and covariances (on the vertical axis
+    too, where the azimuth is undefined)."""
+    from towerd.drivers.measurements import CARTESIAN_PLOT_DTYPE
+
+    rng = np.random.default_rng(1)
+    n = 200
+    c = np.zeros(n, CARTESIAN_PLOT_DTYPE)
+    c["x_m"], c["y_m"], c["z_m"] = rng.uniform(-100, 100, n), rng.uniform(-100, 150, n), rng.uniform(-30, 60, n)
+    c["x_m"][:3] = c["y_m"][:3] = 0.0  # straight above, below, at the antenna
+    c["z_m"][2] = 0.0
+    c["y_m"][3] = 0.0  # on the x axis
+    c["radial_vel_mps"], c["snr_db"] = rng.normal(0, 3, n), rng.uniform(5, 30, n)
+    for tilt in (0.0, 7.0):
+        conv = PlotConverter(SensorMount((1.0, 2.0, 10.0), 33.0, tilt), MeasurementNoise(0.5, 1.0, 2.0))
+        reading = RadarPlots("radar1", 1.0, 1, cartesian=c)
+        got = conv.convert(reading)
+        want = conv.convert(RadarPlots("radar1", 1.0, 1, plots=reading.plots))
+        assert_allclose(got.pos_enu_m, want.pos_enu_m, rtol=1e-12, atol=1e-9)
+        assert_allclose(got.cov_enu_m2, want.cov_enu_m2, rtol=1e-9, atol=1e-9)
+        assert_allclose(got.radial_vel_mps, want.radial_vel_mps)
+        assert_allclose(got.snr_db, want.snr_db)
+
+
+def test_components_number_clusters_as_scipy_does():
+    """The clusterer's connected components (no sparse matrix) equal scipy's, numbering
+    included, on random graphs: chains, loops, isolated nodes, repeated edges."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    from towerd.detection.cluster import components
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n, m = int(rng.integers(1, 60)), int(rng.integers(0, 80))
+        pairs = rng.integers(0, n, (m, 2))
+        want = connected_components(coo_matrix((np.ones(m), (pairs[:, 0], pairs[:, 1])), shape=(n, n)),
+                                    directed=False)
+        got = components(n, pairs)
+        assert got[0] == want[0] and np.array_equal(got[1], want[1])
+    chain = np.column_stack([np.arange(39, 0, -1), np.arange(38, -1, -1)])  # 39-38-...-0
+    assert components(40, chain)[0] == 1

@@ -22,7 +22,9 @@ from towerd.tracking.initiator import MofNInitiator
 from towerd.tracking.models import ConstantVelocity
 from towerd.tracking.predictor import KalmanPredictor
 from towerd.tracking.state import TrackTable
-from towerd.tracking.tracker import Tracker, build_tracker
+from towerd.tracking.compose import build_tracker
+from tracker_settings import tracker_settings
+from towerd.tracking.tracker import Tracker
 from towerd.tracking.updater import KalmanUpdater
 
 
@@ -254,7 +256,7 @@ def make_tracker(**kw) -> Tracker:
     args = dict(accel_noise_mps2=2.0, gate_probability=0.999, confirm_hits=3, confirm_window=5,
                 tentative_max_misses=2, confirmed_max_coast_s=3.0)
     args.update(kw)
-    return build_tracker(**args)
+    return build_tracker(tracker_settings(**args))
 
 
 def test_tracker_status_life_cycle():

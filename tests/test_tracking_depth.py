@@ -21,7 +21,8 @@ from towerd.tracking.initiator import MofNInitiator
 from towerd.tracking.models import ConstantTurn, ConstantVelocity
 from towerd.tracking.predictor import KalmanPredictor
 from towerd.tracking.state import TrackTable
-from towerd.tracking.tracker import build_tracker
+from towerd.tracking.compose import build_tracker
+from tracker_settings import tracker_settings
 from towerd.tracking.updater import KalmanUpdater
 
 
@@ -224,7 +225,7 @@ def test_imm_follows_a_turn_better_than_cv_and_favours_the_turn_model():
     imm_settings = ImmSettings(enabled=True, cv_accel_noise_mps2=0.5, turn_accel_noise_mps2=1.0)
     errs, ids = {}, {}
     for name, imm in (("cv", None), ("imm", imm_settings)):
-        tracker = build_tracker(0.5, 0.999, 3, 5, 2, 3.0, 0.5, imm=imm)
+        tracker = build_tracker(tracker_settings(0.5, 0.999, 3, 5, 2, 3.0, 0.5, imm=imm))
         e, left, right = [], [], []
         for k, tk in enumerate(t):
             update = tracker.step(detections(tk, z[k], sigma_m=1.5))
@@ -265,7 +266,7 @@ def test_imm_settings_and_attach_validation():
 
 
 def test_update_names_the_detection_of_each_track():
-    tracker = build_tracker(2.0, 0.999, 3, 5, 2, 3.0)
+    tracker = build_tracker(tracker_settings(2.0, 0.999, 3, 5, 2, 3.0))
     u = tracker.step(detections(0.0, [[0, 0, 0], [500, 0, 0]]))
     assert u.det_of_track.tolist() == [0, 1] and u.detections is not None
     # Next frame: detections in another order, one track missed, one new detection.
@@ -304,7 +305,7 @@ def test_cost_grows_near_linearly_and_1000_targets_stay_real_time():
     against ~20 ms measured on an idle core; docs/benchmarks.md has the measured table."""
     medians = {}
     for n in (100, 1000):
-        tracker = build_tracker(2.0, 0.999, 3, 5, 2, 3.0, 0.5)
+        tracker = build_tracker(tracker_settings(2.0, 0.999, 3, 5, 2, 3.0, 0.5))
         times = []
         for det in field_frames(n, 12, np.random.default_rng(n)):
             t0 = time.perf_counter()
@@ -318,13 +319,13 @@ def test_cost_grows_near_linearly_and_1000_targets_stay_real_time():
 
 
 def test_replacing_components_keeps_tracks_and_switches_imm_on_and_off():
-    cv = build_tracker(2.0, 0.999, 3, 5, 2, 3.0, imm=ImmSettings(enabled=False))
-    imm = build_tracker(2.0, 0.999, 3, 5, 2, 3.0, imm=ImmSettings(enabled=True))
+    cv = build_tracker(tracker_settings(2.0, 0.999, 3, 5, 2, 3.0, imm=ImmSettings(enabled=False)))
+    imm = build_tracker(tracker_settings(2.0, 0.999, 3, 5, 2, 3.0, imm=ImmSettings(enabled=True)))
 
     def parts(t):
         return {k: getattr(t, k) for k in ("predictor", "updater", "associator", "initiator", "deleter")}
 
-    tracker = build_tracker(2.0, 0.999, 3, 5, 2, 3.0, imm=ImmSettings(enabled=False))
+    tracker = build_tracker(tracker_settings(2.0, 0.999, 3, 5, 2, 3.0, imm=ImmSettings(enabled=False)))
     for k in range(5):
         tracker.step(detections(0.1 * k, [[10.0 + k, 0, 20], [300, 50, 40]]))
     before = tracker.tracks

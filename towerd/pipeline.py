@@ -4,15 +4,15 @@ Pure computation, no I/O: the daemon feeds it readings from the sensor threads, 
 replay and the benchmarks feed it the same way. One tracker holds the tower's whole
 picture; each sensor has its own plot converter (its mounting and noise).
 
-After every tracker call the live tracks are labelled, in this order:
-1. RF link (optional, :attr:`Pipeline.rf_fusion`): which tracks carry a drone's radio link;
-2. classification (:class:`~towerd.tracking.classify.Classifier`): category, confidence;
-3. static clutter (:class:`~towerd.tracking.clutter.StaticClutterFilter`): tracks that
-   have not moved since first seen are withheld, unless RF-linked, their Doppler spread
-   shows rotors, or they are confidently classified uas; the clutter map it learns stops
-   them from starting new tracks;
-4. threat (:class:`~towerd.threat.ThreatAssessor`): zones, category and behaviour;
-and the reporter turns what is due into ICD records.
+Every tracker call goes to the labeller (:class:`~towerd.labeller.Labeller`), which keeps
+the state the labels are made from (RF fusion's association, the tracks' features, the
+static clutter filter's motion test and clutter map) and computes the labels themselves
+— RF link, classification (:mod:`towerd.tracking.classify`), static clutter
+(:class:`~towerd.tracking.clutter.StaticClutterFilter`: tracks that have not moved since
+first seen are withheld, unless RF-linked, their Doppler spread shows rotors, or they are
+confidently classified uas), threat (:class:`~towerd.threat.ThreatAssessor`) — only for
+the tracks the reporter asks about, when their inputs changed; the reporter turns what
+is due into ICD records.
 
 Spectrum readings go to the RF processor (:mod:`towerd.rf`): its drone links are
 associated with radar tracks (sources radar+RF and the link's frequency, bandwidth and
@@ -22,7 +22,7 @@ power in their records) or reported on their own as RF-only tracks (no position)
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
@@ -32,36 +32,18 @@ from towerd.detection.cluster import PointClusterer
 from towerd.detection.plots import GeoPlotConverter, MeasurementNoise, PlotConverter, SensorMount
 from towerd.drivers.measurements import GeoPlots, RadarPlots, Spectrum
 from towerd.geo import Site
-from towerd.icd import TRACK_RECORD_DTYPE, Category
+from towerd.icd import TRACK_RECORD_DTYPE
+from towerd.labeller import Labeller, RfFusion
 from towerd.reports.tracks import TrackReporter
 from towerd.rf import RadarLinkFusion, RfProcessor, RfSettings, RfTrackReporter, RfUpdate
 from towerd.threat import ThreatAssessor, ThreatSettings
-from towerd.tracking.associator import GnnAssociator
-from towerd.tracking.classify import Classification, ClassificationSettings, Classifier
-from towerd.tracking.clutter import ClutterMapInitiator, StaticClutterFilter, StaticClutterSettings
-from towerd.tracking.deleter import MissDeleter
-from towerd.tracking.doppler import DopplerGate
-from towerd.tracking.initiator import velocity_sigma_for
-from towerd.tracking.imm import ImmSettings, build_imm
-from towerd.tracking.labels import RfLink, TrackLabels
-from towerd.tracking.models import ConstantVelocity
-from towerd.tracking.predictor import KalmanPredictor
-from towerd.tracking.state import TrackTable
-from towerd.tracking.tracker import Predictor, Tracker, TrackUpdate, Updater
-from towerd.tracking.updater import KalmanUpdater
+from towerd.tracking.classify import Classification, ClassificationSettings
+from towerd.tracking.clutter import StaticClutterFilter, StaticClutterSettings
+from towerd.tracking.compose import tracker_parts
+from towerd.tracking.labels import TrackLabels
+from towerd.tracking.tracker import Tracker, TrackUpdate
 
 log = logging.getLogger(__name__)
-
-
-class RfFusion(Protocol):
-    """What the pipeline asks of RF fusion (``towerd.rf.fusion.RadarLinkFusion``): for
-    the live radar tracks at ``t_mono``, which carry a drone link (and its frequency,
-    bandwidth, power); and, after classification, the tracks' categories for its next
-    association."""
-
-    def associate(self, tracks: TrackTable, t_mono: float) -> RfLink: ...
-
-    def set_categories(self, track_ids: np.ndarray, categories: np.ndarray) -> None: ...
 
 
 class Pipeline:
@@ -77,11 +59,7 @@ class Pipeline:
         self._tracker: Tracker | None = None
         self.reporter: TrackReporter | None = None
         self.static_filter: StaticClutterFilter | None = None
-        self.classifier: Classifier | None = None
-        self.last_classification: Classification | None = None
-        """The classifier's answer after the latest call (features included), for status and tests."""
-        self.last_labels: TrackLabels | None = None
-        """The labels of the live tracks after the latest call."""
+        self.labeller: Labeller | None = None
         self.last_rf_bands: tuple = ()
         """The RF BandResults of the latest sweep processed."""
         self.reconfigure(config)
@@ -106,49 +84,23 @@ class Pipeline:
         self.clusterer = PointClusterer(d.target_extent_m, d.cluster_gate_probability, enabled=d.cluster_points)
         t = config.tracking
         static_settings: StaticClutterSettings = t.static_clutter
-        imm_settings: ImmSettings = t.imm
         if self.static_filter is None:
             self.static_filter = StaticClutterFilter(static_settings)
         else:
             self.static_filter.reconfigure(static_settings)
-        predictor: Predictor
-        updater: Updater
-        if imm_settings.enabled:
-            predictor, updater = build_imm(imm_settings)
-        else:
-            predictor, updater = KalmanPredictor(ConstantVelocity(t.accel_noise_mps2)), KalmanUpdater()
-        doppler = DopplerGate.from_settings(t.doppler)
-        associator = GnnAssociator(t.gate_probability, doppler=doppler)
-        parts = dict(
-            predictor=predictor,
-            updater=updater,
-            associator=associator,
-            initiator=ClutterMapInitiator(
-                confirm_hits=t.confirm_hits,
-                confirm_window=t.confirm_window,
-                initial_velocity_sigma_mps=velocity_sigma_for(t.initiation.max_speed_mps, associator.gate),
-                max_speed_mps=t.initiation.max_speed_mps,
-                min_range_m=t.initiation.min_range_m,
-                max_mean_nis=doppler.max_mean_nis if doppler is not None else float("inf"),
-                clutter_map=self.static_filter.clutter_map if static_settings.enabled else None,
-            ),
-            deleter=MissDeleter(
-                tentative_max_misses=t.tentative_max_misses,
-                confirmed_max_coast_s=t.confirmed_max_coast_s,
-                coast_after_s=t.coast_after_s,
-            ),
-        )
+        parts = tracker_parts(t, clutter_map=self.static_filter.clutter_map if static_settings.enabled else None)
         if self._tracker is None:
             self._tracker = Tracker(**parts)
         else:  # same tracks, new components
             self._tracker.replace_components(**parts)
         classification: ClassificationSettings = config.classification
-        if self.classifier is None:
-            self.classifier = Classifier(classification)
-        else:
-            self.classifier.settings = classification
         threat: ThreatSettings = config.threat
         self.threat = ThreatAssessor(threat, site)
+        if self.labeller is None:
+            self.labeller = Labeller(classification, self.static_filter, self.threat, self.rf_fusion)
+        else:
+            self.labeller.rf_fusion = self.rf_fusion
+            self.labeller.reconfigure(classification, self.threat)
         if self.reporter is None:
             self.reporter = TrackReporter(
                 site, interval_s=config.reports.interval_s, include_tentative=config.reports.include_tentative
@@ -210,32 +162,30 @@ class Pipeline:
         return self.rf_reporter.build(update.tracks, update.ended, linked, self.clock)
 
     def label(self, update: TrackUpdate) -> TrackLabels:
-        """RF link, category, static clutter and threat of ``update``'s live tracks."""
-        assert self.classifier is not None and self.static_filter is not None
-        tr = update.tracks
-        rf = self.rf_fusion.associate(tr, update.t_mono) if self.rf_fusion is not None else RfLink.none(len(tr))
-        cls = self.classifier.update(update, rf.linked)
-        if self.rf_fusion is not None:
-            self.rf_fusion.set_categories(tr.track_id, cls.category)
-        f = cls.features
-        ss = self.static_filter.settings
-        exempt = (
-            rf.linked
-            | (f["doppler_spread_mps"] >= ss.exempt_doppler_spread_mps)
-            | ((cls.category == Category.UAS) & (cls.confidence >= ss.exempt_uas_confidence))
-        )
-        static = self.static_filter.update(update, exempt)
-        threat = self.threat.assess(
-            tr.state[:, :3], tr.state[:, 3:], cls.category, cls.confidence,
-            hover_fraction=f["hover_fraction"], height_m=f["height_m"],
-        )
-        labels = TrackLabels(cls.category, cls.confidence, threat.threat, ~static, rf)
-        self.last_classification, self.last_labels = cls, labels
-        return labels
+        """RF link, category, static clutter and threat of ``update``'s live tracks (all
+        of them; the reporter asks the labeller for the rows it needs instead)."""
+        assert self.labeller is not None
+        self.labeller.observe(update)
+        return self.labeller.labels(np.arange(len(update.tracks)))
 
     def _report(self, update: TrackUpdate) -> np.ndarray:
-        assert self.reporter is not None
-        return self.reporter.build(update, self.clock, self.label(update))
+        assert self.reporter is not None and self.labeller is not None
+        if not self.labeller.observe(update):
+            return _NO_RECORDS  # nothing changed since the last call: nothing can be due
+        return self.reporter.build(update, self.clock, self.labeller.labels)
+
+    @property
+    def last_labels(self) -> TrackLabels | None:
+        """The labels of the live tracks after the latest call (computed on access)."""
+        if self.labeller is None:
+            return None
+        return self.labeller.labels(np.arange(self.labeller.track_count))
+
+    @property
+    def last_classification(self) -> Classification | None:
+        """The classifier's answer after the latest call (features included), for status
+        and tests (computed on access)."""
+        return self.labeller.classification() if self.labeller is not None else None
 
     def zone_of(self, lat_deg: float, lon_deg: float) -> set[str]:
         """Names of the configured zones containing a WGS84 point (for sharing rules)."""

@@ -97,6 +97,8 @@ log = logging.getLogger(__name__)
 EEOT = b"\xff\xfe\xff\xfe\x00"
 """Early End Of Transmission: the device aborted the sweep it was sending."""
 CRLF = b"\r\n"
+_MIN_RUN = 4
+"""Sweeps after a valid one for which decoding them as one block pays (measured: about even at 3)."""
 RESET_PREFIXES = (b"(C) Ariel Rocholl ", b"RF Explorer ")
 """Lines that mean the device restarted (RFE_Common.CONST_RESETSTRING; RFECommunicator.cs)."""
 MAX_SWEEP_POINTS = 65535
@@ -196,9 +198,11 @@ class RfeLine:
     text: str
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False, slots=True)
 class RfeSweep:
-    """One accepted sweep, with the configuration it was decoded against."""
+    """One accepted sweep, with the configuration it was decoded against. Read-only by
+    convention: not frozen, since a frozen dataclass costs three times as much to make
+    and a device streams tens of sweeps a second per 4 KiB read."""
 
     config: RfeConfig
     variant: str  # "$S", "$s" or "$z"
@@ -542,13 +546,35 @@ class RfeParser:
             self.stats.sweeps_wrong_points += 1
             self.stats.last_error = f"sweep of {points} points, configuration says {config.points}"
             return pos + total
-        power = np.frombuffer(data, dtype=np.uint8, count=points, offset=lo).astype(np.float32)
+        # The sweeps that follow with the same header, each whole, ending in CR LF, and no
+        # early-end marker anywhere near them, are this one's kind: decoded with it in one
+        # block (a device streams sweep after sweep). Worth it for runs of short sweeps
+        # (the checks cost a few array operations per block).
+        more = (n - pos) // total - 1
+        if more >= _MIN_RUN and data.find(EEOT, pos + total, min(n, pos + (more + 1) * total + len(EEOT) - 1)) < 0:
+            block = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(more + 1, total)
+            same = (block[1:, :head] == block[0, :head]).all(axis=1) & (block[1:, total - 2] == _CR) \
+                & (block[1:, total - 1] == _LF)
+            more = int(np.argmin(same)) if not same.all() else len(same)
+        else:
+            more = 0
+        if more:
+            power = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(
+                more + 1, total)[:, head:head + points].astype(np.float32)
+        else:
+            power = np.frombuffer(data, dtype=np.uint8, count=points, offset=lo).astype(np.float32)
         power *= np.float32(-0.5)
         if config.offset_db:
             power += np.float32(config.offset_db)
-        self.stats.sweeps += 1
-        out.append(RfeSweep(config, "$" + chr(kind), power))
-        return pos + total
+        self.stats.sweeps += more + 1
+        self.stats.frames += more
+        self.stats.frame_bytes += more * total
+        variant = "$" + chr(kind)
+        if more:
+            out.extend([RfeSweep(config, variant, row) for row in power])
+        else:
+            out.append(RfeSweep(config, variant, power))
+        return pos + (more + 1) * total
 
     def _stray_eeot(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage]) -> int:
         """An early-end marker where a message should start (its sweep header was lost)."""

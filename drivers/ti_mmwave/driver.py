@@ -22,7 +22,11 @@ SDK 2.x frames give Doppler as a bin index: its m/s per bin comes from the chirp
 the driver is made and again at each push) or, for a radar configured by other means,
 from ``doppler_resolution_mps``; giving both is an error (two sources could disagree).
 
-Point conversion (sensor frame x right, y boresight, z up; vectorised over the frame):
+Points are kept as the radar measures them, Cartesian in the sensor frame (x right, y
+boresight, z up), in :data:`~towerd.drivers.measurements.CARTESIAN_PLOT_DTYPE`: the
+detection layer places them on the tower as they are. ``RadarPlots.plots`` (range,
+azimuth, elevation) is derived from them only when something reads it
+(:func:`~towerd.drivers.measurements.spherical_plots`):
 
     range_m        = sqrt(x² + y² + z²)
     azimuth_deg    = atan2(x, y)            clockwise from boresight, in (-180, 180]
@@ -33,7 +37,6 @@ Point conversion (sensor frame x right, y boresight, z up; vectorised over the f
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -43,9 +46,9 @@ import serial
 
 from towerd.clock import Clock
 from towerd.drivers.base import ParserTotals, SensorDriver
-from towerd.drivers.measurements import RadarPlots, empty_plots
+from towerd.drivers.measurements import RadarPlots, cartesian_dtype
 from towerd.drivers.ti_mmwave.cli import CfgLine, PushResult, doppler_resolution_mps, load_chirp_config, push_config
-from towerd.drivers.ti_mmwave.protocol import TiFrame, TiFrameParser
+from towerd.drivers.ti_mmwave.protocol import TI_POINT_DTYPE, TiFrame, TiFrameParser
 from towerd.drivers.transport import open_port
 from towerd.errors import ConfigError, DriverInitError, DriverIOError
 
@@ -183,10 +186,8 @@ class TiMmwaveDriver(SensorDriver):
         consumed, frames = self.parser.feed(buf, quiet=quiet)
         if frames:
             self._device_id = (frames[-1].version, frames[-1].platform)
-        plots = [self._to_plots(frame, t_mono) for frame in frames]
-        if held_t is not None and plots:
-            # The first frame out is the one held back: its last byte came at held_t.
-            plots[0] = dataclasses.replace(plots[0], t_mono=held_t)
+        plots = [self._to_plots(frame, held_t if i == 0 and held_t is not None else t_mono)
+                 for i, frame in enumerate(frames)]  # the first frame out may be the one held back at held_t
         if not self.parser.holding:
             self._held_t = None
         elif plots or held_t is None:
@@ -229,27 +230,22 @@ class TiMmwaveDriver(SensorDriver):
         }
 
     def _to_plots(self, frame: TiFrame, t_mono: float) -> RadarPlots:
-        pts = frame.points
-        x = pts["x_m"].astype(np.float64)
-        y = pts["y_m"].astype(np.float64)
-        z = pts["z_m"].astype(np.float64)
-        finite = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
-        if not finite.all():
+        points = frame.points.view(_CARTESIAN)
+        xyz = frame.points.view(np.float32).reshape(-1, 6)[:, :3]
+        if not np.isfinite(xyz).all():
+            finite = np.isfinite(xyz).all(axis=1)
             bad = int((~finite).sum())
             self.nonfinite_points += bad
             log.debug("sensor %s: frame %d: dropped %d non-finite points", self.name, frame.frame_number, bad)
-            pts, x, y, z = pts[finite], x[finite], y[finite], z[finite]
-        horiz = np.hypot(x, y)
-        azimuth = np.degrees(np.arctan2(x, y))
-        plots = empty_plots(len(pts))
-        plots["range_m"] = np.hypot(horiz, z)
-        plots["azimuth_deg"] = np.where(azimuth <= -180.0, azimuth + 360.0, azimuth)
-        plots["elevation_deg"] = np.degrees(np.arctan2(z, horiz))
-        plots["radial_vel_mps"] = pts["doppler_mps"]
-        plots["snr_db"] = pts["snr_db"]
-        return RadarPlots(sensor=self.name, t_mono=t_mono, frame_number=frame.frame_number, plots=plots)
+            points = points[finite]
+        return RadarPlots(sensor=self.name, t_mono=t_mono, frame_number=frame.frame_number, cartesian=points)
 
 
 def _sdk_version(version: int) -> str:
     """The header's version word (0xMMmmPPbb) as major.minor.patch.build."""
     return ".".join(str((version >> shift) & 0xFF) for shift in (24, 16, 8, 0))
+
+
+_CARTESIAN = cartesian_dtype(TI_POINT_DTYPE, {"x_m": "x_m", "y_m": "y_m", "z_m": "z_m",
+                                              "radial_vel_mps": "doppler_mps", "snr_db": "snr_db"})
+"""TI_POINT_DTYPE's fields seen as the common Cartesian plot's (a view: no copy)."""

@@ -181,6 +181,9 @@ KNOWN_SKIPPED_TLVS = frozenset({2, 3, 4, 5, 6, 8, 9})
 """Known SDK 3.x TLV types that carry no points: skipped by length, not counted as unknown."""
 KNOWN_SKIPPED_TLVS_SDK2 = frozenset({2, 3, 4, 5, 6})
 """The same for SDK 2.x, which had types 1..6 only."""
+_KNOWN_SDK3 = KNOWN_SKIPPED_TLVS | {TLV_DETECTED_POINTS, TLV_DETECTED_POINTS_SIDE_INFO}
+_KNOWN_SDK2 = KNOWN_SKIPPED_TLVS_SDK2 | {TLV_DETECTED_POINTS}
+_F4, _I2, _TEN = np.dtype("<f4"), np.dtype("<i2"), np.float32(10.0)
 STATS_LEN = 24
 """TLV 6 (MmwDemo_output_message_stats): six u32, in SDK 2.x and 3.x alike."""
 TEMPERATURE_STATS_LEN = 28
@@ -192,6 +195,7 @@ _TL = struct.Struct("<2I")
 _DESCR = struct.Struct("<2H")
 assert _HEADER.size + len(MAGIC) == HEADER_LEN == 40
 assert POINT_DTYPE.itemsize == 16 and SIDE_INFO_DTYPE.itemsize == 4 and DETECTED_OBJ_DTYPE.itemsize == 12
+assert TI_POINT_DTYPE == np.dtype([(n, "<f4") for n in TI_POINT_DTYPE.names]) and len(TI_POINT_DTYPE.names) == 6
 
 
 @dataclass(frozen=True, eq=False)
@@ -391,7 +395,7 @@ class TiFrameParser:
             raise _Reject(f"{padding} bytes after the last TLV; the device pads fewer than {SEGMENT_LEN}")
         if n < end:
             return _NEED_MORE
-        for k in range(len(MAGIC) - 1, 0, -1):
+        for k in range(len(MAGIC) - 1, 0, -1) if data.find(MAGIC[:1], end - len(MAGIC) + 1, end) >= 0 else ():
             if data[end - k : end] != MAGIC[:k]:
                 continue
             # The packet may end where a cut-short frame's successor begins.
@@ -484,26 +488,21 @@ class TiFrameParser:
                     points["doppler_mps"] = objects["doppler_idx"].astype(np.float64) * resolution
                 points["snr_db"] = np.nan
                 points["noise_db"] = np.nan
-            known = KNOWN_SKIPPED_TLVS_SDK2
+            known = _KNOWN_SDK2
         else:
             if count:
-                raw = np.frombuffer(bytes(data[points_at : points_at + POINT_DTYPE.itemsize * count]),
-                                    dtype=POINT_DTYPE)
-                points["x_m"] = raw["x"]
-                points["y_m"] = raw["y"]
-                points["z_m"] = raw["z"]
-                points["doppler_mps"] = raw["velocity"]
+                # TI_POINT_DTYPE is six float32s: TLV 1's four, then TLV 7's two / 10, each
+                # copied in one block straight from the receive buffer.
+                table = points.view(_F4).reshape(count, 6)
+                table[:, :4] = np.frombuffer(data, _F4, 4 * count, points_at).reshape(count, 4)
                 if side_at >= 0:
-                    side = np.frombuffer(
-                        bytes(data[side_at : side_at + SIDE_INFO_DTYPE.itemsize * count]), dtype=SIDE_INFO_DTYPE
-                    )
-                    points["snr_db"] = side["snr"].astype(np.float32) / np.float32(10.0)
-                    points["noise_db"] = side["noise"].astype(np.float32) / np.float32(10.0)
+                    side = np.frombuffer(data, _I2, 2 * count, side_at).reshape(count, 2)
+                    np.divide(side, _TEN, out=table[:, 4:])  # int16 / float32 -> float32
                 else:
-                    points["snr_db"] = np.nan
-                    points["noise_db"] = np.nan
-            known = KNOWN_SKIPPED_TLVS | {TLV_DETECTED_POINTS_SIDE_INFO}
-        self.stats.unknown_tlvs += sum(1 for t in types if t not in known and t != TLV_DETECTED_POINTS)
+                    table[:, 4:] = np.nan
+            known = _KNOWN_SDK3
+        if not known.issuperset(types):
+            self.stats.unknown_tlvs += sum(1 for t in types if t not in known)
         return TiFrame(
             version=version,
             platform=platform,

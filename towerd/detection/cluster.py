@@ -16,14 +16,33 @@ import logging
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from towerd.detection.plots import Detections
 from towerd.gates import chi2_quantile
 
 log = logging.getLogger(__name__)
+
+
+def components(n: int, pairs: np.ndarray) -> tuple[int, np.ndarray]:
+    """Connected components of the undirected graph on n nodes with edges ``pairs`` (M, 2):
+    (count, label (n,) intp), components numbered in the order of their lowest node (as
+    scipy's connected_components numbers them). Each node takes the least label among its
+    neighbours and its label's label until nothing changes: a few vectorised passes for
+    the small, sparse graphs of one frame, without building a sparse matrix."""
+    label = np.arange(n)
+    a, b = pairs[:, 0], pairs[:, 1]
+    while True:
+        low = np.minimum(label[a], label[b])
+        new = label.copy()
+        np.minimum.at(new, a, low)
+        np.minimum.at(new, b, low)
+        new = new[new]  # pointer jumping: a label's own label
+        if np.array_equal(new, label):
+            break
+        label = new
+    roots, label = np.unique(label, return_inverse=True)
+    return len(roots), label
 
 
 @dataclass(frozen=True)
@@ -91,8 +110,7 @@ class PointClusterer:
         pairs = self.linked_pairs(det)
         if len(pairs) == 0:
             return det
-        graph = coo_matrix((np.ones(len(pairs), dtype=np.int8), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
-        n_clusters, labels = connected_components(graph, directed=False)
+        n_clusters, labels = components(n, pairs)
         log.debug("%s: %d detections -> %d clusters", det.sensor, n, n_clusters)
 
         snr = det.snr_db

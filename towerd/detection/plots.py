@@ -16,6 +16,17 @@ Conversion of one plot (range r, azimuth a, elevation e):
          [cos e cos a,  -r cos e sin a,  -r sin e cos a],
          [sin e,          0,              r cos e      ]]
 
+A radar that measures Cartesian points (TI mmWave: ``RadarPlots.cartesian``) gives s
+itself: p = R s + m with no trigonometry, and J from s (h = hypot(x, y), r = |s|, since
+cos e sin a = x / r, cos e cos a = y / r, sin e = z / r, r cos e = h):
+
+    J = [[x / r,   y,  -z x / h],
+         [y / r,  -x,  -z y / h],
+         [z / r,   0,   h      ]]
+
+(on the vertical axis, h = 0, the azimuth-0 limit x/h = 0, y/h = 1; at the antenna, r = 0,
+boresight's (0, 1, 0) for s / r, as the spherical form has it).
+
 Rows are independent; every step is one vectorised expression over all rows.
 """
 
@@ -207,6 +218,8 @@ class PlotConverter:
 
     def convert(self, plots: RadarPlots) -> Detections:
         """Convert every placeable plot of one frame; see the class docstring."""
+        if plots.cartesian is not None:
+            return self._convert_cartesian(plots)
         rows = plots.plots
         keep = np.isfinite(rows["range_m"]) & np.isfinite(rows["azimuth_deg"])
         if not np.all(keep):
@@ -243,20 +256,57 @@ class PlotConverter:
         )  # (N, 3): σr² m², σa² rad², σe² rad²
         jac = np.einsum("nij,njk->nik", rot, spherical_jacobian(r, az, el))  # R J
         cov = np.einsum("nik,nk,njk->nij", jac, var, jac)  # (R J) diag(var) (R J)ᵀ
-        cov = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+        return self._detections(plots, pos, cov, rows["snr_db"], radial_speed(rows, pos, self._position))
 
-        rv = radial_speed(rows, pos, self._position)
+    def _detections(self, plots: RadarPlots, pos: np.ndarray, cov: np.ndarray, snr_db: np.ndarray,
+                    radial_vel_mps: np.ndarray) -> Detections:
+        """The frame's Detections from placed points (cov symmetrised)."""
+        rv = radial_vel_mps
         return Detections(
             sensor=plots.sensor,
             t_mono=plots.t_mono,
             pos_enu_m=pos,
-            cov_enu_m2=cov,
-            snr_db=rows["snr_db"].astype(float),
+            cov_enu_m2=0.5 * (cov + np.swapaxes(cov, -1, -2)),
+            snr_db=snr_db.astype(float),
             radial_vel_mps=rv,
             radial_vel_var_mps2=np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
             sensor_pos_enu_m=self._position.copy(),
             unambiguous_speed_mps=self.noise.unambiguous_speed_mps,
         )
+
+
+    def _convert_cartesian(self, plots: RadarPlots) -> Detections:
+        """Sensor-frame Cartesian points (the module docstring's second form)."""
+        rows = plots.cartesian
+        s = np.column_stack([rows["x_m"], rows["y_m"], rows["z_m"]]).astype(float, copy=False)
+        keep = np.isfinite(s).all(axis=1)
+        if not keep.all():
+            n_bad = int(np.count_nonzero(~keep))
+            self.dropped += n_bad
+            log.debug("%s: dropped %d points without a finite position", plots.sensor, n_bad)
+            rows, s = rows[keep], s[keep]
+        x, y, z = s[:, 0], s[:, 1], s[:, 2]
+        h = np.hypot(x, y)
+        r = np.hypot(h, z)
+        on_axis = h == 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            sa = np.where(on_axis, 0.0, x / h)
+            ca = np.where(on_axis, 1.0, y / h)
+            at_antenna = r == 0.0  # the limit along boresight (a = e = 0), as the spherical form has it
+            ux, uy, uz = (np.where(at_antenna, 0.0, x / r), np.where(at_antenna, 1.0, y / r),
+                          np.where(at_antenna, 0.0, z / r))
+        jac = np.empty((len(s), 3, 3))
+        jac[:, 0, 0], jac[:, 0, 1], jac[:, 0, 2] = ux, y, -z * sa
+        jac[:, 1, 0], jac[:, 1, 1], jac[:, 1, 2] = uy, -x, -z * ca
+        jac[:, 2, 0], jac[:, 2, 1], jac[:, 2, 2] = uz, 0.0, h
+        noise = self.noise
+        var = np.array([noise.range_sigma_m**2, np.radians(noise.azimuth_sigma_deg) ** 2,
+                        np.radians(noise.elevation_sigma_deg) ** 2])
+        rot = self._rotation
+        pos = s @ rot.T + self._position
+        rj = np.einsum("ij,njk->nik", rot, jac)  # R J
+        cov = np.einsum("nik,k,njk->nij", rj, var, rj)  # (R J) diag(var) (R J)ᵀ
+        return self._detections(plots, pos, cov, rows["snr_db"], rows["radial_vel_mps"].astype(float))
 
 
 def radial_speed(rows: np.ndarray, pos_enu_m: np.ndarray, antenna_enu_m: np.ndarray) -> np.ndarray:

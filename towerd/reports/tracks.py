@@ -7,6 +7,7 @@ the outbox to assign. It is the only place where track time becomes UTC.
 from __future__ import annotations
 
 import logging
+from typing import Callable
 
 import numpy as np
 
@@ -80,30 +81,38 @@ class TrackReporter:
         self._last_t = np.zeros(0)  # track t_mono of their last report
         self._last = np.zeros(0, dtype=_LAST_DTYPE)  # what their last report said
 
-    def build(self, update: TrackUpdate, clock: Clock, labels: TrackLabels | None = None) -> np.ndarray:
+    def build(
+        self, update: TrackUpdate, clock: Clock, labels: TrackLabels | Callable[[np.ndarray], TrackLabels] | None = None
+    ) -> np.ndarray:
         """Records (icd.TRACK_RECORD_DTYPE) due after ``update``: live tracks first, then the
-        ENDED records. ``clock`` converts track monotonic times to UTC; ``labels``
-        (aligned with ``update.tracks``; None: unknown, no threat, all reportable) fill
-        category, confidence, threat, sources and the RF fields."""
+        ENDED records. ``clock`` converts track monotonic times to UTC; ``labels`` fill
+        category, confidence, threat, sources and the RF fields: aligned with
+        ``update.tracks``, or a callable giving the labels of the rows (indices into
+        ``update.tracks``) it is asked for — only the tracks whose status makes them
+        reportable are asked for, once per call; None: unknown, no threat, all reportable."""
         live = update.tracks
+        status_ok = live.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        if self.include_tentative:
+            status_ok |= live.status == Status.TENTATIVE
+        rows = np.flatnonzero(status_ok)
         if labels is None:
-            labels = TrackLabels.unknown(len(live))
-        now = _label_rows(live.status, labels)
-        found, pos = match_ids(self._ids, live.track_id)
-        last_t = np.full(len(live), -np.inf)
-        last = np.zeros(len(live), dtype=_LAST_DTYPE)
+            lab = TrackLabels.unknown(len(rows))
+        elif callable(labels):
+            lab = labels(rows)
+        else:
+            lab = labels.select(rows)
+        ids, t_mono, status = live.track_id[rows], live.t_mono[rows], live.status[rows]
+        now = _label_rows(status, lab)
+        found, pos = match_ids(self._ids, ids)
+        last_t = np.full(len(rows), -np.inf)
+        last = np.zeros(len(rows), dtype=_LAST_DTYPE)
         last["status"] = 255
         last_t[found] = self._last_t[pos[found]]
         last[found] = self._last[pos[found]]
 
-        eligible = live.rows_with_status(Status.CONFIRMED, Status.COASTING)
-        if self.include_tentative:
-            eligible |= live.status == Status.TENTATIVE
-        eligible &= labels.reportable | found
-        changed = (
-            (last["status"] != live.status) | (last["category"] != now["category"]) | (last["threat"] != now["threat"])
-        )
-        due = eligible & (~found | changed | (live.t_mono - last_t >= self.interval_s - TIME_EPS_S))
+        eligible = lab.reportable | found
+        changed = (last["status"] != status) | (last["category"] != now["category"]) | (last["threat"] != now["threat"])
+        due = eligible & (~found | changed | (t_mono - last_t >= self.interval_s - TIME_EPS_S))
 
         ended_found, ended_pos = match_ids(self._ids, update.ended.track_id)
         ended_tracks = update.ended.select(ended_found)
@@ -111,15 +120,19 @@ class TrackReporter:
 
         # New state: the live tracks reported so far, those reported now refreshed.
         reported = due | (found & eligible)
-        last_t[due] = live.t_mono[due]
+        last_t[due] = t_mono[due]
         last[due] = now[due]
-        order = np.argsort(live.track_id[reported], kind="stable")
-        self._ids = live.track_id[reported][order]
+        order = np.argsort(ids[reported], kind="stable")
+        self._ids = ids[reported][order]
         self._last_t = last_t[reported][order]
         self._last = last[reported][order]
 
-        rows = np.concatenate([now[due], ended_labels])
-        records = self.records(TrackTable.concatenate([live.select(due), ended_tracks]), clock, rows)
+        if not due.any() and len(ended_tracks) == 0:
+            return empty_track_records(0)
+        label_rows = np.concatenate([now[due], ended_labels])
+        due_mask = np.zeros(len(live), dtype=bool)
+        due_mask[rows[due]] = True
+        records = self.records(TrackTable.concatenate([live.select(due_mask), ended_tracks]), clock, label_rows)
         if len(records):
             log.debug("%d track records (%d ended)", len(records), len(ended_tracks))
         return records

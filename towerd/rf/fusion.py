@@ -115,19 +115,40 @@ def lifetime_jaccard(
     return j, overlap
 
 
+def _unassociated(radar: TrackTable, rf_tracks: np.ndarray) -> FusionResult:
+    """The result when no RF track is associated with any radar track."""
+    nr = len(radar)
+    nan = np.full(nr, np.nan)
+    zero = np.zeros(nr, dtype=np.uint8)
+    return FusionResult(
+        radar_track_id=radar.track_id.astype(np.uint32), rf_track_id=np.zeros(nr, dtype=np.uint32),
+        rf_freq_mhz=nan, rf_bw_mhz=nan.copy(), rf_power_dbm=nan.copy(), rf_kind=zero, rf_confidence=zero.copy(),
+        rule=zero.copy(), associated_rf_ids=np.zeros(0, dtype=np.uint32), rf_only=rf_tracks,
+    )
+
+
 def associate(
     radar: TrackTable,
     rf_tracks: np.ndarray,
     settings: FusionSettings,
     *,
-    radar_category: np.ndarray | None = None,
+    radar_category: np.ndarray | Callable[[], np.ndarray] | None = None,
 ) -> FusionResult:
     """Associate ``rf_tracks`` (RF_TRACK_DTYPE, e.g. ``RfProcessor.tracks``) with the
     radar tracks ``radar`` by the rules of the module docstring. ``radar_category`` (R,)
-    u1 ICD categories of the radar tracks, or None when not known (then rule 2 is off
-    and no radar track is excluded by category)."""
+    u1 ICD categories of the radar tracks, or a callable giving them (called only when
+    some RF track is a drone link, the only case they are needed), or None when not
+    known (then rule 2 is off and no radar track is excluded by category)."""
     s = settings
     nr, nf = len(radar), rf_tracks.shape[0]
+    if nf == 0:
+        return _unassociated(radar, rf_tracks)
+    status = rf_tracks["status"]
+    f_ok = ((status == Status.CONFIRMED) | (status == Status.COASTING)) & is_drone_link(rf_tracks["kind"])
+    if not f_ok.any():  # no drone link: nothing to associate (the categories are not needed)
+        return _unassociated(radar, rf_tracks)
+    if callable(radar_category):
+        radar_category = radar_category()
     rf_of = np.full(nr, -1, dtype=np.intp)  # primary RF row per radar track
     rule = np.zeros(nr, dtype=np.uint8)
     assoc_radar = np.full(nf, -1, dtype=np.intp)  # radar row per RF row
@@ -139,7 +160,6 @@ def associate(
         if cat.shape != (nr,):
             raise ValueError(f"radar_category has shape {cat.shape}, expected ({nr},)")
         r_ok &= ~np.isin(cat, _NOT_UAS)
-    f_ok = np.isin(rf_tracks["status"], (Status.CONFIRMED, Status.COASTING)) & is_drone_link(rf_tracks["kind"])
     r_idx, f_idx = np.flatnonzero(r_ok), np.flatnonzero(f_ok)
 
     if r_idx.size and f_idx.size:
@@ -227,23 +247,33 @@ class RadarLinkFusion:
         """RF track ids associated with a radar track at the latest call (sorted u4)."""
         return self.last.associated_rf_ids if self.last is not None else np.zeros(0, dtype=np.uint32)
 
-    def set_categories(self, track_ids: np.ndarray, categories: np.ndarray) -> None:
-        """The radar tracks' ICD categories (both (K,)), for the next association."""
-        ids = np.asarray(track_ids, dtype=np.uint32)
-        order = np.argsort(ids, kind="stable")
-        self._cat_ids = ids[order]
-        self._cats = np.asarray(categories, dtype=np.uint8)[order]
+    def set_categories(self, track_ids: np.ndarray, categories: np.ndarray | Callable[[], np.ndarray]) -> None:
+        """The radar tracks' ICD categories (both (K,)), for the next association.
+        ``categories`` may be a callable giving them: it is called at most once, at the
+        start of the next :meth:`associate` that needs categories (some RF track is a
+        drone link) and before anything else, so its caller must give then the
+        categories as they are now (:class:`towerd.labeller.Labeller` does)."""
+        self._cat_ids = np.asarray(track_ids, dtype=np.uint32)
+        self._cats = categories
         self._told = True
+
+    def _categories_for(self, tracks: TrackTable) -> np.ndarray:
+        """The categories told last, looked up for ``tracks`` (UNKNOWN when not told)."""
+        if callable(self._cats):
+            self._cats = np.asarray(self._cats(), dtype=np.uint8)
+        ids, told = self._cat_ids, np.asarray(self._cats, dtype=np.uint8)
+        order = np.argsort(ids, kind="stable")
+        ids, told = ids[order], told[order]
+        cats = np.full(len(tracks), Category.UNKNOWN, dtype=np.uint8)
+        if ids.size:
+            pos = np.minimum(np.searchsorted(ids, tracks.track_id), ids.size - 1)
+            known = ids[pos] == tracks.track_id
+            cats[known] = told[pos[known]]
+        return cats
 
     def associate(self, tracks: TrackTable, t_mono: float) -> RfLink:
         """The RF link of each radar track of ``tracks`` (rules of this module)."""
-        cats = None
-        if self._told:
-            cats = np.full(len(tracks), Category.UNKNOWN, dtype=np.uint8)
-            if self._cat_ids.size:
-                pos = np.minimum(np.searchsorted(self._cat_ids, tracks.track_id), self._cat_ids.size - 1)
-                known = self._cat_ids[pos] == tracks.track_id
-                cats[known] = self._cats[pos[known]]
+        cats = (lambda: self._categories_for(tracks)) if self._told else None
         self.last = res = associate(tracks, self._rf_tracks(), self.settings, radar_category=cats)
         return RfLink(
             linked=res.rf_track_id != 0,

@@ -217,6 +217,7 @@ class StaticClutterFilter:
         self._t_seen = np.zeros(0)  # last time the track was learnt as static (NaN: never)
         self._mean = np.zeros((0, 3))  # mean of its positions while learnt as static
         self._n = np.zeros(0)  # how many
+        self._observed: tuple | None = None  # (update, t_seen, mean, n) between observe() and learn()
 
     def reconfigure(self, settings: StaticClutterSettings) -> None:
         """New settings; the per-track state and the learnt map are kept, unless the map's
@@ -229,12 +230,26 @@ class StaticClutterFilter:
 
     def update(self, update: TrackUpdate, exempt: np.ndarray | None = None) -> np.ndarray:
         """(K,) bool for the rows of ``update.tracks``: True = static clutter (withhold).
-        ``exempt`` (K,) bool: tracks never to call static (None: none)."""
+        ``exempt`` (K,) bool: tracks never to call static (None: none). :meth:`observe`
+        then :meth:`learn`, for a caller that has every row's exemption at hand."""
+        moved = self.observe(update)
+        if moved is None:
+            return np.zeros(len(update.tracks), dtype=bool)
+        static = ~moved
+        if exempt is not None:
+            static &= ~np.asarray(exempt, dtype=bool)
+        self.learn(update, static)
+        return static
+
+    def observe(self, update: TrackUpdate) -> np.ndarray | None:
+        """Fold ``update``'s measurements into the motion test; (K,) bool: the rows of
+        ``update.tracks`` that have MOVED (never static), or None when disabled. Call
+        :meth:`learn` after it with the rows that are static (not moved, not exempt)."""
         s = self.settings
         tr = update.tracks
         k = len(tr)
         if not s.enabled:
-            return np.zeros(k, dtype=bool)
+            return None
         found, pos = match_ids(self._ids, tr.track_id)
         anchor = tr.state[:, POS].copy()
         anchor_cov = tr.cov[:, POS, POS].copy()
@@ -255,24 +270,35 @@ class StaticClutterFilter:
             evidence = self._motion_evidence(tr.state[rows], tr.cov[rows], anchor[rows], anchor_cov[rows])
             run[rows] = np.where(evidence, np.minimum(run[rows] + 1, np.iinfo(np.uint16).max), 0)
             moved[rows] = run[rows] >= s.moving_updates
+        self._observed = (update, t_seen, mean, n)
+        self._ids = tr.track_id.copy()
+        self._anchor, self._anchor_cov, self._run, self._moved = anchor, anchor_cov, run, moved
+        self._t_seen, self._mean, self._n = t_seen, mean, n
+        return moved.copy()
 
-        static = ~moved
-        if exempt is not None:
-            static &= ~np.asarray(exempt, dtype=bool)
+    def learn(self, update: TrackUpdate, static: np.ndarray) -> None:
+        """The confirmed or coasting tracks of ``static`` ((K,) bool, rows of the update
+        :meth:`observe` just saw) that a detection updated have dwelt in their clutter
+        map cell since their previous sighting."""
+        if self._observed is None or self._observed[0] is not update:
+            raise RuntimeError("StaticClutterFilter.learn needs the update observe() saw last")
+        _, t_seen, mean, n = self._observed
+        self._observed = None
+        tr = update.tracks
         t = float(update.t_mono)
         learn = static & (update.det_of_track >= 0) & tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
-        dwell = np.nan_to_num(t - t_seen[learn], nan=0.0)  # a track's first sighting adds nothing
-        n[learn] += 1.0
-        mean[learn] += (tr.state[learn][:, POS] - mean[learn]) / n[learn][:, None]
-        self.clutter_map.learn(mean[learn], dwell, t)
-        t_seen[learn] = t
-
-        order = np.argsort(tr.track_id, kind="stable")
-        self._ids = tr.track_id[order].copy()
-        self._anchor, self._anchor_cov = anchor[order], anchor_cov[order]
-        self._run, self._moved, self._t_seen = run[order], moved[order], t_seen[order]
-        self._mean, self._n = mean[order], n[order]
-        return static
+        if np.any(learn):
+            dwell = np.nan_to_num(t - t_seen[learn], nan=0.0)  # a track's first sighting adds nothing
+            n[learn] += 1.0
+            mean[learn] += (tr.state[learn][:, POS] - mean[learn]) / n[learn][:, None]
+            self.clutter_map.learn(mean[learn], dwell, t)
+            t_seen[learn] = t
+        if len(self._ids) > 1 and not np.all(self._ids[1:] > self._ids[:-1]):  # keep the state sorted by id
+            order = np.argsort(self._ids, kind="stable")
+            self._ids = self._ids[order]
+            self._anchor, self._anchor_cov = self._anchor[order], self._anchor_cov[order]
+            self._run, self._moved, self._t_seen = self._run[order], self._moved[order], t_seen[order]
+            self._mean, self._n = mean[order], n[order]
 
     def _motion_evidence(self, x: np.ndarray, P: np.ndarray, z0: np.ndarray, R0: np.ndarray) -> np.ndarray:
         """(N,) evidence of motion; see the module docstring."""

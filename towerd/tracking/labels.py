@@ -34,6 +34,10 @@ class RfLink:
             if getattr(self, name).shape != (k,):
                 raise ValueError(f"RfLink.{name} has shape {getattr(self, name).shape} for {k} tracks")
 
+    def select(self, rows: np.ndarray) -> RfLink:
+        """The links of ``rows`` (indices or mask)."""
+        return RfLink(self.linked[rows], self.freq_mhz[rows], self.bw_mhz[rows], self.power_dbm[rows])
+
     @classmethod
     def none(cls, k: int) -> RfLink:
         """No RF link for any of K tracks."""
@@ -60,6 +64,11 @@ class TrackLabels:
                 raise ValueError(f"TrackLabels.{name} has shape {getattr(self, name).shape} for {k} tracks")
         if len(self.rf.linked) != k:
             raise ValueError(f"TrackLabels.rf has {len(self.rf.linked)} rows for {k} tracks")
+
+    def select(self, rows: np.ndarray) -> TrackLabels:
+        """The labels of ``rows`` (indices or mask)."""
+        return TrackLabels(self.category[rows], self.confidence[rows], self.threat[rows], self.reportable[rows],
+                           self.rf.select(rows))
 
     @classmethod
     def unknown(cls, k: int) -> TrackLabels:

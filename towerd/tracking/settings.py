@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from towerd.errors import ConfigError
 from towerd.schema import spec
 from towerd.tracking.clutter import StaticClutterSettings
 from towerd.tracking.doppler import DopplerSettings
@@ -31,10 +32,10 @@ class TrackingSettings:
 
     def __post_init__(self) -> None:
         if self.confirm_hits > self.confirm_window:
-            raise ValueError(
+            raise TrackingSettingsError(
                 f"confirm_hits ({self.confirm_hits}) must not exceed confirm_window ({self.confirm_window})"
             )
         if self.coast_after_s >= self.confirmed_max_coast_s:
-            raise ValueError(
+            raise TrackingSettingsError(
                 f"coast_after_s ({self.coast_after_s}) must be below confirmed_max_coast_s ({self.confirmed_max_coast_s})"
             )

@@ -124,9 +124,19 @@ class TrackTable:
     def __len__(self) -> int:
         return self.track_id.shape[0]
 
+    @classmethod
+    def _of(cls, arrays: dict[str, np.ndarray]) -> TrackTable:
+        """A table of arrays taken from valid tables (rows selected, copied or joined:
+        dtypes and shapes already hold), without the checks of construction: select,
+        copy and concatenate run several times per tracker call."""
+        table = object.__new__(cls)
+        table.__dict__.update(arrays)
+        return table
+
     def select(self, rows: np.ndarray) -> TrackTable:
         """A new table of the given rows (boolean mask or integer indices); arrays copied."""
-        return TrackTable(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        d = self.__dict__
+        return TrackTable._of({name: d[name][rows] for name in _FIELDS})
 
     def remove(self, rows: np.ndarray) -> TrackTable:
         """A new table without the rows selected by the boolean mask ``rows``."""
@@ -134,13 +144,15 @@ class TrackTable:
 
     def copy(self) -> TrackTable:
         """A deep copy with writable arrays."""
-        return TrackTable(**{f.name: getattr(self, f.name).copy() for f in fields(self)})
+        d = self.__dict__
+        return TrackTable._of({name: d[name].copy() for name in _FIELDS})
 
     def freeze(self) -> TrackTable:
         """Make every array read-only (in place) and return self: a table handed out in a
         :class:`~towerd.tracking.tracker.TrackUpdate` must not change under its reader."""
-        for f in fields(self):
-            getattr(self, f.name).flags.writeable = False
+        d = self.__dict__
+        for name in _FIELDS:
+            d[name].flags.writeable = False
         return self
 
     @staticmethod
@@ -151,7 +163,9 @@ class TrackTable:
         tables = [t for t in tables if len(t)] or tables[:1]  # an empty table has no say in M
         if len({t.n_modes for t in tables}) > 1:
             raise ValueError(f"cannot concatenate tables of {sorted({t.n_modes for t in tables})} IMM modes")
-        return TrackTable(**{f.name: np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(TrackTable)})
+        if len(tables) == 1:
+            return tables[0].copy()
+        return TrackTable._of({name: np.concatenate([t.__dict__[name] for t in tables]) for name in _FIELDS})
 
     def rows_with_status(self, *statuses: Status) -> np.ndarray:
         """Boolean mask (K,) of the tracks whose status is one of ``statuses``."""
@@ -159,6 +173,9 @@ class TrackTable:
         for s in statuses:
             mask |= self.status == s
         return mask
+
+
+_FIELDS = tuple(f.name for f in fields(TrackTable))
 
 
 def match_ids(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

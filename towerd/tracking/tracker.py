@@ -1,5 +1,6 @@
 """The multi-target tracker: composes predictor, updater, associator, initiator and
-deleter (each injected, each doing one thing) into a scan-by-scan loop."""
+deleter (each injected, each doing one thing) into a scan-by-scan loop. Which components
+the settings ask for is decided in one place, :mod:`towerd.tracking.compose`."""
 
 from __future__ import annotations
 
@@ -14,12 +15,8 @@ from towerd.icd import Status
 from towerd.tracking.associator import GnnAssociator
 from towerd.tracking.deleter import MissDeleter
 from towerd.tracking.doppler import RadialSpeeds
-from towerd.tracking.imm import ImmSettings, build_imm
 from towerd.tracking.initiator import MofNInitiator
-from towerd.tracking.models import ConstantVelocity
-from towerd.tracking.predictor import KalmanPredictor
 from towerd.tracking.state import TrackTable
-from towerd.tracking.updater import KalmanUpdater
 
 log = logging.getLogger(__name__)
 
@@ -248,36 +245,3 @@ class Tracker:
         ended.status[:] = Status.ENDED
         log.debug("removed tracks %s", ended.track_id.tolist())
         return tr.remove(gone), ended.freeze(), gone
-
-
-def build_tracker(
-    accel_noise_mps2: float,
-    gate_probability: float,
-    confirm_hits: int,
-    confirm_window: int,
-    tentative_max_misses: int,
-    confirmed_max_coast_s: float,
-    coast_after_s: float = 0.0,
-    *,
-    imm: ImmSettings | None = None,
-) -> Tracker:
-    """The standard composition: constant-velocity Kalman filter (or, with ``imm``
-    enabled, the IMM of CV and two turns), χ²-gated GNN, M-of-N initiation, miss/time
-    deletion."""
-    predictor: Predictor
-    updater: Updater
-    if imm is not None and imm.enabled:
-        predictor, updater = build_imm(imm)
-    else:
-        predictor, updater = KalmanPredictor(ConstantVelocity(accel_noise_mps2)), KalmanUpdater()
-    return Tracker(
-        predictor=predictor,
-        updater=updater,
-        associator=GnnAssociator(gate_probability),
-        initiator=MofNInitiator(confirm_hits=confirm_hits, confirm_window=confirm_window),
-        deleter=MissDeleter(
-            tentative_max_misses=tentative_max_misses,
-            confirmed_max_coast_s=confirmed_max_coast_s,
-            coast_after_s=coast_after_s,
-        ),
-    )

@@ -1,0 +1,222 @@
+"""The labels of the radar tracks — RF link, category and confidence, static clutter,
+threat — computed when a report needs them or when their inputs changed, not for every
+track on every tracker call.
+
+What must run on every tracker call is the state the labels are made from: the RF
+fusion's association (it says which RF tracks travel with radar tracks, for the RF-only
+reports too; cheap unless some RF track is a drone link), the features of the tracks a
+detection updated (:class:`~towerd.tracking.features.FeatureTracker`) and the static
+clutter filter's motion test and clutter map. What the labels themselves need is asked
+for by the reporter, for the tracks whose status makes them reportable, through
+:meth:`Labeller.labels`:
+
+- the classification decision (:func:`~towerd.tracking.classify.decide`) of a track is
+  kept until its inputs change: its features (a detection updated it) or its RF link,
+  or the settings; a track of which nobody asks is never classified;
+- static clutter: a track that has MOVED is never static; the others are static unless
+  exempt (RF-linked, Doppler spread of rotors, or confidently uas), which needs the
+  decision only for them. The clutter map learns from the confirmed static tracks a
+  detection updated, so their exemption is decided on every call;
+- threat (:class:`~towerd.threat.ThreatAssessor`) for the tracks asked for.
+
+The RF fusion's rule 2 needs the previous call's categories: they are handed over as a
+callable, evaluated only when the fusion has a drone link to place (before anything of
+the next call changes the features), so the answers are those of labelling every track
+on every call (tests/test_reports_golden.py holds the same scenario's records byte for
+byte).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol
+
+import numpy as np
+
+from towerd.icd import Category, Status
+from towerd.threat import ThreatAssessor
+from towerd.tracking.classify import Classification, ClassificationSettings, decide
+from towerd.tracking.clutter import StaticClutterFilter
+from towerd.tracking.features import FEATURE_DTYPE, FeatureTracker
+from towerd.tracking.labels import RfLink, TrackLabels
+from towerd.tracking.state import TrackTable, match_ids
+from towerd.tracking.tracker import TrackUpdate
+
+log = logging.getLogger(__name__)
+
+
+class RfFusion(Protocol):
+    """What labelling asks of RF fusion (``towerd.rf.fusion.RadarLinkFusion``): for the
+    live radar tracks at ``t_mono``, which carry a drone link (and its frequency,
+    bandwidth, power); and the tracks' categories for its next association (an array, or
+    a callable giving it, to be called only when needed)."""
+
+    def associate(self, tracks: TrackTable, t_mono: float) -> RfLink: ...
+
+    def set_categories(self, track_ids: np.ndarray, categories: object) -> None: ...
+
+
+class Labeller:
+    """Labels of the radar tracks on demand; see the module docstring.
+
+    Call :meth:`observe` with every :class:`~towerd.tracking.tracker.TrackUpdate`, then
+    :meth:`labels` for the rows a report needs (any number of times until the next
+    :meth:`observe`)."""
+
+    def __init__(self, classification: ClassificationSettings, static_filter: StaticClutterFilter,
+                 threat: ThreatAssessor, rf_fusion: RfFusion | None = None) -> None:
+        self.features = FeatureTracker(classification)
+        self.static_filter = static_filter
+        self.threat = threat
+        self.rf_fusion = rf_fusion
+        self._tracks = TrackTable.empty()
+        self._rf = RfLink.none(0)
+        self._moved: np.ndarray | None = None  # (K,) the static filter's MOVED latch; None: filter off
+        # The decision per row of self._tracks, valid where self._decided.
+        self._decided = np.zeros(0, dtype=bool)
+        self._category = np.zeros(0, dtype=np.uint8)
+        self._confidence = np.zeros(0, dtype=np.uint8)
+        self._probability = np.zeros((0, 5))
+        self._features = np.zeros(0, dtype=FEATURE_DTYPE)
+        self._dirty = True  # settings changed since the last observe()
+
+    @property
+    def settings(self) -> ClassificationSettings:
+        return self.features.settings
+
+    @property
+    def track_count(self) -> int:
+        """Rows of the latest update's tracks (what :meth:`labels` indexes)."""
+        return len(self._tracks)
+
+    def reconfigure(self, classification: ClassificationSettings, threat: ThreatAssessor) -> None:
+        """New settings (the features, decisions' inputs and clutter state are kept); the
+        next :meth:`observe` is a change whatever it brings."""
+        self._dirty = True
+        if classification != self.features.settings:
+            self._hand_over_categories()  # the fusion's pending categories, under the old settings
+            self.features.settings = classification
+            self._decided[:] = False
+        self.threat = threat
+
+    def observe(self, update: TrackUpdate) -> bool:
+        """Fold one tracker call into the state the labels are made from. False when
+        nothing a label or a report depends on changed since the previous call: the
+        same live tracks (the tracker's ``expire`` changed nothing), nothing ended, and
+        the same RF links; then no report can be due either (every reportable track was
+        reported at that call, and its time has not moved)."""
+        tr = update.tracks
+        k = len(tr)
+        rf = self.rf_fusion.associate(tr, update.t_mono) if self.rf_fusion is not None else RfLink.none(k)
+        if tr is self._tracks and not self._dirty and len(update.ended) == 0 and _same_links(rf, self._rf):
+            return False
+        self._dirty = False
+        self._carry_decisions(tr, rf)
+        hit = update.det_of_track >= 0
+        self.features.update(update)
+        self._decided &= ~hit
+        self._tracks, self._rf = tr, rf
+
+        established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        self._decide(np.flatnonzero(established))  # in one go what the reporter and the clutter map will ask
+        self._moved = self.static_filter.observe(update)
+        if self._moved is not None:
+            # The clutter map learns from the static confirmed tracks a detection updated.
+            cand = np.flatnonzero(~self._moved & hit & established)
+            static = np.zeros(k, dtype=bool)
+            static[cand] = ~self._exempt(cand)
+            self.static_filter.learn(update, static)
+        if self.rf_fusion is not None:
+            self.rf_fusion.set_categories(tr.track_id, self._categories_callable(tr))
+        return True
+
+    def labels(self, rows: np.ndarray) -> TrackLabels:
+        """The labels of ``rows`` (indices into the latest update's tracks)."""
+        rows = np.asarray(rows, dtype=np.intp)
+        category, confidence = self._decide(rows)
+        reportable = np.ones(len(rows), dtype=bool) if self._moved is None else self._moved[rows] | self._exempt(rows)
+        tr = self._tracks
+        f = self._features[rows]
+        threat = self.threat.assess(tr.state[rows, :3], tr.state[rows, 3:], category, confidence,
+                                    hover_fraction=f["hover_fraction"], height_m=f["height_m"])
+        return TrackLabels(category, confidence, threat.threat, reportable, self._rf.select(rows))
+
+    def classification(self) -> Classification:
+        """The decision for every live track (features included), for status and tests."""
+        rows = np.arange(len(self._tracks))
+        self._decide(rows)
+        return Classification(self._category.copy(), self._confidence.copy(), self._probability.copy(),
+                              self._features.copy())
+
+    # -- internals ------------------------------------------------------------------
+
+    def _decide(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(category, confidence) of ``rows``, deciding the rows whose inputs changed."""
+        need = rows[~self._decided[rows]]
+        if len(need):
+            f = self.features.features(need, self._rf.linked[need])
+            c = decide(f, self.features.settings)
+            self._category[need], self._confidence[need] = c.category, c.confidence
+            self._probability[need], self._features[need] = c.probability, f
+            self._decided[need] = True
+        return self._category[rows], self._confidence[rows]
+
+    def _exempt(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows),) bool: never static clutter (see towerd.tracking.clutter)."""
+        ss = self.static_filter.settings
+        category, confidence = self._decide(rows)
+        return (self._rf.linked[rows]
+                | (self._features["doppler_spread_mps"][rows] >= ss.exempt_doppler_spread_mps)
+                | ((category == Category.UAS) & (confidence >= ss.exempt_uas_confidence)))
+
+    def _carry_decisions(self, tracks: TrackTable, rf: RfLink) -> None:
+        """Re-align the decisions with ``tracks``; a new track, or one whose RF link
+        changed, is undecided."""
+        k = len(tracks)
+        if not np.array_equal(self._tracks.track_id, tracks.track_id):
+            found, pos = match_ids(self._tracks.track_id, tracks.track_id) if _sorted(self._tracks.track_id) \
+                else _match_unsorted(self._tracks.track_id, tracks.track_id)
+            p = pos[found]
+            decided = np.zeros(k, dtype=bool)
+            decided[found] = self._decided[p] & (self._rf.linked[p] == rf.linked[found])
+            category, confidence = np.zeros(k, dtype=np.uint8), np.zeros(k, dtype=np.uint8)
+            probability, features = np.zeros((k, 5)), np.zeros(k, dtype=FEATURE_DTYPE)
+            category[found], confidence[found] = self._category[p], self._confidence[p]
+            probability[found], features[found] = self._probability[p], self._features[p]
+            self._decided, self._category, self._confidence = decided, category, confidence
+            self._probability, self._features = probability, features
+        else:
+            self._decided &= self._rf.linked == rf.linked
+
+    def _categories_callable(self, tracks: TrackTable):
+        """The categories of ``tracks`` as they are at the end of this call, computed
+        only if the fusion asks (see the module docstring)."""
+        def categories() -> np.ndarray:
+            if self._tracks is not tracks:
+                raise RuntimeError("categories asked for after the labeller moved on")
+            return self._decide(np.arange(len(tracks)))[0].copy()
+        return categories
+
+    def _hand_over_categories(self) -> None:
+        """Give the fusion its pending categories now, before the decision's settings change."""
+        if self.rf_fusion is not None and len(self._tracks):
+            self.rf_fusion.set_categories(self._tracks.track_id, self._decide(np.arange(len(self._tracks)))[0].copy())
+
+
+def _same_links(a: RfLink, b: RfLink) -> bool:
+    """Whether two RfLinks say the same of the same number of tracks."""
+    return (len(a.linked) == len(b.linked) and np.array_equal(a.linked, b.linked)
+            and np.array_equal(a.freq_mhz, b.freq_mhz, equal_nan=True)
+            and np.array_equal(a.bw_mhz, b.bw_mhz, equal_nan=True)
+            and np.array_equal(a.power_dbm, b.power_dbm, equal_nan=True))
+
+
+def _sorted(ids: np.ndarray) -> bool:
+    return len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1]))
+
+
+def _match_unsorted(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """match_ids for an unsorted ``known``: positions in ``known`` itself."""
+    order = np.argsort(known, kind="stable")
+    found, pos = match_ids(known[order], ids)
+    return found, order[pos]
