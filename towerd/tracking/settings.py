@@ -13,6 +13,11 @@ from towerd.tracking.imm import ImmSettings
 from towerd.tracking.initiator import InitiationSettings
 
 
+class TrackingSettingsError(ConfigError, ValueError):
+    """Inconsistent tracking settings (a ValueError too, so that the validator reports it
+    with the file, line and column of the block)."""
+
+
 @dataclass(frozen=True)
 class TrackingSettings:
     """The ``tracking:`` block."""
