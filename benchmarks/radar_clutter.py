@@ -34,14 +34,11 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from towerd import geo
 from towerd.clock import ManualClock
-from towerd.config import Config, MountConfig, NoiseConfig, SensorConfig, TowerConfig
-from towerd.drivers.ti_mmwave.driver import TiMmwaveDriver, TiMmwaveSettings
 from towerd.icd import Status
 from towerd.metrics import gospa
 from towerd.pipeline import Pipeline
-from towerd.sim import scenes, ti_mmwave
+from towerd.sim import radar_run, scenes
 from towerd.sim.scenario import Scenario
 
 RATE_HZ = 10.0
@@ -61,48 +58,17 @@ BEFORE_DRONES: dict[str, Any] = {
 """Drone-scenario figures on 90bf4e8, measured with :func:`multi_drone` and :func:`crossing_swapped`."""
 
 
-def _config() -> Config:
-    return Config(
-        version=1,
-        tower=TowerConfig(id="bench-001", latitude_deg=27.5036, longitude_deg=-99.5076, height_m=130.0),
-        sensors=(SensorConfig(
-            name="radar0", driver="ti_mmwave", settings=TiMmwaveSettings(port="loop://"),
-            mount=MountConfig(boresight_azimuth_deg=scenes.RADAR_BORESIGHT_DEG,
-                              position_enu_m=scenes.RADAR_POSITION_ENU_M),
-            noise=NoiseConfig(range_sigma_m=0.5, azimuth_sigma_deg=1.0, elevation_sigma_deg=1.5),
-        ),),
-    )
-
-
-def _in_fov(pos: np.ndarray) -> np.ndarray:
-    s = (pos - np.asarray(scenes.RADAR_POSITION_ENU_M)) @ geo.mount_rotation(scenes.RADAR_BORESIGHT_DEG)
-    r, az, el = geo.cartesian_to_spherical(s)
-    az = (az + 180.0) % 360.0 - 180.0
-    return (r >= 1.0) & (r <= 200.0) & (np.abs(az) <= 60.0) & (np.abs(el) <= 30.0)
-
-
 def frames(scenario: Scenario, duration_s: float, seed: int) -> Iterator[tuple[float, Pipeline, np.ndarray, np.ndarray, np.ndarray]]:
-    """(t, pipeline, records, names in the FOV, their positions) per frame."""
-    pipeline = Pipeline(_config(), ManualClock())
-    emulator = ti_mmwave.TiMmwaveEmulator(
-        scenario, boresight_azimuth_deg=scenes.RADAR_BORESIGHT_DEG, position_enu_m=scenes.RADAR_POSITION_ENU_M,
-        frame_rate_hz=RATE_HZ, rng=np.random.default_rng(seed))
-    driver = TiMmwaveDriver("radar0", TiMmwaveSettings(port="loop://"))
-    for k in range(int(round(duration_s * RATE_HZ))):
-        t = k / RATE_HZ
-        for reading in driver.feed(emulator.frame_bytes(t, k + 1), t):
-            records = pipeline.process(reading)
-            names, _, pos = scenes.truth_enu(scenario, t)
-            seen = _in_fov(pos) if len(pos) else np.zeros(0, dtype=bool)
-            yield t, pipeline, records, names[seen], pos[seen]
+    """(t, pipeline, records, names in the FOV, their positions) per frame
+    (:func:`towerd.sim.radar_run.run_frames` into a fresh pipeline)."""
+    pipeline = Pipeline(radar_run.radar_config("bench-001"), ManualClock())
+    for f in radar_run.run_frames(scenario, pipeline.process, duration_s=duration_s, seed=seed, rate_hz=RATE_HZ):
+        yield f.t_s, pipeline, f.records, f.names, f.truth_enu_m
 
 
 def zero_doppler_clutter(rate: float) -> Scenario:
     """No target; ``rate`` false alarms a frame, all with zero radial speed."""
-    if "false_alarm_doppler_mps" in Scenario.__dataclass_fields__:
-        return Scenario(name="clutter", false_alarms_per_frame=rate, noise=scenes.NOISE, false_alarm_doppler_mps=0.0)
-    ti_mmwave.FALSE_ALARM_MAX_DOPPLER_MPS = 0.0  # before the scenario option: same draws, zero Doppler
-    return Scenario(name="clutter", false_alarms_per_frame=rate, noise=scenes.NOISE)
+    return Scenario(name="clutter", false_alarms_per_frame=rate, noise=scenes.NOISE, false_alarm_doppler_mps=0.0)
 
 
 def false_tracks(rate: float, duration_s: float, seed: int) -> dict[str, Any]:
