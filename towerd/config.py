@@ -22,6 +22,7 @@ from towerd.tracking.clutter import StaticClutterSettings
 from towerd.tracking.doppler import DopplerSettings
 from towerd.tracking.imm import ImmSettings
 from towerd.tracking.initiator import InitiationSettings
+from towerd.tracking.score import ScoreSettings
 from towerd.uplink.client import CentralSettings
 from towerd.web.settings import WebSettings
 
@@ -93,6 +94,7 @@ class TrackingConfig:
         StaticClutterSettings(), doc="static reflectors: withheld, learnt in a clutter map")
     initiation: InitiationSettings = spec(InitiationSettings(), doc="how new tracks start (maximum speed)")
     doppler: DopplerSettings = spec(DopplerSettings(), doc="radial speed in association and confirmation")
+    score: ScoreSettings = spec(ScoreSettings(), doc="confirmation on the track's log-likelihood ratio")
 
     def __post_init__(self) -> None:
         if self.confirm_hits > self.confirm_window:

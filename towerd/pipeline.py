@@ -42,6 +42,7 @@ from towerd.tracking.clutter import ClutterMapInitiator, StaticClutterFilter, St
 from towerd.tracking.deleter import MissDeleter
 from towerd.tracking.doppler import DopplerGate
 from towerd.tracking.initiator import velocity_sigma_for
+from towerd.tracking.score import TrackScorer
 from towerd.tracking.imm import ImmSettings, build_imm
 from towerd.tracking.labels import RfLink, TrackLabels
 from towerd.tracking.models import ConstantVelocity
@@ -119,6 +120,7 @@ class Pipeline:
             predictor, updater = KalmanPredictor(ConstantVelocity(t.accel_noise_mps2)), KalmanUpdater()
         doppler = DopplerGate.from_settings(t.doppler)
         associator = GnnAssociator(t.gate_probability, doppler=doppler)
+        scorer = TrackScorer.from_settings(t.score)
         parts = dict(
             predictor=predictor,
             updater=updater,
@@ -130,6 +132,7 @@ class Pipeline:
                 max_speed_mps=t.initiation.max_speed_mps,
                 min_range_m=t.initiation.min_range_m,
                 max_mean_nis=doppler.max_mean_nis if doppler is not None else float("inf"),
+                min_score=scorer.threshold if scorer is not None else float("-inf"),
                 clutter_map=self.static_filter.clutter_map if static_settings.enabled else None,
             ),
             deleter=MissDeleter(
@@ -137,6 +140,7 @@ class Pipeline:
                 confirmed_max_coast_s=t.confirmed_max_coast_s,
                 coast_after_s=t.coast_after_s,
             ),
+            scorer=scorer,
         )
         if self._tracker is None:
             self._tracker = Tracker(**parts)
