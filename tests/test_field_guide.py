@@ -174,11 +174,12 @@ def together(*calls):
         return [f.result() for f in [pool.submit(call) for call in calls]]
 
 
-def wait_status(tower: Tower, daemon: Child, accept, ready, timeout_s: float = 40.0) -> subprocess.CompletedProcess:
+def wait_status(tower: Tower, daemon: Child, accept, ready, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
     """`towerd status` once the daemon's status socket says ``ready`` (a predicate on the
     status it answers; asked in-process, as `towerd status` asks it, since every poll
     through the command would cost a process start), repeated until the command's result
-    passes ``accept``."""
+    passes ``accept``. (The deadline is the old 40 s plus the start of one command on a
+    loaded machine: a poll through the command read the status only after its start.)"""
     deadline = time.monotonic() + timeout_s
     sock = tower.path("/run/towerd/status.sock")
     while True:  # another process: nothing to wait on but its answers
@@ -332,8 +333,9 @@ def test_walk_the_field_guide_as_the_service_user(towerd_exe, service_user, root
         wait_status(tower, daemon, lambda r: r.returncode == 0 and f"sha256 {digest}" not in r.stdout,
                     lambda st: all_good(st) and not str(st.get("config_digest", "")).startswith(digest))
     finally:
-        if daemon is not None:
-            assert daemon.stop() == 0, daemon.log()
+        daemon_code = daemon.stop() if daemon is not None else 0
         if central is not None:
             central.stop()
-        assert sim.stop() == 0, sim.log()
+        sim_code = sim.stop()
+        assert daemon_code == 0, daemon.log()
+        assert sim_code == 0, sim.log()

@@ -78,6 +78,8 @@ class MofNInitiator:
             raise ConfigError(f"initial_velocity_sigma_mps must be > 0, got {self.initial_velocity_sigma_mps!r}")
         if not (self.min_range_m >= 0 and np.isfinite(self.min_range_m)):
             raise ConfigError(f"min_range_m must be finite and >= 0, got {self.min_range_m!r}")
+        if np.isnan(self.min_score):
+            raise ConfigError("min_score must be a number (-inf: no score needed), got nan")
         if not (self.max_speed_mps > 0 and self.max_mean_nis > 0):
             raise ConfigError(f"max_speed_mps and max_mean_nis must be > 0, got {self.max_speed_mps!r}, "
                               f"{self.max_mean_nis!r}")
