@@ -56,6 +56,7 @@ from towerd.icd import Status
 from towerd.metrics import gospa
 from towerd.sim import scenes
 from towerd.config import TrackingConfig
+from towerd.tracking.score import ScoreSettings
 from towerd.tracking.compose import build_tracker
 from towerd.tracking.doppler import DopplerSettings
 from towerd.tracking.imm import ImmSettings
@@ -123,7 +124,7 @@ def run_towerd(frames: list[Frame]) -> tuple[list[float], list[np.ndarray]]:
     tracker = build_tracker(TrackingConfig(
         accel_noise_mps2=math.sqrt(Q), gate_probability=GATE_P, confirm_hits=3, confirm_window=5,
         tentative_max_misses=2, confirmed_max_coast_s=2.5 * FRAME_DT_S, coast_after_s=0.0,
-        imm=ImmSettings(enabled=False), doppler=DopplerSettings(enabled=False),
+        imm=ImmSettings(enabled=False), doppler=DopplerSettings(enabled=False), score=ScoreSettings(enabled=False),
         # The speed bound that gives new tracks a velocity sigma of INIT_VEL_SIGMA (15 m/s).
         initiation=InitiationSettings(max_speed_mps=INIT_VEL_SIGMA * math.sqrt(GATE_D2), min_range_m=0.0),
     ))

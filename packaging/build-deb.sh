@@ -4,7 +4,7 @@
 #   bash packaging/build-deb.sh [OUTDIR]       (default OUTDIR: dist/ in the checkout)
 #
 # Copies the source tree into a temporary directory with packaging/debian as debian/,
-# runs `dpkg-buildpackage -us -uc -b` there with Debian's own python3 (never a venv),
+# runs `dpkg-buildpackage -us -uc -b -nc` there with Debian's own python3 (never a venv),
 # and leaves towerd_<version>_all.deb (plus .buildinfo and .changes) in OUTDIR.
 # Missing build dependencies are installed with apt-get (needs root; sudo is used when
 # available); with TOWERD_APT_LOG=FILE apt's output is appended to FILE (its "Selecting
@@ -61,14 +61,16 @@ mkdir "$src"
 # The working tree as it is (tracked or not), minus development and build leftovers.
 tar -C "$here" \
     --exclude=./.git --exclude=./.venv --exclude=./dist --exclude=./build \
-    --exclude=./debian --exclude='*.egg-info' --exclude=__pycache__ \
+    --exclude=./debian --exclude=./.pybuild --exclude='*.egg-info' --exclude=__pycache__ \
     --exclude=.pytest_cache --exclude='*.pyc' \
     --exclude='*.sqlite' --exclude='*.sqlite-wal' --exclude='*.sqlite-shm' \
     -cf - . | tar -C "$src" -xf -
 cp -a "$here/packaging/debian" "$src/debian"
 
 log "building towerd $version in $src"
-(cd "$src" && dpkg-buildpackage -us -uc -b) >"$work/build.log" 2>&1 || {
+# -nc: no `debian/rules clean` first; the copy above is already clean (a second or so of
+# pybuild start-up per build saved).
+(cd "$src" && dpkg-buildpackage -us -uc -b -nc) >"$work/build.log" 2>&1 || {
     tail -n 60 "$work/build.log" >&2
     log "dpkg-buildpackage failed (last 60 lines above)"
     exit 1

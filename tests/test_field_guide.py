@@ -35,12 +35,14 @@ import site
 import subprocess
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from processes import Child, Sim, free_tcp_port, wait_listening
 from towerd.doctor import clock_synchronised
+from towerd.status import query, render
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDE = REPO / "docs" / "field-guide.md"
@@ -164,15 +166,39 @@ def udev_like(path: str) -> None:
     os.chmod(path, 0o660)
 
 
-def wait_status(tower: Tower, daemon: Child, accept, timeout_s: float = 40.0) -> subprocess.CompletedProcess:
+def together(*calls):
+    """Run independent commands (zero-argument callables) at once and return their
+    results in order: each towerd command costs a second or more of CPU to start, and
+    read-only checks of the same state need not wait for each other."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [f.result() for f in [pool.submit(call) for call in calls]]
+
+
+def wait_status(tower: Tower, daemon: Child, accept, ready, timeout_s: float = 60.0) -> subprocess.CompletedProcess:
+    """`towerd status` once the daemon's status socket says ``ready`` (a predicate on the
+    status it answers; asked in-process, as `towerd status` asks it, since every poll
+    through the command would cost a process start), repeated until the command's result
+    passes ``accept``. (The deadline is the old 40 s plus the start of one command on a
+    loaded machine: a poll through the command read the status only after its start.)"""
     deadline = time.monotonic() + timeout_s
+    sock = tower.path("/run/towerd/status.sock")
     while True:  # another process: nothing to wait on but its answers
-        res = tower.as_root(tower.command("towerd status"))
-        if accept(res):
-            return res
+        try:
+            reply = query(sock, timeout_s=5.0)
+        except (OSError, ValueError):
+            reply = {}
+        if reply.get("ok") and ready(reply["status"]):
+            res = tower.as_root(tower.command("towerd status"))
+            if accept(res):
+                return res
         assert daemon.proc.poll() is None, daemon.log()
-        assert time.monotonic() < deadline, res.stdout + res.stderr + daemon.log()
+        assert time.monotonic() < deadline, str(reply) + daemon.log()
         time.sleep(0.2)
+
+
+def all_good(status: dict) -> bool:
+    """What makes `towerd status` exit 0: no problem in its rendering."""
+    return render(status)[1] == []
 
 
 def doctor_problems(out: str) -> list[str]:
@@ -200,9 +226,6 @@ def test_walk_the_field_guide_as_the_service_user(towerd_exe, service_user, root
 
     # The central, run by its operators (root here), with its own key pair.
     central_dir = tmp_path / "central"
-    made = tower.as_root([towerd_exe, "keys", "generate", "--dir", str(central_dir), "--name", "central",
-                          "--owner", "root"])
-    assert made.returncode == 0, made.stderr
     endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
     central = None
     # Step 2: the radar, plugged in: a TI radar with its CLI port, under the udev names.
@@ -215,7 +238,12 @@ def test_walk_the_field_guide_as_the_service_user(towerd_exe, service_user, root
             udev_like(port)
 
         # Step 3: keys. The secret is the service user's alone; the public key is printed.
-        res = tower.as_root(tower.command("towerd keys generate --dir /etc/towerd/keys"))
+        # (The central's operators make their own key pair meanwhile.)
+        made, res = together(
+            lambda: tower.as_root([towerd_exe, "keys", "generate", "--dir", str(central_dir), "--name", "central",
+                                   "--owner", "root"]),
+            lambda: tower.as_root(tower.command("towerd keys generate --dir /etc/towerd/keys")))
+        assert made.returncode == 0, made.stderr
         assert res.returncode == 0, res.stderr
         public = re.search(r"^public key: (\S{40})$", res.stdout, re.M)
         assert public, res.stdout
@@ -239,27 +267,33 @@ def test_walk_the_field_guide_as_the_service_user(towerd_exe, service_user, root
         text = re.sub(r"(\n    name: rf0\n    driver: rfexplorer\n)", r"\1    enabled: false\n", text)
         tower.config.write_text(tower.path(text))
         assert endpoint in tower.config.read_text(), "the shipped central endpoint changed: adapt the edit"
-        res = tower.as_root(tower.command("towerd check-config /etc/towerd/towerd.yaml"))
+        # The unit's ExecStartPre runs it as the service user: same verdict.
+        res, as_service = together(
+            lambda: tower.as_root(tower.command("towerd check-config /etc/towerd/towerd.yaml")),
+            lambda: tower.as_service(tower.command("towerd check-config /etc/towerd/towerd.yaml")))
         assert res.returncode == 0, res.stdout + res.stderr
         assert "configuration OK" in res.stdout and f"files checked as user {USER}" in res.stdout
-        # The unit's ExecStartPre runs it as the service user: same verdict.
-        assert tower.as_service(tower.command("towerd check-config /etc/towerd/towerd.yaml")).returncode == 0
+        assert as_service.returncode == 0, as_service.stdout + as_service.stderr
 
         # The guide: "The daemon refuses to start with a secret key readable by others,
         # and says which file and why" -- and doctor and check-config say so first.
         secret.chmod(0o644)
-        refused = tower.as_service([towerd_exe, "run", "--config", str(tower.config)])
+        refused, check, doc = together(
+            lambda: tower.as_service([towerd_exe, "run", "--config", str(tower.config)]),
+            lambda: tower.as_root(tower.command("towerd check-config /etc/towerd/towerd.yaml")),
+            lambda: tower.as_root(tower.command("towerd doctor")))
         assert refused.returncode == 78 and str(secret) in refused.stderr and "mode 0644" in refused.stderr
-        assert tower.as_root(tower.command("towerd check-config /etc/towerd/towerd.yaml")).returncode == 1
-        assert "mode 0644" in tower.as_root(tower.command("towerd doctor")).stdout
+        assert check.returncode == 1
+        assert "mode 0644" in doc.stdout
         # The trap of issue 14: a key root can read but the service user cannot.
         secret.chmod(0o600)
         os.chown(secret, 0, 0)
-        refused = tower.as_service([towerd_exe, "run", "--config", str(tower.config)])
+        refused, check, doc = together(
+            lambda: tower.as_service([towerd_exe, "run", "--config", str(tower.config)]),
+            lambda: tower.as_root(tower.command("towerd check-config /etc/towerd/towerd.yaml")),
+            lambda: tower.as_root(tower.command("towerd doctor")))
         assert refused.returncode == 78 and f"user {USER} cannot read it" in refused.stderr, refused.stderr
-        check = tower.as_root(tower.command("towerd check-config /etc/towerd/towerd.yaml"))
         assert check.returncode == 1 and f"user {USER} cannot read it" in check.stderr
-        doc = tower.as_root(tower.command("towerd doctor"))
         assert doc.returncode == 1 and f"chown {USER} {secret}" in doc.stdout, doc.stdout
         assert not list(Path(tower.path("/var/lib/towerd")).iterdir()), "refused before creating anything"
         os.chown(secret, service_user.pw_uid, service_user.pw_gid)
@@ -274,7 +308,7 @@ def test_walk_the_field_guide_as_the_service_user(towerd_exe, service_user, root
 
         # Step 6: start (the unit runs `towerd run` as the service user) and watch.
         daemon = Child(tower.service([towerd_exe, "run", "--config", str(tower.config)]), tmp_path / "daemon.log")
-        res = wait_status(tower, daemon, lambda r: r.returncode == 0)
+        res = wait_status(tower, daemon, lambda r: r.returncode == 0, all_good)
         out = res.stdout
         # "each sensor with its state, its rate and error counters; each central with its
         # link state and the time since its last acknowledgement; how many reports wait in
@@ -296,10 +330,12 @@ def test_walk_the_field_guide_as_the_service_user(towerd_exe, service_user, root
         tower.config.write_text(tower.config.read_text() + "\n# edited on site\n")
         assert tower.as_service(tower.command("towerd check-config /etc/towerd/towerd.yaml")).returncode == 0
         os.kill(daemon.proc.pid, signal.SIGHUP)
-        wait_status(tower, daemon, lambda r: r.returncode == 0 and f"sha256 {digest}" not in r.stdout)
+        wait_status(tower, daemon, lambda r: r.returncode == 0 and f"sha256 {digest}" not in r.stdout,
+                    lambda st: all_good(st) and not str(st.get("config_digest", "")).startswith(digest))
     finally:
-        if daemon is not None:
-            assert daemon.stop() == 0, daemon.log()
+        daemon_code = daemon.stop() if daemon is not None else 0
         if central is not None:
             central.stop()
-        assert sim.stop() == 0, sim.log()
+        sim_code = sim.stop()
+        assert daemon_code == 0, daemon.log()
+        assert sim_code == 0, sim.log()

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -531,19 +532,24 @@ def test_debian_package_builds_installs_and_purges(tmp_path):
         assert dpkg_status("towerd").startswith("ii")
 
         # The command runs on Debian's python3 and Debian's libraries, not the venv's.
+        # Not configured yet: check-config (the unit's ExecStartPre) names the missing keys
+        # as the service user would meet them, so the service stays stopped with that message.
+        # (Three read-only runs of Debian's python3, a second or more of imports each: at once.)
         assert Path("/usr/bin/towerd").read_text().splitlines()[0] == "#!/usr/bin/python3"
-        where = run(["/usr/bin/python3", "-c",
-                     "import towerd, numpy, zmq, serial, scipy, yaml, pymap3d, systemd\n"
-                     "for m in (towerd, numpy, zmq, serial, scipy, yaml, pymap3d, systemd):\n"
-                     "    print(m.__name__, m.__file__)"], 60, cwd="/").stdout
+        with ThreadPoolExecutor(3) as pool:
+            where_run = pool.submit(run, ["/usr/bin/python3", "-c",
+                                          "import towerd, numpy, zmq, serial, scipy, yaml, pymap3d, systemd\n"
+                                          "for m in (towerd, numpy, zmq, serial, scipy, yaml, pymap3d, systemd):\n"
+                                          "    print(m.__name__, m.__file__)"], 60, cwd="/")
+            schema_run = pool.submit(step, "check-config", ["/usr/bin/towerd", "check-config", "--schema-only",
+                                                            "/etc/towerd/towerd.yaml"], 60, cwd="/")
+            unconfigured_run = pool.submit(run, ["/usr/bin/towerd", "check-config", "/etc/towerd/towerd.yaml"], 60,
+                                           check=False, cwd="/")
+            where, unconfigured = where_run.result().stdout, unconfigured_run.result()
+            schema_run.result()
         for line in where.splitlines():
             name, path = line.split()
             assert path.startswith("/usr/lib/python3/dist-packages/"), f"{name} from {path}"
-        step("check-config", ["/usr/bin/towerd", "check-config", "--schema-only", "/etc/towerd/towerd.yaml"], 60,
-             cwd="/")
-        # Not configured yet: check-config (the unit's ExecStartPre) names the missing keys
-        # as the service user would meet them, so the service stays stopped with that message.
-        unconfigured = run(["/usr/bin/towerd", "check-config", "/etc/towerd/towerd.yaml"], 60, check=False, cwd="/")
         assert unconfigured.returncode == 1, unconfigured.stdout
         assert "/etc/towerd/keys/tower.key_secret does not exist" in unconfigured.stdout
         assert "/etc/towerd/keys/central.key does not exist" in unconfigured.stdout

@@ -11,7 +11,9 @@ benchmarks all build their tracker here, so they run the same tracker.
   by ``tracking.initiation.max_speed_mps`` (it sets the new tracks' velocity σ through the
   gate: :func:`~towerd.tracking.initiator.velocity_sigma_for`), no new track nearer its
   sensor than ``min_range_m``, confirmation within the speed bound and radial-speed
-  consistent; with a clutter map, no new track on known static clutter;
+  consistent and, with ``tracking.score.enabled``, once its log-likelihood-ratio score
+  passes the threshold (:mod:`~towerd.tracking.score`); with a clutter map, no new track
+  on known static clutter;
 - deletion: tentative tracks after ``tentative_max_misses`` misses, established ones after
   ``confirmed_max_coast_s`` without a measurement (coasting after ``coast_after_s``).
 """
@@ -28,6 +30,7 @@ from towerd.tracking.imm import build_imm
 from towerd.tracking.initiator import velocity_sigma_for
 from towerd.tracking.models import ConstantVelocity
 from towerd.tracking.predictor import KalmanPredictor
+from towerd.tracking.score import TrackScorer
 from towerd.tracking.tracker import Tracker
 from towerd.tracking.updater import KalmanUpdater
 
@@ -44,6 +47,7 @@ def tracker_parts(t: TrackingConfig, *, clutter_map: ClutterMap | None = None) -
         predictor, updater = KalmanPredictor(ConstantVelocity(t.accel_noise_mps2)), KalmanUpdater()
     doppler = DopplerGate.from_settings(t.doppler)
     associator = GnnAssociator(t.gate_probability, doppler=doppler)
+    scorer = TrackScorer.from_settings(t.score)
     return dict(
         predictor=predictor,
         updater=updater,
@@ -55,6 +59,7 @@ def tracker_parts(t: TrackingConfig, *, clutter_map: ClutterMap | None = None) -
             max_speed_mps=t.initiation.max_speed_mps,
             min_range_m=t.initiation.min_range_m,
             max_mean_nis=doppler.max_mean_nis if doppler is not None else float("inf"),
+            min_score=scorer.threshold if scorer is not None else float("-inf"),
             clutter_map=clutter_map,
         ),
         deleter=MissDeleter(
@@ -62,6 +67,7 @@ def tracker_parts(t: TrackingConfig, *, clutter_map: ClutterMap | None = None) -
             confirmed_max_coast_s=t.confirmed_max_coast_s,
             coast_after_s=t.coast_after_s,
         ),
+        scorer=scorer,
     )
 
 

@@ -158,15 +158,21 @@ class DopplerGate:
             extra_var: float = 0.0) -> np.ndarray:
         """ε (M,) of states x (M, 6), P (M, 6, 6) against detections ``di`` (M,), with
         ``extra_var`` (m/s)² added to s²; NaN where the detection has no radial speed."""
-        out = np.full(len(di), np.nan)
+        e, s2 = self.residual(x, P, radial, di, extra_var)
+        return e**2 / s2
+
+    def residual(self, x: np.ndarray, P: np.ndarray, radial: RadialSpeeds, di: np.ndarray,
+                 extra_var: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+        """(e (M,) m/s, s² (M,) (m/s)²) of states x (M, 6), P (M, 6, 6) against detections
+        ``di`` (M,), ``extra_var`` added to s²; both NaN where the detection has no radial speed."""
+        e_out, s2_out = np.full(len(di), np.nan), np.full(len(di), np.nan)
         known = radial.known[di]
         if not np.any(known):
-            return out
+            return e_out, s2_out
         hr, J = radial_velocity(x[known], radial.sensor_pos_enu_m)
-        e = fold(radial.speed_mps[di[known]] - hr, radial.unambiguous_speed_mps)
-        s2 = np.einsum("mi,mij,mj->m", J, P[known], J) + radial.var_mps2[di[known]] + extra_var
-        out[known] = e**2 / s2
-        return out
+        e_out[known] = fold(radial.speed_mps[di[known]] - hr, radial.unambiguous_speed_mps)
+        s2_out[known] = np.einsum("mi,mij,mj->m", J, P[known], J) + radial.var_mps2[di[known]] + extra_var
+        return e_out, s2_out
 
     def gate_nis(self, x: np.ndarray, P: np.ndarray, radial: RadialSpeeds, di: np.ndarray) -> np.ndarray:
         """ε (M,) for the association gate: :meth:`nis` with the manoeuvre allowance σ_m²."""

@@ -49,7 +49,9 @@ class MofNInitiator:
     |z₂ − z₁| <= max_speed · dt (the radial-speed test of that pair is the associator's).
     Confirmation also needs the track's speed estimate |v| <= ``max_speed_mps`` and its
     radial-speed consistency (``TrackTable.doppler_score``, NaN: none) <= ``max_mean_nis``
-    (:mod:`towerd.tracking.doppler`); infinite bounds (the defaults) leave M-of-N alone.
+    (:mod:`towerd.tracking.doppler`), and its score (``TrackTable.score``, the
+    log-likelihood ratio of :mod:`towerd.tracking.score`) >= ``min_score``; infinite
+    bounds (the defaults) leave M-of-N alone.
 
     No track starts on a detection within ``min_range_m`` of its sensor
     (``Detections.sensor_pos_enu_m``): a CFAR's false alarms fall uniformly over range
@@ -64,6 +66,7 @@ class MofNInitiator:
     max_speed_mps: float = float("inf")
     max_mean_nis: float = float("inf")
     min_range_m: float = 0.0
+    min_score: float = float("-inf")
 
     def __post_init__(self) -> None:
         if not 1 <= self.confirm_hits <= self.confirm_window <= MAX_WINDOW:
@@ -75,6 +78,8 @@ class MofNInitiator:
             raise ConfigError(f"initial_velocity_sigma_mps must be > 0, got {self.initial_velocity_sigma_mps!r}")
         if not (self.min_range_m >= 0 and np.isfinite(self.min_range_m)):
             raise ConfigError(f"min_range_m must be finite and >= 0, got {self.min_range_m!r}")
+        if np.isnan(self.min_score):
+            raise ConfigError("min_score must be a number (-inf: no score needed), got nan")
         if not (self.max_speed_mps > 0 and self.max_mean_nis > 0):
             raise ConfigError(f"max_speed_mps and max_mean_nis must be > 0, got {self.max_speed_mps!r}, "
                               f"{self.max_mean_nis!r}")
@@ -116,14 +121,16 @@ class MofNInitiator:
         return ((tracks.hit_history[:, None] >> shifts) & np.uint64(1)).sum(axis=1)
 
     def to_confirm(self, tracks: TrackTable) -> np.ndarray:
-        """(K,) mask of TENTATIVE tracks that now pass M-of-N, within the speed bound and
-        radial-speed consistent."""
+        """(K,) mask of TENTATIVE tracks that now pass M-of-N, within the speed bound,
+        radial-speed consistent and with the score asked for."""
         tentative = tracks.status == Status.TENTATIVE
         ok = tentative & (self.window_hits(tracks) >= self.confirm_hits)
         if np.isfinite(self.max_speed_mps):
             ok &= np.einsum("ki,ki->k", tracks.state[:, VEL], tracks.state[:, VEL]) <= self.max_speed_mps**2
         if np.isfinite(self.max_mean_nis):
             ok &= ~(tracks.doppler_score > self.max_mean_nis)
+        if np.isfinite(self.min_score):
+            ok &= tracks.score >= self.min_score
         return ok
 
 

@@ -11,6 +11,7 @@ from towerd.tracking.clutter import StaticClutterSettings
 from towerd.tracking.doppler import DopplerSettings
 from towerd.tracking.imm import ImmSettings
 from towerd.tracking.initiator import InitiationSettings
+from towerd.tracking.score import ScoreSettings
 
 
 class TrackingSettingsError(ConfigError, ValueError):
@@ -34,6 +35,7 @@ class TrackingSettings:
         StaticClutterSettings(), doc="static reflectors: withheld, learnt in a clutter map")
     initiation: InitiationSettings = spec(InitiationSettings(), doc="how new tracks start (maximum speed)")
     doppler: DopplerSettings = spec(DopplerSettings(), doc="radial speed in association and confirmation")
+    score: ScoreSettings = spec(ScoreSettings(), doc="confirmation on the track's log-likelihood ratio")
 
     def __post_init__(self) -> None:
         if self.confirm_hits > self.confirm_window:

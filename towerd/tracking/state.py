@@ -49,6 +49,9 @@ class TrackTable:
     squared radial-speed errors (:mod:`towerd.tracking.doppler`); NaN until a point with
     a radial speed has followed its first (the default: all NaN); doppler_hits (K,) u4:
     how many errors it holds (default 0).
+
+    score (K,): the track's log-likelihood ratio, target over clutter
+    (:mod:`towerd.tracking.score`; default 0, and it stays 0 without a scorer).
     """
 
     track_id: np.ndarray
@@ -66,6 +69,7 @@ class TrackTable:
     mode_cov: np.ndarray | None = None
     doppler_score: np.ndarray | None = None
     doppler_hits: np.ndarray | None = None
+    score: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.track_id = np.asarray(self.track_id, dtype=np.uint32)
@@ -85,6 +89,7 @@ class TrackTable:
         self.doppler_hits = (
             np.zeros(k, dtype=np.uint32) if self.doppler_hits is None else np.asarray(self.doppler_hits, dtype=np.uint32)
         )
+        self.score = np.zeros(k) if self.score is None else np.asarray(self.score, dtype=float)
         self.mode_prob = np.zeros((k, 0)) if self.mode_prob is None else np.asarray(self.mode_prob, dtype=float)
         m = self.mode_prob.shape[1] if self.mode_prob.ndim == 2 else -1
         self.mode_state = (

@@ -16,6 +16,7 @@ from towerd.tracking.associator import GnnAssociator
 from towerd.tracking.deleter import MissDeleter
 from towerd.tracking.doppler import RadialSpeeds
 from towerd.tracking.initiator import MofNInitiator
+from towerd.tracking.score import TrackScorer
 from towerd.tracking.state import TrackTable
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,10 @@ class Tracker:
     misses (an established track without a measurement for the deleter's
     ``coast_after_s`` is COASTING, CONFIRMED again on its next hit),
     delete, start TENTATIVE tracks from the detections no track took, confirm by M-of-N.
+    With a ``scorer`` (:mod:`towerd.tracking.score`), each frame also measures the
+    false-plot density on the detections no established track took, and adds to every
+    track's score its hit's log-likelihood ratio (taken with the prediction, before the
+    update) or the miss term; the initiator's ``min_score`` reads it.
     A leftover detection inside the gate of an established track starts nothing: it is
     another return of that target (or clutter beside it), and a track started on it
     would be confirmed as a duplicate. :meth:`expire` applies the time-based rules
@@ -96,6 +101,7 @@ class Tracker:
         initiator: MofNInitiator,
         deleter: MissDeleter,
         *,
+        scorer: TrackScorer | None = None,
         first_track_id: int = 1,
     ) -> None:
         self.predictor = predictor
@@ -103,6 +109,7 @@ class Tracker:
         self.associator = associator
         self.initiator = initiator
         self.deleter = deleter
+        self.scorer = scorer
         self._next_id = int(first_track_id)
         self._tracks = predictor.attach(TrackTable.empty()).freeze()
 
@@ -119,10 +126,12 @@ class Tracker:
         associator: GnnAssociator,
         initiator: MofNInitiator,
         deleter: MissDeleter,
+        scorer: TrackScorer | None = None,
     ) -> None:
         """Swap every component (new settings), keeping the live tracks and the id
-        counter. When the new predictor keeps a different number of IMM modes (IMM
-        switched on or off), each track restarts its modes from its combined estimate."""
+        counter, and the scorer's measured plot density. When the new predictor keeps a
+        different number of IMM modes (IMM switched on or off), each track restarts its
+        modes from its combined estimate."""
         tr = self._tracks.copy()
         if tr.n_modes != predictor.attach(TrackTable.empty()).n_modes:
             k = len(tr)
@@ -130,6 +139,10 @@ class Tracker:
             tr = predictor.attach(tr)
         self.predictor, self.updater, self.associator = predictor, updater, associator
         self.initiator, self.deleter = initiator, deleter
+        if scorer is not None and self.scorer is not None:
+            self.scorer.density.reconfigure(scorer.density)
+            scorer.density = self.scorer.density
+        self.scorer = scorer
         self._tracks = tr.freeze()
 
     @property
@@ -154,12 +167,15 @@ class Tracker:
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         x_est, P_est = tr.state[established], tr.cov[established]  # predicted, before update
         radial = RadialSpeeds.of(det)
+        initiating = tr.hits == 1
         ti, di = self.associator.associate(
             tr.state, tr.cov, det.pos_enu_m, det.cov_enu_m2, established=established, radial=radial,
-            initiating=tr.hits == 1,
+            initiating=initiating,
         )
-        self.updater.update_tracks(tr, ti, det.pos_enu_m[di], det.cov_enu_m2[di])
         doppler = getattr(self.associator, "doppler", None)
+        if self.scorer is not None:
+            self._score(tr, det, ti, di, established, initiating, doppler)
+        self.updater.update_tracks(tr, ti, det.pos_enu_m[di], det.cov_enu_m2[di])
         if doppler is not None and len(ti):
             eps = doppler.nis(tr.state[ti], tr.cov[ti], radial, di)  # every hit is a track's second point or later
             tr.doppler_score[ti], tr.doppler_hits[ti] = doppler.consistency(
@@ -222,6 +238,19 @@ class Tracker:
         changed = bool(np.any(established & (tr.status != new)))
         tr.status[established] = new[established]
         return changed
+
+    def _score(self, tr: TrackTable, det: Detections, ti: np.ndarray, di: np.ndarray, established: np.ndarray,
+               initiating: np.ndarray, doppler: DopplerGate | None) -> None:
+        """Measure the plot density on ``det`` and add each track's score increment;
+        ``tr`` holds the predictions (before the update)."""
+        assert self.scorer is not None
+        free = np.ones(len(det), dtype=bool)
+        free[di[established[ti]]] = False
+        self.scorer.observe(det, free)
+        inc = np.full(len(tr), self.scorer.miss_increment)
+        if len(ti):
+            inc[ti] = self.scorer.hit_increments(tr.state[ti], tr.cov[ti], det, di, doppler, initiating[ti])
+        tr.score += inc
 
     def _outside_gates(self, x_est: np.ndarray, P_est: np.ndarray, det: Detections, cand: np.ndarray) -> np.ndarray:
         """The detections of ``cand`` outside the gate of every established track
