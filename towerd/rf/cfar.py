@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy import integrate, optimize, special
+from scipy import special
 
 from towerd.schema import spec
 
@@ -125,6 +125,8 @@ def os_pfa(alpha: float, n: int, k: int, looks: int = 1) -> float:
     # The beta density is concentrated near its mode: tell quad where, so it does not
     # miss a narrow peak at large N.
     mode = (k - 1) / (n - 1) if n > 1 else 0.5
+    from scipy import integrate  # here, not at import: it pulls in scipy.linalg/optimize for every towerd command
+
     value, _ = integrate.quad(integrand, 0.0, 1.0, points=[mode], limit=200, epsabs=0.0, epsrel=1e-9)
     return float(value)
 
@@ -142,6 +144,8 @@ def _solve_alpha(pfa_of_alpha, pfa: float) -> float:
         hi *= 4.0
         if hi > 1e15:
             raise ValueError(f"no CFAR multiplier reaches Pfa={pfa}")
+    from scipy import optimize  # here, not at import (see above)
+
     return float(optimize.brentq(f, lo, hi, xtol=1e-12, rtol=1e-12))
 
 
