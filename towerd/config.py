@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from towerd.errors import ConfigError
+from towerd.identity.settings import RemoteIdSettings
 from towerd.outbox.sqlite import OutboxSettings
 from towerd.rf.processor import RfSettings
 from towerd.schema import INVALID, Problem, Validator, compose, read_config_text, spec
@@ -133,6 +134,7 @@ class Config:
     centrals: tuple[CentralSettings, ...] = spec(())
     logging: LoggingConfig = spec(LoggingConfig())
     web: WebSettings = spec(WebSettings(), doc="read-only live web console (towerd.web)")
+    remote_id: RemoteIdSettings = spec(RemoteIdSettings(), doc="Remote ID broadcasts fused with radar tracks")
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,10 @@ from towerd.clock import Clock
 from towerd.config import Config
 from towerd.detection.cluster import PointClusterer
 from towerd.detection.plots import GeoPlotConverter, MeasurementNoise, PlotConverter, SensorMount
-from towerd.drivers.measurements import GeoPlots, RadarPlots, Spectrum
+from towerd.drivers.measurements import GeoPlots, RadarPlots, RemoteIdReading, Spectrum
 from towerd.geo import Site
 from towerd.icd import TRACK_RECORD_DTYPE, Category
+from towerd.identity import RemoteIdFusion
 from towerd.reports.tracks import TrackReporter
 from towerd.rf import RadarLinkFusion, RfProcessor, RfSettings, RfTrackReporter, RfUpdate
 from towerd.threat import ThreatAssessor, ThreatSettings
@@ -84,6 +85,7 @@ class Pipeline:
         """The labels of the live tracks after the latest call."""
         self.last_rf_bands: tuple = ()
         """The RF BandResults of the latest sweep processed."""
+        self.identity: RemoteIdFusion | None = None
         self.reconfigure(config)
 
     def reconfigure(self, config: Config) -> None:
@@ -157,6 +159,11 @@ class Pipeline:
             self.reporter.site = site
             self.reporter.interval_s = config.reports.interval_s
             self.reporter.include_tentative = config.reports.include_tentative
+        mounts = [c.mount for c in self.converters.values()]
+        if self.identity is None:
+            self.identity = RemoteIdFusion(config.remote_id, site, mounts, self.clock, self.threat)
+        else:
+            self.identity.reconfigure(config.remote_id, site, mounts, self.threat)
 
     def _reconfigure_rf(self, settings: RfSettings) -> None:
         """RF processing with ``settings``. A change restarts RF tracking (new ids, never
@@ -181,6 +188,8 @@ class Pipeline:
             update = self.rf.process(reading)
             self.last_rf_bands = update.bands  # spectra, floors, thresholds: for the web console
             return self._report_rf(update)
+        if isinstance(reading, RemoteIdReading):
+            return self.identity.ingest(reading)
         if isinstance(reading, RadarPlots):
             converters: dict[str, Any] = self.converters
         elif isinstance(reading, GeoPlots):
@@ -198,11 +207,13 @@ class Pipeline:
 
     def expire(self, t_mono: float) -> np.ndarray:
         """End tracks that have gone stale even when no sensor sends anything."""
-        return _join(self._report(self.tracker.expire(t_mono)), self._report_rf(self.rf.expire(t_mono)))
+        return _join(_join(self._report(self.tracker.expire(t_mono)), self._report_rf(self.rf.expire(t_mono))),
+                     self.identity.expire(t_mono))
 
     def end_all(self, t_mono: float) -> np.ndarray:
         """Final ENDED records for every reported track (the daemon is stopping)."""
-        return _join(self._report(self.tracker.end_all(t_mono)), self._report_rf(self.rf.end_all(t_mono)))
+        return _join(_join(self._report(self.tracker.end_all(t_mono)), self._report_rf(self.rf.end_all(t_mono))),
+                     self.identity.end_all(t_mono))
 
     def _report_rf(self, update: RfUpdate) -> np.ndarray:
         """RF-only records: drone links no radar track carries."""
@@ -235,7 +246,8 @@ class Pipeline:
 
     def _report(self, update: TrackUpdate) -> np.ndarray:
         assert self.reporter is not None
-        return self.reporter.build(update, self.clock, self.label(update))
+        labels = self.label(update)
+        return self.identity.on_radar(update, labels.category, self.reporter.build(update, self.clock, labels))
 
     def zone_of(self, lat_deg: float, lon_deg: float) -> set[str]:
         """Names of the configured zones containing a WGS84 point (for sharing rules)."""
@@ -243,8 +255,8 @@ class Pipeline:
 
     @property
     def tracks_active(self) -> int:
-        """Live radar tracks plus live RF tracks."""
-        return len(self.tracker.tracks.track_id) + len(self.rf.tracks)
+        """Live radar tracks plus live RF tracks and ID-only tracks."""
+        return len(self.tracker.tracks.track_id) + len(self.rf.tracks) + self.identity.id_only_count
 
 
 _NO_RECORDS = np.zeros(0, dtype=TRACK_RECORD_DTYPE)

@@ -1,0 +1,58 @@
+"""Where the tower's sensors can see a drone: radar coverage (for the spoof check) and
+Remote ID receiver coverage (for non-cooperative tracks). Local ENU, metres."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from towerd import geo
+from towerd.detection.plots import SensorMount
+from towerd.identity.settings import RadarCoverageSettings
+
+
+class RadarCoverage:
+    """The union of every radar's field of view: for a mount at p with rotation R
+    (:func:`towerd.geo.mount_rotation`), a point q is seen when, in the sensor frame
+    s = Rᵀ (q − p), its range r, azimuth from boresight a = atan2(sₓ, s_y) and elevation
+    e = atan2(s_z, |sₓ, s_y|) satisfy min_range <= r, r + m <= max_range,
+    |a| + m/r <= fov_az/2 (rad; skipped for fov_az = 360) and |e| + m/r <= fov_el/2, with
+    m the point's ``margin_m`` (its position accuracy: a broadcast near the edge is not
+    held against the radar)."""
+
+    def __init__(self, mounts: Sequence[SensorMount], settings: RadarCoverageSettings) -> None:
+        self.settings = settings
+        self._pos = np.array([m.position_enu_m for m in mounts], dtype=float).reshape(-1, 3)
+        self._rot = np.array([geo.mount_rotation(m.boresight_azimuth_deg, m.tilt_deg) for m in mounts]).reshape(-1, 3, 3)
+
+    def covers(self, enu_m: np.ndarray, margin_m: np.ndarray | float = 0.0) -> np.ndarray:
+        """(N, 3) points, (N,) or scalar margins -> (N,) bool: inside some radar's coverage."""
+        q = np.asarray(enu_m, dtype=float).reshape(-1, 3)
+        m = np.broadcast_to(np.asarray(margin_m, dtype=float), (len(q),))[:, None]  # (N, 1)
+        if len(self._pos) == 0:
+            return np.zeros(len(q), dtype=bool)
+        s = np.einsum("mji,nmj->nmi", self._rot, q[:, None, :] - self._pos[None, :, :])  # (N, M, 3) Rᵀ(q − p)
+        rng, az, el = geo.cartesian_to_spherical(s)
+        az = (az + 180.0) % 360.0 - 180.0  # from boresight, (-180, 180]
+        slack = np.degrees(m / np.maximum(rng, 1e-9))
+        st = self.settings
+        seen = (rng >= st.min_range_m) & (rng + m <= st.max_range_m)
+        if st.fov_azimuth_deg < 360.0:
+            seen &= np.abs(az) + slack <= st.fov_azimuth_deg / 2.0
+        seen &= np.abs(el) + slack <= st.fov_elevation_deg / 2.0
+        return np.any(seen, axis=1)
+
+
+class ReceiverCoverage:
+    """Where the Remote ID receivers hear a drone: within ``range_m`` horizontally of the
+    receiver at ``position_enu_m``."""
+
+    def __init__(self, position_enu_m: Sequence[float], range_m: float) -> None:
+        self.position_enu_m = np.asarray(position_enu_m, dtype=float).reshape(3)
+        self.range_m = float(range_m)
+
+    def covers(self, enu_m: np.ndarray) -> np.ndarray:
+        """(N, 3) -> (N,) bool."""
+        d = np.asarray(enu_m, dtype=float).reshape(-1, 3)[:, :2] - self.position_enu_m[:2]
+        return np.hypot(d[:, 0], d[:, 1]) <= self.range_m

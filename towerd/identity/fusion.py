@@ -1,0 +1,381 @@
+"""Remote ID broadcasts with radar tracks: the composition of :mod:`towerd.identity`.
+
+Per evaluation (each broadcast received, each radar frame, each expiry tick), for every
+transmitter whose latest position is at most ``max_position_age_s`` old
+(:mod:`.broadcasts`), against the live radar tracks (:mod:`.gating`, :mod:`.assign`):
+
+- **matched** (gated GNN with the confirmed and coasting tracks): the radar track carries
+  the identity (status COOPERATIVE, ``sources`` remote id in its records); the pair is
+  remembered while both live;
+- **paired track elsewhere**: the track it was matched with earlier is alive but out of
+  the broadcast's gate — a contradiction;
+- **in radar coverage** (:class:`.coverage.RadarCoverage`, shrunk by the broadcast's
+  accuracy) with no track in its gate — a contradiction (no echo); with a track in its gate
+  that it did not get (a tentative track, another broadcast's): pending;
+- **outside radar coverage**: heard, not seen: an ID-only track from the broadcast
+  (status ID_ONLY, :mod:`.records`).
+
+A contradiction lasting ``mismatch_after_s`` raises the threat rule ``rid_mismatch``: one
+EVENTS object ``threat.rid_mismatch`` per episode, status MISMATCH on the paired radar
+track (whose records' threat is raised to ``mismatch_threat``), or on an ID-only track at
+the broadcast position when there is none. Until then the benefit of the doubt: the
+paired track stays COOPERATIVE; a drone that is only pending gets no track of its own.
+
+A confirmed or coasting radar track classified uas, inside receiver coverage
+(:class:`.coverage.ReceiverCoverage`), with no broadcast paired for
+``non_cooperative_after_s`` is NON_COOPERATIVE (one ``identity.non_cooperative`` event);
+that holds until a broadcast matches it or it ends.
+
+Outputs: radar records marked (:meth:`RemoteIdFusion.on_radar`), ID-only records (every
+method returns those due), events (:meth:`pop_events`) and the track identities due for
+the uplink (:meth:`pop_identities`, policy in :mod:`.identities`). Pure computation on
+an injected clock; no I/O.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from towerd import geo
+from towerd.clock import Clock
+from towerd.detection.plots import SensorMount
+from towerd.drivers.measurements import RemoteIdReading
+from towerd.icd import TRACK_RECORD_DTYPE, Category, Status, Threat
+from towerd.identity.assign import assign
+from towerd.identity.broadcasts import K1, broadcasts
+from towerd.identity.coverage import RadarCoverage, ReceiverCoverage
+from towerd.identity.gating import gates, mahalanobis
+from towerd.identity.identities import IdentityReporter
+from towerd.identity.records import ID_ONLY_DTYPE, ID_ONLY_TRACK_ID_BASE, id_only_records, mark_radar_records
+from towerd.identity.settings import RemoteIdSettings
+from towerd.identity.transmitters import Transmitter, TransmitterTable
+from towerd.reports.identity import IdentityStatus, TrackIdentity
+from towerd.threat import LEVELS, ThreatAssessor
+from towerd.tracking.state import TrackTable
+from towerd.tracking.tracker import TrackUpdate
+
+log = logging.getLogger(__name__)
+
+EVENT_MISMATCH = "threat.rid_mismatch"
+EVENT_NON_COOPERATIVE = "identity.non_cooperative"
+TIME_EPS_S = 1e-6
+
+
+@dataclass
+class Verdict:
+    """What fusion concluded about one transmitter. ``status`` None: pending (in radar
+    coverage, waiting for the radar); ``paired_track``: radar track id matched earlier
+    (0: none); ``contradicted_since``: monotonic seconds (NaN: not contradicted);
+    ``reason``: "no_echo" or "track_elsewhere" while contradicted; ``id_only``: its
+    ID-only track id (0: none) and ``id_only_last``: (position time, status, threat) of
+    that track's last record."""
+
+    status: IdentityStatus | None = None
+    paired_track: int = 0
+    contradicted_since: float = math.nan
+    reason: str = ""
+    id_only: int = 0
+    id_only_last: tuple[float, int, int] | None = None
+
+
+class RemoteIdFusion:
+    """Remote ID fusion for one tower (see the module docstring)."""
+
+    def __init__(
+        self,
+        settings: RemoteIdSettings,
+        site: geo.Site,
+        mounts: Sequence[SensorMount],
+        clock: Clock,
+        threat: ThreatAssessor | None = None,
+    ) -> None:
+        self.clock = clock
+        self.transmitters = TransmitterTable(settings.transmitter_timeout_s)
+        self.verdicts: dict[str, Verdict] = {}
+        self.identity_reporter = IdentityReporter(settings.identity_interval_s)
+        self._tracks = TrackTable.empty()
+        self._categories = np.zeros(0, dtype=np.uint8)
+        self._silent_since: dict[int, float] = {}
+        self.non_cooperative: set[int] = set()
+        """Radar track ids found non-cooperative (live ones)."""
+        self._next_id = ID_ONLY_TRACK_ID_BASE
+        self._events: list[tuple[str, str, str, dict[str, Any]]] = []
+        self._identities: list[TrackIdentity] = []
+        self.reconfigure(settings, site, mounts, threat)
+
+    def reconfigure(self, settings: RemoteIdSettings, site: geo.Site, mounts: Sequence[SensorMount],
+                    threat: ThreatAssessor | None = None) -> None:
+        """New settings, site, radar mounts or zones; transmitters, pairs and ids are kept."""
+        self.settings, self.site, self.threat = settings, site, threat
+        self.transmitters.timeout_s = settings.transmitter_timeout_s
+        self.identity_reporter.interval_s = settings.identity_interval_s
+        self.radar = RadarCoverage(mounts, settings.radar_coverage)
+        self.receiver = ReceiverCoverage(settings.receiver_position_enu_m, settings.receiver_range_m)
+        self._mismatch_level = np.uint8(LEVELS[settings.mismatch_threat])
+
+    # -- inputs ---------------------------------------------------------------------
+
+    def ingest(self, reading: RemoteIdReading) -> np.ndarray:
+        """Merge one reading; ID-only records now due."""
+        tx = self.transmitters.merge(reading)
+        if tx is None:
+            return _NO_RECORDS
+        self.verdicts.setdefault(tx.key, Verdict())
+        return self._evaluate(reading.t_mono)
+
+    def on_radar(self, update: TrackUpdate, categories: np.ndarray, records: np.ndarray) -> np.ndarray:
+        """After a radar tracker call: ``update``, its live tracks' ICD ``categories`` (K,)
+        and the radar ``records`` built for it. Marks those records (sources remote id,
+        threat at least ``mismatch_threat`` on a MISMATCH) and returns them followed by
+        the ID-only records due."""
+        before = self._marks()
+        self._tracks, self._categories = update.tracks, np.asarray(categories, dtype=np.uint8)
+        id_only = self._evaluate(update.t_mono)
+        marks = self._marks()
+        for tid in update.ended.track_id:
+            if int(tid) in before:
+                marks[int(tid)] = before[int(tid)]
+        if marks:
+            ids = np.fromiter(marks, dtype=np.uint32, count=len(marks))
+            mark_radar_records(records, ids, np.fromiter(marks.values(), dtype=np.uint8, count=len(marks)))
+        return _join(records, id_only)
+
+    def expire(self, t_mono: float) -> np.ndarray:
+        """Forget silent transmitters (their ID-only tracks end); ID-only records due."""
+        ended = [self._end(tx) for tx in self.transmitters.expire(t_mono)]
+        return _join(self._evaluate(t_mono), *ended)
+
+    def end_all(self, t_mono: float) -> np.ndarray:
+        """Final ENDED records of every ID-only track (the daemon is stopping)."""
+        out = [self._end(tx) for tx in list(self.transmitters.by_key.values())]
+        self.transmitters.by_key.clear()
+        return _join(_NO_RECORDS, *out)
+
+    # -- outputs --------------------------------------------------------------------
+
+    def pop_events(self) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """Events raised since the last call: (code, severity, message, fields)."""
+        out, self._events = self._events, []
+        return out
+
+    def pop_identities(self) -> list[TrackIdentity]:
+        """Track identities due since the last call, for the uplink."""
+        out, self._identities = self._identities, []
+        return out
+
+    @property
+    def id_only_count(self) -> int:
+        """Live ID-only tracks."""
+        return sum(1 for v in self.verdicts.values() if v.id_only)
+
+    # -- evaluation -----------------------------------------------------------------
+
+    def _marks(self) -> dict[int, int]:
+        """Radar track id -> threat floor, for every live pair."""
+        out: dict[int, int] = {}
+        for v in self.verdicts.values():
+            if v.paired_track and v.status in (IdentityStatus.COOPERATIVE, IdentityStatus.MISMATCH):
+                floor = int(self._mismatch_level) if v.status == IdentityStatus.MISMATCH else 0
+                out[v.paired_track] = max(out.get(v.paired_track, 0), floor)
+        return out
+
+    def _evaluate(self, t: float) -> np.ndarray:
+        s = self.settings
+        tracks = self._tracks
+        live = {int(tid): row for row, tid in enumerate(tracks.track_id)}
+        for v in self.verdicts.values():
+            if v.paired_track and v.paired_track not in live:
+                v.paired_track = 0
+                if v.status == IdentityStatus.COOPERATIVE:
+                    v.status = None
+        fresh = [tx for tx in self.transmitters.by_key.values()
+                 if tx.has_position and t - tx.t_position <= s.max_position_age_s]
+        bc = broadcasts(fresh, self.site, s)
+        d2 = mahalanobis(bc, tracks)
+        gate = gates(bc, s.gate_probability)
+        established = tracks.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        match = assign(d2, gate, established)
+        in_gate = d2 <= gate[:, None]
+        covered = self.radar.covers(bc.pos_enu_m, bc.h_accuracy_m)
+        for n, tx in enumerate(fresh):
+            self._judge(tx, self.verdicts[tx.key], t, match[n], in_gate[n], bool(covered[n]), tracks)
+        for v in self.verdicts.values():
+            if v.paired_track and v.status is None:
+                v.status = IdentityStatus.COOPERATIVE  # a stale position, still heard: the pair holds
+        self._judge_silent(t, tracks, established)
+        return self._report(t)
+
+    def _judge(self, tx: Transmitter, v: Verdict, t: float, col: int, in_gate: np.ndarray, covered: bool,
+               tracks: TrackTable) -> None:
+        """One transmitter's verdict at ``t`` from its match column (-1: none), its gate
+        row (K,) and whether its position is in radar coverage."""
+        reason = ""
+        if col >= 0:
+            v.paired_track, v.status = int(tracks.track_id[col]), IdentityStatus.COOPERATIVE
+        elif v.paired_track:
+            row = int(np.flatnonzero(tracks.track_id == v.paired_track)[0])
+            if in_gate[row]:
+                v.status = IdentityStatus.COOPERATIVE
+            else:
+                reason = "track_elsewhere"
+        elif covered:
+            if in_gate.any():
+                v.status = None
+            else:
+                reason = "no_echo"
+        else:
+            v.status = IdentityStatus.ID_ONLY
+        if not reason:
+            v.contradicted_since, v.reason = math.nan, ""
+            return
+        if math.isnan(v.contradicted_since):
+            v.contradicted_since = t
+        v.reason = reason
+        if t - v.contradicted_since < self.settings.mismatch_after_s - TIME_EPS_S:
+            if not v.paired_track and v.status != IdentityStatus.ID_ONLY:
+                v.status = None
+            return
+        if v.status != IdentityStatus.MISMATCH:
+            v.status = IdentityStatus.MISMATCH
+            self._raise_mismatch(tx, v, t)
+
+    def _raise_mismatch(self, tx: Transmitter, v: Verdict, t: float) -> None:
+        r = tx.merged
+        what = ("its radar track %d is elsewhere" % v.paired_track if v.reason == "track_elsewhere"
+                else "the radar sees nothing there")
+        name = r.uas_id or tx.key
+        held = t - v.contradicted_since
+        message = f"Remote ID {name}: broadcast position contradicted by the radar for {held:.0f} s ({what})"
+        log.warning("rid_mismatch: %s", message)
+        self._events.append((EVENT_MISMATCH, "warning", message, {
+            "rule": "rid_mismatch", "reason": v.reason, "transmitter": tx.key, "uas_id": r.uas_id,
+            "track_id": v.paired_track or None, "broadcast_lat_deg": r.lat_deg, "broadcast_lon_deg": r.lon_deg,
+        }))
+
+    def _judge_silent(self, t: float, tracks: TrackTable, established: np.ndarray) -> None:
+        """Non-cooperative radar tracks (module docstring)."""
+        paired = {v.paired_track for v in self.verdicts.values() if v.paired_track}
+        cats = self._categories if len(self._categories) == len(tracks) else np.zeros(len(tracks), np.uint8)
+        heard_here = self.receiver.covers(tracks.state[:, :3])
+        live = set()
+        for row, tid in enumerate(tracks.track_id.tolist()):
+            live.add(tid)
+            if tid in paired:
+                self._silent_since.pop(tid, None)
+                self.non_cooperative.discard(tid)
+                continue
+            if tid in self.non_cooperative:
+                continue
+            if not (established[row] and cats[row] == Category.UAS and heard_here[row]):
+                self._silent_since.pop(tid, None)
+                continue
+            since = self._silent_since.setdefault(tid, t)
+            if t - since >= self.settings.non_cooperative_after_s - TIME_EPS_S:
+                self.non_cooperative.add(tid)
+                message = (f"track {tid}: a uas in receiver coverage with no Remote ID broadcast for "
+                           f"{t - since:.0f} s: non-cooperative")
+                log.info("%s", message)
+                self._events.append((EVENT_NON_COOPERATIVE, "info", message, {"track_id": tid}))
+        self.non_cooperative &= live
+        self._silent_since = {k: v for k, v in self._silent_since.items() if k in live}
+
+    # -- reports --------------------------------------------------------------------
+
+    def _identity(self, track_id: int, status: IdentityStatus, t: float, tx: Transmitter | None) -> TrackIdentity:
+        if tx is None:
+            return TrackIdentity(track_id=track_id, time_us=self.clock.utc_us(t), status=status)
+        r = tx.merged
+        return TrackIdentity(
+            track_id=track_id, time_us=self.clock.utc_us(t), status=status, source=r.source, uas_id=r.uas_id[:20],
+            id_type=r.id_type, ua_type=r.ua_type, operator_lat_deg=r.operator_lat_deg,
+            operator_lon_deg=r.operator_lon_deg, operator_alt_m=r.operator_alt_m, operator_id=r.operator_id[:20],
+            self_id=r.self_id[:23], last_heard_us=self.clock.utc_us(tx.t_heard), rssi_dbm=r.rssi_dbm,
+        )
+
+    def _report(self, t: float) -> np.ndarray:
+        """ID-only records due and the identities due at ``t``."""
+        established = self._tracks.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        shown = set(self._tracks.track_id[established].tolist())
+        current: dict[int, TrackIdentity] = {}
+        rows, finals = [], []
+        for key in sorted(self.verdicts):
+            v, tx = self.verdicts[key], self.transmitters.by_key.get(key)
+            if tx is None:
+                continue
+            if v.paired_track and v.status in (IdentityStatus.COOPERATIVE, IdentityStatus.MISMATCH):
+                if v.id_only:
+                    finals.append(self._id_only_row(tx, v, Status.ENDED))
+                    v.id_only, v.id_only_last = 0, None
+                if v.paired_track in shown and (v.paired_track not in current or v.status == IdentityStatus.MISMATCH):
+                    current[v.paired_track] = self._identity(v.paired_track, v.status, t, tx)
+                continue
+            wants_track = v.status in (IdentityStatus.ID_ONLY, IdentityStatus.MISMATCH) or (
+                v.id_only and v.status is None)
+            if not wants_track or not tx.has_position:
+                continue
+            if not v.id_only:
+                v.id_only, self._next_id = self._next_id, self._next_id + 1
+                log.info("Remote ID %s: ID-only track %d", tx.merged.uas_id or key, v.id_only)
+            status = v.status or IdentityStatus.ID_ONLY
+            current[v.id_only] = self._identity(v.id_only, status, t, tx)
+            row = self._id_only_row(tx, v, Status.CONFIRMED)
+            last = v.id_only_last
+            due = last is None or (int(row["status"]), int(row["threat"])) != last[1:] or (
+                tx.t_position > last[0] and tx.t_position - last[0] >= self.settings.id_only_interval_s - TIME_EPS_S)
+            if due:
+                rows.append(row)
+                v.id_only_last = (tx.t_position, int(row["status"]), int(row["threat"]))
+        for tid in sorted(self.non_cooperative & shown):
+            if tid not in current:
+                current[tid] = self._identity(tid, IdentityStatus.NON_COOPERATIVE, t, None)
+        self._identities.extend(self.identity_reporter.due(current, t))
+        return self._records(rows + finals)
+
+    def _id_only_row(self, tx: Transmitter, v: Verdict, status: Status) -> np.ndarray:
+        r = tx.merged
+        s = self.settings
+        row = np.zeros((), dtype=ID_ONLY_DTYPE)
+        bc = broadcasts([tx], self.site, s)
+        enu = bc.z[0, :3].copy()
+        if not bc.known[0, 2]:
+            enu[2] = np.nan
+        vel = np.array([bc.z[0, 3], bc.z[0, 4], r.vertical_speed_mps]) if bc.known[0, 3] else np.full(3, np.nan)
+        row["track_id"], row["status"], row["t_mono"], row["hits"] = v.id_only, status, tx.t_position, tx.positions
+        row["enu_m"], row["vel_enu_mps"] = enu, vel
+        row["h_accuracy_m"] = bc.h_accuracy_m[0]
+        row["v_accuracy_m"] = math.sqrt(bc.var[0, 2]) * K1
+        level = np.uint8(Threat.NONE)
+        if self.threat is not None:
+            pos = np.nan_to_num(enu[None, :])
+            level = self.threat.assess(pos, np.nan_to_num(vel[None, :]), np.array([Category.UAS], np.uint8),
+                                       np.array([100])).threat[0]
+        if v.status == IdentityStatus.MISMATCH:
+            level = max(level, self._mismatch_level)
+        row["threat"] = level
+        return row
+
+    def _records(self, rows: list[np.ndarray]) -> np.ndarray:
+        if not rows:
+            return _NO_RECORDS
+        return id_only_records(np.array(rows, dtype=ID_ONLY_DTYPE), self.site, self.clock)
+
+    def _end(self, tx: Transmitter) -> np.ndarray:
+        """The ENDED record of ``tx``'s ID-only track (none when it has none); its state goes."""
+        v = self.verdicts.pop(tx.key, None)
+        if v is None or not v.id_only:
+            return _NO_RECORDS
+        return self._records([self._id_only_row(tx, v, Status.ENDED)])
+
+
+_NO_RECORDS = np.zeros(0, dtype=TRACK_RECORD_DTYPE)
+
+
+def _join(*parts: np.ndarray) -> np.ndarray:
+    parts = tuple(p for p in parts if len(p))
+    return np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else _NO_RECORDS
