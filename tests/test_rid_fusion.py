@@ -321,3 +321,31 @@ def test_remote_id_section_is_validated_and_unknown_keys_are_errors():
     assert "remote_id.reciever_range_m" in text and "remote_id.mismatch_threat" in text
     with pytest.raises(ConfigError):
         parse_config(base + "remote_id: {radar_coverage: {min_range_m: 500, max_range_m: 400}}\n", "t.yaml")
+
+
+PIPELINE_CONFIG = """\
+version: 1
+tower: {id: tx-test-001, latitude_deg: 27.5, longitude_deg: -99.5, height_m: 130}
+sensors:
+  - name: radar0
+    driver: ti_mmwave
+    settings: {port: /dev/null}
+    mount: {boresight_azimuth_deg: 0, position_enu_m: [0, 0, 10]}
+remote_id:
+  radar_coverage: {max_range_m: 400}
+"""
+
+
+def test_the_pipeline_sends_readings_to_fusion_and_counts_id_only_tracks():
+    from towerd.pipeline import Pipeline
+
+    clock = ManualClock()
+    pipeline = Pipeline(parse_config(PIPELINE_CONFIG, "t.yaml"), clock)
+    rec = pipeline.process(reading(0.0, (0.0, -300.0, 50.0)))  # behind the radar
+    assert rec["track_id"].tolist() == [ID_ONLY_TRACK_ID_BASE] and rec["sources"][0] == SOURCE_REMOTE_ID
+    assert pipeline.tracks_active == 1
+    assert [i.status for i in pipeline.identity.pop_identities()] == [IdentityStatus.ID_ONLY]
+    assert pipeline.identity.pop_identities() == []
+    clock.advance(11.0)
+    ended = pipeline.expire(11.0)
+    assert ended["status"].tolist() == [Status.ENDED] and pipeline.tracks_active == 0

@@ -320,6 +320,7 @@ class Daemon:
                 now = self.clock.monotonic()
                 if now >= next_expire:
                     self._store(self.pipeline.expire(now))
+                    self._identity_out()
                     next_expire = now + EXPIRE_INTERVAL_S
                 # New records are committed (then sent) within commit_every; a commit
                 # also carries the deletions of acknowledged records, which alone wait
@@ -396,6 +397,12 @@ class Daemon:
                 return
             self._store(self.pipeline.process(reading))
             self.console.note(reading, self.pipeline)
+            self._identity_out()
+
+    def _identity_out(self) -> None:
+        """Remote ID fusion's events (rid_mismatch, non-cooperative) into the outbox."""
+        for code, severity, message, fields in self.pipeline.identity.pop_events():
+            self._event(code, severity, message, **fields)
 
     # A full disk or an I/O error must not stop the tower: the outbox rolls back, counts
     # the loss, and announces it (outbox.write_failed) once writes work again.

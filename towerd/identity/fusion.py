@@ -106,7 +106,7 @@ class RemoteIdFusion:
         """Radar track ids found non-cooperative (live ones)."""
         self._next_id = ID_ONLY_TRACK_ID_BASE
         self._events: list[tuple[str, str, str, dict[str, Any]]] = []
-        self._identities: list[TrackIdentity] = []
+        self._identities: dict[int, TrackIdentity] = {}  # due, not yet popped: the latest per track
         self.reconfigure(settings, site, mounts, threat)
 
     def reconfigure(self, settings: RemoteIdSettings, site: geo.Site, mounts: Sequence[SensorMount],
@@ -165,8 +165,9 @@ class RemoteIdFusion:
         return out
 
     def pop_identities(self) -> list[TrackIdentity]:
-        """Track identities due since the last call, for the uplink."""
-        out, self._identities = self._identities, []
+        """Track identities due since the last call, for the uplink, in track id order
+        (the latest per track: what nobody popped is replaced, never piled up)."""
+        out, self._identities = [self._identities[k] for k in sorted(self._identities)], {}
         return out
 
     @property
@@ -334,7 +335,7 @@ class RemoteIdFusion:
         for tid in sorted(self.non_cooperative & shown):
             if tid not in current:
                 current[tid] = self._identity(tid, IdentityStatus.NON_COOPERATIVE, t, None)
-        self._identities.extend(self.identity_reporter.due(current, t))
+        self._identities.update((i.track_id, i) for i in self.identity_reporter.due(current, t))
         return self._records(rows + finals)
 
     def _id_only_row(self, tx: Transmitter, v: Verdict, status: Status) -> np.ndarray:
