@@ -65,6 +65,11 @@ log = logging.getLogger(__name__)
 EVENT_MISMATCH = "threat.rid_mismatch"
 EVENT_NON_COOPERATIVE = "identity.non_cooperative"
 TIME_EPS_S = 1e-6
+INGEST_EVAL_S = 0.1
+"""A reading is evaluated at once unless an evaluation ran less than this long before
+(then the next radar frame or expiry tick does it): a receiver may pass on dozens of
+messages a second (each F3411 message type its own reading), and each evaluation gates
+every transmitter against every track."""
 
 
 @dataclass
@@ -105,6 +110,7 @@ class RemoteIdFusion:
         self.non_cooperative: set[int] = set()
         """Radar track ids found non-cooperative (live ones)."""
         self._next_id = ID_ONLY_TRACK_ID_BASE
+        self._last_eval = -math.inf
         self._events: list[tuple[str, str, str, dict[str, Any]]] = []
         self._identities: dict[int, TrackIdentity] = {}  # due, not yet popped: the latest per track
         self.reconfigure(settings, site, mounts, threat)
@@ -127,6 +133,8 @@ class RemoteIdFusion:
         if tx is None:
             return _NO_RECORDS
         self.verdicts.setdefault(tx.key, Verdict())
+        if reading.t_mono - self._last_eval < INGEST_EVAL_S - TIME_EPS_S:
+            return _NO_RECORDS
         return self._evaluate(reading.t_mono)
 
     def on_radar(self, update: TrackUpdate, categories: np.ndarray, records: np.ndarray) -> np.ndarray:
@@ -187,6 +195,7 @@ class RemoteIdFusion:
         return out
 
     def _evaluate(self, t: float) -> np.ndarray:
+        self._last_eval = t
         s = self.settings
         tracks = self._tracks
         live = {int(tid): row for row, tid in enumerate(tracks.track_id)}

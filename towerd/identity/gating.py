@@ -17,6 +17,8 @@ it adds nothing; the gate is then γ_n = χ²⁻¹(p, dof_n) with dof_n the comp
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from towerd.gates import chi2_quantile
@@ -49,6 +51,9 @@ def mahalanobis(bc: Broadcasts, tracks: TrackTable) -> np.ndarray:
 
 def gates(bc: Broadcasts, probability: float) -> np.ndarray:
     """(N,) χ² gate of each broadcast for its number of given components."""
-    dof = bc.known.sum(axis=1)
-    table = {int(d): chi2_quantile(probability, int(d)) for d in np.unique(dof)}
-    return np.array([table[int(d)] for d in dof], dtype=float)
+    return np.array([_gate(probability, int(d)) for d in bc.known.sum(axis=1)], dtype=float)
+
+
+@lru_cache(maxsize=64)
+def _gate(probability: float, dof: int) -> float:
+    return chi2_quantile(probability, dof)
