@@ -349,3 +349,21 @@ def test_the_pipeline_sends_readings_to_fusion_and_counts_id_only_tracks():
     clock.advance(11.0)
     ended = pipeline.expire(11.0)
     assert ended["status"].tolist() == [Status.ENDED] and pipeline.tracks_active == 0
+
+
+def test_rules_hold_mismatch_until_the_radar_agrees_again():
+    from towerd.identity.rules import NO_ECHO, Evidence, Verdict, judge
+
+    v = Verdict()
+    no_echo = Evidence(matched_track=0, paired_in_gate=None, covered=True, any_in_gate=False)
+    assert not judge(v, no_echo, 0.0, 5.0) and v.status is None and v.reason == NO_ECHO
+    assert not judge(v, no_echo, 4.9, 5.0) and v.status is None
+    assert judge(v, no_echo, 5.0, 5.0) and v.status == IdentityStatus.MISMATCH
+    # Out of radar coverage later, or near some track it does not get: still MISMATCH, raised once.
+    outside = Evidence(matched_track=0, paired_in_gate=None, covered=False, any_in_gate=False)
+    near = Evidence(matched_track=0, paired_in_gate=None, covered=True, any_in_gate=True)
+    for ev in (outside, near, no_echo):
+        assert not judge(v, ev, 6.0, 5.0) and v.status == IdentityStatus.MISMATCH and v.reason == NO_ECHO
+    # Matched with a track: cooperative again, paired with it.
+    assert not judge(v, Evidence(7, None, True, True), 7.0, 5.0)
+    assert (v.status, v.paired_track, v.reason) == (IdentityStatus.COOPERATIVE, 7, "")

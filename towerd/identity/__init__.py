@@ -11,10 +11,12 @@ One job per module:
   plus the broadcast's);
 - :mod:`.assign`: gated global nearest neighbour;
 - :mod:`.coverage`: where the radars see and the receivers hear;
+- :mod:`.rules`: a broadcast judged against the radar (rid_mismatch), silent tracks
+  (non-cooperative);
 - :mod:`.records`: ID-only tracks as ICD records, the remote-id mark on radar records;
 - :mod:`.identities`: which :class:`~towerd.reports.identity.TrackIdentity` are due;
-- :mod:`.fusion`: :class:`RemoteIdFusion`, their composition and the rules (matched,
-  ID-only, ``rid_mismatch``, non-cooperative).
+- :mod:`.fusion`: :class:`RemoteIdFusion`, their composition (matched, ID-only,
+  ``rid_mismatch``, non-cooperative: its module docstring).
 
 Wiring (the pipeline does this)::
 

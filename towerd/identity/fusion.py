@@ -37,7 +37,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -53,6 +52,7 @@ from towerd.identity.coverage import RadarCoverage, ReceiverCoverage
 from towerd.identity.gating import gates, mahalanobis
 from towerd.identity.identities import IdentityReporter
 from towerd.identity.records import ID_ONLY_DTYPE, ID_ONLY_TRACK_ID_BASE, id_only_records, mark_radar_records
+from towerd.identity.rules import TRACK_ELSEWHERE, Evidence, SilentTracks, Verdict, judge
 from towerd.identity.settings import RemoteIdSettings
 from towerd.identity.transmitters import Transmitter, TransmitterTable
 from towerd.reports.identity import IdentityStatus, TrackIdentity
@@ -72,23 +72,6 @@ messages a second (each F3411 message type its own reading), and each evaluation
 every transmitter against every track."""
 
 
-@dataclass
-class Verdict:
-    """What fusion concluded about one transmitter. ``status`` None: pending (in radar
-    coverage, waiting for the radar); ``paired_track``: radar track id matched earlier
-    (0: none); ``contradicted_since``: monotonic seconds (NaN: not contradicted);
-    ``reason``: "no_echo" or "track_elsewhere" while contradicted; ``id_only``: its
-    ID-only track id (0: none) and ``id_only_last``: (position time, status, threat) of
-    that track's last record."""
-
-    status: IdentityStatus | None = None
-    paired_track: int = 0
-    contradicted_since: float = math.nan
-    reason: str = ""
-    id_only: int = 0
-    id_only_last: tuple[float, int, int] | None = None
-
-
 class RemoteIdFusion:
     """Remote ID fusion for one tower (see the module docstring)."""
 
@@ -106,9 +89,7 @@ class RemoteIdFusion:
         self.identity_reporter = IdentityReporter(settings.identity_interval_s)
         self._tracks = TrackTable.empty()
         self._categories = np.zeros(0, dtype=np.uint8)
-        self._silent_since: dict[int, float] = {}
-        self.non_cooperative: set[int] = set()
-        """Radar track ids found non-cooperative (live ones)."""
+        self.silent = SilentTracks()
         self._next_id = ID_ONLY_TRACK_ID_BASE
         self._last_eval = -math.inf
         self._events: list[tuple[str, str, str, dict[str, Any]]] = []
@@ -214,50 +195,28 @@ class RemoteIdFusion:
         in_gate = d2 <= gate[:, None]
         covered = self.radar.covers(bc.pos_enu_m, bc.h_accuracy_m)
         for n, tx in enumerate(fresh):
-            self._judge(tx, self.verdicts[tx.key], t, match[n], in_gate[n], bool(covered[n]), tracks)
+            v = self.verdicts[tx.key]
+            row = live.get(v.paired_track) if v.paired_track else None
+            ev = Evidence(matched_track=int(tracks.track_id[match[n]]) if match[n] >= 0 else 0,
+                          paired_in_gate=None if row is None else bool(in_gate[n, row]),
+                          covered=bool(covered[n]), any_in_gate=bool(in_gate[n].any()))
+            if judge(v, ev, t, s.mismatch_after_s):
+                self._raise_mismatch(tx, v, t)
         for v in self.verdicts.values():
             if v.paired_track and v.status is None:
                 v.status = IdentityStatus.COOPERATIVE  # a stale position, still heard: the pair holds
-        self._judge_silent(t, tracks, established)
+        cats = self._categories if len(self._categories) == len(tracks) else np.zeros(len(tracks), np.uint8)
+        eligible = established & (cats == Category.UAS) & self.receiver.covers(tracks.state[:, :3])
+        paired = (v.paired_track for v in self.verdicts.values() if v.paired_track)
+        for tid, held in self.silent.judge(t, tracks.track_id, eligible, paired, s.non_cooperative_after_s):
+            message = f"track {tid}: a uas in receiver coverage with no Remote ID broadcast for {held:.0f} s"
+            log.info("non-cooperative: %s", message)
+            self._events.append((EVENT_NON_COOPERATIVE, "info", message, {"track_id": tid}))
         return self._report(t)
-
-    def _judge(self, tx: Transmitter, v: Verdict, t: float, col: int, in_gate: np.ndarray, covered: bool,
-               tracks: TrackTable) -> None:
-        """One transmitter's verdict at ``t`` from its match column (-1: none), its gate
-        row (K,) and whether its position is in radar coverage."""
-        reason = ""
-        if col >= 0:
-            v.paired_track, v.status = int(tracks.track_id[col]), IdentityStatus.COOPERATIVE
-        elif v.paired_track:
-            row = int(np.flatnonzero(tracks.track_id == v.paired_track)[0])
-            if in_gate[row]:
-                v.status = IdentityStatus.COOPERATIVE
-            else:
-                reason = "track_elsewhere"
-        elif covered:
-            if in_gate.any():
-                v.status = None
-            else:
-                reason = "no_echo"
-        else:
-            v.status = IdentityStatus.ID_ONLY
-        if not reason:
-            v.contradicted_since, v.reason = math.nan, ""
-            return
-        if math.isnan(v.contradicted_since):
-            v.contradicted_since = t
-        v.reason = reason
-        if t - v.contradicted_since < self.settings.mismatch_after_s - TIME_EPS_S:
-            if not v.paired_track and v.status != IdentityStatus.ID_ONLY:
-                v.status = None
-            return
-        if v.status != IdentityStatus.MISMATCH:
-            v.status = IdentityStatus.MISMATCH
-            self._raise_mismatch(tx, v, t)
 
     def _raise_mismatch(self, tx: Transmitter, v: Verdict, t: float) -> None:
         r = tx.merged
-        what = ("its radar track %d is elsewhere" % v.paired_track if v.reason == "track_elsewhere"
+        what = (f"its radar track {v.paired_track} is elsewhere" if v.reason == TRACK_ELSEWHERE
                 else "the radar sees nothing there")
         name = r.uas_id or tx.key
         held = t - v.contradicted_since
@@ -267,33 +226,6 @@ class RemoteIdFusion:
             "rule": "rid_mismatch", "reason": v.reason, "transmitter": tx.key, "uas_id": r.uas_id,
             "track_id": v.paired_track or None, "broadcast_lat_deg": r.lat_deg, "broadcast_lon_deg": r.lon_deg,
         }))
-
-    def _judge_silent(self, t: float, tracks: TrackTable, established: np.ndarray) -> None:
-        """Non-cooperative radar tracks (module docstring)."""
-        paired = {v.paired_track for v in self.verdicts.values() if v.paired_track}
-        cats = self._categories if len(self._categories) == len(tracks) else np.zeros(len(tracks), np.uint8)
-        heard_here = self.receiver.covers(tracks.state[:, :3])
-        live = set()
-        for row, tid in enumerate(tracks.track_id.tolist()):
-            live.add(tid)
-            if tid in paired:
-                self._silent_since.pop(tid, None)
-                self.non_cooperative.discard(tid)
-                continue
-            if tid in self.non_cooperative:
-                continue
-            if not (established[row] and cats[row] == Category.UAS and heard_here[row]):
-                self._silent_since.pop(tid, None)
-                continue
-            since = self._silent_since.setdefault(tid, t)
-            if t - since >= self.settings.non_cooperative_after_s - TIME_EPS_S:
-                self.non_cooperative.add(tid)
-                message = (f"track {tid}: a uas in receiver coverage with no Remote ID broadcast for "
-                           f"{t - since:.0f} s: non-cooperative")
-                log.info("%s", message)
-                self._events.append((EVENT_NON_COOPERATIVE, "info", message, {"track_id": tid}))
-        self.non_cooperative &= live
-        self._silent_since = {k: v for k, v in self._silent_since.items() if k in live}
 
     # -- reports --------------------------------------------------------------------
 
@@ -341,7 +273,7 @@ class RemoteIdFusion:
             if due:
                 rows.append(row)
                 v.id_only_last = (tx.t_position, int(row["status"]), int(row["threat"]))
-        for tid in sorted(self.non_cooperative & shown):
+        for tid in sorted(self.silent.non_cooperative & shown):
             if tid not in current:
                 current[tid] = self._identity(tid, IdentityStatus.NON_COOPERATIVE, t, None)
         self._identities.update((i.track_id, i) for i in self.identity_reporter.due(current, t))
