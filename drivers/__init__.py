@@ -15,6 +15,7 @@ REGISTRY: dict[str, str] = {
     "ti_mmwave": "towerd.drivers.ti_mmwave.driver:TiMmwaveDriver",
     "nmea_radar": "towerd.drivers.nmea_radar.driver:NmeaRadarDriver",
     "rfexplorer": "towerd.drivers.rfexplorer.driver:RfExplorerDriver",
+    "remoteid": "towerd.drivers.remoteid.driver:RemoteIdDriver",
 }
 """Registry name -> ``module:Class`` of the driver, imported on first use."""
 

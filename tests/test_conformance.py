@@ -28,7 +28,7 @@ import math
 import select
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,8 +38,11 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 from towerd.cli import main as towerd_main
 from towerd.drivers import REGISTRY, driver_class
+from towerd.drivers.measurements import RemoteIdReading
 from towerd.drivers.nmea_radar.driver import NmeaRadarSettings
 from towerd.drivers.nmea_radar.protocol import NmeaParser
+from towerd.drivers.remoteid.driver import RemoteIdSettings
+from towerd.drivers.remoteid.protocol import RidParser
 from towerd.drivers.rfexplorer.driver import RfExplorerSettings
 from towerd.drivers.rfexplorer.protocol import RfeConfig, RfeModel, RfeParser, RfeReset, RfeSweep
 from towerd.drivers.ti_mmwave.driver import TiMmwaveSettings
@@ -286,7 +289,51 @@ RFE = Profile(
     mount=False,
 )
 
-PROFILES = {p.kind: p for p in (TI, NMEA, RFE)}
+# --- Remote ID: one reading per broadcast line; fields it did not carry keep their defaults
+
+_RID_DEFAULTS = {f.name: f.default for f in fields(RemoteIdReading) if f.name not in ("sensor", "t_mono")}
+
+
+def _rid_full(values: dict) -> dict:
+    """Every RemoteIdReading field: the defaults, overridden by ``values`` (None = NaN)."""
+    full = dict(_RID_DEFAULTS)
+    full.update({k: v for k, v in values.items() if k in full})
+    return {k: (math.nan if v is None else v) for k, v in full.items()}
+
+
+def _rid_compare(got: dict, want: dict, label: str) -> None:
+    got, want = _rid_full(got), _rid_full(want)
+    for key, value in want.items():
+        if isinstance(value, float):
+            assert_allclose(float(got[key]), value, rtol=1e-6, atol=1e-9, equal_nan=True, err_msg=f"{label}.{key}")
+        else:
+            assert got[key] == value, (label, key, got[key], value)
+
+
+def _rid_check_items(items: list, golden: dict, label: str) -> None:
+    want = golden["readings"]
+    assert len(items) == len(want), (label, len(items), len(want))
+    for i, (got, w) in enumerate(zip(items, want)):
+        _rid_compare(got, w, f"{label}[{i}]")
+
+
+def _rid_check_readings(readings: list[dict], golden: dict, label: str) -> None:
+    assert all(r["type"] == "RemoteIdReading" for r in readings), label
+    _rid_check_items(readings, golden, label)
+
+
+RID = Profile(
+    kind="remoteid",
+    new_parser=lambda golden: RidParser(),
+    feed=lambda parser, buf, quiet: parser.feed(buf),
+    check_items=_rid_check_items,
+    settings=lambda port, golden: RemoteIdSettings(port=port),
+    check_readings=_rid_check_readings,
+    yaml_settings=lambda golden: "{port: /dev/null}",
+    mount=False,
+)
+
+PROFILES = {p.kind: p for p in (TI, NMEA, RFE, RID)}
 
 
 def test_every_registered_driver_has_a_profile_and_captures():
@@ -500,6 +547,6 @@ def test_towerd_replay_of_the_capture(kind, path, tmp_path, capsys):
     out = capsys.readouterr()
     assert status == 0, out.err
     lines = [json.loads(line) for line in out.out.splitlines() if line.strip()]
-    readings = [x for x in lines if x.get("type") in ("RadarPlots", "GeoPlots", "Spectrum")]
+    readings = [x for x in lines if x.get("type") in ("RadarPlots", "GeoPlots", "Spectrum", "RemoteIdReading")]
     profile.check_readings(readings, golden, f"{path.name} replay")
     assert f"{len(data)} bytes" in out.err

@@ -1,0 +1,158 @@
+"""Remote ID receiver emulator: its lines against the scenario's truth (decoded by the
+driver's parser, whose decoding the protocol tests check against the reference), every
+form, silent and spoofing drones, range, rate and line rate."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from numpy.testing import assert_allclose
+
+from towerd import geo
+from towerd.clock import ManualClock
+from towerd.drivers.measurements import RidSource
+from towerd.drivers.remoteid.protocol import RidParser
+from towerd.sim.remoteid import RemoteIdEmulator, encode_location
+from towerd.sim.rid_spec import RemoteIdSpec, parse_remote_id
+from towerd.sim.scenario import Scenario, Target, WaypointPath
+
+SITE = geo.Site(27.5036, -99.5076, 130.0)
+OPERATOR = (-40.0, 10.0, 1.5)
+
+
+def flyer(name: str, east: float = 0.0, north: float = 300.0) -> Target:
+    """Flies north at 4 m/s, 30 m up, from (east, north) for 1000 s."""
+    return Target(name, "uas", -20.0, WaypointPath(((0.0, east, north, 30.0), (1000.0, east, north + 4000.0, 30.0))))
+
+
+def lines_of(specs: dict[str, RemoteIdSpec], t_s: float, *, targets=None, seed: int = 1, **kw) -> tuple[list, RidParser,
+                                                                                                         RemoteIdEmulator]:
+    targets = targets or tuple(flyer(name, east=100.0 * i) for i, name in enumerate(specs))
+    em = RemoteIdEmulator(Scenario("rid", targets=targets), rng=np.random.default_rng(seed), site=SITE, specs=specs,
+                          gnss_sigma_m=0.0, rssi_sigma_db=0.0, clock=ManualClock(), **kw)
+    parser = RidParser()
+    data = em.line_bytes(t_s, 0.0)
+    consumed, items = parser.feed(bytearray(data))
+    assert consumed == len(data) and parser.stats.bad_lines == 0 and parser.stats.text == 0, parser.stats
+    return items, parser, em
+
+
+def truth_geodetic(target: Target, t_s: float, offset_enu=(0.0, 0.0)) -> tuple[float, float, float]:
+    _, pos, _ = target.state(t_s)
+    pos = pos + np.array([*offset_enu, 0.0])
+    lat, lon, h = geo.enu_to_geodetic(SITE, pos[None, :])
+    return float(lat[0]), float(lon[0]), float(h[0])
+
+
+@pytest.mark.parametrize("transport", ["ble", "bt5", "beacon", "nan"])
+def test_f3411_hex_broadcasts_carry_the_truth_identity_and_pilot(transport):
+    spec = RemoteIdSpec(uas_id="1581F5FKD229400001", transport=transport, operator_enu_m=OPERATOR,
+                        operator_id="FIN87astrdge12k8", self_id="Survey flight")
+    items, parser, em = lines_of({"d": spec}, 10.0)
+    target = em.scenario.targets[0]
+    expected_broadcasts = math.floor(10.0 - em.drones[0].phase_s) + 1  # at phase + k s, k = 0, 1, ...
+    assert em.broadcasts == expected_broadcasts >= 10
+    per_broadcast = 2 if transport == "ble" else 1
+    assert len(items) == per_broadcast * expected_broadcasts
+    source = {"ble": RidSource.BLUETOOTH_LEGACY, "bt5": RidSource.BLUETOOTH_LONG_RANGE,
+              "beacon": RidSource.WIFI_BEACON, "nan": RidSource.WIFI_NAN}[transport]
+    assert all(i["source"] == source and i["transmitter"] == spec.mac_for("d") for i in items)
+    located = [i for i in items if "lat_deg" in i]
+    assert len(located) == expected_broadcasts
+    for k, item in enumerate(located):
+        t_b = em.drones[0].phase_s + k
+        lat, lon, h = truth_geodetic(target, t_b)
+        assert_allclose([item["lat_deg"], item["lon_deg"]], [lat, lon], atol=1e-7)
+        assert item["alt_geo_m"] == pytest.approx(h, abs=0.5) and item["height_m"] == pytest.approx(30.0, abs=0.5)
+        assert item["speed_mps"] == pytest.approx(4.0, abs=0.25) and item["course_deg"] == 0.0
+        rng_m = float(np.linalg.norm(target.state(t_b)[1] - np.array([0.0, 0.0, 10.0])))
+        assert item["rssi_dbm"] == round(-40.0 - 20.0 * math.log10(rng_m))
+        assert item["h_accuracy_m"] == 3.0 and item["v_accuracy_m"] == 10.0 and item["status"] == 2
+    merged: dict = {}
+    for item in items:
+        merged.update(item)
+    assert (merged["uas_id"], merged["operator_id"], merged["self_id"]) == (
+        "1581F5FKD229400001", "FIN87astrdge12k8", "Survey flight")
+    op_lat, op_lon, _ = geo.enu_to_geodetic(SITE, np.array([OPERATOR]))
+    assert_allclose([merged["operator_lat_deg"], merged["operator_lon_deg"]], [op_lat[0], op_lon[0]], atol=1e-7)
+    if transport != "ble":  # a pack: every broadcast says it all
+        assert all("uas_id" in i and "operator_lat_deg" in i for i in items)
+
+
+def test_json_and_dji_forms_and_the_silent_and_the_spoofing_drone():
+    specs = {
+        "mesh": RemoteIdSpec(uas_id="1581F8LQC255L00227P5", form="json", operator_enu_m=OPERATOR),
+        "dji": RemoteIdSpec(uas_id="3NZCH7K0010ABC", form="dji", operator_enu_m=(5.0, -5.0, 1.0)),
+        "quiet": RemoteIdSpec(silent=True),
+        "liar": RemoteIdSpec(uas_id="SPOOF-1", form="json", spoof_offset_m=250.0, spoof_bearing_deg=90.0),
+    }
+    items, parser, em = lines_of(specs, 3.0)
+    targets = {t.name: t for t in em.scenario.targets}
+    by_id = {}
+    for item in items:
+        by_id.setdefault(item["uas_id"], []).append(item)
+    assert set(by_id) == {"1581F8LQC255L00227P5", "3NZCH7K0010ABC", "SPOOF-1"}  # the silent drone says nothing
+    drone = {d.name: d for d in em.drones}
+    for name, uas_id in (("mesh", "1581F8LQC255L00227P5"), ("liar", "SPOOF-1")):
+        first = by_id[uas_id][0]
+        lat, lon, h = truth_geodetic(targets[name], drone[name].phase_s, (250.0, 0.0) if name == "liar" else (0, 0))
+        assert_allclose([first["lat_deg"], first["lon_deg"]], [lat, lon], atol=1e-6)  # %.6f
+        assert first["alt_geo_m"] == float(int(h)) and first["transmitter"] == specs[name].mac_for(name)
+    assert "operator_lat_deg" not in by_id["SPOOF-1"][0]  # pilot 0.000000: not heard
+    dji = by_id["3NZCH7K0010ABC"][0]
+    lat, lon, _ = truth_geodetic(targets["dji"], drone["dji"].phase_s)
+    assert dji["source"] == RidSource.DJI_DRONEID and dji["transmitter"] == ""
+    assert_allclose([dji["lat_deg"], dji["lon_deg"], dji["speed_mps"], dji["course_deg"], dji["height_m"]],
+                    [lat, lon, 4.0, 0.0, 30.0], atol=1e-7)
+    assert "operator_lat_deg" in dji and "home_lat_deg" in dji
+
+
+def test_beyond_the_receivers_sensitivity_nothing_is_heard():
+    far = RemoteIdSpec(uas_id="FAR", rssi_at_1m_dbm=-40.0)
+    items, _, em = lines_of({"far": far}, 5.0, targets=(flyer("far", north=2000.0),), sensitivity_dbm=-95.0)
+    assert items == [] and em.missed >= 5 and em.broadcasts == 0  # -40 - 20 log10(2000) = -106 dBm
+
+
+def test_rate_and_phase_broadcasts_at_rate_hz_each_on_its_own_schedule():
+    specs = {"a": RemoteIdSpec(uas_id="A", transport="beacon", rate_hz=1.0),
+             "b": RemoteIdSpec(uas_id="B", transport="beacon", rate_hz=4.0)}
+    targets = (flyer("a"), flyer("b", east=50.0))
+    em = RemoteIdEmulator(Scenario("r", targets=targets), rng=np.random.default_rng(2), site=SITE, specs=specs,
+                          clock=ManualClock())
+    parser = RidParser()
+    counts = {"A": 0, "B": 0}
+    for step in range(1, 201):  # 20 s in 0.1 s steps, as the writer's ticks would ask
+        _, items = parser.feed(bytearray(em.line_bytes(step * 0.1, 0.0)))
+        for item in items:
+            counts[item["uas_id"]] += 1
+    assert counts == {"A": pytest.approx(20, abs=1), "B": pytest.approx(80, abs=1)}
+    assert em.drones[0].phase_s != em.drones[1].phase_s
+
+
+def test_location_encoder_unknowns_round_trip():
+    msg = encode_location(status=2, lat=float("nan"), lon=float("nan"), alt_geo=float("nan"), height=10.0,
+                          speed=float("nan"), course=float("nan"), vertical=float("nan"), timestamp_s=float("nan"))
+    parser = RidParser()
+    _, items = parser.feed(bytearray(msg.hex().encode() + b"\n"))
+    (item,) = items
+    for key in ("lat_deg", "alt_geo_m", "speed_mps", "course_deg", "vertical_speed_mps", "broadcast_time_s"):
+        assert math.isnan(item[key]), key
+    assert item["height_m"] == 10.0
+
+
+def test_remote_id_yaml_section_is_validated_with_every_problem_named():
+    problems: list[tuple[str, str]] = []
+    spec = parse_remote_id({"uas_id": 1581, "form": "json", "operator_enu_m": [1, 2, 3], "rate_hz": 2},
+                           "targets[0].remote_id", lambda k, m: problems.append((k, m)))
+    assert problems == [] and spec == RemoteIdSpec(uas_id="1581", form="json", operator_enu_m=(1.0, 2.0, 3.0),
+                                                    rate_hz=2.0)
+    assert parse_remote_id({"uas_id": "X", "colour": "red", "rate_hz": "fast"}, "k",
+                           lambda k, m: problems.append((k, m))) is None
+    assert [k for k, _ in problems] == ["k.colour", "k.rate_hz"]
+    problems.clear()
+    assert parse_remote_id({"form": "morse"}, "k", lambda k, m: problems.append((k, m))) is None
+    assert problems and "form must be one of" in problems[0][1]
+    with pytest.raises(ValueError, match="uas_id is required"):
+        RemoteIdSpec()
