@@ -160,7 +160,7 @@ def test_day_partitions_retention_and_records_outside_the_window(pg_url):
             assert conn.execute("SELECT count(*) FROM tracks_20241008").fetchone()[0] == 2
             assert conn.execute("SELECT count(*) FROM tracks_default").fetchone()[0] == 0
         assert store.store_many([Pending(TOWER, 1, True, records=far)]) == [0]  # still de-duplicated
-        assert store.stats["partitions_dropped"] == 3 * 4  # four days of tracks, events and health
+        assert store.stats["partitions_dropped"] == 4 * 4  # four days of tracks, events, health and identities
     finally:
         store.close()
 
@@ -374,7 +374,7 @@ def test_upkeep_blocked_by_a_long_query_does_not_hold_up_the_reports(pg_url, cap
         analyst.rollback()
         clock.advance(120)
         assert store.store_many([Pending(TOWER, 1, True, records=rec)]) == [0]  # upkeep retried, done
-        assert store.stats["partitions_dropped"] == 3
+        assert store.stats["partitions_dropped"] == 4  # one day of tracks, events, health and identities
     finally:
         analyst.close()
         store.close()

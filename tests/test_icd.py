@@ -217,7 +217,7 @@ MALFORMED = [
     ("bad magic", _raw(0x82, magic=b"TX"), "magic"),
     ("version 0", _raw(0x82, version=0), "version"),
     ("version 2", _raw(0x82, version=2), "version"),
-    ("type 0x04", _raw(0x04), "type"),
+    ("type 0x05", _raw(0x05), "type"),
     ("type 0x00", _raw(0x00), "type"),
     ("undefined flag", _raw(0x01, 1, _tracks_body([1]), flags=0x0002), "flags"),
     ("flag bit 15", _raw(0x82, flags=0x8000), "flags"),

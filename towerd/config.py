@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from towerd.errors import ConfigError
 from towerd.identity.settings import RemoteIdSettings
-from towerd.outbox.sqlite import OutboxSettings
+from towerd.outbox.settings import OutboxSettings
 from towerd.rf.processor import RfSettings
 from towerd.schema import INVALID, Problem, Validator, compose, read_config_text, spec
 from towerd.threat import ThreatSettings
@@ -23,7 +23,7 @@ from towerd.tracking.clutter import StaticClutterSettings
 from towerd.tracking.doppler import DopplerSettings
 from towerd.tracking.imm import ImmSettings
 from towerd.tracking.initiator import InitiationSettings
-from towerd.uplink.client import CentralSettings
+from towerd.uplink.settings import CentralSettings
 from towerd.web.settings import WebSettings
 
 TOWER_ID_PATTERN = r"[A-Za-z0-9._-]{1,64}"

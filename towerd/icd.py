@@ -1,4 +1,5 @@
-"""ICD v1 wire format (docs/protocol.md, appendix), shared by uplink and central.
+"""ICD v1 wire format (docs/protocol.md, appendix) with the v1.1 IDENTITY message,
+shared by uplink and central.
 
 Everything little-endian and packed. This module is pure: bytes in, values out, no
 sockets. The record layout is a NumPy structured dtype with explicit offsets so that
@@ -37,6 +38,7 @@ class MsgType(enum.IntEnum):
     TRACKS = 0x01
     EVENTS = 0x02
     HEALTH = 0x03
+    IDENTITY = 0x04  # ICD v1.1 (additive): a v1 receiver drops it as an unknown type
     ACK = 0x81
     HEALTH_ACK = 0x82
     ERROR = 0x8F
@@ -100,6 +102,59 @@ TRACK_RECORD_DTYPE = np.dtype(
 assert TRACK_RECORD_DTYPE.itemsize == RECORD_SIZE
 
 
+IDENTITY_RECORD_SIZE = 112
+UAS_ID_LEN = 20
+OPERATOR_ID_LEN = 20
+SELF_ID_LEN = 23
+"""F3411 text field sizes (Basic ID's UAS ID, Operator ID, Self ID description), bytes."""
+
+
+class IdentityWithheld(enum.IntFlag):
+    """IDENTITY record ``withheld`` bits: what the tower's sharing rule kept from this
+    central (the field is then empty/unknown although the tower knows it)."""
+
+    UAS_ID = 0x01  # uas_id and id_type
+    OPERATOR_POSITION = 0x02  # operator_lat_e7, operator_lon_e7, operator_alt_m
+    OPERATOR_ID = 0x04
+
+
+WITHHELD_BITS = int(IdentityWithheld.UAS_ID | IdentityWithheld.OPERATOR_POSITION | IdentityWithheld.OPERATOR_ID)
+IDENTITY_STATUS_MAX = 4
+"""IDENTITY ``status``: 1 cooperative, 2 id_only, 3 non_cooperative, 4 mismatch
+(towerd.reports.identity.IdentityStatus)."""
+
+IDENTITY_RECORD_DTYPE = np.dtype(
+    {
+        "names": [
+            "seq", "time_us", "last_heard_us", "track_id", "status", "source", "id_type", "ua_type",
+            "operator_lat_e7", "operator_lon_e7", "operator_alt_m", "rssi_dbm", "withheld",
+            "uas_id", "operator_id", "self_id",
+        ],
+        "formats": [
+            "<u8", "<i8", "<i8", "<u4", "u1", "u1", "u1", "u1",
+            "<i4", "<i4", "<f4", "<f4", "u1",
+            f"S{UAS_ID_LEN}", f"S{OPERATOR_ID_LEN}", f"S{SELF_ID_LEN}",
+        ],
+        "offsets": [0, 8, 16, 24, 28, 29, 30, 31, 32, 36, 40, 44, 48, 49, 69, 89],
+        "itemsize": IDENTITY_RECORD_SIZE,
+    }
+)
+"""One ICD v1.1 IDENTITY record, 112 bytes, byte-exact (docs/protocol.md)."""
+assert IDENTITY_RECORD_DTYPE.itemsize == IDENTITY_RECORD_SIZE
+_TEXT_FIELDS = (("uas_id", UAS_ID_LEN), ("operator_id", OPERATOR_ID_LEN), ("self_id", SELF_ID_LEN))
+
+
+def empty_identity_records(n: int = 0) -> np.ndarray:
+    """IDENTITY records with every optional field at its 'unknown' value (status 0 is
+    not valid: the caller sets it)."""
+    rec = np.zeros(n, dtype=IDENTITY_RECORD_DTYPE)
+    rec["operator_lat_e7"] = LAT_LON_UNKNOWN
+    rec["operator_lon_e7"] = LAT_LON_UNKNOWN
+    rec["operator_alt_m"] = np.nan
+    rec["rssi_dbm"] = np.nan
+    return rec
+
+
 def empty_track_records(n: int = 0) -> np.ndarray:
     """Records with every optional field set to the ICD's 'unknown' value."""
     rec = np.zeros(n, dtype=TRACK_RECORD_DTYPE)
@@ -141,7 +196,7 @@ _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 """NUL (PostgreSQL text cannot hold it) and lone surrogates (not UTF-8: SQLite and
 PostgreSQL refuse to store them; ``json.loads`` accepts ``\\ud800`` escapes)."""
 _EVENT_REQUIRED = (("seq", int), ("time_us", int), ("code", str), ("severity", str), ("message", str))
-_RECORD_TYPES = frozenset({MsgType.TRACKS, MsgType.EVENTS})
+_RECORD_TYPES = frozenset({MsgType.TRACKS, MsgType.EVENTS, MsgType.IDENTITY})
 
 
 class MessageError(FrameError):
@@ -230,6 +285,67 @@ def encode_events(stream_id: int, events: list[dict], flags: int = 0) -> bytes:
             raise ValueError(f"event {i}: seq {ev['seq']} out of range")
     _check_consecutive(np.array([ev["seq"] for ev in events], dtype=np.uint64), "EVENTS")
     return _header(MsgType.EVENTS, stream_id, len(events), flags) + _json_bytes(events)
+
+
+def _identity_problem(rec: np.ndarray) -> tuple[str, str] | None:
+    """``(reason, detail)`` for the first IDENTITY record field the ICD forbids, else None.
+    Text: printable ASCII (0x20-0x7E) then NUL padding only (numpy's ``S`` fields strip
+    trailing NULs, so an interior NUL is the only way one survives)."""
+    if rec.size == 0:
+        return None
+    status = rec["status"]
+    if ((status < 1) | (status > IDENTITY_STATUS_MAX)).any():
+        return "range", f"IDENTITY status {int(status[(status < 1) | (status > IDENTITY_STATUS_MAX)][0])} not in 1..4"
+    for name in ("id_type", "ua_type"):
+        if (rec[name] > 15).any():
+            return "range", f"IDENTITY {name} beyond 15 (a 4-bit F3411 field)"
+    if (rec["withheld"] & (0xFF ^ WITHHELD_BITS)).any():
+        return "range", "IDENTITY withheld sets undefined bits"
+    for name in ("operator_alt_m", "rssi_dbm"):
+        if np.isinf(rec[name]).any():
+            return "range", f"IDENTITY {name} is infinite (unknown is NaN)"
+    for name, limit in (("operator_lat_e7", 900_000_000), ("operator_lon_e7", 1_800_000_000)):
+        col = rec[name]
+        if ((col != LAT_LON_UNKNOWN) & (np.abs(col.astype(np.int64)) > limit)).any():
+            return "range", f"IDENTITY {name} beyond +-{limit} (unknown is -2^31)"
+    if ((rec["last_heard_us"] < 0)).any():
+        return "range", "IDENTITY last_heard_us is negative (never heard is 0)"
+    for name, _size in _TEXT_FIELDS:
+        raw = np.frombuffer(rec[name].tobytes(), dtype=np.uint8).reshape(rec.size, -1)
+        nul = raw == 0
+        # After the first NUL only NULs; before it only printable ASCII.
+        after_nul = np.logical_or.accumulate(nul, axis=1)
+        if ((raw != 0) & after_nul).any() or (~after_nul & ((raw < 0x20) | (raw > 0x7E))).any():
+            return "encoding", f"IDENTITY {name} is not printable ASCII padded with NUL"
+    return None
+
+
+def check_identity_records(records: np.ndarray) -> None:
+    """Raise ValueError naming the first field of IDENTITY records (IDENTITY_RECORD_DTYPE,
+    shape (n,)) that the ICD cannot carry (``seq`` aside)."""
+    if not isinstance(records, np.ndarray) or records.dtype != IDENTITY_RECORD_DTYPE or records.ndim != 1:
+        raise ValueError("records must be a 1-D array of IDENTITY_RECORD_DTYPE")
+    problem = _identity_problem(records)
+    if problem is not None:
+        raise ValueError(problem[1])
+
+
+def encode_identities(stream_id: int, records: np.ndarray, flags: int = 0) -> bytes:
+    """One IDENTITY message (ICD v1.1). ``records``: 1-D array of IDENTITY_RECORD_DTYPE,
+    shape (count,), ``seq`` assigned, consecutive ascending, 1 <= count <= 65535, every
+    field within the ICD (status 1..4, id/UA type 0..15, text printable ASCII); the
+    ``stream_id`` is the tower's identity stream, never its records stream."""
+    if not isinstance(records, np.ndarray) or records.dtype != IDENTITY_RECORD_DTYPE or records.ndim != 1:
+        raise ValueError("records must be a 1-D array of IDENTITY_RECORD_DTYPE")
+    if records.size == 0:
+        raise ValueError("an IDENTITY message carries at least one record")
+    if records.size > MAX_COUNT:
+        raise ValueError(f"{records.size} records exceed {MAX_COUNT} per message")
+    _check_consecutive(records["seq"], "IDENTITY")
+    problem = _identity_problem(records)
+    if problem is not None:
+        raise ValueError(problem[1])
+    return _header(MsgType.IDENTITY, stream_id, records.size, flags) + np.ascontiguousarray(records).tobytes()
 
 
 def encode_health(stream_id: int, health: dict) -> bytes:
@@ -331,6 +447,8 @@ def decode(frame: bytes) -> Message:
     nonzero for the other types; stream_id 0 on TRACKS, EVENTS or ACK; TRACKS seq values
     that are 0 or not consecutive ascending; EVENTS, HEALTH and ERROR bodies that are not
     UTF-8 JSON of the right shape (EVENTS: an array of exactly ``count`` objects).
+    IDENTITY (v1.1) is framed like TRACKS with 112-byte records on the tower's identity
+    stream; :func:`decode_identities` checks its fields.
     """
     frame = bytes(frame)
     if len(frame) < HEADER_SIZE:
@@ -362,6 +480,17 @@ def decode(frame: bytes) -> Message:
             raise MessageError("seq", f"TRACKS seq {int(seq[0])} + {count - 1} wraps past 2^64")
         try:
             _check_consecutive(seq, "TRACKS")
+        except ValueError as exc:
+            raise MessageError("seq", str(exc)) from None
+    elif mtype == MsgType.IDENTITY:
+        if len(body) != IDENTITY_RECORD_SIZE * count:
+            raise MessageError("size", f"IDENTITY body {len(body)} bytes, count {count} needs "
+                               f"{IDENTITY_RECORD_SIZE * count}")
+        seq = np.frombuffer(body, dtype=IDENTITY_RECORD_DTYPE)["seq"]
+        if int(seq[0]) + count - 1 > U64_MAX:
+            raise MessageError("seq", f"IDENTITY seq {int(seq[0])} + {count - 1} wraps past 2^64")
+        try:
+            _check_consecutive(seq, "IDENTITY")
         except ValueError as exc:
             raise MessageError("seq", str(exc)) from None
     elif mtype == MsgType.EVENTS:
@@ -413,6 +542,19 @@ def decode_tracks(msg: Message) -> np.ndarray:
 
 
 _FLOAT_FIELDS = tuple(n for n in TRACK_RECORD_DTYPE.names if TRACK_RECORD_DTYPE.fields[n][0].kind == "f")
+
+
+def decode_identities(msg: Message) -> np.ndarray:
+    """The records of a decoded IDENTITY message (ICD v1.1): a writable copy,
+    IDENTITY_RECORD_DTYPE, shape (count,), every field checked (reasons ``range`` and
+    ``encoding``, see :func:`encode_identities`). ``source`` is not checked: a source
+    added later is stored as its number."""
+    _expect(msg, MsgType.IDENTITY)
+    records = np.frombuffer(msg.body, dtype=IDENTITY_RECORD_DTYPE, count=msg.count).copy()
+    problem = _identity_problem(records)
+    if problem is not None:
+        raise MessageError(*problem)
+    return records
 
 
 def decode_events(msg: Message) -> list[dict]:

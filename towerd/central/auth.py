@@ -33,7 +33,7 @@ from towerd.central.limits import TokenBucket
 from towerd.clock import Clock
 from towerd.errors import ConfigError, UplinkError
 from towerd.keys import AllowList, allow_dir_signature, load_allow_list
-from towerd.uplink.client import RateLimitedLog
+from towerd.ratelog import RateLimitedLog
 
 log = logging.getLogger(__name__)
 

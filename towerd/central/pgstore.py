@@ -13,7 +13,8 @@ of towers) go into ONE transaction: the records are written with one binary ``CO
 a temporary staging table (built with NumPy from the ICD records, no per-row Python), then
 one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves them into ``tracks``.
 
-Schema (version 1, table ``towerd_schema``): ``tracks`` and ``events`` are partitioned by
+Schema (version 2, table ``towerd_schema``; version 1 lacked ``identities`` and is upgraded
+in place): ``tracks``, ``events`` and ``identities`` (ICD v1.1) are partitioned by
 range of the record's own ``time_us``, one partition per UTC day (``tracks_20260315``),
 ``health`` by ``received_us``. The primary key of a partitioned table must contain the
 partition key, so it is ``(tower_id, stream_id, seq, time_us)``: a re-sent record is
@@ -49,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from towerd.central import identity
 from towerd.central.store import Pending, StoreResult, StreamSummary, _dropped_ranges, subtract_ranges
 from towerd.clock import Clock, SystemClock
 from towerd.errors import ConfigError, OutboxError
@@ -62,7 +64,7 @@ except ImportError:  # pragma: no cover - the extra is not installed
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DAY_US = 86_400_000_000
 _U64 = 2**64
 _ADVISORY_KEY = 0x746F77657264  # "towerd": schema and partition upkeep, across processes
@@ -75,7 +77,7 @@ _FIELD_TYPES = {n: _PG_OF[TRACK_RECORD_DTYPE.fields[n][0].str[1:]] for n in TRAC
 _FLOAT_FIELDS = tuple(n for n in TRACK_FIELDS if _FIELD_TYPES[n][0] == "real")
 _HEAD_COLUMNS = ("tower_id", "stream_id", "received_us", "replay", "rx_msg")
 TRACK_COLUMNS = _HEAD_COLUMNS + TRACK_FIELDS
-_PARTITION_KEY = {"tracks": "time_us", "events": "time_us", "health": "received_us"}
+_PARTITION_KEY = {"tracks": "time_us", "events": "time_us", "health": "received_us", "identities": "time_us"}
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS towerd_schema (version integer NOT NULL)",
@@ -103,6 +105,7 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS tracks_default PARTITION OF tracks DEFAULT",
     "CREATE TABLE IF NOT EXISTS events_default PARTITION OF events DEFAULT",
     "CREATE TABLE IF NOT EXISTS health_default PARTITION OF health DEFAULT",
+    *identity.PG_SCHEMA,
 ]
 
 _STAGE = ("CREATE TEMP TABLE IF NOT EXISTS towerd_stage (k integer NOT NULL, tower_id text NOT NULL, "
@@ -241,6 +244,7 @@ class PgCentralStore:
         self._health: list[tuple[str, int, str]] = []
         self._health_since: float | None = None
         self.bad_dropped_events = 0
+        self._has_identities = True  # False: a version 1 database opened read-only
         self.stats = {"reconnects": 0, "failed_batches": 0, "health_lost": 0, "partitions_made": 0,
                       "partitions_dropped": 0, "refused_messages": 0}
         conn = self._connect()
@@ -311,6 +315,7 @@ class PgCentralStore:
         if version is None or version > SCHEMA_VERSION:
             raise OutboxError(f"central store ({self._where}): schema version {version}, this towerd knows "
                               f"{SCHEMA_VERSION}")
+        self._has_identities = version >= 2
         conn.rollback()
 
     def _initialise(self, conn: Any) -> None:
@@ -329,6 +334,9 @@ class PgCentralStore:
                 conn.execute(stmt)
             if conn.execute("SELECT count(*) FROM towerd_schema").fetchone()[0] == 0:
                 conn.execute("INSERT INTO towerd_schema VALUES (%s)", (SCHEMA_VERSION,))
+            else:  # version 1: ``identities`` was made above
+                conn.execute("UPDATE towerd_schema SET version = %s", (SCHEMA_VERSION,))
+                log.info("central store: schema upgraded to version %d (identities)", SCHEMA_VERSION)
 
     # ---------------------------------------------------------------- partitions and retention
 
@@ -473,6 +481,8 @@ class PgCentralStore:
             for k, item in enumerate(items):
                 if item.events:
                     results[k] = self._insert_events(conn, item, received_us)
+                elif item.identities is not None and item.identities.size:
+                    results[k] = self._insert_identities(conn, item, received_us)
             self._write_health(conn)
         return results
 
@@ -504,6 +514,15 @@ class PgCentralStore:
             conn.execute("INSERT INTO dropped (tower_id, stream_id, event_seq, first_seq, last_seq, count, ranges, "
                          f"received_us) VALUES {values} ON CONFLICT DO NOTHING", [v for row in drops for v in row])
         return new
+
+    def _insert_identities(self, conn: Any, item: Pending, received_us: int) -> int:
+        assert item.identities is not None
+        rx = conn.execute("SELECT nextval('towerd_rx_msg')").fetchone()[0]
+        rows = identity.rows(item.identities, (item.tower_id, _signed(item.stream_id), received_us, item.replay, rx))
+        values = ", ".join(["(" + ", ".join(["%s"] * len(identity.COLUMNS)) + ")"] * len(rows))
+        cur = conn.execute(f"INSERT INTO identities ({', '.join(identity.COLUMNS)}) VALUES {values} "
+                           "ON CONFLICT DO NOTHING", [v for row in rows for v in row])
+        return cur.rowcount
 
     def record_health(self, tower_id: str, health: dict) -> None:
         """Keep a HEALTH object for table ``health`` (best effort, as the ICD says: written
@@ -589,6 +608,23 @@ class PgCentralStore:
     def count_events(self) -> int:
         return self._query("SELECT count(*) FROM events")[0][0]
 
+    def identities(self, tower_id: str | None = None) -> list[dict]:
+        """Stored IDENTITY records as dicts (as :meth:`CentralStore.identities`)."""
+        if not self._has_identities:
+            return []
+        where, args = self._where_tower(tower_id)
+        rows = self._query(f"SELECT {', '.join(identity.COLUMNS)} FROM identities {where} "
+                           "ORDER BY tower_id, stream_id, seq", args)
+        out = []
+        for row in rows:
+            d = dict(zip(identity.COLUMNS, row))
+            d["stream_id"] = _unsigned(d["stream_id"])
+            for name in identity.FLOAT_FIELDS:
+                if d[name] is None:
+                    d[name] = math.nan
+            out.append(d)
+        return out
+
     def health_history(self, tower_id: str) -> list[dict]:
         """Every HEALTH object stored for ``tower_id``, oldest first, with ``received_us``."""
         rows = self._query("SELECT received_us, health FROM health WHERE tower_id = %s ORDER BY received_us",
@@ -653,6 +689,11 @@ class PgCentralStore:
                     for t, s, q, r, rp, rx, ev in cur:
                         yield {"kind": "event", "tower_id": t, "stream_id": f"{_unsigned(s):016x}", "seq": q,
                                "received_us": r, "replay": rp, "rx_msg": rx, "event": ev}
+                if self._has_identities:
+                    with conn.cursor(name="towerd_export_identities") as cur:
+                        cur.execute(f"SELECT {', '.join(identity.COLUMNS)} FROM identities {where} "
+                                    "ORDER BY tower_id, stream_id, seq", args)
+                        yield from identity.export_lines(cur, identity.COLUMNS, lambda s: f"{_unsigned(s):016x}")
         except psycopg.Error as exc:
             raise OutboxError(f"central store ({self._where}): export failed: {exc}") from exc
         for summary in self.streams(tower_id):

@@ -35,6 +35,12 @@ libzmq 4.3.5: when HANDOVER gives a routing id to a new connection, the old one 
 closed at once; it is dropped when the heartbeat times out (after about 4 heartbeat
 periods), and only then does its tower reconnect.
 
+One job per module: :mod:`towerd.central.intake` (checks, limits, decoding, malformed
+messages), :mod:`towerd.central.peers` (per-tower state, deferral),
+:mod:`towerd.central.storing` (store batching, ACK and ERROR replies),
+:mod:`towerd.central.descriptors`, :mod:`towerd.central.handshakes` and
+:mod:`towerd.central.export`; this module composes them and runs the command line.
+
 ``towerd central export --db DB [--out FILE]`` writes what a store holds as JSON lines.
 ``--store postgresql://...`` (instead of ``--db``) keeps the reports in PostgreSQL
 (:mod:`towerd.central.pgstore`), which several central processes may share.
@@ -46,110 +52,40 @@ import argparse
 import dataclasses
 import json
 import logging
-import os
-import resource
 import signal
 import sys
 import threading
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from pathlib import Path
-from typing import IO
 
 import zmq
 
 from towerd.central.auth import ZAP_DOMAIN, CurveAuthenticator
-from towerd.central.limits import CentralLimits, TokenBucket, TowerLimits, load_limits
+from towerd.central.descriptors import DescriptorsMixin, _raise_nofile
+from towerd.central.export import export, export_main, open_store
 from towerd.central.handshakes import HandshakeWatch
-from towerd.central.store import CentralStore, Pending, ReportStore, StoreResult, StreamSummary
+from towerd.central.intake import IntakeMixin, _is_replay
+from towerd.central.limits import CentralLimits, TowerLimits, load_limits
+from towerd.central.peers import PeersMixin, _Peer
+from towerd.central.storing import StoringMixin
+from towerd.central.store import CentralStore, Pending, ReportStore, StreamSummary
 from towerd.clock import Clock, SystemClock
-from towerd.errors import EX_CONFIG, ConfigError, FrameError, OutboxError, TowerdError, UplinkError
-from towerd.icd import (
-    FLAG_REPLAY,
-    HEADER_SIZE,
-    INT64_MIN,
-    TOWER_ID_RE,
-    Message,
-    MessageError,
-    MsgType,
-    decode,
-    decode_events,
-    decode_health,
-    decode_tracks,
-    encode_ack,
-    encode_error,
-    encode_health_ack,
-)
+from towerd.errors import EX_CONFIG, ConfigError, TowerdError, UplinkError
+from towerd.icd import HEADER_SIZE
 from towerd.keys import load_secret_key_file
-from towerd.uplink.client import RateLimitedLog
+from towerd.ratelog import RateLimitedLog
+
+__all__ = ["CentralServer", "export", "export_main", "main", "open_store"]
 
 log = logging.getLogger(__name__)
 
 _MAX_MESSAGES_PER_POLL = 1000
-_SEQ_MAX = 2**63 - 1
-_FD_CHECK_S = 0.5
-_NOFILE_WANTED = 65536
-"""Descriptor limit the central raises its soft limit to (within the hard limit): libzmq
-needs one per connection, and the default soft limit of 1024 is reached by about 1,000
-idle TCP connections."""
 _MAX_SOCKETS = 8
 """ZeroMQ sockets of the central's context: the ROUTER and the ZAP handler (libzmq's
 default is 1023; each socket costs descriptors)."""
 
 
-def _is_replay(frames: list[zmq.Frame]) -> bool:
-    """Whether a received message carries the REPLAY flag (peeked in the header; the
-    message is checked in full when it is handled)."""
-    if len(frames) != 2:
-        return False
-    head = frames[1].buffer[:HEADER_SIZE]
-    return len(head) == HEADER_SIZE and bool(int.from_bytes(head[14:16], "little") & FLAG_REPLAY)
-
-
-class _Peer:
-    """What the central keeps per claimed tower id: its limits and rate buckets, the
-    messages its rates hold back, its last HEALTH and its refusal counts."""
-
-    __slots__ = ("limits", "records", "bytes", "errors", "deferred", "deferred_bytes", "deferred_keys", "counts")
-
-    def __init__(self, limits: TowerLimits, now: float) -> None:
-        self.limits = limits
-        self.records = TokenBucket(limits.records_per_s, now)
-        self.bytes = TokenBucket(limits.bytes_per_s, now)
-        self.errors = TokenBucket(limits.error_replies_per_s, now, burst=max(50.0, limits.error_replies_per_s))
-        self.deferred: deque[_Held] = deque()
-        self.deferred_bytes = 0
-        self.deferred_keys: set[tuple[int, int, int]] = set()
-        self.counts: dict[str, int] = {}
-
-    def ready(self, records: int, size: int, now: float) -> bool:
-        return self.records.ready(records, now) and self.bytes.ready(size, now)
-
-    def wait_s(self, now: float) -> float:
-        if not self.deferred:
-            return 0.0
-        held = self.deferred[0]
-        return max(self.records.wait_s(held.records, now), self.bytes.wait_s(held.size, now))
-
-
-@dataclasses.dataclass(frozen=True)
-class _Held:
-    """A decoded TRACKS or EVENTS message waiting to be stored and acknowledged."""
-
-    rid: bytes
-    tower_id: str
-    msg: Message
-    payload: object  # TRACKS records (ndarray) or EVENTS objects (list of dicts)
-    records: int
-    size: int
-    first: int
-    last: int
-
-    @property
-    def key(self) -> tuple[int, int, int]:
-        return (self.msg.stream_id, self.first, self.last)
-
-
-class CentralServer:
+class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
     """ROUTER + CentralStore (+ CURVE admission unless ``plain``). Drive it with
     :meth:`poll_once` or :meth:`serve_forever` from one thread.
 
@@ -389,299 +325,6 @@ class CentralServer:
         self._flush()
         return handled
 
-    def _check_descriptors(self) -> None:
-        """Log when descriptors run short (every _FD_CHECK_S). libzmq takes one per
-        connection and cannot be told to stop accepting (unbinding would close every
-        connection it accepted, genuine towers' too); at the limit it retries accept()
-        in a tight loop until a descriptor is free. What bounds the use: the handshake
-        timeout closes connections that never speak, the soft limit is raised at start
-        (``towerd central``), and the allow-list keeps its last good state when it
-        cannot be read."""
-        now = self._clock.monotonic()
-        if now < self._next_fd_check:
-            return
-        self._next_fd_check = now + _FD_CHECK_S
-        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft == resource.RLIM_INFINITY:
-            return
-        try:
-            used = len(os.listdir("/proc/self/fd")) - 1  # less the one listing
-        except FileNotFoundError:
-            return  # no /proc
-        except OSError:  # EMFILE itself
-            used = soft
-        short = used >= soft - max(8, soft // 32)
-        if short:
-            if not self._fd_short:
-                self._stats["fd_exhausted"] += 1
-            self._limited(logging.ERROR, "descriptors", "central: %d of %d descriptors in use: new connections "
-                          "cannot be accepted until idle ones close (after %g s without a handshake); connected "
-                          "towers keep working", used, soft, self._limits.handshake_timeout_s)
-        elif self._fd_short:
-            log.warning("central: %d of %d descriptors in use: accepting connections again", used, soft)
-        self._fd_short = short
-
-    def _peer(self, tower_id: str) -> _Peer:
-        """The state kept for a claimed tower id; the least recently heard beyond
-        ``max_peers`` are forgotten (never one with messages held back)."""
-        peer = self._peers.get(tower_id)
-        if peer is not None:
-            self._peers.move_to_end(tower_id)
-            return peer
-        if len(self._peers) >= self._limits.max_peers:
-            for old in list(self._peers)[: len(self._peers) - self._limits.max_peers + 1]:
-                if not self._peers[old].deferred:
-                    del self._peers[old]
-                    self._stats["peers_forgotten"] += 1
-        peer = self._peers[tower_id] = _Peer(self._limits.for_tower(tower_id), self._clock.monotonic())
-        return peer
-
-    def _keep_health(self, tower_id: str, body: bytes) -> None:
-        """Keep the last HEALTH body per tower, all of them within total_health_bytes
-        (raw bytes: a parsed object would cost ten times as much)."""
-        old = self._health.pop(tower_id, None)
-        self._health_bytes += len(body) - (len(old) if old is not None else 0)
-        self._health[tower_id] = body
-        while self._health_bytes > self._limits.total_health_bytes and len(self._health) > 1:
-            _tid, dropped = self._health.popitem(last=False)
-            self._health_bytes -= len(dropped)
-            self._stats["health_forgotten"] += 1
-
-    def _peer_count(self, tower_id: str, reason: str) -> None:
-        peer = self._peer(tower_id)
-        peer.counts[reason] = peer.counts.get(reason, 0) + 1
-
-    def _count(self, key: str, reason: str) -> None:
-        self._stats[key] += 1
-        by_reason = self._stats[f"{key}_by_reason"]
-        by_reason[reason] = by_reason.get(reason, 0) + 1
-
-    def _malformed(self, reason: str, peer: str, detail: str, rid: bytes | None = None,
-                   stream_id: int = 0) -> None:
-        """Drop a malformed message: count it (per reason, and per tower when the routing
-        id is one), log rate-limited, and answer ERROR ``malformed.<reason>``."""
-        self._count("malformed", reason)
-        if rid is not None:
-            self._peer_count(peer, "malformed." + reason)
-        self._limited(logging.WARNING, reason, "central: dropped malformed message from %s: %s", peer, detail[:300])
-        if rid is not None:
-            self._error_reply(rid, peer, stream_id, "malformed." + reason, detail[:300])
-
-    def _error_reply(self, rid: bytes, tower_id: str, stream_id: int, code: str, text: str) -> None:
-        """ERROR to a tower, at most its ``error_replies_per_s`` (the rest are counted)."""
-        bucket = self._peer(tower_id).errors
-        if not bucket.ready(1, self._clock.monotonic()):
-            self._stats["errors_unanswered"] += 1
-            return
-        bucket.spend(1)
-        self._reply(rid, tower_id, encode_error(stream_id, code, text))
-
-    def _refused(self, reason: str, tower_id: str, user_id: str | None) -> None:
-        self._count("refused", reason)
-        key_tower = user_id.split(" ", 1)[0] if user_id else "?"
-        # An impostor is counted under the tower its key belongs to, not the one it claims.
-        self._peer_count(key_tower if reason == "identity" else tower_id, "refused." + reason)
-        what = {
-            "identity": f"sent with routing id {tower_id!r} by the key of tower {key_tower!r} (a tower cannot speak "
-                        "for another; the key is quarantined)",
-            "revoked": f"from {tower_id!r}: its key is no longer on the allow-list for tower {key_tower!r}",
-            "no_user_id": f"from {tower_id!r}: the connection was not admitted by the allow-list",
-        }[reason]
-        self._limited(logging.ERROR, "refused:" + reason, "central: dropped a message %s", what)
-
-    def _handle(self, frames: list[zmq.Frame]) -> None:
-        self._stats["received"] += 1
-        peer = repr(frames[0].bytes[:64]) if frames else "?"
-        if len(frames) != 2:
-            self._malformed("frames", peer, f"{len(frames) - 1} message frames, expected 1")
-            return
-        rid, frame = frames[0].bytes, frames[1]
-        try:
-            tower_id = rid.decode("ascii")
-        except UnicodeDecodeError:
-            tower_id = ""
-        if not TOWER_ID_RE.fullmatch(tower_id):
-            self._malformed("routing_id", peer, "routing id is not a tower id")
-            return
-        if self._auth is not None:
-            try:
-                user_id = frame.get("User-Id")
-            except zmq.ZMQError:
-                user_id = None
-            reason = self._auth.check_sender(tower_id, user_id)
-            if reason is not None:
-                self._refused(reason, tower_id, user_id)
-                return
-        limits = self._peer(tower_id).limits
-        data = frame.bytes
-        if len(data) >= HEADER_SIZE:
-            stream_id = int.from_bytes(data[4:12], "little")
-            limit = limits.max_health_bytes + HEADER_SIZE if data[3] == MsgType.HEALTH else limits.max_message_bytes
-            if len(data) > limit:
-                self._malformed("too_large", tower_id, f"{len(data)} bytes, this tower may send {limit}", rid,
-                                stream_id)
-                return
-        try:
-            msg = decode(data)
-            if msg.type == MsgType.TRACKS:
-                self._on_records(rid, tower_id, msg, decode_tracks(msg))
-            elif msg.type == MsgType.EVENTS:
-                events = decode_events(msg)
-                for ev in events:
-                    if ev["code"] == "outbox.dropped" and any(
-                            isinstance(ev.get(k), int) and not INT64_MIN <= ev[k] <= _SEQ_MAX
-                            for k in ("first_seq", "last_seq", "count")):
-                        raise MessageError("seq_range", f"outbox.dropped event seq {ev['seq']}: a seq or count "
-                                           "beyond what this central stores")
-                    size = len(json.dumps(ev, ensure_ascii=False, separators=(",", ":")).encode())
-                    if size > limits.max_event_bytes:
-                        raise MessageError("event_size", f"event seq {ev['seq']} is {size} bytes, this tower may "
-                                           f"send {limits.max_event_bytes}")
-                self._on_records(rid, tower_id, msg, events)
-            elif msg.type == MsgType.HEALTH:
-                health = decode_health(msg, max_nodes=limits.max_health_values)
-                self._keep_health(tower_id, msg.body)
-                self._store.record_health(tower_id, health)
-                self._stats["health_received"] += 1
-                self._reply(rid, tower_id, encode_health_ack(msg.stream_id))
-            else:
-                self._malformed("direction", tower_id, f"{msg.type.name} is not sent by a tower", rid, msg.stream_id)
-        except FrameError as exc:
-            stream_id = int.from_bytes(data[4:12], "little") if len(data) >= HEADER_SIZE else 0
-            self._malformed(getattr(exc, "reason", "decode"), tower_id, str(exc), rid, stream_id)
-
-    def _on_records(self, rid: bytes, tower_id: str, msg: Message, payload) -> None:
-        """TRACKS (records) or EVENTS (objects) that decoded: store and ACK now, or hold
-        back while the tower is over its rates."""
-        if msg.type == MsgType.TRACKS:
-            first, last = int(payload["seq"][0]), int(payload["seq"][-1])
-        else:
-            first, last = payload[0]["seq"], payload[-1]["seq"]
-        if last > _SEQ_MAX:
-            self._malformed("seq_range", tower_id, f"seq {last} beyond what this central stores", rid, msg.stream_id)
-            return
-        peer = self._peer(tower_id)
-        now = self._clock.monotonic()
-        held = _Held(rid, tower_id, msg, payload, len(payload), len(msg.body) + HEADER_SIZE, first, last)
-        if not peer.deferred and peer.ready(held.records, held.size, now):
-            self._store_held(peer, held)
-            return
-        if held.key in peer.deferred_keys:
-            self._stats["duplicates"] += held.records
-            return  # sent again while held back: the ACK comes when the first copy is stored
-        if (peer.deferred_bytes + held.size > peer.limits.max_deferred_bytes
-                or self._deferred_total + held.size > self._limits.total_deferred_bytes):
-            self._stats["busy"] += 1
-            peer.counts["busy"] = peer.counts.get("busy", 0) + 1
-            self._limited(logging.WARNING, "busy", "central: %s is over its rates (%g records/s, %g bytes/s) with "
-                          "%d bytes held back: message not stored, not acknowledged (it will send again)",
-                          tower_id, peer.limits.records_per_s, peer.limits.bytes_per_s, peer.deferred_bytes)
-            self._error_reply(rid, tower_id, msg.stream_id, "central.busy",
-                              "over this tower's rates; not stored, send again")
-            return
-        peer.deferred.append(held)
-        peer.deferred_keys.add(held.key)
-        peer.deferred_bytes += held.size
-        self._deferred_total += held.size
-        self._deferring.add(tower_id)
-        self._stats["deferred"] += 1
-        self._limited(logging.INFO, "deferred", "central: %s is over its rates (%g records/s, %g bytes/s): its "
-                      "messages wait to be stored and acknowledged", tower_id, peer.limits.records_per_s,
-                      peer.limits.bytes_per_s)
-
-    def _drain_deferred(self, now: float) -> None:
-        for tower_id in list(self._deferring):
-            peer = self._peers[tower_id]
-            while peer.deferred and peer.ready(peer.deferred[0].records, peer.deferred[0].size, now):
-                held = peer.deferred.popleft()
-                peer.deferred_keys.discard(held.key)
-                peer.deferred_bytes -= held.size
-                self._deferred_total -= held.size
-                try:
-                    self._store_held(peer, held)
-                except Exception:
-                    self._stats["internal_errors"] += 1
-                    self._limited.exception("internal", "central: storing a held-back message from %s failed "
-                                            "(dropped, not acknowledged; a defect, please report)", tower_id)
-            if not peer.deferred:
-                self._deferring.discard(tower_id)
-
-    def _store_held(self, peer: _Peer, held: _Held) -> None:
-        """Spend the tower's rates and queue the message for :meth:`_flush`."""
-        peer.records.spend(held.records)
-        peer.bytes.spend(held.size)
-        msg, tower_id = held.msg, held.tower_id
-        replay = bool(msg.flags & FLAG_REPLAY)
-        if msg.type == MsgType.TRACKS:
-            item = Pending(tower_id, msg.stream_id, replay, records=held.payload)
-        else:
-            item = Pending(tower_id, msg.stream_id, replay, events=held.payload)
-            for ev in held.payload:
-                if ev["code"] == "outbox.dropped":
-                    self._limited(logging.WARNING, "dropped", "central: tower %s announces %s records lost from "
-                                  "its full outbox, seq %s..%s", tower_id, str(ev.get("count"))[:40],
-                                  str(ev.get("first_seq"))[:40], str(ev.get("last_seq"))[:40])
-        self._queue(held.rid, held.first, held.last, item)
-
-    def _queue(self, rid: bytes, first: int, last: int, item: Pending) -> None:
-        """Hold a decoded message for :meth:`_flush` (at once when the store does not batch)."""
-        self._pending.append((rid, first, last, item))
-        self._pending_records += item.size
-        if self._store.batch_records <= 0:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Store the held messages (one transaction when the store batches), then ACK each
-        one that is committed; the others get ERROR and no ACK."""
-        if not self._pending:
-            return
-        pending, self._pending, self._pending_records = self._pending, [], 0
-        try:
-            results: list[StoreResult] = self._store.store_many([p for _, _, _, p in pending])
-        except OutboxError as exc:
-            results = [exc] * len(pending)
-        except Exception:  # last resort: a defect is loud, never an outage (and never an ACK)
-            self._stats["internal_errors"] += 1
-            self._limited.exception("internal", "central: storing %d messages failed (not acknowledged; "
-                                    "a defect, please report)", len(pending))
-            results = [OutboxError("internal error while storing")] * len(pending)
-        for (rid, first, last, item), result in zip(pending, results):
-            if isinstance(result, OutboxError):
-                self._store_failed(rid, item.tower_id, item.stream_id, result)
-                continue
-            self._stats["stored_tracks" if item.records is not None else "stored_events"] += result
-            self._stats["duplicates"] += item.size - result
-            self._ack(rid, item.tower_id, item.stream_id, first, last)
-
-    def _store_failed(self, rid: bytes, tower_id: str, stream_id: int, exc: Exception) -> None:
-        self._stats["store_errors"] += 1
-        self._limited(logging.ERROR, "store_failed", "central: storing from %s failed, not acknowledged: %s",
-                      tower_id, exc)
-        self._reply(rid, tower_id, encode_error(stream_id, "central.store_failed", "records not stored; send again"))
-
-    def _ack(self, rid: bytes, tower_id: str, stream_id: int, first: int, last: int) -> None:
-        if self._reply(rid, tower_id, encode_ack(stream_id, first, last)):
-            self._stats["acks_sent"] += 1
-
-    def _reply(self, rid: bytes, tower_id: str, frame: bytes) -> bool:
-        try:
-            self._sock.send_multipart([rid, frame], zmq.NOBLOCK)
-        except zmq.Again:
-            self._stats["reply_dropped"] += 1
-            self._limited(logging.WARNING, "reply_hwm", "central: reply to %s dropped (queue full); "
-                          "it will send again", tower_id)
-            return False
-        except zmq.ZMQError as exc:
-            if exc.errno == zmq.EHOSTUNREACH:
-                self._stats["unroutable"] += 1
-                self._limited(logging.WARNING, "unroutable", "central: %s is gone, reply not delivered "
-                              "(it will send again)", tower_id)
-            else:
-                self._stats["reply_dropped"] += 1
-                self._limited(logging.ERROR, "reply_error", "central: reply to %s failed: %s", tower_id, exc)
-            return False
-        return True
-
     def close(self) -> None:
         """Close the sockets, the context and the store. Idempotent."""
         if self._closed:
@@ -697,77 +340,6 @@ class CentralServer:
 
 
 # ------------------------------------------------------------------------------ command line
-
-
-def export(db_path: str | Path, out: IO[str], tower_id: str | None = None, *, postgresql: bool | None = None) -> int:
-    """Write what the store at ``db_path`` (a SQLite file, or a ``postgresql://`` URL)
-    holds to ``out`` as JSON lines (see :meth:`CentralStore.export`); opened read-only.
-    Returns the number of lines."""
-    store = open_store(str(db_path), read_only=True, postgresql=postgresql)
-    n = 0
-    try:
-        for obj in store.export(tower_id):
-            out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
-            out.write("\n")
-            n += 1
-    finally:
-        store.close()
-    return n
-
-
-def open_store(where: str, *, read_only: bool = False, retention_days: int = 30,
-               postgresql: bool | None = None) -> ReportStore:
-    """The store named by ``where``: PostgreSQL when ``postgresql`` is true, or when it
-    is None and ``where`` is a ``postgresql://`` / ``postgres://`` URL; a SQLite file
-    otherwise."""
-    if postgresql is None:
-        postgresql = where.startswith(("postgresql://", "postgres://"))
-    if postgresql:
-        from towerd.central.pgstore import PgCentralStore
-
-        return PgCentralStore(where, read_only=read_only, retention_days=retention_days)
-    return CentralStore(where, read_only=read_only)
-
-
-def export_main(argv: list[str]) -> int:
-    """``towerd central export``: JSON lines of what a central store holds."""
-    parser = argparse.ArgumentParser(prog="towerd central export",
-                                     description="Write what a central store holds as JSON lines: every track, "
-                                     "every event, then one summary per stream with its missing and dropped seq "
-                                     "ranges.")
-    where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--db", help="the central's SQLite file (opened read-only)")
-    where.add_argument("--store", metavar="URL", help="the central's PostgreSQL database "
-                       "(postgresql://user@host/dbname; read-only)")
-    parser.add_argument("--out", help="output file (default: standard output)")
-    parser.add_argument("--tower", help="only this tower id")
-    args = parser.parse_args(argv)
-    try:
-        if args.out:
-            with open(args.out, "w", encoding="utf-8") as fh:
-                n = export(args.db or args.store, fh, args.tower, postgresql=bool(args.store))
-        else:
-            n = export(args.db or args.store, sys.stdout, args.tower, postgresql=bool(args.store))
-            sys.stdout.flush()
-    except (TowerdError, OSError) as exc:
-        print(f"towerd central export: {exc}", file=sys.stderr)
-        return 1
-    print(f"towerd central export: {n} lines written", file=sys.stderr)
-    return 0
-
-
-def _raise_nofile() -> tuple[int, int]:
-    """Raise the soft descriptor limit towards _NOFILE_WANTED within the hard limit;
-    returns the limits in force."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = _NOFILE_WANTED if hard == resource.RLIM_INFINITY else min(hard, _NOFILE_WANTED)
-    if soft != resource.RLIM_INFINITY and soft < want:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-            soft = want
-        except (ValueError, OSError) as exc:
-            log.warning("central: cannot raise the descriptor limit from %d to %d: %s", soft, want, exc)
-    return soft, hard
 
 
 def main(argv: list[str]) -> int:

@@ -20,8 +20,11 @@ announced as dropped, and those missing without announcement. A tower that is st
 replaying its backlog, or a central whose sharing rule filters records, also shows
 missing ranges: a gap alone is not a loss (ICD "Transport").
 
-Schema version (``PRAGMA user_version``): 2. A version 0/1 file (the walking skeleton's)
-is upgraded in place.
+Identity (ICD v1.1 IDENTITY records, :mod:`towerd.central.identity`): table
+``identities``, keyed and acknowledged like the tracks.
+
+Schema version (``PRAGMA user_version``): 3 (2 plus ``identities``). A version 0/1/2
+file is upgraded in place.
 """
 
 from __future__ import annotations
@@ -37,16 +40,17 @@ from typing import Protocol, Union
 
 import numpy as np
 
+from towerd.central import identity
 from towerd.clock import Clock, SystemClock
 from towerd.errors import OutboxError
-from towerd.icd import EVENT_OUTBOX_DROPPED, TRACK_RECORD_DTYPE
+from towerd.icd import EVENT_OUTBOX_DROPPED, IDENTITY_RECORD_DTYPE, TRACK_RECORD_DTYPE
 
 log = logging.getLogger(__name__)
 
 TRACK_FIELDS: tuple[str, ...] = TRACK_RECORD_DTYPE.names
 _FLOAT_FIELDS = frozenset(n for n in TRACK_FIELDS if TRACK_RECORD_DTYPE.fields[n][0].kind == "f")
 _SEQ_MAX = 2**63 - 1
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _TRACK_COLUMNS = ("tower_id", "stream_id", "received_us", "replay", "rx_msg") + TRACK_FIELDS
 
@@ -73,6 +77,7 @@ _SCHEMA = [
     "first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, count INTEGER NOT NULL, ranges TEXT NOT NULL, "
     "received_us INTEGER NOT NULL, PRIMARY KEY (tower_id, stream_id, event_seq)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS tracks_time ON tracks (time_us)",
+    *identity.SQLITE_SCHEMA,
 ]
 _UPGRADE_TO_2 = [
     "ALTER TABLE tracks ADD COLUMN rx_msg INTEGER NOT NULL DEFAULT 0",
@@ -110,17 +115,21 @@ class StreamSummary:
 
 @dataclass(frozen=True)
 class Pending:
-    """One decoded TRACKS (``records``: TRACK_RECORD_DTYPE array) or EVENTS (``events``:
-    list of dicts) message waiting to be stored; exactly one of the two is set."""
+    """One decoded TRACKS (``records``: TRACK_RECORD_DTYPE array), EVENTS (``events``:
+    list of dicts) or IDENTITY (``identities``: IDENTITY_RECORD_DTYPE array) message
+    waiting to be stored; exactly one of the three is set."""
 
     tower_id: str
     stream_id: int
     replay: bool
     records: np.ndarray | None = None
     events: list[dict] | None = None
+    identities: np.ndarray | None = None
 
     @property
     def size(self) -> int:
+        if self.identities is not None:
+            return self.identities.size
         return self.records.size if self.records is not None else len(self.events or ())
 
 
@@ -268,7 +277,8 @@ class CentralStore:
         self._has_rx_msg = True
         self._rx_msg = conn.execute(
             "SELECT max(coalesce((SELECT max(rx_msg) FROM tracks), 0), "
-            "coalesce((SELECT max(rx_msg) FROM events), 0))").fetchone()[0]
+            "coalesce((SELECT max(rx_msg) FROM events), 0), "
+            "coalesce((SELECT max(rx_msg) FROM identities), 0))").fetchone()[0]
 
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -349,12 +359,30 @@ class CentralStore:
                     "ranges, received_us) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
         return self._insert([(sql, rows), (drop_sql, drops)])
 
+    def store_identities(self, tower_id: str, stream_id: int, records: np.ndarray, replay: bool) -> int:
+        """Store IDENTITY records (IDENTITY_RECORD_DTYPE, shape (n,)) durably; returns how
+        many were new."""
+        if records.dtype != IDENTITY_RECORD_DTYPE or records.ndim != 1:
+            raise ValueError("records must be a 1-D array of IDENTITY_RECORD_DTYPE")
+        if records.size == 0:
+            return 0
+        if int(records["seq"].max()) > _SEQ_MAX:
+            raise ValueError("seq beyond SQLite's INTEGER range")
+        self._rx_msg += 1
+        head = (tower_id, f"{stream_id:016x}", self._clock.utc_us(), int(bool(replay)), self._rx_msg)
+        sql = (f"INSERT OR IGNORE INTO identities ({', '.join(identity.COLUMNS)}) "
+               f"VALUES ({', '.join('?' * len(identity.COLUMNS))})")
+        return self._insert([(sql, identity.rows(records, head))])
+
     def store_many(self, items: Sequence[Pending]) -> list[StoreResult]:
-        """Each message in its own transaction (:meth:`store_tracks`/:meth:`store_events`)."""
+        """Each message in its own transaction (:meth:`store_tracks`/:meth:`store_events`/
+        :meth:`store_identities`)."""
         out: list[StoreResult] = []
         for item in items:
             try:
-                if item.records is not None:
+                if item.identities is not None:
+                    out.append(self.store_identities(item.tower_id, item.stream_id, item.identities, item.replay))
+                elif item.records is not None:
                     out.append(self.store_tracks(item.tower_id, item.stream_id, item.records, item.replay))
                 else:
                     out.append(self.store_events(item.tower_id, item.stream_id, item.events or [], item.replay))
@@ -400,6 +428,26 @@ class CentralStore:
         whole object as received."""
         return self._select("events", tower_id)
 
+    def identities(self, tower_id: str | None = None) -> list[dict]:
+        """Stored IDENTITY records as dicts (ICD field names, text as str, plus tower_id,
+        stream_id (int), received_us, replay (bool), rx_msg), ordered by tower, stream,
+        seq; unknown floats are NaN. [] for a store made before identities existed."""
+        if not self._has_table("identities"):
+            return []
+        out = self._select("identities", tower_id)
+        for d in out:
+            for name in identity.FLOAT_FIELDS:
+                if d[name] is None:
+                    d[name] = math.nan
+        return out
+
+    def _has_table(self, name: str) -> bool:
+        try:
+            return bool(self._db().execute("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = ?",
+                                           (name,)).fetchone()[0])
+        except sqlite3.Error as exc:
+            raise OutboxError(f"central store {self._path}: query failed: {exc}") from exc
+
     def _count(self, table: str) -> int:
         try:
             return self._db().execute(f"SELECT count(*) FROM {table}").fetchone()[0]
@@ -411,6 +459,9 @@ class CentralStore:
 
     def count_events(self) -> int:
         return self._count("events")
+
+    def count_identities(self) -> int:
+        return self._count("identities") if self._has_table("identities") else 0
 
     def dropped(self, tower_id: str | None = None) -> list[dict]:
         """Every ``outbox.dropped`` announcement received: tower_id, stream_id (int),
@@ -469,7 +520,8 @@ class CentralStore:
         """Everything held, as JSON-ready dicts streamed from the database (never all in
         memory): every track (``"kind": "track"``, ICD fields, unknown floats as null),
         every event (``"kind": "event"`` plus the object as received under ``event``),
-        then a ``"kind": "stream"`` summary per stream (see :class:`StreamSummary`).
+        every identity (``"kind": "identity"``, ICD v1.1 fields, text as strings), then a
+        ``"kind": "stream"`` summary per records stream (see :class:`StreamSummary`).
         ``stream_id`` is 16 hex digits (a u64 does not fit a JSON number exactly)."""
         conn = self._db()
         where, args = ("WHERE tower_id = ?", (tower_id,)) if tower_id is not None else ("", ())
@@ -489,6 +541,10 @@ class CentralStore:
                 d["replay"] = bool(d["replay"])
                 d["event"] = json.loads(d.pop("json"))
                 yield {"kind": "event", **d}
+            if self._has_table("identities"):
+                cur = conn.execute(f"SELECT {', '.join(identity.COLUMNS)} FROM identities {where} "
+                                   "ORDER BY tower_id, stream_id, seq", args)
+                yield from identity.export_lines(cur, identity.COLUMNS, lambda s: s)
             has_dropped = conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'dropped'").fetchone()[0]
         except sqlite3.Error as exc:
             raise OutboxError(f"central store {self._path}: export failed: {exc}") from exc

@@ -25,6 +25,15 @@ it to the rows the uplink reads from the outbox:
 
 Records a rule excludes are marked done for that central in the outbox (it will never
 want them), so they do not hold the outbox for it.
+
+Identity (ICD v1.1 IDENTITY records, the ``identity:`` block, :class:`IdentitySharing`):
+``enabled: false`` sends this central no identity at all; ``uas_id``,
+``operator_position`` and ``operator_id`` false withhold those fields (the serial
+number, the pilot's position, the operator's registration) from every identity record
+it receives, which then says so in its ``withheld`` bits. ``coarsen_m`` coarsens the
+operator position like a track position. Identity records are not filtered by the
+track rules above (they carry no category, threat or track position): a partner limited
+to some zones or categories who must not learn about the others gets ``enabled: false``.
 """
 
 from __future__ import annotations
@@ -36,7 +45,16 @@ from typing import Literal
 
 import numpy as np
 
-from towerd.icd import LAT_LON_UNKNOWN, TRACK_RECORD_DTYPE, Category, Status, Threat
+from towerd.icd import (
+    IDENTITY_RECORD_DTYPE,
+    LAT_LON_UNKNOWN,
+    TRACK_RECORD_DTYPE,
+    Category,
+    empty_track_records,
+    IdentityWithheld,
+    Status,
+    Threat,
+)
 from towerd.schema import spec
 
 CategoryName = Literal["unknown", "uas", "bird", "ground_vehicle", "manned_aircraft", "person"]
@@ -51,6 +69,29 @@ ZoneOf = Callable[[float, float], Collection[str]]
 """``zone_of(lat_deg, lon_deg)``: the names of the zones containing a WGS84 position."""
 
 EARTH_MEAN_RADIUS_M = 6_371_008.8
+
+
+@dataclass(frozen=True)
+class IdentitySharing:
+    """Which identity fields one central may receive (``share.identity``); the default
+    shares every field."""
+
+    enabled: bool = spec(True, doc="send IDENTITY records (ICD v1.1) at all; false: this central gets none")
+    uas_id: bool = spec(True, doc="share the UAS ID (the drone's serial number or registration) and its type")
+    operator_position: bool = spec(True, doc="share the pilot's (operator's) position")
+    operator_id: bool = spec(True, doc="share the operator ID (the pilot's registration number)")
+
+    @property
+    def withheld(self) -> int:
+        """The IDENTITY ``withheld`` bits this rule sets."""
+        bits = 0
+        if not self.uas_id:
+            bits |= IdentityWithheld.UAS_ID
+        if not self.operator_position:
+            bits |= IdentityWithheld.OPERATOR_POSITION
+        if not self.operator_id:
+            bits |= IdentityWithheld.OPERATOR_ID
+        return int(bits)
 
 
 @dataclass(frozen=True)
@@ -69,6 +110,8 @@ class SharingRule:
     events: bool = spec(True, doc="share EVENTS objects (sensor up/down, outbox.dropped, daemon start/stop)")
     coarsen_m: float = spec(0.0, doc="0: exact positions. Otherwise positions snapped to a grid of this size, "
                             "range/azimuth/elevation withheld", unit="m", lo=0.0, hi=100_000.0)
+    identity: IdentitySharing = spec(IdentitySharing(), doc="what this central may receive of the tracks' "
+                                     "identities (Remote ID: serial number, pilot position, operator ID)")
 
     def __post_init__(self) -> None:
         for field, allowed in (("categories", CATEGORY_NAMES), ("statuses", STATUS_NAMES),
@@ -86,7 +129,7 @@ class SharingRule:
         """True when every record passes unchanged."""
         return (set(self.categories) >= set(CATEGORY_NAMES) and set(self.statuses) >= set(STATUS_NAMES)
                 and set(self.threats) >= set(THREAT_NAMES) and not self.zones and self.events
-                and self.coarsen_m == 0.0)
+                and self.coarsen_m == 0.0 and self.identity == IdentitySharing())
 
 
 def _codes(names: tuple[str, ...], enum_cls: type) -> np.ndarray:
@@ -133,6 +176,36 @@ class RecordFilter:
         if grid <= 0.0 or records.size == 0:
             return records
         return coarsen(records, grid)
+
+
+def share_identities(records: np.ndarray, rule: SharingRule) -> np.ndarray:
+    """The IDENTITY records (IDENTITY_RECORD_DTYPE, shape (n,)) as a central under
+    ``rule`` receives them: withheld fields emptied (text all NUL, id_type 0, operator
+    position unknown) and flagged in ``withheld``, the operator position snapped to the
+    ``coarsen_m`` grid. A copy when anything changes; the records themselves otherwise.
+    Whether identity is sent at all (``rule.identity.enabled``) is the caller's test."""
+    if records.dtype != IDENTITY_RECORD_DTYPE:
+        raise ValueError("records must be IDENTITY_RECORD_DTYPE")
+    withheld = rule.identity.withheld
+    if not withheld and rule.coarsen_m <= 0.0:
+        return records
+    out = records.copy()
+    if withheld & IdentityWithheld.UAS_ID:
+        out["uas_id"] = b""
+        out["id_type"] = 0
+    if withheld & IdentityWithheld.OPERATOR_ID:
+        out["operator_id"] = b""
+    if withheld & IdentityWithheld.OPERATOR_POSITION:
+        out["operator_lat_e7"] = LAT_LON_UNKNOWN
+        out["operator_lon_e7"] = LAT_LON_UNKNOWN
+        out["operator_alt_m"] = np.nan
+    elif rule.coarsen_m > 0.0 and out.size:
+        pos = empty_track_records(out.size)
+        pos["lat_e7"], pos["lon_e7"] = out["operator_lat_e7"], out["operator_lon_e7"]
+        pos = coarsen(pos, rule.coarsen_m)
+        out["operator_lat_e7"], out["operator_lon_e7"] = pos["lat_e7"], pos["lon_e7"]
+    out["withheld"] |= np.uint8(withheld)
+    return out
 
 
 def coarsen(records: np.ndarray, grid_m: float) -> np.ndarray:

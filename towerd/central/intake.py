@@ -1,0 +1,141 @@
+"""The reference central's intake: one received message checked (routing id,
+sender's key, size limits per tower), decoded, and routed; a malformed one counted,
+logged at a bounded rate and answered with ERROR ``malformed.<reason>``."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import zmq
+
+from towerd.errors import FrameError
+from towerd.icd import (
+    FLAG_REPLAY,
+    HEADER_SIZE,
+    INT64_MIN,
+    TOWER_ID_RE,
+    MessageError,
+    MsgType,
+    decode,
+    decode_events,
+    decode_health,
+    decode_tracks,
+    encode_error,
+    encode_health_ack,
+)
+
+_SEQ_MAX = 2**63 - 1
+
+
+def _is_replay(frames: list[zmq.Frame]) -> bool:
+    """Whether a received message carries the REPLAY flag (peeked in the header; the
+    message is checked in full when it is handled)."""
+    if len(frames) != 2:
+        return False
+    head = frames[1].buffer[:HEADER_SIZE]
+    return len(head) == HEADER_SIZE and bool(int.from_bytes(head[14:16], "little") & FLAG_REPLAY)
+
+
+class IntakeMixin:
+    """The part of :class:`~towerd.central.server.CentralServer` that handles one
+    received message up to storing it."""
+
+    def _handle(self, frames: list[zmq.Frame]) -> None:
+        self._stats["received"] += 1
+        peer = repr(frames[0].bytes[:64]) if frames else "?"
+        if len(frames) != 2:
+            self._malformed("frames", peer, f"{len(frames) - 1} message frames, expected 1")
+            return
+        rid, frame = frames[0].bytes, frames[1]
+        try:
+            tower_id = rid.decode("ascii")
+        except UnicodeDecodeError:
+            tower_id = ""
+        if not TOWER_ID_RE.fullmatch(tower_id):
+            self._malformed("routing_id", peer, "routing id is not a tower id")
+            return
+        if self._auth is not None:
+            try:
+                user_id = frame.get("User-Id")
+            except zmq.ZMQError:
+                user_id = None
+            reason = self._auth.check_sender(tower_id, user_id)
+            if reason is not None:
+                self._refused(reason, tower_id, user_id)
+                return
+        limits = self._peer(tower_id).limits
+        data = frame.bytes
+        if len(data) >= HEADER_SIZE:
+            stream_id = int.from_bytes(data[4:12], "little")
+            limit = limits.max_health_bytes + HEADER_SIZE if data[3] == MsgType.HEALTH else limits.max_message_bytes
+            if len(data) > limit:
+                self._malformed("too_large", tower_id, f"{len(data)} bytes, this tower may send {limit}", rid,
+                                stream_id)
+                return
+        try:
+            msg = decode(data)
+            if msg.type == MsgType.TRACKS:
+                self._on_records(rid, tower_id, msg, decode_tracks(msg))
+            elif msg.type == MsgType.EVENTS:
+                events = decode_events(msg)
+                for ev in events:
+                    if ev["code"] == "outbox.dropped" and any(
+                            isinstance(ev.get(k), int) and not INT64_MIN <= ev[k] <= _SEQ_MAX
+                            for k in ("first_seq", "last_seq", "count")):
+                        raise MessageError("seq_range", f"outbox.dropped event seq {ev['seq']}: a seq or count "
+                                           "beyond what this central stores")
+                    size = len(json.dumps(ev, ensure_ascii=False, separators=(",", ":")).encode())
+                    if size > limits.max_event_bytes:
+                        raise MessageError("event_size", f"event seq {ev['seq']} is {size} bytes, this tower may "
+                                           f"send {limits.max_event_bytes}")
+                self._on_records(rid, tower_id, msg, events)
+            elif msg.type == MsgType.HEALTH:
+                health = decode_health(msg, max_nodes=limits.max_health_values)
+                self._keep_health(tower_id, msg.body)
+                self._store.record_health(tower_id, health)
+                self._stats["health_received"] += 1
+                self._reply(rid, tower_id, encode_health_ack(msg.stream_id))
+            else:
+                self._malformed("direction", tower_id, f"{msg.type.name} is not sent by a tower", rid, msg.stream_id)
+        except FrameError as exc:
+            stream_id = int.from_bytes(data[4:12], "little") if len(data) >= HEADER_SIZE else 0
+            self._malformed(getattr(exc, "reason", "decode"), tower_id, str(exc), rid, stream_id)
+
+    def _count(self, key: str, reason: str) -> None:
+        self._stats[key] += 1
+        by_reason = self._stats[f"{key}_by_reason"]
+        by_reason[reason] = by_reason.get(reason, 0) + 1
+
+    def _malformed(self, reason: str, peer: str, detail: str, rid: bytes | None = None,
+                   stream_id: int = 0) -> None:
+        """Drop a malformed message: count it (per reason, and per tower when the routing
+        id is one), log rate-limited, and answer ERROR ``malformed.<reason>``."""
+        self._count("malformed", reason)
+        if rid is not None:
+            self._peer_count(peer, "malformed." + reason)
+        self._limited(logging.WARNING, reason, "central: dropped malformed message from %s: %s", peer, detail[:300])
+        if rid is not None:
+            self._error_reply(rid, peer, stream_id, "malformed." + reason, detail[:300])
+
+    def _error_reply(self, rid: bytes, tower_id: str, stream_id: int, code: str, text: str) -> None:
+        """ERROR to a tower, at most its ``error_replies_per_s`` (the rest are counted)."""
+        bucket = self._peer(tower_id).errors
+        if not bucket.ready(1, self._clock.monotonic()):
+            self._stats["errors_unanswered"] += 1
+            return
+        bucket.spend(1)
+        self._reply(rid, tower_id, encode_error(stream_id, code, text))
+
+    def _refused(self, reason: str, tower_id: str, user_id: str | None) -> None:
+        self._count("refused", reason)
+        key_tower = user_id.split(" ", 1)[0] if user_id else "?"
+        # An impostor is counted under the tower its key belongs to, not the one it claims.
+        self._peer_count(key_tower if reason == "identity" else tower_id, "refused." + reason)
+        what = {
+            "identity": f"sent with routing id {tower_id!r} by the key of tower {key_tower!r} (a tower cannot speak "
+                        "for another; the key is quarantined)",
+            "revoked": f"from {tower_id!r}: its key is no longer on the allow-list for tower {key_tower!r}",
+            "no_user_id": f"from {tower_id!r}: the connection was not admitted by the allow-list",
+        }[reason]
+        self._limited(logging.ERROR, "refused:" + reason, "central: dropped a message %s", what)

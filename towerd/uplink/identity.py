@@ -1,0 +1,189 @@
+"""The uplink's identity flow (ICD v1.1 IDENTITY) to one central, beside its records.
+
+The outbox's identity stream (:mod:`towerd.outbox.identity`) is sent over the same
+DEALER as the records but with its own cursor, its own small window
+(``IDENTITY_WINDOW`` messages), its own ACK timeout and its own ACKs (they carry the
+identity stream's id): nothing that happens to identities can hold up, gap or lose a
+TRACKS/EVENTS record.
+
+What the central is, as far as identity goes (``capability``):
+
+- ``unknown`` until it answers an IDENTITY message; ``supported`` after its first ACK on
+  the identity stream.
+- ``unsupported``: it answered an IDENTITY message with ERROR (echoing the identity
+  stream's id) whose code is not a passing condition (``central.busy``,
+  ``central.store_failed``): an ICD v1 central drops the unknown type and answers
+  ``malformed.type``. Logged once, at WARNING; from then on, for as long as this uplink
+  runs, no identity is sent to it and every identity row held or added is marked done
+  for it (withheld, as a sharing rule excludes records). After a restart of the daemon
+  the tower asks again with its next identity message.
+- ``disabled``: the sharing rule says ``identity: {enabled: false}``; nothing is sent,
+  every identity row is done for this central.
+
+A central that drops IDENTITY without answering leaves its capability ``unknown``: the
+messages are sent again after the ACK timeout (doubling up to ``ack_timeout_max_s``),
+which costs a few bytes and never delays a record.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+
+from towerd.icd import (
+    FLAG_REPLAY,
+    IDENTITY_RECORD_DTYPE,
+    IDENTITY_RECORD_SIZE,
+    check_identity_records,
+    encode_identities,
+)
+from towerd.uplink.batching import _Message
+from towerd.uplink.sharing import SharingRule, share_identities
+
+log = logging.getLogger(__name__)
+
+IDENTITY_WINDOW = 8
+"""IDENTITY messages in flight at most, per central."""
+TRANSIENT_ERRORS = ("central.busy", "central.store_failed")
+"""ERROR codes that say "later", not "never": they do not make a central unsupported."""
+
+UNKNOWN, SUPPORTED, UNSUPPORTED, DISABLED = "unknown", "supported", "unsupported", "disabled"
+
+
+class IdentityFlow:
+    """Sends one central the identity rows it still needs (see the module doc).
+
+    ``send(frame) -> bool`` puts one frame on the uplink's socket (False: not now).
+    Driven by the uplink from the daemon's loop thread: :meth:`restart` at each link up
+    (and outbox rollback), :meth:`pump` in every poll while the link is up,
+    :meth:`on_ack` / :meth:`on_error` for replies on the identity stream."""
+
+    def __init__(self, name: str, outbox, rule: SharingRule, send: Callable[[bytes], bool], *,
+                 logger: logging.LoggerAdapter, batch_records: int, ack_timeout_s: float,
+                 ack_timeout_max_s: float) -> None:
+        self._name = name
+        self._outbox = outbox
+        self._rule = rule
+        self._send = send
+        self._log = logger
+        self._batch = batch_records
+        self._timeout_min = ack_timeout_s
+        self._timeout_max = ack_timeout_max_s
+        self._timeout = ack_timeout_s
+        self.capability = UNKNOWN if rule.identity.enabled else DISABLED
+        self._inflight: dict[int, _Message] = {}
+        self._cursor = 0
+        self._boundary = 1
+        self._withheld_to = 0  # identity seqs below this are marked done (unsupported/disabled)
+        self.stats = {"identity_sent_msgs": 0, "identity_acked_records": 0, "identity_resent_msgs": 0,
+                      "identity_withheld_records": 0, "identity_bad_rows": 0, "identity_errors": 0}
+
+    # ---------------------------------------------------------------- driven by the uplink
+
+    def restart(self) -> None:
+        """The link came up (or the outbox rolled back): everything not acknowledged is
+        sent again, rows below the current mark flagged REPLAY."""
+        self._inflight.clear()
+        self._boundary = self._outbox.identity_sendable_next_seq
+        self._cursor = 0
+        self._timeout = self._timeout_min
+
+    def pump(self, now: float) -> None:
+        if self.capability in (UNSUPPORTED, DISABLED):
+            self._withhold()
+            return
+        for msg in self._inflight.values():
+            if msg.sent_mono is not None and now - msg.sent_mono < self._timeout:
+                continue
+            if msg.sent_mono is not None:
+                self._timeout = min(2 * self._timeout, self._timeout_max)
+                self.stats["identity_resent_msgs"] += 1
+            if not self._send(msg.frame):
+                return
+            msg.sends += 1
+            msg.sent_mono = now
+        while len(self._inflight) < IDENTITY_WINDOW:
+            msg = self._next_message()
+            if msg is None:
+                return
+            self._inflight[msg.first] = msg
+            if not self._send(msg.frame):
+                return
+            msg.sends, msg.sent_mono = 1, now
+            self.stats["identity_sent_msgs"] += 1
+
+    def on_ack(self, first: int, last: int) -> None:
+        msg = self._inflight.get(first)
+        if msg is None or msg.last != last:
+            return  # a late or second ACK: the rows were marked the first time, or are re-sent
+        del self._inflight[first]
+        self._outbox.ack_identities(first, last, self._name)
+        self.stats["identity_acked_records"] += last - first + 1
+        self._timeout = self._timeout_min
+        if self.capability == UNKNOWN:
+            self.capability = SUPPORTED
+            self._log.info("uplink %s: the central takes identities (ICD v1.1 IDENTITY acknowledged)", self._name)
+
+    def on_error(self, code: str, text: str) -> None:
+        """An ERROR echoing the identity stream's id."""
+        self.stats["identity_errors"] += 1
+        if code in TRANSIENT_ERRORS or self.capability in (UNSUPPORTED, DISABLED):
+            return
+        self.capability = UNSUPPORTED
+        self._inflight.clear()
+        self._log.warning("uplink %s: the central does not take identities (it answered an ICD v1.1 IDENTITY "
+                          "message with ERROR %s: %s): it is treated as an ICD v1 central, identities are withheld "
+                          "from it from now on; its tracks and events are not affected", self._name, code, text)
+        self._withhold()
+
+    # ---------------------------------------------------------------- internals
+
+    def _withhold(self) -> None:
+        """Mark every sendable identity row done for this central (it will never take them)."""
+        hi = self._outbox.identity_sendable_next_seq
+        if hi > self._withheld_to:
+            self.stats["identity_withheld_records"] += self._outbox.ack_identities(self._withheld_to, hi - 1,
+                                                                                   self._name)
+            self._withheld_to = hi
+
+    def _next_message(self) -> _Message | None:
+        """The next run of consecutive identity rows after the cursor (at most
+        ``batch_records``), as this central's sharing rule lets it see them."""
+        rows = self._outbox.pending_identities(self._cursor, self._batch, central=self._name)
+        good: list[tuple[int, bytes]] = []
+        for seq, payload in rows:
+            if good and seq != good[-1][0] + 1:
+                break
+            if len(payload) != IDENTITY_RECORD_SIZE or int.from_bytes(payload[:8], "little") != seq:
+                self._bad(seq)
+                if good:
+                    break
+                continue
+            good.append((seq, payload))
+        if not good:
+            if rows:
+                self._cursor = rows[-1][0]
+            return None
+        records = np.frombuffer(b"".join(p for _, p in good), dtype=IDENTITY_RECORD_DTYPE)
+        try:
+            check_identity_records(records)
+        except ValueError:
+            for seq, _ in good:  # rare (a damaged row): judge each on its own
+                try:
+                    check_identity_records(np.frombuffer(dict(good)[seq], dtype=IDENTITY_RECORD_DTYPE))
+                except ValueError:
+                    self._bad(seq)
+            return None
+        first, last = good[0][0], good[-1][0]
+        self._cursor = last
+        flags = FLAG_REPLAY if last < self._boundary else 0
+        frame = encode_identities(self._outbox.identity_stream_id, share_identities(records, self._rule), flags)
+        return _Message(first=first, last=last, count=len(good), frame=frame, replay=bool(flags))
+
+    def _bad(self, seq: int) -> None:
+        self.stats["identity_bad_rows"] += 1
+        self._log.error("uplink %s: outbox identity row seq %d cannot be encoded; it is not sent (lost)",
+                        self._name, seq)
+        self._outbox.ack_identities(seq, seq, self._name)
