@@ -400,9 +400,19 @@ class Daemon:
             self._identity_out()
 
     def _identity_out(self) -> None:
-        """Remote ID fusion's events (rid_mismatch, non-cooperative) into the outbox."""
-        for code, severity, message, fields in self.pipeline.identity.pop_events():
+        """Remote ID fusion's events (rid_mismatch, non-cooperative) and the track
+        identities due into the outbox, after the records of the same cycle (the uplink
+        sends identities on their own ICD v1.1 stream)."""
+        fusion = self.pipeline.identity
+        for code, severity, message, fields in fusion.pop_events():
             self._event(code, severity, message, **fields)
+        identities = fusion.pop_identities()
+        if identities:
+            try:
+                self.outbox.add_identities(identities)
+                self._records_waiting = True
+            except (OutboxError, ValueError) as exc:
+                log.error("outbox: %d track identities not stored: %s", len(identities), exc)
 
     # A full disk or an I/O error must not stop the tower: the outbox rolls back, counts
     # the loss, and announces it (outbox.write_failed) once writes work again.
