@@ -242,6 +242,8 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
                      f"{ack_text}, {plural(c.get('in_flight', 0), 'message')} in flight, {c.get('resent_msgs', 0)} resent")
         if not up:
             problems.append(f"link to central {name} is down ({c.get('state', '?')})")
+        if c.get("identity"):
+            lines.append("    identity (Remote ID, ICD v1.1): " + _IDENTITY_TEXT.get(c["identity"], str(c["identity"])))
     ob = status.get("outbox", {})
     lines.append(f"Outbox: {plural(ob.get('pending', 0), 'record')} waiting for acknowledgement, next seq "
                  f"{ob.get('next_seq')}, {ob.get('dropped_total', 0)} dropped in all")
@@ -255,6 +257,14 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
         problems.append(f"the processing loop fell behind: {status['readings_dropped']} readings dropped")
     lines.append("All good." if not problems else "Problems: " + "; ".join(problems) + ".")
     return "\n".join(lines), problems
+
+
+_IDENTITY_TEXT = {
+    "unknown": "not asked yet",
+    "supported": "taken by this central",
+    "unsupported": "WITHHELD: this central speaks ICD v1 only (it refused IDENTITY); its tracks are not affected",
+    "disabled": "not shared (sharing rule)",
+}
 
 
 def _socket_path(args: argparse.Namespace) -> str:

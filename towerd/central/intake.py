@@ -20,6 +20,7 @@ from towerd.icd import (
     decode,
     decode_events,
     decode_health,
+    decode_identities,
     decode_tracks,
     encode_error,
     encode_health_ack,
@@ -90,6 +91,10 @@ class IntakeMixin:
                         raise MessageError("event_size", f"event seq {ev['seq']} is {size} bytes, this tower may "
                                            f"send {limits.max_event_bytes}")
                 self._on_records(rid, tower_id, msg, events)
+            elif msg.type == MsgType.IDENTITY:
+                if not self._identity:  # told to be an ICD v1 central: an unknown type, as v1 says
+                    raise MessageError("type", f"unknown type 0x{int(msg.type):02x}")
+                self._on_records(rid, tower_id, msg, decode_identities(msg))
             elif msg.type == MsgType.HEALTH:
                 health = decode_health(msg, max_nodes=limits.max_health_values)
                 self._keep_health(tower_id, msg.body)

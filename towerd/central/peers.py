@@ -95,7 +95,7 @@ class PeersMixin:
     def _on_records(self, rid: bytes, tower_id: str, msg: Message, payload) -> None:
         """TRACKS (records) or EVENTS (objects) that decoded: store and ACK now, or hold
         back while the tower is over its rates."""
-        if msg.type == MsgType.TRACKS:
+        if msg.type in (MsgType.TRACKS, MsgType.IDENTITY):
             first, last = int(payload["seq"][0]), int(payload["seq"][-1])
         else:
             first, last = payload[0]["seq"], payload[-1]["seq"]

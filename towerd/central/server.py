@@ -96,7 +96,11 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
     an impostor took over keeps a dead connection (about four periods).
 
     ``store``: where reports go (e.g. a :class:`towerd.central.pgstore.PgCentralStore`);
-    default a :class:`CentralStore` (SQLite) at ``db_path``. The server owns and closes it."""
+    default a :class:`CentralStore` (SQLite) at ``db_path``. The server owns and closes it.
+
+    ``identity``: take ICD v1.1 IDENTITY messages (stored and acknowledged like records);
+    False makes this central an ICD v1 one, refusing them as an unknown type with ERROR
+    ``malformed.type`` (``--icd-v1``: to test towers against an older central)."""
 
     def __init__(
         self,
@@ -112,7 +116,9 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         heartbeat_ivl_s: float = 1.0,
         limits: CentralLimits | None = None,
         store: ReportStore | None = None,
+        identity: bool = True,
     ) -> None:
+        self._identity = identity
         self._clock = clock if clock is not None else SystemClock()
         self._limits = limits if limits is not None else CentralLimits()
         self._limited = RateLimitedLog(log, self._clock, self._limits.log_interval_s)
@@ -131,6 +137,7 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
             "refused_by_reason": {},
             "stored_tracks": 0,
             "stored_events": 0,
+            "stored_identities": 0,
             "duplicates": 0,
             "acks_sent": 0,
             "health_received": 0,
@@ -363,6 +370,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--allow-dir", help="allow-list directory of <tower-id>.key files (`towerd keys allow`); "
                         "re-read when it changes and on SIGHUP")
     parser.add_argument("--plain", action="store_true", help="no CURVE: plain TCP, for lab and demo links only")
+    parser.add_argument("--icd-v1", action="store_true", help="behave as an ICD v1 central: refuse the v1.1 "
+                        "IDENTITY message as an unknown type (ERROR malformed.type), for testing towers against "
+                        "an older central")
     parser.add_argument("--limits", metavar="FILE", help="YAML file of per-tower limits (docs/protocol.md "
                         "\"Limits\"); the options below override its default section")
     parser.add_argument("--max-message-bytes", type=int, metavar="N", help="largest message a tower may send "
@@ -390,7 +400,7 @@ def main(argv: list[str]) -> int:
         if args.store:
             store = open_store(args.store, retention_days=args.retention_days, postgresql=True)
         server = CentralServer(args.bind, args.db or "", plain=args.plain, server_secret_key_file=args.secret_key,
-                               allow_dir=args.allow_dir, limits=limits, store=store)
+                               allow_dir=args.allow_dir, limits=limits, store=store, identity=not args.icd_v1)
     except ConfigError as exc:
         if store is not None:
             store.close()

@@ -25,6 +25,8 @@ class StoringMixin:
         replay = bool(msg.flags & FLAG_REPLAY)
         if msg.type == MsgType.TRACKS:
             item = Pending(tower_id, msg.stream_id, replay, records=held.payload)
+        elif msg.type == MsgType.IDENTITY:
+            item = Pending(tower_id, msg.stream_id, replay, identities=held.payload)
         else:
             item = Pending(tower_id, msg.stream_id, replay, events=held.payload)
             for ev in held.payload:
@@ -60,7 +62,8 @@ class StoringMixin:
             if isinstance(result, OutboxError):
                 self._store_failed(rid, item.tower_id, item.stream_id, result)
                 continue
-            self._stats["stored_tracks" if item.records is not None else "stored_events"] += result
+            self._stats["stored_identities" if item.identities is not None else
+                        "stored_tracks" if item.records is not None else "stored_events"] += result
             self._stats["duplicates"] += item.size - result
             self._ack(rid, item.tower_id, item.stream_id, first, last)
 

@@ -272,7 +272,7 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
             return
         self._next_health = now + self._settings.health_interval_s
         try:
-            frame = encode_health(self._outbox.stream_id, self._health())
+            frame = encode_health(self._outbox.stream_id, {**self._health(), "identity": self._identity.health()})
         except Exception:  # a faulty health() must not stop the reports
             self._log.exception("uplink %s: building HEALTH failed", self._settings.name)
             return

@@ -138,6 +138,11 @@ class IdentityFlow:
                           "from it from now on; its tracks and events are not affected", self._name, code, text)
         self._withhold()
 
+    def health(self) -> dict:
+        """HEALTH's ``identity`` object for this central: ``capability`` (as this tower
+        sees the central) and the identity ``stream_id`` (16 hex digits)."""
+        return {"capability": self.capability, "stream_id": f"{self._outbox.identity_stream_id:016x}"}
+
     # ---------------------------------------------------------------- internals
 
     def _withhold(self) -> None:
