@@ -367,3 +367,24 @@ def test_rules_hold_mismatch_until_the_radar_agrees_again():
     # Matched with a track: cooperative again, paired with it.
     assert not judge(v, Evidence(7, None, True, True), 7.0, 5.0)
     assert (v.status, v.paired_track, v.reason) == (IdentityStatus.COOPERATIVE, 7, "")
+
+
+def test_assignment_of_unshared_pairs_equals_the_solver():
+    from scipy.optimize import linear_sum_assignment
+
+    rng = np.random.default_rng(5)
+    checked = 0
+    for _ in range(200):
+        d2 = rng.uniform(0.0, 200.0, (4, 6))
+        gate = np.full(4, 16.0)
+        ok = d2 <= 16.0
+        if ok.any() and ok.sum(axis=1).max() <= 1 and ok.sum(axis=0).max() <= 1:
+            cost = np.hstack([np.where(ok, d2, np.inf), np.where(np.eye(4, dtype=bool), 16.0, np.inf)])
+            rows, cols = linear_sum_assignment(cost)
+            expected = np.full(4, -1)
+            expected[rows[cols < 6]] = cols[cols < 6]
+            assert assign(d2, gate).tolist() == expected.tolist()
+            checked += 1
+    assert checked >= 20
+    # One track in two gates: the solver decides, globally.
+    assert assign(np.array([[4.0], [1.0]]), np.array([16.0, 16.0])).tolist() == [-1, 0]

@@ -4,6 +4,8 @@
 outside its gate is forbidden, and each broadcast can always take its own "no track"
 column at the cost of its gate γ_n, so the problem is always feasible and a miss competes
 on cost with a poor hit. The solver is deterministic: equal inputs give equal pairs.
+When no broadcast gates more than one track and no track more than one broadcast (drones
+apart: the usual case), every gated pair is the optimum and the solver is not called.
 """
 
 from __future__ import annotations
@@ -24,6 +26,10 @@ def assign(d2: np.ndarray, gate: np.ndarray, eligible: np.ndarray | None = None)
     if eligible is not None:
         ok &= np.asarray(eligible, dtype=bool)[None, :]
     if not ok.any():
+        return match
+    if ok.sum(axis=1).max() <= 1 and ok.sum(axis=0).max() <= 1:
+        rows, cols = np.nonzero(ok)
+        match[rows] = cols
         return match
     cost = np.full((n, k + n), np.inf)
     cost[:, :k] = np.where(ok, d2, np.inf)

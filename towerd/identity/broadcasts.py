@@ -93,3 +93,35 @@ def broadcasts(transmitters: Sequence[Transmitter], site: geo.Site, settings: Re
         z[:, :3] = geo.geodetic_to_enu(site, lat, lon, alt)
     z[:, 2] = np.where(known[:, 2], z[:, 2], 0.0)
     return Broadcasts(tuple(tx.key for tx in txs), np.array([tx.t_position for tx in txs]), z, var, known, h_acc)
+
+
+class BroadcastCache:
+    """:func:`broadcasts` computed once per new position of a transmitter (the geodetic
+    conversion costs more than the rest of an evaluation): rows kept per transmitter,
+    keyed by its position count, pruned to the transmitters asked for."""
+
+    def __init__(self, site: geo.Site, settings: RemoteIdSettings) -> None:
+        self.site, self.settings = site, settings
+        self._rows: dict[str, tuple[int, Broadcasts]] = {}
+
+    def measure(self, transmitters: Sequence[Transmitter]) -> Broadcasts:
+        """Like :func:`broadcasts` (same rows, same order)."""
+        txs = [tx for tx in transmitters if tx.has_position]
+        stale = [tx for tx in txs if self._rows.get(tx.key, (-1,))[0] != tx.positions]
+        if stale:
+            fresh = broadcasts(stale, self.site, self.settings)
+            for i, tx in enumerate(stale):
+                self._rows[tx.key] = (tx.positions, _row(fresh, i))
+        keep = {tx.key for tx in txs}
+        self._rows = {k: v for k, v in self._rows.items() if k in keep}
+        rows = [self._rows[tx.key][1] for tx in txs]
+        if not rows:
+            return broadcasts([], self.site, self.settings)
+        return Broadcasts(tuple(tx.key for tx in txs), np.concatenate([r.t_mono for r in rows]),
+                          np.concatenate([r.z for r in rows]), np.concatenate([r.var for r in rows]),
+                          np.concatenate([r.known for r in rows]), np.concatenate([r.h_accuracy_m for r in rows]))
+
+
+def _row(bc: Broadcasts, i: int) -> Broadcasts:
+    return Broadcasts(bc.keys[i:i + 1], bc.t_mono[i:i + 1], bc.z[i:i + 1], bc.var[i:i + 1], bc.known[i:i + 1],
+                      bc.h_accuracy_m[i:i + 1])

@@ -47,7 +47,7 @@ from towerd.detection.plots import SensorMount
 from towerd.drivers.measurements import RemoteIdReading
 from towerd.icd import TRACK_RECORD_DTYPE, Category, Status, Threat
 from towerd.identity.assign import assign
-from towerd.identity.broadcasts import K1, broadcasts
+from towerd.identity.broadcasts import K1, BroadcastCache, broadcasts
 from towerd.identity.coverage import RadarCoverage, ReceiverCoverage
 from towerd.identity.gating import gates, mahalanobis
 from towerd.identity.identities import IdentityReporter
@@ -103,6 +103,7 @@ class RemoteIdFusion:
         self.transmitters.timeout_s = settings.transmitter_timeout_s
         self.identity_reporter.interval_s = settings.identity_interval_s
         self.radar = RadarCoverage(mounts, settings.radar_coverage)
+        self._measure = BroadcastCache(site, settings)
         self.receiver = ReceiverCoverage(settings.receiver_position_enu_m, settings.receiver_range_m)
         self._mismatch_level = np.uint8(LEVELS[settings.mismatch_threat])
 
@@ -187,7 +188,7 @@ class RemoteIdFusion:
                     v.status = None
         fresh = [tx for tx in self.transmitters.by_key.values()
                  if tx.has_position and t - tx.t_position <= s.max_position_age_s]
-        bc = broadcasts(fresh, self.site, s)
+        bc = self._measure.measure(fresh)
         d2 = mahalanobis(bc, tracks)
         gate = gates(bc, s.gate_probability)
         established = tracks.rows_with_status(Status.CONFIRMED, Status.COASTING)
