@@ -1,22 +1,31 @@
 """Remote ID receiver emulator: its lines against the scenario's truth (decoded by the
 driver's parser, whose decoding the protocol tests check against the reference), every
-form, silent and spoofing drones, range, rate and line rate."""
+form, silent and spoofing drones, range, rate; the scenario file's remote_id section; and
+`towerd sim --device remoteid` as a real subprocess."""
 
 from __future__ import annotations
 
 import math
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
+
+from processes import Sim
 
 from towerd import geo
 from towerd.clock import ManualClock
 from towerd.drivers.measurements import RidSource
 from towerd.drivers.remoteid.protocol import RidParser
 from towerd.sim.remoteid import RemoteIdEmulator, encode_location
-from towerd.sim.rid_spec import RemoteIdSpec, parse_remote_id
-from towerd.sim.scenario import Scenario, Target, WaypointPath
+from towerd.drivers.remoteid.driver import RemoteIdDriver, RemoteIdSettings
+from towerd.errors import ConfigError
+from towerd.sim.rid_spec import RemoteIdSpec
+from towerd.sim.scenario import Scenario, Target, WaypointPath, load_scenario, parse_scenario
+
+REPO = Path(__file__).resolve().parents[1]
 
 SITE = geo.Site(27.5036, -99.5076, 130.0)
 OPERATOR = (-40.0, 10.0, 1.5)
@@ -142,17 +151,53 @@ def test_location_encoder_unknowns_round_trip():
     assert item["height_m"] == 10.0
 
 
-def test_remote_id_yaml_section_is_validated_with_every_problem_named():
-    problems: list[tuple[str, str]] = []
-    spec = parse_remote_id({"uas_id": 1581, "form": "json", "operator_enu_m": [1, 2, 3], "rate_hz": 2},
-                           "targets[0].remote_id", lambda k, m: problems.append((k, m)))
-    assert problems == [] and spec == RemoteIdSpec(uas_id="1581", form="json", operator_enu_m=(1.0, 2.0, 3.0),
-                                                    rate_hz=2.0)
-    assert parse_remote_id({"uas_id": "X", "colour": "red", "rate_hz": "fast"}, "k",
-                           lambda k, m: problems.append((k, m))) is None
-    assert [k for k, _ in problems] == ["k.colour", "k.rate_hz"]
-    problems.clear()
-    assert parse_remote_id({"form": "morse"}, "k", lambda k, m: problems.append((k, m))) is None
-    assert problems and "form must be one of" in problems[0][1]
-    with pytest.raises(ValueError, match="uas_id is required"):
-        RemoteIdSpec()
+def test_scenario_files_carry_remote_id_and_name_every_problem_in_it():
+    scenario = load_scenario(REPO / "config" / "scenarios" / "remoteid.yaml")
+    specs = {t.name: t.remote_id for t in scenario.targets}
+    assert specs["silent"].silent and specs["spoofer"].spoof_offset_m == 300.0
+    assert {s.form for s in specs.values()} == {"json", "f3411-hex", "dji"}
+    assert specs["hex-ble"] == RemoteIdSpec(uas_id="1581F5FKD229400001", operator_enu_m=(-40.0, 10.0, 1.5),
+                                            operator_id="FIN87astrdge12k8", self_id="Survey flight")
+    raw = {"targets": [{"name": "a", "kind": "uas", "rcs_dbsm": -20, "waypoints": [[0, 0, 0, 10], [10, 0, 100, 10]],
+                        "remote_id": {"uas_id": 1581, "colour": "red", "rate_hz": 0, "form": "morse"}}]}
+    with pytest.raises(ConfigError) as err:
+        parse_scenario(raw, "s.yaml")
+    text = "\n".join(err.value.problems)
+    for key in ("remote_id.uas_id", "remote_id.colour", "remote_id.rate_hz", "remote_id.form"):
+        assert f"targets[0].{key}" in text, text
+    raw["targets"][0]["remote_id"] = {"operator_id": "OP"}
+    with pytest.raises(ConfigError, match="uas_id is required unless the drone is silent"):
+        parse_scenario(raw, "s.yaml")
+
+
+def test_towerd_sim_runs_the_receiver_on_a_pty_from_a_scenario_file(towerd_exe, tmp_path):
+    """`towerd sim --device remoteid` as field users run it; its port read by the driver."""
+    sim = Sim(towerd_exe, tmp_path, "--device", "remoteid", "--scenario",
+              str(REPO / "config" / "scenarios" / "remoteid.yaml"), "--site", "27.5036", "-99.5076", "130.0",
+              "--link", str(tmp_path / "rid0"))
+    try:
+        log = sim.wait_for("ready")
+        assert "remoteid" in log
+        with RemoteIdDriver("rid0", RemoteIdSettings(port=str(tmp_path / "rid0"))) as driver:
+            heard: dict[str, dict] = {}
+            deadline = time.monotonic() + 15.0
+            while len(heard) < 5 and time.monotonic() < deadline:
+                for r in driver.read():
+                    if r.uas_id:
+                        heard.setdefault(r.uas_id, {"source": r.source})
+        sim.send("status")
+        sim.wait_for("broadcasts ")
+    finally:
+        assert sim.stop() == 0, sim.log()
+    assert set(heard) == {"1581F5FKD229400001", "1581F8LQC255L00227P5", "1581F4QWD215P00A0042",
+                          "1581F6ZZX001SPOOF000", "1581F9FAR000000000F1"}  # not the silent one
+    assert heard["1581F4QWD215P00A0042"]["source"] == RidSource.DJI_DRONEID
+    assert driver.counters.bad_frames == 0
+
+
+def test_towerd_sim_remoteid_without_site_is_refused(towerd_exe, tmp_path):
+    sim = Sim(towerd_exe, tmp_path, "--device", "remoteid", "--scenario",
+              str(REPO / "config" / "scenarios" / "remoteid.yaml"))
+    assert sim.proc.wait(15) == 1
+    sim.stop()
+    assert "needs --site" in sim.log()

@@ -134,6 +134,18 @@ def test_each_refusal_is_counted_by_its_reason():
     assert s.dropped_bytes == len(stream) - len(b'{"mac": "aa:bb:cc:dd:ee:ff", "basic_id": "OK-1"}\n') - 2
 
 
+def test_hostile_json_values_are_refused_not_raised():
+    lines = [b'{"drone_lat": 1' + b"0" * 400 + b', "drone_long": 1.0, "basic_id": "A"}',  # int beyond float
+             b'{"drone_lat": 1e400, "drone_long": 1.0, "basic_id": "A"}',  # inf
+             b'{"drone_lat": NaN, "drone_long": 1.0, "basic_id": "A"}',
+             b'{"basic_id": ["A"]}', rb'{"basic_id": "A\u0000B"}', b'{"mac": "aa:bb:cc:dd:ee:ff", "basic_id": {}}',
+             b'{"rssi": true, "basic_id": "A"}', b'{"id_type": 2.5, "basic_id": "A"}',
+             b"[" * 500 + b"]" * 500, b'{"basic_id": "' + b"x" * 100 + b'"}']
+    parser, items, consumed = parse(b"\n".join(lines) + b"\n")
+    assert items == [] and consumed == sum(len(ln) + 1 for ln in lines)
+    assert parser.stats.out_of_range == 9 and parser.stats.not_object == 1, parser.stats
+
+
 def test_an_over_long_line_is_dropped_across_feeds_and_the_next_line_is_read():
     parser = RidParser(max_line_bytes=256)
     buf = bytearray(b"{" + b"9" * 300)
@@ -219,16 +231,51 @@ def test_fuzz_random_bytes_and_mutated_lines_never_raise_and_account_for_every_l
         assert s.frames + s.bad_lines + s.text >= len(complete) - s.too_long  # every line counted somewhere
 
 
-def test_structured_dtype_decoding_matches_row_by_row():
-    """Stacking single messages from many lines decodes each as it decodes alone."""
+def test_structured_dtype_and_scalar_decoding_agree_on_random_messages():
+    """The NumPy pass (many messages at once) and the struct path (a handful) give the
+    same fields, NaN for NaN, on random Location and System messages of every flag."""
     rng = np.random.default_rng(7)
-    raw = rng.integers(0, 256, (200, f3411.MESSAGE_SIZE), dtype=np.uint8)
-    raw[:, 0] = 0x12
-    raw[:, 5:9] = np.frombuffer(rng.integers(-900_000_000, 900_000_000, 200).astype("<i4").tobytes(),
-                                dtype=np.uint8).reshape(200, 4)
-    raw[:, 9:13] = np.frombuffer(rng.integers(-1_800_000_000, 1_800_000_000, 200).astype("<i4").tobytes(),
-                                 dtype=np.uint8).reshape(200, 4)
+    raw = rng.integers(0, 256, (4000, f3411.MESSAGE_SIZE), dtype=np.uint8)
+    raw[:2000, 0], raw[2000:, 0] = 0x12, 0x42
+    raw[::5, 5:13] = 0  # unknown positions
+    small = rng.integers(-900_000_000, 900_000_000, 4000).astype("<i4")
+    raw[1::3, 5:9] = np.frombuffer(small[1::3].tobytes(), dtype=np.uint8).reshape(-1, 4)  # plausible latitudes
+    raw[2000:][1::3, 2:6] = np.frombuffer(small[2000:][1::3].tobytes(), dtype=np.uint8).reshape(-1, 4)
     together = f3411.decode_rows(raw, f3411.F3411Stats())
+    assert len(raw) >= f3411.VECTOR_MIN_ROWS
     for i in range(len(raw)):
         alone = f3411.decode_rows(raw[i:i + 1], f3411.F3411Stats())[0]
-        assert json.dumps(alone[1], default=str) == json.dumps(together[i][1], default=str)
+        assert alone[0] == together[i][0] and type(alone[2]) is type(together[i][2])
+        if alone[1] is not None:
+            assert alone[1].keys() == together[i][1].keys()
+            for key, value in alone[1].items():
+                other = together[i][1][key]
+                assert value == other or (math.isnan(value) and math.isnan(other)), (i, key, value, other)
+    assert sum(e is None for _, _, e in together) > 1000
+
+
+def test_fuzz_every_dialect_key_with_hostile_values_never_raises():
+    keys = ["mac", "rssi", "drone_lat", "drone_long", "drone_altitude", "height_agl", "pilot_lat", "pilot_long",
+            "basic_id", "id_type", "ua_type", "home_lat", "home_long", "source", "transport", "operator_id", "id",
+            "uav latitude", "uav longitude", "alitude msl", "height agl", "base latitude", "base longitude", "speed",
+            "heading", "serial_number", "latitude", "longitude", "altitude", "height", "v_north", "v_east", "v_up",
+            "app_lat", "app_lon", "latitude_home", "longitude_home", "self_id", "status"]
+    values = [None, True, 0, -1, 10**30, -(10**400), 1e308, -1e-300, 0.5, 91.0, -181.0, 360.0, "", "x" * 70,
+              "aa:bb:cc:dd:ee:ff", "AABBCCDDEEFF", "ble", "NaN", [], {}, [1, 2], {"a": 1}, "\u00e9\u4e2d"]
+    rng = np.random.default_rng(11)
+    lines = []
+    for _ in range(600):
+        chosen = rng.choice(len(keys), int(rng.integers(1, 8)), replace=False)
+        obj = {keys[k]: values[int(rng.integers(len(values)))] for k in chosen}
+        lines.append(json.dumps(obj).encode())
+    data = b"\n".join(lines) + b"\n"
+    parser = RidParser(max_line_bytes=4096)
+    consumed, items = parser.feed(bytearray(data))
+    s = parser.stats
+    assert consumed == len(data) and s.json_lines + s.bad_lines == len(lines)
+    assert s.readings == len(items) > 0 and s.out_of_range > 0
+    for item in items:  # whatever got through is within its bounds
+        for key, lo, hi in (("lat_deg", -90, 90), ("lon_deg", -180, 180), ("rssi_dbm", -150, 20),
+                            ("course_deg", 0, 360), ("operator_lat_deg", -90, 90)):
+            if key in item:
+                assert lo <= item[key] <= hi, (key, item)

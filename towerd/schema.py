@@ -52,14 +52,19 @@ def spec(
     hi: float | None = None,
     pattern: str | None = None,
     settings_of: str | None = None,
+    gt: float | None = None,
+    error: str | None = None,
 ) -> Any:
     """A dataclass field with validation metadata.
 
-    ``lo``/``hi``: inclusive numeric range. ``pattern``: full-match regex for strings.
-    ``settings_of``: this field is a driver's settings block, whose schema is the
-    ``Settings`` dataclass of the driver named by the sibling key ``settings_of``.
+    ``lo``/``hi``: inclusive numeric range; ``gt``: exclusive lower bound. ``pattern``:
+    full-match regex for strings. ``settings_of``: this field is a driver's settings
+    block, whose schema is the ``Settings`` dataclass of the driver named by the sibling
+    key ``settings_of``. ``error``: any problem within this field is reported as this
+    one message at the field (for a value whose parts mean nothing on their own).
     """
-    meta = {"doc": doc, "unit": unit, "lo": lo, "hi": hi, "pattern": pattern, "settings_of": settings_of}
+    meta = {"doc": doc, "unit": unit, "lo": lo, "hi": hi, "pattern": pattern, "settings_of": settings_of,
+            "gt": gt, "error": error}
     if default is MISSING:
         return field(metadata=meta)
     if isinstance(default, (list, dict, set)) or dataclasses.is_dataclass(default):
@@ -89,6 +94,9 @@ INVALID = _Invalid()
 
 
 def _mark(node: Node) -> tuple[int, int]:
+    """1-based (line, column) of ``node``; (0, 0) for a node built from data, not text."""
+    if node.start_mark is None:
+        return 0, 0
     return node.start_mark.line + 1, node.start_mark.column + 1
 
 
@@ -100,17 +108,59 @@ def _describe(node: Node) -> str:
     return f"{_TAG_NAMES.get(node.tag, node.tag)} {node.value!r}" if node.tag != _NULL_TAG else "null"
 
 
+class Wording:
+    """The words of the generic problems (towerd.yaml's). A kind of file whose users
+    know other words for the same mistakes (scenario files) subclasses it; what is
+    checked stays the same."""
+
+    def not_mapping(self, node: Node, cls: type) -> str:
+        return f"expected a mapping of {cls.__name__} keys, got {_describe(node)}"
+
+    def required(self) -> str:
+        return "required key is missing"
+
+    def not_list(self, node: Node) -> str:
+        return f"expected a list, got {_describe(node)}"
+
+    def wrong_length(self, node: SequenceNode, n: int) -> str:
+        return f"expected a list of {n} items, got {len(node.value)}"
+
+    def not_choice(self, node: Node, choices: tuple) -> str:
+        expected = ", ".join(repr(c) for c in choices)
+        if not isinstance(node, ScalarNode):
+            return f"expected one of {expected}, got {_describe(node)}"
+        return f"{node.value!r} is not allowed, expected one of {expected}"
+
+    def wrong_type(self, node: Node, tp: type) -> str:
+        return f"expected {_TYPE_WORDS[tp]}, got {_describe(node)}"
+
+    def not_finite(self, node: ScalarNode) -> str:
+        return f"{node.value} is not a finite number"
+
+    def out_of_range(self, node: ScalarNode, lo: float | None, hi: float | None, gt: float | None,
+                     unit: str | None) -> str:
+        unit_text = f" {unit}" if unit else ""
+        if gt is not None:
+            low = f"more than {_num(gt)}"
+            return f"{node.value} is out of range, expected {low}" + (f" and at most {_num(hi)}" if hi is not None
+                                                                    else "") + unit_text
+        rng = f"{_num(lo) if lo is not None else '-inf'}..{_num(hi) if hi is not None else 'inf'}"
+        return f"{node.value} is out of range, expected {rng}{unit_text}"
+
+
 class Validator:
     """Builds dataclass instances from YAML nodes, collecting :class:`Problem` s.
 
     ``resolve_settings(driver_name)`` returns the Settings dataclass for a driver, or
-    raises KeyError with a message for an unknown one.
+    raises KeyError with a message for an unknown one. ``wording``: the words of the
+    generic problems (default: towerd.yaml's).
     """
 
-    def __init__(self, resolve_settings: Callable[[str], type] | None = None) -> None:
+    def __init__(self, resolve_settings: Callable[[str], type] | None = None, wording: Wording | None = None) -> None:
         self.problems: list[Problem] = []
         self._resolve_settings = resolve_settings
         self._constructor = SafeConstructor()
+        self._words = wording if wording is not None else Wording()
 
     def problem(self, node: Node, path: str, message: str) -> _Invalid:
         line, col = _mark(node)
@@ -130,6 +180,10 @@ class Validator:
                 return None
             if len(non_none) == 1:
                 return self.build(node, non_none[0], path, meta)
+            lists = [a for a in non_none if typing.get_origin(a) is tuple]
+            if len(non_none) == 2 and len(lists) == 1:  # one value or a list of them
+                single = next(a for a in non_none if a is not lists[0])
+                return self.build(node, lists[0] if isinstance(node, SequenceNode) else single, path, meta)
             raise TypeError(f"unsupported union {tp} at {path}")
         if dataclasses.is_dataclass(tp):
             return self._build_dataclass(node, tp, path)
@@ -145,7 +199,7 @@ class Validator:
 
     def _build_dataclass(self, node: Node, cls: type, path: str) -> Any:
         if not isinstance(node, MappingNode):
-            return self.problem(node, path, f"expected a mapping of {cls.__name__} keys, got {_describe(node)}")
+            return self.problem(node, path, self._words.not_mapping(node, cls))
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         hints = typing.get_type_hints(cls)
         seen: dict[str, tuple[Node, Node]] = {}
@@ -170,15 +224,19 @@ class Validator:
             field_path = f"{path}.{name}" if path else name
             if name not in seen:
                 if f.default is MISSING and f.default_factory is MISSING:
-                    self.problem(node, field_path, "required key is missing")
+                    self.problem(node, field_path, self._words.required())
                     failed = True
                 continue
             value_node = seen[name][1]
             settings_of = f.metadata.get("settings_of")
+            before = len(self.problems)
             if settings_of:
                 value = self._build_settings(value_node, seen.get(settings_of), field_path)
             else:
                 value = self.build(value_node, hints[name], field_path, dict(f.metadata))
+            if value is INVALID and f.metadata.get("error") and len(self.problems) > before:
+                del self.problems[before:]
+                self.problem(value_node, field_path, f.metadata["error"])
             if value is INVALID:
                 failed = True
             else:
@@ -205,25 +263,24 @@ class Validator:
 
     def _build_tuple(self, node: Node, args: tuple, path: str, meta: dict) -> Any:
         if not isinstance(node, SequenceNode):
-            return self.problem(node, path, f"expected a list, got {_describe(node)}")
+            return self.problem(node, path, self._words.not_list(node))
         if len(args) == 2 and args[1] is Ellipsis:
             item_types = [args[0]] * len(node.value)
         else:
             item_types = list(args)
             if len(node.value) != len(args):
-                return self.problem(node, path, f"expected a list of {len(args)} items, got {len(node.value)}")
+                return self.problem(node, path, self._words.wrong_length(node, len(args)))
         items = [self.build(n, t, f"{path}[{i}]", meta) for i, (n, t) in enumerate(zip(node.value, item_types))]
         if any(item is INVALID for item in items):
             return INVALID
         return tuple(items)
 
     def _build_choice(self, node: Node, choices: tuple, path: str) -> Any:
-        expected = ", ".join(repr(c) for c in choices)
         if not isinstance(node, ScalarNode):
-            return self.problem(node, path, f"expected one of {expected}, got {_describe(node)}")
+            return self.problem(node, path, self._words.not_choice(node, choices))
         value = node.value if node.tag == _STR_TAG else self._construct(node, path)
         if value not in choices or type(value) is not type(choices[0]):
-            return self.problem(node, path, f"{node.value!r} is not allowed, expected one of {expected}")
+            return self.problem(node, path, self._words.not_choice(node, choices))
         return value
 
     # -- scalars ------------------------------------------------------------------
@@ -236,7 +293,7 @@ class Validator:
 
     def _build_scalar(self, node: Node, tp: type, path: str, meta: dict) -> Any:
         if not isinstance(node, ScalarNode):
-            return self.problem(node, path, f"expected {_TYPE_WORDS[tp]}, got {_describe(node)}")
+            return self.problem(node, path, self._words.wrong_type(node, tp))
         if tp is str:
             if node.tag != _STR_TAG:
                 return self.problem(
@@ -261,18 +318,17 @@ class Validator:
             or (tp is float and isinstance(value, (int, float)) and not isinstance(value, bool))
         )
         if not ok:
-            return self.problem(node, path, f"expected {_TYPE_WORDS[tp]}, got {_describe(node)}")
+            return self.problem(node, path, self._words.wrong_type(node, tp))
         if tp is float:
             if isinstance(value, int) and abs(value) > 2**1000:
                 return self.problem(node, path, f"{node.value[:40]}... is out of range for a number")
             value = float(value)
             if not math.isfinite(value):
-                return self.problem(node, path, f"{node.value} is not a finite number")
-        lo, hi = meta.get("lo"), meta.get("hi")
-        if tp is not bool and ((lo is not None and value < lo) or (hi is not None and value > hi)):
-            unit = f" {meta['unit']}" if meta.get("unit") else ""
-            rng = f"{_num(lo) if lo is not None else '-inf'}..{_num(hi) if hi is not None else 'inf'}"
-            return self.problem(node, path, f"{node.value} is out of range, expected {rng}{unit}")
+                return self.problem(node, path, self._words.not_finite(node))
+        lo, hi, gt = meta.get("lo"), meta.get("hi"), meta.get("gt")
+        if tp is not bool and ((lo is not None and value < lo) or (hi is not None and value > hi)
+                               or (gt is not None and not value > gt)):
+            return self.problem(node, path, self._words.out_of_range(node, lo, hi, gt, meta.get("unit")))
         return value
 
 

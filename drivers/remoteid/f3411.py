@@ -54,6 +54,8 @@ those of the open reference implementation, opendroneid-core-c
 
 from __future__ import annotations
 
+import math
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -179,6 +181,62 @@ def decode_systems(raw: np.ndarray) -> tuple[list[dict[str, Any]], np.ndarray]:
     return [dict(zip(names, row)) for row in rows], bad
 
 
+_LOCATION = struct.Struct("<BBBBbiiHHHBBHBB")
+_SYSTEM = struct.Struct("<BBiiHBHHBHIB")
+VECTOR_MIN_ROWS = 8
+"""Below this many Location/System messages in one call, :func:`decode_rows` decodes them
+one by one with ``struct`` (a NumPy pass costs more than it saves on a handful); the two
+paths give the same numbers (tests/test_remoteid_protocol.py compares them)."""
+
+
+def _alt1(raw: int) -> float:
+    return math.nan if raw == 0 else raw * 0.5 - 1000.0
+
+
+def _latlon1(lat_e7: int, lon_e7: int) -> tuple[float, float, bool]:
+    if lat_e7 == 0 and lon_e7 == 0:
+        return math.nan, math.nan, False
+    lat, lon = lat_e7 * 1e-7, lon_e7 * 1e-7
+    return lat, lon, abs(lat) > 90.0 or abs(lon) > 180.0
+
+
+def location_fields(msg: bytes) -> tuple[dict[str, Any], bool]:
+    """One Location message, scalar twin of :func:`decode_locations`: (fields, bad position)."""
+    (_, flags, direction, speed_raw, vspeed_raw, lat_e7, lon_e7, baro, geo, height, acc_vh, acc_bs, ts, _,
+     _) = _LOCATION.unpack(msg)
+    course = direction + (180.0 if flags & 0x02 else 0.0)
+    if flags & 0x01:
+        speed = math.nan if speed_raw == 255 else speed_raw * 0.75 + 255 * 0.25
+    else:
+        speed = speed_raw * 0.25
+    vertical = vspeed_raw * 0.5
+    lat, lon, bad = _latlon1(lat_e7, lon_e7)
+    return {
+        "status": flags >> 4,
+        "height_above_takeoff": not flags & 0x04,
+        "course_deg": math.nan if course >= 360.0 else course,
+        "speed_mps": speed,
+        "vertical_speed_mps": math.nan if abs(vertical) > 62.0 else vertical,
+        "lat_deg": lat,
+        "lon_deg": lon,
+        "alt_baro_m": _alt1(baro),
+        "alt_geo_m": _alt1(geo),
+        "height_m": _alt1(height),
+        "h_accuracy_m": float(H_ACCURACY_M[acc_vh & 0x0F]),
+        "v_accuracy_m": float(V_ACCURACY_M[acc_vh >> 4]),
+        "speed_accuracy_mps": float(SPEED_ACCURACY_MPS[acc_bs & 0x0F]),
+        "broadcast_time_s": math.nan if ts > 36000 else ts / 10.0,
+    }, bad
+
+
+def system_fields(msg: bytes) -> tuple[dict[str, Any], bool]:
+    """One System message, scalar twin of :func:`decode_systems`: (fields, bad position)."""
+    _, flags, lat_e7, lon_e7, _, _, _, _, _, alt, _, _ = _SYSTEM.unpack(msg)
+    lat, lon, bad = _latlon1(lat_e7, lon_e7)
+    return {"operator_location_type": flags & 0x03, "operator_lat_deg": lat, "operator_lon_deg": lon,
+            "operator_alt_m": _alt1(alt)}, bad
+
+
 def _text(raw: bytes, what: str) -> str:
     """ASCII text up to the first NUL; MessageError when not printable."""
     text = raw.split(b"\0", 1)[0]
@@ -205,9 +263,9 @@ def _check_auth(msg: bytes) -> None:
             raise MessageError("bad_message", f"authentication page 0 inconsistent (last page {last}, length {length})")
 
 
-def split_block(data: bytes) -> np.ndarray:
-    """One transmitted unit (a single message or a Message Pack) -> (n, 25) uint8 messages;
-    MessageError when its framing is wrong."""
+def block_messages(data: bytes) -> bytes:
+    """One transmitted unit (a single message or a Message Pack) -> its 25-byte messages,
+    back to back; MessageError when its framing is wrong."""
     if len(data) < MESSAGE_SIZE:
         raise MessageError("bad_length", f"{len(data)} bytes, a message has {MESSAGE_SIZE}")
     if data[0] >> 4 == PACK:
@@ -218,10 +276,10 @@ def split_block(data: bytes) -> np.ndarray:
             raise MessageError("bad_message", f"message pack of {count} messages (1-{PACK_MAX_MESSAGES})")
         if len(data) != 3 + MESSAGE_SIZE * count:
             raise MessageError("bad_length", f"message pack of {count} messages in {len(data)} bytes")
-        return np.frombuffer(data, dtype=np.uint8, offset=3).reshape(count, MESSAGE_SIZE)
+        return data[3:]
     if len(data) != MESSAGE_SIZE:
         raise MessageError("bad_length", f"{len(data)} bytes, a message has {MESSAGE_SIZE}")
-    return np.frombuffer(data, dtype=np.uint8).reshape(1, MESSAGE_SIZE)
+    return data
 
 
 Decoded = tuple[int, "dict[str, Any] | None", "MessageError | None"]
@@ -236,11 +294,14 @@ def decode_rows(raw: np.ndarray, stats: F3411Stats) -> list[Decoded]:
     kinds = (raw[:, 0] >> 4).astype(np.int64)
     versions = raw[:, 0] & 0x0F
     decoded: dict[int, tuple[dict[str, Any], bool]] = {}
-    for kind, decoder in ((LOCATION, decode_locations), (SYSTEM, decode_systems)):
+    for kind, decoder, scalar in ((LOCATION, decode_locations, location_fields),
+                                  (SYSTEM, decode_systems, system_fields)):
         where = np.flatnonzero((kinds == kind) & (versions <= MAX_VERSION))
-        if len(where):
+        if len(where) >= VECTOR_MIN_ROWS:
             rows, bad = decoder(raw[where])
             decoded.update(zip(where.tolist(), zip(rows, bad.tolist())))
+        else:
+            decoded.update((i, scalar(raw[i].tobytes())) for i in where.tolist())
     result: list[Decoded] = []
     for i, kind in enumerate(kinds.tolist()):
         try:
@@ -275,7 +336,8 @@ def decode_block(data: bytes, stats: F3411Stats) -> list[tuple[int, dict[str, An
     """One transmitted unit -> [(type, fields)] of the messages that carry reading fields.
     MessageError when anything in it is refused: a pack is one broadcast, so one bad
     message refuses the whole pack."""
-    rows = decode_rows(split_block(data), stats)
+    messages = block_messages(data)
+    rows = decode_rows(np.frombuffer(messages, dtype=np.uint8).reshape(-1, MESSAGE_SIZE), stats)
     for _, _, error in rows:
         if error is not None:
             raise error

@@ -18,7 +18,7 @@ Framing: one line per broadcast, ended by LF (a CR before it is dropped), at mos
 
    - colonelpanichacks drone-mesh-mapper / Sky Spy (github.com/colonelpanichacks/
      drone-mesh-mapper, ``node-mode-dualcore/src/main_remote.cpp`` ``buildJson``, commit
-     3dd950f3; the same line in SKY-SPY-Aware's README): ``mac``, ``rssi``, ``drone_lat``,
+     efe96b6f; the same line in SKY-SPY-Aware's README): ``mac``, ``rssi``, ``drone_lat``,
      ``drone_long``, ``drone_altitude`` (geodetic, whole metres), ``pilot_lat``,
      ``pilot_long``, ``basic_id``, ``node_id`` (ignored). Its firmware zero-fills what it
      has not heard, so a position of exactly (0, 0) is unknown (NaN), as in F3411.
@@ -65,6 +65,7 @@ their sum; ``dropped_bytes`` the bytes of refused lines and text.
 
 from __future__ import annotations
 
+import binascii
 import json
 import math
 import re
@@ -82,7 +83,12 @@ MAX_LINE_BYTES = 1024
 
 _MAC = re.compile(r"[0-9a-fA-F]{2}([:-])[0-9a-fA-F]{2}(\1[0-9a-fA-F]{2}){4}")
 _HEX = re.compile(rb"(0[xX])?[0-9a-fA-F]+")
-_RSSI = re.compile(r"[-+]?\d{1,3}(\.\d+)?(dBm)?")
+_HEX_LINE = re.compile(
+    rb"(?:(?P<mac>[0-9A-Fa-f]{2}([:-])[0-9A-Fa-f]{2}(?:\2[0-9A-Fa-f]{2}){4})[ \t,]+)?"
+    rb"(?:(?P<rssi>[-+]?\d{1,3}(?:\.\d+)?)(?:dBm)?[ \t,]+)?"
+    rb"(?:(?P<source>[A-Za-z][A-Za-z0-9_]*)[ \t,]+)?"
+    rb"(?:0[xX])?(?P<hex>[0-9A-Fa-f]{50,})")
+"""A hex line: optional MAC, RSSI and source word, then at least one message of hex."""
 _SOURCES = {
     "ble": RidSource.BLUETOOTH_LEGACY, "bt": RidSource.BLUETOOTH_LEGACY, "bt4": RidSource.BLUETOOTH_LEGACY,
     "ble4": RidSource.BLUETOOTH_LEGACY, "bluetooth": RidSource.BLUETOOTH_LEGACY,
@@ -151,10 +157,13 @@ def _number(obj: dict, key: str, lo: float, hi: float) -> float | None:
     value = obj.get(key)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not lo <= value <= hi:
-        raise LineRefused("out_of_range", f"{key}: {value!r} is not a number in [{lo}, {hi}]")
-    return float(value)
+    try:
+        number = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
+    except OverflowError:  # an integer beyond any float
+        number = math.nan
+    if not lo <= number <= hi:  # NaN and infinities fail too
+        raise LineRefused("out_of_range", f"{key}: {str(value)[:40]!r} is not a number in [{lo}, {hi}]")
+    return number
 
 
 def _string(obj: dict, key: str, limit: int = 64) -> str | None:
@@ -294,41 +303,40 @@ def decode_json_object(obj: dict) -> dict[str, Any] | None:
 # ----------------------------------------------------------------------------- hex lines
 
 
-def decode_hex_line(line: bytes) -> dict[str, Any]:
-    """``[mac] [rssi] [source] HEX`` -> reading fields; LineRefused when refused."""
-    tokens = line.replace(b",", b" ").split()
-    payload = tokens[-1]
-    if payload[:2] in (b"0x", b"0X"):
-        payload = payload[2:]
-    if len(payload) % 2:
-        raise LineRefused("bad_hex", f"odd number of hex digits ({len(payload)})")
-    data = bytes.fromhex(payload.decode("ascii"))
-    out: dict[str, Any] = {"transmitter": ""}
-    for token in tokens[:-1]:
-        word = token.decode("ascii", "replace")
-        if _MAC.fullmatch(word):
-            out["transmitter"] = word.replace("-", ":").lower()
-        elif _RSSI.fullmatch(word):
-            rssi = float(word.removesuffix("dBm"))
-            if not -150 <= rssi <= 20:
-                raise LineRefused("out_of_range", f"RSSI {rssi} dBm")
-            out["rssi_dbm"] = rssi
-        elif word.lower() in _SOURCES:
-            out["source"] = _SOURCES[word.lower()]
-        else:
-            raise LineRefused("bad_hex", f"prefix token {word!r} is not a MAC, an RSSI or a source")
-    if data[:1] == b"\x0d" and len(data) >= 2 + f3411.MESSAGE_SIZE and (
-            len(data) == 2 + f3411.MESSAGE_SIZE or data[2] >> 4 == f3411.PACK):
+def decode_hex_line(line: bytes) -> tuple[dict[str, Any], bytes] | None:
+    """``[mac] [rssi] [source] HEX`` -> (prefix fields, the message or pack bytes); None
+    when the line is not a hex line at all (text); LineRefused when it is a refused one."""
+    m = _HEX_LINE.fullmatch(line)
+    if m is None:
+        if _looks_hex(line):
+            raise LineRefused("bad_hex", "prefix before the hex is not [MAC] [RSSI] [source]")
+        return None
+    digits = m["hex"]
+    if len(digits) % 2:
+        raise LineRefused("bad_hex", f"odd number of hex digits ({len(digits)})")
+    data = binascii.unhexlify(digits)
+    mac = m["mac"]
+    out: dict[str, Any] = {"transmitter": mac.decode("ascii").replace("-", ":").lower() if mac else ""}
+    if m["rssi"] is not None:
+        rssi = float(m["rssi"])
+        if not -150 <= rssi <= 20:
+            raise LineRefused("out_of_range", f"RSSI {rssi} dBm")
+        out["rssi_dbm"] = rssi
+    if m["source"] is not None:
+        source = _SOURCES.get(m["source"].decode("ascii").lower())
+        if source is None:
+            raise LineRefused("bad_hex", f"prefix token {m['source']!r} is not a MAC, an RSSI or a source")
+        out["source"] = source
+    if data[0] == 0x0D and (len(data) == 2 + f3411.MESSAGE_SIZE or data[2] >> 4 == f3411.PACK):
         data = data[2:]  # BLE service data: application code 0x0D, message counter
-    if len(data) != f3411.MESSAGE_SIZE and data[:1] and data[0] >> 4 != f3411.PACK:
+    if len(data) != f3411.MESSAGE_SIZE and data[0] >> 4 != f3411.PACK:
         raise LineRefused("bad_hex", f"{len(data)} bytes: neither a 25-byte message nor a message pack")
-    return out, data  # type: ignore[return-value]
+    return out, data
 
 
 def _looks_hex(line: bytes) -> bool:
     tokens = line.replace(b",", b" ").split()
-    return bool(tokens) and len(tokens) <= 4 and len(tokens[-1]) >= 2 * f3411.MESSAGE_SIZE \
-        and _HEX.fullmatch(tokens[-1]) is not None
+    return bool(tokens) and len(tokens[-1]) >= 2 * f3411.MESSAGE_SIZE and _HEX.fullmatch(tokens[-1]) is not None
 
 
 # ----------------------------------------------------------------------------- the parser
@@ -405,9 +413,9 @@ class RidParser:
                 else:
                     out.append(fields)
                 return
-            if _looks_hex(line):
-                prefix, data = decode_hex_line(line)
-                hex_lines.append((prefix, data, size, len(out)))
+            decoded = decode_hex_line(line)
+            if decoded is not None:
+                hex_lines.append((*decoded, size, len(out)))
                 out.append(None)  # the slot its reading takes, in line order
                 return
         except LineRefused as exc:
@@ -417,30 +425,38 @@ class RidParser:
         stats.dropped_bytes += size
 
     def _flush_hex(self, hex_lines: list[tuple[dict[str, Any], bytes, int, int]], out: list) -> None:
-        """Decode the hex broadcasts of one feed. The lines that hold one message each are
-        stacked into one (n, 25) array and decoded together (one structured-array pass
-        per message type, :func:`f3411.decode_rows`); packs are decoded one by one."""
+        """Decode the hex broadcasts of one feed together: every message of every line (single
+        messages and packs alike) goes into one (n, 25) array, decoded in one structured-array
+        pass per message type (:func:`f3411.decode_rows`), then regrouped per line. One
+        refused message refuses its line (a pack is one broadcast)."""
         stats = self.stats
-        singles = [i for i, (_, data, _, _) in enumerate(hex_lines)
-                   if len(data) == f3411.MESSAGE_SIZE and data[0] >> 4 != f3411.PACK]
-        rows: dict[int, f3411.Decoded] = {}
-        if singles:
-            stacked = np.frombuffer(b"".join(hex_lines[i][1] for i in singles), dtype=np.uint8)
-            rows = dict(zip(singles, f3411.decode_rows(stacked.reshape(-1, f3411.MESSAGE_SIZE), stats.f3411)))
-        for i, (prefix, data, size, slot) in enumerate(hex_lines):
+        blocks: list[bytes] = []
+        spans: list[tuple[int, int, int]] = []  # (line index, first row, end row)
+        rows_so_far = 0
+        for i, (_, data, size, _) in enumerate(hex_lines):
             try:
-                if i in rows:
-                    kind, fields, error = rows[i]
-                    if error is not None:
-                        raise error
-                    messages = [] if fields is None else [(kind, fields)]
-                else:
-                    messages = f3411.decode_block(data, stats.f3411)
+                block = f3411.block_messages(data)
             except f3411.MessageError as exc:
                 self._refuse(LineRefused("bad_hex" if exc.reason == "bad_length" else exc.reason, str(exc)), size)
                 continue
+            blocks.append(block)
+            count = len(block) // f3411.MESSAGE_SIZE
+            spans.append((i, rows_so_far, rows_so_far + count))
+            rows_so_far += count
+        if not blocks:
+            return
+        raw = np.frombuffer(b"".join(blocks), dtype=np.uint8).reshape(-1, f3411.MESSAGE_SIZE)
+        rows = f3411.decode_rows(raw, stats.f3411)
+        for i, first, stop in spans:
+            prefix, _, size, slot = hex_lines[i]
+            part = rows[first:stop]
+            error = next((e for _, _, e in part if e is not None), None)
+            if error is not None:
+                self._refuse(LineRefused(error.reason, str(error)), size)
+                continue
             stats.frames += 1
             stats.hex_lines += 1
+            messages = [(kind, fields) for kind, fields, _ in part if fields is not None]
             if messages:  # authentication pages alone carry nothing a reading holds
                 out[slot] = {**f3411.merge(messages), **prefix}
 

@@ -45,6 +45,7 @@ import numpy as np
 
 from towerd import geo
 from towerd.clock import Clock, SystemClock
+from towerd.sim.faults import LineFaults
 from towerd.sim.pty import PtyPair
 from towerd.sim.writer import EmulatorThread
 from towerd.sim.scenario import Scenario
@@ -85,7 +86,7 @@ class _Track:
     scans: int = 0
 
 
-class NmeaRadarEmulator(EmulatorThread):
+class NmeaRadarEmulator(LineFaults, EmulatorThread):
     """Scenario -> NMEA TTM/TLL sentences, on demand or paced onto a pty at line rate."""
 
     def __init__(
@@ -152,10 +153,8 @@ class NmeaRadarEmulator(EmulatorThread):
         self.bytes_dropped = 0  # bytes the pty did not take (nobody reading)
         self.error: BaseException | None = None
         self._lock = threading.Lock()  # guards rng, tracks and the fault state
-        self._garbage = 0
         self._bad_checksums = 0
-        self._truncate = 0
-        self._stall_until = -math.inf
+        self._init_faults()
         self._init_thread()
 
     @property
@@ -253,45 +252,23 @@ class NmeaRadarEmulator(EmulatorThread):
 
     def scan_bytes(self, t_s: float, t_mono: float | None = None) -> bytes:
         """One scan as wire bytes, faults included (see the module docstring)."""
-        out = bytearray()
         bodies = self.scan_sentences(t_s, t_mono)
         with self._lock:
-            if self._garbage:
-                out += self.rng.integers(0, 256, self._garbage, dtype=np.uint8).tobytes()
-                self._garbage = 0
+            lines = []
             for body in bodies:
                 checksum = _checksum(body)
                 if self._bad_checksums:
                     self._bad_checksums -= 1
                     checksum = f"{int(checksum, 16) ^ 0x5A:02X}"
-                line = f"${body}*{checksum}\r\n".encode("ascii")
-                if self._truncate:
-                    self._truncate -= 1
-                    line = line[: len(line) // 2]
-                out += line
-        return bytes(out)
+                lines.append(f"${body}*{checksum}\r\n".encode("ascii"))
+            return self._with_faults(lines)
 
     # ------------------------------------------------------------ fault injection
-
-    def inject_garbage(self, n_bytes: int) -> None:
-        """Send ``n_bytes`` random bytes before the next scan."""
-        with self._lock:
-            self._garbage += max(0, int(n_bytes))
 
     def inject_bad_checksum(self, count: int = 1) -> None:
         """Send the next ``count`` sentences with a wrong checksum."""
         with self._lock:
             self._bad_checksums += max(0, int(count))
-
-    def inject_truncated(self, count: int = 1) -> None:
-        """Cut the next ``count`` sentences in half, without their line end."""
-        with self._lock:
-            self._truncate += max(0, int(count))
-
-    def inject_stall(self, seconds: float) -> None:
-        """Send nothing for ``seconds``: scans due meanwhile are lost, bytes queued wait."""
-        with self._lock:
-            self._stall_until = self.clock.monotonic() + max(0.0, float(seconds))
 
     # ------------------------------------------------------------------ thread
 
@@ -327,17 +304,10 @@ class NmeaRadarEmulator(EmulatorThread):
                 k += 1
                 continue
             if queue and not stalled and line_free_at <= now:
-                data = bytes(queue[:chunk])
-                del queue[:chunk]
-                try:
-                    written = pty.write(data)
-                except OSError as exc:
-                    self.error = exc
-                    log.error("NMEA emulator: writing to the pty failed, stopping: %s", exc)
+                free_at = self._write_chunk(pty, queue, chunk, now, line_free_at, "NMEA")
+                if free_at is None:
                     return
-                self.bytes_sent += written
-                self.bytes_dropped += len(data) - written
-                line_free_at = max(line_free_at, now) + len(data) / self.bytes_per_s
+                line_free_at = free_at
                 continue
             wake = due if not queue else max(line_free_at, now + 0.001)
             if stalled:

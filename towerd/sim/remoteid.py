@@ -31,9 +31,9 @@ along ``spoof_bearing_deg`` for a spoofer; the range (hence RSSI) is always the 
 Geodetic altitude = the ENU position's WGS84 height about ``site``; height above take-off
 = its ENU up; timestamp = tenths of seconds after the UTC hour of ``clock``.
 
-Fault injection (each applies to what is sent next): :meth:`inject_garbage`,
-:meth:`inject_truncated` (a line cut short with no line end, the next one glued to it),
-:meth:`inject_stall` (nothing sent for a while). Unplugging is closing the pty.
+Fault injection (:class:`~towerd.sim.faults.LineFaults`, each applies to what is sent
+next): random bytes, a line cut short with no line end (the next one glued to it), a
+stall (broadcasts due meanwhile are lost). Unplugging is closing the pty.
 """
 
 from __future__ import annotations
@@ -44,12 +44,13 @@ import math
 import struct
 import threading
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from towerd import geo
 from towerd.clock import Clock, SystemClock
+from towerd.sim.faults import LineFaults
 from towerd.sim.rid_spec import RemoteIdSpec
 from towerd.sim.writer import EmulatorThread
 
@@ -141,7 +142,7 @@ class _Drone:
     counter: int = 0  # BLE message counter
 
 
-class RemoteIdEmulator(EmulatorThread):
+class RemoteIdEmulator(LineFaults, EmulatorThread):
     """Scenario -> Remote ID receiver lines, on demand or paced onto a pty at line rate."""
 
     def __init__(
@@ -174,7 +175,7 @@ class RemoteIdEmulator(EmulatorThread):
         self.clock: Clock = clock or SystemClock()
         self.drones: list[_Drone] = []
         for target in scenario.targets:
-            spec = (specs or {}).get(target.name, getattr(target, "remote_id", None))
+            spec = (specs or {}).get(target.name, target.remote_id)
             if spec is not None:
                 phase = (int.from_bytes(spec.mac_for(target.name).encode()[-4:], "big") % 997) / 997.0 / spec.rate_hz
                 self.drones.append(_Drone(target.name, spec, spec.mac_for(target.name), phase))
@@ -186,9 +187,7 @@ class RemoteIdEmulator(EmulatorThread):
         self.bytes_dropped = 0
         self.error: BaseException | None = None
         self._lock = threading.Lock()
-        self._garbage = 0
-        self._truncate = 0
-        self._stall_until = -math.inf
+        self._init_faults()
         self._init_thread()
 
     @property
@@ -278,34 +277,8 @@ class RemoteIdEmulator(EmulatorThread):
     def line_bytes(self, t_s: float, t_mono: float | None = None) -> bytes:
         """What is due up to ``t_s`` as wire bytes, faults included."""
         lines = self.due_lines(t_s, t_mono)
-        out = bytearray()
         with self._lock:
-            if self._garbage:
-                out += self.rng.integers(0, 256, self._garbage, dtype=np.uint8).tobytes()
-                self._garbage = 0
-            for line in lines:
-                if self._truncate:
-                    self._truncate -= 1
-                    line = line[: len(line) // 2]
-                out += line
-        return bytes(out)
-
-    # ------------------------------------------------------------ fault injection
-
-    def inject_garbage(self, n_bytes: int) -> None:
-        """Send ``n_bytes`` random bytes before the next lines."""
-        with self._lock:
-            self._garbage += max(0, int(n_bytes))
-
-    def inject_truncated(self, count: int = 1) -> None:
-        """Cut the next ``count`` lines in half, without their line end."""
-        with self._lock:
-            self._truncate += max(0, int(count))
-
-    def inject_stall(self, seconds: float) -> None:
-        """Send nothing for ``seconds``: broadcasts due meanwhile are lost."""
-        with self._lock:
-            self._stall_until = self.clock.monotonic() + max(0.0, float(seconds))
+            return self._with_faults(lines)
 
     # ------------------------------------------------------------------ thread
 
@@ -332,23 +305,29 @@ class RemoteIdEmulator(EmulatorThread):
                 next_tick = max(next_tick + TICK_S, now)
                 continue
             if queue and not stalled and line_free_at <= now:
-                data = bytes(queue[:chunk])
-                del queue[:chunk]
-                try:
-                    written = pty.write(data)
-                except OSError as exc:
-                    self.error = exc
-                    log.error("Remote ID emulator: writing to the pty failed, stopping: %s", exc)
+                free_at = self._write_chunk(pty, queue, chunk, now, line_free_at, "Remote ID")
+                if free_at is None:
                     return
-                self.bytes_sent += written
-                self.bytes_dropped += len(data) - written
-                line_free_at = max(line_free_at, now) + len(data) / self.bytes_per_s
+                line_free_at = free_at
                 continue
             wake = next_tick if not queue or stalled else min(next_tick, max(line_free_at, now + 0.001))
             self._stop.wait(max(0.0, min(wake - now, 0.1)))
+
+    def status_line(self) -> str:
+        """Counters for ``towerd sim``'s ``status`` command."""
+        return (f"broadcasts {self.broadcasts}, missed (too weak) {self.missed}, drones {len(self.drones)}, "
+                f"bytes {self.bytes_sent}")
 
     def __enter__(self) -> "RemoteIdEmulator":
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+
+def from_sim_args(scenario: "Scenario", args: Any, rng: np.random.Generator) -> RemoteIdEmulator:
+    """The emulator ``towerd sim --device remoteid`` runs: the receiver at ``--position``,
+    the scenario origin at ``--site`` (required: broadcasts are WGS84)."""
+    if not args.site:
+        raise OSError("--device remoteid needs --site LAT LON H (the scenario origin's WGS84 position)")
+    return RemoteIdEmulator(scenario, rng=rng, site=geo.Site(*args.site), position_enu_m=tuple(args.position))

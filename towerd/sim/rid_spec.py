@@ -29,31 +29,35 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Literal
+
+from towerd.schema import spec
 
 FORMS = ("json", "f3411-hex", "dji")
 TRANSPORTS = ("ble", "bt5", "beacon", "nan")
-_MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
+_MAC = re.compile(r"|[0-9a-f]{2}(:[0-9a-f]{2}){5}")
 
 
 @dataclass(frozen=True)
 class RemoteIdSpec:
-    """One drone's Remote ID broadcast (see the module docstring)."""
+    """One drone's Remote ID broadcast (see the module docstring); also the schema of the
+    YAML section, validated by :mod:`towerd.schema` with the rest of the scenario file."""
 
-    uas_id: str = ""
-    form: str = "f3411-hex"
-    transport: str = "ble"
-    id_type: int = 1
-    ua_type: int = 2
-    operator_enu_m: tuple[float, float, float] | None = None
-    operator_id: str = ""
-    self_id: str = ""
-    mac: str = ""
-    rate_hz: float = 1.0
-    rssi_at_1m_dbm: float = -40.0
-    silent: bool = False
-    spoof_offset_m: float = 0.0
-    spoof_bearing_deg: float = 90.0
+    uas_id: str = spec("", doc="serial number or registration, printable ASCII, at most 20 characters")
+    form: Literal[FORMS] = spec("f3411-hex", doc="what the receiver prints")  # type: ignore[valid-type]
+    transport: Literal[TRANSPORTS] = spec("ble", doc="F3411 bearer")  # type: ignore[valid-type]
+    id_type: int = spec(1, doc="F3411 ID type", lo=0, hi=15)
+    ua_type: int = spec(2, doc="F3411 UA type", lo=0, hi=15)
+    operator_enu_m: tuple[float, float, float] | None = spec(None, doc="where the pilot stands", unit="m")
+    operator_id: str = spec("", doc="F3411 operator ID, at most 20 characters")
+    self_id: str = spec("", doc="F3411 self-ID text, at most 23 characters")
+    mac: str = spec("", doc="the broadcaster's MAC (default: from the drone's name)", pattern=_MAC.pattern,
+                    error="must be lower-case aa:bb:cc:dd:ee:ff")
+    rate_hz: float = spec(1.0, doc="broadcasts per second", unit="Hz", gt=0.0, hi=20.0)
+    rssi_at_1m_dbm: float = spec(-40.0, doc="received power at 1 m", unit="dBm", lo=-120.0, hi=30.0)
+    silent: bool = spec(False, doc="broadcasts nothing")
+    spoof_offset_m: float = spec(0.0, doc="broadcast position this far from the true one", unit="m", lo=0.0)
+    spoof_bearing_deg: float = spec(90.0, doc="direction of the false offset, clockwise from north", unit="deg")
 
     def __post_init__(self) -> None:
         if self.form not in FORMS:
@@ -68,7 +72,7 @@ class RemoteIdSpec:
             raise ValueError("uas_id is required unless the drone is silent")
         if not (0 <= self.id_type <= 15 and 0 <= self.ua_type <= 15):
             raise ValueError("id_type and ua_type must be in 0..15")
-        if self.mac and not _MAC.fullmatch(self.mac):
+        if not _MAC.fullmatch(self.mac):
             raise ValueError("mac must be lower-case aa:bb:cc:dd:ee:ff")
         if not (math.isfinite(self.rate_hz) and 0 < self.rate_hz <= 20):
             raise ValueError("rate_hz must be in (0, 20]")
@@ -86,44 +90,3 @@ class RemoteIdSpec:
             return self.mac
         digest = hashlib.sha256(name.encode()).digest()
         return ":".join(f"{b:02x}" for b in (0x02 | (digest[0] & 0xFC), *digest[1:6]))
-
-
-_KEYS = {"form": str, "transport": str, "uas_id": str, "id_type": int, "ua_type": int, "operator_enu_m": list,
-         "operator_id": str, "self_id": str, "mac": str, "rate_hz": float, "rssi_at_1m_dbm": float, "silent": bool,
-         "spoof_offset_m": float, "spoof_bearing_deg": float}
-
-
-def parse_remote_id(raw: Any, key: str, add_problem: Callable[[str, str], None]) -> RemoteIdSpec | None:
-    """A ``remote_id:`` mapping -> RemoteIdSpec; every problem goes to ``add_problem(key, message)``."""
-    if not isinstance(raw, dict):
-        add_problem(key, f"must be a mapping, got {type(raw).__name__}")
-        return None
-    values: dict[str, Any] = {}
-    ok = True
-    for k, value in raw.items():
-        full = f"{key}.{k}"
-        want = _KEYS.get(k)
-        if want is None:
-            add_problem(full, f"unknown key (allowed: {', '.join(_KEYS)})")
-            ok = False
-        elif want is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            values[k] = float(value)
-        elif want is int and isinstance(value, int) and not isinstance(value, bool):
-            values[k] = value
-        elif want is list and isinstance(value, list) and len(value) == 3 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
-            values[k] = tuple(float(v) for v in value)
-        elif want in (str, bool) and isinstance(value, want):
-            values[k] = value
-        elif want is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-            values[k] = str(value)  # a serial number of digits reads as a number in YAML
-        else:
-            add_problem(full, f"must be {'[east, north, up]' if want is list else want.__name__}, got {value!r}")
-            ok = False
-    if not ok:
-        return None
-    try:
-        return RemoteIdSpec(**values)
-    except ValueError as exc:
-        add_problem(key, str(exc))
-        return None

@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from towerd.errors import ConfigError
+from towerd.sim.rid_spec import RemoteIdSpec
 
 log = logging.getLogger(__name__)
 
@@ -213,6 +213,7 @@ class Target:
     rcs_dbsm: float  # radar cross-section, dB relative to 1 m²
     path: WaypointPath | OrbitPath
     emitters: tuple[Emitter, ...] = ()  # on the air while the target is present
+    remote_id: RemoteIdSpec | None = None  # what it broadcasts as Remote ID / DroneID (towerd.sim.rid_spec)
 
     def __post_init__(self) -> None:
         if self.kind not in TARGET_KINDS:
@@ -335,260 +336,20 @@ class Scenario:
 # --------------------------------------------------------------------------- YAML
 
 
-class _Problems:
-    """Collects every problem of one file, each prefixed with the file and key path."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.items: list[str] = []
-
-    def add(self, key: str, message: str) -> None:
-        self.items.append(f"{self.source}: {key}: {message}")
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _mapping(value: Any, key: str, allowed: dict[str, bool], problems: _Problems) -> dict | None:
-    """Check ``value`` is a mapping with only ``allowed`` keys (name -> required)."""
-    if not isinstance(value, dict):
-        problems.add(key, f"must be a mapping, got {type(value).__name__}")
-        return None
-    for k in value:
-        if k not in allowed:
-            problems.add(f"{key}.{k}" if key else str(k), f"unknown key (allowed: {', '.join(allowed)})")
-    for k, required in allowed.items():
-        if required and k not in value:
-            problems.add(f"{key}.{k}" if key else k, "is required")
-    return value
-
-
-def _number(m: dict, k: str, key: str, problems: _Problems, default: Any = None, *, positive: bool = False,
-            nonneg: bool = False, nullable: bool = False) -> Any:
-    if k not in m:
-        return default
-    value = m[k]
-    full = f"{key}.{k}" if key else k
-    if value is None and nullable:
-        return None
-    if not _is_number(value):
-        problems.add(full, f"must be a finite number, got {value!r}")
-        return default
-    if positive and not value > 0:
-        problems.add(full, f"must be > 0, got {value!r}")
-        return default
-    if nonneg and not value >= 0:
-        problems.add(full, f"must be >= 0, got {value!r}")
-        return default
-    return float(value)
-
-
-def _pair_or_quad(value: Any, size: int, full: str, problems: _Problems) -> tuple[float, ...] | None:
-    if not isinstance(value, (list, tuple)) or len(value) != size or not all(_is_number(v) for v in value):
-        problems.add(full, f"must be a list of {size} finite numbers, got {value!r}")
-        return None
-    return tuple(float(v) for v in value)
-
-
-_TOP_KEYS = {"name": False, "duration_s": False, "false_alarms_per_frame": False, "noise": False,
-             "clutter": False, "targets": True, "interferers": False, "false_alarm_doppler_mps": False}
-_NOISE_KEYS = {"range_sigma_m": False, "azimuth_sigma_deg": False, "elevation_sigma_deg": False,
-               "doppler_sigma_mps": False}
-_CLUTTER_KEYS = {"east_m": True, "north_m": True, "up_m": True, "rcs_dbsm": True}
-_TARGET_KEYS = {"name": True, "kind": True, "rcs_dbsm": True, "waypoints": False, "orbit": False,
-                "emitters": False}
-_EMITTER_KEYS = {"kind": True, "centre_mhz": False, "bandwidth_mhz": False, "tx_power_dbm": False,
-                 "duty_cycle": False}
-_INTERFERER_KEYS = {"name": True, "east_m": True, "north_m": True, "up_m": True, **_EMITTER_KEYS}
-
-
-def _parse_emitter(m: dict, key: str, problems: _Problems) -> Emitter | None:
-    """Emitter fields of mapping ``m`` (already checked for unknown keys); defaults by kind."""
-    before = len(problems.items)
-    kind = m.get("kind")
-    if kind not in EMITTER_KINDS:
-        problems.add(f"{key}.kind", f"must be one of {', '.join(EMITTER_KINDS)}, got {kind!r}")
-        return None
-    values: dict[str, Any] = {}
-    if "centre_mhz" in m:
-        raw = m["centre_mhz"]
-        items = raw if isinstance(raw, list) else [raw]
-        if not items or not all(_is_number(c) and c > 0 for c in items):
-            problems.add(f"{key}.centre_mhz", f"must be a frequency or a list of frequencies > 0, got {raw!r}")
-        else:
-            values["centres_mhz"] = tuple(float(c) for c in items)
-    bw = _number(m, "bandwidth_mhz", key, problems, positive=True)
-    tx = _number(m, "tx_power_dbm", key, problems)
-    duty = _number(m, "duty_cycle", key, problems, positive=True)
-    if duty is not None and duty > 1:
-        problems.add(f"{key}.duty_cycle", f"must be in (0, 1], got {duty!r}")
-    if len(problems.items) != before:
-        return None
-    for name, value in (("bandwidth_mhz", bw), ("tx_power_dbm", tx), ("duty_cycle", duty)):
-        if value is not None:
-            values[name] = value
-    try:
-        return Emitter.of(kind, **values)
-    except ValueError as exc:
-        problems.add(key, str(exc))
-        return None
-
-
-def _parse_emitters(raw: Any, key: str, problems: _Problems) -> tuple[Emitter, ...]:
-    if raw is None:
-        return ()
-    if not isinstance(raw, list):
-        problems.add(key, "must be a list of emitters")
-        return ()
-    out = []
-    for i, item in enumerate(raw):
-        ikey = f"{key}[{i}]"
-        m = _mapping(item, ikey, _EMITTER_KEYS, problems)
-        if m is not None:
-            emitter = _parse_emitter(m, ikey, problems)
-            if emitter is not None:
-                out.append(emitter)
-    return tuple(out)
-_ORBIT_KEYS = {"centre_enu_m": True, "radius_m": True, "speed_mps": True, "start_deg": False, "up_m": False,
-               "t_start_s": False, "t_end_s": False}
-
-
-def _parse_target(raw: Any, key: str, problems: _Problems) -> Target | None:
-    m = _mapping(raw, key, _TARGET_KEYS, problems)
-    if m is None:
-        return None
-    before = len(problems.items)
-    name = m.get("name")
-    if "name" in m and (not isinstance(name, str) or not 0 < len(name) <= 32):
-        problems.add(f"{key}.name", f"must be a string of 1 to 32 characters, got {name!r}")
-    kind = m.get("kind")
-    if "kind" in m and kind not in TARGET_KINDS:
-        problems.add(f"{key}.kind", f"must be one of {', '.join(TARGET_KINDS)}, got {kind!r}")
-    rcs = _number(m, "rcs_dbsm", key, problems)
-    emitters = _parse_emitters(m.get("emitters"), f"{key}.emitters", problems)
-    path: WaypointPath | OrbitPath | None = None
-    if ("waypoints" in m) == ("orbit" in m):
-        problems.add(key, "needs exactly one of 'waypoints' or 'orbit'")
-    elif "waypoints" in m:
-        raw_wp = m["waypoints"]
-        wkey = f"{key}.waypoints"
-        if not isinstance(raw_wp, list) or len(raw_wp) < 2:
-            problems.add(wkey, "must be a list of at least two [t_s, east_m, north_m, up_m]")
-        else:
-            rows = [_pair_or_quad(row, 4, f"{wkey}[{i}]", problems) for i, row in enumerate(raw_wp)]
-            if all(r is not None for r in rows):
-                times = [r[0] for r in rows]
-                bad = [i for i in range(1, len(times)) if times[i] <= times[i - 1]]
-                if bad:
-                    problems.add(f"{wkey}[{bad[0]}]", f"time {times[bad[0]]} does not increase on {times[bad[0] - 1]}")
-                else:
-                    path = WaypointPath(tuple(rows))  # type: ignore[arg-type]
-    else:
-        okey = f"{key}.orbit"
-        om = _mapping(m["orbit"], okey, _ORBIT_KEYS, problems)
-        if om is not None:
-            centre = _pair_or_quad(om["centre_enu_m"], 2, f"{okey}.centre_enu_m", problems) if "centre_enu_m" in om else None
-            radius = _number(om, "radius_m", okey, problems, positive=True)
-            speed = _number(om, "speed_mps", okey, problems)
-            start = _number(om, "start_deg", okey, problems, 0.0)
-            up = _number(om, "up_m", okey, problems, 0.0)
-            t_start = _number(om, "t_start_s", okey, problems, 0.0)
-            t_end = _number(om, "t_end_s", okey, problems, None, nullable=True)
-            if t_end is not None and t_start is not None and not t_end > t_start:
-                problems.add(f"{okey}.t_end_s", f"must be after t_start_s ({t_start}), got {t_end}")
-            elif None not in (centre, radius, speed) and len(problems.items) == before:
-                path = OrbitPath(centre, radius, speed, start, up, t_start, t_end)  # type: ignore[arg-type]
-    if len(problems.items) != before or path is None or rcs is None:
-        return None
-    return Target(name=name, kind=kind, rcs_dbsm=rcs, path=path, emitters=emitters)
-
-
 def parse_scenario(raw: Any, source: str, default_name: str = "scenario") -> Scenario:
-    """Build a Scenario from already-loaded YAML data; ConfigError lists every problem."""
-    problems = _Problems(source)
-    top = _mapping(raw, "", _TOP_KEYS, problems)
-    if top is None:
-        raise ConfigError(problems.items)
-    name = top.get("name", default_name)
-    if not isinstance(name, str) or not name:
-        problems.add("name", f"must be a non-empty string, got {name!r}")
-    duration = _number(top, "duration_s", "", problems, None, positive=True, nullable=True)
-    fa = _number(top, "false_alarms_per_frame", "", problems, 0.0, nonneg=True)
-    fa_doppler = _number(top, "false_alarm_doppler_mps", "", problems, None, nullable=True)
-    noise = MeasurementNoise()
-    if "noise" in top:
-        nm = _mapping(top["noise"], "noise", _NOISE_KEYS, problems)
-        if nm is not None:
-            values = {k: _number(nm, k, "noise", problems, getattr(noise, k), nonneg=True) for k in _NOISE_KEYS}
-            noise = MeasurementNoise(**values)
-    clutter: list[ClutterPoint] = []
-    raw_clutter = top.get("clutter", [])
-    if raw_clutter is None:
-        raw_clutter = []
-    if not isinstance(raw_clutter, list):
-        problems.add("clutter", "must be a list")
-    else:
-        for i, item in enumerate(raw_clutter):
-            ckey = f"clutter[{i}]"
-            cm = _mapping(item, ckey, _CLUTTER_KEYS, problems)
-            if cm is None:
-                continue
-            vals = [_number(cm, k, ckey, problems) for k in _CLUTTER_KEYS]
-            if None not in vals:
-                clutter.append(ClutterPoint(*vals))  # type: ignore[arg-type]
-    targets: list[Target] = []
-    raw_targets = top.get("targets", [])
-    if not isinstance(raw_targets, list):
-        problems.add("targets", "must be a list")
-    else:
-        seen: set[str] = set()
-        for i, item in enumerate(raw_targets):
-            target = _parse_target(item, f"targets[{i}]", problems)
-            if target is None:
-                continue
-            if target.name in seen:
-                problems.add(f"targets[{i}].name", f"duplicate target name {target.name!r}")
-            seen.add(target.name)
-            targets.append(target)
-    interferers: list[Interferer] = []
-    raw_inter = top.get("interferers", [])
-    if raw_inter is None:
-        raw_inter = []
-    if not isinstance(raw_inter, list):
-        problems.add("interferers", "must be a list")
-    else:
-        for i, item in enumerate(raw_inter):
-            ikey = f"interferers[{i}]"
-            im = _mapping(item, ikey, _INTERFERER_KEYS, problems)
-            if im is None:
-                continue
-            iname = im.get("name")
-            if "name" in im and (not isinstance(iname, str) or not 0 < len(iname) <= 32):
-                problems.add(f"{ikey}.name", f"must be a string of 1 to 32 characters, got {iname!r}")
-            where = [_number(im, k, ikey, problems) for k in ("east_m", "north_m", "up_m")]
-            emitter = _parse_emitter(im, ikey, problems)
-            if emitter is not None and None not in where and isinstance(iname, str):
-                interferers.append(Interferer(iname, *where, emitter))  # type: ignore[arg-type]
-    if problems.items:
-        raise ConfigError(problems.items)
-    return Scenario(name=name, targets=tuple(targets), clutter=tuple(clutter), false_alarms_per_frame=fa,
-                    noise=noise, duration_s=duration, interferers=tuple(interferers),
-                    false_alarm_doppler_mps=fa_doppler)
+    """Build a Scenario from already-loaded YAML data; ConfigError lists every problem
+    (validated by towerd.schema, see :mod:`towerd.sim.scenario_file`)."""
+    from towerd.sim.scenario_file import parse_scenario as parse
+
+    return parse(raw, source, default_name)
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read a scenario YAML file; ConfigError names the file and every bad key."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read scenario: {exc.strerror or exc}") from exc
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return parse_scenario(raw, str(path), default_name=path.stem)
+    """Read a scenario YAML file; ConfigError names the file and every bad key (see
+    :mod:`towerd.sim.scenario_file`)."""
+    from towerd.sim.scenario_file import load_scenario as load
+
+    return load(path)
 
 
 def builtin_scenario(name: str) -> Scenario:

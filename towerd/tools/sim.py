@@ -36,7 +36,7 @@ from towerd.errors import ConfigError
 from towerd.sim.pty import PtyPair
 from towerd.sim.scenario import Scenario, builtin_scenario, load_scenario
 
-DEVICES = ("ti_mmwave", "nmea_radar", "rfexplorer")
+DEVICES = ("ti_mmwave", "nmea_radar", "rfexplorer", "remoteid")
 
 
 class SimDevice:
@@ -62,6 +62,10 @@ class SimDevice:
             from towerd.sim.rfexplorer import RfExplorerEmulator
 
             return RfExplorerEmulator(self.scenario, rng=rng, position_enu_m=tuple(a.position), sweep_rate_hz=a.rate)
+        if a.device == "remoteid":
+            from towerd.sim.remoteid import from_sim_args
+
+            return from_sim_args(self.scenario, a, rng)
         from towerd.sim.nmea_radar import NmeaRadarEmulator
 
         site = geo.Site(*a.site) if a.site else None
@@ -110,6 +114,8 @@ class SimDevice:
         em = self.emulator
         if em is None:
             return "unplugged"
+        if hasattr(em, "status_line"):
+            return em.status_line()
         if self.args.device == "ti_mmwave":
             started = "" if em.cli is None else f", sensor {'started' if em.cli.started else 'stopped'}"
             return f"frames sent {em.frames_sent}, skipped {em.frames_skipped}, stalled {em.frames_stalled}{started}"
@@ -252,6 +258,6 @@ def register_sim(sub: Any) -> None:
                    help="nmea_radar: bearings and courses true (T) or relative to the heading (R)")
     p.add_argument("--tll", action="store_true", help="nmea_radar: also send TLL (needs --site)")
     p.add_argument("--site", type=float, nargs=3, metavar=("LAT", "LON", "H"),
-                   help="WGS84 of the scenario's ENU origin (for TLL)")
+                   help="WGS84 of the scenario's ENU origin (for TLL and remoteid)")
     p.add_argument("--duration", type=float, default=None, help="stop after S seconds")
     p.set_defaults(func=cmd_sim)
