@@ -224,7 +224,8 @@ def test_outbox_to_central_end_to_end(central, outbox):
     events = store.events(TOWER)
     assert [e["seq"] for e in events] == [last + 1 for _, last in sent]
     assert [json.loads(e["json"])["batch"] for e in events] == [0, 1, 2, 3, 4]
-    assert srv.health[TOWER] == health
+    assert srv.health[TOWER] == {**health, "identity": {  # plus this central's identity capability (v1.1)
+        "capability": "unknown", "stream_id": f"{outbox.identity_stream_id:016x}"}}
     assert srv.stats["duplicates"] == 0 and srv.stats["malformed"] == 0
     assert client.stats["acked_records"] == 255
 

@@ -7,7 +7,8 @@ Shows: identities round-trip tower -> central store -> export; a v1 central keep
 receiving every track (no stall, no gap) while identities are withheld from it, logged
 once and shown as its capability (stats, HEALTH, `towerd status` text) and the rows are
 still deleted once every central is done; the partner rule strips the serial number
-and the pilot position."""
+and the pilot position, and a partner that gets uas tracks only gets no identity of a
+track it does not see."""
 
 from __future__ import annotations
 
@@ -21,11 +22,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import zmq
+import zmq.auth
 
 from processes import Child, free_tcp_port, wait_listening
 from towerd import icd, keys
 from towerd.central.pgstore import PgCentralStore
 from towerd.central.server import CentralServer
+from towerd.central.store import CentralStore
 from towerd.clock import SystemClock
 from towerd.drivers.measurements import RidSource
 from towerd.outbox.sqlite import Outbox
@@ -116,6 +120,47 @@ def export_lines(exe: str, db: Path) -> list[dict]:
     return [json.loads(line) for line in out.stdout.splitlines()]
 
 
+def hostile_identities_are_refused_one_by_one(endpoint: str, k: dict) -> None:
+    """Malformed IDENTITY frames from the allowed tower key: each answered with ERROR
+    ``malformed.<reason>``, nothing stored; a valid one after them is acknowledged."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    try:
+        public, secret = zmq.auth.load_certificate(str(k["tower"].secret_file))
+        server_public, _ = zmq.auth.load_certificate(str(k["central"].public_file))
+        sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = public, secret, server_public
+        sock.setsockopt(zmq.ROUTING_ID, TOWER.encode())
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(endpoint)
+        stream = 0xABCDEF0123456789
+        good = icd.empty_identity_records(1)
+        good["seq"], good["status"], good["uas_id"] = 1, 1, b"GOOD"
+        cases = []
+        for field, value, reason in (("status", 9, "range"), ("uas_id", b"A\x00B", "encoding"),
+                                     ("self_id", b"\xff" * 23, "encoding"), ("id_type", 99, "range"),
+                                     ("operator_lat_e7", 2_000_000_000, "range")):
+            bad = good.copy()
+            bad[field] = value
+            cases.append((icd._header(icd.MsgType.IDENTITY, stream, 1, 0) + bad.tobytes(), reason))
+        cases.append((icd._header(icd.MsgType.IDENTITY, stream, 2, 0) + good.tobytes(), "size"))
+        two = icd.empty_identity_records(2)
+        two["seq"], two["status"] = [1, 3], 1
+        cases.append((icd._header(icd.MsgType.IDENTITY, stream, 2, 0) + two.tobytes(), "seq"))
+        for frame, reason in cases:
+            sock.send(frame)
+            assert sock.poll(10_000), f"no answer to a frame refused for {reason}"
+            reply = icd.decode(sock.recv())
+            assert reply.type == icd.MsgType.ERROR and reply.stream_id == stream
+            assert icd.decode_error(reply)[0] == "malformed." + reason
+        sock.send(icd.encode_identities(stream, good))
+        assert sock.poll(10_000)
+        reply = icd.decode(sock.recv())
+        assert reply.type == icd.MsgType.ACK and icd.decode_ack(reply) == (1, 1)
+    finally:
+        sock.close(0)
+        ctx.term()
+
+
 def test_identity_round_trips_tower_to_central_store_and_export(towerd_exe, tmp_path, k):
     central = start_central(towerd_exe, tmp_path, "hq", k)
     box = Outbox(tmp_path / "outbox.sqlite", clock=CLOCK, centrals=["hq"])
@@ -128,11 +173,17 @@ def test_identity_round_trips_tower_to_central_store_and_export(towerd_exe, tmp_
              "identities and tracks acknowledged")
         assert uplink.identity_capability == "supported" and uplink.stats["identity_acked_records"] == 2
         streams = (f"{box.stream_id:016x}", f"{box.identity_stream_id:016x}")
+        uplink.close()
+        hostile_identities_are_refused_one_by_one(central.endpoint, k)
+        assert central.proc.poll() is None
     finally:
         uplink.close()
         box.close()
         central.stop()
     ids = [x for x in export_lines(towerd_exe, central.db) if x["kind"] == "identity"]
+    hostile = [x for x in ids if x["stream_id"] == "abcdef0123456789"]
+    assert [(x["seq"], x["uas_id"]) for x in hostile] == [(1, "GOOD")]  # of the refused frames, nothing stored
+    ids = [x for x in ids if x["stream_id"] == streams[1]]
     assert [x["seq"] for x in ids] == [1, 2]
     coop, quiet = ids
     assert coop["tower_id"] == TOWER and coop["stream_id"] == streams[1] != streams[0]
@@ -152,7 +203,7 @@ def test_v1_central_keeps_every_track_while_identity_is_withheld_and_partner_get
     old = start_central(towerd_exe, tmp_path, "old", k, "--icd-v1")
     partner = start_central(towerd_exe, tmp_path, "partner", k)
     box = Outbox(tmp_path / "outbox.sqlite", clock=CLOCK, centrals=["old", "partner"])
-    strip = SharingRule(identity=IdentitySharing(uas_id=False, operator_position=False))
+    strip = SharingRule(categories=("uas",), identity=IdentitySharing(uas_id=False, operator_position=False))
     uplinks = [UplinkClient(TOWER, settings("old", old.endpoint, k), box, clock=CLOCK, health=box.health),
                UplinkClient(TOWER, settings("partner", partner.endpoint, k, share=strip), box, clock=CLOCK,
                             health=box.health)]
@@ -162,6 +213,11 @@ def test_v1_central_keeps_every_track_while_identity_is_withheld_and_partner_get
         for cycle in range(n_cycles):  # a tower's loop: tracks and identities every cycle
             box.add_tracks(tracks(per_cycle))
             box.add_identities([cooperative(1, cycle), silent(2)])
+            if cycle == 10:  # a bird track the partner may not see, and an identity for it
+                bird = tracks(1)
+                bird["track_id"], bird["category"] = 99, icd.Category.BIRD
+                box.add_tracks(bird)
+                box.add_identities([cooperative(99, 99)])  # identity seq 23
             box.commit()
             deadline = time.monotonic() + 0.02
             while time.monotonic() < deadline:
@@ -177,32 +233,38 @@ def test_v1_central_keeps_every_track_while_identity_is_withheld_and_partner_get
         box.close()
         old.stop()
         partner.stop()
-    n_tracks = n_cycles * per_cycle
+    n_tracks, n_ids = n_cycles * per_cycle + 1, 2 * n_cycles + 1
     # The v1 central: every track, seq 1..n without a gap, none late; no identity stored.
     got = rows(old.db, "SELECT seq, received_us - time_us FROM tracks ORDER BY seq")
     assert [s for s, _ in got] == list(range(1, n_tracks + 1))
     assert max(lat for _, lat in got) < TRACK_LATENCY_BOUND_S * 1e6
     assert rows(old.db, "SELECT count(*) FROM identities") == [(0,)]
     assert "malformed.type" in old.log() or "unknown type 0x04" in old.log()
-    stream = [x for x in export_lines(towerd_exe, old.db) if x["kind"] == "stream"]
-    assert len(stream) == 1 and stream[0]["missing"] == [] and stream[0]["unexplained"] == []
+    store = CentralStore(old.db, read_only=True)
+    try:
+        (stream,) = store.streams()
+    finally:
+        store.close()
+    assert stream.missing == () and stream.unexplained == () and stream.records == n_tracks
     # Its capability, as the tower shows it; logged once however many identities followed.
     assert old_stats["identity"] == "unsupported" and health_old["capability"] == "unsupported"
-    assert old_stats["identity_withheld_records"] == 2 * n_cycles
+    assert old_stats["identity_withheld_records"] == n_ids
     warnings = [r for r in caplog.records if "does not take identities" in r.getMessage()]
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     text, problems = render({"centrals": {"old": {**old_stats, "link_up": True, "endpoint": old.endpoint}}})
     assert "WITHHELD: this central speaks ICD v1 only" in text and not problems
-    # The partner: every identity, serial number and pilot position stripped, flagged.
-    assert partner_stats["identity"] == "supported"
+    # The partner: every identity of a track it may see (not the bird's), serial number and
+    # pilot position stripped, flagged.
+    assert partner_stats["identity"] == "supported" and partner_stats["identity_withheld_records"] == 1
     got = rows(partner.db, "SELECT seq, status, uas_id, id_type, operator_lat_e7, operator_lon_e7, operator_alt_m, "
                            "operator_id, withheld FROM identities ORDER BY seq")
-    assert [g[0] for g in got] == list(range(1, 2 * n_cycles + 1))
+    assert [g[0] for g in got] == [s for s in range(1, n_ids + 1) if s != 23]
     coop = [g for g in got if g[1] == IdentityStatus.COOPERATIVE]
     assert len(coop) == n_cycles
     assert all(g[2:8] == ("", 0, icd.LAT_LON_UNKNOWN, icd.LAT_LON_UNKNOWN, None, "USA-OP-0042") for g in coop)
     assert all(g[8] == icd.IdentityWithheld.UAS_ID | icd.IdentityWithheld.OPERATOR_POSITION for g in got)
-    assert rows(partner.db, "SELECT count(*) FROM tracks") == [(n_tracks,)]
+    assert rows(partner.db, "SELECT count(*) FROM tracks") == [(n_tracks - 1,)]
+    assert rows(partner.db, "SELECT count(*) FROM tracks WHERE track_id = 99") == [(0,)]
 
 
 def test_identity_reaches_the_postgresql_store_through_the_server(pg_url, tmp_path, k):

@@ -8,29 +8,13 @@ import numpy as np
 import pytest
 
 from towerd import icd
+from test_config import GOOD
 from towerd.config import parse_config
 from towerd.errors import ConfigError
 from towerd.icd import IdentityWithheld
 from towerd.uplink.sharing import IdentitySharing, SharingRule, share_identities
 
-BASE = """\
-version: 1
-tower:
-  id: tx-test-001
-  latitude_deg: 27.5
-  longitude_deg: -99.5
-  height_m: 130
-sensors:
-  - name: radar0
-    driver: ti_mmwave
-    settings:
-      port: /dev/ttyACM1
-    mount:
-      boresight_azimuth_deg: 90
-centrals:
-  - name: partner
-    endpoint: tcp://127.0.0.1:7700
-    plain: true
+BASE = GOOD + """\
     share:
       identity:
 """

@@ -387,7 +387,9 @@ def test_health_on_connect_and_every_interval(peer, outbox, make_client, caplog)
         return [icd.decode_health(m) for _, m in peer.received if m.type == MsgType.HEALTH]
 
     wait_for(lambda: len(healths()) == 1, step)
-    assert healths()[0] == {"tower_id": TOWER, "n": 1}
+    # As health() gives it, plus this central's identity capability (ICD v1.1).
+    assert healths()[0] == {"tower_id": TOWER, "n": 1, "identity": {
+        "capability": "unknown", "stream_id": f"{outbox.identity_stream_id:016x}"}}
     peer.send(TOWER.encode(), icd.encode_health_ack(outbox.stream_id))
     wait_for(lambda: client.stats["health_acks"] == 1, step)
     with caplog.at_level(logging.ERROR, logger="towerd.uplink.client"):

@@ -247,16 +247,22 @@ def _check_consecutive(seq: np.ndarray, what: str) -> None:
         raise ValueError(f"{what}: seq values are not consecutive ascending")
 
 
+def _check_record_array(records: np.ndarray, dtype: np.dtype, what: str) -> None:
+    """A fixed-size record body to encode: 1-D array of ``dtype``, 1..65535 records, seq
+    consecutive ascending from >= 1 (ValueError otherwise)."""
+    if not isinstance(records, np.ndarray) or records.dtype != dtype or records.ndim != 1:
+        raise ValueError(f"records must be a 1-D array of {what}_RECORD_DTYPE")
+    if records.size == 0:
+        raise ValueError(f"a {what} message carries at least one record")
+    if records.size > MAX_COUNT:
+        raise ValueError(f"{records.size} records exceed {MAX_COUNT} per message")
+    _check_consecutive(records["seq"], what)
+
+
 def encode_tracks(stream_id: int, records: np.ndarray, flags: int = 0) -> bytes:
     """One TRACKS message. ``records``: 1-D array of TRACK_RECORD_DTYPE, shape (count,),
     with ``seq`` already assigned, consecutive and ascending; 1 <= count <= 65535."""
-    if not isinstance(records, np.ndarray) or records.dtype != TRACK_RECORD_DTYPE or records.ndim != 1:
-        raise ValueError("records must be a 1-D array of TRACK_RECORD_DTYPE")
-    if records.size == 0:
-        raise ValueError("a TRACKS message carries at least one record")
-    if records.size > MAX_COUNT:
-        raise ValueError(f"{records.size} records exceed {MAX_COUNT} per message")
-    _check_consecutive(records["seq"], "TRACKS")
+    _check_record_array(records, TRACK_RECORD_DTYPE, "TRACKS")
     return _header(MsgType.TRACKS, stream_id, records.size, flags) + np.ascontiguousarray(records).tobytes()
 
 
@@ -335,13 +341,7 @@ def encode_identities(stream_id: int, records: np.ndarray, flags: int = 0) -> by
     shape (count,), ``seq`` assigned, consecutive ascending, 1 <= count <= 65535, every
     field within the ICD (status 1..4, id/UA type 0..15, text printable ASCII); the
     ``stream_id`` is the tower's identity stream, never its records stream."""
-    if not isinstance(records, np.ndarray) or records.dtype != IDENTITY_RECORD_DTYPE or records.ndim != 1:
-        raise ValueError("records must be a 1-D array of IDENTITY_RECORD_DTYPE")
-    if records.size == 0:
-        raise ValueError("an IDENTITY message carries at least one record")
-    if records.size > MAX_COUNT:
-        raise ValueError(f"{records.size} records exceed {MAX_COUNT} per message")
-    _check_consecutive(records["seq"], "IDENTITY")
+    _check_record_array(records, IDENTITY_RECORD_DTYPE, "IDENTITY")
     problem = _identity_problem(records)
     if problem is not None:
         raise ValueError(problem[1])
@@ -472,25 +472,16 @@ def decode(frame: bytes) -> Message:
             raise MessageError("stream_id", f"{mtype.name} with stream_id 0")
     elif count != 0:
         raise MessageError("count", f"{mtype.name} with count {count}, expected 0")
-    if mtype == MsgType.TRACKS:
-        if len(body) != RECORD_SIZE * count:
-            raise MessageError("size", f"TRACKS body {len(body)} bytes, count {count} needs {RECORD_SIZE * count}")
-        seq = np.frombuffer(body, dtype=TRACK_RECORD_DTYPE)["seq"]
+    if mtype in _FIXED_RECORDS:
+        dtype = _FIXED_RECORDS[mtype]
+        if len(body) != dtype.itemsize * count:
+            raise MessageError("size", f"{mtype.name} body {len(body)} bytes, count {count} needs "
+                               f"{dtype.itemsize * count}")
+        seq = np.frombuffer(body, dtype=dtype)["seq"]
         if int(seq[0]) + count - 1 > U64_MAX:
-            raise MessageError("seq", f"TRACKS seq {int(seq[0])} + {count - 1} wraps past 2^64")
+            raise MessageError("seq", f"{mtype.name} seq {int(seq[0])} + {count - 1} wraps past 2^64")
         try:
-            _check_consecutive(seq, "TRACKS")
-        except ValueError as exc:
-            raise MessageError("seq", str(exc)) from None
-    elif mtype == MsgType.IDENTITY:
-        if len(body) != IDENTITY_RECORD_SIZE * count:
-            raise MessageError("size", f"IDENTITY body {len(body)} bytes, count {count} needs "
-                               f"{IDENTITY_RECORD_SIZE * count}")
-        seq = np.frombuffer(body, dtype=IDENTITY_RECORD_DTYPE)["seq"]
-        if int(seq[0]) + count - 1 > U64_MAX:
-            raise MessageError("seq", f"IDENTITY seq {int(seq[0])} + {count - 1} wraps past 2^64")
-        try:
-            _check_consecutive(seq, "IDENTITY")
+            _check_consecutive(seq, mtype.name)
         except ValueError as exc:
             raise MessageError("seq", str(exc)) from None
     elif mtype == MsgType.EVENTS:
@@ -520,6 +511,10 @@ def decode(frame: bytes) -> Message:
         if not (isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str)):
             raise MessageError("json_shape", 'ERROR body is not {"code": str, "message": str}')
     return Message(type=mtype, stream_id=stream_id, count=count, flags=flags, body=body)
+
+
+_FIXED_RECORDS = {MsgType.TRACKS: TRACK_RECORD_DTYPE, MsgType.IDENTITY: IDENTITY_RECORD_DTYPE}
+"""Message types whose body is ``count`` fixed-size records starting with a u64 seq."""
 
 
 def _expect(msg: Message, mtype: MsgType) -> None:

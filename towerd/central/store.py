@@ -309,17 +309,26 @@ class CentralStore:
             raise OutboxError(f"central store {self._path}: insert failed: {exc}") from exc
         return new
 
-    def store_tracks(self, tower_id: str, stream_id: int, records: np.ndarray, replay: bool) -> int:
-        """Store TRACKS records (TRACK_RECORD_DTYPE, shape (n,)) durably; returns how many
-        were new (the rest were duplicates)."""
-        if records.dtype != TRACK_RECORD_DTYPE or records.ndim != 1:
-            raise ValueError("records must be a 1-D array of TRACK_RECORD_DTYPE")
+    def _head(self, tower_id: str, stream_id: int, records: np.ndarray, dtype: np.dtype,
+              replay: bool) -> tuple | None:
+        """The leading columns of a message's rows (numbering the message in ``rx_msg``),
+        or None when it holds no record; ValueError for a wrong array or a seq beyond
+        SQLite's INTEGER range."""
+        if records.dtype != dtype or records.ndim != 1:
+            raise ValueError("records must be a 1-D array of the message's record dtype")
         if records.size == 0:
-            return 0
+            return None
         if int(records["seq"].max()) > _SEQ_MAX:
             raise ValueError("seq beyond SQLite's INTEGER range")
         self._rx_msg += 1
-        head = (tower_id, f"{stream_id:016x}", self._clock.utc_us(), int(bool(replay)), self._rx_msg)
+        return (tower_id, f"{stream_id:016x}", self._clock.utc_us(), int(bool(replay)), self._rx_msg)
+
+    def store_tracks(self, tower_id: str, stream_id: int, records: np.ndarray, replay: bool) -> int:
+        """Store TRACKS records (TRACK_RECORD_DTYPE, shape (n,)) durably; returns how many
+        were new (the rest were duplicates)."""
+        head = self._head(tower_id, stream_id, records, TRACK_RECORD_DTYPE, replay)
+        if head is None:
+            return 0
         rows = [head + tuple(r) for r in records.tolist()]
         sql = (f"INSERT OR IGNORE INTO tracks ({', '.join(_TRACK_COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(_TRACK_COLUMNS))})")
@@ -362,14 +371,9 @@ class CentralStore:
     def store_identities(self, tower_id: str, stream_id: int, records: np.ndarray, replay: bool) -> int:
         """Store IDENTITY records (IDENTITY_RECORD_DTYPE, shape (n,)) durably; returns how
         many were new."""
-        if records.dtype != IDENTITY_RECORD_DTYPE or records.ndim != 1:
-            raise ValueError("records must be a 1-D array of IDENTITY_RECORD_DTYPE")
-        if records.size == 0:
+        head = self._head(tower_id, stream_id, records, IDENTITY_RECORD_DTYPE, replay)
+        if head is None:
             return 0
-        if int(records["seq"].max()) > _SEQ_MAX:
-            raise ValueError("seq beyond SQLite's INTEGER range")
-        self._rx_msg += 1
-        head = (tower_id, f"{stream_id:016x}", self._clock.utc_us(), int(bool(replay)), self._rx_msg)
         sql = (f"INSERT OR IGNORE INTO identities ({', '.join(identity.COLUMNS)}) "
                f"VALUES ({', '.join('?' * len(identity.COLUMNS))})")
         return self._insert([(sql, identity.rows(records, head))])

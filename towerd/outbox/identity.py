@@ -10,9 +10,11 @@ refuses there can hold the records up.
 
 Tables (made when missing; the outbox's schema version is unchanged, and a towerd
 before v1.1 opens such a file and ignores them): ``identities(seq INTEGER PRIMARY KEY,
-time_us, payload BLOB, done)`` with the 112-byte IDENTITY record (``seq`` filled in) and
-one bit per central in ``done`` as in ``records``; ``identity_meta(stream_id,
-next_seq)``. They share the records' transaction: :meth:`Outbox.commit` makes both
+time_us, payload BLOB, done, records_mark)`` with the 112-byte IDENTITY record (``seq``
+filled in), one bit per central in ``done`` as in ``records``, and the records stream's
+next seq when it was added (the TRACKS records of its cycle are below it: a central whose
+sharing rule filters tracks gets an identity only once its uplink has judged those);
+``identity_meta(stream_id, next_seq)``. They share the records' transaction: :meth:`Outbox.commit` makes both
 durable with one fsync, a failed write rolls both back (the identities lost are counted
 in the next ``outbox.write_failed`` event with the records).
 
@@ -56,7 +58,7 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS identity_meta (id INTEGER PRIMARY KEY CHECK (id = 1), stream_id TEXT NOT NULL, "
     "next_seq INTEGER NOT NULL CHECK (next_seq >= 1))",
     "CREATE TABLE IF NOT EXISTS identities (seq INTEGER PRIMARY KEY, time_us INTEGER NOT NULL, "
-    "payload BLOB NOT NULL, done INTEGER NOT NULL DEFAULT 0)",
+    "payload BLOB NOT NULL, done INTEGER NOT NULL DEFAULT 0, records_mark INTEGER NOT NULL DEFAULT 0)",
 ]
 
 
@@ -215,8 +217,9 @@ class IdentityMixin:
                 raise OutboxError(f"outbox {self._path}: identity seq space exhausted")
             rec["seq"] = np.arange(first, first + n, dtype=np.uint64)
             raw = rec.tobytes()
-            conn.executemany("INSERT INTO identities (seq, time_us, payload) VALUES (?, ?, ?)",
-                             [(first + i, t, raw[i * IDENTITY_RECORD_SIZE:(i + 1) * IDENTITY_RECORD_SIZE])
+            mark = self._next_seq  # the TRACKS records added before (this cycle's) are below it
+            conn.executemany("INSERT INTO identities (seq, time_us, payload, records_mark) VALUES (?, ?, ?, ?)",
+                             [(first + i, t, raw[i * IDENTITY_RECORD_SIZE:(i + 1) * IDENTITY_RECORD_SIZE], mark)
                               for i, t in enumerate(rec["time_us"].tolist())])
             conn.execute("UPDATE identity_meta SET next_seq = ?", (first + n,))
             self._id_next_seq = first + n
@@ -259,20 +262,21 @@ class IdentityMixin:
         return self._id_synced_next_seq
 
     def pending_identities(self, after_seq: int = 0, limit: int = 64, *, central: str | None = None,
-                           before_seq: int | None = None) -> list[tuple[int, bytes]]:
+                           before_seq: int | None = None) -> list[tuple[int, bytes, int]]:
         """Up to ``limit`` sendable identity rows with ``after_seq < seq < before_seq``
-        that ``central`` still needs, oldest first, as ``(seq, payload)``."""
+        that ``central`` still needs, oldest first, as ``(seq, payload, records_mark)``
+        (``records_mark``: the records stream's next seq when the identity was added)."""
         conn = self._db()
         hi = self.identity_sendable_next_seq
         if before_seq is not None:
             hi = min(hi, before_seq)
         bit = self._bit(central)
         try:
-            rows = conn.execute("SELECT seq, payload FROM identities WHERE seq > ? AND seq < ? AND done & ? = 0 "
-                                "ORDER BY seq LIMIT ?", (max(after_seq, 0), hi, bit, limit)).fetchall()
+            rows = conn.execute("SELECT seq, payload, records_mark FROM identities WHERE seq > ? AND seq < ? "
+                                "AND done & ? = 0 ORDER BY seq LIMIT ?", (max(after_seq, 0), hi, bit, limit)).fetchall()
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self._path}: pending_identities failed: {exc}") from exc
-        return [(seq, bytes(payload)) for seq, payload in rows]
+        return [(seq, bytes(payload), mark) for seq, payload, mark in rows]
 
     def ack_identities(self, first_seq: int, last_seq: int, central: str | None = None) -> int:
         """Mark the sendable identity rows ``first_seq..last_seq`` done for ``central``

@@ -127,6 +127,7 @@ class BatchingMixin:
         if track_idx and not self._filter.passes_everything:
             records = np.frombuffer(b"".join(out[i][2] for i in track_idx), dtype=TRACK_RECORD_DTYPE)  # type: ignore[misc]
             mask = self._filter.track_mask(records)
+            self._identity.note_shared_tracks(records["track_id"][mask])  # identities follow (v1.1)
             for i, passes in zip(track_idx, mask.tolist()):
                 if not passes:
                     seq, kind, payload, _ = out[i]

@@ -119,7 +119,9 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
         self._error_codes: set[str] = set()
         self._identity = IdentityFlow(settings.name, outbox, settings.share, self._send, logger=self._log,
                                       batch_records=settings.batch_records, ack_timeout_s=settings.ack_timeout_s,
-                                      ack_timeout_max_s=settings.ack_timeout_max_s)
+                                      ack_timeout_max_s=settings.ack_timeout_max_s,
+                                      filters_tracks=self._filter.filters_tracks,
+                                      records_judged_below=self._records_judged_below)
         self._stats = {
             "sent_msgs": 0,
             "live_msgs": 0,
@@ -266,6 +268,15 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
         else:
             self._malformed("type", f"{msg.type.name} is not sent by a central")
 
+
+    def _records_judged_below(self) -> int:
+        """Every record below this seq has been judged by this central's sharing rule
+        (sent or excluded), so the identities added after them can be judged too."""
+        if not self._backlog_done:
+            return self._backlog_cursor + 1
+        if not self._outbox.pending(self._live_cursor, 1, central=self._settings.name):
+            return self._outbox.sendable_next_seq
+        return self._live_cursor + 1
 
     def _send_health(self, now: float) -> None:
         if self._health is None or self._next_health is None or now < self._next_health:

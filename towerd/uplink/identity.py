@@ -20,6 +20,14 @@ What the central is, as far as identity goes (``capability``):
 - ``disabled``: the sharing rule says ``identity: {enabled: false}``; nothing is sent,
   every identity row is done for this central.
 
+When the central's sharing rule filters tracks (categories, statuses, threats, zones),
+an identity is sent only for a track it has been sent a TRACKS record of (remembered for
+the last ``SHARED_TRACKS`` track ids since the uplink started); an identity waits until
+the records added before it (its ``records_mark``) have been judged by the rule, then is
+sent or withheld. After a restart, an identity still held whose track's records were all
+acknowledged before the restart is withheld from such a central (it errs on the side of
+not sharing).
+
 A central that drops IDENTITY without answering leaves its capability ``unknown``: the
 messages are sent again after the ACK timeout (doubling up to ``ack_timeout_max_s``),
 which costs a few bytes and never delays a record.
@@ -28,6 +36,7 @@ which costs a few bytes and never delays a record.
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Callable
 
 import numpy as np
@@ -49,6 +58,9 @@ IDENTITY_WINDOW = 8
 TRANSIENT_ERRORS = ("central.busy", "central.store_failed")
 """ERROR codes that say "later", not "never": they do not make a central unsupported."""
 
+SHARED_TRACKS = 65_536
+"""Track ids remembered per central as shared (for a rule that filters tracks)."""
+
 UNKNOWN, SUPPORTED, UNSUPPORTED, DISABLED = "unknown", "supported", "unsupported", "disabled"
 
 
@@ -62,7 +74,8 @@ class IdentityFlow:
 
     def __init__(self, name: str, outbox, rule: SharingRule, send: Callable[[bytes], bool], *,
                  logger: logging.LoggerAdapter, batch_records: int, ack_timeout_s: float,
-                 ack_timeout_max_s: float) -> None:
+                 ack_timeout_max_s: float, filters_tracks: bool = False,
+                 records_judged_below: Callable[[], int] | None = None) -> None:
         self._name = name
         self._outbox = outbox
         self._rule = rule
@@ -77,6 +90,9 @@ class IdentityFlow:
         self._cursor = 0
         self._boundary = 1
         self._withheld_to = 0  # identity seqs below this are marked done (unsupported/disabled)
+        self._filters_tracks = filters_tracks
+        self._judged_below = records_judged_below
+        self._shared: OrderedDict[int, None] = OrderedDict()  # track ids sent to this central
         self.stats = {"identity_sent_msgs": 0, "identity_acked_records": 0, "identity_resent_msgs": 0,
                       "identity_withheld_records": 0, "identity_bad_rows": 0, "identity_errors": 0}
 
@@ -138,6 +154,16 @@ class IdentityFlow:
                           "from it from now on; its tracks and events are not affected", self._name, code, text)
         self._withhold()
 
+    def note_shared_tracks(self, track_ids: np.ndarray) -> None:
+        """The uplink's rule passed TRACKS records of these track ids to this central."""
+        if not self._filters_tracks:
+            return
+        for tid in track_ids.tolist():
+            self._shared[tid] = None
+            self._shared.move_to_end(tid)
+        while len(self._shared) > SHARED_TRACKS:
+            self._shared.popitem(last=False)
+
     def health(self) -> dict:
         """HEALTH's ``identity`` object for this central: ``capability`` (as this tower
         sees the central) and the identity ``stream_id`` (16 hex digits)."""
@@ -155,29 +181,35 @@ class IdentityFlow:
 
     def _next_message(self) -> _Message | None:
         """The next run of consecutive identity rows after the cursor (at most
-        ``batch_records``), as this central's sharing rule lets it see them."""
+        ``batch_records``), as this central's sharing rule lets it see them; rows it may
+        not see are withheld (marked done for it) on the way."""
         rows = self._outbox.pending_identities(self._cursor, self._batch, central=self._name)
+        judged = self._judged_below() if self._filters_tracks and self._judged_below is not None else None
         good: list[tuple[int, bytes]] = []
-        for seq, payload in rows:
+        for seq, payload, mark in rows:
+            if judged is not None and mark > judged:
+                break  # the records added before it are not judged yet: it waits for them
             if good and seq != good[-1][0] + 1:
                 break
             if len(payload) != IDENTITY_RECORD_SIZE or int.from_bytes(payload[:8], "little") != seq:
                 self._bad(seq)
-                if good:
-                    break
+            elif judged is not None and int.from_bytes(payload[24:28], "little") not in self._shared:
+                self.stats["identity_withheld_records"] += self._outbox.ack_identities(seq, seq, self._name)
+            else:
+                good.append((seq, payload))
                 continue
-            good.append((seq, payload))
+            if good:
+                break
+            self._cursor = seq  # consumed without sending
         if not good:
-            if rows:
-                self._cursor = rows[-1][0]
             return None
         records = np.frombuffer(b"".join(p for _, p in good), dtype=IDENTITY_RECORD_DTYPE)
         try:
             check_identity_records(records)
         except ValueError:
-            for seq, _ in good:  # rare (a damaged row): judge each on its own
+            for seq, payload in good:  # rare (a damaged row): judge each on its own
                 try:
-                    check_identity_records(np.frombuffer(dict(good)[seq], dtype=IDENTITY_RECORD_DTYPE))
+                    check_identity_records(np.frombuffer(payload, dtype=IDENTITY_RECORD_DTYPE))
                 except ValueError:
                     self._bad(seq)
             return None

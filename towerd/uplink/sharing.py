@@ -31,9 +31,10 @@ Identity (ICD v1.1 IDENTITY records, the ``identity:`` block, :class:`IdentitySh
 ``operator_position`` and ``operator_id`` false withhold those fields (the serial
 number, the pilot's position, the operator's registration) from every identity record
 it receives, which then says so in its ``withheld`` bits. ``coarsen_m`` coarsens the
-operator position like a track position. Identity records are not filtered by the
-track rules above (they carry no category, threat or track position): a partner limited
-to some zones or categories who must not learn about the others gets ``enabled: false``.
+operator position like a track position. When the rule filters tracks (categories,
+statuses, threats, zones), an identity is sent only for a track this central has been
+sent a TRACKS record of (since the uplink started), so a partner never learns who flies a
+track it may not see; the others are withheld from it (see towerd.uplink.identity).
 """
 
 from __future__ import annotations
@@ -150,6 +151,9 @@ class RecordFilter:
         self._statuses = _codes(rule.statuses, Status)
         self._threats = _codes(rule.threats, Threat)
         self.passes_everything = rule.shares_everything
+        self.filters_tracks = not (set(rule.categories) >= set(CATEGORY_NAMES) and set(rule.statuses) >= set(
+            STATUS_NAMES) and set(rule.threats) >= set(THREAT_NAMES) and not rule.zones)
+        """Some TRACKS records may be excluded: identities then follow the tracks shared."""
 
     def track_mask(self, records: np.ndarray) -> np.ndarray:
         """Which records (TRACK_RECORD_DTYPE, shape (n,)) this central may receive:
