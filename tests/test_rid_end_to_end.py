@@ -201,3 +201,17 @@ def test_identities_reach_the_central_and_a_v1_central_keeps_tracks(towerd_exe, 
     assert query(old.db, "SELECT count(*) FROM identities")[0][0] == 0 if query(
         old.db, "SELECT name FROM sqlite_master WHERE name = 'identities'") else True
     assert "ICD v1" in daemon.log() or "unsupported" in daemon.log(), daemon.log()[-3000:]
+
+
+def test_demo_summary_shows_identities(tmp_path):
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "towerd", "demo", "--duration", "20", "--show", "none"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = res.stdout[res.stdout.index("Summary:"):]
+    crossing = [line for line in summary.splitlines() if "nearest truth crossing" in line and "Remote ID" in line]
+    assert crossing and "1581F5FKD229400001, pilot at 27.50" in crossing[0] and "radar+RID" in crossing[0], summary
+    assert "rid_mismatch" in summary and "1581F6ZZX001SPOOF000" in summary, summary
+    assert "ID-n: a drone heard by the Remote ID receiver" in summary
