@@ -1,6 +1,7 @@
 """Remote ID broadcasts with radar tracks: the composition of :mod:`towerd.identity`.
 
-Per evaluation (each broadcast received, each radar frame, each expiry tick), for every
+Per evaluation (each radar frame, each expiry tick, and a broadcast received at least
+``INGEST_EVAL_S`` after the last evaluation), for every
 transmitter whose latest position is at most ``max_position_age_s`` old
 (:mod:`.broadcasts`), against the live radar tracks (:mod:`.gating`, :mod:`.assign`):
 
@@ -20,6 +21,7 @@ EVENTS object ``threat.rid_mismatch`` per episode, status MISMATCH on the paired
 track (whose records' threat is raised to ``mismatch_threat``), or on an ID-only track at
 the broadcast position when there is none. Until then the benefit of the doubt: the
 paired track stays COOPERATIVE; a drone that is only pending gets no track of its own.
+A MISMATCH holds until the radar agrees with the broadcast again (:mod:`.rules`).
 
 A confirmed or coasting radar track classified uas, inside receiver coverage
 (:class:`.coverage.ReceiverCoverage`), with no broadcast paired for
