@@ -349,6 +349,10 @@ def test_the_pipeline_sends_readings_to_fusion_and_counts_id_only_tracks():
     clock.advance(11.0)
     ended = pipeline.expire(11.0)
     assert ended["status"].tolist() == [Status.ENDED] and pipeline.tracks_active == 0
+    # A stopping daemon ends the ID-only tracks still live.
+    pipeline.process(reading(12.0, (0.0, -300.0, 50.0)))
+    final = pipeline.end_all(12.5)
+    assert final["status"].tolist() == [Status.ENDED] and final["track_id"][0] == ID_ONLY_TRACK_ID_BASE + 1
 
 
 def test_rules_hold_mismatch_until_the_radar_agrees_again():
