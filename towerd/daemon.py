@@ -365,7 +365,7 @@ class Daemon:
     def _sleep(self, timeout_s: float, stop: threading.Event) -> None:
         """Wait for work: a reading or event (wake-up pipe), a reply on an uplink, a
         status client, or the timeout."""
-        if stop.is_set() or self._reload_requested.is_set():
+        if stop.is_set() or self._reload_requested.is_set() or not self._readings.empty():
             return
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
@@ -383,14 +383,17 @@ class Daemon:
             pass
 
     def _drain(self) -> None:
-        """Process what the sensor threads have handed over."""
+        """Process what the sensor threads have handed over: at most a full queue per pass,
+        so readings arriving faster than they are processed cannot keep the loop from a
+        stop, commits and the uplinks (the full queue drops and counts the excess); the
+        loop does not sleep while readings wait."""
         while True:
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
-        while True:
+        for _ in range(QUEUE_MAX_READINGS):
             try:
                 reading = self._readings.get_nowait()
             except queue.Empty:
