@@ -392,3 +392,15 @@ def test_assignment_of_unshared_pairs_equals_the_solver():
     assert checked >= 20
     # One track in two gates: the solver decides, globally.
     assert assign(np.array([[4.0], [1.0]]), np.array([16.0, 16.0])).tolist() == [-1, 0]
+
+
+def test_a_reload_keeps_transmitters_pairs_and_ids():
+    tower = Tower()
+    drone = moving((50.0, 150.0, 60.0), (4.0, 3.0, 0.0))
+    tower.run(0.0, 3.0, drone, lambda t: reading(t, drone(t), (4.0, 3.0, 0.0)))
+    paired = {k: v.paired_track for k, v in tower.fusion.verdicts.items()}
+    assert paired == {MAC: 1}
+    tower.fusion.reconfigure(dataclasses.replace(SETTINGS, mismatch_threat="medium", receiver_range_m=500.0), SITE,
+                             [MOUNT])
+    assert {k: v.paired_track for k, v in tower.fusion.verdicts.items()} == paired
+    assert tower.fusion.receiver.range_m == 500.0 and len(tower.fusion.transmitters) == 1
