@@ -404,3 +404,17 @@ def test_a_reload_keeps_transmitters_pairs_and_ids():
                              [MOUNT])
     assert {k: v.paired_track for k, v in tower.fusion.verdicts.items()} == paired
     assert tower.fusion.receiver.range_m == 500.0 and len(tower.fusion.transmitters) == 1
+
+
+def test_id_only_tracks_get_the_threat_of_the_zones_they_are_in():
+    from towerd.threat import ThreatAssessor, ThreatSettings, ZoneRule, ZoneSettings
+
+    corners = enu_to_geodetic(SITE, np.array([[-200.0, -700.0, 0.0], [200.0, -700.0, 0.0], [200.0, -300.0, 0.0],
+                                              [-200.0, -300.0, 0.0]]))
+    zone = ZoneSettings(name="port", polygon=tuple(zip(corners[0].tolist(), corners[1].tolist())),
+                        rules=(ZoneRule(categories=("uas",), level="medium", where="inside"),))
+    clock = ManualClock()
+    fusion = RemoteIdFusion(SETTINGS, SITE, [MOUNT], clock, ThreatAssessor(ThreatSettings(zones=(zone,)), SITE))
+    inside = fusion.ingest(reading(0.0, (0.0, -500.0, 50.0)))
+    outside = fusion.ingest(reading(0.5, (0.0, -900.0, 50.0), mac="60:60:1f:00:00:02"))
+    assert inside["threat"].tolist() == [Threat.MEDIUM] and outside["threat"].tolist() == [Threat.LOW]
