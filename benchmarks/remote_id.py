@@ -165,7 +165,7 @@ def fusion_cost(n_tx: int, k_tracks: int, calls: int) -> float:
     tracker = Tracker(KalmanPredictor(ConstantVelocity(3.0)), KalmanUpdater(), GnnAssociator(0.999),
                       MofNInitiator(3, 5, initial_velocity_sigma_mps=20.0), MissDeleter())
     clock = ManualClock()
-    fusion = RemoteIdFusion(RemoteIdSettings(), site, [SensorMount((0.0, 0.0, 10.0), 0.0)], clock)
+    fusion = RemoteIdFusion(RemoteIdSettings(), site, {"radar0": SensorMount((0.0, 0.0, 10.0), 0.0)}, clock)
     reporter = TrackReporter(site)
     lat, lon, h = enu_to_geodetic(site, truth[:n_tx])
     cats = None

@@ -89,7 +89,7 @@ class Tower:
         self.clock = ManualClock()
         self.radar = Radar()
         self.reporter = TrackReporter(SITE)
-        self.fusion = RemoteIdFusion(settings, SITE, [MOUNT], self.clock)
+        self.fusion = RemoteIdFusion(settings, SITE, {"radar0": MOUNT}, self.clock)
         self.category = category
         self.records: list[np.ndarray] = []
         self.events: list[tuple] = []
@@ -180,11 +180,16 @@ def test_assignment_is_global_and_forbids_pairs_outside_the_gate():
 
 
 def test_radar_coverage_is_the_field_of_view_shrunk_by_the_accuracy():
-    cov = RadarCoverage([MOUNT], RadarCoverageSettings(fov_azimuth_deg=120.0, fov_elevation_deg=60.0,
-                                                        max_range_m=400.0))
+    cov = RadarCoverage([(MOUNT, RadarCoverageSettings(fov_azimuth_deg=120.0, fov_elevation_deg=60.0,
+                                                         max_range_m=400.0))])
     pts = np.array([[0.0, 200.0, 50.0], [0.0, -200.0, 50.0], [0.0, 395.0, 10.0], [300.0, 100.0, 10.0]])
     assert cov.covers(pts).tolist() == [True, False, True, False]  # ahead, behind, edge, 71° off boresight
     assert cov.covers(pts, margin_m=10.0).tolist() == [True, False, False, False]
+    # Two radars, each with its own limits: a rotating one all round to 1 km, behind the first.
+    both = RadarCoverage([(MOUNT, RadarCoverageSettings(max_range_m=400.0)),
+                          (SensorMount((0.0, 0.0, 15.0), 180.0), RadarCoverageSettings(fov_azimuth_deg=360.0,
+                                                                                     max_range_m=1000.0))])
+    assert both.covers(np.array([[0.0, -800.0, 60.0], [0.0, -1200.0, 60.0]])).tolist() == [True, False]
 
 
 def test_matched_radar_track_carries_the_identity():
@@ -321,6 +326,15 @@ def test_remote_id_section_is_validated_and_unknown_keys_are_errors():
     assert "remote_id.reciever_range_m" in text and "remote_id.mismatch_threat" in text
     with pytest.raises(ConfigError):
         parse_config(base + "remote_id: {radar_coverage: {min_range_m: 500, max_range_m: 400}}\n", "t.yaml")
+    # A radar of its own coverage must be a sensor with a mount.
+    cfg = parse_config(PIPELINE_CONFIG + "  radars: [{sensor: radar0, coverage: {fov_azimuth_deg: 360, "
+                                         "max_range_m: 3000}}]\n", "t.yaml")
+    assert cfg.remote_id.coverage_of("radar0").max_range_m == 3000.0
+    assert cfg.remote_id.coverage_of("other").max_range_m == 400.0
+    with pytest.raises(ConfigError) as err:
+        parse_config(PIPELINE_CONFIG + "  radars: [{sensor: radar9, coverage: {}}]\n", "t.yaml")
+    assert "t.yaml:10:12: remote_id.radars[0].sensor: 'radar9' is not a sensor with a mount (radar0)" in \
+        err.value.problems
 
 
 PIPELINE_CONFIG = """\
@@ -401,7 +415,7 @@ def test_a_reload_keeps_transmitters_pairs_and_ids():
     paired = {k: v.paired_track for k, v in tower.fusion.verdicts.items()}
     assert paired == {MAC: 1}
     tower.fusion.reconfigure(dataclasses.replace(SETTINGS, mismatch_threat="medium", receiver_range_m=500.0), SITE,
-                             [MOUNT])
+                             {"radar0": MOUNT})
     assert {k: v.paired_track for k, v in tower.fusion.verdicts.items()} == paired
     assert tower.fusion.receiver.range_m == 500.0 and len(tower.fusion.transmitters) == 1
 
@@ -414,7 +428,7 @@ def test_id_only_tracks_get_the_threat_of_the_zones_they_are_in():
     zone = ZoneSettings(name="port", polygon=tuple(zip(corners[0].tolist(), corners[1].tolist())),
                         rules=(ZoneRule(categories=("uas",), level="medium", where="inside"),))
     clock = ManualClock()
-    fusion = RemoteIdFusion(SETTINGS, SITE, [MOUNT], clock, ThreatAssessor(ThreatSettings(zones=(zone,)), SITE))
+    fusion = RemoteIdFusion(SETTINGS, SITE, {"radar0": MOUNT}, clock, ThreatAssessor(ThreatSettings(zones=(zone,)), SITE))
     inside = fusion.ingest(reading(0.0, (0.0, -500.0, 50.0)))
     outside = fusion.ingest(reading(0.5, (0.0, -900.0, 50.0), mac="60:60:1f:00:00:02"))
     assert inside["threat"].tolist() == [Threat.MEDIUM] and outside["threat"].tolist() == [Threat.LOW]

@@ -169,6 +169,11 @@ def _cross_checks(config: Config, root: Any, v: Validator) -> None:
                 known = ", ".join(sorted(zones)) or "none are configured under threat.zones"
                 v.problems.append(Problem(*_item_mark(root, "centrals", i), f"centrals[{i}].share.zones",
                                           f"unknown zone {zone!r} (zones: {known})"))
+    mounted = [s.name for s in config.sensors if s.mount is not None]
+    for i, radar in enumerate(config.remote_id.radars):
+        if radar.sensor not in mounted:
+            v.problems.append(Problem(*_path_mark(root, ("remote_id", "radars", i)), f"remote_id.radars[{i}].sensor",
+                                      f"{radar.sensor!r} is not a sensor with a mount ({', '.join(mounted) or 'none'})"))
     for key, items in (("sensors", config.sensors), ("centrals", config.centrals)):
         seen: set[str] = set()
         for i, item in enumerate(items):
@@ -183,6 +188,17 @@ def _item_mark(root: Any, key: str, index: int) -> tuple[int, int]:
             node = val.value[index]
             return node.start_mark.line + 1, node.start_mark.column + 1
     return 1, 1
+
+
+def _path_mark(root: Any, path: tuple[str | int, ...]) -> tuple[int, int]:
+    """Line and column of the node at ``path`` (mapping keys, list indices) under ``root``."""
+    node = root
+    for step in path:
+        if isinstance(step, int):
+            node = node.value[step]
+        else:
+            node = next(val for k, val in node.value if k.value == step)
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def parse_config(text: str, filename: str) -> Config:

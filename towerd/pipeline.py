@@ -159,7 +159,7 @@ class Pipeline:
             self.reporter.site = site
             self.reporter.interval_s = config.reports.interval_s
             self.reporter.include_tentative = config.reports.include_tentative
-        mounts = [c.mount for c in self.converters.values()]
+        mounts = {name: c.mount for name, c in self.converters.items()}
         if self.identity is None:
             self.identity = RemoteIdFusion(config.remote_id, site, mounts, self.clock, self.threat)
         else:

@@ -20,7 +20,7 @@ One job per module:
 
 Wiring (the pipeline does this)::
 
-    fusion = RemoteIdFusion(config.remote_id, site, mounts, clock, threat_assessor)
+    fusion = RemoteIdFusion(config.remote_id, site, mounts, clock, threat_assessor)   # mounts: {sensor name: SensorMount}
     records = fusion.ingest(reading)                           # a RemoteIdReading: ID-only records due
     records = fusion.on_radar(update, categories, records)     # after the radar reporter
     records = fusion.expire(now)  /  fusion.end_all(now)      # periodically / at stop
@@ -30,7 +30,7 @@ Wiring (the pipeline does this)::
 
 from towerd.identity.fusion import EVENT_MISMATCH, EVENT_NON_COOPERATIVE, RemoteIdFusion
 from towerd.identity.records import ID_ONLY_TRACK_ID_BASE
-from towerd.identity.settings import RadarCoverageSettings, RemoteIdSettings
+from towerd.identity.settings import RadarCoverageSettings, RemoteIdSettings, SensorCoverageSettings
 
 __all__ = [
     "EVENT_MISMATCH",
@@ -39,4 +39,5 @@ __all__ = [
     "RadarCoverageSettings",
     "RemoteIdFusion",
     "RemoteIdSettings",
+    "SensorCoverageSettings",
 ]

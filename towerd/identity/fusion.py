@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -81,7 +81,7 @@ class RemoteIdFusion:
         self,
         settings: RemoteIdSettings,
         site: geo.Site,
-        mounts: Sequence[SensorMount],
+        mounts: Mapping[str, SensorMount],
         clock: Clock,
         threat: ThreatAssessor | None = None,
     ) -> None:
@@ -98,13 +98,14 @@ class RemoteIdFusion:
         self._identities: dict[int, TrackIdentity] = {}  # due, not yet popped: the latest per track
         self.reconfigure(settings, site, mounts, threat)
 
-    def reconfigure(self, settings: RemoteIdSettings, site: geo.Site, mounts: Sequence[SensorMount],
+    def reconfigure(self, settings: RemoteIdSettings, site: geo.Site, mounts: Mapping[str, SensorMount],
                     threat: ThreatAssessor | None = None) -> None:
-        """New settings, site, radar mounts or zones; transmitters, pairs and ids are kept."""
+        """New settings, site, radar mounts (by sensor name) or zones; transmitters, pairs
+        and ids are kept."""
         self.settings, self.site, self.threat = settings, site, threat
         self.transmitters.timeout_s = settings.transmitter_timeout_s
         self.identity_reporter.interval_s = settings.identity_interval_s
-        self.radar = RadarCoverage(mounts, settings.radar_coverage)
+        self.radar = RadarCoverage([(m, settings.coverage_of(name)) for name, m in mounts.items()])
         self._measure = BroadcastCache(site, settings)
         self.receiver = ReceiverCoverage(settings.receiver_position_enu_m, settings.receiver_range_m)
         self._mismatch_level = np.uint8(LEVELS[settings.mismatch_threat])

@@ -29,6 +29,14 @@ class RadarCoverageSettings:
 
 
 @dataclass(frozen=True)
+class SensorCoverageSettings:
+    """One radar's own coverage, in place of ``radar_coverage``."""
+
+    sensor: str = spec(doc="name of a sensor with a mount (under sensors:)")
+    coverage: RadarCoverageSettings = spec(doc="where that radar sees")
+
+
+@dataclass(frozen=True)
 class RemoteIdSettings:
     """Remote ID / DJI DroneID broadcasts fused with radar tracks (:mod:`towerd.identity`)."""
 
@@ -42,7 +50,9 @@ class RemoteIdSettings:
     receiver_range_m: float = spec(1000.0, doc="horizontal range within which the receivers hear a broadcasting "
                                    "drone (receiver coverage, for non-cooperative tracks)", unit="m", lo=1.0,
                                    hi=100000.0)
-    radar_coverage: RadarCoverageSettings = spec(RadarCoverageSettings(), doc="where the radars see")
+    radar_coverage: RadarCoverageSettings = spec(RadarCoverageSettings(), doc="where the radars see (every radar "
+                                                 "not listed under radars)")
+    radars: tuple[SensorCoverageSettings, ...] = spec((), doc="radars with a coverage of their own, by sensor name")
     gate_probability: float = spec(0.999, doc="chi-square probability of the broadcast-to-track gate",
                                    lo=0.5, hi=0.999999)
     default_h_accuracy_m: float = spec(30.0, doc="horizontal accuracy (95 %) of a broadcast that gives none",
@@ -62,3 +72,13 @@ class RemoteIdSettings:
     id_only_interval_s: float = spec(1.0, doc="report period of an ID-only track", unit="s", lo=0.05, hi=3600.0)
     identity_interval_s: float = spec(5.0, doc="a track's identity is sent when it changes and at least this "
                                       "often", unit="s", lo=0.1, hi=3600.0)
+
+    def __post_init__(self) -> None:
+        names = [r.sensor for r in self.radars]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"radars: a sensor listed twice: {', '.join(dup)}")
+
+    def coverage_of(self, sensor: str) -> RadarCoverageSettings:
+        """The coverage of the radar named ``sensor``."""
+        return next((r.coverage for r in self.radars if r.sensor == sensor), self.radar_coverage)
