@@ -6,12 +6,14 @@ processes: one that takes IDENTITY, one told to be an ICD v1 central (--icd-v1).
 Three drones in the radar's field of view: ``coop`` broadcasts F3411 over Bluetooth
 (serial number, pilot position); ``silent`` broadcasts nothing; ``spoofer`` broadcasts
 F3411 message packs with a position 70 m north of where it flies, where the radar sees
-nothing. (Both give their accuracy classes: a broadcast without any, e.g. a plain JSON
-receiver line, is taken at the FAA's 30 m, and 70 m from another drone is then within
-its gate.) Shown: the broadcasting drone's radar track reaches the central with its serial
+nothing (F3411 gives accuracy classes: a broadcast without any, e.g. a plain JSON
+receiver line, is taken at the FAA's 30 m, and 70 m from another drone is then within its
+gate). A fourth, ``behind``, a DJI drone (DroneID), flies behind the radar: heard, not
+seen. Shown: the broadcasting drone's radar track reaches the central with its serial
 number and pilot position (and sources radar + remote id), the silent one marked
-non-cooperative, the spoofer raises rid_mismatch, and the v1 central keeps receiving
-tracks (and no identity)."""
+non-cooperative, the spoofer raises rid_mismatch, the drone behind the radar arrives as
+an ID-only track, and the v1 central keeps receiving tracks (and no identity).
+"""
 
 from __future__ import annotations
 
@@ -38,6 +40,7 @@ pytestmark = pytest.mark.slow
 
 SERIAL = "1581F5FKD229400001"
 SPOOF_ID = "1581F5FKD2294SPOOF1"
+DJI_ID = "1581F4QWD215P00A0042"
 PILOT_ENU = (-60.0, 20.0, 1.5)
 SCENARIO = Scenario(
     name="remote-id",
@@ -48,6 +51,8 @@ SCENARIO = Scenario(
         Target("silent", "uas", -15.0, OrbitPath(centre_enu_m=(45.0, 100.0), radius_m=12.0, speed_mps=5.0,
                                                  start_deg=90.0, up_m=35.0)),
         Target("spoofer", "uas", -15.0, OrbitPath(centre_enu_m=(0.0, 55.0), radius_m=8.0, speed_mps=3.0, up_m=30.0)),
+        Target("behind", "uas", -15.0, OrbitPath(centre_enu_m=(0.0, -300.0), radius_m=20.0, speed_mps=6.0,
+                                                 up_m=60.0)),
     ),
 )
 SPECS = {
@@ -56,6 +61,7 @@ SPECS = {
     "silent": RemoteIdSpec(silent=True),
     "spoofer": RemoteIdSpec(uas_id=SPOOF_ID, form="f3411-hex", transport="bt5", spoof_offset_m=70.0,
                             spoof_bearing_deg=0.0),
+    "behind": RemoteIdSpec(uas_id=DJI_ID, form="dji", operator_enu_m=(10.0, -250.0, 1.5)),
 }
 
 
@@ -131,6 +137,11 @@ def findings(hq, radar: TiMmwaveEmulator) -> dict:
             found["silent"] = (ident, tracks)
         if status == IdentityStatus.MISMATCH and ident["uas_id"] == SPOOF_ID:
             found["spoofer_identity"] = ident
+        if status == IdentityStatus.ID_ONLY and ident["uas_id"] == DJI_ID:
+            rows = query(hq.db, "SELECT * FROM tracks WHERE track_id = ? ORDER BY seq DESC LIMIT 5",
+                         ident["track_id"])
+            if rows:
+                found["behind"] = (ident, rows)
     events = query(hq.db, "SELECT * FROM events WHERE code = 'threat.rid_mismatch'")
     if events:
         found["mismatch_events"] = events
@@ -160,7 +171,7 @@ def test_identities_reach_the_central_and_a_v1_central_keeps_tracks(towerd_exe, 
         found: dict = {}
         while time.monotonic() < deadline:
             found = findings(hq, radar)
-            if {"coop", "silent", "spoofer_identity", "mismatch_events"} <= found.keys():
+            if {"coop", "silent", "spoofer_identity", "mismatch_events", "behind"} <= found.keys():
                 break
             time.sleep(0.5)  # polling another process's database: there is no event to wait on
         old_tracks_before = len(query(old.db, "SELECT seq FROM tracks"))
@@ -178,7 +189,7 @@ def test_identities_reach_the_central_and_a_v1_central_keeps_tracks(towerd_exe, 
         old.stop()
     logs = f"--- daemon ---\n{daemon.log()[-6000:]}\n--- hq ---\n{hq_log[-2000:]}\n--- old ---\n{old_log[-2000:]}"
     assert status == 0, logs
-    missing = {"coop", "silent", "spoofer_identity", "mismatch_events"} - found.keys()
+    missing = {"coop", "silent", "spoofer_identity", "mismatch_events", "behind"} - found.keys()
     assert not missing, f"not at the central: {missing}; found {sorted(found)}\n{logs}"
 
     # The broadcasting drone: its radar track carries the serial number and the pilot position.
@@ -196,6 +207,10 @@ def test_identities_reach_the_central_and_a_v1_central_keeps_tracks(towerd_exe, 
     # The spoofer: rid_mismatch (the radar sees nothing where it says it is).
     ev = found["mismatch_events"][0]
     assert SPOOF_ID in ev["message"]
+    # Heard, not seen: an ID-only track at the broadcast position, sources remote id only.
+    ident, rows = found["behind"]
+    assert all(r["sources"] == SOURCE_REMOTE_ID for r in rows)
+    assert min(nearest(radar, r)[0] for r in rows) < 10.0 and {nearest(radar, r)[1] for r in rows} == {"behind"}
     # The v1 central: tracks, no identities, and records kept coming after the refusal.
     assert old_tracks_after > old_tracks_before > 0, (old_tracks_before, old_tracks_after)
     assert query(old.db, "SELECT * FROM identities") == []
