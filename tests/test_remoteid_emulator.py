@@ -36,8 +36,9 @@ def flyer(name: str, east: float = 0.0, north: float = 300.0) -> Target:
     return Target(name, "uas", -20.0, WaypointPath(((0.0, east, north, 30.0), (1000.0, east, north + 4000.0, 30.0))))
 
 
-def lines_of(specs: dict[str, RemoteIdSpec], t_s: float, *, targets=None, seed: int = 1, **kw) -> tuple[list, RidParser,
-                                                                                                         RemoteIdEmulator]:
+def lines_of(specs: dict[str, RemoteIdSpec], t_s: float, *, targets=None, seed: int = 1,
+             **kw) -> tuple[list, RidParser, RemoteIdEmulator]:
+    """Everything the emulator sends up to ``t_s`` (noise-free), decoded: (items, parser, emulator)."""
     targets = targets or tuple(flyer(name, east=100.0 * i) for i, name in enumerate(specs))
     em = RemoteIdEmulator(Scenario("rid", targets=targets), rng=np.random.default_rng(seed), site=SITE, specs=specs,
                           gnss_sigma_m=0.0, rssi_sigma_db=0.0, clock=ManualClock(), **kw)

@@ -146,6 +146,60 @@ def test_hostile_json_values_are_refused_not_raised():
     assert parser.stats.out_of_range == 9 and parser.stats.not_object == 1, parser.stats
 
 
+def test_steve_jacks_id_scanner_lines_and_its_keep_alive():
+    """id_scanner's print_json: "id" is the operator ID; its once-a-minute line for slot
+    MAX_UAVS has operator "NONE", a zero MAC and zero positions: nothing heard."""
+    line = (b'{ "index": 0, "runtime": 12, "mac": "60:60:1f:aa:bb:cc", "id": "GBR-OP-1234ABCD", '
+            b'"uav latitude":   51.500000, "uav longitude":   -0.120000, "alitude msl": 95, '
+            b'"height agl": 40, "base latitude":   51.499000, "base longitude":   -0.121000, "speed": 7, '
+            b'"heading": 270 }\r\n')
+    keep_alive = (b'{ "index": 8, "runtime": 60, "mac": "00:00:00:00:00:00", "id": "NONE", '
+                  b'"uav latitude":    0.000000, "uav longitude":    0.000000, "alitude msl": 0, "height agl": 0, '
+                  b'"base latitude":    0.000000, "base longitude":    0.000000, "speed": 0, "heading": 0 }\r\n')
+    parser, items, _ = parse(line + keep_alive)
+    (item,) = items
+    assert (item["operator_id"], item["transmitter"], item["height_above_takeoff"]) == (
+        "GBR-OP-1234ABCD", "60:60:1f:aa:bb:cc", False)
+    assert_allclose([item[k] for k in ("lat_deg", "lon_deg", "alt_geo_m", "height_m", "speed_mps", "course_deg",
+                                       "operator_lat_deg", "operator_lon_deg")],
+                    [51.5, -0.12, 95.0, 40.0, 7.0, 270.0, 51.499, -0.121])
+    assert parser.stats.no_drone == 1 and parser.stats.bad_lines == 0
+
+
+WARDRAGON = (  # Root-Down-Digital/DragonSync-iOS Util/ESP32_RID_AP_FW/main.cpp create_json_response, filled in
+    '{"index":3,"runtime":120,"Basic ID":{"id":"1581F5FKD229400001","id_type":"Serial Number (ANSI/CTA-2063-A)",'
+    '"ua_type":2,"MAC":"60:60:1f:aa:bb:cc","RSSI":-71},"Location/Vector Message":{"latitude":  27.503600,'
+    '"longitude": -99.507600,"speed":5,"vert_speed":0,"geodetic_altitude":155,"height_agl":25,"status":2,'
+    '"direction":90,"alt_pressure":-1000,"height_type":0,"horiz_acc":10,"vert_acc":4,"baro_acc":0,"speed_acc":3,'
+    '"timestamp":1234},"Self-ID Message":{"text":"UAV 60:60:1f:aa:bb:cc operational","description_type":0,'
+    '"description":"Survey"},"System Message":{"latitude":  27.503000,"longitude": -99.508000,'
+    '"operator_lat":  27.503000,"operator_lon": -99.508000,"area_count":1,"area_radius":0,"area_ceiling":-1000,'
+    '"area_floor":-1000,"operator_alt_geo":131,"classification":1,"timestamp":123456},'
+    '"Auth Message":{"type":0,"page":0,"length":0,"timestamp":0,"data":""}}')
+
+
+def test_wardragon_nested_dialect_and_its_zero_filled_frames():
+    item = one(WARDRAGON)
+    assert (item["uas_id"], item["ua_type"], item["transmitter"], item["self_id"], item["status"]) == (
+        "1581F5FKD229400001", 2, "60:60:1f:aa:bb:cc", "Survey", 2)
+    assert "id_type" not in item and "alt_baro_m" not in item  # a fixed text; -1000 m is unknown
+    assert_allclose([item[k] for k in ("lat_deg", "lon_deg", "alt_geo_m", "height_m", "speed_mps", "course_deg",
+                                       "broadcast_time_s", "h_accuracy_m", "v_accuracy_m", "speed_accuracy_mps",
+                                       "operator_lat_deg", "operator_lon_deg", "operator_alt_m", "rssi_dbm")],
+                    [27.5036, -99.5076, 155.0, 25.0, 5.0, 90.0, 1234.0, 10.0, 10.0, 1.0, 27.503, -99.508, 131.0, -71.0])
+    zero = json.loads(WARDRAGON)
+    zero["Location/Vector Message"] = {k: 0 for k in zero["Location/Vector Message"]}
+    zero["Location/Vector Message"].update(direction=361, speed=255, vert_speed=63, timestamp=65535)
+    only_id = one(json.dumps(zero))
+    assert "lat_deg" not in only_id and only_id["uas_id"] == "1581F5FKD229400001"
+    zero["Location/Vector Message"].update(latitude=27.5, longitude=-99.5)
+    unknowns = one(json.dumps(zero))
+    assert not {"course_deg", "speed_mps", "vertical_speed_mps", "broadcast_time_s", "h_accuracy_m"} & set(unknowns)
+    zero["Basic ID"] = "not an object"
+    parser, items, _ = parse(json.dumps(zero).encode() + b"\n")
+    assert items == [] and parser.stats.out_of_range == 1
+
+
 def test_an_over_long_line_is_dropped_across_feeds_and_the_next_line_is_read():
     parser = RidParser(max_line_bytes=256)
     buf = bytearray(b"{" + b"9" * 300)
@@ -259,9 +313,14 @@ def test_fuzz_every_dialect_key_with_hostile_values_never_raises():
             "basic_id", "id_type", "ua_type", "home_lat", "home_long", "source", "transport", "operator_id", "id",
             "uav latitude", "uav longitude", "alitude msl", "height agl", "base latitude", "base longitude", "speed",
             "heading", "serial_number", "latitude", "longitude", "altitude", "height", "v_north", "v_east", "v_up",
-            "app_lat", "app_lon", "latitude_home", "longitude_home", "self_id", "status"]
+            "app_lat", "app_lon", "latitude_home", "longitude_home", "self_id", "status", "Basic ID",
+            "Location/Vector Message", "System Message", "Self-ID Message"]
     values = [None, True, 0, -1, 10**30, -(10**400), 1e308, -1e-300, 0.5, 91.0, -181.0, 360.0, "", "x" * 70,
-              "aa:bb:cc:dd:ee:ff", "AABBCCDDEEFF", "ble", "NaN", [], {}, [1, 2], {"a": 1}, "\u00e9\u4e2d"]
+              "aa:bb:cc:dd:ee:ff", "AABBCCDDEEFF", "ble", "NaN", [], {}, [1, 2], {"a": 1}, "\u00e9\u4e2d",
+              {"id": "X1", "MAC": "aa:bb:cc:dd:ee:ff", "RSSI": -60, "ua_type": 99},
+              {"latitude": 45.0, "longitude": 7.0, "direction": 400, "horiz_acc": 10, "timestamp": -5},
+              {"latitude": 45.0, "longitude": 7.0, "speed": 12, "height_type": 1, "vert_acc": 15},
+              {"operator_lat": 45.0, "operator_lon": 7.0, "operator_alt_geo": 1e9}]
     rng = np.random.default_rng(11)
     lines = []
     for _ in range(600):

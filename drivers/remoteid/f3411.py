@@ -50,6 +50,11 @@ those of the open reference implementation, opendroneid-core-c
   message (``bad_text``).
 - Authentication pages are checked as the reference does (page 0: last page index <
   16, length within the pages) and counted; they carry nothing a reading holds.
+
+:func:`decode_rows` takes every message of a read as one (n, 25) array: Location and
+System messages go through :data:`LOCATION_DTYPE` / :data:`SYSTEM_DTYPE` in one NumPy pass
+per type when there are at least :data:`VECTOR_MIN_ROWS` of them, else through ``struct``
+one by one (the same numbers; a handful is cheaper that way); text messages row by row.
 """
 
 from __future__ import annotations
@@ -78,12 +83,7 @@ SYSTEM_DTYPE = np.dtype([
     ("op_alt_geo", "<u2"), ("timestamp_s", "<u4"), ("reserved", "u1"),
 ])
 """System message as it is on the air (25 bytes)."""
-AUTH0_DTYPE = np.dtype([
-    ("header", "u1"), ("type_page", "u1"), ("last_page", "u1"), ("length", "u1"), ("timestamp_s", "<u4"),
-    ("data", "V17"),
-])
-"""Authentication page 0 (25 bytes); pages 1-15 carry 23 data bytes after byte 1."""
-assert LOCATION_DTYPE.itemsize == SYSTEM_DTYPE.itemsize == AUTH0_DTYPE.itemsize == MESSAGE_SIZE
+assert LOCATION_DTYPE.itemsize == SYSTEM_DTYPE.itemsize == MESSAGE_SIZE
 
 NAN = float("nan")
 H_ACCURACY_M = np.array([NAN, 18520.0, 7408.0, 3704.0, 1852.0, 926.0, 555.6, 185.2, 92.6, 30.0, 10.0, 3.0, 1.0,
@@ -303,16 +303,20 @@ def decode_rows(raw: np.ndarray, stats: F3411Stats) -> list[Decoded]:
         else:
             decoded.update((i, scalar(raw[i].tobytes())) for i in where.tolist())
     result: list[Decoded] = []
-    for i, kind in enumerate(kinds.tolist()):
+    data = raw.tobytes()
+    for i, (kind, version) in enumerate(zip(kinds.tolist(), versions.tolist())):
         try:
-            if versions[i] > MAX_VERSION:
-                raise MessageError("bad_message", f"protocol version {int(versions[i])} (0-{MAX_VERSION} known)")
-            msg = raw[i].tobytes()
+            if version > MAX_VERSION:
+                raise MessageError("bad_message", f"protocol version {version} (0-{MAX_VERSION} known)")
             if i in decoded:
                 fields, bad = decoded[i]
                 if bad:
                     raise MessageError("out_of_range", "latitude/longitude beyond +-90/+-180 degrees")
-            elif kind == BASIC_ID:
+                stats.by_type[kind] = stats.by_type.get(kind, 0) + 1
+                result.append((kind, fields, None))
+                continue
+            msg = data[i * MESSAGE_SIZE:(i + 1) * MESSAGE_SIZE]
+            if kind == BASIC_ID:
                 fields = _basic_id(msg)
             elif kind == AUTH:
                 _check_auth(msg)
@@ -330,18 +334,6 @@ def decode_rows(raw: np.ndarray, stats: F3411Stats) -> list[Decoded]:
         stats.by_type[kind] = stats.by_type.get(kind, 0) + 1
         result.append((kind, fields, None))
     return result
-
-
-def decode_block(data: bytes, stats: F3411Stats) -> list[tuple[int, dict[str, Any]]]:
-    """One transmitted unit -> [(type, fields)] of the messages that carry reading fields.
-    MessageError when anything in it is refused: a pack is one broadcast, so one bad
-    message refuses the whole pack."""
-    messages = block_messages(data)
-    rows = decode_rows(np.frombuffer(messages, dtype=np.uint8).reshape(-1, MESSAGE_SIZE), stats)
-    for _, _, error in rows:
-        if error is not None:
-            raise error
-    return [(kind, fields) for kind, fields, _ in rows if fields is not None]
 
 
 def merge(messages: list[tuple[int, dict[str, Any]]]) -> dict[str, Any]:

@@ -31,6 +31,19 @@ Framing: one line per broadcast, ended by LF (a CR before it is dropped), at mos
      *operator* ID: the firmware prints ``op_id`` there), ``uav latitude``, ``uav
      longitude``, ``alitude msl`` (sic), ``height agl``, ``base latitude``, ``base
      longitude``, ``speed``, ``heading``; ``index``/``runtime`` ignored.
+   - WarDragon / DragonSync ESP32 firmware (github.com/Root-Down-Digital/DragonSync-iOS,
+     ``Util/ESP32_RID_AP_FW/main.cpp`` ``create_json_response``, commit 5597923d, printed
+     with CR LF by ``update_latest_data``): one object per frame with nested objects
+     ``"Basic ID"`` (``id``, ``ua_type``, ``MAC``, ``RSSI``; its ``id_type`` is a fixed
+     text whatever was broadcast, so it is not read), ``"Location/Vector Message"``
+     (``latitude``, ``longitude``, ``speed``, ``vert_speed``, ``geodetic_altitude``,
+     ``height_agl``, ``status``, ``direction``, ``alt_pressure``, ``height_type``, and the
+     F3411 accuracy classes ``horiz_acc``, ``vert_acc``, ``speed_acc`` as numbers,
+     ``timestamp`` whole seconds after the hour), ``"Self-ID Message"`` (``description``;
+     its ``text`` is made up by the firmware and ignored), ``"System Message"``
+     (``operator_lat``, ``operator_lon``, ``operator_alt_geo``). The firmware zero-fills
+     a frame's missing messages and prints the reference decoder's values, so 0 / -1000 /
+     255 / 361 / 63 mean unknown as in F3411.
    - DJI DroneID as decoded by RUB-SysSec DroneSecurity (github.com/RUB-SysSec/
      DroneSecurity, ``src/droneid_packet.py``, commit 363d41d1; one object per line here):
      ``serial_number``, ``latitude``, ``longitude``, ``altitude`` and ``height`` (already
@@ -102,9 +115,11 @@ _SOURCES = {
 
 _DRONE_KEYS = frozenset((
     "drone_lat", "drone_long", "basic_id", "pilot_lat", "pilot_long", "uav latitude", "uav longitude", "id",
-    "base latitude", "serial_number", "uas_id", "operator_id", "self_id",
+    "base latitude", "serial_number", "uas_id", "operator_id", "self_id", "Basic ID", "Location/Vector Message",
 ))
 """An object with none of these is not a broadcast (heartbeat, banner, status)."""
+_NO_CONTENT = frozenset(("transmitter", "rssi_dbm", "source"))
+"""Fields that alone say nothing about a drone."""
 
 
 @dataclass
@@ -281,12 +296,83 @@ def _esp32(obj: dict) -> dict[str, Any]:
     return out
 
 
+def _section(obj: dict, key: str) -> dict:
+    value = obj.get(key, {})
+    if not isinstance(value, dict):
+        raise LineRefused("out_of_range", f"{key}: {type(value).__name__}, not an object")
+    return value
+
+
+_NESTED_LOCATION = (
+    # key, field, accepted range (else the line is refused), values from the bound up are "unknown"
+    ("geodetic_altitude", "alt_geo_m", -1000, 31767.5, math.inf),
+    ("alt_pressure", "alt_baro_m", -1000, 31767.5, math.inf),
+    ("height_agl", "height_m", -1000, 31767.5, math.inf),
+    ("speed", "speed_mps", 0, 255, 255),  # 255: unknown
+    ("direction", "course_deg", 0, 361, 360),  # 361: unknown
+    ("vert_speed", "vertical_speed_mps", -63, 63, 63),  # 63: unknown
+    ("timestamp", "broadcast_time_s", 0, 65535, 3601),  # 65535: unknown
+)
+"""Location/Vector keys of the WarDragon firmware (whole units, as the reference decoder gave them)."""
+
+
+def _nested(obj: dict) -> dict[str, Any]:
+    """WarDragon / DragonSync ESP32 firmware: one nested object per F3411 message."""
+    out: dict[str, Any] = {}
+    basic = _section(obj, "Basic ID")
+    uas_id = _string(basic, "id", 32)
+    if uas_id and uas_id.upper() != "NONE":
+        out["uas_id"] = uas_id
+    ua_type = _enum(basic, "ua_type")
+    if ua_type:
+        out["ua_type"] = ua_type
+    mac = _mac(_string(basic, "MAC", 32))
+    if mac and mac != "00:00:00:00:00:00":
+        out["transmitter"] = mac
+    rssi = _number(basic, "RSSI", -150, 20)
+    if rssi:
+        out["rssi_dbm"] = rssi
+    loc = _section(obj, "Location/Vector Message")
+    if _position(out, _number(loc, "latitude", -90, 90), _number(loc, "longitude", -180, 180), "lat_deg",
+                 "lon_deg"):
+        for key, name, lo, hi, known_below in _NESTED_LOCATION:
+            value = _number(loc, key, lo, hi)
+            if value is not None and value < known_below and value != -1000:  # -1000 m: unknown altitude
+                out[name] = value
+        for key, name, table in (("horiz_acc", "h_accuracy_m", f3411.H_ACCURACY_M),
+                                 ("vert_acc", "v_accuracy_m", f3411.V_ACCURACY_M),
+                                 ("speed_acc", "speed_accuracy_mps", f3411.SPEED_ACCURACY_MPS)):
+            value = _enum(loc, key)
+            if value is not None and math.isfinite(table[value]):
+                out[name] = float(table[value])
+        status = _enum(loc, "status")
+        if status is not None:
+            out["status"] = status
+        height_type = _enum(loc, "height_type")
+        if height_type is not None:
+            out["height_above_takeoff"] = height_type == 0
+    description = _string(_section(obj, "Self-ID Message"), "description", 32)
+    if description:
+        out["self_id"] = description
+    system = _section(obj, "System Message")
+    if _position(out, _number(system, "operator_lat", -90, 90), _number(system, "operator_lon", -180, 180),
+                 "operator_lat_deg", "operator_lon_deg"):
+        alt = _number(system, "operator_alt_geo", -1000, 31767.5)
+        if alt is not None and alt != -1000:
+            out["operator_alt_m"] = alt
+    return out
+
+
 def decode_json_object(obj: dict) -> dict[str, Any] | None:
     """One JSON object -> reading fields, or None when it is not a broadcast."""
     if not _DRONE_KEYS.intersection(obj):
         return None
-    dji = "serial_number" in obj and "app_lat" in obj
-    out = _dji(obj) if dji else _esp32(obj)
+    if "Basic ID" in obj or "Location/Vector Message" in obj:
+        out = _nested(obj)
+    elif "serial_number" in obj and "app_lat" in obj:
+        out = _dji(obj)
+    else:
+        out = _esp32(obj)
     mac = _mac(_string(obj, "mac", 32))
     if mac and mac != "00:00:00:00:00:00":
         out["transmitter"] = mac
@@ -296,6 +382,8 @@ def decode_json_object(obj: dict) -> dict[str, Any] | None:
     source = _source(obj)
     if source is not None:
         out["source"] = source
+    if not out.keys() - _NO_CONTENT:  # a keep-alive with nothing heard (id_scanner's "NONE" line)
+        return None
     out.setdefault("transmitter", "")
     return out
 
@@ -449,16 +537,25 @@ class RidParser:
         rows = f3411.decode_rows(raw, stats.f3411)
         for i, first, stop in spans:
             prefix, _, size, slot = hex_lines[i]
-            part = rows[first:stop]
-            error = next((e for _, _, e in part if e is not None), None)
-            if error is not None:
-                self._refuse(LineRefused(error.reason, str(error)), size)
-                continue
-            stats.frames += 1
-            stats.hex_lines += 1
-            messages = [(kind, fields) for kind, fields, _ in part if fields is not None]
-            if messages:  # authentication pages alone carry nothing a reading holds
-                out[slot] = {**f3411.merge(messages), **prefix}
+            if stop - first == 1:  # one message: no merging
+                kind, fields, error = rows[first]
+                if error is None:
+                    stats.frames += 1
+                    stats.hex_lines += 1
+                    if fields is not None:  # an authentication page carries nothing a reading holds
+                        out[slot] = {**fields, **prefix}
+                    continue
+            else:
+                part = rows[first:stop]
+                error = next((e for _, _, e in part if e is not None), None)
+                if error is None:
+                    stats.frames += 1
+                    stats.hex_lines += 1
+                    messages = [(kind, fields) for kind, fields, _ in part if fields is not None]
+                    if messages:
+                        out[slot] = {**f3411.merge(messages), **prefix}
+                    continue
+            self._refuse(LineRefused(error.reason, str(error)), size)
 
     def _refuse(self, exc: LineRefused, size: int) -> None:
         stats = self.stats
