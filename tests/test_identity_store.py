@@ -11,7 +11,6 @@ import sqlite3
 
 import numpy as np
 import psycopg
-import pytest
 
 from towerd import icd
 from towerd.central.pgstore import PgCentralStore

@@ -12,17 +12,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from towerd.detection.settings import DetectionSettings
 from towerd.errors import ConfigError
 from towerd.identity.settings import RemoteIdSettings
 from towerd.outbox.settings import OutboxSettings
+from towerd.reports.settings import ReportsSettings
 from towerd.rf.processor import RfSettings
 from towerd.schema import INVALID, Problem, Validator, compose, read_config_text, spec
 from towerd.threat import ThreatSettings
 from towerd.tracking.classify import ClassificationSettings
-from towerd.tracking.clutter import StaticClutterSettings
-from towerd.tracking.doppler import DopplerSettings
-from towerd.tracking.imm import ImmSettings
-from towerd.tracking.initiator import InitiationSettings
+from towerd.tracking.settings import TrackingSettings
 from towerd.uplink.settings import CentralSettings
 from towerd.web.settings import WebSettings
 
@@ -74,45 +73,6 @@ class SensorConfig:
 
 
 @dataclass(frozen=True)
-class DetectionConfig:
-    cluster_points: bool = spec(True, doc="merge the several plots one target gives in a frame")
-    target_extent_m: float = spec(1.0, doc="one-sigma spread of one target's scatterers", unit="m", lo=0.0, hi=100.0)
-    cluster_gate_probability: float = spec(0.99, doc="chi-square probability for merging plots", lo=0.5, hi=0.999999)
-
-
-@dataclass(frozen=True)
-class TrackingConfig:
-    accel_noise_mps2: float = spec(3.0, doc="CV process noise, 1-sigma acceleration", unit="m/s^2", lo=0.01, hi=100.0)
-    gate_probability: float = spec(0.999, doc="chi-square gate probability", lo=0.5, hi=0.999999)
-    confirm_hits: int = spec(3, doc="M of M-of-N confirmation", lo=1, hi=64)
-    confirm_window: int = spec(5, doc="N of M-of-N confirmation", lo=1, hi=64)
-    tentative_max_misses: int = spec(2, doc="consecutive misses that drop a tentative track", lo=0, hi=100)
-    confirmed_max_coast_s: float = spec(3.0, doc="time without update that ends a track", unit="s", lo=0.1, hi=600.0)
-    coast_after_s: float = spec(0.5, doc="time without update that makes a track coasting", unit="s", lo=0.0, hi=600.0)
-    imm: ImmSettings = spec(ImmSettings(), doc="interacting multiple model: CV + left/right constant turns")
-    static_clutter: StaticClutterSettings = spec(
-        StaticClutterSettings(), doc="static reflectors: withheld, learnt in a clutter map")
-    initiation: InitiationSettings = spec(InitiationSettings(), doc="how new tracks start (maximum speed)")
-    doppler: DopplerSettings = spec(DopplerSettings(), doc="radial speed in association and confirmation")
-
-    def __post_init__(self) -> None:
-        if self.confirm_hits > self.confirm_window:
-            raise ValueError(
-                f"confirm_hits ({self.confirm_hits}) must not exceed confirm_window ({self.confirm_window})"
-            )
-        if self.coast_after_s >= self.confirmed_max_coast_s:
-            raise ValueError(
-                f"coast_after_s ({self.coast_after_s}) must be below confirmed_max_coast_s ({self.confirmed_max_coast_s})"
-            )
-
-
-@dataclass(frozen=True)
-class ReportsConfig:
-    interval_s: float = spec(1.0, doc="report period of a confirmed track", unit="s", lo=0.05, hi=3600.0)
-    include_tentative: bool = spec(False)
-
-
-@dataclass(frozen=True)
 class LoggingConfig:
     level: Literal["debug", "info", "warning", "error"] = spec("info")
 
@@ -124,17 +84,47 @@ class Config:
     state_dir: str = spec("/var/lib/towerd", doc="where the outbox lives")
     status_socket: str | None = spec("/run/towerd/status.sock", doc="local status socket; null: none")
     sensors: tuple[SensorConfig, ...] = spec(())
-    detection: DetectionConfig = spec(DetectionConfig())
-    tracking: TrackingConfig = spec(TrackingConfig())
+    detection: DetectionSettings = spec(DetectionSettings())
+    tracking: TrackingSettings = spec(TrackingSettings())
     classification: ClassificationSettings = spec(ClassificationSettings(), doc="track categories and confidence")
     threat: ThreatSettings = spec(ThreatSettings(), doc="threat levels from zones, category and behaviour")
     rf: RfSettings = spec(RfSettings(), doc="RF detection, tracking and fusion (spectrum analysers)")
-    reports: ReportsConfig = spec(ReportsConfig())
+    reports: ReportsSettings = spec(ReportsSettings())
     outbox: OutboxSettings = spec(OutboxSettings())
     centrals: tuple[CentralSettings, ...] = spec(())
     logging: LoggingConfig = spec(LoggingConfig())
     web: WebSettings = spec(WebSettings(), doc="read-only live web console (towerd.web)")
     remote_id: RemoteIdSettings = spec(RemoteIdSettings(), doc="Remote ID broadcasts fused with radar tracks")
+
+
+    @property
+    def pipeline(self) -> PipelineSettings:
+        """The part of the configuration the pipeline (readings to reports) needs."""
+        return PipelineSettings(tower=self.tower, sensors=self.sensors, detection=self.detection,
+                                tracking=self.tracking, classification=self.classification, threat=self.threat,
+                                rf=self.rf, reports=self.reports)
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What :class:`towerd.pipeline.Pipeline` is configured with: where the tower is, its
+    sensors' mounts and noise, and the settings of detection, tracking, classification,
+    threat, RF and reports (nothing of the outbox, the uplink or the console)."""
+
+    tower: TowerConfig
+    sensors: tuple[SensorConfig, ...]
+    detection: DetectionSettings = DetectionSettings()
+    tracking: TrackingSettings = TrackingSettings()
+    classification: ClassificationSettings = ClassificationSettings()
+    threat: ThreatSettings = ThreatSettings()
+    rf: RfSettings = RfSettings()
+    reports: ReportsSettings = ReportsSettings()
+
+
+DetectionConfig = DetectionSettings
+TrackingConfig = TrackingSettings
+ReportsConfig = ReportsSettings
+"""Former names of the settings now beside their components."""
 
 
 @dataclass(frozen=True)

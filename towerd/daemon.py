@@ -69,7 +69,7 @@ class Daemon:
         self.config = loaded.config
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
-        self.pipeline = pipeline or Pipeline(self.config, self.clock)
+        self.pipeline = pipeline or Pipeline(self.config.pipeline, self.clock)
         self._readings: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX_READINGS)
         self._events: queue.SimpleQueue[SensorEvent] = queue.SimpleQueue()
         self.dropped_readings = 0
@@ -228,7 +228,7 @@ class Daemon:
             return
         old, new = self.config, loaded.config
         self.loaded, self.config = loaded, new
-        self.pipeline.reconfigure(new)
+        self.pipeline.reconfigure(new.pipeline)
         self._reconcile_sensors(old, new)
         self._reconcile_centrals(old, new)
         logging.getLogger().setLevel(new.logging.level.upper())

@@ -12,7 +12,7 @@ import enum
 import json
 import re
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -220,6 +220,9 @@ class Message:
     count: int
     flags: int
     body: bytes
+    parsed: object = field(default=None, compare=False, repr=False)
+    """The JSON body as :func:`decode` parsed and checked it (EVENTS, HEALTH, ERROR), so
+    that ``decode_*`` do not parse it again; None for the other types."""
 
 
 def _header(mtype: MsgType, stream_id: int, count: int, flags: int) -> bytes:
@@ -275,6 +278,17 @@ def _check_event(ev: object, index: int) -> None:
             raise ValueError(f"event {index}: {key!r} missing or not {typ.__name__}")
 
 
+def check_event(ev: object, index: int = 0) -> None:
+    """Raise ValueError unless ``ev`` is an event object :func:`encode_events` sends:
+    the required keys and types, a known severity, a seq in 1..2^64-1."""
+    _check_event(ev, index)
+    assert isinstance(ev, dict)
+    if ev["severity"] not in SEVERITIES:
+        raise ValueError(f"event {index}: severity {ev['severity']!r} not one of {sorted(SEVERITIES)}")
+    if not 1 <= ev["seq"] <= U64_MAX:
+        raise ValueError(f"event {index}: seq {ev['seq']} out of range")
+
+
 def encode_events(stream_id: int, events: list[dict], flags: int = 0) -> bytes:
     """One EVENTS message: a UTF-8 JSON array of event objects, each with at least
     ``seq``, ``time_us``, ``code``, ``severity`` (info|warning|error|critical) and
@@ -284,11 +298,7 @@ def encode_events(stream_id: int, events: list[dict], flags: int = 0) -> bytes:
     if len(events) > MAX_COUNT:
         raise ValueError(f"{len(events)} events exceed {MAX_COUNT} per message")
     for i, ev in enumerate(events):
-        _check_event(ev, i)
-        if ev["severity"] not in SEVERITIES:
-            raise ValueError(f"event {i}: severity {ev['severity']!r} not one of {sorted(SEVERITIES)}")
-        if not 1 <= ev["seq"] <= U64_MAX:
-            raise ValueError(f"event {i}: seq {ev['seq']} out of range")
+        check_event(ev, i)
     _check_consecutive(np.array([ev["seq"] for ev in events], dtype=np.uint64), "EVENTS")
     return _header(MsgType.EVENTS, stream_id, len(events), flags) + _json_bytes(events)
 
@@ -346,6 +356,33 @@ def encode_identities(stream_id: int, records: np.ndarray, flags: int = 0) -> by
     if problem is not None:
         raise ValueError(problem[1])
     return _header(MsgType.IDENTITY, stream_id, records.size, flags) + np.ascontiguousarray(records).tobytes()
+
+
+def encode_tracks_rows(stream_id: int, rows: list[bytes], flags: int = 0) -> bytes:
+    """One TRACKS message from records already in wire form (RECORD_SIZE bytes each,
+    ``seq`` set, consecutive and ascending): the bytes :func:`encode_tracks` makes of the
+    same records, built with one copy (header and rows joined into the frame)."""
+    if not rows:
+        raise ValueError("a TRACKS message carries at least one record")
+    if len(rows) > MAX_COUNT:
+        raise ValueError(f"{len(rows)} records exceed {MAX_COUNT} per message")
+    frame = b"".join((_header(MsgType.TRACKS, stream_id, len(rows), flags), *rows))
+    if len(frame) != HEADER_SIZE + RECORD_SIZE * len(rows):
+        raise ValueError(f"TRACKS rows are not {RECORD_SIZE} bytes each")
+    _check_consecutive(np.frombuffer(frame, dtype=TRACK_RECORD_DTYPE, offset=HEADER_SIZE)["seq"], "TRACKS")
+    return frame
+
+
+def encode_events_json(stream_id: int, objects: list[bytes], flags: int = 0) -> bytes:
+    """One EVENTS message from event objects already encoded as compact UTF-8 JSON (as
+    :func:`encode_events` encodes them, each checked with :func:`check_event` and with
+    consecutive ascending seq; the caller vouches for that): the same bytes, without
+    encoding them again."""
+    if not objects:
+        raise ValueError("an EVENTS message carries at least one event")
+    if len(objects) > MAX_COUNT:
+        raise ValueError(f"{len(objects)} events exceed {MAX_COUNT} per message")
+    return b"".join((_header(MsgType.EVENTS, stream_id, len(objects), flags), b"[", b",".join(objects), b"]"))
 
 
 def encode_health(stream_id: int, health: dict) -> bytes:
@@ -465,6 +502,7 @@ def decode(frame: bytes) -> Message:
     if flags & ~KNOWN_FLAGS:
         raise MessageError("flags", f"undefined flag bits 0x{flags & ~KNOWN_FLAGS:04x}")
     body = frame[HEADER_SIZE:]
+    parsed: object = None
     if mtype in _RECORD_TYPES:
         if count == 0:
             raise MessageError("count", f"{mtype.name} with count 0")
@@ -485,7 +523,7 @@ def decode(frame: bytes) -> Message:
         except ValueError as exc:
             raise MessageError("seq", str(exc)) from None
     elif mtype == MsgType.EVENTS:
-        events = _parse_json(body, "EVENTS")
+        events = parsed = _parse_json(body, "EVENTS")
         if not isinstance(events, list):
             raise MessageError("json_shape", "EVENTS body is not a JSON array")
         if len(events) != count:
@@ -493,7 +531,8 @@ def decode(frame: bytes) -> Message:
         if not all(isinstance(ev, dict) for ev in events):
             raise MessageError("json_shape", "EVENTS array holds a non-object")
     elif mtype == MsgType.HEALTH:
-        if not isinstance(_parse_json(body, "HEALTH"), dict):
+        parsed = _parse_json(body, "HEALTH")
+        if not isinstance(parsed, dict):
             raise MessageError("json_shape", "HEALTH body is not a JSON object")
     elif mtype == MsgType.ACK:
         if stream_id == 0:
@@ -507,10 +546,20 @@ def decode(frame: bytes) -> Message:
         if body:
             raise MessageError("size", f"HEALTH_ACK body {len(body)} bytes, expected 0")
     elif mtype == MsgType.ERROR:
-        err = _parse_json(body, "ERROR")
+        err = parsed = _parse_json(body, "ERROR")
         if not (isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str)):
             raise MessageError("json_shape", 'ERROR body is not {"code": str, "message": str}')
-    return Message(type=mtype, stream_id=stream_id, count=count, flags=flags, body=body)
+    return Message(type=mtype, stream_id=stream_id, count=count, flags=flags, body=body, parsed=parsed)
+
+
+def _parsed(msg: Message, what: str, max_nodes: int = MAX_JSON_NODES) -> object:
+    """The JSON body of ``msg``: as :func:`decode` parsed it (walked again only for a
+    lower ``max_nodes``), else parsed now."""
+    if msg.parsed is None:
+        return _parse_json(msg.body, what, max_nodes)
+    if max_nodes < MAX_JSON_NODES:
+        _check_tree(msg.parsed, what, max_nodes)
+    return msg.parsed
 
 
 _FIXED_RECORDS = {MsgType.TRACKS: TRACK_RECORD_DTYPE, MsgType.IDENTITY: IDENTITY_RECORD_DTYPE}
@@ -557,7 +606,7 @@ def decode_events(msg: Message) -> list[dict]:
     and types and for consecutive ascending ``seq``. Severity values outside the ICD's
     four are accepted here (lenient receiver); ``encode_events`` refuses them."""
     _expect(msg, MsgType.EVENTS)
-    events = _parse_json(msg.body, "EVENTS")
+    events = _parsed(msg, "EVENTS")
     if not isinstance(events, list) or len(events) != msg.count:
         raise MessageError("count", "EVENTS body does not match count")
     for i, ev in enumerate(events):
@@ -578,7 +627,7 @@ def decode_events(msg: Message) -> list[dict]:
 def decode_health(msg: Message, max_nodes: int = MAX_JSON_NODES) -> dict:
     """The JSON object of a decoded HEALTH message (at most ``max_nodes`` values)."""
     _expect(msg, MsgType.HEALTH)
-    health = _parse_json(msg.body, "HEALTH", max_nodes)
+    health = _parsed(msg, "HEALTH", max_nodes)
     if not isinstance(health, dict):
         raise MessageError("json_shape", "HEALTH body is not a JSON object")
     return health
@@ -594,7 +643,7 @@ def decode_ack(msg: Message) -> tuple[int, int]:
 def decode_error(msg: Message) -> tuple[str, str]:
     """``(code, message)`` of a decoded ERROR."""
     _expect(msg, MsgType.ERROR)
-    err = _parse_json(msg.body, "ERROR")
+    err = _parsed(msg, "ERROR")
     if not (isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str)):
         raise MessageError("json_shape", 'ERROR body is not {"code": str, "message": str}')
     return err["code"], err["message"]

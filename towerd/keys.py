@@ -34,9 +34,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import zmq
-from zmq.utils import z85
-
 from towerd.errors import ConfigError
 from towerd.icd import TOWER_ID_RE
 
@@ -88,6 +85,8 @@ def _parse_certificate(text: bytes) -> tuple[bytes | None, bytes | None]:
 def _valid_z85_key(key: bytes) -> bool:
     if len(key) != Z85_KEY_LENGTH:
         return False
+    from zmq.utils import z85  # here: checking a configuration's schema must not load libzmq
+
     try:
         return len(z85.decode(key)) == 32
     except (ValueError, KeyError, IndexError, struct.error):
@@ -128,6 +127,8 @@ def check_secret_key_file(path: str | os.PathLike | None) -> None:
         )
     if not _valid_z85_key(secret) or not public or not _valid_z85_key(public):
         raise ConfigError(f"secret key file {p}: the keys are not 40-character Z85 CURVE keys")
+    import zmq
+
     try:
         derived = zmq.curve_public(secret)
     except zmq.ZMQError as exc:
@@ -217,6 +218,8 @@ def generate_keypair(directory: str | os.PathLike, name: str = "tower", *, force
     (PermissionError when the caller may not give files away)."""
     if not TOWER_ID_RE.fullmatch(name):
         raise ConfigError(f"key name {name!r} is not 1-64 characters of [A-Za-z0-9._-]")
+    import zmq
+
     if not zmq.has("curve"):
         raise ConfigError(f"this libzmq ({zmq.zmq_version()}) has no CURVE support: cannot make keys")
     ids = None

@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from towerd.clock import Clock
-from towerd.config import Config
+from towerd.config import PipelineSettings
 from towerd.detection.cluster import PointClusterer
 from towerd.detection.plots import GeoPlotConverter, MeasurementNoise, PlotConverter, SensorMount
 from towerd.drivers.measurements import GeoPlots, RadarPlots, RemoteIdReading, Spectrum
@@ -68,7 +68,7 @@ class RfFusion(Protocol):
 class Pipeline:
     """Turns readings into ICD track records due for reporting."""
 
-    def __init__(self, config: Config, clock: Clock, *, rf_fusion: RfFusion | None = None) -> None:
+    def __init__(self, config: PipelineSettings, clock: Clock, *, rf_fusion: RfFusion | None = None) -> None:
         self.clock = clock
         self.frames = 0
         self._own_fusion = rf_fusion is None
@@ -88,7 +88,7 @@ class Pipeline:
         self.identity: RemoteIdFusion | None = None
         self.reconfigure(config)
 
-    def reconfigure(self, config: Config) -> None:
+    def reconfigure(self, config: PipelineSettings) -> None:
         """Apply (new) settings; live tracks, track ids, per-track features, the clutter
         map and report history are kept, so a reload takes effect at the next frame
         without losing anything."""

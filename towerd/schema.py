@@ -393,16 +393,17 @@ def _children(node: Node) -> list[Node]:
     return []
 
 
-def read_config_text(path: str | Path, max_bytes: int) -> tuple[str, bytes]:
-    """The UTF-8 text and the bytes of a configuration file of at most ``max_bytes``
-    (only that much is ever read); ConfigError naming the file otherwise."""
+def read_config_text(path: str | Path, max_bytes: int, what: str = "") -> tuple[str, bytes]:
+    """The UTF-8 text and the bytes of a configuration file (or a ``what``, e.g.
+    "scenario") of at most ``max_bytes`` (only that much is ever read); ConfigError
+    naming the file otherwise."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(max_bytes + 1)
     except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+        raise ConfigError(f"{path}: cannot read{' ' + what if what else ''}: {exc.strerror or exc}") from exc
     if len(raw) > max_bytes:
-        raise ConfigError(f"{path}: larger than {max_bytes} bytes; not a configuration file")
+        raise ConfigError(f"{path}: larger than {max_bytes} bytes; not a {what or 'configuration file'}")
     try:
         return raw.decode("utf-8"), raw
     except UnicodeDecodeError as exc:

@@ -11,6 +11,7 @@ import zmq
 
 from towerd.errors import FrameError
 from towerd.icd import (
+    EVENT_OUTBOX_DROPPED,
     FLAG_REPLAY,
     HEADER_SIZE,
     INT64_MIN,
@@ -25,8 +26,8 @@ from towerd.icd import (
     encode_error,
     encode_health_ack,
 )
+from towerd.seqranges import SEQ_MAX
 
-_SEQ_MAX = 2**63 - 1
 
 
 def _is_replay(frames: list[zmq.Frame]) -> bool:
@@ -81,8 +82,8 @@ class IntakeMixin:
             elif msg.type == MsgType.EVENTS:
                 events = decode_events(msg)
                 for ev in events:
-                    if ev["code"] == "outbox.dropped" and any(
-                            isinstance(ev.get(k), int) and not INT64_MIN <= ev[k] <= _SEQ_MAX
+                    if ev["code"] == EVENT_OUTBOX_DROPPED and any(
+                            isinstance(ev.get(k), int) and not INT64_MIN <= ev[k] <= SEQ_MAX
                             for k in ("first_seq", "last_seq", "count")):
                         raise MessageError("seq_range", f"outbox.dropped event seq {ev['seq']}: a seq or count "
                                            "beyond what this central stores")

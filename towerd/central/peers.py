@@ -9,9 +9,9 @@ import dataclasses
 import logging
 from collections import deque
 
-from towerd.central.intake import _SEQ_MAX
 from towerd.central.limits import TokenBucket, TowerLimits
 from towerd.icd import HEADER_SIZE, Message, MsgType
+from towerd.seqranges import SEQ_MAX
 
 
 class _Peer:
@@ -99,7 +99,7 @@ class PeersMixin:
             first, last = int(payload["seq"][0]), int(payload["seq"][-1])
         else:
             first, last = payload[0]["seq"], payload[-1]["seq"]
-        if last > _SEQ_MAX:
+        if last > SEQ_MAX:
             self._malformed("seq_range", tower_id, f"seq {last} beyond what this central stores", rid, msg.stream_id)
             return
         peer = self._peer(tower_id)

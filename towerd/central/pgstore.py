@@ -51,10 +51,11 @@ from typing import Any
 import numpy as np
 
 from towerd.central import identity
-from towerd.central.store import Pending, StoreResult, StreamSummary, _dropped_ranges, subtract_ranges
+from towerd.central.store import Pending, StoreResult, StreamSummary
 from towerd.clock import Clock, SystemClock
 from towerd.errors import ConfigError, OutboxError
 from towerd.icd import EVENT_OUTBOX_DROPPED, LAT_LON_UNKNOWN, TRACK_RECORD_DTYPE
+from towerd.seqranges import dropped_ranges, subtract_ranges
 
 try:
     import psycopg
@@ -496,7 +497,7 @@ class PgCentralStore:
                          ev["severity"], ev["message"],
                          json.dumps(ev, ensure_ascii=False, separators=(",", ":"))))
             if ev["code"] == EVENT_OUTBOX_DROPPED:
-                ranges = _dropped_ranges(ev)
+                ranges = dropped_ranges(ev)
                 if ranges is None:
                     self.bad_dropped_events += 1
                     log.warning("central store: %s stream %016x: outbox.dropped event seq %d does not name a valid "

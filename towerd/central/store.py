@@ -44,12 +44,12 @@ from towerd.central import identity
 from towerd.clock import Clock, SystemClock
 from towerd.errors import OutboxError
 from towerd.icd import EVENT_OUTBOX_DROPPED, IDENTITY_RECORD_DTYPE, TRACK_RECORD_DTYPE
+from towerd.seqranges import SEQ_MAX, dropped_ranges, subtract_ranges
 
 log = logging.getLogger(__name__)
 
 TRACK_FIELDS: tuple[str, ...] = TRACK_RECORD_DTYPE.names
 _FLOAT_FIELDS = frozenset(n for n in TRACK_FIELDS if TRACK_RECORD_DTYPE.fields[n][0].kind == "f")
-_SEQ_MAX = 2**63 - 1
 SCHEMA_VERSION = 3
 
 _TRACK_COLUMNS = ("tower_id", "stream_id", "received_us", "replay", "rx_msg") + TRACK_FIELDS
@@ -158,52 +158,6 @@ class ReportStore(Protocol):
     def export(self, tower_id: str | None = None) -> Iterator[dict]: ...
 
     def close(self) -> None: ...
-
-
-def subtract_ranges(a: list[tuple[int, int]], b: list[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The seq ranges of ``a`` not covered by ``b`` (both sorted, inclusive, ``b`` may
-    overlap itself)."""
-    out: list[tuple[int, int]] = []
-    bs = sorted(b)
-    j = 0
-    for lo, hi in a:
-        cur = lo
-        while j < len(bs) and bs[j][1] < cur:
-            j += 1
-        k = j
-        while k < len(bs) and bs[k][0] <= hi and cur <= hi:
-            blo, bhi = bs[k]
-            if blo > cur:
-                out.append((cur, blo - 1))
-            cur = max(cur, bhi + 1)
-            k += 1
-        if cur <= hi:
-            out.append((cur, hi))
-    return out
-
-
-def _dropped_ranges(ev: dict) -> list[tuple[int, int]] | None:
-    """The seq ranges an ``outbox.dropped`` event names, or None if it is malformed."""
-    first, last, count = ev.get("first_seq"), ev.get("last_seq"), ev.get("count")
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (first, last, count)):
-        return None
-    if not 1 <= first <= last <= _SEQ_MAX or count < 1:
-        return None
-    raw = ev.get("ranges")
-    if raw is None:
-        ranges = [(first, last)]
-    else:
-        if not isinstance(raw, list) or not raw:
-            return None
-        ranges = []
-        for r in raw:
-            if (not isinstance(r, list) or len(r) != 2 or not all(isinstance(v, int) and not isinstance(v, bool)
-                                                                     for v in r) or not first <= r[0] <= r[1] <= last):
-                return None
-            ranges.append((r[0], r[1]))
-    if sum(b - a + 1 for a, b in ranges) != count:
-        return None
-    return ranges
 
 
 class CentralStore:
@@ -318,7 +272,7 @@ class CentralStore:
             raise ValueError("records must be a 1-D array of the message's record dtype")
         if records.size == 0:
             return None
-        if int(records["seq"].max()) > _SEQ_MAX:
+        if int(records["seq"].max()) > SEQ_MAX:
             raise ValueError("seq beyond SQLite's INTEGER range")
         self._rx_msg += 1
         return (tower_id, f"{stream_id:016x}", self._clock.utc_us(), int(bool(replay)), self._rx_msg)
@@ -340,7 +294,7 @@ class CentralStore:
         in ``dropped``. Returns how many were new."""
         if not events:
             return 0
-        if max(ev["seq"] for ev in events) > _SEQ_MAX:
+        if max(ev["seq"] for ev in events) > SEQ_MAX:
             raise ValueError("seq beyond SQLite's INTEGER range")
         self._rx_msg += 1
         received_us = self._clock.utc_us()
@@ -354,7 +308,7 @@ class CentralStore:
         for ev in events:
             if ev["code"] != EVENT_OUTBOX_DROPPED:
                 continue
-            ranges = _dropped_ranges(ev)
+            ranges = dropped_ranges(ev)
             if ranges is None:
                 self.bad_dropped_events += 1
                 log.warning("central store: %s stream %s: outbox.dropped event seq %d does not name a valid range; "

@@ -10,7 +10,7 @@ import zmq
 
 from towerd.central.store import Pending, StoreResult
 from towerd.errors import OutboxError
-from towerd.icd import FLAG_REPLAY, MsgType, encode_ack, encode_error
+from towerd.icd import EVENT_OUTBOX_DROPPED, FLAG_REPLAY, MsgType, encode_ack, encode_error
 
 
 class StoringMixin:
@@ -30,7 +30,7 @@ class StoringMixin:
         else:
             item = Pending(tower_id, msg.stream_id, replay, events=held.payload)
             for ev in held.payload:
-                if ev["code"] == "outbox.dropped":
+                if ev["code"] == EVENT_OUTBOX_DROPPED:
                     self._limited(logging.WARNING, "dropped", "central: tower %s announces %s records lost from "
                                   "its full outbox, seq %s..%s", tower_id, str(ev.get("count"))[:40],
                                   str(ev.get("first_seq"))[:40], str(ev.get("last_seq"))[:40])

@@ -14,14 +14,13 @@ import sqlite3
 from collections.abc import Sequence
 
 from towerd.errors import ConfigError
-from towerd.outbox.ranges import merge_ranges
+from towerd.seqranges import SEQ_MAX, merge_ranges
 
 log = logging.getLogger(__name__)
 
 MAX_CENTRALS = 32
 SINGLE_CONSUMER = "*"
 """The consumer name used when the outbox is opened without central names."""
-_SEQ_MAX = 2**63 - 1  # SQLite INTEGER is signed 64-bit
 
 
 class AckMixin:
@@ -162,7 +161,7 @@ class AckMixin:
         bit = self._bit(central)
         if first_seq > last_seq:
             return 0
-        hi = min(last_seq, self._c_next_seq - 1, _SEQ_MAX)
+        hi = min(last_seq, self._c_next_seq - 1, SEQ_MAX)
         lo = max(first_seq, 1)
         if lo > hi:
             return 0

@@ -16,14 +16,24 @@ import logging
 import math
 import sqlite3
 
+import json
+
 from towerd.icd import EVENT_OUTBOX_DROPPED
-from towerd.outbox.ranges import announced_ranges, merge_ranges
+from towerd.seqranges import RANGES_PER_EVENT, dropped_events, dropped_ranges, merge_ranges
 
 log = logging.getLogger(__name__)
 
-_RANGES_PER_EVENT = 64
 _EVENT_RESERVE_BYTES = 4096
 """Room kept for each ``outbox.dropped`` event (with up to 64 ranges it is < 2 KiB)."""
+
+
+def _announced(payload: bytes) -> list[tuple[int, int]]:
+    """The seq ranges an event row names if it is an ``outbox.dropped`` ([] otherwise)."""
+    try:
+        ev = json.loads(payload)
+    except ValueError:
+        return []
+    return (dropped_ranges(ev) if isinstance(ev, dict) else None) or []
 
 
 class CapMixin:
@@ -54,7 +64,7 @@ class CapMixin:
                            "ORDER BY seq")
         try:
             for seq, size, event_payload in cur:
-                n_events = max(1, math.ceil((len(runs) + len(announced)) / _RANGES_PER_EVENT))
+                n_events = max(1, math.ceil((len(runs) + len(announced)) / RANGES_PER_EVENT))
                 if (self._count - dropped + n_events <= max_records
                         and self._bytes - freed + n_events * _EVENT_RESERVE_BYTES <= max_bytes):
                     break
@@ -69,7 +79,7 @@ class CapMixin:
                 dropped += 1
                 freed += size
                 if event_payload is not None:
-                    announced.extend(announced_ranges(event_payload))
+                    announced.extend(_announced(event_payload))
         finally:
             cur.close()
         if not dropped:
@@ -82,15 +92,8 @@ class CapMixin:
         self._deleted_since_truncate += dropped
         conn.execute("UPDATE meta SET dropped_total = ?", (self._dropped_total,))
         named = merge_ranges([(a, b) for a, b in runs] + announced)
-        for i in range(0, len(named), _RANGES_PER_EVENT):
-            chunk = named[i:i + _RANGES_PER_EVENT]
-            count = sum(b - a + 1 for a, b in chunk)
-            first_seq, last_seq = chunk[0][0], chunk[-1][1]
-            extra = {"ranges": [list(r) for r in chunk]} if len(chunk) > 1 else {}
-            self._insert_event(
-                conn, EVENT_OUTBOX_DROPPED, "error",
-                f"outbox full ({reason}): {count} records lost, seq {first_seq}..{last_seq}",
-                first_seq=first_seq, last_seq=last_seq, count=count, reason=reason, **extra)
+        for message, fields in dropped_events(named, reason):
+            self._insert_event(conn, EVENT_OUTBOX_DROPPED, "error", message, **fields)
         log.error("outbox %s full (%s): dropped %d oldest records, seq %d..%d%s", self._path, reason, dropped,
                   runs[0][0], runs[-1][1], f" ({len(named)} ranges named with earlier announcements)"
                   if announced else "")

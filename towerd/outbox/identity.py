@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -47,11 +48,11 @@ from towerd.icd import (
     empty_identity_records,
 )
 from towerd.reports.identity import IdentityStatus, TrackIdentity
+from towerd.seqranges import SEQ_MAX
 
 log = logging.getLogger(__name__)
 
 EVENT_IDENTITY_DROPPED = "outbox.identity_dropped"
-_SEQ_MAX = 2**63 - 1
 _INT64 = (-(2**63), 2**63 - 1)
 
 _SCHEMA = [
@@ -60,6 +61,9 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS identities (seq INTEGER PRIMARY KEY, time_us INTEGER NOT NULL, "
     "payload BLOB NOT NULL, done INTEGER NOT NULL DEFAULT 0, records_mark INTEGER NOT NULL DEFAULT 0)",
 ]
+
+
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
 
 
 def _text(value: object, size: int, what: str) -> bytes:
@@ -71,6 +75,8 @@ def _text(value: object, size: int, what: str) -> bytes:
         raise ValueError(f"{what} {value!r} is not ASCII (F3411 text fields are)") from None
     if len(raw) > size:
         raise ValueError(f"{what} {value!r} is longer than {size} characters")
+    if not _PRINTABLE.fullmatch(raw):
+        raise ValueError(f"{what} {value!r} is not printable ASCII")
     return raw
 
 
@@ -86,43 +92,45 @@ def _e7(value: float, limit: float, what: str) -> int:
     return int(round(value * 1e7))
 
 
+def _float(value: object, what: str) -> float:
+    value = float(value)  # type: ignore[arg-type]
+    if math.isinf(value):
+        raise ValueError(f"{what} is infinite (unknown is NaN)")
+    return value
+
+
+def _row(it: TrackIdentity) -> tuple:
+    """One identity as a tuple in IDENTITY_RECORD_DTYPE's field order (seq 0)."""
+    lat, lon = float(it.operator_lat_deg), float(it.operator_lon_deg)
+    if math.isnan(lat) != math.isnan(lon):
+        raise ValueError("operator position with only one of latitude/longitude known")
+    if math.isnan(lat):
+        lat_e7 = lon_e7 = LAT_LON_UNKNOWN
+    else:
+        lat_e7, lon_e7 = _e7(lat, 90.0, "operator_lat_deg"), _e7(lon, 180.0, "operator_lon_deg")
+    return (0, _int(it.time_us, *_INT64, "time_us"), _int(it.last_heard_us, 0, _INT64[1], "last_heard_us"),
+            _int(it.track_id, 0, 2**32 - 1, "track_id"), int(IdentityStatus(it.status)),
+            _int(it.source, 0, 255, "source"), _int(it.id_type, 0, 15, "id_type"), _int(it.ua_type, 0, 15, "ua_type"),
+            lat_e7, lon_e7, _float(it.operator_alt_m, "operator_alt_m"), _float(it.rssi_dbm, "rssi_dbm"), 0,
+            _text(it.uas_id, UAS_ID_LEN, "uas_id"), _text(it.operator_id, OPERATOR_ID_LEN, "operator_id"),
+            _text(it.self_id, SELF_ID_LEN, "self_id"))
+
+
 def identity_records(items: Sequence[TrackIdentity]) -> np.ndarray:
     """``items`` as IDENTITY records (IDENTITY_RECORD_DTYPE, shape (n,), ``seq`` 0).
     Raises ValueError naming the item and field the ICD cannot carry: text that is not
-    ASCII or too long (UAS ID 20, operator ID 20, self-ID 23 characters), an operator
-    position with only one of latitude/longitude known, numbers out of range."""
-    rec = empty_identity_records(len(items))
+    printable ASCII or too long (UAS ID 20, operator ID 20, self-ID 23 characters), an
+    operator position with only one of latitude/longitude known, numbers out of range."""
+    rows = []
     for i, it in enumerate(items):
         if not isinstance(it, TrackIdentity):
             raise ValueError(f"identity {i}: {type(it).__name__} is not a TrackIdentity")
         try:
-            r = rec[i]
-            r["time_us"] = _int(it.time_us, *_INT64, "time_us")
-            r["last_heard_us"] = _int(it.last_heard_us, 0, _INT64[1], "last_heard_us")
-            r["track_id"] = _int(it.track_id, 0, 2**32 - 1, "track_id")
-            r["status"] = int(IdentityStatus(it.status))
-            r["source"] = _int(it.source, 0, 255, "source")
-            r["id_type"] = _int(it.id_type, 0, 15, "id_type")
-            r["ua_type"] = _int(it.ua_type, 0, 15, "ua_type")
-            lat, lon = float(it.operator_lat_deg), float(it.operator_lon_deg)
-            if math.isnan(lat) != math.isnan(lon):
-                raise ValueError("operator position with only one of latitude/longitude known")
-            if not math.isnan(lat):
-                r["operator_lat_e7"] = _e7(lat, 90.0, "operator_lat_deg")
-                r["operator_lon_e7"] = _e7(lon, 180.0, "operator_lon_deg")
-            else:
-                r["operator_lat_e7"] = r["operator_lon_e7"] = LAT_LON_UNKNOWN
-            for name, value in (("operator_alt_m", it.operator_alt_m), ("rssi_dbm", it.rssi_dbm)):
-                value = float(value)
-                if math.isinf(value):
-                    raise ValueError(f"{name} is infinite (unknown is NaN)")
-                r[name] = value
-            r["uas_id"] = _text(it.uas_id, UAS_ID_LEN, "uas_id")
-            r["operator_id"] = _text(it.operator_id, OPERATOR_ID_LEN, "operator_id")
-            r["self_id"] = _text(it.self_id, SELF_ID_LEN, "self_id")
-            check_identity_records(rec[i:i + 1])
+            rows.append(_row(it))
         except (ValueError, TypeError, OverflowError) as exc:
             raise ValueError(f"identity {i} (track {it.track_id!r}): {exc}") from None
+    rec = np.array(rows, dtype=IDENTITY_RECORD_DTYPE) if rows else empty_identity_records(0)
+    check_identity_records(rec)  # the wire's own checks, once for all (the above should leave nothing)
     return rec
 
 
@@ -213,7 +221,7 @@ class IdentityMixin:
         try:
             self._begin(conn)
             first = self._id_next_seq
-            if first + n - 1 > _SEQ_MAX:
+            if first + n - 1 > SEQ_MAX:
                 raise OutboxError(f"outbox {self._path}: identity seq space exhausted")
             rec["seq"] = np.arange(first, first + n, dtype=np.uint64)
             raw = rec.tobytes()
@@ -284,7 +292,7 @@ class IdentityMixin:
         Durable at the next commit. Returns how many rows were newly marked."""
         conn = self._db()
         bit = self._bit(central)
-        lo, hi = max(first_seq, 1), min(last_seq, self._id_c_next_seq - 1, _SEQ_MAX)
+        lo, hi = max(first_seq, 1), min(last_seq, self._id_c_next_seq - 1, SEQ_MAX)
         if lo > hi:
             return 0
         full = self._full_mask

@@ -39,13 +39,13 @@ import numpy as np
 from towerd.clock import Clock
 from towerd.errors import OutboxError
 from towerd.icd import RECORD_SIZE, SEVERITIES, TRACK_RECORD_DTYPE
-from towerd.outbox.acks import _SEQ_MAX, MAX_CENTRALS, SINGLE_CONSUMER, AckMixin
+from towerd.outbox.acks import MAX_CENTRALS, SINGLE_CONSUMER, AckMixin
 from towerd.outbox.cap import _EVENT_RESERVE_BYTES, CapMixin
 from towerd.outbox.durability import _TRUNCATE_AFTER_DELETES, NORMAL_SYNC_INTERVAL_S, DurabilityMixin
 from towerd.outbox.identity import IdentityMixin
 from towerd.outbox.opening import SCHEMA_VERSION, OpeningMixin, _Unusable
-from towerd.outbox.ranges import subtract_range
 from towerd.outbox.settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OutboxSettings
+from towerd.seqranges import SEQ_MAX, subtract_range
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_RECORDS", "EVENT_WRITE_FAILED", "KIND_EVENT", "KIND_TRACK",
            "MAX_CENTRALS", "NORMAL_SYNC_INTERVAL_S", "SCHEMA_VERSION", "SINGLE_CONSUMER", "Outbox",
@@ -62,6 +62,17 @@ _SYNCHRONOUS = {"normal", "full", "extra"}
 
 def _json(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _event_body(code: str, severity: str, message: str, fields: dict) -> bytes:
+    """The JSON of an event without its seq and time_us (known only when it is stored)."""
+    return _json({"code": code, "severity": severity, "message": message, **fields})
+
+
+def _event_payload(seq: int, time_us: int, body: bytes) -> bytes:
+    """The stored (and sent) JSON event object: ``{"seq", "time_us", ...body}``, the
+    bytes json.dumps gives for the whole object, with the body encoded only once."""
+    return b'{"seq":%d,"time_us":%d,%s' % (seq, time_us, body[1:])
 
 
 class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
@@ -252,18 +263,20 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
 
     def _reserve(self, n: int) -> int:
         first = self._next_seq
-        if first + n - 1 > _SEQ_MAX:
+        if first + n - 1 > SEQ_MAX:
             raise OutboxError(f"outbox {self._path}: seq space exhausted")
         return first
 
     def _insert_event(self, conn: sqlite3.Connection, code: str, severity: str, message: str,
                       time_us: int | None = None, **fields: object) -> int:
+        return self._insert_encoded_event(conn, self._clock.utc_us() if time_us is None else time_us,
+                                          _event_body(code, severity, message, fields))
+
+    def _insert_encoded_event(self, conn: sqlite3.Connection, time_us: int, body: bytes) -> int:
         seq = self._reserve(1)
-        event = {"seq": seq, "time_us": self._clock.utc_us() if time_us is None else time_us, "code": code,
-                 "severity": severity, "message": message, **fields}
-        payload = _json(event)
+        payload = _event_payload(seq, time_us, body)
         conn.execute("INSERT INTO records (seq, kind, time_us, payload) VALUES (?, ?, ?, ?)",
-                     (seq, KIND_EVENT, event["time_us"], payload))
+                     (seq, KIND_EVENT, time_us, payload))
         conn.execute("UPDATE meta SET next_seq = ?", (seq + 1,))
         self._next_seq = seq + 1
         self._count += 1
@@ -286,7 +299,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
             first = self._reserve(n)
             rec = np.array(records, dtype=TRACK_RECORD_DTYPE, copy=True)
             rec["seq"] = np.arange(first, first + n, dtype=np.uint64)
-            raw = rec.tobytes()
+            raw = memoryview(rec.tobytes())  # rows are views of one buffer: no copy per row
             rows = [
                 (first + i, KIND_TRACK, t, raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])
                 for i, t in enumerate(rec["time_us"].tolist())
@@ -319,13 +332,13 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         if not isinstance(time_us, int) or isinstance(time_us, bool):
             raise ValueError("time_us must be an integer")
         try:
-            _json({"code": code, "severity": severity, "message": message, **fields})
+            body = _event_body(code, severity, message, fields)
         except (TypeError, ValueError) as exc:
             raise ValueError(f"event fields are not JSON-serialisable: {exc}") from exc
         conn = self._db()
         try:
             self._begin(conn)
-            seq = self._insert_event(conn, code, severity, message, time_us=time_us, **fields)
+            seq = self._insert_encoded_event(conn, time_us, body)
             self._enforce_cap(conn)
         except sqlite3.Error as exc:
             raise self._failed(conn, "add_event", exc) from exc

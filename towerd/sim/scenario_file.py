@@ -17,7 +17,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from towerd.errors import ConfigError
-from towerd.schema import INVALID, Problem, Validator, Wording, compose, spec
+from towerd.schema import INVALID, Problem, Validator, Wording, compose, read_config_text, spec
 from towerd.sim.rid_spec import RemoteIdSpec
 from towerd.sim.scenario import (
     EMITTER_KINDS,
@@ -321,17 +321,7 @@ def parse_scenario(raw: Any, source: str, default_name: str = "scenario") -> Sce
 def load_scenario(path: str | Path) -> Scenario:
     """Read a scenario YAML file; ConfigError names the file and every bad key."""
     path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_SCENARIO_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read scenario: {exc.strerror or exc}") from exc
-    if len(raw) > MAX_SCENARIO_BYTES:
-        raise ConfigError(f"{path}: larger than {MAX_SCENARIO_BYTES} bytes; not a scenario")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: cannot read scenario: not UTF-8 text: {exc}") from exc
+    text, _ = read_config_text(path, MAX_SCENARIO_BYTES, "scenario")
     root, problems = compose(text, str(path))
     if problems:
         raise ConfigError([f"{path}:{p.line}:{p.column}: not valid YAML: {p.message}" for p in problems])

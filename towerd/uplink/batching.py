@@ -1,10 +1,15 @@
 """The uplink's batching: outbox rows judged by the central's sharing rule and built
 into TRACKS or EVENTS messages of consecutive seq.
 
+Sharing: each central has a :class:`~towerd.uplink.sharing.SharingRule`. Rows its rule
 excludes are marked done for it in the outbox without being sent; the records it may see
 are sent, coarsened if the rule says so. The records of one message always have
 consecutive ``seq`` (ICD), so a filtered central gets shorter messages.
 
+One encode per hop: the outbox stores each record in wire form and each event as the
+JSON object that is sent, so a message is its rows joined behind the header (one copy);
+a row is only re-encoded when the rule coarsens positions. An event row is parsed once,
+to check it is an ICD event with its own seq (a damaged row is dropped loudly, not sent).
 """
 
 from __future__ import annotations
@@ -14,13 +19,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from towerd.icd import FLAG_REPLAY, RECORD_SIZE, TRACK_RECORD_DTYPE, encode_events, encode_tracks
+from towerd.icd import (
+    FLAG_REPLAY,
+    RECORD_SIZE,
+    TRACK_RECORD_DTYPE,
+    check_event,
+    encode_events_json,
+    encode_tracks,
+    encode_tracks_rows,
+)
 from towerd.outbox.sqlite import KIND_EVENT, KIND_TRACK
 
 _PAGES_PER_MESSAGE = 20
 """Outbox pages read at most while building one message (a rule that excludes most
 rows must not make one poll scan the whole backlog)."""
 _PASS, _EXCLUDED, _BAD = "pass", "excluded", "bad"
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 @dataclass
@@ -100,8 +117,8 @@ class BatchingMixin:
         return group, skips, consumed
 
     def _check_rows(self, rows: list[tuple[int, str, bytes]]) -> list[tuple[int, str, object, str]]:
-        """Each row as ``(seq, kind, payload, verdict)``: payload decoded (an event dict,
-        or the 80-byte record); verdict _PASS, _EXCLUDED (by the sharing rule) or _BAD (a
+        """Each row as ``(seq, kind, payload, verdict)`` (payload as stored: the 80-byte
+        record or the event's JSON); verdict _PASS, _EXCLUDED (by the sharing rule) or _BAD (a
         damaged row, which would block the stream if it were kept)."""
         out: list[tuple[int, str, object, str]] = []
         track_idx: list[int] = []
@@ -116,10 +133,10 @@ class BatchingMixin:
                 continue
             if kind == KIND_EVENT:
                 try:
-                    ev = json.loads(payload)
+                    ev = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
                     if isinstance(ev, dict) and ev.get("seq") == seq:
-                        encode_events(self._outbox.stream_id, [ev])
-                        out.append((seq, kind, ev, _PASS if self._filter.event_passes(ev) else _EXCLUDED))
+                        check_event(ev)
+                        out.append((seq, kind, payload, _PASS if self._filter.event_passes(ev) else _EXCLUDED))
                         continue
                 except ValueError:
                     pass
@@ -137,7 +154,10 @@ class BatchingMixin:
 
     def _encode_group(self, kind: str, group: list[tuple[int, str, object]], flags: int) -> bytes:
         stream_id = self._outbox.stream_id
-        if kind == KIND_TRACK:
-            records = np.frombuffer(b"".join(p for _, _, p in group), dtype=TRACK_RECORD_DTYPE)  # type: ignore[misc]
-            return encode_tracks(stream_id, self._filter.transform(records), flags)
-        return encode_events(stream_id, [p for _, _, p in group], flags)  # type: ignore[misc]
+        rows: list[bytes] = [p for _, _, p in group]  # type: ignore[misc]
+        if kind != KIND_TRACK:
+            return encode_events_json(stream_id, rows, flags)
+        if self._filter.rule.coarsen_m <= 0.0:  # sent as stored
+            return encode_tracks_rows(stream_id, rows, flags)
+        records = np.frombuffer(b"".join(rows), dtype=TRACK_RECORD_DTYPE)
+        return encode_tracks(stream_id, self._filter.transform(records), flags)

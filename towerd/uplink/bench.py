@@ -6,7 +6,8 @@ Builds an outbox holding ``backlog-hours`` of records at ``rate`` records per se
 after an outage of that length), starts a real ``towerd central`` (CURVE, keys made in
 DIR) on loopback, then runs a tower loop like the daemon's: live records at ``rate``
 (in batches at 10 Hz), a commit every 50 ms, the uplink polled in between. It reports the
-time to replay the backlog, the replay rate achieved, and the latency of live records
+time to replay the backlog, the replay rate achieved, the CPU time the tower process and
+the central process used during it, and the latency of live records
 (commit to ACK: the time a live record spends in the tower and on the link, the central's
 durable store included) during the replay and after it.
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -81,6 +83,7 @@ def run(directory: Path, backlog_hours: float, rate: float, replay_rps: float, t
         next_batch = time.monotonic()
         last_commit = time.monotonic()
         t0 = time.monotonic()
+        cpu0, central_cpu0 = time.process_time(), _process_cpu_s(central.pid)
         drained_at = None
         pending_commit: list[tuple[int, int]] = []
         while True:
@@ -104,6 +107,8 @@ def run(directory: Path, backlog_hours: float, rate: float, replay_rps: float, t
             if drained_at is None and client.link_up and not client.replaying and \
                     client.stats["acked_records"] >= backlog:
                 drained_at = time.monotonic()
+                tower_cpu_s = time.process_time() - cpu0
+                central_cpu_s = _process_cpu_s(central.pid) - central_cpu0
             if drained_at is not None and time.monotonic() - drained_at >= tail_s:
                 break
             if time.monotonic() - t0 > 3600:
@@ -123,10 +128,17 @@ def run(directory: Path, backlog_hours: float, rate: float, replay_rps: float, t
                                                                   "max": round(max(lat_during, default=0), 2)},
         "live_latency_ms_after": {"n": len(lat_after), "median": _pct(lat_after, 0.5), "p99": _pct(lat_after, 0.99),
                                   "max": round(max(lat_after, default=0), 2)},
+        "tower_cpu_s": round(tower_cpu_s, 2), "central_cpu_s": round(central_cpu_s, 2),
         "uplink": {k: stats[k] for k in ("replay_msgs", "replay_records", "live_msgs", "resent_msgs", "connects")},
         "latency_median_ratio": round(statistics.median(lat_during) / statistics.median(lat_after), 2)
         if lat_during and lat_after else None,
     }
+
+
+def _process_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _wait_endpoint(proc: subprocess.Popen, log_path: Path) -> str:

@@ -12,7 +12,6 @@ backlog messages in flight so that the rest of the ``window`` is always free for
 reports. Live messages are placed before backlog messages in every poll, so a live report
 never waits behind the backlog in this process. The same split is made again after every
 reconnect, so whatever was in flight when the link fell is re-sent as backlog.
-
 """
 
 from __future__ import annotations

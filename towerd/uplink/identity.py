@@ -48,10 +48,10 @@ from towerd.icd import (
     check_identity_records,
     encode_identities,
 )
+from towerd.outbox.sqlite import Outbox
 from towerd.uplink.batching import _Message
 from towerd.uplink.sharing import SharingRule, share_identities
 
-log = logging.getLogger(__name__)
 
 IDENTITY_WINDOW = 8
 """IDENTITY messages in flight at most, per central."""
@@ -72,7 +72,7 @@ class IdentityFlow:
     (and outbox rollback), :meth:`pump` in every poll while the link is up,
     :meth:`on_ack` / :meth:`on_error` for replies on the identity stream."""
 
-    def __init__(self, name: str, outbox, rule: SharingRule, send: Callable[[bytes], bool], *,
+    def __init__(self, name: str, outbox: Outbox, rule: SharingRule, send: Callable[[bytes], bool], *,
                  logger: logging.LoggerAdapter, batch_records: int, ack_timeout_s: float,
                  ack_timeout_max_s: float, filters_tracks: bool = False,
                  records_judged_below: Callable[[], int] | None = None) -> None:
@@ -110,11 +110,14 @@ class IdentityFlow:
         if self.capability in (UNSUPPORTED, DISABLED):
             self._withhold()
             return
+        timeout, timed_out = self._timeout, False
         for msg in self._inflight.values():
-            if msg.sent_mono is not None and now - msg.sent_mono < self._timeout:
+            if msg.sent_mono is not None and now - msg.sent_mono < timeout:
                 continue
             if msg.sent_mono is not None:
-                self._timeout = min(2 * self._timeout, self._timeout_max)
+                if not timed_out:  # one doubling per round of timeouts, not per message
+                    timed_out = True
+                    self._timeout = min(2 * self._timeout, self._timeout_max)
                 self.stats["identity_resent_msgs"] += 1
             if not self._send(msg.frame):
                 return
@@ -204,8 +207,10 @@ class IdentityFlow:
         if not good:
             return None
         records = np.frombuffer(b"".join(p for _, p in good), dtype=IDENTITY_RECORD_DTYPE)
+        first, last = good[0][0], good[-1][0]
+        flags = FLAG_REPLAY if last < self._boundary else 0
         try:
-            check_identity_records(records)
+            frame = encode_identities(self._outbox.identity_stream_id, share_identities(records, self._rule), flags)
         except ValueError:
             for seq, payload in good:  # rare (a damaged row): judge each on its own
                 try:
@@ -213,10 +218,7 @@ class IdentityFlow:
                 except ValueError:
                     self._bad(seq)
             return None
-        first, last = good[0][0], good[-1][0]
         self._cursor = last
-        flags = FLAG_REPLAY if last < self._boundary else 0
-        frame = encode_identities(self._outbox.identity_stream_id, share_identities(records, self._rule), flags)
         return _Message(first=first, last=last, count=len(good), frame=frame, replay=bool(flags))
 
     def _bad(self, seq: int) -> None:

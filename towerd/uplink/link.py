@@ -2,6 +2,7 @@
 connecting to every endpoint of the central, following the link through the socket
 monitor, and rebuilding the socket with a backoff after a refusal.
 
+Socket habits: routing id = tower id, ``IMMEDIATE=1`` (queue only to a completed
 connection), ``LINGER=0`` (shutdown never hangs; the outbox keeps the data), a small
 ``SNDHWM``, ZMTP heartbeats so that a black-holed link is noticed in seconds, and
 ``RECONNECT_IVL``/``RECONNECT_IVL_MAX``. A socket monitor tells link up
@@ -14,7 +15,6 @@ Keys: with CURVE (the default) the tower's secret key file must exist, be mode 0
 stricter and hold a valid key pair, and the central's public key file must hold a valid
 key; otherwise construction raises ConfigError naming the file and why (``towerd run``
 exits 78).
-
 """
 
 from __future__ import annotations
