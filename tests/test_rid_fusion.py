@@ -354,7 +354,7 @@ def test_the_pipeline_sends_readings_to_fusion_and_counts_id_only_tracks():
     from towerd.pipeline import Pipeline
 
     clock = ManualClock()
-    pipeline = Pipeline(parse_config(PIPELINE_CONFIG, "t.yaml"), clock)
+    pipeline = Pipeline(parse_config(PIPELINE_CONFIG, "t.yaml").pipeline, clock)
     rec = pipeline.process(reading(0.0, (0.0, -300.0, 50.0)))  # behind the radar
     assert rec["track_id"].tolist() == [ID_ONLY_TRACK_ID_BASE] and rec["sources"][0] == SOURCE_REMOTE_ID
     assert pipeline.tracks_active == 1

@@ -96,20 +96,19 @@ class Config:
     web: WebSettings = spec(WebSettings(), doc="read-only live web console (towerd.web)")
     remote_id: RemoteIdSettings = spec(RemoteIdSettings(), doc="Remote ID broadcasts fused with radar tracks")
 
-
     @property
     def pipeline(self) -> PipelineSettings:
         """The part of the configuration the pipeline (readings to reports) needs."""
         return PipelineSettings(tower=self.tower, sensors=self.sensors, detection=self.detection,
                                 tracking=self.tracking, classification=self.classification, threat=self.threat,
-                                rf=self.rf, reports=self.reports)
+                                rf=self.rf, reports=self.reports, remote_id=self.remote_id)
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
     """What :class:`towerd.pipeline.Pipeline` is configured with: where the tower is, its
     sensors' mounts and noise, and the settings of detection, tracking, classification,
-    threat, RF and reports (nothing of the outbox, the uplink or the console)."""
+    threat, RF, reports and Remote ID fusion (nothing of the outbox, the uplink or the console)."""
 
     tower: TowerConfig
     sensors: tuple[SensorConfig, ...]
@@ -119,6 +118,7 @@ class PipelineSettings:
     threat: ThreatSettings = ThreatSettings()
     rf: RfSettings = RfSettings()
     reports: ReportsSettings = ReportsSettings()
+    remote_id: RemoteIdSettings = RemoteIdSettings()
 
 
 DetectionConfig = DetectionSettings
