@@ -5,15 +5,17 @@ Latency: `towerd run` (a real subprocess) reads a `remoteid` receiver on a pty; 
 process writes one JSON line (the Sky Spy / drone-mesh-mapper dialect) per broadcast, 5
 a second, for a drone no radar covers, so every line with a new position gives an ID-only
 track record (``remote_id.id_only_interval_s`` 0.1 s). The k-th line puts the drone
-0.4·k m east, so a record's longitude names its line. Latency: the instant the line was written (this process's UTC clock)
-to the instant the central (in this process, plain ZeroMQ on loopback) sent the ACK
-covering that record: pty, driver, fusion, outbox commit (``commit_interval_s`` 20 ms),
-uplink and the central's store. Process CPU time of the daemon over the run is given
-beside it (wall-clock figures move with the machine's load; the load average is noted).
+0.4·k m east, so a record's longitude names its line. Latency: the instant the line was
+written (this process's UTC clock) to the instant the central (in this process, plain
+ZeroMQ on loopback) sent the ACK covering that record: pty, driver, fusion, outbox commit
+(``commit_interval_s`` 20 ms), uplink and the central's store. Process CPU time of the
+daemon over the run is given beside it (wall-clock figures move with the machine's load;
+the load average is noted).
 
 Fusion cost: :meth:`RemoteIdFusion.on_radar` (one evaluation: merge, gate, assign, rules,
 reports) in this process, N transmitters against K confirmed radar tracks from the real
-tracker, CPU time per call (``time.thread_time``: this thread only; the process clock costs 17 µs a read here).
+tracker, CPU time per call (``time.thread_time``: this thread only; the process clock
+costs 17 µs a read here).
 """
 
 from __future__ import annotations

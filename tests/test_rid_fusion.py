@@ -85,11 +85,12 @@ class Tower:
     """Radar, reporter and fusion run as the pipeline runs them, every track classed
     ``category`` (the classifier is not under test here)."""
 
-    def __init__(self, settings: RemoteIdSettings = SETTINGS, category: Category = Category.UAS) -> None:
+    def __init__(self, settings: RemoteIdSettings = SETTINGS, category: Category = Category.UAS,
+                 listening: bool = True) -> None:
         self.clock = ManualClock()
         self.radar = Radar()
         self.reporter = TrackReporter(SITE)
-        self.fusion = RemoteIdFusion(settings, SITE, {"radar0": MOUNT}, self.clock)
+        self.fusion = RemoteIdFusion(settings, SITE, {"radar0": MOUNT}, self.clock, listening=listening)
         self.category = category
         self.records: list[np.ndarray] = []
         self.events: list[tuple] = []
@@ -298,10 +299,12 @@ def test_a_silent_uas_in_receiver_coverage_becomes_non_cooperative():
     assert idents[0].time_us == tower.clock.utc_us(0.2 + 8.0)
     assert idents[0].uas_id == "" and idents[0].last_heard_us == 0
     assert [e[0] for e in tower.events] == [EVENT_NON_COOPERATIVE]
-    # A bird, or a uas the receivers cannot hear, is never non-cooperative.
-    for category, settings in ((Category.BIRD, SETTINGS), (Category.UAS, dataclasses.replace(SETTINGS,
-                                                                                             receiver_range_m=100.0))):
-        other = Tower(settings, category)
+    # A bird, a uas the receivers cannot hear, or any uas of a tower without a receiver is
+    # never non-cooperative.
+    far = dataclasses.replace(SETTINGS, receiver_range_m=100.0)
+    for category, settings, listening in ((Category.BIRD, SETTINGS, True), (Category.UAS, far, True),
+                                          (Category.UAS, SETTINGS, False)):
+        other = Tower(settings, category, listening)
         other.run(0.0, 12.0, drone)
         assert other.identities == [] and other.events == []
 
@@ -355,6 +358,10 @@ def test_the_pipeline_sends_readings_to_fusion_and_counts_id_only_tracks():
 
     clock = ManualClock()
     pipeline = Pipeline(parse_config(PIPELINE_CONFIG, "t.yaml").pipeline, clock)
+    assert pipeline.identity.receiver.range_m == 0.0  # no remoteid sensor: no track is non-cooperative
+    with_receiver = PIPELINE_CONFIG.replace("remote_id:", "  - {name: rid0, driver: remoteid, settings: {port: /dev/null}}\n"
+                                                          "remote_id:")
+    assert Pipeline(parse_config(with_receiver, "t.yaml").pipeline, clock).identity.receiver.range_m == 1000.0
     rec = pipeline.process(reading(0.0, (0.0, -300.0, 50.0)))  # behind the radar
     assert rec["track_id"].tolist() == [ID_ONLY_TRACK_ID_BASE] and rec["sources"][0] == SOURCE_REMOTE_ID
     assert pipeline.tracks_active == 1
@@ -428,7 +435,8 @@ def test_id_only_tracks_get_the_threat_of_the_zones_they_are_in():
     zone = ZoneSettings(name="port", polygon=tuple(zip(corners[0].tolist(), corners[1].tolist())),
                         rules=(ZoneRule(categories=("uas",), level="medium", where="inside"),))
     clock = ManualClock()
-    fusion = RemoteIdFusion(SETTINGS, SITE, {"radar0": MOUNT}, clock, ThreatAssessor(ThreatSettings(zones=(zone,)), SITE))
+    threat = ThreatAssessor(ThreatSettings(zones=(zone,)), SITE)
+    fusion = RemoteIdFusion(SETTINGS, SITE, {"radar0": MOUNT}, clock, threat)
     inside = fusion.ingest(reading(0.0, (0.0, -500.0, 50.0)))
     outside = fusion.ingest(reading(0.5, (0.0, -900.0, 50.0), mac="60:60:1f:00:00:02"))
     assert inside["threat"].tolist() == [Threat.MEDIUM] and outside["threat"].tolist() == [Threat.LOW]

@@ -160,10 +160,11 @@ class Pipeline:
             self.reporter.interval_s = config.reports.interval_s
             self.reporter.include_tentative = config.reports.include_tentative
         mounts = {name: c.mount for name, c in self.converters.items()}
+        listening = any(s.driver == "remoteid" and s.enabled for s in config.sensors)
         if self.identity is None:
-            self.identity = RemoteIdFusion(config.remote_id, site, mounts, self.clock, self.threat)
+            self.identity = RemoteIdFusion(config.remote_id, site, mounts, self.clock, self.threat, listening=listening)
         else:
-            self.identity.reconfigure(config.remote_id, site, mounts, self.threat)
+            self.identity.reconfigure(config.remote_id, site, mounts, self.threat, listening=listening)
 
     def _reconfigure_rf(self, settings: RfSettings) -> None:
         """RF processing with ``settings``. A change restarts RF tracking (new ids, never

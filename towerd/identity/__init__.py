@@ -20,7 +20,8 @@ One job per module:
 
 Wiring (the pipeline does this)::
 
-    fusion = RemoteIdFusion(config.remote_id, site, mounts, clock, threat_assessor)   # mounts: {sensor name: SensorMount}
+    # mounts: {sensor name: SensorMount}; listening: the tower has a Remote ID receiver
+    fusion = RemoteIdFusion(config.remote_id, site, mounts, clock, threat_assessor, listening=True)
     records = fusion.ingest(reading)                           # a RemoteIdReading: ID-only records due
     records = fusion.on_radar(update, categories, records)     # after the radar reporter
     records = fusion.expire(now)  /  fusion.end_all(now)      # periodically / at stop

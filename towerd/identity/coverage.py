@@ -24,7 +24,8 @@ class RadarCoverage:
     def __init__(self, radars: Sequence[tuple[SensorMount, RadarCoverageSettings]]) -> None:
         mounts = [m for m, _ in radars]
         self._pos = np.array([m.position_enu_m for m in mounts], dtype=float).reshape(-1, 3)
-        self._rot = np.array([geo.mount_rotation(m.boresight_azimuth_deg, m.tilt_deg) for m in mounts]).reshape(-1, 3, 3)
+        rot = [geo.mount_rotation(m.boresight_azimuth_deg, m.tilt_deg) for m in mounts]
+        self._rot = np.array(rot).reshape(-1, 3, 3)
         limits = [(c.min_range_m, c.max_range_m, c.fov_azimuth_deg, c.fov_elevation_deg) for _, c in radars]
         self._min_r, self._max_r, self._fov_az, self._fov_el = np.array(limits, dtype=float).reshape(-1, 4).T
 
@@ -46,7 +47,7 @@ class RadarCoverage:
 
 class ReceiverCoverage:
     """Where the Remote ID receivers hear a drone: within ``range_m`` horizontally of the
-    receiver at ``position_enu_m``."""
+    receiver at ``position_enu_m`` (0: nowhere, a tower without a receiver)."""
 
     def __init__(self, position_enu_m: Sequence[float], range_m: float) -> None:
         self.position_enu_m = np.asarray(position_enu_m, dtype=float).reshape(3)
@@ -55,4 +56,4 @@ class ReceiverCoverage:
     def covers(self, enu_m: np.ndarray) -> np.ndarray:
         """(N, 3) -> (N,) bool."""
         d = np.asarray(enu_m, dtype=float).reshape(-1, 3)[:, :2] - self.position_enu_m[:2]
-        return np.hypot(d[:, 0], d[:, 1]) <= self.range_m
+        return np.hypot(d[:, 0], d[:, 1]) < self.range_m

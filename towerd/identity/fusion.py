@@ -84,6 +84,8 @@ class RemoteIdFusion:
         mounts: Mapping[str, SensorMount],
         clock: Clock,
         threat: ThreatAssessor | None = None,
+        *,
+        listening: bool = True,
     ) -> None:
         self.clock = clock
         self.transmitters = TransmitterTable(settings.transmitter_timeout_s)
@@ -96,18 +98,20 @@ class RemoteIdFusion:
         self._last_eval = -math.inf
         self._events: list[tuple[str, str, str, dict[str, Any]]] = []
         self._identities: dict[int, TrackIdentity] = {}  # due, not yet popped: the latest per track
-        self.reconfigure(settings, site, mounts, threat)
+        self.reconfigure(settings, site, mounts, threat, listening=listening)
 
     def reconfigure(self, settings: RemoteIdSettings, site: geo.Site, mounts: Mapping[str, SensorMount],
-                    threat: ThreatAssessor | None = None) -> None:
+                    threat: ThreatAssessor | None = None, *, listening: bool = True) -> None:
         """New settings, site, radar mounts (by sensor name) or zones; transmitters, pairs
-        and ids are kept."""
+        and ids are kept. ``listening``: the tower has a Remote ID receiver (without one,
+        no track is non-cooperative: nothing could have been heard)."""
         self.settings, self.site, self.threat = settings, site, threat
         self.transmitters.timeout_s = settings.transmitter_timeout_s
         self.identity_reporter.interval_s = settings.identity_interval_s
         self.radar = RadarCoverage([(m, settings.coverage_of(name)) for name, m in mounts.items()])
         self._measure = BroadcastCache(site, settings)
-        self.receiver = ReceiverCoverage(settings.receiver_position_enu_m, settings.receiver_range_m)
+        heard_m = settings.receiver_range_m if listening else 0.0
+        self.receiver = ReceiverCoverage(settings.receiver_position_enu_m, heard_m)
         self._mismatch_level = np.uint8(LEVELS[settings.mismatch_threat])
 
     # -- inputs ---------------------------------------------------------------------
