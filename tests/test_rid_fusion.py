@@ -359,8 +359,8 @@ def test_the_pipeline_sends_readings_to_fusion_and_counts_id_only_tracks():
     clock = ManualClock()
     pipeline = Pipeline(parse_config(PIPELINE_CONFIG, "t.yaml").pipeline, clock)
     assert pipeline.identity.receiver.range_m == 0.0  # no remoteid sensor: no track is non-cooperative
-    with_receiver = PIPELINE_CONFIG.replace("remote_id:", "  - {name: rid0, driver: remoteid, settings: {port: /dev/null}}\n"
-                                                          "remote_id:")
+    receiver = "  - {name: rid0, driver: remoteid, settings: {port: /dev/null}}\n"
+    with_receiver = PIPELINE_CONFIG.replace("remote_id:", receiver + "remote_id:")
     assert Pipeline(parse_config(with_receiver, "t.yaml").pipeline, clock).identity.receiver.range_m == 1000.0
     rec = pipeline.process(reading(0.0, (0.0, -300.0, 50.0)))  # behind the radar
     assert rec["track_id"].tolist() == [ID_ONLY_TRACK_ID_BASE] and rec["sources"][0] == SOURCE_REMOTE_ID
