@@ -48,8 +48,8 @@ class RemoteIdSettings:
         (0.0, 0.0, 0.0), doc="receiver antenna east/north/up of the tower's reference point", unit="m",
         lo=-1000.0, hi=1000.0)
     receiver_range_m: float = spec(1000.0, doc="horizontal range within which the receivers hear a broadcasting "
-                                   "drone (receiver coverage, for non-cooperative tracks; none without an enabled remoteid sensor)", unit="m", lo=1.0,
-                                   hi=100000.0)
+                                   "drone (receiver coverage, for non-cooperative tracks; none without an enabled "
+                                   "remoteid sensor)", unit="m", lo=1.0, hi=100000.0)
     radar_coverage: RadarCoverageSettings = spec(RadarCoverageSettings(), doc="where the radars see (every radar "
                                                  "not listed under radars)")
     radars: tuple[SensorCoverageSettings, ...] = spec((), doc="radars with a coverage of their own, by sensor name")
