@@ -181,3 +181,18 @@ def test_a_full_disk_rolls_identities_back_with_the_records_and_announces_them(t
         assert ev["code"] == "outbox.write_failed" and ev["lost"] == 200 + 100
     finally:
         box.close()
+
+
+def test_normal_mode_sends_only_synced_identities(tmp_path):
+    """synchronous=normal: as for the records, only identities the outbox has fsynced are
+    handed out (a power cut must never take back an identity seq a central has seen)."""
+    clock = ManualClock()
+    box = Outbox(tmp_path / "o.sqlite", clock=clock, synchronous="normal")
+    try:
+        box.add_identities([ident(1), ident(2)])
+        box.commit()
+        assert box.pending_identities() == [] and box.identity_sendable_next_seq == 1
+        clock.advance(1.0)
+        assert [s for s, _, _ in box.pending_identities()] == [1, 2]
+    finally:
+        box.close()

@@ -77,8 +77,9 @@ class DurabilityMixin:
         new record (the central would drop that record as a duplicate)."""
         if self._synchronous != "NORMAL":
             return self._c_next_seq
-        if (self._c_next_seq > self._synced_next_seq
-                and self._clock.monotonic() - self._last_sync >= NORMAL_SYNC_INTERVAL_S):
+        unsynced = (self._c_next_seq > self._synced_next_seq
+                    or self._id_c_next_seq > self._id_synced_next_seq)  # the identity stream too
+        if unsynced and self._clock.monotonic() - self._last_sync >= NORMAL_SYNC_INTERVAL_S:
             self._sync_to_disk()
         return self._synced_next_seq
 
