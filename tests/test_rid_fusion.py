@@ -440,3 +440,34 @@ def test_id_only_tracks_get_the_threat_of_the_zones_they_are_in():
     inside = fusion.ingest(reading(0.0, (0.0, -500.0, 50.0)))
     outside = fusion.ingest(reading(0.5, (0.0, -900.0, 50.0), mac="60:60:1f:00:00:02"))
     assert inside["threat"].tolist() == [Threat.MEDIUM] and outside["threat"].tolist() == [Threat.LOW]
+
+
+def test_fusion_survives_odd_readings():
+    """Seeded fuzz: readings with any field unknown, zero, extreme or not finite never stop
+    fusion; its records hold no infinity and valid coordinates, and the outbox takes every
+    identity it gives (the ICD encoder refuses what it cannot carry)."""
+    from towerd.icd import LAT_LON_UNKNOWN
+    from towerd.outbox.identity import identity_records
+
+    rng = np.random.default_rng(11)
+    tower = Tower()
+    drone = moving((0.0, 150.0, 40.0), (3.0, 0.0, 0.0))
+    odd = [math.nan, math.inf, -math.inf, 0.0, -1.0, 1e9]
+    names = ("lat_deg", "lon_deg", "alt_geo_m", "alt_baro_m", "speed_mps", "course_deg", "h_accuracy_m",
+             "v_accuracy_m", "speed_accuracy_mps", "operator_lat_deg", "vertical_speed_mps")
+
+    def fuzzed(t: float) -> RemoteIdReading:
+        r = reading(t, drone(t) + rng.normal(0.0, 50.0, 3), mac=f"02:00:00:00:00:{rng.integers(0, 4):02x}")
+        changes = {n: float(rng.choice(odd)) for n in names if rng.random() < 0.3}
+        return dataclasses.replace(r, **changes)
+
+    tower.run(0.0, 20.0, drone, fuzzed, period_s=0.1)
+    rec = tower.all_records
+    ids = rec[rec["track_id"] >= ID_ONLY_TRACK_ID_BASE]
+    assert len(rec) > 0 and len(ids) > 0
+    for name in ("alt_m", "range_m", "azimuth_deg", "elevation_deg", "vel_east_mps", "vel_north_mps", "vel_up_mps",
+                 "pos_sigma_m"):
+        assert not np.any(np.isinf(rec[name])), name
+    known = rec["lat_e7"] != LAT_LON_UNKNOWN
+    assert np.all(np.abs(rec["lat_e7"][known]) <= 900_000_000) and np.all(np.abs(rec["lon_e7"][known]) <= 1_800_000_000)
+    assert len(identity_records(tower.identities)) == len(tower.identities) > 0

@@ -56,9 +56,10 @@ def id_only_records(tracks: np.ndarray, site: geo.Site, clock: Clock) -> np.ndar
     has_up = np.isfinite(enu[:, 2])
     place = np.where(has_up[:, None], enu, enu * [1.0, 1.0, 0.0])
     lat, lon, h = geo.enu_to_geodetic(site, place)
-    rec["lat_e7"] = np.round(lat * 1e7).astype(np.int32)
-    rec["lon_e7"] = np.round(lon * 1e7).astype(np.int32)
-    rec["alt_m"] = np.where(has_up, h, np.nan)
+    ok = np.isfinite(lat) & np.isfinite(lon)  # else the ICD's unknown, as empty_track_records set
+    rec["lat_e7"][ok] = np.round(lat[ok] * 1e7).astype(np.int32)
+    rec["lon_e7"][ok] = np.round(lon[ok] * 1e7).astype(np.int32)
+    rec["alt_m"] = np.where(has_up & ok, h, np.nan)
     rng, az, el = geo.cartesian_to_spherical(place)
     rec["range_m"] = np.where(has_up, rng, np.hypot(enu[:, 0], enu[:, 1]))
     rec["azimuth_deg"] = np.mod(az, 360.0).astype(np.float32) % np.float32(360.0)

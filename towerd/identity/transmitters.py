@@ -33,6 +33,37 @@ _GROUPED = frozenset(LOCATION_FIELDS + OPERATOR_FIELDS + ("sensor", "t_mono", "t
 _OTHER_FIELDS = tuple(f.name for f in dataclasses.fields(RemoteIdReading) if f.name not in _GROUPED)
 
 
+_FLOAT_FIELDS = tuple(f.name for f in dataclasses.fields(RemoteIdReading) if f.type in ("float", float)
+                      and f.name != "t_mono")
+_NON_NEGATIVE = ("h_accuracy_m", "v_accuracy_m", "speed_accuracy_mps", "speed_mps")
+ALTITUDE_RANGE_M = (-1000.0, 31767.0)
+"""F3411's altitude and height range; beyond it a value is taken as unknown."""
+
+
+def sanitize(reading: RemoteIdReading) -> RemoteIdReading:
+    """The reading with what cannot be true made unknown (NaN): infinite numbers, a
+    latitude/longitude pair outside ±90/±180 (both), negative accuracies and speeds,
+    altitudes outside F3411's range. The driver already refuses such lines; fusion does not
+    lean on that."""
+    changes: dict[str, float] = {}
+    for name in _FLOAT_FIELDS:
+        if math.isinf(getattr(reading, name)):
+            changes[name] = math.nan
+    pairs = (("lat_deg", "lon_deg"), ("operator_lat_deg", "operator_lon_deg"), ("home_lat_deg", "home_lon_deg"))
+    for lat, lon in pairs:
+        a, b = getattr(reading, lat), getattr(reading, lon)
+        if not (math.isnan(a) and math.isnan(b)) and not (abs(a) <= 90.0 and abs(b) <= 180.0):
+            changes[lat] = changes[lon] = math.nan  # half a position, or an impossible one
+    for name in _NON_NEGATIVE:
+        if getattr(reading, name) < 0.0:
+            changes[name] = math.nan
+    for name in ("alt_geo_m", "alt_baro_m", "height_m", "operator_alt_m"):
+        value = getattr(reading, name)
+        if not math.isnan(value) and not ALTITUDE_RANGE_M[0] <= value <= ALTITUDE_RANGE_M[1]:
+            changes[name] = math.nan
+    return dataclasses.replace(reading, **changes) if changes else reading
+
+
 def _known(value: object) -> bool:
     if isinstance(value, float):
         return not math.isnan(value)
@@ -81,7 +112,9 @@ class TransmitterTable:
         """Readings dropped because they named no transmitter (no MAC, no UAS ID)."""
 
     def merge(self, reading: RemoteIdReading) -> Transmitter | None:
-        """Merge one reading; the transmitter it updated (None: no key, counted)."""
+        """Merge one reading, first :func:`sanitize` d; the transmitter it updated (None: no
+        key, counted)."""
+        reading = sanitize(reading)
         key = key_of(reading)
         if not key:
             self.unkeyed += 1
