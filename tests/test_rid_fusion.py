@@ -26,7 +26,7 @@ from towerd.identity.broadcasts import K1, K2, broadcasts
 from towerd.identity.coverage import RadarCoverage
 from towerd.identity.gating import gates, mahalanobis
 from towerd.identity.settings import RadarCoverageSettings, RemoteIdSettings
-from towerd.identity.transmitters import TransmitterTable
+from towerd.identity.transmitters import TransmitterTable, sanitize
 from towerd.reports.identity import IdentityStatus
 from towerd.reports.tracks import TrackReporter
 from towerd.tracking.associator import GnnAssociator
@@ -144,6 +144,10 @@ def test_a_broadcast_is_merged_per_transmitter_from_partial_messages():
     # A reading with neither MAC nor UAS ID cannot be merged: counted, dropped.
     assert table.merge(RemoteIdReading("rid0", 2.0, "")) is None and table.unkeyed == 1
     assert table.expire(6.9) == [] and [t.key for t in table.expire(7.0)] == ["aa:bb:cc:dd:ee:01"]
+    # What cannot be true is unknown: half a position is none, a reading without one is left as it is.
+    half = sanitize(RemoteIdReading("rid0", 3.0, MAC, lat_deg=27.0, alt_geo_m=1e6, h_accuracy_m=-3.0))
+    assert math.isnan(half.lat_deg) and math.isnan(half.alt_geo_m) and math.isnan(half.h_accuracy_m)
+    assert sanitize(basic) is basic
 
 
 def test_mahalanobis_distance_combines_track_covariance_and_broadcast_accuracy():
