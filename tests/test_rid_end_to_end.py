@@ -221,7 +221,7 @@ def test_demo_summary_shows_identities(tmp_path):
     import subprocess
     import sys
 
-    res = subprocess.run([sys.executable, "-m", "towerd", "demo", "--duration", "20", "--show", "none"],
+    res = subprocess.run([sys.executable, "-m", "towerd", "demo", "--duration", "25", "--show", "none"],
                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = res.stdout[res.stdout.index("Summary:"):]
