@@ -285,7 +285,7 @@ class Demo:
             f"towerd demo — tower tx-demo-001: radar emulator {self.emulator.frames_sent} frames, RF Explorer "
             f"emulator {self.rf_emulator.sweeps_sent} sweeps; central {self.endpoint}, {self.view.records} records",
             f"web console: {self.console_url} (open it in a browser on this computer)",
-            f"{'track':>10} {'status':<9} {'age s':>5} {'what':<19} {'threat':<6} {'seen by':<8} {'range m':>7} "
+            f"{'track':>10} {'status':<9} {'age s':>5} {'what':<19} {'threat':<6} {'seen by':<9} {'range m':>7} "
             f"{'az':>5} {'el':>5} {'latitude':>10} {'longitude':>11} {'alt m':>6} {'m/s':>5} {'RF link':<16} truth",
         ]
         for tid in sorted(self.view.rows):
@@ -308,7 +308,7 @@ class Demo:
         # SQLite stores the ICD's NaN ("unknown") as NULL.
         rf = f"{r['rf_freq_mhz']:.1f}/{r['rf_bw_mhz']:.1f} MHz" if r["rf_freq_mhz"] is not None else "-"
         head = (f"{track_label(tid):>10} {STATUS_NAMES.get(r['status'], '?'):<9} {(now_us - r['time_us']) / 1e6:>5.1f} "
-                f"{what:<19} {THREAT_NAMES.get(r['threat'], '?'):<6} {seen:<8} ")
+                f"{what:<19} {THREAT_NAMES.get(r['threat'], '?'):<6} {seen:<9} ")
         if r["lat_e7"] == LAT_LON_UNKNOWN or r["alt_m"] is None:  # RF only: no position
             return head + f"{'-':>7} {'-':>5} {'-':>5} {'-':>10} {'-':>11} {'-':>6} {'-':>5} {rf:<16}"
         speed = float(np.hypot(r["vel_east_mps"], r["vel_north_mps"]))
