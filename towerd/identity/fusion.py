@@ -1,7 +1,7 @@
 """Remote ID broadcasts with radar tracks: the composition of :mod:`towerd.identity`.
 
-Per evaluation (each radar frame, each expiry tick, and a broadcast received at least
-``INGEST_EVAL_S`` after the last evaluation), for every
+Per evaluation (each radar frame, each expiry tick, each broadcast with a drone position,
+and another broadcast at least ``INGEST_EVAL_S`` after the last evaluation), for every
 transmitter whose latest position is at most ``max_position_age_s`` old
 (:mod:`.broadcasts`), against the live radar tracks (:mod:`.gating`, :mod:`.assign`):
 
@@ -68,10 +68,11 @@ EVENT_MISMATCH = "threat.rid_mismatch"
 EVENT_NON_COOPERATIVE = "identity.non_cooperative"
 TIME_EPS_S = 1e-6
 INGEST_EVAL_S = 0.1
-"""A reading is evaluated at once unless an evaluation ran less than this long before
-(then the next radar frame or expiry tick does it): a receiver may pass on dozens of
-messages a second (each F3411 message type its own reading), and each evaluation gates
-every transmitter against every track."""
+"""A reading with a new drone position is evaluated at once; any other (Basic ID, System,
+Self ID...) only when no evaluation ran in this long (else the next radar frame or expiry
+tick takes it in): a receiver may pass on dozens of messages a second (each F3411
+message type its own reading), and each evaluation gates every transmitter against
+every track."""
 
 
 class RemoteIdFusion:
@@ -122,7 +123,7 @@ class RemoteIdFusion:
         if tx is None:
             return _NO_RECORDS
         self.verdicts.setdefault(tx.key, Verdict())
-        if reading.t_mono - self._last_eval < INGEST_EVAL_S - TIME_EPS_S:
+        if tx.t_position != reading.t_mono and reading.t_mono - self._last_eval < INGEST_EVAL_S - TIME_EPS_S:
             return _NO_RECORDS
         return self._evaluate(reading.t_mono)
 
