@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from towerd.detection.settings import DetectionSettings
 from towerd.errors import ConfigError
+from towerd.identity.settings import RemoteIdSettings
 from towerd.outbox.settings import OutboxSettings
 from towerd.reports.settings import ReportsSettings
 from towerd.rf.processor import RfSettings
@@ -93,21 +94,21 @@ class Config:
     centrals: tuple[CentralSettings, ...] = spec(())
     logging: LoggingConfig = spec(LoggingConfig())
     web: WebSettings = spec(WebSettings(), doc="read-only live web console (towerd.web)")
-
+    remote_id: RemoteIdSettings = spec(RemoteIdSettings(), doc="Remote ID broadcasts fused with radar tracks")
 
     @property
     def pipeline(self) -> PipelineSettings:
         """The part of the configuration the pipeline (readings to reports) needs."""
         return PipelineSettings(tower=self.tower, sensors=self.sensors, detection=self.detection,
                                 tracking=self.tracking, classification=self.classification, threat=self.threat,
-                                rf=self.rf, reports=self.reports)
+                                rf=self.rf, reports=self.reports, remote_id=self.remote_id)
 
 
 @dataclass(frozen=True)
 class PipelineSettings:
     """What :class:`towerd.pipeline.Pipeline` is configured with: where the tower is, its
     sensors' mounts and noise, and the settings of detection, tracking, classification,
-    threat, RF and reports (nothing of the outbox, the uplink or the console)."""
+    threat, RF, reports and Remote ID fusion (nothing of the outbox, the uplink or the console)."""
 
     tower: TowerConfig
     sensors: tuple[SensorConfig, ...]
@@ -117,6 +118,7 @@ class PipelineSettings:
     threat: ThreatSettings = ThreatSettings()
     rf: RfSettings = RfSettings()
     reports: ReportsSettings = ReportsSettings()
+    remote_id: RemoteIdSettings = RemoteIdSettings()
 
 
 DetectionConfig = DetectionSettings
@@ -157,6 +159,11 @@ def _cross_checks(config: Config, root: Any, v: Validator) -> None:
                 known = ", ".join(sorted(zones)) or "none are configured under threat.zones"
                 v.problems.append(Problem(*_item_mark(root, "centrals", i), f"centrals[{i}].share.zones",
                                           f"unknown zone {zone!r} (zones: {known})"))
+    mounted = [s.name for s in config.sensors if s.mount is not None]
+    for i, radar in enumerate(config.remote_id.radars):
+        if radar.sensor not in mounted:
+            v.problems.append(Problem(*_path_mark(root, ("remote_id", "radars", i)), f"remote_id.radars[{i}].sensor",
+                                      f"{radar.sensor!r} is not a sensor with a mount ({', '.join(mounted) or 'none'})"))
     for key, items in (("sensors", config.sensors), ("centrals", config.centrals)):
         seen: set[str] = set()
         for i, item in enumerate(items):
@@ -171,6 +178,17 @@ def _item_mark(root: Any, key: str, index: int) -> tuple[int, int]:
             node = val.value[index]
             return node.start_mark.line + 1, node.start_mark.column + 1
     return 1, 1
+
+
+def _path_mark(root: Any, path: tuple[str | int, ...]) -> tuple[int, int]:
+    """Line and column of the node at ``path`` (mapping keys, list indices) under ``root``."""
+    node = root
+    for step in path:
+        if isinstance(step, int):
+            node = node.value[step]
+        else:
+            node = next(val for k, val in node.value if k.value == step)
+    return node.start_mark.line + 1, node.start_mark.column + 1
 
 
 def parse_config(text: str, filename: str) -> Config:

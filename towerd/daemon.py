@@ -320,6 +320,7 @@ class Daemon:
                 now = self.clock.monotonic()
                 if now >= next_expire:
                     self._store(self.pipeline.expire(now))
+                    self._identity_out()
                     next_expire = now + EXPIRE_INTERVAL_S
                 # New records are committed (then sent) within commit_every; a commit
                 # also carries the deletions of acknowledged records, which alone wait
@@ -364,7 +365,7 @@ class Daemon:
     def _sleep(self, timeout_s: float, stop: threading.Event) -> None:
         """Wait for work: a reading or event (wake-up pipe), a reply on an uplink, a
         status client, or the timeout."""
-        if stop.is_set() or self._reload_requested.is_set():
+        if stop.is_set() or self._reload_requested.is_set() or not self._readings.empty():
             return
         poller = zmq.Poller()
         poller.register(self._wake_r, zmq.POLLIN)
@@ -382,20 +383,39 @@ class Daemon:
             pass
 
     def _drain(self) -> None:
-        """Process what the sensor threads have handed over."""
+        """Process what the sensor threads have handed over: at most a full queue per pass,
+        so readings arriving faster than they are processed cannot keep the loop from a
+        stop, commits and the uplinks (the full queue drops and counts the excess); the
+        loop does not sleep while readings wait."""
         while True:
             try:
                 event = self._events.get_nowait()
             except queue.Empty:
                 break
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
-        while True:
+        for _ in range(QUEUE_MAX_READINGS):
             try:
                 reading = self._readings.get_nowait()
             except queue.Empty:
                 return
             self._store(self.pipeline.process(reading))
             self.console.note(reading, self.pipeline)
+            self._identity_out()
+
+    def _identity_out(self) -> None:
+        """Remote ID fusion's events (rid_mismatch, non-cooperative) and the track
+        identities due into the outbox, after the records of the same cycle (the uplink
+        sends identities on their own ICD v1.1 stream)."""
+        fusion = self.pipeline.identity
+        for code, severity, message, fields in fusion.pop_events():
+            self._event(code, severity, message, **fields)
+        identities = fusion.pop_identities()
+        if identities:
+            try:
+                self.outbox.add_identities(identities)
+                self._records_waiting = True
+            except (OutboxError, ValueError) as exc:
+                log.error("outbox: %d track identities not stored: %s", len(identities), exc)
 
     # A full disk or an I/O error must not stop the tower: the outbox rolls back, counts
     # the loss, and announces it (outbox.write_failed) once writes work again.

@@ -27,11 +27,14 @@ from typing import TextIO
 
 import numpy as np
 
+from towerd.demo_identity import DEMO_RID_SPECS, REMOTE_ID_YAML, IdentityView, describe, is_id_only, rid_sensor
 from towerd.geo import Site, geodetic_to_enu
-from towerd.icd import LAT_LON_UNKNOWN, SOURCE_RADAR, SOURCE_RF, Category, Status, Threat
+from towerd.icd import LAT_LON_UNKNOWN, SOURCE_RADAR, SOURCE_REMOTE_ID, SOURCE_RF, Category, Status, Threat
+from towerd.identity import ID_ONLY_TRACK_ID_BASE
 from towerd.rf.processor import RF_TRACK_ID_BASE
 from towerd.sim.pty import PtyPair
 from towerd.tools.output import plural
+from towerd.sim.remoteid import RemoteIdEmulator
 from towerd.sim.rfexplorer import RfExplorerEmulator
 from towerd.sim.scenario import Scenario, builtin_scenario
 from towerd.sim.ti_mmwave import TiMmwaveEmulator
@@ -55,7 +58,8 @@ def free_tcp_port() -> int:
         return sock.getsockname()[1]
 
 
-def demo_config(pty_path: str, endpoint: str, state_dir: Path, rf_path: str | None = None, web_port: int = 0) -> str:
+def demo_config(pty_path: str, endpoint: str, state_dir: Path, rf_path: str | None = None, web_port: int = 0,
+                rid_path: str | None = None) -> str:
     """The daemon's YAML for the demo (plain ZeroMQ: lab use, as the ICD allows; the web
     console on ``web_port``, 0: any free port)."""
     return f"""\
@@ -79,7 +83,7 @@ sensors:
       range_sigma_m: 0.3
       azimuth_sigma_deg: 1.0
       elevation_sigma_deg: 1.5
-{rf_sensor(rf_path)}centrals:
+{rf_sensor(rf_path)}{rid_sensor(rid_path)}centrals:
   - name: local
     endpoint: {endpoint}
     plain: true
@@ -87,7 +91,7 @@ rf:
   cfar: {{looks: 8}}   # the emulated analyser averages 8 looks per point
 web:
   port: {web_port}
-"""
+{REMOTE_ID_YAML if rid_path else ""}"""
 
 
 def rf_sensor(rf_path: str | None) -> str:
@@ -110,12 +114,22 @@ LEGEND = [
     "RF-n: a track of the RF sensor alone (a drone link heard, no position); the others are radar tracks "
     "(+RF: the link was matched to it).",
     "what: category and the classifier's confidence; unknown: not classified (yet).",
+    "ID-n: a drone heard by the Remote ID receiver where the radar does not see; +RID: a broadcast was matched "
+    "to the track.",
 ]
 
 
 def track_label(track_id: int) -> str:
     """Radar track ids as they are; RF-only track ids (from RF_TRACK_ID_BASE up) as RF-n."""
+    if is_id_only(track_id):
+        return f"ID-{track_id - ID_ONLY_TRACK_ID_BASE}"
     return f"RF-{track_id - RF_TRACK_ID_BASE}" if track_id >= RF_TRACK_ID_BASE else str(track_id)
+
+
+def _seen_by(sources: int) -> str:
+    """'radar', 'radar+RF', 'radar+RID', 'RID', ... from a record's sources bits."""
+    bits = ((SOURCE_RADAR, "radar"), (SOURCE_RF, "RF"), (SOURCE_REMOTE_ID, "RID"))
+    return "+".join(n for bit, n in bits if sources & bit) or "-"
 
 
 def _what(category: int, confidence: int) -> str:
@@ -145,6 +159,7 @@ class CentralView:
         self._last_seq: dict[int, int] = {}
         self.rows: dict[int, sqlite3.Row] = {}  # latest record per track id
         self.records = 0
+        self.identities = IdentityView(db_path)
 
     def refresh(self) -> list[sqlite3.Row]:
         """New records since the last call, oldest first."""
@@ -167,6 +182,7 @@ class CentralView:
             self.rows[row["track_id"]] = row
             self._last_seq[row["stream_id"]] = row["seq"]
         self.records += len(rows)
+        self.identities.refresh(self._conn)
         return rows
 
     def close(self) -> None:
@@ -192,6 +208,9 @@ class Demo:
         self.rf_pty = PtyPair.open()
         self.rf_emulator = RfExplorerEmulator(self.scenario, rng=np.random.default_rng(seed + 1),
                                               position_enu_m=RADAR_POSITION_ENU_M, sweep_rate_hz=10.0)
+        self.rid_pty = PtyPair.open()
+        self.rid_emulator = RemoteIdEmulator(self.scenario, rng=np.random.default_rng(seed + 2), site=DEMO_SITE,
+                                             position_enu_m=RADAR_POSITION_ENU_M, specs=DEMO_RID_SPECS)
         self.endpoint = f"tcp://127.0.0.1:{free_tcp_port()}"
         self.console_url = f"http://127.0.0.1:{free_tcp_port()}/"
         self.central_db = workdir / "central.sqlite"
@@ -202,10 +221,12 @@ class Demo:
     def start(self) -> None:
         config_path = self.workdir / "towerd.yaml"
         config_path.write_text(demo_config(self.pty.path, self.endpoint, self.workdir / "state", self.rf_pty.path,
-                                           web_port=int(self.console_url.rsplit(":", 1)[1].strip("/"))))
+                                           web_port=int(self.console_url.rsplit(":", 1)[1].strip("/")),
+                                           rid_path=self.rid_pty.path))
         logs = open(self.workdir / "children.log", "ab")
         self.emulator.start(self.pty)
         self.rf_emulator.start(self.rf_pty)
+        self.rid_emulator.start(self.rid_pty)
         base = [sys.executable, "-m", "towerd"]
         self.children.append(subprocess.Popen(
             base + ["central", "--bind", self.endpoint, "--db", str(self.central_db), "--plain"],
@@ -229,9 +250,11 @@ class Demo:
                     child.wait()
         self.emulator.stop()
         self.rf_emulator.stop()
+        self.rid_emulator.stop()
         self.view.close()
         self.pty.close()
         self.rf_pty.close()
+        self.rid_pty.close()
 
     def truth_error(self, row: sqlite3.Row) -> tuple[float, str]:
         """Distance from a reported position to the nearest true target, and its name."""
@@ -248,9 +271,9 @@ class Demo:
             s.records += 1
             s.last_time_us = row["time_us"]
             s.last_status = row["status"]
-            s.what = (f"{_what(row['category'], row['confidence'])}, seen by "
-                      + ("radar+RF" if row["sources"] == SOURCE_RADAR | SOURCE_RF else
-                         "RF only" if row["sources"] == SOURCE_RF else "radar"))
+            seen = _seen_by(row["sources"])
+            s.what = f"{_what(row['category'], row['confidence'])}, seen by " + (
+                f"{seen} only" if "+" not in seen and seen != "radar" else seen)
             err, name = self.truth_error(row)
             if name:
                 s.errors_m.append(err)
@@ -262,7 +285,7 @@ class Demo:
             f"towerd demo — tower tx-demo-001: radar emulator {self.emulator.frames_sent} frames, RF Explorer "
             f"emulator {self.rf_emulator.sweeps_sent} sweeps; central {self.endpoint}, {self.view.records} records",
             f"web console: {self.console_url} (open it in a browser on this computer)",
-            f"{'track':>10} {'status':<9} {'age s':>5} {'what':<19} {'threat':<6} {'seen by':<8} {'range m':>7} "
+            f"{'track':>10} {'status':<9} {'age s':>5} {'what':<19} {'threat':<6} {'seen by':<9} {'range m':>7} "
             f"{'az':>5} {'el':>5} {'latitude':>10} {'longitude':>11} {'alt m':>6} {'m/s':>5} {'RF link':<16} truth",
         ]
         for tid in sorted(self.view.rows):
@@ -281,11 +304,11 @@ class Demo:
 
     def _row(self, tid: int, r: sqlite3.Row, now_us: int) -> str:
         what = _what(r["category"], r["confidence"])
-        seen = "+".join(n for bit, n in ((SOURCE_RADAR, "radar"), (SOURCE_RF, "RF")) if r["sources"] & bit) or "-"
+        seen = _seen_by(r["sources"])
         # SQLite stores the ICD's NaN ("unknown") as NULL.
         rf = f"{r['rf_freq_mhz']:.1f}/{r['rf_bw_mhz']:.1f} MHz" if r["rf_freq_mhz"] is not None else "-"
         head = (f"{track_label(tid):>10} {STATUS_NAMES.get(r['status'], '?'):<9} {(now_us - r['time_us']) / 1e6:>5.1f} "
-                f"{what:<19} {THREAT_NAMES.get(r['threat'], '?'):<6} {seen:<8} ")
+                f"{what:<19} {THREAT_NAMES.get(r['threat'], '?'):<6} {seen:<9} ")
         if r["lat_e7"] == LAT_LON_UNKNOWN or r["alt_m"] is None:  # RF only: no position
             return head + f"{'-':>7} {'-':>5} {'-':>5} {'-':>10} {'-':>11} {'-':>6} {'-':>5} {rf:<16}"
         speed = float(np.hypot(r["vel_east_mps"], r["vel_north_mps"]))
@@ -304,10 +327,14 @@ class Demo:
             err = f"{np.median(s.errors_m):.1f} m" if s.errors_m else "n/a"
             end = ("ended" if s.last_status == Status.ENDED
                    else f"still {STATUS_NAMES.get(s.last_status, '?')} when the demo stopped")
+            ident = self.view.identities.latest.get(tid)
+            who = f", {describe(ident)}" if ident is not None else ""
             lines.append(f"  track {track_label(tid)}: {plural(s.records, 'record')} over {dur:.1f} s, {end}, {s.what}, "
-                         f"nearest truth {target}, median error {err}")
+                         f"nearest truth {target}, median error {err}{who}")
         if any(tid >= RF_TRACK_ID_BASE for tid in self.summaries):
             lines.append(LEGEND[1])
+        if any(is_id_only(tid) for tid in self.summaries):
+            lines.append(LEGEND[3])
         return "\n".join(lines)
 
 

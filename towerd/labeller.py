@@ -141,6 +141,11 @@ class Labeller:
                                     hover_fraction=f["hover_fraction"], height_m=f["height_m"])
         return TrackLabels(category, confidence, threat.threat, reportable, self._rf.select(rows))
 
+    def categories(self) -> np.ndarray:
+        """(K,) uint8 ICD category of every live track, deciding only the undecided ones
+        (Remote ID fusion asks, and only when a receiver could cover a confirmed track)."""
+        return self._decide(np.arange(len(self._tracks)))[0].copy()
+
     def classification(self) -> Classification:
         """The decision for every live track (features included), for status and tests."""
         rows = np.arange(len(self._tracks))

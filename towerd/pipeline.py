@@ -30,9 +30,10 @@ from towerd.clock import Clock
 from towerd.config import PipelineSettings
 from towerd.detection.cluster import PointClusterer
 from towerd.detection.plots import GeoPlotConverter, MeasurementNoise, PlotConverter, SensorMount
-from towerd.drivers.measurements import GeoPlots, RadarPlots, Spectrum
+from towerd.drivers.measurements import GeoPlots, RadarPlots, RemoteIdReading, Spectrum
 from towerd.geo import Site
 from towerd.icd import TRACK_RECORD_DTYPE
+from towerd.identity import RemoteIdFusion
 from towerd.labeller import Labeller, RfFusion
 from towerd.reports.tracks import TrackReporter
 from towerd.rf import RadarLinkFusion, RfProcessor, RfSettings, RfTrackReporter, RfUpdate
@@ -62,6 +63,7 @@ class Pipeline:
         self.labeller: Labeller | None = None
         self.last_rf_bands: tuple = ()
         """The RF BandResults of the latest sweep processed."""
+        self.identity: RemoteIdFusion | None = None
         self.reconfigure(config)
 
     def reconfigure(self, config: PipelineSettings) -> None:
@@ -109,6 +111,12 @@ class Pipeline:
             self.reporter.site = site
             self.reporter.interval_s = config.reports.interval_s
             self.reporter.include_tentative = config.reports.include_tentative
+        mounts = {name: c.mount for name, c in self.converters.items()}
+        listening = any(s.driver == "remoteid" and s.enabled for s in config.sensors)
+        if self.identity is None:
+            self.identity = RemoteIdFusion(config.remote_id, site, mounts, self.clock, self.threat, listening=listening)
+        else:
+            self.identity.reconfigure(config.remote_id, site, mounts, self.threat, listening=listening)
 
     def _reconfigure_rf(self, settings: RfSettings) -> None:
         """RF processing with ``settings``. A change restarts RF tracking (new ids, never
@@ -133,6 +141,8 @@ class Pipeline:
             update = self.rf.process(reading)
             self.last_rf_bands = update.bands  # spectra, floors, thresholds: for the web console
             return self._report_rf(update)
+        if isinstance(reading, RemoteIdReading):
+            return self.identity.ingest(reading)
         if isinstance(reading, RadarPlots):
             converters: dict[str, Any] = self.converters
         elif isinstance(reading, GeoPlots):
@@ -150,11 +160,13 @@ class Pipeline:
 
     def expire(self, t_mono: float) -> np.ndarray:
         """End tracks that have gone stale even when no sensor sends anything."""
-        return _join(self._report(self.tracker.expire(t_mono)), self._report_rf(self.rf.expire(t_mono)))
+        return _join(_join(self._report(self.tracker.expire(t_mono)), self._report_rf(self.rf.expire(t_mono))),
+                     self.identity.expire(t_mono))
 
     def end_all(self, t_mono: float) -> np.ndarray:
         """Final ENDED records for every reported track (the daemon is stopping)."""
-        return _join(self._report(self.tracker.end_all(t_mono)), self._report_rf(self.rf.end_all(t_mono)))
+        return _join(_join(self._report(self.tracker.end_all(t_mono)), self._report_rf(self.rf.end_all(t_mono))),
+                     self.identity.end_all(t_mono))
 
     def _report_rf(self, update: RfUpdate) -> np.ndarray:
         """RF-only records: drone links no radar track carries."""
@@ -172,7 +184,9 @@ class Pipeline:
         assert self.reporter is not None and self.labeller is not None
         if not self.labeller.observe(update):
             return _NO_RECORDS  # nothing changed since the last call: nothing can be due
-        return self.reporter.build(update, self.clock, self.labeller.labels)
+        records = self.reporter.build(update, self.clock, self.labeller.labels)
+        assert self.identity is not None
+        return self.identity.on_radar(update, self.labeller.categories, records)
 
     @property
     def last_labels(self) -> TrackLabels | None:
@@ -193,8 +207,8 @@ class Pipeline:
 
     @property
     def tracks_active(self) -> int:
-        """Live radar tracks plus live RF tracks."""
-        return len(self.tracker.tracks.track_id) + len(self.rf.tracks)
+        """Live radar tracks plus live RF tracks and ID-only tracks."""
+        return len(self.tracker.tracks.track_id) + len(self.rf.tracks) + self.identity.id_only_count
 
 
 _NO_RECORDS = np.zeros(0, dtype=TRACK_RECORD_DTYPE)

@@ -14,7 +14,7 @@ from towerd.detection.plots import Detections
 from towerd.icd import Status
 from towerd.tracking.associator import GnnAssociator
 from towerd.tracking.deleter import MissDeleter
-from towerd.tracking.doppler import RadialSpeeds
+from towerd.tracking.doppler import DopplerGate, RadialSpeeds
 from towerd.tracking.initiator import MofNInitiator
 from towerd.tracking.score import TrackScorer
 from towerd.tracking.state import TrackTable
