@@ -5,12 +5,16 @@ committed (ERROR ``central.store_failed`` and no ACK otherwise)."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import zmq
 
 from towerd.central.store import Pending, StoreResult
 from towerd.errors import OutboxError
 from towerd.icd import EVENT_OUTBOX_DROPPED, FLAG_REPLAY, MsgType, encode_ack, encode_error
+
+if TYPE_CHECKING:  # the peers module's types, for annotations only
+    from towerd.central.peers import _Held, _Peer
 
 
 class StoringMixin:

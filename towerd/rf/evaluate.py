@@ -33,7 +33,7 @@ from towerd.icd import Status
 from towerd.rf.classify import LINK_NAMES, is_drone_link
 from towerd.rf.processor import RfProcessor, RfSettings
 from towerd.sim.pty import PtyPair
-from towerd.sim.rfexplorer import RfExplorerEmulator, RfExplorerPlayer, fspl_db
+from towerd.sim.rfexplorer import RfExplorerEmulator, RfExplorerPlayer
 from towerd.sim.scenario import Emitter, Interferer, Scenario
 
 
