@@ -14,6 +14,7 @@ import pytest
 from towerd import icd
 from towerd.clock import ManualClock
 from towerd.drivers.measurements import RidSource
+from towerd.errors import OutboxError
 from towerd.outbox.identity import EVENT_IDENTITY_DROPPED, identity_records
 from towerd.outbox.sqlite import Outbox
 from towerd.reports.identity import IdentityStatus, TrackIdentity
@@ -127,6 +128,7 @@ def test_cap_drops_the_oldest_identities_and_says_so_on_the_records_stream(tmp_p
 _FULL_DISK_SCRIPT = r"""
 import json, resource, signal, sys
 from towerd.clock import SystemClock
+from towerd.errors import OutboxError
 from towerd.icd import empty_track_records
 from towerd.outbox.sqlite import Outbox
 from towerd.reports.identity import IdentityStatus, TrackIdentity
