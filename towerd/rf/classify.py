@@ -104,9 +104,17 @@ WIFI_CHANNELS_MHZ = (2412.0, 2437.0, 2462.0, 5745.0, 5765.0, 5785.0, 5805.0, 582
 """2.4 GHz channels 1/6/11 and the 5.8 GHz 20 MHz (149-165) and 40 MHz (151, 159) centres."""
 
 
+_DRONE_LINK_LUT = np.zeros(256, dtype=bool)
+_DRONE_LINK_LUT[_DRONE_LINK_VALUES] = True
+_DRONE_LINK_LUT.flags.writeable = False
+
+
 def is_drone_link(kind: np.ndarray) -> np.ndarray:
-    """Boolean mask of the link kinds that are drone links."""
-    return np.isin(np.asarray(kind), _DRONE_LINK_VALUES)
+    """Boolean mask of the link kinds that are drone links (a table look-up for u1 kinds)."""
+    kind = np.asarray(kind)
+    if kind.dtype == np.uint8:
+        return _DRONE_LINK_LUT[kind]
+    return np.isin(kind, _DRONE_LINK_VALUES)
 
 
 def category_of(kind: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from towerd.clock import Clock
 from towerd.icd import SOURCE_RF, Category, Status, Threat, empty_track_records
 from towerd.rf.classify import is_drone_link
 from towerd.rf.tracker import TrackIds
+from towerd.rows import join_rows
 from towerd.schema import spec
 from towerd.tracking.labels import RfLink
 from towerd.tracking.state import TrackTable
@@ -416,7 +417,7 @@ class RfTrackReporter:
             _with_ids(rf_track_records(finals, clock), report_id[final]),
             _with_ids(rf_track_records(ended[ended_rep], clock), ended_rid[ended_rep]),
         ]
-        return np.concatenate(out)
+        return join_rows(out)
 
 
 def _with_ids(records: np.ndarray, report_ids: np.ndarray) -> np.ndarray:

@@ -58,6 +58,7 @@ from scipy import optimize, special
 
 from towerd.icd import Status
 from towerd.rf.classify import ClassifierSettings, LinkKind, category_of, classify
+from towerd.rows import join_rows
 from towerd.schema import spec
 
 log = logging.getLogger(__name__)
@@ -281,7 +282,7 @@ class BandTracker:
 
         # Hops: narrow emitters not taken by a continuous narrowband track, and not
         # beside a wide emitter (a plateau's fragment in a deep fade).
-        continuous = (tr["kind"] == LinkKind.CARRIER) & np.isin(tr["status"], (Status.CONFIRMED, Status.COASTING))
+        continuous = (tr["kind"] == LinkKind.CARRIER) & ((tr["status"] == Status.CONFIRMED) | (tr["status"] == Status.COASTING))
         taken_by_carrier = np.zeros(emitters.shape[0], dtype=bool)
         taken_by_carrier[ei[continuous[ti]]] = True
         narrow = (emitters["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz) & ~taken_by_carrier
@@ -333,7 +334,7 @@ class BandTracker:
         tr["t_mono"] = t
 
         new = self._new_tracks(emitters[left], t)
-        tr = np.concatenate([tr, *new_rows, new])
+        tr = join_rows([tr, *new_rows, new])
         absorbed = np.concatenate([absorbed, np.zeros(tr.shape[0] - absorbed.shape[0], dtype=bool)])
         return self._finish(tr, t, absorbed=absorbed)
 
