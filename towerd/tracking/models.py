@@ -54,15 +54,13 @@ class ConstantVelocity:
 
     def Q(self, dt: float | np.ndarray) -> np.ndarray:
         """Process noise covariance; dt (seconds) scalar -> (6, 6), or (K,) -> (K, 6, 6)."""
-        dt = np.asarray(dt, dtype=float)[..., None, None]
-        block = self.q * np.concatenate(
-            [
-                np.concatenate([dt**3 / 3.0, dt**2 / 2.0], axis=-1),
-                np.concatenate([dt**2 / 2.0, dt], axis=-1),
-            ],
-            axis=-2,
-        )  # (..., 2, 2): [[dt³/3, dt²/2], [dt²/2, dt]] · q
-        return np.kron(block, np.eye(3))
+        dt = np.asarray(dt, dtype=float)
+        q = np.zeros(dt.shape + (6, 6))
+        pos, vel = np.arange(3), np.arange(3, 6)
+        q[..., pos, pos] = (self.q * (dt**3 / 3.0))[..., None]
+        q[..., pos, vel] = q[..., vel, pos] = (self.q * (dt**2 / 2.0))[..., None]
+        q[..., vel, vel] = (self.q * dt)[..., None]
+        return q  # [[dt³/3, dt²/2], [dt²/2, dt]] · q, each entry times I₃
 
 
 @dataclass(frozen=True)
