@@ -242,7 +242,7 @@ def classify(
     bw = tracks["bandwidth_mhz"]
     prev = tracks["kind"]
     duty = tracks["duty"]
-    was_continuous = np.isin(prev, [LinkKind.CARRIER, LinkKind.OFDM_VIDEO, LinkKind.ANALOG_VIDEO])
+    was_continuous = (prev == LinkKind.CARRIER) | (prev == LinkKind.OFDM_VIDEO) | (prev == LinkKind.ANALOG_VIDEO)
     continuous = duty >= np.where(was_continuous, s.continuous_duty - s.duty_hysteresis, s.continuous_duty)
     mature = tracks["sweeps"] >= s.min_sweeps
     comb = tracks["comb"]

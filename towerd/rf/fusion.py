@@ -361,9 +361,17 @@ class RfTrackReporter:
         (``FusionResult.associated_rf_ids``, or empty)."""
         s = self.settings
         ids = tracks["rf_track_id"].astype(np.int64)
-        associated = np.isin(ids, np.asarray(associated_rf_ids, dtype=np.int64))
-        statuses = [Status.CONFIRMED, Status.COASTING] + ([Status.TENTATIVE] if s.include_tentative else [])
-        live_ok = np.isin(tracks["status"], statuses)
+        if len(ids) == 0 and len(ended) == 0:  # nothing live, nothing ended: no record, no state
+            self._retired.clear()
+            self._alias.clear()
+            self._last.clear()
+            return _NO_RECORDS.copy()
+        associated_rf_ids = np.asarray(associated_rf_ids, dtype=np.int64)
+        associated = np.isin(ids, associated_rf_ids) if len(associated_rf_ids) else np.zeros(len(ids), dtype=bool)
+        status = tracks["status"]
+        live_ok = (status == Status.CONFIRMED) | (status == Status.COASTING)
+        if s.include_tentative:
+            live_ok |= status == Status.TENTATIVE
         drone = is_drone_link(tracks["kind"])
         first_ok = live_ok & (s.non_drone | drone)
         category = np.where(drone, Category.UAS, Category.UNKNOWN)
@@ -371,6 +379,7 @@ class RfTrackReporter:
         due = np.zeros(ids.shape[0], dtype=bool)
         final = np.zeros(ids.shape[0], dtype=bool)
         report_id = np.zeros(ids.shape[0], dtype=np.int64)
+        t_mono = tracks["t_mono"]
         for i in range(ids.shape[0]):
             tid = int(ids[i])
             if tid in self._retired and not associated[i] and self.ids is not None and first_ok[i]:
@@ -391,12 +400,12 @@ class RfTrackReporter:
             else:
                 t_last, st_last, cat_last = last
                 due[i] = live_ok[i] and (
-                    tracks["status"][i] != st_last
+                    status[i] != st_last
                     or category[i] != cat_last
-                    or tracks["t_mono"][i] - t_last >= s.interval_s - 1e-6
+                    or t_mono[i] - t_last >= s.interval_s - 1e-6
                 )
             if due[i]:
-                self._last[rid] = (float(tracks["t_mono"][i]), int(tracks["status"][i]), int(category[i]))
+                self._last[rid] = (float(t_mono[i]), int(status[i]), int(category[i]))
 
         ended_ids = ended["rf_track_id"].astype(np.int64)
         ended_rid = np.array([self._alias.get(int(t), int(t)) for t in ended_ids], dtype=np.int64)
@@ -418,6 +427,9 @@ class RfTrackReporter:
             _with_ids(rf_track_records(ended[ended_rep], clock), ended_rid[ended_rep]),
         ]
         return join_rows(out)
+
+
+_NO_RECORDS = empty_track_records(0)
 
 
 def _with_ids(records: np.ndarray, report_ids: np.ndarray) -> np.ndarray:
