@@ -119,7 +119,7 @@ def is_drone_link(kind: np.ndarray) -> np.ndarray:
 
 def category_of(kind: np.ndarray) -> np.ndarray:
     """ICD category per link kind: uas for drone links, unknown otherwise (u1)."""
-    return np.where(is_drone_link(kind), Category.UAS, Category.UNKNOWN).astype(np.uint8)
+    return np.where(is_drone_link(kind), int(Category.UAS), int(Category.UNKNOWN)).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -242,7 +242,9 @@ def classify(
     bw = tracks["bandwidth_mhz"]
     prev = tracks["kind"]
     duty = tracks["duty"]
-    was_continuous = (prev == LinkKind.CARRIER) | (prev == LinkKind.OFDM_VIDEO) | (prev == LinkKind.ANALOG_VIDEO)
+    # (enum members as ints: NumPy probes an IntEnum member's class first, ~3 µs a time)
+    was_continuous = ((prev == int(LinkKind.CARRIER)) | (prev == int(LinkKind.OFDM_VIDEO))
+                      | (prev == int(LinkKind.ANALOG_VIDEO)))
     continuous = duty >= np.where(was_continuous, s.continuous_duty - s.duty_hysteresis, s.continuous_duty)
     mature = tracks["sweeps"] >= s.min_sweeps
     comb = tracks["comb"]
@@ -296,7 +298,7 @@ def classify(
     # A track already called wifi-like keeps its holes down to wifi_min_hole_excess less
     # wifi_hole_hysteresis: the smoothed hole fraction of a channel busy 90 % of the time
     # wanders 0.04-0.11 at 10 dB, and one dip must not make it a video link.
-    was_wifi = prev == LinkKind.WIFI_LIKE
+    was_wifi = prev == int(LinkKind.WIFI_LIKE)
     min_holes = np.where(was_wifi, s.wifi_min_hole_excess - s.wifi_hole_hysteresis, s.wifi_min_hole_excess)
     bursty = inside_wifi & (
         (tracks["width_jitter_mhz"] >= s.wifi_bursty_width_fraction * bw)

@@ -145,7 +145,7 @@ def associate(
     if nf == 0:
         return _unassociated(radar, rf_tracks)
     status = rf_tracks["status"]
-    f_ok = ((status == Status.CONFIRMED) | (status == Status.COASTING)) & is_drone_link(rf_tracks["kind"])
+    f_ok = ((status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))) & is_drone_link(rf_tracks["kind"])
     if not f_ok.any():  # no drone link: nothing to associate (the categories are not needed)
         return _unassociated(radar, rf_tracks)
     if callable(radar_category):
@@ -179,7 +179,7 @@ def associate(
         assoc_rule[f_idx[ok]] = RULE_TIMING
 
     if s.sole_candidate and radar_category is not None:
-        uas = np.flatnonzero(r_ok & (np.asarray(radar_category) == Category.UAS))
+        uas = np.flatnonzero(r_ok & (np.asarray(radar_category) == int(Category.UAS)))
         if uas.size == 1 and f_idx.size == 1 and assoc_radar[f_idx[0]] < 0:
             r, f = int(uas[0]), int(f_idx[0])
             _, overlap = lifetime_jaccard(
@@ -319,7 +319,7 @@ def rf_track_records(tracks: np.ndarray, clock: Clock) -> np.ndarray:
     rec["track_id"] = tracks["rf_track_id"]
     rec["status"] = tracks["status"]
     drone = is_drone_link(tracks["kind"])
-    rec["category"] = np.where(drone, Category.UAS, Category.UNKNOWN)
+    rec["category"] = np.where(drone, int(Category.UAS), int(Category.UNKNOWN))
     rec["confidence"] = np.where(drone, tracks["confidence"], 0)
     rec["threat"] = Threat.NONE
     rec["sources"] = SOURCE_RF
@@ -369,12 +369,12 @@ class RfTrackReporter:
         associated_rf_ids = np.asarray(associated_rf_ids, dtype=np.int64)
         associated = np.isin(ids, associated_rf_ids) if len(associated_rf_ids) else np.zeros(len(ids), dtype=bool)
         status = tracks["status"]
-        live_ok = (status == Status.CONFIRMED) | (status == Status.COASTING)
+        live_ok = (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))
         if s.include_tentative:
-            live_ok |= status == Status.TENTATIVE
+            live_ok |= status == int(Status.TENTATIVE)
         drone = is_drone_link(tracks["kind"])
         first_ok = live_ok & (s.non_drone | drone)
-        category = np.where(drone, Category.UAS, Category.UNKNOWN)
+        category = np.where(drone, int(Category.UAS), int(Category.UNKNOWN))
 
         due = np.zeros(ids.shape[0], dtype=bool)
         final = np.zeros(ids.shape[0], dtype=bool)
