@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -114,7 +115,12 @@ class ConstantTurn:
 
     def Q(self, dt: float | np.ndarray) -> np.ndarray:
         """Process noise covariance, as :meth:`ConstantVelocity.Q`."""
-        return ConstantVelocity(self.accel_noise_mps2).Q(dt)
+        return self._cv.Q(dt)
+
+    @cached_property
+    def _cv(self) -> ConstantVelocity:
+        """The CV model whose Q this one uses (made once, not per prediction)."""
+        return ConstantVelocity(self.accel_noise_mps2)
 
 
 MotionModel = ConstantVelocity | ConstantTurn
