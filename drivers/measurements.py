@@ -174,6 +174,18 @@ class Spectrum:
         """(n,) centre frequency of each point, MHz."""
         return self.start_freq_mhz + self.step_freq_mhz * np.arange(len(self.power_dbm))
 
+    @classmethod
+    def of(cls, sensor: str, t_mono: float, sweep_number: int, start_freq_mhz: float, step_freq_mhz: float,
+           power_dbm: np.ndarray, band: str, rbw_khz: float, calculator: str) -> Spectrum:
+        """The same object as the constructor with every field given, made for a driver at
+        its sweep rate: the frozen dataclass's ``__init__`` (one ``object.__setattr__`` per
+        field) costs more than decoding a short sweep."""
+        spectrum = object.__new__(cls)
+        spectrum.__dict__.update(sensor=sensor, t_mono=t_mono, sweep_number=sweep_number,
+                                 start_freq_mhz=start_freq_mhz, step_freq_mhz=step_freq_mhz, power_dbm=power_dbm,
+                                 band=band, rbw_khz=rbw_khz, calculator=calculator)
+        return spectrum
+
 
 class RidSource(enum.IntEnum):
     """How a Remote ID broadcast reached the receiver (the ICD carries the number)."""

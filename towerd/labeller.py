@@ -172,7 +172,7 @@ class Labeller:
         category, confidence = self._decide(rows)
         return (self._rf.linked[rows]
                 | (self._features["doppler_spread_mps"][rows] >= ss.exempt_doppler_spread_mps)
-                | ((category == Category.UAS) & (confidence >= ss.exempt_uas_confidence)))
+                | ((category == int(Category.UAS)) & (confidence >= ss.exempt_uas_confidence)))
 
     def _carry_decisions(self, tracks: TrackTable, rf: RfLink) -> None:
         """Re-align the decisions with ``tracks``; a new track, or one whose RF link

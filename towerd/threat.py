@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 import numpy as np
@@ -122,6 +123,15 @@ class ThreatSettings:
         return out
 
 
+def _category_table(names: tuple[str, ...]) -> np.ndarray:
+    """(256,) bool, True at the u1 codes of the category ``names``: a rule's category test
+    is one look-up per track."""
+    table = np.zeros(256, dtype=bool)
+    table[[int(CATEGORY_NAMES[c]) for c in names]] = True
+    table.flags.writeable = False
+    return table
+
+
 def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """z of the 2D cross product, broadcast over leading axes: aₑ bₙ − aₙ bₑ."""
     return a[..., 0] * b[..., 1] - a[..., 1] * b[..., 0]
@@ -139,6 +149,11 @@ class Zone:
         return self.settings.name
 
     def _edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(start, end) vertices of every edge, (V, 2) each: made once per zone."""
+        return self._edge_ends
+
+    @cached_property
+    def _edge_ends(self) -> tuple[np.ndarray, np.ndarray]:
         a = self.vertices_en_m
         return a, np.roll(a, -1, axis=0)
 
@@ -154,9 +169,10 @@ class Zone:
         crossings = straddles & (p[:, None, 0] < x_cross)
         return (np.count_nonzero(crossings, axis=1) % 2) == 1
 
-    def time_to_enter(self, en_m: np.ndarray, vel_en_mps: np.ndarray) -> np.ndarray:
+    def time_to_enter(self, en_m: np.ndarray, vel_en_mps: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
         """(N,) least time (s) for points (N, 2) moving at (N, 2) m/s to reach an edge;
-        inf when their line never meets one ahead (0 for points inside)."""
+        inf when their line never meets one ahead (0 for points inside; ``inside``: the
+        points' :meth:`contains`, when the caller has it already)."""
         p = np.asarray(en_m, dtype=float).reshape(-1, 2)
         v = np.asarray(vel_en_mps, dtype=float).reshape(-1, 2)
         a, b = self._edges()
@@ -168,7 +184,7 @@ class Zone:
             s = _cross(w, v[:, None, :]) / denom
         ok = (denom != 0) & (t >= 0) & (s >= 0) & (s <= 1)
         t_min = np.where(ok, t, np.inf).min(axis=1) if len(a) else np.full(len(p), np.inf)
-        return np.where(self.contains(p), 0.0, t_min)
+        return np.where(self.contains(p) if inside is None else inside, 0.0, t_min)
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +208,8 @@ class ThreatAssessor:
             Zone(z, self._to_en(np.asarray(z.polygon, dtype=float))) for z in settings.zones
         )
         self._baseline = settings.baseline()
+        self._rule_categories = tuple(tuple(_category_table(rule.categories) for rule in z.settings.rules)
+                                      for z in self.zones)
 
     @property
     def zone_names(self) -> tuple[str, ...]:
@@ -246,11 +264,10 @@ class ThreatAssessor:
         for j, zone in enumerate(self.zones):
             zs = zone.settings
             inside[:, j] = zone.contains(p)
-            ttz[:, j] = zone.time_to_enter(p, v)
+            ttz[:, j] = zone.time_to_enter(p, v, inside[:, j])
             approaching = ~inside[:, j] & (ttz[:, j] <= zs.approach_time_s) & (speed >= zs.min_approach_speed_mps)
-            for rule in zs.rules:
-                cats = np.array([int(CATEGORY_NAMES[c]) for c in rule.categories], dtype=np.uint8)
-                ok = np.isin(category, cats) & (confidence >= rule.min_confidence)
+            for rule, in_rule in zip(zs.rules, self._rule_categories[j]):
+                ok = in_rule[category] & (confidence >= rule.min_confidence)
                 if rule.where == "inside":
                     ok &= inside[:, j]
                 elif rule.where == "approaching":

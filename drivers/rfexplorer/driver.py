@@ -85,6 +85,8 @@ class RfExplorerDriver(SensorDriver):
         self.device_model: RfeModel | None = None
         self.sweep_number = 0
         self._early: list[Spectrum] = []
+        self._spectrum_cfg: RfeConfig | None = None  # the configuration _spectrum_fields come from
+        self._spectrum_fields: tuple[float, float, float, str] = (math.nan, math.nan, math.nan, "")
 
     @property
     def rf_counters(self) -> RfExplorerCounters:
@@ -172,36 +174,33 @@ class RfExplorerDriver(SensorDriver):
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Spectrum]]:
         consumed, messages = self.parser.feed(buf)
         readings: list[Spectrum] = []
+        first = number = self.sweep_number
+        make, name, scan = Spectrum.of, self.name, self.scan
         for msg in messages:
-            if isinstance(msg, RfeSweep):
-                readings.append(self._to_spectrum(msg, t_mono))
+            if isinstance(msg, RfeSweep):  # the common case, tens a second: kept short
+                cfg = msg.config
+                if cfg is not self._spectrum_cfg:  # worked out once per configuration, not per sweep
+                    self._spectrum_cfg = cfg
+                    self._spectrum_fields = (cfg.start_mhz, cfg.step_mhz,
+                                             float(cfg.rbw_khz) if cfg.rbw_khz is not None else math.nan,
+                                             cfg.calculator_name)
+                start, step, rbw, calculator = self._spectrum_fields
+                number += 1
+                readings.append(make(name, t_mono, number, start, step, msg.power_dbm, scan.label, rbw, calculator))
             elif isinstance(msg, RfeConfig):
-                self.scan.on_config(msg, t_mono)
+                scan.on_config(msg, t_mono)
             elif isinstance(msg, RfeModel):
                 self.device_model = msg
                 log.info("sensor %s: RF Explorer %s, expansion %s, firmware %s",
                          self.name, msg.main_name, msg.expansion_name, msg.firmware)
             elif isinstance(msg, RfeReset):
-                self.scan.on_reset(msg.line, t_mono)
+                scan.on_reset(msg.line, t_mono)
             elif isinstance(msg, RfeLine):
                 log.debug("sensor %s: device says %r", self.name, msg.text)
+        if number != first:  # the scan plan needs the count and the time of the last one
+            self.sweep_number = number
+            scan.on_sweep(t_mono, number - first)
         return consumed, readings
-
-    def _to_spectrum(self, sweep: RfeSweep, t_mono: float) -> Spectrum:
-        cfg = sweep.config
-        self.sweep_number += 1
-        self.scan.on_sweep(t_mono)
-        return Spectrum(
-            sensor=self.name,
-            t_mono=t_mono,
-            sweep_number=self.sweep_number,
-            start_freq_mhz=cfg.start_mhz,
-            step_freq_mhz=cfg.step_mhz,
-            power_dbm=sweep.power_dbm,
-            band=self.scan.label,
-            rbw_khz=float(cfg.rbw_khz) if cfg.rbw_khz is not None else math.nan,
-            calculator=cfg.calculator_name,
-        )
 
     # ------------------------------------------------------------------ writing
 

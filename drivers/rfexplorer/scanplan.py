@@ -258,8 +258,9 @@ class ScanPlan:
         if self.live:
             self._follow(cfg, index, t_mono)
 
-    def on_sweep(self, t_mono: float) -> None:
-        self.counters.sweeps_emitted += 1
+    def on_sweep(self, t_mono: float, count: int = 1) -> None:
+        """``count`` sweeps emitted, the last at ``t_mono``."""
+        self.counters.sweeps_emitted += count
         self._last_sweep_t = t_mono
 
     def on_reset(self, line: str, t_mono: float) -> None:

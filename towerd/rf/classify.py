@@ -104,14 +104,22 @@ WIFI_CHANNELS_MHZ = (2412.0, 2437.0, 2462.0, 5745.0, 5765.0, 5785.0, 5805.0, 582
 """2.4 GHz channels 1/6/11 and the 5.8 GHz 20 MHz (149-165) and 40 MHz (151, 159) centres."""
 
 
+_DRONE_LINK_LUT = np.zeros(256, dtype=bool)
+_DRONE_LINK_LUT[_DRONE_LINK_VALUES] = True
+_DRONE_LINK_LUT.flags.writeable = False
+
+
 def is_drone_link(kind: np.ndarray) -> np.ndarray:
-    """Boolean mask of the link kinds that are drone links."""
-    return np.isin(np.asarray(kind), _DRONE_LINK_VALUES)
+    """Boolean mask of the link kinds that are drone links (a table look-up for u1 kinds)."""
+    kind = np.asarray(kind)
+    if kind.dtype == np.uint8:
+        return _DRONE_LINK_LUT[kind]
+    return np.isin(kind, _DRONE_LINK_VALUES)
 
 
 def category_of(kind: np.ndarray) -> np.ndarray:
     """ICD category per link kind: uas for drone links, unknown otherwise (u1)."""
-    return np.where(is_drone_link(kind), Category.UAS, Category.UNKNOWN).astype(np.uint8)
+    return np.where(is_drone_link(kind), int(Category.UAS), int(Category.UNKNOWN)).astype(np.uint8)
 
 
 @dataclass(frozen=True)
@@ -234,7 +242,9 @@ def classify(
     bw = tracks["bandwidth_mhz"]
     prev = tracks["kind"]
     duty = tracks["duty"]
-    was_continuous = np.isin(prev, [LinkKind.CARRIER, LinkKind.OFDM_VIDEO, LinkKind.ANALOG_VIDEO])
+    # (enum members as ints: NumPy probes an IntEnum member's class first, ~3 µs a time)
+    was_continuous = ((prev == int(LinkKind.CARRIER)) | (prev == int(LinkKind.OFDM_VIDEO))
+                      | (prev == int(LinkKind.ANALOG_VIDEO)))
     continuous = duty >= np.where(was_continuous, s.continuous_duty - s.duty_hysteresis, s.continuous_duty)
     mature = tracks["sweeps"] >= s.min_sweeps
     comb = tracks["comb"]
@@ -288,7 +298,7 @@ def classify(
     # A track already called wifi-like keeps its holes down to wifi_min_hole_excess less
     # wifi_hole_hysteresis: the smoothed hole fraction of a channel busy 90 % of the time
     # wanders 0.04-0.11 at 10 dB, and one dip must not make it a video link.
-    was_wifi = prev == LinkKind.WIFI_LIKE
+    was_wifi = prev == int(LinkKind.WIFI_LIKE)
     min_holes = np.where(was_wifi, s.wifi_min_hole_excess - s.wifi_hole_hysteresis, s.wifi_min_hole_excess)
     bursty = inside_wifi & (
         (tracks["width_jitter_mhz"] >= s.wifi_bursty_width_fraction * bw)

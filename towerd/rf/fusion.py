@@ -41,6 +41,7 @@ from towerd.clock import Clock
 from towerd.icd import SOURCE_RF, Category, Status, Threat, empty_track_records
 from towerd.rf.classify import is_drone_link
 from towerd.rf.tracker import TrackIds
+from towerd.rows import join_rows
 from towerd.schema import spec
 from towerd.tracking.labels import RfLink
 from towerd.tracking.state import TrackTable
@@ -144,7 +145,7 @@ def associate(
     if nf == 0:
         return _unassociated(radar, rf_tracks)
     status = rf_tracks["status"]
-    f_ok = ((status == Status.CONFIRMED) | (status == Status.COASTING)) & is_drone_link(rf_tracks["kind"])
+    f_ok = ((status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))) & is_drone_link(rf_tracks["kind"])
     if not f_ok.any():  # no drone link: nothing to associate (the categories are not needed)
         return _unassociated(radar, rf_tracks)
     if callable(radar_category):
@@ -178,7 +179,7 @@ def associate(
         assoc_rule[f_idx[ok]] = RULE_TIMING
 
     if s.sole_candidate and radar_category is not None:
-        uas = np.flatnonzero(r_ok & (np.asarray(radar_category) == Category.UAS))
+        uas = np.flatnonzero(r_ok & (np.asarray(radar_category) == int(Category.UAS)))
         if uas.size == 1 and f_idx.size == 1 and assoc_radar[f_idx[0]] < 0:
             r, f = int(uas[0]), int(f_idx[0])
             _, overlap = lifetime_jaccard(
@@ -318,7 +319,7 @@ def rf_track_records(tracks: np.ndarray, clock: Clock) -> np.ndarray:
     rec["track_id"] = tracks["rf_track_id"]
     rec["status"] = tracks["status"]
     drone = is_drone_link(tracks["kind"])
-    rec["category"] = np.where(drone, Category.UAS, Category.UNKNOWN)
+    rec["category"] = np.where(drone, int(Category.UAS), int(Category.UNKNOWN))
     rec["confidence"] = np.where(drone, tracks["confidence"], 0)
     rec["threat"] = Threat.NONE
     rec["sources"] = SOURCE_RF
@@ -360,16 +361,25 @@ class RfTrackReporter:
         (``FusionResult.associated_rf_ids``, or empty)."""
         s = self.settings
         ids = tracks["rf_track_id"].astype(np.int64)
-        associated = np.isin(ids, np.asarray(associated_rf_ids, dtype=np.int64))
-        statuses = [Status.CONFIRMED, Status.COASTING] + ([Status.TENTATIVE] if s.include_tentative else [])
-        live_ok = np.isin(tracks["status"], statuses)
+        if len(ids) == 0 and len(ended) == 0:  # nothing live, nothing ended: no record, no state
+            self._retired.clear()
+            self._alias.clear()
+            self._last.clear()
+            return _NO_RECORDS.copy()
+        associated_rf_ids = np.asarray(associated_rf_ids, dtype=np.int64)
+        associated = np.isin(ids, associated_rf_ids) if len(associated_rf_ids) else np.zeros(len(ids), dtype=bool)
+        status = tracks["status"]
+        live_ok = (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))
+        if s.include_tentative:
+            live_ok |= status == int(Status.TENTATIVE)
         drone = is_drone_link(tracks["kind"])
         first_ok = live_ok & (s.non_drone | drone)
-        category = np.where(drone, Category.UAS, Category.UNKNOWN)
+        category = np.where(drone, int(Category.UAS), int(Category.UNKNOWN))
 
         due = np.zeros(ids.shape[0], dtype=bool)
         final = np.zeros(ids.shape[0], dtype=bool)
         report_id = np.zeros(ids.shape[0], dtype=np.int64)
+        t_mono = tracks["t_mono"]
         for i in range(ids.shape[0]):
             tid = int(ids[i])
             if tid in self._retired and not associated[i] and self.ids is not None and first_ok[i]:
@@ -390,12 +400,12 @@ class RfTrackReporter:
             else:
                 t_last, st_last, cat_last = last
                 due[i] = live_ok[i] and (
-                    tracks["status"][i] != st_last
+                    status[i] != st_last
                     or category[i] != cat_last
-                    or tracks["t_mono"][i] - t_last >= s.interval_s - 1e-6
+                    or t_mono[i] - t_last >= s.interval_s - 1e-6
                 )
             if due[i]:
-                self._last[rid] = (float(tracks["t_mono"][i]), int(tracks["status"][i]), int(category[i]))
+                self._last[rid] = (float(t_mono[i]), int(status[i]), int(category[i]))
 
         ended_ids = ended["rf_track_id"].astype(np.int64)
         ended_rid = np.array([self._alias.get(int(t), int(t)) for t in ended_ids], dtype=np.int64)
@@ -416,7 +426,10 @@ class RfTrackReporter:
             _with_ids(rf_track_records(finals, clock), report_id[final]),
             _with_ids(rf_track_records(ended[ended_rep], clock), ended_rid[ended_rep]),
         ]
-        return np.concatenate(out)
+        return join_rows(out)
+
+
+_NO_RECORDS = empty_track_records(0)
 
 
 def _with_ids(records: np.ndarray, report_ids: np.ndarray) -> np.ndarray:

@@ -49,9 +49,13 @@ from towerd.rf.emitters import EmitterSettings, bridge_occupied, dbm_to_mw, merg
 from towerd.rf.floor import NoiseFloor, NoiseFloorSettings
 from towerd.rf.fusion import FusionSettings, RfReportSettings
 from towerd.rf.tracker import BandTracker, RfTrackingSettings, TrackIds, empty_rf_tracks
+from towerd.rows import join_rows
 from towerd.schema import spec
 
 log = logging.getLogger(__name__)
+
+_EMPTY_TRACKS = empty_rf_tracks()
+_EMPTY_TRACKS.flags.writeable = False
 
 RF_TRACK_ID_BASE = 0x8000_0000
 """First RF track id. ICD track ids share one space per stream with the radar tracker's
@@ -301,10 +305,10 @@ class RfProcessor:
     # -- internals -------------------------------------------------------------------
 
     def _update(self, t: float, ended: list[np.ndarray], bands: tuple[BandResult, ...]) -> RfUpdate:
-        tracks = np.concatenate([empty_rf_tracks()] + [b.tracker.tracks for b in self._bands.values()])
+        tracks = join_rows([_EMPTY_TRACKS, *(b.tracker.tracks for b in self._bands.values())])
         tracks.flags.writeable = False
         self._tracks = tracks
-        ended_all = np.concatenate([empty_rf_tracks(), *ended])
+        ended_all = join_rows([_EMPTY_TRACKS, *ended])
         ended_all.flags.writeable = False
         return RfUpdate(t_mono=t, tracks=tracks, ended=ended_all, bands=bands)
 

@@ -8,8 +8,6 @@ from functools import cached_property
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from towerd.errors import ConfigError
@@ -48,13 +46,15 @@ class GnnAssociator:
     target's detection from the target's own track whenever clutter starts one nearby,
     and a duplicate track is confirmed. Among tracks of the same kind it is plain GNN.
 
-    Gating candidates: all K·N pairs when that is below ``pregate_min_pairs``; above it a
-    KD-tree over detection positions yields only the pairs within a Euclidean radius that
-    cannot cut a gated pair: |y|² <= d² · λmax(S) <= γ (λmax(H P_k Hᵀ) + max_n λmax(R_n)).
+    Gating candidates: below ``pregate_min_pairs`` pairs, those of the K·N with
+    |y|² <= γ tr(S) (since d² >= |y|² / λmax(S) >= |y|² / tr(S), no gated pair is cut, and
+    only the near pairs' S are solved); above it a KD-tree over detection positions yields
+    only the pairs within a Euclidean radius that cannot cut a gated pair:
+    |y|² <= d² · λmax(S) <= γ (λmax(H P_k Hᵀ) + max_n λmax(R_n)).
 
     Solving per component: the gated pairs form a bipartite graph (tracks and detections
     as nodes); the assignment problem splits exactly into its connected components
-    (``scipy.sparse.csgraph.connected_components``), since no pair links two of them.
+    (:func:`components`), since no pair links two of them.
     Components with one track or one detection (nearly all of them when targets are
     apart) are solved in one vectorised step: the optimum is the pair of least
     d² − miss_cost(track), which is <= 0 because every gated d² <= γ <= miss cost. Only
@@ -92,7 +92,12 @@ class GnnAssociator:
         """Pairs (track_idx, det_idx) that might be in the gate (a superset of it)."""
         k, n = len(x_pred), len(z)
         if k * n < self.pregate_min_pairs:
-            ti, di = np.divmod(np.arange(k * n), n)
+            # d² >= |y|² / λmax(S) >= |y|² / tr(S): a pair with |y|² > γ tr(S) is outside
+            # the gate, found without solving S (tr(S) = tr(H P_k Hᵀ) + tr(R_n)).
+            y = z[None, :, :] - x_pred[:, None, POS]  # (K, N, 3)
+            tr_s = np.trace(P_pred[:, POS, POS], axis1=1, axis2=2)[:, None] + np.trace(R, axis1=1, axis2=2)[None, :]
+            near = np.einsum("kni,kni->kn", y, y) <= self.gate * tr_s * (1.0 + 1e-6)
+            ti, di = np.nonzero(near)
             return ti, di
         lam_track = np.linalg.eigvalsh(P_pred[:, POS, POS])[:, -1]
         lam_det = np.linalg.eigvalsh(R)[:, -1].max()
@@ -164,6 +169,33 @@ class GnnAssociator:
         return solve_gated(ti, di, d2, miss)
 
 
+def components(a: np.ndarray, b: np.ndarray, n: int) -> tuple[int, np.ndarray]:
+    """Connected components of the undirected graph on nodes 0..n−1 with edges (a[i], b[i]):
+    (count, label (n,) intp in 0..count−1). Union-find over the edges: a frame's gated pairs
+    are a few dozen, where building a sparse matrix for scipy's ``connected_components``
+    costs more than the search."""
+    parent = list(range(n))
+    for u, v in zip(a.tolist(), b.tolist()):
+        while parent[u] != u:
+            parent[u] = u = parent[parent[u]]
+        while parent[v] != v:
+            parent[v] = v = parent[parent[v]]
+        if u != v:
+            parent[max(u, v)] = min(u, v)
+    label = np.empty(n, dtype=np.intp)
+    count = 0
+    for u in range(n):  # a root is the least node of its component: labels in order of first node
+        r = u
+        while parent[r] != r:
+            r = parent[r]
+        if r == u:
+            label[u] = count
+            count += 1
+        else:
+            label[u] = label[r]
+    return count, label
+
+
 def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Optimal assignment of the gated pairs (ti, di) with costs d2 (M,), where track k
     may instead miss at cost ``miss[k]`` and a detection may stay unused at no cost,
@@ -172,8 +204,7 @@ def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray
     tracks, t_row = np.unique(ti, return_inverse=True)
     dets, d_col = np.unique(di, return_inverse=True)
     kt, nd = len(tracks), len(dets)
-    graph = coo_matrix((np.ones(len(ti), dtype=np.int8), (t_row, kt + d_col)), shape=(kt + nd, kt + nd))
-    n_comp, label = connected_components(graph, directed=False)
+    n_comp, label = components(t_row, kt + d_col, kt + nd)
     comp = label[t_row]  # component of each pair
     tracks_in = np.bincount(label[:kt], minlength=n_comp)
     dets_in = np.bincount(label[kt:], minlength=n_comp)

@@ -60,7 +60,7 @@ class MissDeleter:
 
     def to_drop(self, tracks: TrackTable, t_mono: float) -> np.ndarray:
         """(K,) mask of TENTATIVE tracks to drop."""
-        tentative = tracks.status == Status.TENTATIVE
+        tentative = tracks.status == int(Status.TENTATIVE)
         return tentative & ((tracks.misses > self.tentative_max_misses) | self.stale(tracks, t_mono))
 
     def to_end(self, tracks: TrackTable, t_mono: float) -> np.ndarray:

@@ -123,7 +123,7 @@ class MofNInitiator:
     def to_confirm(self, tracks: TrackTable) -> np.ndarray:
         """(K,) mask of TENTATIVE tracks that now pass M-of-N, within the speed bound,
         radial-speed consistent and with the score asked for."""
-        tentative = tracks.status == Status.TENTATIVE
+        tentative = tracks.status == int(Status.TENTATIVE)
         ok = tentative & (self.window_hits(tracks) >= self.confirm_hits)
         if np.isfinite(self.max_speed_mps):
             ok &= np.einsum("ki,ki->k", tracks.state[:, VEL], tracks.state[:, VEL]) <= self.max_speed_mps**2

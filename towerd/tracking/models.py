@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -54,15 +55,13 @@ class ConstantVelocity:
 
     def Q(self, dt: float | np.ndarray) -> np.ndarray:
         """Process noise covariance; dt (seconds) scalar -> (6, 6), or (K,) -> (K, 6, 6)."""
-        dt = np.asarray(dt, dtype=float)[..., None, None]
-        block = self.q * np.concatenate(
-            [
-                np.concatenate([dt**3 / 3.0, dt**2 / 2.0], axis=-1),
-                np.concatenate([dt**2 / 2.0, dt], axis=-1),
-            ],
-            axis=-2,
-        )  # (..., 2, 2): [[dt³/3, dt²/2], [dt²/2, dt]] · q
-        return np.kron(block, np.eye(3))
+        dt = np.asarray(dt, dtype=float)
+        q = np.zeros(dt.shape + (6, 6))
+        pos, vel = np.arange(3), np.arange(3, 6)
+        q[..., pos, pos] = (self.q * (dt**3 / 3.0))[..., None]
+        q[..., pos, vel] = q[..., vel, pos] = (self.q * (dt**2 / 2.0))[..., None]
+        q[..., vel, vel] = (self.q * dt)[..., None]
+        return q  # [[dt³/3, dt²/2], [dt²/2, dt]] · q, each entry times I₃
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,12 @@ class ConstantTurn:
 
     def Q(self, dt: float | np.ndarray) -> np.ndarray:
         """Process noise covariance, as :meth:`ConstantVelocity.Q`."""
-        return ConstantVelocity(self.accel_noise_mps2).Q(dt)
+        return self._cv.Q(dt)
+
+    @cached_property
+    def _cv(self) -> ConstantVelocity:
+        """The CV model whose Q this one uses (made once, not per prediction)."""
+        return ConstantVelocity(self.accel_noise_mps2)
 
 
 MotionModel = ConstantVelocity | ConstantTurn

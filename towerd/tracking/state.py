@@ -176,7 +176,7 @@ class TrackTable:
         """Boolean mask (K,) of the tracks whose status is one of ``statuses``."""
         mask = np.zeros(len(self), dtype=bool)
         for s in statuses:
-            mask |= self.status == s
+            mask |= self.status == int(s)  # a plain int: NumPy probes an enum member's attributes first
         return mask
 
 

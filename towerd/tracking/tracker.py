@@ -234,7 +234,8 @@ class Tracker:
         """Set CONFIRMED / COASTING on established tracks by time since their last
         measurement; True when any status changed."""
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
-        new = np.where(self.deleter.coasting(tr, t), Status.COASTING, Status.CONFIRMED).astype(tr.status.dtype)
+        new = np.where(self.deleter.coasting(tr, t), int(Status.COASTING), int(Status.CONFIRMED)).astype(
+            tr.status.dtype)  # enum members as ints: NumPy probes an IntEnum member's class first
         changed = bool(np.any(established & (tr.status != new)))
         tr.status[established] = new[established]
         return changed
