@@ -123,15 +123,17 @@ def test_radar_frames_become_tracks_in_the_central(towerd_exe, tmp_path, pty_pai
 
 
 def test_demo_command_runs_bounded_and_summarises(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "towerd", "demo", "--duration", "12", "--show", "live"],
-                         capture_output=True, text=True, timeout=90, cwd=tmp_path)
+    """One bounded demo run (25 s: long enough for the Remote ID findings) checked for its
+    live table, its summary and the identities it shows."""
+    res = subprocess.run([sys.executable, "-m", "towerd", "demo", "--duration", "25", "--show", "live"],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = res.stdout[res.stdout.index("Summary:"):]
     assert "tracks" in summary and "track records stored by the central" in summary
     assert summary.count("  track ") >= 2
     # Bounded by --duration: no "Ctrl-C to stop" promise; the live table explains its ids.
     live = res.stdout[:res.stdout.index("Summary:")]
-    assert "Ctrl-C" not in live and "Stops by itself after 12 s, then prints a summary." in live
+    assert "Ctrl-C" not in live and "Stops by itself after 25 s, then prints a summary." in live
     assert "RF-n: a track of the RF sensor alone" in live
     # RF-only tracks are RF-n, never their raw u32 ids (2^31 and up); no "unknown 0%";
     # each track says whether it ended or was still tracked when the demo stopped.
@@ -140,3 +142,9 @@ def test_demo_command_runs_bounded_and_summarises(tmp_path):
     for line in summary.splitlines()[1:]:
         if line.startswith("  track "):
             assert ", ended, " in line or "when the demo stopped" in line, line
+    # Remote ID: the crossing drone's broadcast names it and its pilot; the climber's false
+    # position raises rid_mismatch; the ID-n tracks are explained.
+    crossing = [line for line in summary.splitlines() if "nearest truth crossing" in line and "Remote ID" in line]
+    assert crossing and "1581F5FKD229400001, pilot at 27.50" in crossing[0] and "radar+RID" in crossing[0], summary
+    assert "rid_mismatch" in summary and "1581F6ZZX001SPOOF000" in summary, summary
+    assert "ID-n: a drone heard by the Remote ID receiver" in summary
