@@ -475,3 +475,14 @@ def test_fusion_survives_odd_readings():
     known = rec["lat_e7"] != LAT_LON_UNKNOWN
     assert np.all(np.abs(rec["lat_e7"][known]) <= 900_000_000) and np.all(np.abs(rec["lon_e7"][known]) <= 1_800_000_000)
     assert len(identity_records(tower.identities)) == len(tower.identities) > 0
+
+
+def test_identity_text_is_made_icd_safe_not_dropped():
+    """A receiver's non-ASCII text (a JSON dialect accepts any printable Unicode) must not
+    make the outbox refuse the whole batch of identities: it goes out with "?" for each
+    character the ICD cannot carry, cut to the field's size."""
+    from towerd.identity.fusion import _icd_text
+
+    assert _icd_text("Полёт 1", 23) == "????? 1"
+    assert _icd_text("A" * 30, 20) == "A" * 20
+    assert _icd_text("tab\there", 23) == "tab?here"

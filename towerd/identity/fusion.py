@@ -249,10 +249,11 @@ class RemoteIdFusion:
             return TrackIdentity(track_id=track_id, time_us=self.clock.utc_us(t), status=status)
         r = tx.merged
         return TrackIdentity(
-            track_id=track_id, time_us=self.clock.utc_us(t), status=status, source=r.source, uas_id=r.uas_id[:20],
-            id_type=r.id_type, ua_type=r.ua_type, operator_lat_deg=r.operator_lat_deg,
-            operator_lon_deg=r.operator_lon_deg, operator_alt_m=r.operator_alt_m, operator_id=r.operator_id[:20],
-            self_id=r.self_id[:23], last_heard_us=self.clock.utc_us(tx.t_heard), rssi_dbm=r.rssi_dbm,
+            track_id=track_id, time_us=self.clock.utc_us(t), status=status, source=r.source,
+            uas_id=_icd_text(r.uas_id, 20), id_type=r.id_type, ua_type=r.ua_type, operator_lat_deg=r.operator_lat_deg,
+            operator_lon_deg=r.operator_lon_deg, operator_alt_m=r.operator_alt_m,
+            operator_id=_icd_text(r.operator_id, 20),
+            self_id=_icd_text(r.self_id, 23), last_heard_us=self.clock.utc_us(tx.t_heard), rssi_dbm=r.rssi_dbm,
         )
 
     def _report(self, t: float) -> np.ndarray:
@@ -336,3 +337,10 @@ _NO_RECORDS = np.zeros(0, dtype=TRACK_RECORD_DTYPE)
 def _join(*parts: np.ndarray) -> np.ndarray:
     parts = tuple(p for p in parts if len(p))
     return np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else _NO_RECORDS
+
+
+def _icd_text(text: str, size: int) -> str:
+    """``text`` as the ICD's identity fields carry it: printable ASCII, at most ``size``
+    characters; any other character becomes "?" (a JSON receiver may pass on a pilot's
+    Cyrillic or accented self-ID: the rest of the identity must still go out)."""
+    return "".join(c if " " <= c <= "~" else "?" for c in text[:size])
