@@ -9,9 +9,8 @@ import sqlite3
 
 import numpy as np
 import pytest
-import zmq
 
-from test_uplink import TOWER, Peer, settings, tracks, wait_for
+from test_uplink import TOWER, Peer, ctx, peer, settings, tracks, wait_for  # noqa: F401 (ctx, peer: fixtures)
 from towerd import icd
 from towerd.clock import SystemClock
 from towerd.icd import MsgType
@@ -20,20 +19,6 @@ from towerd.reports.identity import IdentityStatus, TrackIdentity
 from towerd.uplink.client import UplinkClient
 from towerd.uplink.identity import IDENTITY_WINDOW
 from towerd.uplink.sharing import IdentitySharing, SharingRule
-
-
-@pytest.fixture
-def ctx():
-    context = zmq.Context()
-    yield context
-    context.term()
-
-
-@pytest.fixture
-def peer(ctx):
-    p = Peer(ctx)
-    yield p
-    p.close()
 
 
 @pytest.fixture
