@@ -311,6 +311,11 @@ def test_a_silent_uas_in_receiver_coverage_becomes_non_cooperative():
         other = Tower(settings, category, listening)
         other.run(0.0, 12.0, drone)
         assert other.identities == [] and other.events == []
+    # Nor while the receiver is down (unplugged, silent): it could not have heard anything.
+    down = Tower()
+    down.fusion.receivers_up = False
+    down.run(0.0, 12.0, drone)
+    assert down.identities == [] and down.events == []
 
 
 def test_a_late_broadcast_clears_non_cooperative():

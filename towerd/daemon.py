@@ -35,7 +35,7 @@ from towerd.files import Account, check_files
 from towerd.notify import Notifier
 from towerd.outbox.sqlite import Outbox
 from towerd.pipeline import Pipeline
-from towerd.sensors import SensorEvent, SensorRunner
+from towerd.sensors import SensorEvent, SensorRunner, SensorState
 from towerd.status import StatusServer
 from towerd.uplink.client import UplinkClient
 from towerd.web.console import Console
@@ -393,6 +393,8 @@ class Daemon:
             except queue.Empty:
                 break
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
+        self.pipeline.set_receivers_up(any(r.state is not SensorState.DOWN for r in self.runners
+                                           if r.driver.kind == "remoteid"))
         for _ in range(QUEUE_MAX_READINGS):
             try:
                 reading = self._readings.get_nowait()

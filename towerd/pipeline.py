@@ -201,6 +201,12 @@ class Pipeline:
         and tests (computed on access)."""
         return self.labeller.classification() if self.labeller is not None else None
 
+    def set_receivers_up(self, up: bool) -> None:
+        """Whether any Remote ID receiver is up (from the sensors' state): a receiver
+        that is unplugged or silent hears nothing, so no track is then non-cooperative."""
+        assert self.identity is not None
+        self.identity.receivers_up = bool(up)
+
     def zone_of(self, lat_deg: float, lon_deg: float) -> set[str]:
         """Names of the configured zones containing a WGS84 point (for sharing rules)."""
         return self.threat.zone_of(lat_deg, lon_deg)

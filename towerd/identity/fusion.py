@@ -99,6 +99,10 @@ class RemoteIdFusion:
         self._last_eval = -math.inf
         self._events: list[tuple[str, str, str, dict[str, Any]]] = []
         self._identities: dict[int, TrackIdentity] = {}  # due, not yet popped: the latest per track
+        self.receivers_up = True
+        """Whether a Remote ID receiver is up now (the daemon says so from its sensors'
+        state): while none is, silence proves nothing and no track becomes
+        non-cooperative."""
         self.reconfigure(settings, site, mounts, threat, listening=listening)
 
     def reconfigure(self, settings: RemoteIdSettings, site: geo.Site, mounts: Mapping[str, SensorMount],
@@ -217,7 +221,7 @@ class RemoteIdFusion:
         for v in self.verdicts.values():
             if v.paired_track and v.status is None:
                 v.status = IdentityStatus.COOPERATIVE  # a stale position, still heard: the pair holds
-        eligible = established & self.receiver.covers(tracks.state[:, :3])
+        eligible = established & self.receiver.covers(tracks.state[:, :3]) & self.receivers_up
         if eligible.any():
             cats = self._categories() if callable(self._categories) else self._categories
             cats = np.asarray(cats, dtype=np.uint8)
