@@ -75,7 +75,7 @@ def _row(kind: str, path: Path, golden: dict, runs: int, old_parser) -> str:
     origin = golden["origin"]
     device = f"{golden.get('device', '?')}, SDK {golden['sdk']}" if golden.get("sdk") else golden.get("device", "?")
     row = (f"| `{kind}/{path.name}` | {device} | {len(data):,} | {len(readings)} | "
-           f"{sum(_points(r) for r in readings):,} | {c.frames} | {before} | {c.dropped_bytes:,} | {c.bad_frames} | "
+           f"{sum(_points(r) for r in readings):,} | {c.frames:,} | {before} | {c.dropped_bytes:,} | {c.bad_frames:,} | "
            f"{seconds * 1e3:.1f} ms | {origin.get('repo', '?')} |")
     return row
 
