@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import queue
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,6 +144,40 @@ def test_driver_gathers_a_scan_until_a_number_repeats_or_the_line_goes_quiet():
     assert d.poll(5.0) == []
     c = d.counters
     assert (c.frames, c.bad_frames) == (5, 0)
+
+
+RELAY = Path(__file__).parent / "captures" / "nmea_radar" / "broadband4g_marpa_2015.nmea"
+
+
+def paced_seconds(data: bytes) -> list[tuple[float, bytes]]:
+    """The recording cut at each $GPZDA (the bus sends one a second; the log has no read
+    times), each second's bytes read at that second."""
+    out: list[tuple[float, bytes]] = []
+    for chunk in data.split(b"$GPZDA,")[1:]:
+        hhmmss = chunk[:6]
+        out.append((int(hhmmss[:2]) * 3600.0 + int(hhmmss[2:4]) * 60.0 + int(hhmmss[4:6]), b"$GPZDA," + chunk))
+    return out
+
+
+@pytest.mark.parametrize(("scan_gap_s", "targets_per_scan"), [(0.5, 1), (2.0, 3)])
+def test_a_relay_sending_one_target_a_second_gives_whole_scans_with_a_longer_gap(scan_gap_s, targets_per_scan):
+    """The real Broadband 4G relay (tests/captures/nmea_radar) sends one target's TLL and
+    TTM a second, in turn, not one burst a revolution. With the default gap every target is
+    a scan of its own (the tracker then counts the others missed); with a gap above the
+    one-second spacing a scan is one turn through the targets (mostly three here): no
+    number twice, one reading every turn."""
+    data = RELAY.read_bytes()
+    assert data.startswith(b"$GPZDA,")
+    d = NmeaRadarDriver("radar1", NmeaRadarSettings(port="/dev/null", scan_gap_s=scan_gap_s))
+    scans = []
+    for t, chunk in paced_seconds(data):
+        scans += d.poll(t) + d.feed(chunk, t)
+    scans += d.poll(1e9)
+    ids = [list(s.plots["target_id"]) for s in scans]
+    assert all(len(set(i)) == len(i) for i in ids)
+    assert sum(len(i) for i in ids) == 201  # every TTM not lost, once
+    assert np.median([len(i) for i in ids]) == targets_per_scan
+    assert np.median(np.diff([s.t_mono for s in scans])) == targets_per_scan  # seconds: one target a second
 
 
 def test_driver_tll_becomes_geo_plots_and_sentences_setting_filters():

@@ -10,7 +10,11 @@ missing from it count as misses), so sentences are gathered into one reading unt
 scan ends: when a target number already in the batch arrives again (the next update
 has begun), or when the line has been quiet for ``scan_gap_s`` (checked at each read
 and by :meth:`NmeaRadarDriver.poll` in replay). ``t_mono`` of a reading is when its last
-sentence was read.
+sentence was read. Some displays relay their radar's targets one a second, in turn
+(a Navico Broadband 4G through its display does: tests/captures/nmea_radar): there
+``scan_gap_s`` must exceed that spacing (2 s), else every target is a scan of its own
+and the tracker counts the others missed; a scan then spans a turn through the targets,
+so its first targets are up to a turn older than ``t_mono``.
 
 TTM -> :class:`~towerd.drivers.measurements.RadarPlots` in the common plot form:
 
