@@ -312,10 +312,12 @@ def run(quick: bool) -> Section:
                reference="frame's last byte read -> central's ACK sent, loopback"),
         Figure("end-to-end latency, 99th percentile", float(np.percentile(lat, 99)) if len(lat) else float("nan"),
                "ms", reference=f"goal < 20 ms; {len(lat)} records",
-               note="includes the outbox's commit batching: a record waits up to outbox.commit_interval_s "
-                    "(20 ms) when another commit (e.g. for RF records) has just happened, so the tail depends "
-                    "on the phase between radar frames and RF sweeps; and the wait for a core: the reference "
-                    "tower runs at the same time on the same 2 cores, beside other work"),
+               note="includes the outbox's commit batching: a reading's records are committed as soon as "
+                    "it is processed unless another commit carrying records (e.g. for an RF sweep's records) "
+                    "happened less than outbox.commit_interval_s (20 ms) before, then they wait for the rest "
+                    "of that interval, so the tail depends on the phase between radar frames and RF sweeps; "
+                    "and the wait for a core: the reference tower runs at the same time on the same 2 cores, "
+                    "beside other work"),
         Figure("bytes on the wire per track report", up_per_record, "B",
                reference=f"the same report as compact JSON: {json_per_record:.0f} B "
                          f"(ICD record alone: 80 B + 16 B header per message)"),

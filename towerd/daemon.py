@@ -82,6 +82,11 @@ class Daemon:
         self._iterations = 0  # main-loop passes, for the watchdog
         self._reload_requested = threading.Event()
         self._records_waiting = False  # records or events added since the last commit
+        self._commit_every = self.config.outbox.commit_interval_s
+        self._last_record_commit = float("-inf")  # monotonic time of the last commit that carried records
+        self._sleeping = False  # the loop is in (or about to enter) its poll: a reading must wake it
+        self._poller: zmq.Poller | None = None
+        self._polled: list[Any] = []  # what self._poller watches besides the wake-up pipe
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -139,10 +144,14 @@ class Daemon:
         self._wake()
 
     def _on_reading(self, reading: Any) -> None:
-        """Called from sensor threads."""
+        """Called from sensor threads. The wake-up pipe is written only while the loop
+        sleeps (or is about to): a busy loop drains the queue before it sleeps anyway
+        (:meth:`_sleep` sets the flag before it looks at the queue, so no reading is
+        left waiting through a poll)."""
         try:
             self._readings.put_nowait(reading)
-            self._wake()
+            if self._sleeping:
+                self._wake()
         except queue.Full:
             self.dropped_readings += 1
             if self.dropped_readings in (1, 10, 100) or self.dropped_readings % 1000 == 0:
@@ -229,6 +238,7 @@ class Daemon:
         old, new = self.config, loaded.config
         self.loaded, self.config = loaded, new
         self.pipeline.reconfigure(new.pipeline)
+        self._commit_every = new.outbox.commit_interval_s
         self._reconcile_sensors(old, new)
         self._reconcile_centrals(old, new)
         logging.getLogger().setLevel(new.logging.level.upper())
@@ -306,7 +316,6 @@ class Daemon:
         self.notifier.ready(self.status_line())
         log.info("running: tower %s, %d sensors, %d centrals", self.config.tower.id, len(self.runners),
                  len(self.uplinks))
-        commit_every = self.config.outbox.commit_interval_s
         last_commit = next_expire = next_status = self.clock.monotonic()
         watchdog_s = self.notifier.watchdog_interval_s()
         next_watchdog, pinged_at = self.clock.monotonic(), -1
@@ -322,13 +331,19 @@ class Daemon:
                     self._store(self.pipeline.expire(now))
                     self._identity_out()
                     next_expire = now + EXPIRE_INTERVAL_S
-                # New records are committed (then sent) within commit_every; a commit
-                # also carries the deletions of acknowledged records, which alone wait
-                # up to ACK_COMMIT_S so they never hold new records back.
-                due = commit_every if self._records_waiting else ACK_COMMIT_S
-                if outbox.uncommitted and now - last_commit >= due:
-                    self._commit()
-                    last_commit, self._records_waiting = now, False
+                # New records are committed (then sent) within commit_every of the last
+                # commit that carried records (a reading's records are committed as
+                # soon as it is processed when that allows: see _commit_records); a
+                # commit also carries the deletions of acknowledged records, which
+                # alone wait up to ACK_COMMIT_S and never hold new records back.
+                if outbox.uncommitted:
+                    if self._records_waiting:
+                        if now - self._last_record_commit >= self._commit_every:
+                            self._commit_records(now)
+                            last_commit = now
+                    elif now - last_commit >= ACK_COMMIT_S:
+                        self._commit()
+                        last_commit = now
                 for uplink in self.uplinks:
                     uplink.poll(0)
                 if self.status_server is not None:
@@ -344,7 +359,8 @@ class Daemon:
                     pinged_at, next_watchdog = self._iterations, now + watchdog_s / 2.0
                 timers = [next_expire, next_status, now + MAX_SLEEP_S]
                 if outbox.uncommitted:
-                    timers.append(last_commit + (commit_every if self._records_waiting else ACK_COMMIT_S))
+                    timers.append(self._last_record_commit + self._commit_every if self._records_waiting
+                                  else last_commit + ACK_COMMIT_S)
                 if watchdog_s:
                     timers.append(next_watchdog)
                 timers += [now + u.next_timer_s() for u in self.uplinks]
@@ -365,22 +381,33 @@ class Daemon:
     def _sleep(self, timeout_s: float, stop: threading.Event) -> None:
         """Wait for work: a reading or event (wake-up pipe), a reply on an uplink, a
         status client, or the timeout."""
-        if stop.is_set() or self._reload_requested.is_set() or not self._readings.empty():
-            return
-        poller = zmq.Poller()
-        poller.register(self._wake_r, zmq.POLLIN)
-        for uplink in self.uplinks:
-            for sock in uplink.pollables():
-                poller.register(sock, zmq.POLLIN)
-        if self.status_server is not None:
-            for fd in self.status_server.filenos():
-                poller.register(fd, zmq.POLLIN)
-        poller.poll(int(timeout_s * 1000) + 1)
+        self._sleeping = True  # before looking at the queue: see _on_reading
+        try:
+            if stop.is_set() or self._reload_requested.is_set() or not self._readings.empty():
+                return
+            self._current_poller().poll(int(timeout_s * 1000) + 1)
+        finally:
+            self._sleeping = False
         try:
             while os.read(self._wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
+
+    def _current_poller(self) -> zmq.Poller:
+        """The poller on the wake-up pipe, the uplinks' sockets and the status socket,
+        made anew only when that set changed (a reconnect, a reload)."""
+        polled = [sock for uplink in self.uplinks for sock in uplink.pollables()]
+        if self.status_server is not None:
+            polled += self.status_server.filenos()
+        if self._poller is None or len(polled) != len(self._polled) or any(
+                a is not b and a != b for a, b in zip(polled, self._polled)):
+            poller = zmq.Poller()
+            poller.register(self._wake_r, zmq.POLLIN)
+            for item in polled:
+                poller.register(item, zmq.POLLIN)
+            self._poller, self._polled = poller, polled
+        return self._poller
 
     def _drain(self) -> None:
         """Process what the sensor threads have handed over: at most a full queue per pass,
@@ -403,6 +430,14 @@ class Daemon:
             self._store(self.pipeline.process(reading))
             self.console.note(reading, self.pipeline)
             self._identity_out()
+            if self._records_waiting:
+                # Commit and send now rather than after the readings queued behind
+                # this one, when the commit interval allows.
+                now = self.clock.monotonic()
+                if now - self._last_record_commit >= self._commit_every:
+                    self._commit_records(now)
+                    for uplink in self.uplinks:
+                        uplink.poll(0)
 
     def _identity_out(self) -> None:
         """Remote ID fusion's events (rid_mismatch, non-cooperative) and the track
@@ -437,6 +472,11 @@ class Daemon:
                 self._records_waiting = True
             except OutboxError as exc:
                 log.error("outbox: %d track records not stored: %s", len(records), exc)
+
+    def _commit_records(self, now: float) -> None:
+        """Commit the records waiting (and whatever else the transaction holds)."""
+        self._commit()
+        self._last_record_commit, self._records_waiting = now, False
 
     def _commit(self) -> None:
         try:

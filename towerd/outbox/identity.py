@@ -279,6 +279,8 @@ class IdentityMixin:
         if before_seq is not None:
             hi = min(hi, before_seq)
         bit = self._bit(central)
+        if max(after_seq, 0) + 1 >= hi:
+            return []  # no seq in between: no query (the uplink asks on every poll)
         try:
             rows = conn.execute("SELECT seq, payload, records_mark FROM identities WHERE seq > ? AND seq < ? "
                                 "AND done & ? = 0 ORDER BY seq LIMIT ?", (max(after_seq, 0), hi, bit, limit)).fetchall()

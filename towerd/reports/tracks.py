@@ -132,7 +132,10 @@ class TrackReporter:
         label_rows = np.concatenate([now[due], ended_labels])
         due_mask = np.zeros(len(live), dtype=bool)
         due_mask[rows[due]] = True
-        records = self.records(TrackTable.concatenate([live.select(due_mask), ended_tracks]), clock, label_rows)
+        due_tracks = live.select(due_mask)
+        if len(ended_tracks):
+            due_tracks = TrackTable.concatenate([due_tracks, ended_tracks])
+        records = self.records(due_tracks, clock, label_rows)
         if len(records):
             log.debug("%d track records (%d ended)", len(records), len(ended_tracks))
         return records
@@ -146,8 +149,12 @@ class TrackReporter:
             return rec
         if labels is None:
             labels = _label_rows(tracks.status, TrackLabels.unknown(n))
-        t_unique, t_inv = np.unique(tracks.t_mono, return_inverse=True)
-        rec["time_us"] = np.array([clock.utc_us(float(t)) for t in t_unique], dtype=np.int64)[t_inv]
+        t_mono = tracks.t_mono
+        if n == 1 or (t_mono == t_mono[0]).all():  # one frame's tracks: one conversion
+            rec["time_us"] = clock.utc_us(float(t_mono[0]))
+        else:
+            t_unique, t_inv = np.unique(t_mono, return_inverse=True)
+            rec["time_us"] = np.array([clock.utc_us(float(t)) for t in t_unique], dtype=np.int64)[t_inv]
         rec["track_id"] = tracks.track_id
         rec["status"] = tracks.status
         rec["category"] = labels["category"]

@@ -125,7 +125,9 @@ class FlowMixin:
             if not self._send_msg(msg, now):
                 return  # HWM reached or link gone: try again at the next poll
         window = self._settings.window
-        while len(self._inflight) < window:
+        # Live rows are those after the live cursor below the outbox's sendable mark:
+        # none there, no query (most polls come between two commits).
+        while len(self._inflight) < window and self._live_cursor + 1 < self._outbox.sendable_next_seq:
             msg, _ = self._next_message(live=True)
             if msg is None:
                 break
