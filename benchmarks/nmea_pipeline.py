@@ -46,6 +46,7 @@ class Outcome:
     false_tracks: int
     followed: str  # vessels followed, e.g. "2 of 3"
     categories: str  # categories named in confirmed records, most frequent first
+    uas_percent: float  # share of confirmed records classified uas (every record here is a vessel's)
 
 
 def _utc_of_day(text: bytes) -> int:
@@ -146,4 +147,5 @@ def run(data: bytes, targets: list[dict], vessels: list[set[int]], day: str, set
     followed = sum(1 for v in vessels if v & seen)
     named = ", ".join(f"{k} {100 * n / sum(categories.values()):.0f} %"
                       for k, n in sorted(categories.items(), key=lambda kv: -kv[1]))
-    return Outcome(readings, len(by_track), confirmed, false, f"{followed} of {len(vessels)}", named or "none")
+    uas = 100.0 * categories.get("uas", 0) / max(sum(categories.values()), 1)
+    return Outcome(readings, len(by_track), confirmed, false, f"{followed} of {len(vessels)}", named or "none", uas)

@@ -75,7 +75,8 @@ class PointClusterer:
       radial velocities, NaN with fewer than two; radial-speed variance: the mean of the
       known members' variances divided by their count plus the Doppler spread squared
       (added in full, as the position spread is: which scatterers are seen, body or
-      blades, moves the mean by about that much), NaN when no member has one.
+      blades, moves the mean by about that much), NaN when no member has one; height
+      measured: only when every member's was.
 
     ``enabled=False`` returns detections as they are.
     """
@@ -159,4 +160,5 @@ class PointClusterer:
             radial_vel_var_mps2=out_var,
             sensor_pos_enu_m=det.sensor_pos_enu_m,
             unambiguous_speed_mps=det.unambiguous_speed_mps,
+            height_measured=np.bincount(labels, weights=~det.height_measured, minlength=n_clusters) == 0,
         )

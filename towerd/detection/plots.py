@@ -112,7 +112,10 @@ class Detections:
     (None given: all NaN; a radial speed without a variance is not used for gating);
     sensor_pos_enu_m (3,): where the antenna is (ENU m), the origin radial speeds are
     measured from (None given: the tower reference point);
-    unambiguous_speed_mps: radial speeds are known modulo 2× this (0: no folding).
+    unambiguous_speed_mps: radial speeds are known modulo 2× this (0: no folding);
+    height_measured (N,) bool: the sensor measured the row's height (elevation or
+    height); False for a 2D radar's row placed at the antenna's height, whose up
+    coordinate is an assumption and no feature of the target (None given: all True).
     """
 
     sensor: str
@@ -125,9 +128,15 @@ class Detections:
     radial_vel_var_mps2: np.ndarray | None = None
     sensor_pos_enu_m: np.ndarray | None = None
     unambiguous_speed_mps: float = 0.0
+    height_measured: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         n = self.pos_enu_m.shape[0]
+        if self.height_measured is None:
+            object.__setattr__(self, "height_measured", np.ones(n, dtype=bool))
+        if self.height_measured.shape != (n,) or self.height_measured.dtype != np.bool_:
+            raise ValueError(f"Detections: height_measured {self.height_measured.shape} {self.height_measured.dtype} "
+                             f"(want ({n},) bool)")
         if self.doppler_spread_mps is None:
             object.__setattr__(self, "doppler_spread_mps", np.full(n, np.nan))
         if self.radial_vel_var_mps2 is None:
@@ -190,7 +199,8 @@ class PlotConverter:
     - NaN elevation (2D radar): the target is assumed to be at the antenna's height, i.e.
       on the horizontal plane through the antenna. With a tilted mount that is sensor
       elevation e = atan(-tan(tilt) cos(a)), not 0; untilted (and true-azimuth rows) it is
-      e = 0. The elevation sigma of such rows is :data:`UNKNOWN_ELEVATION_SIGMA_DEG`.
+      e = 0. The elevation sigma of such rows is :data:`UNKNOWN_ELEVATION_SIGMA_DEG`, and
+      their ``height_measured`` is False (the height is an assumption, not a reading).
     - Rows with a non-finite range or azimuth cannot be placed and are dropped (counted in
       :attr:`dropped`).
 
@@ -256,11 +266,12 @@ class PlotConverter:
         )  # (N, 3): σr² m², σa² rad², σe² rad²
         jac = np.einsum("nij,njk->nik", rot, spherical_jacobian(r, az, el))  # R J
         cov = np.einsum("nik,nk,njk->nij", jac, var, jac)  # (R J) diag(var) (R J)ᵀ
-        return self._detections(plots, pos, cov, rows["snr_db"], radial_speed(rows, pos, self._position))
+        return self._detections(plots, pos, cov, rows["snr_db"], radial_speed(rows, pos, self._position), ~no_el)
 
     def _detections(self, plots: RadarPlots, pos: np.ndarray, cov: np.ndarray, snr_db: np.ndarray,
-                    radial_vel_mps: np.ndarray) -> Detections:
-        """The frame's Detections from placed points (cov symmetrised)."""
+                    radial_vel_mps: np.ndarray, height_measured: np.ndarray | None = None) -> Detections:
+        """The frame's Detections from placed points (cov symmetrised; height_measured
+        None: every row's height was measured)."""
         rv = radial_vel_mps
         return Detections(
             sensor=plots.sensor,
@@ -272,6 +283,7 @@ class PlotConverter:
             radial_vel_var_mps2=np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
             sensor_pos_enu_m=self._position.copy(),
             unambiguous_speed_mps=self.noise.unambiguous_speed_mps,
+            height_measured=height_measured,
         )
 
 
@@ -332,7 +344,7 @@ class GeoPlotConverter:
 
     Height: the sensor's when given, else the antenna's height (a 2D surface radar
     tracks at its own level), with a vertical sigma of ``unknown_elevation_sigma_deg``
-    seen from the antenna at the target's horizontal range. Horizontal covariance:
+    seen from the antenna at the target's horizontal range and ``height_measured`` False. Horizontal covariance:
     ``noise.range_sigma_m`` on both axes (the sensor already fused its own range and
     bearing, and does not say how well). Radial speed: the line-of-sight component of the
     reported speed and true course, as in :class:`PlotConverter`.
@@ -365,4 +377,5 @@ class GeoPlotConverter:
         rv = radial_speed(p, enu, antenna)
         return Detections(plots.sensor, plots.t_mono, enu, cov, np.full(n, np.nan), rv,
                           radial_vel_var_mps2=np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
-                          sensor_pos_enu_m=antenna, unambiguous_speed_mps=self.noise.unambiguous_speed_mps)
+                          sensor_pos_enu_m=antenna, unambiguous_speed_mps=self.noise.unambiguous_speed_mps,
+                          height_measured=np.isfinite(p["height_m"]))

@@ -26,6 +26,11 @@ that gave a track a measurement:
 - ``rf_link``: the RF fusion associated a drone control/video link with the track (an
   input, see :meth:`Classifier.update`).
 
+Height and climb are sampled only on frames whose detection measured the target's height
+(``Detections.height_measured``): a 2D radar places its targets at the antenna's height,
+which says nothing of the target, so a track seen only by such a sensor has no height
+and no climb (NaN), and every category model is indifferent to them for that track.
+
 Velocity-derived samples (all but height, RCS and Doppler spread) start
 ``velocity_settle_s`` after a track's first detection: a new track's velocity is the
 filter converging from zero, and its swings would read as a bird's.
@@ -85,6 +90,7 @@ sample, the number of samples, and the RF link flag used."""
 _SPEED, _SPEED2, _VUP, _VUP2, _HEIGHT, _HOVER, _VE, _VN, _TURN, _RCS, _DSPREAD, _DSPEED = range(12)
 _N_ACC = 12
 _VELOCITY_DERIVED = np.array([_SPEED, _SPEED2, _VUP, _VUP2, _HOVER, _VE, _VN, _TURN, _DSPEED])
+_VERTICAL = np.array([_HEIGHT, _VUP, _VUP2])  # sampled only from detections whose height was measured
 
 
 def _carry(old: np.ndarray, found: np.ndarray, pos: np.ndarray, fill: float) -> np.ndarray:
@@ -200,6 +206,7 @@ class FeatureTracker:
             rng = np.maximum(np.linalg.norm(pos, axis=1), 1.0)
             x[:, _RCS] = det.snr_db[di] - s.rcs_reference_snr_db + 40.0 * np.log10(rng / 100.0)
             x[:, _DSPREAD] = det.doppler_spread_mps[di]
+            x[np.ix_(~det.height_measured[di], _VERTICAL)] = np.nan  # a 2D radar's assumed height
         x[np.ix_(~settled, _VELOCITY_DERIVED)] = np.nan
 
         # Debiased EWMA: decay the sums by e^(−Δt/τ) since the track's last sample; a
