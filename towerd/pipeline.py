@@ -9,8 +9,8 @@ the state the labels are made from (RF fusion's association, the tracks' feature
 static clutter filter's motion test and clutter map) and computes the labels themselves
 — RF link, classification (:mod:`towerd.tracking.classify`), static clutter
 (:class:`~towerd.tracking.clutter.StaticClutterFilter`: tracks that have not moved since
-first seen are withheld, unless RF-linked, their Doppler spread shows rotors, or they are
-confidently classified uas), threat (:class:`~towerd.threat.ThreatAssessor`) — only for
+first seen are withheld, unless RF-linked, their Doppler spread shows rotors, they are
+confidently classified uas, or paired with an airborne drone's Remote ID broadcast), threat (:class:`~towerd.threat.ThreatAssessor`) — only for
 the tracks the reporter asks about, when their inputs changed; the reporter turns what
 is due into ICD records.
 
@@ -117,6 +117,7 @@ class Pipeline:
             self.identity = RemoteIdFusion(config.remote_id, site, mounts, self.clock, self.threat, listening=listening)
         else:
             self.identity.reconfigure(config.remote_id, site, mounts, self.threat, listening=listening)
+        self.labeller.exempt_tracks = self.identity.airborne_tracks  # a hovering broadcaster is no clutter
 
     def _reconfigure_rf(self, settings: RfSettings) -> None:
         """RF processing with ``settings``. A change restarts RF tracking (new ids, never

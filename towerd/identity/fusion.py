@@ -67,6 +67,8 @@ log = logging.getLogger(__name__)
 EVENT_MISMATCH = "threat.rid_mismatch"
 EVENT_NON_COOPERATIVE = "identity.non_cooperative"
 TIME_EPS_S = 1e-6
+STATUS_GROUND = 1
+"""F3411 operational status "ground"."""
 INGEST_EVAL_S = 0.1
 """A reading with a new drone position is evaluated at once; any other (Basic ID, System,
 Self ID...) only when no evaluation ran in this long (else the next radar frame or expiry
@@ -174,6 +176,16 @@ class RemoteIdFusion:
         (the latest per track: what nobody popped is replaced, never piled up)."""
         out, self._identities = [self._identities[k] for k in sorted(self._identities)], {}
         return out
+
+    def airborne_tracks(self) -> np.ndarray:
+        """(n,) uint32 ids of the radar tracks paired with the broadcast of a drone not
+        declared on the ground (F3411 operational status other than 1 "ground": airborne,
+        emergency, or undeclared, as DJI DroneID and most JSON receivers give none): never
+        static clutter, however still it hovers (the labeller asks)."""
+        ids = [v.paired_track for key, v in self.verdicts.items()
+               if v.paired_track and v.status == IdentityStatus.COOPERATIVE
+               and (tx := self.transmitters.by_key.get(key)) is not None and tx.merged.status != STATUS_GROUND]
+        return np.array(ids, dtype=np.uint32)
 
     @property
     def id_only_count(self) -> int:
