@@ -202,11 +202,13 @@ class Pipeline:
         and tests (computed on access)."""
         return self.labeller.classification() if self.labeller is not None else None
 
-    def set_receivers_up(self, up: bool) -> None:
-        """Whether any Remote ID receiver is up (from the sensors' state): a receiver
-        that is unplugged or silent hears nothing, so no track is then non-cooperative."""
+    def set_receivers(self, silence: dict[str, float | None]) -> None:
+        """The Remote ID receivers' state by sensor name (None: port down; else seconds
+        since each last sent anything): a receiver that is unplugged or silent hears
+        nothing, so no track is then non-cooperative
+        (:meth:`~towerd.identity.RemoteIdFusion.set_receivers`)."""
         assert self.identity is not None
-        self.identity.receivers_up = bool(up)
+        self.identity.set_receivers(silence)
 
     def zone_of(self, lat_deg: float, lon_deg: float) -> set[str]:
         """Names of the configured zones containing a WGS84 point (for sharing rules)."""

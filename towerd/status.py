@@ -249,6 +249,11 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
         device = _words(s.get("device") or {})
         if device:
             lines.append(f"    device: {device}")
+        covering = s.get("covering")
+        if covering and covering != "yes":
+            if state == "ok":
+                problems.append(f"Remote ID receiver {name} is {covering.split(',')[0]}")
+            lines.append(f"    remote id: {covering}; no silent drone is marked non-cooperative")
         aside = _set_aside(s)
         if aside:
             lines.append(f"    set aside: {aside}")

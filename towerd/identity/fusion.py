@@ -102,9 +102,10 @@ class RemoteIdFusion:
         self._events: list[tuple[str, str, str, dict[str, Any]]] = []
         self._identities: dict[int, TrackIdentity] = {}  # due, not yet popped: the latest per track
         self.receivers_up = True
-        """Whether a Remote ID receiver is up now (the daemon says so from its sensors'
-        state): while none is, silence proves nothing and no track becomes
-        non-cooperative."""
+        """Whether a Remote ID receiver covers now (:meth:`set_receivers`): while none
+        does, silence proves nothing and no track becomes non-cooperative."""
+        self.receivers: dict[str, str] = {}
+        """Per receiver (sensor name): "" when it covers, else why not (:meth:`set_receivers`)."""
         self.reconfigure(settings, site, mounts, threat, listening=listening)
 
     def reconfigure(self, settings: RemoteIdSettings, site: geo.Site, mounts: Mapping[str, SensorMount],
@@ -163,6 +164,30 @@ class RemoteIdFusion:
         out = [self._end(tx) for tx in list(self.transmitters.by_key.values())]
         self.transmitters.by_key.clear()
         return _join(_NO_RECORDS, *out)
+
+    def set_receivers(self, silence: Mapping[str, float | None]) -> None:
+        """The receivers' state, by sensor name: None when its port is down, else the
+        seconds since it last sent anything. A receiver covers when its port is up and it
+        has sent something within ``receiver_silent_after_s``; without one that covers,
+        no track becomes non-cooperative (a dead or mute receiver hears nothing)."""
+        limit = self.settings.receiver_silent_after_s
+        why = {}
+        for name, silent_s in silence.items():
+            if silent_s is None:
+                why[name] = "not covering: its port is down"
+            elif silent_s > limit:
+                why[name] = (f"not covering: silent for {silent_s:.0f} s (over remote_id.receiver_silent_after_s "
+                             f"{limit:g} s), so its silence is not taken for the absence of broadcasts")
+            else:
+                why[name] = ""
+        for name, text in why.items():
+            if text != self.receivers.get(name, ""):
+                if text:
+                    log.warning("Remote ID receiver %s %s", name, text)
+                else:
+                    log.info("Remote ID receiver %s covering again", name)
+        self.receivers = why
+        self.receivers_up = any(not text for text in why.values())
 
     # -- outputs --------------------------------------------------------------------
 
