@@ -173,7 +173,7 @@ def _dji(obj: dict) -> dict[str, Any]:
 def _esp32(obj: dict) -> dict[str, Any]:
     """mesh-mapper / Sky Spy and Steve Jack's id_scanner (see the module docstring)."""
     out: dict[str, Any] = {}
-    uas_id = _string(obj, "basic_id", 32) or _string(obj, "uas_id", 32)
+    uas_id = _string(obj, "basic_id", 40) or _string(obj, "uas_id", 40)
     if uas_id and uas_id.upper() != "NONE":
         out["uas_id"] = uas_id
     operator = _string(obj, "operator_id", 32) or _string(obj, "id", 32)
@@ -236,7 +236,7 @@ def _nested(obj: dict) -> dict[str, Any]:
     """WarDragon / DragonSync ESP32 firmware: one nested object per F3411 message."""
     out: dict[str, Any] = {}
     basic = _section(obj, "Basic ID")
-    uas_id = _string(basic, "id", 32)
+    uas_id = _string(basic, "id", 40)
     if uas_id and uas_id.upper() != "NONE":
         out["uas_id"] = uas_id
     ua_type = _enum(basic, "ua_type")

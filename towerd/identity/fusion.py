@@ -48,6 +48,7 @@ from towerd.clock import Clock
 from towerd.detection.plots import SensorMount
 from towerd.drivers.measurements import RemoteIdReading
 from towerd.icd import TRACK_RECORD_DTYPE, Category, Status, Threat
+from towerd.icd_identity import BINARY_ID_TYPES, UAS_ID_LEN, uas_id_bytes, uas_id_text
 from towerd.identity.assign import assign
 from towerd.identity.broadcasts import K1, BroadcastCache, broadcasts
 from towerd.identity.coverage import RadarCoverage, ReceiverCoverage
@@ -291,7 +292,7 @@ class RemoteIdFusion:
         r = tx.merged
         return TrackIdentity(
             track_id=track_id, time_us=self.clock.utc_us(t), status=status, source=r.source,
-            uas_id=_icd_text(r.uas_id, 20), id_type=r.id_type, ua_type=r.ua_type, operator_lat_deg=r.operator_lat_deg,
+            **_icd_uas_id(r.uas_id, r.id_type), ua_type=r.ua_type, operator_lat_deg=r.operator_lat_deg,
             operator_lon_deg=r.operator_lon_deg, operator_alt_m=r.operator_alt_m,
             operator_id=_icd_text(r.operator_id, 20),
             self_id=_icd_text(r.self_id, 23), last_heard_us=self.clock.utc_us(tx.t_heard), rssi_dbm=r.rssi_dbm,
@@ -378,6 +379,19 @@ _NO_RECORDS = np.zeros(0, dtype=TRACK_RECORD_DTYPE)
 def _join(*parts: np.ndarray) -> np.ndarray:
     parts = tuple(p for p in parts if len(p))
     return np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else _NO_RECORDS
+
+
+def _icd_uas_id(text: str, id_type: int) -> dict[str, Any]:
+    """``uas_id`` and ``id_type`` as the ICD carries them: a binary ID (type 3 UUID, 4
+    session ID) as the receiver's hex, whole (the record holds its bytes); one that is
+    not hex of at most its size goes as text with type 0 (what it is cannot be said),
+    rather than a wrong binary ID."""
+    if id_type in BINARY_ID_TYPES:
+        try:
+            return {"uas_id": uas_id_text(uas_id_bytes(text, id_type), id_type), "id_type": id_type}
+        except ValueError:
+            return {"uas_id": _icd_text(text, UAS_ID_LEN), "id_type": 0}
+    return {"uas_id": _icd_text(text, UAS_ID_LEN), "id_type": id_type}
 
 
 def _icd_text(text: str, size: int) -> str:

@@ -37,15 +37,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from towerd.errors import OutboxError
-from towerd.icd import (
+from towerd.icd import IDENTITY_RECORD_SIZE, LAT_LON_UNKNOWN
+from towerd.icd_identity import (
     IDENTITY_RECORD_DTYPE,
-    IDENTITY_RECORD_SIZE,
-    LAT_LON_UNKNOWN,
     OPERATOR_ID_LEN,
     SELF_ID_LEN,
-    UAS_ID_LEN,
     check_identity_records,
     empty_identity_records,
+    uas_id_bytes,
 )
 from towerd.reports.identity import IdentityStatus, TrackIdentity
 from towerd.seqranges import SEQ_MAX
@@ -80,6 +79,13 @@ def _text(value: object, size: int, what: str) -> bytes:
     return raw
 
 
+def _uas_id(value: object, id_type: object) -> bytes:
+    """The UAS ID field: ASCII text, or the bytes a binary ID's (type 3, 4) hex spells."""
+    if not isinstance(value, str):
+        raise ValueError("uas_id must be a string")
+    return uas_id_bytes(value, _int(id_type, 0, 15, "id_type"))
+
+
 def _int(value: object, lo: int, hi: int, what: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= int(value) <= hi:
         raise ValueError(f"{what} {value!r} is not an integer in {lo}..{hi}")
@@ -112,7 +118,7 @@ def _row(it: TrackIdentity) -> tuple:
             _int(it.track_id, 0, 2**32 - 1, "track_id"), int(IdentityStatus(it.status)),
             _int(it.source, 0, 255, "source"), _int(it.id_type, 0, 15, "id_type"), _int(it.ua_type, 0, 15, "ua_type"),
             lat_e7, lon_e7, _float(it.operator_alt_m, "operator_alt_m"), _float(it.rssi_dbm, "rssi_dbm"), 0,
-            _text(it.uas_id, UAS_ID_LEN, "uas_id"), _text(it.operator_id, OPERATOR_ID_LEN, "operator_id"),
+            _uas_id(it.uas_id, it.id_type), _text(it.operator_id, OPERATOR_ID_LEN, "operator_id"),
             _text(it.self_id, SELF_ID_LEN, "self_id"))
 
 

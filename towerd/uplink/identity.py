@@ -41,13 +41,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from towerd.icd import (
-    FLAG_REPLAY,
-    IDENTITY_RECORD_DTYPE,
-    IDENTITY_RECORD_SIZE,
-    check_identity_records,
-    encode_identities,
-)
+from towerd.icd import FLAG_REPLAY, IDENTITY_RECORD_SIZE
+from towerd.icd_identity import IDENTITY_RECORD_DTYPE, check_identity_records, encode_identities
 from towerd.outbox.sqlite import Outbox
 from towerd.uplink.batching import _Message
 from towerd.uplink.sharing import SharingRule, share_identities
