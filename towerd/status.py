@@ -278,7 +278,10 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
         if not up:
             problems.append(f"link to central {name} is down ({c.get('state', '?')})")
         if c.get("identity"):
-            lines.append("    identity (Remote ID, ICD v1.1): " + _IDENTITY_TEXT.get(c["identity"], str(c["identity"])))
+            recheck = c.get("identity_recheck_in_s")
+            again = f"; asked again in {_duration(recheck)}" if isinstance(recheck, (int, float)) else ""
+            lines.append("    identity (Remote ID, ICD v1.1): " + _IDENTITY_TEXT.get(c["identity"], str(c["identity"]))
+                         + again)
     ob = status.get("outbox", {})
     lines.append(f"Outbox: {plural(ob.get('pending', 0), 'record')} waiting for acknowledgement, next seq "
                  f"{ob.get('next_seq')}, {ob.get('dropped_total', 0)} dropped in all")

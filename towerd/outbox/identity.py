@@ -59,6 +59,8 @@ _SCHEMA = [
     "next_seq INTEGER NOT NULL CHECK (next_seq >= 1))",
     "CREATE TABLE IF NOT EXISTS identities (seq INTEGER PRIMARY KEY, time_us INTEGER NOT NULL, "
     "payload BLOB NOT NULL, done INTEGER NOT NULL DEFAULT 0, records_mark INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS identity_capability (central TEXT PRIMARY KEY, server_key TEXT NOT NULL, "
+    "capability TEXT NOT NULL, learnt_us INTEGER NOT NULL)",
 ]
 
 
@@ -312,6 +314,27 @@ class IdentityMixin:
             raise self._failed(conn, "ack_identities", exc) from exc
         self._id_count -= deleted
         return newly
+
+    def identity_capability(self, central: str) -> tuple[str, str, int] | None:
+        """What ``central`` was last found to be as to identities: (its server key then,
+        capability, UTC µs when learnt), or None when never asked."""
+        try:
+            row = self._db().execute("SELECT server_key, capability, learnt_us FROM identity_capability "
+                                     "WHERE central = ?", (central,)).fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self._path}: identity_capability failed: {exc}") from exc
+        return None if row is None else (str(row[0]), str(row[1]), int(row[2]))
+
+    def set_identity_capability(self, central: str, server_key: str, capability: str, learnt_us: int) -> None:
+        """Remember what ``central`` (with ``server_key``) is as to identities, so that a
+        restart does not ask again at once. Durable at the next commit."""
+        conn = self._db()
+        try:
+            self._begin(conn)
+            conn.execute("INSERT OR REPLACE INTO identity_capability (central, server_key, capability, learnt_us) "
+                         "VALUES (?, ?, ?, ?)", (central, server_key, capability, int(learnt_us)))
+        except sqlite3.Error as exc:
+            raise self._failed(conn, "set_identity_capability", exc) from exc
 
     def identity_pending_count(self, central: str | None = None) -> int:
         """Identity rows held (with ``central``: those it still needs; a scan)."""

@@ -121,7 +121,9 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
                                       batch_records=settings.batch_records, ack_timeout_s=settings.ack_timeout_s,
                                       ack_timeout_max_s=settings.ack_timeout_max_s,
                                       filters_tracks=self._filter.filters_tracks,
-                                      records_judged_below=self._records_judged_below)
+                                      records_judged_below=self._records_judged_below, clock=clock,
+                                      server_key=f"plain {settings.endpoint}" if self._curve is None
+                                      else self._curve[2].decode("ascii"))
         self._stats = {
             "sent_msgs": 0,
             "live_msgs": 0,
@@ -326,7 +328,8 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
         return {**self._stats, "state": self._state, "in_flight": len(self._inflight),
                 "replaying": self.replaying, "boundary_seq": self._boundary,
                 "ack_timeout_s": self.ack_timeout(), "srtt_s": self._srtt, **self._identity.stats,
-                "identity": self._identity.capability}
+                "identity": self._identity.capability,
+                "identity_recheck_in_s": self._identity.recheck_in_s(self._clock.monotonic())}
 
     @property
     def identity_capability(self) -> str:
