@@ -7,6 +7,7 @@ a real outbox file, closed and reopened as a daemon restart does."""
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -135,3 +136,41 @@ def test_the_recheck_setting_is_read_and_validated():
         with pytest.raises(ConfigError) as info:
             parse_config(BASE + bad, "t.yaml")
         assert any("identity.recheck_after" in p for p in info.value.problems), info.value.problems
+
+
+def test_the_identity_stream_times_out_as_adaptively_as_the_records(ctx, peer, tmp_path):
+    """One ACK-timer class for both streams: a central that acknowledges IDENTITY in 0.4 s
+    (under the 0.5 s floor) raises the identity timeout to srtt + 4 rttvar (1.2 s), so a
+    second message acknowledged in 0.8 s is not sent twice (the identity stream's old
+    timeout went back to the floor at every ACK: it was sent again at 0.5 s)."""
+    box = Outbox(tmp_path / "outbox.sqlite", clock=SystemClock())
+    client = UplinkClient(TOWER, settings(peer.endpoint, ack_timeout_s=0.5, ack_timeout_max_s=60.0), box,
+                          clock=SystemClock())
+
+    def step():
+        client.poll(5)
+        peer.drain(5)
+
+    def ack_after(delay_s: float, index: int) -> None:
+        """The ``index``-th IDENTITY message acknowledged ``delay_s`` after it came (a slow central)."""
+        wait_for(lambda: len(identity_msgs(peer)) > index, step, what=f"IDENTITY {index}")
+        deadline = time.monotonic() + delay_s
+        wait_for(lambda: time.monotonic() >= deadline, step, timeout_s=delay_s + 5.0, what="a slow central")
+        seq = icd.decode_identities(identity_msgs(peer)[index])["seq"]
+        peer.send(TOWER.encode(), icd.encode_ack(box.identity_stream_id, int(seq[0]), int(seq[-1])))
+        wait_for(lambda: client.stats["identity_acked_records"] > index, step, what=f"ACK {index}")
+
+    try:
+        assert client.stats["identity_ack_timeout_s"] == 0.5
+        box.add_identities(idents(1))
+        box.commit()
+        ack_after(0.4, 0)
+        assert client.stats["identity_ack_timeout_s"] >= 1.2  # 0.4 s + 4 * 0.2 s (more if the poll was late)
+        box.add_identities(idents(1))
+        box.commit()
+        ack_after(0.8, 1)
+        peer.drain(20)
+        assert client.stats["identity_resent_msgs"] == 0 and len(identity_msgs(peer)) == 2
+    finally:
+        client.close()
+        box.close()

@@ -34,9 +34,12 @@ sent or withheld. After a restart, an identity still held whose track's records 
 acknowledged before the restart is withheld from such a central (it errs on the side of
 not sharing).
 
+The identity stream's ACK timeout is its own :class:`~towerd.uplink.acktimer.AckTimer`,
+adaptive as the records' (srtt + 4 rttvar of its own ACK round trips, between
+``ack_timeout_s`` and ``ack_timeout_max_s``, doubled at each timeout until a fresh ACK).
 A central that drops IDENTITY without answering leaves its capability ``unknown``: the
-messages are sent again after the ACK timeout (doubling up to ``ack_timeout_max_s``),
-which costs a few bytes and never delays a record.
+messages are sent again after each timeout, which costs a few bytes and never delays a
+record.
 """
 
 from __future__ import annotations
@@ -51,6 +54,7 @@ from towerd.clock import Clock, SystemClock
 from towerd.icd import FLAG_REPLAY, IDENTITY_RECORD_SIZE
 from towerd.icd_identity import IDENTITY_RECORD_DTYPE, check_identity_records, encode_identities
 from towerd.outbox.sqlite import Outbox
+from towerd.uplink.acktimer import AckTimer
 from towerd.uplink.batching import _Message
 from towerd.uplink.sharing import SharingRule, share_identities
 
@@ -85,9 +89,7 @@ class IdentityFlow:
         self._send = send
         self._log = logger
         self._batch = batch_records
-        self._timeout_min = ack_timeout_s
-        self._timeout_max = ack_timeout_max_s
-        self._timeout = ack_timeout_s
+        self.timer = AckTimer(ack_timeout_s, ack_timeout_max_s)  # adaptive, as the records' (acktimer)
         self.capability = UNKNOWN if rule.identity.enabled else DISABLED
         self._clock: Clock = clock or SystemClock()
         self._server_key = server_key
@@ -113,7 +115,7 @@ class IdentityFlow:
         self._inflight.clear()
         self._boundary = self._outbox.identity_sendable_next_seq
         self._cursor = 0
-        self._timeout = self._timeout_min
+        self.timer.backoff = 1.0
 
     def pump(self, now: float) -> None:
         if self.capability == UNSUPPORTED and self._recheck_mono is not None and now >= self._recheck_mono:
@@ -123,14 +125,14 @@ class IdentityFlow:
         if self.capability in (UNSUPPORTED, DISABLED):
             self._withhold()
             return
-        timeout, timed_out = self._timeout, False
+        timeout, timed_out = self.timer.timeout(), False
         for msg in self._inflight.values():
             if msg.sent_mono is not None and now - msg.sent_mono < timeout:
                 continue
             if msg.sent_mono is not None:
                 if not timed_out:  # one doubling per round of timeouts, not per message
                     timed_out = True
-                    self._timeout = min(2 * self._timeout, self._timeout_max)
+                    self.timer.expired()
                 self.stats["identity_resent_msgs"] += 1
             if not self._send(msg.frame):
                 return
@@ -151,9 +153,10 @@ class IdentityFlow:
         if msg is None or msg.last != last:
             return  # a late or second ACK: the rows were marked the first time, or are re-sent
         del self._inflight[first]
+        if msg.sends == 1 and msg.sent_mono is not None:
+            self.timer.sample(self._clock.monotonic() - msg.sent_mono)
         self._outbox.ack_identities(first, last, self._name)
         self.stats["identity_acked_records"] += last - first + 1
-        self._timeout = self._timeout_min
         if self.capability == UNKNOWN:
             self.capability = SUPPORTED
             self._remember()
