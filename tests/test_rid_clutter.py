@@ -8,6 +8,7 @@ import math
 
 import numpy as np
 
+from test_rid_fusion import PIPELINE_CONFIG
 from towerd.clock import ManualClock
 from towerd.config import parse_config
 from towerd.drivers.measurements import RadarPlots, RemoteIdReading, RidSource, empty_plots
@@ -15,18 +16,8 @@ from towerd.geo import Site, enu_to_geodetic
 from towerd.icd import SOURCE_REMOTE_ID
 from towerd.pipeline import Pipeline
 
-CONFIG = """\
-version: 1
-tower: {id: tx-test-001, latitude_deg: 27.5, longitude_deg: -99.5, height_m: 130}
-sensors:
-  - name: radar0
-    driver: ti_mmwave
-    settings: {port: /dev/null}
-    mount: {boresight_azimuth_deg: 0, position_enu_m: [0, 0, 10]}
-  - {name: rid0, driver: remoteid, settings: {port: /dev/null}}
-remote_id:
-  radar_coverage: {max_range_m: 400}
-"""
+CONFIG = PIPELINE_CONFIG.replace("remote_id:", "  - {name: rid0, driver: remoteid, settings: {port: /dev/null}}\n"
+                                                "remote_id:")
 SITE = Site(27.5, -99.5, 130.0)
 HOVER_ENU = np.array([20.0, 120.0, 60.0])  # still from the radar's first sight of it
 SNR_DB = 30.0

@@ -84,6 +84,23 @@ BINARY_ID_TYPES = {3: 16, 4: 20}
 """F3411 ID types whose UAS ID is binary, and its size in bytes: 3 UTM-assigned UUID
 (128 bits), 4 specific session ID (session-ID type byte + 19 bytes)."""
 _HEX = re.compile(r"(?:[0-9a-fA-F]{2})+")
+_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
+
+
+def text_field(value: object, size: int, what: str) -> bytes:
+    """``value`` as an F3411 text field's bytes: printable ASCII, at most ``size``
+    characters (unpadded); ValueError naming ``what`` otherwise."""
+    if not isinstance(value, str):
+        raise ValueError(f"{what} must be a string")
+    try:
+        raw = value.encode("ascii")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what} {value!r} is not ASCII (F3411 text fields are)") from None
+    if len(raw) > size:
+        raise ValueError(f"{what} {value!r} is longer than {size} characters")
+    if not _PRINTABLE.fullmatch(raw):
+        raise ValueError(f"{what} {value!r} is not printable ASCII")
+    return raw
 
 
 def uas_id_bytes(uas_id: str, id_type: int) -> bytes:
@@ -92,15 +109,7 @@ def uas_id_bytes(uas_id: str, id_type: int) -> bytes:
     when it cannot be carried (not printable ASCII; not hex; too long)."""
     size = BINARY_ID_TYPES.get(int(id_type))
     if size is None:
-        try:
-            raw = uas_id.encode("ascii")
-        except UnicodeEncodeError:
-            raise ValueError(f"uas_id {uas_id!r} is not ASCII (F3411 text fields are)") from None
-        if len(raw) > UAS_ID_LEN:
-            raise ValueError(f"uas_id {uas_id!r} is longer than {UAS_ID_LEN} characters")
-        if not all(0x20 <= c <= 0x7E for c in raw):
-            raise ValueError(f"uas_id {uas_id!r} is not printable ASCII")
-        return raw
+        return text_field(uas_id, UAS_ID_LEN, "uas_id")
     if uas_id and not _HEX.fullmatch(uas_id):
         raise ValueError(f"uas_id {uas_id!r} of ID type {id_type} is not hex text of whole bytes")
     raw = bytes.fromhex(uas_id).rstrip(b"\0")

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -44,6 +43,7 @@ from towerd.icd_identity import (
     SELF_ID_LEN,
     check_identity_records,
     empty_identity_records,
+    text_field,
     uas_id_bytes,
 )
 from towerd.reports.identity import IdentityStatus, TrackIdentity
@@ -62,23 +62,6 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS identity_capability (central TEXT PRIMARY KEY, server_key TEXT NOT NULL, "
     "capability TEXT NOT NULL, learnt_us INTEGER NOT NULL)",
 ]
-
-
-_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
-
-
-def _text(value: object, size: int, what: str) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string")
-    try:
-        raw = value.encode("ascii")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} {value!r} is not ASCII (F3411 text fields are)") from None
-    if len(raw) > size:
-        raise ValueError(f"{what} {value!r} is longer than {size} characters")
-    if not _PRINTABLE.fullmatch(raw):
-        raise ValueError(f"{what} {value!r} is not printable ASCII")
-    return raw
 
 
 def _uas_id(value: object, id_type: object) -> bytes:
@@ -120,8 +103,8 @@ def _row(it: TrackIdentity) -> tuple:
             _int(it.track_id, 0, 2**32 - 1, "track_id"), int(IdentityStatus(it.status)),
             _int(it.source, 0, 255, "source"), _int(it.id_type, 0, 15, "id_type"), _int(it.ua_type, 0, 15, "ua_type"),
             lat_e7, lon_e7, _float(it.operator_alt_m, "operator_alt_m"), _float(it.rssi_dbm, "rssi_dbm"), 0,
-            _uas_id(it.uas_id, it.id_type), _text(it.operator_id, OPERATOR_ID_LEN, "operator_id"),
-            _text(it.self_id, SELF_ID_LEN, "self_id"))
+            _uas_id(it.uas_id, it.id_type), text_field(it.operator_id, OPERATOR_ID_LEN, "operator_id"),
+            text_field(it.self_id, SELF_ID_LEN, "self_id"))
 
 
 def identity_records(items: Sequence[TrackIdentity]) -> np.ndarray:
