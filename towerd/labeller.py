@@ -179,7 +179,9 @@ class Labeller:
                   | (self._features["doppler_spread_mps"][rows] >= ss.exempt_doppler_spread_mps)
                   | ((category == int(Category.UAS)) & (confidence >= ss.exempt_uas_confidence)))
         if self.exempt_tracks is not None and len(rows):
-            exempt |= np.isin(self._tracks.track_id[rows], self.exempt_tracks())
+            ids = self.exempt_tracks()
+            if len(ids):  # a few paired drones: a comparison table beats np.isin's set-up
+                exempt |= (self._tracks.track_id[rows][:, None] == ids[None, :]).any(axis=1)
         return exempt
 
     def _carry_decisions(self, tracks: TrackTable, rf: RfLink) -> None:

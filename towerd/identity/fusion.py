@@ -102,6 +102,7 @@ class RemoteIdFusion:
         self._last_eval = -math.inf
         self._events: list[tuple[str, str, str, dict[str, Any]]] = []
         self._identities: dict[int, TrackIdentity] = {}  # due, not yet popped: the latest per track
+        self._airborne: np.ndarray | None = None  # airborne_tracks(), until the pairs change
         self.receivers_up = True
         """Whether a Remote ID receiver covers now (:meth:`set_receivers`): while none
         does, silence proves nothing and no track becomes non-cooperative."""
@@ -130,6 +131,7 @@ class RemoteIdFusion:
         tx = self.transmitters.merge(reading)
         if tx is None:
             return _NO_RECORDS
+        self._airborne = None  # its operational status may have changed
         self.verdicts.setdefault(tx.key, Verdict())
         if tx.t_position != reading.t_mono and reading.t_mono - self._last_eval < INGEST_EVAL_S - TIME_EPS_S:
             return _NO_RECORDS
@@ -164,6 +166,7 @@ class RemoteIdFusion:
         """Final ENDED records of every ID-only track (the daemon is stopping)."""
         out = [self._end(tx) for tx in list(self.transmitters.by_key.values())]
         self.transmitters.by_key.clear()
+        self._airborne = None
         return _join(_NO_RECORDS, *out)
 
     def set_receivers(self, silence: Mapping[str, float | None]) -> None:
@@ -208,10 +211,12 @@ class RemoteIdFusion:
         declared on the ground (F3411 operational status other than 1 "ground": airborne,
         emergency, or undeclared, as DJI DroneID and most JSON receivers give none): never
         static clutter, however still it hovers (the labeller asks)."""
-        ids = [v.paired_track for key, v in self.verdicts.items()
-               if v.paired_track and v.status == IdentityStatus.COOPERATIVE
-               and (tx := self.transmitters.by_key.get(key)) is not None and tx.merged.status != STATUS_GROUND]
-        return np.array(ids, dtype=np.uint32)
+        if self._airborne is None:  # pairs change only in an evaluation or when a transmitter ends
+            ids = [v.paired_track for key, v in self.verdicts.items()
+                   if v.paired_track and v.status == IdentityStatus.COOPERATIVE
+                   and (tx := self.transmitters.by_key.get(key)) is not None and tx.merged.status != STATUS_GROUND]
+            self._airborne = np.array(ids, dtype=np.uint32)
+        return self._airborne
 
     @property
     def id_only_count(self) -> int:
@@ -231,6 +236,7 @@ class RemoteIdFusion:
 
     def _evaluate(self, t: float) -> np.ndarray:
         self._last_eval = t
+        self._airborne = None
         s = self.settings
         tracks = self._tracks
         live = {int(tid): row for row, tid in enumerate(tracks.track_id)}
@@ -368,6 +374,7 @@ class RemoteIdFusion:
     def _end(self, tx: Transmitter) -> np.ndarray:
         """The ENDED record of ``tx``'s ID-only track (none when it has none); its state goes."""
         v = self.verdicts.pop(tx.key, None)
+        self._airborne = None
         if v is None or not v.id_only:
             return _NO_RECORDS
         return self._records([self._id_only_row(tx, v, Status.ENDED)])
