@@ -216,7 +216,7 @@ class RemoteIdReading:
     transmitter: str  # the broadcaster's MAC address, lower case "aa:bb:cc:dd:ee:ff"; "" if not given
     source: RidSource = RidSource.UNKNOWN
     rssi_dbm: float = float("nan")
-    uas_id: str = ""  # serial number / registration / session id, as broadcast (<= 20 chars)
+    uas_id: str = ""  # serial number / registration as broadcast (<= 20 chars); UUID / session id as hex (<= 40)
     id_type: int = 0  # F3411 ID type: 0 none, 1 serial (CTA-2063-A), 2 CAA registration, 3 UTM UUID, 4 session id
     ua_type: int = 0  # F3411 UA type: 0 none, 1 aeroplane, 2 helicopter/multirotor, ... 15 other
     status: int = 0  # F3411 operational status: 0 undeclared, 1 ground, 2 airborne, 3 emergency, 4 RID failure

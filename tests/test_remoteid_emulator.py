@@ -6,6 +6,8 @@ form, silent and spoofing drones, range, rate; the scenario file's remote_id sec
 from __future__ import annotations
 
 import math
+import os
+import select
 import time
 from pathlib import Path
 
@@ -16,7 +18,8 @@ from numpy.testing import assert_allclose
 from processes import Sim
 
 from towerd import geo
-from towerd.clock import ManualClock
+from towerd.sim.writer import EmulatorThread
+from towerd.clock import ManualClock, SystemClock
 from towerd.drivers.measurements import RidSource
 from towerd.drivers.remoteid.protocol import RidParser
 from towerd.sim.remoteid import RemoteIdEmulator, encode_location
@@ -202,3 +205,49 @@ def test_towerd_sim_remoteid_without_site_is_refused(towerd_exe, tmp_path):
     assert sim.proc.wait(15) == 2  # options that do not fit the device: a usage error, as for the other emulators
     sim.stop()
     assert "needs --site" in sim.log()
+
+
+class _Ticker(EmulatorThread):
+    """The smallest line device on the shared paced writer: one byte per tick."""
+
+    def __init__(self, period_s: float) -> None:
+        self._init_thread()
+        self.clock, self.period_s = SystemClock(), period_s
+        self.bytes_per_s, self.bytes_sent, self.bytes_dropped, self.error = 1e6, 0, 0, None
+        self.ticks: list[tuple[int, int, bool]] = []
+        self._stall_until = -math.inf
+
+    def start(self, pty) -> None:
+        self._begin()
+        self.t0_mono = self.clock.monotonic()
+        self._launch(self._paced_run, (pty, self.period_s, self._next, "ticker"), "ticker")
+
+    def _next(self, k: int, now: float, skipped: int, stalled: bool) -> bytes:
+        self.ticks.append((k, skipped, stalled))
+        return bytes([65 + k % 26])
+
+
+def test_the_shared_paced_writer_numbers_ticks_passes_over_late_ones_and_drops_a_stall(pty_pair):
+    """Both line emulators' loop (EmulatorThread._paced_run): tick k follows k - 1 - skipped,
+    and what a stalled line's ticks make never reaches the wire."""
+    ticker = _Ticker(0.01)
+    ticker.start(pty_pair)
+    try:
+        deadline = time.monotonic() + 10.0
+        while len(ticker.ticks) < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling another thread's progress
+        ticker._stall_until = ticker.clock.monotonic() + 0.1
+        while not any(s for _, _, s in ticker.ticks) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        while ticker.clock.monotonic() < ticker._stall_until + 0.05 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        ticker.stop()
+    ks = [k for k, _, _ in ticker.ticks]
+    assert ks[0] == ticker.ticks[0][1]  # tick 0, or the first tick the thread was in time for
+    assert all(k == prev + 1 + skipped for prev, (k, skipped, _) in zip(ks, ticker.ticks[1:]))
+    sent = bytes(65 + k % 26 for k, _, stalled in ticker.ticks if not stalled)
+    got = b""
+    while len(got) < len(sent) and select.select([pty_pair.slave_fd], [], [], 2.0)[0]:  # the wire, port side
+        got += os.read(pty_pair.slave_fd, 4096)
+    assert any(stalled for _, _, stalled in ticker.ticks) and got == sent and ticker.bytes_sent == len(sent)

@@ -168,12 +168,21 @@ class Daemon:
             "config_digest": self.loaded.digest,
             "uptime_s": round(self.clock.monotonic() - self._started_mono, 3),
             "time_us": self.clock.utc_us(),
-            "sensors": {r.name: r.status() for r in self.runners},
+            "sensors": self._sensors_health(),
             "tracks_active": self.pipeline.tracks_active,
             "outbox": outbox.health() if outbox else {"pending": 0, "oldest_seq": None, "next_seq": None,
                                                         "dropped_total": 0},
             "readings_dropped": self.dropped_readings,
         }
+
+    def _sensors_health(self) -> dict[str, Any]:
+        """Each sensor's status; a Remote ID receiver's with ``covering`` (whether its
+        silence counts as the absence of broadcasts, and why not)."""
+        sensors = {r.name: r.status() for r in self.runners}
+        for name, why in self.pipeline.identity.receivers.items():
+            if name in sensors:
+                sensors[name]["covering"] = why or "yes"
+        return sensors
 
     def status(self) -> dict[str, Any]:
         """Everything `towerd status` shows: HEALTH plus per-central link details."""
@@ -420,8 +429,9 @@ class Daemon:
             except queue.Empty:
                 break
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
-        self.pipeline.set_receivers_up(any(r.state is not SensorState.DOWN for r in self.runners
-                                           if r.driver.kind == "remoteid"))
+        now = self.clock.monotonic()
+        self.pipeline.set_receivers({r.name: None if r.state is SensorState.DOWN else r.driver.silent_s(now)
+                                     for r in self.runners if r.driver.kind == "remoteid"})
         for _ in range(QUEUE_MAX_READINGS):
             try:
                 reading = self._readings.get_nowait()

@@ -3,7 +3,9 @@ shared by uplink and central.
 
 Everything little-endian and packed. This module is pure: bytes in, values out, no
 sockets. The record layout is a NumPy structured dtype with explicit offsets so that
-encoding many records is one ``tobytes()``.
+encoding many records is one ``tobytes()``. The IDENTITY record (v1.1) is in
+:mod:`towerd.icd_identity`, the bounded parse of received JSON bodies and
+:class:`MessageError` in :mod:`towerd.icd_json`; their names stay importable from here.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from towerd.errors import FrameError
+from towerd.icd_json import MAX_JSON_DEPTH  # noqa: F401 (re-exported)
+from towerd.icd_json import MAX_JSON_NODES, MessageError, check_tree, parse_json
 
 MAGIC = b"TW"
 VERSION = 1
@@ -103,56 +106,7 @@ assert TRACK_RECORD_DTYPE.itemsize == RECORD_SIZE
 
 
 IDENTITY_RECORD_SIZE = 112
-UAS_ID_LEN = 20
-OPERATOR_ID_LEN = 20
-SELF_ID_LEN = 23
-"""F3411 text field sizes (Basic ID's UAS ID, Operator ID, Self ID description), bytes."""
-
-
-class IdentityWithheld(enum.IntFlag):
-    """IDENTITY record ``withheld`` bits: what the tower's sharing rule kept from this
-    central (the field is then empty/unknown although the tower knows it)."""
-
-    UAS_ID = 0x01  # uas_id and id_type
-    OPERATOR_POSITION = 0x02  # operator_lat_e7, operator_lon_e7, operator_alt_m
-    OPERATOR_ID = 0x04
-
-
-WITHHELD_BITS = int(IdentityWithheld.UAS_ID | IdentityWithheld.OPERATOR_POSITION | IdentityWithheld.OPERATOR_ID)
-IDENTITY_STATUS_MAX = 4
-"""IDENTITY ``status``: 1 cooperative, 2 id_only, 3 non_cooperative, 4 mismatch
-(towerd.reports.identity.IdentityStatus)."""
-
-IDENTITY_RECORD_DTYPE = np.dtype(
-    {
-        "names": [
-            "seq", "time_us", "last_heard_us", "track_id", "status", "source", "id_type", "ua_type",
-            "operator_lat_e7", "operator_lon_e7", "operator_alt_m", "rssi_dbm", "withheld",
-            "uas_id", "operator_id", "self_id",
-        ],
-        "formats": [
-            "<u8", "<i8", "<i8", "<u4", "u1", "u1", "u1", "u1",
-            "<i4", "<i4", "<f4", "<f4", "u1",
-            f"S{UAS_ID_LEN}", f"S{OPERATOR_ID_LEN}", f"S{SELF_ID_LEN}",
-        ],
-        "offsets": [0, 8, 16, 24, 28, 29, 30, 31, 32, 36, 40, 44, 48, 49, 69, 89],
-        "itemsize": IDENTITY_RECORD_SIZE,
-    }
-)
-"""One ICD v1.1 IDENTITY record, 112 bytes, byte-exact (docs/protocol.md)."""
-assert IDENTITY_RECORD_DTYPE.itemsize == IDENTITY_RECORD_SIZE
-_TEXT_FIELDS = (("uas_id", UAS_ID_LEN), ("operator_id", OPERATOR_ID_LEN), ("self_id", SELF_ID_LEN))
-
-
-def empty_identity_records(n: int = 0) -> np.ndarray:
-    """IDENTITY records with every optional field at its 'unknown' value (status 0 is
-    not valid: the caller sets it)."""
-    rec = np.zeros(n, dtype=IDENTITY_RECORD_DTYPE)
-    rec["operator_lat_e7"] = LAT_LON_UNKNOWN
-    rec["operator_lon_e7"] = LAT_LON_UNKNOWN
-    rec["operator_alt_m"] = np.nan
-    rec["rssi_dbm"] = np.nan
-    return rec
+"""ICD v1.1 IDENTITY record size (its layout and checks: :mod:`towerd.icd_identity`)."""
 
 
 def empty_track_records(n: int = 0) -> np.ndarray:
@@ -184,31 +138,8 @@ KNOWN_FLAGS = FLAG_REPLAY
 """Flag bits defined by ICD v1. Any other bit set makes a message malformed."""
 SEVERITIES = frozenset({"info", "warning", "error", "critical"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-MAX_JSON_DEPTH = 32
-"""Deepest nesting of arrays and objects accepted in a received JSON body (the ICD's
-bodies need 3 or 4 levels; a deeper one is refused, reason ``json_depth``)."""
-MAX_JSON_NODES = 200_000
-"""Most JSON values (object keys count too) accepted in one received body (reason
-``json_size``); a receiver may set a lower bound (the central's HEALTH key limit)."""
-_MAX_INT_DIGITS = 20
-"""A JSON integer of more digits cannot be a u64 or an i64 (reason ``json``)."""
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-"""NUL (PostgreSQL text cannot hold it) and lone surrogates (not UTF-8: SQLite and
-PostgreSQL refuse to store them; ``json.loads`` accepts ``\\ud800`` escapes)."""
 _EVENT_REQUIRED = (("seq", int), ("time_us", int), ("code", str), ("severity", str), ("message", str))
 _RECORD_TYPES = frozenset({MsgType.TRACKS, MsgType.EVENTS, MsgType.IDENTITY})
-
-
-class MessageError(FrameError):
-    """A received message violates ICD v1. ``reason`` is a short stable key (``short``,
-    ``magic``, ``version``, ``type``, ``flags``, ``count``, ``size``, ``stream_id``,
-    ``seq``, ``ack_range``, ``encoding``, ``json``, ``json_depth``, ``json_size``,
-    ``json_shape``, ``event_fields``, ``range``) for
-    counters and rate-limited logs; ``str()`` gives the precise detail."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -303,61 +234,6 @@ def encode_events(stream_id: int, events: list[dict], flags: int = 0) -> bytes:
     return _header(MsgType.EVENTS, stream_id, len(events), flags) + _json_bytes(events)
 
 
-def _identity_problem(rec: np.ndarray) -> tuple[str, str] | None:
-    """``(reason, detail)`` for the first IDENTITY record field the ICD forbids, else None.
-    Text: printable ASCII (0x20-0x7E) then NUL padding only (numpy's ``S`` fields strip
-    trailing NULs, so an interior NUL is the only way one survives)."""
-    if rec.size == 0:
-        return None
-    status = rec["status"]
-    if ((status < 1) | (status > IDENTITY_STATUS_MAX)).any():
-        return "range", f"IDENTITY status {int(status[(status < 1) | (status > IDENTITY_STATUS_MAX)][0])} not in 1..4"
-    for name in ("id_type", "ua_type"):
-        if (rec[name] > 15).any():
-            return "range", f"IDENTITY {name} beyond 15 (a 4-bit F3411 field)"
-    if (rec["withheld"] & (0xFF ^ WITHHELD_BITS)).any():
-        return "range", "IDENTITY withheld sets undefined bits"
-    for name in ("operator_alt_m", "rssi_dbm"):
-        if np.isinf(rec[name]).any():
-            return "range", f"IDENTITY {name} is infinite (unknown is NaN)"
-    for name, limit in (("operator_lat_e7", 900_000_000), ("operator_lon_e7", 1_800_000_000)):
-        col = rec[name]
-        if ((col != LAT_LON_UNKNOWN) & (np.abs(col.astype(np.int64)) > limit)).any():
-            return "range", f"IDENTITY {name} beyond +-{limit} (unknown is -2^31)"
-    if ((rec["last_heard_us"] < 0)).any():
-        return "range", "IDENTITY last_heard_us is negative (never heard is 0)"
-    for name, _size in _TEXT_FIELDS:
-        raw = np.frombuffer(rec[name].tobytes(), dtype=np.uint8).reshape(rec.size, -1)
-        nul = raw == 0
-        # After the first NUL only NULs; before it only printable ASCII.
-        after_nul = np.logical_or.accumulate(nul, axis=1)
-        if ((raw != 0) & after_nul).any() or (~after_nul & ((raw < 0x20) | (raw > 0x7E))).any():
-            return "encoding", f"IDENTITY {name} is not printable ASCII padded with NUL"
-    return None
-
-
-def check_identity_records(records: np.ndarray) -> None:
-    """Raise ValueError naming the first field of IDENTITY records (IDENTITY_RECORD_DTYPE,
-    shape (n,)) that the ICD cannot carry (``seq`` aside)."""
-    if not isinstance(records, np.ndarray) or records.dtype != IDENTITY_RECORD_DTYPE or records.ndim != 1:
-        raise ValueError("records must be a 1-D array of IDENTITY_RECORD_DTYPE")
-    problem = _identity_problem(records)
-    if problem is not None:
-        raise ValueError(problem[1])
-
-
-def encode_identities(stream_id: int, records: np.ndarray, flags: int = 0) -> bytes:
-    """One IDENTITY message (ICD v1.1). ``records``: 1-D array of IDENTITY_RECORD_DTYPE,
-    shape (count,), ``seq`` assigned, consecutive ascending, 1 <= count <= 65535, every
-    field within the ICD (status 1..4, id/UA type 0..15, text printable ASCII); the
-    ``stream_id`` is the tower's identity stream, never its records stream."""
-    _check_record_array(records, IDENTITY_RECORD_DTYPE, "IDENTITY")
-    problem = _identity_problem(records)
-    if problem is not None:
-        raise ValueError(problem[1])
-    return _header(MsgType.IDENTITY, stream_id, records.size, flags) + np.ascontiguousarray(records).tobytes()
-
-
 def encode_tracks_rows(stream_id: int, rows: list[bytes], flags: int = 0) -> bytes:
     """One TRACKS message from records already in wire form (RECORD_SIZE bytes each,
     ``seq`` set, consecutive and ascending): the bytes :func:`encode_tracks` makes of the
@@ -411,67 +287,6 @@ def encode_error(stream_id: int, code: str, message: str) -> bytes:
     return _header(MsgType.ERROR, stream_id, 0, 0) + _json_bytes({"code": code, "message": message})
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _bounded_int(text: str) -> int:
-    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
-        raise ValueError(f"integer of {len(text)} digits is out of range")
-    return int(text)
-
-
-def _finite_float(text: str) -> float:
-    value = float(text)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise ValueError(f"number {text[:40]} is out of range")
-    return value
-
-
-def _parse_json(body: bytes, what: str, max_nodes: int = MAX_JSON_NODES) -> object:
-    """Parse a received JSON body, total and bounded: every failure is a MessageError
-    (``encoding``, ``json``, ``json_depth``, ``json_size``), never another exception.
-    Refused besides invalid JSON: nesting deeper than MAX_JSON_DEPTH, more than
-    ``max_nodes`` values, integers beyond 20 digits, numbers that overflow a double,
-    NaN/Infinity, and strings (keys too) holding NUL or a lone surrogate."""
-    try:
-        obj = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_int=_bounded_int,
-                         parse_float=_finite_float)
-    except UnicodeDecodeError as exc:
-        raise MessageError("encoding", f"{what} body is not UTF-8: {exc}") from None
-    except RecursionError:
-        raise MessageError("json_depth", f"{what} body nests deeper than {MAX_JSON_DEPTH}") from None
-    except ValueError as exc:  # json.JSONDecodeError is a ValueError
-        raise MessageError("json", f"{what} body is not valid JSON: {str(exc)[:200]}") from None
-    _check_tree(obj, what, max_nodes)
-    return obj
-
-
-def _check_tree(obj: object, what: str, max_nodes: int) -> None:
-    """Walk a parsed JSON value without recursion: depth, size and storable strings."""
-    stack = [(obj, 1)]
-    nodes = 0
-    while stack:
-        value, depth = stack.pop()
-        nodes += 1
-        if nodes > max_nodes:
-            raise MessageError("json_size", f"{what} body holds more than {max_nodes} values")
-        if isinstance(value, str):
-            if _UNSTORABLE.search(value):
-                raise MessageError("encoding", f"{what} body has a string with NUL or a lone surrogate")
-        elif isinstance(value, (dict, list)):
-            if depth > MAX_JSON_DEPTH:
-                raise MessageError("json_depth", f"{what} body nests deeper than {MAX_JSON_DEPTH}")
-            if isinstance(value, dict):
-                nodes += len(value)
-                for key in value:
-                    if _UNSTORABLE.search(key):
-                        raise MessageError("encoding", f"{what} body has a key with NUL or a lone surrogate")
-                stack.extend((v, depth + 1) for v in value.values())
-            else:
-                stack.extend((v, depth + 1) for v in value)
-
-
 def decode(frame: bytes) -> Message:
     """Check one frame against ICD v1 and split it into header fields and body.
 
@@ -511,11 +326,10 @@ def decode(frame: bytes) -> Message:
     elif count != 0:
         raise MessageError("count", f"{mtype.name} with count {count}, expected 0")
     if mtype in _FIXED_RECORDS:
-        dtype = _FIXED_RECORDS[mtype]
-        if len(body) != dtype.itemsize * count:
-            raise MessageError("size", f"{mtype.name} body {len(body)} bytes, count {count} needs "
-                               f"{dtype.itemsize * count}")
-        seq = np.frombuffer(body, dtype=dtype)["seq"]
+        size = _FIXED_RECORDS[mtype]
+        if len(body) != size * count:
+            raise MessageError("size", f"{mtype.name} body {len(body)} bytes, count {count} needs {size * count}")
+        seq = np.frombuffer(body, dtype="<u8")[::size // 8]
         if int(seq[0]) + count - 1 > U64_MAX:
             raise MessageError("seq", f"{mtype.name} seq {int(seq[0])} + {count - 1} wraps past 2^64")
         try:
@@ -523,7 +337,7 @@ def decode(frame: bytes) -> Message:
         except ValueError as exc:
             raise MessageError("seq", str(exc)) from None
     elif mtype == MsgType.EVENTS:
-        events = parsed = _parse_json(body, "EVENTS")
+        events = parsed = parse_json(body, "EVENTS")
         if not isinstance(events, list):
             raise MessageError("json_shape", "EVENTS body is not a JSON array")
         if len(events) != count:
@@ -531,7 +345,7 @@ def decode(frame: bytes) -> Message:
         if not all(isinstance(ev, dict) for ev in events):
             raise MessageError("json_shape", "EVENTS array holds a non-object")
     elif mtype == MsgType.HEALTH:
-        parsed = _parse_json(body, "HEALTH")
+        parsed = parse_json(body, "HEALTH")
         if not isinstance(parsed, dict):
             raise MessageError("json_shape", "HEALTH body is not a JSON object")
     elif mtype == MsgType.ACK:
@@ -546,7 +360,7 @@ def decode(frame: bytes) -> Message:
         if body:
             raise MessageError("size", f"HEALTH_ACK body {len(body)} bytes, expected 0")
     elif mtype == MsgType.ERROR:
-        err = parsed = _parse_json(body, "ERROR")
+        err = parsed = parse_json(body, "ERROR")
         if not (isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str)):
             raise MessageError("json_shape", 'ERROR body is not {"code": str, "message": str}')
     return Message(type=mtype, stream_id=stream_id, count=count, flags=flags, body=body, parsed=parsed)
@@ -556,14 +370,15 @@ def _parsed(msg: Message, what: str, max_nodes: int = MAX_JSON_NODES) -> object:
     """The JSON body of ``msg``: as :func:`decode` parsed it (walked again only for a
     lower ``max_nodes``), else parsed now."""
     if msg.parsed is None:
-        return _parse_json(msg.body, what, max_nodes)
+        return parse_json(msg.body, what, max_nodes)
     if max_nodes < MAX_JSON_NODES:
-        _check_tree(msg.parsed, what, max_nodes)
+        check_tree(msg.parsed, what, max_nodes)
     return msg.parsed
 
 
-_FIXED_RECORDS = {MsgType.TRACKS: TRACK_RECORD_DTYPE, MsgType.IDENTITY: IDENTITY_RECORD_DTYPE}
-"""Message types whose body is ``count`` fixed-size records starting with a u64 seq."""
+_FIXED_RECORDS = {MsgType.TRACKS: RECORD_SIZE, MsgType.IDENTITY: IDENTITY_RECORD_SIZE}
+"""Message types whose body is ``count`` fixed-size records (bytes each, a multiple of 8)
+starting with a u64 seq."""
 
 
 def _expect(msg: Message, mtype: MsgType) -> None:
@@ -586,19 +401,6 @@ def decode_tracks(msg: Message) -> np.ndarray:
 
 
 _FLOAT_FIELDS = tuple(n for n in TRACK_RECORD_DTYPE.names if TRACK_RECORD_DTYPE.fields[n][0].kind == "f")
-
-
-def decode_identities(msg: Message) -> np.ndarray:
-    """The records of a decoded IDENTITY message (ICD v1.1): a writable copy,
-    IDENTITY_RECORD_DTYPE, shape (count,), every field checked (reasons ``range`` and
-    ``encoding``, see :func:`encode_identities`). ``source`` is not checked: a source
-    added later is stored as its number."""
-    _expect(msg, MsgType.IDENTITY)
-    records = np.frombuffer(msg.body, dtype=IDENTITY_RECORD_DTYPE, count=msg.count).copy()
-    problem = _identity_problem(records)
-    if problem is not None:
-        raise MessageError(*problem)
-    return records
 
 
 def decode_events(msg: Message) -> list[dict]:
@@ -647,3 +449,19 @@ def decode_error(msg: Message) -> tuple[str, str]:
     if not (isinstance(err, dict) and isinstance(err.get("code"), str) and isinstance(err.get("message"), str)):
         raise MessageError("json_shape", 'ERROR body is not {"code": str, "message": str}')
     return err["code"], err["message"]
+
+
+_IDENTITY_NAMES = frozenset({
+    "IDENTITY_RECORD_DTYPE", "UAS_ID_LEN", "OPERATOR_ID_LEN", "SELF_ID_LEN", "IdentityWithheld", "WITHHELD_BITS",
+    "IDENTITY_STATUS_MAX", "empty_identity_records", "check_identity_records", "encode_identities",
+    "decode_identities", "uas_id_bytes", "uas_id_text", "uas_id_texts", "BINARY_ID_TYPES",
+})
+
+
+def __getattr__(name: str) -> object:
+    """The IDENTITY record's names, now in :mod:`towerd.icd_identity`, still importable
+    from here (loaded on first use: that module builds on this one)."""
+    if name in _IDENTITY_NAMES:
+        from towerd import icd_identity
+        return getattr(icd_identity, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -14,8 +14,9 @@ for by the reporter, for the tracks whose status makes them reportable, through
   kept until its inputs change: its features (a detection updated it) or its RF link,
   or the settings; a track of which nobody asks is never classified;
 - static clutter: a track that has MOVED is never static; the others are static unless
-  exempt (RF-linked, Doppler spread of rotors, or confidently uas), which needs the
-  decision only for them. The clutter map learns from the confirmed static tracks a
+  exempt (RF-linked, Doppler spread of rotors, confidently uas, or named by
+  :attr:`Labeller.exempt_tracks`: Remote ID fusion's radar tracks paired with an airborne
+  drone's broadcast), which needs the decision only for them. The clutter map learns from the confirmed static tracks a
   detection updated, so their exemption is decided on every call;
 - threat (:class:`~towerd.threat.ThreatAssessor`) for the tracks asked for.
 
@@ -29,7 +30,7 @@ byte).
 from __future__ import annotations
 
 import logging
-from typing import Protocol
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -79,6 +80,10 @@ class Labeller:
         self._probability = np.zeros((0, 5))
         self._features = np.zeros(0, dtype=FEATURE_DTYPE)
         self._dirty = True  # settings changed since the last observe()
+        self.exempt_tracks: Callable[[], np.ndarray] | None = None
+        """Track ids never static clutter whatever their motion, asked of another fusion
+        (the pipeline hands Remote ID fusion's paired airborne tracks): a hovering drone
+        that says where it is stays reported."""
 
     @property
     def settings(self) -> ClassificationSettings:
@@ -170,9 +175,14 @@ class Labeller:
         """(len(rows),) bool: never static clutter (see towerd.tracking.clutter)."""
         ss = self.static_filter.settings
         category, confidence = self._decide(rows)
-        return (self._rf.linked[rows]
-                | (self._features["doppler_spread_mps"][rows] >= ss.exempt_doppler_spread_mps)
-                | ((category == int(Category.UAS)) & (confidence >= ss.exempt_uas_confidence)))
+        exempt = (self._rf.linked[rows]
+                  | (self._features["doppler_spread_mps"][rows] >= ss.exempt_doppler_spread_mps)
+                  | ((category == int(Category.UAS)) & (confidence >= ss.exempt_uas_confidence)))
+        if self.exempt_tracks is not None and len(rows):
+            ids = self.exempt_tracks()
+            if len(ids):  # a few paired drones: a comparison table beats np.isin's set-up
+                exempt |= (self._tracks.track_id[rows][:, None] == ids[None, :]).any(axis=1)
+        return exempt
 
     def _carry_decisions(self, tracks: TrackTable, rf: RfLink) -> None:
         """Re-align the decisions with ``tracks``; a new track, or one whose RF link

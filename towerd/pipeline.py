@@ -9,8 +9,8 @@ the state the labels are made from (RF fusion's association, the tracks' feature
 static clutter filter's motion test and clutter map) and computes the labels themselves
 — RF link, classification (:mod:`towerd.tracking.classify`), static clutter
 (:class:`~towerd.tracking.clutter.StaticClutterFilter`: tracks that have not moved since
-first seen are withheld, unless RF-linked, their Doppler spread shows rotors, or they are
-confidently classified uas), threat (:class:`~towerd.threat.ThreatAssessor`) — only for
+first seen are withheld, unless RF-linked, their Doppler spread shows rotors, they are
+confidently classified uas, or paired with an airborne drone's Remote ID broadcast), threat (:class:`~towerd.threat.ThreatAssessor`) — only for
 the tracks the reporter asks about, when their inputs changed; the reporter turns what
 is due into ICD records.
 
@@ -117,6 +117,7 @@ class Pipeline:
             self.identity = RemoteIdFusion(config.remote_id, site, mounts, self.clock, self.threat, listening=listening)
         else:
             self.identity.reconfigure(config.remote_id, site, mounts, self.threat, listening=listening)
+        self.labeller.exempt_tracks = self.identity.airborne_tracks  # a hovering broadcaster is no clutter
 
     def _reconfigure_rf(self, settings: RfSettings) -> None:
         """RF processing with ``settings``. A change restarts RF tracking (new ids, never
@@ -201,11 +202,13 @@ class Pipeline:
         and tests (computed on access)."""
         return self.labeller.classification() if self.labeller is not None else None
 
-    def set_receivers_up(self, up: bool) -> None:
-        """Whether any Remote ID receiver is up (from the sensors' state): a receiver
-        that is unplugged or silent hears nothing, so no track is then non-cooperative."""
+    def set_receivers(self, silence: dict[str, float | None]) -> None:
+        """The Remote ID receivers' state by sensor name (None: port down; else seconds
+        since each last sent anything): a receiver that is unplugged or silent hears
+        nothing, so no track is then non-cooperative
+        (:meth:`~towerd.identity.RemoteIdFusion.set_receivers`)."""
         assert self.identity is not None
-        self.identity.receivers_up = bool(up)
+        self.identity.set_receivers(silence)
 
     def zone_of(self, lat_deg: float, lon_deg: float) -> set[str]:
         """Names of the configured zones containing a WGS84 point (for sharing rules)."""

@@ -249,6 +249,11 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
         device = _words(s.get("device") or {})
         if device:
             lines.append(f"    device: {device}")
+        covering = s.get("covering")
+        if covering and covering != "yes":
+            if state == "ok":
+                problems.append(f"Remote ID receiver {name} is {covering.split(',')[0]}")
+            lines.append(f"    remote id: {covering}; no silent drone is marked non-cooperative")
         aside = _set_aside(s)
         if aside:
             lines.append(f"    set aside: {aside}")
@@ -273,7 +278,10 @@ def render(status: dict[str, Any]) -> tuple[str, list[str]]:
         if not up:
             problems.append(f"link to central {name} is down ({c.get('state', '?')})")
         if c.get("identity"):
-            lines.append("    identity (Remote ID, ICD v1.1): " + _IDENTITY_TEXT.get(c["identity"], str(c["identity"])))
+            recheck = c.get("identity_recheck_in_s")
+            again = f"; asked again in {_duration(recheck)}" if isinstance(recheck, (int, float)) else ""
+            lines.append("    identity (Remote ID, ICD v1.1): " + _IDENTITY_TEXT.get(c["identity"], str(c["identity"]))
+                         + again)
     ob = status.get("outbox", {})
     lines.append(f"Outbox: {plural(ob.get('pending', 0), 'record')} waiting for acknowledgement, next seq "
                  f"{ob.get('next_seq')}, {ob.get('dropped_total', 0)} dropped in all")

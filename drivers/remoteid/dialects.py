@@ -36,8 +36,13 @@ keys:
 - DJI DroneID as decoded by RUB-SysSec DroneSecurity (github.com/RUB-SysSec/
   DroneSecurity, ``src/droneid_packet.py``, commit 363d41d1; one object per line here):
   ``serial_number``, ``latitude``, ``longitude``, ``altitude`` and ``height`` (already
-  metres), ``v_north``/``v_east``/``v_up`` (cm/s, the DroneID wire unit, printed
-  raw), ``app_lat``/``app_lon`` (the pilot's phone), ``latitude_home``/
+  metres), ``v_north``/``v_east``/``v_up`` (printed raw: the DroneID wire int16 in
+  cm/s, as DroneSecurity and Kismet's ``dot11_ie_221_dji_droneid.ksy`` leave it; the
+  unit from three independent codecs: Ka-zam/gr-droneid ``python/djiencoder.py``
+  (commit 4fc7037b) packs ``round(v_mps * 100)``, alphafox02/antsdr_dji_droneid
+  ``dji_receiver.py`` (commit 40b6a782) divides by 100 for m/s, and
+  llorencroma/DJIDroneIDspoofer ``Drone.py`` (commit 0c5f967a) scales by 100 because
+  "Aeroscope divides speed values by this factor"), ``app_lat``/``app_lon`` (the pilot's phone), ``latitude_home``/
   ``longitude_home``, ``device_type``; source DJI DroneID. An object is read as this
   dialect when it has ``serial_number`` and ``app_lat``.
 """
@@ -173,7 +178,7 @@ def _dji(obj: dict) -> dict[str, Any]:
 def _esp32(obj: dict) -> dict[str, Any]:
     """mesh-mapper / Sky Spy and Steve Jack's id_scanner (see the module docstring)."""
     out: dict[str, Any] = {}
-    uas_id = _string(obj, "basic_id", 32) or _string(obj, "uas_id", 32)
+    uas_id = _string(obj, "basic_id", 40) or _string(obj, "uas_id", 40)
     if uas_id and uas_id.upper() != "NONE":
         out["uas_id"] = uas_id
     operator = _string(obj, "operator_id", 32) or _string(obj, "id", 32)
@@ -236,7 +241,7 @@ def _nested(obj: dict) -> dict[str, Any]:
     """WarDragon / DragonSync ESP32 firmware: one nested object per F3411 message."""
     out: dict[str, Any] = {}
     basic = _section(obj, "Basic ID")
-    uas_id = _string(basic, "id", 32)
+    uas_id = _string(basic, "id", 40)
     if uas_id and uas_id.upper() != "NONE":
         out["uas_id"] = uas_id
     ua_type = _enum(basic, "ua_type")

@@ -8,7 +8,9 @@ what its line carried; the consumer merges them per ``transmitter``.
 
 Counters: ``frames`` lines accepted, ``bad_frames`` lines refused (by reason in
 ``driver.parser.stats``), ``resyncs`` over-long lines cut, ``dropped_bytes`` bytes of
-refused lines and of firmware chatter.
+refused lines and of firmware chatter. :meth:`silent_s`: how long the receiver has sent
+nothing at all (a receiver whose port is open but that prints nothing hears nothing:
+Remote ID fusion does not take its silence for the absence of broadcasts).
 """
 
 from __future__ import annotations
@@ -55,6 +57,25 @@ class RemoteIdDriver(SensorDriver):
     def __init__(self, name: str, settings: RemoteIdSettings, *, clock: Clock | None = None) -> None:
         super().__init__(name, settings, clock=clock)
         self.parser = RidParser(settings.max_line_bytes)
+        self._last_byte_mono: float | None = None  # when the receiver last sent a byte, or its port opened
+
+    def open(self) -> None:
+        """Open the port; the receiver's silence is counted from here."""
+        was_open = self.is_open
+        super().open()
+        if not was_open:
+            self._last_byte_mono = self.clock.monotonic()
+
+    def feed(self, data: bytes, t_mono: float) -> list[Any]:
+        if data:
+            self._last_byte_mono = t_mono
+        return super().feed(data, t_mono)
+
+    def silent_s(self, t_mono: float) -> float:
+        """Seconds since the receiver last sent anything (a broadcast, heartbeat, banner
+        or refused line), counted from the port's opening; inf before it ever opened."""
+        last = self._last_byte_mono
+        return float("inf") if last is None else max(0.0, t_mono - last)
 
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Any]]:
         consumed, items = self.parser.feed(buf)
@@ -70,5 +91,6 @@ class RemoteIdDriver(SensorDriver):
     def status(self) -> dict[str, Any]:
         """What the receiver has sent: JSON and F3411 hex lines, readings, the last refusal."""
         st = self.parser.stats
+        silent = self.silent_s(self.clock.monotonic())
         return {"json_lines": st.json_lines, "hex_lines": st.hex_lines, "readings": st.readings,
-                "last_error": st.last_error}
+                "last_error": st.last_error, "silent_s": round(silent, 1) if silent != float("inf") else None}

@@ -5,7 +5,7 @@ seq from 1) and are stored like TRACKS records: keyed ``(tower_id, stream_id, se
 duplicates dropped, committed before the ACK. Every record is kept (a history of what
 the tower said about each track); the latest per ``(tower_id, track_id)`` is the one
 with the highest ``time_us``. Text fields are stored as text ('' when unknown or
-withheld; ``withheld`` says which), unknown floats as NULL, unknown operator lat/lon as
+withheld; ``withheld`` says which; a binary UAS ID as hex), unknown floats as NULL, unknown operator lat/lon as
 the ICD's -2^31, like the tracks table.
 """
 
@@ -16,13 +16,14 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from towerd.icd import IDENTITY_RECORD_DTYPE
+from towerd.icd_identity import IDENTITY_RECORD_DTYPE, uas_id_text
 
 IDENTITY_FIELDS: tuple[str, ...] = IDENTITY_RECORD_DTYPE.names
 TEXT_FIELDS = frozenset(n for n in IDENTITY_FIELDS if IDENTITY_RECORD_DTYPE.fields[n][0].kind == "S")
 FLOAT_FIELDS = frozenset(n for n in IDENTITY_FIELDS if IDENTITY_RECORD_DTYPE.fields[n][0].kind == "f")
 HEAD_COLUMNS = ("tower_id", "stream_id", "received_us", "replay", "rx_msg")
 COLUMNS = HEAD_COLUMNS + IDENTITY_FIELDS
+_ID_TYPE = IDENTITY_FIELDS.index("id_type")
 
 
 def _sqlite_type(name: str) -> str:
@@ -66,14 +67,17 @@ PG_SCHEMA = [
 def rows(records: np.ndarray, head: tuple) -> list[tuple]:
     """One row per IDENTITY record (IDENTITY_RECORD_DTYPE, shape (n,)) in ``COLUMNS``
     order: ``head`` (tower_id, stream_id as the store keeps it, received_us, replay,
-    rx_msg) then the fields; text decoded (the decoder checked it is ASCII), NaN -> None."""
+    rx_msg) then the fields; text decoded (the decoder checked it is ASCII; a binary UAS
+    ID, types 3 and 4, as hex), NaN -> None."""
     if records.dtype != IDENTITY_RECORD_DTYPE or records.ndim != 1:
         raise ValueError("records must be a 1-D array of IDENTITY_RECORD_DTYPE")
     out = []
     for rec in records.tolist():
         values = []
         for name, value in zip(IDENTITY_FIELDS, rec):
-            if name in TEXT_FIELDS:
+            if name == "uas_id":
+                value = uas_id_text(value, rec[_ID_TYPE])  # hex for a binary (UUID, session) ID
+            elif name in TEXT_FIELDS:
                 value = value.decode("ascii")
             elif name in FLOAT_FIELDS and math.isnan(value):
                 value = None

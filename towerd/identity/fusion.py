@@ -48,6 +48,7 @@ from towerd.clock import Clock
 from towerd.detection.plots import SensorMount
 from towerd.drivers.measurements import RemoteIdReading
 from towerd.icd import TRACK_RECORD_DTYPE, Category, Status, Threat
+from towerd.icd_identity import BINARY_ID_TYPES, UAS_ID_LEN, uas_id_bytes, uas_id_text
 from towerd.identity.assign import assign
 from towerd.identity.broadcasts import K1, BroadcastCache, broadcasts
 from towerd.identity.coverage import RadarCoverage, ReceiverCoverage
@@ -67,6 +68,8 @@ log = logging.getLogger(__name__)
 EVENT_MISMATCH = "threat.rid_mismatch"
 EVENT_NON_COOPERATIVE = "identity.non_cooperative"
 TIME_EPS_S = 1e-6
+STATUS_GROUND = 1
+"""F3411 operational status "ground"."""
 INGEST_EVAL_S = 0.1
 """A reading with a new drone position is evaluated at once; any other (Basic ID, System,
 Self ID...) only when no evaluation ran in this long (else the next radar frame or expiry
@@ -99,10 +102,12 @@ class RemoteIdFusion:
         self._last_eval = -math.inf
         self._events: list[tuple[str, str, str, dict[str, Any]]] = []
         self._identities: dict[int, TrackIdentity] = {}  # due, not yet popped: the latest per track
+        self._airborne: np.ndarray | None = None  # airborne_tracks(), until the pairs change
         self.receivers_up = True
-        """Whether a Remote ID receiver is up now (the daemon says so from its sensors'
-        state): while none is, silence proves nothing and no track becomes
-        non-cooperative."""
+        """Whether a Remote ID receiver covers now (:meth:`set_receivers`): while none
+        does, silence proves nothing and no track becomes non-cooperative."""
+        self.receivers: dict[str, str] = {}
+        """Per receiver (sensor name): "" when it covers, else why not (:meth:`set_receivers`)."""
         self.reconfigure(settings, site, mounts, threat, listening=listening)
 
     def reconfigure(self, settings: RemoteIdSettings, site: geo.Site, mounts: Mapping[str, SensorMount],
@@ -126,6 +131,7 @@ class RemoteIdFusion:
         tx = self.transmitters.merge(reading)
         if tx is None:
             return _NO_RECORDS
+        self._airborne = None  # its operational status may have changed
         self.verdicts.setdefault(tx.key, Verdict())
         if tx.t_position != reading.t_mono and reading.t_mono - self._last_eval < INGEST_EVAL_S - TIME_EPS_S:
             return _NO_RECORDS
@@ -160,7 +166,32 @@ class RemoteIdFusion:
         """Final ENDED records of every ID-only track (the daemon is stopping)."""
         out = [self._end(tx) for tx in list(self.transmitters.by_key.values())]
         self.transmitters.by_key.clear()
+        self._airborne = None
         return _join(_NO_RECORDS, *out)
+
+    def set_receivers(self, silence: Mapping[str, float | None]) -> None:
+        """The receivers' state, by sensor name: None when its port is down, else the
+        seconds since it last sent anything. A receiver covers when its port is up and it
+        has sent something within ``receiver_silent_after_s``; without one that covers,
+        no track becomes non-cooperative (a dead or mute receiver hears nothing)."""
+        limit = self.settings.receiver_silent_after_s
+        why = {}
+        for name, silent_s in silence.items():
+            if silent_s is None:
+                why[name] = "not covering: its port is down"
+            elif silent_s > limit:
+                why[name] = (f"not covering: silent for {silent_s:.0f} s (over remote_id.receiver_silent_after_s "
+                             f"{limit:g} s), so its silence is not taken for the absence of broadcasts")
+            else:
+                why[name] = ""
+        for name, text in why.items():
+            if text != self.receivers.get(name, ""):
+                if text:
+                    log.warning("Remote ID receiver %s %s", name, text)
+                else:
+                    log.info("Remote ID receiver %s covering again", name)
+        self.receivers = why
+        self.receivers_up = any(not text for text in why.values())
 
     # -- outputs --------------------------------------------------------------------
 
@@ -174,6 +205,18 @@ class RemoteIdFusion:
         (the latest per track: what nobody popped is replaced, never piled up)."""
         out, self._identities = [self._identities[k] for k in sorted(self._identities)], {}
         return out
+
+    def airborne_tracks(self) -> np.ndarray:
+        """(n,) uint32 ids of the radar tracks paired with the broadcast of a drone not
+        declared on the ground (F3411 operational status other than 1 "ground": airborne,
+        emergency, or undeclared, as DJI DroneID and most JSON receivers give none): never
+        static clutter, however still it hovers (the labeller asks)."""
+        if self._airborne is None:  # pairs change only in an evaluation or when a transmitter ends
+            ids = [v.paired_track for key, v in self.verdicts.items()
+                   if v.paired_track and v.status == IdentityStatus.COOPERATIVE
+                   and (tx := self.transmitters.by_key.get(key)) is not None and tx.merged.status != STATUS_GROUND]
+            self._airborne = np.array(ids, dtype=np.uint32)
+        return self._airborne
 
     @property
     def id_only_count(self) -> int:
@@ -193,6 +236,7 @@ class RemoteIdFusion:
 
     def _evaluate(self, t: float) -> np.ndarray:
         self._last_eval = t
+        self._airborne = None
         s = self.settings
         tracks = self._tracks
         live = {int(tid): row for row, tid in enumerate(tracks.track_id)}
@@ -254,7 +298,7 @@ class RemoteIdFusion:
         r = tx.merged
         return TrackIdentity(
             track_id=track_id, time_us=self.clock.utc_us(t), status=status, source=r.source,
-            uas_id=_icd_text(r.uas_id, 20), id_type=r.id_type, ua_type=r.ua_type, operator_lat_deg=r.operator_lat_deg,
+            **_icd_uas_id(r.uas_id, r.id_type), ua_type=r.ua_type, operator_lat_deg=r.operator_lat_deg,
             operator_lon_deg=r.operator_lon_deg, operator_alt_m=r.operator_alt_m,
             operator_id=_icd_text(r.operator_id, 20),
             self_id=_icd_text(r.self_id, 23), last_heard_us=self.clock.utc_us(tx.t_heard), rssi_dbm=r.rssi_dbm,
@@ -330,6 +374,7 @@ class RemoteIdFusion:
     def _end(self, tx: Transmitter) -> np.ndarray:
         """The ENDED record of ``tx``'s ID-only track (none when it has none); its state goes."""
         v = self.verdicts.pop(tx.key, None)
+        self._airborne = None
         if v is None or not v.id_only:
             return _NO_RECORDS
         return self._records([self._id_only_row(tx, v, Status.ENDED)])
@@ -341,6 +386,19 @@ _NO_RECORDS = np.zeros(0, dtype=TRACK_RECORD_DTYPE)
 def _join(*parts: np.ndarray) -> np.ndarray:
     parts = tuple(p for p in parts if len(p))
     return np.concatenate(parts) if len(parts) > 1 else parts[0] if parts else _NO_RECORDS
+
+
+def _icd_uas_id(text: str, id_type: int) -> dict[str, Any]:
+    """``uas_id`` and ``id_type`` as the ICD carries them: a binary ID (type 3 UUID, 4
+    session ID) as the receiver's hex, whole (the record holds its bytes); one that is
+    not hex of at most its size goes as text with type 0 (what it is cannot be said),
+    rather than a wrong binary ID."""
+    if id_type in BINARY_ID_TYPES:
+        try:
+            return {"uas_id": uas_id_text(uas_id_bytes(text, id_type), id_type), "id_type": id_type}
+        except ValueError:
+            return {"uas_id": _icd_text(text, UAS_ID_LEN), "id_type": 0}
+    return {"uas_id": _icd_text(text, UAS_ID_LEN), "id_type": id_type}
 
 
 def _icd_text(text: str, size: int) -> str:

@@ -50,6 +50,11 @@ class RemoteIdSettings:
     receiver_range_m: float = spec(1000.0, doc="horizontal range within which the receivers hear a broadcasting "
                                    "drone (receiver coverage, for non-cooperative tracks; none without an enabled "
                                    "remoteid sensor)", unit="m", lo=1.0, hi=100000.0)
+    receiver_silent_after_s: float = spec(60.0, doc="a receiver that has sent nothing at all (no broadcast, "
+                                          "heartbeat or banner line) for this long does not count as covering: "
+                                          "its silence is not taken for the absence of broadcasts (set it above "
+                                          "the longest quiet spell of a firmware that prints only what it hears)",
+                                          unit="s", lo=0.5, hi=86400.0)
     radar_coverage: RadarCoverageSettings = spec(RadarCoverageSettings(), doc="where the radars see (every radar "
                                                  "not listed under radars)")
     radars: tuple[SensorCoverageSettings, ...] = spec((), doc="radars with a coverage of their own, by sensor name")

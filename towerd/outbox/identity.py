@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import secrets
 import sqlite3
 from collections.abc import Sequence
@@ -37,15 +36,15 @@ from collections.abc import Sequence
 import numpy as np
 
 from towerd.errors import OutboxError
-from towerd.icd import (
+from towerd.icd import IDENTITY_RECORD_SIZE, LAT_LON_UNKNOWN
+from towerd.icd_identity import (
     IDENTITY_RECORD_DTYPE,
-    IDENTITY_RECORD_SIZE,
-    LAT_LON_UNKNOWN,
     OPERATOR_ID_LEN,
     SELF_ID_LEN,
-    UAS_ID_LEN,
     check_identity_records,
     empty_identity_records,
+    text_field,
+    uas_id_bytes,
 )
 from towerd.reports.identity import IdentityStatus, TrackIdentity
 from towerd.seqranges import SEQ_MAX
@@ -60,24 +59,16 @@ _SCHEMA = [
     "next_seq INTEGER NOT NULL CHECK (next_seq >= 1))",
     "CREATE TABLE IF NOT EXISTS identities (seq INTEGER PRIMARY KEY, time_us INTEGER NOT NULL, "
     "payload BLOB NOT NULL, done INTEGER NOT NULL DEFAULT 0, records_mark INTEGER NOT NULL DEFAULT 0)",
+    "CREATE TABLE IF NOT EXISTS identity_capability (central TEXT PRIMARY KEY, server_key TEXT NOT NULL, "
+    "capability TEXT NOT NULL, learnt_us INTEGER NOT NULL)",
 ]
 
 
-_PRINTABLE = re.compile(rb"[\x20-\x7e]*")
-
-
-def _text(value: object, size: int, what: str) -> bytes:
+def _uas_id(value: object, id_type: object) -> bytes:
+    """The UAS ID field: ASCII text, or the bytes a binary ID's (type 3, 4) hex spells."""
     if not isinstance(value, str):
-        raise ValueError(f"{what} must be a string")
-    try:
-        raw = value.encode("ascii")
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} {value!r} is not ASCII (F3411 text fields are)") from None
-    if len(raw) > size:
-        raise ValueError(f"{what} {value!r} is longer than {size} characters")
-    if not _PRINTABLE.fullmatch(raw):
-        raise ValueError(f"{what} {value!r} is not printable ASCII")
-    return raw
+        raise ValueError("uas_id must be a string")
+    return uas_id_bytes(value, _int(id_type, 0, 15, "id_type"))
 
 
 def _int(value: object, lo: int, hi: int, what: str) -> int:
@@ -112,8 +103,8 @@ def _row(it: TrackIdentity) -> tuple:
             _int(it.track_id, 0, 2**32 - 1, "track_id"), int(IdentityStatus(it.status)),
             _int(it.source, 0, 255, "source"), _int(it.id_type, 0, 15, "id_type"), _int(it.ua_type, 0, 15, "ua_type"),
             lat_e7, lon_e7, _float(it.operator_alt_m, "operator_alt_m"), _float(it.rssi_dbm, "rssi_dbm"), 0,
-            _text(it.uas_id, UAS_ID_LEN, "uas_id"), _text(it.operator_id, OPERATOR_ID_LEN, "operator_id"),
-            _text(it.self_id, SELF_ID_LEN, "self_id"))
+            _uas_id(it.uas_id, it.id_type), text_field(it.operator_id, OPERATOR_ID_LEN, "operator_id"),
+            text_field(it.self_id, SELF_ID_LEN, "self_id"))
 
 
 def identity_records(items: Sequence[TrackIdentity]) -> np.ndarray:
@@ -308,6 +299,27 @@ class IdentityMixin:
             raise self._failed(conn, "ack_identities", exc) from exc
         self._id_count -= deleted
         return newly
+
+    def identity_capability(self, central: str) -> tuple[str, str, int] | None:
+        """What ``central`` was last found to be as to identities: (its server key then,
+        capability, UTC µs when learnt), or None when never asked."""
+        try:
+            row = self._db().execute("SELECT server_key, capability, learnt_us FROM identity_capability "
+                                     "WHERE central = ?", (central,)).fetchone()
+        except sqlite3.Error as exc:
+            raise OutboxError(f"outbox {self._path}: identity_capability failed: {exc}") from exc
+        return None if row is None else (str(row[0]), str(row[1]), int(row[2]))
+
+    def set_identity_capability(self, central: str, server_key: str, capability: str, learnt_us: int) -> None:
+        """Remember what ``central`` (with ``server_key``) is as to identities, so that a
+        restart does not ask again at once. Durable at the next commit."""
+        conn = self._db()
+        try:
+            self._begin(conn)
+            conn.execute("INSERT OR REPLACE INTO identity_capability (central, server_key, capability, learnt_us) "
+                         "VALUES (?, ?, ?, ?)", (central, server_key, capability, int(learnt_us)))
+        except sqlite3.Error as exc:
+            raise self._failed(conn, "set_identity_capability", exc) from exc
 
     def identity_pending_count(self, central: str | None = None) -> int:
         """Identity rows held (with ``central``: those it still needs; a scan)."""

@@ -30,7 +30,7 @@ class TrackIdentity:
     time_us: int  # UTC microseconds since the epoch of this statement
     status: IdentityStatus
     source: RidSource = RidSource.UNKNOWN
-    uas_id: str = ""  # <= 20 characters (F3411 field size)
+    uas_id: str = ""  # <= 20 characters (F3411 field size); ID types 3, 4: hex of <= 16 / 20 bytes
     id_type: int = 0  # F3411 ID type
     ua_type: int = 0  # F3411 UA type
     operator_lat_deg: float = float("nan")

@@ -54,8 +54,6 @@ from towerd.sim.scenario import Scenario
 log = logging.getLogger(__name__)
 
 UNIT_METRES = {"K": 1000.0, "N": 1852.0, "S": 1609.344}
-CHUNK_S = 0.02
-"""The writer sends what the line carries in this long, then waits."""
 
 
 def _checksum(body: str) -> str:
@@ -299,39 +297,14 @@ class NmeaRadarEmulator(LineFaults, EmulatorThread):
         self._launch(self._run, (pty,), "nmea-emulator")
 
     def _run(self, pty: PtyPair) -> None:
-        t0 = self.t0_mono
-        assert t0 is not None
-        period = self.scan_period_s
-        chunk = max(1, int(self.bytes_per_s * CHUNK_S))
-        queue = bytearray()
-        line_free_at = t0
-        k = 0
-        while not self._stop.is_set():
-            now = self.clock.monotonic()
-            stalled = now < self._stall_until
-            due = t0 + k * period
-            if now >= due:
-                behind = int((now - t0) / period) - k
-                if behind > 0:
-                    self.scans_skipped += behind
-                    k += behind
-                if stalled:
-                    self.scans_skipped += 1
-                else:
-                    queue += self.scan_bytes(k * period, now)
-                    self.scans_sent += 1
-                k += 1
-                continue
-            if queue and not stalled and line_free_at <= now:
-                free_at = self._write_chunk(pty, queue, chunk, now, line_free_at, "NMEA")
-                if free_at is None:
-                    return
-                line_free_at = free_at
-                continue
-            wake = due if not queue else max(line_free_at, now + 0.001)
+        def next_bytes(k: int, now: float, skipped: int, stalled: bool) -> bytes:
+            self.scans_skipped += skipped + stalled  # a stalled line sends nothing of its scan
             if stalled:
-                wake = min(wake, self._stall_until)
-            self._stop.wait(max(0.0, min(wake - now, 0.1)))
+                return b""
+            self.scans_sent += 1
+            return self.scan_bytes(k * self.scan_period_s, now)
+
+        self._paced_run(pty, self.scan_period_s, next_bytes, "NMEA")
 
     def __enter__(self) -> "NmeaRadarEmulator":
         return self

@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CHUNK_S = 0.02
 TICK_S = 0.05
 """The writer looks for due broadcasts this often."""
 ACCURACY = {"h": 11, "v": 4, "baro": 0, "speed": 3}
@@ -289,29 +288,10 @@ class RemoteIdEmulator(LineFaults, EmulatorThread):
         self._launch(self._run, (pty,), "remoteid-emulator")
 
     def _run(self, pty: "PtyPair") -> None:
-        t0 = self.t0_mono
-        assert t0 is not None
-        chunk = max(1, int(self.bytes_per_s * CHUNK_S))
-        queue = bytearray()
-        line_free_at = t0
-        next_tick = t0
-        while not self._stop.is_set():
-            now = self.clock.monotonic()
-            stalled = now < self._stall_until
-            if now >= next_tick:
-                data = self.line_bytes(now - t0, now)
-                if not stalled:
-                    queue += data
-                next_tick = max(next_tick + TICK_S, now)
-                continue
-            if queue and not stalled and line_free_at <= now:
-                free_at = self._write_chunk(pty, queue, chunk, now, line_free_at, "Remote ID")
-                if free_at is None:
-                    return
-                line_free_at = free_at
-                continue
-            wake = next_tick if not queue or stalled else min(next_tick, max(line_free_at, now + 0.001))
-            self._stop.wait(max(0.0, min(wake - now, 0.1)))
+        def next_bytes(k: int, now: float, skipped: int, stalled: bool) -> bytes:
+            return self.line_bytes(now - self.t0_mono, now)  # what is due by now (skipped ticks included)
+
+        self._paced_run(pty, TICK_S, next_bytes, "Remote ID")
 
     @classmethod
     def from_sim_args(cls, scenario: "Scenario", args: Any, rng: np.random.Generator) -> "RemoteIdEmulator":

@@ -32,7 +32,7 @@ from towerd.errors import ConfigError, FrameError, UplinkError
 from towerd.icd import TOWER_ID_RE, MsgType, decode, decode_ack, decode_error, encode_health
 from towerd.outbox.sqlite import Outbox
 from towerd.ratelog import RateLimitedLog
-from towerd.uplink.acktimer import AckTimerMixin
+from towerd.uplink.acktimer import AckTimer, AckTimerMixin
 from towerd.uplink.batching import BatchingMixin, _Message
 from towerd.uplink.flow import FlowMixin
 from towerd.uplink.identity import TRANSIENT_ERRORS, IdentityFlow
@@ -108,9 +108,7 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
         # ACK timeout (RFC 6298 style): smoothed round trip and its variation from ACKs of
         # messages sent once, a backoff factor doubled at each timeout, and the time of
         # the last ACK (no timeout runs while ACKs keep coming).
-        self._srtt: float | None = None
-        self._rttvar = 0.0
-        self._rto_backoff = 1.0
+        self._ack_timer = AckTimer(settings.ack_timeout_s, settings.ack_timeout_max_s)
         self._progress_mono = clock.monotonic()
         self._closed = False
         # Every line names its central, also as the journal field CENTRAL= (logsetup).
@@ -121,7 +119,9 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
                                       batch_records=settings.batch_records, ack_timeout_s=settings.ack_timeout_s,
                                       ack_timeout_max_s=settings.ack_timeout_max_s,
                                       filters_tracks=self._filter.filters_tracks,
-                                      records_judged_below=self._records_judged_below)
+                                      records_judged_below=self._records_judged_below, clock=clock,
+                                      server_key=f"plain {settings.endpoint}" if self._curve is None
+                                      else self._curve[2].decode("ascii"))
         self._stats = {
             "sent_msgs": 0,
             "live_msgs": 0,
@@ -326,7 +326,8 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
         return {**self._stats, "state": self._state, "in_flight": len(self._inflight),
                 "replaying": self.replaying, "boundary_seq": self._boundary,
                 "ack_timeout_s": self.ack_timeout(), "srtt_s": self._srtt, **self._identity.stats,
-                "identity": self._identity.capability}
+                "identity": self._identity.capability, "identity_ack_timeout_s": self._identity.timer.timeout(),
+                "identity_recheck_in_s": self._identity.recheck_in_s(self._clock.monotonic())}
 
     @property
     def identity_capability(self) -> str:

@@ -15,8 +15,14 @@ What the central is, as far as identity goes (``capability``):
   ``central.store_failed``): an ICD v1 central drops the unknown type and answers
   ``malformed.type``. Logged once, at WARNING; from then on, for as long as this uplink
   runs, no identity is sent to it and every identity row held or added is marked done
-  for it (withheld, as a sharing rule excludes records). After a restart of the daemon
-  the tower asks again with its next identity message.
+  for it (withheld, as a sharing rule excludes records).
+- What was learnt is kept in the outbox per central with the central's server key (its
+  CURVE public key, or the endpoint of a plain link) and the time: a restart starts from
+  it (logged once), so a v1 central is not probed at every start. ``unsupported`` is
+  asked again (back to ``unknown``, the next identity is sent) after
+  ``share.identity.recheck_after_s``, and at once when the central's server key is not
+  the one it was learnt with (another or an upgraded central): an upgraded central gets
+  identities again without configuration.
 - ``disabled``: the sharing rule says ``identity: {enabled: false}``; nothing is sent,
   every identity row is done for this central.
 
@@ -28,9 +34,12 @@ sent or withheld. After a restart, an identity still held whose track's records 
 acknowledged before the restart is withheld from such a central (it errs on the side of
 not sharing).
 
+The identity stream's ACK timeout is its own :class:`~towerd.uplink.acktimer.AckTimer`,
+adaptive as the records' (srtt + 4 rttvar of its own ACK round trips, between
+``ack_timeout_s`` and ``ack_timeout_max_s``, doubled at each timeout until a fresh ACK).
 A central that drops IDENTITY without answering leaves its capability ``unknown``: the
-messages are sent again after the ACK timeout (doubling up to ``ack_timeout_max_s``),
-which costs a few bytes and never delays a record.
+messages are sent again after each timeout, which costs a few bytes and never delays a
+record.
 """
 
 from __future__ import annotations
@@ -41,14 +50,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from towerd.icd import (
-    FLAG_REPLAY,
-    IDENTITY_RECORD_DTYPE,
-    IDENTITY_RECORD_SIZE,
-    check_identity_records,
-    encode_identities,
-)
+from towerd.clock import Clock, SystemClock
+from towerd.icd import FLAG_REPLAY, IDENTITY_RECORD_SIZE
+from towerd.icd_identity import IDENTITY_RECORD_DTYPE, check_identity_records, encode_identities
 from towerd.outbox.sqlite import Outbox
+from towerd.uplink.acktimer import AckTimer
 from towerd.uplink.batching import _Message
 from towerd.uplink.sharing import SharingRule, share_identities
 
@@ -75,17 +81,22 @@ class IdentityFlow:
     def __init__(self, name: str, outbox: Outbox, rule: SharingRule, send: Callable[[bytes], bool], *,
                  logger: logging.LoggerAdapter, batch_records: int, ack_timeout_s: float,
                  ack_timeout_max_s: float, filters_tracks: bool = False,
-                 records_judged_below: Callable[[], int] | None = None) -> None:
+                 records_judged_below: Callable[[], int] | None = None, clock: Clock | None = None,
+                 server_key: str = "") -> None:
         self._name = name
         self._outbox = outbox
         self._rule = rule
         self._send = send
         self._log = logger
         self._batch = batch_records
-        self._timeout_min = ack_timeout_s
-        self._timeout_max = ack_timeout_max_s
-        self._timeout = ack_timeout_s
+        self.timer = AckTimer(ack_timeout_s, ack_timeout_max_s)  # adaptive, as the records' (acktimer)
         self.capability = UNKNOWN if rule.identity.enabled else DISABLED
+        self._clock: Clock = clock or SystemClock()
+        self._server_key = server_key
+        self.learnt_us: int | None = None  # UTC µs when the capability was learnt (maybe before a restart)
+        self._recheck_mono: float | None = None  # when an unsupported central is asked again
+        if rule.identity.enabled:
+            self._recall()
         self._inflight: dict[int, _Message] = {}
         self._cursor = 0
         self._boundary = 1
@@ -104,20 +115,24 @@ class IdentityFlow:
         self._inflight.clear()
         self._boundary = self._outbox.identity_sendable_next_seq
         self._cursor = 0
-        self._timeout = self._timeout_min
+        self.timer.backoff = 1.0
 
     def pump(self, now: float) -> None:
+        if self.capability == UNSUPPORTED and self._recheck_mono is not None and now >= self._recheck_mono:
+            self.capability, self._recheck_mono = UNKNOWN, None
+            self._log.info("uplink %s: asking the central again whether it takes identities (it did not %.0f h "
+                           "ago)", self._name, self._rule.identity.recheck_after_s / 3600.0)
         if self.capability in (UNSUPPORTED, DISABLED):
             self._withhold()
             return
-        timeout, timed_out = self._timeout, False
+        timeout, timed_out = self.timer.timeout(), False
         for msg in self._inflight.values():
             if msg.sent_mono is not None and now - msg.sent_mono < timeout:
                 continue
             if msg.sent_mono is not None:
                 if not timed_out:  # one doubling per round of timeouts, not per message
                     timed_out = True
-                    self._timeout = min(2 * self._timeout, self._timeout_max)
+                    self.timer.expired()
                 self.stats["identity_resent_msgs"] += 1
             if not self._send(msg.frame):
                 return
@@ -138,11 +153,13 @@ class IdentityFlow:
         if msg is None or msg.last != last:
             return  # a late or second ACK: the rows were marked the first time, or are re-sent
         del self._inflight[first]
+        if msg.sends == 1 and msg.sent_mono is not None:
+            self.timer.sample(self._clock.monotonic() - msg.sent_mono)
         self._outbox.ack_identities(first, last, self._name)
         self.stats["identity_acked_records"] += last - first + 1
-        self._timeout = self._timeout_min
         if self.capability == UNKNOWN:
             self.capability = SUPPORTED
+            self._remember()
             self._log.info("uplink %s: the central takes identities (ICD v1.1 IDENTITY acknowledged)", self._name)
 
     def on_error(self, code: str, text: str) -> None:
@@ -151,6 +168,7 @@ class IdentityFlow:
         if code in TRANSIENT_ERRORS or self.capability in (UNSUPPORTED, DISABLED):
             return
         self.capability = UNSUPPORTED
+        self._remember()
         self._inflight.clear()
         self._log.warning("uplink %s: the central does not take identities (it answered an ICD v1.1 IDENTITY "
                           "message with ERROR %s: %s): it is treated as an ICD v1 central, identities are withheld "
@@ -171,6 +189,43 @@ class IdentityFlow:
         """HEALTH's ``identity`` object for this central: ``capability`` (as this tower
         sees the central) and the identity ``stream_id`` (16 hex digits)."""
         return {"capability": self.capability, "stream_id": f"{self._outbox.identity_stream_id:016x}"}
+
+    def recheck_in_s(self, now: float) -> float | None:
+        """Seconds until an unsupported central is asked again (None: not waiting)."""
+        if self.capability != UNSUPPORTED or self._recheck_mono is None:
+            return None
+        return max(0.0, self._recheck_mono - now)
+
+    def _recall(self) -> None:
+        """Start from what the outbox remembers of this central (same server key only)."""
+        stored = self._outbox.identity_capability(self._name)
+        if stored is None:
+            return
+        key, capability, learnt_us = stored
+        if key != self._server_key:
+            self._log.info("uplink %s: the central's server key changed since it was found %s as to identities: "
+                           "asking it again", self._name, capability)
+            return
+        if capability not in (SUPPORTED, UNSUPPORTED):
+            return
+        self.capability, self.learnt_us = capability, learnt_us
+        if capability == SUPPORTED:
+            self._log.info("uplink %s: the central takes identities (remembered)", self._name)
+            return
+        now = self._clock.monotonic()
+        age_s = max(0.0, (self._clock.utc_us(now) - learnt_us) / 1e6)
+        self._recheck_mono = now + max(0.0, self._rule.identity.recheck_after_s - age_s)
+        self._log.warning("uplink %s: the central does not take identities (remembered: it refused ICD v1.1 "
+                          "IDENTITY %.1f h ago): identities are withheld from it; asked again in %.1f h; its tracks "
+                          "and events are not affected", self._name, age_s / 3600.0,
+                          (self._recheck_mono - now) / 3600.0)
+
+    def _remember(self) -> None:
+        now = self._clock.monotonic()
+        self.learnt_us = self._clock.utc_us(now)
+        if self.capability == UNSUPPORTED:
+            self._recheck_mono = now + self._rule.identity.recheck_after_s
+        self._outbox.set_identity_capability(self._name, self._server_key, self.capability, self.learnt_us)
 
     # ---------------------------------------------------------------- internals
 

@@ -81,6 +81,10 @@ class IdentitySharing:
     uas_id: bool = spec(True, doc="share the UAS ID (the drone's serial number or registration) and its type")
     operator_position: bool = spec(True, doc="share the pilot's (operator's) position")
     operator_id: bool = spec(True, doc="share the operator ID (the pilot's registration number)")
+    recheck_after_s: float = spec(86400.0, doc="a central found not to take identities (ICD v1: it answered "
+                                  "IDENTITY with ERROR) is remembered so across restarts and asked again after "
+                                  "this long, and at once when its server key changes", unit="s", lo=60.0,
+                                  hi=365 * 86400.0)
 
     @property
     def withheld(self) -> int:
