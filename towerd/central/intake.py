@@ -99,7 +99,7 @@ class IntakeMixin:
             elif msg.type == MsgType.HEALTH:
                 health = decode_health(msg, max_nodes=limits.max_health_values)
                 self._keep_health(tower_id, msg.body)
-                self._store.record_health(tower_id, health)
+                (self._writer or self._store).record_health(tower_id, health)
                 self._stats["health_received"] += 1
                 self._reply(rid, tower_id, encode_health_ack(msg.stream_id))
             else:

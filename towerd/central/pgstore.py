@@ -43,7 +43,9 @@ from __future__ import annotations
 
 import json
 import logging
+import functools
 import math
+import threading
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -177,6 +179,15 @@ def copy_image(items: Sequence[tuple[int, Pending]], received_us: int) -> bytes:
     return b"".join(chunks)
 
 
+def _locked(method):
+    """Run ``method`` holding the store's lock (one connection, several threads)."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return run
+
+
 def _signed(stream_id: int) -> int:
     return stream_id - _U64 if stream_id >= 2**63 else stream_id
 
@@ -216,7 +227,9 @@ class PgCentralStore:
 
     ``retention_days``: day partitions older than this are dropped by the upkeep, which
     runs at start and every ``upkeep_interval_s``; ``ahead_days``: partitions made ahead.
-    ``read_only``: for export; nothing is created or changed. Not thread-safe."""
+    ``read_only``: for export; nothing is created or changed. Thread-safe: one lock
+    serialises the use of the connection (the central's store writer commits while an
+    operator's or a test's thread reads)."""
 
     batch_records = 5000
 
@@ -239,6 +252,7 @@ class PgCentralStore:
         self._connect_timeout_s = connect_timeout_s
         self._health_flush_s = health_flush_s
         self._conn: Any = None
+        self._lock = threading.RLock()
         self._closed = False
         self._next_connect = -math.inf
         self._next_upkeep = -math.inf
@@ -354,6 +368,7 @@ class PgCentralStore:
                 out[name] = int(day.timestamp()) // 86400
         return out
 
+    @_locked
     def upkeep(self) -> None:
         """Make the day partitions of the window, drop those past retention (also run at
         start and every ``upkeep_interval_s`` before a batch)."""
@@ -410,6 +425,7 @@ class PgCentralStore:
 
     # ---------------------------------------------------------------- writing
 
+    @_locked
     def store_many(self, items: Sequence[Pending]) -> list[StoreResult]:
         """Store the messages in one committed transaction; per message, how many records
         were new (or, for all of them, the OutboxError if the transaction failed)."""
@@ -525,6 +541,7 @@ class PgCentralStore:
                            "ON CONFLICT DO NOTHING", [v for row in rows for v in row])
         return cur.rowcount
 
+    @_locked
     def record_health(self, tower_id: str, health: dict) -> None:
         """Keep a HEALTH object for table ``health`` (best effort, as the ICD says: written
         with the next batch, or on its own after ``health_flush_s``; lost, and counted, if
@@ -557,6 +574,7 @@ class PgCentralStore:
 
     # ---------------------------------------------------------------- reading
 
+    @_locked
     def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
         conn = self._db()
         try:
@@ -674,32 +692,34 @@ class PgCentralStore:
         """Everything held, streamed with a server-side cursor, in the SQLite store's JSON
         lines shape: tracks, events, then one summary per stream."""
         where, args = self._where_tower(tower_id)
-        conn = self._db()
-        try:
-            with conn.transaction():
-                with conn.cursor(name="towerd_export_tracks") as cur:
-                    cur.execute(f"SELECT {', '.join(TRACK_COLUMNS)} FROM tracks {where} "
-                                "ORDER BY tower_id, stream_id, seq", args)
-                    for row in cur:
-                        d = dict(zip(TRACK_COLUMNS, row))
-                        d["stream_id"] = f"{_unsigned(d['stream_id']):016x}"
-                        yield {"kind": "track", **d}
-                with conn.cursor(name="towerd_export_events") as cur:
-                    cur.execute("SELECT tower_id, stream_id, seq, received_us, replay, rx_msg, event FROM events "
-                                f"{where} ORDER BY tower_id, stream_id, seq", args)
-                    for t, s, q, r, rp, rx, ev in cur:
-                        yield {"kind": "event", "tower_id": t, "stream_id": f"{_unsigned(s):016x}", "seq": q,
-                               "received_us": r, "replay": rp, "rx_msg": rx, "event": ev}
-                if self._has_identities:
-                    with conn.cursor(name="towerd_export_identities") as cur:
-                        cur.execute(f"SELECT {', '.join(identity.COLUMNS)} FROM identities {where} "
+        with self._lock:  # held while the lines are read: the connection is shared
+            conn = self._db()
+            try:
+                with conn.transaction():
+                    with conn.cursor(name="towerd_export_tracks") as cur:
+                        cur.execute(f"SELECT {', '.join(TRACK_COLUMNS)} FROM tracks {where} "
                                     "ORDER BY tower_id, stream_id, seq", args)
-                        yield from identity.export_lines(cur, identity.COLUMNS, lambda s: f"{_unsigned(s):016x}")
-        except psycopg.Error as exc:
-            raise OutboxError(f"central store ({self._where}): export failed: {exc}") from exc
+                        for row in cur:
+                            d = dict(zip(TRACK_COLUMNS, row))
+                            d["stream_id"] = f"{_unsigned(d['stream_id']):016x}"
+                            yield {"kind": "track", **d}
+                    with conn.cursor(name="towerd_export_events") as cur:
+                        cur.execute("SELECT tower_id, stream_id, seq, received_us, replay, rx_msg, event FROM events "
+                                    f"{where} ORDER BY tower_id, stream_id, seq", args)
+                        for t, s, q, r, rp, rx, ev in cur:
+                            yield {"kind": "event", "tower_id": t, "stream_id": f"{_unsigned(s):016x}", "seq": q,
+                                   "received_us": r, "replay": rp, "rx_msg": rx, "event": ev}
+                    if self._has_identities:
+                        with conn.cursor(name="towerd_export_identities") as cur:
+                            cur.execute(f"SELECT {', '.join(identity.COLUMNS)} FROM identities {where} "
+                                        "ORDER BY tower_id, stream_id, seq", args)
+                            yield from identity.export_lines(cur, identity.COLUMNS, lambda s: f"{_unsigned(s):016x}")
+            except psycopg.Error as exc:
+                raise OutboxError(f"central store ({self._where}): export failed: {exc}") from exc
         for summary in self.streams(tower_id):
             yield summary.as_json()
 
+    @_locked
     def close(self) -> None:
         """Write any HEALTH still held (best effort) and close the connection. Idempotent."""
         if self._closed:

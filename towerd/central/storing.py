@@ -49,19 +49,39 @@ class StoringMixin:
 
     def _flush(self) -> None:
         """Store the held messages (one transaction when the store batches), then ACK each
-        one that is committed; the others get ERROR and no ACK."""
+        one that is committed; the others get ERROR and no ACK. With a store writer
+        (:mod:`towerd.central.writer`) the batch is handed to it when it is idle (else it
+        keeps growing until it is) and acknowledged in :meth:`_collect`."""
         if not self._pending:
             return
+        if self._writer is not None:
+            if self._writer.idle:
+                pending, self._pending, self._pending_records = self._pending, [], 0
+                self._writer.submit(pending)
+            return
         pending, self._pending, self._pending_records = self._pending, [], 0
+        internal = False
         try:
             results: list[StoreResult] = self._store.store_many([p for _, _, _, p in pending])
         except OutboxError as exc:
             results = [exc] * len(pending)
         except Exception:  # last resort: a defect is loud, never an outage (and never an ACK)
-            self._stats["internal_errors"] += 1
             self._limited.exception("internal", "central: storing %d messages failed (not acknowledged; "
                                     "a defect, please report)", len(pending))
-            results = [OutboxError("internal error while storing")] * len(pending)
+            results, internal = [OutboxError("internal error while storing")] * len(pending), True
+        self._answer(pending, results, internal)
+
+    def _collect(self) -> None:
+        """ACK (or ERROR) the batches the store writer has finished, and hand it the next."""
+        if self._writer is None:
+            return
+        for pending, results, internal in self._writer.results():
+            self._answer(pending, results, internal)
+        self._flush()
+
+    def _answer(self, pending: list, results: list[StoreResult], internal: bool) -> None:
+        if internal:
+            self._stats["internal_errors"] += 1
         for (rid, first, last, item), result in zip(pending, results):
             if isinstance(result, OutboxError):
                 self._store_failed(rid, item.tower_id, item.stream_id, result)
