@@ -256,7 +256,7 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
                     "sent as REPLAY (what was in flight at a drop, and what a tower wrote before its link came up)"),
         Figure(f"{label}: ACK latency of live records, median", lat["median"], "ms",
                reference=f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']:,} records",
-               note=f"the generator's write round over its towers takes up to {r['tick_ms_p99']} ms (p99), "
+               note=f"the generator's slice of writes (25 towers) takes up to {r['tick_ms_p99']} ms (p99), "
                     "during which replies wait: part of this latency is the generator's"),
         Figure(f"{label}: CPU of the central process(es)", r["central_cpu"], "cores",
                reference=f"PostgreSQL {r['db_cpu']} cores; the load generator (the towers) {r['gen_cpu']} cores"),
