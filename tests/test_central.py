@@ -810,6 +810,23 @@ def test_streams_report_missing_announced_and_unexplained_ranges(tmp_path):
         store.close()
 
 
+def test_streams_include_the_identity_streams(tmp_path):
+    store = CentralStore(tmp_path / "c.sqlite", clock=ManualClock())
+    try:
+        store.store_tracks(TOWER, STREAM, tracks(2, first_seq=1), replay=False)
+        ident = icd.empty_identity_records(3)
+        ident["seq"], ident["time_us"], ident["status"] = [1, 2, 6], 5, 1
+        ident["uas_id"] = b"1581F5FKD229400"
+        assert store.store_identities(TOWER, 0x1D, ident, replay=False) == 3
+        by_stream = {s.stream_id: s for s in store.streams()}
+        assert set(by_stream) == {STREAM, 0x1D}
+        assert (by_stream[0x1D].records, by_stream[0x1D].missing, by_stream[0x1D].unexplained) == (
+            3, ((3, 5),), ((3, 5),))
+        assert [x["kind"] for x in store.export()][-2:] == ["stream", "stream"]
+    finally:
+        store.close()
+
+
 def test_subtract_ranges():
     assert subtract_ranges([(1, 10)], [(3, 4), (6, 6)]) == [(1, 2), (5, 5), (7, 10)]
     assert subtract_ranges([(1, 3), (5, 9)], [(0, 1), (3, 6), (9, 20)]) == [(2, 2), (7, 8)]

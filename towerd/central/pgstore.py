@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from towerd.central import identity
-from towerd.central.store import Pending, StoreResult, StreamSummary
+from towerd.central.store import Pending, StoreResult, StreamSummary, event_json
 from towerd.clock import Clock, SystemClock
 from towerd.errors import ConfigError, OutboxError
 from towerd.icd import EVENT_OUTBOX_DROPPED, LAT_LON_UNKNOWN, TRACK_RECORD_DTYPE
@@ -508,10 +508,10 @@ class PgCentralStore:
         sid = _signed(item.stream_id)
         rx = conn.execute("SELECT nextval('towerd_rx_msg')").fetchone()[0]
         rows, drops = [], []
-        for ev in item.events:
+        texts = item.event_json if item.event_json is not None else [event_json(ev) for ev in item.events]
+        for ev, text in zip(item.events, texts):
             rows.append((item.tower_id, sid, ev["seq"], received_us, item.replay, rx, ev["time_us"], ev["code"],
-                         ev["severity"], ev["message"],
-                         json.dumps(ev, ensure_ascii=False, separators=(",", ":"))))
+                         ev["severity"], ev["message"], text))
             if ev["code"] == EVENT_OUTBOX_DROPPED:
                 ranges = dropped_ranges(ev)
                 if ranges is None:
@@ -644,11 +644,15 @@ class PgCentralStore:
             out.append(d)
         return out
 
-    def health_history(self, tower_id: str) -> list[dict]:
-        """Every HEALTH object stored for ``tower_id``, oldest first, with ``received_us``."""
-        rows = self._query("SELECT received_us, health FROM health WHERE tower_id = %s ORDER BY received_us",
-                           (tower_id,))
-        return [{"received_us": r, **h} for r, h in rows]
+    def health_history(self, tower_id: str | None = None) -> Iterator[dict]:
+        """Every HEALTH object stored (for ``tower_id``, or every tower), oldest first per
+        tower: ``{"kind": "health", "tower_id", "received_us", "health": object}``
+        (``towerd central export --health``)."""
+        where, args = self._where_tower(tower_id)
+        rows = self._query(f"SELECT tower_id, received_us, health FROM health {where} "
+                           "ORDER BY tower_id, received_us", args)
+        for t, r, h in rows:
+            yield {"kind": "health", "tower_id": t, "received_us": r, "health": h}
 
     def dropped(self, tower_id: str | None = None) -> list[dict]:
         """Every ``outbox.dropped`` announcement received (as :meth:`CentralStore.dropped`)."""
@@ -664,17 +668,21 @@ class PgCentralStore:
         heads = self._query(
             "SELECT tower_id, stream_id, count(*), min(seq), max(seq) FROM "
             f"(SELECT tower_id, stream_id, seq FROM tracks {where} "
-            f"UNION SELECT tower_id, stream_id, seq FROM events {where}) u "
-            "GROUP BY tower_id, stream_id ORDER BY tower_id, stream_id", args + args)
+            f"UNION SELECT tower_id, stream_id, seq FROM events {where}"
+            + (f" UNION SELECT tower_id, stream_id, seq FROM identities {where}" if self._has_identities else "")
+            + ") u GROUP BY tower_id, stream_id ORDER BY tower_id, stream_id",
+            args * (3 if self._has_identities else 2))
         gap_sql = ("SELECT seq + 1, nxt - 1 FROM (SELECT seq, lead(seq) OVER (ORDER BY seq) AS nxt FROM "
                    "(SELECT seq FROM tracks WHERE tower_id = %s AND stream_id = %s "
-                   "UNION SELECT seq FROM events WHERE tower_id = %s AND stream_id = %s) u) g "
-                   "WHERE nxt > seq + 1 ORDER BY seq LIMIT %s")
+                   "UNION SELECT seq FROM events WHERE tower_id = %s AND stream_id = %s"
+                   + (" UNION SELECT seq FROM identities WHERE tower_id = %s AND stream_id = %s"
+                      if self._has_identities else "")
+                   + ") u) g WHERE nxt > seq + 1 ORDER BY seq LIMIT %s")
         out = []
         for tower, sid, n, first, last in heads:
             key = (tower, sid)
             missing: list[tuple[int, int]] = [(1, first - 1)] if first > 1 else []
-            gaps = self._query(gap_sql, key + key + (max_ranges + 1,))
+            gaps = self._query(gap_sql, key * (3 if self._has_identities else 2) + (max_ranges + 1,))
             truncated = len(missing) + len(gaps) > max_ranges
             missing.extend((lo, hi) for lo, hi in gaps[:max_ranges - len(missing)])
             dropped: list[tuple[int, int]] = []

@@ -85,6 +85,11 @@ _UPGRADE_TO_2 = [
 ]
 
 
+def event_json(event: dict) -> str:
+    """An EVENTS object as the stores keep it (compact JSON, UTF-8 kept)."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))
+
+
 @dataclass(frozen=True)
 class StreamSummary:
     """What the central holds of one ``(tower_id, stream_id)``. Seq ranges are
@@ -125,6 +130,9 @@ class Pending:
     records: np.ndarray | None = None
     events: list[dict] | None = None
     identities: np.ndarray | None = None
+    event_json: tuple[str, ...] | None = None
+    """Each of ``events`` as compact JSON text, encoded once by the central's intake
+    (for its size limit) and stored as is."""
 
     @property
     def size(self) -> int:
@@ -288,10 +296,12 @@ class CentralStore:
                f"VALUES ({', '.join('?' * len(_TRACK_COLUMNS))})")
         return self._insert([(sql, rows)])
 
-    def store_events(self, tower_id: str, stream_id: int, events: list[dict], replay: bool) -> int:
+    def store_events(self, tower_id: str, stream_id: int, events: list[dict], replay: bool,
+                     encoded: Sequence[str] | None = None) -> int:
         """Store EVENTS objects (each with seq, time_us, code, severity, message) durably;
-        the whole object is kept in ``json``; ``outbox.dropped`` events are also recorded
-        in ``dropped``. Returns how many were new."""
+        the whole object is kept in ``json`` (``encoded``: each already as JSON text);
+        ``outbox.dropped`` events are also recorded in ``dropped``. Returns how many were
+        new."""
         if not events:
             return 0
         if max(ev["seq"] for ev in events) > SEQ_MAX:
@@ -299,10 +309,11 @@ class CentralStore:
         self._rx_msg += 1
         received_us = self._clock.utc_us()
         stream_hex = f"{stream_id:016x}"
+        texts = encoded if encoded is not None else [event_json(ev) for ev in events]
         rows = [
             (tower_id, stream_hex, ev["seq"], received_us, int(bool(replay)), self._rx_msg, ev["time_us"],
-             ev["code"], ev["severity"], ev["message"], json.dumps(ev, ensure_ascii=False, separators=(",", ":")))
-            for ev in events
+             ev["code"], ev["severity"], ev["message"], text)
+            for ev, text in zip(events, texts)
         ]
         drops = []
         for ev in events:
@@ -343,7 +354,8 @@ class CentralStore:
                 elif item.records is not None:
                     out.append(self.store_tracks(item.tower_id, item.stream_id, item.records, item.replay))
                 else:
-                    out.append(self.store_events(item.tower_id, item.stream_id, item.events or [], item.replay))
+                    out.append(self.store_events(item.tower_id, item.stream_id, item.events or [], item.replay,
+                                                 item.event_json))
             except OutboxError as exc:
                 out.append(exc)
         return out
@@ -435,35 +447,34 @@ class CentralStore:
                  "count": c, "ranges": json.loads(r)} for t, s, e, f, la, c, r in rows]
 
     def streams(self, tower_id: str | None = None, max_ranges: int = 10_000) -> list[StreamSummary]:
-        """A :class:`StreamSummary` per (tower, stream) held, with its missing, dropped
-        and unexplained seq ranges."""
+        """A :class:`StreamSummary` per (tower, stream) held (the records streams and the
+        identity streams), with its missing, dropped and unexplained seq ranges."""
         conn = self._db()
         where, args = ("WHERE tower_id = ?", (tower_id,)) if tower_id is not None else ("", ())
         try:
+            tables = ["tracks", "events"] + (["identities"] if self._has_table("identities") else [])
             heads = conn.execute(
-                "SELECT tower_id, stream_id, count(*), min(seq), max(seq) FROM "
-                f"(SELECT tower_id, stream_id, seq FROM tracks {where} "
-                f"UNION SELECT tower_id, stream_id, seq FROM events {where}) "
-                "GROUP BY tower_id, stream_id ORDER BY tower_id, stream_id", args + args).fetchall()
+                "SELECT tower_id, stream_id, count(*), min(seq), max(seq) FROM ("
+                + " UNION ".join(f"SELECT tower_id, stream_id, seq FROM {t} {where}" for t in tables)
+                + ") GROUP BY tower_id, stream_id ORDER BY tower_id, stream_id", args * len(tables)).fetchall()
             out = []
             for tower, stream_hex, n, first, last in heads:
-                key = (tower, stream_hex)
+                key = (tower, stream_hex) * len(tables)
                 gap_sql = (
-                    "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt FROM "
-                    "(SELECT seq FROM tracks WHERE tower_id = ? AND stream_id = ? "
-                    "UNION SELECT seq FROM events WHERE tower_id = ? AND stream_id = ?)) "
-                    "WHERE nxt > seq + 1 ORDER BY seq")
+                    "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt FROM ("
+                    + " UNION ".join(f"SELECT seq FROM {t} WHERE tower_id = ? AND stream_id = ?" for t in tables)
+                    + ")) WHERE nxt > seq + 1 ORDER BY seq")
                 missing: list[tuple[int, int]] = [(1, first - 1)] if first > 1 else []
                 missing_records = last - n  # every seq in 1..last that is not held
                 truncated = False
-                for lo, hi in conn.execute(gap_sql, key + key):
+                for lo, hi in conn.execute(gap_sql, key):
                     if len(missing) >= max_ranges:
                         truncated = True
                         break
                     missing.append((lo, hi))
                 dropped: list[tuple[int, int]] = []
                 for (ranges,) in conn.execute("SELECT ranges FROM dropped WHERE tower_id = ? AND stream_id = ? "
-                                              "ORDER BY first_seq", key):
+                                              "ORDER BY first_seq", key[:2]):
                     dropped.extend((a, b) for a, b in json.loads(ranges))
                 dropped.sort()
                 out.append(StreamSummary(

@@ -32,7 +32,7 @@ class StoringMixin:
         elif msg.type == MsgType.IDENTITY:
             item = Pending(tower_id, msg.stream_id, replay, identities=held.payload)
         else:
-            item = Pending(tower_id, msg.stream_id, replay, events=held.payload)
+            item = Pending(tower_id, msg.stream_id, replay, events=held.payload, event_json=held.event_json)
             for ev in held.payload:
                 if ev["code"] == EVENT_OUTBOX_DROPPED:
                     self._limited(logging.WARNING, "dropped", "central: tower %s announces %s records lost from "
