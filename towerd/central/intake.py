@@ -8,7 +8,7 @@ import logging
 
 import zmq
 
-from towerd.central.store import event_json
+from towerd.central.storetypes import event_json
 from towerd.errors import FrameError
 from towerd.icd import (
     EVENT_OUTBOX_DROPPED,

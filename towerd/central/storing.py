@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from towerd.central.store import Pending, StoreResult
+from towerd.central.storetypes import Pending, StoreResult
 from towerd.errors import OutboxError
 from towerd.icd import EVENT_OUTBOX_DROPPED, FLAG_REPLAY, MsgType, encode_ack, encode_error
 

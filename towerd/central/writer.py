@@ -22,7 +22,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 
-from towerd.central.store import Pending, ReportStore, StoreResult
+from towerd.central.storetypes import Pending, ReportStore, StoreResult
 from towerd.errors import OutboxError
 
 log = logging.getLogger(__name__)
