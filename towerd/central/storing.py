@@ -56,8 +56,7 @@ class StoringMixin:
             return
         if self._writer is not None:
             if self._writer.idle:
-                pending, self._pending, self._pending_records = self._pending, [], 0
-                self._writer.submit(pending)
+                self._writer.submit(self._take_batch())
             return
         pending, self._pending, self._pending_records = self._pending, [], 0
         internal = False
@@ -70,6 +69,20 @@ class StoringMixin:
                                     "a defect, please report)", len(pending))
             results, internal = [OutboxError("internal error while storing")] * len(pending), True
         self._answer(pending, results, internal)
+
+    def _take_batch(self) -> list:
+        """The oldest held messages, up to about ``batch_records`` records (at least one):
+        what waited while the writer was busy may be far more (a round takes up to 1000
+        messages of up to 100 records), and one huge transaction would delay every ACK in it."""
+        n = records = 0
+        limit = self._store.batch_records
+        for n, (_rid, _first, _last, item) in enumerate(self._pending, 1):
+            records += item.size
+            if records >= limit:
+                break
+        batch, self._pending = self._pending[:n], self._pending[n:]
+        self._pending_records -= records
+        return batch
 
     def _collect(self) -> None:
         """ACK (or ERROR) the batches the store writer has finished, and hand it the next."""
