@@ -294,7 +294,8 @@ def load_text(before: tuple[float, float, float]) -> str:
 
 def settings_text(bindir: Path) -> str:
     return (f"Settings: PostgreSQL {bindir.parts[-2]} with max_wal_size 2GB, shared_buffers 256MB, otherwise "
-            "defaults; the store's batch_records 5000 (one transaction per poll round of the central); each "
+            "defaults; the store's batch_records 5000 (the store writer commits at most about that many records per "
+            "transaction while the next messages are received); each "
             "emulated tower commits its outbox every 0.2 s (one message per commit), Poisson arrivals, bursts at "
             "twice the rate for 1 s in every 20 s; 2 load generator processes.")
 
