@@ -270,7 +270,8 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
                reference=f"PostgreSQL {r['db_cpu']} cores; the load generator (the towers) {r['gen_cpu']} cores"),
         Figure(f"{label}: CPU per record acknowledged, central + PostgreSQL",
                cpu["central"] + cpu["db"], "µs",
-               reference=f"central {cpu['central']} µs, PostgreSQL {cpu['db']} µs; the load generator {cpu['gen']} µs",
+               reference=f"central {cpu['central']} µs, PostgreSQL {cpu['db']} µs; "
+                         f"the load generator {cpu['gen']} µs",
                note="CPU time (user + system, all threads) over the run divided by the records acknowledged in it: "
                     "unlike rates and latencies, it holds when the shared machine is loaded"),
         Figure(f"{label}: database bytes per million records", r["db_bytes_per_million"] / 1e6, "MB",
