@@ -92,9 +92,13 @@ class CpuMeter:
         self.elapsed = time.monotonic() - max(self.t0, self.start_at)
 
     @property
+    def seconds(self) -> float:
+        """CPU seconds used (user + system, every thread)."""
+        return sum(self._last[p] - self._first[p] for p in self._last)
+
+    @property
     def cores(self) -> float:
-        used = sum(self._last[p] - self._first[p] for p in self._last)
-        return used / self.elapsed
+        return self.seconds / self.elapsed
 
 
 def _start_central(url: str, keys: dict, log: Path) -> tuple[subprocess.Popen, str]:
@@ -155,6 +159,9 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
         result["central_cpu"] = round(central_cpu.cores, 2)
         result["db_cpu"] = round(db_cpu.cores, 2)
         result["gen_cpu"] = round(gen_cpu.cores, 2)
+        if result.get("acked_records"):  # CPU time per record: holds under the shared machine's load
+            result["cpu_us_per_record"] = {name: round(m.seconds / result["acked_records"] * 1e6, 1) for name, m in
+                                           (("central", central_cpu), ("db", db_cpu), ("gen", gen_cpu))}
     finally:
         for p in procs:
             p.terminate()
@@ -245,6 +252,7 @@ def blast(endpoint: str, work: Path, towers: int, seconds: float, per_msg: int =
 
 def _load_figures(label: str, r: dict) -> list[Figure]:
     lat = r["ack_latency_ms"]
+    cpu = r["cpu_us_per_record"]
     met = r["records_per_s_sustained"] >= GOAL_RPS and lat["p99"] < GOAL_P99_MS
     return [
         Figure(f"{label}: records/s acknowledged, sustained", r["records_per_s_sustained"], "records/s",
@@ -256,10 +264,16 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
                     "sent as REPLAY (what was in flight at a drop, and what a tower wrote before its link came up)"),
         Figure(f"{label}: ACK latency of live records, median", lat["median"], "ms",
                reference=f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']:,} records",
-               note=f"the generator's write round over its towers takes up to {r['tick_ms_p99']} ms (p99), "
+               note=f"the generator's slice of writes (25 towers) takes up to {r['tick_ms_p99']} ms (p99), "
                     "during which replies wait: part of this latency is the generator's"),
         Figure(f"{label}: CPU of the central process(es)", r["central_cpu"], "cores",
                reference=f"PostgreSQL {r['db_cpu']} cores; the load generator (the towers) {r['gen_cpu']} cores"),
+        Figure(f"{label}: CPU per record acknowledged, central + PostgreSQL",
+               cpu["central"] + cpu["db"], "µs",
+               reference=f"central {cpu['central']} µs, PostgreSQL {cpu['db']} µs; "
+                         f"the load generator {cpu['gen']} µs",
+               note="CPU time (user + system, all threads) over the run divided by the records acknowledged in it: "
+                    "unlike rates and latencies, it holds when the shared machine is loaded"),
         Figure(f"{label}: database bytes per million records", r["db_bytes_per_million"] / 1e6, "MB",
                reference=f"{r['db_rows']:,} rows in tracks, partitions with indexes"),
     ]
@@ -281,7 +295,8 @@ def load_text(before: tuple[float, float, float]) -> str:
 
 def settings_text(bindir: Path) -> str:
     return (f"Settings: PostgreSQL {bindir.parts[-2]} with max_wal_size 2GB, shared_buffers 256MB, otherwise "
-            "defaults; the store's batch_records 5000 (one transaction per poll round of the central); each "
+            "defaults; the store's batch_records 5000 (the store writer commits at most about that many records per "
+            "transaction while the next messages are received); each "
             "emulated tower commits its outbox every 0.2 s (one message per commit), Poisson arrivals, bursts at "
             "twice the rate for 1 s in every 20 s; 2 load generator processes.")
 

@@ -57,6 +57,7 @@ def run(quick: bool) -> Section:
         note=f"live ACK latency meanwhile (all towers' live records) median {lat['median']} ms, p99 {lat['p99']} "
              f"ms, max {lat['max']} ms; {back['records_per_s_sustained']:,.0f} records/s acknowledged on average; "
              f"CPU: central {back['central_cpu']}, PostgreSQL {back['db_cpu']}, load generator {back['gen_cpu']} "
-             "cores")
+             f"cores; per record acknowledged: central {back['cpu_us_per_record']['central']} µs, PostgreSQL "
+             f"{back['cpu_us_per_record']['db']} µs, load generator {back['cpu_us_per_record']['gen']} µs")
     return Section("Central with PostgreSQL: backlog after an outage", [fig],
                    __doc__.strip() + "\n\n" + settings_text(bindir) + load_text(load_before))

@@ -468,6 +468,54 @@ def test_store_failure_is_not_acknowledged(ctx, central, monkeypatch):
     assert srv.stats["store_errors"] == 1 and srv.stats["acks_sent"] == 0
 
 
+class _GatedBatchingStore(CentralStore):
+    """The SQLite store as a batching one (so the server commits on its store writer),
+    with a gate that holds each commit and a switch that makes it raise."""
+
+    batch_records = 100
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.entered, self.release, self.defect = threading.Event(), threading.Event(), False
+        self.batches: list[int] = []
+
+    def store_many(self, items):
+        self.entered.set()
+        assert self.release.wait(5)
+        if self.defect:
+            raise RuntimeError("a defect in the store")
+        self.batches.append(len(items))
+        return super().store_many(items)
+
+
+def test_store_writer_keeps_receiving_during_a_commit_and_acks_after_it(ctx, central, tmp_path):
+    store = _GatedBatchingStore(tmp_path / "writer.sqlite")
+    srv = central(store=store)
+    dealer = Dealer(ctx, srv.bound_endpoint)
+    try:
+        dealer.sock.send(icd.encode_tracks(STREAM, tracks(4, first_seq=1)))
+        wait_for(store.entered.is_set, lambda: srv.poll_once(5), what="first commit started")
+        for first in (5, 9):  # arrive while the first batch is being committed
+            dealer.sock.send(icd.encode_tracks(STREAM, tracks(4, first_seq=first)))
+        wait_for(lambda: srv.stats["received"] == 3, lambda: srv.poll_once(5), what="received during the commit")
+        assert dealer.replies(50) == [] and srv.stats["acks_sent"] == 0  # nothing committed yet: no ACK
+        store.release.set()
+        acks: list[icd.Message] = []
+        wait_for(lambda: len(acks) == 3, lambda: (srv.poll_once(5), acks.extend(dealer.replies(5))), what="ACKs")
+        assert [icd.decode_ack(m) for m in acks] == [(1, 4), (5, 8), (9, 12)]
+        assert store.batches == [1, 2]  # the two that waited went into one transaction (group commit)
+        assert [r["seq"] for r in store.tracks()] == list(range(1, 13))
+        store.defect, store.batches = True, []
+        dealer.sock.send(icd.encode_tracks(STREAM, tracks(2, first_seq=13)))
+        errors: list[icd.Message] = []
+        wait_for(lambda: errors, lambda: (srv.poll_once(5), errors.extend(dealer.replies(5))), what="ERROR")
+        assert [icd.decode_error(m)[0] for m in errors] == ["central.store_failed"]
+        assert srv.stats["internal_errors"] == 1 and srv.stats["acks_sent"] == 3
+    finally:
+        store.release.set()
+        dealer.close()
+
+
 # ------------------------------------------------------------------------------ configuration and CLI
 
 
@@ -806,6 +854,23 @@ def test_streams_report_missing_announced_and_unexplained_ranges(tmp_path):
         assert store.dropped() == [{"tower_id": TOWER, "stream_id": STREAM, "event_seq": 13, "first_seq": 3,
                                     "last_seq": 5, "count": 3, "ranges": [[3, 5]]}]
         assert [r["rx_msg"] for r in store.tracks()] == [1] * 7 and store.events()[0]["rx_msg"] == 2
+    finally:
+        store.close()
+
+
+def test_streams_include_the_identity_streams(tmp_path):
+    store = CentralStore(tmp_path / "c.sqlite", clock=ManualClock())
+    try:
+        store.store_tracks(TOWER, STREAM, tracks(2, first_seq=1), replay=False)
+        ident = icd.empty_identity_records(3)
+        ident["seq"], ident["time_us"], ident["status"] = [1, 2, 6], 5, 1
+        ident["uas_id"] = b"1581F5FKD229400"
+        assert store.store_identities(TOWER, 0x1D, ident, replay=False) == 3
+        by_stream = {s.stream_id: s for s in store.streams()}
+        assert set(by_stream) == {STREAM, 0x1D}
+        assert (by_stream[0x1D].records, by_stream[0x1D].missing, by_stream[0x1D].unexplained) == (
+            3, ((3, 5),), ((3, 5),))
+        assert [x["kind"] for x in store.export()][-2:] == ["stream", "stream"]
     finally:
         store.close()
 

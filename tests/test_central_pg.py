@@ -378,3 +378,41 @@ def test_upkeep_blocked_by_a_long_query_does_not_hold_up_the_reports(pg_url, cap
     finally:
         analyst.close()
         store.close()
+
+
+def identities(seqs: list[int]) -> np.ndarray:
+    rec = icd.empty_identity_records(len(seqs))
+    rec["seq"] = seqs
+    rec["time_us"] = SystemClock().utc_us()
+    rec["status"] = 1
+    rec["uas_id"] = b"1581F5FKD229400"
+    return rec
+
+
+def test_identity_streams_are_summarised_and_the_health_history_is_exported(pg_url, tmp_path, towerd_exe):
+    store = PgCentralStore(pg_url, retention_days=2)
+    try:
+        rec = tracks(2)
+        rec["seq"] = [1, 2]
+        assert store.store_many([Pending(TOWER, 7, False, records=rec),
+                                 Pending(TOWER, 9, False, identities=identities([1, 2, 5]))]) == [2, 3]
+        store.record_health(TOWER, {"link": {"up": True}, "sensors": {"radar": "ok"}})
+        store.record_health(TOWER, {"link": {"up": False}, "sensors": {"radar": "silent"}})
+        streams = {s.stream_id: s for s in store.streams(TOWER)}
+        assert set(streams) == {7, 9}  # the identity stream is summarised beside the records stream
+        assert (streams[9].records, streams[9].last_seq, streams[9].unexplained) == (3, 5, ((3, 4),))
+    finally:
+        store.close()  # writes the HEALTH objects held
+    out = subprocess.run([towerd_exe, "central", "export", "--store", pg_url, "--health", "--tower", TOWER],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(x) for x in out.stdout.splitlines()]
+    assert [(x["kind"], x["tower_id"], x["health"]["sensors"]["radar"]) for x in lines] == [
+        ("health", TOWER, "ok"), ("health", TOWER, "silent")]
+    assert lines[0]["received_us"] <= lines[1]["received_us"]
+    sqlite_db = tmp_path / "c.sqlite"
+    from towerd.central.store import CentralStore
+    CentralStore(sqlite_db).close()
+    out = subprocess.run([towerd_exe, "central", "export", "--db", str(sqlite_db), "--health"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and "keeps no HEALTH history" in out.stderr

@@ -64,8 +64,9 @@ def _check_export(lines: list[dict], rec: np.ndarray) -> None:
     assert [x["seq"] for x in ids] == rec["seq"].tolist()
     assert ids[0]["stream_id"] == f"{STREAM:016x}" and ids[0]["uas_id"] == "1581F5FKD229400A1234"
     assert ids[0]["operator_alt_m"] is None and ids[-1]["rssi_dbm"] is None
-    # The records streams' summaries are not disturbed by the identity stream.
-    assert all(x["stream_id"] != f"{STREAM:016x}" for x in lines if x["kind"] == "stream")
+    # The identity stream is summarised on its own (its own seq), beside the records streams.
+    (summary,) = [x for x in lines if x["kind"] == "stream" and x["stream_id"] == f"{STREAM:016x}"]
+    assert (summary["records"], summary["last_seq"], summary["unexplained"]) == (rec.size, int(rec["seq"][-1]), [])
 
 
 def test_sqlite_store_keeps_identities_once_and_exports_them(tmp_path):

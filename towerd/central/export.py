@@ -10,17 +10,23 @@ from pathlib import Path
 from typing import IO
 
 from towerd.central.store import CentralStore, ReportStore
-from towerd.errors import TowerdError
+from towerd.errors import OutboxError, TowerdError
 
 
-def export(db_path: str | Path, out: IO[str], tower_id: str | None = None, *, postgresql: bool | None = None) -> int:
+def export(db_path: str | Path, out: IO[str], tower_id: str | None = None, *, postgresql: bool | None = None,
+           health: bool = False) -> int:
     """Write what the store at ``db_path`` (a SQLite file, or a ``postgresql://`` URL)
     holds to ``out`` as JSON lines (see :meth:`CentralStore.export`); opened read-only.
-    Returns the number of lines."""
+    ``health``: instead, the HEALTH history (``"kind": "health"``, oldest first, per
+    tower), which only the PostgreSQL store keeps. Returns the number of lines."""
     store = open_store(str(db_path), read_only=True, postgresql=postgresql)
     n = 0
     try:
-        for obj in store.export(tower_id):
+        if health and not hasattr(store, "health_history"):
+            raise OutboxError("the SQLite store keeps no HEALTH history (only the last HEALTH per tower, in the "
+                              "running central); a PostgreSQL store (--store) keeps every one")
+        lines = store.health_history(tower_id) if health else store.export(tower_id)  # type: ignore[attr-defined]
+        for obj in lines:
             out.write(json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
             out.write("\n")
             n += 1
@@ -47,21 +53,24 @@ def export_main(argv: list[str]) -> int:
     """``towerd central export``: JSON lines of what a central store holds."""
     parser = argparse.ArgumentParser(prog="towerd central export",
                                      description="Write what a central store holds as JSON lines: every track, "
-                                     "every event, then one summary per stream with its missing and dropped seq "
-                                     "ranges.")
+                                     "every event, every identity, then one summary per stream with its missing and "
+                                     "dropped seq ranges; or, with --health, the towers' HEALTH history.")
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--db", help="the central's SQLite file (opened read-only)")
     where.add_argument("--store", metavar="URL", help="the central's PostgreSQL database "
                        "(postgresql://user@host/dbname; read-only)")
     parser.add_argument("--out", help="output file (default: standard output)")
     parser.add_argument("--tower", help="only this tower id")
+    parser.add_argument("--health", action="store_true", help="the towers' HEALTH history instead (link and "
+                        "sensor state as each tower reported it; PostgreSQL store only)")
     args = parser.parse_args(argv)
     try:
         if args.out:
             with open(args.out, "w", encoding="utf-8") as fh:
-                n = export(args.db or args.store, fh, args.tower, postgresql=bool(args.store))
+                n = export(args.db or args.store, fh, args.tower, postgresql=bool(args.store), health=args.health)
         else:
-            n = export(args.db or args.store, sys.stdout, args.tower, postgresql=bool(args.store))
+            n = export(args.db or args.store, sys.stdout, args.tower, postgresql=bool(args.store),
+                       health=args.health)
             sys.stdout.flush()
     except (TowerdError, OSError) as exc:
         print(f"towerd central export: {exc}", file=sys.stderr)

@@ -4,11 +4,11 @@ logged at a bounded rate and answered with ERROR ``malformed.<reason>``."""
 
 from __future__ import annotations
 
-import json
 import logging
 
 import zmq
 
+from towerd.central.storetypes import event_json
 from towerd.errors import FrameError
 from towerd.icd import (
     EVENT_OUTBOX_DROPPED,
@@ -81,17 +81,20 @@ class IntakeMixin:
                 self._on_records(rid, tower_id, msg, decode_tracks(msg))
             elif msg.type == MsgType.EVENTS:
                 events = decode_events(msg)
+                texts = []
                 for ev in events:
                     if ev["code"] == EVENT_OUTBOX_DROPPED and any(
                             isinstance(ev.get(k), int) and not INT64_MIN <= ev[k] <= SEQ_MAX
                             for k in ("first_seq", "last_seq", "count")):
                         raise MessageError("seq_range", f"outbox.dropped event seq {ev['seq']}: a seq or count "
                                            "beyond what this central stores")
-                    size = len(json.dumps(ev, ensure_ascii=False, separators=(",", ":")).encode())
+                    text = event_json(ev)  # as stored: encoded once, for the limit and the store
+                    size = len(text.encode())
                     if size > limits.max_event_bytes:
                         raise MessageError("event_size", f"event seq {ev['seq']} is {size} bytes, this tower may "
                                            f"send {limits.max_event_bytes}")
-                self._on_records(rid, tower_id, msg, events)
+                    texts.append(text)
+                self._on_records(rid, tower_id, msg, events, tuple(texts))
             elif msg.type == MsgType.IDENTITY:
                 if not self._identity:  # told to be an ICD v1 central: an unknown type, as v1 says
                     raise MessageError("type", f"unknown type 0x{int(msg.type):02x}")
@@ -99,7 +102,7 @@ class IntakeMixin:
             elif msg.type == MsgType.HEALTH:
                 health = decode_health(msg, max_nodes=limits.max_health_values)
                 self._keep_health(tower_id, msg.body)
-                self._store.record_health(tower_id, health)
+                (self._writer or self._store).record_health(tower_id, health)
                 self._stats["health_received"] += 1
                 self._reply(rid, tower_id, encode_health_ack(msg.stream_id))
             else:

@@ -16,7 +16,9 @@ disk) and a real :class:`~towerd.uplink.client.UplinkClient` (a DEALER with the 
 own CURVE key, routing id = tower id; ICD encoding, window, resend, live before a paced
 REPLAY backlog). Each tower writes ``--rate`` TRACKS records per second (Poisson spread,
 ``--burst-factor`` times more for ``--burst-s`` every ``--burst-every-s``, the towers'
-bursts staggered) and commits them every ``--commit-s``.
+bursts staggered) and commits them every ``--commit-s``, each tower at its own phase
+(real towers are not in step): a worker writes at most 25 towers before it reads the
+replies again, so that an ACK does not wait behind a pass over all of its towers.
 
 Outages: ``--outage-towers`` towers lose their link at ``--outage-at`` for ``--outage-s``
 (the uplink is closed; the records pile up in the outbox; a new uplink then sends the
@@ -31,8 +33,7 @@ Measured, printed as one JSON object: records acknowledged per second (sustained
 the run after ``--warmup-s``), ACK latency of live records (commit in the tower's outbox
 to ACK processed; median, p99, max), and for backlogs the time until each tower's last
 backlog record was acknowledged. The latency includes the generator's own loop delay
-(``tick_ms_p99``: the time one write round over all of a worker's towers takes, during
-which replies wait).
+(``tick_ms_p99``: the time one slice of writes takes, during which replies wait).
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def _records(n: int, counter: int, t_us: np.ndarray | int, rng: np.random.Genera
 
 
 _POOL = 4096
+_WRITE_SLICE = 25
+"""Towers written (one outbox commit and send each) before the worker reads replies again."""
 
 
 class _RecordPool:
@@ -189,6 +192,7 @@ class _Tower:
         self.acked = 0
         self.burst_phase = rng.uniform(0, spec.burst_every_s)
         self.pool = _RecordPool(rng)
+        self.last_write = self.next_write = 0.0
 
     def connect(self, now: float) -> None:
         self.client = UplinkClient(self.id, self.settings, self.box, clock=self.clock, context=self.ctx,
@@ -291,8 +295,11 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
             t.connect(t0)
         per_second: list[int] = []
         loop_ms: list[float] = []
-        last_write = t0
-        next_write = t0 + spec.commit_s
+        for k, t in enumerate(towers):
+            t.last_write = t0
+            t.next_write = t0 + spec.commit_s * (k + 1) / len(towers)
+        cursor = 0
+        next_write = towers[0].next_write if towers else math.inf
         acked_mark = 0
         next_pace = t0
         next_mark = t0 + 1.0
@@ -321,16 +328,22 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
                         t.connect(now)
                 poller_dirty = True
             if now >= next_write:
+                # Each tower commits every commit_s at its own phase (real towers are not in
+                # step); at most _WRITE_SLICE of them before the replies are read again.
                 tick = time.monotonic()
-                dt = now - last_write
-                last_write = now
-                for t in towers:
-                    t.write(now, dt, t0)
+                for _ in range(min(_WRITE_SLICE, len(towers))):
+                    t = towers[cursor]
+                    if t.next_write > now:
+                        break
+                    t.write(now, now - t.last_write, t0)
+                    t.last_write = now
+                    t.next_write += spec.commit_s
+                    if t.next_write < now:
+                        t.next_write = now + spec.commit_s
                     if t.client is not None:
                         t.client.poll(0)  # send what was just committed
-                next_write += spec.commit_s
-                if next_write < now:
-                    next_write = now + spec.commit_s
+                    cursor = (cursor + 1) % len(towers)
+                next_write = towers[cursor].next_write
                 loop_ms.append((time.monotonic() - tick) * 1000)
             elif now >= next_pace:  # backlog pacing (token bucket) and scheduled socket rebuilds
                 for t in towers:

@@ -52,6 +52,7 @@ class _Held:
     size: int
     first: int
     last: int
+    event_json: tuple[str, ...] | None = None  # EVENTS: each object as stored, encoded once
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -92,7 +93,8 @@ class PeersMixin:
         peer = self._peer(tower_id)
         peer.counts[reason] = peer.counts.get(reason, 0) + 1
 
-    def _on_records(self, rid: bytes, tower_id: str, msg: Message, payload) -> None:
+    def _on_records(self, rid: bytes, tower_id: str, msg: Message, payload,
+                    event_json: tuple[str, ...] | None = None) -> None:
         """TRACKS (records) or EVENTS (objects) that decoded: store and ACK now, or hold
         back while the tower is over its rates."""
         if msg.type in (MsgType.TRACKS, MsgType.IDENTITY):
@@ -104,7 +106,7 @@ class PeersMixin:
             return
         peer = self._peer(tower_id)
         now = self._clock.monotonic()
-        held = _Held(rid, tower_id, msg, payload, len(payload), len(msg.body) + HEADER_SIZE, first, last)
+        held = _Held(rid, tower_id, msg, payload, len(payload), len(msg.body) + HEADER_SIZE, first, last, event_json)
         if not peer.deferred and peer.ready(held.records, held.size, now):
             self._store_held(peer, held)
             return

@@ -34,6 +34,10 @@ digits in :meth:`export`, as by the SQLite store); unsigned ICD fields are widen
 Several central processes may share one database: schema creation and partition upkeep
 take an advisory lock; ``rx_msg`` comes from one sequence.
 
+Modules: :mod:`towerd.central.pgschema` (the schema, the staging and COPY layout),
+:mod:`towerd.central.pgread` (every query that only reads); this one connects, keeps the
+partitions and writes.
+
 If the database goes away, :meth:`store_many` reports every message of the batch as not
 stored (nothing is acknowledged; the towers send again) and the next call reconnects (at
 most one attempt per ``reconnect_ivl_s``).
@@ -44,18 +48,36 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-import numpy as np
-
 from towerd.central import identity
-from towerd.central.store import Pending, StoreResult, StreamSummary
+from towerd.central.pgread import PgReadMixin
+from towerd.central.pgschema import (  # noqa: F401 - some names are this module's API too
+    _ADVISORY_KEY,
+    _COPY_SIGNATURE,
+    _COPY_TRAILER,
+    _MOVE_SQL,
+    _PARTITION_KEY,
+    _SCHEMA,
+    _STAGE,
+    DAY_US,
+    SCHEMA_VERSION,
+    TRACK_COLUMNS,
+    _locked,
+    _redact,
+    _signed,
+    check_url,
+    copy_image,
+    day_name,
+)
+from towerd.central.storetypes import Pending, StoreResult, event_json
 from towerd.clock import Clock, SystemClock
 from towerd.errors import ConfigError, OutboxError
-from towerd.icd import EVENT_OUTBOX_DROPPED, LAT_LON_UNKNOWN, TRACK_RECORD_DTYPE
-from towerd.seqranges import dropped_ranges, subtract_ranges
+from towerd.icd import EVENT_OUTBOX_DROPPED, TRACK_RECORD_DTYPE
+from towerd.seqranges import dropped_ranges
 
 try:
     import psycopg
@@ -65,158 +87,15 @@ except ImportError:  # pragma: no cover - the extra is not installed
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
-DAY_US = 86_400_000_000
-_U64 = 2**64
-_ADVISORY_KEY = 0x746F77657264  # "towerd": schema and partition upkeep, across processes
-TRACK_FIELDS: tuple[str, ...] = TRACK_RECORD_DTYPE.names
 
-# ICD dtype -> (PostgreSQL type, big-endian NumPy type used in binary COPY).
-_PG_OF = {"u8": ("bigint", ">i8"), "i8": ("bigint", ">i8"), "u4": ("bigint", ">i8"), "u2": ("integer", ">i4"),
-          "u1": ("smallint", ">i2"), "i4": ("integer", ">i4"), "f4": ("real", ">f4")}
-_FIELD_TYPES = {n: _PG_OF[TRACK_RECORD_DTYPE.fields[n][0].str[1:]] for n in TRACK_FIELDS}
-_FLOAT_FIELDS = tuple(n for n in TRACK_FIELDS if _FIELD_TYPES[n][0] == "real")
-_HEAD_COLUMNS = ("tower_id", "stream_id", "received_us", "replay", "rx_msg")
-TRACK_COLUMNS = _HEAD_COLUMNS + TRACK_FIELDS
-_PARTITION_KEY = {"tracks": "time_us", "events": "time_us", "health": "received_us", "identities": "time_us"}
-
-_SCHEMA = [
-    "CREATE TABLE IF NOT EXISTS towerd_schema (version integer NOT NULL)",
-    "CREATE SEQUENCE IF NOT EXISTS towerd_rx_msg",
-    "CREATE TABLE IF NOT EXISTS tracks (tower_id text NOT NULL, stream_id bigint NOT NULL, "
-    "received_us bigint NOT NULL, replay boolean NOT NULL, rx_msg bigint NOT NULL, "
-    + ", ".join(f"{n} {_FIELD_TYPES[n][0]}" + ("" if n in _FLOAT_FIELDS else " NOT NULL") for n in TRACK_FIELDS)
-    + ", PRIMARY KEY (tower_id, stream_id, seq, time_us)) PARTITION BY RANGE (time_us)",
-    "CREATE INDEX IF NOT EXISTS tracks_tower_time ON tracks (tower_id, time_us)",
-    "CREATE INDEX IF NOT EXISTS tracks_time ON tracks USING brin (time_us)",
-    f"CREATE INDEX IF NOT EXISTS tracks_position ON tracks USING gist (point(lon_e7, lat_e7)) "
-    f"WHERE lat_e7 <> {LAT_LON_UNKNOWN}",
-    "CREATE TABLE IF NOT EXISTS events (tower_id text NOT NULL, stream_id bigint NOT NULL, seq bigint NOT NULL, "
-    "received_us bigint NOT NULL, replay boolean NOT NULL, rx_msg bigint NOT NULL, time_us bigint NOT NULL, "
-    "code text NOT NULL, severity text NOT NULL, message text NOT NULL, event jsonb NOT NULL, "
-    "PRIMARY KEY (tower_id, stream_id, seq, time_us)) PARTITION BY RANGE (time_us)",
-    "CREATE INDEX IF NOT EXISTS events_tower_time ON events (tower_id, time_us)",
-    "CREATE INDEX IF NOT EXISTS events_code_time ON events (code, time_us)",
-    "CREATE TABLE IF NOT EXISTS health (tower_id text NOT NULL, received_us bigint NOT NULL, health jsonb NOT NULL) "
-    "PARTITION BY RANGE (received_us)",
-    "CREATE INDEX IF NOT EXISTS health_tower_time ON health (tower_id, received_us)",
-    "CREATE TABLE IF NOT EXISTS dropped (tower_id text NOT NULL, stream_id bigint NOT NULL, "
-    "event_seq bigint NOT NULL, first_seq bigint NOT NULL, last_seq bigint NOT NULL, count bigint NOT NULL, "
-    "ranges jsonb NOT NULL, received_us bigint NOT NULL, PRIMARY KEY (tower_id, stream_id, event_seq))",
-    "CREATE TABLE IF NOT EXISTS tracks_default PARTITION OF tracks DEFAULT",
-    "CREATE TABLE IF NOT EXISTS events_default PARTITION OF events DEFAULT",
-    "CREATE TABLE IF NOT EXISTS health_default PARTITION OF health DEFAULT",
-    *identity.PG_SCHEMA,
-]
-
-_STAGE = ("CREATE TEMP TABLE IF NOT EXISTS towerd_stage (k integer NOT NULL, tower_id text NOT NULL, "
-          "stream_id bigint NOT NULL, received_us bigint NOT NULL, replay boolean NOT NULL, "
-          + ", ".join(f"{n} {_FIELD_TYPES[n][0]}" for n in TRACK_FIELDS) + ") ON COMMIT DELETE ROWS")
-
-_MOVE_SQL = (
-    "WITH m AS MATERIALIZED (SELECT k, nextval('towerd_rx_msg') AS rx FROM unnest(%s::integer[]) AS k), "
-    "ins AS (INSERT INTO tracks (" + ", ".join(TRACK_COLUMNS) + ") "
-    "SELECT s.tower_id, s.stream_id, s.received_us, s.replay, m.rx, "
-    + ", ".join(f"NULLIF(s.{n}, 'NaN')" if n in _FLOAT_FIELDS else f"s.{n}" for n in TRACK_FIELDS)
-    + " FROM towerd_stage s JOIN m USING (k) ORDER BY s.tower_id, s.stream_id, s.seq, s.k "
-    "ON CONFLICT DO NOTHING RETURNING rx_msg) "
-    "SELECT m.k, count(ins.rx_msg) FROM m LEFT JOIN ins ON ins.rx_msg = m.rx GROUP BY m.k"
-)
-
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_COPY_TRAILER = b"\xff\xff"
-_COPY_LAYOUTS: dict[int, tuple[np.dtype, np.ndarray]] = {}
-
-
-def _copy_layout(tower_id_len: int) -> tuple[np.dtype, np.ndarray]:
-    """The binary-COPY row layout of the staging table for one tower id length (field
-    count, then (length, big-endian value) per column; packed, no padding), and a row
-    with the counts and lengths filled in."""
-    layout = _COPY_LAYOUTS.get(tower_id_len)
-    if layout is None:
-        cols = [("k", ">i4"), ("tower_id", f"S{tower_id_len}"), ("stream_id", ">i8"), ("received_us", ">i8"),
-                ("replay", "u1")] + [(n, _FIELD_TYPES[n][1]) for n in TRACK_FIELDS]
-        fields = [("nfields", ">i2")]
-        for name, fmt in cols:
-            fields += [(f"{name}__len", ">i4"), (name, fmt)]
-        dt = np.dtype(fields)
-        template = np.zeros(1, dtype=dt)
-        template["nfields"] = len(cols)
-        for name, _ in cols:
-            template[f"{name}__len"] = dt.fields[name][0].itemsize
-        layout = _COPY_LAYOUTS[tower_id_len] = (dt, template)
-    return layout
-
-
-def copy_image(items: Sequence[tuple[int, Pending]], received_us: int) -> bytes:
-    """Binary COPY rows (no signature or trailer) for ``towerd_stage`` of the TRACKS
-    messages ``(k, message)``: one vectorised build per tower id length (usually one),
-    not one per message."""
-    groups: dict[int, list[tuple[int, Pending]]] = {}
-    for k, item in items:
-        groups.setdefault(len(item.tower_id), []).append((k, item))
-    chunks = []
-    for length, group in groups.items():
-        dt, template = _copy_layout(length)
-        counts = [item.records.size for _, item in group]  # type: ignore[union-attr]
-        # Joining the bytes: np.concatenate of this offset-laid dtype costs ~0.1 ms per array.
-        recs = np.frombuffer(b"".join(item.records.tobytes() for _, item in group),  # type: ignore[union-attr]
-                             dtype=TRACK_RECORD_DTYPE)
-        rows = np.empty(recs.size, dtype=dt)
-        rows[...] = template
-        rows["k"] = np.repeat(np.array([k for k, _ in group], dtype=np.int32), counts)
-        rows["tower_id"] = np.repeat(np.array([item.tower_id.encode("ascii") for _, item in group],
-                                              dtype=f"S{length}"), counts)
-        rows["stream_id"] = np.repeat(np.array([_signed(item.stream_id) for _, item in group], dtype=np.int64),
-                                      counts)
-        rows["received_us"] = received_us
-        rows["replay"] = np.repeat(np.array([item.replay for _, item in group], dtype=np.uint8), counts)
-        for name in TRACK_FIELDS:
-            rows[name] = recs[name]
-        chunks.append(rows.tobytes())
-    return b"".join(chunks)
-
-
-def _signed(stream_id: int) -> int:
-    return stream_id - _U64 if stream_id >= 2**63 else stream_id
-
-
-def _unsigned(stream_id: int) -> int:
-    return stream_id % _U64
-
-
-def day_name(table: str, day: int) -> str:
-    """Partition name of UTC day number ``day`` (days since the epoch)."""
-    return f"{table}_{datetime.fromtimestamp(day * 86400, tz=timezone.utc):%Y%m%d}"
-
-
-def check_url(url: str) -> None:
-    """ConfigError unless ``url`` is a PostgreSQL connection URL psycopg can parse."""
-    if psycopg is None:
-        raise ConfigError("a PostgreSQL store needs psycopg 3 (Debian: apt install python3-psycopg; "
-                          "pip: pip install 'towerd[postgresql]')")
-    try:
-        psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError as exc:
-        raise ConfigError(f"store URL is not a PostgreSQL connection string: {exc}") from exc
-
-
-def _redact(url: str) -> str:
-    """The URL without a password, for messages."""
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(url)
-    except Exception:  # noqa: BLE001 - only for a message
-        return "<unparsable URL>"
-    params.pop("password", None)
-    return " ".join(f"{k}={v}" for k, v in sorted(params.items()))
-
-
-class PgCentralStore:
+class PgCentralStore(PgReadMixin):
     """TRACKS, EVENTS, HEALTH and drop announcements in PostgreSQL (see the module doc).
 
     ``retention_days``: day partitions older than this are dropped by the upkeep, which
     runs at start and every ``upkeep_interval_s``; ``ahead_days``: partitions made ahead.
-    ``read_only``: for export; nothing is created or changed. Not thread-safe."""
+    ``read_only``: for export; nothing is created or changed. Thread-safe: one lock
+    serialises the use of the connection (the central's store writer commits while an
+    operator's or a test's thread reads)."""
 
     batch_records = 5000
 
@@ -239,6 +118,7 @@ class PgCentralStore:
         self._connect_timeout_s = connect_timeout_s
         self._health_flush_s = health_flush_s
         self._conn: Any = None
+        self._lock = threading.RLock()
         self._closed = False
         self._next_connect = -math.inf
         self._next_upkeep = -math.inf
@@ -354,6 +234,7 @@ class PgCentralStore:
                 out[name] = int(day.timestamp()) // 86400
         return out
 
+    @_locked
     def upkeep(self) -> None:
         """Make the day partitions of the window, drop those past retention (also run at
         start and every ``upkeep_interval_s`` before a batch)."""
@@ -410,6 +291,7 @@ class PgCentralStore:
 
     # ---------------------------------------------------------------- writing
 
+    @_locked
     def store_many(self, items: Sequence[Pending]) -> list[StoreResult]:
         """Store the messages in one committed transaction; per message, how many records
         were new (or, for all of them, the OutboxError if the transaction failed)."""
@@ -492,10 +374,10 @@ class PgCentralStore:
         sid = _signed(item.stream_id)
         rx = conn.execute("SELECT nextval('towerd_rx_msg')").fetchone()[0]
         rows, drops = [], []
-        for ev in item.events:
+        texts = item.event_json if item.event_json is not None else [event_json(ev) for ev in item.events]
+        for ev, text in zip(item.events, texts):
             rows.append((item.tower_id, sid, ev["seq"], received_us, item.replay, rx, ev["time_us"], ev["code"],
-                         ev["severity"], ev["message"],
-                         json.dumps(ev, ensure_ascii=False, separators=(",", ":"))))
+                         ev["severity"], ev["message"], text))
             if ev["code"] == EVENT_OUTBOX_DROPPED:
                 ranges = dropped_ranges(ev)
                 if ranges is None:
@@ -525,6 +407,7 @@ class PgCentralStore:
                            "ON CONFLICT DO NOTHING", [v for row in rows for v in row])
         return cur.rowcount
 
+    @_locked
     def record_health(self, tower_id: str, health: dict) -> None:
         """Keep a HEALTH object for table ``health`` (best effort, as the ICD says: written
         with the next batch, or on its own after ``health_flush_s``; lost, and counted, if
@@ -555,151 +438,7 @@ class PgCentralStore:
         conn.execute(f"INSERT INTO health (tower_id, received_us, health) VALUES {values}",
                      [v for row in rows for v in row])
 
-    # ---------------------------------------------------------------- reading
-
-    def _query(self, sql: str, args: Sequence = ()) -> list[tuple]:
-        conn = self._db()
-        try:
-            rows = conn.execute(sql, args).fetchall()
-            conn.rollback()
-            return rows
-        except psycopg.Error as exc:
-            if conn.broken:
-                self._drop_conn()
-            else:
-                conn.rollback()
-            raise OutboxError(f"central store ({self._where}): query failed: {exc}") from exc
-
-    @staticmethod
-    def _where_tower(tower_id: str | None) -> tuple[str, tuple]:
-        return ("WHERE tower_id = %s", (tower_id,)) if tower_id is not None else ("", ())
-
-    def tracks(self, tower_id: str | None = None) -> list[dict]:
-        """Stored TRACKS records as dicts (as :meth:`CentralStore.tracks`: stream_id an int,
-        unknown floats NaN), ordered by tower, stream, seq."""
-        where, args = self._where_tower(tower_id)
-        rows = self._query(f"SELECT {', '.join(TRACK_COLUMNS)} FROM tracks {where} "
-                           "ORDER BY tower_id, stream_id, seq", args)
-        out = []
-        for row in rows:
-            d = dict(zip(TRACK_COLUMNS, row))
-            d["stream_id"] = _unsigned(d["stream_id"])
-            for name in _FLOAT_FIELDS:
-                if d[name] is None:
-                    d[name] = math.nan
-            out.append(d)
-        return out
-
-    def events(self, tower_id: str | None = None) -> list[dict]:
-        """Stored EVENTS objects: the table's columns, ``event`` the object as received."""
-        where, args = self._where_tower(tower_id)
-        cols = ("tower_id", "stream_id", "seq", "received_us", "replay", "rx_msg", "time_us", "code", "severity",
-                "message", "event")
-        rows = self._query(f"SELECT {', '.join(cols)} FROM events {where} ORDER BY tower_id, stream_id, seq", args)
-        out = []
-        for row in rows:
-            d = dict(zip(cols, row))
-            d["stream_id"] = _unsigned(d["stream_id"])
-            out.append(d)
-        return out
-
-    def count_tracks(self) -> int:
-        return self._query("SELECT count(*) FROM tracks")[0][0]
-
-    def count_events(self) -> int:
-        return self._query("SELECT count(*) FROM events")[0][0]
-
-    def identities(self, tower_id: str | None = None) -> list[dict]:
-        """Stored IDENTITY records as dicts (as :meth:`CentralStore.identities`)."""
-        if not self._has_identities:
-            return []
-        where, args = self._where_tower(tower_id)
-        rows = self._query(f"SELECT {', '.join(identity.COLUMNS)} FROM identities {where} "
-                           "ORDER BY tower_id, stream_id, seq", args)
-        out = []
-        for row in rows:
-            d = dict(zip(identity.COLUMNS, row))
-            d["stream_id"] = _unsigned(d["stream_id"])
-            for name in identity.FLOAT_FIELDS:
-                if d[name] is None:
-                    d[name] = math.nan
-            out.append(d)
-        return out
-
-    def health_history(self, tower_id: str) -> list[dict]:
-        """Every HEALTH object stored for ``tower_id``, oldest first, with ``received_us``."""
-        rows = self._query("SELECT received_us, health FROM health WHERE tower_id = %s ORDER BY received_us",
-                           (tower_id,))
-        return [{"received_us": r, **h} for r, h in rows]
-
-    def dropped(self, tower_id: str | None = None) -> list[dict]:
-        """Every ``outbox.dropped`` announcement received (as :meth:`CentralStore.dropped`)."""
-        where, args = self._where_tower(tower_id)
-        rows = self._query("SELECT tower_id, stream_id, event_seq, first_seq, last_seq, count, ranges FROM dropped "
-                           f"{where} ORDER BY tower_id, stream_id, event_seq", args)
-        return [{"tower_id": t, "stream_id": _unsigned(s), "event_seq": e, "first_seq": f, "last_seq": la,
-                 "count": c, "ranges": r} for t, s, e, f, la, c, r in rows]
-
-    def streams(self, tower_id: str | None = None, max_ranges: int = 10_000) -> list[StreamSummary]:
-        """A :class:`StreamSummary` per (tower, stream), as the SQLite store gives."""
-        where, args = self._where_tower(tower_id)
-        heads = self._query(
-            "SELECT tower_id, stream_id, count(*), min(seq), max(seq) FROM "
-            f"(SELECT tower_id, stream_id, seq FROM tracks {where} "
-            f"UNION SELECT tower_id, stream_id, seq FROM events {where}) u "
-            "GROUP BY tower_id, stream_id ORDER BY tower_id, stream_id", args + args)
-        gap_sql = ("SELECT seq + 1, nxt - 1 FROM (SELECT seq, lead(seq) OVER (ORDER BY seq) AS nxt FROM "
-                   "(SELECT seq FROM tracks WHERE tower_id = %s AND stream_id = %s "
-                   "UNION SELECT seq FROM events WHERE tower_id = %s AND stream_id = %s) u) g "
-                   "WHERE nxt > seq + 1 ORDER BY seq LIMIT %s")
-        out = []
-        for tower, sid, n, first, last in heads:
-            key = (tower, sid)
-            missing: list[tuple[int, int]] = [(1, first - 1)] if first > 1 else []
-            gaps = self._query(gap_sql, key + key + (max_ranges + 1,))
-            truncated = len(missing) + len(gaps) > max_ranges
-            missing.extend((lo, hi) for lo, hi in gaps[:max_ranges - len(missing)])
-            dropped: list[tuple[int, int]] = []
-            for (ranges,) in self._query("SELECT ranges FROM dropped WHERE tower_id = %s AND stream_id = %s "
-                                         "ORDER BY first_seq", key):
-                dropped.extend((a, b) for a, b in ranges)
-            dropped.sort()
-            out.append(StreamSummary(
-                tower_id=tower, stream_id=_unsigned(sid), records=n, first_seq=first, last_seq=last,
-                missing_records=last - n, missing=tuple(missing), dropped=tuple(dropped),
-                unexplained=tuple(subtract_ranges(missing, dropped)), truncated=truncated))
-        return out
-
-    def export(self, tower_id: str | None = None) -> Iterator[dict]:
-        """Everything held, streamed with a server-side cursor, in the SQLite store's JSON
-        lines shape: tracks, events, then one summary per stream."""
-        where, args = self._where_tower(tower_id)
-        conn = self._db()
-        try:
-            with conn.transaction():
-                with conn.cursor(name="towerd_export_tracks") as cur:
-                    cur.execute(f"SELECT {', '.join(TRACK_COLUMNS)} FROM tracks {where} "
-                                "ORDER BY tower_id, stream_id, seq", args)
-                    for row in cur:
-                        d = dict(zip(TRACK_COLUMNS, row))
-                        d["stream_id"] = f"{_unsigned(d['stream_id']):016x}"
-                        yield {"kind": "track", **d}
-                with conn.cursor(name="towerd_export_events") as cur:
-                    cur.execute("SELECT tower_id, stream_id, seq, received_us, replay, rx_msg, event FROM events "
-                                f"{where} ORDER BY tower_id, stream_id, seq", args)
-                    for t, s, q, r, rp, rx, ev in cur:
-                        yield {"kind": "event", "tower_id": t, "stream_id": f"{_unsigned(s):016x}", "seq": q,
-                               "received_us": r, "replay": rp, "rx_msg": rx, "event": ev}
-                if self._has_identities:
-                    with conn.cursor(name="towerd_export_identities") as cur:
-                        cur.execute(f"SELECT {', '.join(identity.COLUMNS)} FROM identities {where} "
-                                    "ORDER BY tower_id, stream_id, seq", args)
-                        yield from identity.export_lines(cur, identity.COLUMNS, lambda s: f"{_unsigned(s):016x}")
-        except psycopg.Error as exc:
-            raise OutboxError(f"central store ({self._where}): export failed: {exc}") from exc
-        for summary in self.streams(tower_id):
-            yield summary.as_json()
-
+    @_locked
     def close(self) -> None:
         """Write any HEALTH still held (best effort) and close the connection. Idempotent."""
         if self._closed:

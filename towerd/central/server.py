@@ -69,6 +69,7 @@ from towerd.central.limits import CentralLimits, TowerLimits, load_limits
 from towerd.central.peers import PeersMixin, _Peer
 from towerd.central.storing import StoringMixin
 from towerd.central.store import CentralStore, Pending, ReportStore, StreamSummary
+from towerd.central.writer import StoreWriter
 from towerd.clock import Clock, SystemClock
 from towerd.errors import EX_CONFIG, ConfigError, TowerdError, UplinkError
 from towerd.icd import HEADER_SIZE
@@ -171,6 +172,7 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         self._store: ReportStore = store if store is not None else CentralStore(db_path, clock=self._clock)
         self._pending: list[tuple[bytes, int, int, Pending]] = []  # (rid, first, last, message)
         self._pending_records = 0
+        self._writer: StoreWriter | None = None
         self._ctx = zmq.Context()
         self._ctx.set(zmq.MAX_SOCKETS, _MAX_SOCKETS)
         self._auth: CurveAuthenticator | None = None
@@ -201,6 +203,8 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
             self._endpoint = self._sock.getsockopt(zmq.LAST_ENDPOINT).decode()
             port = self._endpoint.rsplit(":", 1)[-1]
             self._handshakes = HandshakeWatch(self._sock, self._limited, int(port) if port.isdigit() else None)
+            if self._store.batch_records > 0:  # a batching store commits on its own thread
+                self._writer = StoreWriter(self._store)
         except zmq.ZMQError as exc:
             self.close()
             raise UplinkError(f"central cannot bind {bind!r}: {exc}") from exc
@@ -279,28 +283,40 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
     def poll_once(self, timeout_ms: int) -> int:
         """Wait up to ``timeout_ms`` for messages, then handle those waiting (at most
         1000, after any pending CURVE handshakes; those without the REPLAY flag first),
-        and store what the rates let through of the messages held back. Returns how
-        many messages were received."""
+        and store what the rates let through of the messages held back. With a batching
+        store the batch is committed by the store writer while the next messages are
+        received, and acknowledged on a later call (once committed); while a full batch
+        waits for the writer, no more messages are taken (they wait in the socket).
+        Returns how many messages were received."""
         if self._closed:
             raise UplinkError("central is closed")
         if self._handshakes is not None:
             self._handshakes.poll()  # failed handshakes: logged with the peer's address
+        self._collect()
         now = self._clock.monotonic()
         self._drain_deferred(now)
         if self._deferring:
             wait = min(self._peers[t].wait_s(now) for t in self._deferring)
             timeout_ms = min(timeout_ms, max(1, int(wait * 1000) + 1))
         poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
+        full = self._writer is not None and self._pending_records >= self._store.batch_records
+        if not full:
+            poller.register(self._sock, zmq.POLLIN)
+        if self._writer is not None:
+            poller.register(self._writer.fd, zmq.POLLIN)
         if self._auth is not None:
             self._auth.maybe_reload()
             poller.register(self._auth.socket, zmq.POLLIN)
-        ready = poller.poll(timeout_ms)
+        ready = dict(poller.poll(timeout_ms))
         self._check_descriptors()
+        if self._writer is not None and self._writer.fd in ready:
+            self._collect()
         if not ready:
             return 0
         if self._auth is not None:
             self._auth.handle()
+        if full or self._sock not in ready:
+            return 0
         # Everything waiting (up to the bound) is taken first, then handled live first:
         # after an outage the towers' REPLAY backlogs must not delay the live reports
         # that arrive in the same round (stored and acknowledged in the first batches).
@@ -337,6 +353,8 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         if self._closed:
             return
         self._closed = True
+        if self._writer is not None:
+            self._writer.close()
         if self._handshakes is not None:
             self._handshakes.close()
         self._sock.close(0)

@@ -34,13 +34,18 @@ import logging
 import math
 import sqlite3
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Union
 
 import numpy as np
 
 from towerd.central import identity
+from towerd.central.storetypes import (  # noqa: F401 - re-exported: the stores' shared types
+    Pending,
+    ReportStore,
+    StoreResult,
+    StreamSummary,
+    event_json,
+)
 from towerd.clock import Clock, SystemClock
 from towerd.errors import OutboxError
 from towerd.icd import EVENT_OUTBOX_DROPPED, IDENTITY_RECORD_DTYPE, TRACK_RECORD_DTYPE
@@ -83,81 +88,6 @@ _UPGRADE_TO_2 = [
     "ALTER TABLE tracks ADD COLUMN rx_msg INTEGER NOT NULL DEFAULT 0",
     "ALTER TABLE events ADD COLUMN rx_msg INTEGER NOT NULL DEFAULT 0",
 ]
-
-
-@dataclass(frozen=True)
-class StreamSummary:
-    """What the central holds of one ``(tower_id, stream_id)``. Seq ranges are
-    inclusive ``(first, last)`` pairs in ascending order. ``missing`` holds the ranges
-    in ``1..last_seq`` not stored (at most ``max_ranges`` of them; ``missing_records``
-    counts all); ``dropped`` those the tower announced with ``outbox.dropped``;
-    ``unexplained`` the missing ranges minus the dropped ones (computed from the ranges
-    listed, so exact unless ``truncated``)."""
-
-    tower_id: str
-    stream_id: int
-    records: int
-    first_seq: int
-    last_seq: int
-    missing_records: int
-    missing: tuple[tuple[int, int], ...]
-    dropped: tuple[tuple[int, int], ...]
-    unexplained: tuple[tuple[int, int], ...]
-    truncated: bool
-
-    def as_json(self) -> dict:
-        return {"kind": "stream", "tower_id": self.tower_id, "stream_id": f"{self.stream_id:016x}",
-                "records": self.records, "first_seq": self.first_seq, "last_seq": self.last_seq,
-                "missing_records": self.missing_records, "missing": [list(r) for r in self.missing],
-                "dropped": [list(r) for r in self.dropped], "unexplained": [list(r) for r in self.unexplained],
-                "truncated": self.truncated}
-
-
-@dataclass(frozen=True)
-class Pending:
-    """One decoded TRACKS (``records``: TRACK_RECORD_DTYPE array), EVENTS (``events``:
-    list of dicts) or IDENTITY (``identities``: IDENTITY_RECORD_DTYPE array) message
-    waiting to be stored; exactly one of the three is set."""
-
-    tower_id: str
-    stream_id: int
-    replay: bool
-    records: np.ndarray | None = None
-    events: list[dict] | None = None
-    identities: np.ndarray | None = None
-
-    @property
-    def size(self) -> int:
-        if self.identities is not None:
-            return self.identities.size
-        return self.records.size if self.records is not None else len(self.events or ())
-
-
-StoreResult = Union[int, OutboxError]
-"""Per message of :meth:`ReportStore.store_many`: how many records were new, or why
-the message was not stored (it must not be acknowledged)."""
-
-
-class ReportStore(Protocol):
-    """What the central needs of a store (SQLite :class:`CentralStore`, PostgreSQL
-    :class:`towerd.central.pgstore.PgCentralStore`).
-
-    ``batch_records``: 0 means the server stores (and then acknowledges) each message
-    on its own; above 0 it gathers the messages of one poll round, up to about that many
-    records, and hands them to :meth:`store_many` at once. Every record reported as
-    stored must be committed when :meth:`store_many` returns."""
-
-    batch_records: int
-
-    def store_many(self, items: Sequence[Pending]) -> list[StoreResult]: ...
-
-    def record_health(self, tower_id: str, health: dict) -> None: ...
-
-    def streams(self, tower_id: str | None = None, max_ranges: int = 10_000) -> list[StreamSummary]: ...
-
-    def export(self, tower_id: str | None = None) -> Iterator[dict]: ...
-
-    def close(self) -> None: ...
 
 
 class CentralStore:
@@ -288,10 +218,12 @@ class CentralStore:
                f"VALUES ({', '.join('?' * len(_TRACK_COLUMNS))})")
         return self._insert([(sql, rows)])
 
-    def store_events(self, tower_id: str, stream_id: int, events: list[dict], replay: bool) -> int:
+    def store_events(self, tower_id: str, stream_id: int, events: list[dict], replay: bool,
+                     encoded: Sequence[str] | None = None) -> int:
         """Store EVENTS objects (each with seq, time_us, code, severity, message) durably;
-        the whole object is kept in ``json``; ``outbox.dropped`` events are also recorded
-        in ``dropped``. Returns how many were new."""
+        the whole object is kept in ``json`` (``encoded``: each already as JSON text);
+        ``outbox.dropped`` events are also recorded in ``dropped``. Returns how many were
+        new."""
         if not events:
             return 0
         if max(ev["seq"] for ev in events) > SEQ_MAX:
@@ -299,10 +231,11 @@ class CentralStore:
         self._rx_msg += 1
         received_us = self._clock.utc_us()
         stream_hex = f"{stream_id:016x}"
+        texts = encoded if encoded is not None else [event_json(ev) for ev in events]
         rows = [
             (tower_id, stream_hex, ev["seq"], received_us, int(bool(replay)), self._rx_msg, ev["time_us"],
-             ev["code"], ev["severity"], ev["message"], json.dumps(ev, ensure_ascii=False, separators=(",", ":")))
-            for ev in events
+             ev["code"], ev["severity"], ev["message"], text)
+            for ev, text in zip(events, texts)
         ]
         drops = []
         for ev in events:
@@ -343,7 +276,8 @@ class CentralStore:
                 elif item.records is not None:
                     out.append(self.store_tracks(item.tower_id, item.stream_id, item.records, item.replay))
                 else:
-                    out.append(self.store_events(item.tower_id, item.stream_id, item.events or [], item.replay))
+                    out.append(self.store_events(item.tower_id, item.stream_id, item.events or [], item.replay,
+                                                 item.event_json))
             except OutboxError as exc:
                 out.append(exc)
         return out
@@ -435,35 +369,34 @@ class CentralStore:
                  "count": c, "ranges": json.loads(r)} for t, s, e, f, la, c, r in rows]
 
     def streams(self, tower_id: str | None = None, max_ranges: int = 10_000) -> list[StreamSummary]:
-        """A :class:`StreamSummary` per (tower, stream) held, with its missing, dropped
-        and unexplained seq ranges."""
+        """A :class:`StreamSummary` per (tower, stream) held (the records streams and the
+        identity streams), with its missing, dropped and unexplained seq ranges."""
         conn = self._db()
         where, args = ("WHERE tower_id = ?", (tower_id,)) if tower_id is not None else ("", ())
         try:
+            tables = ["tracks", "events"] + (["identities"] if self._has_table("identities") else [])
             heads = conn.execute(
-                "SELECT tower_id, stream_id, count(*), min(seq), max(seq) FROM "
-                f"(SELECT tower_id, stream_id, seq FROM tracks {where} "
-                f"UNION SELECT tower_id, stream_id, seq FROM events {where}) "
-                "GROUP BY tower_id, stream_id ORDER BY tower_id, stream_id", args + args).fetchall()
+                "SELECT tower_id, stream_id, count(*), min(seq), max(seq) FROM ("
+                + " UNION ".join(f"SELECT tower_id, stream_id, seq FROM {t} {where}" for t in tables)
+                + ") GROUP BY tower_id, stream_id ORDER BY tower_id, stream_id", args * len(tables)).fetchall()
             out = []
             for tower, stream_hex, n, first, last in heads:
-                key = (tower, stream_hex)
+                key = (tower, stream_hex) * len(tables)
                 gap_sql = (
-                    "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt FROM "
-                    "(SELECT seq FROM tracks WHERE tower_id = ? AND stream_id = ? "
-                    "UNION SELECT seq FROM events WHERE tower_id = ? AND stream_id = ?)) "
-                    "WHERE nxt > seq + 1 ORDER BY seq")
+                    "SELECT seq + 1, nxt - 1 FROM (SELECT seq, LEAD(seq) OVER (ORDER BY seq) AS nxt FROM ("
+                    + " UNION ".join(f"SELECT seq FROM {t} WHERE tower_id = ? AND stream_id = ?" for t in tables)
+                    + ")) WHERE nxt > seq + 1 ORDER BY seq")
                 missing: list[tuple[int, int]] = [(1, first - 1)] if first > 1 else []
                 missing_records = last - n  # every seq in 1..last that is not held
                 truncated = False
-                for lo, hi in conn.execute(gap_sql, key + key):
+                for lo, hi in conn.execute(gap_sql, key):
                     if len(missing) >= max_ranges:
                         truncated = True
                         break
                     missing.append((lo, hi))
                 dropped: list[tuple[int, int]] = []
                 for (ranges,) in conn.execute("SELECT ranges FROM dropped WHERE tower_id = ? AND stream_id = ? "
-                                              "ORDER BY first_seq", key):
+                                              "ORDER BY first_seq", key[:2]):
                     dropped.extend((a, b) for a, b in json.loads(ranges))
                 dropped.sort()
                 out.append(StreamSummary(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
-from towerd.central.store import Pending, StoreResult
+from towerd.central.storetypes import Pending, StoreResult
 from towerd.errors import OutboxError
 from towerd.icd import EVENT_OUTBOX_DROPPED, FLAG_REPLAY, MsgType, encode_ack, encode_error
 
@@ -32,7 +32,7 @@ class StoringMixin:
         elif msg.type == MsgType.IDENTITY:
             item = Pending(tower_id, msg.stream_id, replay, identities=held.payload)
         else:
-            item = Pending(tower_id, msg.stream_id, replay, events=held.payload)
+            item = Pending(tower_id, msg.stream_id, replay, events=held.payload, event_json=held.event_json)
             for ev in held.payload:
                 if ev["code"] == EVENT_OUTBOX_DROPPED:
                     self._limited(logging.WARNING, "dropped", "central: tower %s announces %s records lost from "
@@ -49,19 +49,52 @@ class StoringMixin:
 
     def _flush(self) -> None:
         """Store the held messages (one transaction when the store batches), then ACK each
-        one that is committed; the others get ERROR and no ACK."""
+        one that is committed; the others get ERROR and no ACK. With a store writer
+        (:mod:`towerd.central.writer`) the batch is handed to it when it is idle (else it
+        keeps growing until it is) and acknowledged in :meth:`_collect`."""
         if not self._pending:
             return
+        if self._writer is not None:
+            if self._writer.idle:
+                self._writer.submit(self._take_batch())
+            return
         pending, self._pending, self._pending_records = self._pending, [], 0
+        internal = False
         try:
             results: list[StoreResult] = self._store.store_many([p for _, _, _, p in pending])
         except OutboxError as exc:
             results = [exc] * len(pending)
         except Exception:  # last resort: a defect is loud, never an outage (and never an ACK)
-            self._stats["internal_errors"] += 1
             self._limited.exception("internal", "central: storing %d messages failed (not acknowledged; "
                                     "a defect, please report)", len(pending))
-            results = [OutboxError("internal error while storing")] * len(pending)
+            results, internal = [OutboxError("internal error while storing")] * len(pending), True
+        self._answer(pending, results, internal)
+
+    def _take_batch(self) -> list:
+        """The oldest held messages, up to about ``batch_records`` records (at least one):
+        what waited while the writer was busy may be far more (a round takes up to 1000
+        messages of up to 100 records), and one huge transaction would delay every ACK in it."""
+        n = records = 0
+        limit = self._store.batch_records
+        for n, (_rid, _first, _last, item) in enumerate(self._pending, 1):
+            records += item.size
+            if records >= limit:
+                break
+        batch, self._pending = self._pending[:n], self._pending[n:]
+        self._pending_records -= records
+        return batch
+
+    def _collect(self) -> None:
+        """ACK (or ERROR) the batches the store writer has finished, and hand it the next."""
+        if self._writer is None:
+            return
+        for pending, results, internal in self._writer.results():
+            self._answer(pending, results, internal)
+        self._flush()
+
+    def _answer(self, pending: list, results: list[StoreResult], internal: bool) -> None:
+        if internal:
+            self._stats["internal_errors"] += 1
         for (rid, first, last, item), result in zip(pending, results):
             if isinstance(result, OutboxError):
                 self._store_failed(rid, item.tower_id, item.stream_id, result)
