@@ -111,6 +111,15 @@ class RadarPlots:
     plots: np.ndarray = _PlotsOf()  # type: ignore[assignment]  # shape (n,), dtype PLOT_DTYPE
     cartesian: np.ndarray | None = None  # shape (n,), CARTESIAN_PLOT_DTYPE, or None
 
+    @classmethod
+    def of(cls, sensor: str, t_mono: float, frame_number: int, cartesian: np.ndarray) -> RadarPlots:
+        """``RadarPlots(sensor, t_mono, frame_number, cartesian=cartesian)``, made for a driver
+        at its frame rate without the frozen dataclass's per-field ``object.__setattr__``
+        (``plots`` is derived when read, as it is then)."""
+        reading = object.__new__(cls)
+        reading.__dict__.update(sensor=sensor, t_mono=t_mono, frame_number=frame_number, cartesian=cartesian)
+        return reading
+
 
 GEO_PLOT_DTYPE = np.dtype(
     [

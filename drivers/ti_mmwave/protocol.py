@@ -112,6 +112,10 @@ log = logging.getLogger(__name__)
 _KNOWN_SDK3 = KNOWN_SKIPPED_TLVS | {TLV_DETECTED_POINTS, TLV_DETECTED_POINTS_SIDE_INFO}
 _KNOWN_SDK2 = KNOWN_SKIPPED_TLVS_SDK2 | {TLV_DETECTED_POINTS}
 _F4, _I2, _TEN = np.dtype("<f4"), np.dtype("<i2"), np.float32(10.0)
+_V16, _V8 = np.dtype("V16"), np.dtype("V8")
+_ROW = np.dtype({"names": ["cartesian", "side"], "formats": [_V16, _V8], "offsets": [0, 16], "itemsize": 24})
+"""A TI_POINT_DTYPE row as two blocks of bytes: x, y, z, velocity (TLV 1's element as it is)
+and snr, noise (float32), so that filling the rows copies whole elements."""
 
 _HEADER = struct.Struct("<8I")
 _TL = struct.Struct("<2I")
@@ -178,34 +182,107 @@ class TiFrameParser:
         Never raises on any content; the caller must delete exactly ``consumed`` bytes
         and call again with the rest plus new data.
         """
+        consumed, frames, _ = self.feed_block(buf, quiet)
+        return consumed, frames
+
+    def feed_block(self, buf: bytes | bytearray | memoryview,
+                   quiet: bool = False) -> tuple[int, list[TiFrame], np.ndarray]:
+        """:meth:`feed`, also returning the points of all the frames as one TI_POINT_DTYPE
+        array, frame after frame (each frame's ``points`` is a view of its rows), so that a
+        caller can check them all at once.
+
+        Frames are validated one after the other, then decoded together: the common
+        frame (SDK 3.x, whole in ``buf``, no magic inside it or across its end) by
+        :meth:`_fast` in one pass, anything else by :meth:`_try_frame`, which gives the
+        same answer for the common frame and says why it refuses a candidate.
+        """
         self._quiet = quiet
         self.holding = False
         data = buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)
         n = len(data)
         pos = 0
-        frames: list[TiFrame] = []
+        accepted: list[tuple] = []
+        simple = True  # every frame SDK 3.x, with side info for its points
+        stats = self.stats
+        find = data.find
         while True:
-            start = data.find(MAGIC, pos)
+            start = find(MAGIC, pos)
             if start < 0:
                 drop = max(0, n - pos - (len(MAGIC) - 1))
                 self._drop(drop)
-                return pos + drop, frames
-            self._drop(start - pos)
+                pos += drop
+                break
+            if start > pos:
+                self._drop(start - pos)
             pos = start
-            try:
-                result = self._try_frame(data, pos, n)
-            except _Reject as exc:
-                self._reject(str(exc))
-                self._drop(1)
-                pos += 1
-                continue
-            if result is _NEED_MORE:
-                return pos, frames
-            frame, length = result
-            frames.append(frame)
-            self.stats.frames += 1
+            record = self._fast(data, pos, n, find(MAGIC, pos + 1)) if n - pos >= HEADER_LEN else None
+            if record is _NEED_MORE:
+                break
+            if record is None:
+                try:
+                    record = self._try_frame(data, pos, n)
+                except _Reject as exc:
+                    self._reject(str(exc))
+                    self._drop(1)
+                    pos += 1
+                    continue
+                if record is _NEED_MORE:
+                    break
+                simple = simple and record[0] >> 24 == 3 and (record[13] is not None or not record[10])
+            accepted.append(record)
+            stats.frames += 1
             self._hunting = False
-            pos += length
+            pos += record[7]
+        frames, block = self._build(accepted, simple)
+        return pos, frames, block
+
+    def _fast(self, data: bytes | bytearray, p: int, n: int, nxt: int) -> tuple | None | object:
+        """The common frame at ``p`` (``nxt``: where the next magic starts, -1 if none)
+        accepted in one pass: its record (see :meth:`_record`), _NEED_MORE, or None to let
+        :meth:`_try_frame` decide. Only a candidate that passes every check of
+        :meth:`_try_frame` on the bytes present is accepted or waited for here: SDK 3.x,
+        no magic before its end and, when it is whole in ``data``, unless the next magic
+        starts right at its end, no byte 0x02 in its last 7 (which could begin a magic
+        whose rest is still to come), and side info when it has points."""
+        version, total, platform, frame_number, cpu_cycles, num_obj, num_tlvs, subframe = \
+            _HEADER.unpack_from(data, p + 8)
+        end = p + total
+        if (version >> 24 != 3 or 0 <= nxt < end or total < MIN_PACKET_LEN or total % SEGMENT_LEN
+                or total > self.max_frame_bytes or subframe >= MAX_SUBFRAMES
+                or HEADER_LEN + TL_LEN * num_tlvs > total or nxt != end and data.find(2, end - 7, end) >= 0):
+            return None
+        avail = min(n, end)
+        off = p + HEADER_LEN
+        types: list[int] = []
+        points_at = side_at = -1
+        for _ in range(num_tlvs):
+            if off + TL_LEN > avail:
+                return None if off + TL_LEN > end else _NEED_MORE
+            tlv_type, length = _TL.unpack_from(data, off)
+            if off + TL_LEN + length > end or tlv_type in types and tlv_type in _KNOWN_SDK3:
+                return None
+            if tlv_type == TLV_DETECTED_POINTS:
+                if length != POINT_DTYPE.itemsize * num_obj:
+                    return None
+                points_at = off + TL_LEN
+            elif tlv_type == TLV_DETECTED_POINTS_SIDE_INFO:
+                if length != SIDE_INFO_DTYPE.itemsize * num_obj:
+                    return None
+                side_at = off + TL_LEN
+            elif (tlv_type == TLV_STATS and length != STATS_LEN
+                  or tlv_type == TLV_TEMPERATURE_STATS and length != TEMPERATURE_STATS_LEN
+                  or (tlv_type == TLV_RANGE_PROFILE or tlv_type == TLV_NOISE_PROFILE) and length % 2):
+                return None
+            types.append(tlv_type)
+            off += TL_LEN + length
+        if end - off >= SEGMENT_LEN:
+            return None
+        if end > n:
+            return _NEED_MORE
+        if side_at < 0 <= points_at and num_obj:
+            return None
+        return self._record(data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
+                            HEADER_LEN, types, points_at, side_at, None)
 
     def _drop(self, count: int) -> None:
         if count <= 0:
@@ -249,7 +326,7 @@ class TiFrameParser:
                       "frames are decoded")
 
     def _try_frame(self, data: bytes | bytearray, p: int, n: int):
-        """Validate the candidate at ``p``: a (frame, length) pair, _NEED_MORE, or _Reject.
+        """Validate the candidate at ``p``: its record (see :meth:`_record`), _NEED_MORE, or _Reject.
 
         Every check uses only the bytes of the claimed packet and, when its last bytes
         could begin a magic, the up to 7 bytes after it, so the outcome does not depend
@@ -314,9 +391,8 @@ class TiFrameParser:
                 self.holding = True
                 return _NEED_MORE
             # Quiet line: no successor is coming, the frame is whole.
-        frame = self._decode(data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
-                             header_len, types, points_at, side_at, q_format)
-        return frame, total
+        return self._record(data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
+                            header_len, types, points_at, side_at, q_format)
 
     def _walk(self, data, p, avail, end, total, header_len, num_tlvs, num_obj, sdk2):
         """Walk the TLVs bounds-checked: (types, points_at, side_at, q_format, end of the
@@ -367,16 +443,66 @@ class TiFrameParser:
             off = payload_end
         return types, points_at, side_at, q_format, off
 
-    def _decode(self, data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
-                header_len, types, points_at, side_at, q_format) -> TiFrame:
-        """Build the frame of a candidate that passed every check (vectorised)."""
-        sdk2 = version >> 24 == 2
+    def _record(self, data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
+                header_len, types, points_at, side_at, q_format) -> tuple:
+        """What :meth:`_build` needs of an accepted frame, its payload copied out of ``data``
+        (the caller's buffer, which it changes after :meth:`feed`): (version, platform,
+        frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total, header_len, tlv types,
+        point count, q_format, TLV 1 elements, TLV 7 elements or None)."""
+        known = _KNOWN_SDK2 if version >> 24 == 2 else _KNOWN_SDK3
+        if not known.issuperset(types):
+            self.stats.unknown_tlvs += sum(1 for t in types if t not in known)
         count = num_obj if points_at >= 0 else 0
-        points = np.empty(count, dtype=TI_POINT_DTYPE)
-        objects = None
-        if sdk2:
-            objects = np.frombuffer(bytes(data[points_at : points_at + DETECTED_OBJ_DTYPE.itemsize * count]),
-                                    dtype=DETECTED_OBJ_DTYPE) if count else np.empty(0, DETECTED_OBJ_DTYPE)
+        if version >> 24 == 2:
+            elements, side = bytes(data[points_at : points_at + DETECTED_OBJ_DTYPE.itemsize * count]), None
+        else:
+            elements = data[points_at : points_at + POINT_DTYPE.itemsize * count]
+            side = data[side_at : side_at + SIDE_INFO_DTYPE.itemsize * count] if side_at >= 0 else None
+        return (version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total, header_len,
+                tuple(types), count, q_format, elements, side)
+
+    def _build(self, records: list[tuple], simple: bool) -> tuple[list[TiFrame], np.ndarray]:
+        """The frames of ``records`` (in order) and the one array holding all their points
+        (vectorised: when every frame is ``simple``, SDK 3.x with side info for its points,
+        the common case, they are decoded together, each TLV copied in one block; else
+        frame by frame into the same array)."""
+        counts = [r[10] for r in records]
+        total_points = sum(counts)
+        block = np.empty(total_points, dtype=TI_POINT_DTYPE)
+        if not records:
+            return [], block
+        objects: list[np.ndarray | None]
+        if simple:
+            objects = [None] * len(records)
+            if total_points:
+                # TI_POINT_DTYPE is six float32s: TLV 1's four, copied as they came, then TLV 7's
+                # two / 10 (int16 -> float32, then / float32 10: as numpy divides int16 by it).
+                rows = np.ndarray((total_points,), _ROW, block)
+                rows["cartesian"] = np.frombuffer(b"".join([r[12] for r in records]), _V16)
+                side = np.frombuffer(b"".join([r[13] for r in records if r[10]]), _I2).astype(_F4)
+                rows["side"] = np.ndarray((total_points,), _V8, np.divide(side, _TEN, out=side))
+        else:
+            objects, a = [], 0
+            for r in records:
+                objects.append(self._fill(block[a : a + r[10]], r))
+                a += r[10]
+        frames, a, new = [], 0, object.__new__
+        for r, count, objs in zip(records, counts, objects):
+            frame = new(TiFrame)  # the frozen dataclass's __init__ costs as much as the decoding
+            frame.__dict__.update({
+                "version": r[0], "platform": r[1], "frame_number": r[2], "time_cpu_cycles": r[3], "subframe": r[4],
+                "num_tlvs": r[5], "num_detected_obj": r[6], "total_packet_len": r[7], "points": block[a : a + count],
+                "tlv_types": r[9], "header_len": r[8], "objects": objs, "xyz_q_format": r[11]})
+            frames.append(frame)
+            a += count
+        return frames, block
+
+    def _fill(self, points: np.ndarray, record: tuple) -> np.ndarray | None:
+        """Decode one frame's points into ``points`` (its rows of the block); SDK 2.x: return
+        the raw objects."""
+        version, count, q_format, elements, side = record[0], record[10], record[11], record[12], record[13]
+        if version >> 24 == 2:
+            objects = np.frombuffer(elements, dtype=DETECTED_OBJ_DTYPE) if count else np.empty(0, DETECTED_OBJ_DTYPE)
             if count:
                 scale = np.float32(1.0 / (1 << q_format))
                 points["x_m"] = objects["x"].astype(np.float32) * scale
@@ -392,33 +518,12 @@ class TiFrameParser:
                     points["doppler_mps"] = objects["doppler_idx"].astype(np.float64) * resolution
                 points["snr_db"] = np.nan
                 points["noise_db"] = np.nan
-            known = _KNOWN_SDK2
-        else:
-            if count:
-                # TI_POINT_DTYPE is six float32s: TLV 1's four, then TLV 7's two / 10, each
-                # copied in one block straight from the receive buffer.
-                table = points.view(_F4).reshape(count, 6)
-                table[:, :4] = np.frombuffer(data, _F4, 4 * count, points_at).reshape(count, 4)
-                if side_at >= 0:
-                    side = np.frombuffer(data, _I2, 2 * count, side_at).reshape(count, 2)
-                    np.divide(side, _TEN, out=table[:, 4:])  # int16 / float32 -> float32
-                else:
-                    table[:, 4:] = np.nan
-            known = _KNOWN_SDK3
-        if not known.issuperset(types):
-            self.stats.unknown_tlvs += sum(1 for t in types if t not in known)
-        return TiFrame(
-            version=version,
-            platform=platform,
-            frame_number=frame_number,
-            time_cpu_cycles=cpu_cycles,
-            subframe=subframe,
-            num_tlvs=num_tlvs,
-            num_detected_obj=num_obj,
-            total_packet_len=total,
-            points=points,
-            tlv_types=tuple(types),
-            header_len=header_len,
-            objects=objects,
-            xyz_q_format=q_format,
-        )
+            return objects
+        if count:
+            table = points.view(_F4).reshape(count, 6)
+            table[:, :4] = np.frombuffer(elements, _F4).reshape(count, 4)
+            if side is not None:
+                np.divide(np.frombuffer(side, _I2).reshape(count, 2), _TEN, out=table[:, 4:])
+            else:
+                table[:, 4:] = np.nan
+        return None
