@@ -195,6 +195,24 @@ class Spectrum:
                                  band=band, rbw_khz=rbw_khz, calculator=calculator)
         return spectrum
 
+    @classmethod
+    def sweeps(cls, sensor: str, t_mono: float, first_number: int, start_freq_mhz: float, step_freq_mhz: float,
+               power_dbm: np.ndarray, band: str, rbw_khz: float, calculator: str) -> list[Spectrum]:
+        """One spectrum per row of ``power_dbm`` (shape (sweeps, n)), numbered from
+        ``first_number``, the same objects as :meth:`of` would make one by one (a device
+        streams a run of short sweeps per read: their common fields are set once)."""
+        common = {"sensor": sensor, "t_mono": t_mono, "start_freq_mhz": start_freq_mhz,
+                  "step_freq_mhz": step_freq_mhz, "band": band, "rbw_khz": rbw_khz, "calculator": calculator}
+        spectra, new = [], object.__new__
+        for number, row in enumerate(power_dbm, first_number):
+            spectrum = new(cls)
+            fields = spectrum.__dict__
+            fields.update(common)
+            fields["sweep_number"] = number
+            fields["power_dbm"] = row
+            spectra.append(spectrum)
+        return spectra
+
 
 class RidSource(enum.IntEnum):
     """How a Remote ID broadcast reached the receiver (the ICD carries the number)."""

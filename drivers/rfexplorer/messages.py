@@ -116,6 +116,17 @@ class RfeSweep:
     power_dbm: np.ndarray  # shape (config.points,), float32: -b/2 + config.offset_db
 
 
+@dataclass(eq=False, slots=True)
+class RfeSweeps:
+    """Consecutive sweeps of one configuration and variant, decoded together: what
+    :meth:`~towerd.drivers.rfexplorer.protocol.RfeParser.feed_runs` gives in place of as
+    many :class:`RfeSweep` (a driver makes one reading per row, without a message per sweep)."""
+
+    config: RfeConfig
+    variant: str  # "$S", "$s" or "$z"
+    power_dbm: np.ndarray  # shape (sweeps, config.points), float32: -b/2 + config.offset_db
+
+
 RfeMessage = RfeConfig | RfeModel | RfeReset | RfeLine | RfeSweep
 
 # --------------------------------------------------------------------------- line parsing

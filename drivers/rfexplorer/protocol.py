@@ -99,6 +99,7 @@ from towerd.drivers.rfexplorer.messages import (  # re-exported: importers use t
     RfeModel,
     RfeReset,
     RfeSweep,
+    RfeSweeps,
     parse_config,
     parse_model,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "RfeModel",
     "RfeReset",
     "RfeSweep",
+    "RfeSweeps",
     "parse_config",
     "parse_model",
     "CRLF",
@@ -148,6 +150,8 @@ _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t"
 _DOLLAR, _CR, _LF, _FF = 0x24, 0x0D, 0x0A, 0xFF
 _S, _s, _z, _q, _Q, _C, _D = (ord(c) for c in "SszqQCD")
 _NEED_MORE = -1
+_CRS, _LFS = b"\r" * (MAX_FRAME_BYTES // 5), b"\n" * (MAX_FRAME_BYTES // 5)
+"""As many CRs (LFs) as there can be sweeps (of 1 point or more) in one frame's worth of bytes."""
 
 
 @dataclass
@@ -209,10 +213,25 @@ class RfeParser:
         Never raises on any content; the caller must delete exactly ``consumed`` bytes
         and call again with the rest plus new data.
         """
+        consumed, messages = self.feed_runs(buf)
+        if not any(type(msg) is RfeSweeps for msg in messages):
+            return consumed, messages
+        out: list[RfeMessage] = []
+        for msg in messages:
+            if type(msg) is RfeSweeps:
+                config, variant = msg.config, msg.variant
+                out.extend([RfeSweep(config, variant, row) for row in msg.power_dbm])
+            else:
+                out.append(msg)
+        return consumed, out
+
+    def feed_runs(self, buf: bytes | bytearray | memoryview) -> tuple[int, list[RfeMessage | RfeSweeps]]:
+        """:meth:`feed`, with each run of consecutive sweeps decoded together given as one
+        :class:`RfeSweeps` (a row per sweep) instead of one :class:`RfeSweep` per sweep."""
         data = buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)
         n = len(data)
         pos = 0
-        out: list[RfeMessage] = []
+        out: list[RfeMessage | RfeSweeps] = []
         scanned, self._scanned = self._scanned, 0
         while pos < n:
             if self._skipping:
@@ -265,7 +284,8 @@ class RfeParser:
 
     # -- length-framed messages ---------------------------------------------------
 
-    def _frame(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage], scanned: int) -> int:
+    def _frame(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage | RfeSweeps],
+               scanned: int) -> int:
         if n - pos < 2:
             return _NEED_MORE
         kind = data[pos + 1]
@@ -307,7 +327,7 @@ class RfeParser:
         self.stats.other_frames += 1
         return pos + total
 
-    def _sweep(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage], kind: int,
+    def _sweep(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage | RfeSweeps], kind: int,
                scanned: int) -> int:
         head = 4 if kind == _z else 3
         if n - pos < head:
@@ -359,11 +379,19 @@ class RfeParser:
         # block (a device streams sweep after sweep). Worth it for runs of short sweeps
         # (the checks cost a few array operations per block).
         more = (n - pos) // total - 1
-        if more >= _MIN_RUN and data.find(EEOT, pos + total, min(n, pos + (more + 1) * total + len(EEOT) - 1)) < 0:
-            block = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(more + 1, total)
-            same = (block[1:, :head] == block[0, :head]).all(axis=1) & (block[1:, total - 2] == _CR) \
-                & (block[1:, total - 1] == _LF)
-            more = int(np.argmin(same)) if not same.all() else len(same)
+        stop = pos + (more + 1) * total
+        if more >= _MIN_RUN and data.find(EEOT, pos + total, min(n, stop + len(EEOT) - 1)) < 0:
+            # Each byte position of the sweeps, taken every ``total`` bytes (a strided slice),
+            # holds the same byte in all of them: the header's, CR, LF. Else the run ends
+            # where the first sweep differs.
+            if any(data[at:stop:total] != data[at:at + 1] * (more + 1) for at in range(pos, pos + head)) \
+                    or data[pos + total - 2:stop:total] != _CRS[:more + 1] \
+                    or data[pos + total - 1:stop:total] != _LFS[:more + 1]:
+                block = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(more + 1,
+                                                                                                        total)
+                same = (block[1:, :head] == block[0, :head]).all(axis=1) & (block[1:, total - 2] == _CR) \
+                    & (block[1:, total - 1] == _LF)
+                more = int(np.argmin(same))
         else:
             more = 0
         if more:
@@ -377,11 +405,7 @@ class RfeParser:
         self.stats.sweeps += more + 1
         self.stats.frames += more
         self.stats.frame_bytes += more * total
-        variant = "$" + chr(kind)
-        if more:
-            out.extend([RfeSweep(config, variant, row) for row in power])
-        else:
-            out.append(RfeSweep(config, variant, power))
+        out.append((RfeSweeps if more else RfeSweep)(config, "$" + chr(kind), power))
         return pos + (more + 1) * total
 
     def _stray_eeot(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage]) -> int:
