@@ -192,14 +192,13 @@ class TiMmwaveDriver(SensorDriver):
             self._device_id = (frames[-1].version, frames[-1].platform)
             # One check of all the points: the sum of their squares is finite only when every
             # value is (an overflow only sends them through the exact check, frame by frame).
-            flat = points.view(np.float32)
+            flat = np.ndarray((6 * len(points),), np.float32, points)  # points.view, without its checks
             make, name = RadarPlots.of if math.isfinite(flat.dot(flat)) else self._to_plots, self.name
-            cartesian, a = points.view(_CARTESIAN), 0
-            for i, frame in enumerate(frames):  # the first frame out may be the one held back at held_t
+            cartesian, a, t = np.ndarray(points.shape, _CARTESIAN, points), 0, t_mono if held_t is None else held_t
+            for frame in frames:  # the first frame out may be the one held back at held_t
                 b = a + len(frame.points)
-                plots.append(make(name, held_t if i == 0 and held_t is not None else t_mono, frame.frame_number,
-                                  cartesian[a:b]))
-                a = b
+                plots.append(make(name, t, frame.frame_number, cartesian[a:b]))
+                a, t = b, t_mono
         if not self.parser.holding:
             self._held_t = None
         elif plots or held_t is None:

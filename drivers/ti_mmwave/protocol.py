@@ -37,6 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from towerd.drivers.ti_mmwave.decode import build_frames, sdk2_points
 from towerd.drivers.ti_mmwave.frame import (  # the frame format, re-exported: importers use this module
     MAGIC,
     HEADER_DTYPE,
@@ -111,18 +112,14 @@ log = logging.getLogger(__name__)
 
 _KNOWN_SDK3 = KNOWN_SKIPPED_TLVS | {TLV_DETECTED_POINTS, TLV_DETECTED_POINTS_SIDE_INFO}
 _KNOWN_SDK2 = KNOWN_SKIPPED_TLVS_SDK2 | {TLV_DETECTED_POINTS}
-_F4, _I2, _TEN = np.dtype("<f4"), np.dtype("<i2"), np.float32(10.0)
-_V16, _V8 = np.dtype("V16"), np.dtype("V8")
-_ROW = np.dtype({"names": ["cartesian", "side"], "formats": [_V16, _V8], "offsets": [0, 16], "itemsize": 24})
-"""A TI_POINT_DTYPE row as two blocks of bytes: x, y, z, velocity (TLV 1's element as it is)
-and snr, noise (float32), so that filling the rows copies whole elements."""
+_NO_POINTS = np.empty(0, dtype=TI_POINT_DTYPE)
+_NO_POINTS.flags.writeable = False
 
 _HEADER = struct.Struct("<8I")
 _TL = struct.Struct("<2I")
 _DESCR = struct.Struct("<2H")
 assert _HEADER.size + len(MAGIC) == HEADER_LEN == 40
 assert POINT_DTYPE.itemsize == 16 and SIDE_INFO_DTYPE.itemsize == 4 and DETECTED_OBJ_DTYPE.itemsize == 12
-assert TI_POINT_DTYPE == np.dtype([(n, "<f4") for n in TI_POINT_DTYPE.names]) and len(TI_POINT_DTYPE.names) == 6
 
 
 @dataclass
@@ -205,8 +202,9 @@ class TiFrameParser:
         simple = True  # every frame SDK 3.x, with side info for its points
         stats = self.stats
         find = data.find
+        nxt = -1  # where the next magic starts, when known
         while True:
-            start = find(MAGIC, pos)
+            start = pos if nxt == pos else find(MAGIC, pos)
             if start < 0:
                 drop = max(0, n - pos - (len(MAGIC) - 1))
                 self._drop(drop)
@@ -215,7 +213,8 @@ class TiFrameParser:
             if start > pos:
                 self._drop(start - pos)
             pos = start
-            record = self._fast(data, pos, n, find(MAGIC, pos + 1)) if n - pos >= HEADER_LEN else None
+            nxt = find(MAGIC, pos + 1)
+            record = self._fast(data, pos, n, nxt) if n - pos >= HEADER_LEN else None
             if record is _NEED_MORE:
                 break
             if record is None:
@@ -233,8 +232,19 @@ class TiFrameParser:
             stats.frames += 1
             self._hunting = False
             pos += record[7]
-        frames, block = self._build(accepted, simple)
+        if not accepted:
+            return pos, [], _NO_POINTS
+        frames, block = build_frames(accepted, simple, self._sdk2_points)
         return pos, frames, block
+
+    def _sdk2_points(self, points: np.ndarray, record: tuple) -> np.ndarray:
+        """Decode one SDK 2.x frame's points into ``points``; return its raw objects."""
+        resolution = self.doppler_resolution_mps
+        if resolution is None and record[10]:
+            self._warn_once("no_resolution", "TI radar sends SDK 2.x frames, whose Doppler needs the chirp "
+                            "profile's resolution: set chirp_config (with cli_port) or "
+                            "doppler_resolution_mps; Doppler is unknown (NaN) until then")
+        return sdk2_points(points, record, resolution)
 
     def _fast(self, data: bytes | bytearray, p: int, n: int, nxt: int) -> tuple | None | object:
         """The common frame at ``p`` (``nxt``: where the next magic starts, -1 if none)
@@ -279,10 +289,17 @@ class TiFrameParser:
             return None
         if end > n:
             return _NEED_MORE
-        if side_at < 0 <= points_at and num_obj:
+        if points_at < 0:
+            return self._record(data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj,
+                                total, HEADER_LEN, types, points_at, side_at, None)
+        if side_at < 0 and num_obj:
             return None
-        return self._record(data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
-                            HEADER_LEN, types, points_at, side_at, None)
+        if not _KNOWN_SDK3.issuperset(types):
+            self.stats.unknown_tlvs += sum(1 for t in types if t not in _KNOWN_SDK3)
+        # _record's, for a frame with points and side info
+        return (version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total, HEADER_LEN,
+                tuple(types), num_obj, None, data[points_at : points_at + 16 * num_obj],
+                data[side_at : side_at + 4 * num_obj])
 
     def _drop(self, count: int) -> None:
         if count <= 0:
@@ -460,70 +477,3 @@ class TiFrameParser:
             side = data[side_at : side_at + SIDE_INFO_DTYPE.itemsize * count] if side_at >= 0 else None
         return (version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total, header_len,
                 tuple(types), count, q_format, elements, side)
-
-    def _build(self, records: list[tuple], simple: bool) -> tuple[list[TiFrame], np.ndarray]:
-        """The frames of ``records`` (in order) and the one array holding all their points
-        (vectorised: when every frame is ``simple``, SDK 3.x with side info for its points,
-        the common case, they are decoded together, each TLV copied in one block; else
-        frame by frame into the same array)."""
-        counts = [r[10] for r in records]
-        total_points = sum(counts)
-        block = np.empty(total_points, dtype=TI_POINT_DTYPE)
-        if not records:
-            return [], block
-        objects: list[np.ndarray | None]
-        if simple:
-            objects = [None] * len(records)
-            if total_points:
-                # TI_POINT_DTYPE is six float32s: TLV 1's four, copied as they came, then TLV 7's
-                # two / 10 (int16 -> float32, then / float32 10: as numpy divides int16 by it).
-                rows = np.ndarray((total_points,), _ROW, block)
-                rows["cartesian"] = np.frombuffer(b"".join([r[12] for r in records]), _V16)
-                side = np.frombuffer(b"".join([r[13] for r in records if r[10]]), _I2).astype(_F4)
-                rows["side"] = np.ndarray((total_points,), _V8, np.divide(side, _TEN, out=side))
-        else:
-            objects, a = [], 0
-            for r in records:
-                objects.append(self._fill(block[a : a + r[10]], r))
-                a += r[10]
-        frames, a, new = [], 0, object.__new__
-        for r, count, objs in zip(records, counts, objects):
-            frame = new(TiFrame)  # the frozen dataclass's __init__ costs as much as the decoding
-            frame.__dict__.update({
-                "version": r[0], "platform": r[1], "frame_number": r[2], "time_cpu_cycles": r[3], "subframe": r[4],
-                "num_tlvs": r[5], "num_detected_obj": r[6], "total_packet_len": r[7], "points": block[a : a + count],
-                "tlv_types": r[9], "header_len": r[8], "objects": objs, "xyz_q_format": r[11]})
-            frames.append(frame)
-            a += count
-        return frames, block
-
-    def _fill(self, points: np.ndarray, record: tuple) -> np.ndarray | None:
-        """Decode one frame's points into ``points`` (its rows of the block); SDK 2.x: return
-        the raw objects."""
-        version, count, q_format, elements, side = record[0], record[10], record[11], record[12], record[13]
-        if version >> 24 == 2:
-            objects = np.frombuffer(elements, dtype=DETECTED_OBJ_DTYPE) if count else np.empty(0, DETECTED_OBJ_DTYPE)
-            if count:
-                scale = np.float32(1.0 / (1 << q_format))
-                points["x_m"] = objects["x"].astype(np.float32) * scale
-                points["y_m"] = objects["y"].astype(np.float32) * scale
-                points["z_m"] = objects["z"].astype(np.float32) * scale
-                resolution = self.doppler_resolution_mps
-                if resolution is None:
-                    self._warn_once("no_resolution", "TI radar sends SDK 2.x frames, whose Doppler needs the chirp "
-                                    "profile's resolution: set chirp_config (with cli_port) or "
-                                    "doppler_resolution_mps; Doppler is unknown (NaN) until then")
-                    points["doppler_mps"] = np.nan
-                else:
-                    points["doppler_mps"] = objects["doppler_idx"].astype(np.float64) * resolution
-                points["snr_db"] = np.nan
-                points["noise_db"] = np.nan
-            return objects
-        if count:
-            table = points.view(_F4).reshape(count, 6)
-            table[:, :4] = np.frombuffer(elements, _F4).reshape(count, 4)
-            if side is not None:
-                np.divide(np.frombuffer(side, _I2).reshape(count, 2), _TEN, out=table[:, 4:])
-            else:
-                table[:, 4:] = np.nan
-        return None
