@@ -8,7 +8,8 @@ elements and one pass over their TLV 7 elements. Pure: no I/O, no state.
 
 A record is a tuple (version, platform, frame_number, cpu_cycles, subframe, num_tlvs,
 num_obj, total_packet_len, header_len, tlv types, point count, q_format, TLV 1 elements,
-TLV 7 elements or None), the payloads as bytes copied out of the receive buffer.
+TLV 7 elements or None), the payloads as bytes copied out of the receive buffer; the
+indices a driver reads are named below.
 """
 
 from __future__ import annotations
@@ -26,16 +27,20 @@ _ROW = np.dtype({"names": ["cartesian", "side"], "formats": [_V16, _V8], "offset
 and snr, noise (float32), so that filling the rows copies whole elements."""
 assert TI_POINT_DTYPE == np.dtype([(n, "<f4") for n in TI_POINT_DTYPE.names]) and len(TI_POINT_DTYPE.names) == 6
 
+R_VERSION, R_PLATFORM, R_FRAME_NUMBER, R_COUNT = 0, 1, 2, 10
+"""Where a record holds the header's version and platform, the frame number, and how many
+points the frame has (its rows in the points array, in record order)."""
 
-def build_frames(records: list[tuple], simple: bool,
-                 sdk2: Callable[[np.ndarray, tuple], np.ndarray]) -> tuple[list[TiFrame], np.ndarray]:
-    """The frames of ``records`` (in order) and the one array holding all their points.
+
+def decode_points(records: list[tuple], simple: bool,
+                  sdk2: Callable[[np.ndarray, tuple], np.ndarray]) -> tuple[np.ndarray, list[np.ndarray | None]]:
+    """The one array holding the points of all ``records`` (in order), and each frame's raw
+    objects (SDK 2.x; None for SDK 3.x).
 
     ``simple``: every record is SDK 3.x with side info for its points; they are then
     decoded together. Else frame by frame into the same array, an SDK 2.x frame by
     ``sdk2(its rows, record)``, which returns its raw objects."""
-    counts = [r[10] for r in records]
-    total_points = sum(counts)
+    total_points = sum([r[10] for r in records])
     block = np.empty(total_points, dtype=TI_POINT_DTYPE)
     objects: list[np.ndarray | None]
     if simple:
@@ -53,8 +58,14 @@ def build_frames(records: list[tuple], simple: bool,
             rows = block[a : a + r[10]]
             objects.append(sdk2(rows, r) if r[0] >> 24 == 2 else sdk3_points(rows, r))
             a += r[10]
+    return block, objects
+
+
+def make_frames(records: list[tuple], block: np.ndarray, objects: list[np.ndarray | None]) -> list[TiFrame]:
+    """The frames of ``records``, their points views of ``block`` (see :func:`decode_points`)."""
     frames, a, new = [], 0, object.__new__
-    for r, count, objs in zip(records, counts, objects):
+    for r, objs in zip(records, objects):
+        count = r[10]
         frame = new(TiFrame)  # the frozen dataclass's __init__ costs as much as the decoding
         frame.__dict__.update({
             "version": r[0], "platform": r[1], "frame_number": r[2], "time_cpu_cycles": r[3], "subframe": r[4],
@@ -62,7 +73,7 @@ def build_frames(records: list[tuple], simple: bool,
             "tlv_types": r[9], "header_len": r[8], "objects": objs, "xyz_q_format": r[11]})
         frames.append(frame)
         a += count
-    return frames, block
+    return frames
 
 
 def sdk3_points(points: np.ndarray, record: tuple) -> None:

@@ -49,6 +49,7 @@ from towerd.clock import Clock
 from towerd.drivers.base import ParserTotals, SensorDriver
 from towerd.drivers.measurements import RadarPlots, cartesian_dtype
 from towerd.drivers.ti_mmwave.cli import CfgLine, PushResult, doppler_resolution_mps, load_chirp_config, push_config
+from towerd.drivers.ti_mmwave.decode import R_COUNT, R_FRAME_NUMBER, R_PLATFORM, R_VERSION
 from towerd.drivers.ti_mmwave.protocol import TI_POINT_DTYPE, TiFrameParser
 from towerd.drivers.transport import open_port
 from towerd.errors import ConfigError, DriverInitError, DriverIOError
@@ -186,18 +187,19 @@ class TiMmwaveDriver(SensorDriver):
 
     def _decode(self, buf: bytearray, t_mono: float, quiet: bool = False) -> tuple[int, list[RadarPlots]]:
         held_t = self._held_t
-        consumed, frames, points = self.parser.feed_block(buf, quiet=quiet)
+        consumed, records, points = self.parser.feed_records(buf, quiet=quiet)
         plots: list[RadarPlots] = []
-        if frames:
-            self._device_id = (frames[-1].version, frames[-1].platform)
+        if records:
+            last = records[-1]
+            self._device_id = (last[R_VERSION], last[R_PLATFORM])
             # One check of all the points: the sum of their squares is finite only when every
             # value is (an overflow only sends them through the exact check, frame by frame).
             flat = np.ndarray((6 * len(points),), np.float32, points)  # points.view, without its checks
             make, name = RadarPlots.of if math.isfinite(flat.dot(flat)) else self._to_plots, self.name
             cartesian, a, t = np.ndarray(points.shape, _CARTESIAN, points), 0, t_mono if held_t is None else held_t
-            for frame in frames:  # the first frame out may be the one held back at held_t
-                b = a + len(frame.points)
-                plots.append(make(name, t, frame.frame_number, cartesian[a:b]))
+            for record in records:  # the first frame out may be the one held back at held_t
+                b = a + record[R_COUNT]
+                plots.append(make(name, t, record[R_FRAME_NUMBER], cartesian[a:b]))
                 a, t = b, t_mono
         if not self.parser.holding:
             self._held_t = None

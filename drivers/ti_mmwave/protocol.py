@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from towerd.drivers.ti_mmwave.decode import build_frames, sdk2_points
+from towerd.drivers.ti_mmwave.decode import decode_points, make_frames, sdk2_points
 from towerd.drivers.ti_mmwave.frame import (  # the frame format, re-exported: importers use this module
     MAGIC,
     HEADER_DTYPE,
@@ -112,6 +112,7 @@ log = logging.getLogger(__name__)
 
 _KNOWN_SDK3 = KNOWN_SKIPPED_TLVS | {TLV_DETECTED_POINTS, TLV_DETECTED_POINTS_SIDE_INFO}
 _KNOWN_SDK2 = KNOWN_SKIPPED_TLVS_SDK2 | {TLV_DETECTED_POINTS}
+_POINTS_AND_SIDE = (TLV_DETECTED_POINTS, TLV_DETECTED_POINTS_SIDE_INFO)
 _NO_POINTS = np.empty(0, dtype=TI_POINT_DTYPE)
 _NO_POINTS.flags.writeable = False
 
@@ -182,17 +183,36 @@ class TiFrameParser:
         consumed, frames, _ = self.feed_block(buf, quiet)
         return consumed, frames
 
+    def feed_records(self, buf: bytes | bytearray | memoryview,
+                     quiet: bool = False) -> tuple[int, list[tuple], np.ndarray]:
+        """:meth:`feed_block` without the frame objects: (consumed, the frames' records (see
+        :mod:`towerd.drivers.ti_mmwave.decode`), all their points), for a driver that reads
+        only their numbers and points."""
+        consumed, records, simple = self._validate(buf, quiet)
+        if not records:
+            return consumed, records, _NO_POINTS
+        return consumed, records, decode_points(records, simple, self._sdk2_points)[0]
+
     def feed_block(self, buf: bytes | bytearray | memoryview,
                    quiet: bool = False) -> tuple[int, list[TiFrame], np.ndarray]:
         """:meth:`feed`, also returning the points of all the frames as one TI_POINT_DTYPE
         array, frame after frame (each frame's ``points`` is a view of its rows), so that a
         caller can check them all at once.
 
-        Frames are validated one after the other, then decoded together: the common
-        frame (SDK 3.x, whole in ``buf``, no magic inside it or across its end) by
-        :meth:`_fast` in one pass, anything else by :meth:`_try_frame`, which gives the
-        same answer for the common frame and says why it refuses a candidate.
+        Frames are validated one after the other, then decoded together.
         """
+        consumed, records, simple = self._validate(buf, quiet)
+        if not records:
+            return consumed, [], _NO_POINTS
+        block, objects = decode_points(records, simple, self._sdk2_points)
+        return consumed, make_frames(records, block, objects), block
+
+    def _validate(self, buf: bytes | bytearray | memoryview, quiet: bool) -> tuple[int, list[tuple], bool]:
+        """Find and check the frames ``buf`` completes: (consumed, their records, whether
+        every one is SDK 3.x with side info for its points). The common frame (SDK 3.x, no
+        magic inside it or across its end) is checked by :meth:`_fast` in one pass,
+        anything else by :meth:`_try_frame`, which gives the same answer for the common
+        frame and says why it refuses a candidate."""
         self._quiet = quiet
         self.holding = False
         data = buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)
@@ -232,10 +252,7 @@ class TiFrameParser:
             stats.frames += 1
             self._hunting = False
             pos += record[7]
-        if not accepted:
-            return pos, [], _NO_POINTS
-        frames, block = build_frames(accepted, simple, self._sdk2_points)
-        return pos, frames, block
+        return pos, accepted, simple
 
     def _sdk2_points(self, points: np.ndarray, record: tuple) -> np.ndarray:
         """Decode one SDK 2.x frame's points into ``points``; return its raw objects."""
@@ -261,8 +278,16 @@ class TiFrameParser:
                 or total > self.max_frame_bytes or subframe >= MAX_SUBFRAMES
                 or HEADER_LEN + TL_LEN * num_tlvs > total or nxt != end and data.find(2, end - 7, end) >= 0):
             return None
-        avail = min(n, end)
         off = p + HEADER_LEN
+        side_at = off + 2 * TL_LEN + 16 * num_obj
+        if (num_tlvs == 2 and side_at + 4 * num_obj <= end <= n and end - side_at - 4 * num_obj < SEGMENT_LEN
+                and _TL.unpack_from(data, off) == (1, 16 * num_obj)
+                and _TL.unpack_from(data, side_at - TL_LEN) == (7, 4 * num_obj)):
+            # The usual frame, whole: TLV 1 then TLV 7, sized for num_obj (what the loop below checks)
+            return (version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total, HEADER_LEN,
+                    _POINTS_AND_SIDE, num_obj, None, data[off + TL_LEN : side_at - TL_LEN],
+                    data[side_at : side_at + 4 * num_obj])
+        avail = min(n, end)
         types: list[int] = []
         points_at = side_at = -1
         for _ in range(num_tlvs):
