@@ -178,34 +178,26 @@ class TiFrameParser:
         ``quiet``: no byte is following right now (the line went quiet, or the input
         ended), so a held frame whose last bytes could begin a magic is accepted.
         Never raises on any content; the caller must delete exactly ``consumed`` bytes
-        and call again with the rest plus new data.
+        and call again with the rest plus new data. Frames are validated one after the
+        other, then decoded together: the points of all of them go into one array, of
+        which each frame's ``points`` is a view.
         """
-        consumed, frames, _ = self.feed_block(buf, quiet)
-        return consumed, frames
+        consumed, records, simple = self._validate(buf, quiet)
+        if not records:
+            return consumed, []
+        block, objects = decode_points(records, simple, self._sdk2_points)
+        return consumed, make_frames(records, block, objects)
 
     def feed_records(self, buf: bytes | bytearray | memoryview,
                      quiet: bool = False) -> tuple[int, list[tuple], np.ndarray]:
-        """:meth:`feed_block` without the frame objects: (consumed, the frames' records (see
-        :mod:`towerd.drivers.ti_mmwave.decode`), all their points), for a driver that reads
-        only their numbers and points."""
+        """:meth:`feed` without the frame objects, for a driver that reads only the frames'
+        numbers and points: (consumed, their records (see
+        :mod:`towerd.drivers.ti_mmwave.decode`), the points of all of them as one
+        TI_POINT_DTYPE array, frame after frame)."""
         consumed, records, simple = self._validate(buf, quiet)
         if not records:
             return consumed, records, _NO_POINTS
         return consumed, records, decode_points(records, simple, self._sdk2_points)[0]
-
-    def feed_block(self, buf: bytes | bytearray | memoryview,
-                   quiet: bool = False) -> tuple[int, list[TiFrame], np.ndarray]:
-        """:meth:`feed`, also returning the points of all the frames as one TI_POINT_DTYPE
-        array, frame after frame (each frame's ``points`` is a view of its rows), so that a
-        caller can check them all at once.
-
-        Frames are validated one after the other, then decoded together.
-        """
-        consumed, records, simple = self._validate(buf, quiet)
-        if not records:
-            return consumed, [], _NO_POINTS
-        block, objects = decode_points(records, simple, self._sdk2_points)
-        return consumed, make_frames(records, block, objects), block
 
     def _validate(self, buf: bytes | bytearray | memoryview, quiet: bool) -> tuple[int, list[tuple], bool]:
         """Find and check the frames ``buf`` completes: (consumed, their records, whether
