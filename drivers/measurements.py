@@ -111,6 +111,15 @@ class RadarPlots:
     plots: np.ndarray = _PlotsOf()  # type: ignore[assignment]  # shape (n,), dtype PLOT_DTYPE
     cartesian: np.ndarray | None = None  # shape (n,), CARTESIAN_PLOT_DTYPE, or None
 
+    @classmethod
+    def of(cls, sensor: str, t_mono: float, frame_number: int, cartesian: np.ndarray) -> RadarPlots:
+        """``RadarPlots(sensor, t_mono, frame_number, cartesian=cartesian)``, made for a driver
+        at its frame rate without the frozen dataclass's per-field ``object.__setattr__``
+        (``plots`` is derived when read, as it is then)."""
+        reading = object.__new__(cls)
+        reading.__dict__.update(sensor=sensor, t_mono=t_mono, frame_number=frame_number, cartesian=cartesian)
+        return reading
+
 
 GEO_PLOT_DTYPE = np.dtype(
     [
@@ -185,6 +194,24 @@ class Spectrum:
                                  start_freq_mhz=start_freq_mhz, step_freq_mhz=step_freq_mhz, power_dbm=power_dbm,
                                  band=band, rbw_khz=rbw_khz, calculator=calculator)
         return spectrum
+
+    @classmethod
+    def sweeps(cls, sensor: str, t_mono: float, first_number: int, start_freq_mhz: float, step_freq_mhz: float,
+               power_dbm: np.ndarray, band: str, rbw_khz: float, calculator: str) -> list[Spectrum]:
+        """One spectrum per row of ``power_dbm`` (shape (sweeps, n)), numbered from
+        ``first_number``, the same objects as :meth:`of` would make one by one (a device
+        streams a run of short sweeps per read: their common fields are set once)."""
+        common = {"sensor": sensor, "t_mono": t_mono, "start_freq_mhz": start_freq_mhz,
+                  "step_freq_mhz": step_freq_mhz, "band": band, "rbw_khz": rbw_khz, "calculator": calculator}
+        spectra, new = [], object.__new__
+        for number, row in enumerate(power_dbm, first_number):
+            spectrum = new(cls)
+            fields = spectrum.__dict__
+            fields.update(common)
+            fields["sweep_number"] = number
+            fields["power_dbm"] = row
+            spectra.append(spectrum)
+        return spectra
 
 
 class RidSource(enum.IntEnum):

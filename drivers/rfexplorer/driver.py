@@ -56,7 +56,16 @@ import serial
 from towerd.clock import Clock
 from towerd.drivers.base import ParserTotals, SensorDriver
 from towerd.drivers.measurements import Spectrum
-from towerd.drivers.rfexplorer.protocol import RfeConfig, RfeLine, RfeModel, RfeParser, RfeReset, RfeSweep, cmd_hold
+from towerd.drivers.rfexplorer.protocol import (
+    RfeConfig,
+    RfeLine,
+    RfeModel,
+    RfeParser,
+    RfeReset,
+    RfeSweep,
+    RfeSweeps,
+    cmd_hold,
+)
 from towerd.drivers.rfexplorer.scanplan import (
     DEFAULT_BANDS,
     Band,
@@ -172,12 +181,13 @@ class RfExplorerDriver(SensorDriver):
         return readings
 
     def _decode(self, buf: bytearray, t_mono: float) -> tuple[int, list[Spectrum]]:
-        consumed, messages = self.parser.feed(buf)
+        consumed, messages = self.parser.feed_runs(buf)
         readings: list[Spectrum] = []
         first = number = self.sweep_number
-        make, name, scan = Spectrum.of, self.name, self.scan
+        name, scan = self.name, self.scan
         for msg in messages:
-            if isinstance(msg, RfeSweep):  # the common case, tens a second: kept short
+            kind = type(msg)
+            if kind is RfeSweeps or kind is RfeSweep:  # the common case, tens a second: kept short
                 cfg = msg.config
                 if cfg is not self._spectrum_cfg:  # worked out once per configuration, not per sweep
                     self._spectrum_cfg = cfg
@@ -185,8 +195,14 @@ class RfExplorerDriver(SensorDriver):
                                              float(cfg.rbw_khz) if cfg.rbw_khz is not None else math.nan,
                                              cfg.calculator_name)
                 start, step, rbw, calculator = self._spectrum_fields
-                number += 1
-                readings.append(make(name, t_mono, number, start, step, msg.power_dbm, scan.label, rbw, calculator))
+                if kind is RfeSweeps:  # a run of sweeps decoded together: a reading per row
+                    readings += Spectrum.sweeps(name, t_mono, number + 1, start, step, msg.power_dbm, scan.label,
+                                                rbw, calculator)
+                    number += len(msg.power_dbm)
+                else:
+                    number += 1
+                    readings.append(Spectrum.of(name, t_mono, number, start, step, msg.power_dbm, scan.label, rbw,
+                                                calculator))
             elif isinstance(msg, RfeConfig):
                 scan.on_config(msg, t_mono)
             elif isinstance(msg, RfeModel):

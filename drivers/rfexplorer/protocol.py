@@ -1,4 +1,6 @@
-"""RF Explorer spectrum analyser: the serial byte stream, its parser, and the host commands.
+"""RF Explorer spectrum analyser: the serial byte stream and its parser (the messages are in
+:mod:`towerd.drivers.rfexplorer.messages`, the host commands in
+:mod:`towerd.drivers.rfexplorer.commands`).
 
 Pure and incremental: no ``serial`` import, no I/O. :meth:`RfeParser.feed` takes the
 caller's receive buffer and returns how many bytes to delete from its front plus the
@@ -56,21 +58,8 @@ dBm, vectorised with ``np.frombuffer``.
 
 Disagreements, and what is done here:
 
-- ``CJ`` (set sweep points): the notes say ``chr((n-16)/16)`` (as third-party libraries
-  ``zleytus/rfe`` and a Go client also do); the vendor's ``SendCommand_SweepDataPoints``
-  sends ``chr(n/16)``. The vendor wins: :func:`cmd_sweep_points` sends ``n // 16`` and,
-  like the ``$s`` count byte, 0 for 4096 (the vendor's ``chr(256)`` cannot be sent; 0 for
-  4096 is this module's reading of the ``$s`` convention, not a vendor statement).
 - ``$s`` count: ``zleytus/rfe`` reads ``(c + 1) * 16``; the vendor (both libraries) reads
   ``16 c`` with 0 meaning 256 * 16 = 4096, as the notes do. The vendor wins.
-- Step digits: the notes say newer firmware may send an 8-digit step, shifting later
-  fields; the vendor parsers read 7 fixed digits at [14:21]. Fixed vendor positions are
-  used; only when character 21 is a digit where the vendor expects a comma is the step
-  read as 8 digits and every later position shifted by one (the vendor would reject such
-  a line, so accepting it loses nothing).
-- Amplitude top/bottom in ``C2-F``: the vendor's ``UpdateDeviceConfig`` pads the
-  3-character form, which turns -10 into ``0-10``; the notes, the device's own ``#C2-F:``
-  reply and other clients write ``-010``. :func:`cmd_analyzer_config` writes ``-010``.
 - Early-end marker: the .NET loop looks for it only while a sweep is still incomplete,
   which makes the outcome depend on how reads split the stream. Here any marker inside
   the declared extent ends the sweep, however the bytes arrive. Such a marker in a
@@ -92,6 +81,57 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from towerd.drivers.rfexplorer.commands import (  # re-exported: importers use this module
+    cmd_analyzer_config,
+    cmd_hold,
+    cmd_request_config,
+    cmd_sweep_points,
+    command,
+)
+from towerd.drivers.rfexplorer.messages import (  # re-exported: importers use this module
+    CALCULATOR_NAMES,
+    MAX_SWEEP_POINTS,
+    MODE_SPECTRUM_ANALYZER,
+    MODEL_NAMES,
+    RfeConfig,
+    RfeLine,
+    RfeMessage,
+    RfeModel,
+    RfeReset,
+    RfeSweep,
+    RfeSweeps,
+    parse_config,
+    parse_model,
+)
+
+__all__ = [
+    "cmd_analyzer_config",
+    "cmd_hold",
+    "cmd_request_config",
+    "cmd_sweep_points",
+    "command",
+    "CALCULATOR_NAMES",
+    "MAX_SWEEP_POINTS",
+    "MODE_SPECTRUM_ANALYZER",
+    "MODEL_NAMES",
+    "RfeConfig",
+    "RfeLine",
+    "RfeMessage",
+    "RfeModel",
+    "RfeReset",
+    "RfeSweep",
+    "RfeSweeps",
+    "parse_config",
+    "parse_model",
+    "CRLF",
+    "EEOT",
+    "MAX_FRAME_BYTES",
+    "MAX_LINE_BYTES",
+    "RESET_PREFIXES",
+    "RfeParser",
+    "RfeParserStats",
+]
+
 log = logging.getLogger(__name__)
 
 EEOT = b"\xff\xfe\xff\xfe\x00"
@@ -101,115 +141,17 @@ _MIN_RUN = 4
 """Sweeps after a valid one for which decoding them as one block pays (measured: about even at 3)."""
 RESET_PREFIXES = (b"(C) Ariel Rocholl ", b"RF Explorer ")
 """Lines that mean the device restarted (RFE_Common.CONST_RESETSTRING; RFECommunicator.cs)."""
-MAX_SWEEP_POINTS = 65535
-"""RFE_Common.CONST_MAX_SPECTRUM_STEPS."""
 MAX_FRAME_BYTES = 4 + MAX_SWEEP_POINTS + 2
 """Largest length-framed message the device can send: ``$z`` / ``$Q`` of 65535 bytes."""
 MAX_LINE_BYTES = 512
 """Longest text line waited for (the longest real line, ``#C2-f:``, has 82 characters)."""
 
-CALCULATOR_NAMES = {0: "normal", 1: "max", 2: "avg", 3: "overwrite", 4: "max-hold", 5: "max-historical"}
-"""RFE_Common.eCalculator."""
-MODEL_NAMES = {
-    0: "433M", 1: "868M", 2: "915M", 3: "WSUB1G", 4: "2.4G", 5: "WSUB3G", 6: "6G",
-    10: "WSUB1G+", 11: "ProAudio", 12: "2.4G+", 13: "4G+", 14: "6G+",
-    60: "RFE6GEN", 61: "RFE6GEN-expansion", 255: "none",
-}
-"""RFE_Common.eModel / RFECommunicator.cs eModel."""
-MODE_SPECTRUM_ANALYZER = 0
-
 _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t"
 _DOLLAR, _CR, _LF, _FF = 0x24, 0x0D, 0x0A, 0xFF
 _S, _s, _z, _q, _Q, _C, _D = (ord(c) for c in "SszqQCD")
 _NEED_MORE = -1
-
-
-# --------------------------------------------------------------------------- messages
-
-
-@dataclass(frozen=True)
-class RfeConfig:
-    """A ``#C2-F:`` / ``#C2-f:`` line: the analyser's current configuration."""
-
-    start_khz: int
-    step_hz: int
-    amp_top_dbm: int
-    amp_bottom_dbm: int
-    points: int  # amplitude bytes per sweep
-    expansion_active: bool
-    mode: int  # 0 spectrum analyser
-    min_khz: int  # limits of the active RF module
-    max_khz: int
-    max_span_khz: int
-    rbw_khz: int | None  # None: firmware older than 1.09
-    offset_db: int  # added to every amplitude (0 when not sent)
-    calculator: int | None  # None: firmware older than 1.12
-    line: str
-
-    @property
-    def start_mhz(self) -> float:
-        return self.start_khz / 1e3
-
-    @property
-    def step_mhz(self) -> float:
-        return self.step_hz / 1e6
-
-    @property
-    def end_mhz(self) -> float:
-        """Frequency of the last point, MHz."""
-        return self.start_mhz + self.step_mhz * max(self.points - 1, 0)
-
-    @property
-    def calculator_name(self) -> str:
-        if self.calculator is None:
-            return "normal"
-        return CALCULATOR_NAMES.get(self.calculator, "unknown")
-
-
-@dataclass(frozen=True)
-class RfeModel:
-    """A ``#C2-M:`` line: model codes and firmware."""
-
-    main_model: int
-    expansion_model: int  # 255: none
-    firmware: str
-    line: str
-
-    @property
-    def main_name(self) -> str:
-        return MODEL_NAMES.get(self.main_model, f"model-{self.main_model}")
-
-    @property
-    def expansion_name(self) -> str:
-        return MODEL_NAMES.get(self.expansion_model, f"model-{self.expansion_model}")
-
-
-@dataclass(frozen=True)
-class RfeReset:
-    """The device restarted (its banner); its configuration is unknown until it sends one."""
-
-    line: str
-
-
-@dataclass(frozen=True)
-class RfeLine:
-    """Any other printable line (``#Sn...``, ``#ACK``, ``DSP:...``, human-readable text)."""
-
-    text: str
-
-
-@dataclass(eq=False, slots=True)
-class RfeSweep:
-    """One accepted sweep, with the configuration it was decoded against. Read-only by
-    convention: not frozen, since a frozen dataclass costs three times as much to make
-    and a device streams tens of sweeps a second per 4 KiB read."""
-
-    config: RfeConfig
-    variant: str  # "$S", "$s" or "$z"
-    power_dbm: np.ndarray  # shape (config.points,), float32: -b/2 + config.offset_db
-
-
-RfeMessage = RfeConfig | RfeModel | RfeReset | RfeLine | RfeSweep
+_CRS, _LFS = b"\r" * (MAX_FRAME_BYTES // 5), b"\n" * (MAX_FRAME_BYTES // 5)
+"""As many CRs (LFs) as there can be sweeps (of 1 point or more) in one frame's worth of bytes."""
 
 
 @dataclass
@@ -231,136 +173,6 @@ class RfeParserStats:
     lines: int = 0  # other printable lines
     other_frames: int = 0  # $q $Q $C $D skipped by length
     last_error: str = ""
-
-
-# --------------------------------------------------------------------------- line parsing
-
-
-def _digits(text: str, a: int, b: int, what: str) -> int:
-    field = text[a:b]
-    if len(field) != b - a or not field.isdigit() or not field.isascii():
-        raise ValueError(f"{what}: expected {b - a} digits at [{a}:{b}], got {field!r}")
-    return int(field)
-
-
-def _signed(text: str, a: int, b: int, what: str) -> int:
-    field = text[a:b]
-    body = field[1:] if field[:1] in ("-", "+") else field
-    if len(field) != b - a or not body.isdigit() or not body.isascii():
-        raise ValueError(f"{what}: expected a signed {b - a}-character number at [{a}:{b}], got {field!r}")
-    return int(field)
-
-
-def _comma(text: str, i: int) -> None:
-    if text[i:i + 1] != ",":
-        raise ValueError(f"expected ',' at {i}, got {text[i:i + 1]!r}")
-
-
-def parse_config(text: str) -> RfeConfig:
-    """Decode a ``#C2-F:``/``#C2-f:`` line at the vendor's fixed positions (see module
-    docstring for the 8-digit step); ValueError says what is wrong."""
-    if not (text.startswith("#C2-F:") or text.startswith("#C2-f:")):
-        raise ValueError("not a #C2-F: / #C2-f: line")
-    if len(text) < 60:
-        raise ValueError(f"config line of {len(text)} characters, the vendor requires at least 60")
-    start = _digits(text, 6, 13, "start kHz")
-    _comma(text, 13)
-    step_end = 22 if text[21:22].isdigit() else 21
-    step = _digits(text, 14, step_end, "step Hz")
-    sh = step_end - 21
-    _comma(text, 21 + sh)
-    top = _signed(text, 22 + sh, 26 + sh, "amplitude top")
-    _comma(text, 26 + sh)
-    bottom = _signed(text, 27 + sh, 31 + sh, "amplitude bottom")
-    _comma(text, 31 + sh)
-    p = 32 + sh
-    width = 5 if text[4] == "f" else 4
-    points = _digits(text, p, p + width, "data points")
-    p += width
-    _comma(text, p)
-    if text[p + 1:p + 2] not in ("0", "1"):
-        raise ValueError(f"expansion module flag at {p + 1} is {text[p + 1:p + 2]!r}, expected 0 or 1")
-    expansion = text[p + 1] == "1"
-    _comma(text, p + 2)
-    mode = _digits(text, p + 3, p + 6, "mode")
-    _comma(text, p + 6)
-    min_khz = _digits(text, p + 7, p + 14, "min kHz")
-    _comma(text, p + 14)
-    max_khz = _digits(text, p + 15, p + 22, "max kHz")
-    _comma(text, p + 22)
-    max_span = _digits(text, p + 23, p + 30, "max span kHz")
-    rbw = calc = None
-    offset = 0
-    if len(text) > p + 30:
-        _comma(text, p + 30)
-        rbw = _digits(text, p + 31, p + 36, "RBW kHz")
-    if len(text) > p + 36:
-        _comma(text, p + 36)
-        offset = _signed(text, p + 37, p + 41, "amplitude offset")
-    if len(text) > p + 41:
-        _comma(text, p + 41)
-        calc = _digits(text, p + 42, p + 45, "calculator mode")
-    return RfeConfig(start, step, top, bottom, points, expansion, mode, min_khz, max_khz, max_span, rbw,
-                     offset, calc, text)
-
-
-def parse_model(text: str) -> RfeModel:
-    """Decode ``#C2-M:mmm,eee,firmware`` (main model [6:9], expansion [10:13], firmware
-    from 14; the vendor reads 5 characters, real units send e.g. ``01.12B20``)."""
-    if not text.startswith("#C2-M:"):
-        raise ValueError("not a #C2-M: line")
-    main = _digits(text, 6, 9, "main model")
-    _comma(text, 9)
-    expansion = _digits(text, 10, 13, "expansion model")
-    _comma(text, 13)
-    firmware = text[14:].strip()
-    if not firmware:
-        raise ValueError("no firmware version after the model codes")
-    return RfeModel(main, expansion, firmware, text)
-
-
-# --------------------------------------------------------------------------- host commands
-
-
-def command(payload: bytes) -> bytes:
-    """Frame a command: ``#``, one size byte counting the whole command, the payload."""
-    size = len(payload) + 2
-    if size > 64:
-        raise ValueError(f"command of {size} bytes; the device takes at most 64")
-    return b"#" + bytes([size]) + payload
-
-
-def cmd_request_config() -> bytes:
-    """``#\\x04C0``: send ``Current_Config`` (and start sending sweeps)."""
-    return command(b"C0")
-
-
-def cmd_hold() -> bytes:
-    """``#\\x04CH``: stop the sweep dump."""
-    return command(b"CH")
-
-
-def cmd_analyzer_config(start_khz: int, end_khz: int, amp_top_dbm: int, amp_bottom_dbm: int) -> bytes:
-    """``#\\x20C2-F:Sssssss,Eeeeeee,tttt,bbbb``: start and END frequency in kHz (7 digits),
-    amplitude top and bottom in dBm (4 characters, sign first: ``-010``)."""
-    for name, value, lo, hi in (("start_khz", start_khz, 0, 9_999_999), ("end_khz", end_khz, 0, 9_999_999),
-                                ("amp_top_dbm", amp_top_dbm, -999, 9999),
-                                ("amp_bottom_dbm", amp_bottom_dbm, -999, 9999)):
-        if not lo <= value <= hi:
-            raise ValueError(f"{name} {value} does not fit its field")
-    text = f"C2-F:{start_khz:07d},{end_khz:07d},{amp_top_dbm:04d},{amp_bottom_dbm:04d}"
-    return command(text.encode("ascii"))
-
-
-def cmd_sweep_points(points: int) -> bytes:
-    """Sweep points: ``#\\x05CJ`` + one byte ``points // 16`` (vendor
-    ``SendCommand_SweepDataPoints``; 4096 -> 0) for multiples of 16 up to 4096, else
-    ``#\\x06Cj`` + big-endian u16 (the large-sweep command, up to 65535)."""
-    if not 16 <= points <= MAX_SWEEP_POINTS:
-        raise ValueError(f"sweep points {points} outside 16..{MAX_SWEEP_POINTS}")
-    if points <= 4096 and points % 16 == 0:
-        return command(b"CJ" + bytes([(points // 16) & 0xFF]))
-    return command(b"Cj" + points.to_bytes(2, "big"))
 
 
 # --------------------------------------------------------------------------- parser
@@ -401,10 +213,25 @@ class RfeParser:
         Never raises on any content; the caller must delete exactly ``consumed`` bytes
         and call again with the rest plus new data.
         """
+        consumed, messages = self.feed_runs(buf)
+        if not any(type(msg) is RfeSweeps for msg in messages):
+            return consumed, messages
+        out: list[RfeMessage] = []
+        for msg in messages:
+            if type(msg) is RfeSweeps:
+                config, variant = msg.config, msg.variant
+                out.extend([RfeSweep(config, variant, row) for row in msg.power_dbm])
+            else:
+                out.append(msg)
+        return consumed, out
+
+    def feed_runs(self, buf: bytes | bytearray | memoryview) -> tuple[int, list[RfeMessage | RfeSweeps]]:
+        """:meth:`feed`, with each run of consecutive sweeps decoded together given as one
+        :class:`RfeSweeps` (a row per sweep) instead of one :class:`RfeSweep` per sweep."""
         data = buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)
         n = len(data)
         pos = 0
-        out: list[RfeMessage] = []
+        out: list[RfeMessage | RfeSweeps] = []
         scanned, self._scanned = self._scanned, 0
         while pos < n:
             if self._skipping:
@@ -457,7 +284,8 @@ class RfeParser:
 
     # -- length-framed messages ---------------------------------------------------
 
-    def _frame(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage], scanned: int) -> int:
+    def _frame(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage | RfeSweeps],
+               scanned: int) -> int:
         if n - pos < 2:
             return _NEED_MORE
         kind = data[pos + 1]
@@ -499,7 +327,7 @@ class RfeParser:
         self.stats.other_frames += 1
         return pos + total
 
-    def _sweep(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage], kind: int,
+    def _sweep(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage | RfeSweeps], kind: int,
                scanned: int) -> int:
         head = 4 if kind == _z else 3
         if n - pos < head:
@@ -551,11 +379,19 @@ class RfeParser:
         # block (a device streams sweep after sweep). Worth it for runs of short sweeps
         # (the checks cost a few array operations per block).
         more = (n - pos) // total - 1
-        if more >= _MIN_RUN and data.find(EEOT, pos + total, min(n, pos + (more + 1) * total + len(EEOT) - 1)) < 0:
-            block = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(more + 1, total)
-            same = (block[1:, :head] == block[0, :head]).all(axis=1) & (block[1:, total - 2] == _CR) \
-                & (block[1:, total - 1] == _LF)
-            more = int(np.argmin(same)) if not same.all() else len(same)
+        stop = pos + (more + 1) * total
+        if more >= _MIN_RUN and data.find(EEOT, pos + total, min(n, stop + len(EEOT) - 1)) < 0:
+            # Each byte position of the sweeps, taken every ``total`` bytes (a strided slice),
+            # holds the same byte in all of them: the header's, CR, LF. Else the run ends
+            # where the first sweep differs.
+            if any(data[at:stop:total] != data[at:at + 1] * (more + 1) for at in range(pos, pos + head)) \
+                    or data[pos + total - 2:stop:total] != _CRS[:more + 1] \
+                    or data[pos + total - 1:stop:total] != _LFS[:more + 1]:
+                block = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(more + 1,
+                                                                                                        total)
+                same = (block[1:, :head] == block[0, :head]).all(axis=1) & (block[1:, total - 2] == _CR) \
+                    & (block[1:, total - 1] == _LF)
+                more = int(np.argmin(same))
         else:
             more = 0
         if more:
@@ -569,11 +405,7 @@ class RfeParser:
         self.stats.sweeps += more + 1
         self.stats.frames += more
         self.stats.frame_bytes += more * total
-        variant = "$" + chr(kind)
-        if more:
-            out.extend([RfeSweep(config, variant, row) for row in power])
-        else:
-            out.append(RfeSweep(config, variant, power))
+        out.append((RfeSweeps if more else RfeSweep)(config, "$" + chr(kind), power))
         return pos + (more + 1) * total
 
     def _stray_eeot(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage]) -> int:

@@ -38,6 +38,7 @@ azimuth, elevation) is derived from them only when something reads it
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -48,7 +49,8 @@ from towerd.clock import Clock
 from towerd.drivers.base import ParserTotals, SensorDriver
 from towerd.drivers.measurements import RadarPlots, cartesian_dtype
 from towerd.drivers.ti_mmwave.cli import CfgLine, PushResult, doppler_resolution_mps, load_chirp_config, push_config
-from towerd.drivers.ti_mmwave.protocol import TI_POINT_DTYPE, TiFrame, TiFrameParser
+from towerd.drivers.ti_mmwave.decode import R_COUNT, R_FRAME_NUMBER, R_PLATFORM, R_VERSION
+from towerd.drivers.ti_mmwave.protocol import TI_POINT_DTYPE, TiFrameParser
 from towerd.drivers.transport import open_port
 from towerd.errors import ConfigError, DriverInitError, DriverIOError
 
@@ -129,6 +131,8 @@ class TiMmwaveDriver(SensorDriver):
         """Successful configuration pushes since the driver was made (one per open)."""
         self._device_id: tuple[int, int] | None = None
         """(version, platform) of the last frame's header."""
+        self._reason_counts: tuple[int, ...] = ()
+        self._reasons: dict[str, int] = {}
 
     def _configure(self, port: serial.SerialBase) -> None:
         """Push ``chirp_config`` over ``cli_port`` (when set); see the module docstring."""
@@ -183,11 +187,20 @@ class TiMmwaveDriver(SensorDriver):
 
     def _decode(self, buf: bytearray, t_mono: float, quiet: bool = False) -> tuple[int, list[RadarPlots]]:
         held_t = self._held_t
-        consumed, frames = self.parser.feed(buf, quiet=quiet)
-        if frames:
-            self._device_id = (frames[-1].version, frames[-1].platform)
-        plots = [self._to_plots(frame, held_t if i == 0 and held_t is not None else t_mono)
-                 for i, frame in enumerate(frames)]  # the first frame out may be the one held back at held_t
+        consumed, records, points = self.parser.feed_records(buf, quiet=quiet)
+        plots: list[RadarPlots] = []
+        if records:
+            last = records[-1]
+            self._device_id = (last[R_VERSION], last[R_PLATFORM])
+            # One check of all the points: the sum of their squares is finite only when every
+            # value is (an overflow only sends them through the exact check, frame by frame).
+            flat = np.ndarray((6 * len(points),), np.float32, points)  # points.view, without its checks
+            make, name = RadarPlots.of if math.isfinite(flat.dot(flat)) else self._to_plots, self.name
+            cartesian, a, t = np.ndarray(points.shape, _CARTESIAN, points), 0, t_mono if held_t is None else held_t
+            for record in records:  # the first frame out may be the one held back at held_t
+                b = a + record[R_COUNT]
+                plots.append(make(name, t, record[R_FRAME_NUMBER], cartesian[a:b]))
+                a, t = b, t_mono
         if not self.parser.holding:
             self._held_t = None
         elif plots or held_t is None:
@@ -205,9 +218,12 @@ class TiMmwaveDriver(SensorDriver):
 
     def parser_totals(self) -> ParserTotals:
         st = self.parser.stats
-        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, {
-            "unsupported_version": st.unsupported_version, "truncated_frames": st.truncated_frames,
-            "unknown_tlvs": st.unknown_tlvs, "nonfinite_points": self.nonfinite_points})
+        counts = (st.unsupported_version, st.truncated_frames, st.unknown_tlvs, self.nonfinite_points)
+        if counts != self._reason_counts:  # rare: the same dict until a count changes
+            self._reason_counts = counts
+            self._reasons = dict(zip(("unsupported_version", "truncated_frames", "unknown_tlvs", "nonfinite_points"),
+                                     counts))
+        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, self._reasons)
 
     def status(self) -> dict[str, Any]:
         """The CLI push (when ``cli_port`` is set) and what the frames say of the device."""
@@ -229,16 +245,17 @@ class TiMmwaveDriver(SensorDriver):
             "doppler_resolution_mps": self.parser.doppler_resolution_mps,
         }
 
-    def _to_plots(self, frame: TiFrame, t_mono: float) -> RadarPlots:
-        points = frame.points.view(_CARTESIAN)
-        xyz = frame.points.view(np.float32).reshape(-1, 6)[:, :3]
+    def _to_plots(self, name: str, t_mono: float, frame_number: int, points: np.ndarray) -> RadarPlots:
+        """A frame's reading (``points``: its points seen as _CARTESIAN) without the points
+        whose x, y or z is not finite (only corrupt frames have them), counted."""
+        xyz = points.view(np.float32).reshape(-1, 6)[:, :3]
         if not np.isfinite(xyz).all():
             finite = np.isfinite(xyz).all(axis=1)
             bad = int((~finite).sum())
             self.nonfinite_points += bad
-            log.debug("sensor %s: frame %d: dropped %d non-finite points", self.name, frame.frame_number, bad)
+            log.debug("sensor %s: frame %d: dropped %d non-finite points", name, frame_number, bad)
             points = points[finite]
-        return RadarPlots(sensor=self.name, t_mono=t_mono, frame_number=frame.frame_number, cartesian=points)
+        return RadarPlots.of(name, t_mono, frame_number, points)
 
 
 def _sdk_version(version: int) -> str:

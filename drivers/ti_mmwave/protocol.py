@@ -1,71 +1,12 @@
-"""TI mmWave out-of-box demo, SDK 3.x and 2.x: the data-UART frame format and its parser.
+"""TI mmWave out-of-box demo, SDK 3.x and 2.x: the parser of the data-UART stream.
 
 Pure and incremental: no ``serial`` import, no I/O. :meth:`TiFrameParser.feed` takes
 the caller's receive buffer and returns how many bytes to delete from its front plus the
 frames those bytes completed (the mlat-client convention), so the parser never copies
 or owns the stream and never grows.
 
-Wire format (little-endian), as the SDK 3.x demo sends it on the data UART
-(IWR6843, IWR6843AOP, AWR1843 at 921600 baud):
-
-    magic    8 bytes  02 01 04 03 06 05 08 07   (u16 words 0x0102 0x0304 0x0506 0x0708)
-    header   8 x u32  version, totalPacketLen, platform, frameNumber, timeCpuCycles,
-                      numDetectedObj, numTLVs, subFrameNumber        -> 40 bytes with magic
-    numTLVs  x        u32 type, u32 length (payload bytes only), payload
-    padding  so that totalPacketLen is a multiple of 32 (fewer than 32 bytes)
-
-    TLV 1  DPIF_PointCloudCartesian per point: f32 x, y, z (m, sensor frame: x right,
-           y boresight, z up), f32 velocity (m/s, positive moving away)  -> 16 bytes
-    TLV 7  DPIF_PointCloudSideInfo per point: int16 snr, int16 noise (0.1 dB)  -> 4 bytes
-    TLV 2 range profile, 3 noise profile, 4 azimuth static heat map, 5 range-Doppler
-    heat map, 6 stats, 8 azimuth/elevation heat map, 9 temperature stats: skipped.
-
-Sources (TI mmWave SDK 3.x, read in public copies of the SDK files):
-- ``demo/xwr68xx/mmw/mmw_output.h``: ``MmwDemo_output_message_header`` (magicWord[4] as
-  u16, then the eight u32 above), ``MmwDemo_output_message_tl`` (type, length),
-  the TLV type enum 1..9 and ``MMWDEMO_OUTPUT_MSG_SEGMENT_LEN`` = 32;
-- ``datapath/dpif/dpif_pointcloud.h``: ``DPIF_PointCloudCartesian`` (four floats) and
-  ``DPIF_PointCloudSideInfo`` (``int16_t snr``, ``int16_t noise``, both in 0.1 dB);
-- ``demo/xwr68xx/mmw/mss/mmw_mss.c``, ``MmwDemo_transmitProcessedOutput``:
-  ``header.version = BUILD | BUGFIX << 8 | MINOR << 16 | MAJOR << 24`` (SDK 3.5.0.4 sends
-  0x03050004), ``tl.length`` is the payload size only, ``totalPacketLen`` is the packet
-  length rounded up to a multiple of 32 and the padding is sent from an uninitialised
-  32-byte array (so it is never checked here).
-
-Where the project notes and the vendor disagree, this module follows the vendor:
-- The notes say TLV types 1 and 7 are absent from frames with no detections. In SDK 3.x
-  the condition is ``detectedObjects == 1 || detectedObjects == 2 && numObjOut > 0``
-  (C precedence), so with the default ``guiMonitor`` setting (detectedObjects 1) an
-  empty frame carries TLV 1 with length 0, and only TLV 7 is omitted. Both forms parse.
-- TI's own Python example (``parser_mmw_demo.py``) reads snr/noise with ``getUint16``;
-  the C struct says ``int16_t``, so they are decoded SIGNED here.
-
-SDK 2.x (``version >> 24 == 2``: xWR14xx and xWR16xx out-of-box demos, SDK 2.0/2.1) is
-decoded too, into the same points. Its differences, from SDK 2.1 ``demo/io_interface/
-mmw_output.h`` and the xWR14xx/xWR16xx demos' ``MmwDemo_transmitProcessedOutput``
-(public copies, e.g. the xWR14xx ``main.c`` quoted in Chen-HR/Ti_mmwave_OutOfBoxDemo_xwr1443):
-
-    header   ``subFrameNumber`` exists only ``#ifdef SOC_XWR16XX``: the xWR14xx header is
-             36 bytes with the magic (platform 0xA1443), the xWR16xx one 40 (0xA1642)
-    TLV 1    ``MmwDemo_output_message_dataObjDescr`` (u16 numDetetedObj, u16 xyzQFormat),
-             then per object ``MmwDemo_detectedObj``: u16 rangeIdx, int16 dopplerIdx
-             (signed: negative towards the sensor), u16 peakVal, int16 x, y, z in metres
-             times 2**xyzQFormat  -> length 4 + 12 * numDetectedObj; sent only when there
-             are detections
-    TLV 2..6 as in SDK 3.x (range profile, noise profile, azimuth heat map, range-Doppler
-             heat map, stats); 7 and above did not exist and are skipped as unknown
-
-TI's mmWave Demo Visualizer 2.1 reads them the same way (``app/mmWave.js`` in the public copy
-arghasen10/mmWave-Demo-Visualizer: subFrameNumber only for xWR16xx/xWR18xx from version
-1.1 on; ``processDetectedPoints``: dopplerIdx signed above version 1.0, x/y/z divided by
-2**xyzQFormat). Doppler in m/s is ``dopplerIdx * dopplerResolutionMps``, as the same
-function computes it; the resolution comes from the chirp
-profile (:func:`towerd.drivers.ti_mmwave.cli.doppler_resolution_mps`) and is given to the
-parser; without it SDK 2.x points carry NaN Doppler. SNR/noise are NaN (SDK 2.x sends a
-peak value, not an SNR). Other majors (1.x, whose layout is not checked here, and 4 and
-above) are dropped and counted (``ParserStats.unsupported_version``) with a clear reason;
-so is an SDK 2.x frame from a platform other than xWR14xx/xWR16xx/xWR18xx. ``subFrameNumber``
-above 3 is rejected as TI's parser does (at most four sub-frames).
+The frame format (layout, sources, SDK 2.x differences, disagreements with the notes)
+is described in :mod:`towerd.drivers.ti_mmwave.frame`.
 
 There is no checksum, so integrity is structural: magic, totalPacketLen (>= 64 — the
 header rounded up to 32 — multiple of 32, at most ``max_frame_bytes``), every TLV inside
@@ -96,125 +37,90 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from towerd.drivers.ti_mmwave.decode import decode_points, make_frames, sdk2_points
+from towerd.drivers.ti_mmwave.frame import (  # the frame format, re-exported: importers use this module
+    MAGIC,
+    HEADER_DTYPE,
+    TL_DTYPE,
+    POINT_DTYPE,
+    SIDE_INFO_DTYPE,
+    OBJ_DESCR_DTYPE,
+    DETECTED_OBJ_DTYPE,
+    TI_POINT_DTYPE,
+    HEADER_LEN,
+    HEADER_LEN_XWR14XX_SDK2,
+    TL_LEN,
+    SEGMENT_LEN,
+    MIN_PACKET_LEN,
+    SUPPORTED_MAJORS,
+    SDK2_HEADER_LEN,
+    MAX_SUBFRAMES,
+    MAX_Q_FORMAT,
+    TLV_DETECTED_POINTS,
+    TLV_RANGE_PROFILE,
+    TLV_NOISE_PROFILE,
+    TLV_AZIMUTH_STATIC_HEAT_MAP,
+    TLV_RANGE_DOPPLER_HEAT_MAP,
+    TLV_STATS,
+    TLV_DETECTED_POINTS_SIDE_INFO,
+    TLV_AZIMUTH_ELEVATION_STATIC_HEAT_MAP,
+    TLV_TEMPERATURE_STATS,
+    KNOWN_SKIPPED_TLVS,
+    KNOWN_SKIPPED_TLVS_SDK2,
+    STATS_LEN,
+    TEMPERATURE_STATS_LEN,
+    TiFrame,
+)
+
+__all__ = [
+    "MAGIC",
+    "HEADER_DTYPE",
+    "TL_DTYPE",
+    "POINT_DTYPE",
+    "SIDE_INFO_DTYPE",
+    "OBJ_DESCR_DTYPE",
+    "DETECTED_OBJ_DTYPE",
+    "TI_POINT_DTYPE",
+    "HEADER_LEN",
+    "HEADER_LEN_XWR14XX_SDK2",
+    "TL_LEN",
+    "SEGMENT_LEN",
+    "MIN_PACKET_LEN",
+    "SUPPORTED_MAJORS",
+    "SDK2_HEADER_LEN",
+    "MAX_SUBFRAMES",
+    "MAX_Q_FORMAT",
+    "TLV_DETECTED_POINTS",
+    "TLV_RANGE_PROFILE",
+    "TLV_NOISE_PROFILE",
+    "TLV_AZIMUTH_STATIC_HEAT_MAP",
+    "TLV_RANGE_DOPPLER_HEAT_MAP",
+    "TLV_STATS",
+    "TLV_DETECTED_POINTS_SIDE_INFO",
+    "TLV_AZIMUTH_ELEVATION_STATIC_HEAT_MAP",
+    "TLV_TEMPERATURE_STATS",
+    "KNOWN_SKIPPED_TLVS",
+    "KNOWN_SKIPPED_TLVS_SDK2",
+    "STATS_LEN",
+    "TEMPERATURE_STATS_LEN",
+    "TiFrame",
+    "ParserStats",
+    "TiFrameParser",
+]
+
 log = logging.getLogger(__name__)
 
-MAGIC = b"\x02\x01\x04\x03\x06\x05\x08\x07"
-"""Sync word that starts every frame (u16 0x0102, 0x0304, 0x0506, 0x0708 little-endian)."""
-
-HEADER_DTYPE = np.dtype(
-    [
-        ("magic", "S8"),
-        ("version", "<u4"),  # MAJOR << 24 | MINOR << 16 | BUGFIX << 8 | BUILD
-        ("total_packet_len", "<u4"),  # bytes, whole frame incl. magic, header, TLVs, padding
-        ("platform", "<u4"),  # e.g. 0xA6843 (xWR68xx), 0xA1843 (xWR18xx)
-        ("frame_number", "<u4"),
-        ("time_cpu_cycles", "<u4"),  # CPU cycle counter when the frame was built
-        ("num_detected_obj", "<u4"),
-        ("num_tlvs", "<u4"),
-        ("subframe_number", "<u4"),  # 0 unless an advanced (multi sub-frame) config
-    ]
-)
-"""Frame header as on the wire, 40 bytes including the magic (SDK 3.x, SDK 2.x xWR16xx)."""
-
-TL_DTYPE = np.dtype([("type", "<u4"), ("length", "<u4")])
-"""TLV header: type and payload length in bytes (the 8-byte TLV header not included)."""
-
-POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("velocity", "<f4")])
-"""TLV 1 element (DPIF_PointCloudCartesian): metres in the sensor frame, m/s Doppler."""
-
-SIDE_INFO_DTYPE = np.dtype([("snr", "<i2"), ("noise", "<i2")])
-"""TLV 7 element (DPIF_PointCloudSideInfo): SIGNED int16, units of 0.1 dB."""
-
-OBJ_DESCR_DTYPE = np.dtype([("num_obj", "<u2"), ("xyz_q_format", "<u2")])
-"""SDK 2.x TLV 1 prefix (MmwDemo_output_message_dataObjDescr)."""
-
-DETECTED_OBJ_DTYPE = np.dtype(
-    [
-        ("range_idx", "<u2"),
-        ("doppler_idx", "<i2"),  # signed: negative moving towards the sensor
-        ("peak_val", "<u2"),
-        ("x", "<i2"),  # metres * 2**xyzQFormat
-        ("y", "<i2"),
-        ("z", "<i2"),
-    ]
-)
-"""SDK 2.x TLV 1 element (MmwDemo_detectedObj), 12 bytes."""
-
-TI_POINT_DTYPE = np.dtype(
-    [
-        ("x_m", "<f4"),  # right of boresight
-        ("y_m", "<f4"),  # along boresight
-        ("z_m", "<f4"),  # up
-        ("doppler_mps", "<f4"),  # radial velocity, positive moving away; NaN when unknown
-        ("snr_db", "<f4"),  # NaN when the frame had no TLV 7 (always for SDK 2.x)
-        ("noise_db", "<f4"),  # NaN when the frame had no TLV 7 (always for SDK 2.x)
-    ]
-)
-"""Decoded point, one row per detection of a frame."""
-
-HEADER_LEN = HEADER_DTYPE.itemsize
-HEADER_LEN_XWR14XX_SDK2 = HEADER_LEN - 4
-"""SDK 2.x on xWR14xx: no subFrameNumber."""
-TL_LEN = TL_DTYPE.itemsize
-SEGMENT_LEN = 32
-"""totalPacketLen is a multiple of this (MMWDEMO_OUTPUT_MSG_SEGMENT_LEN)."""
-MIN_PACKET_LEN = 64
-"""The header alone, rounded up to SEGMENT_LEN."""
-SUPPORTED_MAJORS = (2, 3)
-SDK2_HEADER_LEN = {0xA1443: HEADER_LEN_XWR14XX_SDK2, 0xA1642: HEADER_LEN, 0xA1843: HEADER_LEN}
-"""SDK 2.x platforms (``header.platform``) and their header length with the magic (TI's
-visualiser 2.1 reads xWR18xx as xWR16xx: with subFrameNumber)."""
-MAX_SUBFRAMES = 4
-MAX_Q_FORMAT = 15
-"""An int16 coordinate in Q15 already spans only +-1 m: more is not a real format."""
-
-TLV_DETECTED_POINTS = 1
-TLV_RANGE_PROFILE = 2
-TLV_NOISE_PROFILE = 3
-TLV_AZIMUTH_STATIC_HEAT_MAP = 4
-TLV_RANGE_DOPPLER_HEAT_MAP = 5
-TLV_STATS = 6
-TLV_DETECTED_POINTS_SIDE_INFO = 7
-TLV_AZIMUTH_ELEVATION_STATIC_HEAT_MAP = 8
-TLV_TEMPERATURE_STATS = 9
-KNOWN_SKIPPED_TLVS = frozenset({2, 3, 4, 5, 6, 8, 9})
-"""Known SDK 3.x TLV types that carry no points: skipped by length, not counted as unknown."""
-KNOWN_SKIPPED_TLVS_SDK2 = frozenset({2, 3, 4, 5, 6})
-"""The same for SDK 2.x, which had types 1..6 only."""
 _KNOWN_SDK3 = KNOWN_SKIPPED_TLVS | {TLV_DETECTED_POINTS, TLV_DETECTED_POINTS_SIDE_INFO}
 _KNOWN_SDK2 = KNOWN_SKIPPED_TLVS_SDK2 | {TLV_DETECTED_POINTS}
-_F4, _I2, _TEN = np.dtype("<f4"), np.dtype("<i2"), np.float32(10.0)
-STATS_LEN = 24
-"""TLV 6 (MmwDemo_output_message_stats): six u32, in SDK 2.x and 3.x alike."""
-TEMPERATURE_STATS_LEN = 28
-"""TLV 9 (SDK 3.x MmwDemo_temperatureStats): int32 tempReportValid, then rlRfTempData_t (u32
-time, ten int16 sensor temperatures); 28 bytes in the AWR1642 SDK 3.6 recording too."""
+_POINTS_AND_SIDE = (TLV_DETECTED_POINTS, TLV_DETECTED_POINTS_SIDE_INFO)
+_NO_POINTS = np.empty(0, dtype=TI_POINT_DTYPE)
+_NO_POINTS.flags.writeable = False
 
 _HEADER = struct.Struct("<8I")
 _TL = struct.Struct("<2I")
 _DESCR = struct.Struct("<2H")
 assert _HEADER.size + len(MAGIC) == HEADER_LEN == 40
 assert POINT_DTYPE.itemsize == 16 and SIDE_INFO_DTYPE.itemsize == 4 and DETECTED_OBJ_DTYPE.itemsize == 12
-assert TI_POINT_DTYPE == np.dtype([(n, "<f4") for n in TI_POINT_DTYPE.names]) and len(TI_POINT_DTYPE.names) == 6
-
-
-@dataclass(frozen=True, eq=False)
-class TiFrame:
-    """One decoded frame (eq=False: it holds an array)."""
-
-    version: int
-    platform: int
-    frame_number: int
-    time_cpu_cycles: int
-    subframe: int
-    num_tlvs: int
-    num_detected_obj: int
-    total_packet_len: int  # bytes this frame occupied on the wire
-    points: np.ndarray  # shape (n,), TI_POINT_DTYPE; n = numDetectedObj when TLV 1 present, else 0
-    tlv_types: tuple[int, ...]  # TLV types in the order they appeared
-    header_len: int = HEADER_LEN  # 40, or 36 for SDK 2.x on xWR14xx
-    objects: np.ndarray | None = None  # SDK 2.x only: the raw TLV 1 objects, DETECTED_OBJ_DTYPE
-    xyz_q_format: int | None = None  # SDK 2.x only: coordinates are int16 / 2**xyz_q_format
 
 
 @dataclass
@@ -272,36 +178,145 @@ class TiFrameParser:
         ``quiet``: no byte is following right now (the line went quiet, or the input
         ended), so a held frame whose last bytes could begin a magic is accepted.
         Never raises on any content; the caller must delete exactly ``consumed`` bytes
-        and call again with the rest plus new data.
+        and call again with the rest plus new data. Frames are validated one after the
+        other, then decoded together: the points of all of them go into one array, of
+        which each frame's ``points`` is a view.
         """
+        consumed, records, simple = self._validate(buf, quiet)
+        if not records:
+            return consumed, []
+        block, objects = decode_points(records, simple, self._sdk2_points)
+        return consumed, make_frames(records, block, objects)
+
+    def feed_records(self, buf: bytes | bytearray | memoryview,
+                     quiet: bool = False) -> tuple[int, list[tuple], np.ndarray]:
+        """:meth:`feed` without the frame objects, for a driver that reads only the frames'
+        numbers and points: (consumed, their records (see
+        :mod:`towerd.drivers.ti_mmwave.decode`), the points of all of them as one
+        TI_POINT_DTYPE array, frame after frame)."""
+        consumed, records, simple = self._validate(buf, quiet)
+        if not records:
+            return consumed, records, _NO_POINTS
+        return consumed, records, decode_points(records, simple, self._sdk2_points)[0]
+
+    def _validate(self, buf: bytes | bytearray | memoryview, quiet: bool) -> tuple[int, list[tuple], bool]:
+        """Find and check the frames ``buf`` completes: (consumed, their records, whether
+        every one is SDK 3.x with side info for its points). The common frame (SDK 3.x, no
+        magic inside it or across its end) is checked by :meth:`_fast` in one pass,
+        anything else by :meth:`_try_frame`, which gives the same answer for the common
+        frame and says why it refuses a candidate."""
         self._quiet = quiet
         self.holding = False
         data = buf if isinstance(buf, (bytes, bytearray)) else bytes(buf)
         n = len(data)
         pos = 0
-        frames: list[TiFrame] = []
+        accepted: list[tuple] = []
+        simple = True  # every frame SDK 3.x, with side info for its points
+        stats = self.stats
+        find = data.find
+        nxt = -1  # where the next magic starts, when known
         while True:
-            start = data.find(MAGIC, pos)
+            start = pos if nxt == pos else find(MAGIC, pos)
             if start < 0:
                 drop = max(0, n - pos - (len(MAGIC) - 1))
                 self._drop(drop)
-                return pos + drop, frames
-            self._drop(start - pos)
+                pos += drop
+                break
+            if start > pos:
+                self._drop(start - pos)
             pos = start
-            try:
-                result = self._try_frame(data, pos, n)
-            except _Reject as exc:
-                self._reject(str(exc))
-                self._drop(1)
-                pos += 1
-                continue
-            if result is _NEED_MORE:
-                return pos, frames
-            frame, length = result
-            frames.append(frame)
-            self.stats.frames += 1
+            nxt = find(MAGIC, pos + 1)
+            record = self._fast(data, pos, n, nxt) if n - pos >= HEADER_LEN else None
+            if record is _NEED_MORE:
+                break
+            if record is None:
+                try:
+                    record = self._try_frame(data, pos, n)
+                except _Reject as exc:
+                    self._reject(str(exc))
+                    self._drop(1)
+                    pos += 1
+                    continue
+                if record is _NEED_MORE:
+                    break
+                simple = simple and record[0] >> 24 == 3 and (record[13] is not None or not record[10])
+            accepted.append(record)
+            stats.frames += 1
             self._hunting = False
-            pos += length
+            pos += record[7]
+        return pos, accepted, simple
+
+    def _sdk2_points(self, points: np.ndarray, record: tuple) -> np.ndarray:
+        """Decode one SDK 2.x frame's points into ``points``; return its raw objects."""
+        resolution = self.doppler_resolution_mps
+        if resolution is None and record[10]:
+            self._warn_once("no_resolution", "TI radar sends SDK 2.x frames, whose Doppler needs the chirp "
+                            "profile's resolution: set chirp_config (with cli_port) or "
+                            "doppler_resolution_mps; Doppler is unknown (NaN) until then")
+        return sdk2_points(points, record, resolution)
+
+    def _fast(self, data: bytes | bytearray, p: int, n: int, nxt: int) -> tuple | None | object:
+        """The common frame at ``p`` (``nxt``: where the next magic starts, -1 if none)
+        accepted in one pass: its record (see :meth:`_record`), _NEED_MORE, or None to let
+        :meth:`_try_frame` decide. Only a candidate that passes every check of
+        :meth:`_try_frame` on the bytes present is accepted or waited for here: SDK 3.x,
+        no magic before its end and, when it is whole in ``data``, unless the next magic
+        starts right at its end, no byte 0x02 in its last 7 (which could begin a magic
+        whose rest is still to come), and side info when it has points."""
+        version, total, platform, frame_number, cpu_cycles, num_obj, num_tlvs, subframe = \
+            _HEADER.unpack_from(data, p + 8)
+        end = p + total
+        if (version >> 24 != 3 or 0 <= nxt < end or total < MIN_PACKET_LEN or total % SEGMENT_LEN
+                or total > self.max_frame_bytes or subframe >= MAX_SUBFRAMES
+                or HEADER_LEN + TL_LEN * num_tlvs > total or nxt != end and data.find(2, end - 7, end) >= 0):
+            return None
+        off = p + HEADER_LEN
+        side_at = off + 2 * TL_LEN + 16 * num_obj
+        if (num_tlvs == 2 and side_at + 4 * num_obj <= end <= n and end - side_at - 4 * num_obj < SEGMENT_LEN
+                and _TL.unpack_from(data, off) == (1, 16 * num_obj)
+                and _TL.unpack_from(data, side_at - TL_LEN) == (7, 4 * num_obj)):
+            # The usual frame, whole: TLV 1 then TLV 7, sized for num_obj (what the loop below checks)
+            return (version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total, HEADER_LEN,
+                    _POINTS_AND_SIDE, num_obj, None, data[off + TL_LEN : side_at - TL_LEN],
+                    data[side_at : side_at + 4 * num_obj])
+        avail = min(n, end)
+        types: list[int] = []
+        points_at = side_at = -1
+        for _ in range(num_tlvs):
+            if off + TL_LEN > avail:
+                return None if off + TL_LEN > end else _NEED_MORE
+            tlv_type, length = _TL.unpack_from(data, off)
+            if off + TL_LEN + length > end or tlv_type in types and tlv_type in _KNOWN_SDK3:
+                return None
+            if tlv_type == TLV_DETECTED_POINTS:
+                if length != POINT_DTYPE.itemsize * num_obj:
+                    return None
+                points_at = off + TL_LEN
+            elif tlv_type == TLV_DETECTED_POINTS_SIDE_INFO:
+                if length != SIDE_INFO_DTYPE.itemsize * num_obj:
+                    return None
+                side_at = off + TL_LEN
+            elif (tlv_type == TLV_STATS and length != STATS_LEN
+                  or tlv_type == TLV_TEMPERATURE_STATS and length != TEMPERATURE_STATS_LEN
+                  or (tlv_type == TLV_RANGE_PROFILE or tlv_type == TLV_NOISE_PROFILE) and length % 2):
+                return None
+            types.append(tlv_type)
+            off += TL_LEN + length
+        if end - off >= SEGMENT_LEN:
+            return None
+        if end > n:
+            return _NEED_MORE
+        if points_at < 0:
+            return self._record(data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj,
+                                total, HEADER_LEN, types, points_at, side_at, None)
+        if side_at < 0 and num_obj:
+            return None
+        if not _KNOWN_SDK3.issuperset(types):
+            self.stats.unknown_tlvs += sum(1 for t in types if t not in _KNOWN_SDK3)
+        # _record's, for a frame with points and side info
+        return (version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total, HEADER_LEN,
+                tuple(types), num_obj, None, data[points_at : points_at + 16 * num_obj],
+                data[side_at : side_at + 4 * num_obj])
 
     def _drop(self, count: int) -> None:
         if count <= 0:
@@ -345,7 +360,7 @@ class TiFrameParser:
                       "frames are decoded")
 
     def _try_frame(self, data: bytes | bytearray, p: int, n: int):
-        """Validate the candidate at ``p``: a (frame, length) pair, _NEED_MORE, or _Reject.
+        """Validate the candidate at ``p``: its record (see :meth:`_record`), _NEED_MORE, or _Reject.
 
         Every check uses only the bytes of the claimed packet and, when its last bytes
         could begin a magic, the up to 7 bytes after it, so the outcome does not depend
@@ -410,9 +425,8 @@ class TiFrameParser:
                 self.holding = True
                 return _NEED_MORE
             # Quiet line: no successor is coming, the frame is whole.
-        frame = self._decode(data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
-                             header_len, types, points_at, side_at, q_format)
-        return frame, total
+        return self._record(data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
+                            header_len, types, points_at, side_at, q_format)
 
     def _walk(self, data, p, avail, end, total, header_len, num_tlvs, num_obj, sdk2):
         """Walk the TLVs bounds-checked: (types, points_at, side_at, q_format, end of the
@@ -463,58 +477,20 @@ class TiFrameParser:
             off = payload_end
         return types, points_at, side_at, q_format, off
 
-    def _decode(self, data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
-                header_len, types, points_at, side_at, q_format) -> TiFrame:
-        """Build the frame of a candidate that passed every check (vectorised)."""
-        sdk2 = version >> 24 == 2
-        count = num_obj if points_at >= 0 else 0
-        points = np.empty(count, dtype=TI_POINT_DTYPE)
-        objects = None
-        if sdk2:
-            objects = np.frombuffer(bytes(data[points_at : points_at + DETECTED_OBJ_DTYPE.itemsize * count]),
-                                    dtype=DETECTED_OBJ_DTYPE) if count else np.empty(0, DETECTED_OBJ_DTYPE)
-            if count:
-                scale = np.float32(1.0 / (1 << q_format))
-                points["x_m"] = objects["x"].astype(np.float32) * scale
-                points["y_m"] = objects["y"].astype(np.float32) * scale
-                points["z_m"] = objects["z"].astype(np.float32) * scale
-                resolution = self.doppler_resolution_mps
-                if resolution is None:
-                    self._warn_once("no_resolution", "TI radar sends SDK 2.x frames, whose Doppler needs the chirp "
-                                    "profile's resolution: set chirp_config (with cli_port) or "
-                                    "doppler_resolution_mps; Doppler is unknown (NaN) until then")
-                    points["doppler_mps"] = np.nan
-                else:
-                    points["doppler_mps"] = objects["doppler_idx"].astype(np.float64) * resolution
-                points["snr_db"] = np.nan
-                points["noise_db"] = np.nan
-            known = _KNOWN_SDK2
-        else:
-            if count:
-                # TI_POINT_DTYPE is six float32s: TLV 1's four, then TLV 7's two / 10, each
-                # copied in one block straight from the receive buffer.
-                table = points.view(_F4).reshape(count, 6)
-                table[:, :4] = np.frombuffer(data, _F4, 4 * count, points_at).reshape(count, 4)
-                if side_at >= 0:
-                    side = np.frombuffer(data, _I2, 2 * count, side_at).reshape(count, 2)
-                    np.divide(side, _TEN, out=table[:, 4:])  # int16 / float32 -> float32
-                else:
-                    table[:, 4:] = np.nan
-            known = _KNOWN_SDK3
+    def _record(self, data, version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total,
+                header_len, types, points_at, side_at, q_format) -> tuple:
+        """What :meth:`_build` needs of an accepted frame, its payload copied out of ``data``
+        (the caller's buffer, which it changes after :meth:`feed`): (version, platform,
+        frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total, header_len, tlv types,
+        point count, q_format, TLV 1 elements, TLV 7 elements or None)."""
+        known = _KNOWN_SDK2 if version >> 24 == 2 else _KNOWN_SDK3
         if not known.issuperset(types):
             self.stats.unknown_tlvs += sum(1 for t in types if t not in known)
-        return TiFrame(
-            version=version,
-            platform=platform,
-            frame_number=frame_number,
-            time_cpu_cycles=cpu_cycles,
-            subframe=subframe,
-            num_tlvs=num_tlvs,
-            num_detected_obj=num_obj,
-            total_packet_len=total,
-            points=points,
-            tlv_types=tuple(types),
-            header_len=header_len,
-            objects=objects,
-            xyz_q_format=q_format,
-        )
+        count = num_obj if points_at >= 0 else 0
+        if version >> 24 == 2:
+            elements, side = bytes(data[points_at : points_at + DETECTED_OBJ_DTYPE.itemsize * count]), None
+        else:
+            elements = data[points_at : points_at + POINT_DTYPE.itemsize * count]
+            side = data[side_at : side_at + SIDE_INFO_DTYPE.itemsize * count] if side_at >= 0 else None
+        return (version, platform, frame_number, cpu_cycles, subframe, num_tlvs, num_obj, total, header_len,
+                tuple(types), count, q_format, elements, side)
