@@ -198,6 +198,13 @@ class BandDetector:
                 return
 
 
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The rows of ``parts`` (RF_TRACK_DTYPE) in one new read-only array."""
+    out = join_rows([_EMPTY_TRACKS, *parts]) if parts else _EMPTY_TRACKS.copy()
+    out.flags.writeable = False
+    return out
+
+
 def widen_runs(mask: np.ndarray, cells: int, fraction: float) -> np.ndarray:
     """``mask`` (n,) bool with each run of True widened on both sides by
     max(``cells``, ``fraction`` · its length) cells (an emitter's skirts scale with it)."""
@@ -236,6 +243,8 @@ class RfProcessor:
         self._warned: set[tuple[str, str]] = set()
         self._tracks = empty_rf_tracks()
         self._tracks.flags.writeable = False
+        self._parts: list[np.ndarray] = []  # the band trackers' track arrays self._tracks was joined from
+        self._segment_cache: dict[tuple, list[tuple[str, slice]]] = {}
         self.sweeps = 0
 
     @property
@@ -268,12 +277,12 @@ class RfProcessor:
                 "so the false-alarm rate will be higher than configured",
                 spectrum.sensor, spectrum.calculator, self.settings.cfar.looks,
             )
-        freq = spectrum.freq_mhz
+        freq, segments = self._segments(spectrum, n)
         results = []
         ended = []
-        for name, sel in self._segments(spectrum, freq):
-            band = self._band(spectrum.sensor, name, float(freq[sel][0]), step, int(np.count_nonzero(sel)))
+        for name, sel in segments:
             f, dbm = freq[sel], p_dbm[sel]
+            band = self._band(spectrum.sensor, name, float(f[0]), step, f.shape[0])
             p = dbm_to_mw(dbm)
             detected, threshold, floor = band.detector.detect(p, t)
             emitters = merge_cells(detected, f, p, floor, self.settings.emitters,
@@ -305,30 +314,48 @@ class RfProcessor:
     # -- internals -------------------------------------------------------------------
 
     def _update(self, t: float, ended: list[np.ndarray], bands: tuple[BandResult, ...]) -> RfUpdate:
-        tracks = join_rows([_EMPTY_TRACKS, *(b.tracker.tracks for b in self._bands.values())])
-        tracks.flags.writeable = False
-        self._tracks = tracks
-        ended_all = join_rows([_EMPTY_TRACKS, *ended])
-        ended_all.flags.writeable = False
-        return RfUpdate(t_mono=t, tracks=tracks, ended=ended_all, bands=bands)
+        return RfUpdate(t_mono=t, tracks=self._live(), ended=_joined([e for e in ended if e.shape[0]]), bands=bands)
 
-    def _segments(self, spectrum: Spectrum, freq: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """(band name, boolean cell mask) of each band the sweep covers with 3+ cells."""
+    def _live(self) -> np.ndarray:
+        """The bands' live tracks joined (read-only); the previous array again when no
+        band's tracks changed (a band tracker replaces its array on every change)."""
+        parts = [b.tracker.tracks for b in self._bands.values()]
+        if len(parts) != len(self._parts) or any(a is not b for a, b in zip(parts, self._parts)):
+            self._parts = parts
+            self._tracks = _joined([a for a in parts if a.shape[0]])
+        return self._tracks
+
+    def _segments(self, spectrum: Spectrum, n: int) -> tuple[np.ndarray, list[tuple[str, slice]]]:
+        """The sweep's cell frequencies (read-only) and the (band name, cells) of each band
+        it covers with 3+ cells; cached per sweep grid (a scan plan repeats a few grids)."""
         plan = self.settings.bands
-        if not plan:
-            return [(spectrum.band or "sweep", np.ones(freq.shape[0], dtype=bool))]
-        out = []
-        eps = 1e-9 * max(1.0, float(np.max(np.abs(freq))))
-        for b in plan:
-            sel = (freq >= b.start_mhz - eps) & (freq <= b.stop_mhz + eps)
-            if np.count_nonzero(sel) >= 3:
-                out.append((b.name, sel))
-        if not out:
+        key = (spectrum.start_freq_mhz, spectrum.step_freq_mhz, n, "" if plan else spectrum.band)
+        cached = self._segment_cache.get(key)
+        if cached is None:
+            if len(self._segment_cache) >= 64:
+                self._segment_cache.clear()
+            freq = spectrum.freq_mhz
+            freq.flags.writeable = False
+            cached = self._segment_cache[key] = (freq, self._cut(spectrum, freq))
+        if not cached[1]:
             self._warn_once(
                 spectrum.sensor, f"outside:{spectrum.band}",
                 "%s sweep %.3f-%.3f MHz (band %r) covers no band of the RF band plan with 3 or more points",
-                spectrum.sensor, float(freq[0]), float(freq[-1]), spectrum.band,
+                spectrum.sensor, float(cached[0][0]), float(cached[0][-1]), spectrum.band,
             )
+        return cached
+
+    def _cut(self, spectrum: Spectrum, freq: np.ndarray) -> list[tuple[str, slice]]:
+        """(band name, cells) of each band ``freq`` (ascending) covers with 3+ cells."""
+        plan = self.settings.bands
+        if not plan:
+            return [(spectrum.band or "sweep", slice(0, freq.shape[0]))]
+        out = []
+        eps = 1e-9 * max(1.0, float(np.max(np.abs(freq))))
+        for b in plan:
+            sel = np.flatnonzero((freq >= b.start_mhz - eps) & (freq <= b.stop_mhz + eps))
+            if sel.shape[0] >= 3:
+                out.append((b.name, slice(int(sel[0]), int(sel[-1]) + 1)))
         return out
 
     def _band(self, sensor: str, name: str, f0: float, step: float, n: int) -> _Band:

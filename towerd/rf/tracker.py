@@ -344,6 +344,8 @@ class BandTracker:
 
     def expire(self, t_mono: float) -> BandStep:
         """Apply the time rules alone (no sweep of this band arrived)."""
+        if self.tracks.shape[0] == 0:
+            return BandStep(tracks=self.tracks, ended=self.tracks.copy())
         return self._finish(self.tracks.copy(), float(t_mono), sweep=False)
 
     def end_all(self, t_mono: float) -> BandStep:
@@ -639,6 +641,9 @@ class BandTracker:
 
     def _finish(self, tr: np.ndarray, t: float, sweep: bool = True, absorbed: np.ndarray | None = None) -> BandStep:
         """Duty, confirmation, coasting, ending (plus the ``absorbed`` rows), classes."""
+        if tr.shape[0] == 0:  # nothing to confirm, end or classify
+            self.tracks = tr
+            return BandStep(tracks=tr, ended=tr.copy())
         s = self.settings
         n_hist = np.minimum(tr["sweeps"].astype(np.int64), HISTORY_BITS)
         tr["duty"] = popcount(tr["hit_history"] & _window_mask(n_hist)) / np.maximum(n_hist, 1)
