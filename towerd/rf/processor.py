@@ -48,7 +48,8 @@ from towerd.rf.classify import ClassifierSettings
 from towerd.rf.emitters import EmitterSettings, bridge_occupied, dbm_to_mw, merge_cells, mw_to_dbm
 from towerd.rf.floor import NoiseFloor, NoiseFloorSettings
 from towerd.rf.fusion import FusionSettings, RfReportSettings
-from towerd.rf.tracker import BandTracker, RfTrackingSettings, TrackIds, empty_rf_tracks
+from towerd.rf.tracker import BandTracker, RfTrackingSettings
+from towerd.rf.tracks import TrackIds, empty_rf_tracks
 from towerd.rows import join_rows
 from towerd.schema import spec
 
