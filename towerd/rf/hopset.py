@@ -107,6 +107,10 @@ class HopSetDetector:
         overlap) from the hopping-set test for hop_window_s.
         """
         s = self.settings
+        if em.shape[0] == 0:  # no piece to add: the window moves on
+            if self._burst.shape[0]:
+                self._burst = self._burst[self._burst[:, 0] > t - s.hop_window_s]
+            return np.zeros(0, dtype=bool)
         cell = abs(float(step_mhz))
         width = em["high_mhz"] - em["low_mhz"]
         wide = (em["bandwidth_mhz"] > s.hop_max_bandwidth_mhz) & (width <= s.burst_channel_width_mhz + 2 * cell)

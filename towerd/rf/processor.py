@@ -181,7 +181,10 @@ class BandDetector:
             occupied = self.cfar.occupied(z)
         out = self.cfar.detect(z, occupied | recent)
         self.cfar_detected = out.detected  # before bridging: how much of an emitter the CFAR saw itself
-        detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
+        if out.detected.any():
+            detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
+        else:
+            detected = out.detected.copy()  # nothing to bridge
         self.age = np.where(detected, 0, np.minimum(self.age + 1, np.iinfo(np.int32).max))
         fs = self.floor.settings
         held = self.age < fs.hold_sweeps

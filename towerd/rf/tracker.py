@@ -60,7 +60,7 @@ import numpy as np
 from towerd.icd import Status
 from towerd.rf.classify import ClassifierSettings, LinkKind, category_of, classify
 from towerd.rf.hopset import HopSet, HopSetDetector, poisson_isf
-from towerd.rf.tracks import HISTORY_BITS, RF_TRACK_DTYPE, TrackIds, empty_rf_tracks, popcount, window_mask
+from towerd.rf.tracks import HISTORY_BITS, RF_TRACK_DTYPE, TrackIds, duty, empty_rf_tracks, popcount, window_mask
 from towerd.rows import join_rows
 from towerd.schema import spec
 
@@ -187,6 +187,14 @@ class BandTracker:
         false-alarm probability (for the hopping-set noise guard)."""
         s = self.settings
         t = float(t_mono)
+        if self.tracks.shape[0] == 0 and emitters.shape[0] == 0:
+            # An idle sweep: only the hop and burst windows move (a hopping set may still
+            # show in the hops collected before).
+            self.hopsets.bursting(emitters, t, step_mhz)
+            comb = self.hopsets.observe(emitters, t, cells=cells, step_mhz=step_mhz, pfa=pfa)
+            if comb is None:
+                return BandStep(tracks=self.tracks, ended=self.tracks.copy())
+            return self._finish(self._new_comb(comb, t), t, absorbed=np.zeros(1, dtype=bool))
         tr = self.tracks.copy()
         single = ~tr["comb"]
         single_rows = np.flatnonzero(single)
@@ -406,8 +414,7 @@ class BandTracker:
             self.tracks = tr
             return BandStep(tracks=tr, ended=tr.copy())
         s = self.settings
-        n_hist = np.minimum(tr["sweeps"].astype(np.int64), HISTORY_BITS)
-        tr["duty"] = popcount(tr["hit_history"] & window_mask(n_hist)) / np.maximum(n_hist, 1)
+        tr["duty"] = duty(tr["sweeps"], tr["hit_history"])
 
         tentative = tr["status"] == int(Status.TENTATIVE)
         if sweep:

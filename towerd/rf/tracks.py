@@ -80,12 +80,25 @@ class TrackIds:
         return ids
 
 
+_HAS_BITWISE_COUNT = hasattr(np, "bitwise_count")  # NumPy >= 2.0
+
+
 def popcount(x: np.ndarray) -> np.ndarray:
     """Set bits per element of a u8 array."""
     x = np.asarray(x, dtype=np.uint64)
-    if hasattr(np, "bitwise_count"):
+    if _HAS_BITWISE_COUNT:
         return np.bitwise_count(x).astype(np.int64)
     return np.unpackbits(x.reshape(-1, 1).view(np.uint8), axis=1).sum(axis=1).reshape(x.shape).astype(np.int64)
+
+
+_WINDOW_MASKS = np.array([(1 << n) - 1 for n in range(HISTORY_BITS)] + [(1 << HISTORY_BITS) - 1], dtype=np.uint64)
+_WINDOW_MASKS.flags.writeable = False
+
+
+def duty(sweeps: np.ndarray, hit_history: np.ndarray) -> np.ndarray:
+    """Hits over the last min(64, sweeps) sweeps / that many sweeps (at least 1), per row."""
+    n_hist = np.minimum(sweeps, HISTORY_BITS)
+    return popcount(hit_history & _WINDOW_MASKS[n_hist]) / np.maximum(n_hist, 1)
 
 
 def window_mask(n: np.ndarray | int) -> np.ndarray:
