@@ -161,6 +161,7 @@ class BandDetector:
         self.floor = NoiseFloor(floor_settings, n, step_mhz, cfar.settings.looks)
         self.age = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)  # sweeps since each cell was detected
         self.cfar_detected = np.zeros(n, dtype=bool)  # the last sweep's CFAR detections before bridging
+        self._skirt_cache: dict[bytes, np.ndarray] = {}
 
     def detect(self, power_mw: np.ndarray, t_mono: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(detected bool, threshold mW, floor mW), each (n,), for one sweep."""
@@ -186,10 +187,22 @@ class BandDetector:
         else:
             detected = out.detected.copy()  # nothing to bridge
         self.age = np.where(detected, 0, np.minimum(self.age + 1, np.iinfo(np.int32).max))
-        fs = self.floor.settings
-        held = self.age < fs.hold_sweeps
-        self.floor.update(power_mw, widen_runs(held, fs.smooth_cells // 2 + 1, fs.skirt_fraction), t_mono)
+        held = self.age < self.floor.settings.hold_sweeps
+        self.floor.update(power_mw, self._skirts(held), t_mono)
         return detected, out.threshold * floor, floor
+
+    def _skirts(self, held: np.ndarray) -> np.ndarray:
+        """:func:`widen_runs` of the held cells (read-only; cached per pattern: a cell stays
+        held for hold_sweeps sweeps, so the pattern repeats)."""
+        key = held.tobytes()
+        out = self._skirt_cache.get(key)
+        if out is None:
+            if len(self._skirt_cache) >= 256:
+                self._skirt_cache.clear()
+            fs = self.floor.settings
+            out = self._skirt_cache[key] = widen_runs(held, fs.smooth_cells // 2 + 1, fs.skirt_fraction)
+            out.flags.writeable = False
+        return out
 
     def _learn(self, power_mw: np.ndarray, t_mono: float, rounds: int = 3) -> None:
         """Learn the floor from one sweep with no history: a window's low quantile is
@@ -203,8 +216,10 @@ class BandDetector:
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    """The rows of ``parts`` (RF_TRACK_DTYPE) in one new read-only array."""
-    out = join_rows([_EMPTY_TRACKS, *parts]) if parts else _EMPTY_TRACKS.copy()
+    """The rows of ``parts`` (RF_TRACK_DTYPE) in one read-only array (new unless empty)."""
+    if not parts:
+        return _EMPTY_TRACKS
+    out = join_rows([_EMPTY_TRACKS, *parts])
     out.flags.writeable = False
     return out
 
