@@ -45,7 +45,7 @@ import numpy as np
 from towerd.drivers.measurements import Spectrum
 from towerd.rf.cfar import Cfar, CfarSettings
 from towerd.rf.classify import ClassifierSettings
-from towerd.rf.emitters import EmitterSettings, bridge_occupied, dbm_to_mw, merge_cells, mw_to_dbm
+from towerd.rf.emitters import EmitterSettings, bridge_occupied, dbm_to_mw, merge_cells
 from towerd.rf.floor import NoiseFloor, NoiseFloorSettings
 from towerd.rf.fusion import FusionSettings, RfReportSettings
 from towerd.rf.tracker import BandTracker, RfTrackingSettings
@@ -309,11 +309,12 @@ class RfProcessor:
                                    looks=self.settings.cfar.looks)
             res = band.tracker.step(emitters, t, cells=f.shape[0], step_mhz=step, pfa=self.settings.cfar.pfa)
             ended.append(res.ended)
+            with np.errstate(divide="ignore"):  # mw_to_dbm of both, under one errstate
+                floor_dbm, threshold_dbm = 10.0 * np.log10(floor), 10.0 * np.log10(threshold)
             results.append(
                 BandResult(
                     sensor=spectrum.sensor, band=name, t_mono=t, freq_mhz=f, power_dbm=dbm,
-                    floor_dbm=mw_to_dbm(floor), threshold_dbm=mw_to_dbm(threshold), detected=detected,
-                    emitters=emitters,
+                    floor_dbm=floor_dbm, threshold_dbm=threshold_dbm, detected=detected, emitters=emitters,
                 )
             )
         self.sweeps += 1

@@ -196,35 +196,41 @@ class BandTracker:
                 return BandStep(tracks=self.tracks, ended=self.tracks.copy())
             return self._finish(self._new_comb(comb, t), t, absorbed=np.zeros(1, dtype=bool))
         tr = self.tracks.copy()
-        single = ~tr["comb"]
-        single_rows = np.flatnonzero(single)
-        ti, ei = self._associate(tr[single_rows], emitters, step_mhz)
-        ti = single_rows[ti]
-
         hit = np.zeros(tr.shape[0], dtype=bool)
-        hit[ti] = True
-        self._update_hits(tr, ti, emitters[ei], t)
+        if emitters.shape[0]:
+            single = ~tr["comb"]
+            single_rows = np.flatnonzero(single)
+            ti, ei = self._associate(tr[single_rows], emitters, step_mhz)
+            ti = single_rows[ti]
 
-        # Hops: narrow emitters not taken by a continuous narrowband track, and not
-        # beside a wide emitter (a plateau's fragment in a deep fade).
-        # Enum members as ints in array expressions: NumPy probes an IntEnum member's class
-        # for its array protocols first (~3 µs each on Python 3.11).
-        status = tr["status"]
-        continuous = (tr["kind"] == int(LinkKind.CARRIER)) & (
-            (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING)))
-        taken_by_carrier = np.zeros(emitters.shape[0], dtype=bool)
-        taken_by_carrier[ei[continuous[ti]]] = True
-        narrow = (emitters["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz) & ~taken_by_carrier
-        wide = ~tr["comb"] & (tr["bandwidth_mhz"] > s.hop_max_bandwidth_mhz)
-        margin = s.hop_max_bandwidth_mhz
-        for lo, hi in zip(
-            np.concatenate([tr["centre_mhz"][wide] - tr["bandwidth_mhz"][wide] / 2, emitters["low_mhz"]]),
-            np.concatenate([tr["centre_mhz"][wide] + tr["bandwidth_mhz"][wide] / 2, emitters["high_mhz"]]),
-        ):
-            if hi - lo > s.hop_max_bandwidth_mhz:
-                narrow &= ~((emitters["centre_mhz"] >= lo - margin) & (emitters["centre_mhz"] <= hi + margin))
-        narrow &= ~self.hopsets.bursting(emitters, t, step_mhz)
-        comb = self.hopsets.observe(emitters[narrow], t, cells=cells, step_mhz=step_mhz, pfa=pfa)
+            hit[ti] = True
+            self._update_hits(tr, ti, emitters[ei], t)
+
+            # Hops: narrow emitters not taken by a continuous narrowband track, and not
+            # beside a wide emitter (a plateau's fragment in a deep fade).
+            # Enum members as ints in array expressions: NumPy probes an IntEnum member's class
+            # for its array protocols first (~3 µs each on Python 3.11).
+            status = tr["status"]
+            continuous = (tr["kind"] == int(LinkKind.CARRIER)) & (
+                (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING)))
+            taken_by_carrier = np.zeros(emitters.shape[0], dtype=bool)
+            taken_by_carrier[ei[continuous[ti]]] = True
+            narrow = (emitters["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz) & ~taken_by_carrier
+            wide = ~tr["comb"] & (tr["bandwidth_mhz"] > s.hop_max_bandwidth_mhz)
+            margin = s.hop_max_bandwidth_mhz
+            for lo, hi in zip(
+                np.concatenate([tr["centre_mhz"][wide] - tr["bandwidth_mhz"][wide] / 2, emitters["low_mhz"]]),
+                np.concatenate([tr["centre_mhz"][wide] + tr["bandwidth_mhz"][wide] / 2, emitters["high_mhz"]]),
+            ):
+                if hi - lo > s.hop_max_bandwidth_mhz:
+                    narrow &= ~((emitters["centre_mhz"] >= lo - margin) & (emitters["centre_mhz"] <= hi + margin))
+            narrow &= ~self.hopsets.bursting(emitters, t, step_mhz)
+            hops = emitters[narrow]
+        else:  # every track missed; no hop to add
+            ei = np.zeros(0, dtype=np.intp)
+            self.hopsets.bursting(emitters, t, step_mhz)
+            hops = emitters
+        comb = self.hopsets.observe(hops, t, cells=cells, step_mhz=step_mhz, pfa=pfa)
 
         comb_rows = np.flatnonzero(tr["comb"])
         new_rows = []
@@ -262,9 +268,11 @@ class BandTracker:
         tr["misses"] = np.where(hit, 0, np.minimum(tr["misses"].astype(np.int64) + 1, 0xFFFF)).astype(np.uint16)
         tr["t_mono"] = t
 
-        new = self._new_tracks(emitters[left], t)
-        tr = join_rows([tr, *new_rows, new])
-        absorbed = np.concatenate([absorbed, np.zeros(tr.shape[0] - absorbed.shape[0], dtype=bool)])
+        if left.any():
+            new_rows.append(self._new_tracks(emitters[left], t))
+        if new_rows:
+            tr = join_rows([tr, *new_rows])
+            absorbed = np.concatenate([absorbed, np.zeros(tr.shape[0] - absorbed.shape[0], dtype=bool)])
         return self._finish(tr, t, absorbed=absorbed)
 
     def expire(self, t_mono: float) -> BandStep:
@@ -436,9 +444,13 @@ class BandTracker:
         tr["confidence"] = conf
         tr["category"] = category_of(kind)
 
-        ended = tr[gone].copy()
-        ended["status"] = Status.ENDED
-        self.tracks = tr[~gone]
+        if gone.any():
+            ended = tr[gone]  # a new array (boolean index)
+            ended["status"] = Status.ENDED
+            self.tracks = tr[~gone]
+        else:
+            ended = tr[:0].copy()
+            self.tracks = tr
         if np.any(end):
             log.debug("band %d: ended RF tracks %s", self.band, tr["rf_track_id"][end].tolist())
         return BandStep(tracks=self.tracks, ended=ended)
