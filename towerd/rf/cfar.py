@@ -235,7 +235,8 @@ class _Window:
     use_floor (n,) bool: too few references, the noise floor is the level; alpha (n,) the
     multiplier for each CUT's reference count; n_ref (n,) that count (0 where use_floor).
     CA: cumulative-sum bounds (le_start..le, rs..rs_end) and divisor. OS: ref_idx (n, N)
-    indices into z with inf appended (n: no reference), kth the distinct k - 1, k_idx (n, 1).
+    indices into z with inf appended (n: no reference), kth the distinct k - 1, k_idx (n,) each
+    CUT's k - 1 and rows (n,) its row.
     """
 
     m_use: int
@@ -251,6 +252,7 @@ class _Window:
     ref_idx: np.ndarray | None = None
     kth: np.ndarray | None = None
     k_idx: np.ndarray | None = None
+    rows: np.ndarray | None = None
 
 
 class Cfar:
@@ -341,8 +343,7 @@ class Cfar:
             level = np.full(n, np.nan)
         else:
             vals = np.append(z, np.inf)[w.ref_idx]  # (n, N) references, inf where fewer than N
-            part = np.partition(vals, w.kth, axis=1)
-            level = np.take_along_axis(part, w.k_idx, axis=1)[:, 0]  # the k-th smallest of each
+            level = np.partition(vals, w.kth, axis=1)[w.rows, w.k_idx]  # the k-th smallest of each
         threshold = np.where(w.use_floor, self.alpha_known, w.alpha * level) if w.any_floor else w.alpha * level
         return CfarOutput(detected=z > threshold, threshold=threshold, n_ref=w.n_ref.copy())
 
@@ -398,5 +399,6 @@ class Cfar:
         kth = np.unique(k[k > 0]) - 1
         if kth.size:
             w.kth = kth
-            w.k_idx = np.maximum(k - 1, 0)[:, None]
+            w.k_idx = np.maximum(k - 1, 0)
+            w.rows = np.arange(n)
         return w

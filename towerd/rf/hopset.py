@@ -58,6 +58,7 @@ class HopSetDetector:
         # power centroid (its centre to within a cell), the same for hops of two cells or
         # more (NaN for single cells).
         self._hops = np.zeros((0, len(HOP_COLUMNS)))
+        self._memo: dict | None = None  # what depends on the hop buffer alone; None when it changed
         self._sweep_t = np.zeros(0)  # times of this band's sweeps within the hop window
         self._burst = np.zeros((0, 3))  # (t, low MHz, high MHz) of burst pieces wider than a hop, in the window
         self._grid = np.asarray(settings.burst_channels_mhz, dtype=float)
@@ -132,6 +133,7 @@ class HopSetDetector:
         if np.any(gone):
             keep = ~gone
             self._hops = self._hops[keep]
+            self._memo = None
         f = em["centre_mhz"]
         return np.any((f[:, None] >= lo[active][None, :]) & (f[:, None] <= hi[active][None, :]), axis=1)
 
@@ -152,17 +154,34 @@ class HopSetDetector:
             new = np.column_stack([np.full(hops.shape[0], t), hops["centre_mhz"], hops["bandwidth_mhz"],
                                    hops["mean_dbm"], fine, placed])
             self._hops = np.concatenate([self._hops[keep], new])[-s.hop_buffer_max:]
+            self._memo = None
         self._sweep_t = np.append(self._sweep_t[self._sweep_t > t - s.hop_window_s], t)
         if self._hop_f.shape[0] < 2 * s.hop_min_channels:
             return None
-        order = np.argsort(self._hop_fc, kind="stable")
-        f = self._hop_fc[order]  # hops' power centroids: a channel's hops agree better than on cell edges
-        label = np.concatenate(([0], np.cumsum(np.diff(f) > s.hop_channel_tolerance_mhz)))
-        counts = np.bincount(label)
-        centres = np.bincount(label, weights=f) / counts
-        revisited = counts >= 2
-        n_rev = int(np.count_nonzero(revisited))
-        if not self._revisits_pass(n_rev, centres[revisited], cells=cells, step_mhz=step_mhz, pfa=pfa):
+        memo = self._memo
+        if memo is None:  # the hops changed: group them into channels again
+            order = np.argsort(self._hop_fc, kind="stable")
+            f = self._hop_fc[order]  # hops' power centroids: a channel's hops agree better than on cell edges
+            label = np.concatenate(([0], np.cumsum(np.diff(f) > s.hop_channel_tolerance_mhz)))
+            counts = np.bincount(label)
+            centres = np.bincount(label, weights=f) / counts
+            revisited = counts >= 2
+            memo = self._memo = {"order": order, "label": label, "centres": centres, "revisited": revisited,
+                                 "n_rev": int(np.count_nonzero(revisited))}
+        # The revisit test depends on the sweeps in the window too; the rest on the hops alone.
+        passed = self._revisits_pass(memo["n_rev"], memo["centres"][memo["revisited"]], cells=cells,
+                                     step_mhz=step_mhz, pfa=pfa)
+        if passed not in memo:
+            memo[passed] = self._describe(memo, passed)
+        return memo[passed]
+
+    def _describe(self, memo: dict, revisits_passed: bool) -> HopSet | None:
+        """The hopping set in the hop buffer, grouped into channels in ``memo``, if one is
+        present: by revisits (``revisits_passed``) or else by the grid test."""
+        s = self.settings
+        order, label, centres = memo["order"], memo["label"], memo["centres"]
+        revisited, n_rev = memo["revisited"], memo["n_rev"]
+        if not revisits_passed:
             # Too few revisits (a sparse hopper over many channels): a set all the same
             # when its hops' centres lie on one grid, which noise and cell-grid pieces do not.
             if not self._on_a_grid(label, order, centres):

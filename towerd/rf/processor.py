@@ -58,6 +58,8 @@ log = logging.getLogger(__name__)
 _EMPTY_TRACKS = empty_rf_tracks()
 _EMPTY_TRACKS.flags.writeable = False
 
+_AGE_MAX = int(np.iinfo(np.int32).max)  # "never detected" in BandDetector.age
+
 RF_TRACK_ID_BASE = 0x8000_0000
 """First RF track id. ICD track ids share one space per stream with the radar tracker's
 (which counts up from 1): RF ids have bit 31 set so the two never meet."""
@@ -159,7 +161,7 @@ class BandDetector:
         self.cfar = cfar
         self.bridge_pfa = bridge_pfa
         self.floor = NoiseFloor(floor_settings, n, step_mhz, cfar.settings.looks)
-        self.age = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)  # sweeps since each cell was detected
+        self.age = np.full(n, _AGE_MAX, dtype=np.int64)  # sweeps since each cell was detected
         self.cfar_detected = np.zeros(n, dtype=bool)  # the last sweep's CFAR detections before bridging
         self._skirt_cache: dict[bytes, np.ndarray] = {}
 
@@ -171,22 +173,22 @@ class BandDetector:
         z = power_mw / floor
         occupied = self.cfar.occupied(z)
         recent = self.age < self.floor.settings.hold_sweeps
-        shift = self.floor.shift_db(power_mw, occupied | recent)
+        excluded = occupied | recent
+        shift = self.floor.shift_db(power_mw, excluded)
         if abs(shift) > self.floor.settings.relearn_db:
             log.info("band level moved %+.1f dB: noise floor relearnt", shift)
             self._learn(power_mw, t_mono)
-            self.age[:] = np.iinfo(np.int32).max
-            recent[:] = False
+            self.age[:] = _AGE_MAX
             floor = self.floor.floor_mw.copy()
             z = power_mw / floor
-            occupied = self.cfar.occupied(z)
-        out = self.cfar.detect(z, occupied | recent)
+            excluded = self.cfar.occupied(z)  # | recent, all False now
+        out = self.cfar.detect(z, excluded)
         self.cfar_detected = out.detected  # before bridging: how much of an emitter the CFAR saw itself
         if out.detected.any():
             detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
         else:
             detected = out.detected.copy()  # nothing to bridge
-        self.age = np.where(detected, 0, np.minimum(self.age + 1, np.iinfo(np.int32).max))
+        self.age = np.where(detected, 0, np.minimum(self.age + 1, _AGE_MAX))
         held = self.age < self.floor.settings.hold_sweeps
         self.floor.update(power_mw, self._skirts(held), t_mono)
         return detected, out.threshold * floor, floor
