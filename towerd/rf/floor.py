@@ -126,6 +126,7 @@ class NoiseFloor:
         self._cs = np.zeros(self.n + 1)  # cumulative sums, [0] = 0
         self._cc = np.zeros(self.n + 1, dtype=np.intp)
         self._ready_floor: np.ndarray | None = None  # the floor_mw object last found all finite
+        self._window_cache: dict[bytes, tuple | None] = {}
 
     @property
     def ready(self) -> bool:
@@ -146,25 +147,42 @@ class NoiseFloor:
         every cell is excluded. Needs a learnt floor (for the clip)."""
         p = self._check(power_mw)
         a, b, i = self._a, self._b, self._i
-        cs, cc = self._cs, self._cc
+        cs = self._cs
         vals = np.minimum(p, self.clip * self.floor_mw)
         excluded = None if excluded is None else np.asarray(excluded, dtype=bool)
         if excluded is None or not excluded.any():
             np.cumsum(vals, out=cs[1:])
             return (cs[b] - cs[a]) / self._half  # every window fully usable
-        usable = ~excluded
-        vals[~usable] = 0.0
+        w = self._windows(excluded)
+        vals[excluded] = 0.0
         np.cumsum(vals, out=cs[1:])
-        np.cumsum(usable, out=cc[1:])
-        count = cc[b] - cc[a]
         out = np.full(self.n, np.nan)
-        ok = 2 * count >= self._half  # at least half the window usable
-        if not np.any(ok):
+        if w is None:  # no window half usable
             return out
-        out[ok] = (cs[b] - cs[a])[ok] / count[ok]
-        if not np.all(ok):
-            out[~ok] = np.interp(i[~ok], i[ok], out[ok])
+        a_ok, b_ok, count_ok, ok, bad = w
+        out[ok] = (cs[b_ok] - cs[a_ok]) / count_ok
+        if bad is not None:
+            out[bad] = np.interp(i[bad], i[ok], out[ok])
         return out
+
+    def _windows(self, excluded: np.ndarray) -> tuple | None:
+        """For sweep_level with these ``excluded`` cells (cached per pattern: a band's
+        exclusions repeat): the bounds and usable counts of the windows at least half
+        usable, which those are, and the others (None if none); None if no window is."""
+        key = excluded.tobytes()
+        if key in self._window_cache:
+            return self._window_cache[key]
+        if len(self._window_cache) >= 256:
+            self._window_cache.clear()
+        cc = self._cc
+        np.cumsum(~excluded, out=cc[1:])
+        count = cc[self._b] - cc[self._a]
+        ok = 2 * count >= self._half  # at least half the window usable
+        w = None
+        if np.any(ok):
+            w = (self._a[ok], self._b[ok], count[ok], ok, None if np.all(ok) else ~ok)
+        self._window_cache[key] = w
+        return w
 
     def update(self, power_mw: np.ndarray, excluded: np.ndarray | None, t_mono: float) -> None:
         """Fold one sweep into the floor; ``excluded`` (n,) bool: cells holding emitters.
