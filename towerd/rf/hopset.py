@@ -44,6 +44,7 @@ class HopSet(TypedDict):
 
 HOP_COLUMNS = ("t_mono", "centre_mhz", "bandwidth_mhz", "mean_dbm", "power_centre_mhz", "grid_centre_mhz")
 """Columns of a HopSetDetector's hop buffer."""
+_T, _F, _BW, _DBM, _FC, _GC = range(len(HOP_COLUMNS))
 
 
 class HopSetDetector:
@@ -62,30 +63,6 @@ class HopSetDetector:
         self._sweep_t = np.zeros(0)  # times of this band's sweeps within the hop window
         self._burst = np.zeros((0, 3))  # (t, low MHz, high MHz) of burst pieces wider than a hop, in the window
         self._grid = np.asarray(settings.burst_channels_mhz, dtype=float)
-
-    @property
-    def _hop_t(self) -> np.ndarray:
-        return self._hops[:, 0]
-
-    @property
-    def _hop_f(self) -> np.ndarray:
-        return self._hops[:, 1]
-
-    @property
-    def _hop_bw(self) -> np.ndarray:
-        return self._hops[:, 2]
-
-    @property
-    def _hop_dbm(self) -> np.ndarray:
-        return self._hops[:, 3]
-
-    @property
-    def _hop_fc(self) -> np.ndarray:
-        return self._hops[:, 4]
-
-    @property
-    def _hop_gc(self) -> np.ndarray:
-        return self._hops[:, 5]
 
     def bursting(self, em: np.ndarray, t: float, step_mhz: float) -> np.ndarray:
         """(E,) bool: emitters inside an 802.11 channel that is bursting.
@@ -128,7 +105,7 @@ class HopSetDetector:
             return out
         # The narrow pieces collected inside it before the channel was known to be
         # bursting were its bursts too.
-        fc = self._hop_fc
+        fc = self._hops[:, _FC]
         gone = np.any((fc[:, None] >= lo[active][None, :]) & (fc[:, None] <= hi[active][None, :]), axis=1)
         if np.any(gone):
             keep = ~gone
@@ -143,7 +120,7 @@ class HopSetDetector:
         """Add this sweep's candidate hops, drop old ones, and describe the hopping set if
         one is present (else None)."""
         s = self.settings
-        keep = self._hop_t > t - s.hop_window_s
+        keep = self._hops[:, _T] > t - s.hop_window_s
         if hops.shape[0] or not keep.all():
             fine = hops["power_centre_mhz"]
             fine = np.where((fine >= hops["low_mhz"]) & (fine <= hops["high_mhz"]), fine, hops["centre_mhz"])
@@ -156,12 +133,12 @@ class HopSetDetector:
             self._hops = np.concatenate([self._hops[keep], new])[-s.hop_buffer_max:]
             self._memo = None
         self._sweep_t = np.append(self._sweep_t[self._sweep_t > t - s.hop_window_s], t)
-        if self._hop_f.shape[0] < 2 * s.hop_min_channels:
+        if self._hops.shape[0] < 2 * s.hop_min_channels:
             return None
         memo = self._memo
         if memo is None:  # the hops changed: group them into channels again
-            order = np.argsort(self._hop_fc, kind="stable")
-            f = self._hop_fc[order]  # hops' power centroids: a channel's hops agree better than on cell edges
+            order = np.argsort(self._hops[:, _FC], kind="stable")
+            f = self._hops[:, _FC][order]  # hops' power centroids: a channel's hops agree better than on cell edges
             label = np.concatenate(([0], np.cumsum(np.diff(f) > s.hop_channel_tolerance_mhz)))
             counts = np.bincount(label)
             centres = np.bincount(label, weights=f) / counts
@@ -205,8 +182,8 @@ class HopSetDetector:
             "low": float(ch[0]),
             "high": float(ch[-1]),
             "spacing": float(np.median(small)),
-            "hop_bw": float(np.median(self._hop_bw[order][in_set])),
-            "power_dbm": float(np.median(self._hop_dbm[order][in_set])),
+            "hop_bw": float(np.median(self._hops[:, _BW][order][in_set])),
+            "power_dbm": float(np.median(self._hops[:, _DBM][order][in_set])),
         }
 
     def _revisits_pass(self, n_rev: int, ch: np.ndarray, *, cells: int, step_mhz: float, pfa: float) -> bool:
@@ -238,7 +215,7 @@ class HopSetDetector:
         if n < s.hop_min_channels or float(centres[-1] - centres[0]) < s.hop_min_span_mhz:
             return False
         origin, pitch = self.classifier.reference_grid_mhz
-        gc = self._hop_gc[order]
+        gc = self._hops[:, _GC][order]
         placed = np.isfinite(gc)
         counts = np.bincount(label[placed], minlength=n)
         fine = np.bincount(label[placed], weights=gc[placed], minlength=n)[counts > 0] / counts[counts > 0]
@@ -255,7 +232,8 @@ class HopSetDetector:
         that grid give an offset near 0, hops on a grid shifted by d give d; noise
         and hops spread over all offsets give a resultant near 0."""
         origin, pitch = self.classifier.reference_grid_mhz
-        fc = self._hop_gc[(self._hop_gc >= low) & (self._hop_gc <= high)]
+        gc = self._hops[:, _GC]
+        fc = gc[(gc >= low) & (gc <= high)]
         if fc.size == 0:
             return float("nan"), float("nan"), 0
         z = np.mean(np.exp(2j * np.pi * (fc - origin) / pitch))
