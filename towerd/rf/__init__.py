@@ -53,7 +53,7 @@ from towerd.rf.fusion import (
     rf_track_records,
 )
 from towerd.rf.processor import RF_TRACK_ID_BASE, BandSettings, RfProcessor, RfSettings, RfUpdate
-from towerd.rf.tracker import RF_TRACK_DTYPE
+from towerd.rf.tracks import RF_TRACK_DTYPE
 
 __all__ = [
     "RF_TRACK_DTYPE",

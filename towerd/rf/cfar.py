@@ -223,6 +223,38 @@ class CfarOutput:
     n_ref: np.ndarray
 
 
+WINDOW_CACHE = 256
+"""Reference-window layouts a Cfar keeps (one per pattern of excluded cells seen; a
+band's exclusions repeat from sweep to sweep)."""
+
+
+@dataclass(eq=False)
+class _Window:
+    """Reference windows of every CUT for one pattern of usable cells (n CUTs, N = reference_cells).
+
+    use_floor (n,) bool: too few references, the noise floor is the level; alpha (n,) the
+    multiplier for each CUT's reference count; n_ref (n,) that count (0 where use_floor).
+    CA: cumulative-sum bounds (le_start..le, rs..rs_end) and divisor. OS: ref_idx (n, N)
+    indices into z with inf appended (n: no reference), kth the distinct k - 1, k_idx (n,) each
+    CUT's k - 1 and rows (n,) its row.
+    """
+
+    m_use: int
+    use_floor: np.ndarray
+    any_floor: bool
+    alpha: np.ndarray
+    n_ref: np.ndarray
+    le: np.ndarray | None = None
+    le_start: np.ndarray | None = None
+    rs: np.ndarray | None = None
+    rs_end: np.ndarray | None = None
+    n_ref_div: np.ndarray | None = None
+    ref_idx: np.ndarray | None = None
+    kth: np.ndarray | None = None
+    k_idx: np.ndarray | None = None
+    rows: np.ndarray | None = None
+
+
 class Cfar:
     """CA- or OS-CFAR across frequency with guard cells, explicit edges and exclusions.
 
@@ -247,6 +279,8 @@ class Cfar:
         self.k_table = k_table
         self.alpha_known = known_level_alpha(s.pfa, s.looks)
         self._occupancy_alpha: dict[float, np.ndarray] = {}
+        self._occupancy_windows: dict[tuple[int, float], tuple[np.ndarray, ...]] = {}
+        self._windows: dict[bytes, _Window] = {}
         log.debug(
             "CFAR %s N=%d G=%d K=%d Pfa=%g: alpha=%.4f (%.2f dB)%s",
             s.kind, n, s.guard_cells, s.looks, s.pfa, table[n], 10 * math.log10(table[n]),
@@ -274,32 +308,61 @@ class Cfar:
         """Cells whose power, averaged over ``occupancy_cells`` cells centred on each (fewer
         at the edges, with their own threshold), is above the known-level threshold for
         ``pfa`` (default ``occupancy_pfa``): ``z`` is whitened (noise mean 1). (n,) bool."""
-        table = self.occupancy_alpha(self.settings.occupancy_pfa if pfa is None else pfa)
+        pfa = self.settings.occupancy_pfa if pfa is None else pfa
         z = np.asarray(z, dtype=float)
         n = z.shape[0]
-        w = self.settings.occupancy_cells
-        h_lo, h_hi = (w - 1) // 2, w // 2
-        c = np.concatenate(([0.0], np.cumsum(z)))
-        i = np.arange(n)
-        a = np.maximum(i - h_lo, 0)
-        b = np.minimum(i + h_hi + 1, n)
-        count = b - a
-        mean = (c[b] - c[a]) / count
-        return mean > table[count]
+        windows = self._occupancy_windows.get((n, pfa))
+        if windows is None:
+            table = self.occupancy_alpha(pfa)
+            w = self.settings.occupancy_cells
+            h_lo, h_hi = (w - 1) // 2, w // 2
+            i = np.arange(n)
+            a = np.maximum(i - h_lo, 0)
+            b = np.minimum(i + h_hi + 1, n)
+            count = b - a
+            windows = self._occupancy_windows[(n, pfa)] = (a, b, count, table[count])
+        a, b, count, level = windows
+        c = np.zeros(n + 1)
+        np.cumsum(z, out=c[1:])
+        return (c[b] - c[a]) / count > level
 
     def detect(self, z: np.ndarray, excluded: np.ndarray | None = None) -> CfarOutput:
         """Run CFAR over ``z`` (n,) linear power, whitened by the noise floor (the floor is
         the reference where too few cells remain). ``excluded`` (n,) bool: cells not to be
         used as references (they are still tested)."""
-        s = self.settings
         z = np.asarray(z, dtype=float)
         n = z.shape[0]
-        if excluded is None:
-            keep = np.ones(n, dtype=bool)
+        keep = np.ones(n, dtype=bool) if excluded is None else ~np.asarray(excluded, dtype=bool)
+        w = self._window(keep)
+        if self.settings.kind == "ca":
+            csum = np.zeros(w.m_use + 1)
+            np.cumsum(z[keep], out=csum[1:])
+            total = (csum[w.le] - csum[w.le_start]) + (csum[w.rs_end] - csum[w.rs])
+            level = total / w.n_ref_div
+        elif w.m_use == 0 or w.k_idx is None:
+            level = np.full(n, np.nan)
         else:
-            keep = ~np.asarray(excluded, dtype=bool)
-        u = z[keep]  # the usable reference cells, in frequency order
-        m_use = u.shape[0]
+            vals = np.append(z, np.inf)[w.ref_idx]  # (n, N) references, inf where fewer than N
+            level = np.partition(vals, w.kth, axis=1)[w.rows, w.k_idx]  # the k-th smallest of each
+        threshold = np.where(w.use_floor, self.alpha_known, w.alpha * level) if w.any_floor else w.alpha * level
+        return CfarOutput(detected=z > threshold, threshold=threshold, n_ref=w.n_ref.copy())
+
+    def _window(self, keep: np.ndarray) -> _Window:
+        """The reference windows for this pattern of usable cells (cached: a band's
+        exclusions repeat from sweep to sweep, and the windows depend on nothing else)."""
+        key = keep.tobytes()
+        w = self._windows.get(key)
+        if w is None:
+            if len(self._windows) >= WINDOW_CACHE:
+                self._windows.clear()
+            w = self._windows[key] = self._build_window(keep)
+        return w
+
+    def _build_window(self, keep: np.ndarray) -> _Window:
+        s = self.settings
+        kept = np.flatnonzero(keep)
+        m_use = kept.shape[0]  # the usable reference cells, in frequency order
+        n = keep.shape[0]
         g, n_half = s.guard_cells, s.reference_cells // 2
         keep_i = keep.astype(np.intp)
         pos = np.cumsum(keep_i) - keep_i  # usable cells below each CUT
@@ -314,46 +377,28 @@ class Cfar:
         n_r = np.minimum(s.reference_cells - n_l, avail_r)
         n_l = np.minimum(s.reference_cells - n_r, avail_l)  # edge: take more from the left
         n_ref = n_l + n_r
-
-        if s.kind == "ca":
-            csum = np.concatenate(([0.0], np.cumsum(u)))
-            le = np.clip(left_end, 0, m_use)
-            rs = np.clip(right_start, 0, m_use)
-            total = (csum[le] - csum[le - n_l]) + (csum[rs + n_r] - csum[rs])
-            level = total / np.maximum(n_ref, 1)
-        else:
-            level = self._os_level(u, left_end, right_start, n_l, n_r, n_ref)
-
         use_floor = n_ref < self.min_ref
-        alpha = self.alpha_table[np.where(use_floor, self.settings.reference_cells, n_ref)]
-        threshold = np.where(use_floor, self.alpha_known, alpha * level)
-        n_ref = np.where(use_floor, 0, n_ref)
-        return CfarOutput(detected=z > threshold, threshold=threshold, n_ref=n_ref)
-
-    def _os_level(
-        self,
-        u: np.ndarray,
-        left_end: np.ndarray,
-        right_start: np.ndarray,
-        n_l: np.ndarray,
-        n_r: np.ndarray,
-        n_ref: np.ndarray,
-    ) -> np.ndarray:
-        """The k-th smallest reference of each CUT (k for its own reference count)."""
-        n_tot = self.settings.reference_cells
-        j = np.arange(n_tot)[None, :]
-        idx = np.where(
-            j < n_l[:, None],
-            (left_end - n_l)[:, None] + j,
-            right_start[:, None] + (j - n_l[:, None]),
-        )
+        alpha = self.alpha_table[np.where(use_floor, s.reference_cells, n_ref)]
+        w = _Window(m_use=m_use, use_floor=use_floor, any_floor=bool(use_floor.any()), alpha=alpha,
+                    n_ref=np.where(use_floor, 0, n_ref))
+        if s.kind == "ca":
+            w.le = np.clip(left_end, 0, m_use)
+            w.rs = np.clip(right_start, 0, m_use)
+            w.le_start = w.le - n_l
+            w.rs_end = w.rs + n_r
+            w.n_ref_div = np.maximum(n_ref, 1)
+            return w
+        # OS: the k-th smallest reference of each CUT (k for its own reference count)
+        j = np.arange(s.reference_cells)[None, :]
+        idx = np.where(j < n_l[:, None], (left_end - n_l)[:, None] + j, right_start[:, None] + (j - n_l[:, None]))
         valid = j < n_ref[:, None]
-        if u.shape[0] == 0:
-            return np.full(n_ref.shape, np.nan)
-        vals = np.where(valid, u[np.clip(idx, 0, u.shape[0] - 1)], np.inf)
+        if m_use:
+            # indices into z with one inf appended (at n) where a CUT has fewer than N
+            w.ref_idx = np.where(valid, kept[np.clip(idx, 0, m_use - 1)], n)
         k = self.k_table[n_ref]  # 0 where n_ref < min_ref (floor used there)
         kth = np.unique(k[k > 0]) - 1
-        if kth.size == 0:
-            return np.full(n_ref.shape, np.nan)
-        part = np.partition(vals, kth, axis=1)
-        return np.take_along_axis(part, np.maximum(k - 1, 0)[:, None], axis=1)[:, 0]
+        if kth.size:
+            w.kth = kth
+            w.k_idx = np.maximum(k - 1, 0)
+            w.rows = np.arange(n)
+        return w

@@ -232,9 +232,26 @@ def classify(
     (the previous class, for hysteresis), centre_mhz, bandwidth_mhz, centre_excess_db,
     fill_ratio, width_jitter_mhz, hole_excess, grid_offset_mhz, grid_resultant, grid_hops.
     ``hop_min_channels``: the tracker's minimum of revisited channels for a hopping set."""
+    n = tracks.shape[0]
+    mature = tracks["sweeps"] >= settings.min_sweeps
+    if mature.all():
+        return _classify_mature(tracks, settings, hop_min_channels)
+    # Rows too young for a class are unknown whatever they hold: classify the others alone.
+    kind = np.zeros(n, dtype=np.uint8)  # LinkKind.UNKNOWN
+    conf = np.zeros(n, dtype=np.uint8)
+    if mature.any():
+        kind[mature], conf[mature] = _classify_mature(tracks[mature], settings, hop_min_channels)
+    return kind, conf
+
+
+def _classify_mature(
+    tracks: np.ndarray, settings: ClassifierSettings, hop_min_channels: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`classify` for rows that all have ``min_sweeps`` of history (each row's class
+    depends on that row alone)."""
     s = settings
     n = tracks.shape[0]
-    kind = np.full(n, LinkKind.UNKNOWN, dtype=np.uint8)
+    kind = np.zeros(n, dtype=np.uint8)  # LinkKind.UNKNOWN
     conf = np.zeros(n, dtype=np.int32)
     if n == 0:
         return kind, conf.astype(np.uint8)

@@ -117,11 +117,28 @@ class NoiseFloor:
         self.floor_mw = np.full(self.n, np.nan)
         self.updates = 0
         self.t_last: float | None = None
+        # sweep_level's windows (the same every sweep): cells [a, b) around each cell
+        h_lo, h_hi = (settings.smooth_cells - 1) // 2, settings.smooth_cells // 2
+        self._i = np.arange(self.n)
+        self._a = np.maximum(self._i - h_lo, 0)
+        self._b = np.minimum(self._i + h_hi + 1, self.n)
+        self._half = self._b - self._a  # 2 x usable cells must reach the window's length
+        self._cs = np.zeros(self.n + 1)  # cumulative sums, [0] = 0
+        self._cc = np.zeros(self.n + 1, dtype=np.intp)
+        self._ready_floor: np.ndarray | None = None  # the floor_mw object last found all finite
+        self._window_cache: dict[bytes, tuple | None] = {}
 
     @property
     def ready(self) -> bool:
         """True once a level has been learnt for every cell."""
-        return self.updates > 0 and bool(np.all(np.isfinite(self.floor_mw)))
+        if self.updates <= 0:
+            return False
+        if self._ready_floor is self.floor_mw:  # checked already (update keeps it finite in place)
+            return True
+        if bool(np.all(np.isfinite(self.floor_mw))):
+            self._ready_floor = self.floor_mw
+            return True
+        return False
 
     # -- steady state ---------------------------------------------------------------------
 
@@ -129,22 +146,43 @@ class NoiseFloor:
         """This sweep's local level per cell (n,), see the module docstring; all NaN when
         every cell is excluded. Needs a learnt floor (for the clip)."""
         p = self._check(power_mw)
-        usable = np.ones(self.n, dtype=bool) if excluded is None else ~np.asarray(excluded, dtype=bool)
-        vals = np.where(usable, np.minimum(p, self.clip * self.floor_mw), 0.0)
-        cs = np.concatenate(([0.0], np.cumsum(vals)))
-        cc = np.concatenate(([0], np.cumsum(usable)))
-        h_lo, h_hi = (self.settings.smooth_cells - 1) // 2, self.settings.smooth_cells // 2
-        i = np.arange(self.n)
-        a, b = np.maximum(i - h_lo, 0), np.minimum(i + h_hi + 1, self.n)
-        count = cc[b] - cc[a]
+        a, b, i = self._a, self._b, self._i
+        cs = self._cs
+        vals = np.minimum(p, self.clip * self.floor_mw)
+        excluded = None if excluded is None else np.asarray(excluded, dtype=bool)
+        if excluded is None or not excluded.any():
+            np.cumsum(vals, out=cs[1:])
+            return (cs[b] - cs[a]) / self._half  # every window fully usable
+        w = self._windows(excluded)
+        vals[excluded] = 0.0
+        np.cumsum(vals, out=cs[1:])
         out = np.full(self.n, np.nan)
-        ok = 2 * count >= b - a  # at least half the window usable
-        if not np.any(ok):
+        if w is None:  # no window half usable
             return out
-        out[ok] = (cs[b] - cs[a])[ok] / count[ok]
-        if not np.all(ok):
-            out[~ok] = np.interp(i[~ok], i[ok], out[ok])
+        a_ok, b_ok, count_ok, ok, bad = w
+        out[ok] = (cs[b_ok] - cs[a_ok]) / count_ok
+        if bad is not None:
+            out[bad] = np.interp(i[bad], i[ok], out[ok])
         return out
+
+    def _windows(self, excluded: np.ndarray) -> tuple | None:
+        """For sweep_level with these ``excluded`` cells (cached per pattern: a band's
+        exclusions repeat): the bounds and usable counts of the windows at least half
+        usable, which those are, and the others (None if none); None if no window is."""
+        key = excluded.tobytes()
+        if key in self._window_cache:
+            return self._window_cache[key]
+        if len(self._window_cache) >= 256:
+            self._window_cache.clear()
+        cc = self._cc
+        np.cumsum(~excluded, out=cc[1:])
+        count = cc[self._b] - cc[self._a]
+        ok = 2 * count >= self._half  # at least half the window usable
+        w = None
+        if np.any(ok):
+            w = (self._a[ok], self._b[ok], count[ok], ok, None if np.all(ok) else ~ok)
+        self._window_cache[key] = w
+        return w
 
     def update(self, power_mw: np.ndarray, excluded: np.ndarray | None, t_mono: float) -> None:
         """Fold one sweep into the floor; ``excluded`` (n,) bool: cells holding emitters.
@@ -219,10 +257,22 @@ class NoiseFloor:
             z = z[~np.asarray(excluded, dtype=bool)]
         if z.shape[0] < 0.1 * self.n:
             return math.inf
-        return 10.0 * math.log10(float(np.quantile(z, SHIFT_QUANTILE)) / self.q_shift)
+        return 10.0 * math.log10(_median(z) / self.q_shift)
 
     def _check(self, power_mw: np.ndarray) -> np.ndarray:
         p = np.asarray(power_mw, dtype=float)
         if p.shape != (self.n,):
             raise ValueError(f"expected {self.n} cells, got shape {p.shape}")
         return p
+
+
+def _median(z: np.ndarray) -> float:
+    """``np.quantile(z, 0.5)`` (its default linear method, the same float) for finite
+    ``z`` (m,), m > 0, by one partition instead of quantile's general machinery."""
+    m = z.shape[0]
+    h = (m - 1) // 2
+    if m % 2:
+        return float(np.partition(z, h)[h])
+    part = np.partition(z, (h, h + 1))
+    a, b = float(part[h]), float(part[h + 1])
+    return b - (b - a) * 0.5  # numpy's lerp at weight 0.5

@@ -40,7 +40,7 @@ import numpy as np
 from towerd.clock import Clock
 from towerd.icd import SOURCE_RF, Category, Status, Threat, empty_track_records
 from towerd.rf.classify import is_drone_link
-from towerd.rf.tracker import TrackIds
+from towerd.rf.tracks import TrackIds
 from towerd.rows import join_rows
 from towerd.schema import spec
 from towerd.tracking.labels import RfLink
@@ -341,7 +341,7 @@ class RfTrackReporter:
     record when it ends, or when a radar track takes it over (its link then travels in
     the radar track's records). ENDED is the last record of a report id, so a link that
     becomes RF-only again later (the radar lost the drone, the link goes on) is reported
-    under a fresh id from ``ids`` (the processor's :class:`~towerd.rf.tracker.TrackIds`,
+    under a fresh id from ``ids`` (the processor's :class:`~towerd.rf.tracks.TrackIds`,
     so it is never reused); without ``ids`` it is not reported again. State is pruned to
     the live tracks on every call.
     """

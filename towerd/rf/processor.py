@@ -45,10 +45,11 @@ import numpy as np
 from towerd.drivers.measurements import Spectrum
 from towerd.rf.cfar import Cfar, CfarSettings
 from towerd.rf.classify import ClassifierSettings
-from towerd.rf.emitters import EmitterSettings, bridge_occupied, dbm_to_mw, merge_cells, mw_to_dbm
+from towerd.rf.emitters import EmitterSettings, bridge_occupied, dbm_to_mw, merge_cells
 from towerd.rf.floor import NoiseFloor, NoiseFloorSettings
 from towerd.rf.fusion import FusionSettings, RfReportSettings
-from towerd.rf.tracker import BandTracker, RfTrackingSettings, TrackIds, empty_rf_tracks
+from towerd.rf.tracker import BandTracker, RfTrackingSettings
+from towerd.rf.tracks import TrackIds, empty_rf_tracks
 from towerd.rows import join_rows
 from towerd.schema import spec
 
@@ -56,6 +57,8 @@ log = logging.getLogger(__name__)
 
 _EMPTY_TRACKS = empty_rf_tracks()
 _EMPTY_TRACKS.flags.writeable = False
+
+_AGE_MAX = int(np.iinfo(np.int32).max)  # "never detected" in BandDetector.age
 
 RF_TRACK_ID_BASE = 0x8000_0000
 """First RF track id. ICD track ids share one space per stream with the radar tracker's
@@ -158,8 +161,9 @@ class BandDetector:
         self.cfar = cfar
         self.bridge_pfa = bridge_pfa
         self.floor = NoiseFloor(floor_settings, n, step_mhz, cfar.settings.looks)
-        self.age = np.full(n, np.iinfo(np.int32).max, dtype=np.int64)  # sweeps since each cell was detected
+        self.age = np.full(n, _AGE_MAX, dtype=np.int64)  # sweeps since each cell was detected
         self.cfar_detected = np.zeros(n, dtype=bool)  # the last sweep's CFAR detections before bridging
+        self._skirt_cache: dict[bytes, np.ndarray] = {}
 
     def detect(self, power_mw: np.ndarray, t_mono: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(detected bool, threshold mW, floor mW), each (n,), for one sweep."""
@@ -169,23 +173,38 @@ class BandDetector:
         z = power_mw / floor
         occupied = self.cfar.occupied(z)
         recent = self.age < self.floor.settings.hold_sweeps
-        shift = self.floor.shift_db(power_mw, occupied | recent)
+        excluded = occupied | recent
+        shift = self.floor.shift_db(power_mw, excluded)
         if abs(shift) > self.floor.settings.relearn_db:
             log.info("band level moved %+.1f dB: noise floor relearnt", shift)
             self._learn(power_mw, t_mono)
-            self.age[:] = np.iinfo(np.int32).max
-            recent[:] = False
+            self.age[:] = _AGE_MAX
             floor = self.floor.floor_mw.copy()
             z = power_mw / floor
-            occupied = self.cfar.occupied(z)
-        out = self.cfar.detect(z, occupied | recent)
+            excluded = self.cfar.occupied(z)  # | recent, all False now
+        out = self.cfar.detect(z, excluded)
         self.cfar_detected = out.detected  # before bridging: how much of an emitter the CFAR saw itself
-        detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
-        self.age = np.where(detected, 0, np.minimum(self.age + 1, np.iinfo(np.int32).max))
-        fs = self.floor.settings
-        held = self.age < fs.hold_sweeps
-        self.floor.update(power_mw, widen_runs(held, fs.smooth_cells // 2 + 1, fs.skirt_fraction), t_mono)
+        if out.detected.any():
+            detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
+        else:
+            detected = out.detected.copy()  # nothing to bridge
+        self.age = np.where(detected, 0, np.minimum(self.age + 1, _AGE_MAX))
+        held = self.age < self.floor.settings.hold_sweeps
+        self.floor.update(power_mw, self._skirts(held), t_mono)
         return detected, out.threshold * floor, floor
+
+    def _skirts(self, held: np.ndarray) -> np.ndarray:
+        """:func:`widen_runs` of the held cells (read-only; cached per pattern: a cell stays
+        held for hold_sweeps sweeps, so the pattern repeats)."""
+        key = held.tobytes()
+        out = self._skirt_cache.get(key)
+        if out is None:
+            if len(self._skirt_cache) >= 256:
+                self._skirt_cache.clear()
+            fs = self.floor.settings
+            out = self._skirt_cache[key] = widen_runs(held, fs.smooth_cells // 2 + 1, fs.skirt_fraction)
+            out.flags.writeable = False
+        return out
 
     def _learn(self, power_mw: np.ndarray, t_mono: float, rounds: int = 3) -> None:
         """Learn the floor from one sweep with no history: a window's low quantile is
@@ -196,6 +215,15 @@ class BandDetector:
             occupied = self.cfar.occupied(power_mw / self.floor.floor_mw, self.bridge_pfa)
             if not np.any(occupied) or not self.floor.learn(power_mw, t_mono, occupied):
                 return
+
+
+def _joined(parts: list[np.ndarray]) -> np.ndarray:
+    """The rows of ``parts`` (RF_TRACK_DTYPE) in one read-only array (new unless empty)."""
+    if not parts:
+        return _EMPTY_TRACKS
+    out = join_rows([_EMPTY_TRACKS, *parts])
+    out.flags.writeable = False
+    return out
 
 
 def widen_runs(mask: np.ndarray, cells: int, fraction: float) -> np.ndarray:
@@ -236,6 +264,8 @@ class RfProcessor:
         self._warned: set[tuple[str, str]] = set()
         self._tracks = empty_rf_tracks()
         self._tracks.flags.writeable = False
+        self._parts: list[np.ndarray] = []  # the band trackers' track arrays self._tracks was joined from
+        self._segment_cache: dict[tuple, list[tuple[str, slice]]] = {}
         self.sweeps = 0
 
     @property
@@ -268,12 +298,12 @@ class RfProcessor:
                 "so the false-alarm rate will be higher than configured",
                 spectrum.sensor, spectrum.calculator, self.settings.cfar.looks,
             )
-        freq = spectrum.freq_mhz
+        freq, segments = self._segments(spectrum, n)
         results = []
         ended = []
-        for name, sel in self._segments(spectrum, freq):
-            band = self._band(spectrum.sensor, name, float(freq[sel][0]), step, int(np.count_nonzero(sel)))
+        for name, sel in segments:
             f, dbm = freq[sel], p_dbm[sel]
+            band = self._band(spectrum.sensor, name, float(f[0]), step, f.shape[0])
             p = dbm_to_mw(dbm)
             detected, threshold, floor = band.detector.detect(p, t)
             emitters = merge_cells(detected, f, p, floor, self.settings.emitters,
@@ -281,11 +311,12 @@ class RfProcessor:
                                    looks=self.settings.cfar.looks)
             res = band.tracker.step(emitters, t, cells=f.shape[0], step_mhz=step, pfa=self.settings.cfar.pfa)
             ended.append(res.ended)
+            with np.errstate(divide="ignore"):  # mw_to_dbm of both, under one errstate
+                floor_dbm, threshold_dbm = 10.0 * np.log10(floor), 10.0 * np.log10(threshold)
             results.append(
                 BandResult(
                     sensor=spectrum.sensor, band=name, t_mono=t, freq_mhz=f, power_dbm=dbm,
-                    floor_dbm=mw_to_dbm(floor), threshold_dbm=mw_to_dbm(threshold), detected=detected,
-                    emitters=emitters,
+                    floor_dbm=floor_dbm, threshold_dbm=threshold_dbm, detected=detected, emitters=emitters,
                 )
             )
         self.sweeps += 1
@@ -305,30 +336,48 @@ class RfProcessor:
     # -- internals -------------------------------------------------------------------
 
     def _update(self, t: float, ended: list[np.ndarray], bands: tuple[BandResult, ...]) -> RfUpdate:
-        tracks = join_rows([_EMPTY_TRACKS, *(b.tracker.tracks for b in self._bands.values())])
-        tracks.flags.writeable = False
-        self._tracks = tracks
-        ended_all = join_rows([_EMPTY_TRACKS, *ended])
-        ended_all.flags.writeable = False
-        return RfUpdate(t_mono=t, tracks=tracks, ended=ended_all, bands=bands)
+        return RfUpdate(t_mono=t, tracks=self._live(), ended=_joined([e for e in ended if e.shape[0]]), bands=bands)
 
-    def _segments(self, spectrum: Spectrum, freq: np.ndarray) -> list[tuple[str, np.ndarray]]:
-        """(band name, boolean cell mask) of each band the sweep covers with 3+ cells."""
+    def _live(self) -> np.ndarray:
+        """The bands' live tracks joined (read-only); the previous array again when no
+        band's tracks changed (a band tracker replaces its array on every change)."""
+        parts = [b.tracker.tracks for b in self._bands.values()]
+        if len(parts) != len(self._parts) or any(a is not b for a, b in zip(parts, self._parts)):
+            self._parts = parts
+            self._tracks = _joined([a for a in parts if a.shape[0]])
+        return self._tracks
+
+    def _segments(self, spectrum: Spectrum, n: int) -> tuple[np.ndarray, list[tuple[str, slice]]]:
+        """The sweep's cell frequencies (read-only) and the (band name, cells) of each band
+        it covers with 3+ cells; cached per sweep grid (a scan plan repeats a few grids)."""
         plan = self.settings.bands
-        if not plan:
-            return [(spectrum.band or "sweep", np.ones(freq.shape[0], dtype=bool))]
-        out = []
-        eps = 1e-9 * max(1.0, float(np.max(np.abs(freq))))
-        for b in plan:
-            sel = (freq >= b.start_mhz - eps) & (freq <= b.stop_mhz + eps)
-            if np.count_nonzero(sel) >= 3:
-                out.append((b.name, sel))
-        if not out:
+        key = (spectrum.start_freq_mhz, spectrum.step_freq_mhz, n, "" if plan else spectrum.band)
+        cached = self._segment_cache.get(key)
+        if cached is None:
+            if len(self._segment_cache) >= 64:
+                self._segment_cache.clear()
+            freq = spectrum.freq_mhz
+            freq.flags.writeable = False
+            cached = self._segment_cache[key] = (freq, self._cut(spectrum, freq))
+        if not cached[1]:
             self._warn_once(
                 spectrum.sensor, f"outside:{spectrum.band}",
                 "%s sweep %.3f-%.3f MHz (band %r) covers no band of the RF band plan with 3 or more points",
-                spectrum.sensor, float(freq[0]), float(freq[-1]), spectrum.band,
+                spectrum.sensor, float(cached[0][0]), float(cached[0][-1]), spectrum.band,
             )
+        return cached
+
+    def _cut(self, spectrum: Spectrum, freq: np.ndarray) -> list[tuple[str, slice]]:
+        """(band name, cells) of each band ``freq`` (ascending) covers with 3+ cells."""
+        plan = self.settings.bands
+        if not plan:
+            return [(spectrum.band or "sweep", slice(0, freq.shape[0]))]
+        out = []
+        eps = 1e-9 * max(1.0, float(np.max(np.abs(freq))))
+        for b in plan:
+            sel = np.flatnonzero((freq >= b.start_mhz - eps) & (freq <= b.stop_mhz + eps))
+            if sel.shape[0] >= 3:
+                out.append((b.name, slice(int(sel[0]), int(sel[-1]) + 1)))
         return out
 
     def _band(self, sensor: str, name: str, f0: float, step: float, n: int) -> _Band:

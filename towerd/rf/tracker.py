@@ -43,6 +43,9 @@ One :class:`BandTracker` per (sensor, band). Each sweep of its band it:
    ``end_after_s`` without a hit;
 5. classifies every live track (:mod:`towerd.rf.classify`).
 
+Step 3's buffers and tests live in :mod:`towerd.rf.hopset`, the track rows and ids in
+:mod:`towerd.rf.tracks` (both importable from here as before).
+
 Track ids come from a counter shared by all band trackers of a processor and are never
 reused. Duty cycle: the fraction of hits over the band's last min(64, sweeps) sweeps.
 """
@@ -50,72 +53,26 @@ reused. Duty cycle: the fraction of hits over the band's last min(64, sweeps) sw
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from towerd.icd import Status
 from towerd.rf.classify import ClassifierSettings, LinkKind, category_of, classify
+from towerd.rf.hopset import HopSet, HopSetDetector, poisson_isf
+from towerd.rf.tracks import HISTORY_BITS, RF_TRACK_DTYPE, TrackIds, duty, empty_rf_tracks, popcount, window_mask
 from towerd.rows import join_rows
 from towerd.schema import spec
 
-log = logging.getLogger(__name__)
+__all__ = [  # the track rows and hopping sets moved to their own modules; imported from here too
+    "HISTORY_BITS", "RF_TRACK_DTYPE", "WIFI_GRID_MHZ", "BandStep", "BandTracker", "RfTrackingSettings", "TrackIds",
+    "empty_rf_tracks", "poisson_isf", "popcount",
+]
 
-HISTORY_BITS = 64
+log = logging.getLogger(__name__)
 
 WIFI_GRID_MHZ = tuple(2412.0 + 5.0 * k for k in range(13)) + tuple(5745.0 + 20.0 * k for k in range(5))
 """802.11 20 MHz channel centres: 2.4 GHz channels 1-13 and 5.8 GHz (UNII-3) 149-165."""
-
-RF_TRACK_DTYPE = np.dtype(
-    [
-        ("rf_track_id", "<u4"),  # never reused (shared counter of the processor)
-        ("status", "u1"),  # towerd.icd.Status
-        ("kind", "u1"),  # towerd.rf.classify.LinkKind
-        ("category", "u1"),  # towerd.icd.Category: uas for drone links, else unknown
-        ("confidence", "u1"),  # 0..100, confidence in the category (0 for non-drone kinds)
-        ("comb", "?"),  # True: a hopping set (many narrow emitters), not one emitter
-        ("band", "<i2"),  # index of (sensor, band) in RfProcessor.band_keys
-        ("centre_mhz", "<f8"),  # smoothed centre; hopping set: middle of its channel span
-        ("bandwidth_mhz", "<f8"),  # smoothed occupied bandwidth; hopping set: its span plus one hop
-        ("power_dbm", "<f8"),  # smoothed mean power per resolution bandwidth over the occupied cells
-        ("peak_dbm", "<f8"),  # peak cell of the last hit
-        ("snr_db", "<f8"),  # last hit's mean power over the noise floor
-        ("centre_excess_db", "<f8"),  # smoothed spectral peakedness (see emitters); NaN if unknown
-        ("fill_ratio", "<f8"),  # smoothed CFAR fill over a steady emitter's (see emitters); NaN if unknown
-        ("hole_excess", "<f8"),  # smoothed inner cells near the floor beyond a steady emitter's (see emitters); NaN if unknown
-        ("width_jitter_mhz", "<f8"),  # slowly smoothed |width - smoothed width| of the hits (bursty occupancy)
-        ("centre_std_mhz", "<f8"),  # exponentially weighted std of the centre (drift / hopping)
-        ("bandwidth_std_mhz", "<f8"),  # same for the bandwidth
-        ("centre_min_mhz", "<f8"),  # lowest centre seen (hopping set: lowest channel)
-        ("centre_max_mhz", "<f8"),  # highest centre seen (hopping set: highest channel)
-        ("channels", "<u2"),  # hopping set: revisited channels in the window; 1 otherwise
-        ("channel_spacing_mhz", "<f8"),  # hopping set: its channel grid step (typical smallest gap); NaN otherwise
-        ("grid_offset_mhz", "<f8"),  # hopping set: its hops' centres' mean offset from the reference grid; NaN otherwise
-        ("grid_resultant", "<f8"),  # hopping set: length (0..1) of that circular mean; NaN otherwise
-        ("grid_hops", "<u4"),  # hopping set: hops that circular mean is over
-        ("hits", "<u4"),  # sweeps with a hit
-        ("sweeps", "<u4"),  # sweeps of the band since the track started (including its first)
-        ("misses", "<u2"),  # consecutive sweeps without a hit
-        ("hit_history", "<u8"),  # bit i: hit i sweeps of the band ago (bit 0 the latest)
-        ("duty", "<f8"),  # hits / sweeps over the last min(64, sweeps) sweeps
-        ("first_seen_mono", "<f8"),  # monotonic s of the first hit
-        ("last_seen_mono", "<f8"),  # monotonic s of the latest hit
-        ("t_mono", "<f8"),  # monotonic s of the track's latest update (hit or miss)
-    ]
-)
-"""One row per RF track."""
-
-
-def empty_rf_tracks(n: int = 0) -> np.ndarray:
-    """RF_TRACK_DTYPE rows with NaN in every optional float field."""
-    t = np.zeros(n, dtype=RF_TRACK_DTYPE)
-    for name in ("centre_excess_db", "fill_ratio", "hole_excess", "channel_spacing_mhz", "snr_db", "grid_offset_mhz",
-                 "grid_resultant"):
-        t[name] = np.nan
-    t["channels"] = 1
-    return t
 
 
 @dataclass(frozen=True)
@@ -193,38 +150,6 @@ class RfTrackingSettings:
             raise ValueError(f"coast_after_s ({self.coast_after_s}) must be below end_after_s ({self.end_after_s})")
 
 
-class TrackIds:
-    """Monotonic id counter shared by the band trackers of one processor."""
-
-    def __init__(self, first: int) -> None:
-        if not 0 < first <= 0xFFFFFFFF:
-            raise ValueError(f"first track id {first} is not a positive u32")
-        self.next = int(first)
-
-    def take(self, n: int) -> np.ndarray:
-        """``n`` fresh ids."""
-        if self.next + n - 1 > 0xFFFFFFFF:
-            raise OverflowError("RF track ids exhausted")
-        ids = np.arange(self.next, self.next + n, dtype=np.uint32)
-        self.next += n
-        return ids
-
-
-def popcount(x: np.ndarray) -> np.ndarray:
-    """Set bits per element of a u8 array."""
-    x = np.asarray(x, dtype=np.uint64)
-    if hasattr(np, "bitwise_count"):
-        return np.bitwise_count(x).astype(np.int64)
-    return np.unpackbits(x.reshape(-1, 1).view(np.uint8), axis=1).sum(axis=1).reshape(x.shape).astype(np.int64)
-
-
-def _window_mask(n: np.ndarray | int) -> np.ndarray:
-    """u8 mask of the lowest ``n`` bits (n in 0..64)."""
-    n = np.asarray(n, dtype=np.int64)
-    full = n >= HISTORY_BITS
-    m = (np.uint64(1) << np.minimum(n, HISTORY_BITS - 1).astype(np.uint64)) - np.uint64(1)
-    return np.where(full, np.uint64(0xFFFFFFFFFFFFFFFF), m).astype(np.uint64)
-
 
 @dataclass(frozen=True, eq=False)
 class BandStep:
@@ -251,16 +176,8 @@ class BandTracker:
         self.ids = ids
         self.tracks = empty_rf_tracks()
         s = settings
-        self._hop_t = np.zeros(0)
-        self._hop_f = np.zeros(0)
-        self._hop_bw = np.zeros(0)
-        self._hop_dbm = np.zeros(0)
-        self._hop_fc = np.zeros(0)  # power centroids of the hops (their centres to within a cell)
-        self._hop_gc = np.zeros(0)  # the same for hops of two cells or more, NaN for single cells
-        self._sweep_t = np.zeros(0)  # times of this band's sweeps within the hop window
-        self._burst = np.zeros((0, 3))  # (t, low MHz, high MHz) of burst pieces wider than a hop, in the window
-        self._grid = np.asarray(settings.burst_channels_mhz, dtype=float)
-        self._confirm_mask = _window_mask(s.confirm_window)
+        self.hopsets = HopSetDetector(band, settings, classifier)
+        self._confirm_mask = window_mask(s.confirm_window)
 
     # -- one sweep ----------------------------------------------------------------------
 
@@ -270,36 +187,50 @@ class BandTracker:
         false-alarm probability (for the hopping-set noise guard)."""
         s = self.settings
         t = float(t_mono)
+        if self.tracks.shape[0] == 0 and emitters.shape[0] == 0:
+            # An idle sweep: only the hop and burst windows move (a hopping set may still
+            # show in the hops collected before).
+            self.hopsets.bursting(emitters, t, step_mhz)
+            comb = self.hopsets.observe(emitters, t, cells=cells, step_mhz=step_mhz, pfa=pfa)
+            if comb is None:
+                return BandStep(tracks=self.tracks, ended=self.tracks.copy())
+            return self._finish(self._new_comb(comb, t), t, absorbed=np.zeros(1, dtype=bool))
         tr = self.tracks.copy()
-        single = ~tr["comb"]
-        single_rows = np.flatnonzero(single)
-        ti, ei = self._associate(tr[single_rows], emitters, step_mhz)
-        ti = single_rows[ti]
-
         hit = np.zeros(tr.shape[0], dtype=bool)
-        hit[ti] = True
-        self._update_hits(tr, ti, emitters[ei], t)
+        if emitters.shape[0]:
+            single = ~tr["comb"]
+            single_rows = np.flatnonzero(single)
+            ti, ei = self._associate(tr[single_rows], emitters, step_mhz)
+            ti = single_rows[ti]
 
-        # Hops: narrow emitters not taken by a continuous narrowband track, and not
-        # beside a wide emitter (a plateau's fragment in a deep fade).
-        # Enum members as ints in array expressions: NumPy probes an IntEnum member's class
-        # for its array protocols first (~3 µs each on Python 3.11).
-        status = tr["status"]
-        continuous = (tr["kind"] == int(LinkKind.CARRIER)) & (
-            (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING)))
-        taken_by_carrier = np.zeros(emitters.shape[0], dtype=bool)
-        taken_by_carrier[ei[continuous[ti]]] = True
-        narrow = (emitters["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz) & ~taken_by_carrier
-        wide = ~tr["comb"] & (tr["bandwidth_mhz"] > s.hop_max_bandwidth_mhz)
-        margin = s.hop_max_bandwidth_mhz
-        for lo, hi in zip(
-            np.concatenate([tr["centre_mhz"][wide] - tr["bandwidth_mhz"][wide] / 2, emitters["low_mhz"]]),
-            np.concatenate([tr["centre_mhz"][wide] + tr["bandwidth_mhz"][wide] / 2, emitters["high_mhz"]]),
-        ):
-            if hi - lo > s.hop_max_bandwidth_mhz:
-                narrow &= ~((emitters["centre_mhz"] >= lo - margin) & (emitters["centre_mhz"] <= hi + margin))
-        narrow &= ~self._in_bursting_channel(emitters, t, step_mhz)
-        comb = self._hopping_set(emitters[narrow], t, cells=cells, step_mhz=step_mhz, pfa=pfa)
+            hit[ti] = True
+            self._update_hits(tr, ti, emitters[ei], t)
+
+            # Hops: narrow emitters not taken by a continuous narrowband track, and not
+            # beside a wide emitter (a plateau's fragment in a deep fade).
+            # Enum members as ints in array expressions: NumPy probes an IntEnum member's class
+            # for its array protocols first (~3 µs each on Python 3.11).
+            status = tr["status"]
+            continuous = (tr["kind"] == int(LinkKind.CARRIER)) & (
+                (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING)))
+            taken_by_carrier = np.zeros(emitters.shape[0], dtype=bool)
+            taken_by_carrier[ei[continuous[ti]]] = True
+            narrow = (emitters["bandwidth_mhz"] <= s.hop_max_bandwidth_mhz) & ~taken_by_carrier
+            wide = ~tr["comb"] & (tr["bandwidth_mhz"] > s.hop_max_bandwidth_mhz)
+            margin = s.hop_max_bandwidth_mhz
+            for lo, hi in zip(
+                np.concatenate([tr["centre_mhz"][wide] - tr["bandwidth_mhz"][wide] / 2, emitters["low_mhz"]]),
+                np.concatenate([tr["centre_mhz"][wide] + tr["bandwidth_mhz"][wide] / 2, emitters["high_mhz"]]),
+            ):
+                if hi - lo > s.hop_max_bandwidth_mhz:
+                    narrow &= ~((emitters["centre_mhz"] >= lo - margin) & (emitters["centre_mhz"] <= hi + margin))
+            narrow &= ~self.hopsets.bursting(emitters, t, step_mhz)
+            hops = emitters[narrow]
+        else:  # every track missed; no hop to add
+            ei = np.zeros(0, dtype=np.intp)
+            self.hopsets.bursting(emitters, t, step_mhz)
+            hops = emitters
+        comb = self.hopsets.observe(hops, t, cells=cells, step_mhz=step_mhz, pfa=pfa)
 
         comb_rows = np.flatnonzero(tr["comb"])
         new_rows = []
@@ -337,13 +268,17 @@ class BandTracker:
         tr["misses"] = np.where(hit, 0, np.minimum(tr["misses"].astype(np.int64) + 1, 0xFFFF)).astype(np.uint16)
         tr["t_mono"] = t
 
-        new = self._new_tracks(emitters[left], t)
-        tr = join_rows([tr, *new_rows, new])
-        absorbed = np.concatenate([absorbed, np.zeros(tr.shape[0] - absorbed.shape[0], dtype=bool)])
+        if left.any():
+            new_rows.append(self._new_tracks(emitters[left], t))
+        if new_rows:
+            tr = join_rows([tr, *new_rows])
+            absorbed = np.concatenate([absorbed, np.zeros(tr.shape[0] - absorbed.shape[0], dtype=bool)])
         return self._finish(tr, t, absorbed=absorbed)
 
     def expire(self, t_mono: float) -> BandStep:
         """Apply the time rules alone (no sweep of this band arrived)."""
+        if self.tracks.shape[0] == 0:
+            return BandStep(tracks=self.tracks, ended=self.tracks.copy())
         return self._finish(self.tracks.copy(), float(t_mono), sweep=False)
 
     def end_all(self, t_mono: float) -> BandStep:
@@ -444,164 +379,8 @@ class BandTracker:
         new["t_mono"] = t
         return new
 
-    # -- 802.11 bursts -------------------------------------------------------------------
 
-    def _in_bursting_channel(self, em: np.ndarray, t: float, step_mhz: float) -> np.ndarray:
-        """(E,) bool: emitters inside an 802.11 channel that is bursting.
-
-        A swept analyser looks at each cell for a small part of a sweep of tens of ms,
-        so a 20 MHz 802.11 burst of 0.1-3 ms shows as a piece of the channel as wide as
-        the cells swept while it lasted: one cell, a few, now and then the whole
-        channel. The narrow pieces land on cells all over the channel and revisit them,
-        which the hopping-set test alone takes for a hop grid (on the analyser's cell
-        grid). A channel of ``burst_channels_mhz`` is bursting while at least
-        ``burst_min_pieces`` pieces wider than a hop (and no wider than the channel) lay
-        inside it within ``hop_window_s``; the narrow pieces already collected inside it
-        are then dropped from the hop buffer. A hopping link's hops keep their own width,
-        but when the hopper jumps to a channel a few cells ahead of the sweep, two hops of
-        one sweep are joined over the noise between them (the occupancy test that bridges
-        a plateau's dips) into a piece as wide as a burst: ELRS 2.4 at 15 dB gives 3-4 in
-        15 s spread over the band, where a busy 802.11 channel gives them within its 20 MHz
-        (the vendor's real Wi-Fi recording: 6-15 in 15 s, most of them such joined pairs
-        too). With one piece enough, each kept 20-30 MHz of the band (the 802.11 channels
-        overlap) from the hopping-set test for hop_window_s.
-        """
-        s = self.settings
-        cell = abs(float(step_mhz))
-        width = em["high_mhz"] - em["low_mhz"]
-        wide = (em["bandwidth_mhz"] > s.hop_max_bandwidth_mhz) & (width <= s.burst_channel_width_mhz + 2 * cell)
-        pieces = np.column_stack([np.full(int(np.count_nonzero(wide)), t), em["low_mhz"][wide], em["high_mhz"][wide]])
-        self._burst = np.concatenate([self._burst[self._burst[:, 0] > t - s.hop_window_s], pieces])
-        out = np.zeros(em.shape[0], dtype=bool)
-        if self._burst.shape[0] == 0 or self._grid.size == 0 or em.shape[0] == 0:
-            return out
-        half = s.burst_channel_width_mhz / 2 + cell  # one cell of slack: piece edges are cell edges
-        lo, hi = self._grid - half, self._grid + half
-        holds = (self._burst[:, 1][:, None] >= lo[None, :]) & (self._burst[:, 2][:, None] <= hi[None, :])
-        active = np.count_nonzero(holds, axis=0) >= s.burst_min_pieces
-        if not np.any(active):
-            return out
-        # The narrow pieces collected inside it before the channel was known to be
-        # bursting were its bursts too.
-        fc = self._hop_fc
-        gone = np.any((fc[:, None] >= lo[active][None, :]) & (fc[:, None] <= hi[active][None, :]), axis=1)
-        if np.any(gone):
-            keep = ~gone
-            for name in ("_hop_t", "_hop_f", "_hop_bw", "_hop_dbm", "_hop_fc", "_hop_gc"):
-                setattr(self, name, getattr(self, name)[keep])
-        f = em["centre_mhz"]
-        return np.any((f[:, None] >= lo[active][None, :]) & (f[:, None] <= hi[active][None, :]), axis=1)
-
-    # -- hopping sets -------------------------------------------------------------------
-
-    def _hopping_set(self, hops: np.ndarray, t: float, *, cells: int, step_mhz: float, pfa: float) -> dict | None:
-        """Add this sweep's candidate hops, drop old ones, and describe the hopping set if
-        one is present (else None)."""
-        s = self.settings
-        keep = self._hop_t > t - s.hop_window_s
-        self._hop_t = np.concatenate([self._hop_t[keep], np.full(hops.shape[0], t)])[-s.hop_buffer_max:]
-        self._hop_f = np.concatenate([self._hop_f[keep], hops["centre_mhz"]])[-s.hop_buffer_max:]
-        self._hop_bw = np.concatenate([self._hop_bw[keep], hops["bandwidth_mhz"]])[-s.hop_buffer_max:]
-        self._hop_dbm = np.concatenate([self._hop_dbm[keep], hops["mean_dbm"]])[-s.hop_buffer_max:]
-        fine = hops["power_centre_mhz"]
-        fine = np.where((fine >= hops["low_mhz"]) & (fine <= hops["high_mhz"]), fine, hops["centre_mhz"])
-        self._hop_fc = np.concatenate([self._hop_fc[keep], fine])[-s.hop_buffer_max:]
-        # Only a hop that lit two cells or more, or one and a neighbour hop_side_db over
-        # the floor, places itself by their ratio; the centroid of a lone cell is the
-        # cell's centre (the analyser's grid, not the hopper's).
-        placed = np.where((hops["cells"] >= 2) | (hops["side_db"] >= s.hop_side_db), fine, np.nan)
-        self._hop_gc = np.concatenate([self._hop_gc[keep], placed])[-s.hop_buffer_max:]
-        self._sweep_t = np.append(self._sweep_t[self._sweep_t > t - s.hop_window_s], t)
-        if self._hop_f.shape[0] < 2 * s.hop_min_channels:
-            return None
-        order = np.argsort(self._hop_fc, kind="stable")
-        f = self._hop_fc[order]  # hops' power centroids: a channel's hops agree better than on cell edges
-        label = np.concatenate(([0], np.cumsum(np.diff(f) > s.hop_channel_tolerance_mhz)))
-        counts = np.bincount(label)
-        centres = np.bincount(label, weights=f) / counts
-        revisited = counts >= 2
-        n_rev = int(np.count_nonzero(revisited))
-        if not self._revisits_pass(n_rev, centres[revisited], cells=cells, step_mhz=step_mhz, pfa=pfa):
-            # Too few revisits (a sparse hopper over many channels): a set all the same
-            # when its hops' centres lie on one grid, which noise and cell-grid pieces do not.
-            if not self._on_a_grid(label, order, centres):
-                return None
-            revisited = np.ones_like(revisited)
-            n_rev = int(revisited.size)
-        ch = centres[revisited]
-        in_set = revisited[label]
-        # Channel grid: gaps between neighbouring channels seen (revisited or not) within
-        # the set's span; the grid step is the typical smallest gap.
-        seen = centres[(centres >= ch[0]) & (centres <= ch[-1])]
-        gaps = np.diff(seen)
-        small = gaps[gaps <= 1.5 * np.percentile(gaps, 10)]
-        offset, resultant, n_grid = self._grid_phase(ch[0] - s.hop_channel_tolerance_mhz,
-                                                     ch[-1] + s.hop_channel_tolerance_mhz)
-        return {
-            "grid_offset": offset,
-            "grid_resultant": resultant,
-            "grid_hops": n_grid,
-            "channels": n_rev,
-            "low": float(ch[0]),
-            "high": float(ch[-1]),
-            "spacing": float(np.median(small)),
-            "hop_bw": float(np.median(self._hop_bw[order][in_set])),
-            "power_dbm": float(np.median(self._hop_dbm[order][in_set])),
-        }
-
-    def _revisits_pass(self, n_rev: int, ch: np.ndarray, *, cells: int, step_mhz: float, pfa: float) -> bool:
-        """The revisit test: at least hop_min_channels revisited channels over
-        hop_min_span_mhz, more than noise false alarms alone would give."""
-        s = self.settings
-        if n_rev < s.hop_min_channels or float(ch[-1] - ch[0]) < s.hop_min_span_mhz:
-            return False
-        c = max(1.0, 2.0 * s.hop_channel_tolerance_mhz / max(abs(step_mhz), 1e-9) + 1.0)
-        lam = pfa * self._sweep_t.shape[0] * c
-        p_rev = float(special.pdtrc(1, lam))  # P(N > 1), N ~ Poisson(lam)
-        expected = cells / c * p_rev
-        need = float(poisson_isf(s.hop_false_alarm, expected)) + 1.0 if expected > 0 else 0.0
-        if n_rev < need:
-            log.debug("band %d: %d revisited channels, noise alone could give %.0f", self.band, n_rev, need)
-            return False
-        return True
-
-    def _on_a_grid(self, label: np.ndarray, order: np.ndarray, centres: np.ndarray) -> bool:
-        """The grid test, for hoppers too sparse to revisit their channels within the
-        window: at least hop_min_channels channels over hop_min_span_mhz whose centres
-        (the mean power centroid of each channel's hops of two cells or more) keep one offset on the
-        reference grid's pitch (``reference_grid_mhz``), so strongly that channels
-        spread over every offset (noise) pass with probability below hop_false_alarm
-        (Rayleigh, over channels so that a few busy fixed channels weigh as few:
-        P(n R² ≥ x) ≈ exp(−x) for n uniform phases)."""
-        s = self.settings
-        n = centres.size
-        if n < s.hop_min_channels or float(centres[-1] - centres[0]) < s.hop_min_span_mhz:
-            return False
-        origin, pitch = self.classifier.reference_grid_mhz
-        gc = self._hop_gc[order]
-        placed = np.isfinite(gc)
-        counts = np.bincount(label[placed], minlength=n)
-        fine = np.bincount(label[placed], weights=gc[placed], minlength=n)[counts > 0] / counts[counts > 0]
-        if fine.size < s.hop_min_channels:
-            return False
-        resultant = float(np.abs(np.mean(np.exp(2j * np.pi * (fine - origin) / pitch))))
-        return fine.size * resultant**2 >= math.log(1.0 / s.hop_false_alarm)
-
-    def _grid_phase(self, low: float, high: float) -> tuple[float, float, int]:
-        """(offset MHz, resultant 0..1, hops) of the hops' centres (power centroids of
-        the hops of two cells or more) in
-        ``low``..``high`` on the classifier's reference grid (``reference_grid_mhz``:
-        origin, pitch): the circular mean of (centre − origin) / pitch. Hops of a set on
-        that grid give an offset near 0, hops on a grid shifted by d give d; noise
-        and hops spread over all offsets give a resultant near 0."""
-        origin, pitch = self.classifier.reference_grid_mhz
-        fc = self._hop_gc[(self._hop_gc >= low) & (self._hop_gc <= high)]
-        if fc.size == 0:
-            return float("nan"), float("nan"), 0
-        z = np.mean(np.exp(2j * np.pi * (fc - origin) / pitch))
-        return float(np.angle(z) / (2.0 * np.pi) * pitch), float(np.abs(z)), int(fc.size)
-
-    def _comb_fields(self, row: np.ndarray, comb: dict) -> None:
+    def _comb_fields(self, row: np.ndarray, comb: HopSet) -> None:
         row["centre_mhz"] = 0.5 * (comb["low"] + comb["high"])
         row["bandwidth_mhz"] = comb["high"] - comb["low"] + comb["hop_bw"]
         row["power_dbm"] = comb["power_dbm"]
@@ -614,13 +393,13 @@ class BandTracker:
         row["grid_resultant"] = comb["grid_resultant"]
         row["grid_hops"] = comb["grid_hops"]
 
-    def _update_comb(self, tr: np.ndarray, r: int, comb: dict, t: float) -> None:
+    def _update_comb(self, tr: np.ndarray, r: int, comb: HopSet, t: float) -> None:
         row = tr[r : r + 1]
         self._comb_fields(row, comb)
         row["hits"] += np.uint32(1)
         row["last_seen_mono"] = t
 
-    def _new_comb(self, comb: dict, t: float) -> np.ndarray:
+    def _new_comb(self, comb: HopSet, t: float) -> np.ndarray:
         row = empty_rf_tracks(1)
         row["rf_track_id"] = self.ids.take(1)
         row["status"] = Status.TENTATIVE
@@ -639,9 +418,11 @@ class BandTracker:
 
     def _finish(self, tr: np.ndarray, t: float, sweep: bool = True, absorbed: np.ndarray | None = None) -> BandStep:
         """Duty, confirmation, coasting, ending (plus the ``absorbed`` rows), classes."""
+        if tr.shape[0] == 0:  # nothing to confirm, end or classify
+            self.tracks = tr
+            return BandStep(tracks=tr, ended=tr.copy())
         s = self.settings
-        n_hist = np.minimum(tr["sweeps"].astype(np.int64), HISTORY_BITS)
-        tr["duty"] = popcount(tr["hit_history"] & _window_mask(n_hist)) / np.maximum(n_hist, 1)
+        tr["duty"] = duty(tr["sweeps"], tr["hit_history"])
 
         tentative = tr["status"] == int(Status.TENTATIVE)
         if sweep:
@@ -663,20 +444,13 @@ class BandTracker:
         tr["confidence"] = conf
         tr["category"] = category_of(kind)
 
-        ended = tr[gone].copy()
-        ended["status"] = Status.ENDED
-        self.tracks = tr[~gone]
+        if gone.any():
+            ended = tr[gone]  # a new array (boolean index)
+            ended["status"] = Status.ENDED
+            self.tracks = tr[~gone]
+        else:
+            ended = tr[:0].copy()
+            self.tracks = tr
         if np.any(end):
             log.debug("band %d: ended RF tracks %s", self.band, tr["rf_track_id"][end].tolist())
         return BandStep(tracks=self.tracks, ended=ended)
-
-
-def poisson_isf(q: float, mu: float) -> int:
-    """Smallest k with P(N > k) <= q for N ~ Poisson(mu) (as scipy.stats.poisson.isf,
-    without importing scipy.stats: tens of MiB on a tower computer)."""
-    k = int(mu)
-    while k > 0 and special.pdtrc(k - 1, mu) <= q:
-        k -= 1
-    while special.pdtrc(k, mu) > q:
-        k += 1
-    return k
