@@ -222,22 +222,17 @@ class ImmUpdater:
         n = len(rows)
         if n == 0:
             return
-        m = tracks.n_modes
-        x = tracks.mode_state[rows].reshape(n * m, STATE_DIM)
-        P = tracks.mode_cov[rows].reshape(n * m, STATE_DIM, STATE_DIM)
-        zz = np.repeat(z, m, axis=0)
-        RR = np.repeat(R, m, axis=0)
-        y, S = self.kalman.innovation(x, P, zz, RR)
+        x, P = tracks.mode_state[rows], tracks.mode_cov[rows]  # (N, M, 6), (N, M, 6, 6)
+        R = R[:, None]  # each track's measurement for all its modes
+        y, S = self.kalman.innovation(x, P, z[:, None], R)
         S_inv, det = inv3(S)
-        log_lik = (-0.5 * (quad(S_inv, y) + np.log(det) + _LOG_2PI_3)).reshape(n, m)  # ln N(y; 0, S)
-        x_up, P_up = self.kalman.update_given(x, P, y, RR, S_inv)
+        log_lik = -0.5 * (quad(S_inv, y) + np.log(det) + _LOG_2PI_3)  # ln N(y; 0, S), (N, M)
+        x_up, P_up = self.kalman.update_given(x, P, y, R, S_inv)
 
         log_post = log_lik + np.log(tracks.mode_prob[rows])
         mu = np.exp(log_post - logsumexp_rows(log_post))
         mu = np.maximum(mu, MIN_MODE_PROB)
         mu /= mu.sum(axis=1, keepdims=True)
-        x_up = x_up.reshape(n, m, STATE_DIM)
-        P_up = P_up.reshape(n, m, STATE_DIM, STATE_DIM)
         tracks.mode_prob[rows], tracks.mode_state[rows], tracks.mode_cov[rows] = mu, x_up, P_up
         tracks.state[rows], tracks.cov[rows] = combine(mu, x_up, P_up)
 

@@ -26,11 +26,11 @@ for _a in (_A, _B, _C, _D):
 
 
 def inv3(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """S (M, 3, 3) -> (S⁻¹ (M, 3, 3), det S (M,)) by cofactors: S⁻¹ = adj(S) / det S."""
+    """S (..., 3, 3) -> (S⁻¹ (..., 3, 3), det S (...)) by cofactors: S⁻¹ = adj(S) / det S."""
     s = S.reshape(-1, 9)
     adj = s[:, _A] * s[:, _B] - s[:, _C] * s[:, _D]  # adj(S), flat (M, 9)
     det = s[:, 0] * adj[:, 0] + s[:, 1] * adj[:, 3] + s[:, 2] * adj[:, 6]  # row 0 of S by column 0 of adj
-    return (adj / det[:, None]).reshape(S.shape), det
+    return (adj / det[:, None]).reshape(S.shape), det.reshape(S.shape[:-2])
 
 
 def mv(A: np.ndarray, v: np.ndarray) -> np.ndarray:

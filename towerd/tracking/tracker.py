@@ -111,6 +111,7 @@ class Tracker:
         self.deleter = deleter
         self.scorer = scorer
         self._next_id = int(first_track_id)
+        self._empty: dict[int, TrackTable] = {}
         self._tracks = predictor.attach(TrackTable.empty()).freeze()
 
     @property
@@ -197,10 +198,11 @@ class Tracker:
         taken[gated.det_idx[established[gated.track_idx]]] = True
         unassociated = np.flatnonzero(~taken)
         start = np.asarray(self.initiator.select(det, unassociated), dtype=np.intp)
-        new = self.predictor.attach(self.initiator.initiate(det, start, self._next_id))
-        self._next_id += len(new)
-        tr = TrackTable.concatenate([tr, new])
-        det_of = np.concatenate([det_of, start])
+        if len(start):
+            new = self.predictor.attach(self.initiator.initiate(det, start, self._next_id))
+            self._next_id += len(new)
+            tr = TrackTable.concatenate([tr, new])
+            det_of = np.concatenate([det_of, start])
 
         confirm = self.initiator.to_confirm(tr)
         tr.status[confirm] = Status.CONFIRMED
@@ -257,12 +259,19 @@ class Tracker:
             inc[ti] = self.scorer.increments(det, di, gated.d2[pair], gated.det_S[pair], e_r, s2_r)
         tr.score += inc
 
+    def _none(self, n_modes: int) -> TrackTable:
+        """An empty read-only table of ``n_modes`` modes (made once: most calls end no track)."""
+        table = self._empty.get(n_modes)
+        if table is None:
+            table = self._empty[n_modes] = TrackTable.empty(n_modes).freeze()
+        return table
+
     def _delete(self, tr: TrackTable, t: float) -> tuple[TrackTable, TrackTable, np.ndarray]:
         """Split ``tr`` into (kept, removed with status ENDED, mask (K,) of the removed
         rows) by the deleter's rules."""
         gone = self.deleter.to_drop(tr, t) | self.deleter.to_end(tr, t)
-        if not np.any(gone):
-            return tr, tr.select(gone).freeze(), gone
+        if not gone.any():
+            return tr, self._none(tr.n_modes), gone
         ended = tr.select(gone)
         ended.status[:] = Status.ENDED
         log.debug("removed tracks %s", ended.track_id.tolist())
