@@ -167,11 +167,8 @@ class GnnAssociator:
         miss = np.full(n_tracks, self.gate)
         if established is not None:
             miss[np.asarray(established, dtype=bool)] = 2.0 * self.gate
-        at, ad = solve_gated(ti, di, gated.d2[pair], miss)
-        key = ti * (int(di.max()) + 1) + di  # a pair's key; (ti, di) pairs are distinct
-        order = np.argsort(key, kind="stable")
-        found = order[np.searchsorted(key[order], at * (int(di.max()) + 1) + ad)]
-        return at, ad, pair[found]
+        chosen = solve_gated_pairs(ti, di, gated.d2[pair], miss)
+        return ti[chosen], di[chosen], pair[chosen]
 
     def associate(
         self,
@@ -251,6 +248,13 @@ def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray
     may instead miss at cost ``miss[k]`` and a detection may stay unused at no cost,
     solved per connected component (see :class:`GnnAssociator`). Requires
     d2 <= miss[ti]. Returns (track_idx, det_idx), sorted by track index."""
+    chosen = solve_gated_pairs(ti, di, d2, miss)
+    return ti[chosen], di[chosen]
+
+
+def solve_gated_pairs(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray) -> np.ndarray:
+    """:func:`solve_gated` as the indices (A,) intp of the chosen pairs in (ti, di),
+    in order of track index."""
     tracks, t_row = np.unique(ti, return_inverse=True)
     dets, d_col = np.unique(di, return_inverse=True)
     kt, nd = len(tracks), len(dets)
@@ -261,17 +265,14 @@ def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray
     simple = (tracks_in[comp] == 1) | (dets_in[comp] == 1)
 
     # One track or one detection: the pair of least d² − miss cost wins.
-    out_t: list[np.ndarray] = []
-    out_d: list[np.ndarray] = []
+    out: list[np.ndarray] = []
     s_idx = np.flatnonzero(simple)
     if len(s_idx):
         gain = d2[s_idx] - miss[ti[s_idx]]
         order = s_idx[np.lexsort((gain, comp[s_idx]))]
         first = np.ones(len(order), dtype=bool)
         first[1:] = comp[order[1:]] != comp[order[:-1]]
-        best = order[first]
-        out_t.append(ti[best])
-        out_d.append(di[best])
+        out.append(order[first])
 
     # Several of each: the augmented problem [D | diag(miss)] of each component.
     g_idx = np.flatnonzero(~simple)
@@ -285,15 +286,14 @@ def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray
             cost = np.full((m, n + m), np.inf)
             cost[r, c] = d2[part]
             cost[np.arange(m), n + np.arange(m)] = miss[tracks[rows_t]]
+            pair_at = np.empty((m, n), dtype=np.intp)
+            pair_at[r, c] = part
             rr, cc = linear_sum_assignment(cost)
             hit = cc < n
-            out_t.append(tracks[rows_t[rr[hit]]])
-            out_d.append(dets[cols_d[cc[hit]]])
+            out.append(pair_at[rr[hit], cc[hit]])
 
-    t_out = np.concatenate(out_t).astype(np.intp) if out_t else np.zeros(0, dtype=np.intp)
-    d_out = np.concatenate(out_d).astype(np.intp) if out_d else np.zeros(0, dtype=np.intp)
-    order = np.argsort(t_out, kind="stable")
-    return t_out[order], d_out[order]
+    chosen = np.concatenate(out).astype(np.intp) if out else np.zeros(0, dtype=np.intp)
+    return chosen[np.argsort(ti[chosen], kind="stable")]
 
 
 NearestNeighbourAssociator = GnnAssociator

@@ -49,7 +49,7 @@ import numpy as np
 from towerd.errors import ConfigError
 from towerd.gates import chi2_quantile
 from towerd.schema import spec
-from towerd.tracking.linalg import inv3, mv, quad, sym
+from towerd.tracking.linalg import inv3, mv, norm_rows, quad, sym
 from towerd.tracking.state import POS, VEL
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def radial_velocity(x: np.ndarray, sensor_pos_enu_m: np.ndarray) -> tuple[np.nda
     """x (M, 6) -> (h_r (M,) m/s, J (M, 6)); see the module docstring. A track at the
     antenna itself (ρ = 0) gets h_r = 0 and J = 0."""
     d = x[:, POS] - sensor_pos_enu_m
-    rho = np.sqrt((d * d).sum(axis=1))
+    rho = norm_rows(d)
     if (rho > 0).all():
         safe = rho
         u = d / rho[:, None]

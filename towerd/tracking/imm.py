@@ -187,14 +187,14 @@ class ImmPredictor:
         m = self.n_modes
         d0 = float(dt[0])
         if np.all(dt == d0):
-            pi1, F, FT, Q = self.matrices(d0)
-            pi = pi1
+            pi, F, FT, Q = self.matrices(d0)
+            c_bar = mu @ pi  # (K, M): one product for all tracks
         else:
             pi = self.transition(dt)  # (K, M, M)
             F = np.stack([model.F(dt) for model in self.models], axis=1)  # (K, M, 6, 6)
             FT = np.swapaxes(F, -1, -2)
             Q = np.stack([model.Q(dt) for model in self.models], axis=1)
-        c_bar = (mu[:, None, :] @ pi)[:, 0, :]  # (K, M)
+            c_bar = (mu[:, None, :] @ pi)[:, 0, :]  # (K, M)
         w = mu[:, :, None] * pi / c_bar[:, None, :]  # μ_i|j, (K, i, j)
         wT = np.swapaxes(w, 1, 2)  # (K, j, i)
         x0 = wT @ x  # Σ_i μ_i|j x_i, (K, M, 6)

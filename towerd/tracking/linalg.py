@@ -46,3 +46,9 @@ def quad(A: np.ndarray, v: np.ndarray) -> np.ndarray:
 def sym(P: np.ndarray) -> np.ndarray:
     """½ (P + Pᵀ) over the last two axes: rounding kept symmetric."""
     return 0.5 * (P + np.swapaxes(P, -1, -2))
+
+
+def norm_rows(d: np.ndarray) -> np.ndarray:
+    """|d| over the last axis: what ``np.linalg.norm(d, axis=-1)`` computes for real d
+    (the same sum in the same order), without its Python dispatch."""
+    return np.sqrt(np.add.reduce(d * d, axis=-1))

@@ -46,7 +46,7 @@ import numpy as np
 from towerd.errors import ConfigError
 from towerd.schema import spec
 from towerd.tracking.doppler import DopplerGate, RadialSpeeds, position_update
-from towerd.tracking.linalg import inv3, quad
+from towerd.tracking.linalg import inv3, norm_rows, quad
 from towerd.tracking.state import POS
 
 log = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ class TrackScorer:
         :class:`~towerd.detection.plots.Detections`): ``free`` (N,) bool, the detections
         no established track took."""
         pos = det.pos_enu_m[np.asarray(free, dtype=bool)]  # type: ignore[attr-defined]
-        rho = np.linalg.norm(pos - det.sensor_pos_enu_m, axis=1)  # type: ignore[attr-defined]
+        rho = norm_rows(pos - det.sensor_pos_enu_m)  # type: ignore[attr-defined]
         self.density.observe(det.sensor, det.t_mono, rho)  # type: ignore[attr-defined]
 
     def hit_increments(self, x_pred: np.ndarray, P_pred: np.ndarray, det: object, di: np.ndarray,
@@ -205,7 +205,7 @@ class TrackScorer:
         innovations' d² (M,) and |S| (M,) and, with a Doppler gate, their radial-speed
         residuals e_r (M,) and variances s2_r (M,), manoeuvre allowance included (NaN: no
         radial speed); see the module docstring."""
-        rho = np.linalg.norm(det.pos_enu_m[di] - det.sensor_pos_enu_m, axis=1)  # type: ignore[attr-defined]
+        rho = norm_rows(det.pos_enu_m[di] - det.sensor_pos_enu_m)  # type: ignore[attr-defined]
         beta = self.density.density(det.sensor, rho)  # type: ignore[attr-defined]
         dl = np.log(self.detection_probability) - np.log(beta) - 0.5 * (3.0 * _LOG_2PI + np.log(det_S) + d2)
         if e_r is not None and s2_r is not None:
