@@ -72,7 +72,8 @@ def test_gate_pairs_hold_what_gating_and_scoring_compute():
     all_t, all_d = np.divmod(np.arange(k * n), n)
     d2_all = assoc.mahalanobis2(x, P, z, R, all_t, all_d)
     inside = d2_all <= assoc.gate
-    assert set(zip(g.track_idx.tolist(), g.det_idx.tolist())) == set(zip(all_t[inside].tolist(), all_d[inside].tolist()))
+    want = set(zip(all_t[inside].tolist(), all_d[inside].tolist()))
+    assert set(zip(g.track_idx.tolist(), g.det_idx.tolist())) == want
     assert_allclose(g.d2, assoc.mahalanobis2(x, P, z, R, g.track_idx, g.det_idx), rtol=1e-12)
     S = P[g.track_idx][:, :3, :3] + R[g.det_idx]
     assert_allclose(g.det_S, np.linalg.det(S), rtol=1e-12)
