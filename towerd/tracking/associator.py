@@ -12,7 +12,8 @@ from scipy.spatial import cKDTree
 
 from towerd.errors import ConfigError
 from towerd.gates import chi2_quantile
-from towerd.tracking.doppler import DopplerGate, RadialSpeeds
+from towerd.tracking.doppler import DopplerGate, RadialSpeeds, position_update
+from towerd.tracking.linalg import inv3, quad
 from towerd.tracking.state import POS
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,8 @@ class GnnAssociator:
             # d² >= |y|² / λmax(S) >= |y|² / tr(S): a pair with |y|² > γ tr(S) is outside
             # the gate, found without solving S (tr(S) = tr(H P_k Hᵀ) + tr(R_n)).
             y = z[None, :, :] - x_pred[:, None, POS]  # (K, N, 3)
-            tr_s = np.trace(P_pred[:, POS, POS], axis1=1, axis2=2)[:, None] + np.trace(R, axis1=1, axis2=2)[None, :]
-            near = np.einsum("kni,kni->kn", y, y) <= self.gate * tr_s * (1.0 + 1e-6)
+            tr_s = P_pred[:, POS, POS].trace(axis1=1, axis2=2)[:, None] + R.trace(axis1=1, axis2=2)[None, :]
+            near = (y * y).sum(axis=2) <= self.gate * tr_s * (1.0 + 1e-6)
             ti, di = np.nonzero(near)
             return ti, di
         lam_track = np.linalg.eigvalsh(P_pred[:, POS, POS])[:, -1]
@@ -112,26 +113,62 @@ class GnnAssociator:
         self, x_pred: np.ndarray, P_pred: np.ndarray, z: np.ndarray, R: np.ndarray, ti: np.ndarray, di: np.ndarray
     ) -> np.ndarray:
         """Squared Mahalanobis distance d² (M,) of the pairs (ti, di); see the class docstring."""
-        y = z[di] - x_pred[ti, POS]  # (M, 3)
-        S = P_pred[:, POS, POS][ti] + R[di]  # (M, 3, 3)
-        return np.einsum("mi,mi->m", y, np.linalg.solve(S, y[..., None])[..., 0])
+        return self._distances(x_pred, P_pred, z, R, ti, di)[0]
 
-    def doppler_gated(
-        self, x_pred: np.ndarray, P_pred: np.ndarray, z: np.ndarray, R: np.ndarray, ti: np.ndarray,
-        di: np.ndarray, radial: RadialSpeeds, initiating: np.ndarray | None = None,
-    ) -> np.ndarray:
-        """(M,) pairs (ti, di) that pass the radial-speed gate (see the class docstring);
-        all True without a Doppler gate."""
+    @staticmethod
+    def _distances(
+        x_pred: np.ndarray, P_pred: np.ndarray, z: np.ndarray, R: np.ndarray, ti: np.ndarray, di: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(d² (M,), |S| (M,) m⁶) of the pairs (ti, di)."""
+        y = z[di] - x_pred[ti, POS]  # (M, 3)
+        S_inv, det_S = inv3(P_pred[:, POS, POS][ti] + R[di])  # S (M, 3, 3)
+        return quad(S_inv, y), det_S
+
+    def gate_pairs(
+        self,
+        x_pred: np.ndarray,
+        P_pred: np.ndarray,
+        z: np.ndarray,
+        R: np.ndarray,
+        *,
+        radial: RadialSpeeds | None = None,
+        initiating: np.ndarray | None = None,
+    ) -> GatedPairs:
+        """The pairs inside the position gate, with their radial-speed test (see the class
+        docstring); arguments as :meth:`associate`."""
+        ti, di = self.candidate_pairs(x_pred, P_pred, z, R) if len(x_pred) and len(z) else (_NONE, _NONE)
+        d2, det_S = self._distances(x_pred, P_pred, z, R, ti, di)
+        inside = d2 <= self.gate
+        ti, di, d2, det_S = ti[inside], di[inside], d2[inside], det_S[inside]
+        e_r = s2_r = np.full(len(ti), np.nan)
         ok = np.ones(len(ti), dtype=bool)
-        if self.doppler is None:
-            return ok
-        eps = self.doppler.gate_nis(x_pred[ti], P_pred[ti], radial, di)
-        if initiating is not None:
-            first = np.asarray(initiating, dtype=bool)[ti]
-            if np.any(first):
-                eps[first] = self.doppler.implied_nis(
-                    x_pred[ti[first]], P_pred[ti[first]], z[di[first]], R[di[first]], radial, di[first])
-        return self.doppler.passes(eps)
+        if len(ti) and self.doppler is not None and radial is not None:
+            e_r, s2_r = self.doppler.residual(x_pred[ti], P_pred[ti], radial, di)
+            allowance = np.full(len(ti), self.doppler.manoeuvre_sigma_mps**2)
+            if initiating is not None:
+                first = np.asarray(initiating, dtype=bool)[ti]
+                if np.any(first):
+                    i, j = ti[first], di[first]
+                    e_r[first], s2_r[first] = self.doppler.residual(
+                        *position_update(x_pred[i], P_pred[i], z[j], R[j]), radial, j)
+                    allowance[first] = 0.0
+            ok = self.doppler.passes(e_r**2 / (s2_r + allowance))
+        return GatedPairs(ti, di, d2, det_S, e_r, s2_r, ok)
+
+    def assign(
+        self, gated: GatedPairs, n_tracks: int, established: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """GNN over the gated pairs that pass the radial-speed gate: (track_idx (A,),
+        det_idx (A,), pair (A,): each one's index in ``gated``), sorted by track index."""
+        pair = np.flatnonzero(gated.doppler_ok)
+        if len(pair) == 0:
+            return _NONE, _NONE, _NONE
+        ti, di = gated.track_idx[pair], gated.det_idx[pair]
+        miss = np.full(n_tracks, self.gate)
+        if established is not None:
+            miss[np.asarray(established, dtype=bool)] = 2.0 * self.gate
+        chosen = solve_gated_pairs(ti, di, gated.d2[pair], miss)
+        return ti[chosen], di[chosen], pair[chosen]
 
     def associate(
         self,
@@ -148,25 +185,35 @@ class GnnAssociator:
         bool or None (none established), radial: the detections' radial speeds or None,
         initiating (K,) bool or None (tracks with one point so far) -> (track_idx (M,),
         det_idx (M,)): the assigned pairs, sorted by track index."""
-        none = (np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp))
-        if len(x_pred) == 0 or len(z) == 0:
-            return none
-        ti, di = self.candidate_pairs(x_pred, P_pred, z, R)
-        if len(ti) == 0:
-            return none
-        d2 = self.mahalanobis2(x_pred, P_pred, z, R, ti, di)
-        gated = d2 <= self.gate
-        ti, di, d2 = ti[gated], di[gated], d2[gated]
-        if len(ti) and self.doppler is not None and radial is not None:
-            ok = self.doppler_gated(x_pred, P_pred, z, R, ti, di, radial, initiating)
-            ti, di, d2 = ti[ok], di[ok], d2[ok]
-        if len(ti) == 0:
-            return none
+        gated = self.gate_pairs(x_pred, P_pred, z, R, radial=radial, initiating=initiating)
+        ti, di, _ = self.assign(gated, len(x_pred), established)
+        return ti, di
 
-        miss = np.full(len(x_pred), self.gate)
-        if established is not None:
-            miss[np.asarray(established, dtype=bool)] = 2.0 * self.gate
-        return solve_gated(ti, di, d2, miss)
+
+@dataclass(frozen=True, eq=False)
+class GatedPairs:
+    """One frame's (track, detection) pairs inside the position gate, with what gating
+    them computed, for the tracker to reuse (the score, the new-track test):
+
+    track_idx, det_idx (M,) intp; d2 (M,): squared Mahalanobis distance; det_S (M,) m⁶:
+    the determinant of the innovation covariance S; e_r (M,) m/s, s2_r (M,) (m/s)²: the
+    radial-speed residual and its variance without the manoeuvre allowance, taken with
+    the prediction or, for tracks with one point so far, with the state the pair implies
+    (NaN: no radial speed, or no Doppler gate); doppler_ok (M,) bool: passes the
+    radial-speed gate.
+    """
+
+    track_idx: np.ndarray
+    det_idx: np.ndarray
+    d2: np.ndarray
+    det_S: np.ndarray
+    e_r: np.ndarray
+    s2_r: np.ndarray
+    doppler_ok: np.ndarray
+
+
+_NONE = np.zeros(0, dtype=np.intp)
+_NONE.flags.writeable = False
 
 
 def components(a: np.ndarray, b: np.ndarray, n: int) -> tuple[int, np.ndarray]:
@@ -201,6 +248,13 @@ def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray
     may instead miss at cost ``miss[k]`` and a detection may stay unused at no cost,
     solved per connected component (see :class:`GnnAssociator`). Requires
     d2 <= miss[ti]. Returns (track_idx, det_idx), sorted by track index."""
+    chosen = solve_gated_pairs(ti, di, d2, miss)
+    return ti[chosen], di[chosen]
+
+
+def solve_gated_pairs(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray) -> np.ndarray:
+    """:func:`solve_gated` as the indices (A,) intp of the chosen pairs in (ti, di),
+    in order of track index."""
     tracks, t_row = np.unique(ti, return_inverse=True)
     dets, d_col = np.unique(di, return_inverse=True)
     kt, nd = len(tracks), len(dets)
@@ -211,17 +265,14 @@ def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray
     simple = (tracks_in[comp] == 1) | (dets_in[comp] == 1)
 
     # One track or one detection: the pair of least d² − miss cost wins.
-    out_t: list[np.ndarray] = []
-    out_d: list[np.ndarray] = []
+    out: list[np.ndarray] = []
     s_idx = np.flatnonzero(simple)
     if len(s_idx):
         gain = d2[s_idx] - miss[ti[s_idx]]
         order = s_idx[np.lexsort((gain, comp[s_idx]))]
         first = np.ones(len(order), dtype=bool)
         first[1:] = comp[order[1:]] != comp[order[:-1]]
-        best = order[first]
-        out_t.append(ti[best])
-        out_d.append(di[best])
+        out.append(order[first])
 
     # Several of each: the augmented problem [D | diag(miss)] of each component.
     g_idx = np.flatnonzero(~simple)
@@ -235,15 +286,14 @@ def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray
             cost = np.full((m, n + m), np.inf)
             cost[r, c] = d2[part]
             cost[np.arange(m), n + np.arange(m)] = miss[tracks[rows_t]]
+            pair_at = np.empty((m, n), dtype=np.intp)
+            pair_at[r, c] = part
             rr, cc = linear_sum_assignment(cost)
             hit = cc < n
-            out_t.append(tracks[rows_t[rr[hit]]])
-            out_d.append(dets[cols_d[cc[hit]]])
+            out.append(pair_at[rr[hit], cc[hit]])
 
-    t_out = np.concatenate(out_t).astype(np.intp) if out_t else np.zeros(0, dtype=np.intp)
-    d_out = np.concatenate(out_d).astype(np.intp) if out_d else np.zeros(0, dtype=np.intp)
-    order = np.argsort(t_out, kind="stable")
-    return t_out[order], d_out[order]
+    chosen = np.concatenate(out).astype(np.intp) if out else np.zeros(0, dtype=np.intp)
+    return chosen[np.argsort(ti[chosen], kind="stable")]
 
 
 NearestNeighbourAssociator = GnnAssociator

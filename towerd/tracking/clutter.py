@@ -151,7 +151,10 @@ class ClutterMap:
             return np.zeros(len(pos_enu_m), dtype=bool)
         s = self.settings
         slow = ~(np.abs(radial_vel_mps) > s.map_max_doppler_mps)  # NaN counts as slow
-        return slow & (self.dwell(pos_enu_m, t_mono, neighbours=True) >= s.map_learn_s)
+        out = np.zeros(len(pos_enu_m), dtype=bool)
+        if slow.any():  # the cells of the (few) slow detections alone: a moving one is never clutter
+            out[slow] = self.dwell(np.asarray(pos_enu_m)[slow], t_mono, neighbours=True) >= s.map_learn_s
+        return out
 
     def learn(self, pos_enu_m: np.ndarray, dwell_s: np.ndarray, t_mono: float) -> None:
         """Static tracks at ``pos_enu_m`` (N, 3) have stayed ``dwell_s`` (N,) seconds more

@@ -49,6 +49,7 @@ import numpy as np
 from towerd.errors import ConfigError
 from towerd.gates import chi2_quantile
 from towerd.schema import spec
+from towerd.tracking.linalg import inv3, mv, norm_rows, quad, sym
 from towerd.tracking.state import POS, VEL
 
 log = logging.getLogger(__name__)
@@ -88,22 +89,33 @@ class RadialSpeeds:
         return cls(det.radial_vel_mps, det.radial_vel_var_mps2, det.sensor_pos_enu_m,  # type: ignore[attr-defined]
                    float(det.unambiguous_speed_mps))  # type: ignore[attr-defined]
 
-    @property
+    @cached_property
     def known(self) -> np.ndarray:
         """(N,) rows with a usable radial speed (finite, with a finite variance)."""
         return np.isfinite(self.speed_mps) & np.isfinite(self.var_mps2)
+
+    @cached_property
+    def all_known(self) -> bool:
+        """Every row has a usable radial speed (a TI radar's frame): no masking needed."""
+        return bool(self.known.all())
 
 
 def radial_velocity(x: np.ndarray, sensor_pos_enu_m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x (M, 6) -> (h_r (M,) m/s, J (M, 6)); see the module docstring. A track at the
     antenna itself (ρ = 0) gets h_r = 0 and J = 0."""
-    d = x[:, POS] - np.asarray(sensor_pos_enu_m, dtype=float)
-    rho = np.linalg.norm(d, axis=1)
-    safe = np.where(rho > 0, rho, 1.0)
-    u = np.where(rho[:, None] > 0, d / safe[:, None], 0.0)
+    d = x[:, POS] - sensor_pos_enu_m
+    rho = norm_rows(d)
+    if (rho > 0).all():
+        safe = rho
+        u = d / rho[:, None]
+    else:
+        safe = np.where(rho > 0, rho, 1.0)
+        u = np.where(rho[:, None] > 0, d / safe[:, None], 0.0)
     v = x[:, VEL]
-    hr = np.einsum("mi,mi->m", u, v)
-    J = np.concatenate([(v - hr[:, None] * u) / safe[:, None], u], axis=1)
+    hr = (u * v).sum(axis=1)
+    J = np.empty((len(x), 6))
+    J[:, POS] = (v - hr[:, None] * u) / safe[:, None]
+    J[:, VEL] = u
     return hr, J
 
 
@@ -117,12 +129,9 @@ def position_update(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray) 
     """Kalman update on position alone (H = [I₃ 0]) without the Joseph form, for the
     implied-velocity test: x (M, 6), P (M, 6, 6), z (M, 3), R (M, 3, 3) -> (x⁺, P⁺):
     K = P Hᵀ S⁻¹, x⁺ = x + K (z − H x), P⁺ = P − K H P."""
-    S = P[:, POS, POS] + R
-    PHt = P[:, :, POS]
-    K = np.swapaxes(np.linalg.solve(S, np.swapaxes(PHt, -1, -2)), -1, -2)
-    x_new = x + np.einsum("mij,mj->mi", K, z - x[:, POS])
-    P_new = P - K @ P[:, POS, :]
-    return x_new, 0.5 * (P_new + np.swapaxes(P_new, -1, -2))
+    K = P[:, :, POS] @ inv3(P[:, POS, POS] + R)[0]
+    x_new = x + mv(K, z - x[:, POS])
+    return x_new, sym(P - K @ P[:, POS, :])
 
 
 @dataclass(frozen=True)
@@ -165,28 +174,21 @@ class DopplerGate:
                  extra_var: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
         """(e (M,) m/s, s² (M,) (m/s)²) of states x (M, 6), P (M, 6, 6) against detections
         ``di`` (M,), ``extra_var`` added to s²; both NaN where the detection has no radial speed."""
+        if radial.all_known:
+            return self._residual(x, P, radial, di, extra_var)
         e_out, s2_out = np.full(len(di), np.nan), np.full(len(di), np.nan)
         known = radial.known[di]
-        if not np.any(known):
-            return e_out, s2_out
-        hr, J = radial_velocity(x[known], radial.sensor_pos_enu_m)
-        e_out[known] = fold(radial.speed_mps[di[known]] - hr, radial.unambiguous_speed_mps)
-        s2_out[known] = np.einsum("mi,mij,mj->m", J, P[known], J) + radial.var_mps2[di[known]] + extra_var
+        if np.any(known):
+            e_out[known], s2_out[known] = self._residual(x[known], P[known], radial, di[known], extra_var)
         return e_out, s2_out
 
-    def gate_nis(self, x: np.ndarray, P: np.ndarray, radial: RadialSpeeds, di: np.ndarray) -> np.ndarray:
-        """ε (M,) for the association gate: :meth:`nis` with the manoeuvre allowance σ_m²."""
-        return self.nis(x, P, radial, di, self.manoeuvre_sigma_mps**2)
-
-    def implied_nis(self, x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray, radial: RadialSpeeds,
-                    di: np.ndarray) -> np.ndarray:
-        """ε (M,) after updating x, P with each pair's position z (M, 3), R (M, 3, 3)."""
-        known = radial.known[di]
-        out = np.full(len(di), np.nan)
-        if np.any(known):
-            xp, Pp = position_update(x[known], P[known], z[known], R[known])
-            out[known] = self.nis(xp, Pp, radial, di[known])
-        return out
+    @staticmethod
+    def _residual(x: np.ndarray, P: np.ndarray, radial: RadialSpeeds, di: np.ndarray,
+                  extra_var: float) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`residual` of rows that all have a radial speed."""
+        hr, J = radial_velocity(x, radial.sensor_pos_enu_m)
+        e = fold(radial.speed_mps[di] - hr, radial.unambiguous_speed_mps)
+        return e, quad(P, J) + radial.var_mps2[di] + extra_var
 
     def passes(self, eps: np.ndarray) -> np.ndarray:
         """(M,) ε within the gate, or unknown (NaN)."""

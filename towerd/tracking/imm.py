@@ -32,12 +32,13 @@ irregular intervals or from several sensors. Mode probabilities are kept at or a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from towerd.errors import ConfigError
 from towerd.schema import spec
+from towerd.tracking.linalg import inv3, quad, sym
 from towerd.tracking.models import ConstantTurn, ConstantVelocity, MotionModel
 from towerd.tracking.state import STATE_DIM, TrackTable
 from towerd.tracking.updater import KalmanUpdater
@@ -45,6 +46,9 @@ from towerd.tracking.updater import KalmanUpdater
 log = logging.getLogger(__name__)
 
 MIN_MODE_PROB = 1e-6
+_LOG_2PI_3 = 3.0 * float(np.log(2.0 * np.pi))
+_MAX_CACHED_DT = 64
+"""Distinct dt whose π, F and Q an IMM predictor keeps (the cache starts again beyond)."""
 
 
 @dataclass(frozen=True)
@@ -88,13 +92,14 @@ def logsumexp_rows(a: np.ndarray) -> np.ndarray:
 
 
 def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Moment-matched mixture: mu (K, M), x (K, M, 6), P (K, M, 6, 6) -> x̄ (K, 6), P̄ (K, 6, 6)."""
+    """Moment-matched mixture: mu (K, M), x (K, M, 6), P (K, M, 6, 6) -> x̄ (K, 6), P̄ (K, 6, 6):
+    x̄ = Σ_j μ_j x_j, P̄ = Σ_j μ_j [P_j + (x_j − x̄)(x_j − x̄)ᵀ]."""
     k, m = mu.shape
     xm = (mu[:, None, :] @ x)[:, 0, :]
     d = x - xm[:, None, :]
     Pm = (mu[:, None, :] @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, STATE_DIM, STATE_DIM)
-    Pm += ((mu[..., None, None] * d[..., :, None]) * d[..., None, :]).sum(axis=1)
-    return xm, 0.5 * (Pm + np.swapaxes(Pm, -1, -2))
+    Pm += np.swapaxes(d * mu[:, :, None], 1, 2) @ d  # Σ_j μ_j d_j d_jᵀ
+    return xm, sym(Pm)
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,8 @@ class ImmPredictor:
     models: tuple[MotionModel, ...]
     mode_sojourn_s: float
     initial_prob: tuple[float, ...]
+    _matrices: dict[float, tuple[np.ndarray, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         m = len(self.models)
@@ -144,31 +151,58 @@ class ImmPredictor:
         tracks.mode_cov = np.repeat(tracks.cov[:, None, :, :], m, axis=1)
         return tracks
 
+    def matrices(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(π (M, M), F (M, 6, 6), Fᵀ (M, 6, 6), Q (M, 6, 6)) of one dt (seconds), each
+        model's F and Q stacked on the first axis; computed once per distinct dt (a tower's
+        frames come at a few fixed intervals) and kept read-only."""
+        got = self._matrices.get(dt)
+        if got is None:
+            if len(self._matrices) >= _MAX_CACHED_DT:
+                self._matrices.clear()
+            d = np.array([dt])
+            F = np.stack([model.F(d)[0] for model in self.models])
+            got = (self.transition(d)[0], F, np.ascontiguousarray(np.swapaxes(F, -1, -2)),
+                   np.stack([model.Q(d)[0] for model in self.models]))
+            for a in got:
+                a.flags.writeable = False
+            self._matrices[dt] = got
+        return got
+
     def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None:
         """Mix and predict every row of ``tracks`` (writable) by its dt (K,) s, in place:
         mode_prob becomes c̄, mode_state/mode_cov the model-matched predictions, and
-        state/cov their combination."""
+        state/cov their combination:
+
+            c̄_j = Σ_i π_ij μ_i,   μ_i|j = π_ij μ_i / c̄_j,   x0_j = Σ_i μ_i|j x_i,
+            P0_j = Σ_i μ_i|j [P_i + (x_i − x0_j)(x_i − x0_j)ᵀ],
+            x_j⁻ = F_j x0_j,   P_j⁻ = F_j P0_j F_jᵀ + Q_j
+
+        All K tracks and M models in one batch; π, F and Q are taken once per distinct dt
+        (normally one per frame: every track is predicted to the frame time)."""
         k = len(tracks)
         if k == 0:
             return
         dt = np.broadcast_to(np.asarray(dt, dtype=float), (k,))
         mu, x, P = tracks.mode_prob, tracks.mode_state, tracks.mode_cov
-        pi = self.transition(dt)  # (K, M, M)
-        c_bar = np.einsum("ki,kij->kj", mu, pi)  # (K, M)
+        m = self.n_modes
+        d0 = float(dt[0])
+        if np.all(dt == d0):
+            pi, F, FT, Q = self.matrices(d0)
+            c_bar = mu @ pi  # (K, M): one product for all tracks
+        else:
+            pi = self.transition(dt)  # (K, M, M)
+            F = np.stack([model.F(dt) for model in self.models], axis=1)  # (K, M, 6, 6)
+            FT = np.swapaxes(F, -1, -2)
+            Q = np.stack([model.Q(dt) for model in self.models], axis=1)
+            c_bar = (mu[:, None, :] @ pi)[:, 0, :]  # (K, M)
         w = mu[:, :, None] * pi / c_bar[:, None, :]  # μ_i|j, (K, i, j)
         wT = np.swapaxes(w, 1, 2)  # (K, j, i)
-        m = self.n_modes
         x0 = wT @ x  # Σ_i μ_i|j x_i, (K, M, 6)
-        d = x[:, :, None, :] - x0[:, None, :, :]  # (K, i, j, 6)
-        spread = (w[..., None, None] * (d[..., :, None] * d[..., None, :])).sum(axis=1)  # (K, j, 6, 6)
+        d = x[:, None, :, :] - x0[:, :, None, :]  # x_i − x0_j, (K, j, i, 6)
+        spread = np.swapaxes(d * wT[..., None], -1, -2) @ d  # Σ_i μ_i|j d d^T, (K, j, 6, 6)
         P0 = (wT @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, m, STATE_DIM, STATE_DIM) + spread
-        x_new = np.empty_like(x0)
-        P_new = np.empty_like(P0)
-        for j, model in enumerate(self.models):  # M is 3: a loop over models, not tracks
-            F, Q = model.F(dt), model.Q(dt)
-            x_new[:, j] = (F @ x0[:, j, :, None])[..., 0]
-            Pj = F @ P0[:, j] @ np.swapaxes(F, -1, -2) + Q
-            P_new[:, j] = 0.5 * (Pj + np.swapaxes(Pj, -1, -2))
+        x_new = (F @ x0[..., None])[..., 0]
+        P_new = sym(F @ P0 @ FT + Q)
         tracks.mode_prob = c_bar / c_bar.sum(axis=1, keepdims=True)
         tracks.mode_state, tracks.mode_cov = x_new, P_new
         tracks.state, tracks.cov = combine(tracks.mode_prob, x_new, P_new)
@@ -188,23 +222,17 @@ class ImmUpdater:
         n = len(rows)
         if n == 0:
             return
-        m = tracks.n_modes
-        x = tracks.mode_state[rows].reshape(n * m, STATE_DIM)
-        P = tracks.mode_cov[rows].reshape(n * m, STATE_DIM, STATE_DIM)
-        zz = np.repeat(z, m, axis=0)
-        RR = np.repeat(R, m, axis=0)
-        y, S = self.kalman.innovation(x, P, zz, RR)
-        d2 = np.einsum("ni,ni->n", y, np.linalg.solve(S, y[..., None])[..., 0])
-        _, logdet = np.linalg.slogdet(2.0 * np.pi * S)
-        log_lik = (-0.5 * (d2 + logdet)).reshape(n, m)
-        x_up, P_up = self.kalman.update(x, P, zz, RR)
+        x, P = tracks.mode_state[rows], tracks.mode_cov[rows]  # (N, M, 6), (N, M, 6, 6)
+        R = R[:, None]  # each track's measurement for all its modes
+        y, S = self.kalman.innovation(x, P, z[:, None], R)
+        S_inv, det = inv3(S)
+        log_lik = -0.5 * (quad(S_inv, y) + np.log(det) + _LOG_2PI_3)  # ln N(y; 0, S), (N, M)
+        x_up, P_up = self.kalman.update_given(x, P, y, R, S_inv)
 
         log_post = log_lik + np.log(tracks.mode_prob[rows])
         mu = np.exp(log_post - logsumexp_rows(log_post))
         mu = np.maximum(mu, MIN_MODE_PROB)
         mu /= mu.sum(axis=1, keepdims=True)
-        x_up = x_up.reshape(n, m, STATE_DIM)
-        P_up = P_up.reshape(n, m, STATE_DIM, STATE_DIM)
         tracks.mode_prob[rows], tracks.mode_state[rows], tracks.mode_cov[rows] = mu, x_up, P_up
         tracks.state[rows], tracks.cov[rows] = combine(mu, x_up, P_up)
 

@@ -11,6 +11,7 @@ from towerd.detection.plots import Detections
 from towerd.errors import ConfigError
 from towerd.icd import Status
 from towerd.schema import spec
+from towerd.tracking.linalg import norm_rows
 from towerd.tracking.state import POS, STATE_DIM, VEL, TrackTable
 
 log = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ class MofNInitiator:
         inside a clutter map cell.)"""
         if self.min_range_m <= 0 or len(unassociated) == 0:
             return unassociated
-        rho = np.linalg.norm(det.pos_enu_m[unassociated] - det.sensor_pos_enu_m, axis=1)
+        rho = norm_rows(det.pos_enu_m[unassociated] - det.sensor_pos_enu_m)
         return unassociated[rho >= self.min_range_m]
 
     def initiate(self, det: Detections, det_idx: np.ndarray, first_id: int) -> TrackTable:

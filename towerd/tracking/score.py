@@ -46,6 +46,7 @@ import numpy as np
 from towerd.errors import ConfigError
 from towerd.schema import spec
 from towerd.tracking.doppler import DopplerGate, RadialSpeeds, position_update
+from towerd.tracking.linalg import inv3, norm_rows, quad
 from towerd.tracking.state import POS
 
 log = logging.getLogger(__name__)
@@ -179,7 +180,7 @@ class TrackScorer:
         :class:`~towerd.detection.plots.Detections`): ``free`` (N,) bool, the detections
         no established track took."""
         pos = det.pos_enu_m[np.asarray(free, dtype=bool)]  # type: ignore[attr-defined]
-        rho = np.linalg.norm(pos - det.sensor_pos_enu_m, axis=1)  # type: ignore[attr-defined]
+        rho = norm_rows(pos - det.sensor_pos_enu_m)  # type: ignore[attr-defined]
         self.density.observe(det.sensor, det.t_mono, rho)  # type: ignore[attr-defined]
 
     def hit_increments(self, x_pred: np.ndarray, P_pred: np.ndarray, det: object, di: np.ndarray,
@@ -188,28 +189,30 @@ class TrackScorer:
         detections ``di`` (M,) of ``det``; ``second`` (M,) bool: the track's second point
         (radial speed taken with the velocity the pair implies)."""
         z, R = det.pos_enu_m[di], det.cov_enu_m2[di]  # type: ignore[attr-defined]
-        y = z - x_pred[:, POS]
-        S = P_pred[:, POS, POS] + R
-        d2 = np.einsum("mi,mi->m", y, np.linalg.solve(S, y[..., None])[..., 0])
-        logdet = np.linalg.slogdet(S)[1]
-        rho = np.linalg.norm(z - det.sensor_pos_enu_m, axis=1)  # type: ignore[attr-defined]
-        beta = self.density.density(det.sensor, rho)  # type: ignore[attr-defined]
-        dl = np.log(self.detection_probability) - np.log(beta) - 0.5 * (3.0 * _LOG_2PI + logdet + d2)
+        S_inv, det_S = inv3(P_pred[:, POS, POS] + R)
+        e = s2 = None
         if doppler is not None:
-            dl += self._radial_increments(x_pred, P_pred, z, R, RadialSpeeds.of(det), di, doppler, second)
-        return dl
+            x, P = x_pred.copy(), P_pred.copy()
+            second = np.asarray(second, dtype=bool)
+            if np.any(second):
+                x[second], P[second] = position_update(x[second], P[second], z[second], R[second])
+            e, s2 = doppler.residual(x, P, RadialSpeeds.of(det), di, doppler.manoeuvre_sigma_mps**2)
+        return self.increments(det, di, quad(S_inv, z - x_pred[:, POS]), det_S, e, s2)
 
-    def _radial_increments(self, x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray, radial: RadialSpeeds,
-                           di: np.ndarray, doppler: DopplerGate, second: np.ndarray) -> np.ndarray:
-        """ΔL_r (M,): 0 where the detection has no radial speed."""
-        x, P = x.copy(), P.copy()
-        second = np.asarray(second, dtype=bool)
-        if np.any(second):
-            x[second], P[second] = position_update(x[second], P[second], z[second], R[second])
-        e, s2 = doppler.residual(x, P, radial, di, doppler.manoeuvre_sigma_mps**2)
-        span = 2.0 * radial.unambiguous_speed_mps if radial.unambiguous_speed_mps > 0 else self.doppler_span_mps
-        out = -0.5 * (_LOG_2PI + np.log(s2) + e**2 / s2) + np.log(span)
-        return np.nan_to_num(out, nan=0.0)
+    def increments(self, det: object, di: np.ndarray, d2: np.ndarray, det_S: np.ndarray,
+                   e_r: np.ndarray | None = None, s2_r: np.ndarray | None = None) -> np.ndarray:
+        """ΔL (M,) of M hits on detections ``di`` (M,) of ``det`` from their position
+        innovations' d² (M,) and |S| (M,) and, with a Doppler gate, their radial-speed
+        residuals e_r (M,) and variances s2_r (M,), manoeuvre allowance included (NaN: no
+        radial speed); see the module docstring."""
+        rho = norm_rows(det.pos_enu_m[di] - det.sensor_pos_enu_m)  # type: ignore[attr-defined]
+        beta = self.density.density(det.sensor, rho)  # type: ignore[attr-defined]
+        dl = np.log(self.detection_probability) - np.log(beta) - 0.5 * (3.0 * _LOG_2PI + np.log(det_S) + d2)
+        if e_r is not None and s2_r is not None:
+            a = float(det.unambiguous_speed_mps)  # type: ignore[attr-defined]
+            span = 2.0 * a if a > 0 else self.doppler_span_mps
+            dl += np.nan_to_num(-0.5 * (_LOG_2PI + np.log(s2_r) + e_r**2 / s2_r) + np.log(span), nan=0.0)
+        return dl
 
     @property
     def miss_increment(self) -> float:

@@ -103,10 +103,10 @@ class TrackTable:
                 f"TrackTable modes: prob {self.mode_prob.shape}, state {self.mode_state.shape}, "
                 f"cov {self.mode_cov.shape} for {k} tracks"
             )
-        for f in fields(self):
-            arr = getattr(self, f.name)
-            if arr.shape[:1] != (k,):
-                raise ValueError(f"TrackTable.{f.name} has shape {arr.shape}, expected ({k}, ...)")
+        d = self.__dict__
+        for name in _FIELDS:
+            if d[name].shape[:1] != (k,):
+                raise ValueError(f"TrackTable.{name} has shape {d[name].shape}, expected ({k}, ...)")
         if self.state.shape != (k, STATE_DIM) or self.cov.shape != (k, STATE_DIM, STATE_DIM):
             raise ValueError(f"TrackTable state {self.state.shape} / cov {self.cov.shape} for {k} tracks")
 

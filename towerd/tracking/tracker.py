@@ -12,7 +12,7 @@ import numpy as np
 
 from towerd.detection.plots import Detections
 from towerd.icd import Status
-from towerd.tracking.associator import GnnAssociator
+from towerd.tracking.associator import GatedPairs, GnnAssociator
 from towerd.tracking.deleter import MissDeleter
 from towerd.tracking.doppler import DopplerGate, RadialSpeeds
 from towerd.tracking.initiator import MofNInitiator
@@ -111,6 +111,7 @@ class Tracker:
         self.deleter = deleter
         self.scorer = scorer
         self._next_id = int(first_track_id)
+        self._empty: dict[int, TrackTable] = {}
         self._tracks = predictor.attach(TrackTable.empty()).freeze()
 
     @property
@@ -165,16 +166,13 @@ class Tracker:
         tr.t_mono = np.maximum(tr.t_mono, t)
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
-        x_est, P_est = tr.state[established], tr.cov[established]  # predicted, before update
         radial = RadialSpeeds.of(det)
-        initiating = tr.hits == 1
-        ti, di = self.associator.associate(
-            tr.state, tr.cov, det.pos_enu_m, det.cov_enu_m2, established=established, radial=radial,
-            initiating=initiating,
-        )
+        gated = self.associator.gate_pairs(tr.state, tr.cov, det.pos_enu_m, det.cov_enu_m2, radial=radial,
+                                           initiating=tr.hits == 1)
+        ti, di, pair = self.associator.assign(gated, len(tr), established)
         doppler = getattr(self.associator, "doppler", None)
         if self.scorer is not None:
-            self._score(tr, det, ti, di, established, initiating, doppler)
+            self._score(tr, det, ti, di, pair, gated, established, doppler)
         self.updater.update_tracks(tr, ti, det.pos_enu_m[di], det.cov_enu_m2[di])
         if doppler is not None and len(ti):
             eps = doppler.nis(tr.state[ti], tr.cov[ti], radial, di)  # every hit is a track's second point or later
@@ -194,13 +192,17 @@ class Tracker:
         tr, ended, gone = self._delete(tr, t)
         det_of = det_of[~gone]
 
-        unassociated = np.setdiff1d(np.arange(len(det)), di, assume_unique=True)
-        unassociated = self._outside_gates(x_est, P_est, det, unassociated)
+        # A leftover detection inside the position gate of an established track starts nothing.
+        taken = np.zeros(len(det), dtype=bool)
+        taken[di] = True
+        taken[gated.det_idx[established[gated.track_idx]]] = True
+        unassociated = np.flatnonzero(~taken)
         start = np.asarray(self.initiator.select(det, unassociated), dtype=np.intp)
-        new = self.predictor.attach(self.initiator.initiate(det, start, self._next_id))
-        self._next_id += len(new)
-        tr = TrackTable.concatenate([tr, new])
-        det_of = np.concatenate([det_of, start])
+        if len(start):
+            new = self.predictor.attach(self.initiator.initiate(det, start, self._next_id))
+            self._next_id += len(new)
+            tr = TrackTable.concatenate([tr, new])
+            det_of = np.concatenate([det_of, start])
 
         confirm = self.initiator.to_confirm(tr)
         tr.status[confirm] = Status.CONFIRMED
@@ -240,37 +242,36 @@ class Tracker:
         tr.status[established] = new[established]
         return changed
 
-    def _score(self, tr: TrackTable, det: Detections, ti: np.ndarray, di: np.ndarray, established: np.ndarray,
-               initiating: np.ndarray, doppler: DopplerGate | None) -> None:
+    def _score(self, tr: TrackTable, det: Detections, ti: np.ndarray, di: np.ndarray, pair: np.ndarray,
+               gated: GatedPairs, established: np.ndarray, doppler: DopplerGate | None) -> None:
         """Measure the plot density on ``det`` and add each track's score increment;
-        ``tr`` holds the predictions (before the update)."""
+        ``tr`` holds the predictions (before the update); the hits' innovations are the
+        ones gating computed (``pair``: each hit's row in ``gated``)."""
         assert self.scorer is not None
         free = np.ones(len(det), dtype=bool)
         free[di[established[ti]]] = False
         self.scorer.observe(det, free)
         inc = np.full(len(tr), self.scorer.miss_increment)
         if len(ti):
-            inc[ti] = self.scorer.hit_increments(tr.state[ti], tr.cov[ti], det, di, doppler, initiating[ti])
+            e_r = s2_r = None
+            if doppler is not None:
+                e_r, s2_r = gated.e_r[pair], gated.s2_r[pair] + doppler.manoeuvre_sigma_mps**2
+            inc[ti] = self.scorer.increments(det, di, gated.d2[pair], gated.det_S[pair], e_r, s2_r)
         tr.score += inc
 
-    def _outside_gates(self, x_est: np.ndarray, P_est: np.ndarray, det: Detections, cand: np.ndarray) -> np.ndarray:
-        """The detections of ``cand`` outside the gate of every established track
-        (predicted states ``x_est`` (E, 6), ``P_est`` (E, 6, 6))."""
-        if len(x_est) == 0 or len(cand) == 0:
-            return cand
-        z, R = det.pos_enu_m[cand], det.cov_enu_m2[cand]
-        ti, di = self.associator.candidate_pairs(x_est, P_est, z, R)
-        if len(ti) == 0:
-            return cand
-        d2 = self.associator.mahalanobis2(x_est, P_est, z, R, ti, di)
-        return np.delete(cand, np.unique(di[d2 <= self.associator.gate]))
+    def _none(self, n_modes: int) -> TrackTable:
+        """An empty read-only table of ``n_modes`` modes (made once: most calls end no track)."""
+        table = self._empty.get(n_modes)
+        if table is None:
+            table = self._empty[n_modes] = TrackTable.empty(n_modes).freeze()
+        return table
 
     def _delete(self, tr: TrackTable, t: float) -> tuple[TrackTable, TrackTable, np.ndarray]:
         """Split ``tr`` into (kept, removed with status ENDED, mask (K,) of the removed
         rows) by the deleter's rules."""
         gone = self.deleter.to_drop(tr, t) | self.deleter.to_end(tr, t)
-        if not np.any(gone):
-            return tr, tr.select(gone).freeze(), gone
+        if not gone.any():
+            return tr, self._none(tr.n_modes), gone
         ended = tr.select(gone)
         ended.status[:] = Status.ENDED
         log.debug("removed tracks %s", ended.track_id.tolist())

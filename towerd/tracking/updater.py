@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from towerd.tracking.linalg import inv3, mv, sym
 from towerd.tracking.state import POS, STATE_DIM, TrackTable
 
 log = logging.getLogger(__name__)
@@ -17,6 +18,8 @@ H = np.zeros((MEAS_DIM, STATE_DIM))
 H[:, POS] = np.eye(MEAS_DIM)
 H.flags.writeable = False
 """Measurement matrix (3, 6) = [I₃ 0]: detections measure ENU position only."""
+_EYE6 = np.eye(STATE_DIM)
+_EYE6.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -26,7 +29,7 @@ class KalmanUpdater:
 
         y  = z − H x                         innovation
         S  = H P Hᵀ + R                      innovation covariance
-        K  = P Hᵀ S⁻¹                        gain (computed with a solve, not an inverse)
+        K  = P Hᵀ S⁻¹                        gain (S⁻¹ of the 3x3 by cofactors: linalg.inv3)
         x' = x + K y
         P' = (I − K H) P (I − K H)ᵀ + K R Kᵀ   Joseph form
 
@@ -56,13 +59,19 @@ class KalmanUpdater:
         """x (K, 6), P (K, 6, 6), z (K, 3) m, R (K, 3, 3) m² -> updated (x, P), new arrays.
         Equations in the class docstring."""
         y, S = self.innovation(x, P, z, R)
-        PHt = P[..., :, POS]  # P Hᵀ, (K, 6, 3)
-        # K = P Hᵀ S⁻¹  <=>  Kᵀ = S⁻¹ H P (S, P symmetric)
-        gain = np.swapaxes(np.linalg.solve(S, np.swapaxes(PHt, -1, -2)), -1, -2)  # (K, 6, 3)
-        x_new = x + np.einsum("kij,kj->ki", gain, y)
-        I_KH = np.eye(STATE_DIM) - gain @ H
+        return self.update_given(x, P, y, R, inv3(S)[0])
+
+    def update_given(
+        self, x: np.ndarray, P: np.ndarray, y: np.ndarray, R: np.ndarray, S_inv: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`update` from the innovation y (K, 3) and S⁻¹ (K, 3, 3), for callers that
+        need them too (the IMM's likelihoods)."""
+        gain = P[..., :, POS] @ S_inv  # K = P Hᵀ S⁻¹, (K, 6, 3)
+        x_new = x + mv(gain, y)
+        I_KH = np.broadcast_to(_EYE6, P.shape).copy()
+        I_KH[..., :, POS] -= gain  # I − K H, H = [I₃ 0]
         P_new = I_KH @ P @ np.swapaxes(I_KH, -1, -2) + gain @ R @ np.swapaxes(gain, -1, -2)
-        return x_new, 0.5 * (P_new + np.swapaxes(P_new, -1, -2))
+        return x_new, sym(P_new)
 
     def update_tracks(self, tracks: TrackTable, rows: np.ndarray, z: np.ndarray, R: np.ndarray) -> None:
         """Update the rows ``rows`` (M,) of ``tracks`` (writable) with z (M, 3), R (M, 3, 3),

@@ -1,0 +1,54 @@
+"""Batched linear algebra of the tracker's small matrices (3x3 innovation covariances,
+6x6 state covariances), as a few whole-array NumPy expressions.
+
+A frame holds a few dozen tracks, each with three IMM modes: ~100 matrices of 3x3 or
+6x6. ``np.linalg.solve`` and ``slogdet`` run one LAPACK call per matrix behind a thick
+Python wrapper, and ``np.einsum`` walks them element by element: at this size the calls,
+not the arithmetic, are the cost. Here a 3x3 inverse and its determinant come from its
+cofactors, a handful of whole-array operations (S = H P Hᵀ + R is symmetric positive
+definite since R is, so never singular), and products are stacked ``@``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Cofactor C_ij = s[i+1, j+1] s[i+2, j+2] − s[i+1, j+2] s[i+2, j+1] (indices mod 3); the
+# inverse is adj(S) / det S with adj(S)_ij = C_ji. Flat indices into S.reshape(-1, 9):
+_ROW = np.repeat(np.arange(3), 3)
+_COL = np.tile(np.arange(3), 3)
+_A = ((_COL + 1) % 3) * 3 + (_ROW + 1) % 3
+_B = ((_COL + 2) % 3) * 3 + (_ROW + 2) % 3
+_C = ((_COL + 1) % 3) * 3 + (_ROW + 2) % 3
+_D = ((_COL + 2) % 3) * 3 + (_ROW + 1) % 3
+for _a in (_A, _B, _C, _D):
+    _a.flags.writeable = False
+
+
+def inv3(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """S (..., 3, 3) -> (S⁻¹ (..., 3, 3), det S (...)) by cofactors: S⁻¹ = adj(S) / det S."""
+    s = S.reshape(-1, 9)
+    adj = s[:, _A] * s[:, _B] - s[:, _C] * s[:, _D]  # adj(S), flat (M, 9)
+    det = s[:, 0] * adj[:, 0] + s[:, 1] * adj[:, 3] + s[:, 2] * adj[:, 6]  # row 0 of S by column 0 of adj
+    return (adj / det[:, None]).reshape(S.shape), det.reshape(S.shape[:-2])
+
+
+def mv(A: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Batched matrix-vector product A v: A (..., n, k), v (..., k) broadcast -> (..., n)."""
+    return (A @ v[..., None])[..., 0]
+
+
+def quad(A: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Batched quadratic form vᵀ A v: A (..., n, n), v (..., n) -> (...)."""
+    return (mv(A, v) * v).sum(axis=-1)
+
+
+def sym(P: np.ndarray) -> np.ndarray:
+    """½ (P + Pᵀ) over the last two axes: rounding kept symmetric."""
+    return 0.5 * (P + np.swapaxes(P, -1, -2))
+
+
+def norm_rows(d: np.ndarray) -> np.ndarray:
+    """|d| over the last axis: what ``np.linalg.norm(d, axis=-1)`` computes for real d
+    (the same sum in the same order), without its Python dispatch."""
+    return np.sqrt(np.add.reduce(d * d, axis=-1))
