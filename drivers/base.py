@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import select
 import threading
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, ClassVar, Mapping
@@ -133,12 +134,19 @@ class SensorDriver(abc.ABC):
         if port is None:
             raise DriverIOError(f"sensor {self.name}: port is not open")
         try:
-            data = port.read(1)
-            if data:
-                waiting = port.in_waiting
-                if waiting:
-                    data += port.read(waiting)
-        except (serial.SerialException, OSError, TypeError, AttributeError) as exc:
+            fd = _fileno(port)
+            if fd is None:
+                data = port.read(1)
+                if data:
+                    waiting = port.in_waiting
+                    if waiting:
+                        data += port.read(waiting)
+            elif select.select([fd], [], [], self.wait_s(self.clock.monotonic()))[0]:
+                # One wait, then all that came: no 1-byte read before the rest.
+                data = port.read(port.in_waiting or 1)
+            else:
+                data = b""
+        except (serial.SerialException, OSError, TypeError, AttributeError, ValueError) as exc:
             # pyserial raises TypeError/AttributeError when the fd is closed concurrently.
             raise DriverIOError(f"sensor {self.name}: read failed: {exc}") from exc
         t_mono = self.clock.monotonic()
@@ -187,6 +195,11 @@ class SensorDriver(abc.ABC):
         central bounds HEALTH); None for what is not known yet. Called from another
         thread than the reader's: read attributes, change nothing."""
         return {}
+
+    def wait_s(self, t_mono: float) -> float:
+        """How long :meth:`read` may wait for bytes at ``t_mono`` (a driver whose
+        :meth:`poll` releases something at a given time answers less until then)."""
+        return self.read_timeout_s
 
     def poll(self, t_mono: float) -> list[Any]:
         """Readings that the passage of time completes (none by default).
@@ -241,3 +254,12 @@ class SensorDriver(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _fileno(port: serial.SerialBase) -> int | None:
+    """The descriptor :meth:`SensorDriver.read` can wait on (a POSIX serial port or pty),
+    None for a port without one (pyserial's loop://, rfc2217://...)."""
+    try:
+        return port.fileno() if isinstance(port, serial.Serial) else None
+    except (AttributeError, serial.SerialException, OSError):
+        return None

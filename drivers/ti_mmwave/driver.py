@@ -109,7 +109,10 @@ class TiMmwaveDriver(SensorDriver):
     """Quiet time after which a held frame is whole: 7 bytes take 76 us at 921600 baud."""
     read_timeout_s: ClassVar[float] = 0.025
     """Short, so that :meth:`poll` releases a held frame within ~45 ms of its last byte
-    even when the next frame is further away (frames come every 33-1000 ms)."""
+    even when the next frame is further away (frames come every 33-1000 ms); a port
+    with a descriptor waits as :meth:`wait_s` says instead."""
+    IDLE_WAIT_S: ClassVar[float] = 0.2
+    """Wait for bytes while no frame is held (nothing for :meth:`poll` to release)."""
 
     def __init__(self, name: str, settings: TiMmwaveSettings, *, clock: Clock | None = None) -> None:
         super().__init__(name, settings, clock=clock)
@@ -206,6 +209,13 @@ class TiMmwaveDriver(SensorDriver):
         elif plots or held_t is None:
             self._held_t = t_mono
         return consumed, plots
+
+    def wait_s(self, t_mono: float) -> float:
+        """Until a held frame's release time (:meth:`poll`), else :data:`IDLE_WAIT_S`."""
+        held_t = self._held_t
+        if held_t is None:
+            return self.IDLE_WAIT_S
+        return min(self.read_timeout_s, max(0.0, held_t + self.HOLD_RELEASE_S - t_mono) + 0.001)
 
     def poll(self, t_mono: float) -> list[RadarPlots]:
         """Release a frame held back because its last bytes could begin a magic, once the

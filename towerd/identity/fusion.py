@@ -103,6 +103,10 @@ class RemoteIdFusion:
         self._events: list[tuple[str, str, str, dict[str, Any]]] = []
         self._identities: dict[int, TrackIdentity] = {}  # due, not yet popped: the latest per track
         self._airborne: np.ndarray | None = None  # airborne_tracks(), until the pairs change
+        self._quiet = False
+        """The last evaluation left nothing to judge or report (no transmitter, verdict,
+        non-cooperative or eligible track): while that holds and no receiver can hear, the
+        next one would do nothing (see :meth:`_evaluate`)."""
         self.receivers_up = True
         """Whether a Remote ID receiver covers now (:meth:`set_receivers`): while none
         does, silence proves nothing and no track becomes non-cooperative."""
@@ -237,6 +241,11 @@ class RemoteIdFusion:
     def _evaluate(self, t: float) -> np.ndarray:
         self._last_eval = t
         self._airborne = None
+        if self._quiet and not self.verdicts and not self.transmitters.by_key and not (
+                self.receiver.range_m > 0 and self.receivers_up):
+            # Nothing heard and nothing could be (no receiver, or none up): gating, the
+            # silence rule and the reports would find nothing, at ~0.5 ms a radar frame.
+            return _NO_RECORDS
         s = self.settings
         tracks = self._tracks
         live = {int(tid): row for row, tid in enumerate(tracks.track_id)}
@@ -275,6 +284,7 @@ class RemoteIdFusion:
             message = f"track {tid}: a uas in receiver coverage with no Remote ID broadcast for {held:.0f} s"
             log.info("non-cooperative: %s", message)
             self._events.append((EVENT_NON_COOPERATIVE, "info", message, {"track_id": tid}))
+        self._quiet = not (self.verdicts or self.transmitters.by_key or self.silent.non_cooperative or eligible.any())
         return self._report(t)
 
     def _raise_mismatch(self, tx: Transmitter, v: Verdict, t: float) -> None:
