@@ -58,7 +58,6 @@ stamp=.venv/.towerd-installed
 want=$(cat setup.cfg pyproject.toml | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     log "installing towerd and its dependencies into .venv"
-    .venv/bin/python -m pip install -q --upgrade pip >/dev/null
     .venv/bin/python -m pip install -q -e '.[test,systemd]'
     echo "$want" > "$stamp"
 fi

@@ -127,3 +127,22 @@ def pg_url(pg_cluster, request):
         pg_cluster.start_again()
     with psycopg.connect(pg_cluster.url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# ------------------------------------------------------------------ parallel runs (pytest-xdist)
+# scripts/test runs the suite in 2 worker processes (`-n 2 --dist loadgroup`). A test that
+# uses something machine-wide (apt/dpkg, the `towerd` system user, systemd units, a fixed
+# TCP port such as the shipped configuration's web console 8470) must not overlap another
+# such test: mark it (or its module, `pytestmark = pytest.mark.system`) with
+# `@pytest.mark.system`; all such tests then run one after another in one worker. Tests
+# that use the session's PostgreSQL cluster (the `pg_cluster` / `pg_url` fixtures) are put
+# in one worker too, so that one cluster serves them all. Everything else must be safe in
+# parallel: its own tmp_path, ephemeral ports (bind to port 0), no fixed file names.
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("system") is not None:
+            item.add_marker(pytest.mark.xdist_group("system"))
+        elif "pg_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("postgresql"))

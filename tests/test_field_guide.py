@@ -52,6 +52,7 @@ AS_SERVICE = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups", 
 """Run as the service user with its groups, as systemd's User= does (setpriv execs: no
 parent in between, so signals and exit statuses are the command's own)."""
 ASKED = os.environ.get("CI") == "true" or os.environ.get("TOWERD_TEST_PACKAGE") == "1"
+pytestmark = pytest.mark.system  # the `towerd` user and the shipped web console port 8470 (tests/conftest.py)
 TOWER_ID = "tx-guide-001"
 
 WALKED = [

@@ -90,9 +90,10 @@ class CentralProc:
 
     def restart_if_libzmq_aborted(self) -> None:
         """Restart the central, as its supervisor would, if it died of libzmq 4.3.5's
-        ``!_io_error`` assertion (SIGABRT in stream_engine_base.cpp while connections are
-        reset mid-handshake; seen under load in this test, an open defect). Anything else
-        that ends the central fails the test. What the tower sent stays due, so the test's
+        ``!_io_error`` assertion (SIGABRT in stream_engine_base.cpp when a connection whose
+        receive queue is full is reset; seen under load in this test, an open upstream
+        defect reproduced in tests/test_central_reset_abort.py). Anything else that ends
+        the central fails the test. What the tower sent stays due, so the test's
         no-loss assertions hold across the restart."""
         if self.proc is None or self.proc.poll() is None:
             return
