@@ -197,6 +197,37 @@ def _bands(settings: "ClassificationSettings") -> tuple[np.ndarray, np.ndarray, 
 
 
 @dataclass(frozen=True, eq=False)
+class _DecisionTables:
+    """What :func:`decide` needs of the settings alone, computed once per settings."""
+
+    a: np.ndarray  # (C, F) band corners, NaN where indifferent
+    c: np.ndarray
+    d: np.ndarray
+    rising: np.ndarray  # (C, F) bool: b > a
+    rise: np.ndarray  # (C, F) b - a where rising, else 1
+    falling: np.ndarray  # (C, F) bool: d > c
+    fall: np.ndarray  # (C, F) d - c where falling, else 1
+    indifferent: np.ndarray  # (C, F) bool: no band
+    log_floor: float
+    log_prior: np.ndarray  # (C,)
+    log_rf: float
+    log_min_likelihood: float
+
+
+@functools.lru_cache(maxsize=8)
+def _tables(s: "ClassificationSettings") -> _DecisionTables:
+    a, b, c, d = _bands(s)
+    with np.errstate(invalid="ignore"):
+        rising, falling = b > a, d > c
+    return _DecisionTables(
+        a=a, c=c, d=d, rising=rising, rise=np.where(rising, b - a, 1.0), falling=falling,
+        fall=np.where(falling, d - c, 1.0), indifferent=np.isnan(a), log_floor=float(np.log(s.membership_floor)),
+        log_prior=np.log([m.prior for m in s.models()]), log_rf=float(np.log(s.rf_link_likelihood_ratio)),
+        log_min_likelihood=float(np.log(max(s.min_likelihood, 1e-300))),
+    )
+
+
+@dataclass(frozen=True, eq=False)
 class Classification:
     """The classifier's answer for the rows of one TrackUpdate's ``tracks``.
 
@@ -213,19 +244,18 @@ def decide(f: np.ndarray, s: ClassificationSettings) -> Classification:
     """Posterior over the categories and the decision for feature rows ``f``
     (FEATURE_DTYPE, K rows); see the module docstring."""
     k = len(f)
-    floor = np.log(s.membership_floor)
+    t = _tables(s)  # settings-only terms, computed once per settings
     # All categories and features at once: (K, C, F) memberships, as membership()
     # computes one band at a time; a missing band or an unknown feature adds nothing.
-    a, b, c, d = _bands(s)  # each (C, F), NaN where a category has no band
-    x = np.stack([np.asarray(f[name], dtype=float) for name in FEATURE_NAMES], axis=-1)[:, None, :]
+    x = np.stack([f[name] for name in FEATURE_NAMES], axis=-1).astype(float, copy=False)[:, None, :]
     with np.errstate(invalid="ignore", divide="ignore"):
-        up = np.where(b > a, (x - a) / np.where(b > a, b - a, 1.0), (x >= a).astype(float))
-        down = np.where(d > c, (d - x) / np.where(d > c, d - c, 1.0), (x <= c).astype(float))
+        up = np.where(t.rising, (x - t.a) / t.rise, (x >= t.a).astype(float))
+        down = np.where(t.falling, (t.d - x) / t.fall, (x <= t.c).astype(float))
         m = np.clip(np.minimum(up, down), 0.0, 1.0)
-        term = np.maximum(np.log(np.maximum(m, 1e-300)), floor)
-    log_lik = np.where(np.isnan(x) | np.isnan(a), 0.0, term).sum(axis=2)
-    log_p = log_lik + np.log([m.prior for m in s.models()])
-    log_p[:, 0] += np.where(f["rf_link"], np.log(s.rf_link_likelihood_ratio), 0.0)
+        term = np.maximum(np.log(np.maximum(m, 1e-300)), t.log_floor)
+    log_lik = np.where(np.isnan(x) | t.indifferent, 0.0, term).sum(axis=2)
+    log_p = log_lik + t.log_prior
+    log_p[:, 0] += np.where(f["rf_link"], t.log_rf, 0.0)
     log_p -= log_p.max(axis=1, keepdims=True) if k else 0.0
     prob = np.exp(log_p)
     prob /= prob.sum(axis=1, keepdims=True) if k else 1.0
@@ -233,7 +263,7 @@ def decide(f: np.ndarray, s: ClassificationSettings) -> Classification:
     top = np.argmax(prob, axis=1) if k else np.zeros(0, dtype=np.intp)
     p_top = prob[np.arange(k), top]
     mature = (f["observed_s"] >= s.min_observation_s) | f["rf_link"]
-    fits = log_lik[np.arange(k), top] >= np.log(max(s.min_likelihood, 1e-300))
+    fits = log_lik[np.arange(k), top] >= t.log_min_likelihood
     named = s.enabled & mature & fits & (p_top >= s.min_probability) & (f["samples"] > 0)
     category = np.where(named, _CATEGORY_VALUES[top], np.uint8(Category.UNKNOWN)).astype(np.uint8)
     confidence = np.where(named, np.clip(np.round(100.0 * p_top), 0, 100), 0).astype(np.uint8)

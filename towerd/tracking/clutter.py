@@ -164,8 +164,8 @@ class ClutterMap:
             return
         s = self.settings
         keys, inv = np.unique(self._pack(self.cell_index(pos_enu_m)), return_inverse=True)
-        add = np.zeros(len(keys))
-        np.add.at(add, inv, np.clip(np.asarray(dwell_s, dtype=float), 0.0, MAP_MAX_GAP_S))
+        # bincount adds in input order from 0.0, as np.add.at does, without its per-call set-up
+        add = np.bincount(inv.ravel(), np.clip(np.asarray(dwell_s, dtype=float), 0.0, MAP_MAX_GAP_S), len(keys))
         found, pos = match_ids(self._keys, keys)
         old = np.zeros(len(keys))
         old[found] = self._dwell[pos[found]] * np.exp(-np.maximum(t_mono - self._t[pos[found]], 0.0) / s.map_forget_s)
@@ -291,7 +291,8 @@ class StaticClutterFilter:
         t = float(update.t_mono)
         learn = static & (update.det_of_track >= 0) & tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         if np.any(learn):
-            dwell = np.nan_to_num(t - t_seen[learn], nan=0.0)  # a track's first sighting adds nothing
+            dwell = t - t_seen[learn]
+            dwell[np.isnan(dwell)] = 0.0  # a track's first sighting adds nothing
             n[learn] += 1.0
             mean[learn] += (tr.state[learn][:, POS] - mean[learn]) / n[learn][:, None]
             self.clutter_map.learn(mean[learn], dwell, t)

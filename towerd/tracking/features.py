@@ -53,6 +53,7 @@ rows of the tracks asked for (on demand: the decision in
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,15 @@ _SPEED, _SPEED2, _VUP, _VUP2, _HEIGHT, _HOVER, _VE, _VN, _TURN, _RCS, _DSPREAD, 
 _N_ACC = 12
 _VELOCITY_DERIVED = np.array([_SPEED, _SPEED2, _VUP, _VUP2, _HOVER, _VE, _VN, _TURN, _DSPEED])
 _VERTICAL = np.array([_HEIGHT, _VUP, _VUP2])  # sampled only from detections whose height was measured
+
+
+@functools.lru_cache(maxsize=8)
+def _time_constants(feature_s: float, hover_s: float) -> np.ndarray:
+    """(_N_ACC,) time constant of each accumulator (read-only: shared between calls)."""
+    tau = np.full(_N_ACC, feature_s)
+    tau[_HOVER] = hover_s
+    tau.flags.writeable = False
+    return tau
 
 
 def _carry(old: np.ndarray, found: np.ndarray, pos: np.ndarray, fill: float) -> np.ndarray:
@@ -172,11 +182,14 @@ class FeatureTracker:
         s = self.settings
         tr = update.tracks
         t = float(update.t_mono)
-        pos = tr.state[rows][:, POS]
-        vel = tr.state[rows][:, VEL]
+        state = tr.state[rows]
+        pos = state[:, POS]
+        vel = state[:, VEL]
         speed = np.hypot(vel[:, 0], vel[:, 1])
-        t_first[rows] = np.where(np.isnan(t_first[rows]), t, t_first[rows])
-        settled = t - t_first[rows] >= s.velocity_settle_s - 1e-9
+        tf = t_first[rows]
+        tf[np.isnan(tf)] = t
+        t_first[rows] = tf
+        settled = t - tf >= s.velocity_settle_s - 1e-9
 
         x = np.full((len(rows), _N_ACC), np.nan)
         x[:, _SPEED] = speed
@@ -190,7 +203,8 @@ class FeatureTracker:
 
         # Speed change and turn rate between samples at least sample_interval_s apart.
         heading = np.where(speed >= s.heading_min_speed_mps, np.arctan2(vel[:, 0], vel[:, 1]), np.nan)
-        t_prev, s_prev, h_prev = prev[rows, 0], prev[rows, 1], prev[rows, 2]
+        prev_rows = prev[rows]
+        t_prev, s_prev, h_prev = prev_rows[:, 0], prev_rows[:, 1], prev_rows[:, 2]
         due = settled & (np.isnan(t_prev) | (t - t_prev >= s.sample_interval_s - 1e-9))
         have_prev = due & np.isfinite(t_prev)
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -198,7 +212,8 @@ class FeatureTracker:
             x[:, _DSPEED] = np.where(have_prev, np.abs(speed - s_prev) / span, np.nan)
             dh = np.abs(np.angle(np.exp(1j * (heading - h_prev))))
             x[:, _TURN] = np.where(have_prev, np.degrees(dh) / span, np.nan)  # NaN unless both moved
-        prev[rows] = np.where(due[:, None], np.column_stack([np.full(len(rows), t), speed, heading]), prev[rows])
+        prev_rows[due] = np.column_stack([np.full(len(rows), t), speed, heading])[due]
+        prev[rows] = prev_rows
 
         det = update.detections
         if det is not None and len(det):
@@ -211,12 +226,11 @@ class FeatureTracker:
 
         # Debiased EWMA: decay the sums by e^(−Δt/τ) since the track's last sample; a
         # sample weighs the time it stands for.
-        dt = np.maximum(np.where(np.isfinite(t_last[rows]), t - t_last[rows], 0.0), 0.0)
-        tau = np.full(_N_ACC, s.feature_time_constant_s)
-        tau[_HOVER] = s.hover_time_constant_s
-        decay = np.exp(-dt[:, None] / tau)
+        tl = t_last[rows]
+        dt = np.maximum(np.where(np.isfinite(tl), t - tl, 0.0), 0.0)
+        decay = np.exp(-dt[:, None] / _time_constants(s.feature_time_constant_s, s.hover_time_constant_s))
         w = np.repeat(np.minimum(dt, s.sample_interval_s)[:, None], _N_ACC, axis=1)
-        w[:, _TURN] = w[:, _DSPEED] = np.minimum(np.nan_to_num(span, nan=0.0), 2.0 * s.sample_interval_s)
+        w[:, _TURN] = w[:, _DSPEED] = np.minimum(np.where(np.isnan(span), 0.0, span), 2.0 * s.sample_interval_s)
         known = np.isfinite(x) & (w > 0)
         num[rows] = num[rows] * decay + np.where(known, w * x, 0.0)
         den[rows] = den[rows] * decay + np.where(known, w, 0.0)
