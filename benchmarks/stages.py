@@ -36,6 +36,7 @@ import collections
 import json
 import shutil
 import subprocess
+import os
 import sys
 import tempfile
 import threading
@@ -46,8 +47,9 @@ from typing import Any, Callable
 from benchmarks.common import Figure, Section
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = "88a59ac"
-"""The commit before issue 16's hot-path work."""
+REFERENCE = os.environ.get("TOWERD_BENCH_REFERENCE", "88a59ac")
+"""The commit before issue 16's hot-path work; TOWERD_BENCH_REFERENCE names another (e.g. a branch's
+base, to measure a change beside it while working; the published tables keep 88a59ac)."""
 
 STAGE_ORDER = ("parse TI", "parse RF", "detect", "RF processing", "track", "label", "report", "store", "send",
                "daemon loop, other")
