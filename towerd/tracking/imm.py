@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -49,6 +50,8 @@ MIN_MODE_PROB = 1e-6
 _LOG_2PI_3 = 3.0 * float(np.log(2.0 * np.pi))
 _MAX_CACHED_DT = 64
 """Distinct dt whose π, F and Q an IMM predictor keeps (the cache starts again beyond)."""
+_DIAG = np.arange(STATE_DIM)
+_POS3 = np.arange(3)
 
 
 @dataclass(frozen=True)
@@ -89,6 +92,12 @@ def logsumexp_rows(a: np.ndarray) -> np.ndarray:
         s = np.where(s == 0, s, s / m)
         out = np.log1p(s) + np.log(m) + a_max
     return np.where(np.isfinite(out), out, out_inf)
+
+
+def _sinc(x: np.ndarray) -> np.ndarray:
+    """sin(πx) / (πx): the arithmetic of ``np.sinc`` without its dispatch."""
+    y = np.pi * np.where(x == 0, 1.0e-20, x)
+    return np.sin(y) / y
 
 
 def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -153,20 +162,63 @@ class ImmPredictor:
 
     def matrices(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(π (M, M), F (M, 6, 6), Fᵀ (M, 6, 6), Q (M, 6, 6)) of one dt (seconds), each
-        model's F and Q stacked on the first axis; computed once per distinct dt (a tower's
-        frames come at a few fixed intervals) and kept read-only."""
+        model's F and Q stacked on the first axis, read-only. Frame times come from the
+        sensors' clocks, so dt is rarely the same twice: the models' matrices are filled
+        in for all M models at once (:meth:`_stacked`, the same arithmetic as their
+        ``F``/``Q``), and kept for a repeated dt."""
         got = self._matrices.get(dt)
         if got is None:
             if len(self._matrices) >= _MAX_CACHED_DT:
                 self._matrices.clear()
             d = np.array([dt])
-            F = np.stack([model.F(d)[0] for model in self.models])
-            got = (self.transition(d)[0], F, np.ascontiguousarray(np.swapaxes(F, -1, -2)),
-                   np.stack([model.Q(d)[0] for model in self.models]))
+            stacked = self._stacked(dt)
+            if stacked is None:
+                F = np.stack([model.F(d)[0] for model in self.models])
+                Q = np.stack([model.Q(d)[0] for model in self.models])
+            else:
+                F, Q = stacked
+            got = (self.transition(d)[0], F, np.ascontiguousarray(np.swapaxes(F, -1, -2)), Q)
             for a in got:
                 a.flags.writeable = False
             self._matrices[dt] = got
         return got
+
+    def _stacked(self, dt: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(F (M, 6, 6), Q (M, 6, 6)) at dt when every model is a CV or a constant turn
+        (None otherwise): :meth:`ConstantTurn.F` for all models at once, a CV being the
+        turn of rate 0 (entries that are 0 for it stay +0), and the CV white-noise Q
+        scaled per model by its q."""
+        params = self._turns
+        if params is None:
+            return None
+        w, q, neg = params
+        a = w * dt
+        s_w = dt * _sinc(a / np.pi)
+        c_w = 0.5 * w * (dt * dt) * _sinc(a / (2.0 * np.pi)) ** 2
+        ca, sa = np.cos(a), np.sin(a)
+        F = np.zeros((len(w), STATE_DIM * STATE_DIM))  # flat row-major (M, 36)
+        F[:, _DIAG * 7] = 1.0
+        F[:, 3] = F[:, 10] = s_w  # [0, 3], [1, 4]
+        F[:, 17] = dt  # [2, 5]
+        F[:, 21] = F[:, 28] = ca  # [3, 3], [4, 4]
+        F[:, 4], F[:, 9] = c_w * neg, c_w  # [0, 4], [1, 3]
+        F[:, 22], F[:, 27] = sa * neg, sa  # [3, 4], [4, 3]
+        unit = np.zeros((STATE_DIM, STATE_DIM))
+        unit[_POS3, _POS3] = dt**3 / 3.0
+        unit[_POS3, _POS3 + 3] = unit[_POS3 + 3, _POS3] = (dt * dt) / 2.0
+        unit[_POS3 + 3, _POS3 + 3] = dt
+        return F.reshape(-1, STATE_DIM, STATE_DIM), q[:, None, None] * unit
+
+    @cached_property
+    def _turns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(ω (M,) rad/s, q (M,) m²/s³, sign (M,)) of the models (a CV's ω is 0; sign −1
+        negates a turn's entries, +1 keeps a CV's zeros +0 as in its F), None when one
+        is neither a CV nor a constant turn."""
+        if not all(isinstance(m, (ConstantVelocity, ConstantTurn)) for m in self.models):
+            return None
+        w = np.array([m.omega if isinstance(m, ConstantTurn) else 0.0 for m in self.models])
+        q = np.array([m.accel_noise_mps2**2 for m in self.models])
+        return w, q, np.array([-1.0 if isinstance(m, ConstantTurn) else 1.0 for m in self.models])
 
     def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None:
         """Mix and predict every row of ``tracks`` (writable) by its dt (K,) s, in place:
