@@ -214,16 +214,25 @@ def assign_sparse(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np
     :func:`linear_sum_assignment` on [D | diag(miss)] (+inf off the gated pairs and the
     diagonal), so the total of the costs of the chosen pairs and the misses of the other
     rows is minimal."""
-    rows = np.asarray(rows, dtype=np.intp)
-    cols = np.asarray(cols, dtype=np.intp)
-    cost = np.asarray(cost, dtype=float)
-    miss = np.asarray(miss, dtype=float)
-    idx = None
-    if len(rows) and np.any(cost > miss[rows]):
-        idx = np.flatnonzero(~(cost > miss[rows]))
-        rows, cols, cost = rows[idx], cols[idx], cost[idx]
+    rows, cols = np.asarray(rows, dtype=np.intp), np.asarray(cols, dtype=np.intp)
+    cost, miss = np.asarray(cost, dtype=float), np.asarray(miss, dtype=float)
     if len(rows) == 0:
         return _EMPTY.copy()
+    worth = ~(cost > miss[rows])
+    if not worth.all():
+        keep = np.flatnonzero(worth)
+        return keep[assign_sparse(rows[keep], cols[keep], cost[keep], miss)]
+    # A pair alone on its row and its column is a component of its own: taken as it is.
+    alone = (np.bincount(rows)[rows] == 1) & (np.bincount(cols)[cols] == 1)
+    if alone.all():
+        return np.argsort(rows, kind="stable")
+    rest = np.flatnonzero(~alone)
+    chosen = np.concatenate([np.flatnonzero(alone), rest[_components_solved(rows[rest], cols[rest], cost[rest], miss)]])
+    return chosen[np.argsort(rows[chosen], kind="stable")]
+
+
+def _components_solved(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np.ndarray) -> np.ndarray:
+    """:func:`assign_sparse` of pairs that are not alone in their component, in any order."""
     r_ids, t_row = np.unique(rows, return_inverse=True)
     c_ids, d_col = np.unique(cols, return_inverse=True)
     kt = len(r_ids)
@@ -259,7 +268,5 @@ def assign_sparse(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np
             hit = cc < n
             out.append(pair_at[rr[hit], cc[hit]])
 
-    chosen = np.concatenate(out) if len(out) > 1 else out[0]
-    chosen = chosen[np.argsort(rows[chosen], kind="stable")]
-    return chosen if idx is None else idx[chosen]
+    return np.concatenate(out) if len(out) > 1 else out[0]
 

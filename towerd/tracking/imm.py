@@ -149,16 +149,14 @@ class ImmPredictor:
 
     def attach(self, tracks: TrackTable) -> TrackTable:
         """Tracks without modes (new ones) get M copies of their state and the initial
-        mode probabilities."""
+        mode probabilities (a new table; the same one when it has this IMM's modes)."""
         if tracks.n_modes == self.n_modes:
             return tracks
         if tracks.n_modes != 0:
             raise ValueError(f"tracks have {tracks.n_modes} modes, this IMM {self.n_modes}")
         k, m = len(tracks), self.n_modes
-        tracks.mode_prob = np.broadcast_to(np.asarray(self.initial_prob, dtype=float), (k, m)).copy()
-        tracks.mode_state = np.repeat(tracks.state[:, None, :], m, axis=1)
-        tracks.mode_cov = np.repeat(tracks.cov[:, None, :, :], m, axis=1)
-        return tracks
+        return tracks.with_modes(np.broadcast_to(np.asarray(self.initial_prob, dtype=float), (k, m)),
+                                 tracks.state[:, None, :], tracks.cov[:, None, :, :])
 
     def matrices(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(π (M, M), F (M, 6, 6), Fᵀ (M, 6, 6), Q (M, 6, 6)) of one dt (seconds), each

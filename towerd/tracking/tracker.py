@@ -136,8 +136,7 @@ class Tracker:
         tr = self._tracks.copy()
         if tr.n_modes != predictor.attach(TrackTable.empty()).n_modes:
             k = len(tr)
-            tr.mode_prob, tr.mode_state, tr.mode_cov = np.zeros((k, 0)), np.zeros((k, 0, 6)), np.zeros((k, 0, 6, 6))
-            tr = predictor.attach(tr)
+            tr = predictor.attach(tr.with_modes(np.zeros((k, 0)), np.zeros((k, 0, 6)), np.zeros((k, 0, 6, 6))))
         self.predictor, self.updater, self.associator = predictor, updater, associator
         self.initiator, self.deleter = initiator, deleter
         if scorer is not None and self.scorer is not None:
