@@ -34,6 +34,9 @@ _FIELDS = ("track_id", "status", "hits", "misses", "hit_history", "state", "cov"
            "t_created", "mode_prob", "mode_state", "mode_cov", "doppler_score", "doppler_hits", "score")
 """The columns, in the constructor's order."""
 _NOT_MODES = [name for name in _FIELDS if not name.startswith("mode_")]
+_LAYOUT = _NOT_MODES + ["mode_prob", "mode_state", "mode_cov"]
+"""Field order in a row: the mode columns last, so every other column sits at the same
+byte offset whatever M is (:meth:`TrackTable.with_modes` copies those bytes as one block)."""
 _ROW_DTYPES: dict[int, np.dtype] = {}
 
 
@@ -41,14 +44,16 @@ def row_dtype(n_modes: int) -> np.dtype:
     """The structured dtype of one track (one row of :attr:`TrackTable.rows`) with
     ``n_modes`` IMM modes: every column of :class:`TrackTable` as a field, the vector
     and matrix ones as subarrays (state (6,), cov (6, 6), mode_prob (M,), mode_state
-    (M, 6), mode_cov (M, 6, 6)); made once per M."""
+    (M, 6), mode_cov (M, 6, 6)); made once per M. Rows are moved (selected, copied,
+    joined) as plain bytes (:func:`_as_bytes`): NumPy copies a structured dtype with
+    subarrays field by field, element by element, several times slower."""
     got = _ROW_DTYPES.get(n_modes)
     if got is None:
         m = n_modes
         shapes = {"state": (STATE_DIM,), "cov": (STATE_DIM, STATE_DIM), "mode_prob": (m,),
                   "mode_state": (m, STATE_DIM), "mode_cov": (m, STATE_DIM, STATE_DIM)}
         got = _ROW_DTYPES[n_modes] = np.dtype(
-            [(name, np.float64, shapes[name]) if name in shapes else (name, _SCALAR_FIELDS[name]) for name in _FIELDS],
+            [(name, np.float64, shapes[name]) if name in shapes else (name, _SCALAR_FIELDS[name]) for name in _LAYOUT],
             align=True)
     return got
 
@@ -82,7 +87,7 @@ class TrackTable:
     (:mod:`towerd.tracking.score`; default 0, and it stays 0 without a scorer).
     """
 
-    __slots__ = ("rows", "_views")
+    __slots__ = ("rows", "_raw", "_views")
 
     track_id: np.ndarray
     status: np.ndarray
@@ -134,15 +139,20 @@ class TrackTable:
         rows = np.zeros(k, dtype=row_dtype(m))
         for name, a in arrays.items():
             rows[name] = a
-        self.rows = rows
-        self._views = {}
+        self.rows, self._raw, self._views = rows, _as_bytes(rows), {}
 
     @classmethod
     def of_rows(cls, rows: np.ndarray) -> TrackTable:
-        """The table of a structured array of dtype :func:`row_dtype` (taken, not copied)."""
+        """The table of a structured array of dtype :func:`row_dtype` (taken, not copied,
+        when contiguous)."""
+        raw = _as_bytes(rows)
+        return cls._of_raw(raw, rows.dtype)
+
+    @classmethod
+    def _of_raw(cls, raw: np.ndarray, dtype: np.dtype) -> TrackTable:
+        """The table whose rows are the bytes ``raw`` (K, itemsize) uint8 (taken, not copied)."""
         table = object.__new__(cls)
-        table.rows = rows
-        table._views = {}
+        table.rows, table._raw, table._views = _of_bytes(raw, dtype), raw, {}
         return table
 
     @classmethod
@@ -163,14 +173,18 @@ class TrackTable:
 
     def with_modes(self, mode_prob: np.ndarray, mode_state: np.ndarray, mode_cov: np.ndarray) -> TrackTable:
         """A copy of this table whose M mode columns are the ones given (M may differ)."""
-        rows = np.empty(len(self), dtype=row_dtype(mode_prob.shape[1]))
-        rows[_NOT_MODES] = self.rows[_NOT_MODES]  # multi-field views: one structured copy
+        dtype = row_dtype(mode_prob.shape[1])
+        out = np.zeros((len(self), dtype.itemsize), dtype=np.uint8)
+        head = dtype.fields["mode_prob"][1]  # the bytes before the mode columns: the same in both layouts
+        out[:, :head] = self._raw[:, :head]
+        table = TrackTable._of_raw(out, dtype)
+        rows = table.rows
         rows["mode_prob"], rows["mode_state"], rows["mode_cov"] = mode_prob, mode_state, mode_cov
-        return TrackTable.of_rows(rows)
+        return table
 
     def select(self, rows: np.ndarray) -> TrackTable:
         """A new table of the given rows (boolean mask or integer indices); arrays copied."""
-        return TrackTable.of_rows(self.rows[rows])
+        return TrackTable._of_raw(self._raw[rows], self.rows.dtype)
 
     def remove(self, rows: np.ndarray) -> TrackTable:
         """A new table without the rows selected by the boolean mask ``rows``."""
@@ -178,12 +192,12 @@ class TrackTable:
 
     def copy(self) -> TrackTable:
         """A deep copy with writable arrays."""
-        return TrackTable.of_rows(self.rows.copy())
+        return TrackTable._of_raw(self._raw.copy(), self.rows.dtype)
 
     def freeze(self) -> TrackTable:
         """Make every array read-only (in place) and return self: a table handed out in a
         :class:`~towerd.tracking.tracker.TrackUpdate` must not change under its reader."""
-        self.rows.flags.writeable = False
+        self.rows.flags.writeable = self._raw.flags.writeable = False
         for view in self._views.values():
             view.flags.writeable = False
         return self
@@ -198,7 +212,7 @@ class TrackTable:
             raise ValueError(f"cannot concatenate tables of {sorted({t.n_modes for t in tables})} IMM modes")
         if len(tables) == 1:
             return tables[0].copy()
-        return TrackTable.of_rows(np.concatenate([t.rows for t in tables]))
+        return TrackTable._of_raw(np.concatenate([t._raw for t in tables]), tables[0].rows.dtype)
 
     def rows_with_status(self, *statuses: Status) -> np.ndarray:
         """Boolean mask (K,) of the tracks whose status is one of ``statuses``."""
@@ -207,6 +221,18 @@ class TrackTable:
         for s in statuses[1:]:
             mask |= status == int(s)
         return mask
+
+
+def _as_bytes(rows: np.ndarray) -> np.ndarray:
+    """Rows (K,) of a structured dtype as a (K, itemsize) uint8 view (a copy if they are
+    not contiguous)."""
+    rows = np.ascontiguousarray(rows)
+    return rows.view(np.uint8).reshape(len(rows), rows.dtype.itemsize)
+
+
+def _of_bytes(raw: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """(K, itemsize) uint8 C-contiguous bytes as rows (K,) of ``dtype`` (a view)."""
+    return raw.view(dtype).reshape(len(raw))
 
 
 def _column(name: str) -> property:
