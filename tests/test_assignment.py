@@ -120,3 +120,20 @@ def test_sparse_assignment_of_nothing() -> None:
     none = np.zeros(0, dtype=np.intp)
     assert assign_sparse(none, none, np.zeros(0), np.zeros(3)).shape == (0,)
     assert assign_sparse(np.array([0]), np.array([0]), np.array([5.0]), np.array([1.0])).shape == (0,)
+
+
+def test_component_solvers_in_python_and_numpy_choose_the_same_pairs() -> None:
+    from towerd.assignment import _components_in_python, _components_solved
+
+    rng = np.random.default_rng(8)
+    for _ in range(300):
+        nr, nc = (int(x) for x in rng.integers(2, 10, 2))
+        cand = np.argwhere(rng.random((nr, nc)) < 0.4)
+        if len(cand) == 0:
+            continue
+        rows, cols = cand[:, 0], cand[:, 1]
+        miss = rng.choice([8.0, 16.0], nr)
+        cost = np.minimum(rng.integers(0, 4, len(rows)) * 2.0, miss[rows])  # ties included
+        got = _components_in_python(rows, cols, cost, miss)
+        want = _components_solved(rows, cols, cost, miss)
+        assert sorted(got.tolist()) == sorted(want.tolist())

@@ -35,6 +35,8 @@ __all__ = ["assign_sparse", "components", "linear_sum_assignment"]
 _INF = math.inf
 _WIDE = 64
 """Matrices with more columns than this scan each path's remaining columns with NumPy."""
+_FEW_PAIRS = 200
+"""Up to this many pairs outside 1-1 components are solved in plain Python."""
 _EMPTY = np.zeros(0, dtype=np.intp)
 _EMPTY.flags.writeable = False
 
@@ -227,8 +229,55 @@ def assign_sparse(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np
     if alone.all():
         return np.argsort(rows, kind="stable")
     rest = np.flatnonzero(~alone)
-    chosen = np.concatenate([np.flatnonzero(alone), rest[_components_solved(rows[rest], cols[rest], cost[rest], miss)]])
+    solve = _components_in_python if len(rest) <= _FEW_PAIRS else _components_solved
+    chosen = np.concatenate([np.flatnonzero(alone), rest[solve(rows[rest], cols[rest], cost[rest], miss)]])
     return chosen[np.argsort(rows[chosen], kind="stable")]
+
+
+def _components_in_python(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np.ndarray) -> np.ndarray:
+    """:func:`_components_solved` in plain Python, for a few pairs (where NumPy's calls
+    cost more than the work): the same components, the same choice in each (the first
+    pair of least cost − miss; the same augmented matrices, rows and columns in
+    increasing order, for :func:`_solve_lists`)."""
+    r_l, c_l, cost_l = rows.tolist(), cols.tolist(), cost.tolist()
+    miss_of = {r: float(miss[r]) for r in set(r_l)}
+    parent: dict[tuple[int, int], tuple[int, int]] = {}
+
+    def root(node: tuple[int, int]) -> tuple[int, int]:
+        while parent[node] != node:
+            parent[node] = node = parent[parent[node]]
+        return node
+
+    for r, c in zip(r_l, c_l):
+        a, b = parent.setdefault((0, r), (0, r)), parent.setdefault((1, c), (1, c))
+        a, b = root(a), root(b)
+        if a != b:
+            parent[b] = a
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, r in enumerate(r_l):
+        groups.setdefault(root((0, r)), []).append(i)
+    out: list[int] = []
+    for members in groups.values():
+        g_rows = sorted({r_l[i] for i in members})
+        g_cols = sorted({c_l[i] for i in members})
+        if len(g_rows) == 1 or len(g_cols) == 1:
+            out.append(min(members, key=lambda i: cost_l[i] - miss_of[r_l[i]]))  # min: the first of equals
+            continue
+        m, n = len(g_rows), len(g_cols)
+        row_at = {r: k for k, r in enumerate(g_rows)}
+        col_at = {c: k for k, c in enumerate(g_cols)}
+        dense = [[_INF] * (n + m) for _ in range(m)]
+        pair_at: dict[tuple[int, int], int] = {}
+        for i in members:
+            a, b = row_at[r_l[i]], col_at[c_l[i]]
+            dense[a][b] = cost_l[i]
+            pair_at[(a, b)] = i
+        for a, r in enumerate(g_rows):
+            dense[a][n + a] = miss_of[r]
+        col4row = _solve_lists(dense, m, n + m) if n + m <= _WIDE else _solve_wide(np.array(dense))
+        assert col4row is not None  # every row can miss: always feasible
+        out.extend(pair_at[(a, b)] for a, b in enumerate(col4row) if b < n)
+    return np.asarray(out, dtype=np.intp)
 
 
 def _components_solved(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np.ndarray) -> np.ndarray:
