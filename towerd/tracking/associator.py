@@ -136,20 +136,19 @@ class GnnAssociator:
         d2, det_S = self._distances(x_pred, P_pred, z, R, ti, di)
         inside = d2 <= self.gate
         ti, di, d2, det_S = ti[inside], di[inside], d2[inside], det_S[inside]
-        e_r = s2_r = np.full(len(ti), np.nan)
-        ok = np.ones(len(ti), dtype=bool)
-        if len(ti) and self.doppler is not None and radial is not None:
-            e_r, s2_r = self.doppler.residual(x_pred[ti], P_pred[ti], radial, di)
-            allowance = np.full(len(ti), self.doppler.manoeuvre_sigma_mps**2)
-            if initiating is not None:
-                first = np.asarray(initiating, dtype=bool)[ti]
-                if np.any(first):
-                    i, j = ti[first], di[first]
-                    e_r[first], s2_r[first] = self.doppler.residual(
-                        *position_update(x_pred[i], P_pred[i], z[j], R[j]), radial, j)
-                    allowance[first] = 0.0
-            ok = self.doppler.passes(e_r**2 / (s2_r + allowance))
-        return GatedPairs(ti, di, d2, det_S, e_r, s2_r, ok)
+        if not (len(ti) and self.doppler is not None and radial is not None):
+            e_r = np.full(len(ti), np.nan)
+            return GatedPairs(ti, di, d2, det_S, e_r, e_r, np.ones(len(ti), dtype=bool))
+        x, P = x_pred[ti], P_pred[ti]
+        allowance: float | np.ndarray = self.doppler.manoeuvre_sigma_mps**2
+        if initiating is not None:
+            first = np.asarray(initiating, dtype=bool)[ti]
+            if first.any():  # residuals with the implied velocity: the pair's position update
+                j = di[first]
+                x[first], P[first] = position_update(x[first], P[first], z[j], R[j])
+                allowance = np.where(first, 0.0, allowance)
+        e_r, s2_r = self.doppler.residual(x, P, radial, di)
+        return GatedPairs(ti, di, d2, det_S, e_r, s2_r, self.doppler.passes(e_r**2 / (s2_r + allowance)))
 
     def assign(
         self, gated: GatedPairs, n_tracks: int, established: np.ndarray | None = None

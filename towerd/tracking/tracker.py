@@ -178,14 +178,15 @@ class Tracker:
             tr.doppler_score[ti], tr.doppler_hits[ti] = doppler.consistency(
                 tr.doppler_score[ti], tr.doppler_hits[ti], eps)
 
-        hit = np.zeros(len(tr), dtype=bool)
-        hit[ti] = True
         det_of = np.full(len(tr), -1, dtype=np.intp)
         det_of[ti] = di
-        tr.hits = np.where(hit, tr.hits + np.uint32(1), tr.hits)
-        tr.misses = np.where(hit, np.uint32(0), tr.misses + np.uint32(1))
-        tr.hit_history = (tr.hit_history << np.uint64(1)) | hit.astype(np.uint64)
-        tr.t_last_update = np.where(hit, t, tr.t_last_update)
+        hits, misses, history = tr.hits, tr.misses, tr.hit_history  # views: updated in place (ti are unique)
+        hits[ti] += np.uint32(1)
+        misses += np.uint32(1)
+        misses[ti] = 0
+        history <<= np.uint64(1)
+        history[ti] |= np.uint64(1)
+        tr.t_last_update[ti] = t
         self._set_coasting(tr, t)
 
         tr, ended, gone = self._delete(tr, t)
