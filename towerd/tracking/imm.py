@@ -84,14 +84,17 @@ def logsumexp_rows(a: np.ndarray) -> np.ndarray:
     probabilities keep every bit, without its array-API dispatch (most of the IMM update's
     CPU at ~20 tracks)."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out_inf = np.log(np.sum(np.exp(a), axis=1, keepdims=True))
-        a_max = np.max(a, axis=1, keepdims=True)
+        a_max = a.max(axis=1, keepdims=True)
         at_max = a == a_max
-        m = np.sum(at_max.astype(a.dtype), axis=1, keepdims=True, dtype=a.dtype)
-        s = np.sum(np.exp(np.where(at_max, -np.inf, a) - a_max), axis=1, keepdims=True, dtype=a.dtype)
+        m = at_max.astype(a.dtype).sum(axis=1, keepdims=True, dtype=a.dtype)
+        s = np.exp(np.where(at_max, -np.inf, a) - a_max).sum(axis=1, keepdims=True, dtype=a.dtype)
         s = np.where(s == 0, s, s / m)
         out = np.log1p(s) + np.log(m) + a_max
-    return np.where(np.isfinite(out), out, out_inf)
+        finite = np.isfinite(out)
+        if finite.all():
+            return out
+        out_inf = np.log(np.sum(np.exp(a), axis=1, keepdims=True))
+    return np.where(finite, out, out_inf)
 
 
 def _sinc(x: np.ndarray) -> np.ndarray:
@@ -107,7 +110,7 @@ def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, n
     xm = (mu[:, None, :] @ x)[:, 0, :]
     d = x - xm[:, None, :]
     Pm = (mu[:, None, :] @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, STATE_DIM, STATE_DIM)
-    Pm += np.swapaxes(d * mu[:, :, None], 1, 2) @ d  # Σ_j μ_j d_j d_jᵀ
+    Pm += (d * mu[:, :, None]).swapaxes(1, 2) @ d  # Σ_j μ_j d_j d_jᵀ
     return xm, sym(Pm)
 
 
@@ -232,11 +235,13 @@ class ImmPredictor:
         k = len(tracks)
         if k == 0:
             return
-        dt = np.broadcast_to(np.asarray(dt, dtype=float), (k,))
+        dt = np.asarray(dt, dtype=float)
+        if dt.shape != (k,):
+            dt = np.full(k, dt)
         mu, x, P = tracks.mode_prob, tracks.mode_state, tracks.mode_cov
         m = self.n_modes
         d0 = float(dt[0])
-        if np.all(dt == d0):
+        if (dt == d0).all():
             pi, F, FT, Q = self.matrices(d0)
             c_bar = mu @ pi  # (K, M): one product for all tracks
         else:
@@ -246,10 +251,10 @@ class ImmPredictor:
             Q = np.stack([model.Q(dt) for model in self.models], axis=1)
             c_bar = (mu[:, None, :] @ pi)[:, 0, :]  # (K, M)
         w = mu[:, :, None] * pi / c_bar[:, None, :]  # μ_i|j, (K, i, j)
-        wT = np.swapaxes(w, 1, 2)  # (K, j, i)
+        wT = w.swapaxes(1, 2)  # (K, j, i)
         x0 = wT @ x  # Σ_i μ_i|j x_i, (K, M, 6)
         d = x[:, None, :, :] - x0[:, :, None, :]  # x_i − x0_j, (K, j, i, 6)
-        spread = np.swapaxes(d * wT[..., None], -1, -2) @ d  # Σ_i μ_i|j d d^T, (K, j, 6, 6)
+        spread = (d * wT[..., None]).swapaxes(-1, -2) @ d  # Σ_i μ_i|j d d^T, (K, j, 6, 6)
         P0 = (wT @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, m, STATE_DIM, STATE_DIM) + spread
         x_new = (F @ x0[..., None])[..., 0]
         P_new = sym(F @ P0 @ FT + Q)

@@ -156,7 +156,7 @@ class Tracker:
         tr = self._tracks.copy()
 
         dt = t - tr.t_mono
-        if np.any(dt < 0):
+        if (dt < 0).any():
             log.debug(
                 "%s: frame at %.6f is older than %d track states; dt clamped to 0",
                 det.sensor, t, np.count_nonzero(dt < 0),
@@ -206,7 +206,7 @@ class Tracker:
 
         confirm = self.initiator.to_confirm(tr)
         tr.status[confirm] = Status.CONFIRMED
-        if np.any(confirm):
+        if confirm.any():
             log.debug("confirmed tracks %s", tr.track_id[confirm].tolist())
 
         self._tracks = tr.freeze()
@@ -238,7 +238,7 @@ class Tracker:
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         new = np.where(self.deleter.coasting(tr, t), int(Status.COASTING), int(Status.CONFIRMED)).astype(
             tr.status.dtype)  # enum members as ints: NumPy probes an IntEnum member's class first
-        changed = bool(np.any(established & (tr.status != new)))
+        changed = bool((established & (tr.status != new)).any())
         tr.status[established] = new[established]
         return changed
 
