@@ -117,8 +117,7 @@ class MofNInitiator:
 
     def window_hits(self, tracks: TrackTable) -> np.ndarray:
         """(K,) number of hits in each track's last ``confirm_window`` updates."""
-        shifts = np.arange(self.confirm_window, dtype=np.uint64)
-        return ((tracks.hit_history[:, None] >> shifts) & np.uint64(1)).sum(axis=1)
+        return np.bitwise_count(tracks.hit_history & np.uint64((1 << self.confirm_window) - 1))
 
     def to_confirm(self, tracks: TrackTable) -> np.ndarray:
         """(K,) mask of TENTATIVE tracks that now pass M-of-N, within the speed bound,

@@ -187,9 +187,10 @@ class Tracker:
         history <<= np.uint64(1)
         history[ti] |= np.uint64(1)
         tr.t_last_update[ti] = t
-        self._set_coasting(tr, t)
+        coasting, gone = self.deleter.judge(tr, t)
+        self._set_coasting(tr, coasting)
 
-        tr, ended, gone = self._delete(tr, t)
+        tr, ended, gone = self._delete(tr, gone)
         det_of = det_of[~gone]
 
         # A leftover detection inside the position gate of an established track starts nothing.
@@ -219,8 +220,9 @@ class Tracker:
         end even while no detections arrive."""
         t = float(t_mono)
         tr = self._tracks.copy()
-        changed = self._set_coasting(tr, t)
-        tr, ended, _ = self._delete(tr, t)
+        coasting, gone = self.deleter.judge(tr, t)
+        changed = self._set_coasting(tr, coasting)
+        tr, ended, _ = self._delete(tr, gone)
         if changed or len(ended):
             self._tracks = tr.freeze()
         return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
@@ -232,14 +234,17 @@ class Tracker:
         self._tracks = self.predictor.attach(TrackTable.empty()).freeze()
         return TrackUpdate(t_mono=float(t_mono), tracks=self._tracks, ended=ended.freeze())
 
-    def _set_coasting(self, tr: TrackTable, t: float) -> bool:
-        """Set CONFIRMED / COASTING on established tracks by time since their last
-        measurement; True when any status changed."""
-        established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
-        new = np.where(self.deleter.coasting(tr, t), int(Status.COASTING), int(Status.CONFIRMED)).astype(
-            tr.status.dtype)  # enum members as ints: NumPy probes an IntEnum member's class first
-        changed = bool((established & (tr.status != new)).any())
-        tr.status[established] = new[established]
+    @staticmethod
+    def _set_coasting(tr: TrackTable, coasting: np.ndarray) -> bool:
+        """Set CONFIRMED / COASTING on established tracks by ``coasting`` (K,) (the
+        deleter's verdict on the time since their last measurement); True when any
+        status changed."""
+        status = tr.status
+        established = (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))  # ints: see rows_with_status
+        new = np.where(established, np.where(coasting, int(Status.COASTING), int(Status.CONFIRMED)), status)
+        changed = bool((new != status).any())
+        if changed:
+            status[:] = new
         return changed
 
     def _score(self, tr: TrackTable, det: Detections, ti: np.ndarray, di: np.ndarray, pair: np.ndarray,
@@ -266,10 +271,9 @@ class Tracker:
             table = self._empty[n_modes] = TrackTable.empty(n_modes).freeze()
         return table
 
-    def _delete(self, tr: TrackTable, t: float) -> tuple[TrackTable, TrackTable, np.ndarray]:
-        """Split ``tr`` into (kept, removed with status ENDED, mask (K,) of the removed
-        rows) by the deleter's rules."""
-        gone = self.deleter.to_drop(tr, t) | self.deleter.to_end(tr, t)
+    def _delete(self, tr: TrackTable, gone: np.ndarray) -> tuple[TrackTable, TrackTable, np.ndarray]:
+        """Split ``tr`` into (kept, removed with status ENDED, ``gone``) by the mask
+        ``gone`` (K,) of the deleter's :meth:`~towerd.tracking.deleter.MissDeleter.judge`."""
         if not gone.any():
             return tr, self._none(tr.n_modes), gone
         ended = tr.select(gone)
