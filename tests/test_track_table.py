@@ -104,3 +104,14 @@ def test_imm_matrices_per_dt_are_the_models_own_bit_for_bit() -> None:
         _, F2, FT2, Q2 = predictor.matrices(float(dt))
         assert F2.tobytes() == F.tobytes() and Q2.tobytes() == Q.tobytes()
         assert FT2.tobytes() == np.ascontiguousarray(F.swapaxes(-1, -2)).tobytes()
+
+
+def test_pickle_and_deepcopy_keep_rows_and_their_byte_view_together() -> None:
+    import copy
+    import pickle
+
+    t = table(3, 3).freeze()
+    for u in (pickle.loads(pickle.dumps(t)), copy.deepcopy(t)):
+        u.hits[0] = 99  # a writable copy: moves of its rows must see the change
+        assert u.copy().hits[0] == 99 and u.select(np.array([0])).hits[0] == 99
+        assert_array_equal(u.mode_cov, t.mode_cov)

@@ -168,6 +168,10 @@ class TrackTable:
     def __len__(self) -> int:
         return self.rows.shape[0]
 
+    def __reduce__(self) -> tuple[object, tuple[np.ndarray]]:
+        """Pickle and deepcopy by the rows alone (the byte view and column views are rebuilt on them)."""
+        return TrackTable.of_rows, (self.rows,)
+
     def __repr__(self) -> str:
         return f"TrackTable({len(self)} tracks, {self.n_modes} modes, ids {self.track_id.tolist()})"
 
