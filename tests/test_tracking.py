@@ -185,7 +185,7 @@ def test_associator_established_track_keeps_its_detection():
     assert ti.tolist() == [0] and di.tolist() == [0]
 
 
-def test_associator_kdtree_pregate_equals_all_pairs():
+def test_associator_radius_pregate_equals_all_pairs():
     rng = np.random.default_rng(6)
     k, n = 150, 220
     x, _ = tracks_at(rng.uniform(-3000, 3000, size=(k, 3)))

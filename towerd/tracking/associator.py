@@ -7,9 +7,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial import cKDTree
-
+from towerd.assignment import assign_sparse, components
 from towerd.errors import ConfigError
 from towerd.gates import chi2_quantile
 from towerd.tracking.doppler import DopplerGate, RadialSpeeds, position_update
@@ -49,8 +47,9 @@ class GnnAssociator:
 
     Gating candidates: below ``pregate_min_pairs`` pairs, those of the K·N with
     |y|² <= γ tr(S) (since d² >= |y|² / λmax(S) >= |y|² / tr(S), no gated pair is cut, and
-    only the near pairs' S are solved); above it a KD-tree over detection positions yields
-    only the pairs within a Euclidean radius that cannot cut a gated pair:
+    only the near pairs' S are solved); above it a sweep over the detections sorted by east
+    (:func:`radius_pairs`) yields only the pairs within a Euclidean radius that cannot cut a
+    gated pair:
     |y|² <= d² · λmax(S) <= γ (λmax(H P_k Hᵀ) + max_n λmax(R_n)).
 
     Solving per component: the gated pairs form a bipartite graph (tracks and detections
@@ -59,7 +58,8 @@ class GnnAssociator:
     Components with one track or one detection (nearly all of them when targets are
     apart) are solved in one vectorised step: the optimum is the pair of least
     d² − miss_cost(track), which is <= 0 because every gated d² <= γ <= miss cost. Only
-    components with several tracks and several detections go to ``linear_sum_assignment``
+    components with several tracks and several detections go to
+    :func:`towerd.assignment.linear_sum_assignment`
     one by one, each on its own small augmented matrix. Work then grows with the number of
     gated pairs, near-linearly in plots, instead of with K · N.
 
@@ -103,11 +103,7 @@ class GnnAssociator:
         lam_track = np.linalg.eigvalsh(P_pred[:, POS, POS])[:, -1]
         lam_det = np.linalg.eigvalsh(R)[:, -1].max()
         radius = np.sqrt(self.gate * (lam_track + lam_det)) * (1.0 + 1e-9)
-        hits = cKDTree(z).query_ball_point(x_pred[:, POS], r=radius, return_sorted=False)
-        counts = np.fromiter((len(h) for h in hits), dtype=np.intp, count=k)
-        ti = np.repeat(np.arange(k), counts)
-        di = np.fromiter((d for h in hits for d in h), dtype=np.intp, count=int(counts.sum()))
-        return ti, di
+        return radius_pairs(x_pred[:, POS], radius, z)
 
     def mahalanobis2(
         self, x_pred: np.ndarray, P_pred: np.ndarray, z: np.ndarray, R: np.ndarray, ti: np.ndarray, di: np.ndarray
@@ -140,20 +136,19 @@ class GnnAssociator:
         d2, det_S = self._distances(x_pred, P_pred, z, R, ti, di)
         inside = d2 <= self.gate
         ti, di, d2, det_S = ti[inside], di[inside], d2[inside], det_S[inside]
-        e_r = s2_r = np.full(len(ti), np.nan)
-        ok = np.ones(len(ti), dtype=bool)
-        if len(ti) and self.doppler is not None and radial is not None:
-            e_r, s2_r = self.doppler.residual(x_pred[ti], P_pred[ti], radial, di)
-            allowance = np.full(len(ti), self.doppler.manoeuvre_sigma_mps**2)
-            if initiating is not None:
-                first = np.asarray(initiating, dtype=bool)[ti]
-                if np.any(first):
-                    i, j = ti[first], di[first]
-                    e_r[first], s2_r[first] = self.doppler.residual(
-                        *position_update(x_pred[i], P_pred[i], z[j], R[j]), radial, j)
-                    allowance[first] = 0.0
-            ok = self.doppler.passes(e_r**2 / (s2_r + allowance))
-        return GatedPairs(ti, di, d2, det_S, e_r, s2_r, ok)
+        if not (len(ti) and self.doppler is not None and radial is not None):
+            e_r = np.full(len(ti), np.nan)
+            return GatedPairs(ti, di, d2, det_S, e_r, e_r, np.ones(len(ti), dtype=bool))
+        x, P = x_pred[ti], P_pred[ti]
+        allowance: float | np.ndarray = self.doppler.manoeuvre_sigma_mps**2
+        if initiating is not None:
+            first = np.asarray(initiating, dtype=bool)[ti]
+            if first.any():  # residuals with the implied velocity: the pair's position update
+                j = di[first]
+                x[first], P[first] = position_update(x[first], P[first], z[j], R[j])
+                allowance = np.where(first, 0.0, allowance)
+        e_r, s2_r = self.doppler.residual(x, P, radial, di)
+        return GatedPairs(ti, di, d2, det_S, e_r, s2_r, self.doppler.passes(e_r**2 / (s2_r + allowance)))
 
     def assign(
         self, gated: GatedPairs, n_tracks: int, established: np.ndarray | None = None
@@ -216,31 +211,30 @@ _NONE = np.zeros(0, dtype=np.intp)
 _NONE.flags.writeable = False
 
 
-def components(a: np.ndarray, b: np.ndarray, n: int) -> tuple[int, np.ndarray]:
-    """Connected components of the undirected graph on nodes 0..n−1 with edges (a[i], b[i]):
-    (count, label (n,) intp in 0..count−1). Union-find over the edges: a frame's gated pairs
-    are a few dozen, where building a sparse matrix for scipy's ``connected_components``
-    costs more than the search."""
-    parent = list(range(n))
-    for u, v in zip(a.tolist(), b.tolist()):
-        while parent[u] != u:
-            parent[u] = u = parent[parent[u]]
-        while parent[v] != v:
-            parent[v] = v = parent[parent[v]]
-        if u != v:
-            parent[max(u, v)] = min(u, v)
-    label = np.empty(n, dtype=np.intp)
-    count = 0
-    for u in range(n):  # a root is the least node of its component: labels in order of first node
-        r = u
-        while parent[r] != r:
-            r = parent[r]
-        if r == u:
-            label[u] = count
-            count += 1
-        else:
-            label[u] = label[r]
-    return count, label
+def radius_pairs(centres: np.ndarray, radius: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pairs (i, n) with |z_n − centres_i| <= radius_i: centres (K, 3) m, radius (K,) m,
+    z (N, 3) m -> (i (P,), n (P,)) intp, sorted by i then n. A sweep along east: the
+    points sorted by east coordinate, each centre takes the run of points within its
+    radius in east (two searchsorted over all centres at once), and only those are
+    measured in 3-D. Work grows with K + N + the points in each centre's slab, not
+    with K · N, in a dozen whole-array steps (no tree to build)."""
+    k = len(centres)
+    if k == 0 or len(z) == 0:
+        return _NONE, _NONE
+    order = np.argsort(z[:, 0], kind="stable")
+    east = z[order, 0]
+    first = np.searchsorted(east, centres[:, 0] - radius, side="left")
+    count = np.searchsorted(east, centres[:, 0] + radius, side="right") - first
+    total = int(count.sum())
+    if total == 0:
+        return _NONE, _NONE
+    ti = np.repeat(np.arange(k), count)
+    di = order[np.repeat(first - (np.cumsum(count) - count), count) + np.arange(total)]
+    d = z[di] - centres[ti]
+    near = np.einsum("ij,ij->i", d, d) <= radius[ti] ** 2
+    ti, di = ti[near], di[near]
+    sort = np.lexsort((di, ti))
+    return ti[sort], di[sort]
 
 
 def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -254,47 +248,11 @@ def solve_gated(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray
 
 def solve_gated_pairs(ti: np.ndarray, di: np.ndarray, d2: np.ndarray, miss: np.ndarray) -> np.ndarray:
     """:func:`solve_gated` as the indices (A,) intp of the chosen pairs in (ti, di),
-    in order of track index."""
-    tracks, t_row = np.unique(ti, return_inverse=True)
-    dets, d_col = np.unique(di, return_inverse=True)
-    kt, nd = len(tracks), len(dets)
-    n_comp, label = components(t_row, kt + d_col, kt + nd)
-    comp = label[t_row]  # component of each pair
-    tracks_in = np.bincount(label[:kt], minlength=n_comp)
-    dets_in = np.bincount(label[kt:], minlength=n_comp)
-    simple = (tracks_in[comp] == 1) | (dets_in[comp] == 1)
+    in order of track index (:func:`towerd.assignment.assign_sparse`)."""
+    return assign_sparse(ti, di, d2, miss)
 
-    # One track or one detection: the pair of least d² − miss cost wins.
-    out: list[np.ndarray] = []
-    s_idx = np.flatnonzero(simple)
-    if len(s_idx):
-        gain = d2[s_idx] - miss[ti[s_idx]]
-        order = s_idx[np.lexsort((gain, comp[s_idx]))]
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = comp[order[1:]] != comp[order[:-1]]
-        out.append(order[first])
 
-    # Several of each: the augmented problem [D | diag(miss)] of each component.
-    g_idx = np.flatnonzero(~simple)
-    if len(g_idx):
-        g_idx = g_idx[np.argsort(comp[g_idx], kind="stable")]
-        bounds = np.flatnonzero(np.diff(comp[g_idx])) + 1
-        for part in np.split(g_idx, bounds):
-            rows_t, r = np.unique(t_row[part], return_inverse=True)
-            cols_d, c = np.unique(d_col[part], return_inverse=True)
-            m, n = len(rows_t), len(cols_d)
-            cost = np.full((m, n + m), np.inf)
-            cost[r, c] = d2[part]
-            cost[np.arange(m), n + np.arange(m)] = miss[tracks[rows_t]]
-            pair_at = np.empty((m, n), dtype=np.intp)
-            pair_at[r, c] = part
-            rr, cc = linear_sum_assignment(cost)
-            hit = cc < n
-            out.append(pair_at[rr[hit], cc[hit]])
-
-    chosen = np.concatenate(out).astype(np.intp) if out else np.zeros(0, dtype=np.intp)
-    return chosen[np.argsort(ti[chosen], kind="stable")]
-
+__all__ = ["GatedPairs", "GnnAssociator", "components", "solve_gated", "solve_gated_pairs"]
 
 NearestNeighbourAssociator = GnnAssociator
 """The name the first design used; the algorithm is global nearest neighbour."""

@@ -66,3 +66,14 @@ class MissDeleter:
     def to_end(self, tracks: TrackTable, t_mono: float) -> np.ndarray:
         """(K,) mask of CONFIRMED / COASTING tracks to end."""
         return tracks.rows_with_status(Status.CONFIRMED, Status.COASTING) & self.stale(tracks, t_mono)
+
+    def judge(self, tracks: TrackTable, t_mono: float) -> tuple[np.ndarray, np.ndarray]:
+        """(coasting (K,), gone (K,)): :meth:`coasting` and :meth:`to_drop` | :meth:`to_end`
+        in one pass over the time since each track's last measurement (the tracker's
+        per-frame call)."""
+        since = t_mono - tracks.t_last_update
+        stale = since > self.confirmed_max_coast_s
+        status = tracks.status
+        gone = (stale | ((status == int(Status.TENTATIVE)) & (tracks.misses > self.tentative_max_misses)))
+        gone &= status != int(Status.ENDED)  # stale: tentative, confirmed and coasting tracks alike
+        return since > self.coast_after_s, gone

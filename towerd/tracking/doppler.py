@@ -178,7 +178,7 @@ class DopplerGate:
             return self._residual(x, P, radial, di, extra_var)
         e_out, s2_out = np.full(len(di), np.nan), np.full(len(di), np.nan)
         known = radial.known[di]
-        if np.any(known):
+        if known.any():
             e_out[known], s2_out[known] = self._residual(x[known], P[known], radial, di[known], extra_var)
         return e_out, s2_out
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -49,6 +50,8 @@ MIN_MODE_PROB = 1e-6
 _LOG_2PI_3 = 3.0 * float(np.log(2.0 * np.pi))
 _MAX_CACHED_DT = 64
 """Distinct dt whose π, F and Q an IMM predictor keeps (the cache starts again beyond)."""
+_DIAG = np.arange(STATE_DIM)
+_POS3 = np.arange(3)
 
 
 @dataclass(frozen=True)
@@ -81,14 +84,23 @@ def logsumexp_rows(a: np.ndarray) -> np.ndarray:
     probabilities keep every bit, without its array-API dispatch (most of the IMM update's
     CPU at ~20 tracks)."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        out_inf = np.log(np.sum(np.exp(a), axis=1, keepdims=True))
-        a_max = np.max(a, axis=1, keepdims=True)
+        a_max = a.max(axis=1, keepdims=True)
         at_max = a == a_max
-        m = np.sum(at_max.astype(a.dtype), axis=1, keepdims=True, dtype=a.dtype)
-        s = np.sum(np.exp(np.where(at_max, -np.inf, a) - a_max), axis=1, keepdims=True, dtype=a.dtype)
+        m = at_max.astype(a.dtype).sum(axis=1, keepdims=True, dtype=a.dtype)
+        s = np.exp(np.where(at_max, -np.inf, a) - a_max).sum(axis=1, keepdims=True, dtype=a.dtype)
         s = np.where(s == 0, s, s / m)
         out = np.log1p(s) + np.log(m) + a_max
-    return np.where(np.isfinite(out), out, out_inf)
+        finite = np.isfinite(out)
+        if finite.all():
+            return out
+        out_inf = np.log(np.sum(np.exp(a), axis=1, keepdims=True))
+    return np.where(finite, out, out_inf)
+
+
+def _sinc(x: np.ndarray) -> np.ndarray:
+    """sin(πx) / (πx): the arithmetic of ``np.sinc`` without its dispatch."""
+    y = np.pi * np.where(x == 0, 1.0e-20, x)
+    return np.sin(y) / y
 
 
 def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -98,7 +110,7 @@ def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, n
     xm = (mu[:, None, :] @ x)[:, 0, :]
     d = x - xm[:, None, :]
     Pm = (mu[:, None, :] @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, STATE_DIM, STATE_DIM)
-    Pm += np.swapaxes(d * mu[:, :, None], 1, 2) @ d  # Σ_j μ_j d_j d_jᵀ
+    Pm += (d * mu[:, :, None]).swapaxes(1, 2) @ d  # Σ_j μ_j d_j d_jᵀ
     return xm, sym(Pm)
 
 
@@ -140,33 +152,74 @@ class ImmPredictor:
 
     def attach(self, tracks: TrackTable) -> TrackTable:
         """Tracks without modes (new ones) get M copies of their state and the initial
-        mode probabilities."""
+        mode probabilities (a new table; the same one when it has this IMM's modes)."""
         if tracks.n_modes == self.n_modes:
             return tracks
         if tracks.n_modes != 0:
             raise ValueError(f"tracks have {tracks.n_modes} modes, this IMM {self.n_modes}")
         k, m = len(tracks), self.n_modes
-        tracks.mode_prob = np.broadcast_to(np.asarray(self.initial_prob, dtype=float), (k, m)).copy()
-        tracks.mode_state = np.repeat(tracks.state[:, None, :], m, axis=1)
-        tracks.mode_cov = np.repeat(tracks.cov[:, None, :, :], m, axis=1)
-        return tracks
+        return tracks.with_modes(np.broadcast_to(np.asarray(self.initial_prob, dtype=float), (k, m)),
+                                 tracks.state[:, None, :], tracks.cov[:, None, :, :])
 
     def matrices(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(π (M, M), F (M, 6, 6), Fᵀ (M, 6, 6), Q (M, 6, 6)) of one dt (seconds), each
-        model's F and Q stacked on the first axis; computed once per distinct dt (a tower's
-        frames come at a few fixed intervals) and kept read-only."""
+        model's F and Q stacked on the first axis, read-only. Frame times come from the
+        sensors' clocks, so dt is rarely the same twice: the models' matrices are filled
+        in for all M models at once (:meth:`_stacked`, the same arithmetic as their
+        ``F``/``Q``), and kept for a repeated dt."""
         got = self._matrices.get(dt)
         if got is None:
             if len(self._matrices) >= _MAX_CACHED_DT:
                 self._matrices.clear()
             d = np.array([dt])
-            F = np.stack([model.F(d)[0] for model in self.models])
-            got = (self.transition(d)[0], F, np.ascontiguousarray(np.swapaxes(F, -1, -2)),
-                   np.stack([model.Q(d)[0] for model in self.models]))
+            stacked = self._stacked(dt)
+            if stacked is None:
+                F = np.stack([model.F(d)[0] for model in self.models])
+                Q = np.stack([model.Q(d)[0] for model in self.models])
+            else:
+                F, Q = stacked
+            got = (self.transition(d)[0], F, np.ascontiguousarray(np.swapaxes(F, -1, -2)), Q)
             for a in got:
                 a.flags.writeable = False
             self._matrices[dt] = got
         return got
+
+    def _stacked(self, dt: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """(F (M, 6, 6), Q (M, 6, 6)) at dt when every model is a CV or a constant turn
+        (None otherwise): :meth:`ConstantTurn.F` for all models at once, a CV being the
+        turn of rate 0 (entries that are 0 for it stay +0), and the CV white-noise Q
+        scaled per model by its q."""
+        params = self._turns
+        if params is None:
+            return None
+        w, q, neg = params
+        a = w * dt
+        s_w = dt * _sinc(a / np.pi)
+        c_w = 0.5 * w * (dt * dt) * _sinc(a / (2.0 * np.pi)) ** 2
+        ca, sa = np.cos(a), np.sin(a)
+        F = np.zeros((len(w), STATE_DIM * STATE_DIM))  # flat row-major (M, 36)
+        F[:, _DIAG * 7] = 1.0
+        F[:, 3] = F[:, 10] = s_w  # [0, 3], [1, 4]
+        F[:, 17] = dt  # [2, 5]
+        F[:, 21] = F[:, 28] = ca  # [3, 3], [4, 4]
+        F[:, 4], F[:, 9] = c_w * neg, c_w  # [0, 4], [1, 3]
+        F[:, 22], F[:, 27] = sa * neg, sa  # [3, 4], [4, 3]
+        unit = np.zeros((STATE_DIM, STATE_DIM))
+        unit[_POS3, _POS3] = dt**3 / 3.0
+        unit[_POS3, _POS3 + 3] = unit[_POS3 + 3, _POS3] = (dt * dt) / 2.0
+        unit[_POS3 + 3, _POS3 + 3] = dt
+        return F.reshape(-1, STATE_DIM, STATE_DIM), q[:, None, None] * unit
+
+    @cached_property
+    def _turns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(ω (M,) rad/s, q (M,) m²/s³, sign (M,)) of the models (a CV's ω is 0; sign −1
+        negates a turn's entries, +1 keeps a CV's zeros +0 as in its F), None when one
+        is neither a CV nor a constant turn."""
+        if not all(isinstance(m, (ConstantVelocity, ConstantTurn)) for m in self.models):
+            return None
+        w = np.array([m.omega if isinstance(m, ConstantTurn) else 0.0 for m in self.models])
+        q = np.array([m.accel_noise_mps2**2 for m in self.models])
+        return w, q, np.array([-1.0 if isinstance(m, ConstantTurn) else 1.0 for m in self.models])
 
     def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None:
         """Mix and predict every row of ``tracks`` (writable) by its dt (K,) s, in place:
@@ -182,11 +235,13 @@ class ImmPredictor:
         k = len(tracks)
         if k == 0:
             return
-        dt = np.broadcast_to(np.asarray(dt, dtype=float), (k,))
+        dt = np.asarray(dt, dtype=float)
+        if dt.shape != (k,):
+            dt = np.full(k, dt)
         mu, x, P = tracks.mode_prob, tracks.mode_state, tracks.mode_cov
         m = self.n_modes
         d0 = float(dt[0])
-        if np.all(dt == d0):
+        if (dt == d0).all():
             pi, F, FT, Q = self.matrices(d0)
             c_bar = mu @ pi  # (K, M): one product for all tracks
         else:
@@ -196,10 +251,10 @@ class ImmPredictor:
             Q = np.stack([model.Q(dt) for model in self.models], axis=1)
             c_bar = (mu[:, None, :] @ pi)[:, 0, :]  # (K, M)
         w = mu[:, :, None] * pi / c_bar[:, None, :]  # μ_i|j, (K, i, j)
-        wT = np.swapaxes(w, 1, 2)  # (K, j, i)
+        wT = w.swapaxes(1, 2)  # (K, j, i)
         x0 = wT @ x  # Σ_i μ_i|j x_i, (K, M, 6)
         d = x[:, None, :, :] - x0[:, :, None, :]  # x_i − x0_j, (K, j, i, 6)
-        spread = np.swapaxes(d * wT[..., None], -1, -2) @ d  # Σ_i μ_i|j d d^T, (K, j, 6, 6)
+        spread = (d * wT[..., None]).swapaxes(-1, -2) @ d  # Σ_i μ_i|j d d^T, (K, j, 6, 6)
         P0 = (wT @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, m, STATE_DIM, STATE_DIM) + spread
         x_new = (F @ x0[..., None])[..., 0]
         P_new = sym(F @ P0 @ FT + Q)

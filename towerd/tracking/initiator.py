@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -12,7 +13,7 @@ from towerd.errors import ConfigError
 from towerd.icd import Status
 from towerd.schema import spec
 from towerd.tracking.linalg import norm_rows
-from towerd.tracking.state import POS, STATE_DIM, VEL, TrackTable
+from towerd.tracking.state import POS, VEL, TrackTable, row_dtype
 
 log = logging.getLogger(__name__)
 
@@ -97,29 +98,26 @@ class MofNInitiator:
     def initiate(self, det: Detections, det_idx: np.ndarray, first_id: int) -> TrackTable:
         """New TENTATIVE tracks from the detections ``det_idx``, ids first_id, first_id + 1, ..."""
         n = len(det_idx)
-        state = np.zeros((n, STATE_DIM))
-        state[:, POS] = det.pos_enu_m[det_idx]
-        cov = np.zeros((n, STATE_DIM, STATE_DIM))
+        rows = np.zeros(n, dtype=row_dtype(0))
+        rows["track_id"] = np.arange(first_id, first_id + n, dtype=np.uint32)
+        rows["status"] = Status.TENTATIVE.value
+        rows["hits"] = rows["hit_history"] = 1
+        rows["state"][:, POS] = det.pos_enu_m[det_idx]
+        cov = rows["cov"]
         cov[:, POS, POS] = det.cov_enu_m2[det_idx]
-        cov[:, VEL, VEL] = np.eye(3) * self.initial_velocity_sigma_mps**2
-        t = np.full(n, det.t_mono)
-        return TrackTable(
-            track_id=np.arange(first_id, first_id + n, dtype=np.uint32),
-            status=np.full(n, Status.TENTATIVE, dtype=np.uint8),
-            hits=np.ones(n, dtype=np.uint32),
-            misses=np.zeros(n, dtype=np.uint32),
-            hit_history=np.ones(n, dtype=np.uint64),
-            state=state,
-            cov=cov,
-            t_mono=t,
-            t_last_update=t.copy(),
-            t_created=t.copy(),
-        )
+        cov[:, VEL, VEL] = self._velocity_cov
+        rows["t_mono"] = rows["t_last_update"] = rows["t_created"] = det.t_mono
+        rows["doppler_score"] = np.nan
+        return TrackTable.of_rows(rows)
+
+    @cached_property
+    def _velocity_cov(self) -> np.ndarray:
+        """σ_v² I₃ (m/s)², a new track's velocity covariance."""
+        return np.eye(3) * self.initial_velocity_sigma_mps**2
 
     def window_hits(self, tracks: TrackTable) -> np.ndarray:
         """(K,) number of hits in each track's last ``confirm_window`` updates."""
-        shifts = np.arange(self.confirm_window, dtype=np.uint64)
-        return ((tracks.hit_history[:, None] >> shifts) & np.uint64(1)).sum(axis=1)
+        return np.bitwise_count(tracks.hit_history & np.uint64((1 << self.confirm_window) - 1))
 
     def to_confirm(self, tracks: TrackTable) -> np.ndarray:
         """(K,) mask of TENTATIVE tracks that now pass M-of-N, within the speed bound,

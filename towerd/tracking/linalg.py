@@ -45,7 +45,7 @@ def quad(A: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def sym(P: np.ndarray) -> np.ndarray:
     """½ (P + Pᵀ) over the last two axes: rounding kept symmetric."""
-    return 0.5 * (P + np.swapaxes(P, -1, -2))
+    return 0.5 * (P + P.swapaxes(-1, -2))
 
 
 def norm_rows(d: np.ndarray) -> np.ndarray:

@@ -136,8 +136,7 @@ class Tracker:
         tr = self._tracks.copy()
         if tr.n_modes != predictor.attach(TrackTable.empty()).n_modes:
             k = len(tr)
-            tr.mode_prob, tr.mode_state, tr.mode_cov = np.zeros((k, 0)), np.zeros((k, 0, 6)), np.zeros((k, 0, 6, 6))
-            tr = predictor.attach(tr)
+            tr = predictor.attach(tr.with_modes(np.zeros((k, 0)), np.zeros((k, 0, 6)), np.zeros((k, 0, 6, 6))))
         self.predictor, self.updater, self.associator = predictor, updater, associator
         self.initiator, self.deleter = initiator, deleter
         if scorer is not None and self.scorer is not None:
@@ -157,7 +156,7 @@ class Tracker:
         tr = self._tracks.copy()
 
         dt = t - tr.t_mono
-        if np.any(dt < 0):
+        if (dt < 0).any():
             log.debug(
                 "%s: frame at %.6f is older than %d track states; dt clamped to 0",
                 det.sensor, t, np.count_nonzero(dt < 0),
@@ -179,17 +178,19 @@ class Tracker:
             tr.doppler_score[ti], tr.doppler_hits[ti] = doppler.consistency(
                 tr.doppler_score[ti], tr.doppler_hits[ti], eps)
 
-        hit = np.zeros(len(tr), dtype=bool)
-        hit[ti] = True
         det_of = np.full(len(tr), -1, dtype=np.intp)
         det_of[ti] = di
-        tr.hits = np.where(hit, tr.hits + np.uint32(1), tr.hits)
-        tr.misses = np.where(hit, np.uint32(0), tr.misses + np.uint32(1))
-        tr.hit_history = (tr.hit_history << np.uint64(1)) | hit.astype(np.uint64)
-        tr.t_last_update = np.where(hit, t, tr.t_last_update)
-        self._set_coasting(tr, t)
+        hits, misses, history = tr.hits, tr.misses, tr.hit_history  # views: updated in place (ti are unique)
+        hits[ti] += np.uint32(1)
+        misses += np.uint32(1)
+        misses[ti] = 0
+        history <<= np.uint64(1)
+        history[ti] |= np.uint64(1)
+        tr.t_last_update[ti] = t
+        coasting, gone = self.deleter.judge(tr, t)
+        self._set_coasting(tr, coasting)
 
-        tr, ended, gone = self._delete(tr, t)
+        tr, ended, gone = self._delete(tr, gone)
         det_of = det_of[~gone]
 
         # A leftover detection inside the position gate of an established track starts nothing.
@@ -206,7 +207,7 @@ class Tracker:
 
         confirm = self.initiator.to_confirm(tr)
         tr.status[confirm] = Status.CONFIRMED
-        if np.any(confirm):
+        if confirm.any():
             log.debug("confirmed tracks %s", tr.track_id[confirm].tolist())
 
         self._tracks = tr.freeze()
@@ -219,8 +220,9 @@ class Tracker:
         end even while no detections arrive."""
         t = float(t_mono)
         tr = self._tracks.copy()
-        changed = self._set_coasting(tr, t)
-        tr, ended, _ = self._delete(tr, t)
+        coasting, gone = self.deleter.judge(tr, t)
+        changed = self._set_coasting(tr, coasting)
+        tr, ended, _ = self._delete(tr, gone)
         if changed or len(ended):
             self._tracks = tr.freeze()
         return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
@@ -232,14 +234,17 @@ class Tracker:
         self._tracks = self.predictor.attach(TrackTable.empty()).freeze()
         return TrackUpdate(t_mono=float(t_mono), tracks=self._tracks, ended=ended.freeze())
 
-    def _set_coasting(self, tr: TrackTable, t: float) -> bool:
-        """Set CONFIRMED / COASTING on established tracks by time since their last
-        measurement; True when any status changed."""
-        established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
-        new = np.where(self.deleter.coasting(tr, t), int(Status.COASTING), int(Status.CONFIRMED)).astype(
-            tr.status.dtype)  # enum members as ints: NumPy probes an IntEnum member's class first
-        changed = bool(np.any(established & (tr.status != new)))
-        tr.status[established] = new[established]
+    @staticmethod
+    def _set_coasting(tr: TrackTable, coasting: np.ndarray) -> bool:
+        """Set CONFIRMED / COASTING on established tracks by ``coasting`` (K,) (the
+        deleter's verdict on the time since their last measurement); True when any
+        status changed."""
+        status = tr.status
+        established = (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))  # ints: see rows_with_status
+        new = np.where(established, np.where(coasting, int(Status.COASTING), int(Status.CONFIRMED)), status)
+        changed = bool((new != status).any())
+        if changed:
+            status[:] = new
         return changed
 
     def _score(self, tr: TrackTable, det: Detections, ti: np.ndarray, di: np.ndarray, pair: np.ndarray,
@@ -266,10 +271,9 @@ class Tracker:
             table = self._empty[n_modes] = TrackTable.empty(n_modes).freeze()
         return table
 
-    def _delete(self, tr: TrackTable, t: float) -> tuple[TrackTable, TrackTable, np.ndarray]:
-        """Split ``tr`` into (kept, removed with status ENDED, mask (K,) of the removed
-        rows) by the deleter's rules."""
-        gone = self.deleter.to_drop(tr, t) | self.deleter.to_end(tr, t)
+    def _delete(self, tr: TrackTable, gone: np.ndarray) -> tuple[TrackTable, TrackTable, np.ndarray]:
+        """Split ``tr`` into (kept, removed with status ENDED, ``gone``) by the mask
+        ``gone`` (K,) of the deleter's :meth:`~towerd.tracking.deleter.MissDeleter.judge`."""
         if not gone.any():
             return tr, self._none(tr.n_modes), gone
         ended = tr.select(gone)

@@ -68,9 +68,10 @@ class KalmanUpdater:
         need them too (the IMM's likelihoods)."""
         gain = P[..., :, POS] @ S_inv  # K = P Hᵀ S⁻¹, (K, 6, 3)
         x_new = x + mv(gain, y)
-        I_KH = np.broadcast_to(_EYE6, P.shape).copy()
+        I_KH = np.empty(P.shape)
+        I_KH[...] = _EYE6
         I_KH[..., :, POS] -= gain  # I − K H, H = [I₃ 0]
-        P_new = I_KH @ P @ np.swapaxes(I_KH, -1, -2) + gain @ R @ np.swapaxes(gain, -1, -2)
+        P_new = I_KH @ P @ I_KH.swapaxes(-1, -2) + gain @ R @ gain.swapaxes(-1, -2)
         return x_new, sym(P_new)
 
     def update_tracks(self, tracks: TrackTable, rows: np.ndarray, z: np.ndarray, R: np.ndarray) -> None:
