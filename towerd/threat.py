@@ -252,6 +252,9 @@ class ThreatAssessor:
         None: unknown, and a rule that needs them does not apply)."""
         k = len(pos_enu_m)
         category = np.asarray(category, dtype=np.uint8)
+        if not self.zones:  # the baseline alone
+            return ThreatAssessment(self._baseline[np.minimum(category, len(self._baseline) - 1)],
+                                    np.zeros((k, 0), dtype=bool), np.zeros((k, 0)), ())
         confidence = np.asarray(confidence)
         hover = np.full(k, np.nan) if hover_fraction is None else np.asarray(hover_fraction, dtype=float)
         height = np.full(k, np.nan) if height_m is None else np.asarray(height_m, dtype=float)

@@ -232,6 +232,17 @@ def _tables(s: "ClassificationSettings") -> _DecisionTables:
     )
 
 
+_last_tables: tuple[ClassificationSettings | None, _DecisionTables | None] = (None, None)
+
+
+def _tables_of(s: ClassificationSettings) -> _DecisionTables:
+    """_tables(s), without hashing the settings again while they are the same object."""
+    global _last_tables
+    if _last_tables[0] is not s:
+        _last_tables = (s, _tables(s))
+    return _last_tables[1]
+
+
 @dataclass(frozen=True, eq=False)
 class Classification:
     """The classifier's answer for the rows of one TrackUpdate's ``tracks``.
@@ -259,7 +270,7 @@ def decide_matrix(x: np.ndarray, s: ClassificationSettings) -> Classification:
     """:func:`decide` of a feature matrix (:func:`feature_matrix`'s form, K rows); its
     ``features`` is that matrix."""
     k = len(x)
-    t = _tables(s)  # settings-only terms, computed once per settings
+    t = _tables_of(s)  # settings-only terms, computed once per settings
     # Every band of every category at once: (K, B) memberships, as membership() computes
     # one band at a time; an unknown feature (NaN) adds nothing.
     xb = x[:, t.feature]
@@ -270,9 +281,9 @@ def decide_matrix(x: np.ndarray, s: ClassificationSettings) -> Classification:
         down = (t.d - xb) / t.fall
         if t.falling is not None:
             down = np.where(t.falling, down, (xb <= t.c).astype(float))
-        m = np.clip(np.minimum(up, down), 0.0, 1.0)
-        term = np.maximum(np.log(np.maximum(m, 1e-300)), t.log_floor)
-    term[np.isnan(xb)] = 0.0  # an unknown feature
+        # log max(clip(m, 0, 1), 1e-300): the clip's lower bound is below 1e-300's
+        term = np.maximum(np.log(np.maximum(np.minimum(np.minimum(up, down), 1.0), 1e-300)), t.log_floor)
+    term[np.isnan(xb)] = 0.0
     # Summed over the features in a (K, C, F) table with zeros where a category is
     # indifferent: the same additions in the same order as over all features.
     table = np.zeros((k, len(CATEGORIES) * len(FEATURE_NAMES)))
@@ -280,18 +291,21 @@ def decide_matrix(x: np.ndarray, s: ClassificationSettings) -> Classification:
     log_lik = table.reshape(k, len(CATEGORIES), len(FEATURE_NAMES)).sum(axis=2)
     log_p = log_lik + t.log_prior
     rf = x[:, _RF_LINK] != 0
-    log_p[:, 0] += np.where(rf, t.log_rf, 0.0)
-    log_p -= log_p.max(axis=1, keepdims=True) if k else 0.0
+    if rf.any():
+        log_p[rf, 0] += t.log_rf
+    if k:
+        log_p -= log_p.max(axis=1, keepdims=True)
     prob = np.exp(log_p)
-    prob /= prob.sum(axis=1, keepdims=True) if k else 1.0
+    if k:
+        prob /= prob.sum(axis=1, keepdims=True)
 
-    top = np.argmax(prob, axis=1) if k else np.zeros(0, dtype=np.intp)
-    p_top = prob[np.arange(k), top]
-    mature = (x[:, _OBSERVED] >= s.min_observation_s) | rf
-    fits = log_lik[np.arange(k), top] >= t.log_min_likelihood
-    named = s.enabled & mature & fits & (p_top >= s.min_probability) & (x[:, _SAMPLES] > 0)
-    category = np.where(named, _CATEGORY_VALUES[top], np.uint8(Category.UNKNOWN)).astype(np.uint8)
-    confidence = np.where(named, np.clip(np.round(100.0 * p_top), 0, 100), 0).astype(np.uint8)
+    top = np.argmax(prob, axis=1)
+    at_top = (np.arange(k), top)
+    p_top = prob[at_top]
+    named = ((x[:, _OBSERVED] >= s.min_observation_s) | rf) & (log_lik[at_top] >= t.log_min_likelihood)  # mature, fits
+    named &= (p_top >= s.min_probability) & (x[:, _SAMPLES] > 0) & s.enabled
+    category = np.where(named, _CATEGORY_VALUES[top], np.uint8(Category.UNKNOWN))
+    confidence = np.where(named, np.round(100.0 * p_top), 0).astype(np.uint8)  # p_top is in [0, 1]
     return Classification(category=category, confidence=confidence, probability=prob, features=x)
 
 

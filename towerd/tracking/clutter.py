@@ -164,9 +164,25 @@ class ClutterMap:
         if len(pos_enu_m) == 0:
             return
         s = self.settings
-        keys, inv = np.unique(self._pack(self.cell_index(pos_enu_m)), return_inverse=True)
+        cells = self._pack(self.cell_index(pos_enu_m))
+        add = np.clip(np.asarray(dwell_s, dtype=float), 0.0, MAP_MAX_GAP_S)
+        found, pos = match_ids(self._keys, cells)
+        if found.all() and len(set(pos.tolist())) == len(pos):  # the usual case: known cells, one track each
+            self._dwell[pos] = self._dwell[pos] * np.exp(-np.maximum(t_mono - self._t[pos], 0.0) / s.map_forget_s) + add
+            self._t[pos] = t_mono
+        else:
+            self._learn_cells(cells, add, t_mono)
+        if len(self._keys) > s.map_max_cells:
+            decayed = self._dwell * np.exp(-np.maximum(t_mono - self._t, 0.0) / s.map_forget_s)
+            keep = np.sort(np.argsort(decayed, kind="stable")[len(self._keys) - s.map_max_cells:])
+            self._keys, self._dwell, self._t = self._keys[keep], self._dwell[keep], self._t[keep]
+
+    def _learn_cells(self, cells: np.ndarray, add: np.ndarray, t_mono: float) -> None:
+        """:meth:`learn` of cells (N,) keys, some new or some shared: ``add`` (N,) s."""
+        s = self.settings
+        keys, inv = np.unique(cells, return_inverse=True)
         # bincount adds in input order from 0.0, as np.add.at does, without its per-call set-up
-        add = np.bincount(inv.ravel(), np.clip(np.asarray(dwell_s, dtype=float), 0.0, MAP_MAX_GAP_S), len(keys))
+        add = np.bincount(inv.ravel(), add, len(keys))
         found, pos = match_ids(self._keys, keys)
         old = np.zeros(len(keys))
         old[found] = self._dwell[pos[found]] * np.exp(-np.maximum(t_mono - self._t[pos[found]], 0.0) / s.map_forget_s)
@@ -179,10 +195,6 @@ class ClutterMap:
             self._keys = all_keys[order]
             self._dwell = np.concatenate([self._dwell, new[~found]])[order]
             self._t = np.concatenate([self._t, np.full(np.count_nonzero(~found), t_mono)])[order]
-        if len(self._keys) > s.map_max_cells:
-            decayed = self._dwell * np.exp(-np.maximum(t_mono - self._t, 0.0) / s.map_forget_s)
-            keep = np.sort(np.argsort(decayed, kind="stable")[len(self._keys) - s.map_max_cells:])
-            self._keys, self._dwell, self._t = self._keys[keep], self._dwell[keep], self._t[keep]
 
 
 @dataclass
