@@ -225,10 +225,11 @@ class FeatureTracker:
         # Speed change and turn rate between samples at least sample_interval_s apart.
         heading = np.where(speed >= s.heading_min_speed_mps, np.arctan2(vel[:, 0], vel[:, 1]), np.nan)
         t_prev, s_prev, h_prev = st[:, _PREV], st[:, _PREV + 1], st[:, _PREV + 2]
-        due = settled & (np.isnan(t_prev) | (t - t_prev >= s.sample_interval_s - 1e-9))
-        have_prev = due & np.isfinite(t_prev)
+        span = t - t_prev  # NaN before the first sample
+        first = np.isnan(span)
+        due = settled & (first | (span >= s.sample_interval_s - 1e-9))
+        have_prev = due & ~first
         with np.errstate(invalid="ignore", divide="ignore"):
-            span = t - t_prev
             x[:, _DSPEED] = np.where(have_prev, np.abs(speed - s_prev) / span, np.nan)
             dh = np.abs(np.angle(np.exp(1j * (heading - h_prev))))
             x[:, _TURN] = np.where(have_prev, np.degrees(dh) / span, np.nan)  # NaN unless both moved
@@ -252,7 +253,7 @@ class FeatureTracker:
         decay = np.exp(-dt[:, None] / _time_constants(s.feature_time_constant_s, s.hover_time_constant_s))
         w = np.empty((len(rows), _N_ACC))
         w[:, :_TURN] = np.minimum(dt, s.sample_interval_s)[:, None]
-        w[:, _TURN:] = np.minimum(np.where(np.isnan(span), 0.0, span), 2.0 * s.sample_interval_s)[:, None]
+        w[:, _TURN:] = np.minimum(np.where(first, 0.0, span), 2.0 * s.sample_interval_s)[:, None]
         known = np.isfinite(x) & (w > 0)
         st[:, _NUM:_NUM + _N_ACC] = st[:, _NUM:_NUM + _N_ACC] * decay + np.where(known, w * x, 0.0)
         st[:, _DEN:_DEN + _N_ACC] = st[:, _DEN:_DEN + _N_ACC] * decay + np.where(known, w, 0.0)
