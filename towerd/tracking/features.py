@@ -233,7 +233,8 @@ class FeatureTracker:
             x[:, _DSPEED] = np.where(have_prev, np.abs(speed - s_prev) / span, np.nan)
             dh = np.abs(np.angle(np.exp(1j * (heading - h_prev))))
             x[:, _TURN] = np.where(have_prev, np.degrees(dh) / span, np.nan)  # NaN unless both moved
-        st[due, _PREV:_PREV + 3] = np.column_stack((np.full(len(rows), t), speed, heading))[due]
+        d = np.flatnonzero(due)
+        st[d, _PREV], st[d, _PREV + 1], st[d, _PREV + 2] = t, speed[d], heading[d]
 
         det = update.detections
         if det is not None and len(det):
