@@ -146,7 +146,8 @@ class Labeller:
     def categories(self) -> np.ndarray:
         """(K,) uint8 ICD category of every live track, deciding only the undecided ones
         (Remote ID fusion asks, and only when a receiver could cover a confirmed track)."""
-        return self._categories()
+        self._decide(np.arange(len(self._tracks)))
+        return self._decision[:, _CATEGORY].astype(np.uint8)
 
     def classification(self) -> Classification:
         """The decision for every live track (features included), for status and tests."""
@@ -165,11 +166,6 @@ class Labeller:
             x = self.features.matrix(need, self._rf.linked[need])
             c = decide_matrix(x, self.features.settings)
             d[need] = np.column_stack((np.ones(len(need)), c.category, c.confidence, c.probability, x))
-
-    def _categories(self) -> np.ndarray:
-        """(K,) uint8 ICD category of every live track."""
-        self._decide(np.arange(len(self._tracks)))
-        return self._decision[:, _CATEGORY].astype(np.uint8)
 
     def _exempt(self, rows: np.ndarray, d: np.ndarray) -> np.ndarray:
         """(len(rows),) bool: never static clutter (see towerd.tracking.clutter); ``d``:
@@ -199,13 +195,13 @@ class Labeller:
         def categories() -> np.ndarray:
             if self._tracks is not tracks:
                 raise RuntimeError("categories asked for after the labeller moved on")
-            return self._categories()
+            return self.categories()
         return categories
 
     def _hand_over_categories(self) -> None:
         """Give the fusion its pending categories now, before the decision's settings change."""
         if self.rf_fusion is not None and len(self._tracks):
-            self.rf_fusion.set_categories(self._tracks.track_id, self._categories())
+            self.rf_fusion.set_categories(self._tracks.track_id, self.categories())
 
 
 # Columns of Labeller._decision: decided (1.0 or 0.0), category, confidence, the
