@@ -136,7 +136,10 @@ class Labeller:
         rows = np.asarray(rows, dtype=np.intp)
         self._decide(rows)
         d = self._decision[rows]
-        reportable = np.ones(len(rows), dtype=bool) if self._moved is None else self._moved[rows] | self._exempt(rows, d)
+        if self._moved is None:
+            reportable = np.ones(len(rows), dtype=bool)
+        else:
+            reportable = self._moved[rows] | self._exempt(rows, d)
         cc = d[:, _CATEGORY:_CONFIDENCE + 1].astype(np.uint8)
         state = self._tracks.state[rows]
         threat = self.threat.assess(state[:, :3], state[:, 3:], cc[:, 0], cc[:, 1],

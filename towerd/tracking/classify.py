@@ -228,7 +228,8 @@ def _tables(s: "ClassificationSettings") -> _DecisionTables:
         rising=None if rising.all() else rising, rise=np.where(rising, b - a, 1.0),
         falling=None if falling.all() else falling, fall=np.where(falling, d - c, 1.0),
         log_floor=float(np.log(s.membership_floor)), log_prior=np.log([m.prior for m in s.models()]),
-        log_rf=float(np.log(s.rf_link_likelihood_ratio)), log_min_likelihood=float(np.log(max(s.min_likelihood, 1e-300))),
+        log_rf=float(np.log(s.rf_link_likelihood_ratio)),
+        log_min_likelihood=float(np.log(max(s.min_likelihood, 1e-300))),
     )
 
 

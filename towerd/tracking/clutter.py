@@ -307,7 +307,8 @@ class StaticClutterFilter:
         self._observed = None
         tr = update.tracks
         t = float(update.t_mono)
-        learn = np.flatnonzero(static & (update.det_of_track >= 0) & tr.rows_with_status(Status.CONFIRMED, Status.COASTING))
+        established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        learn = np.flatnonzero(static & (update.det_of_track >= 0) & established)
         st = self._state
         if len(learn):
             r = st[learn]
