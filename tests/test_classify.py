@@ -110,7 +110,7 @@ def test_state_is_bounded_by_the_live_tracks():
     for k in range(50):
         ids = np.arange(k, k + 20)  # 20 live tracks, one new and one gone each frame
         clf.update(update_at(0.1 * k, ids, np.tile([0, 0, 10, 1, 0, 0], (20, 1))))
-        assert len(clf.features._ids) == 20 and clf.features._num.shape == (20, clf.features._num.shape[1])
+        assert len(clf.features._ids) == 20 and len(clf.features._state) == 20
 
 
 def classify_after(states_fn, seconds=8.0, *, rcs_dbsm=-20.0, rf=False, settings=None):

@@ -120,3 +120,46 @@ def test_clutter_map_initiator_refuses_slow_detections_in_clutter_cells():
     # A target moving fast enough (radial 3 m/s) in the same cell starts a track.
     update = trk.step(frame(10.2, [post], rng, radial=[3.0]))
     assert update.tracks.track_id.tolist() == [2]
+
+
+def test_motion_test_by_cofactors_gives_the_decisions_of_a_linear_solve():
+    """The motion test inverts its 3x3 matrices by cofactors: the same evidence as
+    np.linalg.solve, and d² and v² equal to rounding, for anchors and velocities spread
+    across the gate."""
+    rng = np.random.default_rng(7)
+    filt = StaticClutterFilter()
+    n = 4000
+    a = rng.normal(size=(2, n, 3, 3))
+    spd = a @ np.swapaxes(a, -1, -2) + 0.1 * np.eye(3)  # (2, n, 3, 3) covariances
+    P = np.zeros((n, 6, 6))
+    P[:, :3, :3], P[:, 3:, 3:] = spd[0], spd[1]
+    R0 = np.broadcast_to(np.diag(SIGMA**2), (n, 3, 3))
+    x = np.concatenate([rng.normal(size=(n, 3)) * rng.uniform(0.0, 15.0, (n, 1)),
+                        rng.normal(size=(n, 3)) * rng.uniform(0.0, 6.0, (n, 1))], axis=1)
+    z0 = np.zeros((n, 3))
+    d = x[:, :3]
+    d2 = np.einsum("ni,ni->n", d, np.linalg.solve(P[:, :3, :3] + R0, d[..., None])[..., 0])
+    v = x[:, 3:]
+    v2 = np.einsum("ni,ni->n", v, np.linalg.solve(P[:, 3:, 3:], v[..., None])[..., 0])
+    s = filt.settings
+    want = (((d2 > filt._gate) & (np.linalg.norm(d, axis=1) > s.radius_m))
+            | ((v2 > filt._gate) & (np.linalg.norm(v, axis=1) > s.max_speed_mps)))
+    assert 0.2 < want.mean() < 0.8  # both sides of the gate are exercised
+    np.testing.assert_array_equal(filt._motion_evidence(x, P, z0, R0), want)
+
+
+def test_clutter_map_learning_of_known_cells_equals_the_general_path():
+    """Learning into cells the map knows, one track each (the per-frame case, without
+    np.unique), leaves the map exactly as the general path does."""
+    rng = np.random.default_rng(3)
+    fast, general = ClutterMap(StaticClutterSettings()), ClutterMap(StaticClutterSettings())
+    posts = rng.uniform(-100.0, 100.0, (6, 3))
+    for k in range(50):
+        t = 0.1 * k
+        pos = posts + rng.normal(0.0, 0.3, posts.shape)
+        dwell = rng.uniform(0.0, 0.2, len(pos))
+        fast.learn(pos, dwell, t)
+        general._learn_cells(general._pack(general.cell_index(pos)), np.clip(dwell, 0.0, 1.0), t)
+    assert len(fast) >= len(posts)
+    np.testing.assert_array_equal(fast._keys, general._keys)
+    assert fast._dwell.tobytes() == general._dwell.tobytes() and fast._t.tobytes() == general._t.tobytes()

@@ -36,9 +36,9 @@ import numpy as np
 
 from towerd.icd import Category, Status
 from towerd.threat import ThreatAssessor
-from towerd.tracking.classify import Classification, ClassificationSettings, decide
+from towerd.tracking.classify import CATEGORIES, Classification, ClassificationSettings, decide_matrix
 from towerd.tracking.clutter import StaticClutterFilter
-from towerd.tracking.features import FEATURE_DTYPE, FeatureTracker
+from towerd.tracking.features import COLUMN, FeatureTracker, feature_records
 from towerd.tracking.labels import RfLink, TrackLabels
 from towerd.tracking.state import TrackTable, match_ids
 from towerd.tracking.tracker import TrackUpdate
@@ -73,12 +73,8 @@ class Labeller:
         self._tracks = TrackTable.empty()
         self._rf = RfLink.none(0)
         self._moved: np.ndarray | None = None  # (K,) the static filter's MOVED latch; None: filter off
-        # The decision per row of self._tracks, valid where self._decided.
-        self._decided = np.zeros(0, dtype=bool)
-        self._category = np.zeros(0, dtype=np.uint8)
-        self._confidence = np.zeros(0, dtype=np.uint8)
-        self._probability = np.zeros((0, 5))
-        self._features = np.zeros(0, dtype=FEATURE_DTYPE)
+        # The decision per row of self._tracks (see _DECIDED...), valid where decided.
+        self._decision = np.zeros((0, _WIDTH))
         self._dirty = True  # settings changed since the last observe()
         self.exempt_tracks: Callable[[], np.ndarray] | None = None
         """Track ids never static clutter whatever their motion, asked of another fusion
@@ -101,7 +97,7 @@ class Labeller:
         if classification != self.features.settings:
             self._hand_over_categories()  # the fusion's pending categories, under the old settings
             self.features.settings = classification
-            self._decided[:] = False
+            self._decision[:, _DECIDED] = 0.0
         self.threat = threat
 
     def observe(self, update: TrackUpdate) -> bool:
@@ -119,7 +115,7 @@ class Labeller:
         self._carry_decisions(tr, rf)
         hit = update.det_of_track >= 0
         self.features.update(update)
-        self._decided &= ~hit
+        self._decision[hit, _DECIDED] = 0.0
         self._tracks, self._rf = tr, rf
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
@@ -129,7 +125,7 @@ class Labeller:
             # The clutter map learns from the static confirmed tracks a detection updated.
             cand = np.flatnonzero(~self._moved & hit & established)
             static = np.zeros(k, dtype=bool)
-            static[cand] = ~self._exempt(cand)
+            static[cand] = ~self._exempt(cand, self._decision[cand])
             self.static_filter.learn(update, static)
         if self.rf_fusion is not None:
             self.rf_fusion.set_categories(tr.track_id, self._categories_callable(tr))
@@ -138,46 +134,48 @@ class Labeller:
     def labels(self, rows: np.ndarray) -> TrackLabels:
         """The labels of ``rows`` (indices into the latest update's tracks)."""
         rows = np.asarray(rows, dtype=np.intp)
-        category, confidence = self._decide(rows)
-        reportable = np.ones(len(rows), dtype=bool) if self._moved is None else self._moved[rows] | self._exempt(rows)
-        tr = self._tracks
-        f = self._features[rows]
-        threat = self.threat.assess(tr.state[rows, :3], tr.state[rows, 3:], category, confidence,
-                                    hover_fraction=f["hover_fraction"], height_m=f["height_m"])
-        return TrackLabels(category, confidence, threat.threat, reportable, self._rf.select(rows))
+        self._decide(rows)
+        d = self._decision[rows]
+        if self._moved is None:
+            reportable = np.ones(len(rows), dtype=bool)
+        else:
+            reportable = self._moved[rows] | self._exempt(rows, d)
+        cc = d[:, _CATEGORY:_CONFIDENCE + 1].astype(np.uint8)
+        state = self._tracks.state[rows]
+        threat = self.threat.assess(state[:, :3], state[:, 3:], cc[:, 0], cc[:, 1],
+                                    hover_fraction=d[:, _HOVER], height_m=d[:, _HEIGHT])
+        return TrackLabels(cc[:, 0], cc[:, 1], threat.threat, reportable, self._rf.select(rows))
 
     def categories(self) -> np.ndarray:
         """(K,) uint8 ICD category of every live track, deciding only the undecided ones
         (Remote ID fusion asks, and only when a receiver could cover a confirmed track)."""
-        return self._decide(np.arange(len(self._tracks)))[0].copy()
+        self._decide(np.arange(len(self._tracks)))
+        return self._decision[:, _CATEGORY].astype(np.uint8)
 
     def classification(self) -> Classification:
         """The decision for every live track (features included), for status and tests."""
-        rows = np.arange(len(self._tracks))
-        self._decide(rows)
-        return Classification(self._category.copy(), self._confidence.copy(), self._probability.copy(),
-                              self._features.copy())
+        self._decide(np.arange(len(self._tracks)))
+        d = self._decision
+        return Classification(d[:, _CATEGORY].astype(np.uint8), d[:, _CONFIDENCE].astype(np.uint8),
+                              d[:, _PROBABILITY:_FEATURES].copy(), feature_records(d[:, _FEATURES:]))
 
     # -- internals ------------------------------------------------------------------
 
-    def _decide(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(category, confidence) of ``rows``, deciding the rows whose inputs changed."""
-        need = rows[~self._decided[rows]]
+    def _decide(self, rows: np.ndarray) -> None:
+        """Decide the rows of ``rows`` whose inputs changed since their decision."""
+        d = self._decision
+        need = rows[d[rows, _DECIDED] == 0.0]
         if len(need):
-            f = self.features.features(need, self._rf.linked[need])
-            c = decide(f, self.features.settings)
-            self._category[need], self._confidence[need] = c.category, c.confidence
-            self._probability[need], self._features[need] = c.probability, f
-            self._decided[need] = True
-        return self._category[rows], self._confidence[rows]
+            x = self.features.matrix(need, self._rf.linked[need])
+            c = decide_matrix(x, self.features.settings)
+            d[need] = np.column_stack((np.ones(len(need)), c.category, c.confidence, c.probability, x))
 
-    def _exempt(self, rows: np.ndarray) -> np.ndarray:
-        """(len(rows),) bool: never static clutter (see towerd.tracking.clutter)."""
+    def _exempt(self, rows: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """(len(rows),) bool: never static clutter (see towerd.tracking.clutter); ``d``:
+        the rows' decisions (decided)."""
         ss = self.static_filter.settings
-        category, confidence = self._decide(rows)
-        exempt = (self._rf.linked[rows]
-                  | (self._features["doppler_spread_mps"][rows] >= ss.exempt_doppler_spread_mps)
-                  | ((category == int(Category.UAS)) & (confidence >= ss.exempt_uas_confidence)))
+        exempt = (self._rf.linked[rows] | (d[:, _DOPPLER_SPREAD] >= ss.exempt_doppler_spread_mps)
+                  | ((d[:, _CATEGORY] == int(Category.UAS)) & (d[:, _CONFIDENCE] >= ss.exempt_uas_confidence)))
         if self.exempt_tracks is not None and len(rows):
             ids = self.exempt_tracks()
             if len(ids):  # a few paired drones: a comparison table beats np.isin's set-up
@@ -187,21 +185,12 @@ class Labeller:
     def _carry_decisions(self, tracks: TrackTable, rf: RfLink) -> None:
         """Re-align the decisions with ``tracks``; a new track, or one whose RF link
         changed, is undecided."""
-        k = len(tracks)
         if not np.array_equal(self._tracks.track_id, tracks.track_id):
             found, pos = match_ids(self._tracks.track_id, tracks.track_id) if _sorted(self._tracks.track_id) \
                 else _match_unsorted(self._tracks.track_id, tracks.track_id)
-            p = pos[found]
-            decided = np.zeros(k, dtype=bool)
-            decided[found] = self._decided[p] & (self._rf.linked[p] == rf.linked[found])
-            category, confidence = np.zeros(k, dtype=np.uint8), np.zeros(k, dtype=np.uint8)
-            probability, features = np.zeros((k, 5)), np.zeros(k, dtype=FEATURE_DTYPE)
-            category[found], confidence[found] = self._category[p], self._confidence[p]
-            probability[found], features[found] = self._probability[p], self._features[p]
-            self._decided, self._category, self._confidence = decided, category, confidence
-            self._probability, self._features = probability, features
-        else:
-            self._decided &= self._rf.linked == rf.linked
+            self._decision = np.concatenate([self._decision, _UNDECIDED])[np.where(found, pos, len(self._decision))]
+        if rf.linked.any() or self._rf.linked.any():  # a decided row's rf_link feature is the link it was decided with
+            self._decision[(self._decision[:, _RF_LINK] != 0) != rf.linked, _DECIDED] = 0.0
 
     def _categories_callable(self, tracks: TrackTable):
         """The categories of ``tracks`` as they are at the end of this call, computed
@@ -209,18 +198,33 @@ class Labeller:
         def categories() -> np.ndarray:
             if self._tracks is not tracks:
                 raise RuntimeError("categories asked for after the labeller moved on")
-            return self._decide(np.arange(len(tracks)))[0].copy()
+            return self.categories()
         return categories
 
     def _hand_over_categories(self) -> None:
         """Give the fusion its pending categories now, before the decision's settings change."""
         if self.rf_fusion is not None and len(self._tracks):
-            self.rf_fusion.set_categories(self._tracks.track_id, self._decide(np.arange(len(self._tracks)))[0].copy())
+            self.rf_fusion.set_categories(self._tracks.track_id, self.categories())
+
+
+# Columns of Labeller._decision: decided (1.0 or 0.0), category, confidence, the
+# probability of each category, and the feature matrix row it was decided from.
+_DECIDED, _CATEGORY, _CONFIDENCE, _PROBABILITY = 0, 1, 2, 3
+_FEATURES = _PROBABILITY + len(CATEGORIES)
+_WIDTH = _FEATURES + len(COLUMN)
+_HOVER, _HEIGHT = _FEATURES + COLUMN["hover_fraction"], _FEATURES + COLUMN["height_m"]
+_DOPPLER_SPREAD, _RF_LINK = _FEATURES + COLUMN["doppler_spread_mps"], _FEATURES + COLUMN["rf_link"]
+_UNDECIDED = np.zeros((1, _WIDTH))
+_UNDECIDED.flags.writeable = False
 
 
 def _same_links(a: RfLink, b: RfLink) -> bool:
     """Whether two RfLinks say the same of the same number of tracks."""
-    return (len(a.linked) == len(b.linked) and np.array_equal(a.linked, b.linked)
+    if len(a.linked) != len(b.linked):
+        return False
+    if not a.linked.any() and not b.linked.any():  # no link: the rest is NaN (RfLink)
+        return True
+    return (np.array_equal(a.linked, b.linked)
             and np.array_equal(a.freq_mhz, b.freq_mhz, equal_nan=True)
             and np.array_equal(a.bw_mhz, b.bw_mhz, equal_nan=True)
             and np.array_equal(a.power_dbm, b.power_dbm, equal_nan=True))

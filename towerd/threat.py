@@ -12,7 +12,7 @@ every rule of every zone it satisfies, and at least the ``baseline`` level of it
 category (anywhere, in no zone).
 
 Geometry is done once in local ENU: the polygon vertices are converted from WGS84 at
-start, and per frame every track is tested against every edge in one vectorised
+start, and per frame every track is tested against every edge of every zone in one vectorised
 expression:
 - inside: crossing-number (even-odd) test, edges (K, V) at once;
 - time to zone: for a track at p with horizontal velocity v, the least t >= 0 with
@@ -138,6 +138,49 @@ def _cross(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True, eq=False)
+class _Edges:
+    """The edges of one or more polygons, for tests of many points against all of them in
+    one expression: starts a (E, 2), the per-edge constants, and where each polygon's
+    edges begin (P,) (its edges are a[first[i]:first[i + 1]])."""
+
+    a: np.ndarray
+    b: np.ndarray  # (E, 2) ends
+    e: np.ndarray  # (E, 2) b − a
+    first: np.ndarray
+
+    @staticmethod
+    def of(polygons: list[np.ndarray]) -> _Edges:
+        a = np.concatenate(polygons) if polygons else np.zeros((0, 2))
+        b = np.concatenate([np.roll(v, -1, axis=0) for v in polygons]) if polygons else np.zeros((0, 2))
+        first = np.cumsum([0] + [len(v) for v in polygons[:-1]]).astype(np.intp)
+        return _Edges(a, b, b - a, first)
+
+    def contains(self, p: np.ndarray) -> np.ndarray:
+        """(N, 2) east/north -> (N, P) inside each polygon (even-odd rule; points on an edge
+        may go either way)."""
+        a, e = self.a, self.e
+        py = p[:, None, 1]
+        ay = a[None, :, 1]
+        straddles = (ay > py) != (self.b[None, :, 1] > py)  # (N, E)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            x_cross = a[None, :, 0] + (py - ay) * e[None, :, 0] / e[None, :, 1]
+        crossings = straddles & (p[:, None, 0] < x_cross)
+        return (np.add.reduceat(crossings, self.first, axis=1, dtype=np.intp) % 2) == 1
+
+    def time_to_enter(self, p: np.ndarray, v: np.ndarray, inside: np.ndarray) -> np.ndarray:
+        """(N, P) least time (s) for points (N, 2) moving at (N, 2) m/s to reach an edge of
+        each polygon; inf when their line never meets one ahead, 0 where ``inside`` (N, P)."""
+        e = self.e[None, :, :]  # (1, E, 2)
+        w = self.a[None, :, :] - p[:, None, :]  # (N, E, 2)
+        denom = _cross(v[:, None, :], e)  # (N, E)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t = _cross(w, e) / denom
+            s = _cross(w, v[:, None, :]) / denom
+        ok = (denom != 0) & (t >= 0) & (s >= 0) & (s <= 1)
+        return np.where(inside, 0.0, np.minimum.reduceat(np.where(ok, t, np.inf), self.first, axis=1))
+
+
+@dataclass(frozen=True, eq=False)
 class Zone:
     """A zone ready for per-frame tests: its polygon in local ENU (east, north), (V, 2)."""
 
@@ -148,26 +191,13 @@ class Zone:
     def name(self) -> str:
         return self.settings.name
 
-    def _edges(self) -> tuple[np.ndarray, np.ndarray]:
-        """(start, end) vertices of every edge, (V, 2) each: made once per zone."""
-        return self._edge_ends
-
     @cached_property
-    def _edge_ends(self) -> tuple[np.ndarray, np.ndarray]:
-        a = self.vertices_en_m
-        return a, np.roll(a, -1, axis=0)
+    def _edges(self) -> _Edges:
+        return _Edges.of([self.vertices_en_m])
 
     def contains(self, en_m: np.ndarray) -> np.ndarray:
         """(N, 2) east/north -> (N,) inside (even-odd rule; points on an edge may go either way)."""
-        p = np.asarray(en_m, dtype=float).reshape(-1, 2)
-        a, b = self._edges()  # (V, 2)
-        py = p[:, None, 1]
-        ay, by = a[None, :, 1], b[None, :, 1]
-        straddles = (ay > py) != (by > py)  # (N, V)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            x_cross = a[None, :, 0] + (py - ay) * (b[None, :, 0] - a[None, :, 0]) / (by - ay)
-        crossings = straddles & (p[:, None, 0] < x_cross)
-        return (np.count_nonzero(crossings, axis=1) % 2) == 1
+        return self._edges.contains(np.asarray(en_m, dtype=float).reshape(-1, 2))[:, 0]
 
     def time_to_enter(self, en_m: np.ndarray, vel_en_mps: np.ndarray, inside: np.ndarray | None = None) -> np.ndarray:
         """(N,) least time (s) for points (N, 2) moving at (N, 2) m/s to reach an edge;
@@ -175,16 +205,8 @@ class Zone:
         points' :meth:`contains`, when the caller has it already)."""
         p = np.asarray(en_m, dtype=float).reshape(-1, 2)
         v = np.asarray(vel_en_mps, dtype=float).reshape(-1, 2)
-        a, b = self._edges()
-        e = (b - a)[None, :, :]  # (1, V, 2)
-        w = a[None, :, :] - p[:, None, :]  # (N, V, 2)
-        denom = _cross(v[:, None, :], e)  # (N, V)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            t = _cross(w, e) / denom
-            s = _cross(w, v[:, None, :]) / denom
-        ok = (denom != 0) & (t >= 0) & (s >= 0) & (s <= 1)
-        t_min = np.where(ok, t, np.inf).min(axis=1) if len(a) else np.full(len(p), np.inf)
-        return np.where(self.contains(p) if inside is None else inside, 0.0, t_min)
+        inside = self.contains(p) if inside is None else np.asarray(inside, dtype=bool)
+        return self._edges.time_to_enter(p, v, inside[:, None])[:, 0]
 
 
 @dataclass(frozen=True, eq=False)
@@ -210,6 +232,9 @@ class ThreatAssessor:
         self._baseline = settings.baseline()
         self._rule_categories = tuple(tuple(_category_table(rule.categories) for rule in z.settings.rules)
                                       for z in self.zones)
+        self._edges = _Edges.of([z.vertices_en_m for z in self.zones])
+        self._approach_time_s = np.array([z.settings.approach_time_s for z in self.zones])
+        self._min_approach_speed_mps = np.array([z.settings.min_approach_speed_mps for z in self.zones])
 
     @property
     def zone_names(self) -> tuple[str, ...]:
@@ -230,7 +255,7 @@ class ThreatAssessor:
         p = np.asarray(en_m, dtype=float).reshape(len(en_m), -1)[:, :2]
         if not self.zones:
             return np.zeros((len(p), 0), dtype=bool)
-        return np.column_stack([z.contains(p) for z in self.zones])
+        return self._edges.contains(p)
 
     def zone_of(self, lat_deg: float, lon_deg: float) -> set[str]:
         """Names of the zones containing one WGS84 point."""
@@ -252,28 +277,27 @@ class ThreatAssessor:
         None: unknown, and a rule that needs them does not apply)."""
         k = len(pos_enu_m)
         category = np.asarray(category, dtype=np.uint8)
+        if not self.zones:  # the baseline alone
+            return ThreatAssessment(self._baseline[np.minimum(category, len(self._baseline) - 1)],
+                                    np.zeros((k, 0), dtype=bool), np.zeros((k, 0)), ())
         confidence = np.asarray(confidence)
         hover = np.full(k, np.nan) if hover_fraction is None else np.asarray(hover_fraction, dtype=float)
         height = np.full(k, np.nan) if height_m is None else np.asarray(height_m, dtype=float)
         threat = self._baseline[np.minimum(category, len(self._baseline) - 1)].copy()
-        z = len(self.zones)
-        inside = np.zeros((k, z), dtype=bool)
-        ttz = np.full((k, z), np.inf)
-        p, v = np.asarray(pos_enu_m)[:, :2], np.asarray(vel_enu_mps)[:, :2]
+        p, v = np.asarray(pos_enu_m, dtype=float)[:, :2], np.asarray(vel_enu_mps, dtype=float)[:, :2]
+        inside = self._edges.contains(p)  # (K, Z): every zone's edges at once
+        ttz = self._edges.time_to_enter(p, v, inside)
         speed = np.hypot(v[:, 0], v[:, 1])
+        approaching = ~inside & (ttz <= self._approach_time_s) & (speed[:, None] >= self._min_approach_speed_mps)
         for j, zone in enumerate(self.zones):
-            zs = zone.settings
-            inside[:, j] = zone.contains(p)
-            ttz[:, j] = zone.time_to_enter(p, v, inside[:, j])
-            approaching = ~inside[:, j] & (ttz[:, j] <= zs.approach_time_s) & (speed >= zs.min_approach_speed_mps)
-            for rule, in_rule in zip(zs.rules, self._rule_categories[j]):
+            for rule, in_rule in zip(zone.settings.rules, self._rule_categories[j]):
                 ok = in_rule[category] & (confidence >= rule.min_confidence)
                 if rule.where == "inside":
                     ok &= inside[:, j]
                 elif rule.where == "approaching":
-                    ok &= approaching
+                    ok &= approaching[:, j]
                 else:
-                    ok &= inside[:, j] | approaching
+                    ok &= inside[:, j] | approaching[:, j]
                 if rule.min_hover_fraction is not None:
                     ok &= hover >= rule.min_hover_fraction
                 if rule.max_height_m is not None:

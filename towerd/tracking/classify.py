@@ -29,11 +29,11 @@ import numpy as np
 
 from towerd.icd import Category
 from towerd.schema import spec
-from towerd.tracking.features import FEATURE_DTYPE, FEATURE_NAMES, FeatureTracker
+from towerd.tracking.features import COLUMN, FEATURE_DTYPE, FEATURE_NAMES, FeatureTracker, feature_matrix
 
 __all__ = [
     "Band", "CATEGORIES", "CategoryModel", "Classification", "ClassificationSettings", "Classifier", "FEATURE_DTYPE",
-    "FEATURE_NAMES", "decide", "membership",
+    "FEATURE_NAMES", "decide", "decide_matrix", "membership",
 ]
 
 if TYPE_CHECKING:  # the settings are imported by towerd.config: keep this module light
@@ -198,16 +198,19 @@ def _bands(settings: "ClassificationSettings") -> tuple[np.ndarray, np.ndarray, 
 
 @dataclass(frozen=True, eq=False)
 class _DecisionTables:
-    """What :func:`decide` needs of the settings alone, computed once per settings."""
+    """What :func:`decide` needs of the settings alone, computed once per settings: the
+    corners of the B bands the models define (a category indifferent to a feature has
+    none, and adds nothing for it), flat over (category, feature)."""
 
-    a: np.ndarray  # (C, F) band corners, NaN where indifferent
+    feature: np.ndarray  # (B,) column of each band's feature in a feature matrix
+    cell: np.ndarray  # (B,) its flat index in a (C, F) table
+    a: np.ndarray  # (B,) band corners
     c: np.ndarray
     d: np.ndarray
-    rising: np.ndarray  # (C, F) bool: b > a
-    rise: np.ndarray  # (C, F) b - a where rising, else 1
-    falling: np.ndarray  # (C, F) bool: d > c
-    fall: np.ndarray  # (C, F) d - c where falling, else 1
-    indifferent: np.ndarray  # (C, F) bool: no band
+    rising: np.ndarray | None  # (B,) bool: b > a; None: every band rises
+    rise: np.ndarray  # (B,) b - a where rising, else 1
+    falling: np.ndarray | None  # (B,) bool: d > c; None: every band falls
+    fall: np.ndarray  # (B,) d - c where falling, else 1
     log_floor: float
     log_prior: np.ndarray  # (C,)
     log_rf: float
@@ -217,14 +220,28 @@ class _DecisionTables:
 @functools.lru_cache(maxsize=8)
 def _tables(s: "ClassificationSettings") -> _DecisionTables:
     a, b, c, d = _bands(s)
-    with np.errstate(invalid="ignore"):
-        rising, falling = b > a, d > c
+    cell = np.flatnonzero(~np.isnan(a))
+    a, b, c, d = a.ravel()[cell], b.ravel()[cell], c.ravel()[cell], d.ravel()[cell]
+    rising, falling = b > a, d > c
     return _DecisionTables(
-        a=a, c=c, d=d, rising=rising, rise=np.where(rising, b - a, 1.0), falling=falling,
-        fall=np.where(falling, d - c, 1.0), indifferent=np.isnan(a), log_floor=float(np.log(s.membership_floor)),
-        log_prior=np.log([m.prior for m in s.models()]), log_rf=float(np.log(s.rf_link_likelihood_ratio)),
+        feature=cell % len(FEATURE_NAMES), cell=cell, a=a, c=c, d=d,
+        rising=None if rising.all() else rising, rise=np.where(rising, b - a, 1.0),
+        falling=None if falling.all() else falling, fall=np.where(falling, d - c, 1.0),
+        log_floor=float(np.log(s.membership_floor)), log_prior=np.log([m.prior for m in s.models()]),
+        log_rf=float(np.log(s.rf_link_likelihood_ratio)),
         log_min_likelihood=float(np.log(max(s.min_likelihood, 1e-300))),
     )
+
+
+_last_tables: tuple[ClassificationSettings | None, _DecisionTables | None] = (None, None)
+
+
+def _tables_of(s: ClassificationSettings) -> _DecisionTables:
+    """_tables(s), without hashing the settings again while they are the same object."""
+    global _last_tables
+    if _last_tables[0] is not s:
+        _last_tables = (s, _tables(s))
+    return _last_tables[1]
 
 
 @dataclass(frozen=True, eq=False)
@@ -243,31 +260,54 @@ class Classification:
 def decide(f: np.ndarray, s: ClassificationSettings) -> Classification:
     """Posterior over the categories and the decision for feature rows ``f``
     (FEATURE_DTYPE, K rows); see the module docstring."""
-    k = len(f)
-    t = _tables(s)  # settings-only terms, computed once per settings
-    # All categories and features at once: (K, C, F) memberships, as membership()
-    # computes one band at a time; a missing band or an unknown feature adds nothing.
-    x = np.stack([f[name] for name in FEATURE_NAMES], axis=-1).astype(float, copy=False)[:, None, :]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        up = np.where(t.rising, (x - t.a) / t.rise, (x >= t.a).astype(float))
-        down = np.where(t.falling, (t.d - x) / t.fall, (x <= t.c).astype(float))
-        m = np.clip(np.minimum(up, down), 0.0, 1.0)
-        term = np.maximum(np.log(np.maximum(m, 1e-300)), t.log_floor)
-    log_lik = np.where(np.isnan(x) | t.indifferent, 0.0, term).sum(axis=2)
-    log_p = log_lik + t.log_prior
-    log_p[:, 0] += np.where(f["rf_link"], t.log_rf, 0.0)
-    log_p -= log_p.max(axis=1, keepdims=True) if k else 0.0
-    prob = np.exp(log_p)
-    prob /= prob.sum(axis=1, keepdims=True) if k else 1.0
+    c = decide_matrix(feature_matrix(f), s)
+    return Classification(c.category, c.confidence, c.probability, f)
 
-    top = np.argmax(prob, axis=1) if k else np.zeros(0, dtype=np.intp)
-    p_top = prob[np.arange(k), top]
-    mature = (f["observed_s"] >= s.min_observation_s) | f["rf_link"]
-    fits = log_lik[np.arange(k), top] >= t.log_min_likelihood
-    named = s.enabled & mature & fits & (p_top >= s.min_probability) & (f["samples"] > 0)
-    category = np.where(named, _CATEGORY_VALUES[top], np.uint8(Category.UNKNOWN)).astype(np.uint8)
-    confidence = np.where(named, np.clip(np.round(100.0 * p_top), 0, 100), 0).astype(np.uint8)
-    return Classification(category=category, confidence=confidence, probability=prob, features=f)
+
+_OBSERVED, _SAMPLES, _RF_LINK = COLUMN["observed_s"], COLUMN["samples"], COLUMN["rf_link"]
+
+
+def decide_matrix(x: np.ndarray, s: ClassificationSettings) -> Classification:
+    """:func:`decide` of a feature matrix (:func:`feature_matrix`'s form, K rows); its
+    ``features`` is that matrix."""
+    k = len(x)
+    t = _tables_of(s)  # settings-only terms, computed once per settings
+    # Every band of every category at once: (K, B) memberships, as membership() computes
+    # one band at a time; an unknown feature (NaN) adds nothing.
+    xb = x[:, t.feature]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        up = (xb - t.a) / t.rise
+        if t.rising is not None:
+            up = np.where(t.rising, up, (xb >= t.a).astype(float))
+        down = (t.d - xb) / t.fall
+        if t.falling is not None:
+            down = np.where(t.falling, down, (xb <= t.c).astype(float))
+        # log max(clip(m, 0, 1), 1e-300): the clip's lower bound is below 1e-300's
+        term = np.maximum(np.log(np.maximum(np.minimum(np.minimum(up, down), 1.0), 1e-300)), t.log_floor)
+    term[np.isnan(xb)] = 0.0
+    # Summed over the features in a (K, C, F) table with zeros where a category is
+    # indifferent: the same additions in the same order as over all features.
+    table = np.zeros((k, len(CATEGORIES) * len(FEATURE_NAMES)))
+    table[:, t.cell] = term
+    log_lik = table.reshape(k, len(CATEGORIES), len(FEATURE_NAMES)).sum(axis=2)
+    log_p = log_lik + t.log_prior
+    rf = x[:, _RF_LINK] != 0
+    if rf.any():
+        log_p[rf, 0] += t.log_rf
+    if k:
+        log_p -= log_p.max(axis=1, keepdims=True)
+    prob = np.exp(log_p)
+    if k:
+        prob /= prob.sum(axis=1, keepdims=True)
+
+    top = np.argmax(prob, axis=1)
+    at_top = (np.arange(k), top)
+    p_top = prob[at_top]
+    named = ((x[:, _OBSERVED] >= s.min_observation_s) | rf) & (log_lik[at_top] >= t.log_min_likelihood)  # mature, fits
+    named &= (p_top >= s.min_probability) & (x[:, _SAMPLES] > 0) & s.enabled
+    category = np.where(named, _CATEGORY_VALUES[top], np.uint8(Category.UNKNOWN))
+    confidence = np.where(named, np.round(100.0 * p_top), 0).astype(np.uint8)  # p_top is in [0, 1]
+    return Classification(category=category, confidence=confidence, probability=prob, features=x)
 
 
 _CATEGORY_VALUES = np.asarray([int(c) for c in CATEGORIES], dtype=np.uint8)

@@ -52,6 +52,7 @@ from towerd.gates import chi2_quantile
 from towerd.icd import Status
 from towerd.schema import spec
 from towerd.tracking.initiator import MofNInitiator
+from towerd.tracking.linalg import inv3, norm_rows, quad
 from towerd.tracking.state import POS, VEL, match_ids
 
 if TYPE_CHECKING:  # the settings are imported by towerd.config: keep this module light
@@ -163,9 +164,25 @@ class ClutterMap:
         if len(pos_enu_m) == 0:
             return
         s = self.settings
-        keys, inv = np.unique(self._pack(self.cell_index(pos_enu_m)), return_inverse=True)
+        cells = self._pack(self.cell_index(pos_enu_m))
+        add = np.clip(np.asarray(dwell_s, dtype=float), 0.0, MAP_MAX_GAP_S)
+        found, pos = match_ids(self._keys, cells)
+        if found.all() and len(set(pos.tolist())) == len(pos):  # the usual case: known cells, one track each
+            self._dwell[pos] = self._dwell[pos] * np.exp(-np.maximum(t_mono - self._t[pos], 0.0) / s.map_forget_s) + add
+            self._t[pos] = t_mono
+        else:
+            self._learn_cells(cells, add, t_mono)
+        if len(self._keys) > s.map_max_cells:
+            decayed = self._dwell * np.exp(-np.maximum(t_mono - self._t, 0.0) / s.map_forget_s)
+            keep = np.sort(np.argsort(decayed, kind="stable")[len(self._keys) - s.map_max_cells:])
+            self._keys, self._dwell, self._t = self._keys[keep], self._dwell[keep], self._t[keep]
+
+    def _learn_cells(self, cells: np.ndarray, add: np.ndarray, t_mono: float) -> None:
+        """:meth:`learn` of cells (N,) keys, some new or some shared: ``add`` (N,) s."""
+        s = self.settings
+        keys, inv = np.unique(cells, return_inverse=True)
         # bincount adds in input order from 0.0, as np.add.at does, without its per-call set-up
-        add = np.bincount(inv.ravel(), np.clip(np.asarray(dwell_s, dtype=float), 0.0, MAP_MAX_GAP_S), len(keys))
+        add = np.bincount(inv.ravel(), add, len(keys))
         found, pos = match_ids(self._keys, keys)
         old = np.zeros(len(keys))
         old[found] = self._dwell[pos[found]] * np.exp(-np.maximum(t_mono - self._t[pos[found]], 0.0) / s.map_forget_s)
@@ -178,10 +195,6 @@ class ClutterMap:
             self._keys = all_keys[order]
             self._dwell = np.concatenate([self._dwell, new[~found]])[order]
             self._t = np.concatenate([self._t, np.full(np.count_nonzero(~found), t_mono)])[order]
-        if len(self._keys) > s.map_max_cells:
-            decayed = self._dwell * np.exp(-np.maximum(t_mono - self._t, 0.0) / s.map_forget_s)
-            keep = np.sort(np.argsort(decayed, kind="stable")[len(self._keys) - s.map_max_cells:])
-            self._keys, self._dwell, self._t = self._keys[keep], self._dwell[keep], self._t[keep]
 
 
 @dataclass
@@ -202,25 +215,33 @@ class ClutterMapInitiator(MofNInitiator):
         return unassociated[~refuse]
 
 
+# Columns of the static clutter filter's state per track: the first detection's position
+# and covariance (row-major), the count of consecutive updates with evidence of motion,
+# the MOVED latch (1.0 or 0.0), when the track was last learnt as static (NaN: never),
+# the mean of its positions while learnt as static, and how many.
+_ANCHOR, _ANCHOR_COV, _RUN, _MOVED, _T_SEEN, _MEAN, _N = 0, 3, 12, 13, 14, 15, 18
+_WIDTH = _N + 1
+_RUN_MAX = float(np.iinfo(np.uint16).max)
+_NEW_TAIL = np.zeros(_WIDTH - _RUN)
+_NEW_TAIL[_T_SEEN - _RUN] = np.nan
+_NEW_TAIL.flags.writeable = False
+_BLANK = np.zeros((1, _WIDTH))
+_BLANK.flags.writeable = False
+
+
 class StaticClutterFilter:
     """Marks the tracks that have not moved since they were first seen; see the module
-    docstring. State per track id (sorted, pruned to the live tracks every call): the
-    first detection's position and covariance, the count of consecutive updates with
-    evidence of motion, and the MOVED latch."""
+    docstring. State per track id (one row of floats per live track, sorted by id, pruned
+    to the live tracks every call): the first detection's position and covariance, the
+    count of consecutive updates with evidence of motion, and the MOVED latch."""
 
     def __init__(self, settings: StaticClutterSettings | None = None) -> None:
         self.settings = settings or StaticClutterSettings()
         self.clutter_map = ClutterMap(self.settings)
         self._gate = chi2_quantile(self.settings.gate_probability, 3)
         self._ids = np.zeros(0, dtype=np.uint32)
-        self._anchor = np.zeros((0, 3))
-        self._anchor_cov = np.zeros((0, 3, 3))
-        self._run = np.zeros(0, dtype=np.uint16)
-        self._moved = np.zeros(0, dtype=bool)
-        self._t_seen = np.zeros(0)  # last time the track was learnt as static (NaN: never)
-        self._mean = np.zeros((0, 3))  # mean of its positions while learnt as static
-        self._n = np.zeros(0)  # how many
-        self._observed: tuple | None = None  # (update, t_seen, mean, n) between observe() and learn()
+        self._state = np.zeros((0, _WIDTH))
+        self._observed: TrackUpdate | None = None  # between observe() and learn()
 
     def reconfigure(self, settings: StaticClutterSettings) -> None:
         """New settings; the per-track state and the learnt map are kept, unless the map's
@@ -253,65 +274,61 @@ class StaticClutterFilter:
         k = len(tr)
         if not s.enabled:
             return None
-        found, pos = match_ids(self._ids, tr.track_id)
-        anchor = tr.state[:, POS].copy()
-        anchor_cov = tr.cov[:, POS, POS].copy()
-        run = np.zeros(k, dtype=np.uint16)
-        moved = np.zeros(k, dtype=bool)
-        t_seen = np.full(k, np.nan)
-        mean = np.zeros((k, 3))
-        n = np.zeros(k)
-        if np.any(found):
-            f, p = np.flatnonzero(found), pos[found]
-            anchor[f], anchor_cov[f] = self._anchor[p], self._anchor_cov[p]
-            run[f], moved[f] = self._run[p], self._moved[p]
-            t_seen[f], mean[f], n[f] = self._t_seen[p], self._mean[p], self._n[p]
+        if np.array_equal(self._ids, tr.track_id):
+            st = self._state
+            found = np.ones(k, dtype=bool)
+        else:
+            found, pos = match_ids(self._ids, tr.track_id)
+            st = np.concatenate([self._state, _BLANK])[np.where(found, pos, len(self._state))]
+            new = np.flatnonzero(~found)
+            if len(new):  # a new track: its first detection is its anchor
+                st[new, _ANCHOR:_ANCHOR + 3] = tr.state[new, POS]
+                st[new, _ANCHOR_COV:_RUN] = tr.cov[new, POS, POS].reshape(len(new), 9)
+                st[new, _RUN:] = _NEW_TAIL
+            self._state, self._ids = st, tr.track_id.copy()
 
-        hit = (update.det_of_track >= 0) & found  # a new track's first update is its anchor
-        rows = np.flatnonzero(hit & ~moved)
+        rows = np.flatnonzero((update.det_of_track >= 0) & found & (st[:, _MOVED] == 0.0))
         if len(rows):
-            evidence = self._motion_evidence(tr.state[rows], tr.cov[rows], anchor[rows], anchor_cov[rows])
-            run[rows] = np.where(evidence, np.minimum(run[rows] + 1, np.iinfo(np.uint16).max), 0)
-            moved[rows] = run[rows] >= s.moving_updates
-        self._observed = (update, t_seen, mean, n)
-        self._ids = tr.track_id.copy()
-        self._anchor, self._anchor_cov, self._run, self._moved = anchor, anchor_cov, run, moved
-        self._t_seen, self._mean, self._n = t_seen, mean, n
-        return moved.copy()
+            r = st[rows]
+            evidence = self._motion_evidence(tr.state[rows], tr.cov[rows], r[:, _ANCHOR:_ANCHOR + 3],
+                                             r[:, _ANCHOR_COV:_RUN].reshape(len(rows), 3, 3))
+            run = np.where(evidence, np.minimum(r[:, _RUN] + 1.0, _RUN_MAX), 0.0)
+            st[rows, _RUN] = run
+            st[rows, _MOVED] = run >= s.moving_updates
+        self._observed = update
+        return st[:, _MOVED] != 0.0
 
     def learn(self, update: TrackUpdate, static: np.ndarray) -> None:
         """The confirmed or coasting tracks of ``static`` ((K,) bool, rows of the update
         :meth:`observe` just saw) that a detection updated have dwelt in their clutter
         map cell since their previous sighting."""
-        if self._observed is None or self._observed[0] is not update:
+        if self._observed is not update:
             raise RuntimeError("StaticClutterFilter.learn needs the update observe() saw last")
-        _, t_seen, mean, n = self._observed
         self._observed = None
         tr = update.tracks
         t = float(update.t_mono)
-        learn = static & (update.det_of_track >= 0) & tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
-        if np.any(learn):
-            dwell = t - t_seen[learn]
+        established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        learn = np.flatnonzero(static & (update.det_of_track >= 0) & established)
+        st = self._state
+        if len(learn):
+            r = st[learn]
+            dwell = t - r[:, _T_SEEN]
             dwell[np.isnan(dwell)] = 0.0  # a track's first sighting adds nothing
-            n[learn] += 1.0
-            mean[learn] += (tr.state[learn][:, POS] - mean[learn]) / n[learn][:, None]
-            self.clutter_map.learn(mean[learn], dwell, t)
-            t_seen[learn] = t
+            n = r[:, _N] + 1.0
+            mean = r[:, _MEAN:_N] + (tr.state[learn][:, POS] - r[:, _MEAN:_N]) / n[:, None]
+            self.clutter_map.learn(mean, dwell, t)
+            st[learn, _T_SEEN], st[learn, _MEAN:_N], st[learn, _N] = t, mean, n
         if len(self._ids) > 1 and not np.all(self._ids[1:] > self._ids[:-1]):  # keep the state sorted by id
             order = np.argsort(self._ids, kind="stable")
-            self._ids = self._ids[order]
-            self._anchor, self._anchor_cov = self._anchor[order], self._anchor_cov[order]
-            self._run, self._moved, self._t_seen = self._run[order], self._moved[order], t_seen[order]
-            self._mean, self._n = mean[order], n[order]
+            self._ids, self._state = self._ids[order], st[order]
 
     def _motion_evidence(self, x: np.ndarray, P: np.ndarray, z0: np.ndarray, R0: np.ndarray) -> np.ndarray:
-        """(N,) evidence of motion; see the module docstring."""
+        """(N,) evidence of motion; see the module docstring. The displacement's and the
+        velocity's tests are done together: two stacked (N, 3, 3) inverses by cofactors."""
         s = self.settings
-        d = x[:, POS] - z0
-        S = P[:, POS, POS] + R0
-        d2 = np.einsum("ni,ni->n", d, np.linalg.solve(S, d[..., None])[..., 0])
-        displaced = (d2 > self._gate) & (np.linalg.norm(d, axis=1) > s.radius_m)
-        v = x[:, VEL]
-        v2 = np.einsum("ni,ni->n", v, np.linalg.solve(P[:, VEL, VEL], v[..., None])[..., 0])
-        fast = (v2 > self._gate) & (np.linalg.norm(v, axis=1) > s.max_speed_mps)
-        return displaced | fast
+        n = len(x)
+        u = np.concatenate([x[:, POS] - z0, x[:, VEL]])  # (2N, 3): d, then v
+        S = np.concatenate([P[:, POS, POS] + R0, P[:, VEL, VEL]])
+        q = quad(inv3(S)[0], u)
+        beyond = (q > self._gate) & (norm_rows(u) > np.repeat(np.array([s.radius_m, s.max_speed_mps]), n))
+        return beyond[:n] | beyond[n:]

@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from towerd.tracking.linalg import norm_rows
 from towerd.tracking.state import POS, VEL, match_ids
 
 if TYPE_CHECKING:  # the settings are imported by towerd.config: keep this module light
@@ -87,11 +88,46 @@ FEATURE_DTYPE = np.dtype(
 """One row per track: the features above (NaN when unknown), seconds since its first
 sample, the number of samples, and the RF link flag used."""
 
-# Indices of the averaged quantities in the per-track accumulators.
-_SPEED, _SPEED2, _VUP, _VUP2, _HEIGHT, _HOVER, _VE, _VN, _TURN, _RCS, _DSPREAD, _DSPEED = range(12)
+COLUMN = {name: i for i, name in enumerate(FEATURE_DTYPE.names)}
+"""Column of each FEATURE_DTYPE field in a feature matrix (:func:`feature_matrix`)."""
+
+
+def feature_matrix(f: np.ndarray) -> np.ndarray:
+    """FEATURE_DTYPE rows (K,) -> (K, len(COLUMN)) float matrix, the same fields in the same
+    order (samples and rf_link as numbers): the form the decision reads and the labeller
+    keeps."""
+    return np.stack([f[name] for name in FEATURE_DTYPE.names], axis=-1).astype(float)
+
+
+def feature_records(x: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`feature_matrix`."""
+    f = np.zeros(len(x), dtype=FEATURE_DTYPE)
+    for name, i in COLUMN.items():
+        f[name] = x[:, i]
+    return f
+
+
+# Columns of the per-track state: the weighted sums (_NUM + q) and weights (_DEN + q) of
+# each averaged quantity q, the last speed/heading sample (time, speed, heading or NaN when
+# too slow), the first and last sample times and the sample count. Quantities are ordered
+# so that those sampled only from measured heights, and those derived from the velocity,
+# are each one slice.
+_RCS, _DSPREAD, _HEIGHT, _VUP, _VUP2, _VE, _VN, _SPEED, _SPEED2, _HOVER, _TURN, _DSPEED = range(12)
 _N_ACC = 12
-_VELOCITY_DERIVED = np.array([_SPEED, _SPEED2, _VUP, _VUP2, _HOVER, _VE, _VN, _TURN, _DSPEED])
-_VERTICAL = np.array([_HEIGHT, _VUP, _VUP2])  # sampled only from detections whose height was measured
+_VERTICAL = slice(_HEIGHT, _VUP2 + 1)  # sampled only from detections whose height was measured
+_VELOCITY_DERIVED = slice(_VUP, _N_ACC)
+_NUM, _DEN, _PREV, _T_FIRST, _T_LAST, _SAMPLES = 0, _N_ACC, 2 * _N_ACC, 2 * _N_ACC + 3, 2 * _N_ACC + 4, 2 * _N_ACC + 5
+_WIDTH = _SAMPLES + 1
+_NEW_ROW = np.zeros((1, _WIDTH))
+_NEW_ROW[0, _PREV:_T_LAST + 1] = np.nan  # no sample yet
+_NEW_ROW.flags.writeable = False
+# Feature matrix columns copied from an average as they are, and the averages.
+_PLAIN_COLS = np.array([COLUMN[n] for n in ("speed_mps", "speed_change_mps2", "height_m", "hover_fraction",
+                                            "turn_rate_dps", "rcs_dbsm", "doppler_spread_mps")])
+_PLAIN_ACC = np.array([_SPEED, _DSPEED, _HEIGHT, _HOVER, _TURN, _RCS, _DSPREAD])
+_SECOND_MOMENTS, _FIRST_MOMENTS = np.array([_SPEED2, _VUP2]), np.array([_SPEED, _VUP])
+for _a in (_PLAIN_COLS, _PLAIN_ACC, _SECOND_MOMENTS, _FIRST_MOMENTS):
+    _a.flags.writeable = False
 
 
 @functools.lru_cache(maxsize=8)
@@ -103,33 +139,19 @@ def _time_constants(feature_s: float, hover_s: float) -> np.ndarray:
     return tau
 
 
-def _carry(old: np.ndarray, found: np.ndarray, pos: np.ndarray, fill: float) -> np.ndarray:
-    """Rows of ``old`` at ``pos`` where ``found``, ``fill`` elsewhere (a new array)."""
-    out = np.full((len(found),) + old.shape[1:], fill, dtype=old.dtype)
-    out[found] = old[pos[found]]
-    return out
-
-
 class FeatureTracker:
     """Keeps the per-track feature averages; see the module docstring.
 
-    State per track id (sorted arrays, pruned to the live tracks on every call, so it is
-    bounded by the number of live tracks): the weighted sums and weights of each
-    average; the last speed/heading sample (time, speed, heading or NaN when too slow);
-    the first and last sample times and the sample count. After :meth:`update` the
-    state's rows are those of the update's ``tracks`` (sorted by id, as the tracker
-    keeps them).
+    State per track id: one row of floats per live track (the columns above), in the rows
+    of the latest update's ``tracks`` (sorted by id, as the tracker keeps them), so it is
+    bounded by the number of live tracks and re-aligned by one gather when tracks come and
+    go.
     """
 
     def __init__(self, settings: ClassificationSettings) -> None:
         self.settings = settings
         self._ids = np.zeros(0, dtype=np.uint32)
-        self._num = np.zeros((0, _N_ACC))
-        self._den = np.zeros((0, _N_ACC))
-        self._prev = np.zeros((0, 3))  # (t_s, speed_mps, heading_rad) of the last sample
-        self._t_first = np.zeros(0)
-        self._t_last = np.zeros(0)
-        self._samples = np.zeros(0, dtype=np.uint32)
+        self._state = np.zeros((0, _WIDTH))
         self._order: np.ndarray | None = None  # state row of each row of the last update's tracks
 
     def update(self, update: TrackUpdate) -> np.ndarray:
@@ -138,23 +160,15 @@ class FeatureTracker:
         tr = update.tracks
         if not np.array_equal(self._ids, tr.track_id):
             found, pos = match_ids(self._ids, tr.track_id)
-            self._num = _carry(self._num, found, pos, 0.0)
-            self._den = _carry(self._den, found, pos, 0.0)
-            self._prev = _carry(self._prev, found, pos, np.nan)
-            self._t_first = _carry(self._t_first, found, pos, np.nan)
-            self._t_last = _carry(self._t_last, found, pos, np.nan)
-            self._samples = _carry(self._samples, found, pos, 0)
+            self._state = np.concatenate([self._state, _NEW_ROW])[np.where(found, pos, len(self._state))]
             self._ids = tr.track_id.copy()
         rows = np.flatnonzero(update.det_of_track >= 0)
         if len(rows):
-            self._accumulate(update, rows, self._num, self._den, self._prev, self._t_first, self._t_last,
-                             self._samples)
+            self._accumulate(update, rows)
         if len(self._ids) > 1 and not np.all(self._ids[1:] > self._ids[:-1]):  # keep the state sorted by id
             order = np.argsort(self._ids, kind="stable")
             self._order = np.argsort(order, kind="stable")  # row of the update -> state row
-            self._ids, self._num, self._den = self._ids[order], self._num[order], self._den[order]
-            self._prev, self._t_first = self._prev[order], self._t_first[order]
-            self._t_last, self._samples = self._t_last[order], self._samples[order]
+            self._ids, self._state = self._ids[order], self._state[order]
         else:
             self._order = None
         return rows
@@ -162,105 +176,88 @@ class FeatureTracker:
     def features(self, rows: np.ndarray, rf_link: np.ndarray) -> np.ndarray:
         """Feature rows (FEATURE_DTYPE) of the rows ``rows`` of the latest update's
         tracks, with their RF link flags ``rf_link`` (same length)."""
-        state = rows if self._order is None else self._order[rows]
-        return self._features(self._num[state], self._den[state], self._t_first[state], self._t_last[state],
-                              self._samples[state], np.asarray(rf_link, dtype=bool))
+        return feature_records(self.matrix(rows, rf_link))
 
-    def _accumulate(
-        self,
-        update: TrackUpdate,
-        rows: np.ndarray,
-        num: np.ndarray,
-        den: np.ndarray,
-        prev: np.ndarray,
-        t_first: np.ndarray,
-        t_last: np.ndarray,
-        samples: np.ndarray,
-    ) -> None:
+    def matrix(self, rows: np.ndarray, rf_link: np.ndarray) -> np.ndarray:
+        """:meth:`features` as a feature matrix (:func:`feature_matrix`)."""
+        s = self.settings
+        state = self._state[rows if self._order is None else self._order[rows]]
+        num, den = state[:, _NUM:_NUM + _N_ACC], state[:, _DEN:_DEN + _N_ACC]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where((den > 0) & (den >= s.min_feature_time_s), num / np.maximum(den, 1e-300), np.nan)
+        x = np.empty((len(state), len(COLUMN)))
+        x[:, _PLAIN_COLS] = mean[:, _PLAIN_ACC]
+        speed = mean[:, _SPEED]
+        sd = np.sqrt(np.maximum(mean[:, _SECOND_MOMENTS] - mean[:, _FIRST_MOMENTS] ** 2, 0.0))  # speed, climb
+        x[:, COLUMN["speed_cv"]] = sd[:, 0] / np.maximum(speed, s.speed_floor_mps)
+        x[:, COLUMN["climb_sd_mps"]] = sd[:, 1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            x[:, COLUMN["straightness"]] = np.where(speed > 0, np.hypot(mean[:, _VE], mean[:, _VN]) / speed, np.nan)
+        t_first = state[:, _T_FIRST]
+        x[:, COLUMN["observed_s"]] = np.where(np.isfinite(t_first), state[:, _T_LAST] - t_first, 0.0)
+        x[:, COLUMN["samples"]] = state[:, _SAMPLES]
+        x[:, COLUMN["rf_link"]] = rf_link
+        return x
+
+    def _accumulate(self, update: TrackUpdate, rows: np.ndarray) -> None:
         """Add this frame's sample of the tracks ``rows`` (those a detection updated) to
-        their averages (arrays modified in place)."""
+        their averages."""
         s = self.settings
         tr = update.tracks
         t = float(update.t_mono)
-        state = tr.state[rows]
-        pos = state[:, POS]
-        vel = state[:, VEL]
+        st = self._state[rows]  # (n, _WIDTH) copy, written back at the end
+        xs = tr.state[rows]
+        vel = xs[:, VEL]
         speed = np.hypot(vel[:, 0], vel[:, 1])
-        tf = t_first[rows]
+        tf = st[:, _T_FIRST]  # a view: the first sample's time set in st
         tf[np.isnan(tf)] = t
-        t_first[rows] = tf
         settled = t - tf >= s.velocity_settle_s - 1e-9
 
-        x = np.full((len(rows), _N_ACC), np.nan)
+        x = np.empty((len(rows), _N_ACC))
+        x[:, _VE:_VN + 1] = vel[:, :2]
+        x[:, _VUP] = vel[:, 2]
+        x[:, _HEIGHT] = xs[:, 2] - s.ground_up_m
+        x[:, _VUP2] = vel[:, 2] ** 2
         x[:, _SPEED] = speed
         x[:, _SPEED2] = speed**2
-        x[:, _VUP] = vel[:, 2]
-        x[:, _VUP2] = vel[:, 2] ** 2
-        x[:, _HEIGHT] = pos[:, 2] - s.ground_up_m
-        x[:, _HOVER] = (speed < s.hover_speed_mps).astype(float)
-        x[:, _VE] = vel[:, 0]
-        x[:, _VN] = vel[:, 1]
+        x[:, _HOVER] = speed < s.hover_speed_mps
 
         # Speed change and turn rate between samples at least sample_interval_s apart.
         heading = np.where(speed >= s.heading_min_speed_mps, np.arctan2(vel[:, 0], vel[:, 1]), np.nan)
-        prev_rows = prev[rows]
-        t_prev, s_prev, h_prev = prev_rows[:, 0], prev_rows[:, 1], prev_rows[:, 2]
-        due = settled & (np.isnan(t_prev) | (t - t_prev >= s.sample_interval_s - 1e-9))
-        have_prev = due & np.isfinite(t_prev)
+        t_prev, s_prev, h_prev = st[:, _PREV], st[:, _PREV + 1], st[:, _PREV + 2]
+        span = t - t_prev  # NaN before the first sample
+        first = np.isnan(span)
+        due = settled & (first | (span >= s.sample_interval_s - 1e-9))
+        have_prev = due & ~first
         with np.errstate(invalid="ignore", divide="ignore"):
-            span = t - t_prev
             x[:, _DSPEED] = np.where(have_prev, np.abs(speed - s_prev) / span, np.nan)
             dh = np.abs(np.angle(np.exp(1j * (heading - h_prev))))
             x[:, _TURN] = np.where(have_prev, np.degrees(dh) / span, np.nan)  # NaN unless both moved
-        prev_rows[due] = np.column_stack([np.full(len(rows), t), speed, heading])[due]
-        prev[rows] = prev_rows
+        d = np.flatnonzero(due)
+        st[d, _PREV], st[d, _PREV + 1], st[d, _PREV + 2] = t, speed[d], heading[d]
 
         det = update.detections
         if det is not None and len(det):
             di = update.det_of_track[rows]
-            rng = np.maximum(np.linalg.norm(pos, axis=1), 1.0)
+            rng = np.maximum(norm_rows(xs[:, POS]), 1.0)
             x[:, _RCS] = det.snr_db[di] - s.rcs_reference_snr_db + 40.0 * np.log10(rng / 100.0)
             x[:, _DSPREAD] = det.doppler_spread_mps[di]
-            x[np.ix_(~det.height_measured[di], _VERTICAL)] = np.nan  # a 2D radar's assumed height
-        x[np.ix_(~settled, _VELOCITY_DERIVED)] = np.nan
+            x[~det.height_measured[di], _VERTICAL] = np.nan  # a 2D radar's assumed height
+        else:
+            x[:, _RCS:_DSPREAD + 1] = np.nan
+        x[~settled, _VELOCITY_DERIVED] = np.nan
 
         # Debiased EWMA: decay the sums by e^(−Δt/τ) since the track's last sample; a
         # sample weighs the time it stands for.
-        tl = t_last[rows]
+        tl = st[:, _T_LAST]
         dt = np.maximum(np.where(np.isfinite(tl), t - tl, 0.0), 0.0)
         decay = np.exp(-dt[:, None] / _time_constants(s.feature_time_constant_s, s.hover_time_constant_s))
-        w = np.repeat(np.minimum(dt, s.sample_interval_s)[:, None], _N_ACC, axis=1)
-        w[:, _TURN] = w[:, _DSPEED] = np.minimum(np.where(np.isnan(span), 0.0, span), 2.0 * s.sample_interval_s)
+        w = np.empty((len(rows), _N_ACC))
+        w[:, :_TURN] = np.minimum(dt, s.sample_interval_s)[:, None]
+        w[:, _TURN:] = np.minimum(np.where(first, 0.0, span), 2.0 * s.sample_interval_s)[:, None]
         known = np.isfinite(x) & (w > 0)
-        num[rows] = num[rows] * decay + np.where(known, w * x, 0.0)
-        den[rows] = den[rows] * decay + np.where(known, w, 0.0)
-        t_last[rows] = t
-        samples[rows] += np.uint32(1)
-
-    def _features(
-        self, num: np.ndarray, den: np.ndarray, t_first: np.ndarray, t_last: np.ndarray, samples: np.ndarray,
-        rf: np.ndarray,
-    ) -> np.ndarray:
-        """Feature rows (FEATURE_DTYPE) from the accumulators."""
-        s = self.settings
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where((den > 0) & (den >= s.min_feature_time_s), num / np.maximum(den, 1e-300), np.nan)
-        f = np.zeros(len(num), dtype=FEATURE_DTYPE)
-        speed = mean[:, _SPEED]
-        f["speed_mps"] = speed
-        f["speed_cv"] = np.sqrt(np.maximum(mean[:, _SPEED2] - speed**2, 0.0)) / np.maximum(speed, s.speed_floor_mps)
-        f["speed_change_mps2"] = mean[:, _DSPEED]
-        f["height_m"] = mean[:, _HEIGHT]
-        f["climb_sd_mps"] = np.sqrt(np.maximum(mean[:, _VUP2] - mean[:, _VUP] ** 2, 0.0))
-        f["hover_fraction"] = mean[:, _HOVER]
-        f["turn_rate_dps"] = mean[:, _TURN]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            f["straightness"] = np.where(
-                speed > 0, np.hypot(mean[:, _VE], mean[:, _VN]) / speed, np.nan
-            )
-        f["rcs_dbsm"] = mean[:, _RCS]
-        f["doppler_spread_mps"] = mean[:, _DSPREAD]
-        f["observed_s"] = np.where(np.isfinite(t_first), t_last - t_first, 0.0)
-        f["samples"] = samples
-        f["rf_link"] = rf
-        return f
+        st[:, _NUM:_NUM + _N_ACC] = st[:, _NUM:_NUM + _N_ACC] * decay + np.where(known, w * x, 0.0)
+        st[:, _DEN:_DEN + _N_ACC] = st[:, _DEN:_DEN + _N_ACC] * decay + np.where(known, w, 0.0)
+        st[:, _T_LAST] = t
+        st[:, _SAMPLES] += 1.0
+        self._state[rows] = st
