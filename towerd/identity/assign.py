@@ -11,7 +11,8 @@ apart: the usual case), every gated pair is the optimum and the solver is not ca
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+
+from towerd.assignment import linear_sum_assignment
 
 
 def assign(d2: np.ndarray, gate: np.ndarray, eligible: np.ndarray | None = None) -> np.ndarray:
