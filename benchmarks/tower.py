@@ -3,7 +3,8 @@ the wire.
 
 Nominal load: a TI radar at 10 frames/s with about 50 points a frame (20 drones,
 clutter and false alarms), an RF Explorer at 10 sweeps/s through a three-band scan
-plan, 20 live tracks, one central. `towerd run` is a real
+plan, 20 drones (about 21 tracks reported at a time; the tracker also carries about 13
+tentative ones from false alarms), one central. `towerd run` is a real
 subprocess reading the emulator's pty; the central runs in this process behind a TCP
 relay that counts the bytes of both directions (ZMTP framing included; TCP/IP headers
 not). CPU and resident memory are read from /proc for the daemon's pid. Beside them, the
