@@ -6,11 +6,12 @@ Explorer 10 sweeps/s through its three-band scan plan, 20 drones, one central: t
 scene, seed and configuration) with the daemon (:class:`towerd.daemon.Daemon`) run in
 this process, in its own thread, and its stages' methods wrapped with a timer that reads
 the calling thread's CPU clock (``time.thread_time``, CLOCK_THREAD_CPUTIME_ID: CPU time,
-not wall time, so other load on the machine does not count) and charges each call to its stage, exclusive of any
-timed call nested in it. "daemon loop, other" is the rest of the daemon thread's and the
-sensor reader threads' CPU (read with ``pthread_getcpuclockid``) over the same window:
-the stages and it add up to those threads' CPU. ZeroMQ's own I/O thread is not a Python
-thread and is not counted here (the whole-process figure is in the nominal-load section).
+not wall time, so other load on the machine does not count) and charges each call to its
+stage, exclusive of any timed call nested in it. "daemon loop, other" is the rest of the
+daemon thread's and the sensor reader threads' CPU (read with ``pthread_getcpuclockid``)
+over the same window: the stages and it add up to those threads' CPU. ZeroMQ's own I/O
+thread is not a Python thread and is not counted here (the whole-process figure is in the
+nominal-load section).
 
 Tracks: about 21 radar tracks are reported at a time (the nominal ~20; benchmarks.tower
 counts ~23 distinct ids among the central's latest 200 records, tracks that ended
