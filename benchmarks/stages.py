@@ -135,11 +135,13 @@ class StageClock:
 
 def thread_cpu_s(threads: list[threading.Thread]) -> float:
     """CPU seconds of live ``threads`` so far."""
-    total = 0.0
-    for t in threads:
-        if t.ident is not None and t.is_alive():
-            total += time.clock_gettime(time.pthread_getcpuclockid(t.ident))
-    return total
+    return sum(threads_cpu_s(threads).values())
+
+
+def threads_cpu_s(threads: list[threading.Thread]) -> dict[str, float]:
+    """CPU seconds of each live thread of ``threads`` so far, by name."""
+    return {t.name: time.clock_gettime(time.pthread_getcpuclockid(t.ident)) for t in threads
+            if t.ident is not None and t.is_alive()}
 
 
 def measure(duration_s: float, warmup_s: float) -> dict[str, Any]:
@@ -176,13 +178,13 @@ def measure(duration_s: float, warmup_s: float) -> dict[str, Any]:
             time.sleep(warmup_s)  # benchmark: let tracks confirm before measuring
             daemon = tower.daemon_obj
             threads = [tower.thread] + [r._thread for r in daemon.runners if r._thread is not None]
-            cpu0, stages0 = thread_cpu_s(threads), clock.snapshot()
+            by_thread0, stages0 = threads_cpu_s(threads), clock.snapshot()
             frames0, wall0 = daemon.pipeline.frames, time.monotonic()
             counts = []
             while time.monotonic() < wall0 + duration_s:
                 time.sleep(min(0.5, max(0.0, wall0 + duration_s - time.monotonic())))
                 counts.append(track_counts(daemon.pipeline))
-            cpu1, stages1 = thread_cpu_s(threads), clock.snapshot()
+            by_thread1, stages1 = threads_cpu_s(threads), clock.snapshot()
             frames1, wall1 = daemon.pipeline.frames, time.monotonic()
         finally:
             tower.stop()
@@ -190,13 +192,16 @@ def measure(duration_s: float, warmup_s: float) -> dict[str, Any]:
             central_thread.join()
             central.close()
     frames = frames1 - frames0
+    cpu0, cpu1 = sum(by_thread0.values()), sum(by_thread1.values())
+    thread_us = {name: (by_thread1[name] - cpu) / max(frames, 1) * 1e6 for name, cpu in by_thread0.items()
+                 if name in by_thread1}
     per_frame = {s: (stages1.get(s, 0.0) - stages0.get(s, 0.0)) / max(frames, 1) * 1e6 for s in STAGE_ORDER}
     per_frame["daemon loop, other"] = (cpu1 - cpu0) / max(frames, 1) * 1e6 - sum(
         v for k, v in per_frame.items() if k != "daemon loop, other")
     mean = {k: sum(c[k] for c in counts) / max(len(counts), 1) for k in ("reported", "confirmed", "tentative")}
     return {"us_per_frame": per_frame, "frames": frames, "wall_s": wall1 - wall0, "tracks": mean["reported"],
             "tracks_confirmed": mean["confirmed"], "tracks_tentative": mean["tentative"],
-            "threads_cpu_s": cpu1 - cpu0, "wrapped": wrapped}
+            "threads_cpu_s": cpu1 - cpu0, "threads_us_per_frame": thread_us, "wrapped": wrapped}
 
 
 def track_counts(pipeline: Any) -> dict[str, int]:
@@ -206,8 +211,9 @@ def track_counts(pipeline: Any) -> dict[str, int]:
     reported) and ``tentative`` (candidates from false alarms and new targets, which the
     tracker carries but nobody reports)."""
     status = pipeline.tracker.tracks.status
-    reported = getattr(pipeline.reporter, "_ids", None)
-    return {"reported": len(reported) if reported is not None else -1,
+    reporter = pipeline.reporter
+    reported = reporter.reported_count if hasattr(reporter, "reported_count") else len(reporter._ids)
+    return {"reported": reported,
             "confirmed": int(((status == 1) | (status == 2)).sum()), "tentative": int((status == 0).sum())}
 
 

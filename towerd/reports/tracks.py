@@ -15,7 +15,7 @@ from towerd import geo
 from towerd.clock import Clock
 from towerd.icd import Status, empty_track_records
 from towerd.tracking.labels import TrackLabels
-from towerd.tracking.state import POS, VEL, TrackTable, match_ids
+from towerd.tracking.state import POS, VEL, TrackTable
 from towerd.tracking.tracker import TrackUpdate
 
 log = logging.getLogger(__name__)
@@ -67,19 +67,24 @@ class TrackReporter:
     last state, the labels of its last report) if and only if it had been reported; a
     track never reported (tentative, static clutter) gets none.
 
-    State kept: for each reported live track, its id, last report time, status, category,
-    threat and the labels of its last report, in sorted arrays (lookups with
-    searchsorted, vectorised), pruned to the live tracks on every call so it cannot grow
-    without bound.
+    State kept: for each reported live track, keyed by id, its last report time, status,
+    category and threat and the labels of its last report, pruned to the live tracks on
+    every call so it cannot grow without bound. The policy runs in plain Python: for the
+    few dozen tracks of a tower, cheaper than the ~40 NumPy calls of a vectorised one.
     """
 
     def __init__(self, site: geo.Site, *, interval_s: float = 1.0, include_tentative: bool = False) -> None:
         self.site = site
         self.interval_s = float(interval_s)
         self.include_tentative = bool(include_tentative)
-        self._ids = np.zeros(0, dtype=np.uint32)  # sorted ids of reported live tracks
-        self._last_t = np.zeros(0)  # track t_mono of their last report
-        self._last = np.zeros(0, dtype=_LAST_DTYPE)  # what their last report said
+        self._last: dict[int, tuple[float, tuple]] = {}
+        """Reported live tracks: id -> (track t_mono of its last report, that report's labels
+        as a _LAST_DTYPE row tuple: status, category, confidence, threat, sources, rf...)."""
+
+    @property
+    def reported_count(self) -> int:
+        """Live tracks reported so far (they are reported until they end)."""
+        return len(self._last)
 
     def build(
         self, update: TrackUpdate, clock: Clock, labels: TrackLabels | Callable[[np.ndarray], TrackLabels] | None = None
@@ -91,9 +96,8 @@ class TrackReporter:
         ``update.tracks``) it is asked for — only the tracks whose status makes them
         reportable are asked for, once per call; None: unknown, no threat, all reportable.
 
-        Runs once per tracker call, so it is written for few NumPy calls: the policy on the
-        reportable rows' arrays, and the records filled from the due rows' arrays (no
-        TrackTable copies)."""
+        Runs once per tracker call, so it is written for few NumPy calls: the policy in
+        Python, the records filled from the due rows' arrays (no TrackTable copies)."""
         live = update.tracks
         st = live.status
         ok = (st == _CONFIRMED) | (st == _COASTING)
@@ -106,61 +110,57 @@ class TrackReporter:
             lab = labels(rows)
         else:
             lab = labels.select(rows)
-        ids, t_mono, status = live.track_id[rows], live.t_mono[rows], st[rows]
+        status = st[rows]
         now = _label_rows(status, lab)
 
         # Due: never reported and reportable; or reported and its status, category or
         # threat changed, or interval_s passed since its last report.
-        if len(self._ids):
-            found, pos = match_ids(self._ids, ids)
-            last = self._last[pos]  # garbage where not found: masked below
-            last_t = self._last_t[pos]
-            again = (last["status"] != status) | (last["category"] != now["category"]) | (
-                last["threat"] != now["threat"]) | (t_mono - last_t >= self.interval_s - TIME_EPS_S)
-            due = np.where(found, again, lab.reportable)
-            reported = found | due  # once reported, reported until it ends
-        else:
-            found = np.zeros(len(rows), dtype=bool)
-            last, last_t = now.copy(), t_mono.copy()
-            due = lab.reportable.astype(bool, copy=True)
-            reported = due
+        old = self._last
+        new: dict[int, tuple[float, tuple]] = {}
+        due: list[int] = []
+        limit = self.interval_s - TIME_EPS_S
+        ids = live.track_id[rows].tolist()
+        t_mono = live.t_mono[rows].tolist()
+        if old:  # compared as stored: the u1 values of the label rows
+            status_l, category, threat = status.tolist(), now["category"].tolist(), now["threat"].tolist()
+        reportable = lab.reportable.tolist()
+        for i, tid in enumerate(ids):
+            prev = old.get(tid)
+            if prev is None:
+                if reportable[i]:
+                    due.append(i)
+            else:
+                t_last, (p_status, p_category, _, p_threat, *_) = prev
+                if (status_l[i] != p_status or category[i] != p_category or threat[i] != p_threat
+                        or t_mono[i] - t_last >= limit):
+                    due.append(i)
+                else:
+                    new[tid] = prev  # once reported, reported until it ends
+        label_rows = now[due]
+        for i, row in zip(due, label_rows.tolist()):
+            new[ids[i]] = (t_mono[i], row)
+        self._last = new
 
         ended = update.ended
-        ended_idx = None
-        if len(ended) and len(self._ids):
-            ended_found, ended_pos = match_ids(self._ids, ended.track_id)
-            if ended_found.any():
-                ended_idx = np.flatnonzero(ended_found)
-                ended_labels = self._last[ended_pos[ended_idx]]
+        ended_idx: list[int] = []
+        if len(ended) and old:
+            ended_idx = [j for j, tid in enumerate(ended.track_id.tolist()) if tid in old]
 
-        # New state: the live tracks reported so far, those reported now refreshed.
-        last[due] = now[due]
-        last_t[due] = t_mono[due]
-        keep = np.flatnonzero(reported)
-        kept_ids = ids[keep]
-        order = np.argsort(kept_ids, kind="stable")
-        keep = keep[order]
-        self._ids = kept_ids[order]
-        self._last_t = last_t[keep]
-        self._last = last[keep]
-
-        due_idx = np.flatnonzero(due)
-        if len(due_idx) == 0 and ended_idx is None:
+        if not due and not ended_idx:
             return empty_track_records(0)
-        src = rows[due_idx]
-        label_rows = now[due_idx]
+        src = rows[due]
         parts = (live.track_id[src], live.status[src], live.t_mono[src], live.hits[src], live.state[src],
                  live.cov[src])
-        if ended_idx is not None:
+        if ended_idx:
+            ended_labels = np.array([old[tid][1] for tid in ended.track_id[ended_idx].tolist()], dtype=_LAST_DTYPE)
             label_rows = np.concatenate([label_rows, ended_labels])
             parts = tuple(np.concatenate([a, b]) for a, b in zip(parts, (
                 ended.track_id[ended_idx], ended.status[ended_idx], ended.t_mono[ended_idx],
                 ended.hits[ended_idx], ended.state[ended_idx], ended.cov[ended_idx])))
         records = self._records(*parts, clock, label_rows)
         if log.isEnabledFor(logging.DEBUG):
-            log.debug("%d track records (%d ended)", len(records), 0 if ended_idx is None else len(ended_idx))
+            log.debug("%d track records (%d ended)", len(records), len(ended_idx))
         return records
-
     def records(self, tracks: TrackTable, clock: Clock, labels: np.ndarray | None = None) -> np.ndarray:
         """ICD records for ``tracks`` as they are (no policy); seq 0. ``labels``: rows of
         _LAST_DTYPE aligned with ``tracks`` (None: unknown category, no threat, radar)."""
