@@ -77,6 +77,9 @@ TIMED: tuple[tuple[str, str, str, str], ...] = (
     ("towerd.pipeline", "Pipeline", "label", "label"),
     ("towerd.labeller", "Labeller", "observe", "label"),
     ("towerd.labeller", "Labeller", "labels", "label"),
+    # Remote ID fusion's labels of radar tracks (paired broadcasts, non-cooperative), per frame and per timer
+    ("towerd.identity.fusion", "RemoteIdFusion", "on_radar", "label"),
+    ("towerd.identity.fusion", "RemoteIdFusion", "expire", "label"),
     ("towerd.reports.tracks", "TrackReporter", "build", "report"),
     ("towerd.rf.fusion", "RfTrackReporter", "build", "report"),
     ("towerd.outbox.sqlite", "Outbox", "add_tracks", "store"),
