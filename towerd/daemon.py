@@ -15,6 +15,7 @@ frame is processed the moment it is read.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -70,7 +71,9 @@ class Daemon(Reloading):
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
         self.pipeline = pipeline or Pipeline(self.config.pipeline, self.clock)
-        self._readings: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX_READINGS)
+        self._readings: collections.deque[Any] = collections.deque()
+        """Readings handed over by the sensor threads (deque appends and pops are atomic:
+        no lock or condition per reading, as queue.Queue takes); bounded in _on_reading."""
         self._events: queue.SimpleQueue[SensorEvent] = queue.SimpleQueue()
         self.dropped_readings = 0
         self.runners: list[SensorRunner] = []
@@ -149,11 +152,11 @@ class Daemon(Reloading):
         sleeps (or is about to): a busy loop drains the queue before it sleeps anyway
         (:meth:`_sleep` sets the flag before it looks at the queue, so no reading is
         left waiting through a poll)."""
-        try:
-            self._readings.put_nowait(reading)
+        if len(self._readings) < QUEUE_MAX_READINGS:  # two readers racing may pass it by one
+            self._readings.append(reading)
             if self._sleeping:
                 self._wake()
-        except queue.Full:
+        else:
             self.dropped_readings += 1
             if self.dropped_readings in (1, 10, 100) or self.dropped_readings % 1000 == 0:
                 log.warning("processing is behind: %d readings dropped so far", self.dropped_readings)
@@ -220,10 +223,10 @@ class Daemon(Reloading):
         outbox.add_event("daemon.started", "info", f"towerd {__version__} started",
                          config_digest=self.loaded.digest)
         outbox.commit()
+        self._open_status_socket()
+        self.console.start()  # before the sensors: it imports its server on start, and the loop must follow them
         for runner in self.runners:
             runner.start()
-        self._open_status_socket()
-        self.console.start()
         self.notifier.ready(self.status_line())
         log.info("running: tower %s, %d sensors, %d centrals", self.config.tower.id, len(self.runners),
                  len(self.uplinks))
@@ -294,7 +297,7 @@ class Daemon(Reloading):
         status client, or the timeout."""
         self._sleeping = True  # before looking at the queue: see _on_reading
         try:
-            if stop.is_set() or self._reload_requested.is_set() or not self._readings.empty():
+            if stop.is_set() or self._reload_requested.is_set() or self._readings:
                 return
             self._current_poller().poll(int(timeout_s * 1000) + 1)
         finally:
@@ -325,20 +328,21 @@ class Daemon(Reloading):
         so readings arriving faster than they are processed cannot keep the loop from a
         stop, commits and the uplinks (the full queue drops and counts the excess); the
         loop does not sleep while readings wait."""
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                break
+        events = self._events
+        while not events.empty():
+            event = events.get_nowait()
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
-        now = self.clock.monotonic()
-        self.pipeline.set_receivers({r.name: None if r.state is SensorState.DOWN else r.driver.silent_s(now)
-                                     for r in self.runners if r.driver.kind == "remoteid"})
+        receivers = [r for r in self.runners if r.driver.kind == "remoteid"]
+        identity = self.pipeline.identity
+        if receivers or identity.receivers or identity.receivers_up:  # else it is already "none, not covering"
+            now = self.clock.monotonic()
+            self.pipeline.set_receivers({r.name: None if r.state is SensorState.DOWN else r.driver.silent_s(now)
+                                         for r in receivers})
+        readings = self._readings
         for _ in range(QUEUE_MAX_READINGS):
-            try:
-                reading = self._readings.get_nowait()
-            except queue.Empty:
+            if not readings:
                 return
+            reading = readings.popleft()
             stored = self._store(self.pipeline.process(reading))
             self.console.note(reading, self.pipeline)
             self._identity_out()

@@ -102,21 +102,23 @@ def enu_to_geodetic(site: Site, enu_m: np.ndarray) -> tuple[np.ndarray, np.ndarr
     z = z0 + w
     # pymap3d.ecef2geodetic (You 2000)
     a, b, e, e2 = _A, _B, _E, _E2
-    r = np.sqrt(x**2 + y**2 + z**2)
+    x2, y2, z2 = x**2, y**2, z**2  # each computed once where pymap3d computes it twice: same values
+    r = np.sqrt(x2 + y2 + z2)
     r2_e2 = r**2 - e2
-    u = np.sqrt(0.5 * r2_e2 + 0.5 * np.hypot(r2_e2, 2 * e * z))
+    u = np.sqrt(0.5 * r2_e2 + 0.5 * np.hypot(r2_e2, 2 * e * z))  # >= 0 (or NaN)
     hxy = np.hypot(x, y)
-    if len(u) == 0 or min(np.abs(u).min(), hxy.min()) <= 1e-8:  # pymap3d's isclose(., 0) branches
+    if len(u) == 0 or min(u.min(), hxy.min()) <= 1e-8:  # pymap3d's isclose(., 0) branches
         return _enu_to_geodetic_pymap3d(site, enu_m)
     hue = np.hypot(u, e)
     beta = np.arctan(hue / u * z / hxy)
-    beta += ((b * u - a * hue + e2) * np.sin(beta)) / (a * hue * 1 / np.cos(beta) - e2 * np.cos(beta))
+    a_hue, cos_beta = a * hue, np.cos(beta)
+    beta += ((b * u - a_hue + e2) * np.sin(beta)) / (a_hue / cos_beta - e2 * cos_beta)  # pymap3d: a·hue·1/cos β
     if np.abs(beta).max() >= _LIM_PI2:  # pymap3d's float32 patches at ±90°
         return _enu_to_geodetic_pymap3d(site, enu_m)
     lat = np.arctan(a / b * np.tan(beta))
     lon = np.arctan2(y, x)
     alt = np.hypot(z - b * np.sin(beta), hxy - a * np.cos(beta))
-    inside = x**2 / a**2 + y**2 / a**2 + z**2 / b**2 < 1
+    inside = x2 / _A2 + y2 / _A2 + z2 / _B2 < 1
     np.negative(alt, out=alt, where=inside)
     return np.degrees(lat), np.degrees(lon), alt
 
@@ -126,6 +128,7 @@ _A: float = _WGS84.semimajor_axis
 _B: float = _WGS84.semiminor_axis
 _E = np.sqrt(_A**2 - _B**2)  # pymap3d: sqrt(ell.semimajor_axis**2 - ell.semiminor_axis**2)
 _E2 = _E**2
+_A2, _B2 = _A**2, _B**2  # pymap3d: ell.semimajor_axis**2, ell.semiminor_axis**2
 _LIM_PI2 = pi / 2 - np.finfo(np.float64).eps
 
 
