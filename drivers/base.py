@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 import select
 import threading
 from dataclasses import asdict, dataclass, field
@@ -142,8 +143,9 @@ class SensorDriver(abc.ABC):
                     if waiting:
                         data += port.read(waiting)
             elif select.select([fd], [], [], self.wait_s(self.clock.monotonic()))[0]:
-                # One wait, then all that came: no 1-byte read before the rest.
-                data = port.read(port.in_waiting or 1)
+                # One wait, then all that came in one read(2) of the (non-blocking) descriptor:
+                # pyserial's read(in_waiting) would add an ioctl and a second select.
+                data = _read_ready(fd)
             else:
                 data = b""
         except (serial.SerialException, OSError, TypeError, AttributeError, ValueError) as exc:
@@ -254,6 +256,23 @@ class SensorDriver(abc.ABC):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+READ_CHUNK_BYTES = 1 << 16
+"""Most bytes one :meth:`SensorDriver.read` takes from a descriptor (more wait for the next)."""
+
+
+def _read_ready(fd: int) -> bytes:
+    """What the descriptor ``fd`` that select() found readable holds, up to
+    READ_CHUNK_BYTES. pyserial opens ports non-blocking, so this never waits; nothing at
+    all after readiness means the device went away, as pyserial's read says too."""
+    try:
+        data = os.read(fd, READ_CHUNK_BYTES)
+    except BlockingIOError:  # another reader was faster, or a spurious wake-up
+        return b""
+    if not data:
+        raise OSError("device reports readiness to read but returned no data (device disconnected?)")
+    return data
 
 
 def _fileno(port: serial.SerialBase) -> int | None:

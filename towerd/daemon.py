@@ -15,6 +15,7 @@ frame is processed the moment it is read.
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -70,7 +71,9 @@ class Daemon(Reloading):
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
         self.pipeline = pipeline or Pipeline(self.config.pipeline, self.clock)
-        self._readings: queue.Queue[Any] = queue.Queue(maxsize=QUEUE_MAX_READINGS)
+        self._readings: collections.deque[Any] = collections.deque()
+        """Readings handed over by the sensor threads (deque appends and pops are atomic:
+        no lock or condition per reading, as queue.Queue takes); bounded in _on_reading."""
         self._events: queue.SimpleQueue[SensorEvent] = queue.SimpleQueue()
         self.dropped_readings = 0
         self.runners: list[SensorRunner] = []
@@ -82,8 +85,9 @@ class Daemon(Reloading):
         self._iterations = 0  # main-loop passes, for the watchdog
         self._reload_requested = threading.Event()
         self._records_waiting = False  # records or events added since the last commit
+        self._waiting_since = 0.0  # monotonic time the oldest of them was added
         self._commit_every = self.config.outbox.commit_interval_s
-        self._last_record_commit = float("-inf")  # monotonic time of the last commit that carried records
+        self._sensor_commits: dict[str, float] = {}  # sensor -> monotonic time its reading's records were committed
         self._sleeping = False  # the loop is in (or about to enter) its poll: a reading must wake it
         self._poller: zmq.Poller | None = None
         self._polled: list[Any] = []  # what self._poller watches besides the wake-up pipe
@@ -148,11 +152,11 @@ class Daemon(Reloading):
         sleeps (or is about to): a busy loop drains the queue before it sleeps anyway
         (:meth:`_sleep` sets the flag before it looks at the queue, so no reading is
         left waiting through a poll)."""
-        try:
-            self._readings.put_nowait(reading)
+        if len(self._readings) < QUEUE_MAX_READINGS:  # two readers racing may pass it by one
+            self._readings.append(reading)
             if self._sleeping:
                 self._wake()
-        except queue.Full:
+        else:
             self.dropped_readings += 1
             if self.dropped_readings in (1, 10, 100) or self.dropped_readings % 1000 == 0:
                 log.warning("processing is behind: %d readings dropped so far", self.dropped_readings)
@@ -219,10 +223,10 @@ class Daemon(Reloading):
         outbox.add_event("daemon.started", "info", f"towerd {__version__} started",
                          config_digest=self.loaded.digest)
         outbox.commit()
+        self._open_status_socket()
+        self.console.start()  # before the sensors: it imports its server on start, and the loop must follow them
         for runner in self.runners:
             runner.start()
-        self._open_status_socket()
-        self.console.start()
         self.notifier.ready(self.status_line())
         log.info("running: tower %s, %d sensors, %d centrals", self.config.tower.id, len(self.runners),
                  len(self.uplinks))
@@ -241,14 +245,14 @@ class Daemon(Reloading):
                     self._store(self.pipeline.expire(now))
                     self._identity_out()
                     next_expire = now + EXPIRE_INTERVAL_S
-                # New records are committed (then sent) within commit_every of the last
-                # commit that carried records (a reading's records are committed as
-                # soon as it is processed when that allows: see _commit_records); a
-                # commit also carries the deletions of acknowledged records, which
-                # alone wait up to ACK_COMMIT_S and never hold new records back.
+                # A reading's records are committed (then sent) as soon as it is
+                # processed (see _drain); other records (the timer's, events, identities)
+                # wait up to commit_every for a reading's commit to carry them, then are
+                # committed on their own. A commit also carries the deletions of
+                # acknowledged records, which alone wait up to ACK_COMMIT_S.
                 if outbox.uncommitted:
                     if self._records_waiting:
-                        if now - self._last_record_commit >= self._commit_every:
+                        if now - self._waiting_since >= self._commit_every:
                             self._commit_records(now)
                             last_commit = now
                     elif now - last_commit >= ACK_COMMIT_S:
@@ -269,7 +273,7 @@ class Daemon(Reloading):
                     pinged_at, next_watchdog = self._iterations, now + watchdog_s / 2.0
                 timers = [next_expire, next_status, now + MAX_SLEEP_S]
                 if outbox.uncommitted:
-                    timers.append(self._last_record_commit + self._commit_every if self._records_waiting
+                    timers.append(self._waiting_since + self._commit_every if self._records_waiting
                                   else last_commit + ACK_COMMIT_S)
                 if watchdog_s:
                     timers.append(next_watchdog)
@@ -293,13 +297,13 @@ class Daemon(Reloading):
         status client, or the timeout."""
         self._sleeping = True  # before looking at the queue: see _on_reading
         try:
-            if stop.is_set() or self._reload_requested.is_set() or not self._readings.empty():
+            if stop.is_set() or self._reload_requested.is_set() or self._readings:
                 return
             self._current_poller().poll(int(timeout_s * 1000) + 1)
         finally:
             self._sleeping = False
-        try:
-            while os.read(self._wake_r, 4096):
+        try:  # one read empties the pipe unless 4096 wake-ups piled up
+            while len(os.read(self._wake_r, 4096)) == 4096:
                 pass
         except BlockingIOError:
             pass
@@ -324,29 +328,35 @@ class Daemon(Reloading):
         so readings arriving faster than they are processed cannot keep the loop from a
         stop, commits and the uplinks (the full queue drops and counts the excess); the
         loop does not sleep while readings wait."""
-        while True:
-            try:
-                event = self._events.get_nowait()
-            except queue.Empty:
-                break
+        events = self._events
+        while not events.empty():
+            event = events.get_nowait()
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
-        now = self.clock.monotonic()
-        self.pipeline.set_receivers({r.name: None if r.state is SensorState.DOWN else r.driver.silent_s(now)
-                                     for r in self.runners if r.driver.kind == "remoteid"})
+        receivers = [r for r in self.runners if r.driver.kind == "remoteid"]
+        identity = self.pipeline.identity
+        if receivers or identity.receivers or identity.receivers_up:  # else it is already "none, not covering"
+            now = self.clock.monotonic()
+            self.pipeline.set_receivers({r.name: None if r.state is SensorState.DOWN else r.driver.silent_s(now)
+                                         for r in receivers})
+        readings = self._readings
         for _ in range(QUEUE_MAX_READINGS):
-            try:
-                reading = self._readings.get_nowait()
-            except queue.Empty:
+            if not readings:
                 return
-            self._store(self.pipeline.process(reading))
+            reading = readings.popleft()
+            stored = self._store(self.pipeline.process(reading))
             self.console.note(reading, self.pipeline)
             self._identity_out()
-            if self._records_waiting:
-                # Commit and send now rather than after the readings queued behind
-                # this one, when the commit interval allows.
+            if stored:
+                # Commit and send now, not after the readings queued behind this one, and
+                # not after another sensor's commit (a radar frame must not wait for the
+                # commit interval because an RF sweep's records were just committed): only
+                # the same sensor's commit less than commit_every ago (readings piled up)
+                # makes them wait, with the other records, for the loop's commit.
                 now = self.clock.monotonic()
-                if now - self._last_record_commit >= self._commit_every:
+                sensor = getattr(reading, "sensor", "")
+                if now - self._sensor_commits.get(sensor, float("-inf")) >= self._commit_every:
                     self._commit_records(now)
+                    self._sensor_commits[sensor] = now
                     for uplink in self.uplinks:
                         uplink.poll(0)
 
@@ -361,7 +371,7 @@ class Daemon(Reloading):
         if identities:
             try:
                 self.outbox.add_identities(identities)
-                self._records_waiting = True
+                self._note_waiting()
             except (OutboxError, ValueError) as exc:
                 log.error("outbox: %d track identities not stored: %s", len(identities), exc)
 
@@ -372,22 +382,30 @@ class Daemon(Reloading):
         self.console.note_event(code, severity, message, self.clock.utc_us(), fields)
         try:
             self.outbox.add_event(code, severity, message, **fields)
-            self._records_waiting = True
+            self._note_waiting()
         except OutboxError as exc:
             log.error("outbox: event %s not stored: %s", code, exc)
 
-    def _store(self, records: Any) -> None:
+    def _store(self, records: Any) -> bool:
+        """Add track records to the outbox; True when there were some and they were added."""
         if len(records):
             try:
                 self.outbox.add_tracks(records)
-                self._records_waiting = True
+                self._note_waiting()
+                return True
             except OutboxError as exc:
                 log.error("outbox: %d track records not stored: %s", len(records), exc)
+        return False
+
+    def _note_waiting(self) -> None:
+        """Records were added: from now on they wait for a commit."""
+        if not self._records_waiting:
+            self._records_waiting, self._waiting_since = True, self.clock.monotonic()
 
     def _commit_records(self, now: float) -> None:
         """Commit the records waiting (and whatever else the transaction holds)."""
         self._commit()
-        self._last_record_commit, self._records_waiting = now, False
+        self._records_waiting = False
 
     def _commit(self) -> None:
         try:

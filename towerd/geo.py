@@ -8,12 +8,18 @@ Frames:
 - WGS84 geodetic latitude/longitude (degrees) and ellipsoidal height (metres).
 
 ENU <-> geodetic uses pymap3d (maintained, vectorised, shipped by Debian) rather than
-hand-written ECEF algebra.
+hand-written ECEF algebra. ENU -> geodetic, once per report, runs pymap3d's own
+algorithm (You 2000, closed form) on the per-site constants cached: the same floating-point
+operations in the same order, so the same bits, without pymap3d's fixed cost of ~220 µs a
+call (masking for the poles, ``isclose``, ellipsoid lookups), which it falls back to for
+the rare points that need that care.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from math import pi
 
 import numpy as np
 import pymap3d
@@ -68,8 +74,75 @@ def cartesian_to_spherical(xyz_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
 
 
 def enu_to_geodetic(site: Site, enu_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(N, 3) ENU metres -> latitude_deg, longitude_deg, height_m (each (N,))."""
+    """(N, 3) ENU metres -> latitude_deg, longitude_deg, height_m (each (N,)).
+
+    The result is bit for bit ``pymap3d.enu2geodetic`` (WGS84) of the same inputs
+    (tests/test_geo_fast.py): ENU -> ECEF (rotation about the site, plus the site's ECEF
+    position), then ECEF -> geodetic by You (2000), "Transformation of Cartesian to
+    Geodetic Coordinates without Iterations", J. Surv. Eng. 126(1), the closed form
+    pymap3d.ecef2geodetic uses, with the same operations in the same order:
+
+        r = |p|,  E² = a² − b²,  u² = ½(r² − E²) + ½·hypot(r² − E², 2Ez)
+        β0 = atan(hypot(u, E)/u · z/hypot(x, y))                      (4b)
+        β = β0 + (b·u − a·hypot(u, E) + E²)·sin β0 / (a·hypot(u, E)/cos β0 − E² cos β0)   (13)
+        lat = atan(a/b · tan β),  lon = atan2(y, x)                    (4c)
+        h = ±hypot(z − b sin β, hypot(x, y) − a cos β)  (− inside the ellipsoid)   (7)
+
+    Points where pymap3d takes a special branch (u or hypot(x, y) within 1e-8 of 0: the
+    poles, the Earth's centre; β within one ulp of ±90°) go to pymap3d itself.
+    """
     enu_m = np.asarray(enu_m, dtype=float).reshape(-1, 3)
+    east, north, up = enu_m[:, 0], enu_m[:, 1], enu_m[:, 2]
+    x0, y0, z0, cos_lat0, sin_lat0, cos_lon0, sin_lon0 = _site_frame(site)
+    # pymap3d.enu2uvw, then enu2ecef's sum
+    t = cos_lat0 * up - sin_lat0 * north
+    w = sin_lat0 * up + cos_lat0 * north
+    x = x0 + (cos_lon0 * t - sin_lon0 * east)
+    y = y0 + (sin_lon0 * t + cos_lon0 * east)
+    z = z0 + w
+    # pymap3d.ecef2geodetic (You 2000)
+    a, b, e, e2 = _A, _B, _E, _E2
+    x2, y2, z2 = x**2, y**2, z**2  # each computed once where pymap3d computes it twice: same values
+    r = np.sqrt(x2 + y2 + z2)
+    r2_e2 = r**2 - e2
+    u = np.sqrt(0.5 * r2_e2 + 0.5 * np.hypot(r2_e2, 2 * e * z))  # >= 0 (or NaN)
+    hxy = np.hypot(x, y)
+    if len(u) == 0 or min(u.min(), hxy.min()) <= 1e-8:  # pymap3d's isclose(., 0) branches
+        return _enu_to_geodetic_pymap3d(site, enu_m)
+    hue = np.hypot(u, e)
+    beta = np.arctan(hue / u * z / hxy)
+    a_hue, cos_beta = a * hue, np.cos(beta)
+    beta += ((b * u - a_hue + e2) * np.sin(beta)) / (a_hue / cos_beta - e2 * cos_beta)  # pymap3d: a·hue·1/cos β
+    if np.abs(beta).max() >= _LIM_PI2:  # pymap3d's float32 patches at ±90°
+        return _enu_to_geodetic_pymap3d(site, enu_m)
+    lat = np.arctan(a / b * np.tan(beta))
+    lon = np.arctan2(y, x)
+    alt = np.hypot(z - b * np.sin(beta), hxy - a * np.cos(beta))
+    inside = x2 / _A2 + y2 / _A2 + z2 / _B2 < 1
+    np.negative(alt, out=alt, where=inside)
+    return np.degrees(lat), np.degrees(lon), alt
+
+
+_WGS84 = pymap3d.Ellipsoid.from_name("wgs84")
+_A: float = _WGS84.semimajor_axis
+_B: float = _WGS84.semiminor_axis
+_E = np.sqrt(_A**2 - _B**2)  # pymap3d: sqrt(ell.semimajor_axis**2 - ell.semiminor_axis**2)
+_E2 = _E**2
+_A2, _B2 = _A**2, _B**2  # pymap3d: ell.semimajor_axis**2, ell.semiminor_axis**2
+_LIM_PI2 = pi / 2 - np.finfo(np.float64).eps
+
+
+@functools.lru_cache(maxsize=16)
+def _site_frame(site: Site) -> tuple[float, ...]:
+    """The site's ECEF position and the sines/cosines of its latitude and longitude, as
+    pymap3d.enu2ecef computes them on every call."""
+    x0, y0, z0 = pymap3d.geodetic2ecef(site.latitude_deg, site.longitude_deg, site.height_m)
+    lat0, lon0 = np.radians(site.latitude_deg), np.radians(site.longitude_deg)
+    return x0, y0, z0, np.cos(lat0), np.sin(lat0), np.cos(lon0), np.sin(lon0)
+
+
+def _enu_to_geodetic_pymap3d(site: Site, enu_m: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`enu_to_geodetic` by pymap3d itself (every branch; ~220 µs a call)."""
     lat, lon, h = pymap3d.enu2geodetic(
         enu_m[:, 0], enu_m[:, 1], enu_m[:, 2], site.latitude_deg, site.longitude_deg, site.height_m
     )

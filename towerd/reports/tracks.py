@@ -15,7 +15,7 @@ from towerd import geo
 from towerd.clock import Clock
 from towerd.icd import Status, empty_track_records
 from towerd.tracking.labels import TrackLabels
-from towerd.tracking.state import POS, VEL, TrackTable, match_ids
+from towerd.tracking.state import POS, VEL, TrackTable
 from towerd.tracking.tracker import TrackUpdate
 
 log = logging.getLogger(__name__)
@@ -67,19 +67,24 @@ class TrackReporter:
     last state, the labels of its last report) if and only if it had been reported; a
     track never reported (tentative, static clutter) gets none.
 
-    State kept: for each reported live track, its id, last report time, status, category,
-    threat and the labels of its last report, in sorted arrays (lookups with
-    searchsorted, vectorised), pruned to the live tracks on every call so it cannot grow
-    without bound.
+    State kept: for each reported live track, keyed by id, its last report time, status,
+    category and threat and the labels of its last report, pruned to the live tracks on
+    every call so it cannot grow without bound. The policy runs in plain Python: for the
+    few dozen tracks of a tower, cheaper than the ~40 NumPy calls of a vectorised one.
     """
 
     def __init__(self, site: geo.Site, *, interval_s: float = 1.0, include_tentative: bool = False) -> None:
         self.site = site
         self.interval_s = float(interval_s)
         self.include_tentative = bool(include_tentative)
-        self._ids = np.zeros(0, dtype=np.uint32)  # sorted ids of reported live tracks
-        self._last_t = np.zeros(0)  # track t_mono of their last report
-        self._last = np.zeros(0, dtype=_LAST_DTYPE)  # what their last report said
+        self._last: dict[int, tuple[float, tuple]] = {}
+        """Reported live tracks: id -> (track t_mono of its last report, that report's labels
+        as a _LAST_DTYPE row tuple: status, category, confidence, threat, sources, rf...)."""
+
+    @property
+    def reported_count(self) -> int:
+        """Live tracks reported so far (they are reported until they end)."""
+        return len(self._last)
 
     def build(
         self, update: TrackUpdate, clock: Clock, labels: TrackLabels | Callable[[np.ndarray], TrackLabels] | None = None
@@ -89,101 +94,131 @@ class TrackReporter:
         category, confidence, threat, sources and the RF fields: aligned with
         ``update.tracks``, or a callable giving the labels of the rows (indices into
         ``update.tracks``) it is asked for — only the tracks whose status makes them
-        reportable are asked for, once per call; None: unknown, no threat, all reportable."""
+        reportable are asked for, once per call; None: unknown, no threat, all reportable.
+
+        Runs once per tracker call, so it is written for few NumPy calls: the policy in
+        Python, the records filled from the due rows' arrays (no TrackTable copies)."""
         live = update.tracks
-        status_ok = live.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        st = live.status
+        ok = (st == _CONFIRMED) | (st == _COASTING)
         if self.include_tentative:
-            status_ok |= live.status == Status.TENTATIVE
-        rows = np.flatnonzero(status_ok)
+            ok |= st == _TENTATIVE
+        rows = np.flatnonzero(ok)
         if labels is None:
             lab = TrackLabels.unknown(len(rows))
         elif callable(labels):
             lab = labels(rows)
         else:
             lab = labels.select(rows)
-        ids, t_mono, status = live.track_id[rows], live.t_mono[rows], live.status[rows]
+        status = st[rows]
         now = _label_rows(status, lab)
-        found, pos = match_ids(self._ids, ids)
-        last_t = np.full(len(rows), -np.inf)
-        last = np.zeros(len(rows), dtype=_LAST_DTYPE)
-        last["status"] = 255
-        last_t[found] = self._last_t[pos[found]]
-        last[found] = self._last[pos[found]]
 
-        eligible = lab.reportable | found
-        changed = (last["status"] != status) | (last["category"] != now["category"]) | (last["threat"] != now["threat"])
-        due = eligible & (~found | changed | (t_mono - last_t >= self.interval_s - TIME_EPS_S))
+        # Due: never reported and reportable; or reported and its status, category or
+        # threat changed, or interval_s passed since its last report.
+        old = self._last
+        new: dict[int, tuple[float, tuple]] = {}
+        due: list[int] = []
+        limit = self.interval_s - TIME_EPS_S
+        ids = live.track_id[rows].tolist()
+        t_mono = live.t_mono[rows].tolist()
+        if old:  # compared as stored: the u1 values of the label rows
+            status_l, category, threat = status.tolist(), now["category"].tolist(), now["threat"].tolist()
+        reportable = lab.reportable.tolist()
+        for i, tid in enumerate(ids):
+            prev = old.get(tid)
+            if prev is None:
+                if reportable[i]:
+                    due.append(i)
+            else:
+                t_last, (p_status, p_category, _, p_threat, *_) = prev
+                if (status_l[i] != p_status or category[i] != p_category or threat[i] != p_threat
+                        or t_mono[i] - t_last >= limit):
+                    due.append(i)
+                else:
+                    new[tid] = prev  # once reported, reported until it ends
+        label_rows = now[due]
+        for i, row in zip(due, label_rows.tolist()):
+            new[ids[i]] = (t_mono[i], row)
+        self._last = new
 
-        ended_found, ended_pos = match_ids(self._ids, update.ended.track_id)
-        ended_tracks = update.ended.select(ended_found)
-        ended_labels = self._last[ended_pos[ended_found]]
+        ended = update.ended
+        ended_idx: list[int] = []
+        if len(ended) and old:
+            ended_idx = [j for j, tid in enumerate(ended.track_id.tolist()) if tid in old]
 
-        # New state: the live tracks reported so far, those reported now refreshed.
-        reported = due | (found & eligible)
-        last_t[due] = t_mono[due]
-        last[due] = now[due]
-        order = np.argsort(ids[reported], kind="stable")
-        self._ids = ids[reported][order]
-        self._last_t = last_t[reported][order]
-        self._last = last[reported][order]
-
-        if not due.any() and len(ended_tracks) == 0:
+        if not due and not ended_idx:
             return empty_track_records(0)
-        label_rows = np.concatenate([now[due], ended_labels])
-        due_mask = np.zeros(len(live), dtype=bool)
-        due_mask[rows[due]] = True
-        due_tracks = live.select(due_mask)
-        if len(ended_tracks):
-            due_tracks = TrackTable.concatenate([due_tracks, ended_tracks])
-        records = self.records(due_tracks, clock, label_rows)
-        if len(records):
-            log.debug("%d track records (%d ended)", len(records), len(ended_tracks))
+        src = rows[due]
+        parts = (live.track_id[src], live.status[src], live.t_mono[src], live.hits[src], live.state[src],
+                 live.cov[src])
+        if ended_idx:
+            ended_labels = np.array([old[tid][1] for tid in ended.track_id[ended_idx].tolist()], dtype=_LAST_DTYPE)
+            label_rows = np.concatenate([label_rows, ended_labels])
+            parts = tuple(np.concatenate([a, b]) for a, b in zip(parts, (
+                ended.track_id[ended_idx], ended.status[ended_idx], ended.t_mono[ended_idx],
+                ended.hits[ended_idx], ended.state[ended_idx], ended.cov[ended_idx])))
+        records = self._records(*parts, clock, label_rows)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%d track records (%d ended)", len(records), len(ended_idx))
         return records
-
     def records(self, tracks: TrackTable, clock: Clock, labels: np.ndarray | None = None) -> np.ndarray:
         """ICD records for ``tracks`` as they are (no policy); seq 0. ``labels``: rows of
         _LAST_DTYPE aligned with ``tracks`` (None: unknown category, no threat, radar)."""
         n = len(tracks)
-        rec = empty_track_records(n)
         if n == 0:
-            return rec
+            return empty_track_records(0)
         if labels is None:
             labels = _label_rows(tracks.status, TrackLabels.unknown(n))
-        t_mono = tracks.t_mono
+        return self._records(tracks.track_id, tracks.status, tracks.t_mono, tracks.hits, tracks.state, tracks.cov,
+                             clock, labels)
+
+    def _records(self, track_id: np.ndarray, status: np.ndarray, t_mono: np.ndarray, hits: np.ndarray,
+                 state: np.ndarray, cov: np.ndarray, clock: Clock, labels: np.ndarray) -> np.ndarray:
+        """:meth:`records` from the tracks' arrays (N,), (N, 6) state, (N, 6, 6) cov."""
+        n = len(track_id)
+        rec = _UNKNOWN_RECORD.repeat(n)  # the bytes of empty_track_records(n)
         if n == 1 or (t_mono == t_mono[0]).all():  # one frame's tracks: one conversion
             rec["time_us"] = clock.utc_us(float(t_mono[0]))
         else:
             t_unique, t_inv = np.unique(t_mono, return_inverse=True)
             rec["time_us"] = np.array([clock.utc_us(float(t)) for t in t_unique], dtype=np.int64)[t_inv]
-        rec["track_id"] = tracks.track_id
-        rec["status"] = tracks.status
+        rec["track_id"] = track_id
+        rec["status"] = status
         rec["category"] = labels["category"]
         rec["confidence"] = np.minimum(labels["confidence"], 100)
         rec["threat"] = labels["threat"]
         rec["sources"] = labels["sources"]
-        rec["reserved"] = 0
-        rec["hits"] = np.minimum(tracks.hits, HITS_MAX)
+        rec["hits"] = np.minimum(hits, HITS_MAX)
         rec["rf_freq_mhz"] = labels["rf_freq_mhz"]
         rec["rf_bw_mhz"] = labels["rf_bw_mhz"]
         rec["rf_power_dbm"] = labels["rf_power_dbm"]
 
-        pos = tracks.state[:, POS]
-        ok = np.all(np.isfinite(pos), axis=1)
-        if not np.all(ok):
-            log.warning("%d tracks with a non-finite position reported without one", np.count_nonzero(~ok))
-        lat, lon, h = geo.enu_to_geodetic(self.site, pos[ok])
-        rec["lat_e7"][ok] = np.round(lat * 1e7).astype(np.int32)
-        rec["lon_e7"][ok] = np.round(lon * 1e7).astype(np.int32)
-        rec["alt_m"][ok] = h
+        pos = state[:, POS]
+        finite = np.isfinite(pos).all(axis=1)
+        if finite.all():
+            lat, lon, h = geo.enu_to_geodetic(self.site, pos)
+            rec["lat_e7"] = np.round(lat * 1e7).astype(np.int32)
+            rec["lon_e7"] = np.round(lon * 1e7).astype(np.int32)
+            rec["alt_m"] = h
+        else:
+            log.warning("%d tracks with a non-finite position reported without one", np.count_nonzero(~finite))
+            lat, lon, h = geo.enu_to_geodetic(self.site, pos[finite])
+            rec["lat_e7"][finite] = np.round(lat * 1e7).astype(np.int32)
+            rec["lon_e7"][finite] = np.round(lon * 1e7).astype(np.int32)
+            rec["alt_m"][finite] = h
         rng, az, el = geo.cartesian_to_spherical(pos)  # x east, y north: azimuth from true north
         rec["range_m"] = rng
         # [0, 360) must hold after rounding to f32 too (359.999999999 -> 360.0f -> 0).
         rec["azimuth_deg"] = np.mod(az, 360.0).astype(np.float32) % np.float32(360.0)
         rec["elevation_deg"] = el
-        vel = tracks.state[:, VEL]
+        vel = state[:, VEL]
         rec["vel_east_mps"] = vel[:, 0]
         rec["vel_north_mps"] = vel[:, 1]
         rec["vel_up_mps"] = vel[:, 2]
         # One-sigma horizontal: sqrt of the mean of the east and north variances.
-        rec["pos_sigma_m"] = np.sqrt(0.5 * (tracks.cov[:, 0, 0] + tracks.cov[:, 1, 1]))
+        rec["pos_sigma_m"] = np.sqrt(0.5 * (cov[:, 0, 0] + cov[:, 1, 1]))
         return rec
+
+
+_CONFIRMED, _COASTING, _TENTATIVE = int(Status.CONFIRMED), int(Status.COASTING), int(Status.TENTATIVE)
+_UNKNOWN_RECORD = empty_track_records(1)

@@ -421,12 +421,9 @@ class RfTrackReporter:
 
         finals = tracks[final].copy()
         finals["status"] = Status.ENDED
-        out = [
-            _with_ids(rf_track_records(tracks[due], clock), report_id[due]),
-            _with_ids(rf_track_records(finals, clock), report_id[final]),
-            _with_ids(rf_track_records(ended[ended_rep], clock), ended_rid[ended_rep]),
-        ]
-        return join_rows(out)
+        parts = ((tracks[due], report_id[due]), (finals, report_id[final]), (ended[ended_rep], ended_rid[ended_rep]))
+        out = [_with_ids(rf_track_records(t, clock), rid) for t, rid in parts if len(t)]  # most calls: none due
+        return join_rows(out) if out else _NO_RECORDS.copy()
 
 
 _NO_RECORDS = empty_track_records(0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -18,9 +18,11 @@ import numpy as np
 from towerd.drivers.measurements import Spectrum
 from towerd.icd import TRACK_RECORD_DTYPE
 from towerd.web.feed import ConsoleFeed
-from towerd.web.server import ConsoleHTTPServer, load_assets, read_token
 from towerd.web.settings import WebSettings
-from towerd.web.view import ConsoleView
+
+if TYPE_CHECKING:
+    from towerd.web.server import ConsoleHTTPServer
+    from towerd.web.view import ConsoleView
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,11 @@ class Console:
         if not s.enabled:
             log.info("web console disabled in the configuration")
             return False
+        # Imported here: a tower without a console does not carry the HTTP server (http.server,
+        # email, html, socketserver) and the view in its resident memory.
+        from towerd.web.server import ConsoleHTTPServer, load_assets, read_token
+        from towerd.web.view import ConsoleView
+
         try:
             token = read_token(s.token_file) if s.token_file else None
         except (OSError, ValueError, UnicodeDecodeError) as exc:

@@ -1,0 +1,93 @@
+"""When the daemon commits (then sends) the records of a reading: at once, unless the same
+sensor's records were committed less than outbox.commit_interval_s before. A radar frame
+processed just after an RF sweep's commit must not wait out the interval (that wait was
+the end-to-end latency's tail, set by the phase between the two sensors)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from towerd.clock import ManualClock
+from towerd.config import load_config
+from towerd.daemon import Daemon
+from towerd.drivers.measurements import RadarPlots
+from towerd.icd import empty_track_records
+from towerd.pipeline import Pipeline
+
+CONFIG = """\
+version: 1
+tower: {{id: tx-test-001, latitude_deg: 27.5, longitude_deg: -99.5, height_m: 130.0}}
+state_dir: {state}
+status_socket: null
+sensors: []
+web: {{enabled: false}}
+outbox: {{commit_interval_s: 0.02}}
+"""
+
+
+class OneRecordPerReading(Pipeline):
+    """The real pipeline's interface; every reading gives one track record."""
+
+    def process(self, reading):
+        rec = empty_track_records(1)
+        rec["track_id"] = reading.frame_number
+        rec["time_us"] = self.clock.utc_us(reading.t_mono)
+        return rec
+
+
+@pytest.fixture
+def daemon(tmp_path):
+    (tmp_path / "towerd.yaml").write_text(CONFIG.format(state=tmp_path / "state"))
+    loaded = load_config(tmp_path / "towerd.yaml")
+    clock = ManualClock(start_mono=100.0)
+    d = Daemon(loaded, clock=clock, pipeline=OneRecordPerReading(loaded.config.pipeline, clock))
+    d._open()
+    yield d
+    d.outbox.close()
+    d.console.close()
+
+
+def reading(sensor: str, clock: ManualClock, number: int) -> RadarPlots:
+    return RadarPlots.of(sensor, clock.monotonic(), number, np.zeros(0))
+
+
+def all_committed(d: Daemon) -> bool:
+    return d.outbox.committed_next_seq == d.outbox.next_seq
+
+
+def test_another_sensors_commit_does_not_hold_a_reading_back(daemon):
+    clock = daemon.clock
+    daemon._on_reading(reading("rf0", clock, 1))
+    daemon._drain()
+    assert all_committed(daemon) and daemon.outbox.next_seq == 2
+    clock.advance(0.005)  # well within commit_interval_s of the RF commit
+    daemon._on_reading(reading("radar0", clock, 2))
+    daemon._drain()
+    assert all_committed(daemon) and daemon.outbox.next_seq == 3
+
+
+def test_the_same_sensor_within_the_interval_waits_for_the_loop(daemon):
+    clock = daemon.clock
+    daemon._on_reading(reading("radar0", clock, 1))
+    daemon._drain()
+    assert all_committed(daemon)
+    clock.advance(0.005)
+    daemon._on_reading(reading("radar0", clock, 2))
+    daemon._drain()
+    assert not all_committed(daemon) and daemon._records_waiting
+    assert daemon._waiting_since == pytest.approx(clock.monotonic())  # the loop commits it 20 ms from now
+    clock.advance(0.02)
+    daemon._on_reading(reading("radar0", clock, 3))  # the interval is over: this commit carries both
+    daemon._drain()
+    assert all_committed(daemon) and daemon.outbox.next_seq == 4
+
+
+def test_records_of_the_timer_and_events_ride_with_the_next_readings_commit(daemon):
+    clock = daemon.clock
+    daemon._event("test.event", "info", "an event")
+    assert daemon._records_waiting and not all_committed(daemon)
+    clock.advance(0.01)
+    daemon._on_reading(reading("radar0", clock, 1))
+    daemon._drain()
+    assert all_committed(daemon) and not daemon._records_waiting
