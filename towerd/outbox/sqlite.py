@@ -28,9 +28,11 @@ central), :mod:`towerd.outbox.cap` (size cap and ``outbox.dropped`` announcement
 
 from __future__ import annotations
 
+import array
 import json
 import logging
 import sqlite3
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -45,6 +47,7 @@ from towerd.outbox.durability import _TRUNCATE_AFTER_DELETES, NORMAL_SYNC_INTERV
 from towerd.outbox.identity import IdentityMixin
 from towerd.outbox.opening import SCHEMA_VERSION, OpeningMixin, _Unusable
 from towerd.outbox.settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OutboxSettings
+from towerd.outbox.tail import Tail
 from towerd.seqranges import SEQ_MAX, subtract_range
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_RECORDS", "EVENT_WRITE_FAILED", "KIND_EVENT", "KIND_TRACK",
@@ -54,6 +57,8 @@ __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_RECORDS", "EVENT_WRITE_FAILED", "KI
 log = logging.getLogger(__name__)
 
 KIND_TRACK = "T"
+_LITTLE_ENDIAN = sys.byteorder == "little"
+_WORDS = RECORD_SIZE // 8
 KIND_EVENT = "E"
 EVENT_WRITE_FAILED = "outbox.write_failed"
 
@@ -67,6 +72,23 @@ def _json(obj: object) -> bytes:
 def _event_body(code: str, severity: str, message: str, fields: dict) -> bytes:
     """The JSON of an event without its seq and time_us (known only when it is stored)."""
     return _json({"code": code, "severity": severity, "message": message, **fields})
+
+
+def _stamped(records: np.ndarray, first: int) -> tuple[bytes, list[int]]:
+    """The records' wire bytes with ``seq`` set to ``first, first + 1, ...``, and their
+    ``time_us`` values. Written through a memoryview on little-endian hosts (the wire's
+    order): a third of the CPU of the NumPy field assignments, on a per-message path."""
+    n = records.size
+    if not _LITTLE_ENDIAN:
+        rec = np.array(records, dtype=TRACK_RECORD_DTYPE, copy=True)
+        rec["seq"] = np.arange(first, first + n, dtype=np.uint64)
+        return rec.tobytes(), rec["time_us"].tolist()
+    buf = bytearray(records.tobytes())
+    words = memoryview(buf).cast("Q")
+    words[::_WORDS] = array.array("Q", range(first, first + n))  # seq: word 0 of each record
+    times = words.cast("B").cast("q")[1::_WORDS].tolist()  # time_us: word 1
+    words.release()
+    return bytes(buf), times
 
 
 def _event_payload(seq: int, time_us: int, body: bytes) -> bytes:
@@ -148,6 +170,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         self._lost_unannounced = 0  # records lost by failed writes, not yet announced
         self._lost_error = ""
         self._note_in_txn = False
+        self._tail = Tail()  # the newest committed rows, for the senders (towerd.outbox.tail)
         self._init_identity_state()
         try:
             self._conn = self._open()
@@ -278,6 +301,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         conn.execute("INSERT INTO records (seq, kind, time_us, payload) VALUES (?, ?, ?, ?)",
                      (seq, KIND_EVENT, time_us, payload))
         conn.execute("UPDATE meta SET next_seq = ?", (seq + 1,))
+        self._tail.added(seq, KIND_EVENT, payload, 1)
         self._next_seq = seq + 1
         self._count += 1
         self._bytes += len(payload)
@@ -297,15 +321,13 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         try:
             self._begin(conn)
             first = self._reserve(n)
-            rec = np.array(records, dtype=TRACK_RECORD_DTYPE, copy=True)
-            rec["seq"] = np.arange(first, first + n, dtype=np.uint64)
-            raw = memoryview(rec.tobytes())  # rows are views of one buffer: no copy per row
-            rows = [
-                (first + i, KIND_TRACK, t, raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])
-                for i, t in enumerate(rec["time_us"].tolist())
-            ]
+            buf, times = _stamped(records, first)
+            raw = memoryview(buf)  # rows are views of one buffer: no copy per row
+            rows = [(first + i, KIND_TRACK, t, raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])
+                    for i, t in enumerate(times)]
             conn.executemany("INSERT INTO records (seq, kind, time_us, payload) VALUES (?, ?, ?, ?)", rows)
             conn.execute("UPDATE meta SET next_seq = ?", (first + n,))
+            self._tail.added(first, KIND_TRACK, buf, n)
             self._next_seq = first + n
             self._count += n
             self._bytes += n * RECORD_SIZE
@@ -355,6 +377,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._failed(conn, "commit", exc) from exc
+        self._tail.committed()
         self._write_error = None
         if self._note_in_txn:
             self._lost_unannounced = 0
@@ -372,17 +395,26 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
     # ---------------------------------------------------------------- reading
 
     def pending(self, after_seq: int = 0, limit: int = 64, *, central: str | None = None,
-                before_seq: int | None = None) -> list[tuple[int, str, bytes]]:
+                before_seq: int | None = None, recent: bool = False) -> list[tuple[int, str, bytes]]:
         """Up to ``limit`` committed rows with ``after_seq < seq < before_seq``, oldest
         first, as ``(seq, kind, payload)`` with kind 'T' (80-byte record) or 'E' (JSON).
         With ``central``: only rows that central still needs; without: every row held.
         With synchronous=normal only rows already fsynced are returned; the WAL is
-        fsynced here at most once per NORMAL_SYNC_INTERVAL_S when there are others."""
+        fsynced here at most once per NORMAL_SYNC_INTERVAL_S when there are others.
+        ``recent``: rows this outbox committed lately are given from memory, as written,
+        without a query (:mod:`towerd.outbox.tail`; for a sender's live rows, read right
+        after their commit); otherwise they are read back from the file."""
         conn = self._db()
         hi = self._sendable_next_seq()
         if before_seq is not None:
             hi = min(hi, before_seq)
         lo = max(after_seq, 0)
+        if central is not None or self._single:
+            self._bit(central)  # an unknown central is an error, as below
+        if recent and self._tail.end == self._c_next_seq:  # just committed: from memory, no query
+            rows = self._tail.rows(lo, hi, limit)
+            if rows is not None:
+                return rows
         try:
             if central is None and not self._single:
                 rows = conn.execute(

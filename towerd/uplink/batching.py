@@ -68,7 +68,7 @@ class BatchingMixin:
         for _ in range(_PAGES_PER_MESSAGE):
             after = self._live_cursor if live else self._backlog_cursor
             rows = self._outbox.pending(after, s.batch_records, central=name,
-                                        before_seq=None if live else self._boundary)
+                                        before_seq=None if live else self._boundary, recent=live)
             if not rows:
                 return None, True
             group, skips, consumed = self._select(rows)
