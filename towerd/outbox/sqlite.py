@@ -58,6 +58,10 @@ log = logging.getLogger(__name__)
 
 KIND_TRACK = "T"
 _LITTLE_ENDIAN = sys.byteorder == "little"
+_INSERT_ROWS = 16
+_INSERT_TRACKS = {n: "INSERT INTO records (seq, kind, time_us, payload) VALUES "
+                  + ", ".join([f"(?, '{KIND_TRACK}', ?, ?)"] * n) for n in range(1, _INSERT_ROWS + 1)}
+"""The statement adding n <= _INSERT_ROWS track records (a few distinct, cached statements)."""
 _WORDS = RECORD_SIZE // 8
 KIND_EVENT = "E"
 EVENT_WRITE_FAILED = "outbox.write_failed"
@@ -323,9 +327,13 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
             first = self._reserve(n)
             buf, times = _stamped(records, first)
             raw = memoryview(buf)  # rows are views of one buffer: no copy per row
-            rows = [(first + i, KIND_TRACK, t, raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])
-                    for i, t in enumerate(times)]
-            conn.executemany("INSERT INTO records (seq, kind, time_us, payload) VALUES (?, ?, ?, ?)", rows)
+            if n <= _INSERT_ROWS:  # one statement of n rows: a quarter less CPU than executemany
+                conn.execute(_INSERT_TRACKS[n], [v for i, t in enumerate(times) for v in (
+                    first + i, t, raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])])
+            else:
+                conn.executemany("INSERT INTO records (seq, kind, time_us, payload) VALUES (?, ?, ?, ?)",
+                                 [(first + i, KIND_TRACK, t, raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])
+                                  for i, t in enumerate(times)])
             conn.execute("UPDATE meta SET next_seq = ?", (first + n,))
             self._tail.added(first, KIND_TRACK, buf, n)
             self._next_seq = first + n
@@ -428,6 +436,20 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self._path}: pending failed: {exc}") from exc
         return [(seq, kind, bytes(payload)) for seq, kind, payload in rows]
+
+    def recent_tracks(self, after_seq: int, limit: int, *, central: str | None = None
+                      ) -> tuple[int, int, bytes] | None:
+        """The committed TRACKS records right after ``after_seq`` that this outbox holds
+        in memory (:mod:`towerd.outbox.tail`: none acknowledged or excluded by any
+        central yet), at most ``limit``, up to the next event, as ``(first_seq, count,
+        the records back to back as stored)``; None when the row after ``after_seq`` is
+        not one of them (then ask :meth:`pending`). For a sender's live rows: one buffer,
+        no query, no row objects."""
+        if central is not None or self._single:
+            self._bit(central)
+        if self._tail.end != self._c_next_seq:
+            return None
+        return self._tail.track_run(max(after_seq, 0), self._sendable_next_seq(), limit)
 
     def pending_count(self, central: str | None = None) -> int:
         """Rows held, including adds not yet committed. With ``central``: the rows that

@@ -103,6 +103,28 @@ class Tail:
                 total += len(buf)
         return total
 
+    def track_run(self, after: int, before: int, limit: int) -> tuple[int, int, bytes] | None:
+        """The TRACKS records from ``after + 1`` on, below ``before``, at most ``limit``,
+        up to the next event, as ``(first, count, records back to back)``; None when
+        ``after + 1`` is not a held track record."""
+        out: list[bytes] = []
+        count = 0
+        want = after + 1
+        stop = min(before, want + limit)
+        for first, kind, buf, n in self._chunks:
+            if first + n <= want:
+                continue
+            if first > want or kind != _KIND_TRACK or want >= stop:
+                break
+            k = min(first + n, stop) - want
+            off = (want - first) * RECORD_SIZE
+            out.append(buf if off == 0 and k == n else buf[off:off + k * RECORD_SIZE])
+            count += k
+            want += k
+        if not count:
+            return None
+        return after + 1, count, out[0] if len(out) == 1 else b"".join(out)
+
     def rows(self, after: int, before: int, limit: int) -> list[tuple[int, str, bytes]] | None:
         """The rows ``after < seq < before``, oldest first, at most ``limit``, as
         :meth:`Outbox.pending` gives them; None when some of them may lie below the tail
