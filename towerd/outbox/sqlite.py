@@ -28,11 +28,9 @@ central), :mod:`towerd.outbox.cap` (size cap and ``outbox.dropped`` announcement
 
 from __future__ import annotations
 
-import array
 import json
 import logging
 import sqlite3
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -47,6 +45,7 @@ from towerd.outbox.durability import _TRUNCATE_AFTER_DELETES, NORMAL_SYNC_INTERV
 from towerd.outbox.identity import IdentityMixin
 from towerd.outbox.opening import SCHEMA_VERSION, OpeningMixin, _Unusable
 from towerd.outbox.settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OutboxSettings
+from towerd.outbox.rows import KIND_TRACK, insert_tracks, stamped
 from towerd.outbox.tail import Tail
 from towerd.seqranges import SEQ_MAX, subtract_range
 
@@ -56,13 +55,6 @@ __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_RECORDS", "EVENT_WRITE_FAILED", "KI
 
 log = logging.getLogger(__name__)
 
-KIND_TRACK = "T"
-_LITTLE_ENDIAN = sys.byteorder == "little"
-_INSERT_ROWS = 16
-_INSERT_TRACKS = {n: "INSERT INTO records (seq, kind, time_us, payload) VALUES "
-                  + ", ".join([f"(?, '{KIND_TRACK}', ?, ?)"] * n) for n in range(1, _INSERT_ROWS + 1)}
-"""The statement adding n <= _INSERT_ROWS track records (a few distinct, cached statements)."""
-_WORDS = RECORD_SIZE // 8
 KIND_EVENT = "E"
 EVENT_WRITE_FAILED = "outbox.write_failed"
 
@@ -76,23 +68,6 @@ def _json(obj: object) -> bytes:
 def _event_body(code: str, severity: str, message: str, fields: dict) -> bytes:
     """The JSON of an event without its seq and time_us (known only when it is stored)."""
     return _json({"code": code, "severity": severity, "message": message, **fields})
-
-
-def _stamped(records: np.ndarray, first: int) -> tuple[bytes, list[int]]:
-    """The records' wire bytes with ``seq`` set to ``first, first + 1, ...``, and their
-    ``time_us`` values. Written through a memoryview on little-endian hosts (the wire's
-    order): a third of the CPU of the NumPy field assignments, on a per-message path."""
-    n = records.size
-    if not _LITTLE_ENDIAN:
-        rec = np.array(records, dtype=TRACK_RECORD_DTYPE, copy=True)
-        rec["seq"] = np.arange(first, first + n, dtype=np.uint64)
-        return rec.tobytes(), rec["time_us"].tolist()
-    buf = bytearray(records.tobytes())
-    words = memoryview(buf).cast("Q")
-    words[::_WORDS] = array.array("Q", range(first, first + n))  # seq: word 0 of each record
-    times = words.cast("B").cast("q")[1::_WORDS].tolist()  # time_us: word 1
-    words.release()
-    return bytes(buf), times
 
 
 def _event_payload(seq: int, time_us: int, body: bytes) -> bytes:
@@ -325,15 +300,8 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         try:
             self._begin(conn)
             first = self._reserve(n)
-            buf, times = _stamped(records, first)
-            raw = memoryview(buf)  # rows are views of one buffer: no copy per row
-            if n <= _INSERT_ROWS:  # one statement of n rows: a quarter less CPU than executemany
-                conn.execute(_INSERT_TRACKS[n], [v for i, t in enumerate(times) for v in (
-                    first + i, t, raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])])
-            else:
-                conn.executemany("INSERT INTO records (seq, kind, time_us, payload) VALUES (?, ?, ?, ?)",
-                                 [(first + i, KIND_TRACK, t, raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])
-                                  for i, t in enumerate(times)])
+            buf, times = stamped(records, first)
+            insert_tracks(conn, first, buf, times)
             conn.execute("UPDATE meta SET next_seq = ?", (first + n,))
             self._tail.added(first, KIND_TRACK, buf, n)
             self._next_seq = first + n

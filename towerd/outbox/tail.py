@@ -23,11 +23,11 @@ by :data:`MAX_ROWS` (the oldest are forgotten; they are read from the database).
 from __future__ import annotations
 
 from towerd.icd import RECORD_SIZE
+from towerd.outbox.rows import KIND_TRACK as _KIND_TRACK
 
 MAX_ROWS = 1024
 """Rows kept at most (the live rows in flight to a central; older ones are queried)."""
 
-_KIND_TRACK = "T"
 
 
 class Tail:
@@ -67,8 +67,9 @@ class Tail:
         self._chunks.extend(self._new)
         self._rows += sum(c[3] for c in self._new)
         self._new = []
-        while self._rows > self._max_rows and len(self._chunks) > 1:
-            self._rows -= self._chunks.pop(0)[3]
+        excess = self._rows - self._max_rows
+        if excess > 0:  # the oldest go (they are read from the file if still wanted)
+            self._rows -= _cut(self._chunks, self._chunks[0][0] + excess - 1)
 
     def rolled_back(self) -> None:
         """The open transaction was rolled back: its rows never existed."""
