@@ -216,9 +216,9 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
     def _drain_replies(self, now: float) -> None:
         sock = self._sock
         assert sock is not None
-        for _ in range(_MAX_REPLIES_PER_POLL):
+        for i in range(_MAX_REPLIES_PER_POLL):
             try:
-                if not sock.get(zmq.EVENTS) & zmq.POLLIN:
+                if i and not sock.get(zmq.EVENTS) & zmq.POLLIN:  # the first: the poll said so
                     return
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
