@@ -10,6 +10,11 @@ One encode per hop: the outbox stores each record in wire form and each event as
 JSON object that is sent, so a message is its rows joined behind the header (one copy);
 a row is only re-encoded when the rule coarsens positions. An event row is parsed once,
 to check it is an ICD event with its own seq (a damaged row is dropped loudly, not sent).
+
+Live records for a central whose rule passes everything take a shorter way: the records
+just committed, still in the outbox's memory (:meth:`Outbox.recent_tracks`), become the
+message body as one buffer, with no query and no per-row work (they are exactly what was
+written). Everything else, the backlog included, is read from the file and checked.
 """
 
 from __future__ import annotations
