@@ -191,10 +191,7 @@ class AckMixin:
                 conn.execute(f"DELETE FROM records WHERE {where}", args)
         except sqlite3.Error as exc:
             raise self._failed(conn, "ack", exc) from exc
-        self._release_on_commit.append((SINGLE_CONSUMER if self._single else central, lo, hi))  # type: ignore[arg-type]
-        self._count -= n
-        self._bytes -= nbytes
-        self._deleted_since_truncate += n
+        self._book_ack(central, lo, hi, n, nbytes)
         return n if newly is None else newly
 
     def _ack_held(self, conn: sqlite3.Connection, lo: int, hi: int, central: str | None) -> int:
@@ -214,8 +211,13 @@ class AckMixin:
                 n, nbytes = self._count - count, self._bytes - held_bytes
         except sqlite3.Error as exc:
             raise self._failed(conn, "ack", exc) from exc
+        self._book_ack(central, lo, hi, n, nbytes)
+        return n
+
+    def _book_ack(self, central: str | None, lo: int, hi: int, n: int, nbytes: int) -> None:
+        """The counters after an acknowledgement of ``lo..hi`` deleted ``n`` rows of
+        ``nbytes``; the rows stay protected from the size cap until it commits."""
         self._release_on_commit.append((SINGLE_CONSUMER if self._single else central, lo, hi))  # type: ignore[arg-type]
         self._count -= n
         self._bytes -= nbytes
         self._deleted_since_truncate += n
-        return n
