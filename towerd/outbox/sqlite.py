@@ -22,8 +22,10 @@ saying how many were lost, so no loss is silent.
 The other jobs live beside this module: :mod:`towerd.outbox.opening` (schema, migration,
 integrity check, moving an unusable file aside), :mod:`towerd.outbox.acks` (one bit per
 central), :mod:`towerd.outbox.cap` (size cap and ``outbox.dropped`` announcements),
-:mod:`towerd.outbox.durability` (fsync policy, rollback after a failed write) and
-:mod:`towerd.outbox.settings` (the ``outbox:`` configuration block).
+:mod:`towerd.outbox.durability` (fsync policy, rollback after a failed write),
+:mod:`towerd.outbox.settings` (the ``outbox:`` configuration block),
+:mod:`towerd.outbox.rows` (a batch of track records stamped and inserted) and
+:mod:`towerd.outbox.tail` (the newest committed rows in memory, for the live flow).
 """
 
 from __future__ import annotations
