@@ -81,6 +81,10 @@ def make_keys(directory: Path, towers: int) -> dict:
 
 _WRITE_SLICE = 25
 """Towers written (one outbox commit and send each) before the worker reads replies again."""
+_PACED_SCAN_S = 0.1
+"""How often the worker looks for the towers with a backlog to pace or a socket to rebuild
+(it polls those every 10 ms; a tower whose link just came up sends its first backlog
+burst from the poll that saw the link come up)."""
 
 
 def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
@@ -117,7 +121,8 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
         cursor = 0
         next_write = towers[0].next_write if towers else math.inf
         acked_mark = 0
-        next_pace = t0
+        next_pace = next_scan = t0
+        paced: list[_Tower] = []
         next_mark = t0 + 1.0
         outage_on = False
         poller_dirty = True
@@ -162,10 +167,13 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
                 next_write = towers[cursor].next_write
                 loop_ms.append((time.monotonic() - tick) * 1000)
             elif now >= next_pace:  # backlog pacing (token bucket) and scheduled socket rebuilds
-                for t in towers:
+                if now >= next_scan:  # which towers have a timer at all: not every tower every 10 ms
+                    paced = [t for t in towers if t.client is not None and t.client.next_timer_s() < math.inf]
+                    next_scan = now + _PACED_SCAN_S
+                for t in paced:
                     if t.client is not None and t.client.next_timer_s() < 1.0:
                         t.client.poll(0)
-                next_pace = now + 0.01
+                next_pace = now + (0.01 if paced else _PACED_SCAN_S)
             if poller_dirty:
                 poller = zmq.Poller()
                 by_sock = {}

@@ -82,9 +82,15 @@ class _RecordPool:
         self._next = 0
 
     def take(self, n: int, t_us: np.ndarray | int) -> np.ndarray:
-        idx = (self._next + np.arange(n)) % _POOL
-        self._next = (self._next + n) % _POOL
-        rec = self._pool[idx]
+        """``n`` records stamped ``t_us``: a slice of the pool, stamped in place (the
+        outbox copies what it is given), or a copy for more than the pool holds."""
+        if n > _POOL:
+            rec = self._pool[(self._next + np.arange(n)) % _POOL]
+        else:
+            if self._next + n > _POOL:
+                self._next = 0
+            rec = self._pool[self._next:self._next + n]
+            self._next += n
         rec["time_us"] = t_us
         return rec
 
@@ -183,20 +189,22 @@ class _Tower:
                 self.backlog_hi = last
                 self.backlog_left += last - first + 1
         else:
-            for seq in range(first, last + 1):
-                self.live[seq] = t
+            self.live.update(dict.fromkeys(range(first, last + 1), t))
 
     def _acked(self, first: int, last: int) -> None:
         now = time.monotonic()
-        for seq in range(first, last + 1):
-            t = self.live.pop(seq, None)
-            if t is not None:
-                self.latencies.append((now - t) * 1000.0)
-            elif seq in self.stale:
-                self.stale.discard(seq)
-            elif self.backlog_lo <= seq <= self.backlog_hi:
-                self.backlog_left -= 1
-            self.acked += 1
+        pop = self.live.pop
+        times = [pop(seq, None) for seq in range(first, last + 1)]
+        self.latencies.extend([(now - t) * 1000.0 for t in times if t is not None])
+        if None in times:  # not live: caught by an outage, or backlog
+            for seq, t in zip(range(first, last + 1), times):
+                if t is not None:
+                    continue
+                if seq in self.stale:
+                    self.stale.discard(seq)
+                elif self.backlog_lo <= seq <= self.backlog_hi:
+                    self.backlog_left -= 1
+        self.acked += last - first + 1
         if self.backlog_left == 0 and self.backlog_started is not None and self.drained_s is None:
             self.drained_s = now - self.backlog_started
 

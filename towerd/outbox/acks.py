@@ -30,6 +30,7 @@ class AckMixin:
     def _assign_bits(self, conn: sqlite3.Connection) -> None:
         """Give each wanted central a bit; forget centrals no longer configured (clearing
         their bits, deleting rows every remaining central is done with)."""
+        self._tail.clear()
         existing = {name: bit for name, bit in conn.execute("SELECT name, bit FROM centrals")}
         removed = {n: b for n, b in existing.items() if n not in self._wanted}
         kept = {n: b for n, b in existing.items() if n in self._wanted}
@@ -83,7 +84,13 @@ class AckMixin:
         key = SINGLE_CONSUMER if self._single else central
         if key not in self._bits:
             raise ValueError(f"outbox keeps no state for central {central!r}")
-        self._protected[key] = merge_ranges(self._protected.get(key, []) + [(first_seq, last_seq)])
+        ranges = self._protected.get(key)
+        if not ranges or first_seq > ranges[-1][1] + 1:  # the usual case: after what is protected
+            self._protected.setdefault(key, []).append((first_seq, last_seq))
+        elif first_seq >= ranges[-1][0]:  # overlaps or extends the last range only
+            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], last_seq))
+        else:
+            self._protected[key] = merge_ranges(ranges + [(first_seq, last_seq)])
 
     def protected_count(self) -> int:
         """Seqs currently protected from the size cap (over all centrals, counted once
@@ -166,6 +173,9 @@ class AckMixin:
         if lo > hi:
             return 0
         full = self._full_mask
+        if bit == full and self._tail.covers(lo, hi):
+            return self._ack_held(conn, lo, hi, central)
+        self._tail.forget_to(hi)
         try:
             self._begin(conn)
             if bit == full:  # the only central: its acknowledgement is the last one needed
@@ -181,9 +191,33 @@ class AckMixin:
                 conn.execute(f"DELETE FROM records WHERE {where}", args)
         except sqlite3.Error as exc:
             raise self._failed(conn, "ack", exc) from exc
+        self._book_ack(central, lo, hi, n, nbytes)
+        return n if newly is None else newly
+
+    def _ack_held(self, conn: sqlite3.Connection, lo: int, hi: int, central: str | None) -> int:
+        """:meth:`ack` by the last central needed of rows the tail holds
+        (towerd.outbox.tail): each of them exists and is deleted now, so they are counted
+        without a query."""
+        n, nbytes = hi - lo + 1, self._tail.payload_bytes(lo, hi)
+        self._tail.forget_to(hi)
+        try:
+            self._begin(conn)
+            deleted = conn.execute("DELETE FROM records WHERE seq BETWEEN ? AND ?", (lo, hi)).rowcount
+            if deleted != n:  # the tail was wrong (a defect): count the store again
+                log.error("outbox %s: acknowledging %d..%d deleted %d rows, %d expected; recounting", self._path,
+                          lo, hi, deleted, n)
+                count, held_bytes = conn.execute(
+                    "SELECT count(*), coalesce(sum(length(payload)), 0) FROM records").fetchone()
+                n, nbytes = self._count - count, self._bytes - held_bytes
+        except sqlite3.Error as exc:
+            raise self._failed(conn, "ack", exc) from exc
+        self._book_ack(central, lo, hi, n, nbytes)
+        return n
+
+    def _book_ack(self, central: str | None, lo: int, hi: int, n: int, nbytes: int) -> None:
+        """The counters after an acknowledgement of ``lo..hi`` deleted ``n`` rows of
+        ``nbytes``; the rows stay protected from the size cap until it commits."""
         self._release_on_commit.append((SINGLE_CONSUMER if self._single else central, lo, hi))  # type: ignore[arg-type]
         self._count -= n
         self._bytes -= nbytes
         self._deleted_since_truncate += n
-        return n if newly is None else newly
-

@@ -85,6 +85,7 @@ class CapMixin:
         if not dropped:
             self._limited_cap_warning()
             return
+        self._tail.forget_to(runs[-1][1])
         conn.executemany("DELETE FROM records WHERE seq BETWEEN ? AND ?", [tuple(r) for r in runs])
         self._count -= dropped
         self._bytes -= freed

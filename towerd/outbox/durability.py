@@ -49,6 +49,7 @@ class DurabilityMixin:
         self._bytes, self._dropped_total = self._c_bytes, self._c_dropped_total
         lost += self._restore_identities()
         self._release_on_commit.clear()
+        self._tail.rolled_back()
         self._note_in_txn = False
         self._generation += 1
         self._write_failures += 1

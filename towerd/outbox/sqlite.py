@@ -22,8 +22,10 @@ saying how many were lost, so no loss is silent.
 The other jobs live beside this module: :mod:`towerd.outbox.opening` (schema, migration,
 integrity check, moving an unusable file aside), :mod:`towerd.outbox.acks` (one bit per
 central), :mod:`towerd.outbox.cap` (size cap and ``outbox.dropped`` announcements),
-:mod:`towerd.outbox.durability` (fsync policy, rollback after a failed write) and
-:mod:`towerd.outbox.settings` (the ``outbox:`` configuration block).
+:mod:`towerd.outbox.durability` (fsync policy, rollback after a failed write),
+:mod:`towerd.outbox.settings` (the ``outbox:`` configuration block),
+:mod:`towerd.outbox.rows` (a batch of track records stamped and inserted) and
+:mod:`towerd.outbox.tail` (the newest committed rows in memory, for the live flow).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ from towerd.outbox.durability import _TRUNCATE_AFTER_DELETES, NORMAL_SYNC_INTERV
 from towerd.outbox.identity import IdentityMixin
 from towerd.outbox.opening import SCHEMA_VERSION, OpeningMixin, _Unusable
 from towerd.outbox.settings import DEFAULT_MAX_BYTES, DEFAULT_MAX_RECORDS, OutboxSettings
+from towerd.outbox.rows import KIND_TRACK, insert_tracks, stamped
+from towerd.outbox.tail import Tail
 from towerd.seqranges import SEQ_MAX, subtract_range
 
 __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_RECORDS", "EVENT_WRITE_FAILED", "KIND_EVENT", "KIND_TRACK",
@@ -53,7 +57,6 @@ __all__ = ["DEFAULT_MAX_BYTES", "DEFAULT_MAX_RECORDS", "EVENT_WRITE_FAILED", "KI
 
 log = logging.getLogger(__name__)
 
-KIND_TRACK = "T"
 KIND_EVENT = "E"
 EVENT_WRITE_FAILED = "outbox.write_failed"
 
@@ -148,6 +151,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         self._lost_unannounced = 0  # records lost by failed writes, not yet announced
         self._lost_error = ""
         self._note_in_txn = False
+        self._tail = Tail()  # the newest committed rows, for the senders (towerd.outbox.tail)
         self._init_identity_state()
         try:
             self._conn = self._open()
@@ -278,6 +282,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         conn.execute("INSERT INTO records (seq, kind, time_us, payload) VALUES (?, ?, ?, ?)",
                      (seq, KIND_EVENT, time_us, payload))
         conn.execute("UPDATE meta SET next_seq = ?", (seq + 1,))
+        self._tail.added(seq, KIND_EVENT, payload, 1)
         self._next_seq = seq + 1
         self._count += 1
         self._bytes += len(payload)
@@ -297,15 +302,10 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         try:
             self._begin(conn)
             first = self._reserve(n)
-            rec = np.array(records, dtype=TRACK_RECORD_DTYPE, copy=True)
-            rec["seq"] = np.arange(first, first + n, dtype=np.uint64)
-            raw = memoryview(rec.tobytes())  # rows are views of one buffer: no copy per row
-            rows = [
-                (first + i, KIND_TRACK, t, raw[i * RECORD_SIZE:(i + 1) * RECORD_SIZE])
-                for i, t in enumerate(rec["time_us"].tolist())
-            ]
-            conn.executemany("INSERT INTO records (seq, kind, time_us, payload) VALUES (?, ?, ?, ?)", rows)
+            buf, times = stamped(records, first)
+            insert_tracks(conn, first, buf, times)
             conn.execute("UPDATE meta SET next_seq = ?", (first + n,))
+            self._tail.added(first, KIND_TRACK, buf, n)
             self._next_seq = first + n
             self._count += n
             self._bytes += n * RECORD_SIZE
@@ -355,6 +355,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             raise self._failed(conn, "commit", exc) from exc
+        self._tail.committed()
         self._write_error = None
         if self._note_in_txn:
             self._lost_unannounced = 0
@@ -372,17 +373,26 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
     # ---------------------------------------------------------------- reading
 
     def pending(self, after_seq: int = 0, limit: int = 64, *, central: str | None = None,
-                before_seq: int | None = None) -> list[tuple[int, str, bytes]]:
+                before_seq: int | None = None, recent: bool = False) -> list[tuple[int, str, bytes]]:
         """Up to ``limit`` committed rows with ``after_seq < seq < before_seq``, oldest
         first, as ``(seq, kind, payload)`` with kind 'T' (80-byte record) or 'E' (JSON).
         With ``central``: only rows that central still needs; without: every row held.
         With synchronous=normal only rows already fsynced are returned; the WAL is
-        fsynced here at most once per NORMAL_SYNC_INTERVAL_S when there are others."""
+        fsynced here at most once per NORMAL_SYNC_INTERVAL_S when there are others.
+        ``recent``: rows this outbox committed lately are given from memory, as written,
+        without a query (:mod:`towerd.outbox.tail`; for a sender's live rows, read right
+        after their commit); otherwise they are read back from the file."""
         conn = self._db()
         hi = self._sendable_next_seq()
         if before_seq is not None:
             hi = min(hi, before_seq)
         lo = max(after_seq, 0)
+        if central is not None or self._single:
+            self._bit(central)  # an unknown central is an error, as below
+        if recent and self._tail.end == self._c_next_seq:  # just committed: from memory, no query
+            rows = self._tail.rows(lo, hi, limit)
+            if rows is not None:
+                return rows
         try:
             if central is None and not self._single:
                 rows = conn.execute(
@@ -396,6 +406,20 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         except sqlite3.Error as exc:
             raise OutboxError(f"outbox {self._path}: pending failed: {exc}") from exc
         return [(seq, kind, bytes(payload)) for seq, kind, payload in rows]
+
+    def recent_tracks(self, after_seq: int, limit: int, *, central: str | None = None
+                      ) -> tuple[int, int, bytes] | None:
+        """The committed TRACKS records right after ``after_seq`` that this outbox holds
+        in memory (:mod:`towerd.outbox.tail`: none acknowledged or excluded by any
+        central yet), at most ``limit``, up to the next event, as ``(first_seq, count,
+        the records back to back as stored)``; None when the row after ``after_seq`` is
+        not one of them (then ask :meth:`pending`). For a sender's live rows: one buffer,
+        no query, no row objects."""
+        if central is not None or self._single:
+            self._bit(central)
+        if self._tail.end != self._c_next_seq:
+            return None
+        return self._tail.track_run(max(after_seq, 0), self._sendable_next_seq(), limit)
 
     def pending_count(self, central: str | None = None) -> int:
         """Rows held, including adds not yet committed. With ``central``: the rows that

@@ -10,6 +10,11 @@ One encode per hop: the outbox stores each record in wire form and each event as
 JSON object that is sent, so a message is its rows joined behind the header (one copy);
 a row is only re-encoded when the rule coarsens positions. An event row is parsed once,
 to check it is an ICD event with its own seq (a damaged row is dropped loudly, not sent).
+
+Live records for a central whose rule passes everything take a shorter way: the records
+just committed, still in the outbox's memory (:meth:`Outbox.recent_tracks`), become the
+message body as one buffer, with no query and no per-row work (they are exactly what was
+written). Everything else, the backlog included, is read from the file and checked.
 """
 
 from __future__ import annotations
@@ -65,10 +70,19 @@ class BatchingMixin:
         stopped early to keep one poll short."""
         s = self._settings
         name = s.name
+        if live and self._filter.passes_everything:  # sent as stored: the just committed rows as one buffer
+            run = self._outbox.recent_tracks(self._live_cursor, s.batch_records, central=name)
+            if run is not None:
+                first, count, body = run
+                last = first + count - 1
+                frame = encode_tracks_rows(self._outbox.stream_id, [body], 0)
+                self._live_cursor = last
+                self._outbox.protect(name, first, last)
+                return _Message(first=first, last=last, count=count, frame=frame, replay=False), False
         for _ in range(_PAGES_PER_MESSAGE):
             after = self._live_cursor if live else self._backlog_cursor
             rows = self._outbox.pending(after, s.batch_records, central=name,
-                                        before_seq=None if live else self._boundary)
+                                        before_seq=None if live else self._boundary, recent=live)
             if not rows:
                 return None, True
             group, skips, consumed = self._select(rows)

@@ -34,6 +34,7 @@ class FlowMixin:
             self._remember(msg.first, msg.last)
         resend = len(self._inflight)
         self._inflight.clear()
+        self._unsent = False
         self._backlog_inflight = 0
         self._held = None
         self._verdicts = {}
@@ -115,7 +116,14 @@ class FlowMixin:
         # retransmission timer on every ACK of new data).
         timeout = self.ack_timeout()
         timed_out = False
-        for msg in self._inflight.values():
+        # Nothing can be due while the last ACK is younger than the timeout, unless a
+        # message could not be sent at all (then its sent_mono is None): no scan.
+        if now - self._progress_mono < timeout and not self._unsent:
+            inflight = ()
+        else:
+            inflight = self._inflight.values()
+            self._unsent = False
+        for msg in inflight:
             if msg.sent_mono is not None and now - max(msg.sent_mono, self._progress_mono) < timeout:
                 continue
             if msg.sent_mono is not None and not timed_out:
@@ -123,6 +131,7 @@ class FlowMixin:
                 self._stats["ack_timeouts"] += 1
                 self._rto_backoff = min(2 * self._rto_backoff, self._settings.ack_timeout_max_s)
             if not self._send_msg(msg, now):
+                self._unsent = True
                 return  # HWM reached or link gone: try again at the next poll
         window = self._settings.window
         # Live rows are those after the live cursor below the outbox's sendable mark:
@@ -133,8 +142,10 @@ class FlowMixin:
                 break
             self._inflight[msg.first] = msg
             if not self._send_msg(msg, now):
+                self._unsent = True
                 return
-        self._pump_backlog(now)
+        if not self._backlog_done:
+            self._pump_backlog(now)
 
     def _pump_backlog(self, now: float) -> None:
         s = self._settings
@@ -160,6 +171,7 @@ class FlowMixin:
             self._inflight[msg.first] = msg
             self._backlog_inflight += 1
             if not self._send_msg(msg, now):
+                self._unsent = True
                 return
 
     def _check_outbox(self, now: float) -> None:

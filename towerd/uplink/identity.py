@@ -125,6 +125,8 @@ class IdentityFlow:
         if self.capability in (UNSUPPORTED, DISABLED):
             self._withhold()
             return
+        if not self._inflight and self._cursor + 1 >= self._outbox.identity_sendable_next_seq:
+            return  # nothing in flight, nothing new: the usual poll
         timeout, timed_out = self.timer.timeout(), False
         for msg in self._inflight.values():
             if msg.sent_mono is not None and now - msg.sent_mono < timeout:

@@ -80,6 +80,7 @@ class LinkMixin:
             sock.close(0)
             raise UplinkError(f"central {s.name!r}: cannot set up the socket: {exc}") from exc
         self._sock, self._mon = sock, mon
+        self._poll_items = [(mon, zmq.POLLIN), (sock, zmq.POLLIN)]
         self._up_endpoints.clear()
         for endpoint in (s.endpoint, *s.extra_endpoints):
             try:
@@ -93,6 +94,7 @@ class LinkMixin:
     def _teardown_socket(self) -> None:
         sock, mon = self._sock, self._mon
         self._sock = self._mon = None
+        self._poll_items = []
         if sock is not None:
             try:
                 sock.disable_monitor()
@@ -112,6 +114,8 @@ class LinkMixin:
         name = self._settings.name
         while self._mon is not None:
             try:
+                if not self._mon.get(zmq.EVENTS) & zmq.POLLIN:
+                    return
                 ev = recv_monitor_message(self._mon, zmq.NOBLOCK)
             except zmq.Again:
                 return
