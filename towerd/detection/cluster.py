@@ -78,8 +78,9 @@ def near_pairs(pos: np.ndarray, reach_m2: np.ndarray) -> np.ndarray:
         d2 += (z[s:e, None] - z) ** 2
         near = d2 <= reach_m2[s:e, None] + reach_m2
         near &= cols > cols[s:e, None]  # j > i only
-        i, j = np.nonzero(near)
-        found.append(np.column_stack((i + s, j)) if s else np.column_stack((i, j)))
+        found.append(np.argwhere(near))
+        if s:
+            found[-1][:, 0] += s
     return found[0] if len(found) == 1 else np.concatenate(found)
 
 
@@ -152,39 +153,35 @@ class PointClusterer:
         n_clusters, labels = components(n, pairs)
         log.debug("%s: %d detections -> %d clusters", det.sensor, n, n_clusters)
 
-        snr = det.snr_db
-        snr_known = np.isfinite(snr)
+        snr, rv, rv_var_in = det.snr_db, det.radial_vel_mps, det.radial_vel_var_mps2
+        snr_known, rv_known = np.isfinite(snr), np.isfinite(rv)
+        var_known = rv_known & np.isfinite(rv_var_in)
+        rv0 = np.where(rv_known, rv, 0.0)
+        # Per-cluster counts and sums in one pass, row by row as bincount adds them.
+        sums = np.zeros((n_clusters, 7))
+        np.add.at(sums, labels, np.column_stack((~snr_known, rv_known, rv0, rv0**2, var_known,
+                                                 np.where(var_known, rv_var_in, 0.0), ~det.height_measured)))
+        snr_unknown, rv_count, rv_sum, rv_sq, var_count, var_sum, height_unknown = sums.T
 
         # Weights: linear SNR relative to the cluster's strongest member (no overflow),
         # or equal when any member's SNR is unknown.
-        any_unknown = np.bincount(labels, weights=~snr_known, minlength=n_clusters) > 0
         max_snr = np.full(n_clusters, -np.inf)
-        np.maximum.at(max_snr, labels[snr_known], snr[snr_known])
-        with np.errstate(invalid="ignore"):
-            w = np.where(any_unknown[labels], 1.0, 10.0 ** ((snr - max_snr[labels]) / 10.0))
-        w = w / np.bincount(labels, weights=w, minlength=n_clusters)[labels]
-
-        centroid = np.zeros((n_clusters, 3))
-        np.add.at(centroid, labels, w[:, None] * det.pos_enu_m)
-        d = det.pos_enu_m - centroid[labels]
-        cov = np.zeros((n_clusters, 3, 3))
-        spread = np.einsum("ni,nj->nij", d, d)
-        np.add.at(cov, labels, (w**2)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * spread)
-
-        out_snr = np.where(np.isfinite(max_snr), max_snr, np.nan)
-        rv = det.radial_vel_mps
-        rv_known = np.isfinite(rv)
-        rv_count = np.bincount(labels, weights=rv_known, minlength=n_clusters)
-        rv_sum = np.bincount(labels, weights=np.where(rv_known, rv, 0.0), minlength=n_clusters)
-        rv_sq = np.bincount(labels, weights=np.where(rv_known, rv, 0.0) ** 2, minlength=n_clusters)
+        np.maximum.at(max_snr, labels, np.where(snr_known, snr, -np.inf))
         with np.errstate(invalid="ignore", divide="ignore"):
+            w = np.where((snr_unknown > 0)[labels], 1.0, 10.0 ** ((snr - max_snr[labels]) / 10.0))
+            w = w / np.bincount(labels, weights=w, minlength=n_clusters)[labels]
+
+            centroid = np.zeros((n_clusters, 3))
+            np.add.at(centroid, labels, w[:, None] * det.pos_enu_m)
+            d = det.pos_enu_m - centroid[labels]
+            cov = np.zeros((n_clusters, 3, 3))
+            spread = d[:, :, None] * d[:, None, :]
+            np.add.at(cov, labels, (w**2)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * spread)
+
+            out_snr = np.where(max_snr > -np.inf, max_snr, np.nan)
             out_rv = np.where(rv_count > 0, rv_sum / rv_count, np.nan)
             rv_var = np.maximum(rv_sq / rv_count - out_rv**2, 0.0)
             out_spread = np.where(rv_count >= 2, np.sqrt(rv_var), np.nan)
-            var_known = rv_known & np.isfinite(det.radial_vel_var_mps2)
-            var_count = np.bincount(labels, weights=var_known, minlength=n_clusters)
-            var_sum = np.bincount(labels, weights=np.where(var_known, det.radial_vel_var_mps2, 0.0),
-                                  minlength=n_clusters)
             out_var = np.where(var_count > 0, var_sum / var_count**2 + rv_var, np.nan)
 
         return Detections(
@@ -198,5 +195,5 @@ class PointClusterer:
             radial_vel_var_mps2=out_var,
             sensor_pos_enu_m=det.sensor_pos_enu_m,
             unambiguous_speed_mps=det.unambiguous_speed_mps,
-            height_measured=np.bincount(labels, weights=~det.height_measured, minlength=n_clusters) == 0,
+            height_measured=height_unknown == 0,
         )
