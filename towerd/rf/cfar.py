@@ -299,7 +299,8 @@ class Cfar:
         self.k_table = k_table
         self.alpha_known = known_level_alpha(s.pfa, s.looks)
         self._occupancy_alpha: dict[float, np.ndarray] = {}
-        self._occupancy_windows: dict[tuple[int, float], tuple[np.ndarray, ...]] = {}
+        self._occupancy_windows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._occupancy_levels: dict[tuple[int, float], np.ndarray] = {}
         self._windows: dict[bytes, _Window] = {}
         log.debug(
             "CFAR %s N=%d G=%d K=%d Pfa=%g: alpha=%.4f (%.2f dB)%s",
@@ -328,23 +329,38 @@ class Cfar:
         """Cells whose power, averaged over ``occupancy_cells`` cells centred on each (fewer
         at the edges, with their own threshold), is above the known-level threshold for
         ``pfa`` (default ``occupancy_pfa``): ``z`` is whitened (noise mean 1). (n,) bool."""
-        pfa = self.settings.occupancy_pfa if pfa is None else pfa
         z = np.asarray(z, dtype=float)
+        return self.window_mean(z) > self.occupancy_level(z.shape[0], pfa)
+
+    def window_mean(self, z: np.ndarray) -> np.ndarray:
+        """(n,) mean of ``z`` (n,) float over each cell's occupancy window (the part of
+        :meth:`occupied` that does not depend on the Pfa: several tests of one sweep share it)."""
         n = z.shape[0]
-        windows = self._occupancy_windows.get((n, pfa))
-        if windows is None:
-            table = self.occupancy_alpha(pfa)
+        a, b, count = self._occupancy_window(n)
+        c = np.zeros(n + 1)
+        np.cumsum(z, out=c[1:])
+        return (c[b] - c[a]) / count
+
+    def occupancy_level(self, n: int, pfa: float | None = None) -> np.ndarray:
+        """(n,) the known-level threshold of each cell's occupancy window at ``pfa``
+        (default ``occupancy_pfa``), for :meth:`window_mean`."""
+        pfa = self.settings.occupancy_pfa if pfa is None else pfa
+        level = self._occupancy_levels.get((n, pfa))
+        if level is None:
+            level = self._occupancy_levels[(n, pfa)] = self.occupancy_alpha(pfa)[self._occupancy_window(n)[2]]
+        return level
+
+    def _occupancy_window(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bounds [a, b) and length of each of ``n`` cells' occupancy windows (cut at the edges)."""
+        window = self._occupancy_windows.get(n)
+        if window is None:
             w = self.settings.occupancy_cells
             h_lo, h_hi = (w - 1) // 2, w // 2
             i = np.arange(n)
             a = np.maximum(i - h_lo, 0)
             b = np.minimum(i + h_hi + 1, n)
-            count = b - a
-            windows = self._occupancy_windows[(n, pfa)] = (a, b, count, table[count])
-        a, b, count, level = windows
-        c = np.zeros(n + 1)
-        np.cumsum(z, out=c[1:])
-        return (c[b] - c[a]) / count > level
+            window = self._occupancy_windows[n] = (a, b, b - a)
+        return window
 
     def detect(self, z: np.ndarray, excluded: np.ndarray | None = None) -> CfarOutput:
         """Run CFAR over ``z`` (n,) linear power, whitened by the noise floor (the floor is

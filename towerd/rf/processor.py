@@ -171,7 +171,9 @@ class BandDetector:
             self._learn(power_mw, t_mono)
         floor = self.floor.floor_mw.copy()
         z = power_mw / floor
-        occupied = self.cfar.occupied(z)
+        n = z.shape[0]
+        mean = self.cfar.window_mean(z)  # the occupancy tests' common part
+        occupied = mean > self.cfar.occupancy_level(n)
         recent = self.age < self.floor.settings.hold_sweeps
         excluded = occupied | recent
         shift = self.floor.shift_db(power_mw, excluded)
@@ -181,11 +183,12 @@ class BandDetector:
             self.age[:] = _AGE_MAX
             floor = self.floor.floor_mw.copy()
             z = power_mw / floor
-            excluded = self.cfar.occupied(z)  # | recent, all False now
+            mean = self.cfar.window_mean(z)
+            excluded = mean > self.cfar.occupancy_level(n)  # | recent, all False now
         out = self.cfar.detect(z, excluded)
         self.cfar_detected = out.detected  # before bridging: how much of an emitter the CFAR saw itself
         if out.detected.any():
-            detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
+            detected = bridge_occupied(out.detected, mean > self.cfar.occupancy_level(n, self.bridge_pfa))
         else:
             detected = out.detected.copy()  # nothing to bridge
         self.age = np.where(detected, 0, np.minimum(self.age + 1, _AGE_MAX))
@@ -284,7 +287,7 @@ class RfProcessor:
         p_dbm = np.asarray(spectrum.power_dbm, dtype=float)
         n = p_dbm.shape[0]
         step = float(spectrum.step_freq_mhz)
-        if n < 3 or not math.isfinite(step) or step <= 0 or not np.all(np.isfinite(p_dbm)):
+        if n < 3 or not math.isfinite(step) or step <= 0 or not np.isfinite(p_dbm).all():
             self._warn_once(
                 spectrum.sensor, "bad-sweep",
                 "sweep %d of %s dropped (and any like it): %d points, step %r MHz, non-finite power %s",
