@@ -36,6 +36,7 @@ Every threshold is in :class:`RfSettings` (``rf:`` in the YAML).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -116,9 +117,10 @@ class RfSettings:
 class BandResult:
     """Detection in one band of one sweep (for diagnostics, tests and tuning).
 
-    All arrays (n,) over the band's cells: freq_mhz; power_dbm as measured; floor_dbm the
-    noise floor used; threshold_dbm the level each cell was compared with; detected bool.
-    emitters (E,) EMITTER_DTYPE.
+    All arrays (n,) over the band's cells: freq_mhz; power_dbm as measured; floor_mw the
+    noise floor used; threshold_mw the level each cell was compared with (linear, mW; in
+    dBm as :attr:`floor_dbm` and :attr:`threshold_dbm`, converted when first read: only the
+    web console reads them, for the latest sweep); detected bool. emitters (E,) EMITTER_DTYPE.
     """
 
     sensor: str
@@ -126,10 +128,20 @@ class BandResult:
     t_mono: float
     freq_mhz: np.ndarray
     power_dbm: np.ndarray
-    floor_dbm: np.ndarray
-    threshold_dbm: np.ndarray
+    floor_mw: np.ndarray
+    threshold_mw: np.ndarray
     detected: np.ndarray
     emitters: np.ndarray
+
+    @functools.cached_property
+    def floor_dbm(self) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return 10.0 * np.log10(self.floor_mw)
+
+    @functools.cached_property
+    def threshold_dbm(self) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return 10.0 * np.log10(self.threshold_mw)
 
 
 @dataclass(frozen=True, eq=False)
@@ -314,12 +326,10 @@ class RfProcessor:
                                    looks=self.settings.cfar.looks)
             res = band.tracker.step(emitters, t, cells=f.shape[0], step_mhz=step, pfa=self.settings.cfar.pfa)
             ended.append(res.ended)
-            with np.errstate(divide="ignore"):  # mw_to_dbm of both, under one errstate
-                floor_dbm, threshold_dbm = 10.0 * np.log10(floor), 10.0 * np.log10(threshold)
             results.append(
                 BandResult(
                     sensor=spectrum.sensor, band=name, t_mono=t, freq_mhz=f, power_dbm=dbm,
-                    floor_dbm=floor_dbm, threshold_dbm=threshold_dbm, detected=detected, emitters=emitters,
+                    floor_mw=floor, threshold_mw=threshold, detected=detected, emitters=emitters,
                 )
             )
         self.sweeps += 1
