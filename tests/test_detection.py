@@ -251,3 +251,57 @@ def test_components_number_clusters_as_scipy_does():
         assert got[0] == want[0] and np.array_equal(got[1], want[1])
     chain = np.column_stack([np.arange(39, 0, -1), np.arange(38, -1, -1)])  # 39-38-...-0
     assert components(40, chain)[0] == 1
+
+
+@pytest.mark.parametrize("chunk", [1 << 18, 64])
+def test_linked_pairs_equal_those_of_a_kd_tree_search(monkeypatch, chunk):
+    """The brute-force neighbour search (in blocks of rows when the cloud is large: a
+    64-element block forces many) links the pairs the k-d tree search it replaced links:
+    candidates from cKDTree.query_pairs within the frame's largest possible radius, then
+    the same Mahalanobis gate."""
+    from scipy.spatial import cKDTree
+
+    from towerd.detection import cluster
+
+    monkeypatch.setattr(cluster, "CHUNK_ELEMENTS", chunk)
+    rng = np.random.default_rng(3)
+    clusterer = PointClusterer(extent_m=0.7)
+    linked = 0
+    for n in (2, 3, 17, 50, 240):
+        pos = rng.uniform(-40.0, 40.0, (n, 3))
+        A = rng.normal(0.0, rng.uniform(0.2, 3.0), (n, 3, 3))
+        det = make_detections(pos)
+        det = Detections(det.sensor, det.t_mono, pos, A @ np.swapaxes(A, 1, 2) + 0.01 * np.eye(3), det.snr_db,
+                         det.radial_vel_mps)
+        lam = float(np.linalg.eigvalsh(det.cov_enu_m2)[:, -1].max())
+        radius = np.sqrt(clusterer.gate * (2.0 * lam + 2.0 * 0.7**2)) * (1.0 + 1e-9)
+        cand = cKDTree(pos).query_pairs(radius, output_type="ndarray")
+        d = pos[cand[:, 0]] - pos[cand[:, 1]]
+        S = det.cov_enu_m2[cand[:, 0]] + det.cov_enu_m2[cand[:, 1]] + 2.0 * 0.7**2 * np.eye(3)
+        d2 = np.einsum("mi,mi->m", d, np.linalg.solve(S, d[..., None])[..., 0])
+        want = sorted(map(tuple, cand[d2 <= clusterer.gate].tolist()))
+        got = clusterer.linked_pairs(det).tolist()
+        assert got == [list(p) for p in want]
+        linked += len(got)
+    assert linked > 20  # the scenes do link pairs
+
+
+def test_clustering_imports_no_scipy_spatial():
+    """Detection needs no k-d tree (scipy.spatial and what it loads: ~20 MiB); fresh interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import sys, json, numpy as np\n"
+            "from towerd.detection.cluster import PointClusterer\n"
+            "from towerd.detection.plots import Detections\n"
+            "n = 30\n"
+            "pos = np.random.default_rng(1).uniform(0, 20, (n, 3))\n"
+            "det = Detections('r', 0.0, pos, np.tile(np.eye(3), (n, 1, 1)), np.full(n, 10.0), np.zeros(n))\n"
+            "assert len(PointClusterer().cluster(det)) < n\n"
+            "print(json.dumps(sorted(m for m in sys.modules if m.startswith('scipy'))))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "scipy.special" in loaded  # (chi2_quantile) the probe sees scipy modules
+    assert [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in ("spatial", "optimize", "linalg", "sparse")] == []

@@ -3,6 +3,11 @@ detection probabilities against theory, explicit edges, exclusions."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 from numpy.testing import assert_allclose
@@ -51,6 +56,50 @@ def test_os_averaged_formula_reduces_to_the_single_look_product():
     value, _ = integrate.quad(lambda u: order.pdf(u) * special.gammaincc(1, a * special.gammaincinv(1, u)), 0, 1,
                               epsabs=0, epsrel=1e-10, limit=200)
     assert_allclose(value, os_pfa(a, n, k, 1), rtol=1e-7)
+
+
+def test_averaged_os_pfa_equals_adaptive_quadrature():
+    """The fixed Gauss-Legendre rule (no scipy.integrate in towerd) gives what adaptive
+    quadrature gives, across N, k, K and multipliers from 1e-12 to 1e-2 false alarms."""
+    from scipy import integrate, special, stats
+
+    for n, k, looks, pfa in ((16, 12, 2, 1e-3), (16, 12, 8, 1e-3), (8, 6, 8, 1e-6), (32, 24, 4, 1e-12),
+                             (24, 24, 8, 1e-2), (64, 32, 32, 1e-6), (12, 1, 2, 1e-3)):
+        alpha = os_alpha(pfa, n, k, looks)
+        order = stats.beta(k, n - k + 1)
+        want, _ = integrate.quad(lambda u: order.pdf(u) * special.gammaincc(looks, alpha * special.gammaincinv(looks, u)),
+                                 0, 1, points=[(k - 1) / (n - 1)], epsabs=0, epsrel=1e-11, limit=400)
+        assert_allclose(os_pfa(alpha, n, k, looks), want, rtol=1e-9)
+        assert_allclose(want, pfa, rtol=1e-9)  # so the bisection found the multiplier too
+
+
+def test_multipliers_equal_brentqs():
+    """The bisection finds the root brentq finds (the multipliers before it), to 1e-11."""
+    from scipy.optimize import brentq
+
+    for pfa, n, looks in ((1e-3, 16, 2), (1e-3, 16, 8), (1e-6, 32, 4), (1e-12, 8, 2)):
+        want = brentq(lambda a: np.log(ca_pfa(a, n, looks)) - np.log(pfa), 1e-9, 1e3, xtol=1e-12, rtol=1e-12)
+        assert_allclose(ca_alpha(pfa, n, looks), want, rtol=1e-11)
+
+
+def test_the_shipped_rf_chain_loads_no_scipy_solver_or_linear_algebra():
+    """Building the RF chain computes its CFAR multipliers (OS-CFAR, averaged looks: the
+    shipped configuration); that must not load scipy.optimize, scipy.integrate or
+    scipy.linalg (tens of MiB of a tower computer's memory). Fresh interpreter."""
+    code = (
+        "import sys, json\n"
+        "from towerd.rf.cfar import CfarSettings\n"
+        "from towerd.rf.processor import RfProcessor, RfSettings\n"
+        "for looks in (2, 8):\n"
+        "    RfProcessor(RfSettings(cfar=CfarSettings(kind='os', looks=looks)))\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('scipy.'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "scipy.special" in loaded  # the probe sees scipy modules
+    assert [m for m in loaded if m.split(".")[1] in ("optimize", "integrate", "linalg", "spatial")] == []
 
 
 def measured_pfa(cfar: Cfar, rng: np.random.Generator, sweeps: int, cells: int, looks: int) -> float:

@@ -223,6 +223,8 @@ class PlotConverter:
         self.unknown_elevation_sigma_deg = float(unknown_elevation_sigma_deg)
         self._rotation = geo.mount_rotation(mount.boresight_azimuth_deg, mount.tilt_deg)
         self._position = np.asarray(mount.position_enu_m, dtype=float)
+        self._variance = np.array([noise.range_sigma_m**2, np.radians(noise.azimuth_sigma_deg) ** 2,
+                                   np.radians(noise.elevation_sigma_deg) ** 2])  # σr² m², σa², σe² rad²
         self.dropped = 0
         """Plots dropped so far because their range or azimuth was not finite."""
 
@@ -290,7 +292,8 @@ class PlotConverter:
     def _convert_cartesian(self, plots: RadarPlots) -> Detections:
         """Sensor-frame Cartesian points (the module docstring's second form)."""
         rows = plots.cartesian
-        s = np.column_stack([rows["x_m"], rows["y_m"], rows["z_m"]]).astype(float, copy=False)
+        s = np.empty((rows.shape[0], 3))
+        s[:, 0], s[:, 1], s[:, 2] = rows["x_m"], rows["y_m"], rows["z_m"]
         keep = np.isfinite(s).all(axis=1)
         if not keep.all():
             n_bad = int(np.count_nonzero(~keep))
@@ -300,24 +303,24 @@ class PlotConverter:
         x, y, z = s[:, 0], s[:, 1], s[:, 2]
         h = np.hypot(x, y)
         r = np.hypot(h, z)
-        on_axis = h == 0.0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            sa = np.where(on_axis, 0.0, x / h)
-            ca = np.where(on_axis, 1.0, y / h)
-            at_antenna = r == 0.0  # the limit along boresight (a = e = 0), as the spherical form has it
-            ux, uy, uz = (np.where(at_antenna, 0.0, x / r), np.where(at_antenna, 1.0, y / r),
-                          np.where(at_antenna, 0.0, z / r))
+        if h.all():  # the usual frame: no point on the vertical axis (r >= h > 0)
+            sa, ca, ux, uy, uz = x / h, y / h, x / r, y / r, z / r
+        else:
+            on_axis = h == 0.0
+            with np.errstate(invalid="ignore", divide="ignore"):
+                sa = np.where(on_axis, 0.0, x / h)
+                ca = np.where(on_axis, 1.0, y / h)
+                at_antenna = r == 0.0  # the limit along boresight (a = e = 0), as the spherical form has it
+                ux, uy, uz = (np.where(at_antenna, 0.0, x / r), np.where(at_antenna, 1.0, y / r),
+                              np.where(at_antenna, 0.0, z / r))
         jac = np.empty((len(s), 3, 3))
         jac[:, 0, 0], jac[:, 0, 1], jac[:, 0, 2] = ux, y, -z * sa
         jac[:, 1, 0], jac[:, 1, 1], jac[:, 1, 2] = uy, -x, -z * ca
         jac[:, 2, 0], jac[:, 2, 1], jac[:, 2, 2] = uz, 0.0, h
-        noise = self.noise
-        var = np.array([noise.range_sigma_m**2, np.radians(noise.azimuth_sigma_deg) ** 2,
-                        np.radians(noise.elevation_sigma_deg) ** 2])
         rot = self._rotation
         pos = s @ rot.T + self._position
         rj = np.einsum("ij,njk->nik", rot, jac)  # R J
-        cov = np.einsum("nik,k,njk->nij", rj, var, rj)  # (R J) diag(var) (R J)ᵀ
+        cov = np.einsum("nik,k,njk->nij", rj, self._variance, rj)  # (R J) diag(var) (R J)ᵀ
         return self._detections(plots, pos, cov, rows["snr_db"], rows["radial_vel_mps"].astype(float))
 
 

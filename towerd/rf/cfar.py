@@ -12,11 +12,14 @@ they average). The cell under test (CUT) is declared occupied when it exceeds
 - ordered statistic (OS), T = α · y_(k), the k-th smallest of the N references (1-based):
   K = 1: ``Pfa = ∏_{i=0}^{k−1} (N − i) / (N − i + α)``;
   K > 1: ``Pfa = ∫₀¹ Beta(u; k, N−k+1) · Q(K, α · P⁻¹(K, u)) du`` (u = F(y_(k)), P⁻¹ the
-  inverse regularised lower incomplete gamma, Q the upper one), integrated numerically.
+  inverse regularised lower incomplete gamma, Q the upper one), integrated numerically
+  (composite Gauss-Legendre).
 - known level (no references, the noise mean taken as known, here: the tracked noise
   floor): ``Pfa = Q(K, K α)``, so ``α = Q⁻¹(K, Pfa) / K``.
 
-α is solved for with ``brentq`` wherever there is no closed form. The detector works in
+α is solved for by bisection wherever there is no closed form. Neither uses
+scipy.integrate or scipy.optimize: the daemon computes these at start, and those modules
+(with the scipy.linalg they import) would cost the tower computer tens of MiB. The detector works in
 linear power (whitened by the noise floor, so noise has mean ≈ 1; CFAR itself only needs
 the reference cells to share the CUT's noise level).
 
@@ -113,26 +116,39 @@ def os_pfa(alpha: float, n: int, k: int, looks: int = 1) -> float:
     if looks == 1:
         i = np.arange(k)
         return float(np.prod((n - i) / (n - i + alpha)))
+    weights, x = _os_quadrature(n, k, looks)
+    return float(np.dot(weights, special.gammaincc(looks, alpha * x)))
+
+
+QUADRATURE_NODES = 20
+"""Gauss-Legendre nodes per panel of :func:`_os_quadrature`."""
+
+
+@functools.lru_cache(maxsize=64)
+def _os_quadrature(n: int, k: int, looks: int) -> tuple[np.ndarray, np.ndarray]:
+    """Nodes of the OS-CFAR Pfa integral over u in (0, 1): (weight × Beta(u; k, n − k + 1)
+    density, P⁻¹(K, u)) at each node. Composite Gauss-Legendre on panels graded
+    geometrically towards both ends (the integrand has fractional powers there: P⁻¹ grows
+    like u^(1/K) near 0 and like −ln(1 − u) near 1) and split at the density's mode: within
+    1e-9 (relative) of adaptive quadrature (scipy.integrate.quad, checked by a test),
+    without importing scipy.integrate (it pulls in scipy.linalg and scipy.optimize)."""
     a, b = k, n - k + 1  # the k-th smallest of n uniforms is Beta(k, n - k + 1)
-    log_norm = special.betaln(a, b)
-
-    def integrand(u: float) -> float:
-        if not 0.0 < u < 1.0:
-            return 0.0
-        density = np.exp((a - 1) * np.log(u) + (b - 1) * np.log1p(-u) - log_norm)
-        return float(density * special.gammaincc(looks, alpha * special.gammaincinv(looks, u)))
-
-    # The beta density is concentrated near its mode: tell quad where, so it does not
-    # miss a narrow peak at large N.
     mode = (k - 1) / (n - 1) if n > 1 else 0.5
-    from scipy import integrate  # here, not at import: it pulls in scipy.linalg/optimize for every towerd command
-
-    value, _ = integrate.quad(integrand, 0.0, 1.0, points=[mode], limit=200, epsabs=0.0, epsrel=1e-9)
-    return float(value)
+    grade = np.geomspace(1e-13, 0.5, 36)
+    edges = np.unique(np.concatenate(([0.0, mode, 1.0], grade, 1.0 - grade)))
+    t, w = np.polynomial.legendre.leggauss(QUADRATURE_NODES)
+    half = np.diff(edges)[:, None] / 2.0
+    u = (edges[:-1, None] + half + half * t).ravel()
+    weight = (half * w).ravel()
+    inside = (u > 0.0) & (u < 1.0)
+    u, weight = u[inside], weight[inside]
+    density = np.exp((a - 1) * np.log(u) + (b - 1) * np.log1p(-u) - special.betaln(a, b))
+    return weight * density, special.gammaincinv(looks, u)
 
 
 def _solve_alpha(pfa_of_alpha, pfa: float) -> float:
-    """α > 0 with pfa_of_alpha(α) = pfa (pfa_of_alpha decreasing in α)."""
+    """α > 0 with pfa_of_alpha(α) = pfa (pfa_of_alpha decreasing in α), by bisection to
+    1e-12 (absolute and relative; scipy.optimize is not imported for it)."""
     target = math.log(pfa)
 
     def f(a: float) -> float:
@@ -141,12 +157,16 @@ def _solve_alpha(pfa_of_alpha, pfa: float) -> float:
 
     lo, hi = 1e-9, 1.0
     while f(hi) > 0:
-        hi *= 4.0
+        lo, hi = hi, hi * 4.0
         if hi > 1e15:
             raise ValueError(f"no CFAR multiplier reaches Pfa={pfa}")
-    from scipy import optimize  # here, not at import (see above)
-
-    return float(optimize.brentq(f, lo, hi, xtol=1e-12, rtol=1e-12))
+    while hi - lo > 1e-12 + 1e-12 * hi:
+        mid = 0.5 * (lo + hi)
+        if f(mid) > 0:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 @functools.lru_cache(maxsize=512)
@@ -279,7 +299,8 @@ class Cfar:
         self.k_table = k_table
         self.alpha_known = known_level_alpha(s.pfa, s.looks)
         self._occupancy_alpha: dict[float, np.ndarray] = {}
-        self._occupancy_windows: dict[tuple[int, float], tuple[np.ndarray, ...]] = {}
+        self._occupancy_windows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._occupancy_levels: dict[tuple[int, float], np.ndarray] = {}
         self._windows: dict[bytes, _Window] = {}
         log.debug(
             "CFAR %s N=%d G=%d K=%d Pfa=%g: alpha=%.4f (%.2f dB)%s",
@@ -308,23 +329,38 @@ class Cfar:
         """Cells whose power, averaged over ``occupancy_cells`` cells centred on each (fewer
         at the edges, with their own threshold), is above the known-level threshold for
         ``pfa`` (default ``occupancy_pfa``): ``z`` is whitened (noise mean 1). (n,) bool."""
-        pfa = self.settings.occupancy_pfa if pfa is None else pfa
         z = np.asarray(z, dtype=float)
+        return self.window_mean(z) > self.occupancy_level(z.shape[0], pfa)
+
+    def window_mean(self, z: np.ndarray) -> np.ndarray:
+        """(n,) mean of ``z`` (n,) float over each cell's occupancy window (the part of
+        :meth:`occupied` that does not depend on the Pfa: several tests of one sweep share it)."""
         n = z.shape[0]
-        windows = self._occupancy_windows.get((n, pfa))
-        if windows is None:
-            table = self.occupancy_alpha(pfa)
+        a, b, count = self._occupancy_window(n)
+        c = np.zeros(n + 1)
+        np.cumsum(z, out=c[1:])
+        return (c[b] - c[a]) / count
+
+    def occupancy_level(self, n: int, pfa: float | None = None) -> np.ndarray:
+        """(n,) the known-level threshold of each cell's occupancy window at ``pfa``
+        (default ``occupancy_pfa``), for :meth:`window_mean`."""
+        pfa = self.settings.occupancy_pfa if pfa is None else pfa
+        level = self._occupancy_levels.get((n, pfa))
+        if level is None:
+            level = self._occupancy_levels[(n, pfa)] = self.occupancy_alpha(pfa)[self._occupancy_window(n)[2]]
+        return level
+
+    def _occupancy_window(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Bounds [a, b) and length of each of ``n`` cells' occupancy windows (cut at the edges)."""
+        window = self._occupancy_windows.get(n)
+        if window is None:
             w = self.settings.occupancy_cells
             h_lo, h_hi = (w - 1) // 2, w // 2
             i = np.arange(n)
             a = np.maximum(i - h_lo, 0)
             b = np.minimum(i + h_hi + 1, n)
-            count = b - a
-            windows = self._occupancy_windows[(n, pfa)] = (a, b, count, table[count])
-        a, b, count, level = windows
-        c = np.zeros(n + 1)
-        np.cumsum(z, out=c[1:])
-        return (c[b] - c[a]) / count > level
+            window = self._occupancy_windows[n] = (a, b, b - a)
+        return window
 
     def detect(self, z: np.ndarray, excluded: np.ndarray | None = None) -> CfarOutput:
         """Run CFAR over ``z`` (n,) linear power, whitened by the noise floor (the floor is

@@ -81,7 +81,7 @@ def bridge_occupied(detected: np.ndarray, occupied: np.ndarray) -> np.ndarray:
     det = np.asarray(detected, dtype=bool)
     occ = np.asarray(occupied, dtype=bool)
     n = det.shape[0]
-    if n == 0 or not np.any(det & occ):
+    if n == 0 or not (det & occ).any():
         return det.copy()
     run_start = occ & ~np.concatenate(([False], occ[:-1]))
     run = np.cumsum(run_start) - 1  # index of the occupied run of each occupied cell
@@ -135,7 +135,7 @@ def merge_cells(
     """
     det = np.asarray(detected, dtype=bool)
     n = det.shape[0]
-    if n == 0 or not np.any(det):
+    if n == 0 or not det.any():
         return np.zeros(0, dtype=EMITTER_DTYPE)
     freq = np.asarray(freq_mhz, dtype=float)
     p = np.asarray(power_mw, dtype=float)

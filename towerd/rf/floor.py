@@ -135,7 +135,7 @@ class NoiseFloor:
             return False
         if self._ready_floor is self.floor_mw:  # checked already (update keeps it finite in place)
             return True
-        if bool(np.all(np.isfinite(self.floor_mw))):
+        if np.isfinite(self.floor_mw).all():
             self._ready_floor = self.floor_mw
             return True
         return False
@@ -191,7 +191,7 @@ class NoiseFloor:
             self.learn(power_mw, t_mono)
             return
         level = self.sweep_level(power_mw, excluded)
-        if not np.any(np.isfinite(level)):
+        if not np.isfinite(level).any():
             return
         dt = 0.0 if self.t_last is None else max(0.0, float(t_mono) - self.t_last)
         w = max(-math.expm1(-dt / self.settings.time_constant_s), 1.0 / (self.updates + 1))

@@ -36,6 +36,7 @@ Every threshold is in :class:`RfSettings` (``rf:`` in the YAML).
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -116,9 +117,10 @@ class RfSettings:
 class BandResult:
     """Detection in one band of one sweep (for diagnostics, tests and tuning).
 
-    All arrays (n,) over the band's cells: freq_mhz; power_dbm as measured; floor_dbm the
-    noise floor used; threshold_dbm the level each cell was compared with; detected bool.
-    emitters (E,) EMITTER_DTYPE.
+    All arrays (n,) over the band's cells: freq_mhz; power_dbm as measured; floor_mw the
+    noise floor used; threshold_mw the level each cell was compared with (linear, mW; in
+    dBm as :attr:`floor_dbm` and :attr:`threshold_dbm`, converted when first read: only the
+    web console reads them, for the latest sweep); detected bool. emitters (E,) EMITTER_DTYPE.
     """
 
     sensor: str
@@ -126,10 +128,20 @@ class BandResult:
     t_mono: float
     freq_mhz: np.ndarray
     power_dbm: np.ndarray
-    floor_dbm: np.ndarray
-    threshold_dbm: np.ndarray
+    floor_mw: np.ndarray
+    threshold_mw: np.ndarray
     detected: np.ndarray
     emitters: np.ndarray
+
+    @functools.cached_property
+    def floor_dbm(self) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return 10.0 * np.log10(self.floor_mw)
+
+    @functools.cached_property
+    def threshold_dbm(self) -> np.ndarray:
+        with np.errstate(divide="ignore"):
+            return 10.0 * np.log10(self.threshold_mw)
 
 
 @dataclass(frozen=True, eq=False)
@@ -171,7 +183,9 @@ class BandDetector:
             self._learn(power_mw, t_mono)
         floor = self.floor.floor_mw.copy()
         z = power_mw / floor
-        occupied = self.cfar.occupied(z)
+        n = z.shape[0]
+        mean = self.cfar.window_mean(z)  # the occupancy tests' common part
+        occupied = mean > self.cfar.occupancy_level(n)
         recent = self.age < self.floor.settings.hold_sweeps
         excluded = occupied | recent
         shift = self.floor.shift_db(power_mw, excluded)
@@ -181,11 +195,12 @@ class BandDetector:
             self.age[:] = _AGE_MAX
             floor = self.floor.floor_mw.copy()
             z = power_mw / floor
-            excluded = self.cfar.occupied(z)  # | recent, all False now
+            mean = self.cfar.window_mean(z)
+            excluded = mean > self.cfar.occupancy_level(n)  # | recent, all False now
         out = self.cfar.detect(z, excluded)
         self.cfar_detected = out.detected  # before bridging: how much of an emitter the CFAR saw itself
         if out.detected.any():
-            detected = bridge_occupied(out.detected, self.cfar.occupied(z, self.bridge_pfa))
+            detected = bridge_occupied(out.detected, mean > self.cfar.occupancy_level(n, self.bridge_pfa))
         else:
             detected = out.detected.copy()  # nothing to bridge
         self.age = np.where(detected, 0, np.minimum(self.age + 1, _AGE_MAX))
@@ -284,7 +299,7 @@ class RfProcessor:
         p_dbm = np.asarray(spectrum.power_dbm, dtype=float)
         n = p_dbm.shape[0]
         step = float(spectrum.step_freq_mhz)
-        if n < 3 or not math.isfinite(step) or step <= 0 or not np.all(np.isfinite(p_dbm)):
+        if n < 3 or not math.isfinite(step) or step <= 0 or not np.isfinite(p_dbm).all():
             self._warn_once(
                 spectrum.sensor, "bad-sweep",
                 "sweep %d of %s dropped (and any like it): %d points, step %r MHz, non-finite power %s",
@@ -311,12 +326,10 @@ class RfProcessor:
                                    looks=self.settings.cfar.looks)
             res = band.tracker.step(emitters, t, cells=f.shape[0], step_mhz=step, pfa=self.settings.cfar.pfa)
             ended.append(res.ended)
-            with np.errstate(divide="ignore"):  # mw_to_dbm of both, under one errstate
-                floor_dbm, threshold_dbm = 10.0 * np.log10(floor), 10.0 * np.log10(threshold)
             results.append(
                 BandResult(
                     sensor=spectrum.sensor, band=name, t_mono=t, freq_mhz=f, power_dbm=dbm,
-                    floor_dbm=floor_dbm, threshold_dbm=threshold_dbm, detected=detected, emitters=emitters,
+                    floor_mw=floor, threshold_mw=threshold, detected=detected, emitters=emitters,
                 )
             )
         self.sweeps += 1

@@ -306,7 +306,7 @@ class BandTracker:
         df = np.abs(tr["centre_mhz"][:, None] - em["centre_mhz"][None, :]) / tol_f
         dbw = np.abs(bw_t - bw_e) / tol_bw
         gated = (df <= 1.0) & (dbw <= 1.0)
-        if not np.any(gated):
+        if not gated.any():
             return np.zeros(0, dtype=np.intp), np.zeros(0, dtype=np.intp)
         cost = np.where(gated, df**2 + dbw**2, np.inf)
         # [cost | diag(miss)]: always feasible; a miss (cost 2, the gate's corner) competes
@@ -451,6 +451,6 @@ class BandTracker:
         else:
             ended = tr[:0].copy()
             self.tracks = tr
-        if np.any(end):
+        if end.any():
             log.debug("band %d: ended RF tracks %s", self.band, tr["rf_track_id"][end].tolist())
         return BandStep(tracks=self.tracks, ended=ended)
