@@ -87,8 +87,6 @@ def test_the_daemon_ran_its_whole_chain(daemon_modules) -> None:
     assert daemon_modules["frames"] >= 40 and daemon_modules["next_seq"] > 5 and daemon_modules["sweeps"] > 0
 
 
-@pytest.mark.xfail(strict=True, reason="scipy.spatial and scipy.optimize leave the hot path on the trackcore and "
-                                       "detectrf branches (issue 16); remove this marker once both are merged")
-@pytest.mark.parametrize("module", ["scipy.spatial", "scipy.optimize"])
+@pytest.mark.parametrize("module", ["scipy.spatial", "scipy.optimize", "scipy.integrate", "scipy.linalg", "scipy.sparse"])
 def test_the_running_daemon_does_not_import(daemon_modules, module: str) -> None:
     assert module not in daemon_modules["modules"]

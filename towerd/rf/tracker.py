@@ -57,6 +57,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from towerd.assignment import linear_sum_assignment
 from towerd.icd import Status
 from towerd.rf.classify import ClassifierSettings, LinkKind, category_of, classify
 from towerd.rf.hopset import HopSet, HopSetDetector, poisson_isf
@@ -313,8 +314,6 @@ class BandTracker:
         # with a poor hit.
         miss = np.full((nt, nt), np.inf)
         np.fill_diagonal(miss, 2.0 + 1e-9)
-        from scipy.optimize import linear_sum_assignment  # here: scipy.optimize costs ~0.4 s of every towerd command's start
-
         rows, cols = linear_sum_assignment(np.hstack([cost, miss]))
         real = cols < ne
         return rows[real].astype(np.intp), cols[real].astype(np.intp)
