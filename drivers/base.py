@@ -102,6 +102,8 @@ class SensorDriver(abc.ABC):
         self._lock = threading.Lock()
         self._parser_seen = ParserTotals(0, 0, 0, 0)
         self._consumed = 0  # bytes the parser consumed since the driver was made
+        self._reason_counts: tuple[int, ...] = ()
+        self._reasons: dict[str, int] = {}
         self._warned_names: set[str] = set()
         self.raw_sink: Callable[[bytes, float], None] | None = None
         """Called with every chunk read from the port and its monotonic time (recording)."""
@@ -226,6 +228,14 @@ class SensorDriver(abc.ABC):
             c.reasons = {**c.reasons, **{reason: c.reasons.get(reason, 0) + count - seen.reasons.get(reason, 0)
                                          for reason, count in now.reasons.items() if count}}
         self._parser_seen = now
+
+    def _reason_dict(self, names: tuple[str, ...], counts: tuple[int, ...]) -> dict[str, int]:
+        """``dict(zip(names, counts))`` for :attr:`ParserTotals.reasons`, the same dict until a
+        count changes (then :meth:`_count_parser` has nothing to compare)."""
+        if counts != self._reason_counts:
+            self._reason_counts = counts
+            self._reasons = dict(zip(names, counts))
+        return self._reasons
 
     def _configure(self, port: serial.SerialBase) -> None:
         """Talk to the device after its port opened (send configuration, etc.)."""

@@ -96,8 +96,6 @@ class RfExplorerDriver(SensorDriver):
         self._early: list[Spectrum] = []
         self._spectrum_cfg: RfeConfig | None = None  # the configuration _spectrum_fields come from
         self._spectrum_fields: tuple[float, float, float, str] = (math.nan, math.nan, math.nan, "")
-        self._reason_counts: tuple[int, ...] = ()
-        self._reasons: dict[str, int] = {}
 
     @property
     def rf_counters(self) -> RfExplorerCounters:
@@ -131,12 +129,9 @@ class RfExplorerDriver(SensorDriver):
 
     def parser_totals(self) -> ParserTotals:
         st = self.parser.stats
-        counts = (st.sweeps_without_config, st.sweeps_wrong_points, st.early_ends, st.other_frames)
-        if counts != self._reason_counts:  # rare: the same dict until a count changes
-            self._reason_counts = counts
-            self._reasons = dict(zip(("sweeps_without_config", "sweeps_wrong_points", "early_ends", "other_frames"),
-                                     counts))
-        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, self._reasons)
+        reasons = self._reason_dict(("sweeps_without_config", "sweeps_wrong_points", "early_ends", "other_frames"),
+                                    (st.sweeps_without_config, st.sweeps_wrong_points, st.early_ends, st.other_frames))
+        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, reasons)
 
     # ------------------------------------------------------------------ open
 
