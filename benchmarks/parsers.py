@@ -6,6 +6,11 @@ reading types), so the figure includes everything a reader thread does per byte.
 the decoding thread's CPU time (``time.thread_time``), so other load on the machine does
 not count; beside the TI and RF Explorer figures, the same measurement of commit
 ``benchmarks.stages.REFERENCE``'s drivers, in the same run (a subprocess on its tree).
+
+Each figure is the median of :data:`RUNS` runs (:data:`QUICK_RUNS` with ``--quick``) over
+the whole stream, each with a new driver, after one warm-up run that is not counted; the
+range (fastest and slowest run) is shown beside it. A run lasts tens of milliseconds, so
+one scheduling hiccup moves one run, not the median.
 """
 
 from __future__ import annotations
@@ -23,6 +28,18 @@ from towerd.sim.scenario import builtin_scenario
 from towerd.sim.ti_mmwave import TiMmwaveEmulator
 
 CHUNK = 4096
+RUNS, QUICK_RUNS = 15, 5
+"""Runs per figure (the median is reported, with the range)."""
+
+
+def runs(quick: bool) -> int:
+    return QUICK_RUNS if quick else RUNS
+
+
+def measure(once, quick: bool) -> tuple[float, tuple[float, float], list[float]]:
+    """Median, (min, max) and all of :func:`runs` calls of ``once``, after one warm-up call."""
+    once()
+    return repeat(once, runs(quick))
 
 
 def line_rate_bytes_per_s(baud: int) -> float:
@@ -60,7 +77,6 @@ def ti_stream(n_frames: int, points_per_frame: int = 50) -> bytes:
 
 def bench_ti(quick: bool) -> list[Figure]:
     stream = ti_stream(500 if quick else 3000)
-    runs = 3 if quick else 7
 
     def once() -> float:
         driver = TiMmwaveDriver("bench", TiMmwaveSettings(port="loop://"))
@@ -68,7 +84,7 @@ def bench_ti(quick: bool) -> list[Figure]:
         assert driver.counters.frames == stream.count(b"\x02\x01\x04\x03\x06\x05\x08\x07")
         return len(stream) / seconds / 1e6
 
-    med, spread, _ = repeat(once, runs)
+    med, spread, _ = measure(once, quick)
     rate = line_rate_bytes_per_s(921600) / 1e6
     return [Figure("TI mmWave (SDK 3.x, 50 points/frame)", med, "MB/s", spread,
                    reference=f"{med / rate:,.0f}x the 921600-baud data UART ({rate * 1e3:.1f} kB/s)")]
@@ -96,7 +112,6 @@ def bench_nmea(quick: bool) -> list[Figure]:
 
     data = nmea_stream(2000 if quick else 10000)
     text = data.decode("ascii").split("\r\n")[:-1]
-    runs = 3 if quick else 7
 
     def ours() -> float:
         parser = NmeaParser()
@@ -112,8 +127,8 @@ def bench_nmea(quick: bool) -> list[Figure]:
                  p.time_cpa, p.dist_unit, p.name, p.status, p.reference, p.timestamp, p.acquisition)
         return len(data) / timed(parse_all) / 1e6
 
-    med, spread, _ = repeat(ours, runs)
-    ref, ref_spread, _ = repeat(theirs, runs)
+    med, spread, _ = measure(ours, quick)
+    ref, ref_spread, _ = measure(theirs, quick)
     rate = line_rate_bytes_per_s(38400) / 1e6
     return [Figure("NMEA 0183 $RATTM (15 fields, all decoded)", med, "MB/s", spread,
                    reference=f"pynmea2 {pynmea2.__version__} on the same bytes, same fields read: {ref:.2f} MB/s "
@@ -129,15 +144,14 @@ def bench_rfexplorer(quick: bool) -> list[Figure]:
     figures = []
     for points in (112, 1024):
         emulator = RfExplorerEmulator(scenario("demo"), rng=np.random.default_rng(3), points=points)
-        stream = emulator.stream(300 if quick else 1500)
-        runs = 3 if quick else 7
+        stream = emulator.stream((300 if quick else 6000) if points < 1024 else (300 if quick else 1500))
 
         def once() -> float:
             driver = RfExplorerDriver("bench", RfExplorerSettings(port="loop://"))
             seconds = timed(lambda: feed_all(driver, stream))
             return len(stream) / seconds / 1e6
 
-        med, spread, _ = repeat(once, runs)
+        med, spread, _ = measure(once, quick)
         rate = line_rate_bytes_per_s(500000) / 1e6
         figures.append(Figure(f"RF Explorer ({points}-point sweeps)", med, "MB/s", spread,
                               reference=f"{med / rate:,.0f}x the 500000-baud line ({rate * 1e3:.0f} kB/s)"))
@@ -175,8 +189,10 @@ def run(quick: bool) -> Section:
     return Section("Parse throughput per driver", figures,
                    "Bytes built by each device's emulator, fed in 4 KiB reads through the driver "
                    "(decoding and conversion to readings), per second of the decoding thread's CPU time "
-                   "(time.thread_time); beside the TI and RF Explorer figures, commit "
-                   f"{REFERENCE}'s drivers measured the same way in the same run. Goal: at least 1,000x each "
+                   f"(time.thread_time); each figure is the median of {runs(quick)} runs over the whole stream "
+                   "after a warm-up run, with the range (fastest–slowest run) in brackets; beside the TI and RF "
+                   f"Explorer figures, commit {REFERENCE}'s drivers measured the same way (median of as many runs) "
+                   "in the same run. Goal: at least 1,000x each "
                    f"device's line rate. Load average at the end (1/5/15 min): {load} on 2 cores shared with "
                    "other work (CPU time still stretches when the cores are this busy: caches and the shared "
                    "core are contended).")

@@ -129,9 +129,9 @@ class RfExplorerDriver(SensorDriver):
 
     def parser_totals(self) -> ParserTotals:
         st = self.parser.stats
-        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, {
-            "sweeps_without_config": st.sweeps_without_config, "sweeps_wrong_points": st.sweeps_wrong_points,
-            "early_ends": st.early_ends, "other_frames": st.other_frames})
+        reasons = self._reason_dict(("sweeps_without_config", "sweeps_wrong_points", "early_ends", "other_frames"),
+                                    (st.sweeps_without_config, st.sweeps_wrong_points, st.early_ends, st.other_frames))
+        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, reasons)
 
     # ------------------------------------------------------------------ open
 

@@ -150,8 +150,8 @@ _PRINTABLE = bytes(range(0x20, 0x7F)) + b"\t"
 _DOLLAR, _CR, _LF, _FF = 0x24, 0x0D, 0x0A, 0xFF
 _S, _s, _z, _q, _Q, _C, _D = (ord(c) for c in "SszqQCD")
 _NEED_MORE = -1
-_CRS, _LFS = b"\r" * (MAX_FRAME_BYTES // 5), b"\n" * (MAX_FRAME_BYTES // 5)
-"""As many CRs (LFs) as there can be sweeps (of 1 point or more) in one frame's worth of bytes."""
+_U8, _F4 = np.dtype(np.uint8), np.dtype(np.float32)
+_MINUS_HALF = np.float32(-0.5)
 
 
 @dataclass
@@ -347,8 +347,9 @@ class RfeParser:
         # The marker may start anywhere in the declared extent (the CR LF slot included)
         # and so end up to len(EEOT) - 1 bytes past it: a sweep cut after its last points.
         reach = pos + total + len(EEOT) - 1
-        hi = min(n, reach)
-        eeot = data.find(EEOT, max(lo, pos + scanned - (len(EEOT) - 1)), hi)
+        hi = n if n < reach else reach
+        start = pos + scanned - (len(EEOT) - 1)
+        eeot = data.find(EEOT, lo if lo > start else start, hi)
         if eeot >= 0:
             # A normal event (the device aborts the sweep it is sending when a command
             # arrives): the aborted frame is consumed as such, not counted as lost bytes.
@@ -374,39 +375,44 @@ class RfeParser:
             self.stats.sweeps_wrong_points += 1
             self.stats.last_error = f"sweep of {points} points, configuration says {config.points}"
             return pos + total
-        # The sweeps that follow with the same header, each whole, ending in CR LF, and no
-        # early-end marker anywhere near them, are this one's kind: decoded with it in one
-        # block (a device streams sweep after sweep). Worth it for runs of short sweeps
-        # (the checks cost a few array operations per block).
-        more = (n - pos) // total - 1
-        stop = pos + (more + 1) * total
-        if more >= _MIN_RUN and data.find(EEOT, pos + total, min(n, stop + len(EEOT) - 1)) < 0:
-            # Each byte position of the sweeps, taken every ``total`` bytes (a strided slice),
-            # holds the same byte in all of them: the header's, CR, LF. Else the run ends
-            # where the first sweep differs.
-            if any(data[at:stop:total] != data[at:at + 1] * (more + 1) for at in range(pos, pos + head)) \
-                    or data[pos + total - 2:stop:total] != _CRS[:more + 1] \
-                    or data[pos + total - 1:stop:total] != _LFS[:more + 1]:
-                block = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(more + 1,
-                                                                                                        total)
-                same = (block[1:, :head] == block[0, :head]).all(axis=1) & (block[1:, total - 2] == _CR) \
-                    & (block[1:, total - 1] == _LF)
-                more = int(np.argmin(same))
-        else:
-            more = 0
-        if more:
-            power = np.frombuffer(data, dtype=np.uint8, count=(more + 1) * total, offset=pos).reshape(
-                more + 1, total)[:, head:head + points].astype(np.float32)
-        else:
-            power = np.frombuffer(data, dtype=np.uint8, count=points, offset=lo).astype(np.float32)
-        power *= np.float32(-0.5)
+        count = self._run(data, pos, n, head, total)
+        # The amplitude bytes of the sweeps, a view every ``total`` bytes (gone before the caller
+        # resizes ``data``), as float32 -b/2 (exact).
+        power = np.ndarray((count, points), _U8, data, lo, (total, 1)).astype(_F4)
+        power *= _MINUS_HALF
         if config.offset_db:
             power += np.float32(config.offset_db)
-        self.stats.sweeps += more + 1
+        more = count - 1
+        self.stats.sweeps += count
         self.stats.frames += more
         self.stats.frame_bytes += more * total
-        out.append((RfeSweeps if more else RfeSweep)(config, "$" + chr(kind), power))
-        return pos + (more + 1) * total
+        out.append(RfeSweeps(config, "$" + chr(kind), power) if more else RfeSweep(config, "$" + chr(kind), power[0]))
+        return pos + count * total
+
+    @staticmethod
+    def _run(data: bytes | bytearray, pos: int, n: int, head: int, total: int) -> int:
+        """How many sweeps from the accepted one at ``pos`` on are decoded together with it:
+        those that follow with the same header, each whole, ending in CR LF, with no
+        early-end marker anywhere near them (a device streams sweep after sweep). Each byte
+        position of the header and of the CR LF, taken every ``total`` bytes (a strided
+        slice), holds the same byte in all of them; else the run ends where the first sweep
+        differs."""
+        count = (n - pos) // total
+        if count <= _MIN_RUN:
+            return 1
+        stop = pos + count * total
+        if data.find(EEOT, pos + total, n if n < stop + len(EEOT) - 1 else stop + len(EEOT) - 1) >= 0:
+            return 1
+        for at in (pos, pos + 1, pos + 2, pos + 3, pos + total - 2, pos + total - 1) if head == 4 else \
+                (pos, pos + 1, pos + 2, pos + total - 2, pos + total - 1):
+            if data[at:stop:total] != data[at:at + 1] * count:
+                break
+        else:
+            return count
+        block = np.frombuffer(data, _U8, count * total, pos).reshape(count, total)
+        same = (block[1:, :head] == block[0, :head]).all(axis=1) & (block[1:, total - 2] == _CR) \
+            & (block[1:, total - 1] == _LF)
+        return 1 + int(np.argmin(same))
 
     def _stray_eeot(self, data: bytes | bytearray, pos: int, n: int, out: list[RfeMessage]) -> int:
         """An early-end marker where a message should start (its sweep header was lost)."""

@@ -134,8 +134,6 @@ class TiMmwaveDriver(SensorDriver):
         """Successful configuration pushes since the driver was made (one per open)."""
         self._device_id: tuple[int, int] | None = None
         """(version, platform) of the last frame's header."""
-        self._reason_counts: tuple[int, ...] = ()
-        self._reasons: dict[str, int] = {}
 
     def _configure(self, port: serial.SerialBase) -> None:
         """Push ``chirp_config`` over ``cli_port`` (when set); see the module docstring."""
@@ -228,12 +226,10 @@ class TiMmwaveDriver(SensorDriver):
 
     def parser_totals(self) -> ParserTotals:
         st = self.parser.stats
-        counts = (st.unsupported_version, st.truncated_frames, st.unknown_tlvs, self.nonfinite_points)
-        if counts != self._reason_counts:  # rare: the same dict until a count changes
-            self._reason_counts = counts
-            self._reasons = dict(zip(("unsupported_version", "truncated_frames", "unknown_tlvs", "nonfinite_points"),
-                                     counts))
-        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, self._reasons)
+        reasons = self._reason_dict(
+            ("unsupported_version", "truncated_frames", "unknown_tlvs", "nonfinite_points"),
+            (st.unsupported_version, st.truncated_frames, st.unknown_tlvs, self.nonfinite_points))
+        return ParserTotals(st.frames, st.bad_frames, st.resyncs, st.dropped_bytes, reasons)
 
     def status(self) -> dict[str, Any]:
         """The CLI push (when ``cli_port`` is set) and what the frames say of the device."""
