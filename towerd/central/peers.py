@@ -98,7 +98,8 @@ class PeersMixin:
         """TRACKS (records) or EVENTS (objects) that decoded: store and ACK now, or hold
         back while the tower is over its rates."""
         if msg.type in (MsgType.TRACKS, MsgType.IDENTITY):
-            first, last = int(payload["seq"][0]), int(payload["seq"][-1])
+            seq = payload["seq"]
+            first, last = int(seq[0]), int(seq[-1])
         else:
             first, last = payload[0]["seq"], payload[-1]["seq"]
         if last > SEQ_MAX:
