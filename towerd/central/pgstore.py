@@ -13,8 +13,8 @@ of towers) go into ONE transaction: the records are written with one binary ``CO
 a temporary staging table (built with NumPy from the ICD records, no per-row Python), then
 one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves them into ``tracks``.
 
-Schema (version 2, table ``towerd_schema``; version 1 lacked ``identities`` and is upgraded
-in place): ``tracks``, ``events`` and ``identities`` (ICD v1.1) are partitioned by
+Schema (version 3, table ``towerd_schema``; version 1 lacked ``identities``, version 2 the
+area cells index ``tracks_cell_time``; both are upgraded in place, keeping what they have): ``tracks``, ``events`` and ``identities`` (ICD v1.1) are partitioned by
 range of the record's own ``time_us``, one partition per UTC day (``tracks_20260315``),
 ``health`` by ``received_us``. The primary key of a partitioned table must contain the
 partition key, so it is ``(tower_id, stream_id, seq, time_us)``: a re-sent record is
@@ -215,9 +215,11 @@ class PgCentralStore(PgReadMixin):
                 conn.execute(stmt)
             if conn.execute("SELECT count(*) FROM towerd_schema").fetchone()[0] == 0:
                 conn.execute("INSERT INTO towerd_schema VALUES (%s)", (SCHEMA_VERSION,))
-            else:  # version 1: ``identities`` was made above
+            else:  # version 1 or 2: ``identities`` and the area cells were made above
                 conn.execute("UPDATE towerd_schema SET version = %s", (SCHEMA_VERSION,))
-                log.info("central store: schema upgraded to version %d (identities)", SCHEMA_VERSION)
+                log.info("central store: schema upgraded from version %d to %d (identities, area cells; an "
+                         "existing GiST index tracks_position is kept: drop it once the area queries use the "
+                         "cells, docs/central.md)", version, SCHEMA_VERSION)
 
     # ---------------------------------------------------------------- partitions and retention
 
