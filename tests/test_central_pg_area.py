@@ -4,6 +4,8 @@ the position) is upgraded in place keeping what it had. Against the real server.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
 import numpy as np
 import psycopg
 
@@ -85,3 +87,19 @@ def test_a_version_2_database_is_upgraded_in_place_and_keeps_its_gist_index(pg_u
     PgCentralStore(pg_url).close()  # opening an up-to-date database again changes nothing
     with psycopg.connect(pg_url) as conn:
         assert {r[0] for r in conn.execute("SELECT indexname FROM pg_indexes WHERE tablename = 'tracks'")} == names
+
+
+def test_closed_day_partitions_get_the_gist_index_and_today_does_not(pg_url):
+    from towerd.central.pgindex import index_closed_days
+
+    clock = SystemClock()
+    PgCentralStore(pg_url, retention_days=2, index_closed_days_after_s=None).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        made = index_closed_days(conn, clock)
+        today = f"tracks_{datetime.fromtimestamp(clock.utc_us() / 1e6, tz=timezone.utc):%Y%m%d}"
+        gist = {r[0] for r in conn.execute("SELECT tablename FROM pg_indexes WHERE indexdef LIKE '%USING gist%'")}
+        parts = {r[0] for r in conn.execute("SELECT c.relname FROM pg_inherits i JOIN pg_class c ON "
+                                            "c.oid = i.inhrelid WHERE i.inhparent = 'tracks'::regclass")}
+        closed = {p for p in parts if p[7:].isdigit() and p < today}
+        assert len(closed) == 2 and gist == closed and sorted(made) == sorted(f"{p}_position" for p in closed)
+        assert index_closed_days(conn, clock) == []  # made once

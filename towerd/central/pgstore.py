@@ -54,6 +54,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from towerd.central import identity
+from towerd.central.pgindex import ClosedDayIndexer
 from towerd.central.pgread import PgReadMixin
 from towerd.central.pgschema import (  # noqa: F401 - some names are this module's API too
     _ADVISORY_KEY,
@@ -93,7 +94,10 @@ class PgCentralStore(PgReadMixin):
 
     ``retention_days``: day partitions older than this are dropped by the upkeep, which
     runs at start and every ``upkeep_interval_s``; ``ahead_days``: partitions made ahead.
-    ``read_only``: for export; nothing is created or changed. Thread-safe: one lock
+    ``read_only``: for export; nothing is created or changed.
+    ``index_closed_days_after_s``: the GiST position index of each closed day partition
+    is built on a thread of its own (:mod:`towerd.central.pgindex`) first this long after
+    start, then every ``upkeep_interval_s``; None: never. Thread-safe: one lock
     serialises the use of the connection (the central's store writer commits while an
     operator's or a test's thread reads)."""
 
@@ -101,7 +105,8 @@ class PgCentralStore(PgReadMixin):
 
     def __init__(self, url: str, *, clock: Clock | None = None, read_only: bool = False, retention_days: int = 30,
                  ahead_days: int = 2, upkeep_interval_s: float = 3600.0, reconnect_ivl_s: float = 1.0,
-                 connect_timeout_s: float = 5.0, health_flush_s: float = 1.0) -> None:
+                 connect_timeout_s: float = 5.0, health_flush_s: float = 1.0,
+                 index_closed_days_after_s: float | None = 60.0) -> None:
         check_url(url)
         if not 1 <= retention_days <= 36_500:
             raise ConfigError(f"retention_days {retention_days} not in 1..36500")
@@ -126,6 +131,7 @@ class PgCentralStore(PgReadMixin):
         self._health_since: float | None = None
         self.bad_dropped_events = 0
         self._has_identities = True  # False: a version 1 database opened read-only
+        self._indexer: ClosedDayIndexer | None = None
         self.stats = {"reconnects": 0, "failed_batches": 0, "health_lost": 0, "partitions_made": 0,
                       "partitions_dropped": 0, "refused_messages": 0}
         conn = self._connect()
@@ -135,6 +141,9 @@ class PgCentralStore(PgReadMixin):
             else:
                 self._initialise(conn)
                 self._try_upkeep(conn)
+                if index_closed_days_after_s is not None:
+                    self._indexer = ClosedDayIndexer(url, self._clock, interval_s=upkeep_interval_s,
+                                                     first_after_s=index_closed_days_after_s)
         except psycopg.Error as exc:
             self._drop_conn()
             raise OutboxError(f"central store ({self._where}): cannot initialise: {exc}") from exc
@@ -452,4 +461,6 @@ class PgCentralStore(PgReadMixin):
             except psycopg.Error:
                 log.warning("central store: HEALTH objects held at close not stored")
         self._closed = True
+        if self._indexer is not None:
+            self._indexer.close()
         self._drop_conn()
