@@ -85,6 +85,9 @@ _QUEUED_RECORDS_FACTOR = 40
 """With a store writer, the server keeps reading its socket (answering the towers'
 heartbeats) while up to this many batches' worth of records wait for the writer; the
 towers' windows bound what they have in flight far below that in normal running."""
+_CHECK_WRITER_EVERY = 32
+"""During a poll round, every this many messages: send the ACKs of commits that returned,
+and hand what is decoded to the store writer if it is idle."""
 _MAX_SOCKETS = 8
 """ZeroMQ sockets of the central's context: the ROUTER and the ZAP handler (libzmq's
 default is 1023; each socket costs descriptors)."""
@@ -176,6 +179,7 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         self._plain = plain
         self._store: ReportStore = store if store is not None else CentralStore(db_path, clock=self._clock)
         self._pending: list[Entry] = []  # without a store writer: (rid, first, last, message, 0.0)
+        self._handover: list[Entry] = []  # with one: decoded, not yet handed to it
         self._writer: StoreWriter | None = None
         self._timing = AckTiming()
         self._ctx = zmq.Context()
@@ -308,6 +312,8 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         self._collect()
         now = self._clock.monotonic()
         self._drain_deferred(now)
+        if self._writer is not None:
+            self._hand_over()
         if self._deferring:
             wait = min(self._peers[t].wait_s(now) for t in self._deferring)
             timeout_ms = min(timeout_ms, max(1, int(wait * 1000) + 1))
@@ -346,9 +352,12 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         self._stats["replays_received"] += len(replays)
         received += replays
         writer = self._writer
-        for frames in received:
-            if writer is not None and writer.has_results:
-                self._collect()  # ACK what was committed meanwhile, not only after the round
+        for n, frames in enumerate(received):
+            if writer is not None and not n % _CHECK_WRITER_EVERY:
+                if writer.has_results:
+                    self._collect()  # ACK what was committed meanwhile, not only after the round
+                if not writer.busy:
+                    self._hand_over()  # an idle writer takes what is decoded so far
             try:
                 self._handle(frames)
             except Exception:  # last resort: a defect is loud, never an outage
@@ -360,7 +369,9 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
                 self._limited.exception("internal", "central: a message from %r could not be handled and was "
                                         "dropped (a defect, please report)", rid)
         self._drain_deferred(self._clock.monotonic())
-        self._collect()
+        if writer is not None:
+            self._hand_over()
+            self._collect()
         return handled
 
     def close(self) -> None:

@@ -48,7 +48,7 @@ class StoringMixin:
         """Hand a decoded message to the store writer, or store it at once when the store
         does not batch."""
         if self._writer is not None:
-            self._writer.put((rid, first, last, item, time.monotonic()))
+            self._handover.append((rid, first, last, item, time.monotonic()))
             return
         self._pending.append((rid, first, last, item, 0.0))
         self._flush()
@@ -69,6 +69,14 @@ class StoringMixin:
                                     "a defect, please report)", len(pending))
             results, internal = [OutboxError("internal error while storing")] * len(pending), True
         self._answer(pending, results, internal)
+
+    def _hand_over(self) -> None:
+        """Give the store writer the messages decoded since the last call (at the end of
+        a poll round, and during one whenever the writer is idle: one lock and one
+        wake-up per round rather than per message)."""
+        if self._handover:
+            self._writer.put(self._handover)
+            self._handover = []
 
     def _collect(self) -> None:
         """ACK (or ERROR) the batches the store writer has finished."""

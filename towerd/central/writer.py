@@ -10,10 +10,10 @@ record; no timer: an idle central commits a message nearly alone, a busy one is 
 by one commit plus its queue).
 
 Live before backlog: messages with the REPLAY flag wait in a queue of their own. Each
-transaction takes the live messages first (up to ``batch_records`` records), then at most
-``replay_records`` records of backlog, so a tower's replay after an outage neither delays
-live reports by more than that slice of a commit nor is starved (it gets its slice in
-every commit).
+transaction takes the live messages first (up to ``batch_records`` records), then about
+``replay_records`` records of backlog, so the towers' replays after an outage neither
+delay live reports by more than that slice of a commit nor are starved (they get their
+slice in every commit, however busy the live load).
 
 The writer only stores: it never touches the ROUTER (ZeroMQ sockets are not
 thread-safe). It hands each batch's results back and wakes the serving thread through
@@ -94,12 +94,19 @@ class StoreWriter:
         """Records queued and not yet taken into a transaction."""
         return self._queued
 
-    def put(self, entry: Entry) -> None:
-        """Queue one decoded message (REPLAY ones behind the live ones)."""
-        item = entry[3]
+    @property
+    def busy(self) -> bool:
+        """A batch is being stored (read without the lock: a hint)."""
+        return self._busy
+
+    def put(self, entries: Sequence[Entry]) -> None:
+        """Queue decoded messages (REPLAY ones behind the live ones)."""
         with self._cond:
-            (self._replay if item.replay else self._live).append(entry)
-            self._queued += item.size
+            live, replay = self._live, self._replay
+            for entry in entries:
+                item = entry[3]
+                (replay if item.replay else live).append(entry)
+                self._queued += item.size
             if not self._busy:
                 self._cond.notify()
 
@@ -122,8 +129,9 @@ class StoreWriter:
         return out
 
     def _take(self) -> Batch:
-        """Live messages first up to the batch limit, then up to ``replay_records`` of
-        backlog (at least one message when anything is queued). Holds the lock."""
+        """Live messages up to the batch limit (at least one message when any waits),
+        then backlog up to ``replay_records`` (at least one message when any waits).
+        Holds the lock."""
         batch: Batch = []
         records = 0
         live = self._live
@@ -132,9 +140,9 @@ class StoreWriter:
             batch.append(entry)
             records += entry[3].size
         replay = self._replay
-        budget = min(self._replay_limit, self._limit - records) if batch else self._replay_limit
+        budget = self._replay_limit  # always its slice: a busy live load never starves the backlog
         taken = 0
-        while replay and (taken < budget or not batch):
+        while replay and taken < budget:
             entry = replay.popleft()
             batch.append(entry)
             taken += entry[3].size
