@@ -89,8 +89,12 @@ _MOVE_SQL = (
     + ", ".join(f"NULLIF(s.{n}, 'NaN')" if n in _FLOAT_FIELDS else f"s.{n}" for n in TRACK_FIELDS)
     + " FROM towerd_stage s JOIN m USING (k) ORDER BY s.tower_id, s.stream_id, s.seq, s.k "
     "ON CONFLICT DO NOTHING RETURNING rx_msg) "
-    "SELECT m.k, count(ins.rx_msg) FROM m LEFT JOIN ins ON ins.rx_msg = m.rx GROUP BY m.k"
+    "SELECT m.k, count(ins.rx_msg) FROM m JOIN (SELECT k, count(*) AS staged FROM towerd_stage GROUP BY k) n "
+    "USING (k) LEFT JOIN ins ON ins.rx_msg = m.rx GROUP BY m.k, n.staged HAVING count(ins.rx_msg) < n.staged"
 )
+"""Moves the staged records into ``tracks``; returns ``(k, new records)`` only for the
+messages that held duplicates (every other message's records were all new): usually no
+row at all, instead of one row per message to fetch."""
 
 _COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
 _COPY_TRAILER = b"\xff\xff"

@@ -357,7 +357,7 @@ class PgCentralStore(PgReadMixin):
 
     def _store_batch(self, conn: Any, items: Sequence[Pending]) -> list[StoreResult]:
         received_us = self._clock.utc_us()
-        results: list[StoreResult] = [0] * len(items)
+        results: list[StoreResult] = [item.size for item in items]  # all new, unless the statements say otherwise
         tracks = []
         for k, item in enumerate(items):
             if item.records is not None and item.records.size:
@@ -377,7 +377,9 @@ class PgCentralStore(PgReadMixin):
                     results[k] = self._insert_events(conn, item, received_us)
                 elif item.identities is not None and item.identities.size:
                     results[k] = self._insert_identities(conn, item, received_us)
-            self._write_health(conn)
+            if self._health_since is not None and (
+                    self._clock.monotonic() - self._health_since >= self._health_flush_s or len(self._health) >= 1000):
+                self._write_health(conn)  # due: with this batch (else one statement less in it)
         return results
 
     def _insert_events(self, conn: Any, item: Pending, received_us: int) -> int:
@@ -421,8 +423,9 @@ class PgCentralStore(PgReadMixin):
     @_locked
     def record_health(self, tower_id: str, health: dict) -> None:
         """Keep a HEALTH object for table ``health`` (best effort, as the ICD says: written
-        with the next batch, or on its own after ``health_flush_s``; lost, and counted, if
-        the database is down)."""
+        after ``health_flush_s`` with the next batch or the next HEALTH, whichever comes
+        first, so that most transactions hold records only; lost, and counted, if the
+        database is down)."""
         now = self._clock.monotonic()
         self._health.append((tower_id, self._clock.utc_us(),
                              json.dumps(health, ensure_ascii=False, separators=(",", ":"))))
