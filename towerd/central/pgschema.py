@@ -56,8 +56,10 @@ _SCHEMA = [
     "CREATE OR REPLACE FUNCTION towerd_area_cells(area polygon) RETURNS integer[] "
     "LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT array_agg(la * 32768 + lo) "
     "FROM (SELECT (box(area))[0] AS ne, (box(area))[1] AS sw) AS c, "
-    f"generate_series(floor(c.sw[1] / {2 ** CELL_SHIFT})::integer, floor(c.ne[1] / {2 ** CELL_SHIFT})::integer) AS la, "
-    f"generate_series(floor(c.sw[0] / {2 ** CELL_SHIFT})::integer, floor(c.ne[0] / {2 ** CELL_SHIFT})::integer) AS lo $$",
+    f"generate_series(floor(c.sw[1] / {2 ** CELL_SHIFT})::integer, "
+    f"floor(c.ne[1] / {2 ** CELL_SHIFT})::integer) AS la, "
+    f"generate_series(floor(c.sw[0] / {2 ** CELL_SHIFT})::integer, "
+    f"floor(c.ne[0] / {2 ** CELL_SHIFT})::integer) AS lo $$",
     "CREATE INDEX IF NOT EXISTS tracks_cell_time ON tracks (towerd_cell(lat_e7, lon_e7), time_us) "
     f"WHERE lat_e7 <> {LAT_LON_UNKNOWN}",
     "CREATE TABLE IF NOT EXISTS events (tower_id text NOT NULL, stream_id bigint NOT NULL, seq bigint NOT NULL, "

@@ -14,8 +14,9 @@ a temporary staging table (built with NumPy from the ICD records, no per-row Pyt
 one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves them into ``tracks``.
 
 Schema (version 3, table ``towerd_schema``; version 1 lacked ``identities``, version 2 the
-area cells index ``tracks_cell_time``; both are upgraded in place, keeping what they have): ``tracks``, ``events`` and ``identities`` (ICD v1.1) are partitioned by
-range of the record's own ``time_us``, one partition per UTC day (``tracks_20260315``),
+area cells index ``tracks_cell_time``; both are upgraded in place, keeping what they
+have): ``tracks``, ``events`` and ``identities`` (ICD v1.1) are partitioned by range
+of the record's own ``time_us``, one partition per UTC day (``tracks_20260315``),
 ``health`` by ``received_us``. The primary key of a partitioned table must contain the
 partition key, so it is ``(tower_id, stream_id, seq, time_us)``: a re-sent record is
 byte-identical (the tower keeps it in its outbox with its seq), so it carries the same
