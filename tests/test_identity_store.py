@@ -137,4 +137,4 @@ def test_postgresql_schema_1_is_upgraded(pg_url):
     finally:
         store.close()
     with psycopg.connect(pg_url) as conn:
-        assert conn.execute("SELECT version FROM towerd_schema").fetchone()[0] == 2
+        assert conn.execute("SELECT version FROM towerd_schema").fetchone()[0] == 3  # identities (2), area cells (3)

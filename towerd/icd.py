@@ -178,8 +178,19 @@ def _json_bytes(obj: object) -> bytes:
 def _check_consecutive(seq: np.ndarray, what: str) -> None:
     if seq.size and seq[0] == 0:
         raise ValueError(f"{what}: seq starts at 1, got 0")
-    if seq.size > 1 and not np.all(np.diff(seq.astype(np.uint64)) == 1):
-        raise ValueError(f"{what}: seq values are not consecutive ascending")
+    if seq.size > 1:
+        # The last minus the first is size - 1 and every step is positive: consecutive
+        # ascending (no wrap past 2^64 either). For the usual few records, plain ints.
+        if seq.size <= _SMALL_SEQ:
+            values = seq.tolist()
+            ok = values == list(range(values[0], values[0] + len(values)))
+        else:
+            ok = bool(np.all(np.diff(seq.astype(np.uint64)) == 1))
+        if not ok:
+            raise ValueError(f"{what}: seq values are not consecutive ascending")
+
+
+_SMALL_SEQ = 128
 
 
 def _check_record_array(records: np.ndarray, dtype: np.dtype, what: str) -> None:
@@ -318,10 +329,9 @@ def decode(frame: bytes) -> Message:
         raise MessageError("magic", f"bad magic {magic!r}")
     if version != VERSION:
         raise MessageError("version", f"unknown version {version}")
-    try:
-        mtype = MsgType(mtype_raw)
-    except ValueError:
-        raise MessageError("type", f"unknown type 0x{mtype_raw:02x}") from None
+    mtype = _MSG_TYPES.get(mtype_raw)
+    if mtype is None:
+        raise MessageError("type", f"unknown type 0x{mtype_raw:02x}")
     if flags & ~KNOWN_FLAGS:
         raise MessageError("flags", f"undefined flag bits 0x{flags & ~KNOWN_FLAGS:04x}")
     body = frame[HEADER_SIZE:]
@@ -385,6 +395,7 @@ def _parsed(msg: Message, what: str, max_nodes: int = MAX_JSON_NODES) -> object:
 
 
 _FIXED_RECORDS = {MsgType.TRACKS: RECORD_SIZE, MsgType.IDENTITY: IDENTITY_RECORD_SIZE}
+_MSG_TYPES = {int(t): t for t in MsgType}
 """Message types whose body is ``count`` fixed-size records (bytes each, a multiple of 8)
 starting with a u64 seq."""
 
@@ -397,18 +408,28 @@ def _expect(msg: Message, mtype: MsgType) -> None:
 def decode_tracks(msg: Message) -> np.ndarray:
     """The records of a decoded TRACKS message: a writable copy, TRACK_RECORD_DTYPE, shape (count,)."""
     _expect(msg, MsgType.TRACKS)
-    records = np.frombuffer(msg.body, dtype=TRACK_RECORD_DTYPE, count=msg.count).copy()
-    for name in _FLOAT_FIELDS:
-        if np.isinf(records[name]).any():
-            raise MessageError("range", f"TRACKS {name} is infinite (unknown is NaN)")
-    for name, limit in (("lat_e7", 900_000_000), ("lon_e7", 1_800_000_000)):
-        col = records[name]
-        if ((col != LAT_LON_UNKNOWN) & (np.abs(col.astype(np.int64)) > limit)).any():
-            raise MessageError("range", f"TRACKS {name} beyond +-{limit} (unknown is -2^31)")
+    # A copy through bytearray (a memcpy; a structured array's .copy() goes field by field),
+    # checked through two views of it: the float words, and lat/lon as int32 words.
+    records = np.frombuffer(bytearray(msg.body), dtype=TRACK_RECORD_DTYPE, count=msg.count)
+    words = records.view("<f4").reshape(records.size, RECORD_SIZE // 4)
+    if np.isinf(words[:, _FLOAT_WORDS]).any():
+        name = next(n for n in _FLOAT_FIELDS if np.isinf(records[n]).any())
+        raise MessageError("range", f"TRACKS {name} is infinite (unknown is NaN)")
+    # |-2^31| stays -2^31 in int32, so the unknown value never exceeds a limit.
+    if (np.abs(words[:, _LAT_LON_WORDS].view("<i4")) > _LAT_LON_LIMITS).any():
+        for name, limit in (("lat_e7", 900_000_000), ("lon_e7", 1_800_000_000)):
+            col = records[name]
+            if ((col != LAT_LON_UNKNOWN) & (np.abs(col.astype(np.int64)) > limit)).any():
+                raise MessageError("range", f"TRACKS {name} beyond +-{limit} (unknown is -2^31)")
     return records
 
 
 _FLOAT_FIELDS = tuple(n for n in TRACK_RECORD_DTYPE.names if TRACK_RECORD_DTYPE.fields[n][0].kind == "f")
+_FLOAT_WORDS = slice(TRACK_RECORD_DTYPE.fields[_FLOAT_FIELDS[0]][1] // 4, RECORD_SIZE // 4)
+_LAT_LON_WORDS = slice(TRACK_RECORD_DTYPE.fields["lat_e7"][1] // 4, TRACK_RECORD_DTYPE.fields["lon_e7"][1] // 4 + 1)
+_LAT_LON_LIMITS = np.array([900_000_000, 1_800_000_000], dtype=np.int32)
+assert all(TRACK_RECORD_DTYPE.fields[n][1] // 4 in range(_FLOAT_WORDS.start, _FLOAT_WORDS.stop) for n in _FLOAT_FIELDS)
+assert len(_FLOAT_FIELDS) == _FLOAT_WORDS.stop - _FLOAT_WORDS.start
 
 
 def decode_events(msg: Message) -> list[dict]:

@@ -45,18 +45,23 @@ class IntakeMixin:
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
         self._stats["received"] += 1
-        peer = repr(frames[0].bytes[:64]) if frames else "?"
         if len(frames) != 2:
+            peer = repr(frames[0].bytes[:64]) if frames else "?"
             self._malformed("frames", peer, f"{len(frames) - 1} message frames, expected 1")
             return
         rid, frame = frames[0].bytes, frames[1]
-        try:
-            tower_id = rid.decode("ascii")
-        except UnicodeDecodeError:
-            tower_id = ""
-        if not TOWER_ID_RE.fullmatch(tower_id):
-            self._malformed("routing_id", peer, "routing id is not a tower id")
-            return
+        tower_id = self._tower_ids.get(rid)
+        if tower_id is None:
+            try:
+                tower_id = rid.decode("ascii")
+            except UnicodeDecodeError:
+                tower_id = ""
+            if not TOWER_ID_RE.fullmatch(tower_id):
+                self._malformed("routing_id", repr(rid[:64]), "routing id is not a tower id")
+                return
+            if len(self._tower_ids) >= self._limits.max_peers:
+                self._tower_ids.clear()
+            self._tower_ids[rid] = tower_id
         if self._auth is not None:
             try:
                 user_id = frame.get("User-Id")

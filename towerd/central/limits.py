@@ -103,8 +103,10 @@ class CentralLimits:
     handshake_timeout_s: float = spec(10.0, doc="a connection that has not completed its ZMTP/CURVE handshake "
                                       "by then is closed (bounds what idle connections hold)", unit="s",
                                       lo=0.5, hi=300.0)
-    receive_queue: int = spec(32, doc="messages libzmq queues per connection before it stops reading "
-                              "that connection (ZMQ_RCVHWM)", lo=1, hi=100_000)
+    receive_queue: int = spec(96, doc="messages libzmq queues per connection before it stops reading "
+                              "that connection (ZMQ_RCVHWM); above what a tower may have in flight (its "
+                              "window of 64, 8 IDENTITY, HEALTH), so a tower within its window is always read "
+                              "and its heartbeats answered", lo=1, hi=100_000)
     log_interval_s: float = spec(1.0, doc="at most one log line per reason in this interval", unit="s",
                                  lo=0.01, hi=3600.0)
 

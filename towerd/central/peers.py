@@ -5,7 +5,6 @@ acknowledged later; past a bound they are refused with ERROR ``central.busy``)."
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections import deque
 
@@ -40,19 +39,23 @@ class _Peer:
         return max(self.records.wait_s(held.records, now), self.bytes.wait_s(held.size, now))
 
 
-@dataclasses.dataclass(frozen=True)
 class _Held:
-    """A decoded TRACKS or EVENTS message waiting to be stored and acknowledged."""
+    """A decoded TRACKS or EVENTS message waiting to be stored and acknowledged (a plain
+    slotted class: one is made per message received)."""
 
-    rid: bytes
-    tower_id: str
-    msg: Message
-    payload: object  # TRACKS records (ndarray) or EVENTS objects (list of dicts)
-    records: int
-    size: int
-    first: int
-    last: int
-    event_json: tuple[str, ...] | None = None  # EVENTS: each object as stored, encoded once
+    __slots__ = ("rid", "tower_id", "msg", "payload", "records", "size", "first", "last", "event_json")
+
+    def __init__(self, rid: bytes, tower_id: str, msg: Message, payload: object, records: int, size: int,
+                 first: int, last: int, event_json: tuple[str, ...] | None = None) -> None:
+        self.rid = rid
+        self.tower_id = tower_id
+        self.msg = msg
+        self.payload = payload  # TRACKS records (ndarray) or EVENTS objects (list of dicts)
+        self.records = records
+        self.size = size
+        self.first = first
+        self.last = last
+        self.event_json = event_json  # EVENTS: each object as stored, encoded once
 
     @property
     def key(self) -> tuple[int, int, int]:
@@ -97,8 +100,10 @@ class PeersMixin:
                     event_json: tuple[str, ...] | None = None) -> None:
         """TRACKS (records) or EVENTS (objects) that decoded: store and ACK now, or hold
         back while the tower is over its rates."""
-        if msg.type in (MsgType.TRACKS, MsgType.IDENTITY):
-            first, last = int(payload["seq"][0]), int(payload["seq"][-1])
+        if msg.type in (MsgType.TRACKS, MsgType.IDENTITY):  # fixed-size records, each starting with its u64 seq
+            body = msg.body
+            first = int.from_bytes(body[:8], "little")
+            last = int.from_bytes(body[len(body) - len(body) // len(payload):][:8], "little")
         else:
             first, last = payload[0]["seq"], payload[-1]["seq"]
         if last > SEQ_MAX:

@@ -13,9 +13,10 @@ of towers) go into ONE transaction: the records are written with one binary ``CO
 a temporary staging table (built with NumPy from the ICD records, no per-row Python), then
 one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves them into ``tracks``.
 
-Schema (version 2, table ``towerd_schema``; version 1 lacked ``identities`` and is upgraded
-in place): ``tracks``, ``events`` and ``identities`` (ICD v1.1) are partitioned by
-range of the record's own ``time_us``, one partition per UTC day (``tracks_20260315``),
+Schema (version 3, table ``towerd_schema``; version 1 lacked ``identities``, version 2 the
+area cells index ``tracks_cell_time``; both are upgraded in place, keeping what they
+have): ``tracks``, ``events`` and ``identities`` (ICD v1.1) are partitioned by range
+of the record's own ``time_us``, one partition per UTC day (``tracks_20260315``),
 ``health`` by ``received_us``. The primary key of a partitioned table must contain the
 partition key, so it is ``(tower_id, stream_id, seq, time_us)``: a re-sent record is
 byte-identical (the tower keeps it in its outbox with its seq), so it carries the same
@@ -54,6 +55,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from towerd.central import identity
+from towerd.central.pgindex import ClosedDayIndexer
 from towerd.central.pgread import PgReadMixin
 from towerd.central.pgschema import (  # noqa: F401 - some names are this module's API too
     _ADVISORY_KEY,
@@ -93,7 +95,10 @@ class PgCentralStore(PgReadMixin):
 
     ``retention_days``: day partitions older than this are dropped by the upkeep, which
     runs at start and every ``upkeep_interval_s``; ``ahead_days``: partitions made ahead.
-    ``read_only``: for export; nothing is created or changed. Thread-safe: one lock
+    ``read_only``: for export; nothing is created or changed.
+    ``index_closed_days_after_s``: the GiST position index of each closed day partition
+    is built on a thread of its own (:mod:`towerd.central.pgindex`) first this long after
+    start, then every ``upkeep_interval_s``; None: never. Thread-safe: one lock
     serialises the use of the connection (the central's store writer commits while an
     operator's or a test's thread reads)."""
 
@@ -101,7 +106,8 @@ class PgCentralStore(PgReadMixin):
 
     def __init__(self, url: str, *, clock: Clock | None = None, read_only: bool = False, retention_days: int = 30,
                  ahead_days: int = 2, upkeep_interval_s: float = 3600.0, reconnect_ivl_s: float = 1.0,
-                 connect_timeout_s: float = 5.0, health_flush_s: float = 1.0) -> None:
+                 connect_timeout_s: float = 5.0, health_flush_s: float = 1.0,
+                 index_closed_days_after_s: float | None = 60.0) -> None:
         check_url(url)
         if not 1 <= retention_days <= 36_500:
             raise ConfigError(f"retention_days {retention_days} not in 1..36500")
@@ -126,6 +132,7 @@ class PgCentralStore(PgReadMixin):
         self._health_since: float | None = None
         self.bad_dropped_events = 0
         self._has_identities = True  # False: a version 1 database opened read-only
+        self._indexer: ClosedDayIndexer | None = None
         self.stats = {"reconnects": 0, "failed_batches": 0, "health_lost": 0, "partitions_made": 0,
                       "partitions_dropped": 0, "refused_messages": 0}
         conn = self._connect()
@@ -135,6 +142,9 @@ class PgCentralStore(PgReadMixin):
             else:
                 self._initialise(conn)
                 self._try_upkeep(conn)
+                if index_closed_days_after_s is not None:
+                    self._indexer = ClosedDayIndexer(url, self._clock, interval_s=upkeep_interval_s,
+                                                     first_after_s=index_closed_days_after_s)
         except psycopg.Error as exc:
             self._drop_conn()
             raise OutboxError(f"central store ({self._where}): cannot initialise: {exc}") from exc
@@ -215,9 +225,11 @@ class PgCentralStore(PgReadMixin):
                 conn.execute(stmt)
             if conn.execute("SELECT count(*) FROM towerd_schema").fetchone()[0] == 0:
                 conn.execute("INSERT INTO towerd_schema VALUES (%s)", (SCHEMA_VERSION,))
-            else:  # version 1: ``identities`` was made above
+            else:  # version 1 or 2: ``identities`` and the area cells were made above
                 conn.execute("UPDATE towerd_schema SET version = %s", (SCHEMA_VERSION,))
-                log.info("central store: schema upgraded to version %d (identities)", SCHEMA_VERSION)
+                log.info("central store: schema upgraded from version %d to %d (identities, area cells; an "
+                         "existing GiST index tracks_position is kept: drop it once the area queries use the "
+                         "cells, docs/central.md)", version, SCHEMA_VERSION)
 
     # ---------------------------------------------------------------- partitions and retention
 
@@ -346,7 +358,7 @@ class PgCentralStore(PgReadMixin):
 
     def _store_batch(self, conn: Any, items: Sequence[Pending]) -> list[StoreResult]:
         received_us = self._clock.utc_us()
-        results: list[StoreResult] = [0] * len(items)
+        results: list[StoreResult] = [item.size for item in items]  # all new, unless the statements say otherwise
         tracks = []
         for k, item in enumerate(items):
             if item.records is not None and item.records.size:
@@ -366,7 +378,9 @@ class PgCentralStore(PgReadMixin):
                     results[k] = self._insert_events(conn, item, received_us)
                 elif item.identities is not None and item.identities.size:
                     results[k] = self._insert_identities(conn, item, received_us)
-            self._write_health(conn)
+            if self._health_since is not None and (
+                    self._clock.monotonic() - self._health_since >= self._health_flush_s or len(self._health) >= 1000):
+                self._write_health(conn)  # due: with this batch (else one statement less in it)
         return results
 
     def _insert_events(self, conn: Any, item: Pending, received_us: int) -> int:
@@ -410,8 +424,9 @@ class PgCentralStore(PgReadMixin):
     @_locked
     def record_health(self, tower_id: str, health: dict) -> None:
         """Keep a HEALTH object for table ``health`` (best effort, as the ICD says: written
-        with the next batch, or on its own after ``health_flush_s``; lost, and counted, if
-        the database is down)."""
+        after ``health_flush_s`` with the next batch or the next HEALTH, whichever comes
+        first, so that most transactions hold records only; lost, and counted, if the
+        database is down)."""
         now = self._clock.monotonic()
         self._health.append((tower_id, self._clock.utc_us(),
                              json.dumps(health, ensure_ascii=False, separators=(",", ":"))))
@@ -450,4 +465,6 @@ class PgCentralStore(PgReadMixin):
             except psycopg.Error:
                 log.warning("central store: HEALTH objects held at close not stored")
         self._closed = True
+        if self._indexer is not None:
+            self._indexer.close()
         self._drop_conn()

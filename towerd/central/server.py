@@ -68,8 +68,8 @@ from towerd.central.intake import IntakeMixin, _is_replay
 from towerd.central.limits import CentralLimits, TowerLimits, load_limits
 from towerd.central.peers import PeersMixin, _Peer
 from towerd.central.storing import StoringMixin
-from towerd.central.store import CentralStore, Pending, ReportStore, StreamSummary
-from towerd.central.writer import StoreWriter
+from towerd.central.store import CentralStore, ReportStore, StreamSummary
+from towerd.central.writer import AckTiming, Entry, StoreWriter
 from towerd.clock import Clock, SystemClock
 from towerd.errors import EX_CONFIG, ConfigError, TowerdError, UplinkError
 from towerd.icd import HEADER_SIZE
@@ -81,6 +81,13 @@ __all__ = ["CentralServer", "export", "export_main", "main", "open_store"]
 log = logging.getLogger(__name__)
 
 _MAX_MESSAGES_PER_POLL = 1000
+_QUEUED_RECORDS_FACTOR = 40
+"""With a store writer, the server keeps reading its socket (answering the towers'
+heartbeats) while up to this many batches' worth of records wait for the writer; the
+towers' windows bound what they have in flight far below that in normal running."""
+_CHECK_WRITER_EVERY = 32
+"""During a poll round, every this many messages: send the ACKs of commits that returned,
+and hand what is decoded to the store writer if it is idle."""
 _MAX_SOCKETS = 8
 """ZeroMQ sockets of the central's context: the ROUTER and the ZAP handler (libzmq's
 default is 1023; each socket costs descriptors)."""
@@ -124,6 +131,7 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         self._limits = limits if limits is not None else CentralLimits()
         self._limited = RateLimitedLog(log, self._clock, self._limits.log_interval_s)
         self._peers: OrderedDict[str, _Peer] = OrderedDict()
+        self._tower_ids: dict[bytes, str] = {}  # routing ids already checked, bounded by max_peers
         self._health: OrderedDict[str, bytes] = OrderedDict()
         self._health_bytes = 0
         self._deferring: set[str] = set()
@@ -170,9 +178,10 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
             curve_keys = load_secret_key_file(server_secret_key_file)
         self._plain = plain
         self._store: ReportStore = store if store is not None else CentralStore(db_path, clock=self._clock)
-        self._pending: list[tuple[bytes, int, int, Pending]] = []  # (rid, first, last, message)
-        self._pending_records = 0
+        self._pending: list[Entry] = []  # without a store writer: (rid, first, last, message, 0.0)
+        self._handover: list[Entry] = []  # with one: decoded, not yet handed to it
         self._writer: StoreWriter | None = None
+        self._timing = AckTiming()
         self._ctx = zmq.Context()
         self._ctx.set(zmq.MAX_SOCKETS, _MAX_SOCKETS)
         self._auth: CurveAuthenticator | None = None
@@ -260,6 +269,13 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
             out["handshake_failed_by_reason"] = dict(self._handshakes.failures)
         return out
 
+    @property
+    def ack_timing(self) -> dict[str, dict[str, float]]:
+        """With a store writer, where the central's part of the ACK latency goes (median
+        and p99 ms of the recent messages): ``queue`` (waiting for the transaction before
+        to commit), ``commit`` (its own transaction), ``ack`` (commit to ACK sent)."""
+        return self._timing.summary()
+
     def streams(self, tower_id: str | None = None) -> list[StreamSummary]:
         """Per (tower, stream): records held and the seq ranges missing, announced as
         dropped, and missing without announcement."""
@@ -284,10 +300,11 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         """Wait up to ``timeout_ms`` for messages, then handle those waiting (at most
         1000, after any pending CURVE handshakes; those without the REPLAY flag first),
         and store what the rates let through of the messages held back. With a batching
-        store the batch is committed by the store writer while the next messages are
-        received, and acknowledged on a later call (once committed); while a full batch
-        waits for the writer, no more messages are taken (they wait in the socket).
-        Returns how many messages were received."""
+        store each decoded message is queued for the store writer, which commits what is
+        queued as soon as its previous commit returns; the ACKs are sent when that commit
+        is reported (during a later round, or this one). The socket is read on while up to
+        ``_QUEUED_RECORDS_FACTOR`` batches wait, so that the towers' heartbeats are
+        answered while the database is slow. Returns how many messages were received."""
         if self._closed:
             raise UplinkError("central is closed")
         if self._handshakes is not None:
@@ -295,11 +312,14 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         self._collect()
         now = self._clock.monotonic()
         self._drain_deferred(now)
+        if self._writer is not None:
+            self._hand_over()
         if self._deferring:
             wait = min(self._peers[t].wait_s(now) for t in self._deferring)
             timeout_ms = min(timeout_ms, max(1, int(wait * 1000) + 1))
         poller = zmq.Poller()
-        full = self._writer is not None and self._pending_records >= self._store.batch_records
+        full = (self._writer is not None
+                and self._writer.queued_records >= _QUEUED_RECORDS_FACTOR * self._store.batch_records)
         if not full:
             poller.register(self._sock, zmq.POLLIN)
         if self._writer is not None:
@@ -331,7 +351,13 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
         handled = len(received) + len(replays)
         self._stats["replays_received"] += len(replays)
         received += replays
-        for frames in received:
+        writer = self._writer
+        for n, frames in enumerate(received):
+            if writer is not None and not n % _CHECK_WRITER_EVERY:
+                if writer.has_results:
+                    self._collect()  # ACK what was committed meanwhile, not only after the round
+                if not writer.busy:
+                    self._hand_over()  # an idle writer takes what is decoded so far
             try:
                 self._handle(frames)
             except Exception:  # last resort: a defect is loud, never an outage
@@ -342,10 +368,10 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
                     self._peer_count(tower_id, "internal")
                 self._limited.exception("internal", "central: a message from %r could not be handled and was "
                                         "dropped (a defect, please report)", rid)
-            if self._pending_records > self._store.batch_records:
-                self._flush()
         self._drain_deferred(self._clock.monotonic())
-        self._flush()
+        if writer is not None:
+            self._hand_over()
+            self._collect()
         return handled
 
     def close(self) -> None:
@@ -452,6 +478,7 @@ def main(argv: list[str]) -> int:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         stats = server.stats
+        timing = server.ack_timing
         server.close()
     log.info("central stopped: %d tracks and %d events stored, %d duplicates, %d malformed, %d refused, %d busy, "
              "%d internal errors", stats["stored_tracks"], stats["stored_events"], stats["duplicates"],
@@ -459,6 +486,8 @@ def main(argv: list[str]) -> int:
     worst = sorted(stats["by_peer"].items(), key=lambda kv: -sum(kv[1].values()))[:50]
     if worst:
         log.info("central stopped: refusals per tower: %s", json.dumps(dict(worst), sort_keys=True))
+    if timing:
+        log.info("central stopped: ACK latency at the central (ms): %s", json.dumps(timing, sort_keys=True))
     if "auth" in stats:
         log.info("central stopped: handshakes: %s", json.dumps(stats["auth"], sort_keys=True))
     return 0

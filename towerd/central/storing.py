@@ -5,6 +5,7 @@ committed (ERROR ``central.store_failed`` and no ACK otherwise)."""
 from __future__ import annotations
 
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import zmq
@@ -12,6 +13,9 @@ import zmq
 from towerd.central.storetypes import Pending, StoreResult
 from towerd.errors import OutboxError
 from towerd.icd import EVENT_OUTBOX_DROPPED, FLAG_REPLAY, MsgType, encode_ack, encode_error
+
+_NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's enum arithmetic costs per reply
+_SNDMORE_NOBLOCK = int(zmq.NOBLOCK | zmq.SNDMORE)
 
 if TYPE_CHECKING:  # the peers module's types, for annotations only
     from towerd.central.peers import _Held, _Peer
@@ -41,27 +45,23 @@ class StoringMixin:
         self._queue(held.rid, held.first, held.last, item)
 
     def _queue(self, rid: bytes, first: int, last: int, item: Pending) -> None:
-        """Hold a decoded message for :meth:`_flush` (at once when the store does not batch)."""
-        self._pending.append((rid, first, last, item))
-        self._pending_records += item.size
-        if self._store.batch_records <= 0:
-            self._flush()
+        """Hand a decoded message to the store writer, or store it at once when the store
+        does not batch."""
+        if self._writer is not None:
+            self._handover.append((rid, first, last, item, time.monotonic()))
+            return
+        self._pending.append((rid, first, last, item, 0.0))
+        self._flush()
 
     def _flush(self) -> None:
-        """Store the held messages (one transaction when the store batches), then ACK each
-        one that is committed; the others get ERROR and no ACK. With a store writer
-        (:mod:`towerd.central.writer`) the batch is handed to it when it is idle (else it
-        keeps growing until it is) and acknowledged in :meth:`_collect`."""
+        """Without a store writer: store the held messages, then ACK each one that is
+        committed; the others get ERROR and no ACK."""
         if not self._pending:
             return
-        if self._writer is not None:
-            if self._writer.idle:
-                self._writer.submit(self._take_batch())
-            return
-        pending, self._pending, self._pending_records = self._pending, [], 0
+        pending, self._pending = self._pending, []
         internal = False
         try:
-            results: list[StoreResult] = self._store.store_many([p for _, _, _, p in pending])
+            results: list[StoreResult] = self._store.store_many([e[3] for e in pending])
         except OutboxError as exc:
             results = [exc] * len(pending)
         except Exception:  # last resort: a defect is loud, never an outage (and never an ACK)
@@ -70,32 +70,27 @@ class StoringMixin:
             results, internal = [OutboxError("internal error while storing")] * len(pending), True
         self._answer(pending, results, internal)
 
-    def _take_batch(self) -> list:
-        """The oldest held messages, up to about ``batch_records`` records (at least one):
-        what waited while the writer was busy may be far more (a round takes up to 1000
-        messages of up to 100 records), and one huge transaction would delay every ACK in it."""
-        n = records = 0
-        limit = self._store.batch_records
-        for n, (_rid, _first, _last, item) in enumerate(self._pending, 1):
-            records += item.size
-            if records >= limit:
-                break
-        batch, self._pending = self._pending[:n], self._pending[n:]
-        self._pending_records -= records
-        return batch
+    def _hand_over(self) -> None:
+        """Give the store writer the messages decoded since the last call (at the end of
+        a poll round, and during one whenever the writer is idle: one lock and one
+        wake-up per round rather than per message)."""
+        if self._handover:
+            self._writer.put(self._handover)
+            self._handover = []
 
     def _collect(self) -> None:
-        """ACK (or ERROR) the batches the store writer has finished, and hand it the next."""
+        """ACK (or ERROR) the batches the store writer has finished."""
         if self._writer is None:
             return
-        for pending, results, internal in self._writer.results():
-            self._answer(pending, results, internal)
-        self._flush()
+        for pending, results, internal, started, finished in self._writer.results():
+            self._answer(pending, results, internal, started, finished)
 
-    def _answer(self, pending: list, results: list[StoreResult], internal: bool) -> None:
+    def _answer(self, pending: list, results: list[StoreResult], internal: bool, started: float = 0.0,
+                finished: float = 0.0) -> None:
         if internal:
             self._stats["internal_errors"] += 1
-        for (rid, first, last, item), result in zip(pending, results):
+        timing = self._timing if finished else None
+        for (rid, first, last, item, queued), result in zip(pending, results):
             if isinstance(result, OutboxError):
                 self._store_failed(rid, item.tower_id, item.stream_id, result)
                 continue
@@ -103,6 +98,8 @@ class StoringMixin:
                         "stored_tracks" if item.records is not None else "stored_events"] += result
             self._stats["duplicates"] += item.size - result
             self._ack(rid, item.tower_id, item.stream_id, first, last)
+            if timing is not None:
+                timing.add(queued, started, finished, time.monotonic())
 
     def _store_failed(self, rid: bytes, tower_id: str, stream_id: int, exc: Exception) -> None:
         self._stats["store_errors"] += 1
@@ -116,7 +113,9 @@ class StoringMixin:
 
     def _reply(self, rid: bytes, tower_id: str, frame: bytes) -> bool:
         try:
-            self._sock.send_multipart([rid, frame], zmq.NOBLOCK)
+            sock = self._sock
+            sock.send(rid, _SNDMORE_NOBLOCK)  # a ROUTER refuses (HWM, unroutable) on the first frame
+            sock.send(frame, _NOBLOCK)
         except zmq.Again:
             self._stats["reply_dropped"] += 1
             self._limited(logging.WARNING, "reply_hwm", "central: reply to %s dropped (queue full); "

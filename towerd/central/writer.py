@@ -3,15 +3,26 @@
 Why: a commit waits on the database (its WAL flush, its index inserts). Done on the
 thread that receives, the towers' messages wait in the socket during every commit and
 the central's decoding and the database's work never overlap. Here the serving thread
-keeps receiving, checking and decoding while one batch is committed; when the commit
-returns, everything that arrived meanwhile goes into the next transaction (group
-commit: the busier the central, the larger each batch, the fewer commits per record).
+keeps receiving, checking and decoding, and queues each decoded message here; the writer
+takes everything queued as one transaction as soon as the previous commit returns (group
+commit: the busier the central, the larger each transaction, the fewer commits per
+record; no timer: an idle central commits a message nearly alone, a busy one is bounded
+by one commit plus its queue).
+
+Live before backlog: messages with the REPLAY flag wait in a queue of their own. Each
+transaction takes the live messages first (up to ``batch_records`` records), then about
+``replay_records`` records of backlog, so the towers' replays after an outage neither
+delay live reports by more than that slice of a commit nor are starved (they get their
+slice in every commit, however busy the live load).
 
 The writer only stores: it never touches the ROUTER (ZeroMQ sockets are not
 thread-safe). It hands each batch's results back and wakes the serving thread through
 a pipe that thread polls beside its socket; the serving thread then sends the ACKs, so
 an ACK still follows the commit that holds its records. HEALTH objects are passed to the
 store on the writer's thread too, so that the store is used from one thread.
+
+Timing (for :class:`AckTiming`): each queued message carries the monotonic time it was
+queued; each batch the times its commit started and returned.
 """
 
 from __future__ import annotations
@@ -19,33 +30,47 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
+
+import numpy as np
 
 from towerd.central.storetypes import Pending, ReportStore, StoreResult
 from towerd.errors import OutboxError
 
 log = logging.getLogger(__name__)
 
-Batch = list[tuple[bytes, int, int, Pending]]
-"""(routing id, first seq, last seq, message) per message of one transaction."""
+Entry = tuple[bytes, int, int, Pending, float]
+"""(routing id, first seq, last seq, message, monotonic time queued) of one message."""
+Batch = list[Entry]
+"""The messages of one transaction."""
 
 
 class StoreWriter:
-    """Runs ``store.store_many`` on a thread of its own, one batch at a time.
+    """Runs ``store.store_many`` on a thread of its own, one batch at a time, taking what
+    is queued as soon as the previous batch is committed.
 
-    :meth:`submit` hands a batch over (only when :attr:`idle`); :meth:`results` returns
-    ``(batch, results, internal)`` for each batch finished since the last call
-    (``internal``: the store raised something other than OutboxError, a defect);
-    :attr:`fd` becomes readable when there are some."""
+    :meth:`put` queues a decoded message; :meth:`results` returns ``(batch, results,
+    internal, started, finished)`` for each batch finished since the last call
+    (``internal``: the store raised something other than OutboxError, a defect;
+    ``started``/``finished``: monotonic times of the commit); :attr:`fd` becomes
+    readable when there are some and :attr:`has_results` says so without a system call.
+    ``replay_records``: backlog (REPLAY) records per transaction at most (default a fifth
+    of the store's ``batch_records``)."""
 
-    def __init__(self, store: ReportStore) -> None:
+    def __init__(self, store: ReportStore, replay_records: int | None = None) -> None:
         self._store = store
+        self._limit = max(1, store.batch_records)
+        self._replay_limit = max(1, replay_records if replay_records is not None else self._limit // 5)
         self._cond = threading.Condition()
-        self._todo: Batch | None = None
+        self._live: deque[Entry] = deque()
+        self._replay: deque[Entry] = deque()
+        self._queued = 0
         self._busy = False
         self._health: list[tuple[str, dict]] = []
-        self._done: deque[tuple[Batch, list[StoreResult], bool]] = deque()
+        self._done: deque[tuple[Batch, list[StoreResult], bool, float, float]] = deque()
+        self.has_results = False
         self._stop = False
         self._rfd, self._wfd = os.pipe()
         os.set_blocking(self._rfd, False)
@@ -60,16 +85,30 @@ class StoreWriter:
 
     @property
     def idle(self) -> bool:
-        """No batch handed over and not yet finished."""
+        """Nothing queued and no batch being stored."""
         with self._cond:
-            return not self._busy
+            return not self._busy and not self._queued
 
-    def submit(self, batch: Batch) -> None:
+    @property
+    def queued_records(self) -> int:
+        """Records queued and not yet taken into a transaction."""
+        return self._queued
+
+    @property
+    def busy(self) -> bool:
+        """A batch is being stored (read without the lock: a hint)."""
+        return self._busy
+
+    def put(self, entries: Sequence[Entry]) -> None:
+        """Queue decoded messages (REPLAY ones behind the live ones)."""
         with self._cond:
-            if self._busy:
-                raise RuntimeError("store writer is busy")
-            self._todo, self._busy = batch, True
-            self._cond.notify()
+            live, replay = self._live, self._replay
+            for entry in entries:
+                item = entry[3]
+                (replay if item.replay else live).append(entry)
+                self._queued += item.size
+            if not self._busy:
+                self._cond.notify()
 
     def record_health(self, tower_id: str, health: dict) -> None:
         """Pass a HEALTH object to the store (on the writer's thread, soon)."""
@@ -77,37 +116,63 @@ class StoreWriter:
             self._health.append((tower_id, health))
             self._cond.notify()
 
-    def results(self) -> list[tuple[Batch, list[StoreResult], bool]]:
+    def results(self) -> list[tuple[Batch, list[StoreResult], bool, float, float]]:
         try:
             while os.read(self._rfd, 4096):
                 pass
         except BlockingIOError:
             pass
         with self._cond:
+            self.has_results = False
             out = list(self._done)
             self._done.clear()
         return out
 
+    def _take(self) -> Batch:
+        """Live messages up to the batch limit (at least one message when any waits),
+        then backlog up to ``replay_records`` (at least one message when any waits).
+        Holds the lock."""
+        batch: Batch = []
+        records = 0
+        live = self._live
+        while live and records < self._limit:
+            entry = live.popleft()
+            batch.append(entry)
+            records += entry[3].size
+        replay = self._replay
+        budget = self._replay_limit  # always its slice: a busy live load never starves the backlog
+        taken = 0
+        while replay and taken < budget:
+            entry = replay.popleft()
+            batch.append(entry)
+            taken += entry[3].size
+        self._queued -= records + taken
+        return batch
+
     def _run(self) -> None:
         while True:
             with self._cond:
-                while self._todo is None and not self._health and not self._stop:
+                while not self._live and not self._replay and not self._health and not self._stop:
                     self._cond.wait()
-                if self._stop and self._todo is None:
+                if self._stop:
                     return
-                batch, self._todo = self._todo, None
+                batch = self._take()
+                self._busy = bool(batch)
                 health, self._health = self._health, []
             for tower_id, obj in health:
                 try:
                     self._store.record_health(tower_id, obj)
                 except Exception:  # best effort, as the ICD says of HEALTH
                     log.exception("central: a HEALTH object could not be kept (a defect, please report)")
-            if batch is None:
+            if not batch:
                 continue
-            results, internal = self._store_batch([p for _, _, _, p in batch])
+            started = time.monotonic()
+            results, internal = self._store_batch([e[3] for e in batch])
+            finished = time.monotonic()
             with self._cond:
-                self._done.append((batch, results, internal))
+                self._done.append((batch, results, internal, started, finished))
                 self._busy = False
+                self.has_results = True
             try:
                 os.write(self._wfd, b"\x01")
             except BlockingIOError:
@@ -125,7 +190,8 @@ class StoreWriter:
 
     def close(self, timeout_s: float = 60.0) -> None:
         """Finish the batch being stored (its records committed; not acknowledged, the
-        towers send them again and the duplicates are dropped), then stop. Idempotent."""
+        towers send them again and the duplicates are dropped), then stop; what is still
+        queued is dropped unacknowledged (the towers send it again). Idempotent."""
         with self._cond:
             self._stop = True
             self._cond.notify()
@@ -138,3 +204,31 @@ class StoreWriter:
                 os.close(fd)
             except OSError:
                 pass
+
+
+class AckTiming:
+    """Where a message's time at the central goes, per message acknowledged (ms): ``queue``
+    (queued for the writer until its transaction started: waiting for the commit before),
+    ``commit`` (its transaction's store_many: COPY, insert, commit), ``ack`` (commit
+    returned until the ACK was handed to the socket: the serving thread was busy). The
+    last ``keep`` values of each are kept; :meth:`summary` gives median and p99."""
+
+    PARTS = ("queue", "commit", "ack")
+
+    def __init__(self, keep: int = 20_000) -> None:
+        self._values = {p: deque(maxlen=keep) for p in self.PARTS}
+
+    def add(self, queued: float, started: float, finished: float, acked: float) -> None:
+        values = self._values
+        values["queue"].append(started - queued)
+        values["commit"].append(finished - started)
+        values["ack"].append(acked - finished)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for part, values in self._values.items():
+            if values:
+                arr = np.fromiter(values, dtype=float, count=len(values)) * 1000.0
+                out[part] = {"median_ms": round(float(np.median(arr)), 2),
+                             "p99_ms": round(float(np.percentile(arr, 99)), 2), "n": int(arr.size)}
+        return out

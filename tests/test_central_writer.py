@@ -1,0 +1,81 @@
+"""The central's store writer on its own: it takes what is queued as soon as the commit
+before returns, live messages first and a bounded slice of REPLAY backlog per
+transaction, and reports when each commit started and returned."""
+
+from __future__ import annotations
+
+import select
+import threading
+
+import numpy as np
+
+from towerd.central.storetypes import Pending
+from towerd.central.writer import AckTiming, StoreWriter
+from towerd.icd import empty_track_records
+
+
+class _GatedStore:
+    """A batching store whose every commit waits for ``release`` (what it was given is kept)."""
+
+    batch_records = 1000
+
+    def __init__(self) -> None:
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Semaphore(0)
+        self.batches: list[list[str]] = []
+
+    def store_many(self, items):
+        self.entered.release()
+        assert self.release.acquire(timeout=5)
+        self.batches.append([f"{'R' if p.replay else 'L'}{p.records.size}" for p in items])
+        return [p.records.size for p in items]
+
+    def record_health(self, tower_id, health):
+        pass
+
+
+def _entry(n: int, replay: bool):
+    rec = empty_track_records(n)
+    rec["seq"] = np.arange(1, n + 1)
+    return (b"tx", 1, n, Pending("tx", 7, replay, records=rec), 0.0)
+
+
+def _results(writer: StoreWriter, count: int) -> list:
+    out: list = []
+    while len(out) < count:
+        assert select.select([writer.fd], [], [], 5)[0], "no result in 5 s"
+        out += writer.results()
+    return out
+
+
+def test_live_first_and_a_slice_of_backlog_per_transaction_taken_as_soon_as_the_commit_returns():
+    store = _GatedStore()
+    writer = StoreWriter(store)  # replay slice: a fifth of batch_records, 200 records
+    try:
+        writer.put([_entry(1, False)])
+        assert store.entered.acquire(timeout=5)  # the first commit is under way
+        writer.put([_entry(150, True), _entry(150, True), _entry(150, True), _entry(4, False), _entry(600, False),
+                    _entry(600, False)])
+        assert writer.queued_records == 1654 and writer.busy
+        for _ in range(4):
+            store.release.release()
+        done = _results(writer, 3)
+        assert store.batches == [["L1"],
+                                 ["L4", "L600", "L600", "R150", "R150"],  # live up to the limit, then the slice
+                                 ["R150"]]
+        assert writer.queued_records == 0 and not writer.busy and len(done) == 3
+        for batch, results, internal, started, finished in done:
+            assert results == [e[3].records.size for e in batch] and not internal and started <= finished
+    finally:
+        for _ in range(4):
+            store.release.release()
+        writer.close()
+
+
+def test_ack_timing_sums_up_the_parts():
+    timing = AckTiming(keep=3)
+    for k in range(5):
+        timing.add(queued=10.0, started=10.1, finished=10.3, acked=10.3 + 0.001 * k)
+    summary = timing.summary()
+    assert summary["queue"]["median_ms"] == 100.0 and summary["commit"]["median_ms"] == 200.0
+    assert summary["ack"]["n"] == 3 and summary["ack"]["median_ms"] == 3.0  # only the last three kept
