@@ -123,7 +123,8 @@ def enu_to_geodetic(site: Site, enu_m: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.degrees(lat), np.degrees(lon), alt
 
 
-_WGS84 = pymap3d.Ellipsoid.from_name("wgs84")
+_WGS84 = (pymap3d.Ellipsoid.from_name("wgs84") if hasattr(pymap3d.Ellipsoid, "from_name")
+          else pymap3d.Ellipsoid("wgs84"))  # pymap3d < 3 (Debian 12's python3-pymap3d 2.9.1): by model name
 _A: float = _WGS84.semimajor_axis
 _B: float = _WGS84.semiminor_axis
 _E = np.sqrt(_A**2 - _B**2)  # pymap3d: sqrt(ell.semimajor_axis**2 - ell.semiminor_axis**2)
