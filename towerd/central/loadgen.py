@@ -82,6 +82,7 @@ def make_keys(directory: Path, towers: int) -> dict:
 
 _WRITE_SLICE = 25
 """Towers written (one outbox commit and send each) before the worker reads replies again."""
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: no enum flags made per check
 _SERVICE_ROUNDS = 8
 """Polls of one tower's uplink in a row while a reply is still waiting on its sockets."""
 _PACED_SCAN_S = 0.1
@@ -105,7 +106,7 @@ def _service(t: _Tower) -> None:
         if client is None:
             return
         client.poll(0)
-        if not any(s.get(zmq.EVENTS) & zmq.POLLIN for s in client.pollables()):
+        if not any(s.getsockopt(_EVENTS) & _POLLIN for s in client.pollables()):
             return
 
 
