@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 __all__ = ["CENTRAL_NAME_PATTERN", "CentralSettings", "RateLimitedLog", "TOWER_ID_RE", "UplinkClient"]
 
 _MAX_REPLIES_PER_POLL = 10_000
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
+"""Plain ints: ``get(zmq.EVENTS) & zmq.POLLIN`` makes two enum flags per reply read."""
 _BURST_S = 0.25
 """The backlog token bucket holds at most this many seconds of ``replay_rate_rps``."""
 _MAX_ERROR_CODES = 16
@@ -218,7 +220,7 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
         assert sock is not None
         for i in range(_MAX_REPLIES_PER_POLL):
             try:
-                if i and not sock.get(zmq.EVENTS) & zmq.POLLIN:  # the first: the poll said so
+                if i and not sock.getsockopt(_EVENTS) & _POLLIN:  # the first: the poll said so
                     return
                 frames = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
