@@ -18,8 +18,10 @@ connection:
 Upstream libzmq (master too) still has these paths: zeromq/libzmq#4852 (an early return
 instead of the assert) was closed unmerged. The only socket option that avoids them,
 ZMQ_RCVHWM=0, gives up the per-connection bound the ICD promises (``receive_queue``), so
-these tests pin the defect (strict xfail): if a libzmq upgrade fixes it they fail, and the
-link-cut soak test's restart-on-abort can go.
+these tests reproduce the defect (xfail). They were strict, failing if a libzmq upgrade fixed
+it; since the central reads on while its store is slow, the abort comes in only some runs,
+so they are no longer strict (LIBZMQ_ABORT) and the link-cut soak test keeps its
+restart-on-abort.
 
 Real parts: a ``towerd central`` subprocess; its SQLite file held locked by the test so
 that its main thread blocks in the store (sqlite3's 5 s busy timeout); a real CURVE
@@ -47,8 +49,10 @@ from towerd import icd, keys
 TOWER = "tx-rst-01"
 STREAM = 0xC0FFEE0000000077
 LIBZMQ_ABORT = pytest.mark.xfail(
-    strict=True, raises=AssertionError,
-    reason="libzmq 4.3.5: zmq_assert(!_io_error) in stream_engine_base_t::out_event (see the module docstring)")
+    strict=False,
+    reason="libzmq 4.3.5: zmq_assert(!_io_error) in stream_engine_base_t::out_event (see the module docstring); "
+           "not strict since the central reads on while its store is slow (issue 13): the repro then aborts the "
+           "central in only some runs, and in others the flood is read before the engine stops")
 
 
 def _central_side_rx_queue(central_port: int, peer_port: int) -> int | None:
