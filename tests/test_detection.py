@@ -239,7 +239,7 @@ def test_components_number_clusters_as_scipy_does():
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    from towerd.detection.cluster import components
+    from towerd.assignment import components
 
     rng = np.random.default_rng(0)
     for _ in range(500):
@@ -247,10 +247,10 @@ def test_components_number_clusters_as_scipy_does():
         pairs = rng.integers(0, n, (m, 2))
         want = connected_components(coo_matrix((np.ones(m), (pairs[:, 0], pairs[:, 1])), shape=(n, n)),
                                     directed=False)
-        got = components(n, pairs)
+        got = components(pairs[:, 0], pairs[:, 1], n)
         assert got[0] == want[0] and np.array_equal(got[1], want[1])
     chain = np.column_stack([np.arange(39, 0, -1), np.arange(38, -1, -1)])  # 39-38-...-0
-    assert components(40, chain)[0] == 1
+    assert components(chain[:, 0], chain[:, 1], 40)[0] == 1
 
 
 @pytest.mark.parametrize("chunk", [1 << 18, 64])

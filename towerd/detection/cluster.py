@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from towerd.assignment import components
 from towerd.detection.plots import Detections
 from towerd.gates import chi2_quantile
 
@@ -29,38 +30,6 @@ CHUNK_ELEMENTS = 1 << 18
 all columns): a frame of a few hundred points is one block, a huge cloud is cut into
 blocks of rows so memory stays bounded. Time grows as N²: about 0.1 s at 3,000 points
 and 1.3 s at 10,000 (measured on this project's 2-core test machine under load)."""
-
-
-def components(n: int, pairs: np.ndarray) -> tuple[int, np.ndarray]:
-    """Connected components of the undirected graph on n nodes with edges ``pairs`` (M, 2):
-    (count, label (n,) intp), components numbered in the order of their lowest node (as
-    scipy's connected_components numbers them). Union-find in plain Python, each root the
-    lowest node of its set: a frame links a few dozen pairs, where NumPy's per-call cost
-    would dominate."""
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for a, b in pairs.tolist():
-        ra, rb = find(a), find(b)
-        if ra < rb:
-            parent[rb] = ra
-        elif rb < ra:
-            parent[ra] = rb
-    label = [0] * n
-    count = 0
-    for i in range(n):
-        root = find(i)
-        if root == i:  # the lowest node of its component: the next number
-            label[i] = count
-            count += 1
-        else:
-            label[i] = label[root]
-    return count, np.array(label, dtype=np.intp)
 
 
 def near_pairs(pos: np.ndarray, reach_m2: np.ndarray) -> np.ndarray:
@@ -151,7 +120,7 @@ class PointClusterer:
         pairs = self.linked_pairs(det)
         if len(pairs) == 0:
             return det
-        n_clusters, labels = components(n, pairs)
+        n_clusters, labels = components(pairs[:, 0], pairs[:, 1], n)
         log.debug("%s: %d detections -> %d clusters", det.sensor, n, n_clusters)
 
         snr, rv, rv_var_in = det.snr_db, det.radial_vel_mps, det.radial_vel_var_mps2
