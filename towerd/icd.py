@@ -175,19 +175,24 @@ def _json_bytes(obj: object) -> bytes:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def _check_consecutive(seq: np.ndarray, what: str) -> None:
-    if seq.size and seq[0] == 0:
+def _check_seq_values(values: list[int], what: str) -> None:
+    """``values`` (the seqs as plain ints) start at >= 1 and are consecutive ascending."""
+    if values and values[0] == 0:
         raise ValueError(f"{what}: seq starts at 1, got 0")
-    if seq.size > 1:
-        # The last minus the first is size - 1 and every step is positive: consecutive
-        # ascending (no wrap past 2^64 either). For the usual few records, plain ints.
-        if seq.size <= _SMALL_SEQ:
-            values = seq.tolist()
-            ok = values == list(range(values[0], values[0] + len(values)))
-        else:
-            ok = bool(np.all(np.diff(seq.astype(np.uint64)) == 1))
-        if not ok:
-            raise ValueError(f"{what}: seq values are not consecutive ascending")
+    if len(values) > 1 and values != list(range(values[0], values[0] + len(values))):
+        raise ValueError(f"{what}: seq values are not consecutive ascending")
+
+
+def _check_consecutive(seq: np.ndarray, what: str) -> None:
+    # For the usual few records, plain ints; else the last minus the first is size - 1 and
+    # every step is positive: consecutive ascending (no wrap past 2^64 either).
+    if seq.size <= _SMALL_SEQ:
+        _check_seq_values(seq.tolist(), what)
+        return
+    if seq[0] == 0:
+        raise ValueError(f"{what}: seq starts at 1, got 0")
+    if not bool(np.all(np.diff(seq.astype(np.uint64)) == 1)):
+        raise ValueError(f"{what}: seq values are not consecutive ascending")
 
 
 _SMALL_SEQ = 128
@@ -261,10 +266,9 @@ def encode_tracks_rows(stream_id: int, rows: list[bytes], flags: int = 0) -> byt
         raise ValueError(f"{count} records exceed {MAX_COUNT} per message")
     frame = b"".join((_header(MsgType.TRACKS, stream_id, count, flags), *rows))
     if sys.byteorder == "little":  # the seqs read through a memoryview: no NumPy on the uplink's path
-        seq = memoryview(frame)[HEADER_SIZE:].cast("Q")[::RECORD_SIZE // 8].tolist()
-        if seq[0] != 0 and seq == list(range(seq[0], seq[0] + len(seq))):
-            return frame
-    _check_consecutive(np.frombuffer(frame, dtype=TRACK_RECORD_DTYPE, offset=HEADER_SIZE)["seq"], "TRACKS")
+        _check_seq_values(memoryview(frame)[HEADER_SIZE:].cast("Q")[::RECORD_SIZE // 8].tolist(), "TRACKS")
+    else:
+        _check_consecutive(np.frombuffer(frame, dtype=TRACK_RECORD_DTYPE, offset=HEADER_SIZE)["seq"], "TRACKS")
     return frame
 
 
