@@ -161,9 +161,10 @@ def test_open_requests_config_then_tunes_the_first_band(pty_pair):
             assert all(abs(r.start_freq_mhz - 433.0) < 1e-9 and abs(r.freq_mhz[-1] - 435.0) < 0.02 for r in got)
             assert driver.device_model.main_model == 5 and driver.status()["band"] == "b433"
             assert driver.counters.bad_frames == 0
+        # hold on close, as the vendor client does; the emulator reads it on its own thread
+        assert em.wait_for(lambda e: e.commands[-1] == b"#\x04CH", timeout_s=5.0), em.commands[-3:]
     finally:
         em.stop()
-    assert em.commands[-1] == b"#\x04CH"  # hold on close, as the vendor client does
 
 
 def test_scan_plan_cycles_through_bands_after_each_dwell(pty_pair):
