@@ -60,7 +60,7 @@ import zmq
 
 from towerd import keys
 from towerd.clock import SystemClock
-from towerd.central.loadtower import LoadSpec, _records, _Tower, tower_id
+from towerd.central.loadtower import LoadSpec, _RecordPool, _records, _Tower, tower_id
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,14 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
     towers: list[_Tower] = []
     replies: _Replies | None = None
     k = len(spec.endpoints)
+    pool = _RecordPool(np.random.default_rng(spec.seed))
     try:
         for i in indices:
             ix = list(range(k)) if spec.all_endpoints else [i % k]
             if spec.all_endpoints:
                 ix = ix[i % k:] + ix[:i % k]
             towers.append(_Tower(i, spec, paths, outbox_dir, ix, np.random.default_rng(spec.seed * 100_003 + i),
-                                 clock, ctx))
+                                 clock, ctx, pool))
         for t in towers:
             if int(t.id[3:]) < spec.backlog_towers:
                 t.prefill(spec.backlog_s)
@@ -262,6 +263,8 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
                 next_pace = now + (0.01 if paced else _PACED_SCAN_S)
             replies.serve(max(0.0, min(next_write, next_mark, next_pace) - time.monotonic()))
             if time.monotonic() >= next_mark:
+                for t in towers:  # a socket rebuilt in any poll (after a refusal) is waited on
+                    replies.sync(t)
                 total = sum(t.acked for t in towers)
                 per_second.append(total - acked_mark)
                 acked_mark = total

@@ -11,9 +11,9 @@ What it holds (the invariant every method keeps): a contiguous run of seqs
 ``lo .. lo + len - 1``, each a committed row that exists in the database with no central's
 bit set in ``done``, in the order added. Anything that sets a bit or deletes a row (an
 acknowledgement, an exclusion, the size cap, a change of centrals) first calls
-:meth:`Tail.forget_to` (or :meth:`Tail.clear`): rows are only ever forgotten, never
-trusted beyond what the database holds, so a rolled-back transaction leaves the tail a
-subset of the truth. Rows added in the open transaction wait in :meth:`Tail.added` and
+:meth:`Tail.forget_to` (or :meth:`Tail.release`, :meth:`Tail.clear`): rows are only ever
+forgotten, never trusted beyond what the database holds, so a rolled-back transaction
+leaves the tail a subset of the truth. Rows added in the open transaction wait in :meth:`Tail.added` and
 join at :meth:`Tail.committed` (or are discarded at :meth:`Tail.rolled_back`).
 
 Rows are kept per add: one buffer for a batch of track records, one per event. Bounded
