@@ -17,8 +17,8 @@ own CURVE key, routing id = tower id; ICD encoding, window, resend, live before 
 REPLAY backlog). Each tower writes ``--rate`` TRACKS records per second (Poisson spread,
 ``--burst-factor`` times more for ``--burst-s`` every ``--burst-every-s``, the towers'
 bursts staggered) and commits them every ``--commit-s``, each tower at its own phase
-(real towers are not in step): a worker writes at most 25 towers before it reads the
-replies again, so that an ACK does not wait behind a pass over all of its towers.
+(real towers are not in step); a worker reads the replies that came meanwhile after
+each tower it writes, so that an ACK does not wait behind a pass over many towers.
 
 Outages: ``--outage-towers`` towers lose their link at ``--outage-at`` for ``--outage-s``
 (the uplink is closed; the records pile up in the outbox; a new uplink then sends the
@@ -32,8 +32,10 @@ uses endpoint i mod k), or with ``--all-endpoints`` each tower lists them all (f
 Measured, printed as one JSON object: records acknowledged per second (sustained, over
 the run after ``--warmup-s``), ACK latency of live records (commit in the tower's outbox
 to ACK processed; median, p99, max), and for backlogs the time until each tower's last
-backlog record was acknowledged. The latency includes the generator's own loop delay
-(``tick_ms_p99``: the time one slice of writes takes, during which replies wait).
+backlog record was acknowledged. The latency includes the generator's own loop delay:
+``reply_gap_ms`` (median, p99, max over the workers) is the time between two reads of
+the replies, the longest a reply that arrived could wait in the worker, and
+``tick_ms_p99`` is its p99 (``slice_ms_p99``: how long one pass of writes takes).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ import zmq
 
 from towerd import keys
 from towerd.clock import SystemClock
-from towerd.central.loadtower import LoadSpec, _records, _Tower, tower_id
+from towerd.central.loadtower import LoadSpec, _RecordPool, _records, _Tower, tower_id
 
 log = logging.getLogger(__name__)
 
@@ -81,33 +83,93 @@ def make_keys(directory: Path, towers: int) -> dict:
 
 
 _WRITE_SLICE = 25
-"""Towers written (one outbox commit and send each) before the worker reads replies again."""
-_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)  # plain ints: no enum flags made per check
-_SERVICE_ROUNDS = 8
-"""Polls of one tower's uplink in a row while a reply is still waiting on its sockets."""
+"""Towers written (one outbox commit and send each) in one pass of the loop; the replies
+are read between any two of them."""
 _PACED_SCAN_S = 0.1
-"""How often the worker looks for the towers with a backlog to pace or a socket to rebuild
-(it polls those every 10 ms; a tower whose link just came up sends its first backlog
-burst from the poll that saw the link come up)."""
+"""How often the worker looks for the towers with a backlog to pace (it polls those every
+10 ms; a tower whose link just came up sends its first backlog burst from the poll that
+saw the link come up)."""
 
 
 def _service(t: _Tower) -> None:
-    """Poll ``t``'s uplink until neither of its sockets has a message waiting.
+    """Poll ``t``'s uplink: read its replies, send what is due. The uplink leaves no
+    reply unread behind a notice its own sends took in (UplinkClient._step), so one poll
+    serves a wake-up of its descriptors."""
+    if t.client is not None:
+        t.client.poll(0)
 
-    The worker waits on the sockets' notification descriptors (``zmq.FD``) in one epoll
-    set, so that a wait costs the sockets that are ready, not all of them (a zmq.Poller
-    over a worker's ~500 sockets checked every one of them at every wake-up, about a
-    thousand times a second). Such a descriptor only says that the socket's state may
-    have changed, and any operation on the socket (a send in the poll) may consume that
-    notice; so after each poll the sockets are asked directly (``zmq.EVENTS``) and
-    polled again while a reply is waiting: no reply is left behind a consumed notice."""
-    for _ in range(_SERVICE_ROUNDS):
-        client = t.client
-        if client is None:
+
+class _Replies:
+    """The worker's wait for replies: one epoll set over every uplink socket's
+    notification descriptor (``zmq.FD``), so that a wait costs the sockets that are
+    ready, not all of them; and how long replies could have waited in the worker (the
+    gaps between two reads of that set, as a histogram in 0.1 ms steps).
+
+    Such a descriptor says only that the socket's state may have changed; the uplink's
+    poll asks the sockets themselves (``zmq.EVENTS``), so a notice is never lost."""
+
+    _BINS = 20_000  # 0.1 ms each: up to 2 s
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._fds: dict[_Tower, tuple[int, ...]] = {}
+        self._by_fd: dict[int, _Tower] = {}
+        self._gaps = [0] * self._BINS
+        self._max_gap = 0.0
+        self._last = time.monotonic()
+
+    def sync(self, t: _Tower) -> None:
+        """Register ``t``'s current sockets (new after a connect or a rebuild); a tower
+        whose sockets changed is polled once, for what came before the registration."""
+        fds = tuple(s.get(zmq.FD) for s in t.client.pollables()) if t.client is not None else ()
+        old = self._fds.get(t, ())
+        if fds == old:
             return
-        client.poll(0)
-        if not any(s.getsockopt(_EVENTS) & _POLLIN for s in client.pollables()):
-            return
+        for fd in old:
+            if self._by_fd.get(fd) is t:
+                del self._by_fd[fd]
+                try:
+                    self._epoll.unregister(fd)
+                except (OSError, ValueError):
+                    pass  # closed with its socket: epoll dropped it already
+        for fd in fds:
+            try:
+                self._epoll.register(fd, select.EPOLLIN)
+            except FileExistsError:  # a number reused before the old one was unregistered
+                self._epoll.modify(fd, select.EPOLLIN)
+            self._by_fd[fd] = t
+        self._fds[t] = fds
+        _service(t)
+
+    def serve(self, timeout_s: float) -> None:
+        """Wait up to ``timeout_s`` (0: do not wait) and poll the uplinks whose
+        descriptors are ready."""
+        now = time.monotonic()
+        gap = now - self._last
+        self._gaps[min(int(gap * 10_000), self._BINS - 1)] += 1
+        if gap > self._max_gap:
+            self._max_gap = gap
+        by_fd = self._by_fd
+        for fd, _ in self._epoll.poll(timeout_s):
+            t = by_fd.get(fd)
+            if t is not None:
+                _service(t)
+        self._last = time.monotonic()
+
+    def gap_ms(self) -> dict:
+        """Median, p99 and max of the gaps between two reads, in ms."""
+        n = sum(self._gaps)
+        out = {"n": n, "max": round(self._max_gap * 1000, 1)}
+        for name, q in (("median", 0.5), ("p99", 0.99)):
+            k, acc = 0, 0
+            while k < self._BINS and acc + self._gaps[k] < q * n:
+                acc += self._gaps[k]
+                k += 1
+            out[name] = round((k + 1) / 10, 1)  # the upper edge of the bin
+        return out
+
+    def close(self) -> None:
+        self._epoll.close()
 
 
 def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
@@ -120,24 +182,28 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
     outbox_dir.mkdir(parents=True, exist_ok=True)
     ctx = zmq.Context(io_threads=1)
     towers: list[_Tower] = []
+    replies: _Replies | None = None
     k = len(spec.endpoints)
+    pool = _RecordPool(np.random.default_rng(spec.seed))
     try:
         for i in indices:
             ix = list(range(k)) if spec.all_endpoints else [i % k]
             if spec.all_endpoints:
                 ix = ix[i % k:] + ix[:i % k]
             towers.append(_Tower(i, spec, paths, outbox_dir, ix, np.random.default_rng(spec.seed * 100_003 + i),
-                                 clock, ctx))
+                                 clock, ctx, pool))
         for t in towers:
             if int(t.id[3:]) < spec.backlog_towers:
                 t.prefill(spec.backlog_s)
         while time.monotonic() < t_start:
             time.sleep(0.01)
         t0 = time.monotonic()
+        replies = _Replies()
         for t in towers:
             t.connect(t0)
+            replies.sync(t)
         per_second: list[int] = []
-        loop_ms: list[float] = []
+        slice_ms: list[float] = []
         for k, t in enumerate(towers):
             t.last_write = t0
             t.next_write = t0 + spec.commit_s * (k + 1) / len(towers)
@@ -148,9 +214,6 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
         paced: list[_Tower] = []
         next_mark = t0 + 1.0
         outage_on = False
-        poller_dirty = True
-        epoll = select.epoll()
-        by_fd: dict[int, _Tower] = {}
         while True:
             now = time.monotonic()
             el = now - t0
@@ -164,16 +227,16 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
                 for t in towers:
                     if int(t.id[3:]) < spec.outage_towers:
                         t.disconnect()
-                poller_dirty = True
+                        replies.sync(t)
             elif outage_on and el >= spec.outage_at_s + spec.outage_s:
                 outage_on = False
                 for t in towers:
                     if t.client is None:
                         t.connect(now)
-                poller_dirty = True
+                        replies.sync(t)
             if now >= next_write:
                 # Each tower commits every commit_s at its own phase (real towers are not in
-                # step); at most _WRITE_SLICE of them before the replies are read again.
+                # step); the replies that came meanwhile are read after each of them.
                 tick = time.monotonic()
                 for _ in range(min(_WRITE_SLICE, len(towers))):
                     t = towers[cursor]
@@ -186,8 +249,9 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
                         t.next_write = now + spec.commit_s
                     _service(t)  # send what was just committed
                     cursor = (cursor + 1) % len(towers)
+                    replies.serve(0)
                 next_write = towers[cursor].next_write
-                loop_ms.append((time.monotonic() - tick) * 1000)
+                slice_ms.append((time.monotonic() - tick) * 1000)
             elif now >= next_pace:  # backlog pacing (token bucket) and scheduled socket rebuilds
                 if now >= next_scan:  # which towers have a timer at all: not every tower every 10 ms
                     paced = [t for t in towers if t.client is not None and t.client.next_timer_s() < math.inf]
@@ -195,46 +259,33 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
                 for t in paced:
                     if t.client is not None and t.client.next_timer_s() < 1.0:
                         _service(t)
+                        replies.sync(t)  # a refused uplink rebuilds its socket in a poll
                 next_pace = now + (0.01 if paced else _PACED_SCAN_S)
-            if poller_dirty:  # sockets rebuilt since: their descriptors are new
-                epoll.close()
-                epoll = select.epoll()
-                by_fd = {}
-                for t in towers:
-                    if t.client is not None:
-                        for s in t.client.pollables():
-                            fd = s.get(zmq.FD)
-                            epoll.register(fd, select.EPOLLIN)
-                            by_fd[fd] = t
-                    _service(t)  # what came before the registration
-                poller_dirty = False
-            wait_s = max(0.0, min(next_write, next_mark, next_pace) - time.monotonic())
-            for fd, _ in epoll.poll(wait_s):
-                t = by_fd.get(fd)
-                if t is not None:
-                    _service(t)
+            replies.serve(max(0.0, min(next_write, next_mark, next_pace) - time.monotonic()))
             if time.monotonic() >= next_mark:
-                poller_dirty = True  # a refused uplink rebuilds its socket
+                for t in towers:  # a socket rebuilt in any poll (after a refusal) is waited on
+                    replies.sync(t)
                 total = sum(t.acked for t in towers)
                 per_second.append(total - acked_mark)
                 acked_mark = total
                 next_mark += 1.0
-        epoll.close()
         t_end = time.monotonic()
         lat = np.array([x for t in towers for x in t.latencies], dtype=np.float64)
+        gaps = replies.gap_ms()
         return {
             "towers": len(towers), "elapsed_s": t_end - t0, "per_second": per_second,
             "acked": sum(t.acked for t in towers), "written": sum(t.counter for t in towers),
             "latencies": lat.tolist(),
             "drained_s": [t.drained_s for t in towers if t.backlog_started is not None],
             "backlog_left": sum(t.backlog_left for t in towers),
-            "tick_ms_p99": float(np.percentile(loop_ms, 99)) if loop_ms else 0.0,
-            "resent_msgs": sum(t.client.stats["resent_msgs"] for t in towers if t.client is not None),
-            "replay_msgs": sum(t.client.stats["replay_msgs"] for t in towers if t.client is not None),
-            "disconnects": sum(t.client.stats["disconnects"] for t in towers if t.client is not None),
-            "errors_received": sum(t.client.stats["errors_received"] for t in towers if t.client is not None),
+            "tick_ms_p99": gaps["p99"], "reply_gap_ms": gaps,
+            "slice_ms_p99": float(np.percentile(slice_ms, 99)) if slice_ms else 0.0,
+            **{key: sum(t.client.stats[key] for t in towers if t.client is not None)
+               for key in ("live_msgs", "resent_msgs", "replay_msgs", "disconnects", "errors_received")},
         }
     finally:
+        if replies is not None:
+            replies.close()
         for t in towers:
             t.close()
         ctx.term()
@@ -307,6 +358,9 @@ def summarise(spec: LoadSpec, results: list[dict]) -> dict:
                     "not_drained_towers": sum(1 for d in drained if d is None)},
         "backlog_left_records": int(sum(r["backlog_left"] for r in results)),
         "tick_ms_p99": round(max(r["tick_ms_p99"] for r in results), 1),
+        "reply_gap_ms": {key: max(r["reply_gap_ms"][key] for r in results) for key in ("median", "p99", "max")},
+        "slice_ms_p99": round(max(r["slice_ms_p99"] for r in results), 1),
+        "live_msgs": int(sum(r["live_msgs"] for r in results)),
         "resent_msgs": int(sum(r["resent_msgs"] for r in results)),
         "replay_msgs": int(sum(r["replay_msgs"] for r in results)),
         "disconnects": int(sum(r["disconnects"] for r in results)),

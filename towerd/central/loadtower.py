@@ -74,8 +74,9 @@ _POOL = 4096
 
 
 class _RecordPool:
-    """Varied records made once per tower; each write takes the next slice and stamps
-    the time (building small NumPy arrays per write would cost more than the outbox)."""
+    """Varied records made once (per worker: its towers share it, which keeps the memory
+    they touch small); each write takes the next slice and stamps the time (building
+    small NumPy arrays per write would cost more than the outbox)."""
 
     def __init__(self, rng: np.random.Generator) -> None:
         self._pool = _records(_POOL, 0, 0, rng)
@@ -109,7 +110,8 @@ class _TimedOutbox(Outbox):
 
 class _Tower:
     def __init__(self, i: int, spec: LoadSpec, paths: dict, outbox_dir: Path, endpoint_ix: list[int],
-                 rng: np.random.Generator, clock: SystemClock, ctx: zmq.Context) -> None:
+                 rng: np.random.Generator, clock: SystemClock, ctx: zmq.Context,
+                 pool: _RecordPool | None = None) -> None:
         self.id = tower_id(i)
         self.spec = spec
         self.clock = clock
@@ -135,7 +137,7 @@ class _Tower:
         self.latencies: list[float] = []
         self.acked = 0
         self.burst_phase = rng.uniform(0, spec.burst_every_s)
-        self.pool = _RecordPool(rng)
+        self.pool = pool if pool is not None else _RecordPool(rng)  # a worker's towers share one
         self.last_write = self.next_write = 0.0
 
     def connect(self, now: float) -> None:

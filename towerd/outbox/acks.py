@@ -165,7 +165,7 @@ class AckMixin:
         touched: they cannot have been sent. Durable at the next commit. Returns how many
         rows were newly marked for this central (= deleted, with one central)."""
         conn = self._db()
-        bit = self._bit(central)
+        bit = self._full_mask if self._single else self._bit(central)
         if first_seq > last_seq:
             return 0
         hi = min(last_seq, self._c_next_seq - 1, SEQ_MAX)
@@ -173,8 +173,10 @@ class AckMixin:
         if lo > hi:
             return 0
         full = self._full_mask
-        if bit == full and self._tail.covers(lo, hi):
-            return self._ack_held(conn, lo, hi, central)
+        if bit == full:
+            nbytes = self._tail.release(lo, hi)
+            if nbytes is not None:
+                return self._ack_held(conn, lo, hi, central, nbytes)
         self._tail.forget_to(hi)
         try:
             self._begin(conn)
@@ -194,12 +196,11 @@ class AckMixin:
         self._book_ack(central, lo, hi, n, nbytes)
         return n if newly is None else newly
 
-    def _ack_held(self, conn: sqlite3.Connection, lo: int, hi: int, central: str | None) -> int:
-        """:meth:`ack` by the last central needed of rows the tail holds
-        (towerd.outbox.tail): each of them exists and is deleted now, so they are counted
-        without a query."""
-        n, nbytes = hi - lo + 1, self._tail.payload_bytes(lo, hi)
-        self._tail.forget_to(hi)
+    def _ack_held(self, conn: sqlite3.Connection, lo: int, hi: int, central: str | None, nbytes: int) -> int:
+        """:meth:`ack` by the last central needed of rows the tail held
+        (towerd.outbox.tail; released from it, with their ``nbytes``): each of them
+        exists and is deleted now, so they are counted without a query."""
+        n = hi - lo + 1
         try:
             self._begin(conn)
             deleted = conn.execute("DELETE FROM records WHERE seq BETWEEN ? AND ?", (lo, hi)).rowcount

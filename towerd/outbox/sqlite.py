@@ -293,7 +293,8 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         consecutive ``seq`` values. Returns ``(first, last)``; for n == 0 nothing is
         stored and the empty range ``(next_seq, next_seq - 1)`` is returned. Raises
         OutboxError when the database cannot be written (nothing is half-done)."""
-        if not isinstance(records, np.ndarray) or records.dtype != TRACK_RECORD_DTYPE or records.ndim != 1:
+        if not isinstance(records, np.ndarray) or records.ndim != 1 or (
+                records.dtype is not TRACK_RECORD_DTYPE and records.dtype != TRACK_RECORD_DTYPE):
             raise ValueError("records must be a 1-D array of TRACK_RECORD_DTYPE")
         conn = self._db()
         n = int(records.size)
@@ -309,7 +310,8 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
             self._next_seq = first + n
             self._count += n
             self._bytes += n * RECORD_SIZE
-            self._enforce_cap(conn)
+            if self._count > self._max_records or self._bytes > self._max_bytes:
+                self._enforce_cap(conn)
         except sqlite3.Error as exc:
             raise self._failed(conn, "add_tracks", exc) from exc
         return first, first + n - 1
@@ -362,7 +364,15 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
             self._note_in_txn = False
         for central, lo, hi in self._release_on_commit:
             ranges = self._protected.get(central)
-            if ranges:
+            if not ranges:
+                continue
+            a, b = ranges[0]
+            if lo <= a <= hi and (len(ranges) == 1 or ranges[1][0] > hi):  # the usual: the oldest in flight
+                if b <= hi:
+                    del ranges[0]
+                else:
+                    ranges[0] = (hi + 1, b)
+            else:
                 self._protected[central] = subtract_range(ranges, lo, hi)
         self._release_on_commit.clear()
         self._snapshot()

@@ -11,9 +11,9 @@ What it holds (the invariant every method keeps): a contiguous run of seqs
 ``lo .. lo + len - 1``, each a committed row that exists in the database with no central's
 bit set in ``done``, in the order added. Anything that sets a bit or deletes a row (an
 acknowledgement, an exclusion, the size cap, a change of centrals) first calls
-:meth:`Tail.forget_to` (or :meth:`Tail.clear`): rows are only ever forgotten, never
-trusted beyond what the database holds, so a rolled-back transaction leaves the tail a
-subset of the truth. Rows added in the open transaction wait in :meth:`Tail.added` and
+:meth:`Tail.forget_to` (or :meth:`Tail.release`, :meth:`Tail.clear`): rows are only ever
+forgotten, never trusted beyond what the database holds, so a rolled-back transaction
+leaves the tail a subset of the truth. Rows added in the open transaction wait in :meth:`Tail.added` and
 join at :meth:`Tail.committed` (or are discarded at :meth:`Tail.rolled_back`).
 
 Rows are kept per add: one buffer for a batch of track records, one per event. Bounded
@@ -64,8 +64,9 @@ class Tail:
             return
         if self._chunks and self.end != self._new[0][0]:
             self.clear()  # not contiguous (rows in between were never held): start again
-        self._chunks.extend(self._new)
-        self._rows += sum(c[3] for c in self._new)
+        for chunk in self._new:
+            self._chunks.append(chunk)
+            self._rows += chunk[3]
         self._new = []
         excess = self._rows - self._max_rows
         if excess > 0:  # the oldest go (they are read from the file if still wanted)
@@ -85,23 +86,31 @@ class Tail:
         self._rows -= _cut(self._chunks, hi)
         _cut(self._new, hi)
 
-    def covers(self, lo: int, hi: int) -> bool:
-        """Every seq ``lo .. hi`` is held."""
-        return bool(self._chunks) and self._chunks[0][0] <= lo and hi < self.end
-
-    def payload_bytes(self, lo: int, hi: int) -> int:
-        """Payload bytes of the held rows ``lo .. hi`` (:meth:`covers` must be true)."""
-        total = 0
-        for first, kind, buf, n in self._chunks:
+    def release(self, lo: int, hi: int) -> int | None:
+        """When every seq ``lo .. hi`` is held: forget the rows up to ``hi`` (as
+        :meth:`forget_to`: they are about to be deleted) and return the payload bytes of
+        ``lo .. hi``. Otherwise None, and nothing is forgotten. One pass over the front
+        of the tail: the usual acknowledgement is of its oldest rows."""
+        chunks = self._chunks
+        if not chunks or chunks[0][0] > lo or hi >= chunks[-1][0] + chunks[-1][3]:
+            return None
+        total = removed = 0
+        while chunks and chunks[0][0] <= hi:
+            first, kind, buf, n = chunks[0]
             last = first + n - 1
-            if last < lo:
+            if last >= lo:  # overlaps lo .. hi
+                total += (min(last, hi) - max(first, lo) + 1) * RECORD_SIZE if kind == _KIND_TRACK else len(buf)
+            if last <= hi:
+                chunks.pop(0)
+                removed += n
                 continue
-            if first > hi:
-                break
-            if kind == _KIND_TRACK:
-                total += (min(last, hi) - max(first, lo) + 1) * RECORD_SIZE
-            else:
-                total += len(buf)
+            k = hi - first + 1  # a batch of records cut: keep its newer part
+            chunks[0] = [hi + 1, kind, buf[k * RECORD_SIZE:], n - k]
+            removed += k
+            break
+        self._rows -= removed
+        if self._new and self._new[0][0] <= hi:
+            _cut(self._new, hi)
         return total
 
     def track_run(self, after: int, before: int, limit: int) -> tuple[int, int, bytes] | None:

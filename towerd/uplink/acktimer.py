@@ -51,9 +51,6 @@ class AckTimerMixin:
 
     _ack_timer: AckTimer
 
-    def _rtt_sample(self, rtt: float) -> None:
-        self._ack_timer.sample(rtt)
-
     def ack_timeout(self) -> float:
         """Seconds without any ACK after which the records in flight are sent again
         (:meth:`AckTimer.timeout`)."""

@@ -47,6 +47,8 @@ __all__ = ["CENTRAL_NAME_PATTERN", "CentralSettings", "RateLimitedLog", "TOWER_I
 _MAX_REPLIES_PER_POLL = 10_000
 _EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 """Plain ints: ``get(zmq.EVENTS) & zmq.POLLIN`` makes two enum flags per reply read."""
+_PUMP_ROUNDS = 8
+"""Rounds of sending and reading replies in one poll while replies keep arriving."""
 _BURST_S = 0.25
 """The backlog token bucket holds at most this many seconds of ``replay_rate_rps``."""
 _MAX_ERROR_CODES = 16
@@ -210,9 +212,20 @@ class UplinkClient(LinkMixin, FlowMixin, AckTimerMixin, BatchingMixin):
                 return
         if self._sock in ready:
             self._drain_replies(now)
-        if self._link_up:
+        for _ in range(_PUMP_ROUNDS):
+            if not self._link_up:
+                return
+            sent = self._stats["sent_msgs"]
             self._pump(now)
             self._identity.pump(now)
+            # A send may take in the socket's pending notices, among them that a reply
+            # arrived: the socket's descriptor would then not signal it again, and a
+            # caller waiting on it (zmq.FD) would leave the reply unread. So after a send
+            # the socket is asked once whether a reply waits, and it is read now.
+            sock = self._sock
+            if self._stats["sent_msgs"] == sent or sock is None or not sock.getsockopt(_EVENTS) & _POLLIN:
+                return
+            self._drain_replies(now)
 
 
     def _drain_replies(self, now: float) -> None:

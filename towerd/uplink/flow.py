@@ -67,7 +67,7 @@ class FlowMixin:
             if pending.replay:
                 self._backlog_inflight -= 1
             if pending.sends == 1 and pending.sent_mono is not None:
-                self._rtt_sample(now - pending.sent_mono)
+                self._ack_timer.sample(now - pending.sent_mono)
         elif (first, last) in self._recent:
             del self._recent[(first, last)]
             self._stats["late_acks"] += 1
@@ -108,30 +108,19 @@ class FlowMixin:
         return True
 
     def _pump(self, now: float) -> None:
-        self._send_health(now)
-        self._check_outbox(now)
+        if self._next_health is not None and now >= self._next_health:
+            self._send_health(now)
+        if self._outbox.generation != self._seen_generation:
+            self._check_outbox(now)
         # A message is due again once neither it was sent nor any ACK came within the
         # timeout: while ACKs keep arriving the central is working through its queue,
         # and sending again would only add duplicates to that queue (as TCP restarts its
         # retransmission timer on every ACK of new data).
-        timeout = self.ack_timeout()
-        timed_out = False
         # Nothing can be due while the last ACK is younger than the timeout, unless a
         # message could not be sent at all (then its sent_mono is None): no scan.
-        if now - self._progress_mono < timeout and not self._unsent:
-            inflight = ()
-        else:
-            inflight = self._inflight.values()
-            self._unsent = False
-        for msg in inflight:
-            if msg.sent_mono is not None and now - max(msg.sent_mono, self._progress_mono) < timeout:
-                continue
-            if msg.sent_mono is not None and not timed_out:
-                timed_out = True
-                self._stats["ack_timeouts"] += 1
-                self._rto_backoff = min(2 * self._rto_backoff, self._settings.ack_timeout_max_s)
-            if not self._send_msg(msg, now):
-                self._unsent = True
+        if self._unsent or (self._inflight and now - self._progress_mono >= self.ack_timeout()):
+            self._resend_due(now)
+            if self._unsent:
                 return  # HWM reached or link gone: try again at the next poll
         window = self._settings.window
         # Live rows are those after the live cursor below the outbox's sendable mark:
@@ -146,6 +135,23 @@ class FlowMixin:
                 return
         if not self._backlog_done:
             self._pump_backlog(now)
+
+    def _resend_due(self, now: float) -> None:
+        """Send again what is in flight and due (see :meth:`_pump`); ``_unsent`` stays
+        set when a message could not be sent."""
+        timeout = self.ack_timeout()
+        timed_out = False
+        self._unsent = False
+        for msg in self._inflight.values():
+            if msg.sent_mono is not None and now - max(msg.sent_mono, self._progress_mono) < timeout:
+                continue
+            if msg.sent_mono is not None and not timed_out:
+                timed_out = True
+                self._stats["ack_timeouts"] += 1
+                self._rto_backoff = min(2 * self._rto_backoff, self._settings.ack_timeout_max_s)
+            if not self._send_msg(msg, now):
+                self._unsent = True
+                return
 
     def _pump_backlog(self, now: float) -> None:
         s = self._settings
