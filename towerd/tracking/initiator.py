@@ -124,6 +124,8 @@ class MofNInitiator:
         radial-speed consistent and with the score asked for."""
         tentative = tracks.status == int(Status.TENTATIVE)
         ok = tentative & (self.window_hits(tracks) >= self.confirm_hits)
+        if not ok.any():  # most frames: no tentative track has its M hits
+            return ok
         if np.isfinite(self.max_speed_mps):
             ok &= np.einsum("ki,ki->k", tracks.state[:, VEL], tracks.state[:, VEL]) <= self.max_speed_mps**2
         if np.isfinite(self.max_mean_nis):
