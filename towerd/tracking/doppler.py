@@ -112,7 +112,7 @@ def radial_velocity(x: np.ndarray, sensor_pos_enu_m: np.ndarray) -> tuple[np.nda
         safe = np.where(rho > 0, rho, 1.0)
         u = np.where(rho[:, None] > 0, d / safe[:, None], 0.0)
     v = x[:, VEL]
-    hr = (u * v).sum(axis=1)
+    hr = np.add.reduce(u * v, axis=1)
     J = np.empty((len(x), 6))
     J[:, POS] = (v - hr[:, None] * u) / safe[:, None]
     J[:, VEL] = u

@@ -149,6 +149,15 @@ class TrackTable:
         return cls._of_raw(raw, rows.dtype)
 
     @classmethod
+    def of_bytes(cls, raw: np.ndarray, dtype: np.dtype) -> TrackTable:
+        """The table whose rows are ``raw`` (K, itemsize) uint8, C-contiguous, of
+        ``dtype`` (:func:`row_dtype`); taken, not copied."""
+        if raw.ndim != 2 or raw.shape[1] != dtype.itemsize or raw.dtype != np.uint8 or not raw.flags.c_contiguous:
+            raise ValueError(f"TrackTable.of_bytes: want C-contiguous (K, {dtype.itemsize}) uint8, got "
+                             f"{raw.shape} {raw.dtype}")
+        return cls._of_raw(raw, dtype)
+
+    @classmethod
     def _of_raw(cls, raw: np.ndarray, dtype: np.dtype) -> TrackTable:
         """The table whose rows are the bytes ``raw`` (K, itemsize) uint8 (taken, not copied)."""
         table = object.__new__(cls)
@@ -219,11 +228,20 @@ class TrackTable:
         return TrackTable._of_raw(np.concatenate([t._raw for t in tables]), tables[0].rows.dtype)
 
     def rows_with_status(self, *statuses: Status) -> np.ndarray:
-        """Boolean mask (K,) of the tracks whose status is one of ``statuses``."""
+        """Boolean mask (K,) of the tracks whose status is one of ``statuses`` (a new
+        array the caller may change). A frozen table computes each mask once: the
+        tracker's output is asked for the established rows by several readers a frame."""
+        frozen = not self._raw.flags.writeable
+        if frozen:
+            got = self._views.get(statuses)
+            if got is not None:
+                return got.copy()
         status = self.status
         mask = status == int(statuses[0])  # a plain int: NumPy probes an enum member's attributes first
         for s in statuses[1:]:
             mask |= status == int(s)
+        if frozen:
+            self._views[statuses] = mask.copy()
         return mask
 
 
