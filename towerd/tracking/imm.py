@@ -294,7 +294,7 @@ class ImmPredictor:
         else:
             x_new = (F @ x0[..., None])[..., 0]
             P_new = sym(F @ P0 @ FT + Q)
-        tracks.mode_prob = c_bar / c_bar.sum(axis=1, keepdims=True)
+        tracks.mode_prob = c_bar / np.add.reduce(c_bar, axis=1, keepdims=True)
         tracks.mode_state, tracks.mode_cov = x_new, P_new
         tracks.state, tracks.cov = combine(tracks.mode_prob, x_new, P_new)
 
@@ -323,7 +323,7 @@ class ImmUpdater:
         log_post = log_lik + np.log(tracks.mode_prob[rows])
         mu = softmax_rows(log_post)
         mu = np.maximum(mu, MIN_MODE_PROB)
-        mu /= mu.sum(axis=1, keepdims=True)
+        mu /= np.add.reduce(mu, axis=1, keepdims=True)
         tracks.mode_prob[rows], tracks.mode_state[rows], tracks.mode_cov[rows] = mu, x_up, P_up
         tracks.state[rows], tracks.cov[rows] = combine(mu, x_up, P_up)
 

@@ -48,7 +48,9 @@ def quad(A: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def sym(P: np.ndarray) -> np.ndarray:
     """½ (P + Pᵀ) over the last two axes: rounding kept symmetric."""
-    return 0.5 * (P + P.swapaxes(-1, -2))
+    out = P + P.swapaxes(-1, -2)
+    out *= 0.5
+    return out
 
 
 def norm_rows(d: np.ndarray) -> np.ndarray:

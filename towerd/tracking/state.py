@@ -287,4 +287,4 @@ def match_ids(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if len(known) == 0:
         return np.zeros(len(ids), dtype=bool), np.zeros(len(ids), dtype=np.intp)
     pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-    return known[pos] == ids, pos.astype(np.intp)
+    return known[pos] == ids, pos.astype(np.intp, copy=False)
