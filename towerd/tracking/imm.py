@@ -189,9 +189,14 @@ class ImmPredictor:
             return tracks
         if tracks.n_modes != 0:
             raise ValueError(f"tracks have {tracks.n_modes} modes, this IMM {self.n_modes}")
-        k, m = len(tracks), self.n_modes
-        return tracks.with_modes(np.broadcast_to(np.asarray(self.initial_prob, dtype=float), (k, m)),
-                                 tracks.state[:, None, :], tracks.cov[:, None, :, :])
+        return tracks.with_modes(self._initial_prob_row, tracks.state[:, None, :], tracks.cov[:, None, :, :])
+
+    @cached_property
+    def _initial_prob_row(self) -> np.ndarray:
+        """(1, M) the initial mode probabilities, broadcast over new tracks."""
+        row = np.asarray(self.initial_prob, dtype=float)[None, :]
+        row.flags.writeable = False
+        return row
 
     def matrices(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(π (M, M), F (M, 6, 6), Fᵀ (M, 6, 6), Q (M, 6, 6)) of one dt (seconds), each

@@ -108,8 +108,10 @@ class MofNInitiator:
 
     def _new_rows(self, n: int) -> TrackTable:
         """n copies of :attr:`_template` (one byte copy)."""
-        raw = self._template
-        return TrackTable.of_bytes(np.broadcast_to(raw, (n, len(raw))).copy(), row_dtype(0))
+        template = self._template
+        raw = np.empty((n, len(template)), dtype=np.uint8)
+        raw[...] = template
+        return TrackTable.of_bytes(raw, row_dtype(0))
 
     @cached_property
     def _template(self) -> np.ndarray:

@@ -185,7 +185,9 @@ class TrackTable:
         return f"TrackTable({len(self)} tracks, {self.n_modes} modes, ids {self.track_id.tolist()})"
 
     def with_modes(self, mode_prob: np.ndarray, mode_state: np.ndarray, mode_cov: np.ndarray) -> TrackTable:
-        """A copy of this table whose M mode columns are the ones given (M may differ)."""
+        """A copy of this table whose M mode columns are the ones given (M may differ):
+        mode_prob (K or 1, M), mode_state (K or 1, M or 1, 6), mode_cov (K or 1, M or 1,
+        6, 6), broadcast over the rows."""
         dtype = row_dtype(mode_prob.shape[1])
         out = np.zeros((len(self), dtype.itemsize), dtype=np.uint8)
         head = dtype.fields["mode_prob"][1]  # the bytes before the mode columns: the same in both layouts
