@@ -137,23 +137,3 @@ def test_component_solvers_in_python_and_numpy_choose_the_same_pairs() -> None:
         got = _components_in_python(rows, cols, cost, miss)
         want = _components_solved(rows, cols, cost, miss)
         assert sorted(got.tolist()) == sorted(want.tolist())
-
-
-def test_whole_problem_in_python_chooses_what_the_numpy_path_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A frame's few gated pairs are solved all in plain Python; the vectorised path
-    (taken above ``_PYTHON_PAIRS``) must choose the very same pairs, in the same order."""
-    import towerd.assignment as assignment
-
-    rng = np.random.default_rng(9)
-    cases = []
-    for _ in range(300):
-        nr, nc = (int(x) for x in rng.integers(1, 9, 2))
-        cand = np.argwhere(rng.random((nr, nc)) < rng.uniform(0.1, 0.6))
-        miss = rng.choice([8.0, 16.0], nr)
-        cost = np.minimum(rng.integers(0, 5, len(cand)) * 2.0, 20.0)  # ties, and some not worth taking
-        cases.append((cand[:, 0], cand[:, 1], cost, miss))
-    in_python = [assign_sparse(*case) for case in cases]
-    monkeypatch.setattr(assignment, "_PYTHON_PAIRS", -1)
-    vectorised = [assign_sparse(*case) for case in cases]
-    for got, want in zip(in_python, vectorised):
-        assert got.dtype == want.dtype and got.tolist() == want.tolist()

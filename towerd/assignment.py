@@ -27,7 +27,6 @@ of one or two tracks.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 
 import numpy as np
 
@@ -38,9 +37,6 @@ _WIDE = 64
 """Matrices with more columns than this scan each path's remaining columns with NumPy."""
 _FEW_PAIRS = 200
 """Up to this many pairs outside 1-1 components are solved in plain Python."""
-_PYTHON_PAIRS = 64
-"""Up to this many pairs (a frame's gated pairs at a tower's load) the whole sparse
-problem is solved in plain Python: fewer steps than NumPy's dozen calls."""
 _EMPTY = np.zeros(0, dtype=np.intp)
 _EMPTY.flags.writeable = False
 
@@ -224,8 +220,6 @@ def assign_sparse(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np
     cost, miss = np.asarray(cost, dtype=float), np.asarray(miss, dtype=float)
     if len(rows) == 0:
         return _EMPTY.copy()
-    if len(rows) <= _PYTHON_PAIRS:
-        return _assign_in_python(rows, cols, cost, miss)
     worth = ~(cost > miss[rows])
     if not worth.all():
         keep = np.flatnonzero(worth)
@@ -240,18 +234,6 @@ def assign_sparse(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np
     return chosen[np.argsort(rows[chosen], kind="stable")]
 
 
-def _assign_in_python(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np.ndarray) -> np.ndarray:
-    """:func:`assign_sparse` of a few pairs (a frame's gated pairs), all in plain Python:
-    the pairs worth taking (cost <= miss), then every component as
-    :func:`_components_in_python` solves it (a lone pair is a component of its own), in
-    order of row. The same pairs as the NumPy path."""
-    r_l, c_l, cost_l, miss_l = rows.tolist(), cols.tolist(), cost.tolist(), miss.tolist()
-    worth = [i for i, (r, c) in enumerate(zip(r_l, cost_l)) if not c > miss_l[r]]
-    chosen = _solve_components(worth, r_l, c_l, cost_l, {r_l[i]: miss_l[r_l[i]] for i in worth})
-    chosen.sort(key=r_l.__getitem__)
-    return np.asarray(chosen, dtype=np.intp)
-
-
 def _components_in_python(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np.ndarray) -> np.ndarray:
     """:func:`_components_solved` in plain Python, for a few pairs (where NumPy's calls
     cost more than the work): the same components, the same choice in each (the first
@@ -259,14 +241,6 @@ def _components_in_python(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, 
     increasing order, for :func:`_solve_lists`)."""
     r_l, c_l, cost_l = rows.tolist(), cols.tolist(), cost.tolist()
     miss_of = {r: float(miss[r]) for r in set(r_l)}
-    return np.asarray(_solve_components(range(len(r_l)), r_l, c_l, cost_l, miss_of), dtype=np.intp)
-
-
-def _solve_components(pairs: Iterable[int], r_l: list[int], c_l: list[int], cost_l: list[float],
-                      miss_of: dict[int, float]) -> list[int]:
-    """The chosen pairs among ``pairs`` (indices into the row, column and cost lists),
-    component by component; ``miss_of``: each row's miss cost."""
-    pairs = list(pairs)
     parent: dict[tuple[int, int], tuple[int, int]] = {}
 
     def root(node: tuple[int, int]) -> tuple[int, int]:
@@ -274,15 +248,14 @@ def _solve_components(pairs: Iterable[int], r_l: list[int], c_l: list[int], cost
             parent[node] = node = parent[parent[node]]
         return node
 
-    for i in pairs:
-        r, c = r_l[i], c_l[i]
+    for r, c in zip(r_l, c_l):
         a, b = parent.setdefault((0, r), (0, r)), parent.setdefault((1, c), (1, c))
         a, b = root(a), root(b)
         if a != b:
             parent[b] = a
     groups: dict[tuple[int, int], list[int]] = {}
-    for i in pairs:
-        groups.setdefault(root((0, r_l[i])), []).append(i)
+    for i, r in enumerate(r_l):
+        groups.setdefault(root((0, r)), []).append(i)
     out: list[int] = []
     for members in groups.values():
         g_rows = sorted({r_l[i] for i in members})
@@ -304,7 +277,7 @@ def _solve_components(pairs: Iterable[int], r_l: list[int], c_l: list[int], cost
         col4row = _solve_lists(dense, m, n + m) if n + m <= _WIDE else _solve_wide(np.array(dense))
         assert col4row is not None  # every row can miss: always feasible
         out.extend(pair_at[(a, b)] for a, b in enumerate(col4row) if b < n)
-    return out
+    return np.asarray(out, dtype=np.intp)
 
 
 def _components_solved(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, miss: np.ndarray) -> np.ndarray:
