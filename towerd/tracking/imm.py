@@ -101,9 +101,9 @@ def softmax_rows(a: np.ndarray) -> np.ndarray:
     """exp(a_kj) / Σ_j exp(a_kj) of a (K, M), each row shifted by its maximum first (no
     overflow; the largest term is exp(0) = 1, so the sum is >= 1). The mode
     probabilities' normalisation: what exp(a − logsumexp(a)) gives, to within rounding,
-    in five whole-array operations rather than :func:`logsumexp_rows`' fifteen. A row
-    whose maximum is not finite (every model ruled out, or an infinite likelihood) falls
-    back to exp(a − logsumexp(a))."""
+    in five whole-array operations rather than :func:`logsumexp_rows`' fifteen. When a
+    row's maximum is not finite (every model ruled out, or an infinite likelihood), the
+    whole array is taken as exp(a − logsumexp(a)), as before."""
     a_max = a.max(axis=1, keepdims=True)
     if not np.isfinite(a_max).all():
         with np.errstate(invalid="ignore"):
@@ -135,9 +135,10 @@ def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, n
 def _models_predict(FT: np.ndarray, Q: np.ndarray, x0: np.ndarray, P0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x_j⁻ = F_j x0_j and P_j⁻ = F_j P0_j F_jᵀ + Q_j for K tracks whose model j has one
     F_j (a shared dt): FT (M, 6, 6) = F_jᵀ, Q (M, 6, 6), x0 (K, M, 6), P0 (K, M, 6, 6)
-    symmetric -> (K, M, 6), (K, M, 6, 6). Mode-major: for each model one product over
-    all K tracks, x0 Fᵀ as (K, 6) @ (6, 6) and A = P0 Fᵀ then Aᵀ Fᵀ = F P0 Fᵀ as
-    (K·6, 6) @ (6, 6), instead of K·M products of 6x6 matrices."""
+    -> (K, M, 6), (K, M, 6, 6). Mode-major: for each model one product over all K
+    tracks, x0 Fᵀ as (K, 6) @ (6, 6) and A = P0 Fᵀ then Aᵀ Fᵀ = F P0ᵀ Fᵀ as
+    (K·6, 6) @ (6, 6), instead of K·M products of 6x6 matrices. P0 is symmetric (to
+    rounding), so that is F P0 Fᵀ; the result is symmetrised, ½ (P + Pᵀ)."""
     k, m = x0.shape[:2]
     x_new = (x0.swapaxes(0, 1) @ FT).swapaxes(0, 1)
     A = P0.swapaxes(0, 1).reshape(m, k * STATE_DIM, STATE_DIM) @ FT  # rows of P0_kj F_jᵀ

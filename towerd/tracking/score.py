@@ -211,7 +211,7 @@ class TrackScorer:
         residuals e_r (M,) and variances s2_r (M,), manoeuvre allowance included (NaN: no
         radial speed); see the module docstring. ``rho`` (N,) m: every detection's range
         (:func:`ranges`), when the caller has it."""
-        rho = norm_rows(det.pos_enu_m[di] - det.sensor_pos_enu_m) if rho is None else rho[di]  # type: ignore[attr-defined]
+        rho = ranges(det)[di] if rho is None else rho[di]
         beta = self.density.density(det.sensor, rho)  # type: ignore[attr-defined]
         dl = self._log_pd - np.log(beta) - 0.5 * (3.0 * _LOG_2PI + np.log(det_S) + d2)
         if e_r is not None and s2_r is not None:

@@ -180,7 +180,8 @@ class Tracker:
             tr.doppler_score[ti], tr.doppler_hits[ti] = doppler.consistency(
                 tr.doppler_score[ti], tr.doppler_hits[ti], eps)
 
-        det_of = np.full(len(tr), -1, dtype=np.intp)
+        det_of = np.empty(len(tr), dtype=np.intp)  # empty + fill: np.full's Python layer costs more here
+        det_of.fill(-1)
         det_of[ti] = di
         hits, misses, history = tr.hits, tr.misses, tr.hit_history  # views: updated in place (ti are unique)
         hits[ti] += np.uint32(1)
@@ -261,7 +262,8 @@ class Tracker:
         free[di[established[ti]]] = False
         rho = ranges(det)
         self.scorer.observe(det, free, rho)
-        inc = np.full(len(tr), self.scorer.miss_increment)
+        inc = np.empty(len(tr))
+        inc.fill(self.scorer.miss_increment)
         if len(ti):
             e_r = s2_r = None
             if doppler is not None:
