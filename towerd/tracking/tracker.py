@@ -158,13 +158,17 @@ class Tracker:
         tr = self._tracks.copy()
 
         dt = t - tr.t_mono
-        if (dt < 0).any():
+        late = dt < 0
+        if late.any():
             log.debug(
                 "%s: frame at %.6f is older than %d track states; dt clamped to 0",
-                det.sensor, t, np.count_nonzero(dt < 0),
+                det.sensor, t, np.count_nonzero(late),
             )
-        self.predictor.predict_tracks(tr, np.maximum(dt, 0.0))
-        tr.t_mono = np.maximum(tr.t_mono, t)
+            self.predictor.predict_tracks(tr, np.maximum(dt, 0.0))
+            tr.t_mono = np.maximum(tr.t_mono, t)
+        else:  # the usual frame: every track moves to t
+            self.predictor.predict_tracks(tr, dt)
+            tr.t_mono = t
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         radial = RadialSpeeds.of(det)
