@@ -12,7 +12,7 @@ from towerd.errors import ConfigError
 from towerd.gates import chi2_quantile
 from towerd.tracking.doppler import DopplerGate, RadialSpeeds, position_update
 from towerd.tracking.linalg import inv3, quad
-from towerd.tracking.state import POS
+from towerd.tracking.state import POS, STATE_DIM
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +96,10 @@ class GnnAssociator:
             # d² >= |y|² / λmax(S) >= |y|² / tr(S): a pair with |y|² > γ tr(S) is outside
             # the gate, found without solving S (tr(S) = tr(H P_k Hᵀ) + tr(R_n)).
             y = z[None, :, :] - x_pred[:, None, POS]  # (K, N, 3)
-            tr_s = P_pred[:, POS, POS].trace(axis1=1, axis2=2)[:, None] + R.trace(axis1=1, axis2=2)[None, :]
-            near = (y * y).sum(axis=2) <= self.gate * tr_s * (1.0 + 1e-6)
+            diag = P_pred.reshape(-1, STATE_DIM * STATE_DIM)[:, :15:7]  # P_ee, P_nn, P_uu (K, 3)
+            tr_s = np.add.reduce(diag, axis=1)[:, None] + R.reshape(-1, 9)[:, ::4].sum(axis=1)[None, :]
+            gate = self.gate * (1.0 + 1e-6)
+            near = np.einsum("knd,knd->kn", y, y) <= gate * tr_s
             ti, di = np.nonzero(near)
             return ti, di
         lam_track = np.linalg.eigvalsh(P_pred[:, POS, POS])[:, -1]
@@ -159,7 +161,8 @@ class GnnAssociator:
         if len(pair) == 0:
             return _NONE, _NONE, _NONE
         ti, di = gated.track_idx[pair], gated.det_idx[pair]
-        miss = np.full(n_tracks, self.gate)
+        miss = np.empty(n_tracks)  # empty + fill: np.full's Python layer costs more here
+        miss.fill(self.gate)
         if established is not None:
             miss[np.asarray(established, dtype=bool)] = 2.0 * self.gate
         chosen = solve_gated_pairs(ti, di, gated.d2[pair], miss)

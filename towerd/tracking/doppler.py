@@ -112,7 +112,7 @@ def radial_velocity(x: np.ndarray, sensor_pos_enu_m: np.ndarray) -> tuple[np.nda
         safe = np.where(rho > 0, rho, 1.0)
         u = np.where(rho[:, None] > 0, d / safe[:, None], 0.0)
     v = x[:, VEL]
-    hr = (u * v).sum(axis=1)
+    hr = np.add.reduce(u * v, axis=1)
     J = np.empty((len(x), 6))
     J[:, POS] = (v - hr[:, None] * u) / safe[:, None]
     J[:, VEL] = u
@@ -198,10 +198,13 @@ class DopplerGate:
         """(mean, count) after one more hit: previous (M,) mean (NaN: none yet) of
         ``count`` (M,) values, ε (M,) (NaN: this hit had no radial speed, both kept)."""
         known = np.isfinite(eps)
-        n = count.astype(float) + known
+        every = bool(known.all())  # a TI radar's frame: every hit has a radial speed
+        n = count + 1.0 if every else count.astype(float) + known
         w = np.maximum(self.fading, 1.0 / np.maximum(n, 1.0))
         e = np.minimum(eps, self.gate)
         mixed = np.where(np.isfinite(previous), (1.0 - w) * previous + w * e, e)
+        if every:
+            return mixed, count + count.dtype.type(1)
         return np.where(known, mixed, previous), count + known.astype(count.dtype)
 
     def consistent(self, score: np.ndarray) -> np.ndarray:

@@ -97,6 +97,21 @@ def logsumexp_rows(a: np.ndarray) -> np.ndarray:
     return np.where(finite, out, out_inf)
 
 
+def softmax_rows(a: np.ndarray) -> np.ndarray:
+    """exp(a_kj) / Σ_j exp(a_kj) of a (K, M), each row shifted by its maximum first (no
+    overflow; the largest term is exp(0) = 1, so the sum is >= 1). The mode
+    probabilities' normalisation: what exp(a − logsumexp(a)) gives, to within rounding,
+    in five whole-array operations rather than :func:`logsumexp_rows`' fifteen. When a
+    row's maximum is not finite (every model ruled out, or an infinite likelihood), the
+    whole array is taken as exp(a − logsumexp(a)), as before."""
+    a_max = a.max(axis=1, keepdims=True)
+    if not np.isfinite(a_max).all():
+        with np.errstate(invalid="ignore"):
+            return np.exp(a - logsumexp_rows(a))
+    e = np.exp(a - a_max)
+    return e / np.add.reduce(e, axis=1, keepdims=True)
+
+
 def _sinc(x: np.ndarray) -> np.ndarray:
     """sin(πx) / (πx): the arithmetic of ``np.sinc`` without its dispatch."""
     y = np.pi * np.where(x == 0, 1.0e-20, x)
@@ -109,9 +124,27 @@ def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, n
     k, m = mu.shape
     xm = (mu[:, None, :] @ x)[:, 0, :]
     d = x - xm[:, None, :]
-    Pm = (mu[:, None, :] @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, STATE_DIM, STATE_DIM)
-    Pm += (d * mu[:, :, None]).swapaxes(1, 2) @ d  # Σ_j μ_j d_j d_jᵀ
-    return xm, sym(Pm)
+    spread = P + d[:, :, :, None] * d[:, :, None, :]  # P_j + d_j d_jᵀ, (K, M, 6, 6)
+    # One weighted sum of symmetric matrices: entries (a, b) and (b, a) are sums of the
+    # same products (exactly symmetric where the BLAS reduces every column alike, as
+    # here), so no ½ (P + Pᵀ) pass is needed.
+    Pm = mu[:, None, :] @ spread.reshape(k, m, STATE_DIM * STATE_DIM)
+    return xm, Pm.reshape(k, STATE_DIM, STATE_DIM)
+
+
+def _models_predict(FT: np.ndarray, Q: np.ndarray, x0: np.ndarray, P0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """x_j⁻ = F_j x0_j and P_j⁻ = F_j P0_j F_jᵀ + Q_j for K tracks whose model j has one
+    F_j (a shared dt): FT (M, 6, 6) = F_jᵀ, Q (M, 6, 6), x0 (K, M, 6), P0 (K, M, 6, 6)
+    -> (K, M, 6), (K, M, 6, 6). Mode-major: for each model one product over all K
+    tracks, x0 Fᵀ as (K, 6) @ (6, 6) and A = P0 Fᵀ then Aᵀ Fᵀ = F P0ᵀ Fᵀ as
+    (K·6, 6) @ (6, 6), instead of K·M products of 6x6 matrices. P0 is symmetric (to
+    rounding), so that is F P0 Fᵀ; the result is symmetrised, ½ (P + Pᵀ)."""
+    k, m = x0.shape[:2]
+    x_new = (x0.swapaxes(0, 1) @ FT).swapaxes(0, 1)
+    A = P0.swapaxes(0, 1).reshape(m, k * STATE_DIM, STATE_DIM) @ FT  # rows of P0_kj F_jᵀ
+    At = A.reshape(m, k, STATE_DIM, STATE_DIM).swapaxes(-1, -2).reshape(m, k * STATE_DIM, STATE_DIM)
+    P_new = (At @ FT).reshape(m, k, STATE_DIM, STATE_DIM) + Q[:, None]
+    return x_new, sym(P_new.swapaxes(0, 1))
 
 
 @dataclass(frozen=True)
@@ -157,9 +190,14 @@ class ImmPredictor:
             return tracks
         if tracks.n_modes != 0:
             raise ValueError(f"tracks have {tracks.n_modes} modes, this IMM {self.n_modes}")
-        k, m = len(tracks), self.n_modes
-        return tracks.with_modes(np.broadcast_to(np.asarray(self.initial_prob, dtype=float), (k, m)),
-                                 tracks.state[:, None, :], tracks.cov[:, None, :, :])
+        return tracks.with_modes(self._initial_prob_row, tracks.state[:, None, :], tracks.cov[:, None, :, :])
+
+    @cached_property
+    def _initial_prob_row(self) -> np.ndarray:
+        """(1, M) the initial mode probabilities, broadcast over new tracks."""
+        row = np.asarray(self.initial_prob, dtype=float)[None, :]
+        row.flags.writeable = False
+        return row
 
     def matrices(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """(π (M, M), F (M, 6, 6), Fᵀ (M, 6, 6), Q (M, 6, 6)) of one dt (seconds), each
@@ -241,7 +279,8 @@ class ImmPredictor:
         mu, x, P = tracks.mode_prob, tracks.mode_state, tracks.mode_cov
         m = self.n_modes
         d0 = float(dt[0])
-        if (dt == d0).all():
+        shared = bool((dt == d0).all())
+        if shared:
             pi, F, FT, Q = self.matrices(d0)
             c_bar = mu @ pi  # (K, M): one product for all tracks
         else:
@@ -256,9 +295,12 @@ class ImmPredictor:
         d = x[:, None, :, :] - x0[:, :, None, :]  # x_i − x0_j, (K, j, i, 6)
         spread = (d * wT[..., None]).swapaxes(-1, -2) @ d  # Σ_i μ_i|j d d^T, (K, j, 6, 6)
         P0 = (wT @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, m, STATE_DIM, STATE_DIM) + spread
-        x_new = (F @ x0[..., None])[..., 0]
-        P_new = sym(F @ P0 @ FT + Q)
-        tracks.mode_prob = c_bar / c_bar.sum(axis=1, keepdims=True)
+        if shared:
+            x_new, P_new = _models_predict(FT, Q, x0, P0)
+        else:
+            x_new = (F @ x0[..., None])[..., 0]
+            P_new = sym(F @ P0 @ FT + Q)
+        tracks.mode_prob = c_bar / np.add.reduce(c_bar, axis=1, keepdims=True)
         tracks.mode_state, tracks.mode_cov = x_new, P_new
         tracks.state, tracks.cov = combine(tracks.mode_prob, x_new, P_new)
 
@@ -285,9 +327,9 @@ class ImmUpdater:
         x_up, P_up = self.kalman.update_given(x, P, y, R, S_inv)
 
         log_post = log_lik + np.log(tracks.mode_prob[rows])
-        mu = np.exp(log_post - logsumexp_rows(log_post))
+        mu = softmax_rows(log_post)
         mu = np.maximum(mu, MIN_MODE_PROB)
-        mu /= mu.sum(axis=1, keepdims=True)
+        mu /= np.add.reduce(mu, axis=1, keepdims=True)
         tracks.mode_prob[rows], tracks.mode_state[rows], tracks.mode_cov[rows] = mu, x_up, P_up
         tracks.state[rows], tracks.cov[rows] = combine(mu, x_up, P_up)
 

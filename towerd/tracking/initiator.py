@@ -98,22 +98,34 @@ class MofNInitiator:
     def initiate(self, det: Detections, det_idx: np.ndarray, first_id: int) -> TrackTable:
         """New TENTATIVE tracks from the detections ``det_idx``, ids first_id, first_id + 1, ..."""
         n = len(det_idx)
-        rows = np.zeros(n, dtype=row_dtype(0))
+        table = self._new_rows(n)
+        rows = table.rows
         rows["track_id"] = np.arange(first_id, first_id + n, dtype=np.uint32)
-        rows["status"] = Status.TENTATIVE.value
-        rows["hits"] = rows["hit_history"] = 1
         rows["state"][:, POS] = det.pos_enu_m[det_idx]
-        cov = rows["cov"]
-        cov[:, POS, POS] = det.cov_enu_m2[det_idx]
-        cov[:, VEL, VEL] = self._velocity_cov
+        rows["cov"][:, POS, POS] = det.cov_enu_m2[det_idx]
         rows["t_mono"] = rows["t_last_update"] = rows["t_created"] = det.t_mono
-        rows["doppler_score"] = np.nan
-        return TrackTable.of_rows(rows)
+        return table
+
+    def _new_rows(self, n: int) -> TrackTable:
+        """n copies of :attr:`_template` (one byte copy)."""
+        template = self._template
+        raw = np.empty((n, len(template)), dtype=np.uint8)
+        raw[...] = template
+        return TrackTable.of_bytes(raw, row_dtype(0))
 
     @cached_property
-    def _velocity_cov(self) -> np.ndarray:
-        """σ_v² I₃ (m/s)², a new track's velocity covariance."""
-        return np.eye(3) * self.initial_velocity_sigma_mps**2
+    def _template(self) -> np.ndarray:
+        """The bytes of a new track's row before its detection is written in: TENTATIVE,
+        one hit (the initiating detection), velocity covariance σ_v² I₃ (m/s)², no
+        radial-speed consistency yet (NaN), everything else 0."""
+        row = np.zeros(1, dtype=row_dtype(0))
+        row["status"] = Status.TENTATIVE.value
+        row["hits"] = row["hit_history"] = 1
+        row["cov"][:, VEL, VEL] = np.eye(3) * self.initial_velocity_sigma_mps**2
+        row["doppler_score"] = np.nan
+        raw = row.view(np.uint8).copy()
+        raw.flags.writeable = False
+        return raw
 
     def window_hits(self, tracks: TrackTable) -> np.ndarray:
         """(K,) number of hits in each track's last ``confirm_window`` updates."""
@@ -124,6 +136,8 @@ class MofNInitiator:
         radial-speed consistent and with the score asked for."""
         tentative = tracks.status == int(Status.TENTATIVE)
         ok = tentative & (self.window_hits(tracks) >= self.confirm_hits)
+        if not ok.any():  # most frames: no tentative track has its M hits
+            return ok
         if np.isfinite(self.max_speed_mps):
             ok &= np.einsum("ki,ki->k", tracks.state[:, VEL], tracks.state[:, VEL]) <= self.max_speed_mps**2
         if np.isfinite(self.max_mean_nis):

@@ -21,15 +21,18 @@ _A = ((_COL + 1) % 3) * 3 + (_ROW + 1) % 3
 _B = ((_COL + 2) % 3) * 3 + (_ROW + 2) % 3
 _C = ((_COL + 1) % 3) * 3 + (_ROW + 2) % 3
 _D = ((_COL + 2) % 3) * 3 + (_ROW + 1) % 3
-for _a in (_A, _B, _C, _D):
+_AC = np.concatenate([_A, _C])
+_BD = np.concatenate([_B, _D])
+for _a in (_A, _B, _C, _D, _AC, _BD):
     _a.flags.writeable = False
 
 
 def inv3(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """S (..., 3, 3) -> (S⁻¹ (..., 3, 3), det S (...)) by cofactors: S⁻¹ = adj(S) / det S."""
     s = S.reshape(-1, 9)
-    adj = s[:, _A] * s[:, _B] - s[:, _C] * s[:, _D]  # adj(S), flat (M, 9)
-    det = s[:, 0] * adj[:, 0] + s[:, 1] * adj[:, 3] + s[:, 2] * adj[:, 6]  # row 0 of S by column 0 of adj
+    prod = s[:, _AC] * s[:, _BD]  # the cofactors' two products side by side, (M, 18)
+    adj = prod[:, :9] - prod[:, 9:]  # adj(S), flat (M, 9)
+    det = np.add.reduce(s[:, :3] * adj[:, ::3], axis=1)  # row 0 of S by column 0 of adj, summed in order
     return (adj / det[:, None]).reshape(S.shape), det.reshape(S.shape[:-2])
 
 
@@ -40,12 +43,14 @@ def mv(A: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def quad(A: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Batched quadratic form vᵀ A v: A (..., n, n), v (..., n) -> (...)."""
-    return (mv(A, v) * v).sum(axis=-1)
+    return np.add.reduce(mv(A, v) * v, axis=-1)
 
 
 def sym(P: np.ndarray) -> np.ndarray:
     """½ (P + Pᵀ) over the last two axes: rounding kept symmetric."""
-    return 0.5 * (P + P.swapaxes(-1, -2))
+    out = P + P.swapaxes(-1, -2)
+    out *= 0.5
+    return out
 
 
 def norm_rows(d: np.ndarray) -> np.ndarray:

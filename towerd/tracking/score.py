@@ -39,7 +39,9 @@ confirmed, if the clutter is as measured.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -118,10 +120,11 @@ class PlotDensity:
         if len(counts) > len(s.rate):
             s.rate = np.concatenate([s.rate, np.zeros(len(counts) - len(s.rate))])
         s.frames += 1
-        dt = max(float(t_mono) - s.t_last, 0.0) if np.isfinite(s.t_last) else 0.0
+        seen = math.isfinite(s.t_last)
+        dt = max(float(t_mono) - s.t_last, 0.0) if seen else 0.0
         w = max(1.0 - np.exp(-dt / self.time_constant_s), 1.0 / s.frames)
         s.rate += w * (counts - s.rate)
-        s.t_last = max(float(t_mono), s.t_last) if np.isfinite(s.t_last) else float(t_mono)
+        s.t_last = max(float(t_mono), s.t_last) if seen else float(t_mono)
 
     def density(self, sensor: str, rho_m: np.ndarray) -> np.ndarray:
         """(n,) false plots per m³ a frame at ranges ``rho_m`` (n,) of ``sensor`` (the floor
@@ -175,12 +178,13 @@ class TrackScorer:
         """ln(1 / α): the score a tentative track needs to be confirmed."""
         return float(-np.log(self.false_track_probability))
 
-    def observe(self, det: object, free: np.ndarray) -> None:
+    def observe(self, det: object, free: np.ndarray, rho: np.ndarray | None = None) -> None:
         """Measure the false-plot density on a frame (a
         :class:`~towerd.detection.plots.Detections`): ``free`` (N,) bool, the detections
-        no established track took."""
-        pos = det.pos_enu_m[np.asarray(free, dtype=bool)]  # type: ignore[attr-defined]
-        rho = norm_rows(pos - det.sensor_pos_enu_m)  # type: ignore[attr-defined]
+        no established track took; ``rho`` (N,) m: every detection's range from its
+        sensor, when the caller has it (:func:`ranges`)."""
+        free = np.asarray(free, dtype=bool)
+        rho = ranges(det)[free] if rho is None else rho[free]
         self.density.observe(det.sensor, det.t_mono, rho)  # type: ignore[attr-defined]
 
     def hit_increments(self, x_pred: np.ndarray, P_pred: np.ndarray, det: object, di: np.ndarray,
@@ -200,21 +204,35 @@ class TrackScorer:
         return self.increments(det, di, quad(S_inv, z - x_pred[:, POS]), det_S, e, s2)
 
     def increments(self, det: object, di: np.ndarray, d2: np.ndarray, det_S: np.ndarray,
-                   e_r: np.ndarray | None = None, s2_r: np.ndarray | None = None) -> np.ndarray:
+                   e_r: np.ndarray | None = None, s2_r: np.ndarray | None = None,
+                   rho: np.ndarray | None = None) -> np.ndarray:
         """ΔL (M,) of M hits on detections ``di`` (M,) of ``det`` from their position
         innovations' d² (M,) and |S| (M,) and, with a Doppler gate, their radial-speed
         residuals e_r (M,) and variances s2_r (M,), manoeuvre allowance included (NaN: no
-        radial speed); see the module docstring."""
-        rho = norm_rows(det.pos_enu_m[di] - det.sensor_pos_enu_m)  # type: ignore[attr-defined]
+        radial speed); see the module docstring. ``rho`` (N,) m: every detection's range
+        (:func:`ranges`), when the caller has it."""
+        rho = ranges(det)[di] if rho is None else rho[di]
         beta = self.density.density(det.sensor, rho)  # type: ignore[attr-defined]
-        dl = np.log(self.detection_probability) - np.log(beta) - 0.5 * (3.0 * _LOG_2PI + np.log(det_S) + d2)
+        dl = self._log_pd - np.log(beta) - 0.5 * (3.0 * _LOG_2PI + np.log(det_S) + d2)
         if e_r is not None and s2_r is not None:
             a = float(det.unambiguous_speed_mps)  # type: ignore[attr-defined]
             span = 2.0 * a if a > 0 else self.doppler_span_mps
-            dl += np.nan_to_num(-0.5 * (_LOG_2PI + np.log(s2_r) + e_r**2 / s2_r) + np.log(span), nan=0.0)
+            radial = -0.5 * (_LOG_2PI + np.log(s2_r) + e_r**2 / s2_r) + np.log(span)
+            dl += radial if np.isfinite(radial).all() else np.nan_to_num(radial, nan=0.0)
         return dl
 
-    @property
+    @cached_property
+    def _log_pd(self) -> float:
+        """ln P_D (np.log's value, taken once)."""
+        return np.log(self.detection_probability)
+
+    @cached_property
     def miss_increment(self) -> float:
         """ΔL of a frame without a plot for the track: ln(1 − P_D)."""
         return float(np.log1p(-self.detection_probability))
+
+
+def ranges(det: object) -> np.ndarray:
+    """(N,) m: each detection's range from its sensor, |pos − sensor| (row by row, so a
+    subset's ranges are the same bits as the subset of these)."""
+    return norm_rows(det.pos_enu_m - det.sensor_pos_enu_m)  # type: ignore[attr-defined]

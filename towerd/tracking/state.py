@@ -149,6 +149,15 @@ class TrackTable:
         return cls._of_raw(raw, rows.dtype)
 
     @classmethod
+    def of_bytes(cls, raw: np.ndarray, dtype: np.dtype) -> TrackTable:
+        """The table whose rows are ``raw`` (K, itemsize) uint8, C-contiguous, of
+        ``dtype`` (:func:`row_dtype`); taken, not copied."""
+        if raw.ndim != 2 or raw.shape[1] != dtype.itemsize or raw.dtype != np.uint8 or not raw.flags.c_contiguous:
+            raise ValueError(f"TrackTable.of_bytes: want C-contiguous (K, {dtype.itemsize}) uint8, got "
+                             f"{raw.shape} {raw.dtype}")
+        return cls._of_raw(raw, dtype)
+
+    @classmethod
     def _of_raw(cls, raw: np.ndarray, dtype: np.dtype) -> TrackTable:
         """The table whose rows are the bytes ``raw`` (K, itemsize) uint8 (taken, not copied)."""
         table = object.__new__(cls)
@@ -176,7 +185,9 @@ class TrackTable:
         return f"TrackTable({len(self)} tracks, {self.n_modes} modes, ids {self.track_id.tolist()})"
 
     def with_modes(self, mode_prob: np.ndarray, mode_state: np.ndarray, mode_cov: np.ndarray) -> TrackTable:
-        """A copy of this table whose M mode columns are the ones given (M may differ)."""
+        """A copy of this table whose M mode columns are the ones given (M may differ):
+        mode_prob (K or 1, M), mode_state (K or 1, M or 1, 6), mode_cov (K or 1, M or 1,
+        6, 6), broadcast over the rows."""
         dtype = row_dtype(mode_prob.shape[1])
         out = np.zeros((len(self), dtype.itemsize), dtype=np.uint8)
         head = dtype.fields["mode_prob"][1]  # the bytes before the mode columns: the same in both layouts
@@ -219,11 +230,20 @@ class TrackTable:
         return TrackTable._of_raw(np.concatenate([t._raw for t in tables]), tables[0].rows.dtype)
 
     def rows_with_status(self, *statuses: Status) -> np.ndarray:
-        """Boolean mask (K,) of the tracks whose status is one of ``statuses``."""
+        """Boolean mask (K,) of the tracks whose status is one of ``statuses`` (a new
+        array the caller may change). A frozen table computes each mask once: the
+        tracker's output is asked for the established rows by several readers a frame."""
+        frozen = not self._raw.flags.writeable
+        if frozen:
+            got = self._views.get(statuses)
+            if got is not None:
+                return got.copy()
         status = self.status
         mask = status == int(statuses[0])  # a plain int: NumPy probes an enum member's attributes first
         for s in statuses[1:]:
             mask |= status == int(s)
+        if frozen:
+            self._views[statuses] = mask.copy()
         return mask
 
 
@@ -269,4 +289,4 @@ def match_ids(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarra
     if len(known) == 0:
         return np.zeros(len(ids), dtype=bool), np.zeros(len(ids), dtype=np.intp)
     pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-    return known[pos] == ids, pos.astype(np.intp)
+    return known[pos] == ids, pos.astype(np.intp, copy=False)

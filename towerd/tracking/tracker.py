@@ -16,10 +16,12 @@ from towerd.tracking.associator import GatedPairs, GnnAssociator
 from towerd.tracking.deleter import MissDeleter
 from towerd.tracking.doppler import DopplerGate, RadialSpeeds
 from towerd.tracking.initiator import MofNInitiator
-from towerd.tracking.score import TrackScorer
+from towerd.tracking.score import TrackScorer, ranges
 from towerd.tracking.state import TrackTable
 
 log = logging.getLogger(__name__)
+
+_CONFIRMED, _COASTING = int(Status.CONFIRMED), int(Status.COASTING)  # plain ints: see TrackTable.rows_with_status
 
 
 @dataclass(frozen=True, eq=False)
@@ -156,13 +158,17 @@ class Tracker:
         tr = self._tracks.copy()
 
         dt = t - tr.t_mono
-        if (dt < 0).any():
+        late = dt < 0
+        if late.any():
             log.debug(
                 "%s: frame at %.6f is older than %d track states; dt clamped to 0",
-                det.sensor, t, np.count_nonzero(dt < 0),
+                det.sensor, t, np.count_nonzero(late),
             )
-        self.predictor.predict_tracks(tr, np.maximum(dt, 0.0))
-        tr.t_mono = np.maximum(tr.t_mono, t)
+            self.predictor.predict_tracks(tr, np.maximum(dt, 0.0))
+            tr.t_mono = np.maximum(tr.t_mono, t)
+        else:  # the usual frame: every track moves to t
+            self.predictor.predict_tracks(tr, dt)
+            tr.t_mono = t
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         radial = RadialSpeeds.of(det)
@@ -178,7 +184,8 @@ class Tracker:
             tr.doppler_score[ti], tr.doppler_hits[ti] = doppler.consistency(
                 tr.doppler_score[ti], tr.doppler_hits[ti], eps)
 
-        det_of = np.full(len(tr), -1, dtype=np.intp)
+        det_of = np.empty(len(tr), dtype=np.intp)  # empty + fill: np.full's Python layer costs more here
+        det_of.fill(-1)
         det_of[ti] = di
         hits, misses, history = tr.hits, tr.misses, tr.hit_history  # views: updated in place (ti are unique)
         hits[ti] += np.uint32(1)
@@ -188,7 +195,7 @@ class Tracker:
         history[ti] |= np.uint64(1)
         tr.t_last_update[ti] = t
         coasting, gone = self.deleter.judge(tr, t)
-        self._set_coasting(tr, coasting)
+        self._set_coasting(tr, coasting, established)
 
         tr, ended, gone = self._delete(tr, gone)
         det_of = det_of[~gone]
@@ -235,17 +242,19 @@ class Tracker:
         return TrackUpdate(t_mono=float(t_mono), tracks=self._tracks, ended=ended.freeze())
 
     @staticmethod
-    def _set_coasting(tr: TrackTable, coasting: np.ndarray) -> bool:
+    def _set_coasting(tr: TrackTable, coasting: np.ndarray, established: np.ndarray | None = None) -> bool:
         """Set CONFIRMED / COASTING on established tracks by ``coasting`` (K,) (the
         deleter's verdict on the time since their last measurement); True when any
-        status changed."""
+        status changed. ``established`` (K,): the confirmed and coasting rows, when the
+        caller has them."""
         status = tr.status
-        established = (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))  # ints: see rows_with_status
-        new = np.where(established, np.where(coasting, int(Status.COASTING), int(Status.CONFIRMED)), status)
-        changed = bool((new != status).any())
-        if changed:
-            status[:] = new
-        return changed
+        if established is None:
+            established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        flip = established & (coasting != (status == _COASTING))  # coasting now, or confirmed again
+        if not flip.any():
+            return False
+        status[flip] = np.where(coasting[flip], _COASTING, _CONFIRMED)
+        return True
 
     def _score(self, tr: TrackTable, det: Detections, ti: np.ndarray, di: np.ndarray, pair: np.ndarray,
                gated: GatedPairs, established: np.ndarray, doppler: DopplerGate | None) -> None:
@@ -255,13 +264,15 @@ class Tracker:
         assert self.scorer is not None
         free = np.ones(len(det), dtype=bool)
         free[di[established[ti]]] = False
-        self.scorer.observe(det, free)
-        inc = np.full(len(tr), self.scorer.miss_increment)
+        rho = ranges(det)
+        self.scorer.observe(det, free, rho)
+        inc = np.empty(len(tr))
+        inc.fill(self.scorer.miss_increment)
         if len(ti):
             e_r = s2_r = None
             if doppler is not None:
                 e_r, s2_r = gated.e_r[pair], gated.s2_r[pair] + doppler.manoeuvre_sigma_mps**2
-            inc[ti] = self.scorer.increments(det, di, gated.d2[pair], gated.det_S[pair], e_r, s2_r)
+            inc[ti] = self.scorer.increments(det, di, gated.d2[pair], gated.det_S[pair], e_r, s2_r, rho)
         tr.score += inc
 
     def _none(self, n_modes: int) -> TrackTable:
@@ -278,5 +289,6 @@ class Tracker:
             return tr, self._none(tr.n_modes), gone
         ended = tr.select(gone)
         ended.status[:] = Status.ENDED
-        log.debug("removed tracks %s", ended.track_id.tolist())
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("removed tracks %s", ended.track_id.tolist())
         return tr.remove(gone), ended.freeze(), gone

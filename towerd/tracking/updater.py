@@ -18,8 +18,6 @@ H = np.zeros((MEAS_DIM, STATE_DIM))
 H[:, POS] = np.eye(MEAS_DIM)
 H.flags.writeable = False
 """Measurement matrix (3, 6) = [I₃ 0]: detections measure ENU position only."""
-_EYE6 = np.eye(STATE_DIM)
-_EYE6.flags.writeable = False
 
 
 @dataclass(frozen=True)
@@ -68,10 +66,11 @@ class KalmanUpdater:
         need them too (the IMM's likelihoods)."""
         gain = P[..., :, POS] @ S_inv  # K = P Hᵀ S⁻¹, (K, 6, 3)
         x_new = x + mv(gain, y)
-        I_KH = np.empty(P.shape)
-        I_KH[...] = _EYE6
-        I_KH[..., :, POS] -= gain  # I − K H, H = [I₃ 0]
-        P_new = I_KH @ P @ I_KH.swapaxes(-1, -2) + gain @ R @ gain.swapaxes(-1, -2)
+        gain_T = gain.swapaxes(-1, -2)
+        # The Joseph form's two products by I − K H, with H = [I₃ 0] taken as the rows or
+        # columns it selects: (I − K H) P = P − K (H P), and A (I − K H)ᵀ = A − (A Hᵀ) Kᵀ.
+        A = P - gain @ P[..., POS, :]
+        P_new = A - A[..., :, POS] @ gain_T + gain @ R @ gain_T
         return x_new, sym(P_new)
 
     def update_tracks(self, tracks: TrackTable, rows: np.ndarray, z: np.ndarray, R: np.ndarray) -> None:
