@@ -128,6 +128,16 @@ def _unassociated(radar: TrackTable, rf_tracks: np.ndarray) -> FusionResult:
     )
 
 
+def _drone_links(rf_tracks: np.ndarray) -> np.ndarray | None:
+    """(F,) bool: the RF tracks that can be associated (CONFIRMED or COASTING drone
+    links); None when there is none (the usual case: then nothing is associated)."""
+    if rf_tracks.shape[0] == 0:
+        return None
+    status = rf_tracks["status"]
+    f_ok = ((status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))) & is_drone_link(rf_tracks["kind"])
+    return f_ok if f_ok.any() else None
+
+
 def associate(
     radar: TrackTable,
     rf_tracks: np.ndarray,
@@ -142,11 +152,8 @@ def associate(
     known (then rule 2 is off and no radar track is excluded by category)."""
     s = settings
     nr, nf = len(radar), rf_tracks.shape[0]
-    if nf == 0:
-        return _unassociated(radar, rf_tracks)
-    status = rf_tracks["status"]
-    f_ok = ((status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))) & is_drone_link(rf_tracks["kind"])
-    if not f_ok.any():  # no drone link: nothing to associate (the categories are not needed)
+    f_ok = _drone_links(rf_tracks)
+    if f_ok is None:  # no drone link: nothing to associate (the categories are not needed)
         return _unassociated(radar, rf_tracks)
     if callable(radar_category):
         radar_category = radar_category()
@@ -241,12 +248,20 @@ class RadarLinkFusion:
         self._cat_ids = np.zeros(0, dtype=np.uint32)  # sorted radar track ids
         self._cats = np.zeros(0, dtype=np.uint8)
         self._told = False
-        self.last: FusionResult | None = None
+        self._last: FusionResult | tuple[TrackTable, np.ndarray] | None = None
+
+    @property
+    def last(self) -> FusionResult | None:
+        """The latest :class:`FusionResult` (None before the first call); made on access
+        when that call found no drone link to associate."""
+        if isinstance(self._last, tuple):
+            self._last = _unassociated(*self._last)
+        return self._last
 
     @property
     def associated_rf_ids(self) -> np.ndarray:
         """RF track ids associated with a radar track at the latest call (sorted u4)."""
-        return self.last.associated_rf_ids if self.last is not None else np.zeros(0, dtype=np.uint32)
+        return self._last.associated_rf_ids if isinstance(self._last, FusionResult) else _NO_IDS
 
     def set_categories(self, track_ids: np.ndarray, categories: np.ndarray | Callable[[], np.ndarray]) -> None:
         """The radar tracks' ICD categories (both (K,)), for the next association.
@@ -274,8 +289,12 @@ class RadarLinkFusion:
 
     def associate(self, tracks: TrackTable, t_mono: float) -> RfLink:
         """The RF link of each radar track of ``tracks`` (rules of this module)."""
+        rf_tracks = self._rf_tracks()
+        if _drone_links(rf_tracks) is None:  # most calls: no link to place, the same answer for any K tracks
+            self._last = (tracks, rf_tracks)
+            return RfLink.none(len(tracks))
         cats = (lambda: self._categories_for(tracks)) if self._told else None
-        self.last = res = associate(tracks, self._rf_tracks(), self.settings, radar_category=cats)
+        self._last = res = associate(tracks, rf_tracks, self.settings, radar_category=cats)
         return RfLink(
             linked=res.rf_track_id != 0,
             freq_mhz=res.rf_freq_mhz,
@@ -427,6 +446,8 @@ class RfTrackReporter:
 
 
 _NO_RECORDS = empty_track_records(0)
+_NO_IDS = np.zeros(0, dtype=np.uint32)
+_NO_IDS.flags.writeable = False
 
 
 def _with_ids(records: np.ndarray, report_ids: np.ndarray) -> np.ndarray:

@@ -40,9 +40,22 @@ class RfLink:
 
     @classmethod
     def none(cls, k: int) -> RfLink:
-        """No RF link for any of K tracks."""
-        nan = np.full(k, np.nan)
-        return cls(np.zeros(k, dtype=bool), nan, nan.copy(), nan.copy())
+        """No RF link for any of K tracks (read-only arrays, made once per K: RF fusion
+        answers this on most calls)."""
+        got = _NONE.get(k)
+        if got is None:
+            nan = np.full(k, np.nan)
+            nan.flags.writeable = False
+            linked = np.zeros(k, dtype=bool)
+            linked.flags.writeable = False
+            got = cls(linked, nan, nan, nan)
+            if len(_NONE) >= 64:  # bounded: K varies with the scene
+                _NONE.clear()
+            _NONE[k] = got
+        return got
+
+
+_NONE: dict[int, RfLink] = {}
 
 
 @dataclass(frozen=True, eq=False)
