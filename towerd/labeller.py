@@ -40,7 +40,8 @@ from towerd.tracking.classify import CATEGORIES, Classification, ClassificationS
 from towerd.tracking.clutter import StaticClutterFilter
 from towerd.tracking.features import COLUMN, FeatureTracker, feature_records
 from towerd.tracking.labels import RfLink, TrackLabels
-from towerd.tracking.state import TrackTable, match_ids
+from towerd.tracking.carry import RowCarry
+from towerd.tracking.state import TrackTable
 from towerd.tracking.tracker import TrackUpdate
 
 log = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class Labeller:
         self.threat = threat
         self.rf_fusion = rf_fusion
         self._tracks = TrackTable.empty()
+        self._ids = self._tracks.track_id  # the ids of the rows of self._decision (RowCarry.ids)
         self._rf = RfLink.none(0)
         self._moved: np.ndarray | None = None  # (K,) the static filter's MOVED latch; None: filter off
         # The decision per row of self._tracks (see _DECIDED...), valid where decided.
@@ -112,21 +114,22 @@ class Labeller:
         if tr is self._tracks and not self._dirty and len(update.ended) == 0 and _same_links(rf, self._rf):
             return False
         self._dirty = False
-        self._carry_decisions(tr, rf)
-        hit = update.det_of_track >= 0
-        self.features.update(update)
+        carry = RowCarry(self._ids, tr.track_id)  # the ids matched once for the decisions, features and clutter
+        self._carry_decisions(carry, rf)
+        self._ids = carry.ids
+        hit = self.features.update(update, carry)
         self._decision[hit, _DECIDED] = 0.0
         self._tracks, self._rf = tr, rf
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         self._decide(np.flatnonzero(established))  # in one go what the reporter and the clutter map will ask
-        self._moved = self.static_filter.observe(update)
+        self._moved = self.static_filter.observe(update, carry)
         if self._moved is not None:
             # The clutter map learns from the static confirmed tracks a detection updated.
-            cand = np.flatnonzero(~self._moved & hit & established)
+            cand = hit[~self._moved[hit] & established[hit]]
             static = np.zeros(k, dtype=bool)
             static[cand] = ~self._exempt(cand, self._decision[cand])
-            self.static_filter.learn(update, static)
+            self.static_filter.learn(update, static, established=established)
         if self.rf_fusion is not None:
             self.rf_fusion.set_categories(tr.track_id, self._categories_callable(tr))
         return True
@@ -182,14 +185,12 @@ class Labeller:
                 exempt |= (self._tracks.track_id[rows][:, None] == ids[None, :]).any(axis=1)
         return exempt
 
-    def _carry_decisions(self, tracks: TrackTable, rf: RfLink) -> None:
-        """Re-align the decisions with ``tracks``; a new track, or one whose RF link
-        changed, is undecided."""
-        if not np.array_equal(self._tracks.track_id, tracks.track_id):
-            found, pos = match_ids(self._tracks.track_id, tracks.track_id) if _sorted(self._tracks.track_id) \
-                else _match_unsorted(self._tracks.track_id, tracks.track_id)
-            self._decision = np.concatenate([self._decision, _UNDECIDED])[np.where(found, pos, len(self._decision))]
-        if rf.linked.any() or self._rf.linked.any():  # a decided row's rf_link feature is the link it was decided with
+    def _carry_decisions(self, carry: RowCarry, rf: RfLink) -> None:
+        """Re-align the decisions with the update's tracks; a new track, or one whose RF
+        link changed, is undecided."""
+        self._decision = carry.gather(self._decision, _UNDECIDED)
+        if rf.linked is not self._rf.linked and (rf.linked.any() or self._rf.linked.any()):
+            # a decided row's rf_link feature is the link it was decided with
             self._decision[(self._decision[:, _RF_LINK] != 0) != rf.linked, _DECIDED] = 0.0
 
     def _categories_callable(self, tracks: TrackTable):
@@ -220,6 +221,8 @@ _UNDECIDED.flags.writeable = False
 
 def _same_links(a: RfLink, b: RfLink) -> bool:
     """Whether two RfLinks say the same of the same number of tracks."""
+    if a is b:
+        return True
     if len(a.linked) != len(b.linked):
         return False
     if not a.linked.any() and not b.linked.any():  # no link: the rest is NaN (RfLink)
@@ -228,14 +231,3 @@ def _same_links(a: RfLink, b: RfLink) -> bool:
             and np.array_equal(a.freq_mhz, b.freq_mhz, equal_nan=True)
             and np.array_equal(a.bw_mhz, b.bw_mhz, equal_nan=True)
             and np.array_equal(a.power_dbm, b.power_dbm, equal_nan=True))
-
-
-def _sorted(ids: np.ndarray) -> bool:
-    return len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1]))
-
-
-def _match_unsorted(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """match_ids for an unsorted ``known``: positions in ``known`` itself."""
-    order = np.argsort(known, kind="stable")
-    found, pos = match_ids(known[order], ids)
-    return found, order[pos]
