@@ -149,11 +149,14 @@ class Labeller:
                                     hover_fraction=d[:, _HOVER], height_m=d[:, _HEIGHT])
         return TrackLabels(cc[:, 0], cc[:, 1], threat.threat, reportable, self._rf.select(rows))
 
-    def categories(self) -> np.ndarray:
-        """(K,) uint8 ICD category of every live track, deciding only the undecided ones
-        (Remote ID fusion asks, and only when a receiver could cover a confirmed track)."""
-        self._decide(np.arange(len(self._tracks)))
-        return self._decision[:, _CATEGORY].astype(np.uint8)
+    def categories(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """uint8 ICD category of the live tracks ``rows`` (indices into the latest
+        update's tracks; None: every live track, (K,)), deciding only the undecided ones
+        (Remote ID fusion asks for the confirmed tracks a receiver could cover)."""
+        if rows is None:
+            rows = np.arange(len(self._tracks))
+        self._decide(rows)
+        return self._decision[rows, _CATEGORY].astype(np.uint8)
 
     def classification(self) -> Classification:
         """The decision for every live track (features included), for status and tests."""
