@@ -174,7 +174,13 @@ class Labeller:
         if len(need):
             x = self.features.matrix(need, self._rf.linked[need])
             c = decide_matrix(x, self.features.settings)
-            d[need] = np.column_stack((np.ones(len(need)), c.category, c.confidence, c.probability, x))
+            out = np.empty((len(need), _WIDTH))
+            out[:, _DECIDED] = 1.0
+            out[:, _CATEGORY] = c.category
+            out[:, _CONFIDENCE] = c.confidence
+            out[:, _PROBABILITY:_FEATURES] = c.probability
+            out[:, _FEATURES:] = x
+            d[need] = out
 
     def _exempt(self, rows: np.ndarray, d: np.ndarray) -> np.ndarray:
         """(len(rows),) bool: never static clutter (see towerd.tracking.clutter); ``d``:

@@ -65,6 +65,7 @@ MAP_MAX_GAP_S = 1.0
 """Longest interval between two sightings of a static track that counts as dwell."""
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
+_PLACES = np.array([1 << (2 * _BITS), 1 << _BITS, 1], dtype=np.int64)
 _NEIGHBOURS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.int64)
 
 
@@ -128,9 +129,9 @@ class ClutterMap:
 
     @staticmethod
     def _pack(idx: np.ndarray) -> np.ndarray:
-        """(..., 3) cell indices -> (...) int64 keys (21 bits per axis, ±2^20 cells)."""
-        u = np.clip(idx + _OFFSET, 0, (1 << _BITS) - 1)
-        return (u[..., 0] << (2 * _BITS)) | (u[..., 1] << _BITS) | u[..., 2]
+        """(..., 3) cell indices -> (...) int64 keys (21 bits per axis, ±2^20 cells):
+        u₀·2⁴² + u₁·2²¹ + u₂ (the bit fields do not overlap: the sum is their OR)."""
+        return np.clip(idx + _OFFSET, 0, (1 << _BITS) - 1) @ _PLACES
 
     def dwell(self, pos_enu_m: np.ndarray, t_mono: float, *, neighbours: bool = False) -> np.ndarray:
         """(N,) decayed dwell, seconds, of the cells of ``pos_enu_m`` (N, 3) at t_mono; with
