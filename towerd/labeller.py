@@ -39,8 +39,8 @@ from towerd.threat import ThreatAssessor
 from towerd.tracking.classify import CATEGORIES, Classification, ClassificationSettings, decide_matrix
 from towerd.tracking.clutter import StaticClutterFilter
 from towerd.tracking.features import COLUMN, FeatureTracker, feature_records
-from towerd.tracking.labels import RfLink, TrackLabels
 from towerd.tracking.carry import RowCarry
+from towerd.tracking.labels import RfLink, TrackLabels
 from towerd.tracking.state import TrackTable
 from towerd.tracking.tracker import TrackUpdate
 
@@ -147,7 +147,8 @@ class Labeller:
         state = self._tracks.state[rows]
         threat = self.threat.assess(state[:, :3], state[:, 3:], cc[:, 0], cc[:, 1],
                                     hover_fraction=d[:, _HOVER], height_m=d[:, _HEIGHT])
-        return TrackLabels(cc[:, 0], cc[:, 1], threat.threat, reportable, self._rf.select(rows))
+        rf = RfLink.none(len(rows)) if self._rf.is_shared_none else self._rf.select(rows)
+        return TrackLabels(cc[:, 0], cc[:, 1], threat.threat, reportable, rf)
 
     def categories(self, rows: np.ndarray | None = None) -> np.ndarray:
         """uint8 ICD category of the live tracks ``rows`` (indices into the latest
@@ -186,8 +187,10 @@ class Labeller:
         """(len(rows),) bool: never static clutter (see towerd.tracking.clutter); ``d``:
         the rows' decisions (decided)."""
         ss = self.static_filter.settings
-        exempt = (self._rf.linked[rows] | (d[:, _DOPPLER_SPREAD] >= ss.exempt_doppler_spread_mps)
-                  | ((d[:, _CATEGORY] == int(Category.UAS)) & (d[:, _CONFIDENCE] >= ss.exempt_uas_confidence)))
+        exempt = (d[:, _DOPPLER_SPREAD] >= ss.exempt_doppler_spread_mps) | (
+            (d[:, _CATEGORY] == _UAS) & (d[:, _CONFIDENCE] >= ss.exempt_uas_confidence))
+        if not self._rf.is_shared_none:  # else no track is RF-linked
+            exempt |= self._rf.linked[rows]
         if self.exempt_tracks is not None and len(rows):
             ids = self.exempt_tracks()
             if len(ids):  # a few paired drones: a comparison table beats np.isin's set-up
@@ -198,7 +201,7 @@ class Labeller:
         """Re-align the decisions with the update's tracks; a new track, or one whose RF
         link changed, is undecided."""
         self._decision = carry.gather(self._decision, _UNDECIDED)
-        if rf.linked is not self._rf.linked and (rf.linked.any() or self._rf.linked.any()):
+        if not (rf.is_shared_none and self._rf.is_shared_none) and (rf.linked.any() or self._rf.linked.any()):
             # a decided row's rf_link feature is the link it was decided with
             self._decision[(self._decision[:, _RF_LINK] != 0) != rf.linked, _DECIDED] = 0.0
 
@@ -224,6 +227,7 @@ _FEATURES = _PROBABILITY + len(CATEGORIES)
 _WIDTH = _FEATURES + len(COLUMN)
 _HOVER, _HEIGHT = _FEATURES + COLUMN["hover_fraction"], _FEATURES + COLUMN["height_m"]
 _DOPPLER_SPREAD, _RF_LINK = _FEATURES + COLUMN["doppler_spread_mps"], _FEATURES + COLUMN["rf_link"]
+_UAS = int(Category.UAS)
 _UNDECIDED = np.zeros((1, _WIDTH))
 _UNDECIDED.flags.writeable = False
 

@@ -225,7 +225,8 @@ class FeatureTracker:
         have_prev = due & ~first
         with np.errstate(invalid="ignore", divide="ignore"):
             x[:, _DSPEED] = np.where(have_prev, np.abs(speed - s_prev) / span, np.nan)
-            dh = np.abs(np.angle(np.exp(1j * (heading - h_prev))))
+            turn = np.exp(1j * (heading - h_prev))
+            dh = np.abs(np.arctan2(turn.imag, turn.real))  # |wrapped heading change|: np.angle's own arctan2
             x[:, _TURN] = np.where(have_prev, np.degrees(dh) / span, np.nan)  # NaN unless both moved
         d = np.flatnonzero(due)
         st[d, _PREV], st[d, _PREV + 1], st[d, _PREV + 2] = t, speed[d], heading[d]

@@ -38,6 +38,12 @@ class RfLink:
         """The links of ``rows`` (indices or mask)."""
         return RfLink(self.linked[rows], self.freq_mhz[rows], self.bw_mhz[rows], self.power_dbm[rows])
 
+    @property
+    def is_shared_none(self) -> bool:
+        """This is :meth:`none`'s shared answer (no track linked), known without looking
+        at the arrays (False says nothing: another RfLink may link none either)."""
+        return _NONE.get(len(self.linked)) is self
+
     @classmethod
     def none(cls, k: int) -> RfLink:
         """No RF link for any of K tracks (read-only arrays, made once per K: RF fusion
