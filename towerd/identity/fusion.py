@@ -53,7 +53,7 @@ from towerd.identity.assign import assign
 from towerd.identity.broadcasts import K1, BroadcastCache, broadcasts
 from towerd.identity.coverage import RadarCoverage, ReceiverCoverage
 from towerd.identity.gating import gates, mahalanobis
-from towerd.identity.identities import IdentityReporter
+from towerd.identity.identities import IdentityReporter, what_of
 from towerd.identity.records import ID_ONLY_DTYPE, ID_ONLY_TRACK_ID_BASE, id_only_records, mark_radar_records
 from towerd.identity.rules import TRACK_ELSEWHERE, Evidence, SilentTracks, Verdict, judge
 from towerd.identity.settings import RemoteIdSettings
@@ -360,10 +360,14 @@ class RemoteIdFusion:
             if due:
                 rows.append(row)
                 v.id_only_last = (tx.t_position, int(row["status"]), int(row["threat"]))
-        for tid in sorted(self.silent.non_cooperative & shown):
-            if tid not in current:
-                current[tid] = self._identity(tid, IdentityStatus.NON_COOPERATIVE, t, None)
-        self._identities.update((i.track_id, i) for i in self.identity_reporter.due(current, t))
+        # A non-cooperative track's identity says the same at every call but its time:
+        # made only when due (a tower with a receiver may see dozens of them).
+        whats = {tid: what_of(i) for tid, i in current.items()}
+        whats.update((tid, _NON_COOPERATIVE_WHAT) for tid in self.silent.non_cooperative & shown if tid not in current)
+        for tid in self.identity_reporter.due_ids(whats, t):
+            ident = current.get(tid)
+            self._identities[tid] = ident if ident is not None else self._identity(
+                tid, IdentityStatus.NON_COOPERATIVE, t, None)
         return self._records(rows + finals)
 
     def _id_only_row(self, tx: Transmitter, v: Verdict, status: Status) -> np.ndarray:
@@ -404,6 +408,7 @@ class RemoteIdFusion:
 
 
 _NO_RECORDS = np.zeros(0, dtype=TRACK_RECORD_DTYPE)
+_NON_COOPERATIVE_WHAT = what_of(TrackIdentity(track_id=0, time_us=0, status=IdentityStatus.NON_COOPERATIVE))
 
 
 def _join(*parts: np.ndarray) -> np.ndarray:
