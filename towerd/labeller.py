@@ -20,6 +20,11 @@ for by the reporter, for the tracks whose status makes them reportable, through
   detection updated, so their exemption is decided on every call;
 - threat (:class:`~towerd.threat.ThreatAssessor`) for the tracks asked for.
 
+The per-track state (decisions, features, the clutter filter's motion test) is kept in
+the rows of the latest update's tracks; the ids are matched with the previous call's once
+per call (:class:`~towerd.tracking.carry.RowCarry`) and every part re-aligns its rows by
+that one gather.
+
 The RF fusion's rule 2 needs the previous call's categories: they are handed over as a
 callable, evaluated only when the fusion has a drone link to place (before anything of
 the next call changes the features), so the answers are those of labelling every track
@@ -36,10 +41,10 @@ import numpy as np
 
 from towerd.icd import Category, Status
 from towerd.threat import ThreatAssessor
+from towerd.tracking.carry import RowCarry
 from towerd.tracking.classify import CATEGORIES, Classification, ClassificationSettings, decide_matrix
 from towerd.tracking.clutter import StaticClutterFilter
 from towerd.tracking.features import COLUMN, FeatureTracker, feature_records
-from towerd.tracking.carry import RowCarry
 from towerd.tracking.labels import RfLink, TrackLabels
 from towerd.tracking.state import TrackTable
 from towerd.tracking.tracker import TrackUpdate
