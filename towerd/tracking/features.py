@@ -177,8 +177,11 @@ class FeatureTracker:
         s = self.settings
         state = self._state[rows]
         num, den = state[:, _NUM:_NUM + _N_ACC], state[:, _DEN:_DEN + _N_ACC]
+        counted = den >= s.min_feature_time_s  # a positive minimum implies den > 0 (den is never NaN)
+        if s.min_feature_time_s <= 0.0:
+            counted &= den > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where((den > 0) & (den >= s.min_feature_time_s), num / np.maximum(den, 1e-300), np.nan)
+            mean = np.where(counted, num / np.maximum(den, 1e-300), np.nan)
         x = np.empty((len(state), len(COLUMN)))
         x[:, _PLAIN_COLS] = mean[:, _PLAIN_ACC]
         speed = mean[:, _SPEED]
