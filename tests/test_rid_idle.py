@@ -35,14 +35,14 @@ def outputs(listening: bool, full: bool) -> tuple[bytes, list, list, int]:
     if full:
         tower.fusion.__class__ = FullFusion
     calls = 0
-    measure = tower.fusion._measure.measure
+    judge = tower.fusion.silent.judge
 
-    def counted(fresh):
+    def counted(*args):
         nonlocal calls
-        calls += 1  # the full evaluation measures the fresh broadcasts first
-        return measure(fresh)
+        calls += 1  # every full evaluation judges the silent tracks
+        return judge(*args)
 
-    tower.fusion._measure.measure = counted
+    tower.fusion.silent.judge = counted
     script(tower, moving((30.0, 180.0, 60.0), (1.0, 1.0, 0.0)), moving((-100.0, -500.0, 80.0), (2.0, 0.0, 0.0)))
     return tower.all_records.tobytes(), tower.events, tower.identities, calls
 

@@ -20,6 +20,11 @@ for by the reporter, for the tracks whose status makes them reportable, through
   detection updated, so their exemption is decided on every call;
 - threat (:class:`~towerd.threat.ThreatAssessor`) for the tracks asked for.
 
+The per-track state (decisions, features, the clutter filter's motion test) is kept in
+the rows of the latest update's tracks; the ids are matched with the previous call's once
+per call (:class:`~towerd.tracking.carry.RowCarry`) and every part re-aligns its rows by
+that one gather.
+
 The RF fusion's rule 2 needs the previous call's categories: they are handed over as a
 callable, evaluated only when the fusion has a drone link to place (before anything of
 the next call changes the features), so the answers are those of labelling every track
@@ -36,11 +41,12 @@ import numpy as np
 
 from towerd.icd import Category, Status
 from towerd.threat import ThreatAssessor
+from towerd.tracking.carry import RowCarry
 from towerd.tracking.classify import CATEGORIES, Classification, ClassificationSettings, decide_matrix
 from towerd.tracking.clutter import StaticClutterFilter
 from towerd.tracking.features import COLUMN, FeatureTracker, feature_records
 from towerd.tracking.labels import RfLink, TrackLabels
-from towerd.tracking.state import TrackTable, match_ids
+from towerd.tracking.state import TrackTable
 from towerd.tracking.tracker import TrackUpdate
 
 log = logging.getLogger(__name__)
@@ -71,6 +77,7 @@ class Labeller:
         self.threat = threat
         self.rf_fusion = rf_fusion
         self._tracks = TrackTable.empty()
+        self._ids = self._tracks.track_id  # the ids of the rows of self._decision (RowCarry.ids)
         self._rf = RfLink.none(0)
         self._moved: np.ndarray | None = None  # (K,) the static filter's MOVED latch; None: filter off
         # The decision per row of self._tracks (see _DECIDED...), valid where decided.
@@ -112,21 +119,22 @@ class Labeller:
         if tr is self._tracks and not self._dirty and len(update.ended) == 0 and _same_links(rf, self._rf):
             return False
         self._dirty = False
-        self._carry_decisions(tr, rf)
-        hit = update.det_of_track >= 0
-        self.features.update(update)
+        carry = RowCarry(self._ids, tr.track_id)  # the ids matched once for the decisions, features and clutter
+        self._carry_decisions(carry, rf)
+        self._ids = carry.ids
+        hit = self.features.update(update, carry)
         self._decision[hit, _DECIDED] = 0.0
         self._tracks, self._rf = tr, rf
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         self._decide(np.flatnonzero(established))  # in one go what the reporter and the clutter map will ask
-        self._moved = self.static_filter.observe(update)
+        self._moved = self.static_filter.observe(update, carry)
         if self._moved is not None:
             # The clutter map learns from the static confirmed tracks a detection updated.
-            cand = np.flatnonzero(~self._moved & hit & established)
+            cand = hit[~self._moved[hit] & established[hit]]
             static = np.zeros(k, dtype=bool)
             static[cand] = ~self._exempt(cand, self._decision[cand])
-            self.static_filter.learn(update, static)
+            self.static_filter.learn(update, static, established=established)
         if self.rf_fusion is not None:
             self.rf_fusion.set_categories(tr.track_id, self._categories_callable(tr))
         return True
@@ -144,13 +152,17 @@ class Labeller:
         state = self._tracks.state[rows]
         threat = self.threat.assess(state[:, :3], state[:, 3:], cc[:, 0], cc[:, 1],
                                     hover_fraction=d[:, _HOVER], height_m=d[:, _HEIGHT])
-        return TrackLabels(cc[:, 0], cc[:, 1], threat.threat, reportable, self._rf.select(rows))
+        rf = RfLink.none(len(rows)) if self._rf.is_shared_none else self._rf.select(rows)
+        return TrackLabels(cc[:, 0], cc[:, 1], threat.threat, reportable, rf)
 
-    def categories(self) -> np.ndarray:
-        """(K,) uint8 ICD category of every live track, deciding only the undecided ones
-        (Remote ID fusion asks, and only when a receiver could cover a confirmed track)."""
-        self._decide(np.arange(len(self._tracks)))
-        return self._decision[:, _CATEGORY].astype(np.uint8)
+    def categories(self, rows: np.ndarray | None = None) -> np.ndarray:
+        """uint8 ICD category of the live tracks ``rows`` (indices into the latest
+        update's tracks; None: every live track, (K,)), deciding only the undecided ones
+        (Remote ID fusion asks for the confirmed tracks a receiver could cover)."""
+        if rows is None:
+            rows = np.arange(len(self._tracks))
+        self._decide(rows)
+        return self._decision[rows, _CATEGORY].astype(np.uint8)
 
     def classification(self) -> Classification:
         """The decision for every live track (features included), for status and tests."""
@@ -168,28 +180,34 @@ class Labeller:
         if len(need):
             x = self.features.matrix(need, self._rf.linked[need])
             c = decide_matrix(x, self.features.settings)
-            d[need] = np.column_stack((np.ones(len(need)), c.category, c.confidence, c.probability, x))
+            out = np.empty((len(need), _WIDTH))
+            out[:, _DECIDED] = 1.0
+            out[:, _CATEGORY] = c.category
+            out[:, _CONFIDENCE] = c.confidence
+            out[:, _PROBABILITY:_FEATURES] = c.probability
+            out[:, _FEATURES:] = x
+            d[need] = out
 
     def _exempt(self, rows: np.ndarray, d: np.ndarray) -> np.ndarray:
         """(len(rows),) bool: never static clutter (see towerd.tracking.clutter); ``d``:
         the rows' decisions (decided)."""
         ss = self.static_filter.settings
-        exempt = (self._rf.linked[rows] | (d[:, _DOPPLER_SPREAD] >= ss.exempt_doppler_spread_mps)
-                  | ((d[:, _CATEGORY] == int(Category.UAS)) & (d[:, _CONFIDENCE] >= ss.exempt_uas_confidence)))
+        exempt = (d[:, _DOPPLER_SPREAD] >= ss.exempt_doppler_spread_mps) | (
+            (d[:, _CATEGORY] == _UAS) & (d[:, _CONFIDENCE] >= ss.exempt_uas_confidence))
+        if not self._rf.is_shared_none:  # else no track is RF-linked
+            exempt |= self._rf.linked[rows]
         if self.exempt_tracks is not None and len(rows):
             ids = self.exempt_tracks()
             if len(ids):  # a few paired drones: a comparison table beats np.isin's set-up
                 exempt |= (self._tracks.track_id[rows][:, None] == ids[None, :]).any(axis=1)
         return exempt
 
-    def _carry_decisions(self, tracks: TrackTable, rf: RfLink) -> None:
-        """Re-align the decisions with ``tracks``; a new track, or one whose RF link
-        changed, is undecided."""
-        if not np.array_equal(self._tracks.track_id, tracks.track_id):
-            found, pos = match_ids(self._tracks.track_id, tracks.track_id) if _sorted(self._tracks.track_id) \
-                else _match_unsorted(self._tracks.track_id, tracks.track_id)
-            self._decision = np.concatenate([self._decision, _UNDECIDED])[np.where(found, pos, len(self._decision))]
-        if rf.linked.any() or self._rf.linked.any():  # a decided row's rf_link feature is the link it was decided with
+    def _carry_decisions(self, carry: RowCarry, rf: RfLink) -> None:
+        """Re-align the decisions with the update's tracks; a new track, or one whose RF
+        link changed, is undecided."""
+        self._decision = carry.gather(self._decision, _UNDECIDED)
+        if not (rf.is_shared_none and self._rf.is_shared_none) and (rf.linked.any() or self._rf.linked.any()):
+            # a decided row's rf_link feature is the link it was decided with
             self._decision[(self._decision[:, _RF_LINK] != 0) != rf.linked, _DECIDED] = 0.0
 
     def _categories_callable(self, tracks: TrackTable):
@@ -214,12 +232,15 @@ _FEATURES = _PROBABILITY + len(CATEGORIES)
 _WIDTH = _FEATURES + len(COLUMN)
 _HOVER, _HEIGHT = _FEATURES + COLUMN["hover_fraction"], _FEATURES + COLUMN["height_m"]
 _DOPPLER_SPREAD, _RF_LINK = _FEATURES + COLUMN["doppler_spread_mps"], _FEATURES + COLUMN["rf_link"]
+_UAS = int(Category.UAS)
 _UNDECIDED = np.zeros((1, _WIDTH))
 _UNDECIDED.flags.writeable = False
 
 
 def _same_links(a: RfLink, b: RfLink) -> bool:
     """Whether two RfLinks say the same of the same number of tracks."""
+    if a is b:
+        return True
     if len(a.linked) != len(b.linked):
         return False
     if not a.linked.any() and not b.linked.any():  # no link: the rest is NaN (RfLink)
@@ -228,14 +249,3 @@ def _same_links(a: RfLink, b: RfLink) -> bool:
             and np.array_equal(a.freq_mhz, b.freq_mhz, equal_nan=True)
             and np.array_equal(a.bw_mhz, b.bw_mhz, equal_nan=True)
             and np.array_equal(a.power_dbm, b.power_dbm, equal_nan=True))
-
-
-def _sorted(ids: np.ndarray) -> bool:
-    return len(ids) < 2 or bool(np.all(ids[1:] > ids[:-1]))
-
-
-def _match_unsorted(known: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """match_ids for an unsorted ``known``: positions in ``known`` itself."""
-    order = np.argsort(known, kind="stable")
-    found, pos = match_ids(known[order], ids)
-    return found, order[pos]

@@ -53,7 +53,7 @@ from towerd.identity.assign import assign
 from towerd.identity.broadcasts import K1, BroadcastCache, broadcasts
 from towerd.identity.coverage import RadarCoverage, ReceiverCoverage
 from towerd.identity.gating import gates, mahalanobis
-from towerd.identity.identities import IdentityReporter
+from towerd.identity.identities import IdentityReporter, what_of
 from towerd.identity.records import ID_ONLY_DTYPE, ID_ONLY_TRACK_ID_BASE, id_only_records, mark_radar_records
 from towerd.identity.rules import TRACK_ELSEWHERE, Evidence, SilentTracks, Verdict, judge
 from towerd.identity.settings import RemoteIdSettings
@@ -96,7 +96,7 @@ class RemoteIdFusion:
         self.verdicts: dict[str, Verdict] = {}
         self.identity_reporter = IdentityReporter(settings.identity_interval_s)
         self._tracks = TrackTable.empty()
-        self._categories: Callable[[], np.ndarray] | np.ndarray = np.zeros(0, dtype=np.uint8)
+        self._categories: Callable[[np.ndarray], np.ndarray] | np.ndarray = np.zeros(0, dtype=np.uint8)
         self.silent = SilentTracks()
         self._next_id = ID_ONLY_TRACK_ID_BASE
         self._last_eval = -math.inf
@@ -141,11 +141,12 @@ class RemoteIdFusion:
             return _NO_RECORDS
         return self._evaluate(reading.t_mono)
 
-    def on_radar(self, update: TrackUpdate, categories: Callable[[], np.ndarray] | np.ndarray,
+    def on_radar(self, update: TrackUpdate, categories: Callable[[np.ndarray], np.ndarray] | np.ndarray,
                  records: np.ndarray) -> np.ndarray:
         """After a radar tracker call: ``update``, its live tracks' ICD ``categories`` (K,),
-        or a function giving them (called only when a confirmed track is inside receiver
-        coverage: deciding categories costs)
+        or a function giving those of the rows (indices into ``update.tracks``) it is
+        given (called only for the confirmed tracks inside receiver coverage: deciding
+        categories costs)
         and the radar ``records`` built for it. Marks those records (sources remote id,
         threat at least ``mismatch_threat`` on a MISMATCH) and returns them followed by
         the ID-only records due."""
@@ -248,7 +249,8 @@ class RemoteIdFusion:
             return _NO_RECORDS
         s = self.settings
         tracks = self._tracks
-        live = {int(tid): row for row, tid in enumerate(tracks.track_id)}
+        established = tracks.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        live = {int(tid): row for row, tid in enumerate(tracks.track_id.tolist())} if self.verdicts else {}
         for v in self.verdicts.values():
             if v.paired_track and v.paired_track not in live:
                 v.paired_track = 0
@@ -256,10 +258,36 @@ class RemoteIdFusion:
                     v.status = None
         fresh = [tx for tx in self.transmitters.by_key.values()
                  if tx.has_position and t - tx.t_position <= s.max_position_age_s]
+        if fresh:  # else no broadcast to gate (a receiver that hears nothing: most frames)
+            self._judge_broadcasts(fresh, established, live, t)
+        for v in self.verdicts.values():
+            if v.paired_track and v.status is None:
+                v.status = IdentityStatus.COOPERATIVE  # a stale position, still heard: the pair holds
+        eligible = established & self.receiver.covers(tracks.state[:, :3]) & self.receivers_up
+        if eligible.any():  # of those, the uas: categories of these rows alone (deciding them costs)
+            rows = np.flatnonzero(eligible)
+            if callable(self._categories):
+                eligible[rows] = np.asarray(self._categories(rows), dtype=np.uint8) == Category.UAS
+            else:
+                cats = np.asarray(self._categories, dtype=np.uint8)
+                eligible[rows] = (cats[rows] == Category.UAS) if len(cats) == len(tracks) else False
+        paired = (v.paired_track for v in self.verdicts.values() if v.paired_track)
+        for tid, held in self.silent.judge(t, tracks.track_id, eligible, paired, s.non_cooperative_after_s):
+            message = f"track {tid}: a uas in receiver coverage with no Remote ID broadcast for {held:.0f} s"
+            log.info("non-cooperative: %s", message)
+            self._events.append((EVENT_NON_COOPERATIVE, "info", message, {"track_id": tid}))
+        self._quiet = not (self.verdicts or self.transmitters.by_key or self.silent.non_cooperative or eligible.any())
+        return self._report(t, established)
+
+    def _judge_broadcasts(self, fresh: list[Transmitter], established: np.ndarray, live: dict[int, int],
+                          t: float) -> None:
+        """Gate the ``fresh`` transmitters' positions against the radar tracks and judge
+        each (matched, paired track elsewhere, in radar coverage, outside it)."""
+        s = self.settings
+        tracks = self._tracks
         bc = self._measure.measure(fresh)
         d2 = mahalanobis(bc, tracks)
         gate = gates(bc, s.gate_probability)
-        established = tracks.rows_with_status(Status.CONFIRMED, Status.COASTING)
         match = assign(d2, gate, established)
         in_gate = d2 <= gate[:, None]
         covered = self.radar.covers(bc.pos_enu_m, bc.h_accuracy_m)
@@ -271,21 +299,6 @@ class RemoteIdFusion:
                           covered=bool(covered[n]), any_in_gate=bool(in_gate[n].any()))
             if judge(v, ev, t, s.mismatch_after_s):
                 self._raise_mismatch(tx, v, t)
-        for v in self.verdicts.values():
-            if v.paired_track and v.status is None:
-                v.status = IdentityStatus.COOPERATIVE  # a stale position, still heard: the pair holds
-        eligible = established & self.receiver.covers(tracks.state[:, :3]) & self.receivers_up
-        if eligible.any():
-            cats = self._categories() if callable(self._categories) else self._categories
-            cats = np.asarray(cats, dtype=np.uint8)
-            eligible &= (cats == Category.UAS) if len(cats) == len(tracks) else False
-        paired = (v.paired_track for v in self.verdicts.values() if v.paired_track)
-        for tid, held in self.silent.judge(t, tracks.track_id, eligible, paired, s.non_cooperative_after_s):
-            message = f"track {tid}: a uas in receiver coverage with no Remote ID broadcast for {held:.0f} s"
-            log.info("non-cooperative: %s", message)
-            self._events.append((EVENT_NON_COOPERATIVE, "info", message, {"track_id": tid}))
-        self._quiet = not (self.verdicts or self.transmitters.by_key or self.silent.non_cooperative or eligible.any())
-        return self._report(t)
 
     def _raise_mismatch(self, tx: Transmitter, v: Verdict, t: float) -> None:
         r = tx.merged
@@ -314,9 +327,9 @@ class RemoteIdFusion:
             self_id=_icd_text(r.self_id, 23), last_heard_us=self.clock.utc_us(tx.t_heard), rssi_dbm=r.rssi_dbm,
         )
 
-    def _report(self, t: float) -> np.ndarray:
-        """ID-only records due and the identities due at ``t``."""
-        established = self._tracks.rows_with_status(Status.CONFIRMED, Status.COASTING)
+    def _report(self, t: float, established: np.ndarray) -> np.ndarray:
+        """ID-only records due and the identities due at ``t``; ``established``: the
+        confirmed and coasting rows of the radar tracks."""
         shown = set(self._tracks.track_id[established].tolist())
         current: dict[int, TrackIdentity] = {}
         rows, finals = [], []
@@ -347,10 +360,14 @@ class RemoteIdFusion:
             if due:
                 rows.append(row)
                 v.id_only_last = (tx.t_position, int(row["status"]), int(row["threat"]))
-        for tid in sorted(self.silent.non_cooperative & shown):
-            if tid not in current:
-                current[tid] = self._identity(tid, IdentityStatus.NON_COOPERATIVE, t, None)
-        self._identities.update((i.track_id, i) for i in self.identity_reporter.due(current, t))
+        # A non-cooperative track's identity says the same at every call but its time:
+        # made only when due (a tower with a receiver may see dozens of them).
+        whats = {tid: what_of(i) for tid, i in current.items()}
+        whats.update((tid, _NON_COOPERATIVE_WHAT) for tid in self.silent.non_cooperative & shown if tid not in current)
+        for tid in self.identity_reporter.due_ids(whats, t):
+            ident = current.get(tid)
+            self._identities[tid] = ident if ident is not None else self._identity(
+                tid, IdentityStatus.NON_COOPERATIVE, t, None)
         return self._records(rows + finals)
 
     def _id_only_row(self, tx: Transmitter, v: Verdict, status: Status) -> np.ndarray:
@@ -391,6 +408,7 @@ class RemoteIdFusion:
 
 
 _NO_RECORDS = np.zeros(0, dtype=TRACK_RECORD_DTYPE)
+_NON_COOPERATIVE_WHAT = what_of(TrackIdentity(track_id=0, time_us=0, status=IdentityStatus.NON_COOPERATIVE))
 
 
 def _join(*parts: np.ndarray) -> np.ndarray:

@@ -18,7 +18,8 @@ from towerd.reports.identity import TrackIdentity
 TIME_EPS_S = 1e-6
 
 
-def _what(ident: TrackIdentity) -> tuple:
+def what_of(ident: TrackIdentity) -> tuple:
+    """What of an identity makes it due when it changes (see the module docstring)."""
     return (ident.status, ident.source, ident.uas_id, ident.id_type, ident.ua_type, ident.operator_id,
             ident.self_id, math.isnan(ident.operator_lat_deg))
 
@@ -33,14 +34,18 @@ class IdentityReporter:
     def due(self, current: Mapping[int, TrackIdentity], t_mono: float) -> list[TrackIdentity]:
         """The identities of ``current`` (track id -> identity now) due at ``t_mono``,
         in track id order."""
+        return [current[tid] for tid in self.due_ids({tid: what_of(i) for tid, i in current.items()}, t_mono)]
+
+    def due_ids(self, whats: Mapping[int, tuple], t_mono: float) -> list[int]:
+        """:meth:`due` from what each identity says (:func:`what_of`, track id -> tuple),
+        for a caller that makes only the identities due: their track ids, in order."""
         out = []
-        for tid in sorted(current):
-            ident = current[tid]
-            what = _what(ident)
+        for tid in sorted(whats):
+            now = whats[tid]
             last = self._last.get(tid)
-            if last is None or last[1] != what or t_mono - last[0] >= self.interval_s - TIME_EPS_S:
-                out.append(ident)
-                self._last[tid] = (t_mono, what)
-        for tid in [t for t in self._last if t not in current]:
+            if last is None or last[1] != now or t_mono - last[0] >= self.interval_s - TIME_EPS_S:
+                out.append(tid)
+                self._last[tid] = (t_mono, now)
+        for tid in [t for t in self._last if t not in whats]:
             del self._last[tid]
         return out

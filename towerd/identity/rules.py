@@ -114,9 +114,10 @@ class SilentTracks:
         ids some transmitter is paired with. Returns (track id, seconds silent) of those
         that have just become non-cooperative."""
         paired = set(paired)
-        live = set(int(i) for i in track_ids)
+        ids = track_ids.tolist()
+        live = set(ids)
         found = []
-        for tid, ok in zip(track_ids.tolist(), np.asarray(eligible, dtype=bool).tolist()):
+        for tid, ok in zip(ids, np.asarray(eligible, dtype=bool).tolist()):
             if tid in paired:
                 self._since.pop(tid, None)
                 self.non_cooperative.discard(tid)
@@ -130,5 +131,6 @@ class SilentTracks:
                     self.non_cooperative.add(tid)
                     found.append((tid, t - since))
         self.non_cooperative &= live
-        self._since = {k: v for k, v in self._since.items() if k in live}
+        if not live.issuperset(self._since):
+            self._since = {k: v for k, v in self._since.items() if k in live}
         return found

@@ -194,13 +194,13 @@ class TrackReporter:
         rec["rf_power_dbm"] = labels["rf_power_dbm"]
 
         pos = state[:, POS]
-        finite = np.isfinite(pos).all(axis=1)
-        if finite.all():
+        if np.isfinite(pos).all():
             lat, lon, h = geo.enu_to_geodetic(self.site, pos)
             rec["lat_e7"] = np.round(lat * 1e7).astype(np.int32)
             rec["lon_e7"] = np.round(lon * 1e7).astype(np.int32)
             rec["alt_m"] = h
         else:
+            finite = np.isfinite(pos).all(axis=1)
             log.warning("%d tracks with a non-finite position reported without one", np.count_nonzero(~finite))
             lat, lon, h = geo.enu_to_geodetic(self.site, pos[finite])
             rec["lat_e7"][finite] = np.round(lat * 1e7).astype(np.int32)

@@ -128,6 +128,16 @@ def _unassociated(radar: TrackTable, rf_tracks: np.ndarray) -> FusionResult:
     )
 
 
+def _drone_links(rf_tracks: np.ndarray) -> np.ndarray | None:
+    """(F,) bool: the RF tracks that can be associated (CONFIRMED or COASTING drone
+    links); None when there is none (the usual case: then nothing is associated)."""
+    if rf_tracks.shape[0] == 0:
+        return None
+    status = rf_tracks["status"]
+    f_ok = ((status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))) & is_drone_link(rf_tracks["kind"])
+    return f_ok if f_ok.any() else None
+
+
 def associate(
     radar: TrackTable,
     rf_tracks: np.ndarray,
@@ -142,11 +152,8 @@ def associate(
     known (then rule 2 is off and no radar track is excluded by category)."""
     s = settings
     nr, nf = len(radar), rf_tracks.shape[0]
-    if nf == 0:
-        return _unassociated(radar, rf_tracks)
-    status = rf_tracks["status"]
-    f_ok = ((status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))) & is_drone_link(rf_tracks["kind"])
-    if not f_ok.any():  # no drone link: nothing to associate (the categories are not needed)
+    f_ok = _drone_links(rf_tracks)
+    if f_ok is None:  # no drone link: nothing to associate (the categories are not needed)
         return _unassociated(radar, rf_tracks)
     if callable(radar_category):
         radar_category = radar_category()
@@ -241,12 +248,20 @@ class RadarLinkFusion:
         self._cat_ids = np.zeros(0, dtype=np.uint32)  # sorted radar track ids
         self._cats = np.zeros(0, dtype=np.uint8)
         self._told = False
-        self.last: FusionResult | None = None
+        self._last: FusionResult | tuple[TrackTable, np.ndarray] | None = None
+
+    @property
+    def last(self) -> FusionResult | None:
+        """The latest :class:`FusionResult` (None before the first call); made on access
+        when that call found no drone link to associate."""
+        if isinstance(self._last, tuple):
+            self._last = _unassociated(*self._last)
+        return self._last
 
     @property
     def associated_rf_ids(self) -> np.ndarray:
         """RF track ids associated with a radar track at the latest call (sorted u4)."""
-        return self.last.associated_rf_ids if self.last is not None else np.zeros(0, dtype=np.uint32)
+        return self._last.associated_rf_ids if isinstance(self._last, FusionResult) else _NO_IDS
 
     def set_categories(self, track_ids: np.ndarray, categories: np.ndarray | Callable[[], np.ndarray]) -> None:
         """The radar tracks' ICD categories (both (K,)), for the next association.
@@ -274,8 +289,12 @@ class RadarLinkFusion:
 
     def associate(self, tracks: TrackTable, t_mono: float) -> RfLink:
         """The RF link of each radar track of ``tracks`` (rules of this module)."""
+        rf_tracks = self._rf_tracks()
+        if _drone_links(rf_tracks) is None:  # most calls: no link to place, the same answer for any K tracks
+            self._last = (tracks, rf_tracks)
+            return RfLink.none(len(tracks))
         cats = (lambda: self._categories_for(tracks)) if self._told else None
-        self.last = res = associate(tracks, self._rf_tracks(), self.settings, radar_category=cats)
+        self._last = res = associate(tracks, rf_tracks, self.settings, radar_category=cats)
         return RfLink(
             linked=res.rf_track_id != 0,
             freq_mhz=res.rf_freq_mhz,
@@ -360,75 +379,85 @@ class RfTrackReporter:
         last call; ``associated_rf_ids``: ids taken over by radar tracks
         (``FusionResult.associated_rf_ids``, or empty)."""
         s = self.settings
-        ids = tracks["rf_track_id"].astype(np.int64)
-        if len(ids) == 0 and len(ended) == 0:  # nothing live, nothing ended: no record, no state
+        n = tracks.shape[0]
+        if n == 0 and len(ended) == 0:  # nothing live, nothing ended: no record, no state
             self._retired.clear()
             self._alias.clear()
             self._last.clear()
-            return _NO_RECORDS.copy()
-        associated_rf_ids = np.asarray(associated_rf_ids, dtype=np.int64)
-        associated = np.isin(ids, associated_rf_ids) if len(associated_rf_ids) else np.zeros(len(ids), dtype=bool)
-        status = tracks["status"]
-        live_ok = (status == int(Status.CONFIRMED)) | (status == int(Status.COASTING))
-        if s.include_tentative:
-            live_ok |= status == int(Status.TENTATIVE)
-        drone = is_drone_link(tracks["kind"])
-        first_ok = live_ok & (s.non_drone | drone)
-        category = np.where(drone, int(Category.UAS), int(Category.UNKNOWN))
+            return _NO_RECORDS
+        # The policy in plain Python over the few RF tracks: cheaper than NumPy calls on tiny arrays.
+        ids = tracks["rf_track_id"].tolist()
+        status = tracks["status"].tolist()
+        t_mono = tracks["t_mono"].tolist()
+        drone = is_drone_link(tracks["kind"]).tolist()
+        associated = set(np.asarray(associated_rf_ids).tolist())
+        live_ok_status = _LIVE_WITH_TENTATIVE if s.include_tentative else _LIVE
+        limit = s.interval_s - 1e-6
+        uas, unknown = int(Category.UAS), int(Category.UNKNOWN)
 
-        due = np.zeros(ids.shape[0], dtype=bool)
-        final = np.zeros(ids.shape[0], dtype=bool)
-        report_id = np.zeros(ids.shape[0], dtype=np.int64)
-        t_mono = tracks["t_mono"]
-        for i in range(ids.shape[0]):
-            tid = int(ids[i])
-            if tid in self._retired and not associated[i] and self.ids is not None and first_ok[i]:
+        due: list[int] = []
+        final: list[int] = []
+        report_id = [0] * n
+        for i, tid in enumerate(ids):
+            live_ok = status[i] in live_ok_status
+            first_ok = live_ok and (s.non_drone or drone[i])
+            is_associated = tid in associated
+            if tid in self._retired and not is_associated and self.ids is not None and first_ok:
                 self._alias[tid] = int(self.ids.take(1)[0])  # RF-only again: a new report id
                 self._retired.discard(tid)
             rid = report_id[i] = self._alias.get(tid, tid)
             if tid in self._retired:
                 continue
             last = self._last.get(rid)
-            if associated[i]:
+            if is_associated:
                 if last is not None:  # taken over: its report id ends here
-                    final[i] = True
+                    final.append(i)
                     self._retired.add(tid)
                     del self._last[rid]
                 continue
+            category = uas if drone[i] else unknown
             if last is None:
-                due[i] = first_ok[i]
+                is_due = first_ok
             else:
                 t_last, st_last, cat_last = last
-                due[i] = live_ok[i] and (
-                    status[i] != st_last
-                    or category[i] != cat_last
-                    or t_mono[i] - t_last >= s.interval_s - 1e-6
-                )
-            if due[i]:
-                self._last[rid] = (float(t_mono[i]), int(status[i]), int(category[i]))
+                is_due = live_ok and (status[i] != st_last or category != cat_last or t_mono[i] - t_last >= limit)
+            if is_due:
+                due.append(i)
+                self._last[rid] = (t_mono[i], status[i], category)
 
-        ended_ids = ended["rf_track_id"].astype(np.int64)
-        ended_rid = np.array([self._alias.get(int(t), int(t)) for t in ended_ids], dtype=np.int64)
-        ended_rep = np.array(
-            [int(r) in self._last and int(t) not in self._retired for r, t in zip(ended_rid, ended_ids)], dtype=bool
-        )
+        ended_ids = ended["rf_track_id"].tolist()
+        ended_rid = [self._alias.get(t, t) for t in ended_ids]
+        ended_rep = [j for j, (r, t) in enumerate(zip(ended_rid, ended_ids)) if r in self._last and t not in self._retired]
 
-        live = {int(i) for i in ids}
+        live = set(ids)
         self._retired &= live
-        self._alias = {k: v for k, v in self._alias.items() if k in live}
+        if self._alias:
+            self._alias = {k: v for k, v in self._alias.items() if k in live}
         live_rids = {self._alias.get(k, k) for k in live}
-        self._last = {k: v for k, v in self._last.items() if k in live_rids}
+        if not live_rids.issuperset(self._last):
+            self._last = {k: v for k, v in self._last.items() if k in live_rids}
 
-        finals = tracks[final].copy()
-        finals["status"] = Status.ENDED
-        parts = ((tracks[due], report_id[due]), (finals, report_id[final]), (ended[ended_rep], ended_rid[ended_rep]))
-        out = [_with_ids(rf_track_records(t, clock), rid) for t, rid in parts if len(t)]  # most calls: none due
-        return join_rows(out) if out else _NO_RECORDS.copy()
+        if not due and not final and not ended_rep:  # most calls
+            return _NO_RECORDS
+        parts = []
+        if due:
+            parts.append((tracks[due], [report_id[i] for i in due]))
+        if final:
+            finals = tracks[final].copy()
+            finals["status"] = Status.ENDED
+            parts.append((finals, [report_id[i] for i in final]))
+        if ended_rep:
+            parts.append((ended[ended_rep], [ended_rid[j] for j in ended_rep]))
+        return join_rows([_with_ids(rf_track_records(t, clock), rid) for t, rid in parts])
 
 
-_NO_RECORDS = empty_track_records(0)
+_NO_RECORDS = empty_track_records(0)  # the empty answer, shared (it has no row to write into)
+_LIVE = frozenset((int(Status.CONFIRMED), int(Status.COASTING)))
+_LIVE_WITH_TENTATIVE = _LIVE | {int(Status.TENTATIVE)}
+_NO_IDS = np.zeros(0, dtype=np.uint32)
+_NO_IDS.flags.writeable = False
 
 
-def _with_ids(records: np.ndarray, report_ids: np.ndarray) -> np.ndarray:
+def _with_ids(records: np.ndarray, report_ids: list[int]) -> np.ndarray:
     records["track_id"] = report_ids
     return records

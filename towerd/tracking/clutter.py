@@ -51,6 +51,7 @@ from towerd.detection.plots import Detections
 from towerd.gates import chi2_quantile
 from towerd.icd import Status
 from towerd.schema import spec
+from towerd.tracking.carry import RowCarry
 from towerd.tracking.initiator import MofNInitiator
 from towerd.tracking.linalg import inv3, norm_rows, quad
 from towerd.tracking.state import POS, VEL, match_ids
@@ -64,6 +65,7 @@ MAP_MAX_GAP_S = 1.0
 """Longest interval between two sightings of a static track that counts as dwell."""
 _BITS = 21
 _OFFSET = 1 << (_BITS - 1)
+_PLACES = np.array([1 << (2 * _BITS), 1 << _BITS, 1], dtype=np.int64)
 _NEIGHBOURS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.int64)
 
 
@@ -127,9 +129,9 @@ class ClutterMap:
 
     @staticmethod
     def _pack(idx: np.ndarray) -> np.ndarray:
-        """(..., 3) cell indices -> (...) int64 keys (21 bits per axis, ±2^20 cells)."""
-        u = np.clip(idx + _OFFSET, 0, (1 << _BITS) - 1)
-        return (u[..., 0] << (2 * _BITS)) | (u[..., 1] << _BITS) | u[..., 2]
+        """(..., 3) cell indices -> (...) int64 keys (21 bits per axis, ±2^20 cells):
+        u₀·2⁴² + u₁·2²¹ + u₂ (the bit fields do not overlap: the sum is their OR)."""
+        return np.clip(idx + _OFFSET, 0, (1 << _BITS) - 1) @ _PLACES
 
     def dwell(self, pos_enu_m: np.ndarray, t_mono: float, *, neighbours: bool = False) -> np.ndarray:
         """(N,) decayed dwell, seconds, of the cells of ``pos_enu_m`` (N, 3) at t_mono; with
@@ -231,8 +233,9 @@ _BLANK.flags.writeable = False
 
 class StaticClutterFilter:
     """Marks the tracks that have not moved since they were first seen; see the module
-    docstring. State per track id (one row of floats per live track, sorted by id, pruned
-    to the live tracks every call): the first detection's position and covariance, the
+    docstring. State per track (one row of floats per live track, in the rows of the
+    latest update's tracks, re-aligned by one gather when tracks come and go: see
+    :mod:`towerd.tracking.carry`): the first detection's position and covariance, the
     count of consecutive updates with evidence of motion, and the MOVED latch."""
 
     def __init__(self, settings: StaticClutterSettings | None = None) -> None:
@@ -265,29 +268,30 @@ class StaticClutterFilter:
         self.learn(update, static)
         return static
 
-    def observe(self, update: TrackUpdate) -> np.ndarray | None:
+    def observe(self, update: TrackUpdate, carry: RowCarry | None = None) -> np.ndarray | None:
         """Fold ``update``'s measurements into the motion test; (K,) bool: the rows of
         ``update.tracks`` that have MOVED (never static), or None when disabled. Call
-        :meth:`learn` after it with the rows that are static (not moved, not exempt)."""
+        :meth:`learn` after it with the rows that are static (not moved, not exempt).
+        ``carry``: where the update's tracks were in the previous call's (made here when
+        not given, or not from the ids this filter holds)."""
         s = self.settings
         tr = update.tracks
-        k = len(tr)
         if not s.enabled:
             return None
-        if np.array_equal(self._ids, tr.track_id):
-            st = self._state
-            found = np.ones(k, dtype=bool)
-        else:
-            found, pos = match_ids(self._ids, tr.track_id)
-            st = np.concatenate([self._state, _BLANK])[np.where(found, pos, len(self._state))]
-            new = np.flatnonzero(~found)
-            if len(new):  # a new track: its first detection is its anchor
-                st[new, _ANCHOR:_ANCHOR + 3] = tr.state[new, POS]
-                st[new, _ANCHOR_COV:_RUN] = tr.cov[new, POS, POS].reshape(len(new), 9)
-                st[new, _RUN:] = _NEW_TAIL
-            self._state, self._ids = st, tr.track_id.copy()
-
-        rows = np.flatnonzero((update.det_of_track >= 0) & found & (st[:, _MOVED] == 0.0))
+        if carry is None or not carry.fits(self._ids):
+            carry = RowCarry(self._ids, tr.track_id)
+        st = self._state = carry.gather(self._state, _BLANK)
+        self._ids = carry.ids
+        new = carry.new()
+        pending = update.det_of_track >= 0
+        pending &= st[:, _MOVED] == 0.0
+        if new is not None:  # a new track: its first detection is its anchor
+            rows = np.flatnonzero(new)
+            st[rows, _ANCHOR:_ANCHOR + 3] = tr.state[rows, POS]
+            st[rows, _ANCHOR_COV:_RUN] = tr.cov[rows, POS, POS].reshape(len(rows), 9)
+            st[rows, _RUN:] = _NEW_TAIL
+            pending &= ~new
+        rows = np.flatnonzero(pending)
         if len(rows):
             r = st[rows]
             evidence = self._motion_evidence(tr.state[rows], tr.cov[rows], r[:, _ANCHOR:_ANCHOR + 3],
@@ -298,16 +302,18 @@ class StaticClutterFilter:
         self._observed = update
         return st[:, _MOVED] != 0.0
 
-    def learn(self, update: TrackUpdate, static: np.ndarray) -> None:
+    def learn(self, update: TrackUpdate, static: np.ndarray, *, established: np.ndarray | None = None) -> None:
         """The confirmed or coasting tracks of ``static`` ((K,) bool, rows of the update
         :meth:`observe` just saw) that a detection updated have dwelt in their clutter
-        map cell since their previous sighting."""
+        map cell since their previous sighting. ``established``: the update's confirmed
+        or coasting rows (K,) bool, when the caller has them."""
         if self._observed is not update:
             raise RuntimeError("StaticClutterFilter.learn needs the update observe() saw last")
         self._observed = None
         tr = update.tracks
         t = float(update.t_mono)
-        established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
+        if established is None:
+            established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         learn = np.flatnonzero(static & (update.det_of_track >= 0) & established)
         st = self._state
         if len(learn):
@@ -318,9 +324,6 @@ class StaticClutterFilter:
             mean = r[:, _MEAN:_N] + (tr.state[learn][:, POS] - r[:, _MEAN:_N]) / n[:, None]
             self.clutter_map.learn(mean, dwell, t)
             st[learn, _T_SEEN], st[learn, _MEAN:_N], st[learn, _N] = t, mean, n
-        if len(self._ids) > 1 and not np.all(self._ids[1:] > self._ids[:-1]):  # keep the state sorted by id
-            order = np.argsort(self._ids, kind="stable")
-            self._ids, self._state = self._ids[order], st[order]
 
     def _motion_evidence(self, x: np.ndarray, P: np.ndarray, z0: np.ndarray, R0: np.ndarray) -> np.ndarray:
         """(N,) evidence of motion; see the module docstring. The displacement's and the

@@ -59,8 +59,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from towerd.tracking.carry import RowCarry
 from towerd.tracking.linalg import norm_rows
-from towerd.tracking.state import POS, VEL, match_ids
+from towerd.tracking.state import POS, VEL
 
 if TYPE_CHECKING:  # the settings are imported by towerd.config: keep this module light
     from towerd.tracking.classify import ClassificationSettings
@@ -142,35 +143,28 @@ def _time_constants(feature_s: float, hover_s: float) -> np.ndarray:
 class FeatureTracker:
     """Keeps the per-track feature averages; see the module docstring.
 
-    State per track id: one row of floats per live track (the columns above), in the rows
-    of the latest update's ``tracks`` (sorted by id, as the tracker keeps them), so it is
-    bounded by the number of live tracks and re-aligned by one gather when tracks come and
-    go.
+    State per track: one row of floats per live track (the columns above), in the rows of
+    the latest update's ``tracks``, so it is bounded by the number of live tracks and
+    re-aligned by one gather when tracks come and go (:class:`~towerd.tracking.carry.RowCarry`).
     """
 
     def __init__(self, settings: ClassificationSettings) -> None:
         self.settings = settings
         self._ids = np.zeros(0, dtype=np.uint32)
         self._state = np.zeros((0, _WIDTH))
-        self._order: np.ndarray | None = None  # state row of each row of the last update's tracks
 
-    def update(self, update: TrackUpdate) -> np.ndarray:
+    def update(self, update: TrackUpdate, carry: RowCarry | None = None) -> np.ndarray:
         """Fold the measurements of ``update`` into the averages; return the rows of
-        ``update.tracks`` whose features changed (a detection updated them)."""
-        tr = update.tracks
-        if not np.array_equal(self._ids, tr.track_id):
-            found, pos = match_ids(self._ids, tr.track_id)
-            self._state = np.concatenate([self._state, _NEW_ROW])[np.where(found, pos, len(self._state))]
-            self._ids = tr.track_id.copy()
+        ``update.tracks`` whose features changed (a detection updated them). ``carry``:
+        where the update's tracks were in the previous call's (made here when not given,
+        or not from the ids this tracker holds)."""
+        if carry is None or not carry.fits(self._ids):
+            carry = RowCarry(self._ids, update.tracks.track_id)
+        self._state = carry.gather(self._state, _NEW_ROW)
+        self._ids = carry.ids
         rows = np.flatnonzero(update.det_of_track >= 0)
         if len(rows):
             self._accumulate(update, rows)
-        if len(self._ids) > 1 and not np.all(self._ids[1:] > self._ids[:-1]):  # keep the state sorted by id
-            order = np.argsort(self._ids, kind="stable")
-            self._order = np.argsort(order, kind="stable")  # row of the update -> state row
-            self._ids, self._state = self._ids[order], self._state[order]
-        else:
-            self._order = None
         return rows
 
     def features(self, rows: np.ndarray, rf_link: np.ndarray) -> np.ndarray:
@@ -181,10 +175,13 @@ class FeatureTracker:
     def matrix(self, rows: np.ndarray, rf_link: np.ndarray) -> np.ndarray:
         """:meth:`features` as a feature matrix (:func:`feature_matrix`)."""
         s = self.settings
-        state = self._state[rows if self._order is None else self._order[rows]]
+        state = self._state[rows]
         num, den = state[:, _NUM:_NUM + _N_ACC], state[:, _DEN:_DEN + _N_ACC]
+        counted = den >= s.min_feature_time_s  # a positive minimum implies den > 0 (den is never NaN)
+        if s.min_feature_time_s <= 0.0:
+            counted &= den > 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where((den > 0) & (den >= s.min_feature_time_s), num / np.maximum(den, 1e-300), np.nan)
+            mean = np.where(counted, num / np.maximum(den, 1e-300), np.nan)
         x = np.empty((len(state), len(COLUMN)))
         x[:, _PLAIN_COLS] = mean[:, _PLAIN_ACC]
         speed = mean[:, _SPEED]
@@ -231,7 +228,8 @@ class FeatureTracker:
         have_prev = due & ~first
         with np.errstate(invalid="ignore", divide="ignore"):
             x[:, _DSPEED] = np.where(have_prev, np.abs(speed - s_prev) / span, np.nan)
-            dh = np.abs(np.angle(np.exp(1j * (heading - h_prev))))
+            turn = np.exp(1j * (heading - h_prev))
+            dh = np.abs(np.arctan2(turn.imag, turn.real))  # |wrapped heading change|: np.angle's own arctan2
             x[:, _TURN] = np.where(have_prev, np.degrees(dh) / span, np.nan)  # NaN unless both moved
         d = np.flatnonzero(due)
         st[d, _PREV], st[d, _PREV + 1], st[d, _PREV + 2] = t, speed[d], heading[d]

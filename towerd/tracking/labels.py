@@ -38,11 +38,30 @@ class RfLink:
         """The links of ``rows`` (indices or mask)."""
         return RfLink(self.linked[rows], self.freq_mhz[rows], self.bw_mhz[rows], self.power_dbm[rows])
 
+    @property
+    def is_shared_none(self) -> bool:
+        """This is :meth:`none`'s shared answer (no track linked), known without looking
+        at the arrays (False says nothing: another RfLink may link none either)."""
+        return _NONE.get(len(self.linked)) is self
+
     @classmethod
     def none(cls, k: int) -> RfLink:
-        """No RF link for any of K tracks."""
-        nan = np.full(k, np.nan)
-        return cls(np.zeros(k, dtype=bool), nan, nan.copy(), nan.copy())
+        """No RF link for any of K tracks (read-only arrays, made once per K: RF fusion
+        answers this on most calls)."""
+        got = _NONE.get(k)
+        if got is None:
+            nan = np.full(k, np.nan)
+            nan.flags.writeable = False
+            linked = np.zeros(k, dtype=bool)
+            linked.flags.writeable = False
+            got = cls(linked, nan, nan, nan)
+            if len(_NONE) >= 64:  # bounded: K varies with the scene
+                _NONE.clear()
+            _NONE[k] = got
+        return got
+
+
+_NONE: dict[int, RfLink] = {}
 
 
 @dataclass(frozen=True, eq=False)
