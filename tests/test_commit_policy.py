@@ -10,7 +10,7 @@ import pytest
 
 from towerd.clock import ManualClock
 from towerd.config import load_config
-from towerd.daemon import Daemon
+from towerd.daemon import ACK_COMMIT_S, Daemon
 from towerd.drivers.measurements import RadarPlots
 from towerd.icd import empty_track_records
 from towerd.pipeline import Pipeline
@@ -91,3 +91,27 @@ def test_records_of_the_timer_and_events_ride_with_the_next_readings_commit(daem
     daemon._on_reading(reading("radar0", clock, 1))
     daemon._drain()
     assert all_committed(daemon) and not daemon._records_waiting
+
+
+def test_a_readings_commit_carries_the_acknowledgements_and_restarts_their_wait(daemon):
+    """Deletions of acknowledged records wait ACK_COMMIT_S after the last commit, whoever
+    made it: a reading's commit carries them, so at nominal load they never cost a disk
+    sync of their own (the loop once timed them from its own commits only, and synced an
+    acknowledgement alone about once a second while readings were committed ten times a
+    second)."""
+    clock = daemon.clock
+    daemon._on_reading(reading("radar0", clock, 1))
+    daemon._drain()
+    assert all_committed(daemon) and daemon._commit_time() is None
+    daemon.outbox.ack(1, 1)
+    assert daemon.outbox.uncommitted and not daemon._commit_due(clock.monotonic())
+    clock.advance(0.9)
+    daemon._on_reading(reading("radar0", clock, 2))
+    daemon._drain()  # commits the reading's record and the deletion
+    assert not daemon.outbox.uncommitted
+    clock.advance(0.2)  # 1.1 s after the first commit, 0.2 s after the last
+    daemon.outbox.ack(2, 2)
+    assert not daemon._commit_due(clock.monotonic())
+    assert daemon._commit_time() == pytest.approx(clock.monotonic() + ACK_COMMIT_S - 0.2)
+    clock.advance(ACK_COMMIT_S - 0.2)
+    assert daemon._commit_due(clock.monotonic())  # no reading came: the deletion is committed alone

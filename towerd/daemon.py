@@ -88,6 +88,7 @@ class Daemon(Reloading):
         self._waiting_since = 0.0  # monotonic time the oldest of them was added
         self._commit_every = self.config.outbox.commit_interval_s
         self._sensor_commits: dict[str, float] = {}  # sensor -> monotonic time its reading's records were committed
+        self._last_commit = 0.0  # monotonic time of the last commit, whoever made it (see ACK_COMMIT_S)
         self._sleeping = False  # the loop is in (or about to enter) its poll: a reading must wake it
         self._poller: zmq.Poller | None = None
         self._polled: list[Any] = []  # what self._poller watches besides the wake-up pipe
@@ -230,7 +231,7 @@ class Daemon(Reloading):
         self.notifier.ready(self.status_line())
         log.info("running: tower %s, %d sensors, %d centrals", self.config.tower.id, len(self.runners),
                  len(self.uplinks))
-        last_commit = next_expire = next_status = self.clock.monotonic()
+        next_expire = next_status = self._last_commit = self.clock.monotonic()
         watchdog_s = self.notifier.watchdog_interval_s()
         next_watchdog, pinged_at = self.clock.monotonic(), -1
         self._wake_on_signals()
@@ -245,19 +246,8 @@ class Daemon(Reloading):
                     self._store(self.pipeline.expire(now))
                     self._identity_out()
                     next_expire = now + EXPIRE_INTERVAL_S
-                # A reading's records are committed (then sent) as soon as it is
-                # processed (see _drain); other records (the timer's, events, identities)
-                # wait up to commit_every for a reading's commit to carry them, then are
-                # committed on their own. A commit also carries the deletions of
-                # acknowledged records, which alone wait up to ACK_COMMIT_S.
-                if outbox.uncommitted:
-                    if self._records_waiting:
-                        if now - self._waiting_since >= self._commit_every:
-                            self._commit_records(now)
-                            last_commit = now
-                    elif now - last_commit >= ACK_COMMIT_S:
-                        self._commit()
-                        last_commit = now
+                if self._commit_due(now):
+                    self._commit_records(now)
                 for uplink in self.uplinks:
                     uplink.poll(0)
                 if self.status_server is not None:
@@ -272,9 +262,9 @@ class Daemon(Reloading):
                     self.notifier.send("WATCHDOG=1")
                     pinged_at, next_watchdog = self._iterations, now + watchdog_s / 2.0
                 timers = [next_expire, next_status, now + MAX_SLEEP_S]
-                if outbox.uncommitted:
-                    timers.append(self._waiting_since + self._commit_every if self._records_waiting
-                                  else last_commit + ACK_COMMIT_S)
+                commit_at = self._commit_time()
+                if commit_at is not None:
+                    timers.append(commit_at)
                 if watchdog_s:
                     timers.append(next_watchdog)
                 timers += [now + u.next_timer_s() for u in self.uplinks]
@@ -402,16 +392,39 @@ class Daemon(Reloading):
         if not self._records_waiting:
             self._records_waiting, self._waiting_since = True, self.clock.monotonic()
 
+    def _commit_time(self) -> float | None:
+        """When the loop must commit what the open transaction holds (None: nothing open).
+
+        A reading's records are committed (then sent) as soon as it is processed (see
+        :meth:`_drain`); other records (the timer's, events, identities) wait up to
+        commit_every for a reading's commit to carry them, then are committed on their own.
+        Deletions of acknowledged records alone wait up to ACK_COMMIT_S after the last
+        commit, whoever made it: at nominal load a reading's commit carries them, and
+        they cost no disk sync of their own."""
+        if not self.outbox.uncommitted:
+            return None
+        if self._records_waiting:
+            return self._waiting_since + self._commit_every
+        return self._last_commit + ACK_COMMIT_S
+
+    def _commit_due(self, now: float) -> bool:
+        """Whether the loop commits now (:meth:`_commit_time`)."""
+        at = self._commit_time()
+        return at is not None and now >= at
+
     def _commit_records(self, now: float) -> None:
         """Commit the records waiting (and whatever else the transaction holds)."""
         self._commit()
         self._records_waiting = False
 
     def _commit(self) -> None:
+        """Commit whatever the transaction holds. Every commit restarts the ACK_COMMIT_S
+        wait of acknowledgements: a reading's commit carries them as well as the loop's."""
         try:
             self.outbox.commit()
         except OutboxError as exc:
             log.error("outbox: commit failed: %s", exc)
+        self._last_commit = self.clock.monotonic()
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
