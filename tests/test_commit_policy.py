@@ -10,7 +10,7 @@ import pytest
 
 from towerd.clock import ManualClock
 from towerd.config import load_config
-from towerd.daemon import ACK_COMMIT_S, Daemon
+from towerd.daemon import ACK_COMMIT_S, EXPIRE_INTERVAL_S, HOUSEKEEPING_SLACK_S, MAX_SLEEP_S, Daemon
 from towerd.drivers.measurements import RadarPlots
 from towerd.icd import empty_track_records
 from towerd.pipeline import Pipeline
@@ -115,3 +115,25 @@ def test_a_readings_commit_carries_the_acknowledgements_and_restarts_their_wait(
     assert daemon._commit_time() == pytest.approx(clock.monotonic() + ACK_COMMIT_S - 0.2)
     clock.advance(ACK_COMMIT_S - 0.2)
     assert daemon._commit_due(clock.monotonic())  # no reading came: the deletion is committed alone
+
+
+def test_housekeeping_waits_for_a_readings_wake_up_but_a_commit_does_not(daemon):
+    """When the loop sleeps: a commit of waiting records wakes it at its time; expiry
+    (and STATUS=, the watchdog) falls due at its time but wakes the loop only
+    HOUSEKEEPING_SLACK_S later, so at 10 frames/s it runs at a reading's wake-up and
+    costs none of its own. Whatever wake-up comes first runs what is due."""
+    clock = daemon.clock
+    now = clock.monotonic()
+    daemon._next_expire, daemon._next_status = now, now + 5.0
+    assert daemon._wake_time(now) == pytest.approx(now + HOUSEKEEPING_SLACK_S)
+    daemon._event("test.event", "info", "an event")  # records waiting: committed within commit_every
+    assert daemon._wake_time(now) == pytest.approx(now + daemon._commit_every)
+    clock.advance(0.05)  # a reading's wake-up, before any timer's own
+    daemon._on_reading(reading("radar0", clock, 1))
+    daemon._drain()
+    daemon._housekeeping(clock.monotonic())
+    assert daemon._next_expire == pytest.approx(clock.monotonic() + EXPIRE_INTERVAL_S)  # expiry ran
+    assert all_committed(daemon)
+    now = clock.monotonic()
+    assert daemon._wake_time(now) == pytest.approx(min(now + EXPIRE_INTERVAL_S + HOUSEKEEPING_SLACK_S,
+                                                       now + MAX_SLEEP_S))

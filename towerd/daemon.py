@@ -48,6 +48,10 @@ EXPIRE_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 5.0
 MAX_SLEEP_S = 0.25
 """Longest the loop sleeps with nothing to do (bounds how late a resend or a stop is)."""
+HOUSEKEEPING_SLACK_S = 0.1
+"""How long a due housekeeping timer (expiry, STATUS=, the watchdog) waits for a wake-up
+the loop has anyway (a reading: one every 100 ms per sensor at 10 Hz) before it wakes the
+loop itself; expiry then runs at most this late."""
 ACK_COMMIT_S = 1.0
 """Deletions of acknowledged records alone are committed this often: they cost a disk
 sync and delay nothing (a crash before the commit only causes a resend)."""
@@ -89,6 +93,10 @@ class Daemon(Reloading):
         self._commit_every = self.config.outbox.commit_interval_s
         self._sensor_commits: dict[str, float] = {}  # sensor -> monotonic time its reading's records were committed
         self._last_commit = 0.0  # monotonic time of the last commit, whoever made it (see ACK_COMMIT_S)
+        self._uplinks_fresh = False  # the uplinks were polled in this pass, after its last commit
+        self._next_expire = self._next_status = self._next_watchdog = 0.0  # housekeeping timers (monotonic)
+        self._watchdog_s = 0.0  # 0: no watchdog
+        self._pinged_at = -1  # loop pass of the last WATCHDOG=1
         self._sleeping = False  # the loop is in (or about to enter) its poll: a reading must wake it
         self._poller: zmq.Poller | None = None
         self._polled: list[Any] = []  # what self._poller watches besides the wake-up pipe
@@ -231,49 +239,66 @@ class Daemon(Reloading):
         self.notifier.ready(self.status_line())
         log.info("running: tower %s, %d sensors, %d centrals", self.config.tower.id, len(self.runners),
                  len(self.uplinks))
-        next_expire = next_status = self._last_commit = self.clock.monotonic()
-        watchdog_s = self.notifier.watchdog_interval_s()
-        next_watchdog, pinged_at = self.clock.monotonic(), -1
+        now = self.clock.monotonic()
+        self._next_expire = self._next_status = self._next_watchdog = self._last_commit = now
+        self._watchdog_s = self.notifier.watchdog_interval_s()
         self._wake_on_signals()
         try:
             while not stop.is_set():
                 self._iterations += 1
+                self._uplinks_fresh = False
                 if self._reload_requested.is_set():
                     self._reload()
                 self._drain()
                 now = self.clock.monotonic()
-                if now >= next_expire:
-                    self._store(self.pipeline.expire(now))
-                    self._identity_out()
-                    next_expire = now + EXPIRE_INTERVAL_S
-                if self._commit_due(now):
-                    self._commit_records(now)
-                for uplink in self.uplinks:
-                    uplink.poll(0)
-                if self.status_server is not None:
-                    self.status_server.poll()
-                self.console.poll(self, now)
-                if now >= next_status:
-                    self.notifier.status(self.status_line())
-                    next_status = now + STATUS_INTERVAL_S
-                # WATCHDOG=1 comes from this loop only, so a hung loop stops it and
-                # systemd restarts the daemon.
-                if watchdog_s and now >= next_watchdog and self._iterations != pinged_at:
-                    self.notifier.send("WATCHDOG=1")
-                    pinged_at, next_watchdog = self._iterations, now + watchdog_s / 2.0
-                timers = [next_expire, next_status, now + MAX_SLEEP_S]
-                commit_at = self._commit_time()
-                if commit_at is not None:
-                    timers.append(commit_at)
-                if watchdog_s:
-                    timers.append(next_watchdog)
-                timers += [now + u.next_timer_s() for u in self.uplinks]
-                console_due = self.console.next_timer()
-                if console_due is not None:
-                    timers.append(console_due)
-                self._sleep(max(0.0, min(timers) - self.clock.monotonic()), stop)
+                self._housekeeping(now)
+                self._sleep(max(0.0, self._wake_time(now) - self.clock.monotonic()), stop)
         finally:
             self._shutdown()
+
+    def _housekeeping(self, now: float) -> None:
+        """The loop's work besides readings: expiry, the commit of waiting records,
+        uplink and status-socket I/O, the console, STATUS= and the watchdog. Each timer
+        runs once it is due, at whatever wake-up comes first (see :meth:`_wake_time`)."""
+        if now >= self._next_expire:
+            self._store(self.pipeline.expire(now))
+            self._identity_out()
+            self._next_expire = now + EXPIRE_INTERVAL_S
+        if self._commit_due(now):
+            self._commit_records(now)
+        if not self._uplinks_fresh:  # not polled since the last commit in this pass
+            for uplink in self.uplinks:
+                uplink.poll(0)
+        if self.status_server is not None:
+            self.status_server.poll()
+        self.console.poll(self, now)
+        if now >= self._next_status:
+            self.notifier.status(self.status_line())
+            self._next_status = now + STATUS_INTERVAL_S
+        # WATCHDOG=1 comes from this loop only, so a hung loop stops it and systemd
+        # restarts the daemon.
+        if self._watchdog_s and now >= self._next_watchdog and self._iterations != self._pinged_at:
+            self.notifier.send("WATCHDOG=1")
+            self._pinged_at, self._next_watchdog = self._iterations, now + self._watchdog_s / 2.0
+
+    def _wake_time(self, now: float) -> float:
+        """When the loop must wake if nothing else wakes it first. The commit of waiting
+        records and the uplinks' and console's timers are exact; housekeeping (expiry,
+        STATUS=, the watchdog) is due at its time but wakes the loop only
+        HOUSEKEEPING_SLACK_S later: a reading that comes before runs it (at 10 frames/s one
+        always does), so it costs no wake-up of its own."""
+        slack = HOUSEKEEPING_SLACK_S
+        timers = [self._next_expire + slack, self._next_status + slack, now + MAX_SLEEP_S]
+        commit_at = self._commit_time()
+        if commit_at is not None:
+            timers.append(commit_at)
+        if self._watchdog_s:
+            timers.append(self._next_watchdog + min(slack, self._watchdog_s / 4.0))
+        timers += [now + u.next_timer_s() for u in self.uplinks]
+        console_due = self.console.next_timer()
+        if console_due is not None:
+            timers.append(console_due)
+        return min(timers)
 
     def _wake_on_signals(self) -> None:
         """Signals (stop, reload) write to the wake-up pipe, so they end the poll at once."""
@@ -349,6 +374,7 @@ class Daemon(Reloading):
                     self._sensor_commits[sensor] = now
                     for uplink in self.uplinks:
                         uplink.poll(0)
+                    self._uplinks_fresh = True
 
     def _identity_out(self) -> None:
         """Remote ID fusion's events (rid_mismatch, non-cooperative) and the track
@@ -425,6 +451,7 @@ class Daemon(Reloading):
         except OutboxError as exc:
             log.error("outbox: commit failed: %s", exc)
         self._last_commit = self.clock.monotonic()
+        self._uplinks_fresh = False  # committed rows to send
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
