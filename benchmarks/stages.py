@@ -28,9 +28,13 @@ Method (how to reproduce): ``.venv/bin/pip install py-spy`` (a sampling profiler
 towerd dependency), then ``.venv/bin/python -m benchmarks --only stages --update``. It
 first samples the ``towerd run`` subprocess of the nominal-load benchmark with py-spy
 (``python -m benchmarks.profile``: 250 samples/s, ``--nonblocking`` so the daemon is never
-paused, ``--function``; the collapsed stacks are left in ``build/profile.collapsed`` for
-a flame graph): the share of samples per stage (a sample counts for the innermost stage
-on its stack) and the hottest functions tell where to look. Then it measures the stage
+paused, ``--gil`` so that only the thread holding the GIL is sampled (without it py-spy
+counted the outbox's fdatasync and reader threads just woken from select() as work),
+``--function``; the collapsed stacks are left in ``build/profile.collapsed`` for a flame
+graph): the share of samples per stage (a sample counts for the innermost stage on its
+stack) and the hottest functions tell where to look, and each OS thread's CPU over the
+same window (``/proc``) shows what the samples cannot (C code without the GIL, the
+kernel's side of wake-ups). Then it measures the stage
 table below with the timers described above.
 
 The reference is the same measurement run on the tree of commit ``REFERENCE``
@@ -280,7 +284,8 @@ def run(quick: bool) -> Section:
 
         collapsed = record(REPO / "build" / "profile.collapsed", duration, warmup)
         spy_text = "py-spy on this tree (the daemon subprocess at nominal load, " \
-                   f"{duration:.0f} s):\n\n" + summarise(collapsed, top=12) + "\n\n"
+                   f"{duration:.0f} s, the GIL's holder sampled):\n\n" + summarise(collapsed, top=12) + "\n\n" \
+                   + collapsed.with_suffix(".threads").read_text() + "\n"
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
         spy_text = f"(no py-spy profile: {exc})\n\n"
     lines = [f"| stage | {REFERENCE} (µs CPU per radar frame) | {head} (µs CPU per radar frame) |", "|---|---:|---:|"]

@@ -9,7 +9,9 @@ subprocess reading the emulator's pty; the central runs in this process behind a
 relay that counts the bytes of both directions (ZMTP framing included; TCP/IP headers
 not). CPU and resident memory are read from /proc for the daemon's pid. Beside them, the
 same tower with commit 88a59ac's daemon (its own emulators and central) runs at the same
-time, so that both see the same machine load.
+time, so that both see the same machine load. Each daemon serves its web console (idle,
+no browser open) as a tower does, on a port of its own (port 0): on the default port only
+the first daemon started got one, and the two columns then differed by its threads.
 
 Latency: from the instant the daemon read a frame's last byte (a record's ``time_us``)
 to the instant the central sent the ACK covering that record (its own clock; same
@@ -160,6 +162,7 @@ sensors:
 centrals:
   - {{name: hq, endpoint: "{endpoint}", plain: true}}
 logging: {{level: warning}}
+web: {{port: 0}}
 """
 
 
