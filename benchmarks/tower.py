@@ -147,6 +147,21 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
+def wakeups(pid: int) -> tuple[int, int]:
+    """(voluntary context switches of all of ``pid``'s threads so far, number of threads):
+    each voluntary switch is a thread going to sleep (a wait, a poll, a disk sync, the
+    GIL), so over a window they count its wake-ups."""
+    total = threads = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        threads += 1
+        total += int(text.split("voluntary_ctxt_switches:", 1)[1].split()[0])
+    return total, threads
+
+
 def config(pty_path: str, endpoint: str, state: Path, rf_path: str) -> str:
     return f"""\
 version: 1
@@ -233,6 +248,12 @@ class ReferenceTower:
     def rss_mib(self) -> float:
         return rss_mib(self.tower.daemon.pid)[0] if self.tower is not None else float("nan")
 
+    def wakeups(self) -> tuple[float, float]:
+        return wakeups(self.tower.daemon.pid) if self.tower is not None else (float("nan"), float("nan"))
+
+    def frames_sent(self) -> float:
+        return self.tower.emulator.frames_sent if self.tower is not None else float("nan")
+
     def stop(self) -> None:
         if self.tower is None:
             return
@@ -266,13 +287,15 @@ def run(quick: bool) -> Section:
         try:
             time.sleep(warmup)  # benchmark: let tracks confirm before measuring
             load0 = Path("/proc/loadavg").read_text().split()[:3]
-            ref_cpu0 = ref.cpu_seconds()
-            cpu0, wall0 = cpu_seconds(daemon.pid), time.monotonic()
+            ref_cpu0, (ref_wake0, _), ref_frames0 = ref.cpu_seconds(), ref.wakeups(), ref.frames_sent()
+            (wake0, _), cpu0, wall0 = wakeups(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
             up0, down0, recs0 = relay.up, relay.down, central.store.count_tracks()
             points0, sweeps0 = emulator.frames_sent, rf_emulator.sweeps_sent
             time.sleep(duration)
             cpu1, wall1 = cpu_seconds(daemon.pid), time.monotonic()
+            wake1, threads = wakeups(daemon.pid)
             ref_cpu1, ref_rss = ref.cpu_seconds(), ref.rss_mib()
+            (ref_wake1, ref_threads), ref_frames = ref.wakeups(), ref.frames_sent() - ref_frames0
             load1 = Path("/proc/loadavg").read_text().split()[:3]
             rss, peak = rss_mib(daemon.pid)
             up1, down1, recs1 = relay.up, relay.down, central.store.count_tracks()
@@ -316,6 +339,13 @@ def run(quick: bool) -> Section:
                                             f"RF sweeps, {tracks_live} live tracks, over {wall:.0f} s; load average "
                                             f"(1/5/15 min) {' / '.join(load0)} at the start, {' / '.join(load1)} at "
                                             f"the end (2 cores shared with other work)"),
+        Figure("daemon wake-ups per radar frame", (wake1 - wake0) / max(frames, 1), "wake-ups",
+               reference=f"{threads} threads" + (f"; {ReferenceTower.COMMIT} at the same time: "
+                                                 f"{(ref_wake1 - ref_wake0) / max(ref_frames, 1):.1f}, "
+                                                 f"{ref_threads} threads" if ref_frames == ref_frames else ""),
+               note="voluntary context switches of all the daemon's threads (/proc/PID/task/*/status) over "
+                    "the window, per radar frame: each is a thread going to sleep (a poll, a select, a disk "
+                    "sync, a wait for the GIL) to be woken again; an RF sweep arrives with each frame"),
         Figure("daemon resident memory", rss, "MiB", reference=f"peak {peak:.1f} MiB; goal < 100 MB"),
         Figure("end-to-end latency, median", float(np.median(lat)) if len(lat) else float("nan"), "ms",
                reference="frame's last byte read -> central's ACK sent, loopback"),

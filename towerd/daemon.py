@@ -48,6 +48,10 @@ EXPIRE_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 5.0
 MAX_SLEEP_S = 0.25
 """Longest the loop sleeps with nothing to do (bounds how late a resend or a stop is)."""
+REPLY_SLACK_S = 0.1
+"""While readings flow, a central's reply (an ACK) waits up to this long for the loop's
+next wake-up instead of waking it on its own: it only frees outbox rows and window
+space, nothing waits on it, and a reading comes every 100 ms per sensor at 10 Hz."""
 HOUSEKEEPING_SLACK_S = 0.1
 """How long a due housekeeping timer (expiry, STATUS=, the watchdog) waits for a wake-up
 the loop has anyway (a reading: one every 100 ms per sensor at 10 Hz) before it wakes the
@@ -99,6 +103,8 @@ class Daemon(Reloading):
         self._pinged_at = -1  # loop pass of the last WATCHDOG=1
         self._sleeping = False  # the loop is in (or about to enter) its poll: a reading must wake it
         self._poller: zmq.Poller | None = None
+        self._poller_quiet: zmq.Poller | None = None  # the same without the uplinks' sockets
+        self._last_reading = float("-inf")  # monotonic time a reading was last drained
         self._polled: list[Any] = []  # what self._poller watches besides the wake-up pipe
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -252,7 +258,10 @@ class Daemon(Reloading):
                 self._drain()
                 now = self.clock.monotonic()
                 self._housekeeping(now)
-                self._sleep(max(0.0, self._wake_time(now) - self.clock.monotonic()), stop)
+                wake_at, replies = self._wake_time(now), not self._replies_wait(now)
+                if not replies:
+                    wake_at = min(wake_at, now + REPLY_SLACK_S)
+                self._sleep(max(0.0, wake_at - self.clock.monotonic()), stop, replies=replies)
         finally:
             self._shutdown()
 
@@ -300,6 +309,13 @@ class Daemon(Reloading):
             timers.append(console_due)
         return min(timers)
 
+    def _replies_wait(self, now: float) -> bool:
+        """Whether the loop's next sleep leaves the uplinks' sockets out (see
+        REPLY_SLACK_S): while readings flow (one drained within the last 2 REPLY_SLACK_S)
+        and no uplink paces a backlog, whose replies open its window."""
+        return now - self._last_reading < 2.0 * REPLY_SLACK_S and all(
+            u.next_timer_s() == float("inf") for u in self.uplinks)
+
     def _wake_on_signals(self) -> None:
         """Signals (stop, reload) write to the wake-up pipe, so they end the poll at once."""
         try:
@@ -307,14 +323,14 @@ class Daemon(Reloading):
         except ValueError:
             pass  # not the main thread (a test's loop): a stop is seen within MAX_SLEEP_S
 
-    def _sleep(self, timeout_s: float, stop: threading.Event) -> None:
-        """Wait for work: a reading or event (wake-up pipe), a reply on an uplink, a
-        status client, or the timeout."""
+    def _sleep(self, timeout_s: float, stop: threading.Event, *, replies: bool = True) -> None:
+        """Wait for work: a reading or event (wake-up pipe), a reply on an uplink (unless
+        ``replies`` is false), a status client, or the timeout."""
         self._sleeping = True  # before looking at the queue: see _on_reading
         try:
             if stop.is_set() or self._reload_requested.is_set() or self._readings:
                 return
-            self._current_poller().poll(int(timeout_s * 1000) + 1)
+            self._current_poller(replies).poll(int(timeout_s * 1000) + 1)
         finally:
             self._sleeping = False
         try:  # one read empties the pipe unless 4096 wake-ups piled up
@@ -323,20 +339,23 @@ class Daemon(Reloading):
         except BlockingIOError:
             pass
 
-    def _current_poller(self) -> zmq.Poller:
-        """The poller on the wake-up pipe, the uplinks' sockets and the status socket,
-        made anew only when that set changed (a reconnect, a reload)."""
-        polled = [sock for uplink in self.uplinks for sock in uplink.pollables()]
-        if self.status_server is not None:
-            polled += self.status_server.filenos()
+    def _current_poller(self, replies: bool = True) -> zmq.Poller:
+        """The poller on the wake-up pipe, the status socket and (with ``replies``) the
+        uplinks' sockets, made anew only when that set changed (a reconnect, a reload)."""
+        sockets = [sock for uplink in self.uplinks for sock in uplink.pollables()]
+        polled = self.status_server.filenos() if self.status_server is not None else []
+        polled += sockets
         if self._poller is None or len(polled) != len(self._polled) or any(
                 a is not b and a != b for a, b in zip(polled, self._polled)):
-            poller = zmq.Poller()
-            poller.register(self._wake_r, zmq.POLLIN)
+            self._poller = zmq.Poller()
+            self._poller_quiet = zmq.Poller()  # without the uplinks' sockets
+            for poller in (self._poller, self._poller_quiet):
+                poller.register(self._wake_r, zmq.POLLIN)
             for item in polled:
-                poller.register(item, zmq.POLLIN)
-            self._poller, self._polled = poller, polled
-        return self._poller
+                for poller in (self._poller,) if item in sockets else (self._poller, self._poller_quiet):
+                    poller.register(item, zmq.POLLIN)
+            self._polled = polled
+        return self._poller if replies else self._poller_quiet
 
     def _drain(self) -> None:
         """Process what the sensor threads have handed over: at most a full queue per pass,
@@ -358,6 +377,7 @@ class Daemon(Reloading):
             if not readings:
                 return
             reading = readings.popleft()
+            self._last_reading = self.clock.monotonic()
             stored = self._store(self.pipeline.process(reading))
             self.console.note(reading, self.pipeline)
             self._identity_out()
