@@ -9,29 +9,27 @@ only while a console is open.
 
 The loop sleeps in one ``zmq.Poller`` on everything that can give it work: a wake-up
 pipe the sensor threads (and signals) write to, the uplinks' sockets and the status
-socket, with a timeout to its next timer. An idle tower costs next to nothing and a
-frame is processed the moment it is read.
+socket, with a timeout to its next timer (:mod:`towerd.handoff`). An idle tower costs
+next to nothing and a radar frame is processed the moment it is read; what can wait (an
+RF sweep, a central's reply, housekeeping timers) waits for that wake-up instead of
+costing one of its own.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
-import queue
-import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import zmq
 
 from towerd import __version__
 from towerd.clock import Clock, SystemClock
 from towerd.config import LoadedConfig
 from towerd.drivers import driver_class
 from towerd.errors import OutboxError
+from towerd.handoff import RIDE_SLACK_S, Handoff
 from towerd.notify import Notifier
 from towerd.outbox.sqlite import Outbox
 from towerd.pipeline import Pipeline
@@ -43,15 +41,10 @@ from towerd.web.console import Console
 
 log = logging.getLogger(__name__)
 
-QUEUE_MAX_READINGS = 256
 EXPIRE_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 5.0
 MAX_SLEEP_S = 0.25
 """Longest the loop sleeps with nothing to do (bounds how late a resend or a stop is)."""
-REPLY_SLACK_S = 0.1
-"""While readings flow, a central's reply (an ACK) waits up to this long for the loop's
-next wake-up instead of waking it on its own: it only frees outbox rows and window
-space, nothing waits on it, and a reading comes every 100 ms per sensor at 10 Hz."""
 HOUSEKEEPING_SLACK_S = 0.1
 """How long a due housekeeping timer (expiry, STATUS=, the watchdog) waits for a wake-up
 the loop has anyway (a reading: one every 100 ms per sensor at 10 Hz) before it wakes the
@@ -79,11 +72,7 @@ class Daemon(Reloading):
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
         self.pipeline = pipeline or Pipeline(self.config.pipeline, self.clock)
-        self._readings: collections.deque[Any] = collections.deque()
-        """Readings handed over by the sensor threads (deque appends and pops are atomic:
-        no lock or condition per reading, as queue.Queue takes); bounded in _on_reading."""
-        self._events: queue.SimpleQueue[SensorEvent] = queue.SimpleQueue()
-        self.dropped_readings = 0
+        self._handoff = Handoff(self.clock.monotonic)  # readings and events from the sensor threads
         self.runners: list[SensorRunner] = []
         self.uplinks: list[UplinkClient] = []
         self.outbox: Outbox | None = None
@@ -101,14 +90,7 @@ class Daemon(Reloading):
         self._next_expire = self._next_status = self._next_watchdog = 0.0  # housekeeping timers (monotonic)
         self._watchdog_s = 0.0  # 0: no watchdog
         self._pinged_at = -1  # loop pass of the last WATCHDOG=1
-        self._sleeping = False  # the loop is in (or about to enter) its poll: a reading must wake it
-        self._poller: zmq.Poller | None = None
-        self._poller_quiet: zmq.Poller | None = None  # the same without the uplinks' sockets
         self._last_reading = float("-inf")  # monotonic time a reading was last drained
-        self._polled: list[Any] = []  # what self._poller watches besides the wake-up pipe
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
 
     # -- wiring -------------------------------------------------------------------
 
@@ -152,27 +134,20 @@ class Daemon(Reloading):
 
     def _wake(self) -> None:
         """Make the loop's poll return (from any thread)."""
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full: the loop is awake already
+        self._handoff.wake()
 
     def _on_event(self, event: SensorEvent) -> None:
         """Called from sensor threads."""
-        self._events.put(event)
-        self._wake()
+        self._handoff.put_event(event)
+
+    @property
+    def dropped_readings(self) -> int:
+        """Readings dropped because the loop was behind (the queue was full)."""
+        return self._handoff.dropped
 
     def _on_reading(self, reading: Any) -> None:
-        """Called from sensor threads. The wake-up pipe is written only while the loop
-        sleeps (or is about to): a busy loop drains the queue before it sleeps anyway
-        (:meth:`_sleep` sets the flag before it looks at the queue, so no reading is
-        left waiting through a poll)."""
-        if len(self._readings) < QUEUE_MAX_READINGS:  # two readers racing may pass it by one
-            self._readings.append(reading)
-            if self._sleeping:
-                self._wake()
-        else:
-            self.dropped_readings += 1
+        """Called from sensor threads (see :meth:`Handoff.put_reading`)."""
+        if not self._handoff.put_reading(reading):
             if self.dropped_readings in (1, 10, 100) or self.dropped_readings % 1000 == 0:
                 log.warning("processing is behind: %d readings dropped so far", self.dropped_readings)
 
@@ -248,7 +223,8 @@ class Daemon(Reloading):
         now = self.clock.monotonic()
         self._next_expire = self._next_status = self._next_watchdog = self._last_commit = now
         self._watchdog_s = self.notifier.watchdog_interval_s()
-        self._wake_on_signals()
+        if not self._handoff.wake_on_signals():
+            log.debug("not the main thread: a stop is seen within MAX_SLEEP_S")
         try:
             while not stop.is_set():
                 self._iterations += 1
@@ -260,8 +236,8 @@ class Daemon(Reloading):
                 self._housekeeping(now)
                 wake_at, replies = self._wake_time(now), not self._replies_wait(now)
                 if not replies:
-                    wake_at = min(wake_at, now + REPLY_SLACK_S)
-                self._sleep(max(0.0, wake_at - self.clock.monotonic()), stop, replies=replies)
+                    wake_at = min(wake_at, now + RIDE_SLACK_S)
+                self._sleep(wake_at, stop, replies=replies)
         finally:
             self._shutdown()
 
@@ -310,61 +286,28 @@ class Daemon(Reloading):
         return min(timers)
 
     def _replies_wait(self, now: float) -> bool:
-        """Whether the loop's next sleep leaves the uplinks' sockets out (see
-        REPLY_SLACK_S): while readings flow (one drained within the last 2 REPLY_SLACK_S)
-        and no uplink paces a backlog, whose replies open its window."""
-        return now - self._last_reading < 2.0 * REPLY_SLACK_S and all(
+        """Whether the loop's next sleep leaves the uplinks' sockets out: while readings
+        flow (one drained within the last 2 RIDE_SLACK_S) and no uplink paces a backlog
+        (whose replies open its window), a central's reply waits for the next reading's
+        wake-up, at most RIDE_SLACK_S. An ACK only frees outbox rows and window space;
+        nothing waits on it."""
+        return now - self._last_reading < 2.0 * RIDE_SLACK_S and all(
             u.next_timer_s() == float("inf") for u in self.uplinks)
 
-    def _wake_on_signals(self) -> None:
-        """Signals (stop, reload) write to the wake-up pipe, so they end the poll at once."""
-        try:
-            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        except ValueError:
-            pass  # not the main thread (a test's loop): a stop is seen within MAX_SLEEP_S
-
-    def _sleep(self, timeout_s: float, stop: threading.Event, *, replies: bool = True) -> None:
-        """Wait for work: a reading or event (wake-up pipe), a reply on an uplink (unless
-        ``replies`` is false), a status client, or the timeout."""
-        self._sleeping = True  # before looking at the queue: see _on_reading
-        try:
-            if stop.is_set() or self._reload_requested.is_set() or self._readings:
-                return
-            self._current_poller(replies).poll(int(timeout_s * 1000) + 1)
-        finally:
-            self._sleeping = False
-        try:  # one read empties the pipe unless 4096 wake-ups piled up
-            while len(os.read(self._wake_r, 4096)) == 4096:
-                pass
-        except BlockingIOError:
-            pass
-
-    def _current_poller(self, replies: bool = True) -> zmq.Poller:
-        """The poller on the wake-up pipe, the status socket and (with ``replies``) the
-        uplinks' sockets, made anew only when that set changed (a reconnect, a reload)."""
+    def _sleep(self, wake_at: float, stop: threading.Event, *, replies: bool = True) -> None:
+        """Wait until ``wake_at`` for work: a radar reading or an event (wake-up pipe), a
+        reply on an uplink (unless ``replies`` is false), a status client."""
         sockets = [sock for uplink in self.uplinks for sock in uplink.pollables()]
         polled = self.status_server.filenos() if self.status_server is not None else []
-        polled += sockets
-        if self._poller is None or len(polled) != len(self._polled) or any(
-                a is not b and a != b for a, b in zip(polled, self._polled)):
-            self._poller = zmq.Poller()
-            self._poller_quiet = zmq.Poller()  # without the uplinks' sockets
-            for poller in (self._poller, self._poller_quiet):
-                poller.register(self._wake_r, zmq.POLLIN)
-            for item in polled:
-                for poller in (self._poller,) if item in sockets else (self._poller, self._poller_quiet):
-                    poller.register(item, zmq.POLLIN)
-            self._polled = polled
-        return self._poller if replies else self._poller_quiet
+        self._handoff.sleep(wake_at, polled, sockets, replies=replies,
+                            awake=lambda: stop.is_set() or self._reload_requested.is_set())
 
     def _drain(self) -> None:
         """Process what the sensor threads have handed over: at most a full queue per pass,
         so readings arriving faster than they are processed cannot keep the loop from a
         stop, commits and the uplinks (the full queue drops and counts the excess); the
         loop does not sleep while readings wait."""
-        events = self._events
-        while not events.empty():
-            event = events.get_nowait()
+        for event in self._handoff.take_events():
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
         receivers = [r for r in self.runners if r.driver.kind == "remoteid"]
         identity = self.pipeline.identity
@@ -372,11 +315,7 @@ class Daemon(Reloading):
             now = self.clock.monotonic()
             self.pipeline.set_receivers({r.name: None if r.state is SensorState.DOWN else r.driver.silent_s(now)
                                          for r in receivers})
-        readings = self._readings
-        for _ in range(QUEUE_MAX_READINGS):
-            if not readings:
-                return
-            reading = readings.popleft()
+        for reading in self._handoff.take_readings():
             self._last_reading = self.clock.monotonic()
             stored = self._store(self.pipeline.process(reading))
             self.console.note(reading, self.pipeline)
@@ -502,12 +441,6 @@ class Daemon(Reloading):
                 closeable.close()
             except Exception:
                 log.exception("stopping: closing %s failed", type(closeable).__name__)
-        try:
-            if signal.set_wakeup_fd(-1) != self._wake_w:
-                log.debug("the signal wake-up fd was not ours")
-        except ValueError:
-            pass
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._handoff.close()
         log.info("stopped")
 
