@@ -8,7 +8,8 @@ tentative ones from false alarms), one central. `towerd run` is a real
 subprocess reading the emulator's pty; the central runs in this process behind a TCP
 relay that counts the bytes of both directions (ZMTP framing included; TCP/IP headers
 not). CPU and resident memory are read from /proc for the daemon's pid. Beside them, the
-same tower with commit 88a59ac's daemon (its own emulators and central) runs at the same
+same tower with commit 88a59ac's daemon (its own emulators and central; another commit
+when TOWERD_BENCH_REFERENCE names one, as for the stages section) runs at the same
 time, so that both see the same machine load. Each daemon serves its web console (idle,
 no browser open) as a tower does, on a port of its own (port 0): on the default port only
 the first daemon started got one, and the two columns then differed by its threads.
@@ -225,7 +226,7 @@ class ReferenceTower:
     daemon at the same time, so its CPU is measured under the same machine load; nothing
     when that tree cannot be had (its figures are then NaN)."""
 
-    COMMIT = "88a59ac"
+    COMMIT = os.environ.get("TOWERD_BENCH_REFERENCE", "88a59ac")
 
     def __init__(self, tmp_path: Path) -> None:
         from benchmarks.stages import reference_tree
