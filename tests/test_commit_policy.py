@@ -11,6 +11,7 @@ import pytest
 from towerd.clock import ManualClock
 from towerd.config import load_config
 from towerd.daemon import ACK_COMMIT_S, EXPIRE_INTERVAL_S, HOUSEKEEPING_SLACK_S, MAX_SLEEP_S, Daemon
+from towerd.handoff import RIDE_SLACK_S
 from towerd.drivers.measurements import RadarPlots
 from towerd.icd import empty_track_records
 from towerd.pipeline import Pipeline
@@ -137,3 +138,13 @@ def test_housekeeping_waits_for_a_readings_wake_up_but_a_commit_does_not(daemon)
     now = clock.monotonic()
     assert daemon._wake_time(now) == pytest.approx(min(now + EXPIRE_INTERVAL_S + HOUSEKEEPING_SLACK_S,
                                                        now + MAX_SLEEP_S))
+
+
+def test_replies_wait_for_a_readings_wake_up_only_while_readings_flow(daemon):
+    clock = daemon.clock
+    assert not daemon._replies_wait(clock.monotonic())  # no reading yet: a reply wakes the loop
+    daemon._on_reading(reading("radar0", clock, 1))
+    daemon._drain()
+    assert daemon._replies_wait(clock.monotonic())
+    clock.advance(2 * RIDE_SLACK_S + 0.01)
+    assert not daemon._replies_wait(clock.monotonic())  # the sensors went quiet

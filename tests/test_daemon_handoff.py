@@ -91,3 +91,26 @@ def test_a_queued_radar_frame_skips_the_sleep_a_queued_sweep_shortens_it(handoff
     handoff.take_readings()
     handoff.put_reading(sweep(1))  # it sleeps, at most RIDE_SLACK_S
     assert sleeps_briefly(handoff, 30.0)
+
+
+def test_a_reply_wakes_the_loop_only_when_replies_are_polled(handoff):
+    """With ``replies=False`` (readings flow: the daemon's _replies_wait) a message waiting
+    on an uplink's socket does not end the sleep; with replies it ends it at once."""
+    import zmq
+
+    ctx = zmq.Context.instance()
+    central, tower = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        port = central.bind_to_random_port("tcp://127.0.0.1")
+        tower.connect(f"tcp://127.0.0.1:{port}")
+        central.send(b"ack")
+        assert tower.poll(5000)  # the reply is there
+        t0 = time.monotonic()
+        handoff.sleep(t0 + 0.3, [], [tower], replies=False)
+        assert time.monotonic() - t0 >= 0.25
+        t0 = time.monotonic()
+        handoff.sleep(t0 + 30.0, [], [tower], replies=True)
+        assert time.monotonic() - t0 < 5.0
+    finally:
+        central.close(0)
+        tower.close(0)
