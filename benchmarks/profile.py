@@ -53,7 +53,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("store", ("towerd/outbox/",)),
     ("send", ("towerd/uplink/", "zmq/")),
     ("web console", ("towerd/web/",)),
-    ("daemon loop", ("towerd/daemon.py", "towerd/sensors.py")),
+    ("daemon loop", ("towerd/daemon.py", "towerd/sensors.py", "towerd/handoff.py", "towerd/pipeline.py")),
 )
 
 
