@@ -305,8 +305,9 @@ class Daemon(Reloading):
     def _drain(self) -> None:
         """Process what the sensor threads have handed over: at most a full queue per pass,
         so readings arriving faster than they are processed cannot keep the loop from a
-        stop, commits and the uplinks (the full queue drops and counts the excess); the
-        loop does not sleep while readings wait."""
+        stop, commits and the uplinks (the full queue drops and counts the excess); radar
+        frames first. The loop does not sleep while a radar frame waits; an RF sweep waits
+        at most RIDE_SLACK_S for a wake-up (:mod:`towerd.handoff`)."""
         for event in self._handoff.take_events():
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
         receivers = [r for r in self.runners if r.driver.kind == "remoteid"]
