@@ -8,8 +8,11 @@ tentative ones from false alarms), one central. `towerd run` is a real
 subprocess reading the emulator's pty; the central runs in this process behind a TCP
 relay that counts the bytes of both directions (ZMTP framing included; TCP/IP headers
 not). CPU and resident memory are read from /proc for the daemon's pid. Beside them, the
-same tower with commit 88a59ac's daemon (its own emulators and central) runs at the same
-time, so that both see the same machine load.
+same tower with commit 88a59ac's daemon (its own emulators and central; another commit
+when TOWERD_BENCH_REFERENCE names one, as for the stages section) runs at the same
+time, so that both see the same machine load. Each daemon serves its web console (idle,
+no browser open) as a tower does, on a port of its own (port 0): on the default port only
+the first daemon started got one, and the two columns then differed by its threads.
 
 Latency: from the instant the daemon read a frame's last byte (a record's ``time_us``)
 to the instant the central sent the ACK covering that record (its own clock; same
@@ -145,6 +148,21 @@ def rss_mib(pid: int) -> tuple[float, float]:
     return values["VmRSS"], values["VmHWM"]
 
 
+def wakeups(pid: int) -> tuple[int, int]:
+    """(voluntary context switches of all of ``pid``'s threads so far, number of threads):
+    each voluntary switch is a thread going to sleep (a wait, a poll, a disk sync, the
+    GIL), so over a window they count its wake-ups."""
+    total = threads = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            text = (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        threads += 1
+        total += int(text.split("voluntary_ctxt_switches:", 1)[1].split()[0])
+    return total, threads
+
+
 def config(pty_path: str, endpoint: str, state: Path, rf_path: str) -> str:
     return f"""\
 version: 1
@@ -160,6 +178,7 @@ sensors:
 centrals:
   - {{name: hq, endpoint: "{endpoint}", plain: true}}
 logging: {{level: warning}}
+web: {{port: 0}}
 """
 
 
@@ -207,7 +226,7 @@ class ReferenceTower:
     daemon at the same time, so its CPU is measured under the same machine load; nothing
     when that tree cannot be had (its figures are then NaN)."""
 
-    COMMIT = "88a59ac"
+    COMMIT = os.environ.get("TOWERD_BENCH_REFERENCE", "88a59ac")
 
     def __init__(self, tmp_path: Path) -> None:
         from benchmarks.stages import reference_tree
@@ -217,12 +236,16 @@ class ReferenceTower:
         if root is None:
             return
         tmp_path.mkdir(parents=True, exist_ok=True)
-        self.central = CentralServer("tcp://127.0.0.1:*", tmp_path / "central.sqlite", plain=True)
+        self.central = TimedCentral("tcp://127.0.0.1:*", tmp_path / "central.sqlite", plain=True)
+        self.latencies_ms: list[float] = []  # its end-to-end latencies, once stopped
         self.stop_central = threading.Event()
         self.thread = threading.Thread(target=self.central.serve_forever, args=(self.stop_central,),
                                        name="reference central")
         self.thread.start()
-        self.tower = NominalTower(tmp_path, self.central.bound_endpoint.replace("*", "127.0.0.1"), daemon_cwd=root)
+        # Through a relay of its own, as this tree's tower: both latencies then include the
+        # same hop (a Python thread of this process, sharing its GIL with the emulators).
+        self.relay = CountingRelay(int(self.central.bound_endpoint.rsplit(":", 1)[1]))
+        self.tower = NominalTower(tmp_path, f"tcp://127.0.0.1:{self.relay.port}", daemon_cwd=root)
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.tower.daemon.pid) if self.tower is not None else float("nan")
@@ -230,13 +253,36 @@ class ReferenceTower:
     def rss_mib(self) -> float:
         return rss_mib(self.tower.daemon.pid)[0] if self.tower is not None else float("nan")
 
+    def wakeups(self) -> tuple[float, float]:
+        return wakeups(self.tower.daemon.pid) if self.tower is not None else (float("nan"), float("nan"))
+
+    def frames_sent(self) -> float:
+        return self.tower.emulator.frames_sent if self.tower is not None else float("nan")
+
     def stop(self) -> None:
         if self.tower is None:
             return
         self.tower.stop()
         self.stop_central.set()
         self.thread.join()
+        self.relay.close()
+        self.latencies_ms = radar_latencies(self.central, self.central.store.tracks())
         self.central.close()
+
+
+def radar_latencies(central: TimedCentral, rows: list[dict]) -> list[float]:
+    """End-to-end latency (ms) of each radar record ``central`` acknowledged (``rows``:
+    its stored records)."""
+    by_seq = {r["seq"]: r for r in rows}
+    latencies = []
+    for ack_us, first, last in central.acks:
+        for seq in range(first, last + 1):
+            r = by_seq.get(seq)
+            # Tentative/confirmed records come from a frame; coasting and ended
+            # ones also from the timer, stamped with an older state time.
+            if r is not None and r["status"] in (0, 1) and r["sources"] & SOURCE_RADAR:
+                latencies.append((ack_us - r["time_us"]) / 1e3)
+    return latencies
 
 
 def record_json_bytes(rows: list[dict]) -> float:
@@ -263,13 +309,15 @@ def run(quick: bool) -> Section:
         try:
             time.sleep(warmup)  # benchmark: let tracks confirm before measuring
             load0 = Path("/proc/loadavg").read_text().split()[:3]
-            ref_cpu0 = ref.cpu_seconds()
-            cpu0, wall0 = cpu_seconds(daemon.pid), time.monotonic()
+            ref_cpu0, (ref_wake0, _), ref_frames0 = ref.cpu_seconds(), ref.wakeups(), ref.frames_sent()
+            (wake0, _), cpu0, wall0 = wakeups(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
             up0, down0, recs0 = relay.up, relay.down, central.store.count_tracks()
             points0, sweeps0 = emulator.frames_sent, rf_emulator.sweeps_sent
             time.sleep(duration)
             cpu1, wall1 = cpu_seconds(daemon.pid), time.monotonic()
+            wake1, threads = wakeups(daemon.pid)
             ref_cpu1, ref_rss = ref.cpu_seconds(), ref.rss_mib()
+            (ref_wake1, ref_threads), ref_frames = ref.wakeups(), ref.frames_sent() - ref_frames0
             load1 = Path("/proc/loadavg").read_text().split()[:3]
             rss, peak = rss_mib(daemon.pid)
             up1, down1, recs1 = relay.up, relay.down, central.store.count_tracks()
@@ -282,15 +330,7 @@ def run(quick: bool) -> Section:
             central_thread.join()
             relay.close()
         rows = central.store.tracks()
-        by_seq = {r["seq"]: r for r in rows}
-        latencies = []
-        for ack_us, first, last in central.acks:
-            for seq in range(first, last + 1):
-                r = by_seq.get(seq)
-                # Tentative/confirmed records come from a frame; coasting and ended
-                # ones also from the timer, stamped with an older state time.
-                if r is not None and r["status"] in (0, 1) and r["sources"] & SOURCE_RADAR:
-                    latencies.append((ack_us - r["time_us"]) / 1e3)
+        latencies = radar_latencies(central, rows)
         central.close()
         points_per_frame = float(np.mean([len(emulator.detections(0.1 * k)) for k in range(50)]))
         live = [r for r in rows if r["status"] in (1, 2)]
@@ -313,11 +353,20 @@ def run(quick: bool) -> Section:
                                             f"RF sweeps, {tracks_live} live tracks, over {wall:.0f} s; load average "
                                             f"(1/5/15 min) {' / '.join(load0)} at the start, {' / '.join(load1)} at "
                                             f"the end (2 cores shared with other work)"),
+        Figure("daemon wake-ups per radar frame", (wake1 - wake0) / max(frames, 1), "wake-ups",
+               reference=f"{threads} threads" + (f"; {ReferenceTower.COMMIT} at the same time: "
+                                                 f"{(ref_wake1 - ref_wake0) / max(ref_frames, 1):.1f}, "
+                                                 f"{ref_threads} threads" if ref_frames == ref_frames else ""),
+               note="voluntary context switches of all the daemon's threads (/proc/PID/task/*/status) over "
+                    "the window, per radar frame: each is a thread going to sleep (a poll, a select, a disk "
+                    "sync, a wait for the GIL) to be woken again; an RF sweep arrives with each frame"),
         Figure("daemon resident memory", rss, "MiB", reference=f"peak {peak:.1f} MiB; goal < 100 MB"),
         Figure("end-to-end latency, median", float(np.median(lat)) if len(lat) else float("nan"), "ms",
                reference="frame's last byte read -> central's ACK sent, loopback"),
         Figure("end-to-end latency, 99th percentile", float(np.percentile(lat, 99)) if len(lat) else float("nan"),
-               "ms", reference=f"goal < 20 ms; {len(lat)} records",
+               "ms", reference=f"goal < 20 ms; {len(lat)} records" + (
+                   f"; {ReferenceTower.COMMIT} at the same time: {np.percentile(ref.latencies_ms, 99):.2f} ms "
+                   f"(median {np.median(ref.latencies_ms):.2f} ms)" if ref.latencies_ms else ""),
                note="a reading's records are committed and sent as soon as it is processed (only the same "
                     "sensor's commit less than outbox.commit_interval_s before makes them wait; other "
                     "records wait up to that interval for a reading's commit to carry them), so a radar "

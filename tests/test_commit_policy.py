@@ -10,7 +10,8 @@ import pytest
 
 from towerd.clock import ManualClock
 from towerd.config import load_config
-from towerd.daemon import Daemon
+from towerd.daemon import ACK_COMMIT_S, EXPIRE_INTERVAL_S, HOUSEKEEPING_SLACK_S, MAX_SLEEP_S, Daemon
+from towerd.handoff import RIDE_SLACK_S
 from towerd.drivers.measurements import RadarPlots
 from towerd.icd import empty_track_records
 from towerd.pipeline import Pipeline
@@ -91,3 +92,59 @@ def test_records_of_the_timer_and_events_ride_with_the_next_readings_commit(daem
     daemon._on_reading(reading("radar0", clock, 1))
     daemon._drain()
     assert all_committed(daemon) and not daemon._records_waiting
+
+
+def test_a_readings_commit_carries_the_acknowledgements_and_restarts_their_wait(daemon):
+    """Deletions of acknowledged records wait ACK_COMMIT_S after the last commit, whoever
+    made it: a reading's commit carries them, so at nominal load they never cost a disk
+    sync of their own (the loop once timed them from its own commits only, and synced an
+    acknowledgement alone about once a second while readings were committed ten times a
+    second)."""
+    clock = daemon.clock
+    daemon._on_reading(reading("radar0", clock, 1))
+    daemon._drain()
+    assert all_committed(daemon) and daemon._commit_time() is None
+    daemon.outbox.ack(1, 1)
+    assert daemon.outbox.uncommitted and not daemon._commit_due(clock.monotonic())
+    clock.advance(0.9)
+    daemon._on_reading(reading("radar0", clock, 2))
+    daemon._drain()  # commits the reading's record and the deletion
+    assert not daemon.outbox.uncommitted
+    clock.advance(0.2)  # 1.1 s after the first commit, 0.2 s after the last
+    daemon.outbox.ack(2, 2)
+    assert not daemon._commit_due(clock.monotonic())
+    assert daemon._commit_time() == pytest.approx(clock.monotonic() + ACK_COMMIT_S - 0.2)
+    clock.advance(ACK_COMMIT_S - 0.2)
+    assert daemon._commit_due(clock.monotonic())  # no reading came: the deletion is committed alone
+
+
+def test_housekeeping_waits_for_a_readings_wake_up_but_a_commit_does_not(daemon):
+    """When the loop sleeps: a commit of waiting records wakes it at its time; expiry
+    (and STATUS=, the watchdog) falls due at its time but wakes the loop only
+    HOUSEKEEPING_SLACK_S later, so at 10 frames/s it runs at a reading's wake-up and
+    costs none of its own. Whatever wake-up comes first runs what is due."""
+    clock = daemon.clock
+    now = clock.monotonic()
+    daemon._next_expire, daemon._next_status = now, now + 5.0
+    assert daemon._wake_time(now) == pytest.approx(now + HOUSEKEEPING_SLACK_S)
+    daemon._event("test.event", "info", "an event")  # records waiting: committed within commit_every
+    assert daemon._wake_time(now) == pytest.approx(now + daemon._commit_every)
+    clock.advance(0.05)  # a reading's wake-up, before any timer's own
+    daemon._on_reading(reading("radar0", clock, 1))
+    daemon._drain()
+    daemon._housekeeping(clock.monotonic())
+    assert daemon._next_expire == pytest.approx(clock.monotonic() + EXPIRE_INTERVAL_S)  # expiry ran
+    assert all_committed(daemon)
+    now = clock.monotonic()
+    assert daemon._wake_time(now) == pytest.approx(min(now + EXPIRE_INTERVAL_S + HOUSEKEEPING_SLACK_S,
+                                                       now + MAX_SLEEP_S))
+
+
+def test_replies_wait_for_a_readings_wake_up_only_while_readings_flow(daemon):
+    clock = daemon.clock
+    assert not daemon._replies_wait(clock.monotonic())  # no reading yet: a reply wakes the loop
+    daemon._on_reading(reading("radar0", clock, 1))
+    daemon._drain()
+    assert daemon._replies_wait(clock.monotonic())
+    clock.advance(2 * RIDE_SLACK_S + 0.01)
+    assert not daemon._replies_wait(clock.monotonic())  # the sensors went quiet

@@ -9,29 +9,27 @@ only while a console is open.
 
 The loop sleeps in one ``zmq.Poller`` on everything that can give it work: a wake-up
 pipe the sensor threads (and signals) write to, the uplinks' sockets and the status
-socket, with a timeout to its next timer. An idle tower costs next to nothing and a
-frame is processed the moment it is read.
+socket, with a timeout to its next timer (:mod:`towerd.handoff`). An idle tower costs
+next to nothing and a radar frame is processed the moment it is read; what can wait (an
+RF sweep, a central's reply, housekeeping timers) waits for that wake-up instead of
+costing one of its own.
 """
 
 from __future__ import annotations
 
-import collections
 import logging
 import os
-import queue
-import signal
 import threading
 import time
 from pathlib import Path
 from typing import Any
-
-import zmq
 
 from towerd import __version__
 from towerd.clock import Clock, SystemClock
 from towerd.config import LoadedConfig
 from towerd.drivers import driver_class
 from towerd.errors import OutboxError
+from towerd.handoff import RIDE_SLACK_S, Handoff
 from towerd.notify import Notifier
 from towerd.outbox.sqlite import Outbox
 from towerd.pipeline import Pipeline
@@ -43,11 +41,14 @@ from towerd.web.console import Console
 
 log = logging.getLogger(__name__)
 
-QUEUE_MAX_READINGS = 256
 EXPIRE_INTERVAL_S = 0.25
 STATUS_INTERVAL_S = 5.0
 MAX_SLEEP_S = 0.25
 """Longest the loop sleeps with nothing to do (bounds how late a resend or a stop is)."""
+HOUSEKEEPING_SLACK_S = 0.1
+"""How long a due housekeeping timer (expiry, STATUS=, the watchdog) waits for a wake-up
+the loop has anyway (a reading: one every 100 ms per sensor at 10 Hz) before it wakes the
+loop itself; expiry then runs at most this late."""
 ACK_COMMIT_S = 1.0
 """Deletions of acknowledged records alone are committed this often: they cost a disk
 sync and delay nothing (a crash before the commit only causes a resend)."""
@@ -71,11 +72,7 @@ class Daemon(Reloading):
         self.clock = clock or SystemClock()
         self.notifier = notifier or Notifier()
         self.pipeline = pipeline or Pipeline(self.config.pipeline, self.clock)
-        self._readings: collections.deque[Any] = collections.deque()
-        """Readings handed over by the sensor threads (deque appends and pops are atomic:
-        no lock or condition per reading, as queue.Queue takes); bounded in _on_reading."""
-        self._events: queue.SimpleQueue[SensorEvent] = queue.SimpleQueue()
-        self.dropped_readings = 0
+        self._handoff = Handoff(self.clock.monotonic)  # readings and events from the sensor threads
         self.runners: list[SensorRunner] = []
         self.uplinks: list[UplinkClient] = []
         self.outbox: Outbox | None = None
@@ -88,12 +85,12 @@ class Daemon(Reloading):
         self._waiting_since = 0.0  # monotonic time the oldest of them was added
         self._commit_every = self.config.outbox.commit_interval_s
         self._sensor_commits: dict[str, float] = {}  # sensor -> monotonic time its reading's records were committed
-        self._sleeping = False  # the loop is in (or about to enter) its poll: a reading must wake it
-        self._poller: zmq.Poller | None = None
-        self._polled: list[Any] = []  # what self._poller watches besides the wake-up pipe
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
+        self._last_commit = 0.0  # monotonic time of the last commit, whoever made it (see ACK_COMMIT_S)
+        self._uplinks_fresh = False  # the uplinks were polled in this pass, after its last commit
+        self._next_expire = self._next_status = self._next_watchdog = 0.0  # housekeeping timers (monotonic)
+        self._watchdog_s = 0.0  # 0: no watchdog
+        self._pinged_at = -1  # loop pass of the last WATCHDOG=1
+        self._last_reading = float("-inf")  # monotonic time a reading was last drained
 
     # -- wiring -------------------------------------------------------------------
 
@@ -137,27 +134,20 @@ class Daemon(Reloading):
 
     def _wake(self) -> None:
         """Make the loop's poll return (from any thread)."""
-        try:
-            os.write(self._wake_w, b"\0")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full: the loop is awake already
+        self._handoff.wake()
 
     def _on_event(self, event: SensorEvent) -> None:
         """Called from sensor threads."""
-        self._events.put(event)
-        self._wake()
+        self._handoff.put_event(event)
+
+    @property
+    def dropped_readings(self) -> int:
+        """Readings dropped because the loop was behind (the queue was full)."""
+        return self._handoff.dropped
 
     def _on_reading(self, reading: Any) -> None:
-        """Called from sensor threads. The wake-up pipe is written only while the loop
-        sleeps (or is about to): a busy loop drains the queue before it sleeps anyway
-        (:meth:`_sleep` sets the flag before it looks at the queue, so no reading is
-        left waiting through a poll)."""
-        if len(self._readings) < QUEUE_MAX_READINGS:  # two readers racing may pass it by one
-            self._readings.append(reading)
-            if self._sleeping:
-                self._wake()
-        else:
-            self.dropped_readings += 1
+        """Called from sensor threads (see :meth:`Handoff.put_reading`)."""
+        if not self._handoff.put_reading(reading):
             if self.dropped_readings in (1, 10, 100) or self.dropped_readings % 1000 == 0:
                 log.warning("processing is behind: %d readings dropped so far", self.dropped_readings)
 
@@ -230,107 +220,95 @@ class Daemon(Reloading):
         self.notifier.ready(self.status_line())
         log.info("running: tower %s, %d sensors, %d centrals", self.config.tower.id, len(self.runners),
                  len(self.uplinks))
-        last_commit = next_expire = next_status = self.clock.monotonic()
-        watchdog_s = self.notifier.watchdog_interval_s()
-        next_watchdog, pinged_at = self.clock.monotonic(), -1
-        self._wake_on_signals()
+        now = self.clock.monotonic()
+        self._next_expire = self._next_status = self._next_watchdog = self._last_commit = now
+        self._watchdog_s = self.notifier.watchdog_interval_s()
+        if not self._handoff.wake_on_signals():
+            log.debug("not the main thread: a stop is seen within MAX_SLEEP_S")
         try:
             while not stop.is_set():
                 self._iterations += 1
+                self._uplinks_fresh = False
                 if self._reload_requested.is_set():
                     self._reload()
                 self._drain()
                 now = self.clock.monotonic()
-                if now >= next_expire:
-                    self._store(self.pipeline.expire(now))
-                    self._identity_out()
-                    next_expire = now + EXPIRE_INTERVAL_S
-                # A reading's records are committed (then sent) as soon as it is
-                # processed (see _drain); other records (the timer's, events, identities)
-                # wait up to commit_every for a reading's commit to carry them, then are
-                # committed on their own. A commit also carries the deletions of
-                # acknowledged records, which alone wait up to ACK_COMMIT_S.
-                if outbox.uncommitted:
-                    if self._records_waiting:
-                        if now - self._waiting_since >= self._commit_every:
-                            self._commit_records(now)
-                            last_commit = now
-                    elif now - last_commit >= ACK_COMMIT_S:
-                        self._commit()
-                        last_commit = now
-                for uplink in self.uplinks:
-                    uplink.poll(0)
-                if self.status_server is not None:
-                    self.status_server.poll()
-                self.console.poll(self, now)
-                if now >= next_status:
-                    self.notifier.status(self.status_line())
-                    next_status = now + STATUS_INTERVAL_S
-                # WATCHDOG=1 comes from this loop only, so a hung loop stops it and
-                # systemd restarts the daemon.
-                if watchdog_s and now >= next_watchdog and self._iterations != pinged_at:
-                    self.notifier.send("WATCHDOG=1")
-                    pinged_at, next_watchdog = self._iterations, now + watchdog_s / 2.0
-                timers = [next_expire, next_status, now + MAX_SLEEP_S]
-                if outbox.uncommitted:
-                    timers.append(self._waiting_since + self._commit_every if self._records_waiting
-                                  else last_commit + ACK_COMMIT_S)
-                if watchdog_s:
-                    timers.append(next_watchdog)
-                timers += [now + u.next_timer_s() for u in self.uplinks]
-                console_due = self.console.next_timer()
-                if console_due is not None:
-                    timers.append(console_due)
-                self._sleep(max(0.0, min(timers) - self.clock.monotonic()), stop)
+                self._housekeeping(now)
+                wake_at, replies = self._wake_time(now), not self._replies_wait(now)
+                if not replies:
+                    wake_at = min(wake_at, now + RIDE_SLACK_S)
+                self._sleep(wake_at, stop, replies=replies)
         finally:
             self._shutdown()
 
-    def _wake_on_signals(self) -> None:
-        """Signals (stop, reload) write to the wake-up pipe, so they end the poll at once."""
-        try:
-            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        except ValueError:
-            pass  # not the main thread (a test's loop): a stop is seen within MAX_SLEEP_S
-
-    def _sleep(self, timeout_s: float, stop: threading.Event) -> None:
-        """Wait for work: a reading or event (wake-up pipe), a reply on an uplink, a
-        status client, or the timeout."""
-        self._sleeping = True  # before looking at the queue: see _on_reading
-        try:
-            if stop.is_set() or self._reload_requested.is_set() or self._readings:
-                return
-            self._current_poller().poll(int(timeout_s * 1000) + 1)
-        finally:
-            self._sleeping = False
-        try:  # one read empties the pipe unless 4096 wake-ups piled up
-            while len(os.read(self._wake_r, 4096)) == 4096:
-                pass
-        except BlockingIOError:
-            pass
-
-    def _current_poller(self) -> zmq.Poller:
-        """The poller on the wake-up pipe, the uplinks' sockets and the status socket,
-        made anew only when that set changed (a reconnect, a reload)."""
-        polled = [sock for uplink in self.uplinks for sock in uplink.pollables()]
+    def _housekeeping(self, now: float) -> None:
+        """The loop's work besides readings: expiry, the commit of waiting records,
+        uplink and status-socket I/O, the console, STATUS= and the watchdog. Each timer
+        runs once it is due, at whatever wake-up comes first (see :meth:`_wake_time`)."""
+        if now >= self._next_expire:
+            self._store(self.pipeline.expire(now))
+            self._identity_out()
+            self._next_expire = now + EXPIRE_INTERVAL_S
+        if self._commit_due(now):
+            self._commit_records(now)
+        if not self._uplinks_fresh:  # not polled since the last commit in this pass
+            for uplink in self.uplinks:
+                uplink.poll(0)
         if self.status_server is not None:
-            polled += self.status_server.filenos()
-        if self._poller is None or len(polled) != len(self._polled) or any(
-                a is not b and a != b for a, b in zip(polled, self._polled)):
-            poller = zmq.Poller()
-            poller.register(self._wake_r, zmq.POLLIN)
-            for item in polled:
-                poller.register(item, zmq.POLLIN)
-            self._poller, self._polled = poller, polled
-        return self._poller
+            self.status_server.poll()
+        self.console.poll(self, now)
+        if now >= self._next_status:
+            self.notifier.status(self.status_line())
+            self._next_status = now + STATUS_INTERVAL_S
+        # WATCHDOG=1 comes from this loop only, so a hung loop stops it and systemd
+        # restarts the daemon.
+        if self._watchdog_s and now >= self._next_watchdog and self._iterations != self._pinged_at:
+            self.notifier.send("WATCHDOG=1")
+            self._pinged_at, self._next_watchdog = self._iterations, now + self._watchdog_s / 2.0
+
+    def _wake_time(self, now: float) -> float:
+        """When the loop must wake if nothing else wakes it first. The commit of waiting
+        records and the uplinks' and console's timers are exact; housekeeping (expiry,
+        STATUS=, the watchdog) is due at its time but wakes the loop only
+        HOUSEKEEPING_SLACK_S later: a reading that comes before runs it (at 10 frames/s one
+        always does), so it costs no wake-up of its own."""
+        slack = HOUSEKEEPING_SLACK_S
+        timers = [self._next_expire + slack, self._next_status + slack, now + MAX_SLEEP_S]
+        commit_at = self._commit_time()
+        if commit_at is not None:
+            timers.append(commit_at)
+        if self._watchdog_s:
+            timers.append(self._next_watchdog + min(slack, self._watchdog_s / 4.0))
+        timers += [now + u.next_timer_s() for u in self.uplinks]
+        console_due = self.console.next_timer()
+        if console_due is not None:
+            timers.append(console_due)
+        return min(timers)
+
+    def _replies_wait(self, now: float) -> bool:
+        """Whether the loop's next sleep leaves the uplinks' sockets out: while readings
+        flow (one drained within the last 2 RIDE_SLACK_S) and no uplink paces a backlog
+        (whose replies open its window), a central's reply waits for the next reading's
+        wake-up, at most RIDE_SLACK_S. An ACK only frees outbox rows and window space;
+        nothing waits on it."""
+        return now - self._last_reading < 2.0 * RIDE_SLACK_S and all(
+            u.next_timer_s() == float("inf") for u in self.uplinks)
+
+    def _sleep(self, wake_at: float, stop: threading.Event, *, replies: bool = True) -> None:
+        """Wait until ``wake_at`` for work: a radar reading or an event (wake-up pipe), a
+        reply on an uplink (unless ``replies`` is false), a status client."""
+        sockets = [sock for uplink in self.uplinks for sock in uplink.pollables()]
+        polled = self.status_server.filenos() if self.status_server is not None else []
+        self._handoff.sleep(wake_at, polled, sockets, replies=replies,
+                            awake=lambda: stop.is_set() or self._reload_requested.is_set())
 
     def _drain(self) -> None:
         """Process what the sensor threads have handed over: at most a full queue per pass,
         so readings arriving faster than they are processed cannot keep the loop from a
-        stop, commits and the uplinks (the full queue drops and counts the excess); the
-        loop does not sleep while readings wait."""
-        events = self._events
-        while not events.empty():
-            event = events.get_nowait()
+        stop, commits and the uplinks (the full queue drops and counts the excess); radar
+        frames first. The loop does not sleep while a radar frame waits; an RF sweep waits
+        at most RIDE_SLACK_S for a wake-up (:mod:`towerd.handoff`)."""
+        for event in self._handoff.take_events():
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
         receivers = [r for r in self.runners if r.driver.kind == "remoteid"]
         identity = self.pipeline.identity
@@ -338,11 +316,8 @@ class Daemon(Reloading):
             now = self.clock.monotonic()
             self.pipeline.set_receivers({r.name: None if r.state is SensorState.DOWN else r.driver.silent_s(now)
                                          for r in receivers})
-        readings = self._readings
-        for _ in range(QUEUE_MAX_READINGS):
-            if not readings:
-                return
-            reading = readings.popleft()
+        for reading in self._handoff.take_readings():
+            self._last_reading = self.clock.monotonic()
             stored = self._store(self.pipeline.process(reading))
             self.console.note(reading, self.pipeline)
             self._identity_out()
@@ -359,6 +334,7 @@ class Daemon(Reloading):
                     self._sensor_commits[sensor] = now
                     for uplink in self.uplinks:
                         uplink.poll(0)
+                    self._uplinks_fresh = True
 
     def _identity_out(self) -> None:
         """Remote ID fusion's events (rid_mismatch, non-cooperative) and the track
@@ -402,16 +378,40 @@ class Daemon(Reloading):
         if not self._records_waiting:
             self._records_waiting, self._waiting_since = True, self.clock.monotonic()
 
+    def _commit_time(self) -> float | None:
+        """When the loop must commit what the open transaction holds (None: nothing open).
+
+        A reading's records are committed (then sent) as soon as it is processed (see
+        :meth:`_drain`); other records (the timer's, events, identities) wait up to
+        commit_every for a reading's commit to carry them, then are committed on their own.
+        Deletions of acknowledged records alone wait up to ACK_COMMIT_S after the last
+        commit, whoever made it: at nominal load a reading's commit carries them, and
+        they cost no disk sync of their own."""
+        if not self.outbox.uncommitted:
+            return None
+        if self._records_waiting:
+            return self._waiting_since + self._commit_every
+        return self._last_commit + ACK_COMMIT_S
+
+    def _commit_due(self, now: float) -> bool:
+        """Whether the loop commits now (:meth:`_commit_time`)."""
+        at = self._commit_time()
+        return at is not None and now >= at
+
     def _commit_records(self, now: float) -> None:
         """Commit the records waiting (and whatever else the transaction holds)."""
         self._commit()
         self._records_waiting = False
 
     def _commit(self) -> None:
+        """Commit whatever the transaction holds. Every commit restarts the ACK_COMMIT_S
+        wait of acknowledgements: a reading's commit carries them as well as the loop's."""
         try:
             self.outbox.commit()
         except OutboxError as exc:
             log.error("outbox: commit failed: %s", exc)
+        self._last_commit = self.clock.monotonic()
+        self._uplinks_fresh = False  # committed rows to send
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
@@ -442,12 +442,6 @@ class Daemon(Reloading):
                 closeable.close()
             except Exception:
                 log.exception("stopping: closing %s failed", type(closeable).__name__)
-        try:
-            if signal.set_wakeup_fd(-1) != self._wake_w:
-                log.debug("the signal wake-up fd was not ours")
-        except ValueError:
-            pass
-        for fd in (self._wake_r, self._wake_w):
-            os.close(fd)
+        self._handoff.close()
         log.info("stopped")
 

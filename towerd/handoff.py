@@ -1,0 +1,163 @@
+"""The hand-off between the sensor threads and the daemon's loop, and the loop's sleep.
+
+Reader threads hand readings and sensor events over here; the loop takes them and
+sleeps in one ``zmq.Poller`` on a wake-up pipe (which the sensor threads and signals
+write to), the status socket and, unless told otherwise, the uplinks' sockets.
+
+Every wake-up costs a thread switch and, on the tower's small CPU, more than the Python
+around it, so the loop is woken only for what cannot wait:
+
+- a radar frame wakes it at once (its records are what the end-to-end latency goal is
+  about); a *riding* reading (:data:`RIDING_READINGS`: an RF sweep, ten a second, whose
+  records are RF-only tracks reported at most once a second) does not: it is processed
+  at the loop's next wake-up, after the radar frames taken with it, and wakes the loop
+  itself only if that wake-up is planned more than :data:`RIDE_SLACK_S` away;
+- a central's reply can be left out of the sleep (the daemon decides when:
+  :meth:`towerd.daemon.Daemon._replies_wait`);
+- the wake-up pipe is written only while the loop sleeps, or is about to: the flag is
+  set before the loop looks at the queue, so no reading is left waiting through a poll.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import queue
+import signal
+from typing import Any, Callable
+
+import zmq
+
+from towerd.drivers.measurements import Spectrum
+
+log = logging.getLogger(__name__)
+
+QUEUE_MAX_READINGS = 256
+RIDE_SLACK_S = 0.15
+"""Longest a riding reading (or a central's reply, see the daemon) waits for a wake-up
+the loop has anyway: at 10 radar frames a second one comes every 100 ms."""
+RIDING_READINGS: tuple[type, ...] = (Spectrum,)
+"""Readings that do not wake the loop by themselves (see the module docstring)."""
+
+
+class Handoff:
+    """Readings and events from the sensor threads to the loop, and the loop's sleep.
+    Appends and pops of the deque are atomic: no lock or condition per reading."""
+
+    def __init__(self, monotonic: Callable[[], float]) -> None:
+        self._monotonic = monotonic
+        self.readings: collections.deque[Any] = collections.deque()
+        self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.dropped = 0  # readings refused because the queue was full
+        self._urgent = False  # a reading that wakes the loop was queued since the last take
+        self._sleeping = False  # the loop is in (or about to enter) its poll
+        self._wake_at = float("inf")  # monotonic time the sleeping loop will wake by itself
+        self._poller: zmq.Poller | None = None
+        self._poller_quiet: zmq.Poller | None = None  # the same without the uplinks' sockets
+        self._polled: list[Any] = []
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+
+    # -- sensor threads ---------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Make the loop's poll return (from any thread)."""
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full: the loop is awake already
+
+    def put_event(self, event: Any) -> None:
+        self.events.put(event)
+        self.wake()
+
+    def put_reading(self, reading: Any) -> bool:
+        """Queue ``reading``; False when the queue is full (the loop is behind)."""
+        if len(self.readings) >= QUEUE_MAX_READINGS:  # two readers racing may pass it by one
+            self.dropped += 1
+            return False
+        self.readings.append(reading)
+        if not isinstance(reading, RIDING_READINGS):
+            self._urgent = True
+            if self._sleeping:
+                self.wake()
+        elif self._sleeping and self._wake_at > self._monotonic() + RIDE_SLACK_S:
+            self.wake()
+        return True
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def take_readings(self) -> list[Any]:
+        """What is queued (at most a full queue), the readings that wake the loop first,
+        each kind in the order read (a riding reading waits for the radar frames taken
+        with it, not the other way round)."""
+        self._urgent = False
+        readings = self.readings
+        taken = [readings.popleft() for _ in range(min(len(readings), QUEUE_MAX_READINGS))]
+        if len(taken) > 1:
+            taken.sort(key=lambda r: isinstance(r, RIDING_READINGS))  # stable
+        return taken
+
+    def take_events(self) -> list[Any]:
+        events = []
+        while not self.events.empty():
+            events.append(self.events.get_nowait())
+        return events
+
+    def sleep(self, wake_at: float, polled: list[Any], sockets: list[Any], *, replies: bool = True,
+              awake: Callable[[], bool] = lambda: False) -> None:
+        """Wait until ``wake_at`` (monotonic) for the wake-up pipe, the descriptors of
+        ``polled`` and (with ``replies``) the ZeroMQ ``sockets``; not at all when a
+        reading that wakes the loop is queued or ``awake()`` says so."""
+        self._wake_at = wake_at
+        self._sleeping = True  # before looking at the queue: see put_reading
+        try:
+            if self._urgent or awake():
+                return
+            if self.readings:  # riding readings that came while the loop was busy
+                wake_at = self._wake_at = min(wake_at, self._monotonic() + RIDE_SLACK_S)
+            timeout_s = max(0.0, wake_at - self._monotonic())
+            self._current_poller(polled, sockets, replies).poll(int(timeout_s * 1000) + 1)
+        finally:
+            self._sleeping = False
+        try:  # one read empties the pipe unless 4096 wake-ups piled up
+            while len(os.read(self._wake_r, 4096)) == 4096:
+                pass
+        except BlockingIOError:
+            pass
+
+    def _current_poller(self, polled: list[Any], sockets: list[Any], replies: bool) -> zmq.Poller:
+        """The poller on the wake-up pipe, ``polled`` and (with ``replies``) ``sockets``,
+        made anew only when that set changed (a reconnect, a reload)."""
+        items = polled + sockets
+        if self._poller is None or len(items) != len(self._polled) or any(
+                a is not b and a != b for a, b in zip(items, self._polled)):
+            self._poller, self._poller_quiet = zmq.Poller(), zmq.Poller()
+            for poller in (self._poller, self._poller_quiet):
+                poller.register(self._wake_r, zmq.POLLIN)
+                for item in polled:
+                    poller.register(item, zmq.POLLIN)
+            for sock in sockets:
+                self._poller.register(sock, zmq.POLLIN)
+            self._polled = items
+        return self._poller if replies else self._poller_quiet
+
+    def wake_on_signals(self) -> bool:
+        """Signals (stop, reload) write to the wake-up pipe, so they end the poll at once
+        (only from the main thread: False elsewhere, e.g. a test's loop)."""
+        try:
+            signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        except ValueError:
+            return False
+        return True
+
+    def close(self) -> None:
+        try:
+            if signal.set_wakeup_fd(-1) != self._wake_w:
+                log.debug("the signal wake-up fd was not ours")
+        except ValueError:
+            pass
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
