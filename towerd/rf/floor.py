@@ -133,7 +133,7 @@ class NoiseFloor:
         """True once a level has been learnt for every cell."""
         if self.updates <= 0:
             return False
-        if self._ready_floor is self.floor_mw:  # checked already (update keeps it finite in place)
+        if self._ready_floor is self.floor_mw:  # checked already (update keeps it finite)
             return True
         if np.isfinite(self.floor_mw).all():
             self._ready_floor = self.floor_mw
@@ -152,7 +152,7 @@ class NoiseFloor:
         excluded = None if excluded is None else np.asarray(excluded, dtype=bool)
         if excluded is None or not excluded.any():
             np.cumsum(vals, out=cs[1:])
-            return (cs[b] - cs[a]) / self._half  # every window fully usable
+            return (cs.take(b) - cs.take(a)) / self._half  # every window fully usable
         w = self._windows(excluded)
         vals[excluded] = 0.0
         np.cumsum(vals, out=cs[1:])
@@ -195,7 +195,8 @@ class NoiseFloor:
             return
         dt = 0.0 if self.t_last is None else max(0.0, float(t_mono) - self.t_last)
         w = max(-math.expm1(-dt / self.settings.time_constant_s), 1.0 / (self.updates + 1))
-        self.floor_mw += w * (level - self.floor_mw)
+        # A new array (the caller may keep the floor it detected with); finite as the last.
+        self.floor_mw = self._ready_floor = self.floor_mw + w * (level - self.floor_mw)
         self.updates += 1
         self.t_last = float(t_mono)
 
@@ -243,16 +244,19 @@ class NoiseFloor:
         self.t_last = float(t_mono)
         return True
 
-    def shift_db(self, power_mw: np.ndarray, excluded: np.ndarray | None = None) -> float:
+    def shift_db(self, power_mw: np.ndarray, excluded: np.ndarray | None = None, *,
+                 z: np.ndarray | None = None) -> float:
         """How far the band's noise sits from the floor, dB: the median of power / floor
         over the cells not ``excluded`` (those held by emitters) against the median of
         noise; +inf when under a tenth of the band is left (everything rose above the
         floor). Near 0 dB while the floor is right; a change of the whole
         band's level (gain, broadband interference) moves it. NaN before the floor is
-        learnt or for a band of fewer than 32 cells (too few for a steady quantile)."""
+        learnt or for a band of fewer than 32 cells (too few for a steady quantile).
+        ``z``: power / floor when the caller has it already."""
         if not self.ready or self.n < 32:
             return math.nan
-        z = self._check(power_mw) / self.floor_mw
+        if z is None:
+            z = self._check(power_mw) / self.floor_mw
         if excluded is not None:
             z = z[~np.asarray(excluded, dtype=bool)]
         if z.shape[0] < 0.1 * self.n:
