@@ -227,7 +227,7 @@ def _merge_known(det: Detections, n_clusters: int, labels: np.ndarray) -> Detect
     without the masks that only the unknowns need (every count is then the cluster's
     size; sums are bincount's, row by row from 0 as np.add.at adds them)."""
     snr, rv, pos = det.snr_db, det.radial_vel_mps, det.pos_enu_m
-    size = np.bincount(labels, minlength=n_clusters)
+    size = np.bincount(labels, minlength=n_clusters).astype(float)  # float: no casting in the divisions
     rv_sum = np.bincount(labels, rv, n_clusters)
     rv_sq = np.bincount(labels, rv**2, n_clusters)
     var_sum = np.bincount(labels, det.radial_vel_var_mps2, n_clusters)

@@ -146,7 +146,7 @@ class NoiseFloor:
         """This sweep's local level per cell (n,), see the module docstring; all NaN when
         every cell is excluded. Needs a learnt floor (for the clip)."""
         p = self._check(power_mw)
-        a, b, i = self._a, self._b, self._i
+        a, b = self._a, self._b
         cs = self._cs
         vals = np.minimum(p, self.clip * self.floor_mw)
         excluded = None if excluded is None else np.asarray(excluded, dtype=bool)
@@ -160,9 +160,10 @@ class NoiseFloor:
         if w is None:  # no window half usable
             return out
         a_ok, b_ok, count_ok, ok, bad = w
-        out[ok] = (cs[b_ok] - cs[a_ok]) / count_ok
+        level = (cs.take(b_ok) - cs.take(a_ok)) / count_ok
+        out[ok] = level
         if bad is not None:
-            out[bad] = np.interp(i[bad], i[ok], out[ok])
+            out[bad] = np.interp(bad, ok, level)
         return out
 
     def _windows(self, excluded: np.ndarray) -> tuple | None:
@@ -179,8 +180,8 @@ class NoiseFloor:
         count = cc[self._b] - cc[self._a]
         ok = 2 * count >= self._half  # at least half the window usable
         w = None
-        if np.any(ok):
-            w = (self._a[ok], self._b[ok], count[ok], ok, None if np.all(ok) else ~ok)
+        if np.any(ok):  # (ok and the others as cell indices: they index and they are interp's abscissae)
+            w = (self._a[ok], self._b[ok], count[ok], np.flatnonzero(ok), None if np.all(ok) else np.flatnonzero(~ok))
         self._window_cache[key] = w
         return w
 
