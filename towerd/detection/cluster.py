@@ -235,14 +235,23 @@ def _merge_known(det: Detections, n_clusters: int, labels: np.ndarray) -> Detect
     np.maximum.at(max_snr, labels, snr)
     w = 10.0 ** ((snr - max_snr.take(labels)) / 10.0)
     w /= np.bincount(labels, w, n_clusters).take(labels)
-    centroid = np.zeros((n_clusters, 3))
-    np.add.at(centroid, labels, w[:, None] * pos)
+    centroid = _sum_rows(labels, w[:, None] * pos, n_clusters)
     d = pos - centroid.take(labels, 0)
-    cov = np.zeros((n_clusters, 3, 3))
-    np.add.at(cov, labels, (w * w)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * (d[:, :, None] * d[:, None, :]))
+    cov = _sum_rows(labels, (w * w)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * (d[:, :, None] * d[:, None, :]),
+                    n_clusters)
     out_rv = rv_sum / size
     rv_var = np.maximum(rv_sq / size - out_rv**2, 0.0)
     spread = np.where(size >= 2, np.sqrt(rv_var), np.nan)
     return Detections.of(det.sensor, det.t_mono, centroid, cov, max_snr, out_rv, spread,
                          var_sum / size**2 + rv_var, det.sensor_pos_enu_m, det.unambiguous_speed_mps,
                          np.ones(n_clusters, dtype=bool))
+
+
+def _sum_rows(labels: np.ndarray, values: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(n_clusters, ...) sums of the rows of ``values`` (N, ...) by ``labels`` (N,): one
+    bincount over the elements, each (cluster, element) bin adding its rows in order from
+    0 as ``np.add.at`` does (the same floats; ufunc.at walks rows of rows element by element)."""
+    shape = values.shape
+    m = values.size // shape[0]
+    index = (labels * m)[:, None] + np.arange(m)
+    return np.bincount(index.ravel(), values.ravel(), n_clusters * m).reshape((n_clusters,) + shape[1:])
