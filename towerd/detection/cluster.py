@@ -30,7 +30,9 @@ CHUNK_ELEMENTS = 1 << 18
 """Pair distances the brute-force neighbour search holds at once (rows of a block times
 all columns): a frame of a few hundred points is one block, a huge cloud is cut into
 blocks of rows so memory stays bounded. Time grows as N²: about 0.1 s at 3,000 points
-and 1.3 s at 10,000 (measured on this project's 2-core test machine under load)."""
+and 1.3 s at 10,000 (measured on this project's 2-core test machine under load). A
+cloud whose three axes' differences fit in it (N up to 295) is one (3, N, N) block,
+whose differences the Mahalanobis test then reuses."""
 
 
 def near_pairs(pos: np.ndarray, reach_m2: np.ndarray) -> np.ndarray:
@@ -38,7 +40,7 @@ def near_pairs(pos: np.ndarray, reach_m2: np.ndarray) -> np.ndarray:
     reachⱼ (``reach_m2`` (N,)), sorted by i then j: brute force over blocks of rows (see
     :data:`CHUNK_ELEMENTS`), squared distances summed per axis."""
     n = pos.shape[0]
-    if n * n <= CHUNK_ELEMENTS:  # a frame: one block, every axis in one step
+    if 3 * n * n <= CHUNK_ELEMENTS:  # a frame: one block, every axis in one step
         i, j, _ = _near_block(pos, reach_m2)
         return np.stack((i, j), axis=1)
     x, y, z = pos[:, 0], pos[:, 1], pos[:, 2]
@@ -141,7 +143,7 @@ class PointClusterer:
         pos, cov = det.pos_enu_m, det.cov_enu_m2
         trace = cov.reshape(-1, 9)[:, ::4].sum(axis=1)
         reach = (self.gate * (1.0 + 1e-9)) * (trace + self.extent_m**2)
-        if pos.shape[0] ** 2 <= CHUNK_ELEMENTS:
+        if 3 * pos.shape[0] ** 2 <= CHUNK_ELEMENTS:
             i, j, diff = _near_block(pos, reach)
             d = diff[:, i, j].T
         else:
