@@ -349,7 +349,10 @@ def _xyz(rows: np.ndarray) -> np.ndarray:
     if (rows.flags.c_contiguous and len(rows)
             and all(fields[name][0] == f4 and fields[name][1] == offset + 4 * i
                     for i, name in enumerate(("x_m", "y_m", "z_m")))):
-        return np.ndarray((len(rows), 3), f4, rows, offset, (rows.dtype.itemsize, 4)).astype(float)
+        try:
+            return np.ndarray((len(rows), 3), f4, rows, offset, (rows.dtype.itemsize, 4)).astype(float)
+        except (TypeError, ValueError):  # rows that export no buffer: field by field below
+            pass
     s = np.empty((len(rows), 3))
     s[:, 0], s[:, 1], s[:, 2] = rows["x_m"], rows["y_m"], rows["z_m"]
     return s
