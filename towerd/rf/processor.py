@@ -173,7 +173,7 @@ class BandDetector:
         self.cfar = cfar
         self.bridge_pfa = bridge_pfa
         self.floor = NoiseFloor(floor_settings, n, step_mhz, cfar.settings.looks)
-        self.age = np.full(n, _AGE_MAX, dtype=np.int64)  # sweeps since each cell was detected
+        self.age = np.full(n, _AGE_MAX, dtype=np.int64)
         """Sweeps since each cell was detected (not counted on while :attr:`min_age` >= hold_sweeps)."""
         self.min_age = _AGE_MAX
         """Sweeps since any cell was detected."""
