@@ -305,3 +305,48 @@ def test_clustering_imports_no_scipy_spatial():
     loaded = json.loads(done.stdout.strip().splitlines()[-1])
     assert "scipy.special" in loaded  # (chi2_quantile) the probe sees scipy modules
     assert [m for m in loaded if m.split(".")[1:2] and m.split(".")[1] in ("spatial", "optimize", "linalg", "sparse")] == []
+
+
+def test_merging_a_frame_of_known_rows_gives_the_general_merges_floats():
+    """Frames whose every row has SNR, radial speed, its variance and height (TI's) take the
+    short merge; it must give the general merge's detections to the bit."""
+    from towerd.assignment import components
+    from towerd.detection.cluster import _merge, _merge_known
+
+    rng = np.random.default_rng(11)
+    clusterer = PointClusterer(extent_m=1.0)
+    merged = 0
+    for n in (2, 5, 30, 64):
+        pos = rng.uniform(-30.0, 30.0, (n, 3))
+        A = rng.normal(0.0, rng.uniform(0.1, 2.0), (n, 3, 3))
+        det = Detections("r", 1.0, pos, A @ np.swapaxes(A, 1, 2) + 0.01 * np.eye(3), rng.uniform(3.0, 30.0, n),
+                         rng.normal(0.0, 5.0, n), radial_vel_var_mps2=rng.uniform(0.01, 1.0, n),
+                         sensor_pos_enu_m=np.array([1.0, 2.0, 3.0]))
+        pairs = clusterer.linked_pairs(det)
+        k, labels = components(pairs[:, 0], pairs[:, 1], n)
+        fast, general = _merge_known(det, k, labels), _merge(det, k, labels)
+        for name in ("pos_enu_m", "cov_enu_m2", "snr_db", "radial_vel_mps", "doppler_spread_mps",
+                     "radial_vel_var_mps2", "sensor_pos_enu_m", "height_measured"):
+            assert getattr(fast, name).tobytes() == getattr(general, name).tobytes(), name
+        merged += n - k
+    assert merged > 5  # the frames do merge rows
+
+
+def test_rotated_covariance_gives_the_einsums_floats():
+    """The Cartesian converter's covariance, written out term by term, equals the two
+    einsums it replaced to the bit (signed zeros included: an untilted mount's rotation
+    has exact zeros)."""
+    from towerd import geo
+    from towerd.detection.plots import _rotated_covariance
+
+    rng = np.random.default_rng(12)
+    for azimuth, tilt in ((0.0, 0.0), (90.0, 0.0), (33.0, 7.0), (181.0, -12.0)):
+        rot = geo.mount_rotation(azimuth, tilt)
+        jac = rng.normal(size=(40, 3, 3)) * rng.choice([1e-3, 1.0, 1e3], size=(40, 3, 3))
+        jac[rng.random((40, 3, 3)) < 0.2] = 0.0
+        jac[rng.random((40, 3, 3)) < 0.1] = -0.0
+        var = np.array([0.25, np.radians(1.0) ** 2, np.radians(2.0) ** 2])
+        rj = np.einsum("ij,njk->nik", rot, jac)
+        cov = np.einsum("nik,k,njk->nij", rj, var, rj)
+        want = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+        assert _rotated_covariance(rot, jac, var).tobytes() == want.tobytes()

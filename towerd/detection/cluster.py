@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,9 @@ CHUNK_ELEMENTS = 1 << 18
 """Pair distances the brute-force neighbour search holds at once (rows of a block times
 all columns): a frame of a few hundred points is one block, a huge cloud is cut into
 blocks of rows so memory stays bounded. Time grows as N²: about 0.1 s at 3,000 points
-and 1.3 s at 10,000 (measured on this project's 2-core test machine under load)."""
+and 1.3 s at 10,000 (measured on this project's 2-core test machine under load). A
+cloud whose three axes' differences fit in it (N up to 295) is one (3, N, N) block,
+whose differences the Mahalanobis test then reuses."""
 
 
 def near_pairs(pos: np.ndarray, reach_m2: np.ndarray) -> np.ndarray:
@@ -37,6 +40,9 @@ def near_pairs(pos: np.ndarray, reach_m2: np.ndarray) -> np.ndarray:
     reachⱼ (``reach_m2`` (N,)), sorted by i then j: brute force over blocks of rows (see
     :data:`CHUNK_ELEMENTS`), squared distances summed per axis."""
     n = pos.shape[0]
+    if 3 * n * n <= CHUNK_ELEMENTS:  # a frame: one block, every axis in one step
+        i, j, _ = _near_block(pos, reach_m2)
+        return np.stack((i, j), axis=1)
     x, y, z = pos[:, 0], pos[:, 1], pos[:, 2]
     cols = np.arange(n)
     rows = max(1, CHUNK_ELEMENTS // max(n, 1))
@@ -52,6 +58,28 @@ def near_pairs(pos: np.ndarray, reach_m2: np.ndarray) -> np.ndarray:
         if s:
             found[-1][:, 0] += s
     return found[0] if len(found) == 1 else np.concatenate(found)
+
+
+def _near_block(pos: np.ndarray, reach_m2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(i, j) of :func:`near_pairs` for a cloud small enough for one (3, N, N) block, and
+    that block: ``diff[:, i, j]`` is pᵢ − pⱼ."""
+    p = np.ascontiguousarray(pos.T)  # (3, N): each axis a contiguous row
+    diff = p[:, :, None] - p[:, None, :]
+    sq = diff * diff
+    d2 = sq[0] + sq[1]
+    d2 += sq[2]
+    near = d2 <= reach_m2[:, None] + reach_m2
+    near &= _upper(pos.shape[0])
+    i, j = np.nonzero(near)
+    return i, j, diff
+
+
+@functools.lru_cache(maxsize=32)
+def _upper(n: int) -> np.ndarray:
+    """(n, n) bool, True above the diagonal (j > i), read-only."""
+    upper = np.triu(np.ones((n, n), dtype=bool), 1)
+    upper.flags.writeable = False
+    return upper
 
 
 @dataclass(frozen=True)
@@ -100,70 +128,132 @@ class PointClusterer:
         """γ: the squared Mahalanobis distance below which two detections link."""
         return float(chi2_quantile(self.gate_probability, 3))
 
+    @functools.cached_property
+    def _extent_cov(self) -> np.ndarray:
+        """2 e² I: the covariance of the difference of two scatterers of one target."""
+        return 2.0 * self.extent_m**2 * np.eye(3)
+
     def linked_pairs(self, det: Detections) -> np.ndarray:
         """(M, 2) index pairs of detections consistent with one target, sorted."""
-        e2 = self.extent_m**2
-        trace = det.cov_enu_m2.reshape(-1, 9)[:, ::4].sum(axis=1)
-        pairs = near_pairs(det.pos_enu_m, (self.gate * (1.0 + 1e-9)) * (trace + e2))
-        if len(pairs) == 0:
-            return pairs
-        d = det.pos_enu_m[pairs[:, 0]] - det.pos_enu_m[pairs[:, 1]]
-        S = det.cov_enu_m2[pairs[:, 0]] + det.cov_enu_m2[pairs[:, 1]] + 2.0 * e2 * np.eye(3)
+        i, j = self._linked(det)
+        return np.stack((i, j), axis=1)
+
+    def _linked(self, det: Detections) -> tuple[np.ndarray, np.ndarray]:
+        """(i, j) of :meth:`linked_pairs`."""
+        pos, cov = det.pos_enu_m, det.cov_enu_m2
+        trace = cov.reshape(-1, 9)[:, ::4].sum(axis=1)
+        reach = (self.gate * (1.0 + 1e-9)) * (trace + self.extent_m**2)
+        if 3 * pos.shape[0] ** 2 <= CHUNK_ELEMENTS:
+            i, j, diff = _near_block(pos, reach)
+            d = diff[:, i, j].T
+        else:
+            pairs = near_pairs(pos, reach)
+            i, j = pairs[:, 0], pairs[:, 1]
+            d = pos.take(i, 0) - pos.take(j, 0)
+        if i.shape[0] == 0:
+            return i, j
+        S = cov.take(i, 0) + cov.take(j, 0) + self._extent_cov
         d2 = np.einsum("mi,mi->m", d, np.linalg.solve(S, d[..., None])[..., 0])
-        return pairs[d2 <= self.gate]
+        keep = d2 <= self.gate
+        return i[keep], j[keep]
 
     def cluster(self, det: Detections) -> Detections:
         """Merge the detections of one target; see the class docstring."""
         n = len(det)
         if not self.enabled or n < 2:
             return det
-        pairs = self.linked_pairs(det)
-        if len(pairs) == 0:
+        i, j = self._linked(det)
+        if i.shape[0] == 0:
             return det
-        n_clusters, labels = components(pairs[:, 0], pairs[:, 1], n)
+        n_clusters, labels = components(i, j, n)
         log.debug("%s: %d detections -> %d clusters", det.sensor, n, n_clusters)
-
         snr, rv, rv_var_in = det.snr_db, det.radial_vel_mps, det.radial_vel_var_mps2
-        snr_known, rv_known = np.isfinite(snr), np.isfinite(rv)
-        var_known = rv_known & np.isfinite(rv_var_in)
-        rv0 = np.where(rv_known, rv, 0.0)
-        # Per-cluster counts and sums in one pass, row by row as bincount adds them.
-        sums = np.zeros((n_clusters, 7))
-        np.add.at(sums, labels, np.column_stack((~snr_known, rv_known, rv0, rv0**2, var_known,
-                                                 np.where(var_known, rv_var_in, 0.0), ~det.height_measured)))
-        snr_unknown, rv_count, rv_sum, rv_sq, var_count, var_sum, height_unknown = sums.T
+        if math.isfinite(float(snr.sum() + rv.sum() + rv_var_in.sum())) and det.height_measured.all():
+            return _merge_known(det, n_clusters, labels)
+        return _merge(det, n_clusters, labels)
 
-        # Weights: linear SNR relative to the cluster's strongest member (no overflow),
-        # or equal when any member's SNR is unknown.
-        max_snr = np.full(n_clusters, -np.inf)
-        np.maximum.at(max_snr, labels, np.where(snr_known, snr, -np.inf))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            w = np.where((snr_unknown > 0)[labels], 1.0, 10.0 ** ((snr - max_snr[labels]) / 10.0))
-            w = w / np.bincount(labels, weights=w, minlength=n_clusters)[labels]
 
-            centroid = np.zeros((n_clusters, 3))
-            np.add.at(centroid, labels, w[:, None] * det.pos_enu_m)
-            d = det.pos_enu_m - centroid[labels]
-            cov = np.zeros((n_clusters, 3, 3))
-            spread = d[:, :, None] * d[:, None, :]
-            np.add.at(cov, labels, (w**2)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * spread)
+def _merge(det: Detections, n_clusters: int, labels: np.ndarray) -> Detections:
+    """The clusters ``labels`` (N,) in 0..n_clusters−1 of ``det`` as one detection each
+    (see :class:`PointClusterer`), for any frame: unknown SNR, radial speed, its variance
+    or height allowed."""
+    snr, rv, rv_var_in = det.snr_db, det.radial_vel_mps, det.radial_vel_var_mps2
+    snr_known, rv_known = np.isfinite(snr), np.isfinite(rv)
+    var_known = rv_known & np.isfinite(rv_var_in)
+    rv0 = np.where(rv_known, rv, 0.0)
+    # Per-cluster counts and sums in one pass, row by row as bincount adds them.
+    sums = np.zeros((n_clusters, 7))
+    np.add.at(sums, labels, np.column_stack((~snr_known, rv_known, rv0, rv0**2, var_known,
+                                             np.where(var_known, rv_var_in, 0.0), ~det.height_measured)))
+    snr_unknown, rv_count, rv_sum, rv_sq, var_count, var_sum, height_unknown = sums.T
 
-            out_snr = np.where(max_snr > -np.inf, max_snr, np.nan)
-            out_rv = np.where(rv_count > 0, rv_sum / rv_count, np.nan)
-            rv_var = np.maximum(rv_sq / rv_count - out_rv**2, 0.0)
-            out_spread = np.where(rv_count >= 2, np.sqrt(rv_var), np.nan)
-            out_var = np.where(var_count > 0, var_sum / var_count**2 + rv_var, np.nan)
+    # Weights: linear SNR relative to the cluster's strongest member (no overflow),
+    # or equal when any member's SNR is unknown.
+    max_snr = np.full(n_clusters, -np.inf)
+    np.maximum.at(max_snr, labels, np.where(snr_known, snr, -np.inf))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        w = np.where((snr_unknown > 0)[labels], 1.0, 10.0 ** ((snr - max_snr[labels]) / 10.0))
+        w = w / np.bincount(labels, weights=w, minlength=n_clusters)[labels]
 
-        return Detections(
-            sensor=det.sensor,
-            t_mono=det.t_mono,
-            pos_enu_m=centroid,
-            cov_enu_m2=cov,
-            snr_db=out_snr,
-            radial_vel_mps=out_rv,
-            doppler_spread_mps=out_spread,
-            radial_vel_var_mps2=out_var,
-            sensor_pos_enu_m=det.sensor_pos_enu_m,
-            unambiguous_speed_mps=det.unambiguous_speed_mps,
-            height_measured=height_unknown == 0,
-        )
+        centroid = np.zeros((n_clusters, 3))
+        np.add.at(centroid, labels, w[:, None] * det.pos_enu_m)
+        d = det.pos_enu_m - centroid[labels]
+        cov = np.zeros((n_clusters, 3, 3))
+        spread = d[:, :, None] * d[:, None, :]
+        np.add.at(cov, labels, (w**2)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * spread)
+
+        out_snr = np.where(max_snr > -np.inf, max_snr, np.nan)
+        out_rv = np.where(rv_count > 0, rv_sum / rv_count, np.nan)
+        rv_var = np.maximum(rv_sq / rv_count - out_rv**2, 0.0)
+        out_spread = np.where(rv_count >= 2, np.sqrt(rv_var), np.nan)
+        out_var = np.where(var_count > 0, var_sum / var_count**2 + rv_var, np.nan)
+
+    return Detections(
+        sensor=det.sensor,
+        t_mono=det.t_mono,
+        pos_enu_m=centroid,
+        cov_enu_m2=cov,
+        snr_db=out_snr,
+        radial_vel_mps=out_rv,
+        doppler_spread_mps=out_spread,
+        radial_vel_var_mps2=out_var,
+        sensor_pos_enu_m=det.sensor_pos_enu_m,
+        unambiguous_speed_mps=det.unambiguous_speed_mps,
+        height_measured=height_unknown == 0,
+    )
+
+
+def _merge_known(det: Detections, n_clusters: int, labels: np.ndarray) -> Detections:
+    """:func:`_merge` for a frame whose every row has an SNR, a radial speed with its
+    variance and a measured height (a TI frame): the same arithmetic, value for value,
+    without the masks that only the unknowns need (every count is then the cluster's
+    size; sums are bincount's, row by row from 0 as np.add.at adds them)."""
+    snr, rv, pos = det.snr_db, det.radial_vel_mps, det.pos_enu_m
+    size = np.bincount(labels, minlength=n_clusters).astype(float)  # float: no casting in the divisions
+    rv_sum = np.bincount(labels, rv, n_clusters)
+    rv_sq = np.bincount(labels, rv**2, n_clusters)
+    var_sum = np.bincount(labels, det.radial_vel_var_mps2, n_clusters)
+    max_snr = np.full(n_clusters, -np.inf)
+    np.maximum.at(max_snr, labels, snr)
+    w = 10.0 ** ((snr - max_snr.take(labels)) / 10.0)
+    w /= np.bincount(labels, w, n_clusters).take(labels)
+    centroid = _sum_rows(labels, w[:, None] * pos, n_clusters)
+    d = pos - centroid.take(labels, 0)
+    cov = _sum_rows(labels, (w * w)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * (d[:, :, None] * d[:, None, :]),
+                    n_clusters)
+    out_rv = rv_sum / size
+    rv_var = np.maximum(rv_sq / size - out_rv**2, 0.0)
+    spread = np.where(size >= 2, np.sqrt(rv_var), np.nan)
+    return Detections.of(det.sensor, det.t_mono, centroid, cov, max_snr, out_rv, spread,
+                         var_sum / size**2 + rv_var, det.sensor_pos_enu_m, det.unambiguous_speed_mps,
+                         np.ones(n_clusters, dtype=bool))
+
+
+def _sum_rows(labels: np.ndarray, values: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(n_clusters, ...) sums of the rows of ``values`` (N, ...) by ``labels`` (N,): one
+    bincount over the elements, each (cluster, element) bin adding its rows in order from
+    0 as ``np.add.at`` does (the same floats; ufunc.at walks rows of rows element by element)."""
+    shape = values.shape
+    m = values.size // shape[0]
+    index = (labels * m)[:, None] + np.arange(m)
+    return np.bincount(index.ravel(), values.ravel(), n_clusters * m).reshape((n_clusters,) + shape[1:])

@@ -33,6 +33,7 @@ Rows are independent; every step is one vectorised expression over all rows.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -166,6 +167,20 @@ class Detections:
         return self.pos_enu_m.shape[0]
 
     @classmethod
+    def of(cls, sensor: str, t_mono: float, pos_enu_m: np.ndarray, cov_enu_m2: np.ndarray, snr_db: np.ndarray,
+           radial_vel_mps: np.ndarray, doppler_spread_mps: np.ndarray, radial_vel_var_mps2: np.ndarray,
+           sensor_pos_enu_m: np.ndarray, unambiguous_speed_mps: float, height_measured: np.ndarray) -> Detections:
+        """The same object as the constructor with every field given, without its checks:
+        for detection's own steps, whose arrays have the documented shapes by construction
+        (the frozen dataclass's ``__init__`` and checks cost as much as a step of it)."""
+        det = object.__new__(cls)
+        det.__dict__.update(sensor=sensor, t_mono=t_mono, pos_enu_m=pos_enu_m, cov_enu_m2=cov_enu_m2, snr_db=snr_db,
+                            radial_vel_mps=radial_vel_mps, doppler_spread_mps=doppler_spread_mps,
+                            radial_vel_var_mps2=radial_vel_var_mps2, sensor_pos_enu_m=sensor_pos_enu_m,
+                            unambiguous_speed_mps=unambiguous_speed_mps, height_measured=height_measured)
+        return det
+
+    @classmethod
     def empty(cls, sensor: str, t_mono: float) -> Detections:
         """No detections (a frame with nothing in it is still a scan: tracks miss)."""
         return cls(sensor, t_mono, np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros(0), np.zeros(0))
@@ -292,10 +307,9 @@ class PlotConverter:
     def _convert_cartesian(self, plots: RadarPlots) -> Detections:
         """Sensor-frame Cartesian points (the module docstring's second form)."""
         rows = plots.cartesian
-        s = np.empty((rows.shape[0], 3))
-        s[:, 0], s[:, 1], s[:, 2] = rows["x_m"], rows["y_m"], rows["z_m"]
-        keep = np.isfinite(s).all(axis=1)
-        if not keep.all():
+        s = _xyz(rows)
+        if not math.isfinite(float(s.sum())):  # a float64 sum of float32 values overflows never
+            keep = np.isfinite(s).all(axis=1)
             n_bad = int(np.count_nonzero(~keep))
             self.dropped += n_bad
             log.debug("%s: dropped %d points without a finite position", plots.sensor, n_bad)
@@ -303,25 +317,67 @@ class PlotConverter:
         x, y, z = s[:, 0], s[:, 1], s[:, 2]
         h = np.hypot(x, y)
         r = np.hypot(h, z)
+        jac = np.empty((len(s), 3, 3))
         if h.all():  # the usual frame: no point on the vertical axis (r >= h > 0)
-            sa, ca, ux, uy, uz = x / h, y / h, x / r, y / r, z / r
+            jac[:, :, 0] = s / r[:, None]  # x / r, y / r, z / r
+            jac[:, :2, 2] = -z[:, None] * (s[:, :2] / h[:, None])  # -z sin a, -z cos a
         else:
             on_axis = h == 0.0
             with np.errstate(invalid="ignore", divide="ignore"):
                 sa = np.where(on_axis, 0.0, x / h)
                 ca = np.where(on_axis, 1.0, y / h)
                 at_antenna = r == 0.0  # the limit along boresight (a = e = 0), as the spherical form has it
-                ux, uy, uz = (np.where(at_antenna, 0.0, x / r), np.where(at_antenna, 1.0, y / r),
-                              np.where(at_antenna, 0.0, z / r))
-        jac = np.empty((len(s), 3, 3))
-        jac[:, 0, 0], jac[:, 0, 1], jac[:, 0, 2] = ux, y, -z * sa
-        jac[:, 1, 0], jac[:, 1, 1], jac[:, 1, 2] = uy, -x, -z * ca
-        jac[:, 2, 0], jac[:, 2, 1], jac[:, 2, 2] = uz, 0.0, h
-        rot = self._rotation
-        pos = s @ rot.T + self._position
-        rj = np.einsum("ij,njk->nik", rot, jac)  # R J
-        cov = np.einsum("nik,k,njk->nij", rj, self._variance, rj)  # (R J) diag(var) (R J)ᵀ
-        return self._detections(plots, pos, cov, rows["snr_db"], rows["radial_vel_mps"].astype(float))
+                jac[:, 0, 0], jac[:, 1, 0], jac[:, 2, 0] = (np.where(at_antenna, 0.0, x / r),
+                                                            np.where(at_antenna, 1.0, y / r),
+                                                            np.where(at_antenna, 0.0, z / r))
+            jac[:, 0, 2], jac[:, 1, 2] = -z * sa, -z * ca
+        jac[:, 0, 1], jac[:, 1, 1], jac[:, 2, 1], jac[:, 2, 2] = y, -x, 0.0, h
+        pos = s @ self._rotation.T + self._position
+        cov = _rotated_covariance(self._rotation, jac, self._variance)
+        rv = rows["radial_vel_mps"].astype(float)
+        return Detections.of(plots.sensor, plots.t_mono, pos, cov, rows["snr_db"].astype(float), rv, _nan(len(rv)),
+                             np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
+                             self._position.copy(), self.noise.unambiguous_speed_mps, np.ones(len(rv), dtype=bool))
+
+
+def _xyz(rows: np.ndarray) -> np.ndarray:
+    """(N, 3) float64 x, y, z of Cartesian plot rows (fields ``x_m``, ``y_m``, ``z_m``): one
+    conversion of a strided view when the three are consecutive float32 (TI's points)."""
+    fields = rows.dtype.fields
+    offset = fields["x_m"][1]
+    f4 = np.dtype("<f4")
+    if (rows.flags.c_contiguous and len(rows)
+            and all(fields[name][0] == f4 and fields[name][1] == offset + 4 * i
+                    for i, name in enumerate(("x_m", "y_m", "z_m")))):
+        try:
+            return np.ndarray((len(rows), 3), f4, rows, offset, (rows.dtype.itemsize, 4)).astype(float)
+        except (TypeError, ValueError):  # rows that export no buffer: field by field below
+            pass
+    s = np.empty((len(rows), 3))
+    s[:, 0], s[:, 1], s[:, 2] = rows["x_m"], rows["y_m"], rows["z_m"]
+    return s
+
+
+def _rotated_covariance(rot: np.ndarray, jac: np.ndarray, var: np.ndarray) -> np.ndarray:
+    """(N, 3, 3) symmetric C = (R J) diag(var) (R J)ᵀ of ``rot`` R (3, 3), ``jac`` J (N, 3, 3)
+    and ``var`` (3,): the sums over the inner index written out, term by term in index
+    order from 0, as ``einsum("ij,njk->nik")`` and ``einsum("nik,k,njk->nij")`` add them
+    (the same floats, for a fraction of the three-operand einsum's time), then (C + Cᵀ) / 2."""
+    q = rot[None, :, :, None] * jac[:, None, :, :]  # q[n, i, j, k] = R[i, j] J[n, j, k]
+    rj = q[:, :, 0] + 0.0
+    rj += q[:, :, 1]
+    rj += q[:, :, 2]
+    rjt = np.ascontiguousarray(rj.transpose(2, 0, 1))  # [k, n, i]
+    p = (rjt * var[:, None, None])[:, :, :, None] * rjt[:, :, None, :]  # [k, n, i, j] = (RJ[n,i,k] var[k]) RJ[n,j,k]
+    cov = p[0] + 0.0
+    cov += p[1]
+    cov += p[2]
+    return 0.5 * (cov + cov.transpose(0, 2, 1))
+
+
+def _nan(n: int) -> np.ndarray:
+    """(n,) NaN."""
+    return np.full(n, np.nan)
 
 
 def radial_speed(rows: np.ndarray, pos_enu_m: np.ndarray, antenna_enu_m: np.ndarray) -> np.ndarray:

@@ -235,7 +235,8 @@ class CfarOutput:
     """One CFAR pass over n cells.
 
     detected (n,) bool; threshold (n,) the level each cell was compared with, in the units
-    of the input; n_ref (n,) references used (0 where the noise floor was the reference).
+    of the input; n_ref (n,) references used (0 where the noise floor was the reference;
+    read-only, shared by the sweeps with one pattern of exclusions).
     """
 
     detected: np.ndarray
@@ -302,6 +303,8 @@ class Cfar:
         self._occupancy_windows: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
         self._occupancy_levels: dict[tuple[int, float], np.ndarray] = {}
         self._windows: dict[bytes, _Window] = {}
+        self._cumsum_buffers: dict[int, np.ndarray] = {}
+        self._padded: dict[int, np.ndarray] = {}  # (n + 1,) z with inf at n, for the OS references
         log.debug(
             "CFAR %s N=%d G=%d K=%d Pfa=%g: alpha=%.4f (%.2f dB)%s",
             s.kind, n, s.guard_cells, s.looks, s.pfa, table[n], 10 * math.log10(table[n]),
@@ -337,9 +340,16 @@ class Cfar:
         :meth:`occupied` that does not depend on the Pfa: several tests of one sweep share it)."""
         n = z.shape[0]
         a, b, count = self._occupancy_window(n)
-        c = np.zeros(n + 1)
+        c = self._cumsum_buffer(n)
         np.cumsum(z, out=c[1:])
-        return (c[b] - c[a]) / count
+        return (c.take(b) - c.take(a)) / count
+
+    def _cumsum_buffer(self, n: int) -> np.ndarray:
+        """(n + 1,) scratch for cumulative sums, [0] = 0 (the rest is overwritten by each use)."""
+        c = self._cumsum_buffers.get(n)
+        if c is None:
+            c = self._cumsum_buffers[n] = np.zeros(n + 1)
+        return c
 
     def occupancy_level(self, n: int, pfa: float | None = None) -> np.ndarray:
         """(n,) the known-level threshold of each cell's occupancy window at ``pfa``
@@ -378,10 +388,17 @@ class Cfar:
         elif w.m_use == 0 or w.k_idx is None:
             level = np.full(n, np.nan)
         else:
-            vals = np.append(z, np.inf)[w.ref_idx]  # (n, N) references, inf where fewer than N
-            level = np.partition(vals, w.kth, axis=1)[w.rows, w.k_idx]  # the k-th smallest of each
+            padded = self._padded.get(n)
+            if padded is None:
+                padded = self._padded[n] = np.full(n + 1, np.inf)
+            padded[:n] = z
+            vals = padded.take(w.ref_idx)  # (n, N) references, inf where fewer than N
+            vals.partition(w.kth, axis=1)
+            level = vals[w.rows, w.k_idx]  # the k-th smallest of each
         threshold = np.where(w.use_floor, self.alpha_known, w.alpha * level) if w.any_floor else w.alpha * level
-        return CfarOutput(detected=z > threshold, threshold=threshold, n_ref=w.n_ref.copy())
+        out = object.__new__(CfarOutput)  # the frozen dataclass's fields, without its __init__
+        out.__dict__.update(detected=z > threshold, threshold=threshold, n_ref=w.n_ref)
+        return out
 
     def _window(self, keep: np.ndarray) -> _Window:
         """The reference windows for this pattern of usable cells (cached: a band's
@@ -417,6 +434,7 @@ class Cfar:
         alpha = self.alpha_table[np.where(use_floor, s.reference_cells, n_ref)]
         w = _Window(m_use=m_use, use_floor=use_floor, any_floor=bool(use_floor.any()), alpha=alpha,
                     n_ref=np.where(use_floor, 0, n_ref))
+        w.n_ref.flags.writeable = False  # every sweep's CfarOutput shares it
         if s.kind == "ca":
             w.le = np.clip(left_end, 0, m_use)
             w.rs = np.clip(right_start, 0, m_use)

@@ -71,6 +71,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from towerd.icd import Category
+from towerd.rf.tracks import select_rows
 from towerd.schema import spec
 
 log = logging.getLogger(__name__)
@@ -240,7 +241,7 @@ def classify(
     kind = np.zeros(n, dtype=np.uint8)  # LinkKind.UNKNOWN
     conf = np.zeros(n, dtype=np.uint8)
     if mature.any():
-        kind[mature], conf[mature] = _classify_mature(tracks[mature], settings, hop_min_channels)
+        kind[mature], conf[mature] = _classify_mature(select_rows(tracks, mature), settings, hop_min_channels)
     return kind, conf
 
 

@@ -133,7 +133,7 @@ class NoiseFloor:
         """True once a level has been learnt for every cell."""
         if self.updates <= 0:
             return False
-        if self._ready_floor is self.floor_mw:  # checked already (update keeps it finite in place)
+        if self._ready_floor is self.floor_mw:  # checked already (update keeps it finite)
             return True
         if np.isfinite(self.floor_mw).all():
             self._ready_floor = self.floor_mw
@@ -146,13 +146,13 @@ class NoiseFloor:
         """This sweep's local level per cell (n,), see the module docstring; all NaN when
         every cell is excluded. Needs a learnt floor (for the clip)."""
         p = self._check(power_mw)
-        a, b, i = self._a, self._b, self._i
+        a, b = self._a, self._b
         cs = self._cs
         vals = np.minimum(p, self.clip * self.floor_mw)
         excluded = None if excluded is None else np.asarray(excluded, dtype=bool)
         if excluded is None or not excluded.any():
             np.cumsum(vals, out=cs[1:])
-            return (cs[b] - cs[a]) / self._half  # every window fully usable
+            return (cs.take(b) - cs.take(a)) / self._half  # every window fully usable
         w = self._windows(excluded)
         vals[excluded] = 0.0
         np.cumsum(vals, out=cs[1:])
@@ -160,9 +160,10 @@ class NoiseFloor:
         if w is None:  # no window half usable
             return out
         a_ok, b_ok, count_ok, ok, bad = w
-        out[ok] = (cs[b_ok] - cs[a_ok]) / count_ok
+        level = (cs.take(b_ok) - cs.take(a_ok)) / count_ok
+        out[ok] = level
         if bad is not None:
-            out[bad] = np.interp(i[bad], i[ok], out[ok])
+            out[bad] = np.interp(bad, ok, level)
         return out
 
     def _windows(self, excluded: np.ndarray) -> tuple | None:
@@ -179,8 +180,8 @@ class NoiseFloor:
         count = cc[self._b] - cc[self._a]
         ok = 2 * count >= self._half  # at least half the window usable
         w = None
-        if np.any(ok):
-            w = (self._a[ok], self._b[ok], count[ok], ok, None if np.all(ok) else ~ok)
+        if np.any(ok):  # (ok and the others as cell indices: they index and they are interp's abscissae)
+            w = (self._a[ok], self._b[ok], count[ok], np.flatnonzero(ok), None if np.all(ok) else np.flatnonzero(~ok))
         self._window_cache[key] = w
         return w
 
@@ -195,7 +196,8 @@ class NoiseFloor:
             return
         dt = 0.0 if self.t_last is None else max(0.0, float(t_mono) - self.t_last)
         w = max(-math.expm1(-dt / self.settings.time_constant_s), 1.0 / (self.updates + 1))
-        self.floor_mw += w * (level - self.floor_mw)
+        # A new array (the caller may keep the floor it detected with); finite as the last.
+        self.floor_mw = self._ready_floor = self.floor_mw + w * (level - self.floor_mw)
         self.updates += 1
         self.t_last = float(t_mono)
 
@@ -243,16 +245,19 @@ class NoiseFloor:
         self.t_last = float(t_mono)
         return True
 
-    def shift_db(self, power_mw: np.ndarray, excluded: np.ndarray | None = None) -> float:
+    def shift_db(self, power_mw: np.ndarray, excluded: np.ndarray | None = None, *,
+                 z: np.ndarray | None = None) -> float:
         """How far the band's noise sits from the floor, dB: the median of power / floor
         over the cells not ``excluded`` (those held by emitters) against the median of
         noise; +inf when under a tenth of the band is left (everything rose above the
         floor). Near 0 dB while the floor is right; a change of the whole
         band's level (gain, broadband interference) moves it. NaN before the floor is
-        learnt or for a band of fewer than 32 cells (too few for a steady quantile)."""
+        learnt or for a band of fewer than 32 cells (too few for a steady quantile).
+        ``z``: power / floor when the caller has it already."""
         if not self.ready or self.n < 32:
             return math.nan
-        z = self._check(power_mw) / self.floor_mw
+        if z is None:
+            z = self._check(power_mw) / self.floor_mw
         if excluded is not None:
             z = z[~np.asarray(excluded, dtype=bool)]
         if z.shape[0] < 0.1 * self.n:

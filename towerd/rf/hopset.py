@@ -11,6 +11,7 @@ set when one is present.
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
 from typing import TYPE_CHECKING, TypedDict
@@ -60,7 +61,7 @@ class HopSetDetector:
         # more (NaN for single cells).
         self._hops = np.zeros((0, len(HOP_COLUMNS)))
         self._memo: dict | None = None  # what depends on the hop buffer alone; None when it changed
-        self._sweep_t = np.zeros(0)  # times of this band's sweeps within the hop window
+        self._sweep_t: collections.deque[float] = collections.deque()  # this band's sweep times in the hop window
         self._burst = np.zeros((0, 3))  # (t, low MHz, high MHz) of burst pieces wider than a hop, in the window
         self._grid = np.asarray(settings.burst_channels_mhz, dtype=float)
 
@@ -120,7 +121,16 @@ class HopSetDetector:
         """Add this sweep's candidate hops, drop old ones, and describe the hopping set if
         one is present (else None)."""
         s = self.settings
-        keep = self._hops[:, _T] > t - s.hop_window_s
+        since = t - s.hop_window_s
+        sweep_t = self._sweep_t
+        if sweep_t and t < sweep_t[-1]:  # out of order (not from one clock): keep what is in the window
+            self._sweep_t = sweep_t = collections.deque(u for u in sweep_t if u > since)
+        while sweep_t and not sweep_t[0] > since:  # in order, the old ones are first
+            sweep_t.popleft()
+        sweep_t.append(t)
+        if hops.shape[0] == 0 and self._hops.shape[0] == 0:  # nothing collected, nothing to add
+            return None
+        keep = self._hops[:, _T] > since
         if hops.shape[0] or not keep.all():
             fine = hops["power_centre_mhz"]
             fine = np.where((fine >= hops["low_mhz"]) & (fine <= hops["high_mhz"]), fine, hops["centre_mhz"])
@@ -132,7 +142,6 @@ class HopSetDetector:
                                    hops["mean_dbm"], fine, placed])
             self._hops = np.concatenate([self._hops[keep], new])[-s.hop_buffer_max:]
             self._memo = None
-        self._sweep_t = np.append(self._sweep_t[self._sweep_t > t - s.hop_window_s], t)
         if self._hops.shape[0] < 2 * s.hop_min_channels:
             return None
         memo = self._memo
@@ -193,7 +202,7 @@ class HopSetDetector:
         if n_rev < s.hop_min_channels or float(ch[-1] - ch[0]) < s.hop_min_span_mhz:
             return False
         c = max(1.0, 2.0 * s.hop_channel_tolerance_mhz / max(abs(step_mhz), 1e-9) + 1.0)
-        lam = pfa * self._sweep_t.shape[0] * c
+        lam = pfa * len(self._sweep_t) * c
         p_rev = float(special.pdtrc(1, lam))  # P(N > 1), N ~ Poisson(lam)
         expected = cells / c * p_rev
         need = float(poisson_isf(s.hop_false_alarm, expected)) + 1.0 if expected > 0 else 0.0

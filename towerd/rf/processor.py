@@ -173,27 +173,36 @@ class BandDetector:
         self.cfar = cfar
         self.bridge_pfa = bridge_pfa
         self.floor = NoiseFloor(floor_settings, n, step_mhz, cfar.settings.looks)
-        self.age = np.full(n, _AGE_MAX, dtype=np.int64)  # sweeps since each cell was detected
+        self.age = np.full(n, _AGE_MAX, dtype=np.int64)
+        """Sweeps since each cell was detected (not counted on while :attr:`min_age` >= hold_sweeps)."""
+        self.min_age = _AGE_MAX
+        """Sweeps since any cell was detected."""
         self.cfar_detected = np.zeros(n, dtype=bool)  # the last sweep's CFAR detections before bridging
         self._skirt_cache: dict[bytes, np.ndarray] = {}
 
     def detect(self, power_mw: np.ndarray, t_mono: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(detected bool, threshold mW, floor mW), each (n,), for one sweep."""
+        """(detected bool, threshold mW, floor mW), each (n,), for one sweep.
+
+        While no cell was detected in the last ``hold_sweeps`` sweeps (a quiet band: the
+        usual case), no cell is recent or held, so the history steps are skipped: the
+        ages are not counted on then (they only matter as ``age < hold_sweeps``, which
+        stays False for every cell), and the floor folds in the sweep with no exclusions."""
         if not self.floor.ready:
             self._learn(power_mw, t_mono)
-        floor = self.floor.floor_mw.copy()
+        hold = self.floor.settings.hold_sweeps
+        floor = self.floor.floor_mw  # update() replaces it: this sweep's floor stays as it is
         z = power_mw / floor
         n = z.shape[0]
         mean = self.cfar.window_mean(z)  # the occupancy tests' common part
         occupied = mean > self.cfar.occupancy_level(n)
-        recent = self.age < self.floor.settings.hold_sweeps
-        excluded = occupied | recent
-        shift = self.floor.shift_db(power_mw, excluded)
+        excluded = occupied if self.min_age >= hold else occupied | (self.age < hold)
+        shift = self.floor.shift_db(power_mw, excluded, z=z)
         if abs(shift) > self.floor.settings.relearn_db:
             log.info("band level moved %+.1f dB: noise floor relearnt", shift)
             self._learn(power_mw, t_mono)
             self.age[:] = _AGE_MAX
-            floor = self.floor.floor_mw.copy()
+            self.min_age = _AGE_MAX
+            floor = self.floor.floor_mw
             z = power_mw / floor
             mean = self.cfar.window_mean(z)
             excluded = mean > self.cfar.occupancy_level(n)  # | recent, all False now
@@ -201,11 +210,17 @@ class BandDetector:
         self.cfar_detected = out.detected  # before bridging: how much of an emitter the CFAR saw itself
         if out.detected.any():
             detected = bridge_occupied(out.detected, mean > self.cfar.occupancy_level(n, self.bridge_pfa))
+            self.age = np.where(detected, 0, np.minimum(self.age + 1, _AGE_MAX))
+            self.min_age = 0
         else:
             detected = out.detected.copy()  # nothing to bridge
-        self.age = np.where(detected, 0, np.minimum(self.age + 1, _AGE_MAX))
-        held = self.age < self.floor.settings.hold_sweeps
-        self.floor.update(power_mw, self._skirts(held), t_mono)
+            if self.min_age < hold:
+                self.age = np.minimum(self.age + 1, _AGE_MAX)
+            self.min_age = min(self.min_age + 1, _AGE_MAX)
+        if self.min_age < hold:
+            self.floor.update(power_mw, self._skirts(self.age < hold), t_mono)
+        else:  # nothing held
+            self.floor.update(power_mw, None, t_mono)
         return detected, out.threshold * floor, floor
 
     def _skirts(self, held: np.ndarray) -> np.ndarray:
@@ -299,7 +314,8 @@ class RfProcessor:
         p_dbm = np.asarray(spectrum.power_dbm, dtype=float)
         n = p_dbm.shape[0]
         step = float(spectrum.step_freq_mhz)
-        if n < 3 or not math.isfinite(step) or step <= 0 or not np.isfinite(p_dbm).all():
+        finite = math.isfinite(float(p_dbm.sum())) or bool(np.isfinite(p_dbm).all())  # (a sum can overflow)
+        if n < 3 or not math.isfinite(step) or step <= 0 or not finite:
             self._warn_once(
                 spectrum.sensor, "bad-sweep",
                 "sweep %d of %s dropped (and any like it): %d points, step %r MHz, non-finite power %s",
@@ -326,12 +342,10 @@ class RfProcessor:
                                    looks=self.settings.cfar.looks)
             res = band.tracker.step(emitters, t, cells=f.shape[0], step_mhz=step, pfa=self.settings.cfar.pfa)
             ended.append(res.ended)
-            results.append(
-                BandResult(
-                    sensor=spectrum.sensor, band=name, t_mono=t, freq_mhz=f, power_dbm=dbm,
-                    floor_mw=floor, threshold_mw=threshold, detected=detected, emitters=emitters,
-                )
-            )
+            result = object.__new__(BandResult)  # the frozen dataclass's fields, without its __init__
+            result.__dict__.update(sensor=spectrum.sensor, band=name, t_mono=t, freq_mhz=f, power_dbm=dbm,
+                                   floor_mw=floor, threshold_mw=threshold, detected=detected, emitters=emitters)
+            results.append(result)
         self.sweeps += 1
         return self._update(t, ended, tuple(results))
 
@@ -339,7 +353,8 @@ class RfProcessor:
         """Apply the time rules to every band (call it periodically: a sensor that stops
         sending must not leave its tracks alive)."""
         t = float(t_mono)
-        return self._update(t, [b.tracker.expire(t).ended for b in self._bands.values()], ())
+        bands = [b for b in self._bands.values() if b.tracker.tracks.shape[0]]  # a band without tracks has none to end
+        return self._update(t, [b.tracker.expire(t).ended for b in bands], ())
 
     def end_all(self, t_mono: float) -> RfUpdate:
         """End every live RF track (the daemon is stopping)."""
@@ -349,7 +364,10 @@ class RfProcessor:
     # -- internals -------------------------------------------------------------------
 
     def _update(self, t: float, ended: list[np.ndarray], bands: tuple[BandResult, ...]) -> RfUpdate:
-        return RfUpdate(t_mono=t, tracks=self._live(), ended=_joined([e for e in ended if e.shape[0]]), bands=bands)
+        update = object.__new__(RfUpdate)  # the frozen dataclass's fields, without its __init__
+        update.__dict__.update(t_mono=t, tracks=self._live(), ended=_joined([e for e in ended if e.shape[0]]),
+                               bands=bands)
+        return update
 
     def _live(self) -> np.ndarray:
         """The bands' live tracks joined (read-only); the previous array again when no

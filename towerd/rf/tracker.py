@@ -60,8 +60,10 @@ import numpy as np
 from towerd.assignment import linear_sum_assignment
 from towerd.icd import Status
 from towerd.rf.classify import ClassifierSettings, LinkKind, category_of, classify
+from towerd.rf.emitters import select_emitters
 from towerd.rf.hopset import HopSet, HopSetDetector, poisson_isf
-from towerd.rf.tracks import HISTORY_BITS, RF_TRACK_DTYPE, TrackIds, duty, empty_rf_tracks, popcount, window_mask
+from towerd.rf.tracks import (HISTORY_BITS, NO_ROWS, RF_TRACK_DTYPE, TrackIds, copy_rows, duty, empty_rf_tracks,
+                              popcount, select_rows, window_mask)
 from towerd.rows import join_rows
 from towerd.schema import spec
 
@@ -155,7 +157,7 @@ class RfTrackingSettings:
 @dataclass(frozen=True, eq=False)
 class BandStep:
     """What one band tracker call produced: live tracks after it and the tracks it ended
-    (status ENDED, last state), both RF_TRACK_DTYPE."""
+    (status ENDED, last state), both RF_TRACK_DTYPE (``ended`` read-only when empty)."""
 
     tracks: np.ndarray
     ended: np.ndarray
@@ -194,18 +196,18 @@ class BandTracker:
             self.hopsets.bursting(emitters, t, step_mhz)
             comb = self.hopsets.observe(emitters, t, cells=cells, step_mhz=step_mhz, pfa=pfa)
             if comb is None:
-                return BandStep(tracks=self.tracks, ended=self.tracks.copy())
+                return BandStep(tracks=self.tracks, ended=NO_ROWS)
             return self._finish(self._new_comb(comb, t), t, absorbed=np.zeros(1, dtype=bool))
-        tr = self.tracks.copy()
+        tr = copy_rows(self.tracks)
         hit = np.zeros(tr.shape[0], dtype=bool)
         if emitters.shape[0]:
             single = ~tr["comb"]
             single_rows = np.flatnonzero(single)
-            ti, ei = self._associate(tr[single_rows], emitters, step_mhz)
+            ti, ei = self._associate(select_rows(tr, single_rows), emitters, step_mhz)
             ti = single_rows[ti]
 
             hit[ti] = True
-            self._update_hits(tr, ti, emitters[ei], t)
+            self._update_hits(tr, ti, select_emitters(emitters, ei), t)
 
             # Hops: narrow emitters not taken by a continuous narrowband track, and not
             # beside a wide emitter (a plateau's fragment in a deep fade).
@@ -226,7 +228,7 @@ class BandTracker:
                 if hi - lo > s.hop_max_bandwidth_mhz:
                     narrow &= ~((emitters["centre_mhz"] >= lo - margin) & (emitters["centre_mhz"] <= hi + margin))
             narrow &= ~self.hopsets.bursting(emitters, t, step_mhz)
-            hops = emitters[narrow]
+            hops = select_emitters(emitters, narrow)
         else:  # every track missed; no hop to add
             ei = np.zeros(0, dtype=np.intp)
             self.hopsets.bursting(emitters, t, step_mhz)
@@ -270,7 +272,7 @@ class BandTracker:
         tr["t_mono"] = t
 
         if left.any():
-            new_rows.append(self._new_tracks(emitters[left], t))
+            new_rows.append(self._new_tracks(select_emitters(emitters, left), t))
         if new_rows:
             tr = join_rows([tr, *new_rows])
             absorbed = np.concatenate([absorbed, np.zeros(tr.shape[0] - absorbed.shape[0], dtype=bool)])
@@ -279,12 +281,12 @@ class BandTracker:
     def expire(self, t_mono: float) -> BandStep:
         """Apply the time rules alone (no sweep of this band arrived)."""
         if self.tracks.shape[0] == 0:
-            return BandStep(tracks=self.tracks, ended=self.tracks.copy())
-        return self._finish(self.tracks.copy(), float(t_mono), sweep=False)
+            return BandStep(tracks=self.tracks, ended=NO_ROWS)
+        return self._finish(copy_rows(self.tracks), float(t_mono), sweep=False)
 
     def end_all(self, t_mono: float) -> BandStep:
         """End every live track."""
-        ended = self.tracks.copy()
+        ended = copy_rows(self.tracks)
         ended["status"] = Status.ENDED
         ended["t_mono"] = np.maximum(ended["t_mono"], float(t_mono))
         self.tracks = empty_rf_tracks()
@@ -419,7 +421,7 @@ class BandTracker:
         """Duty, confirmation, coasting, ending (plus the ``absorbed`` rows), classes."""
         if tr.shape[0] == 0:  # nothing to confirm, end or classify
             self.tracks = tr
-            return BandStep(tracks=tr, ended=tr.copy())
+            return BandStep(tracks=tr, ended=NO_ROWS)
         s = self.settings
         tr["duty"] = duty(tr["sweeps"], tr["hit_history"])
 
@@ -444,11 +446,11 @@ class BandTracker:
         tr["category"] = category_of(kind)
 
         if gone.any():
-            ended = tr[gone]  # a new array (boolean index)
+            ended = select_rows(tr, gone)  # a new array (boolean index)
             ended["status"] = Status.ENDED
-            self.tracks = tr[~gone]
+            self.tracks = select_rows(tr, ~gone)
         else:
-            ended = tr[:0].copy()
+            ended = NO_ROWS
             self.tracks = tr
         if end.any():
             log.debug("band %d: ended RF tracks %s", self.band, tr["rf_track_id"][end].tolist())
