@@ -62,6 +62,10 @@ class Pending:
     event_json: tuple[str, ...] | None = None
     """Each of ``events`` as compact JSON text, encoded once by the central's intake
     (for its size limit) and stored as is."""
+    first_seq: int = 0
+    last_seq: int = 0
+    """The first and last seq of ``records`` when the sender knows them (the central's
+    intake read them from the message); 0: read from ``records``."""
 
     @property
     def size(self) -> int:

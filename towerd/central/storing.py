@@ -32,7 +32,8 @@ class StoringMixin:
         msg, tower_id = held.msg, held.tower_id
         replay = bool(msg.flags & FLAG_REPLAY)
         if msg.type == MsgType.TRACKS:
-            item = Pending(tower_id, msg.stream_id, replay, records=held.payload)
+            item = Pending(tower_id, msg.stream_id, replay, records=held.payload, first_seq=held.first,
+                           last_seq=held.last)
         elif msg.type == MsgType.IDENTITY:
             item = Pending(tower_id, msg.stream_id, replay, identities=held.payload)
         else:
