@@ -47,11 +47,13 @@ class StreamSummary:
                 "truncated": self.truncated}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pending:
     """One decoded TRACKS (``records``: TRACK_RECORD_DTYPE array), EVENTS (``events``:
     list of dicts) or IDENTITY (``identities``: IDENTITY_RECORD_DTYPE array) message
-    waiting to be stored; exactly one of the three is set."""
+    waiting to be stored; exactly one of the three is set. Not changed once made (not a
+    frozen dataclass only because one is made per message received, and a frozen one
+    costs four times as much to make)."""
 
     tower_id: str
     stream_id: int
