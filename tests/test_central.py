@@ -967,6 +967,48 @@ def test_live_messages_of_a_poll_round_are_stored_and_acked_before_replays(ctx, 
     pytest.fail("the 21 messages never arrived in one poll round")
 
 
+def test_a_bad_value_among_the_tracks_of_a_round_refuses_only_its_message(ctx, central, tmp_path):
+    """The TRACKS records of a poll round are checked together; when that finds a bad
+    value, each message is checked on its own: the bad one gets ERROR malformed.range and
+    is not stored, the others are stored and acknowledged. The messages are queued before
+    the central binds so that one round takes them all (the round is repeated otherwise)."""
+    for attempt in range(5):
+        endpoint = f"ipc://{tmp_path}/bad-{attempt}.ipc"
+        sock = ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.routing_id = TOWER.encode()
+        sock.reconnect_ivl = 10
+        sock.connect(endpoint)
+        stream = STREAM + attempt
+        bad = tracks(1, first_seq=3)
+        bad["alt_m"] = np.inf  # the encoder would refuse it: its header, then the record
+        sock.send(icd.encode_tracks(stream, tracks(2, first_seq=1)))
+        sock.send(icd.encode_tracks(stream, tracks(1, first_seq=3))[:icd.HEADER_SIZE] + bad.tobytes())
+        sock.send(icd.encode_tracks(stream, tracks(2, first_seq=4)))
+        srv = central(endpoint)
+        try:
+            handled = 0
+            deadline = time.monotonic() + 5.0
+            while handled == 0 and time.monotonic() < deadline:
+                handled = srv.poll_once(50)
+            replies: list[icd.Message] = []
+            wait_for(lambda: len(replies) == handled,
+                     lambda: replies.extend(icd.decode(f) for f in _recv_all(sock, 5)))
+            held = [r["seq"] for r in srv.store.tracks()]
+            stats = srv.stats
+        finally:
+            sock.close(0)
+            srv.close()
+        if handled < 3:
+            continue  # the messages came in two rounds: try again
+        acks = sorted(icd.decode_ack(m) for m in replies if m.type == icd.MsgType.ACK)
+        errors = [icd.decode_error(m)[0] for m in replies if m.type == icd.MsgType.ERROR]
+        assert acks == [(1, 2), (4, 5)] and errors == ["malformed.range"]
+        assert held == [1, 2, 4, 5] and stats["malformed_by_reason"] == {"range": 1}
+        return
+    pytest.fail("the 3 messages never arrived in one poll round")
+
+
 def _recv_all(sock: zmq.Socket, timeout_ms: int) -> list[bytes]:
     out = []
     if sock.poll(timeout_ms):

@@ -57,7 +57,8 @@ to an ACK and makes each commit hold about 150 records at that rate."""
 
 class StoreWriter:
     """Runs ``store.store_many`` on a thread of its own, one batch at a time, taking what
-    is queued as soon as the previous batch is committed.
+    is queued as soon as the previous batch is committed and ``min_interval_s`` has
+    passed since it started (unless ``batch_records`` records wait).
 
     :meth:`put` queues a decoded message; :meth:`results` returns ``(batch, results,
     internal, started, finished)`` for each batch finished since the last call
