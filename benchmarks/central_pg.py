@@ -14,7 +14,9 @@ core). Database bytes are the `tracks` partitions with their indexes, per millio
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -101,12 +103,14 @@ class CpuMeter:
         return self.seconds / self.elapsed
 
 
-def _start_central(url: str, keys: dict, log: Path) -> tuple[subprocess.Popen, str]:
+def _start_central(url: str, keys: dict, log: Path, root: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """A ``towerd central`` process (of the tree at ``root``, default this one)."""
     endpoint = f"tcp://127.0.0.1:{_free_port()}"
+    env = {**os.environ, "PYTHONPATH": str(root)} if root is not None else None
     with open(log, "ab") as fh:
         proc = subprocess.Popen([sys.executable, "-m", "towerd.central.server", "--bind", endpoint, "--store", url,
                                  "--secret-key", str(keys["central_secret"]), "--allow-dir", str(keys["allow"]),
-                                 "--log-level", "WARNING"], stdout=fh, stderr=subprocess.STDOUT)
+                                 "--log-level", "INFO"], stdout=fh, stderr=subprocess.STDOUT, cwd=root, env=env)
     port = int(endpoint.rsplit(":", 1)[1])
     deadline = time.monotonic() + 60
     while True:
@@ -128,9 +132,17 @@ def _db_size(url: str) -> tuple[int, int]:
     return rows, int(size)
 
 
-def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw: dict, driver=None) -> dict:
-    """Fresh database ``name``, ``centrals`` central processes on it, then the load
-    generator with ``spec_kw`` (or ``driver(endpoints)``), with CPU and size measured."""
+def _ack_timing(log: Path) -> dict:
+    """The central's own split of the ACK latency, as it logs it when it stops."""
+    found = re.findall(r"ACK latency at the central \(ms\): (\{.*\})", log.read_text(errors="replace"))
+    return json.loads(found[-1]) if found else {}
+
+
+def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw: dict, driver=None,
+              root: Path | None = None) -> dict:
+    """Fresh database ``name``, ``centrals`` central processes (of the tree at ``root``,
+    default this one) on it, then the load generator with ``spec_kw`` (or
+    ``driver(endpoints)``), with CPU and size measured."""
     with psycopg.connect(cluster.url(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         conn.execute(f'CREATE DATABASE "{name}"')
@@ -140,7 +152,7 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
     try:
         endpoints = []
         for i in range(centrals):
-            proc, endpoint = _start_central(url, keys, work / f"{name}-central{i}.log")
+            proc, endpoint = _start_central(url, keys, work / f"{name}-central{i}.log", root)
             procs.append(proc)
             endpoints.append(endpoint)
         central_pids = {p.pid for p in procs}
@@ -171,6 +183,7 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+    result["central_split"] = [_ack_timing(work / f"{name}-central{i}.log") for i in range(centrals)]
     rows, size = _db_size(url)
     result["db_rows"] = rows
     result["db_bytes_per_million"] = size / rows * 1e6 if rows else float("nan")
@@ -265,7 +278,8 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
         Figure(f"{label}: ACK latency of live records, median", lat["median"], "ms",
                reference=f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']:,} records",
                note=f"the generator's slice of writes (25 towers) takes up to {r['tick_ms_p99']} ms (p99), "
-                    "during which replies wait: part of this latency is the generator's"),
+                    "during which replies wait: part of this latency is the generator's; the central's own part "
+                    f"(median / p99 ms): {split_text(r.get('central_split', []))}"),
         Figure(f"{label}: CPU of the central process(es)", r["central_cpu"], "cores",
                reference=f"PostgreSQL {r['db_cpu']} cores; the load generator (the towers) {r['gen_cpu']} cores"),
         Figure(f"{label}: CPU per record acknowledged, central + PostgreSQL",
@@ -277,6 +291,16 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
         Figure(f"{label}: database bytes per million records", r["db_bytes_per_million"] / 1e6, "MB",
                reference=f"{r['db_rows']:,} rows in tracks, partitions with indexes"),
     ]
+
+
+def split_text(splits: list[dict]) -> str:
+    """``queue`` (waiting for the commit before), ``commit``, ``ack`` (commit returned to
+    ACK sent) per central, as logged by it."""
+    parts = []
+    for split in splits:
+        parts.append(", ".join(f"{k} {v['median_ms']:g} / {v['p99_ms']:g}" for k, v in sorted(split.items()))
+                     or "not logged")
+    return "; ".join(parts) or "not logged"
 
 
 SETTINGS = {"max_wal_size": "2GB", "shared_buffers": "256MB"}
@@ -314,6 +338,14 @@ def run(quick: bool) -> Section:
         work = Path(tmp)
         try:
             cluster.start()
+            reference = os.environ.get("TOWERD_BENCH_REFERENCE")
+            if reference:  # the same scenario with another commit's central, just before, for a paired figure
+                from benchmarks.stages import reference_tree
+
+                root = reference_tree(reference)
+                if root is not None:
+                    ref = _scenario(cluster, work, "reference", 1, base, root=root)
+                    figures += _load_figures(f"{towers} towers x 20/s, one central of {reference}", ref)
             one = _scenario(cluster, work, "one", 1, base)
             figures += _load_figures(f"{towers} towers x 20/s, one central", one)
             two = _scenario(cluster, work, "two", 2, base)

@@ -929,6 +929,26 @@ def test_store_of_the_walking_skeleton_is_upgraded(tmp_path):
         store.close()
 
 
+def _queued_before_bind(ctx: zmq.Context, endpoint: str) -> zmq.Socket:
+    """A DEALER connected before the central binds (no IMMEDIATE): what it sends waits,
+    then arrives at once, usually in one poll round."""
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.routing_id = TOWER.encode()
+    sock.reconnect_ivl = 10
+    sock.connect(endpoint)
+    return sock
+
+
+def _first_round(srv: CentralServer) -> int:
+    """Messages handled by the first poll round that found any (0 after 5 s)."""
+    handled = 0
+    deadline = time.monotonic() + 5.0
+    while handled == 0 and time.monotonic() < deadline:
+        handled = srv.poll_once(50)
+    return handled
+
+
 def test_live_messages_of_a_poll_round_are_stored_and_acked_before_replays(ctx, central, tmp_path):
     """After an outage backlogs (REPLAY) and live reports arrive together: the central
     stores and acknowledges the live ones of each poll round first. The DEALER queues
@@ -937,21 +957,14 @@ def test_live_messages_of_a_poll_round_are_stored_and_acked_before_replays(ctx, 
     the 21 messages fit in one of libzmq's 8 KiB write batches."""
     for attempt in range(5):
         endpoint = f"ipc://{tmp_path}/central-{attempt}.ipc"
-        sock = ctx.socket(zmq.DEALER)
-        sock.linger = 0
-        sock.routing_id = TOWER.encode()
-        sock.reconnect_ivl = 10
-        sock.connect(endpoint)  # no IMMEDIATE: messages queue until the central is there
+        sock = _queued_before_bind(ctx, endpoint)
         stream = STREAM + attempt
         for i in range(20):  # the backlog, oldest first
             sock.send(icd.encode_tracks(stream, tracks(1, first_seq=1 + i), icd.FLAG_REPLAY))
         sock.send(icd.encode_tracks(stream, tracks(2, first_seq=1001)))  # a live report, sent last
         srv = central(endpoint)
         try:
-            handled = 0
-            deadline = time.monotonic() + 5.0
-            while handled == 0 and time.monotonic() < deadline:
-                handled = srv.poll_once(50)
+            handled = _first_round(srv)
             acks: list[tuple[int, int]] = []
             wait_for(lambda: len(acks) == handled,
                      lambda: acks.extend(icd.decode_ack(icd.decode(f)) for f in _recv_all(sock, 5)))
@@ -965,6 +978,41 @@ def test_live_messages_of_a_poll_round_are_stored_and_acked_before_replays(ctx, 
         assert srv.stats["replays_received"] == 20
         return
     pytest.fail("the 21 messages never arrived in one poll round")
+
+
+def test_a_bad_value_among_the_tracks_of_a_round_refuses_only_its_message(ctx, central, tmp_path):
+    """The TRACKS records of a poll round are checked together; when that finds a bad
+    value, each message is checked on its own: the bad one gets ERROR malformed.range and
+    is not stored, the others are stored and acknowledged. The messages are queued before
+    the central binds so that one round takes them all (the round is repeated otherwise)."""
+    for attempt in range(5):
+        endpoint = f"ipc://{tmp_path}/bad-{attempt}.ipc"
+        sock = _queued_before_bind(ctx, endpoint)
+        stream = STREAM + attempt
+        bad = tracks(1, first_seq=3)
+        bad["alt_m"] = np.inf  # the encoder would refuse it: its header, then the record
+        sock.send(icd.encode_tracks(stream, tracks(2, first_seq=1)))
+        sock.send(icd.encode_tracks(stream, tracks(1, first_seq=3))[:icd.HEADER_SIZE] + bad.tobytes())
+        sock.send(icd.encode_tracks(stream, tracks(2, first_seq=4)))
+        srv = central(endpoint)
+        try:
+            handled = _first_round(srv)
+            replies: list[icd.Message] = []
+            wait_for(lambda: len(replies) == handled,
+                     lambda: replies.extend(icd.decode(f) for f in _recv_all(sock, 5)))
+            held = [r["seq"] for r in srv.store.tracks()]
+            stats = srv.stats
+        finally:
+            sock.close(0)
+            srv.close()
+        if handled < 3:
+            continue  # the messages came in two rounds: try again
+        acks = sorted(icd.decode_ack(m) for m in replies if m.type == icd.MsgType.ACK)
+        errors = [icd.decode_error(m)[0] for m in replies if m.type == icd.MsgType.ERROR]
+        assert acks == [(1, 2), (4, 5)] and errors == ["malformed.range"]
+        assert held == [1, 2, 4, 5] and stats["malformed_by_reason"] == {"range": 1}
+        return
+    pytest.fail("the 3 messages never arrived in one poll round")
 
 
 def _recv_all(sock: zmq.Socket, timeout_ms: int) -> list[bytes]:

@@ -108,6 +108,69 @@ def test_duplicates_are_dropped_within_and_across_batches(pg_url):
         store.close()
 
 
+def test_records_taken_for_new_that_another_process_stored_are_stored_once(pg_url):
+    """Live records of a stream a store has not committed go straight into ``tracks``
+    (no staging table); when another central sharing the database had stored them, the
+    transaction is rolled back whole and the batch goes through the staging path:
+    each record once, the right counts, the other messages of the batch kept."""
+    first, second = PgCentralStore(pg_url, retention_days=2), PgCentralStore(pg_url, retention_days=2)
+    try:
+        rec = tracks(6)
+        rec["seq"] = np.arange(1, 7)
+        other = tracks(2)
+        other["seq"] = [1, 2]
+        assert first.store_many([Pending("a", 5, False, records=rec[:4])]) == [4]
+        assert first.stats["direct_conflicts"] == 0
+        # ``second`` has committed nothing of stream ("a", 5): it takes rec[:4] for new.
+        assert second.store_many([Pending("b", 5, False, records=other), Pending("a", 5, False, records=rec[:4]),
+                                  Pending("a", 5, False, records=rec[4:])]) == [2, 0, 2]
+        assert second.stats["direct_conflicts"] == 1
+        # Now it knows the stream: a message at or below what it committed is staged (no
+        # conflict), one above goes straight in, and one overlapping an earlier message of
+        # the same batch is staged too.
+        more = tracks(3)
+        more["seq"] = [7, 8, 9]
+        assert second.store_many([Pending("a", 5, False, records=rec[2:]), Pending("a", 5, False, records=more),
+                                  Pending("a", 5, False, records=more[1:])]) == [0, 3, 0]
+        assert second.stats["direct_conflicts"] == 1
+        assert [d["seq"] for d in first.tracks("a")] == list(range(1, 10))
+        assert [d["seq"] for d in first.tracks("b")] == [1, 2] and first.count_tracks() == 11
+        held = first.tracks("a")
+        assert len({d["rx_msg"] for d in held}) == 3  # one number per message that stored records
+        assert np.isnan(held[0]["alt_m"]) and held[0]["range_m"] == 500.0  # NaN stored as NULL either way
+    finally:
+        first.close()
+        second.close()
+
+
+def test_every_field_round_trips_through_either_path(pg_url):
+    """The binary COPY images (straight into tracks, or through the staging table) carry
+    every ICD field, widened where unsigned, extremes included; NaN is NULL."""
+    store = PgCentralStore(pg_url, retention_days=2)
+    try:
+        rec = tracks(4)
+        rec["seq"] = np.arange(2**63 - 4, 2**63, dtype=np.uint64)  # the largest seqs a central keeps
+        rec["track_id"] = [0, 1, 2**31, 2**32 - 1]
+        rec["status"], rec["category"], rec["confidence"] = [0, 1, 2, 3], [0, 1, 2, 3], [0, 50, 100, 255]
+        rec["threat"], rec["sources"], rec["reserved"] = [0, 1, 2, 3], [1, 2, 4, 7], [0, 0, 0, 255]
+        rec["hits"] = [0, 1, 2**15, 2**16 - 1]
+        rec["lat_e7"] = [-900_000_000, 900_000_000, -2**31, 1]
+        rec["lon_e7"] = [-1_800_000_000, 1_800_000_000, -2**31, -1]
+        for n, name in enumerate(("alt_m", "azimuth_deg", "vel_up_mps", "rf_power_dbm")):
+            rec[name] = [1.5 * n, -np.float32(3.4e38), np.nan, 1e-3]
+        sid = 2**64 - 1
+        for replay in (False, True):  # live and new: straight in; REPLAY: staged
+            tower = f"t{int(replay)}-long-tower-id"
+            assert store.store_many([Pending(tower, sid, replay, records=rec)]) == [4]
+            held = store.tracks(tower)
+            assert [d["stream_id"] for d in held] == [sid] * 4 and [d["replay"] for d in held] == [replay] * 4
+            for name in rec.dtype.names:  # floats: PostgreSQL's real, read back as text, is the same float32
+                got = np.array([d[name] for d in held], dtype=rec.dtype[name] if rec.dtype[name].kind == "f" else object)
+                np.testing.assert_array_equal(got, rec[name].astype(got.dtype), err_msg=name)
+    finally:
+        store.close()
+
+
 def test_streams_name_missing_dropped_and_unexplained_ranges_and_export_matches(pg_url, tmp_path, towerd_exe):
     store = PgCentralStore(pg_url, retention_days=2)
     try:

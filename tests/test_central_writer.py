@@ -79,3 +79,22 @@ def test_ack_timing_sums_up_the_parts():
     summary = timing.summary()
     assert summary["queue"]["median_ms"] == 100.0 and summary["commit"]["median_ms"] == 200.0
     assert summary["ack"]["n"] == 3 and summary["ack"]["median_ms"] == 3.0  # only the last three kept
+
+
+def test_commits_start_at_least_min_interval_apart_unless_a_full_batch_waits():
+    store = _GatedStore()
+    writer = StoreWriter(store, min_interval_s=1.0)
+    starts = []
+    try:
+        for n in (1, 2, 1000):  # the second (small) waits for the spacing; the third (full) does not
+            writer.put([_entry(n, False)])
+            assert store.entered.acquire(timeout=5)
+            store.release.release()
+            ((_batch, _results_, _internal, started, _finished),) = _results(writer, 1)
+            starts.append(started)
+        assert store.batches == [["L1"], ["L2"], ["L1000"]]
+        assert starts[1] - starts[0] >= 1.0 and starts[2] - starts[1] < 0.9
+    finally:
+        for _ in range(3):
+            store.release.release()
+        writer.close()

@@ -43,6 +43,9 @@ ZAP_DOMAIN = "towerd"
 """The ``zap_domain`` the central's ROUTER sets; requests for other domains are refused."""
 _MAX_REQUESTS_PER_CALL = 1000
 _HANDSHAKE_BURST = 10
+_MAX_ADMITTED = 100_000
+"""(routing id, User-Id) pairs :meth:`CurveAuthenticator.check_sender` remembers as
+admitted (every message is checked; the answer only changes with the allow-list)."""
 
 
 class CurveAuthenticator:
@@ -63,6 +66,7 @@ class CurveAuthenticator:
         self._reload_interval = reload_interval_s
         self._quarantine_s = quarantine_s
         self._quarantined: dict[bytes, float] = {}  # z85 key -> monotonic end
+        self._admitted: set[tuple[str, str]] = set()  # (routing id, User-Id) checked against this list
         self._limited = RateLimitedLog(log, clock, log_interval_s)
         self._sock: zmq.Socket | None = None
         self._allow = AllowList({})
@@ -123,6 +127,7 @@ class CurveAuthenticator:
                           "last good list of %d tower keys", self._dir, exc, len(self._allow))
             return False
         self._signature = signature
+        self._admitted.clear()
         for problem in problems:
             log.error("central allow-list: %s", problem)
         old = set(self._allow.towers.items())
@@ -235,6 +240,8 @@ class CurveAuthenticator:
         ``no_user_id`` (not admitted by this handler), ``revoked`` (its key is no
         longer allowed for that tower), ``identity`` (its routing id is another tower's:
         the key is quarantined)."""
+        if (routing_id, user_id) in self._admitted:
+            return None
         if not user_id or " " not in user_id:
             return "no_user_id"
         tower, key_text = user_id.split(" ", 1)
@@ -244,4 +251,7 @@ class CurveAuthenticator:
         if routing_id != tower:
             self._quarantined[key] = self._clock.monotonic() + self._quarantine_s
             return "identity"
+        if len(self._admitted) >= _MAX_ADMITTED:
+            self._admitted.clear()
+        self._admitted.add((routing_id, user_id))  # until the allow-list changes
         return None

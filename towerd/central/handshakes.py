@@ -98,6 +98,17 @@ class HandshakeWatch:
         self._seen_closed: set[str] = set()
         self.failures: dict[str, int] = {}
 
+    @property
+    def socket(self) -> zmq.Socket:
+        """The monitor socket: poll it, and call :meth:`poll` when it is readable."""
+        return self._monitor
+
+    @property
+    def pending(self) -> bool:
+        """Failed handshakes wait to be logged with their peer's address: call
+        :meth:`poll` even when :attr:`socket` is not readable."""
+        return bool(self._unresolved)
+
     def poll(self) -> None:
         """Read the monitor events waiting (never blocks)."""
         self._read_events()
@@ -172,7 +183,10 @@ def _peer_of(fd: int) -> str | None:
     except OSError:
         return None
     try:
-        host, port = dup.getpeername()[:2]
+        peer = dup.getpeername()
+        if not isinstance(peer, tuple):
+            return None  # a Unix socket (ipc://): no address to name
+        host, port = peer[:2]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     except OSError:
         return None

@@ -97,9 +97,10 @@ class PeersMixin:
         peer.counts[reason] = peer.counts.get(reason, 0) + 1
 
     def _on_records(self, rid: bytes, tower_id: str, msg: Message, payload,
-                    event_json: tuple[str, ...] | None = None) -> None:
+                    event_json: tuple[str, ...] | None = None, peer: _Peer | None = None) -> None:
         """TRACKS (records) or EVENTS (objects) that decoded: store and ACK now, or hold
-        back while the tower is over its rates."""
+        back while the tower is over its rates. ``peer``: the tower's state, when the
+        caller has it."""
         if msg.type in (MsgType.TRACKS, MsgType.IDENTITY):  # fixed-size records, each starting with its u64 seq
             body = msg.body
             first = int.from_bytes(body[:8], "little")
@@ -109,12 +110,14 @@ class PeersMixin:
         if last > SEQ_MAX:
             self._malformed("seq_range", tower_id, f"seq {last} beyond what this central stores", rid, msg.stream_id)
             return
-        peer = self._peer(tower_id)
+        if peer is None:
+            peer = self._peer(tower_id)
         now = self._clock.monotonic()
-        held = _Held(rid, tower_id, msg, payload, len(payload), len(msg.body) + HEADER_SIZE, first, last, event_json)
-        if not peer.deferred and peer.ready(held.records, held.size, now):
-            self._store_held(peer, held)
+        records, size = len(payload), len(msg.body) + HEADER_SIZE
+        if not peer.deferred and peer.ready(records, size, now):
+            self._store_now(peer, rid, tower_id, msg, payload, records, size, first, last, event_json)
             return
+        held = _Held(rid, tower_id, msg, payload, records, size, first, last, event_json)
         if held.key in peer.deferred_keys:
             self._stats["duplicates"] += held.records
             return  # sent again while held back: the ACK comes when the first copy is stored

@@ -1,19 +1,15 @@
 """The PostgreSQL store's schema and row layout (:mod:`towerd.central.pgstore` documents
 both): the tables and indexes, the staging table and the statement that moves a batch from
-it into ``tracks``, the binary ``COPY`` image built with NumPy, and the small helpers the
-store's modules share (stream_id as a signed bigint, partition names, URL checks, the
-connection lock)."""
+it into ``tracks`` (the binary ``COPY`` images are :mod:`towerd.central.pgcopy`'s), and the
+small helpers the store's modules share (stream_id as a signed bigint, partition names, URL
+checks, the connection lock)."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 from datetime import datetime, timezone
 
-import numpy as np
-
 from towerd.central import identity
-from towerd.central.storetypes import Pending
 from towerd.errors import ConfigError
 from towerd.icd import LAT_LON_UNKNOWN, TRACK_RECORD_DTYPE
 
@@ -97,60 +93,6 @@ _MOVE_SQL = (
 """Moves the staged records into ``tracks``; returns ``(k, new records)`` only for the
 messages that held duplicates (every other message's records were all new): usually no
 row at all, instead of one row per message to fetch."""
-
-_COPY_SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + b"\x00\x00\x00\x00" + b"\x00\x00\x00\x00"
-_COPY_TRAILER = b"\xff\xff"
-_COPY_LAYOUTS: dict[int, tuple[np.dtype, np.ndarray]] = {}
-
-
-def _copy_layout(tower_id_len: int) -> tuple[np.dtype, np.ndarray]:
-    """The binary-COPY row layout of the staging table for one tower id length (field
-    count, then (length, big-endian value) per column; packed, no padding), and a row
-    with the counts and lengths filled in."""
-    layout = _COPY_LAYOUTS.get(tower_id_len)
-    if layout is None:
-        cols = [("k", ">i4"), ("tower_id", f"S{tower_id_len}"), ("stream_id", ">i8"), ("received_us", ">i8"),
-                ("replay", "u1")] + [(n, _FIELD_TYPES[n][1]) for n in TRACK_FIELDS]
-        fields = [("nfields", ">i2")]
-        for name, fmt in cols:
-            fields += [(f"{name}__len", ">i4"), (name, fmt)]
-        dt = np.dtype(fields)
-        template = np.zeros(1, dtype=dt)
-        template["nfields"] = len(cols)
-        for name, _ in cols:
-            template[f"{name}__len"] = dt.fields[name][0].itemsize
-        layout = _COPY_LAYOUTS[tower_id_len] = (dt, template)
-    return layout
-
-
-def copy_image(items: Sequence[tuple[int, Pending]], received_us: int) -> bytes:
-    """Binary COPY rows (no signature or trailer) for ``towerd_stage`` of the TRACKS
-    messages ``(k, message)``: one vectorised build per tower id length (usually one),
-    not one per message."""
-    groups: dict[int, list[tuple[int, Pending]]] = {}
-    for k, item in items:
-        groups.setdefault(len(item.tower_id), []).append((k, item))
-    chunks = []
-    for length, group in groups.items():
-        dt, template = _copy_layout(length)
-        counts = [item.records.size for _, item in group]  # type: ignore[union-attr]
-        # Joining the bytes: np.concatenate of this offset-laid dtype costs ~0.1 ms per array.
-        recs = np.frombuffer(b"".join(item.records.tobytes() for _, item in group),  # type: ignore[union-attr]
-                             dtype=TRACK_RECORD_DTYPE)
-        rows = np.empty(recs.size, dtype=dt)
-        rows[...] = template
-        rows["k"] = np.repeat(np.array([k for k, _ in group], dtype=np.int32), counts)
-        rows["tower_id"] = np.repeat(np.array([item.tower_id.encode("ascii") for _, item in group],
-                                              dtype=f"S{length}"), counts)
-        rows["stream_id"] = np.repeat(np.array([_signed(item.stream_id) for _, item in group], dtype=np.int64),
-                                      counts)
-        rows["received_us"] = received_us
-        rows["replay"] = np.repeat(np.array([item.replay for _, item in group], dtype=np.uint8), counts)
-        for name in TRACK_FIELDS:
-            rows[name] = recs[name]
-        chunks.append(rows.tobytes())
-    return b"".join(chunks)
-
 
 def _locked(method):
     """Run ``method`` holding the store's lock (one connection, several threads)."""

@@ -1,17 +1,19 @@
 """The central's PostgreSQL store: the same guarantees as the SQLite store at border scale.
 
 Guarantees (as :class:`towerd.central.store.CentralStore`): records keyed ``(tower_id,
-stream_id, seq)`` with duplicates dropped (``ON CONFLICT DO NOTHING``); :meth:`store_many`
+stream_id, seq)`` with duplicates dropped (the primary key); :meth:`store_many`
 returns only after the transaction holding the records has committed with
 ``synchronous_commit = on`` (set on every connection, whatever the server's default), so
 the server's ACK follows the commit; ``outbox.dropped`` announcements in table
 ``dropped``; :meth:`streams` gives per stream the missing, dropped and unexplained seq
 ranges; :meth:`export` the same JSON lines as the SQLite store.
 
-Volume: the messages of one poll round (up to ``batch_records`` records, from any number
-of towers) go into ONE transaction: the records are written with one binary ``COPY`` into
-a temporary staging table (built with NumPy from the ICD records, no per-row Python), then
-one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING`` moves them into ``tracks``.
+Volume: the messages the store writer takes at once (up to ``batch_records`` records, from
+any number of towers) go into ONE transaction (:mod:`towerd.central.pgwrite`): the records
+known to be new with one binary ``COPY`` straight into ``tracks``, the others (backlogs,
+re-sends) with one ``COPY`` into a temporary staging table and one ``INSERT ... SELECT ...
+ON CONFLICT DO NOTHING`` from it; the COPY images are built with NumPy from the ICD
+records, no per-row Python (:mod:`towerd.central.pgcopy`).
 
 Schema (version 3, table ``towerd_schema``; version 1 lacked ``identities``, version 2 the
 area cells index ``tracks_cell_time``; both are upgraded in place, keeping what they
@@ -35,9 +37,10 @@ digits in :meth:`export`, as by the SQLite store); unsigned ICD fields are widen
 Several central processes may share one database: schema creation and partition upkeep
 take an advisory lock; ``rx_msg`` comes from one sequence.
 
-Modules: :mod:`towerd.central.pgschema` (the schema, the staging and COPY layout),
-:mod:`towerd.central.pgread` (every query that only reads); this one connects, keeps the
-partitions and writes.
+Modules: :mod:`towerd.central.pgschema` (the schema, the staging table, the move
+statement), :mod:`towerd.central.pgcopy` (the COPY images), :mod:`towerd.central.pgwrite`
+(every write), :mod:`towerd.central.pgread` (every query that only reads); this one
+connects and keeps the partitions.
 
 If the database goes away, :meth:`store_many` reports every message of the batch as not
 stored (nothing is acknowledged; the towers send again) and the next call reconnects (at
@@ -46,22 +49,16 @@ most one attempt per ``reconnect_ivl_s``).
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
-from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from towerd.central import identity
 from towerd.central.pgindex import ClosedDayIndexer
 from towerd.central.pgread import PgReadMixin
 from towerd.central.pgschema import (  # noqa: F401 - some names are this module's API too
     _ADVISORY_KEY,
-    _COPY_SIGNATURE,
-    _COPY_TRAILER,
-    _MOVE_SQL,
     _PARTITION_KEY,
     _SCHEMA,
     _STAGE,
@@ -70,27 +67,22 @@ from towerd.central.pgschema import (  # noqa: F401 - some names are this module
     TRACK_COLUMNS,
     _locked,
     _redact,
-    _signed,
     check_url,
-    copy_image,
     day_name,
 )
-from towerd.central.storetypes import Pending, StoreResult, event_json
+from towerd.central.pgwrite import PgWriteMixin
 from towerd.clock import Clock, SystemClock
 from towerd.errors import ConfigError, OutboxError
-from towerd.icd import EVENT_OUTBOX_DROPPED, TRACK_RECORD_DTYPE
-from towerd.seqranges import dropped_ranges
 
 try:
     import psycopg
-    from psycopg import errors as pg_errors
 except ImportError:  # pragma: no cover - the extra is not installed
     psycopg = None
 
 log = logging.getLogger(__name__)
 
 
-class PgCentralStore(PgReadMixin):
+class PgCentralStore(PgWriteMixin, PgReadMixin):
     """TRACKS, EVENTS, HEALTH and drop announcements in PostgreSQL (see the module doc).
 
     ``retention_days``: day partitions older than this are dropped by the upkeep, which
@@ -133,8 +125,9 @@ class PgCentralStore(PgReadMixin):
         self.bad_dropped_events = 0
         self._has_identities = True  # False: a version 1 database opened read-only
         self._indexer: ClosedDayIndexer | None = None
+        self._high: dict[tuple[str, int], int] = {}  # (tower_id, stream_id): highest seq committed
         self.stats = {"reconnects": 0, "failed_batches": 0, "health_lost": 0, "partitions_made": 0,
-                      "partitions_dropped": 0, "refused_messages": 0}
+                      "partitions_dropped": 0, "refused_messages": 0, "direct_conflicts": 0}
         conn = self._connect()
         try:
             if read_only:
@@ -300,158 +293,6 @@ class PgCentralStore(PgReadMixin):
             conn.execute(f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({lo}) TO ({hi})")
             log.info("central store: moved %d rows from %s_default into new partition %s", held, table, name)
         self.stats["partitions_made"] += 1
-
-    # ---------------------------------------------------------------- writing
-
-    @_locked
-    def store_many(self, items: Sequence[Pending]) -> list[StoreResult]:
-        """Store the messages in one committed transaction; per message, how many records
-        were new (or, for all of them, the OutboxError if the transaction failed)."""
-        if self._read_only:
-            raise OutboxError(f"central store ({self._where}) is open read-only")
-        if not items:
-            return []
-        try:
-            conn = self._db()
-            if self._clock.monotonic() >= self._next_upkeep:
-                self._try_upkeep(conn)  # never holds the reports up
-            try:
-                return self._store_retrying(conn, items)
-            except psycopg.Error as exc:
-                if conn.broken or len(items) == 1:
-                    raise
-                # One message the database refuses (a value out of range, a string jsonb
-                # will not take) must not hold up the others: store each on its own.
-                log.warning("central store: batch of %d messages refused (%s); storing them one by one",
-                            len(items), str(exc).strip())
-                return [self._store_one(conn, item) for item in items]
-        except psycopg.Error as exc:
-            self.stats["failed_batches"] += 1
-            if self._conn is not None and (self._conn.broken or isinstance(exc, psycopg.OperationalError)):
-                self._drop_conn()
-            err = OutboxError(f"central store ({self._where}): batch of {len(items)} messages not stored: "
-                              f"{str(exc).strip()}")
-            return [err] * len(items)
-        except OutboxError as exc:
-            self.stats["failed_batches"] += 1
-            return [exc] * len(items)
-
-    def _store_retrying(self, conn: Any, items: Sequence[Pending]) -> list[StoreResult]:
-        for attempt in range(3):
-            try:
-                return self._store_batch(conn, items)
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-                if attempt == 2:
-                    raise
-                log.info("central store: transaction conflict with another central, retrying")
-        raise AssertionError("unreachable")
-
-    def _store_one(self, conn: Any, item: Pending) -> StoreResult:
-        try:
-            return self._store_retrying(conn, [item])[0]
-        except psycopg.Error as exc:
-            if conn.broken:
-                raise
-            self.stats["refused_messages"] += 1
-            return OutboxError(f"central store ({self._where}): message from {item.tower_id} refused by the "
-                               f"database: {str(exc).strip()}")
-
-    def _store_batch(self, conn: Any, items: Sequence[Pending]) -> list[StoreResult]:
-        received_us = self._clock.utc_us()
-        results: list[StoreResult] = [item.size for item in items]  # all new, unless the statements say otherwise
-        tracks = []
-        for k, item in enumerate(items):
-            if item.records is not None and item.records.size:
-                if item.records.dtype != TRACK_RECORD_DTYPE or item.records.ndim != 1:
-                    raise ValueError("records must be a 1-D array of TRACK_RECORD_DTYPE")
-                tracks.append((k, item))
-        track_ks = [k for k, _ in tracks]
-        with conn.transaction():
-            if track_ks:
-                with conn.cursor() as cur:
-                    with cur.copy("COPY towerd_stage FROM STDIN (FORMAT BINARY)") as copy:
-                        copy.write(_COPY_SIGNATURE + copy_image(tracks, received_us) + _COPY_TRAILER)
-                    for k, new in cur.execute(_MOVE_SQL, (track_ks,)).fetchall():
-                        results[k] = int(new)
-            for k, item in enumerate(items):
-                if item.events:
-                    results[k] = self._insert_events(conn, item, received_us)
-                elif item.identities is not None and item.identities.size:
-                    results[k] = self._insert_identities(conn, item, received_us)
-            if self._health_since is not None and (
-                    self._clock.monotonic() - self._health_since >= self._health_flush_s or len(self._health) >= 1000):
-                self._write_health(conn)  # due: with this batch (else one statement less in it)
-        return results
-
-    def _insert_events(self, conn: Any, item: Pending, received_us: int) -> int:
-        assert item.events is not None
-        sid = _signed(item.stream_id)
-        rx = conn.execute("SELECT nextval('towerd_rx_msg')").fetchone()[0]
-        rows, drops = [], []
-        texts = item.event_json if item.event_json is not None else [event_json(ev) for ev in item.events]
-        for ev, text in zip(item.events, texts):
-            rows.append((item.tower_id, sid, ev["seq"], received_us, item.replay, rx, ev["time_us"], ev["code"],
-                         ev["severity"], ev["message"], text))
-            if ev["code"] == EVENT_OUTBOX_DROPPED:
-                ranges = dropped_ranges(ev)
-                if ranges is None:
-                    self.bad_dropped_events += 1
-                    log.warning("central store: %s stream %016x: outbox.dropped event seq %d does not name a valid "
-                                "range; stored as an event only", item.tower_id, item.stream_id, ev["seq"])
-                    continue
-                drops.append((item.tower_id, sid, ev["seq"], ev["first_seq"], ev["last_seq"], ev["count"],
-                              json.dumps([list(r) for r in ranges]), received_us))
-        values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)"] * len(rows))
-        cur = conn.execute("INSERT INTO events (tower_id, stream_id, seq, received_us, replay, rx_msg, time_us, code, "
-                           f"severity, message, event) VALUES {values} ON CONFLICT DO NOTHING",
-                           [v for row in rows for v in row])
-        new = cur.rowcount
-        if drops:
-            values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s::jsonb, %s)"] * len(drops))
-            conn.execute("INSERT INTO dropped (tower_id, stream_id, event_seq, first_seq, last_seq, count, ranges, "
-                         f"received_us) VALUES {values} ON CONFLICT DO NOTHING", [v for row in drops for v in row])
-        return new
-
-    def _insert_identities(self, conn: Any, item: Pending, received_us: int) -> int:
-        assert item.identities is not None
-        rx = conn.execute("SELECT nextval('towerd_rx_msg')").fetchone()[0]
-        rows = identity.rows(item.identities, (item.tower_id, _signed(item.stream_id), received_us, item.replay, rx))
-        values = ", ".join(["(" + ", ".join(["%s"] * len(identity.COLUMNS)) + ")"] * len(rows))
-        cur = conn.execute(f"INSERT INTO identities ({', '.join(identity.COLUMNS)}) VALUES {values} "
-                           "ON CONFLICT DO NOTHING", [v for row in rows for v in row])
-        return cur.rowcount
-
-    @_locked
-    def record_health(self, tower_id: str, health: dict) -> None:
-        """Keep a HEALTH object for table ``health`` (best effort, as the ICD says: written
-        after ``health_flush_s`` with the next batch or the next HEALTH, whichever comes
-        first, so that most transactions hold records only; lost, and counted, if the
-        database is down)."""
-        now = self._clock.monotonic()
-        self._health.append((tower_id, self._clock.utc_us(),
-                             json.dumps(health, ensure_ascii=False, separators=(",", ":"))))
-        if self._health_since is None:
-            self._health_since = now
-        if now - self._health_since < self._health_flush_s and len(self._health) < 1000:
-            return
-        try:
-            conn = self._db()
-            with conn.transaction():
-                self._write_health(conn)
-        except (psycopg.Error, OutboxError) as exc:
-            if self._conn is not None and self._conn.broken:
-                self._drop_conn()
-            self.stats["health_lost"] += len(self._health)
-            log.warning("central store: %d HEALTH objects not stored: %s", len(self._health), str(exc).strip())
-            self._health, self._health_since = [], None
-
-    def _write_health(self, conn: Any) -> None:
-        if not self._health:
-            return
-        rows, self._health, self._health_since = self._health, [], None
-        values = ", ".join(["(%s, %s, %s::jsonb)"] * len(rows))
-        conn.execute(f"INSERT INTO health (tower_id, received_us, health) VALUES {values}",
-                     [v for row in rows for v in row])
 
     @_locked
     def close(self) -> None:

@@ -35,8 +35,9 @@ libzmq 4.3.5: when HANDOVER gives a routing id to a new connection, the old one 
 closed at once; it is dropped when the heartbeat times out (after about 4 heartbeat
 periods), and only then does its tower reconnect.
 
-One job per module: :mod:`towerd.central.intake` (checks, limits, decoding, malformed
-messages), :mod:`towerd.central.peers` (per-tower state, deferral),
+One job per module: :mod:`towerd.central.rounds` (the poll round: waiting, receiving,
+live before backlog, handing over to the store writer), :mod:`towerd.central.intake`
+(checks, limits, decoding, malformed messages), :mod:`towerd.central.peers` (per-tower state, deferral),
 :mod:`towerd.central.storing` (store batching, ACK and ERROR replies),
 :mod:`towerd.central.descriptors`, :mod:`towerd.central.handshakes` and
 :mod:`towerd.central.export`; this module composes them and runs the command line.
@@ -64,9 +65,10 @@ from towerd.central.auth import ZAP_DOMAIN, CurveAuthenticator
 from towerd.central.descriptors import DescriptorsMixin, _raise_nofile
 from towerd.central.export import export, export_main, open_store
 from towerd.central.handshakes import HandshakeWatch
-from towerd.central.intake import IntakeMixin, _is_replay
+from towerd.central.intake import IntakeMixin
 from towerd.central.limits import CentralLimits, TowerLimits, load_limits
 from towerd.central.peers import PeersMixin, _Peer
+from towerd.central.rounds import RoundsMixin
 from towerd.central.storing import StoringMixin
 from towerd.central.store import CentralStore, ReportStore, StreamSummary
 from towerd.central.writer import AckTiming, Entry, StoreWriter
@@ -80,20 +82,12 @@ __all__ = ["CentralServer", "export", "export_main", "main", "open_store"]
 
 log = logging.getLogger(__name__)
 
-_MAX_MESSAGES_PER_POLL = 1000
-_QUEUED_RECORDS_FACTOR = 40
-"""With a store writer, the server keeps reading its socket (answering the towers'
-heartbeats) while up to this many batches' worth of records wait for the writer; the
-towers' windows bound what they have in flight far below that in normal running."""
-_CHECK_WRITER_EVERY = 32
-"""During a poll round, every this many messages: send the ACKs of commits that returned,
-and hand what is decoded to the store writer if it is idle."""
 _MAX_SOCKETS = 8
 """ZeroMQ sockets of the central's context: the ROUTER and the ZAP handler (libzmq's
 default is 1023; each socket costs descriptors)."""
 
 
-class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
+class CentralServer(RoundsMixin, IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
     """ROUTER + CentralStore (+ CURVE admission unless ``plain``). Drive it with
     :meth:`poll_once` or :meth:`serve_forever` from one thread.
 
@@ -178,6 +172,7 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
             curve_keys = load_secret_key_file(server_secret_key_file)
         self._plain = plain
         self._store: ReportStore = store if store is not None else CentralStore(db_path, clock=self._clock)
+        self._tracks_waiting: list = []  # TRACKS of this round whose records are checked together
         self._pending: list[Entry] = []  # without a store writer: (rid, first, last, message, 0.0)
         self._handover: list[Entry] = []  # with one: decoded, not yet handed to it
         self._writer: StoreWriter | None = None
@@ -214,6 +209,7 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
             self._handshakes = HandshakeWatch(self._sock, self._limited, int(port) if port.isdigit() else None)
             if self._store.batch_records > 0:  # a batching store commits on its own thread
                 self._writer = StoreWriter(self._store)
+            self._pollers = (self._poller(True), self._poller(False))
         except zmq.ZMQError as exc:
             self.close()
             raise UplinkError(f"central cannot bind {bind!r}: {exc}") from exc
@@ -284,95 +280,6 @@ class CentralServer(IntakeMixin, PeersMixin, StoringMixin, DescriptorsMixin):
     def reload_allow_list(self) -> bool:
         """Re-read the allow-list directory now (SIGHUP). Returns whether it changed."""
         return self._auth.reload(force=True) if self._auth is not None else False
-
-    # ---------------------------------------------------------------- serving
-
-    def serve_forever(self, stop: threading.Event, reload: threading.Event | None = None) -> None:
-        """Serve until ``stop`` is set (checked at least every 100 ms); re-read the
-        allow-list whenever ``reload`` is set."""
-        while not stop.is_set():
-            if reload is not None and reload.is_set():
-                reload.clear()
-                self.reload_allow_list()
-            self.poll_once(100)
-
-    def poll_once(self, timeout_ms: int) -> int:
-        """Wait up to ``timeout_ms`` for messages, then handle those waiting (at most
-        1000, after any pending CURVE handshakes; those without the REPLAY flag first),
-        and store what the rates let through of the messages held back. With a batching
-        store each decoded message is queued for the store writer, which commits what is
-        queued as soon as its previous commit returns; the ACKs are sent when that commit
-        is reported (during a later round, or this one). The socket is read on while up to
-        ``_QUEUED_RECORDS_FACTOR`` batches wait, so that the towers' heartbeats are
-        answered while the database is slow. Returns how many messages were received."""
-        if self._closed:
-            raise UplinkError("central is closed")
-        if self._handshakes is not None:
-            self._handshakes.poll()  # failed handshakes: logged with the peer's address
-        self._collect()
-        now = self._clock.monotonic()
-        self._drain_deferred(now)
-        if self._writer is not None:
-            self._hand_over()
-        if self._deferring:
-            wait = min(self._peers[t].wait_s(now) for t in self._deferring)
-            timeout_ms = min(timeout_ms, max(1, int(wait * 1000) + 1))
-        poller = zmq.Poller()
-        full = (self._writer is not None
-                and self._writer.queued_records >= _QUEUED_RECORDS_FACTOR * self._store.batch_records)
-        if not full:
-            poller.register(self._sock, zmq.POLLIN)
-        if self._writer is not None:
-            poller.register(self._writer.fd, zmq.POLLIN)
-        if self._auth is not None:
-            self._auth.maybe_reload()
-            poller.register(self._auth.socket, zmq.POLLIN)
-        ready = dict(poller.poll(timeout_ms))
-        self._check_descriptors()
-        if self._writer is not None and self._writer.fd in ready:
-            self._collect()
-        if not ready:
-            return 0
-        if self._auth is not None:
-            self._auth.handle()
-        if full or self._sock not in ready:
-            return 0
-        # Everything waiting (up to the bound) is taken first, then handled live first:
-        # after an outage the towers' REPLAY backlogs must not delay the live reports
-        # that arrive in the same round (stored and acknowledged in the first batches).
-        received: list[list[zmq.Frame]] = []
-        replays: list[list[zmq.Frame]] = []
-        while len(received) + len(replays) < _MAX_MESSAGES_PER_POLL:
-            try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                break
-            (replays if _is_replay(frames) else received).append(frames)
-        handled = len(received) + len(replays)
-        self._stats["replays_received"] += len(replays)
-        received += replays
-        writer = self._writer
-        for n, frames in enumerate(received):
-            if writer is not None and not n % _CHECK_WRITER_EVERY:
-                if writer.has_results:
-                    self._collect()  # ACK what was committed meanwhile, not only after the round
-                if not writer.busy:
-                    self._hand_over()  # an idle writer takes what is decoded so far
-            try:
-                self._handle(frames)
-            except Exception:  # last resort: a defect is loud, never an outage
-                self._stats["internal_errors"] += 1
-                rid = frames[0].bytes[:64] if frames else b""
-                tower_id = rid.decode("ascii", "replace")
-                if tower_id in self._peers:
-                    self._peer_count(tower_id, "internal")
-                self._limited.exception("internal", "central: a message from %r could not be handled and was "
-                                        "dropped (a defect, please report)", rid)
-        self._drain_deferred(self._clock.monotonic())
-        if writer is not None:
-            self._hand_over()
-            self._collect()
-        return handled
 
     def close(self) -> None:
         """Close the sockets, the context and the store. Idempotent."""

@@ -47,11 +47,13 @@ class StreamSummary:
                 "truncated": self.truncated}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Pending:
     """One decoded TRACKS (``records``: TRACK_RECORD_DTYPE array), EVENTS (``events``:
     list of dicts) or IDENTITY (``identities``: IDENTITY_RECORD_DTYPE array) message
-    waiting to be stored; exactly one of the three is set."""
+    waiting to be stored; exactly one of the three is set. Not changed once made (not a
+    frozen dataclass only because one is made per message received, and a frozen one
+    costs four times as much to make)."""
 
     tower_id: str
     stream_id: int
@@ -62,6 +64,10 @@ class Pending:
     event_json: tuple[str, ...] | None = None
     """Each of ``events`` as compact JSON text, encoded once by the central's intake
     (for its size limit) and stored as is."""
+    first_seq: int = 0
+    last_seq: int = 0
+    """The first and last seq of ``records`` when the sender knows them (the central's
+    intake read them from the message); 0: read from ``records``."""
 
     @property
     def size(self) -> int:

@@ -12,7 +12,7 @@ import zmq
 
 from towerd.central.storetypes import Pending, StoreResult
 from towerd.errors import OutboxError
-from towerd.icd import EVENT_OUTBOX_DROPPED, FLAG_REPLAY, MsgType, encode_ack, encode_error
+from towerd.icd import EVENT_OUTBOX_DROPPED, FLAG_REPLAY, Message, MsgType, encode_ack, encode_error
 
 _NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's enum arithmetic costs per reply
 _SNDMORE_NOBLOCK = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -26,23 +26,29 @@ class StoringMixin:
     acknowledges."""
 
     def _store_held(self, peer: _Peer, held: _Held) -> None:
-        """Spend the tower's rates and queue the message for :meth:`_flush`."""
-        peer.records.spend(held.records)
-        peer.bytes.spend(held.size)
-        msg, tower_id = held.msg, held.tower_id
+        """Spend the tower's rates and queue a message held back for :meth:`_flush`."""
+        self._store_now(peer, held.rid, held.tower_id, held.msg, held.payload, held.records, held.size, held.first,
+                        held.last, held.event_json)
+
+    def _store_now(self, peer: _Peer, rid: bytes, tower_id: str, msg: Message, payload, records: int, size: int,
+                   first: int, last: int, event_json: tuple[str, ...] | None) -> None:
+        """Spend the tower's rates and queue the message for the store."""
+        peer.records.spend(records)
+        peer.bytes.spend(size)
         replay = bool(msg.flags & FLAG_REPLAY)
-        if msg.type == MsgType.TRACKS:
-            item = Pending(tower_id, msg.stream_id, replay, records=held.payload)
-        elif msg.type == MsgType.IDENTITY:
-            item = Pending(tower_id, msg.stream_id, replay, identities=held.payload)
+        mtype = msg.type
+        if mtype == MsgType.TRACKS:
+            item = Pending(tower_id, msg.stream_id, replay, records=payload, first_seq=first, last_seq=last)
+        elif mtype == MsgType.IDENTITY:
+            item = Pending(tower_id, msg.stream_id, replay, identities=payload)
         else:
-            item = Pending(tower_id, msg.stream_id, replay, events=held.payload, event_json=held.event_json)
-            for ev in held.payload:
+            item = Pending(tower_id, msg.stream_id, replay, events=payload, event_json=event_json)
+            for ev in payload:
                 if ev["code"] == EVENT_OUTBOX_DROPPED:
                     self._limited(logging.WARNING, "dropped", "central: tower %s announces %s records lost from "
                                   "its full outbox, seq %s..%s", tower_id, str(ev.get("count"))[:40],
                                   str(ev.get("first_seq"))[:40], str(ev.get("last_seq"))[:40])
-        self._queue(held.rid, held.first, held.last, item)
+        self._queue(rid, first, last, item)
 
     def _queue(self, rid: bytes, first: int, last: int, item: Pending) -> None:
         """Hand a decoded message to the store writer, or store it at once when the store
