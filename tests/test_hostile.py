@@ -773,8 +773,8 @@ def test_claimed_ids_keep_bounded_state_and_bad_limits_exit_78(tmp_path, caplog)
             s.send(icd.encode_health(STREAM, {"i": i, "pad": "x" * 80}))
             s.send(header(icd.MsgType.TRACKS, 1, magic=b"XX"))
             socks.append(s)
-        deadline = time.monotonic() + 10
-        while srv.stats["health_received"] < 100 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 10  # each claimer's malformed message comes after its HEALTH
+        while (srv.stats["health_received"] < 100 or srv.stats["malformed"] < 100) and time.monotonic() < deadline:
             srv.poll_once(50)
         stats = srv.stats
         assert stats["health_received"] == 100 and stats["malformed"] == 100, stats
