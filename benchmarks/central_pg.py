@@ -276,10 +276,12 @@ def run(quick: bool) -> Section:
             figures += _load_figures(f"{towers} towers x 20/s, two central processes", two)
             seconds = 10.0 if quick else 30.0
             light = _scenario(cluster, work, "paced", 1, base,
-                              driver=lambda eps: paced(eps[0], work, towers, seconds, rate_rps=base["rate"]))
+                              driver=lambda eps: paced(eps[0], work, towers, seconds, rate_rps=base["rate"],
+                                                       burst_factor=base["burst_factor"],
+                                                       burst_every_s=base["burst_every_s"], burst_s=base["burst_s"]))
             met = light["records_per_s"] >= GOAL_RPS and light["p99"] < GOAL_P99_MS
             figures.append(Figure(
-                f"{towers} bare CURVE senders x {base['rate']:g}/s (4 records per message, Poisson), one central: "
+                f"{towers} bare CURVE senders x {base['rate']:g}/s (4 records per message, Poisson, the same bursts), one central: "
                 "ACK latency, median", light["median"], "ms",
                 reference=f"p99 {light['p99']:.1f} ms, max {light['max']:.1f} ms over {light['n']:,} messages; "
                           f"{light['records_per_s']:,.0f} records/s acknowledged; goal {GOAL_RPS:,}/s with ACK p99 "

@@ -124,21 +124,31 @@ def blast(endpoint: str, work: Path, towers: int, seconds: float, per_msg: int =
 
 
 def paced(endpoint: str, work: Path, towers: int, seconds: float, rate_rps: float = 20.0, per_msg: int = 4,
-          window: int = 64, warmup_s: float = 5.0, seed: int = 2) -> dict:
+          window: int = 64, warmup_s: float = 5.0, seed: int = 2, burst_factor: float = 2.0,
+          burst_every_s: float = 20.0, burst_s: float = 1.0, tick_s: float = 0.002) -> dict:
     """``towers`` bare senders each offering ``rate_rps`` records a second in messages of
-    ``per_msg`` (Poisson arrivals, mean interval per_msg / rate_rps), at most ``window``
-    unacknowledged; latency from each message's due time to its ACK, after ``warmup_s``."""
+    ``per_msg`` (Poisson arrivals; ``burst_factor`` times the rate for ``burst_s`` in every
+    ``burst_every_s``, as the load generator's towers), at most ``window`` unacknowledged;
+    latency from each message's due time to its ACK, for messages due after ``warmup_s``.
+
+    The loop polls at most once per ``tick_s`` (one zmq_poll over all the sockets each
+    time), so its own cost stays small; what that delays is charged to the latency."""
     rng = np.random.default_rng(seed)
-    mean_s = per_msg / rate_rps
+
+    def interval(t: float) -> float:
+        bursting = (t - t0) % burst_every_s < burst_s
+        return float(rng.exponential(per_msg / (rate_rps * (burst_factor if bursting else 1.0))))
+
     snd = _Senders(endpoint, work, towers, per_msg)
     waiting = [collections.deque() for _ in range(towers)]  # due times of messages held by a full window
     lat: list[float] = []
     acked = errors = 0
     try:
         t0 = time.monotonic()
-        due = [(t0 + float(rng.exponential(mean_s)), i) for i in range(towers)]
+        due = [(t0 + interval(t0), i) for i in range(towers)]
         heapq.heapify(due)
         warm, end = t0 + warmup_s, t0 + warmup_s + seconds
+        last_poll = -math.inf
         while True:
             now = time.monotonic()
             if now >= end:
@@ -149,8 +159,12 @@ def paced(endpoint: str, work: Path, towers: int, seconds: float, rate_rps: floa
                     snd.send(i, t)
                 else:
                     waiting[i].append(t)
-                heapq.heappush(due, (t + float(rng.exponential(mean_s)), i))
-            timeout_ms = max(0, math.ceil((min(due[0][0], end) - time.monotonic()) * 1000))
+                heapq.heappush(due, (t + interval(t), i))
+            now = time.monotonic()
+            if now < last_poll + tick_s:  # at most one poll of all the sockets per tick
+                time.sleep(last_poll + tick_s - now)
+            last_poll = time.monotonic()
+            timeout_ms = max(0, math.ceil((min(due[0][0], end) - last_poll) * 1000))
             for i, t, ok in snd.replies(timeout_ms):
                 if not ok:
                     errors += 1
