@@ -187,6 +187,17 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
     return result
 
 
+def _generator_wait_text(r: dict) -> str:
+    """How long a reply can wait in the generator before it reads it (older generators
+    report only how long one slice of writes takes)."""
+    gap = r.get("reply_gap_ms")
+    if gap is None:
+        return f"the generator's slice of writes (25 towers) takes up to {r['tick_ms_p99']} ms (p99), during which " \
+               "replies wait"
+    return (f"a reply waits in the generator until its next read of the replies: gaps between two reads median "
+            f"{gap['median']} ms, p99 {gap['p99']} ms, max {gap['max']} ms")
+
+
 def _load_figures(label: str, r: dict) -> list[Figure]:
     lat = r["ack_latency_ms"]
     cpu = r["cpu_us_per_record"]
@@ -201,8 +212,7 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
                     "sent as REPLAY (what was in flight at a drop, and what a tower wrote before its link came up)"),
         Figure(f"{label}: ACK latency of live records, median", lat["median"], "ms",
                reference=f"p99 {lat['p99']} ms, max {lat['max']} ms over {lat['n']:,} records",
-               note=f"the generator's slice of writes (25 towers) takes up to {r['tick_ms_p99']} ms (p99), "
-                    "during which replies wait: part of this latency is the generator's; the central's own part "
+               note=f"{_generator_wait_text(r)}: part of this latency is the generator's; the central's own part "
                     f"(median / p99 ms): {split_text(r.get('central_split', []))}"),
         Figure(f"{label}: CPU of the central process(es)", r["central_cpu"], "cores",
                reference=f"PostgreSQL {r['db_cpu']} cores; the load generator (the towers) {r['gen_cpu']} cores"),
