@@ -89,26 +89,19 @@ class Tail:
     def release(self, lo: int, hi: int) -> int | None:
         """When every seq ``lo .. hi`` is held: forget the rows up to ``hi`` (as
         :meth:`forget_to`: they are about to be deleted) and return the payload bytes of
-        ``lo .. hi``. Otherwise None, and nothing is forgotten. One pass over the front
-        of the tail: the usual acknowledgement is of its oldest rows."""
+        ``lo .. hi``. Otherwise None, and nothing is forgotten. Only the front of the tail
+        is walked: the usual acknowledgement is of its oldest rows."""
         chunks = self._chunks
         if not chunks or chunks[0][0] > lo or hi >= chunks[-1][0] + chunks[-1][3]:
             return None
-        total = removed = 0
-        while chunks and chunks[0][0] <= hi:
-            first, kind, buf, n = chunks[0]
+        total = 0
+        for first, kind, buf, n in chunks:
+            if first > hi:
+                break
             last = first + n - 1
             if last >= lo:  # overlaps lo .. hi
                 total += (min(last, hi) - max(first, lo) + 1) * RECORD_SIZE if kind == _KIND_TRACK else len(buf)
-            if last <= hi:
-                chunks.pop(0)
-                removed += n
-                continue
-            k = hi - first + 1  # a batch of records cut: keep its newer part
-            chunks[0] = [hi + 1, kind, buf[k * RECORD_SIZE:], n - k]
-            removed += k
-            break
-        self._rows -= removed
+        self._rows -= _cut(chunks, hi)
         if self._new and self._new[0][0] <= hi:
             _cut(self._new, hi)
         return total
