@@ -15,6 +15,8 @@ import logging
 
 import numpy as np
 
+from towerd.tracking.state import match_ids
+
 log = logging.getLogger(__name__)
 
 
@@ -34,15 +36,13 @@ class RowCarry:
         self.ids = ids if not ids.flags.writeable else ids.copy()
         if known is ids or (len(known) == len(ids) and np.array_equal(known, ids)):
             self.index: np.ndarray | None = None
-        elif len(known) == 0:
-            self.index = np.zeros(len(ids), dtype=np.intp)
-        elif len(known) == 1 or bool((known[1:] > known[:-1]).all()):
-            pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
-            self.index = np.where(known[pos] == ids, pos, len(known))
+        elif len(known) < 2 or bool((known[1:] > known[:-1]).all()):
+            found, pos = match_ids(known, ids)
+            self.index = np.where(found, pos, len(known))
         else:  # unsorted: look up in sorted order, positions in ``known`` itself
             order = np.argsort(known, kind="stable")
-            pos = np.minimum(np.searchsorted(known[order], ids), len(known) - 1)
-            self.index = np.where(known[order[pos]] == ids, order[pos], len(known))
+            found, pos = match_ids(known[order], ids)
+            self.index = np.where(found, order[pos], len(known))
 
     def fits(self, ids: np.ndarray) -> bool:
         """Whether ``ids`` (a component's previous ids) are this carry's ``known``."""
