@@ -39,7 +39,6 @@ class _Senders:
         self.socks: list[zmq.Socket] = []
         self.seqs = [1] * towers
         self.sent: list[dict[int, float]] = [{} for _ in range(towers)]  # first seq -> time counted from
-        self.rec = loadgen._records(per_msg, 0, 0, np.random.default_rng(1))
         self.poller = zmq.Poller()
         self.index: dict[zmq.Socket, int] = {}
         server_pub = zmq.auth.load_certificate(work / "keys" / "central.key")[0]
@@ -57,8 +56,9 @@ class _Senders:
 
         # Each tower's message, encoded once by the ICD encoder; a send patches seq and
         # time_us (the first two fields of every record) into a copy.
-        self.rec["seq"] = np.arange(1, per_msg + 1)
-        self.frames = [icd.encode_tracks(0x5EED0000 + i, self.rec) for i in range(towers)]
+        rec = loadgen._records(per_msg, 0, 0, np.random.default_rng(1))
+        rec["seq"] = np.arange(1, per_msg + 1)
+        self.frames = [icd.encode_tracks(0x5EED0000 + i, rec) for i in range(towers)]
         self._fields = struct.Struct("<Qq")
         self._offsets = [icd.HEADER_SIZE + k * icd.RECORD_SIZE for k in range(per_msg)]
         if icd.TRACK_RECORD_DTYPE.fields["seq"][1] != 0 or icd.TRACK_RECORD_DTYPE.fields["time_us"][1] != 8:
