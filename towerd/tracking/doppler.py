@@ -125,12 +125,18 @@ def fold(e: np.ndarray, unambiguous_speed_mps: float) -> np.ndarray:
     return e if a <= 0 else np.mod(e + a, 2.0 * a) - a
 
 
-def position_update(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def position_update(x: np.ndarray, P: np.ndarray, z: np.ndarray | None = None, R: np.ndarray | None = None, *,
+                    S_inv: np.ndarray | None = None, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Kalman update on position alone (H = [I₃ 0]) without the Joseph form, for the
     implied-velocity test: x (M, 6), P (M, 6, 6), z (M, 3), R (M, 3, 3) -> (x⁺, P⁺):
-    K = P Hᵀ S⁻¹, x⁺ = x + K (z − H x), P⁺ = P − K H P."""
-    K = P[:, :, POS] @ inv3(P[:, POS, POS] + R)[0]
-    x_new = x + mv(K, z - x[:, POS])
+    K = P Hᵀ S⁻¹, x⁺ = x + K (z − H x), P⁺ = P − K H P. A caller that has S⁻¹ (M, 3, 3)
+    of S = H P Hᵀ + R and y = z − H x (M, 3) (the gate's) gives them instead of z and R."""
+    if S_inv is None:
+        S_inv = inv3(P[:, POS, POS] + R)[0]
+    if y is None:
+        y = z - x[:, POS]
+    K = P[:, :, POS] @ S_inv
+    x_new = x + mv(K, y)
     return x_new, sym(P - K @ P[:, POS, :])
 
 
