@@ -197,20 +197,23 @@ class Tracker:
         coasting, gone = self.deleter.judge(tr, t)
         self._set_coasting(tr, coasting, established)
 
-        tr, ended, gone = self._delete(tr, gone)
-        det_of = det_of[~gone]
+        ended = self._ended(tr, gone)
+        keep = ~gone if len(ended) else None
+        if keep is not None:
+            det_of = det_of[keep]
 
         # A leftover detection inside the position gate of an established track starts nothing.
         taken = np.zeros(len(det), dtype=bool)
         taken[di] = True
         taken[gated.det_idx[established[gated.track_idx]]] = True
-        unassociated = np.flatnonzero(~taken)
+        unassociated = (~taken).nonzero()[0]
         start = np.asarray(self.initiator.select(det, unassociated), dtype=np.intp)
+        new = None
         if len(start):
             new = self.predictor.attach(self.initiator.initiate(det, start, self._next_id))
             self._next_id += len(new)
-            tr = TrackTable.concatenate([tr, new])
             det_of = np.concatenate([det_of, start])
+        tr = tr.kept_and_joined(keep, new)  # the removed rows dropped, the new ones added: one copy
 
         confirm = self.initiator.to_confirm(tr)
         tr.status[confirm] = Status.CONFIRMED
@@ -229,7 +232,7 @@ class Tracker:
         tr = self._tracks.copy()
         coasting, gone = self.deleter.judge(tr, t)
         changed = self._set_coasting(tr, coasting)
-        tr, ended, _ = self._delete(tr, gone)
+        tr, ended = self._delete(tr, gone)
         if changed or len(ended):
             self._tracks = tr.freeze()
         return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
@@ -282,13 +285,19 @@ class Tracker:
             table = self._empty[n_modes] = TrackTable.empty(n_modes).freeze()
         return table
 
-    def _delete(self, tr: TrackTable, gone: np.ndarray) -> tuple[TrackTable, TrackTable, np.ndarray]:
-        """Split ``tr`` into (kept, removed with status ENDED, ``gone``) by the mask
-        ``gone`` (K,) of the deleter's :meth:`~towerd.tracking.deleter.MissDeleter.judge`."""
+    def _ended(self, tr: TrackTable, gone: np.ndarray) -> TrackTable:
+        """The rows of ``tr`` that the mask ``gone`` (K,) of the deleter's
+        :meth:`~towerd.tracking.deleter.MissDeleter.judge` removes, as a read-only table
+        with status ENDED (the shared empty one when none)."""
         if not gone.any():
-            return tr, self._none(tr.n_modes), gone
+            return self._none(tr.n_modes)
         ended = tr.select(gone)
         ended.status[:] = Status.ENDED
         if log.isEnabledFor(logging.DEBUG):
             log.debug("removed tracks %s", ended.track_id.tolist())
-        return tr.remove(gone), ended.freeze(), gone
+        return ended.freeze()
+
+    def _delete(self, tr: TrackTable, gone: np.ndarray) -> tuple[TrackTable, TrackTable]:
+        """Split ``tr`` into (kept, removed with status ENDED) by the mask ``gone`` (K,)."""
+        ended = self._ended(tr, gone)
+        return (tr.kept_and_joined(~gone, None) if len(ended) else tr), ended
