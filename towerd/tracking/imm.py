@@ -276,8 +276,9 @@ class ImmPredictor:
         q = np.array([m.accel_noise_mps2**2 for m in self.models])
         return w, q, np.array([-1.0 if isinstance(m, ConstantTurn) else 1.0 for m in self.models])
 
-    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None:
-        """Mix and predict every row of ``tracks`` (writable) by its dt (K,) s, in place:
+    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray | float) -> None:
+        """Mix and predict every row of ``tracks`` (writable) by its dt (K,) s (a float: the
+        same for every row), in place:
         mode_prob becomes c̄, mode_state/mode_cov the model-matched predictions, and
         state/cov their combination:
 
@@ -290,13 +291,16 @@ class ImmPredictor:
         k = len(tracks)
         if k == 0:
             return
-        dt = np.asarray(dt, dtype=float)
-        if dt.shape != (k,):
-            dt = np.full(k, dt)
+        if isinstance(dt, float):  # one dt for every track (the tracker's usual frame)
+            d0, shared = dt, True
+        else:
+            dt = np.asarray(dt, dtype=float)
+            if dt.shape != (k,):
+                dt = np.full(k, dt)
+            d0 = float(dt[0])
+            shared = bool((dt == d0).all())
         mu, x, P = tracks.mode_prob, tracks.mode_state, tracks.mode_cov
         m = self.n_modes
-        d0 = float(dt[0])
-        shared = bool((dt == d0).all())
         if shared:
             pi, F, FT, Q, G, Qv = self._shared_matrices(d0)
             c_bar = mu @ pi  # (K, M): one product for all tracks

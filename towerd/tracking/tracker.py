@@ -57,7 +57,7 @@ class Predictor(Protocol):
 
     def attach(self, tracks: TrackTable) -> TrackTable: ...
 
-    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None: ...
+    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray | float) -> None: ...
 
 
 class Updater(Protocol):
@@ -157,18 +157,26 @@ class Tracker:
         t = float(det.t_mono)
         tr = self._tracks.copy()
 
-        dt = t - tr.t_mono
-        late = dt < 0
-        if late.any():
-            log.debug(
-                "%s: frame at %.6f is older than %d track states; dt clamped to 0",
-                det.sensor, t, np.count_nonzero(late),
-            )
-            self.predictor.predict_tracks(tr, np.maximum(dt, 0.0))
-            tr.t_mono = np.maximum(tr.t_mono, t)
-        else:  # the usual frame: every track moves to t
-            self.predictor.predict_tracks(tr, dt)
+        t_mono = tr.t_mono
+        t_min = t_max = t
+        if len(t_mono):
+            t_min, t_max = float(t_mono.min()), float(t_mono.max())
+        if t_min == t_max and t_min <= t:  # the usual frame: every track at one time, moved to t by one dt
+            self.predictor.predict_tracks(tr, t - t_min)
             tr.t_mono = t
+        else:
+            dt = t - t_mono
+            late = dt < 0
+            if late.any():
+                log.debug(
+                    "%s: frame at %.6f is older than %d track states; dt clamped to 0",
+                    det.sensor, t, np.count_nonzero(late),
+                )
+                self.predictor.predict_tracks(tr, np.maximum(dt, 0.0))
+                tr.t_mono = np.maximum(tr.t_mono, t)
+            else:  # every track moves to t
+                self.predictor.predict_tracks(tr, dt)
+                tr.t_mono = t
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         radial = RadialSpeeds.of(det)
