@@ -105,18 +105,15 @@ def radial_velocity(x: np.ndarray, sensor_pos_enu_m: np.ndarray) -> tuple[np.nda
     antenna itself (ρ = 0) gets h_r = 0 and J = 0."""
     d = x[:, POS] - sensor_pos_enu_m
     rho = norm_rows(d)
-    if (rho > 0).all():
-        safe = rho
-        u = d / rho[:, None]
+    if len(rho) == 0 or rho.min() > 0:  # (NaN: not > 0)
+        safe = rho[:, None]
+        u = d / safe
     else:
-        safe = np.where(rho > 0, rho, 1.0)
-        u = np.where(rho[:, None] > 0, d / safe[:, None], 0.0)
+        safe = np.where(rho > 0, rho, 1.0)[:, None]
+        u = np.where(rho[:, None] > 0, d / safe, 0.0)
     v = x[:, VEL]
     hr = np.add.reduce(u * v, axis=1)
-    J = np.empty((len(x), 6))
-    J[:, POS] = (v - hr[:, None] * u) / safe[:, None]
-    J[:, VEL] = u
-    return hr, J
+    return hr, np.concatenate(((v - hr[:, None] * u) / safe, u), axis=1)
 
 
 def fold(e: np.ndarray, unambiguous_speed_mps: float) -> np.ndarray:
@@ -205,8 +202,10 @@ class DopplerGate:
         ``count`` (M,) values, ε (M,) (NaN: this hit had no radial speed, both kept)."""
         known = np.isfinite(eps)
         every = bool(known.all())  # a TI radar's frame: every hit has a radial speed
-        n = count + 1.0 if every else count.astype(float) + known
-        w = np.maximum(self.fading, 1.0 / np.maximum(n, 1.0))
+        if every:
+            w = np.maximum(self.fading, 1.0 / (count + 1.0))  # count + 1 >= 1
+        else:
+            w = np.maximum(self.fading, 1.0 / np.maximum(count.astype(float) + known, 1.0))
         e = np.minimum(eps, self.gate)
         mixed = np.where(np.isfinite(previous), (1.0 - w) * previous + w * e, e)
         if every:
