@@ -129,8 +129,8 @@ def combine_vech(mu: np.ndarray, x: np.ndarray, Pv: np.ndarray) -> tuple[np.ndar
     """:func:`combine` of covariances given by their upper triangles, Pv (K, M, 21)
     (:data:`~towerd.tracking.linalg.VECH_OF_FULL`). Only the 21 distinct entries of each
     P_j + d_j d_jᵀ are formed and weighed (one product for all of them), then copied to
-    both halves: entries (a, b) and (b, a) are the same sum of the same products, so P̄ is
-    exactly symmetric, bit for bit what the full 6x6 sum gives for a symmetric P."""
+    both halves, so P̄ is exactly symmetric; it is the full 6x6 sum to rounding (the
+    product's kernel may add the M terms in another order)."""
     xm = (mu[:, None, :] @ x)[:, 0, :]
     d = x - xm[:, None, :]
     spread = Pv + d[..., VECH_A] * d[..., VECH_B]  # P_j + d_j d_jᵀ, upper triangle (K, M, 21)
