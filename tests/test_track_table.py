@@ -47,6 +47,18 @@ def test_select_concatenate_copy_keep_every_column(m: int) -> None:
         assert_array_equal(getattr(a.remove(np.arange(5) == 1), name), np.delete(col, 1, axis=0))
 
 
+def test_kept_and_joined_is_select_then_concatenate() -> None:
+    a, new = table(7, 3, seed=1), table(3, 3, seed=2)
+    keep = np.array([True, False, True, True, False, True, True])
+    both = a.kept_and_joined(keep, new)
+    assert_array_equal(both.rows.view(np.uint8), TrackTable.concatenate([a.select(keep), new]).rows.view(np.uint8))
+    assert_array_equal(a.kept_and_joined(keep, None).rows.view(np.uint8), a.select(keep).rows.view(np.uint8))
+    assert_array_equal(a.kept_and_joined(None, new).track_id, np.r_[a.track_id, new.track_id])
+    assert a.kept_and_joined(None, None) is a  # nothing dropped or added: no copy
+    with pytest.raises(ValueError, match="IMM modes"):
+        a.kept_and_joined(None, table(2, 0))
+
+
 def test_columns_are_views_and_assignment_writes_the_rows() -> None:
     t = table(4, 3)
     t.hits[1] = 77

@@ -9,13 +9,37 @@ from numpy.testing import assert_allclose
 
 from towerd.tracking.associator import GnnAssociator, solve_gated, solve_gated_pairs
 from towerd.tracking.doppler import DopplerGate, RadialSpeeds, position_update
-from towerd.tracking.imm import ImmPredictor, ImmSettings, imm_models
-from towerd.tracking.linalg import inv3, norm_rows, quad
+from towerd.tracking.imm import ImmPredictor, ImmSettings, combine, combine_vech, imm_models
+from towerd.tracking.linalg import VECH_OF_FULL, congruence_vech, inv3, norm_rows, quad
 
 
 def _spd(rng: np.random.Generator, n: int, dim: int, scale: float = 1.0) -> np.ndarray:
     a = rng.normal(0.0, scale, (n, dim, dim))
     return a @ np.swapaxes(a, 1, 2) + 0.1 * np.eye(dim)
+
+
+def test_congruence_vech_gives_f_p_ft_exactly_symmetric():
+    rng = np.random.default_rng(4)
+    F, P = rng.normal(size=(3, 6, 6)), _spd(rng, 3 * 20, 6, 5.0).reshape(20, 3, 6, 6)
+    Pv = (P.reshape(20, 3, 36).swapaxes(0, 1) @ congruence_vech(F)).swapaxes(0, 1)  # (20, 3, 21)
+    full = np.zeros((20, 3, 6, 6))
+    iu = np.triu_indices(6)
+    full[..., iu[0], iu[1]] = Pv
+    full[..., iu[1], iu[0]] = Pv
+    assert_allclose(full, F @ P @ np.swapaxes(F, -1, -2), rtol=1e-12, atol=1e-12)
+
+
+def test_combine_on_upper_triangles_is_the_full_sum_and_exactly_symmetric():
+    rng = np.random.default_rng(5)
+    mu = rng.dirichlet(np.ones(3), 40)
+    x, P = rng.normal(0.0, 50.0, (40, 3, 6)), _spd(rng, 120, 6, 3.0).reshape(40, 3, 6, 6)
+    P = 0.5 * (P + np.swapaxes(P, -1, -2))
+    xm, Pm = combine_vech(mu, x, P.reshape(40, 3, 36)[..., VECH_OF_FULL])
+    d = x - xm[:, None, :]
+    full = (mu[:, None, :] @ (P + d[..., :, None] * d[..., None, :]).reshape(40, 3, 36)).reshape(40, 6, 6)
+    assert_allclose(Pm, full, rtol=0, atol=1e-14 * np.abs(full).max())
+    assert np.array_equal(Pm, np.swapaxes(Pm, -1, -2))
+    assert np.array_equal(combine(mu, x, P)[1], Pm)
 
 
 def test_inv3_is_numpys_inverse_and_determinant():

@@ -95,12 +95,7 @@ class GnnAssociator:
         if k * n < self.pregate_min_pairs:
             # d² >= |y|² / λmax(S) >= |y|² / tr(S): a pair with |y|² > γ tr(S) is outside
             # the gate, found without solving S (tr(S) = tr(H P_k Hᵀ) + tr(R_n)).
-            y = z[None, :, :] - x_pred[:, None, POS]  # (K, N, 3)
-            diag = P_pred.reshape(-1, STATE_DIM * STATE_DIM)[:, :15:7]  # P_ee, P_nn, P_uu (K, 3)
-            tr_s = np.add.reduce(diag, axis=1)[:, None] + R.reshape(-1, 9)[:, ::4].sum(axis=1)[None, :]
-            gate = self.gate * (1.0 + 1e-6)
-            near = np.einsum("knd,knd->kn", y, y) <= gate * tr_s
-            ti, di = np.nonzero(near)
+            ti, di, _ = self._near_pairs(x_pred, P_pred, z, R)
             return ti, di
         lam_track = np.linalg.eigvalsh(P_pred[:, POS, POS])[:, -1]
         lam_det = np.linalg.eigvalsh(R)[:, -1].max()
@@ -133,11 +128,24 @@ class GnnAssociator:
         initiating: np.ndarray | None = None,
     ) -> GatedPairs:
         """The pairs inside the position gate, with their radial-speed test (see the class
-        docstring); arguments as :meth:`associate`."""
-        ti, di = self.candidate_pairs(x_pred, P_pred, z, R) if len(x_pred) and len(z) else (_NONE, _NONE)
-        d2, det_S = self._distances(x_pred, P_pred, z, R, ti, di)
+        docstring); arguments as :meth:`associate`. The pre-gate's innovations and the
+        gate's S⁻¹ are kept for the pairs that pass (a one-point track's position update
+        uses that same S)."""
+        k, n = len(x_pred), len(z)
+        if k * n == 0:
+            ti = di = _NONE
+            y = np.zeros((0, 3))
+        elif k * n < self.pregate_min_pairs:
+            ti, di, y = self._near_pairs(x_pred, P_pred, z, R)
+        else:
+            ti, di = self.candidate_pairs(x_pred, P_pred, z, R)
+            y = z[di] - x_pred[ti, POS]
+        S_inv, det_S = inv3(P_pred[:, POS, POS][ti] + R[di])  # S (M, 3, 3)
+        d2 = quad(S_inv, y)
         inside = d2 <= self.gate
-        ti, di, d2, det_S = ti[inside], di[inside], d2[inside], det_S[inside]
+        if not inside.all():
+            keep = inside.nonzero()[0]
+            ti, di, d2, det_S, S_inv, y = ti[keep], di[keep], d2[keep], det_S[keep], S_inv[keep], y[keep]
         if not (len(ti) and self.doppler is not None and radial is not None):
             e_r = np.full(len(ti), np.nan)
             return GatedPairs(ti, di, d2, det_S, e_r, e_r, np.ones(len(ti), dtype=bool))
@@ -146,11 +154,22 @@ class GnnAssociator:
         if initiating is not None:
             first = np.asarray(initiating, dtype=bool)[ti]
             if first.any():  # residuals with the implied velocity: the pair's position update
-                j = di[first]
-                x[first], P[first] = position_update(x[first], P[first], z[j], R[j])
+                x[first], P[first] = position_update(x[first], P[first], S_inv=S_inv[first], y=y[first])
                 allowance = np.where(first, 0.0, allowance)
         e_r, s2_r = self.doppler.residual(x, P, radial, di)
         return GatedPairs(ti, di, d2, det_S, e_r, s2_r, self.doppler.passes(e_r**2 / (s2_r + allowance)))
+
+    def _near_pairs(
+        self, x_pred: np.ndarray, P_pred: np.ndarray, z: np.ndarray, R: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`candidate_pairs` by the trace pre-gate, with the pairs' innovations
+        y = z_n − H x_k (M, 3) (the same bits as computed pair by pair)."""
+        y = z[None, :, :] - x_pred[:, None, POS]  # (K, N, 3)
+        diag = P_pred.reshape(-1, STATE_DIM * STATE_DIM)[:, :15:7]  # P_ee, P_nn, P_uu (K, 3)
+        tr_s = np.add.reduce(diag, axis=1)[:, None] + np.add.reduce(R.reshape(-1, 9)[:, ::4], axis=1)[None, :]
+        near = np.einsum("knd,knd->kn", y, y) <= (self.gate * (1.0 + 1e-6)) * tr_s
+        ti, di = near.nonzero()
+        return ti, di, y[ti, di]
 
     def assign(
         self, gated: GatedPairs, n_tracks: int, established: np.ndarray | None = None

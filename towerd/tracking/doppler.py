@@ -105,18 +105,15 @@ def radial_velocity(x: np.ndarray, sensor_pos_enu_m: np.ndarray) -> tuple[np.nda
     antenna itself (ρ = 0) gets h_r = 0 and J = 0."""
     d = x[:, POS] - sensor_pos_enu_m
     rho = norm_rows(d)
-    if (rho > 0).all():
-        safe = rho
-        u = d / rho[:, None]
+    if len(rho) == 0 or rho.min() > 0:  # (NaN: not > 0)
+        safe = rho[:, None]
+        u = d / safe
     else:
-        safe = np.where(rho > 0, rho, 1.0)
-        u = np.where(rho[:, None] > 0, d / safe[:, None], 0.0)
+        safe = np.where(rho > 0, rho, 1.0)[:, None]
+        u = np.where(rho[:, None] > 0, d / safe, 0.0)
     v = x[:, VEL]
     hr = np.add.reduce(u * v, axis=1)
-    J = np.empty((len(x), 6))
-    J[:, POS] = (v - hr[:, None] * u) / safe[:, None]
-    J[:, VEL] = u
-    return hr, J
+    return hr, np.concatenate(((v - hr[:, None] * u) / safe, u), axis=1)
 
 
 def fold(e: np.ndarray, unambiguous_speed_mps: float) -> np.ndarray:
@@ -125,12 +122,18 @@ def fold(e: np.ndarray, unambiguous_speed_mps: float) -> np.ndarray:
     return e if a <= 0 else np.mod(e + a, 2.0 * a) - a
 
 
-def position_update(x: np.ndarray, P: np.ndarray, z: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def position_update(x: np.ndarray, P: np.ndarray, z: np.ndarray | None = None, R: np.ndarray | None = None, *,
+                    S_inv: np.ndarray | None = None, y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Kalman update on position alone (H = [I₃ 0]) without the Joseph form, for the
     implied-velocity test: x (M, 6), P (M, 6, 6), z (M, 3), R (M, 3, 3) -> (x⁺, P⁺):
-    K = P Hᵀ S⁻¹, x⁺ = x + K (z − H x), P⁺ = P − K H P."""
-    K = P[:, :, POS] @ inv3(P[:, POS, POS] + R)[0]
-    x_new = x + mv(K, z - x[:, POS])
+    K = P Hᵀ S⁻¹, x⁺ = x + K (z − H x), P⁺ = P − K H P. A caller that has S⁻¹ (M, 3, 3)
+    of S = H P Hᵀ + R and y = z − H x (M, 3) (the gate's) gives them instead of z and R."""
+    if S_inv is None:
+        S_inv = inv3(P[:, POS, POS] + R)[0]
+    if y is None:
+        y = z - x[:, POS]
+    K = P[:, :, POS] @ S_inv
+    x_new = x + mv(K, y)
     return x_new, sym(P - K @ P[:, POS, :])
 
 
@@ -199,8 +202,10 @@ class DopplerGate:
         ``count`` (M,) values, ε (M,) (NaN: this hit had no radial speed, both kept)."""
         known = np.isfinite(eps)
         every = bool(known.all())  # a TI radar's frame: every hit has a radial speed
-        n = count + 1.0 if every else count.astype(float) + known
-        w = np.maximum(self.fading, 1.0 / np.maximum(n, 1.0))
+        if every:
+            w = np.maximum(self.fading, 1.0 / (count + 1.0))  # count + 1 >= 1
+        else:
+            w = np.maximum(self.fading, 1.0 / np.maximum(count.astype(float) + known, 1.0))
         e = np.minimum(eps, self.gate)
         mixed = np.where(np.isfinite(previous), (1.0 - w) * previous + w * e, e)
         if every:

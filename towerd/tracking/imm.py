@@ -39,7 +39,7 @@ import numpy as np
 
 from towerd.errors import ConfigError
 from towerd.schema import spec
-from towerd.tracking.linalg import inv3, quad, sym
+from towerd.tracking.linalg import FULL_OF_VECH, VECH_A, VECH_B, VECH_OF_FULL, congruence_vech, inv3, quad, sym
 from towerd.tracking.models import ConstantTurn, ConstantVelocity, MotionModel
 from towerd.tracking.state import STATE_DIM, TrackTable
 from towerd.tracking.updater import KalmanUpdater
@@ -119,32 +119,39 @@ def _sinc(x: np.ndarray) -> np.ndarray:
 
 
 def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Moment-matched mixture: mu (K, M), x (K, M, 6), P (K, M, 6, 6) -> x̄ (K, 6), P̄ (K, 6, 6):
-    x̄ = Σ_j μ_j x_j, P̄ = Σ_j μ_j [P_j + (x_j − x̄)(x_j − x̄)ᵀ]."""
+    """Moment-matched mixture: mu (K, M), x (K, M, 6), P (K, M, 6, 6) symmetric -> x̄ (K, 6),
+    P̄ (K, 6, 6): x̄ = Σ_j μ_j x_j, P̄ = Σ_j μ_j [P_j + (x_j − x̄)(x_j − x̄)ᵀ]."""
     k, m = mu.shape
+    return combine_vech(mu, x, P.reshape(k, m, STATE_DIM * STATE_DIM)[..., VECH_OF_FULL])
+
+
+def combine_vech(mu: np.ndarray, x: np.ndarray, Pv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`combine` of covariances given by their upper triangles, Pv (K, M, 21)
+    (:data:`~towerd.tracking.linalg.VECH_OF_FULL`). Only the 21 distinct entries of each
+    P_j + d_j d_jᵀ are formed and weighed (one product for all of them), then copied to
+    both halves, so P̄ is exactly symmetric; it is the full 6x6 sum to rounding (the
+    product's kernel may add the M terms in another order)."""
     xm = (mu[:, None, :] @ x)[:, 0, :]
     d = x - xm[:, None, :]
-    spread = P + d[:, :, :, None] * d[:, :, None, :]  # P_j + d_j d_jᵀ, (K, M, 6, 6)
-    # One weighted sum of symmetric matrices: entries (a, b) and (b, a) are sums of the
-    # same products (exactly symmetric where the BLAS reduces every column alike, as
-    # here), so no ½ (P + Pᵀ) pass is needed.
-    Pm = mu[:, None, :] @ spread.reshape(k, m, STATE_DIM * STATE_DIM)
-    return xm, Pm.reshape(k, STATE_DIM, STATE_DIM)
+    spread = Pv + d[..., VECH_A] * d[..., VECH_B]  # P_j + d_j d_jᵀ, upper triangle (K, M, 21)
+    Pm = (mu[:, None, :] @ spread)[:, 0, :]
+    return xm, Pm[:, FULL_OF_VECH].reshape(len(mu), STATE_DIM, STATE_DIM)
 
 
-def _models_predict(FT: np.ndarray, Q: np.ndarray, x0: np.ndarray, P0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _models_predict(FT: np.ndarray, G: np.ndarray, Qv: np.ndarray, x0: np.ndarray,
+                    P0: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """x_j⁻ = F_j x0_j and P_j⁻ = F_j P0_j F_jᵀ + Q_j for K tracks whose model j has one
-    F_j (a shared dt): FT (M, 6, 6) = F_jᵀ, Q (M, 6, 6), x0 (K, M, 6), P0 (K, M, 6, 6)
-    -> (K, M, 6), (K, M, 6, 6). Mode-major: for each model one product over all K
-    tracks, x0 Fᵀ as (K, 6) @ (6, 6) and A = P0 Fᵀ then Aᵀ Fᵀ = F P0ᵀ Fᵀ as
-    (K·6, 6) @ (6, 6), instead of K·M products of 6x6 matrices. P0 is symmetric (to
-    rounding), so that is F P0 Fᵀ; the result is symmetrised, ½ (P + Pᵀ)."""
+    F_j (a shared dt): FT (M, 6, 6) = F_jᵀ, G (M, 36, 21) = :func:`congruence_vech` of F,
+    Qv (M, 1, 21) the upper triangles of Q_j, x0 (K, M, 6), P0 (K, M, 6, 6) -> x⁻
+    (K, M, 6), P⁻ as upper triangles (K, M, 21). Mode-major: for each model one product
+    over all K tracks, x0 Fᵀ as (K, 6) @ (6, 6) and vec(P0) G as (K, 36) @ (36, 21),
+    instead of K·M products of 6x6 matrices; each entry of F P0 Fᵀ is one sum over P0's
+    36 entries, so the result is symmetric as it stands (no ½ (P + Pᵀ) pass)."""
     k, m = x0.shape[:2]
     x_new = (x0.swapaxes(0, 1) @ FT).swapaxes(0, 1)
-    A = P0.swapaxes(0, 1).reshape(m, k * STATE_DIM, STATE_DIM) @ FT  # rows of P0_kj F_jᵀ
-    At = A.reshape(m, k, STATE_DIM, STATE_DIM).swapaxes(-1, -2).reshape(m, k * STATE_DIM, STATE_DIM)
-    P_new = (At @ FT).reshape(m, k, STATE_DIM, STATE_DIM) + Q[:, None]
-    return x_new, sym(P_new.swapaxes(0, 1))
+    P_new = P0.reshape(k, m, STATE_DIM * STATE_DIM).swapaxes(0, 1) @ G
+    P_new += Qv
+    return x_new, P_new.swapaxes(0, 1)
 
 
 @dataclass(frozen=True)
@@ -216,10 +223,20 @@ class ImmPredictor:
                 Q = np.stack([model.Q(d)[0] for model in self.models])
             else:
                 F, Q = stacked
-            got = (self.transition(d)[0], F, np.ascontiguousarray(np.swapaxes(F, -1, -2)), Q)
+            got = (self.transition(d)[0], F, np.ascontiguousarray(np.swapaxes(F, -1, -2)), Q,
+                   congruence_vech(F), Q.reshape(len(Q), 1, -1)[..., VECH_OF_FULL])
             for a in got:
                 a.flags.writeable = False
             self._matrices[dt] = got
+        return got[:4]
+
+    def _shared_matrices(self, dt: float) -> tuple[np.ndarray, ...]:
+        """:meth:`matrices` of dt with, after them, :func:`congruence_vech` of F (M, 36, 21)
+        and the upper triangles of Q (M, 1, 21)."""
+        got = self._matrices.get(dt)
+        if got is None:
+            self.matrices(dt)
+            got = self._matrices[dt]
         return got
 
     def _stacked(self, dt: float) -> tuple[np.ndarray, np.ndarray] | None:
@@ -259,8 +276,9 @@ class ImmPredictor:
         q = np.array([m.accel_noise_mps2**2 for m in self.models])
         return w, q, np.array([-1.0 if isinstance(m, ConstantTurn) else 1.0 for m in self.models])
 
-    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None:
-        """Mix and predict every row of ``tracks`` (writable) by its dt (K,) s, in place:
+    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray | float) -> None:
+        """Mix and predict every row of ``tracks`` (writable) by its dt (K,) s (a float: the
+        same for every row), in place:
         mode_prob becomes c̄, mode_state/mode_cov the model-matched predictions, and
         state/cov their combination:
 
@@ -273,15 +291,18 @@ class ImmPredictor:
         k = len(tracks)
         if k == 0:
             return
-        dt = np.asarray(dt, dtype=float)
-        if dt.shape != (k,):
-            dt = np.full(k, dt)
+        if isinstance(dt, float):  # one dt for every track (the tracker's usual frame)
+            d0, shared = dt, True
+        else:
+            dt = np.asarray(dt, dtype=float)
+            if dt.shape != (k,):
+                dt = np.full(k, dt)
+            d0 = float(dt[0])
+            shared = bool((dt == d0).all())
         mu, x, P = tracks.mode_prob, tracks.mode_state, tracks.mode_cov
         m = self.n_modes
-        d0 = float(dt[0])
-        shared = bool((dt == d0).all())
         if shared:
-            pi, F, FT, Q = self.matrices(d0)
+            pi, F, FT, Q, G, Qv = self._shared_matrices(d0)
             c_bar = mu @ pi  # (K, M): one product for all tracks
         else:
             pi = self.transition(dt)  # (K, M, M)
@@ -296,13 +317,15 @@ class ImmPredictor:
         spread = (d * wT[..., None]).swapaxes(-1, -2) @ d  # Σ_i μ_i|j d d^T, (K, j, 6, 6)
         P0 = (wT @ P.reshape(k, m, STATE_DIM * STATE_DIM)).reshape(k, m, STATE_DIM, STATE_DIM) + spread
         if shared:
-            x_new, P_new = _models_predict(FT, Q, x0, P0)
+            x_new, Pv = _models_predict(FT, G, Qv, x0, P0)
+            P_new = Pv[..., FULL_OF_VECH].reshape(k, m, STATE_DIM, STATE_DIM)
         else:
             x_new = (F @ x0[..., None])[..., 0]
             P_new = sym(F @ P0 @ FT + Q)
-        tracks.mode_prob = c_bar / np.add.reduce(c_bar, axis=1, keepdims=True)
-        tracks.mode_state, tracks.mode_cov = x_new, P_new
-        tracks.state, tracks.cov = combine(tracks.mode_prob, x_new, P_new)
+            Pv = P_new.reshape(k, m, STATE_DIM * STATE_DIM)[..., VECH_OF_FULL]
+        mu_new = c_bar / np.add.reduce(c_bar, axis=1, keepdims=True)
+        tracks.mode_prob, tracks.mode_state, tracks.mode_cov = mu_new, x_new, P_new
+        tracks.state, tracks.cov = combine_vech(mu_new, x_new, Pv)
 
 
 @dataclass(frozen=True)

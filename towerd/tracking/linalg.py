@@ -27,6 +27,28 @@ for _a in (_A, _B, _C, _D, _AC, _BD):
     _a.flags.writeable = False
 
 
+# A symmetric 6x6 matrix as its 21 upper-triangle entries (a <= b, row by row), "vech":
+# VECH_A, VECH_B the (row, column) of each; VECH_OF_FULL (36,) the flat indices of a full
+# matrix's upper triangle; FULL_OF_VECH (36,) the vech entry of each flat (row, column).
+VECH_A, VECH_B = np.triu_indices(6)
+VECH_OF_FULL = VECH_A * 6 + VECH_B
+_tri = np.zeros((6, 6), dtype=np.intp)
+_tri[VECH_A, VECH_B] = _tri[VECH_B, VECH_A] = np.arange(len(VECH_A))
+FULL_OF_VECH = _tri.reshape(-1)
+for _a in (VECH_A, VECH_B, VECH_OF_FULL, FULL_OF_VECH):
+    _a.flags.writeable = False
+del _tri
+
+
+def congruence_vech(F: np.ndarray) -> np.ndarray:
+    """F (M, 6, 6) -> G (M, 36, 21) such that (flat P) @ G_j is the vech of F_j P F_jᵀ:
+    G_j[(c, d), t] = F_j[a_t, c] F_j[b_t, d] for the upper-triangle entry t = (a_t, b_t).
+    One product per model then gives every track's F P Fᵀ, each entry one sum of 36 terms,
+    and expanded with FULL_OF_VECH the result is exactly symmetric."""
+    g = F[:, VECH_A, :, None] * F[:, VECH_B, None, :]  # (M, 21, 6, 6): F[a, c] F[b, d]
+    return np.ascontiguousarray(g.reshape(len(F), len(VECH_A), 36).swapaxes(-1, -2))
+
+
 def inv3(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """S (..., 3, 3) -> (S⁻¹ (..., 3, 3), det S (...)) by cofactors: S⁻¹ = adj(S) / det S."""
     s = S.reshape(-1, 9)

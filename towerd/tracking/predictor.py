@@ -37,6 +37,7 @@ class KalmanPredictor:
         """Give new tracks whatever per-track filter state this predictor needs: none."""
         return tracks
 
-    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None:
-        """Predict every row of ``tracks`` (writable) by its own dt (K,) seconds, in place."""
+    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray | float) -> None:
+        """Predict every row of ``tracks`` (writable) by its own dt (K,) seconds (a float:
+        the same for every row), in place."""
         tracks.state, tracks.cov = self.predict(tracks.state, tracks.cov, dt)

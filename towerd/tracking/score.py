@@ -99,6 +99,7 @@ class PlotDensity:
     solid_angle_sr: float = 2.0 * np.pi / 3.0
     min_density_per_m3: float = 1e-8
     _sensors: dict[str, _Shells] = field(default_factory=dict, repr=False)
+    _volume_cache: dict[tuple[float, float], np.ndarray] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if not (self.bin_m > 0 and self.time_constant_s > 0 and self.solid_angle_sr > 0 and self.min_density_per_m3 >= 0):
@@ -134,9 +135,24 @@ class PlotDensity:
         if s is None:
             return np.full(rho_m.shape, self.min_density_per_m3)
         i = self._shell(rho_m)
-        rate = np.where(i < len(s.rate), s.rate[np.minimum(i, len(s.rate) - 1)], 0.0)
-        volume = self.solid_angle_sr * self.bin_m**3 * ((i + 1.0) ** 3 - i**3) / 3.0
-        return np.maximum(rate / volume, self.min_density_per_m3)
+        if len(i) and i.max() < len(s.rate):  # every plot in a shell that has a rate (the usual case)
+            rate = s.rate[i]
+        else:
+            rate = np.where(i < len(s.rate), s.rate[np.minimum(i, len(s.rate) - 1)], 0.0)
+        return np.maximum(rate / self._volumes()[i], self.min_density_per_m3)
+
+    def _volumes(self) -> np.ndarray:
+        """(MAX_SHELLS,) m³: each shell's volume in the field of view, Ω bin³ ((i + 1)³ − i³) / 3
+        (computed once per setting: the same bits as shell by shell)."""
+        key = (self.solid_angle_sr, self.bin_m)
+        got = self._volume_cache.get(key)
+        if got is None:
+            i = np.arange(MAX_SHELLS)
+            got = self.solid_angle_sr * self.bin_m**3 * ((i + 1.0) ** 3 - i**3) / 3.0
+            got.flags.writeable = False
+            self._volume_cache.clear()
+            self._volume_cache[key] = got
+        return got
 
     def reconfigure(self, other: PlotDensity) -> None:
         """Take ``other``'s settings; the rates measured so far are kept unless the shells changed."""

@@ -229,6 +229,18 @@ class TrackTable:
             return tables[0].copy()
         return TrackTable._of_raw(np.concatenate([t._raw for t in tables]), tables[0].rows.dtype)
 
+    def kept_and_joined(self, keep: np.ndarray | None, new: TrackTable | None) -> TrackTable:
+        """A new table of the rows the boolean mask ``keep`` (K,) selects (every row when
+        None) followed by ``new``'s (none when None; the same M), in one byte copy; this
+        table itself when there is nothing to drop or add (the tracker's per-frame
+        delete-then-initiate, which would otherwise copy the table twice)."""
+        if new is None or len(new) == 0:
+            return self if keep is None else TrackTable._of_raw(self._raw[keep], self.rows.dtype)
+        if new.rows.dtype != self.rows.dtype:
+            raise ValueError(f"cannot join tables of {self.n_modes} and {new.n_modes} IMM modes")
+        kept = self._raw if keep is None else self._raw[keep]
+        return TrackTable._of_raw(np.concatenate((kept, new._raw)), self.rows.dtype)
+
     def rows_with_status(self, *statuses: Status) -> np.ndarray:
         """Boolean mask (K,) of the tracks whose status is one of ``statuses`` (a new
         array the caller may change). A frozen table computes each mask once: the

@@ -57,7 +57,7 @@ class Predictor(Protocol):
 
     def attach(self, tracks: TrackTable) -> TrackTable: ...
 
-    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray) -> None: ...
+    def predict_tracks(self, tracks: TrackTable, dt: np.ndarray | float) -> None: ...
 
 
 class Updater(Protocol):
@@ -157,18 +157,26 @@ class Tracker:
         t = float(det.t_mono)
         tr = self._tracks.copy()
 
-        dt = t - tr.t_mono
-        late = dt < 0
-        if late.any():
-            log.debug(
-                "%s: frame at %.6f is older than %d track states; dt clamped to 0",
-                det.sensor, t, np.count_nonzero(late),
-            )
-            self.predictor.predict_tracks(tr, np.maximum(dt, 0.0))
-            tr.t_mono = np.maximum(tr.t_mono, t)
-        else:  # the usual frame: every track moves to t
-            self.predictor.predict_tracks(tr, dt)
+        t_mono = tr.t_mono
+        t_min = t_max = t
+        if len(t_mono):
+            t_min, t_max = float(t_mono.min()), float(t_mono.max())
+        if t_min == t_max and t_min <= t:  # the usual frame: every track at one time, moved to t by one dt
+            self.predictor.predict_tracks(tr, t - t_min)
             tr.t_mono = t
+        else:
+            dt = t - t_mono
+            late = dt < 0
+            if late.any():
+                log.debug(
+                    "%s: frame at %.6f is older than %d track states; dt clamped to 0",
+                    det.sensor, t, np.count_nonzero(late),
+                )
+                self.predictor.predict_tracks(tr, np.maximum(dt, 0.0))
+                tr.t_mono = np.maximum(tr.t_mono, t)
+            else:  # every track moves to t
+                self.predictor.predict_tracks(tr, dt)
+                tr.t_mono = t
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         radial = RadialSpeeds.of(det)
@@ -197,20 +205,23 @@ class Tracker:
         coasting, gone = self.deleter.judge(tr, t)
         self._set_coasting(tr, coasting, established)
 
-        tr, ended, gone = self._delete(tr, gone)
-        det_of = det_of[~gone]
+        ended = self._ended(tr, gone)
+        keep = ~gone if len(ended) else None
+        if keep is not None:
+            det_of = det_of[keep]
 
         # A leftover detection inside the position gate of an established track starts nothing.
         taken = np.zeros(len(det), dtype=bool)
         taken[di] = True
         taken[gated.det_idx[established[gated.track_idx]]] = True
-        unassociated = np.flatnonzero(~taken)
+        unassociated = (~taken).nonzero()[0]
         start = np.asarray(self.initiator.select(det, unassociated), dtype=np.intp)
+        new = None
         if len(start):
             new = self.predictor.attach(self.initiator.initiate(det, start, self._next_id))
             self._next_id += len(new)
-            tr = TrackTable.concatenate([tr, new])
             det_of = np.concatenate([det_of, start])
+        tr = tr.kept_and_joined(keep, new)  # the removed rows dropped, the new ones added: one copy
 
         confirm = self.initiator.to_confirm(tr)
         tr.status[confirm] = Status.CONFIRMED
@@ -229,7 +240,7 @@ class Tracker:
         tr = self._tracks.copy()
         coasting, gone = self.deleter.judge(tr, t)
         changed = self._set_coasting(tr, coasting)
-        tr, ended, _ = self._delete(tr, gone)
+        tr, ended = self._delete(tr, gone)
         if changed or len(ended):
             self._tracks = tr.freeze()
         return TrackUpdate(t_mono=t, tracks=self._tracks, ended=ended)
@@ -282,13 +293,19 @@ class Tracker:
             table = self._empty[n_modes] = TrackTable.empty(n_modes).freeze()
         return table
 
-    def _delete(self, tr: TrackTable, gone: np.ndarray) -> tuple[TrackTable, TrackTable, np.ndarray]:
-        """Split ``tr`` into (kept, removed with status ENDED, ``gone``) by the mask
-        ``gone`` (K,) of the deleter's :meth:`~towerd.tracking.deleter.MissDeleter.judge`."""
+    def _ended(self, tr: TrackTable, gone: np.ndarray) -> TrackTable:
+        """The rows of ``tr`` that the mask ``gone`` (K,) of the deleter's
+        :meth:`~towerd.tracking.deleter.MissDeleter.judge` removes, as a read-only table
+        with status ENDED (the shared empty one when none)."""
         if not gone.any():
-            return tr, self._none(tr.n_modes), gone
+            return self._none(tr.n_modes)
         ended = tr.select(gone)
         ended.status[:] = Status.ENDED
         if log.isEnabledFor(logging.DEBUG):
             log.debug("removed tracks %s", ended.track_id.tolist())
-        return tr.remove(gone), ended.freeze(), gone
+        return ended.freeze()
+
+    def _delete(self, tr: TrackTable, gone: np.ndarray) -> tuple[TrackTable, TrackTable]:
+        """Split ``tr`` into (kept, removed with status ENDED) by the mask ``gone`` (K,)."""
+        ended = self._ended(tr, gone)
+        return (tr.kept_and_joined(~gone, None) if len(ended) else tr), ended

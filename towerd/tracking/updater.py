@@ -66,11 +66,11 @@ class KalmanUpdater:
         need them too (the IMM's likelihoods)."""
         gain = P[..., :, POS] @ S_inv  # K = P Hᵀ S⁻¹, (K, 6, 3)
         x_new = x + mv(gain, y)
-        gain_T = gain.swapaxes(-1, -2)
         # The Joseph form's two products by I − K H, with H = [I₃ 0] taken as the rows or
-        # columns it selects: (I − K H) P = P − K (H P), and A (I − K H)ᵀ = A − (A Hᵀ) Kᵀ.
+        # columns it selects: (I − K H) P = P − K (H P) = A, and
+        # A (I − K H)ᵀ + K R Kᵀ = A + (K R − A Hᵀ) Kᵀ (one product by Kᵀ for both terms).
         A = P - gain @ P[..., POS, :]
-        P_new = A - A[..., :, POS] @ gain_T + gain @ R @ gain_T
+        P_new = A + (gain @ R - A[..., :, POS]) @ gain.swapaxes(-1, -2)
         return x_new, sym(P_new)
 
     def update_tracks(self, tracks: TrackTable, rows: np.ndarray, z: np.ndarray, R: np.ndarray) -> None:
