@@ -17,7 +17,10 @@ the rare points that need that care.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import math
 from dataclasses import dataclass
 from math import pi
 
@@ -123,6 +126,67 @@ def enu_to_geodetic(site: Site, enu_m: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return np.degrees(lat), np.degrees(lon), alt
 
 
+def enu_to_report_geometry(site: Site, east: float, north: float, up: float) -> tuple[float, ...] | None:
+    """One finite ENU point -> (latitude_deg, longitude_deg, height_m, range_m,
+    azimuth_deg, elevation_deg): :func:`enu_to_geodetic` and :func:`cartesian_to_spherical`
+    in plain Python floats, for the few tracks of one report, where NumPy's per-call cost
+    is most of the work. The same operations in the same order give the same bits: +, −,
+    ×, ÷ and sqrt are exact IEEE; hypot is the C library's (through ctypes), which NumPy's
+    hypot calls; sin, cos, tan, atan and atan2 are the C library's, NumPy's own here
+    (tests/test_geo_fast.py checks the whole against the arrays' path on random points).
+    None where :func:`enu_to_geodetic` takes pymap3d's branches, or without the C
+    library's hypot: then use the arrays' functions."""
+    hypot = _LIBM_HYPOT
+    if hypot is None:
+        return None
+    x0, y0, z0, cos_lat0, sin_lat0, cos_lon0, sin_lon0 = _site_floats(site)
+    t = cos_lat0 * up - sin_lat0 * north
+    w = sin_lat0 * up + cos_lat0 * north
+    x = x0 + (cos_lon0 * t - sin_lon0 * east)
+    y = y0 + (sin_lon0 * t + cos_lon0 * east)
+    z = z0 + w
+    a, b, e, e2 = _A, _B, _E_F, _E2_F
+    x2, y2, z2 = x * x, y * y, z * z
+    r = math.sqrt(x2 + y2 + z2)
+    r2_e2 = r * r - e2
+    u = math.sqrt(0.5 * r2_e2 + 0.5 * hypot(r2_e2, 2 * e * z))
+    hxy = hypot(x, y)
+    if not u > 1e-8 or not hxy > 1e-8:
+        return None
+    hue = hypot(u, e)
+    beta = math.atan(hue / u * z / hxy)
+    a_hue, cos_beta = a * hue, math.cos(beta)
+    beta += ((b * u - a_hue + e2) * math.sin(beta)) / (a_hue / cos_beta - e2 * cos_beta)
+    if not abs(beta) < _LIM_PI2:
+        return None
+    lat = math.atan(a / b * math.tan(beta))
+    lon = math.atan2(y, x)
+    alt = hypot(z - b * math.sin(beta), hxy - a * math.cos(beta))
+    if x2 / _A2 + y2 / _A2 + z2 / _B2 < 1:
+        alt = -alt
+    horiz = hypot(east, north)
+    rng = hypot(horiz, up)
+    az = math.degrees(math.atan2(east, north)) % 360.0
+    el = math.degrees(math.atan2(up, horiz))
+    return math.degrees(lat), math.degrees(lon), alt, rng, az, el
+
+
+@functools.lru_cache(maxsize=16)
+def _site_floats(site: Site) -> tuple[float, ...]:
+    """:func:`_site_frame` as Python floats."""
+    return tuple(float(v) for v in _site_frame(site))
+
+
+def _libm_hypot():
+    """The C library's hypot (NumPy's float64 hypot calls it), or None if not found."""
+    try:
+        f = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6").hypot
+    except (OSError, AttributeError):
+        return None
+    f.restype, f.argtypes = ctypes.c_double, (ctypes.c_double, ctypes.c_double)
+    return f
+
+
 _WGS84 = (pymap3d.Ellipsoid.from_name("wgs84") if hasattr(pymap3d.Ellipsoid, "from_name")
           else pymap3d.Ellipsoid("wgs84"))  # pymap3d < 3 (Debian 12's python3-pymap3d 2.9.1): by model name
 _A: float = _WGS84.semimajor_axis
@@ -131,6 +195,8 @@ _E = np.sqrt(_A**2 - _B**2)  # pymap3d: sqrt(ell.semimajor_axis**2 - ell.semimin
 _E2 = _E**2
 _A2, _B2 = _A**2, _B**2  # pymap3d: ell.semimajor_axis**2, ell.semiminor_axis**2
 _LIM_PI2 = pi / 2 - np.finfo(np.float64).eps
+_E_F, _E2_F = float(_E), float(_E2)
+_LIBM_HYPOT = _libm_hypot()
 
 
 @functools.lru_cache(maxsize=16)

@@ -7,6 +7,7 @@ the outbox to assign. It is the only place where track time becomes UTC.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable
 
 import numpy as np
@@ -194,7 +195,12 @@ class TrackReporter:
         rec["rf_power_dbm"] = labels["rf_power_dbm"]
 
         pos = state[:, POS]
-        if np.isfinite(pos).all():
+        few = self._few_geometry(pos) if n <= _FEW else None
+        if few is not None:  # lat_e7, lon_e7, alt_m, range_m, azimuth_deg, elevation_deg
+            for name, column in zip(_GEOMETRY, zip(*few)):
+                rec[name] = column
+            rec["azimuth_deg"] %= np.float32(360.0)  # as below: [0, 360) after rounding to f32 too
+        elif np.isfinite(pos).all():
             lat, lon, h = geo.enu_to_geodetic(self.site, pos)
             rec["lat_e7"] = np.round(lat * 1e7).astype(np.int32)
             rec["lon_e7"] = np.round(lon * 1e7).astype(np.int32)
@@ -206,11 +212,12 @@ class TrackReporter:
             rec["lat_e7"][finite] = np.round(lat * 1e7).astype(np.int32)
             rec["lon_e7"][finite] = np.round(lon * 1e7).astype(np.int32)
             rec["alt_m"][finite] = h
-        rng, az, el = geo.cartesian_to_spherical(pos)  # x east, y north: azimuth from true north
-        rec["range_m"] = rng
-        # [0, 360) must hold after rounding to f32 too (359.999999999 -> 360.0f -> 0).
-        rec["azimuth_deg"] = np.mod(az, 360.0).astype(np.float32) % np.float32(360.0)
-        rec["elevation_deg"] = el
+        if few is None:
+            rng, az, el = geo.cartesian_to_spherical(pos)  # x east, y north: azimuth from true north
+            rec["range_m"] = rng
+            # [0, 360) must hold after rounding to f32 too (359.999999999 -> 360.0f -> 0).
+            rec["azimuth_deg"] = np.mod(az, 360.0).astype(np.float32) % np.float32(360.0)
+            rec["elevation_deg"] = el
         vel = state[:, VEL]
         rec["vel_east_mps"] = vel[:, 0]
         rec["vel_north_mps"] = vel[:, 1]
@@ -219,6 +226,23 @@ class TrackReporter:
         rec["pos_sigma_m"] = np.sqrt(0.5 * (cov[:, 0, 0] + cov[:, 1, 1]))
         return rec
 
+    def _few_geometry(self, pos: np.ndarray) -> list[tuple] | None:
+        """Per track (N, 3 finite ENU positions): lat_e7, lon_e7 and the rest of
+        :data:`_GEOMETRY` as Python numbers (:func:`geo.enu_to_report_geometry`: the
+        same bits as the arrays' path); None when a point needs that path."""
+        out = []
+        for east, north, up in pos.tolist():
+            g = geo.enu_to_report_geometry(self.site, east, north, up) if math.isfinite(east + north + up) else None
+            if g is None:
+                return None
+            lat, lon, h, rng, az, el = g
+            out.append((round(lat * 1e7), round(lon * 1e7), h, rng, az % 360.0, el))  # round: half to even, as np.round
+        return out
 
+
+_FEW = 8
+"""Up to this many records, their geometry is computed in plain Python (a tower's usual
+report: a few tracks due per frame)."""
+_GEOMETRY = ("lat_e7", "lon_e7", "alt_m", "range_m", "azimuth_deg", "elevation_deg")
 _CONFIRMED, _COASTING, _TENTATIVE = int(Status.CONFIRMED), int(Status.COASTING), int(Status.TENTATIVE)
 _UNKNOWN_RECORD = empty_track_records(1)
