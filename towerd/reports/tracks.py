@@ -14,7 +14,7 @@ import numpy as np
 
 from towerd import geo
 from towerd.clock import Clock
-from towerd.icd import Status, empty_track_records
+from towerd.icd import TRACK_RECORD_DTYPE, Status, empty_track_records
 from towerd.tracking.labels import TrackLabels
 from towerd.tracking.state import POS, VEL, TrackTable
 from towerd.tracking.tracker import TrackUpdate
@@ -177,6 +177,9 @@ class TrackReporter:
                  state: np.ndarray, cov: np.ndarray, clock: Clock, labels: np.ndarray) -> np.ndarray:
         """:meth:`records` from the tracks' arrays (N,), (N, 6) state, (N, 6, 6) cov."""
         n = len(track_id)
+        few = self._few_geometry(state[:, POS]) if n <= _FEW else None
+        if few is not None:
+            return _few_records(track_id, status, t_mono, hits, state, cov, clock, labels, few)
         rec = _UNKNOWN_RECORD.repeat(n)  # the bytes of empty_track_records(n)
         if n == 1 or (t_mono == t_mono[0]).all():  # one frame's tracks: one conversion
             rec["time_us"] = clock.utc_us(float(t_mono[0]))
@@ -195,12 +198,7 @@ class TrackReporter:
         rec["rf_power_dbm"] = labels["rf_power_dbm"]
 
         pos = state[:, POS]
-        few = self._few_geometry(pos) if n <= _FEW else None
-        if few is not None:  # lat_e7, lon_e7, alt_m, range_m, azimuth_deg, elevation_deg
-            for name, column in zip(_GEOMETRY, zip(*few)):
-                rec[name] = column
-            rec["azimuth_deg"] %= np.float32(360.0)  # as below: [0, 360) after rounding to f32 too
-        elif np.isfinite(pos).all():
+        if np.isfinite(pos).all():
             lat, lon, h = geo.enu_to_geodetic(self.site, pos)
             rec["lat_e7"] = np.round(lat * 1e7).astype(np.int32)
             rec["lon_e7"] = np.round(lon * 1e7).astype(np.int32)
@@ -212,12 +210,11 @@ class TrackReporter:
             rec["lat_e7"][finite] = np.round(lat * 1e7).astype(np.int32)
             rec["lon_e7"][finite] = np.round(lon * 1e7).astype(np.int32)
             rec["alt_m"][finite] = h
-        if few is None:
-            rng, az, el = geo.cartesian_to_spherical(pos)  # x east, y north: azimuth from true north
-            rec["range_m"] = rng
-            # [0, 360) must hold after rounding to f32 too (359.999999999 -> 360.0f -> 0).
-            rec["azimuth_deg"] = np.mod(az, 360.0).astype(np.float32) % np.float32(360.0)
-            rec["elevation_deg"] = el
+        rng, az, el = geo.cartesian_to_spherical(pos)  # x east, y north: azimuth from true north
+        rec["range_m"] = rng
+        # [0, 360) must hold after rounding to f32 too (359.999999999 -> 360.0f -> 0).
+        rec["azimuth_deg"] = np.mod(az, 360.0).astype(np.float32) % np.float32(360.0)
+        rec["elevation_deg"] = el
         vel = state[:, VEL]
         rec["vel_east_mps"] = vel[:, 0]
         rec["vel_north_mps"] = vel[:, 1]
@@ -227,8 +224,8 @@ class TrackReporter:
         return rec
 
     def _few_geometry(self, pos: np.ndarray) -> list[tuple] | None:
-        """Per track (N, 3 finite ENU positions): lat_e7, lon_e7 and the rest of
-        :data:`_GEOMETRY` as Python numbers (:func:`geo.enu_to_report_geometry`: the
+        """Per track (N, 3 ENU positions): lat_e7, lon_e7, alt_m, range_m,
+        azimuth_deg and elevation_deg as Python numbers (:func:`geo.enu_to_report_geometry`: the
         same bits as the arrays' path); None when a point needs that path."""
         out = []
         for east, north, up in pos.tolist():
@@ -243,6 +240,26 @@ class TrackReporter:
 _FEW = 8
 """Up to this many records, their geometry is computed in plain Python (a tower's usual
 report: a few tracks due per frame)."""
-_GEOMETRY = ("lat_e7", "lon_e7", "alt_m", "range_m", "azimuth_deg", "elevation_deg")
+
+
+def _few_records(track_id: np.ndarray, status: np.ndarray, t_mono: np.ndarray, hits: np.ndarray, state: np.ndarray,
+                 cov: np.ndarray, clock: Clock, labels: np.ndarray, geometry: list[tuple]) -> np.ndarray:
+    """TrackReporter._records of a few tracks with their ``geometry``
+    (TrackReporter._few_geometry): the same values as Python numbers, one tuple per
+    record, cast to the record's types by one np.array call."""
+    utc: dict[float, int] = {}
+    rows = []
+    for tid, st, t, h, x, (c_ee, c_nn), lab, (lat, lon, alt, rng, az, el) in zip(
+            track_id.tolist(), status.tolist(), t_mono.tolist(), hits.tolist(), state.tolist(),
+            cov[:, (0, 1), (0, 1)].tolist(), labels.tolist(), geometry):
+        time_us = utc.get(t)
+        if time_us is None:
+            time_us = utc[t] = clock.utc_us(t)
+        _, category, confidence, threat, sources, freq, bw, power = lab
+        rows.append((0, time_us, tid, st, category, min(confidence, 100), threat, sources, 0, min(h, HITS_MAX),
+                     lat, lon, alt, rng, az, el, x[3], x[4], x[5], math.sqrt(0.5 * (c_ee + c_nn)), freq, bw, power))
+    rec = np.array(rows, dtype=TRACK_RECORD_DTYPE)
+    rec["azimuth_deg"] %= np.float32(360.0)  # [0, 360) after rounding to f32 too, as _records
+    return rec
 _CONFIRMED, _COASTING, _TENTATIVE = int(Status.CONFIRMED), int(Status.COASTING), int(Status.TENTATIVE)
 _UNKNOWN_RECORD = empty_track_records(1)
