@@ -14,7 +14,7 @@ import numpy as np
 
 from towerd import geo
 from towerd.clock import Clock
-from towerd.icd import TRACK_RECORD_DTYPE, Status, empty_track_records
+from towerd.icd import SOURCE_RADAR, SOURCE_RF, TRACK_RECORD_DTYPE, Status, empty_track_records
 from towerd.tracking.labels import TrackLabels
 from towerd.tracking.state import POS, VEL, TrackTable
 from towerd.tracking.tracker import TrackUpdate
@@ -53,6 +53,20 @@ def _label_rows(status: np.ndarray, labels: TrackLabels) -> np.ndarray:
     rows["rf_bw_mhz"] = labels.rf.bw_mhz
     rows["rf_power_dbm"] = labels.rf.power_dbm
     return rows
+
+
+def _due_label_rows(status: np.ndarray, labels: TrackLabels, due: list[int]) -> np.ndarray:
+    """:func:`_label_rows` of the rows ``due`` alone, from Python lists (the few due rows
+    of a frame: cheaper than filling every row's fields)."""
+    st, cat, conf, thr = status.tolist(), labels.category.tolist(), labels.confidence.tolist(), labels.threat.tolist()
+    rf = labels.rf
+    if rf.is_shared_none:  # no RF link: radar only, NaN RF fields
+        rows = [(st[i], cat[i], conf[i], thr[i], SOURCE_RADAR, _NAN, _NAN, _NAN) for i in due]
+    else:
+        linked, freq, bw, power = rf.linked.tolist(), rf.freq_mhz.tolist(), rf.bw_mhz.tolist(), rf.power_dbm.tolist()
+        rows = [(st[i], cat[i], conf[i], thr[i], (SOURCE_RADAR | SOURCE_RF) if linked[i] else SOURCE_RADAR,
+                 freq[i], bw[i], power[i]) for i in due]
+    return np.array(rows, dtype=_LAST_DTYPE)
 
 
 class TrackReporter:
@@ -112,7 +126,6 @@ class TrackReporter:
         else:
             lab = labels.select(rows)
         status = st[rows]
-        now = _label_rows(status, lab)
 
         # Due: never reported and reportable; or reported and its status, category or
         # threat changed, or interval_s passed since its last report.
@@ -123,7 +136,7 @@ class TrackReporter:
         ids = live.track_id[rows].tolist()
         t_mono = live.t_mono[rows].tolist()
         if old:  # compared as stored: the u1 values of the label rows
-            status_l, category, threat = status.tolist(), now["category"].tolist(), now["threat"].tolist()
+            status_l, category, threat = status.tolist(), lab.category.tolist(), lab.threat.tolist()
         reportable = lab.reportable.tolist()
         for i, tid in enumerate(ids):
             prev = old.get(tid)
@@ -137,7 +150,7 @@ class TrackReporter:
                     due.append(i)
                 else:
                     new[tid] = prev  # once reported, reported until it ends
-        label_rows = now[due]
+        label_rows = _due_label_rows(status, lab, due)
         for i, row in zip(due, label_rows.tolist()):
             new[ids[i]] = (t_mono[i], row)
         self._last = new
@@ -261,5 +274,6 @@ def _few_records(track_id: np.ndarray, status: np.ndarray, t_mono: np.ndarray, h
     rec = np.array(rows, dtype=TRACK_RECORD_DTYPE)
     rec["azimuth_deg"] %= np.float32(360.0)  # [0, 360) after rounding to f32 too, as _records
     return rec
+_NAN = float("nan")
 _CONFIRMED, _COASTING, _TENTATIVE = int(Status.CONFIRMED), int(Status.COASTING), int(Status.TENTATIVE)
 _UNKNOWN_RECORD = empty_track_records(1)
