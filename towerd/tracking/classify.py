@@ -309,9 +309,11 @@ def decide_matrix(x: np.ndarray, s: ClassificationSettings) -> Classification:
     at_top = (np.arange(k), top)
     p_top = prob[at_top]
     named = ((x[:, _OBSERVED] >= s.min_observation_s) | rf) & (log_lik[at_top] >= t.log_min_likelihood)  # mature, fits
-    named &= (p_top >= s.min_probability) & (x[:, _SAMPLES] > 0) & s.enabled
+    named &= (p_top >= s.min_probability) & (x[:, _SAMPLES] > 0)
+    if not s.enabled:
+        named[:] = False
     category = np.where(named, _CATEGORY_VALUES[top], np.uint8(Category.UNKNOWN))
-    confidence = np.where(named, np.round(100.0 * p_top), 0).astype(np.uint8)  # p_top is in [0, 1]
+    confidence = np.where(named, np.rint(100.0 * p_top), 0).astype(np.uint8)  # p_top in [0, 1]; rint: np.round's
     return Classification(category=category, confidence=confidence, probability=prob, features=x)
 
 
