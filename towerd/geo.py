@@ -96,34 +96,48 @@ def enu_to_geodetic(site: Site, enu_m: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """
     enu_m = np.asarray(enu_m, dtype=float).reshape(-1, 3)
     east, north, up = enu_m[:, 0], enu_m[:, 1], enu_m[:, 2]
-    x0, y0, z0, cos_lat0, sin_lat0, cos_lon0, sin_lon0 = _site_frame(site)
-    # pymap3d.enu2uvw, then enu2ecef's sum
-    t = cos_lat0 * up - sin_lat0 * north
-    w = sin_lat0 * up + cos_lat0 * north
-    x = x0 + (cos_lon0 * t - sin_lon0 * east)
-    y = y0 + (sin_lon0 * t + cos_lon0 * east)
-    z = z0 + w
-    # pymap3d.ecef2geodetic (You 2000)
-    a, b, e, e2 = _A, _B, _E, _E2
+    x, y, z = _enu_to_ecef(_site_frame(site), east, north, up)
     x2, y2, z2 = x**2, y**2, z**2  # each computed once where pymap3d computes it twice: same values
-    r = np.sqrt(x2 + y2 + z2)
-    r2_e2 = r**2 - e2
-    u = np.sqrt(0.5 * r2_e2 + 0.5 * np.hypot(r2_e2, 2 * e * z))  # >= 0 (or NaN)
+    u = _you_u(x2 + y2 + z2, z, _E, _E2, np.sqrt, np.hypot)  # >= 0 (or NaN)
     hxy = np.hypot(x, y)
     if len(u) == 0 or min(u.min(), hxy.min()) <= 1e-8:  # pymap3d's isclose(., 0) branches
         return _enu_to_geodetic_pymap3d(site, enu_m)
-    hue = np.hypot(u, e)
-    beta = np.arctan(hue / u * z / hxy)
-    a_hue, cos_beta = a * hue, np.cos(beta)
-    beta += ((b * u - a_hue + e2) * np.sin(beta)) / (a_hue / cos_beta - e2 * cos_beta)  # pymap3d: a·hue·1/cos β
+    beta = _you_beta(u, hxy, z, _E, _E2, np.hypot, np.arctan, np.sin, np.cos)
     if np.abs(beta).max() >= _LIM_PI2:  # pymap3d's float32 patches at ±90°
         return _enu_to_geodetic_pymap3d(site, enu_m)
-    lat = np.arctan(a / b * np.tan(beta))
-    lon = np.arctan2(y, x)
-    alt = np.hypot(z - b * np.sin(beta), hxy - a * np.cos(beta))
-    inside = x2 / _A2 + y2 / _A2 + z2 / _B2 < 1
-    np.negative(alt, out=alt, where=inside)
-    return np.degrees(lat), np.degrees(lon), alt
+    lat, alt = _you_lat_height(beta, z, hxy, np.hypot, np.arctan, np.tan, np.sin, np.cos)
+    np.negative(alt, out=alt, where=x2 / _A2 + y2 / _A2 + z2 / _B2 < 1)  # inside the ellipsoid
+    return np.degrees(lat), np.degrees(np.arctan2(y, x)), alt
+
+
+def _enu_to_ecef(frame: tuple, east, north, up) -> tuple:
+    """pymap3d.enu2uvw, then enu2ecef's sum, about the site ``frame`` (_site_frame):
+    arrays or floats (the same operations either way)."""
+    x0, y0, z0, cos_lat0, sin_lat0, cos_lon0, sin_lon0 = frame
+    t = cos_lat0 * up - sin_lat0 * north
+    w = sin_lat0 * up + cos_lat0 * north
+    return x0 + (cos_lon0 * t - sin_lon0 * east), y0 + (sin_lon0 * t + cos_lon0 * east), z0 + w
+
+
+def _you_u(r2, z, e, e2, sqrt, hypot):
+    """You (2000)'s u from r² = x² + y² + z² (pymap3d.ecef2geodetic's operations; arrays
+    or floats, with ``sqrt`` and ``hypot`` to match; ``e``, ``e2``: E and E²)."""
+    r = sqrt(r2)
+    r2_e2 = r * r - e2  # NumPy squares r**2 as r * r; a float r**2 is pow()
+    return sqrt(0.5 * r2_e2 + 0.5 * hypot(r2_e2, 2 * e * z))
+
+
+def _you_beta(u, hxy, z, e, e2, hypot, atan, sin, cos):
+    """β of (4b) corrected by (13), as pymap3d computes it (a·hue·1/cos β)."""
+    hue = hypot(u, e)
+    beta = atan(hue / u * z / hxy)
+    a_hue, cos_beta = _A * hue, cos(beta)
+    return beta + ((_B * u - a_hue + e2) * sin(beta)) / (a_hue / cos_beta - e2 * cos_beta)
+
+
+def _you_lat_height(beta, z, hxy, hypot, atan, tan, sin, cos):
+    """Latitude (radians) by (4c) and |height| by (7)."""
+    return atan(_A / _B * tan(beta)), hypot(z - _B * sin(beta), hxy - _A * cos(beta))
 
 
 def enu_to_report_geometry(site: Site, east: float, north: float, up: float) -> tuple[float, ...] | None:
@@ -139,36 +153,23 @@ def enu_to_report_geometry(site: Site, east: float, north: float, up: float) -> 
     hypot = _LIBM_HYPOT
     if hypot is None:
         return None
-    x0, y0, z0, cos_lat0, sin_lat0, cos_lon0, sin_lon0 = _site_floats(site)
-    t = cos_lat0 * up - sin_lat0 * north
-    w = sin_lat0 * up + cos_lat0 * north
-    x = x0 + (cos_lon0 * t - sin_lon0 * east)
-    y = y0 + (sin_lon0 * t + cos_lon0 * east)
-    z = z0 + w
-    a, b, e, e2 = _A, _B, _E_F, _E2_F
+    x, y, z = _enu_to_ecef(_site_floats(site), east, north, up)
     x2, y2, z2 = x * x, y * y, z * z
-    r = math.sqrt(x2 + y2 + z2)
-    r2_e2 = r * r - e2
-    u = math.sqrt(0.5 * r2_e2 + 0.5 * hypot(r2_e2, 2 * e * z))
+    u = _you_u(x2 + y2 + z2, z, _E_F, _E2_F, math.sqrt, hypot)
     hxy = hypot(x, y)
     if not u > 1e-8 or not hxy > 1e-8:
         return None
-    hue = hypot(u, e)
-    beta = math.atan(hue / u * z / hxy)
-    a_hue, cos_beta = a * hue, math.cos(beta)
-    beta += ((b * u - a_hue + e2) * math.sin(beta)) / (a_hue / cos_beta - e2 * cos_beta)
+    beta = _you_beta(u, hxy, z, _E_F, _E2_F, hypot, math.atan, math.sin, math.cos)
     if not abs(beta) < _LIM_PI2:
         return None
-    lat = math.atan(a / b * math.tan(beta))
-    lon = math.atan2(y, x)
-    alt = hypot(z - b * math.sin(beta), hxy - a * math.cos(beta))
+    lat, alt = _you_lat_height(beta, z, hxy, hypot, math.atan, math.tan, math.sin, math.cos)
     if x2 / _A2 + y2 / _A2 + z2 / _B2 < 1:
         alt = -alt
     horiz = hypot(east, north)
     rng = hypot(horiz, up)
     az = math.degrees(math.atan2(east, north)) % 360.0
     el = math.degrees(math.atan2(up, horiz))
-    return math.degrees(lat), math.degrees(lon), alt, rng, az, el
+    return math.degrees(lat), math.degrees(math.atan2(y, x)), alt, rng, az, el
 
 
 @functools.lru_cache(maxsize=16)
