@@ -69,3 +69,22 @@ def test_pymap3d_special_cases_are_pymap3d_itself() -> None:
 def test_empty_input() -> None:
     lat, lon, h = geo.enu_to_geodetic(SITES[0], np.zeros((0, 3)))
     assert lat.shape == lon.shape == h.shape == (0,)
+
+
+@pytest.mark.parametrize("site", SITES)
+def test_report_geometry_of_one_point_is_the_arrays_bit_for_bit(site: geo.Site) -> None:
+    """enu_to_report_geometry (plain Python, for a report's few tracks) gives the bits of
+    enu_to_geodetic and cartesian_to_spherical, or None where they take pymap3d's branches."""
+    rng = np.random.default_rng(abs(int(site.latitude_deg * 100)) + 7)
+    enu = np.column_stack([rng.uniform(-40e3, 40e3, 3_000), rng.uniform(-40e3, 40e3, 3_000),
+                           rng.uniform(-300.0, 5e3, 3_000)])
+    enu[:5] = [[0.0, 0.0, 0.0], [1e-9, 0.0, 0.0], [0.0, -1e-9, 0.0], [-1e-9, 1000.0, 0.0], [0.0, 0.0, 100.0]]
+    lat, lon, h = geo.enu_to_geodetic(site, enu)
+    rng_m, az, el = geo.cartesian_to_spherical(enu)
+    got = [geo.enu_to_report_geometry(site, *p) for p in enu.tolist()]
+    if site.latitude_deg < 89.0:
+        assert all(g is not None for g in got)
+    for i, g in enumerate(got):
+        if g is not None:
+            want = (lat[i], lon[i], h[i], rng_m[i], az[i], el[i])
+            assert np.array(g).tobytes() == np.array(want).tobytes(), i

@@ -89,6 +89,21 @@ def test_azimuth_stays_below_360_after_rounding_to_f32():
     assert 0.0 <= rec["azimuth_deg"][0] < 360.0
 
 
+def test_a_few_records_are_the_bytes_of_many():
+    """Up to 8 records take the plain-Python geometry, more the arrays': the same bytes."""
+    rng = np.random.default_rng(11)
+    k = 30
+    states = np.column_stack([rng.uniform(-8e3, 8e3, k), rng.uniform(-8e3, 8e3, k), rng.uniform(-50.0, 900.0, k),
+                              rng.normal(0.0, 10.0, (k, 3))])
+    states[0, :3] = [-1e-9, 1000.0, 0.0]  # an azimuth that rounds to 360 in f32
+    live = table(list(range(1, k + 1)), [Status.CONFIRMED] * k, 3.0, states=states)
+    rep = TrackReporter(SITE)
+    many = rep.records(live, ManualClock())
+    for rows in (np.arange(8), np.arange(8, 15), np.arange(29, 30)):
+        few = rep.records(live.select(rows), ManualClock())
+        assert few.tobytes() == many[rows].tobytes()
+
+
 def test_interval_and_status_change_policy():
     clock = ManualClock()
     rep = TrackReporter(SITE, interval_s=1.0)

@@ -17,7 +17,10 @@ the rare points that need that care.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import math
 from dataclasses import dataclass
 from math import pi
 
@@ -93,34 +96,96 @@ def enu_to_geodetic(site: Site, enu_m: np.ndarray) -> tuple[np.ndarray, np.ndarr
     """
     enu_m = np.asarray(enu_m, dtype=float).reshape(-1, 3)
     east, north, up = enu_m[:, 0], enu_m[:, 1], enu_m[:, 2]
-    x0, y0, z0, cos_lat0, sin_lat0, cos_lon0, sin_lon0 = _site_frame(site)
-    # pymap3d.enu2uvw, then enu2ecef's sum
-    t = cos_lat0 * up - sin_lat0 * north
-    w = sin_lat0 * up + cos_lat0 * north
-    x = x0 + (cos_lon0 * t - sin_lon0 * east)
-    y = y0 + (sin_lon0 * t + cos_lon0 * east)
-    z = z0 + w
-    # pymap3d.ecef2geodetic (You 2000)
-    a, b, e, e2 = _A, _B, _E, _E2
+    x, y, z = _enu_to_ecef(_site_frame(site), east, north, up)
     x2, y2, z2 = x**2, y**2, z**2  # each computed once where pymap3d computes it twice: same values
-    r = np.sqrt(x2 + y2 + z2)
-    r2_e2 = r**2 - e2
-    u = np.sqrt(0.5 * r2_e2 + 0.5 * np.hypot(r2_e2, 2 * e * z))  # >= 0 (or NaN)
+    u = _you_u(x2 + y2 + z2, z, _E, _E2, np.sqrt, np.hypot)  # >= 0 (or NaN)
     hxy = np.hypot(x, y)
     if len(u) == 0 or min(u.min(), hxy.min()) <= 1e-8:  # pymap3d's isclose(., 0) branches
         return _enu_to_geodetic_pymap3d(site, enu_m)
-    hue = np.hypot(u, e)
-    beta = np.arctan(hue / u * z / hxy)
-    a_hue, cos_beta = a * hue, np.cos(beta)
-    beta += ((b * u - a_hue + e2) * np.sin(beta)) / (a_hue / cos_beta - e2 * cos_beta)  # pymap3d: a·hue·1/cos β
+    beta = _you_beta(u, hxy, z, _E, _E2, np.hypot, np.arctan, np.sin, np.cos)
     if np.abs(beta).max() >= _LIM_PI2:  # pymap3d's float32 patches at ±90°
         return _enu_to_geodetic_pymap3d(site, enu_m)
-    lat = np.arctan(a / b * np.tan(beta))
-    lon = np.arctan2(y, x)
-    alt = np.hypot(z - b * np.sin(beta), hxy - a * np.cos(beta))
-    inside = x2 / _A2 + y2 / _A2 + z2 / _B2 < 1
-    np.negative(alt, out=alt, where=inside)
-    return np.degrees(lat), np.degrees(lon), alt
+    lat, alt = _you_lat_height(beta, z, hxy, np.hypot, np.arctan, np.tan, np.sin, np.cos)
+    np.negative(alt, out=alt, where=x2 / _A2 + y2 / _A2 + z2 / _B2 < 1)  # inside the ellipsoid
+    return np.degrees(lat), np.degrees(np.arctan2(y, x)), alt
+
+
+def _enu_to_ecef(frame: tuple, east, north, up) -> tuple:
+    """pymap3d.enu2uvw, then enu2ecef's sum, about the site ``frame`` (_site_frame):
+    arrays or floats (the same operations either way)."""
+    x0, y0, z0, cos_lat0, sin_lat0, cos_lon0, sin_lon0 = frame
+    t = cos_lat0 * up - sin_lat0 * north
+    w = sin_lat0 * up + cos_lat0 * north
+    return x0 + (cos_lon0 * t - sin_lon0 * east), y0 + (sin_lon0 * t + cos_lon0 * east), z0 + w
+
+
+def _you_u(r2, z, e, e2, sqrt, hypot):
+    """You (2000)'s u from r² = x² + y² + z² (pymap3d.ecef2geodetic's operations; arrays
+    or floats, with ``sqrt`` and ``hypot`` to match; ``e``, ``e2``: E and E²)."""
+    r = sqrt(r2)
+    r2_e2 = r * r - e2  # NumPy squares r**2 as r * r; a float r**2 is pow()
+    return sqrt(0.5 * r2_e2 + 0.5 * hypot(r2_e2, 2 * e * z))
+
+
+def _you_beta(u, hxy, z, e, e2, hypot, atan, sin, cos):
+    """β of (4b) corrected by (13), as pymap3d computes it (a·hue·1/cos β)."""
+    hue = hypot(u, e)
+    beta = atan(hue / u * z / hxy)
+    a_hue, cos_beta = _A * hue, cos(beta)
+    return beta + ((_B * u - a_hue + e2) * sin(beta)) / (a_hue / cos_beta - e2 * cos_beta)
+
+
+def _you_lat_height(beta, z, hxy, hypot, atan, tan, sin, cos):
+    """Latitude (radians) by (4c) and |height| by (7)."""
+    return atan(_A / _B * tan(beta)), hypot(z - _B * sin(beta), hxy - _A * cos(beta))
+
+
+def enu_to_report_geometry(site: Site, east: float, north: float, up: float) -> tuple[float, ...] | None:
+    """One finite ENU point -> (latitude_deg, longitude_deg, height_m, range_m,
+    azimuth_deg, elevation_deg): :func:`enu_to_geodetic` and :func:`cartesian_to_spherical`
+    in plain Python floats, for the few tracks of one report, where NumPy's per-call cost
+    is most of the work. The same operations in the same order give the same bits: +, −,
+    ×, ÷ and sqrt are exact IEEE; hypot is the C library's (through ctypes), which NumPy's
+    hypot calls; sin, cos, tan, atan and atan2 are the C library's, NumPy's own here
+    (tests/test_geo_fast.py checks the whole against the arrays' path on random points).
+    None where :func:`enu_to_geodetic` takes pymap3d's branches, or without the C
+    library's hypot: then use the arrays' functions."""
+    hypot = _LIBM_HYPOT
+    if hypot is None:
+        return None
+    x, y, z = _enu_to_ecef(_site_floats(site), east, north, up)
+    x2, y2, z2 = x * x, y * y, z * z
+    u = _you_u(x2 + y2 + z2, z, _E_F, _E2_F, math.sqrt, hypot)
+    hxy = hypot(x, y)
+    if not u > 1e-8 or not hxy > 1e-8:
+        return None
+    beta = _you_beta(u, hxy, z, _E_F, _E2_F, hypot, math.atan, math.sin, math.cos)
+    if not abs(beta) < _LIM_PI2:
+        return None
+    lat, alt = _you_lat_height(beta, z, hxy, hypot, math.atan, math.tan, math.sin, math.cos)
+    if x2 / _A2 + y2 / _A2 + z2 / _B2 < 1:
+        alt = -alt
+    horiz = hypot(east, north)
+    rng = hypot(horiz, up)
+    az = math.degrees(math.atan2(east, north)) % 360.0
+    el = math.degrees(math.atan2(up, horiz))
+    return math.degrees(lat), math.degrees(math.atan2(y, x)), alt, rng, az, el
+
+
+@functools.lru_cache(maxsize=16)
+def _site_floats(site: Site) -> tuple[float, ...]:
+    """:func:`_site_frame` as Python floats."""
+    return tuple(float(v) for v in _site_frame(site))
+
+
+def _libm_hypot():
+    """The C library's hypot (NumPy's float64 hypot calls it), or None if not found."""
+    try:
+        f = ctypes.CDLL(ctypes.util.find_library("m") or "libm.so.6").hypot
+    except (OSError, AttributeError):
+        return None
+    f.restype, f.argtypes = ctypes.c_double, (ctypes.c_double, ctypes.c_double)
+    return f
 
 
 _WGS84 = (pymap3d.Ellipsoid.from_name("wgs84") if hasattr(pymap3d.Ellipsoid, "from_name")
@@ -131,6 +196,8 @@ _E = np.sqrt(_A**2 - _B**2)  # pymap3d: sqrt(ell.semimajor_axis**2 - ell.semimin
 _E2 = _E**2
 _A2, _B2 = _A**2, _B**2  # pymap3d: ell.semimajor_axis**2, ell.semiminor_axis**2
 _LIM_PI2 = pi / 2 - np.finfo(np.float64).eps
+_E_F, _E2_F = float(_E), float(_E2)
+_LIBM_HYPOT = _libm_hypot()
 
 
 @functools.lru_cache(maxsize=16)

@@ -132,9 +132,9 @@ class Labeller:
         if self._moved is not None:
             # The clutter map learns from the static confirmed tracks a detection updated.
             cand = hit[~self._moved[hit] & established[hit]]
-            static = np.zeros(k, dtype=bool)
-            static[cand] = ~self._exempt(cand, self._decision[cand])
-            self.static_filter.learn(update, static, established=established)
+            if len(cand):
+                cand = cand[~self._exempt(cand, self._decision[cand])]
+            self.static_filter.learn_rows(update, cand)
         if self.rf_fusion is not None:
             self.rf_fusion.set_categories(tr.track_id, self._categories_callable(tr))
         return True
@@ -178,14 +178,13 @@ class Labeller:
         d = self._decision
         need = rows[d[rows, _DECIDED] == 0.0]
         if len(need):
-            x = self.features.matrix(need, self._rf.linked[need])
-            c = decide_matrix(x, self.features.settings)
             out = np.empty((len(need), _WIDTH))
+            linked = 0.0 if self._rf.is_shared_none else self._rf.linked[need]
+            c = decide_matrix(self.features.matrix(need, linked, out=out[:, _FEATURES:]), self.features.settings)
             out[:, _DECIDED] = 1.0
             out[:, _CATEGORY] = c.category
             out[:, _CONFIDENCE] = c.confidence
             out[:, _PROBABILITY:_FEATURES] = c.probability
-            out[:, _FEATURES:] = x
             d[need] = out
 
     def _exempt(self, rows: np.ndarray, d: np.ndarray) -> np.ndarray:

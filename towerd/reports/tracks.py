@@ -7,13 +7,14 @@ the outbox to assign. It is the only place where track time becomes UTC.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable
 
 import numpy as np
 
 from towerd import geo
 from towerd.clock import Clock
-from towerd.icd import Status, empty_track_records
+from towerd.icd import SOURCE_RADAR, SOURCE_RF, TRACK_RECORD_DTYPE, Status, empty_track_records
 from towerd.tracking.labels import TrackLabels
 from towerd.tracking.state import POS, VEL, TrackTable
 from towerd.tracking.tracker import TrackUpdate
@@ -52,6 +53,20 @@ def _label_rows(status: np.ndarray, labels: TrackLabels) -> np.ndarray:
     rows["rf_bw_mhz"] = labels.rf.bw_mhz
     rows["rf_power_dbm"] = labels.rf.power_dbm
     return rows
+
+
+def _due_label_rows(status: np.ndarray, labels: TrackLabels, due: list[int]) -> np.ndarray:
+    """:func:`_label_rows` of the rows ``due`` alone, from Python lists (the few due rows
+    of a frame: cheaper than filling every row's fields)."""
+    st, cat, conf, thr = status.tolist(), labels.category.tolist(), labels.confidence.tolist(), labels.threat.tolist()
+    rf = labels.rf
+    if rf.is_shared_none:  # no RF link: radar only, NaN RF fields
+        rows = [(st[i], cat[i], conf[i], thr[i], SOURCE_RADAR, _NAN, _NAN, _NAN) for i in due]
+    else:
+        linked, freq, bw, power = rf.linked.tolist(), rf.freq_mhz.tolist(), rf.bw_mhz.tolist(), rf.power_dbm.tolist()
+        rows = [(st[i], cat[i], conf[i], thr[i], (SOURCE_RADAR | SOURCE_RF) if linked[i] else SOURCE_RADAR,
+                 freq[i], bw[i], power[i]) for i in due]
+    return np.array(rows, dtype=_LAST_DTYPE)
 
 
 class TrackReporter:
@@ -111,7 +126,6 @@ class TrackReporter:
         else:
             lab = labels.select(rows)
         status = st[rows]
-        now = _label_rows(status, lab)
 
         # Due: never reported and reportable; or reported and its status, category or
         # threat changed, or interval_s passed since its last report.
@@ -122,7 +136,7 @@ class TrackReporter:
         ids = live.track_id[rows].tolist()
         t_mono = live.t_mono[rows].tolist()
         if old:  # compared as stored: the u1 values of the label rows
-            status_l, category, threat = status.tolist(), now["category"].tolist(), now["threat"].tolist()
+            status_l, category, threat = status.tolist(), lab.category.tolist(), lab.threat.tolist()
         reportable = lab.reportable.tolist()
         for i, tid in enumerate(ids):
             prev = old.get(tid)
@@ -136,7 +150,7 @@ class TrackReporter:
                     due.append(i)
                 else:
                     new[tid] = prev  # once reported, reported until it ends
-        label_rows = now[due]
+        label_rows = _due_label_rows(status, lab, due)
         for i, row in zip(due, label_rows.tolist()):
             new[ids[i]] = (t_mono[i], row)
         self._last = new
@@ -176,6 +190,9 @@ class TrackReporter:
                  state: np.ndarray, cov: np.ndarray, clock: Clock, labels: np.ndarray) -> np.ndarray:
         """:meth:`records` from the tracks' arrays (N,), (N, 6) state, (N, 6, 6) cov."""
         n = len(track_id)
+        few = self._few_geometry(state[:, POS]) if n <= _FEW else None
+        if few is not None:
+            return _few_records(track_id, status, t_mono, hits, state, cov, clock, labels, few)
         rec = _UNKNOWN_RECORD.repeat(n)  # the bytes of empty_track_records(n)
         if n == 1 or (t_mono == t_mono[0]).all():  # one frame's tracks: one conversion
             rec["time_us"] = clock.utc_us(float(t_mono[0]))
@@ -219,6 +236,44 @@ class TrackReporter:
         rec["pos_sigma_m"] = np.sqrt(0.5 * (cov[:, 0, 0] + cov[:, 1, 1]))
         return rec
 
+    def _few_geometry(self, pos: np.ndarray) -> list[tuple] | None:
+        """Per track (N, 3 ENU positions): lat_e7, lon_e7, alt_m, range_m,
+        azimuth_deg and elevation_deg as Python numbers (:func:`geo.enu_to_report_geometry`: the
+        same bits as the arrays' path); None when a point needs that path."""
+        out = []
+        for east, north, up in pos.tolist():
+            g = geo.enu_to_report_geometry(self.site, east, north, up) if math.isfinite(east + north + up) else None
+            if g is None:
+                return None
+            lat, lon, h, rng, az, el = g
+            out.append((round(lat * 1e7), round(lon * 1e7), h, rng, az % 360.0, el))  # round: half to even, as np.round
+        return out
 
+
+_FEW = 8
+"""Up to this many records, their geometry is computed in plain Python (a tower's usual
+report: a few tracks due per frame)."""
+
+
+def _few_records(track_id: np.ndarray, status: np.ndarray, t_mono: np.ndarray, hits: np.ndarray, state: np.ndarray,
+                 cov: np.ndarray, clock: Clock, labels: np.ndarray, geometry: list[tuple]) -> np.ndarray:
+    """TrackReporter._records of a few tracks with their ``geometry``
+    (TrackReporter._few_geometry): the same values as Python numbers, one tuple per
+    record, cast to the record's types by one np.array call."""
+    utc: dict[float, int] = {}
+    rows = []
+    for tid, st, t, h, x, (c_ee, c_nn), lab, (lat, lon, alt, rng, az, el) in zip(
+            track_id.tolist(), status.tolist(), t_mono.tolist(), hits.tolist(), state.tolist(),
+            cov[:, (0, 1), (0, 1)].tolist(), labels.tolist(), geometry):
+        time_us = utc.get(t)
+        if time_us is None:
+            time_us = utc[t] = clock.utc_us(t)
+        _, category, confidence, threat, sources, freq, bw, power = lab
+        rows.append((0, time_us, tid, st, category, min(confidence, 100), threat, sources, 0, min(h, HITS_MAX),
+                     lat, lon, alt, rng, az, el, x[3], x[4], x[5], math.sqrt(0.5 * (c_ee + c_nn)), freq, bw, power))
+    rec = np.array(rows, dtype=TRACK_RECORD_DTYPE)
+    rec["azimuth_deg"] %= np.float32(360.0)  # [0, 360) after rounding to f32 too, as _records
+    return rec
+_NAN = float("nan")
 _CONFIRMED, _COASTING, _TENTATIVE = int(Status.CONFIRMED), int(Status.COASTING), int(Status.TENTATIVE)
 _UNKNOWN_RECORD = empty_track_records(1)

@@ -274,16 +274,21 @@ def decide_matrix(x: np.ndarray, s: ClassificationSettings) -> Classification:
     t = _tables_of(s)  # settings-only terms, computed once per settings
     # Every band of every category at once: (K, B) memberships, as membership() computes
     # one band at a time; an unknown feature (NaN) adds nothing.
+    # No 0/0 (rise and fall are never 0) and no log(0): an unknown feature's NaN only
+    # propagates, quietly, and is zeroed at the end.
     xb = x[:, t.feature]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        up = (xb - t.a) / t.rise
-        if t.rising is not None:
-            up = np.where(t.rising, up, (xb >= t.a).astype(float))
-        down = (t.d - xb) / t.fall
-        if t.falling is not None:
-            down = np.where(t.falling, down, (xb <= t.c).astype(float))
-        # log max(clip(m, 0, 1), 1e-300): the clip's lower bound is below 1e-300's
-        term = np.maximum(np.log(np.maximum(np.minimum(np.minimum(up, down), 1.0), 1e-300)), t.log_floor)
+    up = (xb - t.a) / t.rise
+    if t.rising is not None:
+        up = np.where(t.rising, up, (xb >= t.a).astype(float))
+    down = (t.d - xb) / t.fall
+    if t.falling is not None:
+        down = np.where(t.falling, down, (xb <= t.c).astype(float))
+    # log max(clip(m, 0, 1), 1e-300): the clip's lower bound is below 1e-300's
+    term = np.minimum(up, down, out=up)
+    np.minimum(term, 1.0, out=term)
+    np.maximum(term, 1e-300, out=term)
+    np.log(term, out=term)
+    np.maximum(term, t.log_floor, out=term)
     term[np.isnan(xb)] = 0.0
     # Summed over the features in a (K, C, F) table with zeros where a category is
     # indifferent: the same additions in the same order as over all features.
@@ -304,9 +309,11 @@ def decide_matrix(x: np.ndarray, s: ClassificationSettings) -> Classification:
     at_top = (np.arange(k), top)
     p_top = prob[at_top]
     named = ((x[:, _OBSERVED] >= s.min_observation_s) | rf) & (log_lik[at_top] >= t.log_min_likelihood)  # mature, fits
-    named &= (p_top >= s.min_probability) & (x[:, _SAMPLES] > 0) & s.enabled
+    named &= (p_top >= s.min_probability) & (x[:, _SAMPLES] > 0)
+    if not s.enabled:
+        named[:] = False
     category = np.where(named, _CATEGORY_VALUES[top], np.uint8(Category.UNKNOWN))
-    confidence = np.where(named, np.round(100.0 * p_top), 0).astype(np.uint8)  # p_top is in [0, 1]
+    confidence = np.where(named, np.rint(100.0 * p_top), 0).astype(np.uint8)  # p_top in [0, 1]; rint: np.round's
     return Classification(category=category, confidence=confidence, probability=prob, features=x)
 
 

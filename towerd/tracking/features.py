@@ -126,7 +126,8 @@ _NEW_ROW.flags.writeable = False
 _PLAIN_COLS = np.array([COLUMN[n] for n in ("speed_mps", "speed_change_mps2", "height_m", "hover_fraction",
                                             "turn_rate_dps", "rcs_dbsm", "doppler_spread_mps")])
 _PLAIN_ACC = np.array([_SPEED, _DSPEED, _HEIGHT, _HOVER, _TURN, _RCS, _DSPREAD])
-_SECOND_MOMENTS, _FIRST_MOMENTS = np.array([_SPEED2, _VUP2]), np.array([_SPEED, _VUP])
+_SQUARED, _SQUARED_OF = slice(_VUP2, _SPEED2 + 1, _SPEED2 - _VUP2), slice(_VUP, _SPEED + 1, _SPEED - _VUP)
+_SECOND_MOMENTS, _FIRST_MOMENTS = np.array([_VUP2, _SPEED2]), np.array([_VUP, _SPEED])
 for _a in (_PLAIN_COLS, _PLAIN_ACC, _SECOND_MOMENTS, _FIRST_MOMENTS):
     _a.flags.writeable = False
 
@@ -172,26 +173,32 @@ class FeatureTracker:
         tracks, with their RF link flags ``rf_link`` (same length)."""
         return feature_records(self.matrix(rows, rf_link))
 
-    def matrix(self, rows: np.ndarray, rf_link: np.ndarray) -> np.ndarray:
-        """:meth:`features` as a feature matrix (:func:`feature_matrix`)."""
+    def matrix(self, rows: np.ndarray, rf_link: np.ndarray | float, out: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`features` as a feature matrix (:func:`feature_matrix`); written into
+        ``out`` (len(rows), len(COLUMN)) when given."""
         s = self.settings
         state = self._state[rows]
         num, den = state[:, _NUM:_NUM + _N_ACC], state[:, _DEN:_DEN + _N_ACC]
         counted = den >= s.min_feature_time_s  # a positive minimum implies den > 0 (den is never NaN)
         if s.min_feature_time_s <= 0.0:
             counted &= den > 0
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(counted, num / np.maximum(den, 1e-300), np.nan)
-        x = np.empty((len(state), len(COLUMN)))
+        # den >= 0 and num finite: no 0/0 (NaN means only propagate, without a warning)
+        mean = np.where(counted, num / np.maximum(den, 1e-300), np.nan)
+        x = np.empty((len(state), len(COLUMN))) if out is None else out
         x[:, _PLAIN_COLS] = mean[:, _PLAIN_ACC]
         speed = mean[:, _SPEED]
-        sd = np.sqrt(np.maximum(mean[:, _SECOND_MOMENTS] - mean[:, _FIRST_MOMENTS] ** 2, 0.0))  # speed, climb
-        x[:, COLUMN["speed_cv"]] = sd[:, 0] / np.maximum(speed, s.speed_floor_mps)
-        x[:, COLUMN["climb_sd_mps"]] = sd[:, 1]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x[:, COLUMN["straightness"]] = np.where(speed > 0, np.hypot(mean[:, _VE], mean[:, _VN]) / speed, np.nan)
-        t_first = state[:, _T_FIRST]
-        x[:, COLUMN["observed_s"]] = np.where(np.isfinite(t_first), state[:, _T_LAST] - t_first, 0.0)
+        m1 = mean[:, _FIRST_MOMENTS]  # climb, speed
+        sd = np.sqrt(np.maximum(mean[:, _SECOND_MOMENTS] - m1 * m1, 0.0))
+        x[:, COLUMN["climb_sd_mps"]] = sd[:, 0]
+        x[:, COLUMN["speed_cv"]] = sd[:, 1] / np.maximum(speed, s.speed_floor_mps)
+        moving = speed > 0
+        # |mean velocity| / mean speed where it moved (a still track would be 0/0), else NaN
+        x[:, COLUMN["straightness"]] = (np.where(moving, np.hypot(mean[:, _VE], mean[:, _VN]), np.nan)
+                                        / np.where(moving, speed, 1.0))
+        t_first = state[:, _T_FIRST]  # NaN before the first sample, and then the last's too
+        observed = state[:, _T_LAST] - t_first
+        observed[np.isnan(t_first)] = 0.0
+        x[:, COLUMN["observed_s"]] = observed
         x[:, COLUMN["samples"]] = state[:, _SAMPLES]
         x[:, COLUMN["rf_link"]] = rf_link
         return x
@@ -214,9 +221,8 @@ class FeatureTracker:
         x[:, _VE:_VN + 1] = vel[:, :2]
         x[:, _VUP] = vel[:, 2]
         x[:, _HEIGHT] = xs[:, 2] - s.ground_up_m
-        x[:, _VUP2] = vel[:, 2] ** 2
         x[:, _SPEED] = speed
-        x[:, _SPEED2] = speed**2
+        x[:, _SQUARED] = x[:, _SQUARED_OF] ** 2  # vertical velocity and speed
         x[:, _HOVER] = speed < s.hover_speed_mps
 
         # Speed change and turn rate between samples at least sample_interval_s apart.
@@ -247,15 +253,18 @@ class FeatureTracker:
 
         # Debiased EWMA: decay the sums by e^(−Δt/τ) since the track's last sample; a
         # sample weighs the time it stands for.
-        tl = st[:, _T_LAST]
-        dt = np.maximum(np.where(np.isfinite(tl), t - tl, 0.0), 0.0)
+        dt = np.fmax(t - st[:, _T_LAST], 0.0)  # 0 for the first sample (NaN last time)
         decay = np.exp(-dt[:, None] / _time_constants(s.feature_time_constant_s, s.hover_time_constant_s))
         w = np.empty((len(rows), _N_ACC))
         w[:, :_TURN] = np.minimum(dt, s.sample_interval_s)[:, None]
         w[:, _TURN:] = np.minimum(np.where(first, 0.0, span), 2.0 * s.sample_interval_s)[:, None]
-        known = np.isfinite(x) & (w > 0)
-        st[:, _NUM:_NUM + _N_ACC] = st[:, _NUM:_NUM + _N_ACC] * decay + np.where(known, w * x, 0.0)
-        st[:, _DEN:_DEN + _N_ACC] = st[:, _DEN:_DEN + _N_ACC] * decay + np.where(known, w, 0.0)
+        add = np.empty((len(rows), 2, _N_ACC))  # the sample's w·x and w, 0 where unknown
+        np.multiply(w, x, out=add[:, 0])
+        add[:, 1] = w
+        np.copyto(add, 0.0, where=~(np.isfinite(x) & (w > 0))[:, None, :])
+        sums = st[:, _NUM:_DEN + _N_ACC].reshape(len(rows), 2, _N_ACC)  # a view of st
+        sums *= decay[:, None, :]
+        sums += add
         st[:, _T_LAST] = t
         st[:, _SAMPLES] += 1.0
         self._state[rows] = st
