@@ -5,6 +5,8 @@ logged at a bounded rate and answered with ERROR ``malformed.<reason>``."""
 from __future__ import annotations
 
 import logging
+import struct
+import time
 
 import zmq
 
@@ -15,7 +17,12 @@ from towerd.icd import (
     FLAG_REPLAY,
     HEADER_SIZE,
     INT64_MIN,
+    KNOWN_FLAGS,
+    MAGIC,
+    RECORD_SIZE,
     TOWER_ID_RE,
+    TRACK_RECORD_DTYPE,
+    VERSION,
     Message,
     MessageError,
     MsgType,
@@ -29,27 +36,60 @@ from towerd.icd import (
 )
 from towerd.seqranges import SEQ_MAX
 
+Received = tuple[bytes, "zmq.Frame | None", "bytes | int"]
+"""One message as a poll round reads it: (routing id, its one message frame, that
+frame's bytes); a message of several frames is (routing id, None, how many)."""
 
-def _is_replay(frames: list[zmq.Frame]) -> bool:
-    """Whether a received message carries the REPLAY flag (peeked in the header; the
+_REPLAY_BYTE = 14
+"""The REPLAY flag's byte in the header (the flags are a little-endian u16 at 14..15)."""
+assert FLAG_REPLAY < 0x100
+
+
+def is_replay(data: bytes) -> bool:
+    """Whether a received frame carries the REPLAY flag (peeked in the header; the
     message is checked in full when it is handled)."""
-    if len(frames) != 2:
-        return False
-    head = frames[1].buffer[:HEADER_SIZE]
-    return len(head) == HEADER_SIZE and bool(int.from_bytes(head[14:16], "little") & FLAG_REPLAY)
+    return len(data) >= HEADER_SIZE and bool(data[_REPLAY_BYTE] & FLAG_REPLAY)
+
+
+_TRACKS_PREFIX = MAGIC + bytes((VERSION, MsgType.TRACKS))
+_HEAD = struct.Struct("<4xQHH")
+_FAST_COUNT = 16
+_SEQS = [struct.Struct("<" + f"Q{RECORD_SIZE - 8}x" * n) for n in range(_FAST_COUNT + 1)]
+assert TRACK_RECORD_DTYPE.fields["seq"][1] == 0 and TRACK_RECORD_DTYPE.fields["seq"][0].str == "<u8"
+
+
+def tracks_head(data: bytes) -> tuple[int, int, int, int, int] | None:
+    """``(stream_id, count, flags, first seq, last seq)`` of a TRACKS frame of at most 16
+    records whose framing is what the ICD asks (magic, version, known flags, count >= 1,
+    stream_id not 0, a body of ``count`` records whose seqs start at 1 or more and are
+    consecutive ascending); None for anything else, which :func:`towerd.icd.decode` then
+    checks and names. The usual live message costs a few struct unpacks here instead of
+    decode's NumPy views and Message object (the records themselves are checked with
+    the others of the round)."""
+    if data[:4] != _TRACKS_PREFIX or len(data) < HEADER_SIZE:
+        return None
+    stream_id, count, flags = _HEAD.unpack_from(data)
+    if (not 0 < count <= _FAST_COUNT or flags & ~KNOWN_FLAGS or not stream_id
+            or len(data) != HEADER_SIZE + count * RECORD_SIZE):
+        return None
+    seqs = _SEQS[count].unpack_from(data, HEADER_SIZE)
+    first = seqs[0]
+    if not first or seqs != tuple(range(first, first + count)):
+        return None
+    return stream_id, count, flags, first, seqs[-1]
 
 
 class IntakeMixin:
     """The part of :class:`~towerd.central.server.CentralServer` that handles one
     received message up to storing it."""
 
-    def _handle(self, frames: list[zmq.Frame]) -> None:
+    def _handle(self, rid: bytes, frame: zmq.Frame | None, data: bytes | int) -> None:
+        """One received message (:data:`Received`)."""
         self._stats["received"] += 1
-        if len(frames) != 2:
-            peer = repr(frames[0].bytes[:64]) if frames else "?"
-            self._malformed("frames", peer, f"{len(frames) - 1} message frames, expected 1")
+        if frame is None:
+            self._malformed("frames", repr(rid[:64]), f"{data} message frames, expected 1")
             return
-        rid, frame = frames[0].bytes, frames[1]
+        assert isinstance(data, bytes)
         tower_id = self._tower_ids.get(rid)
         if tower_id is None:
             try:
@@ -73,7 +113,11 @@ class IntakeMixin:
                 return
         peer = self._peer(tower_id)
         limits = peer.limits
-        data = frame.bytes
+        if len(data) <= limits.max_message_bytes:
+            head = tracks_head(data)
+            if head is not None:  # its records are checked with the others of the round
+                self._tracks_waiting.append((rid, tower_id, peer, data, head))
+                return
         if len(data) >= HEADER_SIZE:
             stream_id = int.from_bytes(data[4:12], "little")
             limit = limits.max_health_bytes + HEADER_SIZE if data[3] == MsgType.HEALTH else limits.max_message_bytes
@@ -84,7 +128,10 @@ class IntakeMixin:
         try:
             msg = decode(data)
             if msg.type == MsgType.TRACKS:  # its records are checked with the others of the round
-                self._tracks_waiting.append((rid, tower_id, peer, msg))
+                body = msg.body
+                self._tracks_waiting.append((rid, tower_id, peer, data, (
+                    msg.stream_id, msg.count, msg.flags, int.from_bytes(body[:8], "little"),
+                    int.from_bytes(body[len(body) - RECORD_SIZE:][:8], "little"))))
             elif msg.type == MsgType.EVENTS:
                 events = decode_events(msg)
                 texts = []
@@ -122,28 +169,37 @@ class IntakeMixin:
         headers and seqs already checked) and pass them on: all of them with one
         :func:`~towerd.icd.decode_tracks` over their bodies joined (its NumPy checks cost
         per call, not per record), and only when that finds a bad value, message by message,
-        so that a malformed one is refused alone."""
+        so that a malformed one is refused alone. A message whose tower is within its
+        rates goes straight to the store (:meth:`_store_now`); the others through
+        :meth:`_on_records` (held back, or refused)."""
         waiting, self._tracks_waiting = self._tracks_waiting, []
         if not waiting:
             return
         records = None
         if len(waiting) > 1:
             try:
-                records = decode_tracks(Message(MsgType.TRACKS, 0, sum(w[3].count for w in waiting), 0,
-                                                b"".join(w[3].body for w in waiting)))
+                records = decode_tracks(Message(MsgType.TRACKS, 0, sum(w[4][1] for w in waiting), 0,
+                                                b"".join([w[3][HEADER_SIZE:] for w in waiting])))
             except MessageError:
                 records = None  # one of them: found below
         offset = 0
-        for rid, tower_id, peer, msg in waiting:
+        now, queued = self._clock.monotonic(), time.monotonic()
+        for rid, tower_id, peer, data, (stream_id, count, flags, first, last) in waiting:
             try:
                 if records is not None:
-                    payload = records[offset:offset + msg.count]
-                    offset += msg.count
+                    payload = records[offset:offset + count]
+                    offset += count
                 else:
-                    payload = decode_tracks(msg)
-                self._on_records(rid, tower_id, msg, payload, peer=peer)
+                    payload = decode_tracks(Message(MsgType.TRACKS, stream_id, count, flags, data[HEADER_SIZE:]))
+                size = len(data)
+                if last <= SEQ_MAX and not peer.deferred and peer.ready(count, size, now):
+                    self._store_now(peer, rid, tower_id, MsgType.TRACKS, stream_id, flags, payload, count, size,
+                                    first, last, None, queued)
+                else:  # held back by its rates, or refused
+                    self._on_records(rid, tower_id, Message(MsgType.TRACKS, stream_id, count, flags,
+                                                            data[HEADER_SIZE:]), payload, peer=peer)
             except FrameError as exc:
-                self._malformed(getattr(exc, "reason", "decode"), tower_id, str(exc), rid, msg.stream_id)
+                self._malformed(getattr(exc, "reason", "decode"), tower_id, str(exc), rid, stream_id)
             except Exception:  # last resort: a defect is loud, never an outage
                 self._internal_error(rid)
 

@@ -115,7 +115,8 @@ class PeersMixin:
         now = self._clock.monotonic()
         records, size = len(payload), len(msg.body) + HEADER_SIZE
         if not peer.deferred and peer.ready(records, size, now):
-            self._store_now(peer, rid, tower_id, msg, payload, records, size, first, last, event_json)
+            self._store_now(peer, rid, tower_id, msg.type, msg.stream_id, msg.flags, payload, records, size, first, last,
+                            event_json)
             return
         held = _Held(rid, tower_id, msg, payload, records, size, first, last, event_json)
         if held.key in peer.deferred_keys:

@@ -36,6 +36,8 @@ _HEAD = {"k": ">i4", "stream_id": ">i8", "received_us": ">i8", "replay": "u1", "
 _STAGE_HEAD = ("k", "tower_id", "stream_id", "received_us", "replay")
 _DIRECT_HEAD = ("tower_id", "stream_id", "received_us", "replay", "rx_msg")
 _FLOAT_WORDS = [TRACK_RECORD_DTYPE.fields[n][1] // 4 for n in _FLOAT_FIELDS]
+_PATTERN_BITS = 1 << np.arange(len(_FLOAT_FIELDS), dtype=np.int64)
+"""A row's NULL floats as one number: bit i set when float column i is NULL."""
 assert all(TRACK_RECORD_DTYPE.fields[n][1] % 4 == 0 for n in _FLOAT_FIELDS)
 
 
@@ -81,6 +83,17 @@ class _Layout:
         self.floats_at = dt.fields[f"{_FLOAT_FIELDS[0]}__len"][1]
         assert TRACK_FIELDS[-len(_FLOAT_FIELDS):] == _FLOAT_FIELDS and dt.itemsize - self.floats_at == 8 * len(
             _FLOAT_FIELDS), "the float columns must end the row"
+        self._kept: dict[int, np.ndarray] = {}
+
+    def kept(self, pattern: int) -> np.ndarray:
+        """The byte offsets of a row kept when the float columns of ``pattern`` (bit i:
+        float column i) are NULL: everything but those columns' 4 value bytes."""
+        cols = self._kept.get(pattern)
+        if cols is None:
+            drop = [self.floats_at + 8 * i + 4 + b for i in range(len(_FLOAT_FIELDS)) if pattern >> i & 1
+                    for b in range(4)]
+            cols = self._kept[pattern] = np.setdiff1d(np.arange(self.dtype.itemsize), drop)
+        return cols
 
 
 _LAYOUTS: dict[tuple[bool, int], _Layout] = {}
@@ -149,9 +162,16 @@ def direct_image(items: Sequence[tuple[int, Pending]], rx: Sequence[int], receiv
             chunks.append(image.tobytes())
             continue
         # The float columns are the row's last: (length, value) pairs of 8 bytes each.
-        floats = image[:, layout.floats_at:].reshape(image.shape[0], len(_FLOAT_FIELDS), 8)
-        floats[nan, :4] = 0xFF  # length -1: NULL
-        keep = np.ones(image.shape, dtype=bool)
-        keep[:, layout.floats_at:].reshape(floats.shape)[nan, 4:] = False  # and no value
-        chunks.append(image[keep].tobytes())
+        # A NULL keeps its length, set to -1, and loses its value: per pattern of NULLs
+        # (a few per batch: the fields a kind of track leaves unknown) one gather of the
+        # bytes kept, rather than a boolean mask over the whole image.
+        lengths = image[:, layout.floats_at:].view(">i4")[:, ::2]
+        lengths[...] = np.where(nan, -1, 4)  # length -1: NULL
+        pattern = nan @ _PATTERN_BITS
+        if (pattern == pattern[0]).all():
+            chunks.append(image[:, layout.kept(int(pattern[0]))].tobytes())
+            continue
+        for value in np.unique(pattern).tolist():
+            rows = np.flatnonzero(pattern == value)
+            chunks.append(image[rows[:, None], layout.kept(value)].tobytes())
     return b"".join(chunks)

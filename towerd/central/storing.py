@@ -12,7 +12,7 @@ import zmq
 
 from towerd.central.storetypes import Pending, StoreResult
 from towerd.errors import OutboxError
-from towerd.icd import EVENT_OUTBOX_DROPPED, FLAG_REPLAY, Message, MsgType, encode_ack, encode_error
+from towerd.icd import EVENT_OUTBOX_DROPPED, FLAG_REPLAY, MsgType, encode_ack, encode_error
 
 _NOBLOCK = int(zmq.NOBLOCK)  # plain ints: pyzmq's enum arithmetic costs per reply
 _SNDMORE_NOBLOCK = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -27,34 +27,36 @@ class StoringMixin:
 
     def _store_held(self, peer: _Peer, held: _Held) -> None:
         """Spend the tower's rates and queue a message held back for :meth:`_flush`."""
-        self._store_now(peer, held.rid, held.tower_id, held.msg, held.payload, held.records, held.size, held.first,
-                        held.last, held.event_json)
+        msg = held.msg
+        self._store_now(peer, held.rid, held.tower_id, msg.type, msg.stream_id, msg.flags, held.payload, held.records,
+                        held.size, held.first, held.last, held.event_json)
 
-    def _store_now(self, peer: _Peer, rid: bytes, tower_id: str, msg: Message, payload, records: int, size: int,
-                   first: int, last: int, event_json: tuple[str, ...] | None) -> None:
-        """Spend the tower's rates and queue the message for the store."""
+    def _store_now(self, peer: _Peer, rid: bytes, tower_id: str, mtype: int, stream_id: int, flags: int, payload,
+                   records: int, size: int, first: int, last: int, event_json: tuple[str, ...] | None,
+                   queued: float | None = None) -> None:
+        """Spend the tower's rates and queue the message for the store (``queued``: its
+        ``time.monotonic()`` for the ACK timing, when the caller has it)."""
         peer.records.spend(records)
         peer.bytes.spend(size)
-        replay = bool(msg.flags & FLAG_REPLAY)
-        mtype = msg.type
+        replay = bool(flags & FLAG_REPLAY)
         if mtype == MsgType.TRACKS:
-            item = Pending(tower_id, msg.stream_id, replay, records=payload, first_seq=first, last_seq=last)
+            item = Pending(tower_id, stream_id, replay, records=payload, first_seq=first, last_seq=last)
         elif mtype == MsgType.IDENTITY:
-            item = Pending(tower_id, msg.stream_id, replay, identities=payload)
+            item = Pending(tower_id, stream_id, replay, identities=payload)
         else:
-            item = Pending(tower_id, msg.stream_id, replay, events=payload, event_json=event_json)
+            item = Pending(tower_id, stream_id, replay, events=payload, event_json=event_json)
             for ev in payload:
                 if ev["code"] == EVENT_OUTBOX_DROPPED:
                     self._limited(logging.WARNING, "dropped", "central: tower %s announces %s records lost from "
                                   "its full outbox, seq %s..%s", tower_id, str(ev.get("count"))[:40],
                                   str(ev.get("first_seq"))[:40], str(ev.get("last_seq"))[:40])
-        self._queue(rid, first, last, item)
+        self._queue(rid, first, last, item, queued)
 
-    def _queue(self, rid: bytes, first: int, last: int, item: Pending) -> None:
+    def _queue(self, rid: bytes, first: int, last: int, item: Pending, queued: float | None = None) -> None:
         """Hand a decoded message to the store writer, or store it at once when the store
         does not batch."""
         if self._writer is not None:
-            self._handover.append((rid, first, last, item, time.monotonic()))
+            self._handover.append((rid, first, last, item, time.monotonic() if queued is None else queued))
             return
         self._pending.append((rid, first, last, item, 0.0))
         self._flush()
@@ -93,29 +95,33 @@ class StoringMixin:
 
     def _answer(self, pending: list, results: list[StoreResult], internal: bool, started: float = 0.0,
                 finished: float = 0.0) -> None:
+        stats = self._stats
         if internal:
-            self._stats["internal_errors"] += 1
+            stats["internal_errors"] += 1
         timing = self._timing if finished else None
+        acked = time.monotonic()  # once per batch: its ACKs leave together
         for (rid, first, last, item, queued), result in zip(pending, results):
             if isinstance(result, OutboxError):
                 self._store_failed(rid, item.tower_id, item.stream_id, result)
                 continue
-            self._stats["stored_identities" if item.identities is not None else
-                        "stored_tracks" if item.records is not None else "stored_events"] += result
-            self._stats["duplicates"] += item.size - result
+            size = item.size
+            stats["stored_tracks" if item.records is not None else
+                  "stored_identities" if item.identities is not None else "stored_events"] += result
+            if size != result:
+                stats["duplicates"] += size - result
             self._ack(rid, item.tower_id, item.stream_id, first, last)
             if timing is not None:
-                timing.add(queued, started, finished, time.monotonic())
+                timing.add(queued, started, finished, acked)
+
+    def _ack(self, rid: bytes, tower_id: str, stream_id: int, first: int, last: int) -> None:
+        if self._reply(rid, tower_id, encode_ack(stream_id, first, last)):
+            self._stats["acks_sent"] += 1
 
     def _store_failed(self, rid: bytes, tower_id: str, stream_id: int, exc: Exception) -> None:
         self._stats["store_errors"] += 1
         self._limited(logging.ERROR, "store_failed", "central: storing from %s failed, not acknowledged: %s",
                       tower_id, exc)
         self._reply(rid, tower_id, encode_error(stream_id, "central.store_failed", "records not stored; send again"))
-
-    def _ack(self, rid: bytes, tower_id: str, stream_id: int, first: int, last: int) -> None:
-        if self._reply(rid, tower_id, encode_ack(stream_id, first, last)):
-            self._stats["acks_sent"] += 1
 
     def _reply(self, rid: bytes, tower_id: str, frame: bytes) -> bool:
         try:
