@@ -117,8 +117,10 @@ class _Tower:
         self.clock = clock
         self.ctx = ctx
         self.rng = rng
+        # synchronous=full as the daemon's default; the file lock held for the outbox's life
+        # (nobody else opens an emulated tower's file; see Outbox's ``exclusive``).
         self.box = _TimedOutbox(outbox_dir / f"{self.id}.sqlite", clock=clock, synchronous="full",
-                                max_records=10_000_000, max_bytes=2**36)
+                                max_records=10_000_000, max_bytes=2**36, exclusive=True)
         self.box.on_ack = self._acked
         eps = [spec.endpoints[k] for k in endpoint_ix]
         key_dir = Path(spec.directory) / "keys"
