@@ -12,7 +12,11 @@ every public key on an allow-list directory (``DIR/allow``: give it to ``towerd 
 ``run``: every tower is what the daemon runs below its pipeline: a real SQLite
 :class:`~towerd.outbox.sqlite.Outbox` (in ``--outbox-dir``, by default a RAM-backed
 directory under /dev/shm, so that 500 outboxes' fsyncs do not measure this machine's
-disk) and a real :class:`~towerd.uplink.client.UplinkClient` (a DEALER with the tower's
+disk; synchronous=full as the daemon's default: on /dev/shm an fsync costs nothing
+measurable, 250 outboxes cost the same per message with ``normal``, and ``normal`` would
+hold rows back until its once-a-second sync, which is not the daemon's default flow; each
+outbox holds its file lock while open, as nobody else reads it) and a real
+:class:`~towerd.uplink.client.UplinkClient` (a DEALER with the tower's
 own CURVE key, routing id = tower id; ICD encoding, window, resend, live before a paced
 REPLAY backlog). Each tower writes ``--rate`` TRACKS records per second (Poisson spread,
 ``--burst-factor`` times more for ``--burst-s`` every ``--burst-every-s``, the towers'

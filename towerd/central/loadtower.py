@@ -4,7 +4,10 @@ backlog as the daemon would keep them; and the run's settings (:class:`LoadSpec`
 
 from __future__ import annotations
 
+import math
+import random
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +99,54 @@ class _RecordPool:
         return rec
 
 
+def _overlap(a: int, b: int, lo: int, hi: int) -> int:
+    return max(0, min(b, hi) - max(a, lo) + 1)
+
+
+class _Spans:
+    """Seq ranges ``[lo, hi]``, each with the time it was committed: a tower's records
+    not acknowledged yet, one entry per commit (not per record), ascending and disjoint
+    (seqs only grow)."""
+
+    def __init__(self) -> None:
+        self.items: deque[list] = deque()  # [lo, hi, t]
+
+    def add(self, lo: int, hi: int, t: float) -> None:
+        self.items.append([lo, hi, t])
+
+    def move_to(self, other: _Spans) -> None:
+        """Append every range to ``other`` (whose ranges are all older) and forget them."""
+        other.items.extend(self.items)
+        self.items.clear()
+
+    def take(self, lo: int, hi: int) -> list[tuple[int, int, float]]:
+        """Remove ``lo..hi`` from the ranges; the parts removed, as ``(a, b, t)``."""
+        items = self.items
+        out: list[tuple[int, int, float]] = []
+        if items and items[0][0] >= lo:  # the usual: the oldest ranges are acknowledged
+            while items and items[0][0] <= hi:
+                a, b, t = items[0]
+                if b <= hi:
+                    items.popleft()
+                    out.append((a, b, t))
+                else:
+                    items[0][0] = hi + 1
+                    out.append((a, hi, t))
+            return out
+        keep: deque[list] = deque()
+        for a, b, t in items:
+            if b < lo or a > hi:
+                keep.append([a, b, t])
+                continue
+            out.append((max(a, lo), min(b, hi), t))
+            if a < lo:
+                keep.append([a, lo - 1, t])
+            if b > hi:
+                keep.append([hi + 1, b, t])
+        self.items = keep
+        return out
+
+
 class _TimedOutbox(Outbox):
     """The real outbox, telling its tower when rows are acknowledged."""
 
@@ -117,8 +168,10 @@ class _Tower:
         self.clock = clock
         self.ctx = ctx
         self.rng = rng
+        # synchronous=full as the daemon's default; the file lock held for the outbox's life
+        # (nobody else opens an emulated tower's file; see Outbox's ``exclusive``).
         self.box = _TimedOutbox(outbox_dir / f"{self.id}.sqlite", clock=clock, synchronous="full",
-                                max_records=10_000_000, max_bytes=2**36)
+                                max_records=10_000_000, max_bytes=2**36, exclusive=True)
         self.box.on_ack = self._acked
         eps = [spec.endpoints[k] for k in endpoint_ix]
         key_dir = Path(spec.directory) / "keys"
@@ -128,8 +181,8 @@ class _Tower:
             client_secret_key_file=None if spec.plain else str(key_dir / f"{self.id}.key_secret"))
         self.client: UplinkClient | None = None
         self.counter = 0
-        self.live: dict[int, float] = {}  # seq -> commit time, live records not yet acknowledged
-        self.stale: set[int] = set()  # live records caught in flight by an outage (not timed)
+        self.live = _Spans()  # live records not yet acknowledged, with their commit times
+        self.stale = _Spans()  # live records caught in flight by an outage (not timed)
         self.backlog_lo = self.backlog_hi = 0
         self.backlog_left = 0
         self.backlog_started: float | None = None
@@ -137,6 +190,7 @@ class _Tower:
         self.latencies: list[float] = []
         self.acked = 0
         self.burst_phase = rng.uniform(0, spec.burst_every_s)
+        self.draws = random.Random(int(rng.integers(2**63)))  # the Poisson draws (see _poisson)
         self.pool = pool if pool is not None else _RecordPool(rng)  # a worker's towers share one
         self.last_write = self.next_write = 0.0
 
@@ -150,8 +204,7 @@ class _Tower:
         if self.client is not None:
             self.client.close()
             self.client = None
-        self.stale.update(self.live)
-        self.live.clear()
+        self.live.move_to(self.stale)
 
     def prefill(self, seconds: float) -> None:
         """``seconds`` of records time-stamped over the past, as left by an outage."""
@@ -177,7 +230,7 @@ class _Tower:
         spec = self.spec
         if spec.burst_factor != 1.0 and (now - t0 + self.burst_phase) % spec.burst_every_s < spec.burst_s:
             rate *= spec.burst_factor
-        n = int(self.rng.poisson(rate * dt))  # a Poisson process at the current rate
+        n = self._poisson(rate * dt)  # a Poisson process at the current rate
         if n <= 0:
             return
         first, last = self.box.add_tracks(self.pool.take(n, self.clock.utc_us()))
@@ -191,21 +244,33 @@ class _Tower:
                 self.backlog_hi = last
                 self.backlog_left += last - first + 1
         else:
-            self.live.update(dict.fromkeys(range(first, last + 1), t))
+            self.live.add(first, last, t)
+
+    def _poisson(self, lam: float) -> int:
+        """One Poisson draw of mean ``lam``: Knuth's product of uniforms for the small
+        means of a commit period (a NumPy call per draw costs more than the draw), NumPy's
+        sampler above 30."""
+        if lam > 30.0:
+            return int(self.rng.poisson(lam))
+        limit, k, p = math.exp(-lam), 0, self.draws.random()
+        while p > limit:
+            k += 1
+            p *= self.draws.random()
+        return k
 
     def _acked(self, first: int, last: int) -> None:
         now = time.monotonic()
-        pop = self.live.pop
-        times = [pop(seq, None) for seq in range(first, last + 1)]
-        self.latencies.extend([(now - t) * 1000.0 for t in times if t is not None])
-        if None in times:  # not live: caught by an outage, or backlog
-            for seq, t in zip(range(first, last + 1), times):
-                if t is not None:
-                    continue
-                if seq in self.stale:
-                    self.stale.discard(seq)
-                elif self.backlog_lo <= seq <= self.backlog_hi:
-                    self.backlog_left -= 1
+        lo, hi = self.backlog_lo, self.backlog_hi
+        backlog = _overlap(first, last, lo, hi)  # less what was live or caught by an outage
+        timed = 0
+        for a, b, t in self.live.take(first, last):
+            self.latencies.extend([(now - t) * 1000.0] * (b - a + 1))
+            timed += b - a + 1
+            backlog -= _overlap(a, b, lo, hi)
+        if timed < last - first + 1:  # not all live: caught by an outage, or backlog
+            for a, b, _ in self.stale.take(first, last):
+                backlog -= _overlap(a, b, lo, hi)
+        self.backlog_left -= backlog
         self.acked += last - first + 1
         if self.backlog_left == 0 and self.backlog_started is not None and self.drained_s is None:
             self.drained_s = now - self.backlog_started

@@ -104,6 +104,8 @@ class OpeningMixin:
         return conn
 
     def _prepare(self, conn: sqlite3.Connection) -> None:
+        if self._exclusive:  # before the first WAL access: then SQLite never maps the -shm index
+            conn.execute("PRAGMA locking_mode=EXCLUSIVE")
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
             raise OutboxError(f"outbox {self._path}: journal_mode is {mode}, WAL required")

@@ -88,6 +88,13 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
     record before it is deleted. ``None`` opens the outbox for a single consumer whose
     name is not checked (one central per tower); :meth:`attach` refuses a second one.
 
+    ``exclusive``: hold the file's lock from opening to :meth:`close` (SQLite
+    ``locking_mode=EXCLUSIVE``): each transaction then skips the file-lock system calls
+    and the WAL's shared-memory index, but no other process can read the outbox while it
+    is open. The daemon keeps the default (an operator may inspect its outbox); the load
+    generator's emulated towers, whose files nobody else opens, use it. Durability is
+    the same: ``synchronous`` alone decides it.
+
     Not thread-safe: use it from one thread at a time (the daemon's loop thread; it may
     be created in another thread before the loop starts)."""
 
@@ -100,6 +107,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         centrals: Sequence[str] | None = None,
         max_records: int = DEFAULT_MAX_RECORDS,
         max_bytes: int = DEFAULT_MAX_BYTES,
+        exclusive: bool = False,
     ) -> None:
         if synchronous.lower() not in _SYNCHRONOUS:
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}, got {synchronous!r}")
@@ -119,6 +127,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         self._path = Path(path)
         self._clock = clock
         self._synchronous = synchronous.upper()
+        self._exclusive = bool(exclusive)
         self._single = centrals is None
         self._wanted = [SINGLE_CONSUMER] if centrals is None else list(centrals)
         self._max_records = max_records
