@@ -343,24 +343,26 @@ class PlotConverter:
 
 _COLUMNS = ("x_m", "y_m", "z_m", "radial_vel_mps", "snr_db")
 _F4 = np.dtype("<f4")
-_LAYOUTS: dict[np.dtype, int | None] = {}
-"""Per Cartesian plot dtype: the offset of its x_m when its five fields are consecutive
-float32 in :data:`_COLUMNS`' order (TI's points), else None (worked out once per dtype)."""
+_layout: tuple[np.dtype | None, int | None] = (None, None)
+"""The last Cartesian plot dtype seen and the offset of its x_m when its five fields are
+consecutive float32 in :data:`_COLUMNS`' order (TI's points), else None: a driver sends one
+dtype, so the test is made once (compared by identity: hashing a structured dtype costs
+more than the test)."""
 
 
 def _columns(rows: np.ndarray) -> np.ndarray:
     """(N, 5) float64 x, y, z, radial speed, SNR of Cartesian plot rows (fields
     :data:`_COLUMNS`): one conversion of a strided view when the five are consecutive
     float32 (TI's points), else field by field (the same values)."""
+    global _layout
     dtype = rows.dtype
-    offset = _LAYOUTS.get(dtype, -1)
-    if offset == -1:
+    known, offset = _layout
+    if dtype is not known:
         fields = dtype.fields
         offset = fields["x_m"][1]
         if not all(fields[name][0] == _F4 and fields[name][1] == offset + 4 * i for i, name in enumerate(_COLUMNS)):
             offset = None
-        if len(_LAYOUTS) < 64:
-            _LAYOUTS[dtype] = offset
+        _layout = (dtype, offset)
     if offset is not None and rows.flags.c_contiguous and len(rows):
         try:
             return np.ndarray((len(rows), 5), _F4, rows, offset, (dtype.itemsize, 4)).astype(float)
