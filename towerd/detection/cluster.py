@@ -18,12 +18,19 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.linalg import _umath_linalg
 
 from towerd.assignment import components
 from towerd.detection.plots import Detections
 from towerd.gates import chi2_quantile
 
 log = logging.getLogger(__name__)
+
+_solve = _umath_linalg.solve1
+"""x = S⁻¹ b for stacks of S (M, 3, 3) and b (M, 3): the LAPACK gesv kernel np.linalg.solve
+calls (the same floats), without its wrapper's checks and error-state set-up (a third of its
+cost for a frame's pairs). Linking's S is positive definite by construction (a sum of
+covariances and 2 e² I), never the singular case the wrapper turns into LinAlgError."""
 
 
 CHUNK_ELEMENTS = 1 << 18
@@ -153,7 +160,7 @@ class PointClusterer:
         if i.shape[0] == 0:
             return i, j
         S = cov.take(i, 0) + cov.take(j, 0) + self._extent_cov
-        d2 = np.einsum("mi,mi->m", d, np.linalg.solve(S, d[..., None])[..., 0])
+        d2 = np.einsum("mi,mi->m", d, _solve(S, d))
         keep = d2 <= self.gate
         return i[keep], j[keep]
 
@@ -255,5 +262,9 @@ def _sum_rows(labels: np.ndarray, values: np.ndarray, n_clusters: int) -> np.nda
     0 as ``np.add.at`` does (the same floats; ufunc.at walks rows of rows element by element)."""
     shape = values.shape
     m = values.size // shape[0]
-    index = (labels * m)[:, None] + np.arange(m)
+    index = np.add.outer(labels * m, _ARANGE[:m] if m <= _ARANGE.shape[0] else np.arange(m))
     return np.bincount(index.ravel(), values.ravel(), n_clusters * m).reshape((n_clusters,) + shape[1:])
+
+
+_ARANGE = np.arange(9)  # _sum_rows' element offsets for rows of up to 3 x 3
+_ARANGE.flags.writeable = False

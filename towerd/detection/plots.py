@@ -306,14 +306,15 @@ class PlotConverter:
 
     def _convert_cartesian(self, plots: RadarPlots) -> Detections:
         """Sensor-frame Cartesian points (the module docstring's second form)."""
-        rows = plots.cartesian
-        s = _xyz(rows)
+        columns = _columns(plots.cartesian)  # x, y, z, radial speed, SNR
+        s = columns[:, :3]
         if not math.isfinite(float(s.sum())):  # a float64 sum of float32 values overflows never
             keep = np.isfinite(s).all(axis=1)
             n_bad = int(np.count_nonzero(~keep))
             self.dropped += n_bad
             log.debug("%s: dropped %d points without a finite position", plots.sensor, n_bad)
-            rows, s = rows[keep], s[keep]
+            columns = columns[keep]
+            s = columns[:, :3]
         x, y, z = s[:, 0], s[:, 1], s[:, 2]
         h = np.hypot(x, y)
         r = np.hypot(h, z)
@@ -334,28 +335,43 @@ class PlotConverter:
         jac[:, 0, 1], jac[:, 1, 1], jac[:, 2, 1], jac[:, 2, 2] = y, -x, 0.0, h
         pos = s @ self._rotation.T + self._position
         cov = _rotated_covariance(self._rotation, jac, self._variance)
-        rv = rows["radial_vel_mps"].astype(float)
-        return Detections.of(plots.sensor, plots.t_mono, pos, cov, rows["snr_db"].astype(float), rv, _nan(len(rv)),
+        rv = columns[:, 3]
+        return Detections.of(plots.sensor, plots.t_mono, pos, cov, columns[:, 4], rv, _nan(len(rv)),
                              np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
                              self._position.copy(), self.noise.unambiguous_speed_mps, np.ones(len(rv), dtype=bool))
 
 
-def _xyz(rows: np.ndarray) -> np.ndarray:
-    """(N, 3) float64 x, y, z of Cartesian plot rows (fields ``x_m``, ``y_m``, ``z_m``): one
-    conversion of a strided view when the three are consecutive float32 (TI's points)."""
-    fields = rows.dtype.fields
-    offset = fields["x_m"][1]
-    f4 = np.dtype("<f4")
-    if (rows.flags.c_contiguous and len(rows)
-            and all(fields[name][0] == f4 and fields[name][1] == offset + 4 * i
-                    for i, name in enumerate(("x_m", "y_m", "z_m")))):
+_COLUMNS = ("x_m", "y_m", "z_m", "radial_vel_mps", "snr_db")
+_F4 = np.dtype("<f4")
+_layout: tuple[np.dtype | None, int | None] = (None, None)
+"""The last Cartesian plot dtype seen and the offset of its x_m when its five fields are
+consecutive float32 in :data:`_COLUMNS`' order (TI's points), else None: a driver sends one
+dtype, so the test is made once (compared by identity: hashing a structured dtype costs
+more than the test)."""
+
+
+def _columns(rows: np.ndarray) -> np.ndarray:
+    """(N, 5) float64 x, y, z, radial speed, SNR of Cartesian plot rows (fields
+    :data:`_COLUMNS`): one conversion of a strided view when the five are consecutive
+    float32 (TI's points), else field by field (the same values)."""
+    global _layout
+    dtype = rows.dtype
+    known, offset = _layout
+    if dtype is not known:
+        fields = dtype.fields
+        offset = fields["x_m"][1]
+        if not all(fields[name][0] == _F4 and fields[name][1] == offset + 4 * i for i, name in enumerate(_COLUMNS)):
+            offset = None
+        _layout = (dtype, offset)
+    if offset is not None and rows.flags.c_contiguous and len(rows):
         try:
-            return np.ndarray((len(rows), 3), f4, rows, offset, (rows.dtype.itemsize, 4)).astype(float)
+            return np.ndarray((len(rows), 5), _F4, rows, offset, (dtype.itemsize, 4)).astype(float)
         except (TypeError, ValueError):  # rows that export no buffer: field by field below
             pass
-    s = np.empty((len(rows), 3))
-    s[:, 0], s[:, 1], s[:, 2] = rows["x_m"], rows["y_m"], rows["z_m"]
-    return s
+    out = np.empty((len(rows), 5))
+    for i, name in enumerate(_COLUMNS):
+        out[:, i] = rows[name]
+    return out
 
 
 def _rotated_covariance(rot: np.ndarray, jac: np.ndarray, var: np.ndarray) -> np.ndarray:

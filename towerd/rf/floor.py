@@ -192,7 +192,7 @@ class NoiseFloor:
             self.learn(power_mw, t_mono)
             return
         level = self.sweep_level(power_mw, excluded)
-        if not np.isfinite(level).any():
+        if not math.isfinite(float(level.sum())) and not np.isfinite(level).any():  # (the sum: one call, usually)
             return
         dt = 0.0 if self.t_last is None else max(0.0, float(t_mono) - self.t_last)
         w = max(-math.expm1(-dt / self.settings.time_constant_s), 1.0 / (self.updates + 1))

@@ -131,7 +131,11 @@ class HopSetDetector:
         if hops.shape[0] == 0 and self._hops.shape[0] == 0:  # nothing collected, nothing to add
             return None
         keep = self._hops[:, _T] > since
-        if hops.shape[0] or not keep.all():
+        if not hops.shape[0]:  # no new hop: only the old ones leave the window
+            if not keep.all():
+                self._hops = self._hops[keep]
+                self._memo = None
+        else:
             fine = hops["power_centre_mhz"]
             fine = np.where((fine >= hops["low_mhz"]) & (fine <= hops["high_mhz"]), fine, hops["centre_mhz"])
             # Only a hop that lit two cells or more, or one and a neighbour hop_side_db over

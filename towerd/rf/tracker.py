@@ -181,6 +181,7 @@ class BandTracker:
         s = settings
         self.hopsets = HopSetDetector(band, settings, classifier)
         self._confirm_mask = window_mask(s.confirm_window)
+        self._idle = BandStep(tracks=self.tracks, ended=NO_ROWS)  # an idle sweep's step (frozen: shared)
 
     # -- one sweep ----------------------------------------------------------------------
 
@@ -196,7 +197,10 @@ class BandTracker:
             self.hopsets.bursting(emitters, t, step_mhz)
             comb = self.hopsets.observe(emitters, t, cells=cells, step_mhz=step_mhz, pfa=pfa)
             if comb is None:
-                return BandStep(tracks=self.tracks, ended=NO_ROWS)
+                idle = self._idle
+                if idle.tracks is not self.tracks:  # the same answer while the (empty) tracks stay
+                    idle = self._idle = BandStep(tracks=self.tracks, ended=NO_ROWS)
+                return idle
             return self._finish(self._new_comb(comb, t), t, absorbed=np.zeros(1, dtype=bool))
         tr = copy_rows(self.tracks)
         hit = np.zeros(tr.shape[0], dtype=bool)
