@@ -18,20 +18,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from numpy.linalg import _umath_linalg
 
 from towerd.assignment import components
 from towerd.detection.plots import Detections
 from towerd.gates import chi2_quantile
 
 log = logging.getLogger(__name__)
-
-_solve = _umath_linalg.solve1
-"""x = S⁻¹ b for stacks of S (M, 3, 3) and b (M, 3): the LAPACK gesv kernel np.linalg.solve
-calls (the same floats), without its wrapper's checks and error-state set-up (a third of its
-cost for a frame's pairs). Linking's S is positive definite by construction (a sum of
-covariances and 2 e² I), never the singular case the wrapper turns into LinAlgError."""
-
 
 CHUNK_ELEMENTS = 1 << 18
 """Pair distances the brute-force neighbour search holds at once (rows of a block times
@@ -160,7 +152,7 @@ class PointClusterer:
         if i.shape[0] == 0:
             return i, j
         S = cov.take(i, 0) + cov.take(j, 0) + self._extent_cov
-        d2 = np.einsum("mi,mi->m", d, _solve(S, d))
+        d2 = np.einsum("mi,mi->m", d, np.linalg.solve(S, d[..., None])[..., 0])
         keep = d2 <= self.gate
         return i[keep], j[keep]
 
