@@ -90,7 +90,8 @@ class Daemon(Reloading):
         self._commit_every = self.config.outbox.commit_interval_s
         self._sensor_commits: dict[str, float] = {}  # sensor -> monotonic time its reading's records were committed
         self._last_commit = 0.0  # monotonic time of the last commit, whoever made it (see ACK_COMMIT_S)
-        self._uplinks_fresh = False  # the uplinks were polled in this pass, after its last commit
+        self._uplinks_fresh = False  # nothing for the uplinks since their last poll (see _housekeeping)
+        self._uplinks_polled_at = float("-inf")  # monotonic time of their last poll
         self._next_expire = self._next_status = self._next_watchdog = 0.0  # housekeeping timers (monotonic)
         self._watchdog_s = 0.0  # 0: no watchdog
         self._pinged_at = -1  # loop pass of the last WATCHDOG=1
@@ -235,7 +236,6 @@ class Daemon(Reloading):
         try:
             while not stop.is_set():
                 self._iterations += 1
-                self._uplinks_fresh = False
                 if self._reload_requested.is_set():
                     self._reload()
                 self._read_sensors()
@@ -246,6 +246,8 @@ class Daemon(Reloading):
                 if not replies:
                     wake_at = min(wake_at, now + RIDE_SLACK_S)
                 self._sleep(wake_at, stop, replies=replies)
+                if replies:  # a reply or a link event may have ended the sleep
+                    self._uplinks_fresh = False
         finally:
             self._shutdown()
 
@@ -259,10 +261,13 @@ class Daemon(Reloading):
             self._next_expire = now + EXPIRE_INTERVAL_S
         if self._commit_due(now):
             self._commit_records(now)
-        if not self._uplinks_fresh:  # not polled since the last commit in this pass
-            for uplink in self.uplinks:
-                uplink.poll(0)
-        if self.status_server is not None:
+        # The uplinks are polled when there may be work: rows committed, a reply, their
+        # own timers (whenever an uplink has one, its sockets are polled: _replies_wait),
+        # and at least every RIDE_SLACK_S (HEALTH's timer). A pass that only read an RF
+        # sweep (it waits for the radar frame) leaves them alone.
+        if not self._uplinks_fresh or now - self._uplinks_polled_at >= RIDE_SLACK_S:
+            self._poll_uplinks(now)
+        if self.status_server is not None and self.status_server.wanted(self._ready):
             self.status_server.poll()
         self.console.poll(self, now)
         if now >= self._next_status:
@@ -318,7 +323,6 @@ class Daemon(Reloading):
         silence is due to make them degraded (:meth:`SensorRunner.due`); their readings
         join the queue that :meth:`_drain` takes."""
         ready, now = self._ready, self.clock.monotonic()
-        self._ready = set()
         for runner in self.runners:
             fd = runner.fd
             if fd is not None and (fd in ready or now >= runner.due()):
@@ -355,9 +359,13 @@ class Daemon(Reloading):
                 if now - self._sensor_commits.get(sensor, float("-inf")) >= self._commit_every:
                     self._commit_records(now)
                     self._sensor_commits[sensor] = now
-                    for uplink in self.uplinks:
-                        uplink.poll(0)
-                    self._uplinks_fresh = True
+                    self._poll_uplinks(now)
+
+    def _poll_uplinks(self, now: float) -> None:
+        """Send what is committed and read what the centrals replied (non-blocking)."""
+        for uplink in self.uplinks:
+            uplink.poll(0)
+        self._uplinks_fresh, self._uplinks_polled_at = True, now
 
     def _identity_out(self) -> None:
         """Remote ID fusion's events (rid_mismatch, non-cooperative) and the track
