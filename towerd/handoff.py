@@ -140,12 +140,14 @@ class Handoff:
             ready = self._current_poller(polled, sockets, replies).poll(int(timeout_s * 1000) + 1)
         finally:
             self._sleeping = False
-        try:  # one read empties the pipe unless 4096 wake-ups piled up
-            while len(os.read(self._wake_r, 4096)) == 4096:
+        fds = {item for item, _ in ready if type(item) is int}
+        if self._wake_r in fds:  # one read empties the pipe unless 4096 wake-ups piled up
+            try:
+                while len(os.read(self._wake_r, 4096)) == 4096:
+                    pass
+            except BlockingIOError:
                 pass
-        except BlockingIOError:
-            pass
-        return {item for item, _ in ready if type(item) is int}
+        return fds
 
     def _current_poller(self, polled: list[Any], sockets: list[Any], replies: bool) -> zmq.Poller:
         """The poller on the wake-up pipe, ``polled`` and (with ``replies``) ``sockets``,
