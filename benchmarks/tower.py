@@ -185,15 +185,16 @@ def thread_stats(pid: int) -> dict[int, tuple[str, float, int]]:
 def by_role(before: dict[int, tuple[str, float, int]], after: dict[int, tuple[str, float, int]],
             frames: float) -> str:
     """CPU (µs) and wake-ups per radar frame of each role's threads between two
-    :func:`thread_stats` (threads that ended in between are left out)."""
+    :func:`thread_stats` (a thread started in between counts from zero; one that ended
+    in between is left out)."""
     cpu: dict[str, float] = {}
     wakes: dict[str, float] = {}
     count: dict[str, int] = {}
     for tid, (role, cpu_s, switches) in after.items():
-        if tid in before:
-            cpu[role] = cpu.get(role, 0.0) + (cpu_s - before[tid][1]) / frames * 1e6
-            wakes[role] = wakes.get(role, 0.0) + (switches - before[tid][2]) / frames
-            count[role] = count.get(role, 0) + 1
+        _, cpu0, switches0 = before.get(tid, (role, 0.0, 0))
+        cpu[role] = cpu.get(role, 0.0) + (cpu_s - cpu0) / frames * 1e6
+        wakes[role] = wakes.get(role, 0.0) + (switches - switches0) / frames
+        count[role] = count.get(role, 0) + 1
     return ", ".join(f"{role} ({count[role]}) {cpu[role]:,.0f} µs {wakes[role]:.2f} wake-ups"
                      for role in ("main", "ZeroMQ I/O", "other") if role in cpu)
 
