@@ -8,7 +8,9 @@ this process, in its own thread, and its stages' methods wrapped with a timer th
 the calling thread's CPU clock (``time.thread_time``, CLOCK_THREAD_CPUTIME_ID: CPU time,
 not wall time, so other load on the machine does not count) and charges each call to its
 stage, exclusive of any timed call nested in it. "daemon loop, other" is the rest of the
-daemon thread's and the sensor reader threads' CPU (read with ``pthread_getcpuclockid``)
+daemon thread's and the sensor reader threads' CPU (read with ``pthread_getcpuclockid``;
+since the loop reads the sensors' ports itself, a tree has reader threads only while a
+port is being opened, and the parsing is the daemon thread's)
 over the same window, less what the timers themselves cost outside the calls they time
 (measured: each outermost timed call's overhead, calibrated on an empty call, times the
 number of such calls; shown on its own row, not in the total; it was part of "daemon

@@ -163,6 +163,42 @@ def wakeups(pid: int) -> tuple[int, int]:
     return total, threads
 
 
+def thread_stats(pid: int) -> dict[int, tuple[str, float, int]]:
+    """Each thread of ``pid``: (role, CPU seconds so far, voluntary context switches so
+    far). Roles: "main" (the daemon's loop), "ZeroMQ I/O" (libzmq's own threads), "other"
+    (a sensor's thread while it opens a port, the web console's)."""
+    stats = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            stat, status = (task / "stat").read_text(), (task / "status").read_text()
+        except OSError:
+            continue  # the thread ended meanwhile
+        comm, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        fields = rest.split()
+        tid = int(task.name)
+        role = "main" if tid == pid else "ZeroMQ I/O" if comm.startswith("ZMQbg") else "other"
+        stats[tid] = (role, (int(fields[11]) + int(fields[12])) / CLK_TCK,
+                      int(status.split("voluntary_ctxt_switches:", 1)[1].split()[0]))
+    return stats
+
+
+def by_role(before: dict[int, tuple[str, float, int]], after: dict[int, tuple[str, float, int]],
+            frames: float) -> str:
+    """CPU (µs) and wake-ups per radar frame of each role's threads between two
+    :func:`thread_stats` (a thread started in between counts from zero; one that ended
+    in between is left out)."""
+    cpu: dict[str, float] = {}
+    wakes: dict[str, float] = {}
+    count: dict[str, int] = {}
+    for tid, (role, cpu_s, switches) in after.items():
+        _, cpu0, switches0 = before.get(tid, (role, 0.0, 0))
+        cpu[role] = cpu.get(role, 0.0) + (cpu_s - cpu0) / frames * 1e6
+        wakes[role] = wakes.get(role, 0.0) + (switches - switches0) / frames
+        count[role] = count.get(role, 0) + 1
+    return ", ".join(f"{role} ({count[role]}) {cpu[role]:,.0f} µs {wakes[role]:.2f} wake-ups"
+                     for role in ("main", "ZeroMQ I/O", "other") if role in cpu)
+
+
 def config(pty_path: str, endpoint: str, state: Path, rf_path: str) -> str:
     return f"""\
 version: 1
@@ -256,6 +292,9 @@ class ReferenceTower:
     def wakeups(self) -> tuple[float, float]:
         return wakeups(self.tower.daemon.pid) if self.tower is not None else (float("nan"), float("nan"))
 
+    def thread_stats(self) -> dict[int, tuple[str, float, int]]:
+        return thread_stats(self.tower.daemon.pid) if self.tower is not None else {}
+
     def frames_sent(self) -> float:
         return self.tower.emulator.frames_sent if self.tower is not None else float("nan")
 
@@ -310,12 +349,14 @@ def run(quick: bool) -> Section:
             time.sleep(warmup)  # benchmark: let tracks confirm before measuring
             load0 = Path("/proc/loadavg").read_text().split()[:3]
             ref_cpu0, (ref_wake0, _), ref_frames0 = ref.cpu_seconds(), ref.wakeups(), ref.frames_sent()
+            ref_threads0, threads0 = ref.thread_stats(), thread_stats(daemon.pid)
             (wake0, _), cpu0, wall0 = wakeups(daemon.pid), cpu_seconds(daemon.pid), time.monotonic()
             up0, down0, recs0 = relay.up, relay.down, central.store.count_tracks()
             points0, sweeps0 = emulator.frames_sent, rf_emulator.sweeps_sent
             time.sleep(duration)
             cpu1, wall1 = cpu_seconds(daemon.pid), time.monotonic()
             wake1, threads = wakeups(daemon.pid)
+            threads1, ref_threads1 = thread_stats(daemon.pid), ref.thread_stats()
             ref_cpu1, ref_rss = ref.cpu_seconds(), ref.rss_mib()
             (ref_wake1, ref_threads), ref_frames = ref.wakeups(), ref.frames_sent() - ref_frames0
             load1 = Path("/proc/loadavg").read_text().split()[:3]
@@ -360,6 +401,14 @@ def run(quick: bool) -> Section:
                note="voluntary context switches of all the daemon's threads (/proc/PID/task/*/status) over "
                     "the window, per radar frame: each is a thread going to sleep (a poll, a select, a disk "
                     "sync, a wait for the GIL) to be woken again; an RF sweep arrives with each frame"),
+        Figure("daemon CPU per radar frame, by thread", 1e6 * (cpu1 - cpu0) / max(frames, 1), "µs",
+               reference=by_role(threads0, threads1, max(frames, 1)) + (
+                   f"; {ReferenceTower.COMMIT} at the same time: {by_role(ref_threads0, ref_threads1, ref_frames)}"
+                   if ref_frames == ref_frames and ref_frames > 0 else ""),
+               note="per role (number of threads): CPU (utime + stime, /proc/PID/task/*/stat, in clock ticks of "
+                    f"{1e3 / CLK_TCK:.0f} ms) and voluntary context switches per radar frame over the window; "
+                    "the main thread reads the sensors' ports itself (a sensor's thread only opens its port), "
+                    "so the threads that read them in older trees show as \"other\""),
         Figure("daemon resident memory", rss, "MiB", reference=f"peak {peak:.1f} MiB; goal < 100 MB"),
         Figure("end-to-end latency, median", float(np.median(lat)) if len(lat) else float("nan"), "ms",
                reference="frame's last byte read -> central's ACK sent, loopback"),

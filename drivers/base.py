@@ -113,6 +113,13 @@ class SensorDriver(abc.ABC):
     def is_open(self) -> bool:
         return self._port is not None
 
+    def fileno(self) -> int | None:
+        """The descriptor a caller's own poll can wait on before :meth:`read_ready` (a
+        POSIX serial port or pty); None when the port is closed or has none (pyserial's
+        loop://, rfc2217://...: those are read with :meth:`read`)."""
+        port = self._port
+        return None if port is None else _fileno(port)
+
     def open(self) -> None:
         """Open the data port and configure the device; no-op when already open."""
         with self._lock:
@@ -154,7 +161,29 @@ class SensorDriver(abc.ABC):
         except (serial.SerialException, OSError, TypeError, AttributeError, ValueError) as exc:
             # pyserial raises TypeError/AttributeError when the fd is closed concurrently.
             raise DriverIOError(f"sensor {self.name}: read failed: {exc}") from exc
-        t_mono = self.clock.monotonic()
+        return self._take(data, self.clock.monotonic())
+
+    def read_ready(self, readable: bool = True) -> list[Any]:
+        """:meth:`read` without the wait, for a caller that polls :meth:`fileno` itself
+        (the daemon's loop, one wake-up for all its sensors): with ``readable`` (the poll
+        said so) all that the descriptor holds, else nothing; in both cases what time
+        completes (:meth:`poll`; the caller comes back :meth:`wait_s` after the last read
+        for it). Raises DriverIOError as :meth:`read` does."""
+        port = self._port
+        if port is None:
+            raise DriverIOError(f"sensor {self.name}: port is not open")
+        data = b""
+        if readable:
+            try:
+                fd = _fileno(port)
+                data = _read_ready(fd) if fd is not None else b""
+            except (serial.SerialException, OSError, TypeError, ValueError) as exc:
+                raise DriverIOError(f"sensor {self.name}: read failed: {exc}") from exc
+        return self._take(data, self.clock.monotonic())
+
+    def _take(self, data: bytes, t_mono: float) -> list[Any]:
+        """The readings ``data`` (read at ``t_mono``; may be empty) and the passage of time
+        complete, after the counters and the raw sink saw the bytes."""
         if not data:
             return self.poll(t_mono)
         self.counters.bytes_in += len(data)

@@ -1,7 +1,8 @@
-"""The hand-off from the sensor threads to the daemon's loop (towerd.handoff): a radar
+"""The hand-off from the sensors' reads to the daemon's loop (towerd.handoff): a radar
 frame wakes the sleeping loop at once; an RF sweep rides on the loop's next wake-up
-unless that is more than RIDE_SLACK_S away; radar frames are processed before the sweeps
-taken with them."""
+unless that is more than RIDE_SLACK_S away, and is processed with the next radar frame
+or once it has waited RIDE_SLACK_S; radar frames are processed before the sweeps taken
+with them."""
 
 from __future__ import annotations
 
@@ -65,6 +66,27 @@ def test_radar_frames_are_taken_first_each_kind_in_order(handoff):
     assert [r.frame_number for r in taken[:2]] == [1, 2]
     assert [r.sweep_number for r in taken[2:]] == [1, 2, 3]
     assert handoff.take_readings() == []
+
+
+def test_a_sweep_alone_waits_for_a_radar_frame_or_its_slack():
+    now = [100.0]
+    h = Handoff(lambda: now[0])
+    try:
+        h.put_reading(sweep(1))
+        now[0] += RIDE_SLACK_S / 2
+        h.put_reading(sweep(2))
+        assert h.take_readings() == []  # read, queued: its processing waits for a radar frame
+        h.put_reading(radar(1))
+        assert [type(r).__name__ for r in h.take_readings()] == ["RadarPlots", "Spectrum", "Spectrum"]
+        h.put_reading(sweep(3))
+        now[0] += RIDE_SLACK_S / 2
+        assert h.take_readings() == []
+        now[0] += RIDE_SLACK_S / 2  # no radar frame came: it has waited long enough
+        assert [r.sweep_number for r in h.take_readings()] == [3]
+        h.put_reading(sweep(4))
+        assert [r.sweep_number for r in h.take_readings(everything=True)] == [4]  # stopping
+    finally:
+        h.close()
 
 
 def test_a_full_queue_refuses_and_counts(handoff):

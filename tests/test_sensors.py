@@ -1,10 +1,14 @@
 """SensorRunner over a real pty: a missing port is retried, a port that appears comes
-up, an unplug (the pty vanishing) is noticed and reopened, silence is 'degraded'."""
+up, an unplug (the pty vanishing) is noticed and reopened, silence is 'degraded'; the
+same whether the runner's thread reads the port or a caller's loop does (``in_loop``,
+as the daemon's)."""
 
 from __future__ import annotations
 
 import os
 import queue
+import select
+import threading
 
 import numpy as np
 import pytest
@@ -37,15 +41,62 @@ class Recorder:
             pytest.fail("no reading within the deadline")
 
 
-@pytest.fixture
-def runner_on_link(tmp_path):
-    """A runner whose port is a symlink the test can point at a pty, or remove."""
+class Loop:
+    """A caller's loop as the daemon's (``in_loop``): waits on the runner's descriptor
+    until its due time, then reads what is ready, in a thread of its own."""
+
+    def __init__(self, runner: SensorRunner) -> None:
+        self.runner = runner
+        self.stop = threading.Event()
+        self.wake_r, self.wake_w = os.pipe()  # the runner's events (port handed over) end a wait
+        self.thread = threading.Thread(target=self._run, name="test-loop")
+        self.thread.start()
+
+    def _run(self) -> None:
+        runner = self.runner
+        while not self.stop.is_set():
+            fd = runner.fd
+            timeout_s = min(0.05, max(0.0, runner.due() - runner.clock.monotonic()))
+            try:
+                ready = select.select([self.wake_r] + ([fd] if fd is not None else []), [], [], timeout_s)[0]
+            except (OSError, ValueError):  # the descriptor was closed under the wait (stop)
+                continue
+            if self.wake_r in ready:
+                os.read(self.wake_r, 4096)
+            if fd is not None and runner.fd == fd and (fd in ready or runner.clock.monotonic() >= runner.due()):
+                runner.read_ready(fd in ready)
+
+    def close(self) -> None:
+        self.stop.set()
+        os.write(self.wake_w, b"\0")
+        self.thread.join(5)
+        assert not self.thread.is_alive()
+        os.close(self.wake_r)
+        os.close(self.wake_w)
+
+
+@pytest.fixture(params=[False, True], ids=["thread-reads", "loop-reads"])
+def runner_on_link(request, tmp_path):
+    """A runner whose port is a symlink the test can point at a pty, or remove; read by
+    its thread, or by a loop of the test's (``in_loop``)."""
     link = tmp_path / "radar0-data"
     rec = Recorder()
     driver = TiMmwaveDriver("radar0", TiMmwaveSettings(port=str(link)))
-    runner = SensorRunner(driver, rec.readings.put, rec.events.put, degraded_after_s=0.5, reconnect_max_s=0.2)
+    loop: Loop | None = None
+
+    def on_event(event):
+        rec.events.put(event)
+        if loop is not None:
+            os.write(loop.wake_w, b"\0")
+
+    runner = SensorRunner(driver, rec.readings.put, on_event, degraded_after_s=0.5, reconnect_max_s=0.2,
+                          in_loop=request.param)
     runner.backoff_initial_s = 0.05
+    if request.param:
+        loop = Loop(runner)
     yield runner, link, rec
+    if loop is not None:
+        loop.close()
     runner.stop()
 
 
@@ -63,6 +114,10 @@ def test_missing_port_then_plugged_unplugged_replugged(runner_on_link):
     try:
         os.symlink(pty.path, link)  # the technician plugs the radar in
         assert rec.next_event().code == "sensor.up"
+        if runner.in_loop:  # the port went to the loop; the opening thread ends
+            assert runner.fd is not None
+            runner._thread.join(5)
+            assert not runner._thread.is_alive()
         emulator.start(pty)
         reading = rec.next_reading()
         assert isinstance(reading, RadarPlots) and reading.sensor == "radar0"
@@ -81,6 +136,7 @@ def test_missing_port_then_plugged_unplugged_replugged(runner_on_link):
     ev = rec.next_event()
     assert ev.code == "sensor.down"
     assert runner.state is SensorState.DOWN
+    assert runner.fd is None  # back to a thread, which reopens the port
 
     pty2 = PtyPair.open()
     emulator2 = TiMmwaveEmulator(scenario, boresight_azimuth_deg=0.0, position_enu_m=(0.0, 0.0, 10.0),

@@ -1,15 +1,19 @@
 """The daemon: wires sensors, pipeline, outbox and uplinks, and runs the main loop.
 
-Threads: one reader per sensor (:mod:`towerd.sensors`) hands readings to a bounded
-queue; everything else runs in the main loop, single-threaded: detection, tracking,
-report building, outbox writes and commits, uplink I/O. A full queue (the loop falling
-behind) drops the newest reading and counts it; nothing is dropped silently. The web
+Threads: the main loop reads the sensors' ports itself, gpsd style: a sensor's thread
+(:mod:`towerd.sensors`) only opens its port, with backoff, and hands it to the loop,
+which polls it beside its other descriptors (a port without a descriptor keeps a reader
+thread). Readings go through a bounded queue (:mod:`towerd.handoff`); everything runs in
+the main loop, single-threaded: reading, detection, tracking, report building, outbox
+writes and commits, uplink I/O, so a radar frame costs one wake-up of one thread. A full
+queue (the loop falling behind) drops the newest reading and counts it; nothing is
+dropped silently. The web
 console (:mod:`towerd.web`) serves from its own threads; the loop hands it snapshots
 only while a console is open.
 
-The loop sleeps in one ``zmq.Poller`` on everything that can give it work: a wake-up
-pipe the sensor threads (and signals) write to, the uplinks' sockets and the status
-socket, with a timeout to its next timer (:mod:`towerd.handoff`). An idle tower costs
+The loop sleeps in one ``zmq.Poller`` on everything that can give it work: the sensors'
+ports, a wake-up pipe the sensor threads (and signals) write to, the uplinks' sockets
+and the status socket, with a timeout to its next timer (:mod:`towerd.handoff`). An idle tower costs
 next to nothing and a radar frame is processed the moment it is read; what can wait (an
 RF sweep, a central's reply, housekeeping timers) waits for that wake-up instead of
 costing one of its own.
@@ -86,11 +90,13 @@ class Daemon(Reloading):
         self._commit_every = self.config.outbox.commit_interval_s
         self._sensor_commits: dict[str, float] = {}  # sensor -> monotonic time its reading's records were committed
         self._last_commit = 0.0  # monotonic time of the last commit, whoever made it (see ACK_COMMIT_S)
-        self._uplinks_fresh = False  # the uplinks were polled in this pass, after its last commit
+        self._uplinks_fresh = False  # nothing for the uplinks since their last poll (see _housekeeping)
+        self._uplinks_polled_at = float("-inf")  # monotonic time of their last poll
         self._next_expire = self._next_status = self._next_watchdog = 0.0  # housekeeping timers (monotonic)
         self._watchdog_s = 0.0  # 0: no watchdog
         self._pinged_at = -1  # loop pass of the last WATCHDOG=1
         self._last_reading = float("-inf")  # monotonic time a reading was last drained
+        self._ready: set[int] = set()  # descriptors the last sleep found ready (sensors' ports among them)
 
     # -- wiring -------------------------------------------------------------------
 
@@ -116,6 +122,7 @@ class Daemon(Reloading):
         return SensorRunner(
             driver, self._on_reading, self._on_event,
             degraded_after_s=sensor.degraded_after_s, reconnect_max_s=sensor.reconnect_max_s, clock=self.clock,
+            in_loop=True,
         )
 
     def _make_uplink(self, central: Any) -> UplinkClient:
@@ -137,7 +144,7 @@ class Daemon(Reloading):
         self._handoff.wake()
 
     def _on_event(self, event: SensorEvent) -> None:
-        """Called from sensor threads."""
+        """Called from sensor threads, or from the loop when it reads a port."""
         self._handoff.put_event(event)
 
     @property
@@ -146,7 +153,8 @@ class Daemon(Reloading):
         return self._handoff.dropped
 
     def _on_reading(self, reading: Any) -> None:
-        """Called from sensor threads (see :meth:`Handoff.put_reading`)."""
+        """Called by whoever read the port: the loop (:meth:`_read_sensors`) or a sensor's
+        thread (see :meth:`Handoff.put_reading`)."""
         if not self._handoff.put_reading(reading):
             if self.dropped_readings in (1, 10, 100) or self.dropped_readings % 1000 == 0:
                 log.warning("processing is behind: %d readings dropped so far", self.dropped_readings)
@@ -228,9 +236,9 @@ class Daemon(Reloading):
         try:
             while not stop.is_set():
                 self._iterations += 1
-                self._uplinks_fresh = False
                 if self._reload_requested.is_set():
                     self._reload()
+                self._read_sensors()
                 self._drain()
                 now = self.clock.monotonic()
                 self._housekeeping(now)
@@ -238,6 +246,8 @@ class Daemon(Reloading):
                 if not replies:
                     wake_at = min(wake_at, now + RIDE_SLACK_S)
                 self._sleep(wake_at, stop, replies=replies)
+                if replies:  # a reply or a link event may have ended the sleep
+                    self._uplinks_fresh = False
         finally:
             self._shutdown()
 
@@ -251,10 +261,13 @@ class Daemon(Reloading):
             self._next_expire = now + EXPIRE_INTERVAL_S
         if self._commit_due(now):
             self._commit_records(now)
-        if not self._uplinks_fresh:  # not polled since the last commit in this pass
-            for uplink in self.uplinks:
-                uplink.poll(0)
-        if self.status_server is not None:
+        # The uplinks are polled when there may be work: rows committed, a reply, their
+        # own timers (whenever an uplink has one, its sockets are polled: _replies_wait),
+        # and at least every RIDE_SLACK_S (HEALTH's timer). A pass that only read an RF
+        # sweep (it waits for the radar frame) leaves them alone.
+        if not self._uplinks_fresh or now - self._uplinks_polled_at >= RIDE_SLACK_S:
+            self._poll_uplinks(now)
+        if self.status_server is not None and self.status_server.wanted(self._ready):
             self.status_server.poll()
         self.console.poll(self, now)
         if now >= self._next_status:
@@ -280,6 +293,7 @@ class Daemon(Reloading):
         if self._watchdog_s:
             timers.append(self._next_watchdog + min(slack, self._watchdog_s / 4.0))
         timers += [now + u.next_timer_s() for u in self.uplinks]
+        timers += [r.due() for r in self.runners]
         console_due = self.console.next_timer()
         if console_due is not None:
             timers.append(console_due)
@@ -299,15 +313,28 @@ class Daemon(Reloading):
         reply on an uplink (unless ``replies`` is false), a status client."""
         sockets = [sock for uplink in self.uplinks for sock in uplink.pollables()]
         polled = self.status_server.filenos() if self.status_server is not None else []
-        self._handoff.sleep(wake_at, polled, sockets, replies=replies,
-                            awake=lambda: stop.is_set() or self._reload_requested.is_set())
+        polled += [r.fd for r in self.runners if r.fd is not None]
+        self._ready = self._handoff.sleep(wake_at, polled, sockets, replies=replies,
+                                          awake=lambda: stop.is_set() or self._reload_requested.is_set())
 
-    def _drain(self) -> None:
-        """Process what the sensor threads have handed over: at most a full queue per pass,
+    def _read_sensors(self) -> None:
+        """Read the sensors' ports the last sleep found ready, and those whose driver is
+        due a read without bytes (a held frame's release, a scan plan's timer) or whose
+        silence is due to make them degraded (:meth:`SensorRunner.due`); their readings
+        join the queue that :meth:`_drain` takes."""
+        ready, now = self._ready, self.clock.monotonic()
+        for runner in self.runners:
+            fd = runner.fd
+            if fd is not None and (fd in ready or now >= runner.due()):
+                runner.read_ready(fd in ready)
+
+    def _drain(self, *, everything: bool = False) -> None:
+        """Process what the sensors' reads have queued: at most a full queue per pass,
         so readings arriving faster than they are processed cannot keep the loop from a
         stop, commits and the uplinks (the full queue drops and counts the excess); radar
         frames first. The loop does not sleep while a radar frame waits; an RF sweep waits
-        at most RIDE_SLACK_S for a wake-up (:mod:`towerd.handoff`)."""
+        for the next radar frame, at most RIDE_SLACK_S (:mod:`towerd.handoff`), unless
+        ``everything`` (stopping)."""
         for event in self._handoff.take_events():
             self._event(event.code, event.severity, event.message, sensor=event.sensor)
         receivers = [r for r in self.runners if r.driver.kind == "remoteid"]
@@ -316,7 +343,7 @@ class Daemon(Reloading):
             now = self.clock.monotonic()
             self.pipeline.set_receivers({r.name: None if r.state is SensorState.DOWN else r.driver.silent_s(now)
                                          for r in receivers})
-        for reading in self._handoff.take_readings():
+        for reading in self._handoff.take_readings(everything=everything):
             self._last_reading = self.clock.monotonic()
             stored = self._store(self.pipeline.process(reading))
             self.console.note(reading, self.pipeline)
@@ -332,9 +359,13 @@ class Daemon(Reloading):
                 if now - self._sensor_commits.get(sensor, float("-inf")) >= self._commit_every:
                     self._commit_records(now)
                     self._sensor_commits[sensor] = now
-                    for uplink in self.uplinks:
-                        uplink.poll(0)
-                    self._uplinks_fresh = True
+                    self._poll_uplinks(now)
+
+    def _poll_uplinks(self, now: float) -> None:
+        """Send what is committed and read what the centrals replied (non-blocking)."""
+        for uplink in self.uplinks:
+            uplink.poll(0)
+        self._uplinks_fresh, self._uplinks_polled_at = True, now
 
     def _identity_out(self) -> None:
         """Remote ID fusion's events (rid_mismatch, non-cooperative) and the track
@@ -423,7 +454,7 @@ class Daemon(Reloading):
         # the uplinks, the status socket and above all the outbox are closed.
         try:
             if outbox is not None:
-                self._drain()
+                self._drain(everything=True)
                 self._store(self.pipeline.end_all(self.clock.monotonic()))
                 self._event("daemon.stopping", "info", "towerd stopping")
                 self._commit()

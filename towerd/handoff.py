@@ -1,8 +1,10 @@
-"""The hand-off between the sensor threads and the daemon's loop, and the loop's sleep.
+"""The hand-off between the sensors' reads and the daemon's loop, and the loop's sleep.
 
-Reader threads hand readings and sensor events over here; the loop takes them and
-sleeps in one ``zmq.Poller`` on a wake-up pipe (which the sensor threads and signals
-write to), the status socket and, unless told otherwise, the uplinks' sockets.
+Readings and sensor events are queued here, by the loop itself when it reads a port
+(the usual case, see :mod:`towerd.sensors`) or by a sensor's thread (one that opens a
+port, or reads one without a descriptor); the loop takes them and sleeps in one
+``zmq.Poller`` on the sensors' ports, a wake-up pipe (which the sensor threads and
+signals write to), the status socket and, unless told otherwise, the uplinks' sockets.
 
 Every wake-up costs a thread switch and, on the tower's small CPU, more than the Python
 around it, so the loop is woken only for what cannot wait:
@@ -10,8 +12,10 @@ around it, so the loop is woken only for what cannot wait:
 - a radar frame wakes it at once (its records are what the end-to-end latency goal is
   about); a *riding* reading (:data:`RIDING_READINGS`: an RF sweep, ten a second, whose
   records are RF-only tracks reported at most once a second) does not: it is processed
-  at the loop's next wake-up, after the radar frames taken with it, and wakes the loop
-  itself only if that wake-up is planned more than :data:`RIDE_SLACK_S` away;
+  with the next radar frame, after it, or once it has waited :data:`RIDE_SLACK_S`, and
+  wakes the loop itself only if that wake-up is planned more than RIDE_SLACK_S away. The
+  loop reads a sweep when it comes (so its time is true), but leaves it queued: its
+  processing joins the radar frame's burst of work instead of making one of its own;
 - a central's reply can be left out of the sleep (the daemon decides when:
   :meth:`towerd.daemon.Daemon._replies_wait`);
 - the wake-up pipe is written only while the loop sleeps, or is about to: the flag is
@@ -51,6 +55,7 @@ class Handoff:
         self.events: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.dropped = 0  # readings refused because the queue was full
         self._urgent = False  # a reading that wakes the loop was queued since the last take
+        self._riding_since: float | None = None  # monotonic time the oldest riding reading queued came
         self._sleeping = False  # the loop is in (or about to enter) its poll
         self._wake_at = float("inf")  # monotonic time the sleeping loop will wake by itself
         self._poller: zmq.Poller | None = None
@@ -83,17 +88,28 @@ class Handoff:
             self._urgent = True
             if self._sleeping:
                 self.wake()
-        elif self._sleeping and self._wake_at > self._monotonic() + RIDE_SLACK_S:
+            return True
+        now = self._monotonic()
+        if self._riding_since is None:
+            self._riding_since = now
+        if self._sleeping and self._wake_at > now + RIDE_SLACK_S:
             self.wake()
         return True
 
     # -- the loop -----------------------------------------------------------------------
 
-    def take_readings(self) -> list[Any]:
+    def take_readings(self, *, everything: bool = False) -> list[Any]:
         """What is queued (at most a full queue), the readings that wake the loop first,
         each kind in the order read (a riding reading waits for the radar frames taken
-        with it, not the other way round)."""
+        with it, not the other way round); nothing while only riding readings younger
+        than RIDE_SLACK_S are queued (they wait for a radar frame), unless
+        ``everything``."""
+        riding_since = self._riding_since
+        if not (self._urgent or everything or riding_since is None) and \
+                self._monotonic() - riding_since < RIDE_SLACK_S and len(self.readings) < QUEUE_MAX_READINGS:
+            return []
         self._urgent = False
+        self._riding_since = None
         readings = self.readings
         taken = [readings.popleft() for _ in range(min(len(readings), QUEUE_MAX_READINGS))]
         if len(taken) > 1:
@@ -107,26 +123,31 @@ class Handoff:
         return events
 
     def sleep(self, wake_at: float, polled: list[Any], sockets: list[Any], *, replies: bool = True,
-              awake: Callable[[], bool] = lambda: False) -> None:
+              awake: Callable[[], bool] = lambda: False) -> set[int]:
         """Wait until ``wake_at`` (monotonic) for the wake-up pipe, the descriptors of
         ``polled`` and (with ``replies``) the ZeroMQ ``sockets``; not at all when a
-        reading that wakes the loop is queued or ``awake()`` says so."""
+        reading that wakes the loop is queued or ``awake()`` says so. Returns the
+        descriptors (ints) of ``polled`` found ready."""
         self._wake_at = wake_at
         self._sleeping = True  # before looking at the queue: see put_reading
         try:
             if self._urgent or awake():
-                return
-            if self.readings:  # riding readings that came while the loop was busy
-                wake_at = self._wake_at = min(wake_at, self._monotonic() + RIDE_SLACK_S)
+                return set()
+            if self.readings:  # riding readings wait at most RIDE_SLACK_S
+                since = self._riding_since
+                wake_at = self._wake_at = min(wake_at, (self._monotonic() if since is None else since) + RIDE_SLACK_S)
             timeout_s = max(0.0, wake_at - self._monotonic())
-            self._current_poller(polled, sockets, replies).poll(int(timeout_s * 1000) + 1)
+            ready = self._current_poller(polled, sockets, replies).poll(int(timeout_s * 1000) + 1)
         finally:
             self._sleeping = False
-        try:  # one read empties the pipe unless 4096 wake-ups piled up
-            while len(os.read(self._wake_r, 4096)) == 4096:
+        fds = {item for item, _ in ready if type(item) is int}
+        if self._wake_r in fds:  # one read empties the pipe unless 4096 wake-ups piled up
+            try:
+                while len(os.read(self._wake_r, 4096)) == 4096:
+                    pass
+            except BlockingIOError:
                 pass
-        except BlockingIOError:
-            pass
+        return fds
 
     def _current_poller(self, polled: list[Any], sockets: list[Any], replies: bool) -> zmq.Poller:
         """The poller on the wake-up pipe, ``polled`` and (with ``replies``) ``sockets``,

@@ -6,6 +6,18 @@ exponential backoff and jitter; a read error (unplug, EIO) closes the port and s
 over; a port that stays open but sends nothing for ``degraded_after_s`` is
 ``degraded``. Each change of state is handed to ``on_event`` once, as the ICD's
 ``sensor.down`` / ``sensor.up`` / ``sensor.degraded`` events.
+
+Who reads the open port: the runner's thread (:meth:`SensorRunner.start`), or, with
+``in_loop``, the caller's own loop, gpsd style: the thread then only opens the port
+(with its backoff and the device's configuration, which may take seconds) and ends; the
+loop polls :attr:`SensorRunner.fd` beside its other descriptors and calls
+:meth:`SensorRunner.read_ready` when it is readable or :meth:`SensorRunner.due` has
+come. One wake-up of one thread then reads, decodes and processes a radar frame: a
+reader thread's wake-up, its hand-off through the wake-up pipe and the GIL passed
+between two threads cost more than the reading itself on a tower's small CPU, all the
+more as each wake-up after 0.1 s idle runs on cold caches. A port without a descriptor
+(loop://, rfc2217://) is read by the thread as before. A read error hands the port back
+to a new thread, which reopens it with the same backoff.
 """
 
 from __future__ import annotations
@@ -51,7 +63,7 @@ ERROR_WINDOW_S = 60.0
 class ErrorTrend:
     """How much the error counters rose over the last ``window_s``: a total since start
     hides whether a sensor is losing bytes now or lost a few an hour ago. Sampled at most
-    once per ``every_s`` by the reader thread; read from any thread (deque appends and
+    once per ``every_s`` by whoever reads the port; read from any thread (deque appends and
     copies are atomic)."""
 
     def __init__(self, window_s: float = ERROR_WINDOW_S, every_s: float = 1.0) -> None:
@@ -100,8 +112,17 @@ class SensorRunner:
         reconnect_max_s: float = 30.0,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        in_loop: bool = False,
     ) -> None:
         self.driver = driver
+        self.in_loop = in_loop
+        """The caller's loop reads the open port (see the module docstring)."""
+        self.fd: int | None = None
+        """The descriptor the loop polls while it reads the port (``in_loop``), else None."""
+        self._due = float("inf")  # monotonic time the loop calls read_ready(False) by (driver.wait_s)
+        self._last_data = 0.0  # monotonic time of the last readings
+        self._synced = False  # a whole frame came since the port opened
+        self._opened_before = False  # the port was open once (a later open is a reconnect)
         self._sink = sink
         self._on_event = on_event
         self.degraded_after_s = degraded_after_s
@@ -121,6 +142,7 @@ class SensorRunner:
         return self.driver.name
 
     def start(self) -> None:
+        """Open (and, unless the loop reads it, read) the port in a thread of its own."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name=f"sensor-{self.name}", daemon=True)
             self._thread.start()
@@ -128,6 +150,7 @@ class SensorRunner:
     def stop(self, timeout_s: float = 5.0) -> None:
         """Stop the thread and close the port; idempotent."""
         self._stop.set()
+        self.fd = None
         self.driver.close()  # unblocks a read in progress
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -177,9 +200,6 @@ class SensorRunner:
 
     def _run(self) -> None:
         backoff = self.backoff_initial_s
-        opened_before = False
-        synced = False
-        last_data = self.clock.monotonic()
         while not self._stop.is_set():
             if not self.driver.is_open:
                 try:
@@ -190,35 +210,83 @@ class SensorRunner:
                     self._stop.wait(backoff * self._rng.uniform(0.8, 1.2))
                     backoff = min(backoff * 2.0, self.reconnect_max_s)
                     continue
-                if opened_before:
+                if self._opened_before:
                     self.driver.counters.reconnects += 1
-                opened_before = True
+                self._opened_before = True
                 backoff = self.backoff_initial_s
-                last_data = self.clock.monotonic()
-                synced = False  # no whole frame since the port opened
+                self._last_data = now = self.clock.monotonic()
+                self._synced = False  # no whole frame since the port opened
                 self.last_error = ""
+                fd = self.driver.fileno() if self.in_loop else None
+                if fd is not None:  # the loop reads it from now on; the event below wakes it
+                    self._due = now + self.driver.wait_s(now)
+                    self.fd = fd
+                    self._set_state(SensorState.OK, "info", f"up on {self.driver.settings.port}")
+                    return
                 self._set_state(SensorState.OK, "info", f"up on {self.driver.settings.port}")
             try:
                 readings = self.driver.read()
             except DriverError as exc:
-                self.driver.close()
-                if self._stop.is_set():
+                if self._read_failed(exc):
                     break
-                self.last_error = str(exc)
-                self._set_state(SensorState.DOWN, "error", f"down: {exc}; reopening")
                 continue
-            now = self.clock.monotonic()
-            if readings and not synced:
-                self.errors.rebase(now, self.driver.counters)
-                synced = True
-            self.errors.sample(now, self.driver.counters)
-            if readings:
-                last_data = now
-                for reading in readings:
-                    self._reading_times.append(now)
-                    self._sink(reading)
-                if self.state is SensorState.DEGRADED:
-                    self._set_state(SensorState.OK, "info", "data flowing again")
-            elif now - last_data > self.degraded_after_s and self.state is SensorState.OK:
-                self.last_error = f"no data for {now - last_data:.1f} s"
-                self._set_state(SensorState.DEGRADED, "warning", f"degraded: {self.last_error}")
+            self._took(readings, self.clock.monotonic())
+
+    def _read_failed(self, exc: DriverError) -> bool:
+        """Close the port after a read error and say so; True when stopping anyway."""
+        self.driver.close()
+        if self._stop.is_set():
+            return True
+        self.last_error = str(exc)
+        self._set_state(SensorState.DOWN, "error", f"down: {exc}; reopening")
+        return False
+
+    def _took(self, readings: list[Any], now: float) -> None:
+        """After a read at ``now`` (with or without readings): the error trend, the
+        readings to the sink, and the state (degraded after silence, ok again)."""
+        if readings and not self._synced:
+            self.errors.rebase(now, self.driver.counters)
+            self._synced = True
+        self.errors.sample(now, self.driver.counters)
+        if readings:
+            self._last_data = now
+            for reading in readings:
+                self._reading_times.append(now)
+                self._sink(reading)
+            if self.state is SensorState.DEGRADED:
+                self._set_state(SensorState.OK, "info", "data flowing again")
+        elif now - self._last_data > self.degraded_after_s and self.state is SensorState.OK:
+            self.last_error = f"no data for {now - self._last_data:.1f} s"
+            self._set_state(SensorState.DEGRADED, "warning", f"degraded: {self.last_error}")
+
+    # -- the caller's loop (in_loop) ------------------------------------------------------
+
+    def due(self) -> float:
+        """Monotonic time by which the loop calls :meth:`read_ready` even if :attr:`fd`
+        stays quiet: when the driver's :meth:`~SensorDriver.poll` may release something
+        (:meth:`~SensorDriver.wait_s` after the last read) or silence makes the sensor
+        degraded; infinity while the loop does not read the port."""
+        if self.fd is None:
+            return float("inf")
+        if self.state is SensorState.OK:
+            return min(self._due, self._last_data + self.degraded_after_s)
+        return self._due
+
+    def read_ready(self, readable: bool) -> None:
+        """Read what :attr:`fd` holds (``readable``: the loop's poll said so) and hand the
+        readings to the sink, in the loop's thread; after a read error the port goes back
+        to a new thread, which reopens it."""
+        try:
+            readings = self.driver.read_ready(readable)
+        except DriverError as exc:
+            self.fd, self._due = None, float("inf")
+            if self._read_failed(exc):
+                return
+            if self._thread is not None:
+                self._thread.join(1.0)  # the opener, ending: it returned right after handing over
+            self._thread = None
+            self.start()
+            return
+        now = self.clock.monotonic()
+        self._due = now + self.driver.wait_s(now)
+        self._took(readings, now)

@@ -74,6 +74,12 @@ class StatusServer:
         """File descriptors to wait on: the listening socket and clients mid-request."""
         return [self._sock.fileno(), *(c.fileno() for c in self._clients)]
 
+    def wanted(self, ready: set[int]) -> bool:
+        """Whether :meth:`poll` has work: the listening socket is among the descriptors
+        ``ready`` (a poll found them readable), or clients are mid-request (their data or
+        their deadline)."""
+        return bool(self._clients) or self._sock.fileno() in ready
+
     def poll(self) -> None:
         """Accept, read and answer without blocking."""
         now = time.monotonic()

@@ -167,12 +167,12 @@ class RfExplorerDriver(SensorDriver):
 
     # ------------------------------------------------------------------ reading
 
-    def read(self) -> list[Any]:
-        """Read and decode as the base class does, then run the scan plan's timers and
-        send what they queued."""
+    def _take(self, data: bytes, t_mono: float) -> list[Any]:
+        """Decode as the base class does (after :meth:`read` or :meth:`read_ready`), then
+        run the scan plan's timers and send what they queued."""
         readings: list[Any] = self._early
         self._early = []
-        readings += super().read()
+        readings += super()._take(data, t_mono)
         port = self._port
         if port is not None and self.scan.live:
             now = self.clock.monotonic()

@@ -90,8 +90,7 @@ class Console:
         host, port = self.server.server_address[:2]
         self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}/"
         self.view.start()
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.25},
-                                        name="towerd-web", daemon=True)
+        self._thread = threading.Thread(target=self.server.serve, name="towerd-web", daemon=True)
         self._thread.start()
         log.info("web console on %s%s", self.url, " (token required from other hosts)" if token else "")
         return True
@@ -103,10 +102,10 @@ class Console:
         server.stopping.set()
         if self.view is not None:
             self.view.stop()
-        server.shutdown()
-        server.server_close()
+        server.stop_serving()
         if self._thread is not None:
             self._thread.join(5.0)
+        server.server_close()
         self.url = None
 
     def reconfigure(self, settings: WebSettings) -> None:

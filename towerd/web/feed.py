@@ -15,7 +15,7 @@ import collections
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 ACTIVE_AFTER_REQUEST_S = 5.0
 """A plain JSON request keeps snapshots coming this long (a poller needs fresh data too)."""
@@ -85,10 +85,13 @@ class ConsoleFeed:
     def clients(self) -> int:
         return self._clients
 
-    def wait(self, after_version: int, timeout_s: float) -> Snapshot | None:
-        """The latest snapshot once its version exceeds ``after_version`` (None on timeout)."""
+    def wait(self, after_version: int, timeout_s: float | None,
+             until: Callable[[], bool] = lambda: False) -> Snapshot | None:
+        """The latest snapshot once its version exceeds ``after_version`` (None on timeout,
+        or once ``until()`` is true when :meth:`wake_all` is called: a waiter that needs no
+        timeout to notice a stop sleeps until there is work)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._version > after_version, timeout_s)
+            self._cond.wait_for(lambda: self._version > after_version or until(), timeout_s)
             return self._latest if self._version > after_version else None
 
     def latest(self) -> Snapshot | None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
+import os
 import re
+import select
 import socket
 import threading
 import zlib
@@ -84,7 +86,27 @@ class ConsoleHTTPServer(ThreadingHTTPServer):
         self.streams_lock = threading.Lock()
         self.stopping = threading.Event()
         self.refused = 0
+        self._wake_r, self._wake_w = os.pipe()  # stop_serving() ends serve()'s wait (closed by server_close)
         super().__init__(address, ConsoleHandler)
+
+    def serve(self) -> None:
+        """Accept connections (each served by a thread of its own) until :meth:`stop_serving`,
+        asleep until one comes: socketserver's serve_forever looks for a shutdown every
+        poll_interval, four wake-ups a second of an idle tower for nothing."""
+        while True:
+            ready = select.select([self, self._wake_r], [], [])[0]
+            if self._wake_r in ready:
+                return
+            self._handle_request_noblock()
+
+    def stop_serving(self) -> None:
+        """End :meth:`serve` (from another thread); then :meth:`server_close`."""
+        os.write(self._wake_w, b"\0")
+
+    def server_close(self) -> None:
+        super().server_close()  # joins the handler threads
+        for fd in (self._wake_r, self._wake_w):
+            os.close(fd)
 
 
 class ConsoleHandler(BaseHTTPRequestHandler):

@@ -113,7 +113,7 @@ class ConsoleView:
     def _run(self) -> None:
         version = 0
         while not self._stop.is_set():
-            snap = self.feed.wait(version, 0.5)
+            snap = self.feed.wait(version, None, until=self._stop.is_set)  # stop() wakes it
             if snap is None or self._stop.is_set():
                 continue
             version = snap.version
