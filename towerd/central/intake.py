@@ -36,9 +36,9 @@ from towerd.icd import (
 )
 from towerd.seqranges import SEQ_MAX
 
-Received = tuple[bytes, "zmq.Frame | None", "bytes | int"]
+Received = tuple[bytes, "zmq.Frame | None", "bytes | memoryview | int"]
 """One message as a poll round reads it: (routing id, its one message frame, that
-frame's bytes); a message of several frames is (routing id, None, how many)."""
+frame's bytes, or a view of a large frame); a message of several frames is (routing id, None, how many)."""
 
 _REPLAY_BYTE = 14
 """The REPLAY flag's byte in the header (the flags are a little-endian u16 at 14..15)."""
@@ -83,13 +83,14 @@ class IntakeMixin:
     """The part of :class:`~towerd.central.server.CentralServer` that handles one
     received message up to storing it."""
 
-    def _handle(self, rid: bytes, frame: zmq.Frame | None, data: bytes | int) -> None:
-        """One received message (:data:`Received`)."""
+    def _handle(self, rid: bytes, frame: zmq.Frame | None, data: bytes | memoryview | int) -> None:
+        """One received message (:data:`Received`; a large frame's ``data`` is a view of it,
+        copied only once its size is within the tower's limit)."""
         self._stats["received"] += 1
         if frame is None:
             self._malformed("frames", repr(rid[:64]), f"{data} message frames, expected 1")
             return
-        assert isinstance(data, bytes)
+        assert isinstance(data, (bytes, memoryview))
         tower_id = self._tower_ids.get(rid)
         if tower_id is None:
             try:
@@ -114,6 +115,8 @@ class IntakeMixin:
         peer = self._peer(tower_id)
         limits = peer.limits
         if len(data) <= limits.max_message_bytes:
+            if type(data) is not bytes:
+                data = bytes(data)
             head = tracks_head(data)
             if head is not None:  # its records are checked with the others of the round
                 self._tracks_waiting.append((rid, tower_id, peer, data, head))
@@ -125,6 +128,8 @@ class IntakeMixin:
                 self._malformed("too_large", tower_id, f"{len(data)} bytes, this tower may send {limit}", rid,
                                 stream_id)
                 return
+        if type(data) is not bytes:
+            data = bytes(data)  # within a HEALTH limit larger than max_message_bytes
         try:
             msg = decode(data)
             if msg.type == MsgType.TRACKS:  # its records are checked with the others of the round

@@ -21,6 +21,11 @@ import zmq
 from towerd.central.intake import Received, is_replay
 from towerd.errors import UplinkError
 
+_COPY_MAX = 1 << 16
+"""A received frame up to this size is copied into bytes at once; a larger one stays a
+view of its frame until _handle has checked it against the tower's limits, so a round of
+oversized messages (a hostile peer's) does not hold each twice."""
+
 _MAX_MESSAGES_PER_POLL = 1000
 _NOBLOCK = int(zmq.NOBLOCK)
 _QUEUED_RECORDS_FACTOR = 40
@@ -142,7 +147,7 @@ class RoundsMixin:
                     parts += 1
                 received.append((rid, None, parts + 1))
                 continue
-            data = frame.bytes
+            data = frame.bytes if len(frame) <= _COPY_MAX else frame.buffer  # a big one: copied once its size passes
             (replays if is_replay(data) else received).append((rid, frame, data))
         handled = len(received) + len(replays)
         self._stats["replays_received"] += len(replays)
