@@ -10,7 +10,7 @@ from pathlib import Path
 
 from benchmarks.common import Section, machine
 
-SUITES = ("parsers", "tracking", "tower", "outbox", "sensing", "hostile", "rf_sensing", "radar_clutter", "console", "central_pg", "central_pg_backlog", "remoteid", "identity", "stages", "rid_fusion")
+SUITES = ("parsers", "tracking", "tower", "outbox", "sensing", "hostile", "rf_sensing", "radar_clutter", "console", "central_pg", "central_pg_backlog", "remoteid", "identity", "stages", "coldstart", "rid_fusion")
 """Benchmark modules, each with ``run(quick: bool) -> Section``, in report order."""
 
 
