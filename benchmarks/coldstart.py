@@ -12,7 +12,8 @@ of busy-waiting (the CPU never idles, so what is lost is not a clock or sleep st
 caches' contents, evicted meanwhile on this shared host).
 
 Why it matters: a micro-benchmark in a hot loop understates what a change saves or costs in
-the daemon; the stage table above is measured in the daemon and includes this penalty.
+the daemon; the section "CPU per stage at nominal tower load" is measured in the daemon and
+includes this penalty.
 """
 
 from __future__ import annotations
