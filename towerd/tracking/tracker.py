@@ -308,4 +308,4 @@ class Tracker:
     def _delete(self, tr: TrackTable, gone: np.ndarray) -> tuple[TrackTable, TrackTable]:
         """Split ``tr`` into (kept, removed with status ENDED) by the mask ``gone`` (K,)."""
         ended = self._ended(tr, gone)
-        return (tr.kept_and_joined(~gone, None) if len(ended) else tr), ended
+        return (tr.remove(gone) if len(ended) else tr), ended
