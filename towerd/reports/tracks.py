@@ -14,7 +14,7 @@ import numpy as np
 
 from towerd import geo
 from towerd.clock import Clock
-from towerd.icd import SOURCE_RADAR, SOURCE_RF, TRACK_RECORD_DTYPE, Status, empty_track_records
+from towerd.icd import SOURCE_RADAR, TRACK_RECORD_DTYPE, Status, empty_track_records
 from towerd.tracking.labels import TrackLabels
 from towerd.tracking.state import POS, VEL, TrackTable
 from towerd.tracking.tracker import TrackUpdate
@@ -63,9 +63,8 @@ def _due_label_rows(status: np.ndarray, labels: TrackLabels, due: list[int]) -> 
     if rf.is_shared_none:  # no RF link: radar only, NaN RF fields
         rows = [(st[i], cat[i], conf[i], thr[i], SOURCE_RADAR, _NAN, _NAN, _NAN) for i in due]
     else:
-        linked, freq, bw, power = rf.linked.tolist(), rf.freq_mhz.tolist(), rf.bw_mhz.tolist(), rf.power_dbm.tolist()
-        rows = [(st[i], cat[i], conf[i], thr[i], (SOURCE_RADAR | SOURCE_RF) if linked[i] else SOURCE_RADAR,
-                 freq[i], bw[i], power[i]) for i in due]
+        src, freq, bw, power = labels.sources.tolist(), rf.freq_mhz.tolist(), rf.bw_mhz.tolist(), rf.power_dbm.tolist()
+        rows = [(st[i], cat[i], conf[i], thr[i], src[i], freq[i], bw[i], power[i]) for i in due]
     return np.array(rows, dtype=_LAST_DTYPE)
 
 
@@ -274,6 +273,8 @@ def _few_records(track_id: np.ndarray, status: np.ndarray, t_mono: np.ndarray, h
     rec = np.array(rows, dtype=TRACK_RECORD_DTYPE)
     rec["azimuth_deg"] %= np.float32(360.0)  # [0, 360) after rounding to f32 too, as _records
     return rec
+
+
 _NAN = float("nan")
 _CONFIRMED, _COASTING, _TENTATIVE = int(Status.CONFIRMED), int(Status.COASTING), int(Status.TENTATIVE)
 _UNKNOWN_RECORD = empty_track_records(1)
