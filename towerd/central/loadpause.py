@@ -44,6 +44,16 @@ class Pauses:
         self.windows: list[dict] = []
         gc.callbacks.append(self._on_gc)
 
+    def restart(self) -> None:
+        """Forget what was booked so far (the setup): the run starts now."""
+        self._gap = dict.fromkeys(PARTS, 0.0)
+        self._gc_in_part = self._gc_window = self._gc_max = 0.0
+        self._gc_full = 0
+        self._last_read = time.monotonic()
+        self._last_cpu = time.thread_time()
+        self._worst = {"ms": 0.0}
+        self._read_max = 0.0
+
     def close(self) -> None:
         if self._on_gc in gc.callbacks:
             gc.callbacks.remove(self._on_gc)
@@ -84,6 +94,7 @@ class Pauses:
     def read_ends(self, began: float) -> None:
         now = time.monotonic()
         self._read_max = max(self._read_max, now - began)
+        self._gap["gc"] = self._gc_in_part = 0.0  # a collection during the read is not in the next gap
         self._last_read = now
         self._last_cpu = time.thread_time()
 
