@@ -330,7 +330,8 @@ def _worker(spec: LoadSpec, indices: list[int], ready) -> dict:
         lat = np.array(latencies, dtype=np.float64)
         gaps = replies.gap_ms()
         return {
-            "towers": len(towers), "elapsed_s": t_end - t0, "t0_utc": t0_utc, "late_start_s": t0 - t_start, "per_second": per_second,
+            "towers": len(towers), "elapsed_s": t_end - t0, "t0_utc": t0_utc, "late_start_s": t0 - t_start,
+            "per_second": per_second,
             "acked": sum(t.acked for t in towers), "written": sum(t.counter for t in towers),
             "latencies": lat.tolist(),
             "drained_s": [t.drained_s for t in towers if t.backlog_started is not None],
