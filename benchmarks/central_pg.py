@@ -194,8 +194,17 @@ def _generator_wait_text(r: dict) -> str:
     if gap is None:
         return f"the generator's slice of writes (25 towers) takes up to {r['tick_ms_p99']} ms (p99), during which " \
                "replies wait"
-    return (f"a reply waits in the generator until its next read of the replies: gaps between two reads median "
+    text = (f"a reply waits in the generator until its next read of the replies: gaps between two reads median "
             f"{gap['median']} ms, p99 {gap['p99']} ms, max {gap['max']} ms")
+    pauses = r.get("generator_pauses")
+    if pauses:
+        worst = pauses["worst_gap"]
+        text += (f" (the longest: {worst['ms']:g} ms wall of which the worker ran {worst['cpu_ms']:g} ms; garbage "
+                 f"collection {worst['gc']:g}, outbox writes {worst['write']:g}, sends {worst['send']:g} ms); the "
+                 f"longest pass handling replies {pauses['read_max_ms']:g} ms; the generator's garbage collector "
+                 f"{pauses['gc_ms']:g} ms in all, longest pause {pauses['gc_max_ms']:g} ms, "
+                 f"{pauses['gc_full']} full collections")
+    return text
 
 
 def _load_figures(label: str, r: dict) -> list[Figure]:

@@ -32,6 +32,16 @@ def test_towers_deliver_once_and_the_generator_reports_its_reply_gaps(tmp_path):
     gaps = result["reply_gap_ms"]
     assert 0 < gaps["median"] <= gaps["p99"] <= gaps["max"] + 0.1 and result["tick_ms_p99"] == gaps["p99"]
     assert result["slice_ms_p99"] > 0
+    # Per second and per worker: what was acknowledged, and where the worker's pauses went.
+    (windows,) = result["worker_windows"]
+    assert len(windows) >= 1 and sum(w["acked"] for w in windows) <= result["acked_records"]
+    assert sum(w["n"] for w in windows) <= result["ack_latency_ms"]["n"]
+    for w in windows:
+        gap = w["gap"]
+        assert gap["ms"] >= 0 and gap["cpu_ms"] >= 0 and w["read_max_ms"] >= 0 and w["gc_ms"] >= w["gc_max_ms"] >= 0
+        assert abs(sum(gap[k] for k in ("gc", "write", "send", "pace", "mark", "unbooked")) - gap["ms"]) < 0.1
+    pauses = result["generator_pauses"]
+    assert pauses["worst_gap"]["ms"] == max(w["gap"]["ms"] for w in windows)
     with sqlite3.connect(db) as conn:
         rows = conn.execute("SELECT tower_id, count(*), count(DISTINCT seq), min(seq), max(seq) FROM tracks "
                             "GROUP BY tower_id ORDER BY 1").fetchall()

@@ -40,11 +40,23 @@ backlog record was acknowledged. The latency includes the generator's own loop d
 ``reply_gap_ms`` (median, p99, max over the workers) is the time between two reads of
 the replies, the longest a reply that arrived could wait in the worker, and
 ``tick_ms_p99`` is its p99 (``slice_ms_p99``: how long one pass of writes takes).
+``worker_windows`` gives, per worker and per second, the records acknowledged, their
+latency p99 and max, the longest such gap and what filled it (garbage collection, outbox
+writes, sends, wall time the worker did not run), and the longest pass handling replies
+(:mod:`towerd.central.loadpause`); ``generator_pauses`` is the worst of them.
+
+The towers with no backlog are connected (CURVE handshake done) before the run starts,
+as a real tower's link is up long before: connecting hundreds at the start made the
+first seconds' latency a start-up transient (~0.8 s). Towers with a backlog connect at
+the start, as towers coming back would. What the setup built is frozen out of Python's
+cyclic collector (a full collection over 250 towers' objects: ~39 ms of CPU, ~3 ms
+frozen).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
@@ -64,6 +76,7 @@ import zmq
 
 from towerd import keys
 from towerd.clock import SystemClock
+from towerd.central.loadpause import Pauses
 from towerd.central.loadtower import LoadSpec, _RecordPool, _records, _Tower, tower_id
 
 log = logging.getLogger(__name__)
@@ -114,8 +127,9 @@ class _Replies:
 
     _BINS = 20_000  # 0.1 ms each: up to 2 s
 
-    def __init__(self) -> None:
+    def __init__(self, pauses: Pauses | None = None) -> None:
         self._epoll = select.epoll()
+        self._pauses = pauses
         self._fds: dict[_Tower, tuple[int, ...]] = {}
         self._by_fd: dict[int, _Tower] = {}
         self._gaps = [0] * self._BINS
@@ -148,16 +162,26 @@ class _Replies:
     def serve(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` (0: do not wait) and poll the uplinks whose
         descriptors are ready."""
-        now = time.monotonic()
+        now = time.monotonic() if self._pauses is None else self._pauses.read_begins()
         gap = now - self._last
         self._gaps[min(int(gap * 10_000), self._BINS - 1)] += 1
         if gap > self._max_gap:
             self._max_gap = gap
         by_fd = self._by_fd
-        for fd, _ in self._epoll.poll(timeout_s):
+        ready = self._epoll.poll(timeout_s)
+        woke = time.monotonic()
+        for fd, _ in ready:
             t = by_fd.get(fd)
             if t is not None:
                 _service(t)
+        if self._pauses is not None:
+            self._pauses.read_ends(woke)
+        self._last = time.monotonic()
+
+    def restart(self) -> None:
+        """Forget the gaps so far (the setup's): the run starts now."""
+        self._gaps = [0] * self._BINS
+        self._max_gap = 0.0
         self._last = time.monotonic()
 
     def gap_ms(self) -> dict:
@@ -176,7 +200,8 @@ class _Replies:
         self._epoll.close()
 
 
-def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
+def _worker(spec: LoadSpec, indices: list[int], ready) -> dict:
+    """Build the towers, then ``ready()`` -> the monotonic time at which they start."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # ~8 descriptors per tower
@@ -187,6 +212,8 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
     ctx = zmq.Context(io_threads=1)
     towers: list[_Tower] = []
     replies: _Replies | None = None
+    pauses: Pauses | None = None
+    latencies: list[float] = []  # the worker's towers' ACK latencies, ms (one list: windows cut it)
     k = len(spec.endpoints)
     pool = _RecordPool(np.random.default_rng(spec.seed))
     try:
@@ -196,16 +223,34 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
                 ix = ix[i % k:] + ix[:i % k]
             towers.append(_Tower(i, spec, paths, outbox_dir, ix, np.random.default_rng(spec.seed * 100_003 + i),
                                  clock, ctx, pool))
+            towers[-1].latencies = latencies
         for t in towers:
             if int(t.id[3:]) < spec.backlog_towers:
                 t.prefill(spec.backlog_s)
+        pauses = Pauses()
+        replies = _Replies(pauses)
+        for t in towers:  # a live tower's link is up before the run, as a real one's would be
+            if not t.backlog_left:
+                t.connect(time.monotonic())
+                replies.sync(t)
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and not all(t.client.link_up for t in towers if t.client is not None):
+            replies.serve(0.05)
+        # What the setup built (250 towers' outboxes, sockets, keys) stays: Python's cyclic
+        # collector need not walk it again in every full collection (~35 ms for 150 towers).
+        gc.collect()
+        gc.freeze()
+        t_start = ready()
         while time.monotonic() < t_start:
             time.sleep(0.01)
         t0 = time.monotonic()
-        replies = _Replies()
+        t0_utc = time.time()
+        replies.restart()
+        pauses.restart()
         for t in towers:
-            t.connect(t0)
-            replies.sync(t)
+            if t.client is None:  # a tower with a backlog comes back now: its handshake is in the run
+                t.connect(t0)
+                replies.sync(t)
         per_second: list[int] = []
         slice_ms: list[float] = []
         for k, t in enumerate(towers):
@@ -246,17 +291,22 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
                     t = towers[cursor]
                     if t.next_write > now:
                         break
+                    a = time.monotonic()
                     t.write(now, now - t.last_write, t0)
+                    b = time.monotonic()
+                    pauses.part("write", b - a)
                     t.last_write = now
                     t.next_write += spec.commit_s
                     if t.next_write < now:
                         t.next_write = now + spec.commit_s
                     _service(t)  # send what was just committed
+                    pauses.part("send", time.monotonic() - b)
                     cursor = (cursor + 1) % len(towers)
                     replies.serve(0)
                 next_write = towers[cursor].next_write
                 slice_ms.append((time.monotonic() - tick) * 1000)
             elif now >= next_pace:  # backlog pacing (token bucket) and scheduled socket rebuilds
+                a = time.monotonic()
                 if now >= next_scan:  # which towers have a timer at all: not every tower every 10 ms
                     paced = [t for t in towers if t.client is not None and t.client.next_timer_s() < math.inf]
                     next_scan = now + _PACED_SCAN_S
@@ -265,31 +315,38 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
                         _service(t)
                         replies.sync(t)  # a refused uplink rebuilds its socket in a poll
                 next_pace = now + (0.01 if paced else _PACED_SCAN_S)
+                pauses.part("pace", time.monotonic() - a)
             replies.serve(max(0.0, min(next_write, next_mark, next_pace) - time.monotonic()))
-            if time.monotonic() >= next_mark:
+            if (a := time.monotonic()) >= next_mark:
                 for t in towers:  # a socket rebuilt in any poll (after a refusal) is waited on
                     replies.sync(t)
                 total = sum(t.acked for t in towers)
                 per_second.append(total - acked_mark)
                 acked_mark = total
                 next_mark += 1.0
+                pauses.part("mark", time.monotonic() - a)
+                pauses.window(a - t0, per_second[-1], latencies)
         t_end = time.monotonic()
-        lat = np.array([x for t in towers for x in t.latencies], dtype=np.float64)
+        lat = np.array(latencies, dtype=np.float64)
         gaps = replies.gap_ms()
         return {
-            "towers": len(towers), "elapsed_s": t_end - t0, "per_second": per_second,
+            "towers": len(towers), "elapsed_s": t_end - t0, "t0_utc": t0_utc, "late_start_s": t0 - t_start,
+            "per_second": per_second,
             "acked": sum(t.acked for t in towers), "written": sum(t.counter for t in towers),
             "latencies": lat.tolist(),
             "drained_s": [t.drained_s for t in towers if t.backlog_started is not None],
             "backlog_left": sum(t.backlog_left for t in towers),
             "tick_ms_p99": gaps["p99"], "reply_gap_ms": gaps,
             "slice_ms_p99": float(np.percentile(slice_ms, 99)) if slice_ms else 0.0,
+            "windows": pauses.windows,
             **{key: sum(t.client.stats[key] for t in towers if t.client is not None)
                for key in ("live_msgs", "resent_msgs", "replay_msgs", "disconnects", "errors_received")},
         }
     finally:
         if replies is not None:
             replies.close()
+        if pauses is not None:
+            pauses.close()
         for t in towers:
             t.close()
         ctx.term()
@@ -299,7 +356,7 @@ def _worker(spec: LoadSpec, indices: list[int], t_start: float) -> dict:
 def run(spec: LoadSpec, on_schedule=None) -> dict:
     """Run the load in ``spec.procs`` worker processes; the summary as a dict.
     ``on_schedule(t_start)``: told the monotonic time at which the towers start
-    (after the workers have built their outboxes and backlogs)."""
+    (once every worker has built its towers: outboxes, backlogs, live links)."""
     if not spec.endpoints:
         raise ValueError("at least one endpoint")
     own_dir = spec.outbox_dir is None
@@ -310,16 +367,25 @@ def run(spec: LoadSpec, on_schedule=None) -> dict:
         make_keys(Path(spec.directory), spec.towers)
     procs = max(1, min(spec.procs, spec.towers))
     prefill_s = spec.backlog_towers * spec.backlog_s * spec.rate / 40_000  # measured: ~60,000 appends/s, idle
-    # Workers are plain subprocesses (CLOCK_MONOTONIC is shared: they all start at t_start).
-    t_start = time.monotonic() + 2.0 + procs * 0.5 + prefill_s / procs
-    if on_schedule is not None:
-        on_schedule(t_start)
+    setup_s = 60.0 + spec.towers * 0.1 + prefill_s  # generous: the machine may be loaded
     workers = []
     try:
         for w in range(procs):
-            job = {"spec": asdict(spec), "indices": list(range(w, spec.towers, procs)), "t_start": t_start}
+            job = {"spec": asdict(spec), "indices": list(range(w, spec.towers, procs))}
             workers.append(subprocess.Popen([sys.executable, "-m", "towerd.central.loadgen", "worker",
-                                             json.dumps(job)], stdout=subprocess.PIPE, text=True))
+                                             json.dumps(job)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                            text=True))
+        # Each worker says when its towers are built; then all start at one time
+        # (CLOCK_MONOTONIC is shared between processes), whatever the setup took.
+        for proc in workers:
+            if not select.select([proc.stdout], [], [], setup_s)[0] or proc.stdout.readline().strip() != "ready":
+                raise RuntimeError("a load generator worker did not get ready")
+        t_start = time.monotonic() + 0.2
+        if on_schedule is not None:
+            on_schedule(t_start)
+        for proc in workers:
+            proc.stdin.write(f"{t_start!r}\n")
+            proc.stdin.flush()  # communicate() closes it
         results = []
         for proc in workers:
             out, _ = proc.communicate(timeout=spec.duration_s + 600 + prefill_s)
@@ -338,6 +404,19 @@ def run(spec: LoadSpec, on_schedule=None) -> dict:
 
 def _pct(a: np.ndarray, p: float) -> float:
     return round(float(np.percentile(a, p)), 1) if a.size else math.nan
+
+
+def _pause_summary(per_worker: list[list[dict]]) -> dict:
+    """Over every worker's windows: the longest gap between two reads of the replies
+    with what filled it, the longest reply-handling pass, and the garbage collector's
+    time (total, longest pause, full collections)."""
+    windows = [w for ws in per_worker for w in ws]
+    if not windows:
+        return {}
+    worst = max((w["gap"] for w in windows), key=lambda g: g["ms"])
+    return {"worst_gap": worst, "read_max_ms": max(w["read_max_ms"] for w in windows),
+            "gc_ms": round(sum(w["gc_ms"] for w in windows), 1), "gc_max_ms": max(w["gc_max_ms"] for w in windows),
+            "gc_full": sum(w["gc_full"] for w in windows)}
 
 
 def summarise(spec: LoadSpec, results: list[dict]) -> dict:
@@ -369,6 +448,10 @@ def summarise(spec: LoadSpec, results: list[dict]) -> dict:
         "replay_msgs": int(sum(r["replay_msgs"] for r in results)),
         "disconnects": int(sum(r["disconnects"] for r in results)),
         "errors_received": int(sum(r["errors_received"] for r in results)),
+        "generator_pauses": _pause_summary([r.get("windows", []) for r in results]),
+        "worker_windows": [r.get("windows", []) for r in results],
+        "worker_t0_utc": [r.get("t0_utc") for r in results],
+        "late_start_s": round(max(r.get("late_start_s", 0.0) for r in results), 3),
     }
 
 
@@ -403,7 +486,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "worker":
         job = json.loads(args.job)
         spec = LoadSpec(**{**job["spec"], "endpoints": tuple(job["spec"]["endpoints"])})
-        print(json.dumps(_worker(spec, job["indices"], job["t_start"])))
+        def ready() -> float:
+            print("ready", flush=True)
+            return float(sys.stdin.readline())
+
+        print(json.dumps(_worker(spec, job["indices"], ready)))
         return 0
     if args.cmd == "keys":
         paths = make_keys(Path(args.dir), args.towers)
