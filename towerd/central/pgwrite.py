@@ -107,7 +107,7 @@ class PgWriteMixin:
         direct, conflicts = True, 0
         while True:
             try:
-                results = self._store_batch(conn, items, direct)
+                results, marks = self._store_batch(conn, items, direct)
             except pg_errors.UniqueViolation:
                 if not direct:
                     raise
@@ -123,7 +123,7 @@ class PgWriteMixin:
                     raise
                 log.info("central store: transaction conflict with another central, retrying")
                 continue
-            self._remember(items)
+            self._remember(marks)
             return results
 
     def _store_one(self, conn: Any, item: Pending) -> StoreResult:
@@ -136,40 +136,41 @@ class PgWriteMixin:
             return OutboxError(f"central store ({self._where}): message from {item.tower_id} refused by the "
                                f"database: {str(exc).strip()}")
 
-    def _remember(self, items: Sequence[Pending]) -> None:
-        """After a commit: the highest seq committed per stream."""
+    def _remember(self, marks: dict[tuple[str, int], int]) -> None:
+        """After a commit: the highest seq committed per stream (``marks``: the streams
+        whose mark the batch raised, from :meth:`_split`)."""
         high = self._high
         if len(high) > MAX_STREAMS_KEPT:
             high.clear()
-        for item in items:
-            if item.records is not None and item.records.size:
-                key = (item.tower_id, item.stream_id)
-                last = _last_seq(item)
-                if last > high.get(key, 0):
-                    high[key] = last
+        high.update(marks)
 
-    def _split(self, tracks: list[tuple[int, Pending]]) -> tuple[list[tuple[int, Pending]], list[tuple[int, Pending]]]:
-        """(new for sure unless another process stored them, maybe held): see the module doc."""
+    def _split(self, tracks: list[tuple[int, Pending]], direct_ok: bool = True) -> tuple[
+            list[tuple[int, Pending]], list[tuple[int, Pending]], dict[tuple[str, int], int]]:
+        """(new for sure unless another process stored them, maybe held, the streams'
+        highest seqs once committed where the batch raises them): see the module doc.
+        ``direct_ok`` False: every message is staged."""
         high = self._high
         direct: list[tuple[int, Pending]] = []
         staged: list[tuple[int, Pending]] = []
         batch_high: dict[tuple[str, int], int] = {}
         for k, item in tracks:
             key = (item.tower_id, item.stream_id)
-            first = _first_seq(item)
             mark = batch_high.get(key)
             if mark is None:
                 mark = high.get(key, 0)
-            if not item.replay and first > mark:
+            if direct_ok and not item.replay and (item.first_seq or _first_seq(item)) > mark:
                 direct.append((k, item))
             else:
                 staged.append((k, item))
-            last = _last_seq(item)
+            last = item.last_seq or _last_seq(item)
             if last > mark:
                 batch_high[key] = last
-        return direct, staged
+        return direct, staged, batch_high
 
-    def _store_batch(self, conn: Any, items: Sequence[Pending], direct_ok: bool = True) -> list[StoreResult]:
+    def _store_batch(self, conn: Any, items: Sequence[Pending], direct_ok: bool = True) -> tuple[
+            list[StoreResult], dict[tuple[str, int], int]]:
+        """Store the messages in one transaction: (per message, how many records were
+        new; the streams' marks for :meth:`_remember` once committed)."""
         received_us = self._clock.utc_us()
         results: list[StoreResult] = [item.size for item in items]  # all new, unless the statements say otherwise
         tracks = []
@@ -181,7 +182,7 @@ class PgWriteMixin:
                 tracks.append((k, item))
             elif item.events or (item.identities is not None and item.identities.size):
                 others = True
-        direct, staged = self._split(tracks) if direct_ok else ([], tracks)
+        direct, staged, marks = self._split(tracks, direct_ok)
         health = self._health_since is not None and (
             self._clock.monotonic() - self._health_since >= self._health_flush_s or len(self._health) >= 1000)
         # The TRACKS records in one script (pgwire): usually BEGIN, the rx_msg numbers and
@@ -222,7 +223,7 @@ class PgWriteMixin:
         except BaseException:
             _roll_back(conn)
             raise
-        return results
+        return results, marks
 
     def _insert_events(self, conn: Any, item: Pending, received_us: int) -> int:
         assert item.events is not None
