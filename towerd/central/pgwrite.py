@@ -27,6 +27,11 @@ costs one transaction.
 Order of arrival (``rx_msg``): the messages of the direct ``COPY`` get their numbers from
 the ``towerd_rx_msg`` sequence in one statement before it, in batch order (live messages
 first); the staged ones get theirs in the move statement after it.
+
+Round trips: the transaction's statements and ``COPY`` data go as one simple query
+(:mod:`towerd.central.pgwire`): ``BEGIN``, the numbers and the ``COPY`` in the first round
+trip, the data and ``COMMIT`` in the second (events, identities and HEALTH, rare, follow
+with psycopg before a ``COMMIT`` of their own).
 """
 
 from __future__ import annotations
