@@ -100,6 +100,7 @@ def move_sql(keys: list[int]) -> str:
     written into it (a statement of a parameterless script, :mod:`towerd.central.pgwire`)."""
     return _MOVE_SQL.format(keys=",".join([str(int(k)) for k in keys]))
 
+
 def _locked(method):
     """Run ``method`` holding the store's lock (one connection, several threads)."""
     @functools.wraps(method)
