@@ -10,7 +10,8 @@ on). Two batch sizes: small transactions (an idle central, each commit a few doz
 messages) and large ones (a busy central). A third case replays messages already stored
 (REPLAY flag, every record a duplicate), the path a tower's backlog after a failover
 takes. Per record: client CPU (thread time of the calls), server CPU (all server
-processes), WAL bytes and wall time per commit.
+processes), WAL bytes; per commit, wall time and round trips (libpq's trace of a few
+more batches, turns from the client's messages to the server's).
 
 The reference is the same measurement on the tree of ``REFERENCE`` (``git archive``),
 run alternately with this tree's, round by round, on the same cluster (a fresh database
@@ -28,6 +29,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -42,6 +44,8 @@ CASES = (
     ("small", 50, 4, 120),
     ("large", 500, 5, 24),
 )
+TRACED = 5
+"""Batches per case stored after the timed ones, with libpq's trace on, to count round trips."""
 
 
 def _batches(towers: int, per_msg: int, count: int, first_seq: int, replay: bool = False) -> list[list]:
@@ -107,16 +111,38 @@ def measure(url: str, data_dir: str) -> dict:
             seq += 3 * per_msg
             for batch in warm:
                 store.store_many(batch)
-            batches = _batches(towers, per_msg, count, seq)
-            seq += count * per_msg
-            out[name] = _run_case(store, batches, server_pids, url, psycopg)
+            batches = _batches(towers, per_msg, count + TRACED, seq)
+            seq += (count + TRACED) * per_msg
+            out[name] = _run_case(store, batches[:count], server_pids, url, psycopg)
+            out[name]["round_trips"] = _round_trips(store, batches[count:])
         # The last case's records again, flagged REPLAY: all duplicates (a backlog re-sent
         # after a failover).
         again = [[dataclasses.replace(item, replay=True) for item in batch] for batch in batches]
-        out["duplicates"] = _run_case(store, again, server_pids, url, psycopg)
+        out["duplicates"] = _run_case(store, again[:count], server_pids, url, psycopg)
+        out["duplicates"]["round_trips"] = _round_trips(store, again[count:])
     finally:
         store.close()
     return out
+
+
+def _round_trips(store, batches: list[list]) -> float:
+    """Round trips per commit of ``batches`` (after the timed ones: libpq's trace of the
+    store's connection, each turn from the client's messages to the server's)."""
+    with tempfile.TemporaryFile() as fh:
+        store._db().pgconn.trace(fh.fileno())
+        try:
+            for batch in batches:
+                store.store_many(batch)
+        finally:
+            store._conn.pgconn.untrace()
+        fh.seek(0)
+        turns, last = 0, b"B"
+        for line in fh:
+            side = line.split(b"\t", 2)[1:2]
+            if side in ([b"F"], [b"B"]):
+                turns += side[0] == b"F" and last == b"B"
+                last = side[0]
+    return turns / len(batches)
 
 
 def _run_case(store, batches: list[list], server_pids, url: str, psycopg) -> dict:
@@ -193,6 +219,13 @@ def _median(runs: list[dict], case: str, key: str) -> float:
     return statistics.median(r[case][key] for r in runs)
 
 
+def _trips(runs: list[dict], case: str) -> str:
+    """", N round trips per commit", when the tree measured counts them."""
+    if any("round_trips" not in r[case] for r in runs):
+        return ""
+    return f", {_median(runs, case, 'round_trips'):.1f} round trips per commit"
+
+
 def run(quick: bool) -> Section:
     try:
         results, before, after = compare(1 if quick else 3, REFERENCE)
@@ -206,14 +239,14 @@ def run(quick: bool) -> Section:
         per_commit = _median(branch, case, "records_per_commit")
         refs = (f"{labels[0]}: client {_median(ref, case, 'client_us'):.1f} µs, PostgreSQL "
                 f"{_median(ref, case, 'server_us'):.1f} µs, WAL {_median(ref, case, 'wal_bytes'):.0f} bytes, commit "
-                f"{_median(ref, case, 'commit_ms'):.1f} ms") if ref else ""
+                f"{_median(ref, case, 'commit_ms'):.1f} ms{_trips(ref, case)}") if ref else ""
         figures.append(Figure(
             f"{case} batches ({per_commit:,.0f} records per commit): CPU per record, client + PostgreSQL",
             _median(branch, case, "client_us") + _median(branch, case, "server_us"), "µs",
             reference=refs,
             note=f"client {_median(branch, case, 'client_us'):.1f} µs, PostgreSQL "
                  f"{_median(branch, case, 'server_us'):.1f} µs, WAL {_median(branch, case, 'wal_bytes'):.0f} bytes "
-                 f"per record, commit {_median(branch, case, 'commit_ms'):.1f} ms (median)"))
+                 f"per record, commit {_median(branch, case, 'commit_ms'):.1f} ms (median){_trips(branch, case)}"))
     return Section("Central with PostgreSQL: the store alone", figures,
                    __doc__.strip().split("\n\n    python")[0]
                    + f"\n\nLoad average (1 min) {before:.1f} before, {after:.1f} after; medians of "
@@ -234,7 +267,8 @@ def main(argv: list[str]) -> int:
     for case in ("small", "large", "duplicates"):
         for label, runs in results.items():
             cells = "  ".join(f"{k} " + "/".join(f"{r[case][k]:.1f}" for r in runs)
-                              for k in ("client_us", "server_us", "wal_bytes", "commit_ms", "records_per_commit"))
+                              for k in ("client_us", "server_us", "wal_bytes", "commit_ms", "records_per_commit",
+                                        "round_trips") if k in runs[0][case])
             print(f"{case:10s} {label:10s} {cells}")
     return 0
 

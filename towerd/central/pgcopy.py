@@ -131,6 +131,9 @@ def _image(group: Sequence[tuple[int, Pending]], layout: _Layout, received_us: i
 
 def _by_length(items: Sequence[tuple[int, Pending]]) -> dict[int, list[int]]:
     """Indexes into ``items`` grouped by tower id length (one vectorised build each)."""
+    lengths = {len(item.tower_id) for _, item in items}
+    if len(lengths) == 1:  # the usual case: every tower id of one length
+        return {lengths.pop(): list(range(len(items)))}
     groups: dict[int, list[int]] = {}
     for i, (_, item) in enumerate(items):
         groups.setdefault(len(item.tower_id), []).append(i)

@@ -81,7 +81,7 @@ _STAGE = ("CREATE TEMP TABLE IF NOT EXISTS towerd_stage (k integer NOT NULL, tow
           + ", ".join(f"{n} {_FIELD_TYPES[n][0]}" for n in TRACK_FIELDS) + ") ON COMMIT DELETE ROWS")
 
 _MOVE_SQL = (
-    "WITH m AS MATERIALIZED (SELECT k, nextval('towerd_rx_msg') AS rx FROM unnest(%s::integer[]) AS k), "
+    "WITH m AS MATERIALIZED (SELECT k, nextval('towerd_rx_msg') AS rx FROM unnest('{{{keys}}}'::integer[]) AS k), "
     "ins AS (INSERT INTO tracks (" + ", ".join(TRACK_COLUMNS) + ") "
     "SELECT s.tower_id, s.stream_id, s.received_us, s.replay, m.rx, "
     + ", ".join(f"NULLIF(s.{n}, 'NaN')" if n in _FLOAT_FIELDS else f"s.{n}" for n in TRACK_FIELDS)
@@ -92,7 +92,14 @@ _MOVE_SQL = (
 )
 """Moves the staged records into ``tracks``; returns ``(k, new records)`` only for the
 messages that held duplicates (every other message's records were all new): usually no
-row at all, instead of one row per message to fetch."""
+row at all, instead of one row per message to fetch. A template: :func:`move_sql`."""
+
+
+def move_sql(keys: list[int]) -> str:
+    """:data:`_MOVE_SQL` for the staged messages ``keys`` (their indexes in the batch),
+    written into it (a statement of a parameterless script, :mod:`towerd.central.pgwire`)."""
+    return _MOVE_SQL.format(keys=",".join([str(int(k)) for k in keys]))
+
 
 def _locked(method):
     """Run ``method`` holding the store's lock (one connection, several threads)."""

@@ -27,6 +27,11 @@ costs one transaction.
 Order of arrival (``rx_msg``): the messages of the direct ``COPY`` get their numbers from
 the ``towerd_rx_msg`` sequence in one statement before it, in batch order (live messages
 first); the staged ones get theirs in the move statement after it.
+
+Round trips: the transaction's statements and ``COPY`` data go as one simple query
+(:mod:`towerd.central.pgwire`): ``BEGIN``, the numbers and the ``COPY`` in the first round
+trip, the data and ``COMMIT`` in the second (events, identities and HEALTH, rare, follow
+with psycopg before a ``COMMIT`` of their own).
 """
 
 from __future__ import annotations
@@ -36,9 +41,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from towerd.central import identity
+from towerd.central import identity, pgwire
 from towerd.central.pgcopy import COPY_SIGNATURE, COPY_TRAILER, direct_image, stage_image
-from towerd.central.pgschema import _MOVE_SQL, TRACK_COLUMNS, _locked, _signed
+from towerd.central.pgschema import TRACK_COLUMNS, _locked, _signed, move_sql
 from towerd.central.storetypes import Pending, StoreResult, event_json
 from towerd.errors import OutboxError
 from towerd.icd import EVENT_OUTBOX_DROPPED, TRACK_RECORD_DTYPE
@@ -54,8 +59,10 @@ log = logging.getLogger(__name__)
 
 _DIRECT_COPY = f"COPY tracks ({', '.join(TRACK_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
 _STAGE_COPY = "COPY towerd_stage FROM STDIN (FORMAT BINARY)"
-_RX_BLOCK = "SELECT min(v), max(v) FROM (SELECT nextval('towerd_rx_msg') AS v FROM generate_series(1, %s)) s"
-_RX_EACH = "SELECT nextval('towerd_rx_msg') FROM generate_series(1, %s)"
+_RX_SELECT = ("SELECT min(v), CASE WHEN max(v) - min(v) + 1 = count(*) THEN NULL ELSE array_agg(v ORDER BY v) END "
+              "FROM (SELECT nextval('towerd_rx_msg') AS v FROM generate_series(1, {n})) s")
+"""``n`` numbers from ``towerd_rx_msg``: the first, and all of them only when they are not
+one block (another process took some between)."""
 MAX_STREAMS_KEPT = 200_000
 """Streams whose highest committed seq the store remembers; past that the memory starts
 again (the first message of each stream is then stored through the staging path)."""
@@ -82,7 +89,7 @@ class PgWriteMixin:
             try:
                 results = self._store_retrying(conn, items)
             except psycopg.Error as exc:
-                if conn.broken or len(items) == 1:
+                if conn.closed or len(items) == 1:
                     raise
                 # One message the database refuses (a value out of range, a string jsonb
                 # will not take) must not hold up the others: store each on its own.
@@ -91,7 +98,7 @@ class PgWriteMixin:
                 return [self._store_one(conn, item) for item in items]
         except psycopg.Error as exc:
             self.stats["failed_batches"] += 1
-            if self._conn is not None and (self._conn.broken or isinstance(exc, psycopg.OperationalError)):
+            if self._conn is not None and (self._conn.closed or isinstance(exc, psycopg.OperationalError)):
                 self._drop_conn()
             err = OutboxError(f"central store ({self._where}): batch of {len(items)} messages not stored: "
                               f"{str(exc).strip()}")
@@ -105,7 +112,7 @@ class PgWriteMixin:
         direct, conflicts = True, 0
         while True:
             try:
-                results = self._store_batch(conn, items, direct)
+                results, marks = self._store_batch(conn, items, direct)
             except pg_errors.UniqueViolation:
                 if not direct:
                     raise
@@ -121,90 +128,107 @@ class PgWriteMixin:
                     raise
                 log.info("central store: transaction conflict with another central, retrying")
                 continue
-            self._remember(items)
+            self._remember(marks)
             return results
 
     def _store_one(self, conn: Any, item: Pending) -> StoreResult:
         try:
             return self._store_retrying(conn, [item])[0]
         except psycopg.Error as exc:
-            if conn.broken:
+            if conn.closed:
                 raise
             self.stats["refused_messages"] += 1
             return OutboxError(f"central store ({self._where}): message from {item.tower_id} refused by the "
                                f"database: {str(exc).strip()}")
 
-    def _remember(self, items: Sequence[Pending]) -> None:
-        """After a commit: the highest seq committed per stream."""
+    def _remember(self, marks: dict[tuple[str, int], int]) -> None:
+        """After a commit: the highest seq committed per stream (``marks``: the streams
+        whose mark the batch raised, from :meth:`_split`)."""
         high = self._high
         if len(high) > MAX_STREAMS_KEPT:
             high.clear()
-        for item in items:
-            if item.records is not None and item.records.size:
-                key = (item.tower_id, item.stream_id)
-                last = _last_seq(item)
-                if last > high.get(key, 0):
-                    high[key] = last
+        high.update(marks)
 
-    def _split(self, tracks: list[tuple[int, Pending]]) -> tuple[list[tuple[int, Pending]], list[tuple[int, Pending]]]:
-        """(new for sure unless another process stored them, maybe held): see the module doc."""
+    def _split(self, tracks: list[tuple[int, Pending]], direct_ok: bool = True) -> tuple[
+            list[tuple[int, Pending]], list[tuple[int, Pending]], dict[tuple[str, int], int]]:
+        """(new for sure unless another process stored them, maybe held, the streams'
+        highest seqs once committed where the batch raises them): see the module doc.
+        ``direct_ok`` False: every message is staged."""
         high = self._high
         direct: list[tuple[int, Pending]] = []
         staged: list[tuple[int, Pending]] = []
         batch_high: dict[tuple[str, int], int] = {}
         for k, item in tracks:
             key = (item.tower_id, item.stream_id)
-            first = _first_seq(item)
             mark = batch_high.get(key)
             if mark is None:
                 mark = high.get(key, 0)
-            if not item.replay and first > mark:
+            if direct_ok and not item.replay and (item.first_seq or _first_seq(item)) > mark:
                 direct.append((k, item))
             else:
                 staged.append((k, item))
-            last = _last_seq(item)
+            last = item.last_seq or _last_seq(item)
             if last > mark:
                 batch_high[key] = last
-        return direct, staged
+        return direct, staged, batch_high
 
-    def _rx_numbers(self, conn: Any, n: int) -> list[int]:
-        """``n`` numbers from ``towerd_rx_msg``, ascending (usually one block)."""
-        lo, hi = conn.execute(_RX_BLOCK, (n,)).fetchone()
-        if hi - lo + 1 == n:
-            return list(range(lo, hi + 1))
-        return [v for (v,) in conn.execute(_RX_EACH, (n,)).fetchall()]  # another process took some between
-
-    def _store_batch(self, conn: Any, items: Sequence[Pending], direct_ok: bool = True) -> list[StoreResult]:
+    def _store_batch(self, conn: Any, items: Sequence[Pending], direct_ok: bool = True) -> tuple[
+            list[StoreResult], dict[tuple[str, int], int]]:
+        """Store the messages in one transaction: (per message, how many records were
+        new; the streams' marks for :meth:`_remember` once committed)."""
         received_us = self._clock.utc_us()
         results: list[StoreResult] = [item.size for item in items]  # all new, unless the statements say otherwise
         tracks = []
+        others = False
         for k, item in enumerate(items):
             if item.records is not None and item.records.size:
                 if item.records.dtype != TRACK_RECORD_DTYPE or item.records.ndim != 1:
                     raise ValueError("records must be a 1-D array of TRACK_RECORD_DTYPE")
                 tracks.append((k, item))
-        direct, staged = self._split(tracks) if direct_ok else ([], tracks)
-        with conn.transaction():
-            if direct:
-                rx = self._rx_numbers(conn, len(direct))
-                with conn.cursor() as cur:
-                    with cur.copy(_DIRECT_COPY) as copy:
-                        copy.write(COPY_SIGNATURE + direct_image(direct, rx, received_us) + COPY_TRAILER)
+            elif item.events or (item.identities is not None and item.identities.size):
+                others = True
+        direct, staged, marks = self._split(tracks, direct_ok)
+        health = self._health_since is not None and (
+            self._clock.monotonic() - self._health_since >= self._health_flush_s or len(self._health) >= 1000)
+        # The TRACKS records in one script (pgwire): usually BEGIN, the rx_msg numbers and
+        # the COPY in one round trip, the COPY's data and COMMIT in the second.
+        script = ["BEGIN"]
+        copies: list[str] = []
+        if direct:
+            script += [_RX_SELECT.format(n=len(direct)), _DIRECT_COPY]
+            copies.append("direct")
+        if staged:
+            script += [_STAGE_COPY, move_sql([k for k, _ in staged])]
+            copies.append("staged")
+        last = not others and not health
+        if last:
+            script.append("COMMIT")  # else after the other statements, below
+
+        def feed(i: int, done: list) -> bytes:
+            if copies[i] == "direct":
+                return COPY_SIGNATURE + direct_image(direct, _rx_numbers(done[-1], len(direct)), received_us) \
+                    + COPY_TRAILER
+            return COPY_SIGNATURE + stage_image(staged, received_us) + COPY_TRAILER
+
+        try:
+            done = pgwire.run(conn, "; ".join(script), feed)
             if staged:
-                with conn.cursor() as cur:
-                    with cur.copy(_STAGE_COPY) as copy:
-                        copy.write(COPY_SIGNATURE + stage_image(staged, received_us) + COPY_TRAILER)
-                    for k, new in cur.execute(_MOVE_SQL, ([k for k, _ in staged],)).fetchall():
-                        results[k] = int(new)
-            for k, item in enumerate(items):
-                if item.events:
-                    results[k] = self._insert_events(conn, item, received_us)
-                elif item.identities is not None and item.identities.size:
-                    results[k] = self._insert_identities(conn, item, received_us)
-            if self._health_since is not None and (
-                    self._clock.monotonic() - self._health_since >= self._health_flush_s or len(self._health) >= 1000):
-                self._write_health(conn)  # due: with this batch (else one statement less in it)
-        return results
+                moved = done[-2] if last else done[-1]
+                for row in range(moved.ntuples):
+                    results[int(moved.get_value(row, 0))] = int(moved.get_value(row, 1))
+            if not last:
+                for k, item in enumerate(items):
+                    if item.events:
+                        results[k] = self._insert_events(conn, item, received_us)
+                    elif item.identities is not None and item.identities.size:
+                        results[k] = self._insert_identities(conn, item, received_us)
+                if health:
+                    self._write_health(conn)  # due: with this batch (else one statement less in it)
+                conn.commit()
+        except BaseException:
+            _roll_back(conn)
+            raise
+        return results, marks
 
     def _insert_events(self, conn: Any, item: Pending, received_us: int) -> int:
         assert item.events is not None
@@ -275,6 +299,26 @@ class PgWriteMixin:
         values = ", ".join(["(%s, %s, %s::jsonb)"] * len(rows))
         conn.execute(f"INSERT INTO health (tower_id, received_us, health) VALUES {values}",
                      [v for row in rows for v in row])
+
+
+def _rx_numbers(res: Any, n: int) -> list[int]:
+    """The numbers :data:`_RX_SELECT` returned (its result ``res``), ascending."""
+    first = int(res.get_value(0, 0))
+    spread = res.get_value(0, 1)
+    if spread is None:
+        return list(range(first, first + n))
+    return [int(v) for v in spread.strip(b"{}").split(b",")]
+
+
+def _roll_back(conn: Any) -> None:
+    """End a failed transaction (nothing of it is kept); a connection lost is left to
+    the caller, who sees it closed."""
+    if conn.closed:
+        return
+    try:
+        conn.rollback()
+    except psycopg.Error:
+        pass
 
 
 def _first_seq(item: Pending) -> int:
