@@ -49,7 +49,8 @@ class LoadSpec:
     plain: bool = False
     seed: int = 1
     stop_when_drained: bool = False
-
+    after_drain_s: float = 0.0
+    progress_s: float = 0.0
 
 
 def _records(n: int, counter: int, t_us: np.ndarray | int, rng: np.random.Generator) -> np.ndarray:
