@@ -72,6 +72,27 @@ def test_live_first_and_a_slice_of_backlog_per_transaction_taken_as_soon_as_the_
         writer.close()
 
 
+def test_live_left_waiting_gets_the_commits_and_the_backlog_one_message_each_until_caught_up():
+    store = _GatedStore()
+    writer = StoreWriter(store)  # batch limit 1000 records, replay slice 200
+    try:
+        writer.put([_entry(1, False)])
+        assert store.entered.acquire(timeout=5)  # the first commit is under way
+        writer.put([_entry(120, True)] * 4 + [_entry(600, False)] * 3)  # live behind by more than a batch
+        for _ in range(4):
+            store.release.release()
+        _results(writer, 4)
+        assert store.batches == [["L1"],
+                                 ["L600", "L600", "R120"],  # live left waiting: one backlog message
+                                 ["L600", "R120", "R120"],  # caught up: the backlog's slice
+                                 ["R120"]]
+        assert writer.queued_records == 0
+    finally:
+        for _ in range(5):
+            store.release.release()
+        writer.close()
+
+
 def test_ack_timing_sums_up_the_parts():
     timing = AckTiming(keep=3)
     for k in range(5):

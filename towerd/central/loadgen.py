@@ -36,7 +36,9 @@ uses endpoint i mod k), or with ``--all-endpoints`` each tower lists them all (f
 Measured, printed as one JSON object: records acknowledged per second (sustained, over
 the run after ``--warmup-s``), ACK latency of live records (commit in the tower's outbox
 to ACK processed; median, p99, max), and for backlogs the time until each tower's last
-backlog record was acknowledged. The latency includes the generator's own loop delay:
+backlog record was acknowledged (with ``--after-drain-s``, the run goes on that long
+after a worker's backlogs are all acknowledged, and the live latency after that moment is
+also reported apart; ``--progress-s`` prints a progress line per worker). The latency includes the generator's own loop delay:
 ``reply_gap_ms`` (median, p99, max over the workers) is the time between two reads of
 the replies, the longest a reply that arrived could wait in the worker, and
 ``tick_ms_p99`` is its p99 (``slice_ms_p99``: how long one pass of writes takes).
@@ -200,6 +202,40 @@ class _Replies:
         self._epoll.close()
 
 
+class _Progress:
+    """A worker's progress line on stderr every ``every_s``: backlog records left, the
+    rate they went at since the last line, and the live ACK latency over that interval,
+    so that a long drain can be watched."""
+
+    def __init__(self, towers: list[_Tower], latencies: list[float], t0: float, every_s: float) -> None:
+        self._towers = towers
+        self._latencies = latencies
+        self._t0 = t0
+        self._every = every_s
+        self._next = t0 + every_s
+        self._mark = 0
+        self._left = self._total = sum(t.backlog_left for t in towers)
+        self._last = t0
+
+    def drained(self, now: float) -> None:
+        print(f"loadgen worker {os.getpid()}: {now - self._t0:.1f} s: every backlog acknowledged "
+              f"({self._total:,} records)", file=sys.stderr, flush=True)
+
+    def report(self, now: float) -> None:
+        if now < self._next:
+            return
+        self._next += self._every
+        a = np.asarray(self._latencies[self._mark:])
+        self._mark = len(self._latencies)
+        left = sum(t.backlog_left for t in self._towers)
+        rate = (self._left - left) / max(1e-9, now - self._last)
+        self._left, self._last = left, now
+        live = (f"median {np.median(a):.0f} ms, p99 {np.percentile(a, 99):.0f} ms, max {a.max():.0f} ms"
+                if a.size else "none acknowledged")
+        print(f"loadgen worker {os.getpid()}: {now - self._t0:.0f} s: backlog left {left:,} of {self._total:,} "
+              f"({rate:,.0f} records/s); live ACK latency {live}", file=sys.stderr, flush=True)
+
+
 def _worker(spec: LoadSpec, indices: list[int], ready) -> dict:
     """Build the towers, then ``ready()`` -> the monotonic time at which they start."""
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -263,13 +299,21 @@ def _worker(spec: LoadSpec, indices: list[int], ready) -> dict:
         paced: list[_Tower] = []
         next_mark = t0 + 1.0
         outage_on = False
+        drained_at: float | None = None  # when this worker's backlogs were all acknowledged
+        split = 0  # how many of the latencies came before then
+        progress = _Progress(towers, latencies, t0, spec.progress_s) if spec.progress_s > 0 else None
         while True:
             now = time.monotonic()
             el = now - t0
             if el >= spec.duration_s:
                 break
-            if spec.stop_when_drained and el > max(1.0, spec.outage_at_s + spec.outage_s) and all(
-                    t.backlog_left == 0 for t in towers if t.backlog_started is not None):
+            if spec.stop_when_drained and drained_at is None and el > max(1.0, spec.outage_at_s + spec.outage_s) \
+                    and all(t.backlog_left == 0 for t in towers if t.backlog_started is not None):
+                drained_at = now
+                split = len(latencies)
+                if progress is not None:
+                    progress.drained(now)
+            if drained_at is not None and now - drained_at >= spec.after_drain_s:
                 break
             if spec.outage_towers and not outage_on and spec.outage_at_s <= el < spec.outage_at_s + spec.outage_s:
                 outage_on = True
@@ -326,14 +370,21 @@ def _worker(spec: LoadSpec, indices: list[int], ready) -> dict:
                 next_mark += 1.0
                 pauses.part("mark", time.monotonic() - a)
                 pauses.window(a - t0, per_second[-1], latencies)
+                if progress is not None:
+                    progress.report(time.monotonic())
         t_end = time.monotonic()
-        lat = np.array(latencies, dtype=np.float64)
+        if drained_at is None:
+            split = len(latencies)
+        lat = np.array(latencies[:split], dtype=np.float64)
+        after = np.array(latencies[split:], dtype=np.float64)
         gaps = replies.gap_ms()
         return {
             "towers": len(towers), "elapsed_s": t_end - t0, "t0_utc": t0_utc, "late_start_s": t0 - t_start,
             "per_second": per_second,
             "acked": sum(t.acked for t in towers), "written": sum(t.counter for t in towers),
-            "latencies": lat.tolist(),
+            # 0.01 ms is precise enough and keeps a long run's JSON (millions of values) under half as long
+            "latencies": lat.round(2).tolist(), "latencies_after_drain": after.round(2).tolist(),
+            "drained_at_s": None if drained_at is None else drained_at - t0,
             "drained_s": [t.drained_s for t in towers if t.backlog_started is not None],
             "backlog_left": sum(t.backlog_left for t in towers),
             "tick_ms_p99": gaps["p99"], "reply_gap_ms": gaps,
@@ -419,11 +470,18 @@ def _pause_summary(per_worker: list[list[dict]]) -> dict:
             "gc_full": sum(w["gc_full"] for w in windows)}
 
 
+def _lat_summary(lat: np.ndarray) -> dict:
+    return {"n": int(lat.size), "median": _pct(lat, 50), "p99": _pct(lat, 99),
+            "max": round(float(lat.max()), 1) if lat.size else math.nan}
+
+
 def summarise(spec: LoadSpec, results: list[dict]) -> dict:
     n = min(len(r["per_second"]) for r in results)
     per_second = np.sum([r["per_second"][:n] for r in results], axis=0) if n else np.zeros(0)
     steady = per_second[int(spec.warmup_s):] if n > spec.warmup_s else per_second
-    lat = np.concatenate([np.asarray(r["latencies"]) for r in results]) if results else np.zeros(0)
+    during = [np.asarray(r["latencies"]) for r in results]
+    after = [np.asarray(r.get("latencies_after_drain", ())) for r in results]
+    lat = np.concatenate(during + after) if results else np.zeros(0)
     drained = [d for r in results for d in r["drained_s"]]
     return {
         "towers": spec.towers, "rate_per_tower": spec.rate, "offered_records_per_s": spec.towers * spec.rate,
@@ -432,8 +490,10 @@ def summarise(spec: LoadSpec, results: list[dict]) -> dict:
         "acked_records": int(sum(r["acked"] for r in results)),
         "records_per_s_sustained": round(float(np.mean(steady)), 1) if steady.size else math.nan,
         "records_per_s_min_second": int(np.min(steady)) if steady.size else 0,
-        "ack_latency_ms": {"n": int(lat.size), "median": _pct(lat, 50), "p99": _pct(lat, 99),
-                           "max": round(float(lat.max()), 1) if lat.size else math.nan},
+        "ack_latency_ms": _lat_summary(lat),
+        "ack_latency_during_drain_ms": _lat_summary(np.concatenate(during)) if results else None,
+        "ack_latency_after_drain_ms": _lat_summary(np.concatenate(after)) if results else None,
+        "drained_at_s": [r.get("drained_at_s") for r in results],
         "backlog_towers": len(drained),
         "drain_s": {"all": None if any(d is None for d in drained) or not drained else round(max(drained), 1),
                     "median": round(float(np.median([d for d in drained if d is not None])), 1)
@@ -480,6 +540,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--outbox-dir", help="where the outboxes go (default: a new directory under /dev/shm)")
     p.add_argument("--plain", action="store_true", help="no CURVE (the central runs --plain)")
     p.add_argument("--stop-when-drained", action="store_true", help="end once every backlog is acknowledged")
+    p.add_argument("--after-drain-s", type=float, default=0.0, help="with --stop-when-drained: run on this long "
+                   "after (live latency after the drain, reported apart)")
+    p.add_argument("--progress-s", type=float, default=0.0, help="print progress to stderr every this many "
+                   "seconds (0: never)")
     p = sub.add_parser("worker", help=argparse.SUPPRESS)
     p.add_argument("job")
     args = parser.parse_args(argv)
@@ -502,7 +566,8 @@ def main(argv: list[str] | None = None) -> int:
                     burst_every_s=args.burst_every_s, burst_s=args.burst_s, outage_towers=args.outage_towers,
                     outage_at_s=args.outage_at, outage_s=args.outage_s, backlog_towers=args.backlog_towers,
                     backlog_s=args.backlog_s, outbox_dir=args.outbox_dir, plain=args.plain, seed=args.seed,
-                    stop_when_drained=args.stop_when_drained)
+                    stop_when_drained=args.stop_when_drained, after_drain_s=args.after_drain_s,
+                    progress_s=args.progress_s)
     print(json.dumps(run(spec)))
     return 0
 

@@ -49,7 +49,8 @@ class LoadSpec:
     plain: bool = False
     seed: int = 1
     stop_when_drained: bool = False
-
+    after_drain_s: float = 0.0
+    progress_s: float = 0.0
 
 
 def _records(n: int, counter: int, t_us: np.ndarray | int, rng: np.random.Generator) -> np.ndarray:
@@ -237,7 +238,7 @@ class _Tower:
         self.counter += n
         self.box.commit()
         t = time.monotonic()
-        if self.client is None:  # offline: this is backlog
+        if self.client is None or not self.client.link_up:  # offline, or not up yet: this is backlog (ICD)
             if self.backlog_left == 0 or first != self.backlog_hi + 1:
                 self._mark_backlog(first, last)
             else:
