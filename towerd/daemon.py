@@ -16,7 +16,9 @@ ports, a wake-up pipe the sensor threads (and signals) write to, the uplinks' so
 and the status socket, with a timeout to its next timer (:mod:`towerd.handoff`). An idle tower costs
 next to nothing and a radar frame is processed the moment it is read; what can wait (an
 RF sweep, a central's reply, housekeeping timers) waits for that wake-up instead of
-costing one of its own.
+costing one of its own. An RF sweep that comes apart from the radar frame still wakes
+the loop (it is read when it comes, so its time is true), but that pass only reads it
+and sleeps again (:meth:`Daemon._idle_pass`).
 """
 
 from __future__ import annotations
