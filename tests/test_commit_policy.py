@@ -12,9 +12,10 @@ from towerd.clock import ManualClock
 from towerd.config import load_config
 from towerd.daemon import ACK_COMMIT_S, EXPIRE_INTERVAL_S, HOUSEKEEPING_SLACK_S, MAX_SLEEP_S, Daemon
 from towerd.handoff import RIDE_SLACK_S
-from towerd.drivers.measurements import RadarPlots
+from towerd.drivers.measurements import RadarPlots, Spectrum
 from towerd.icd import empty_track_records
 from towerd.pipeline import Pipeline
+from towerd.sensors import SensorEvent
 
 CONFIG = """\
 version: 1
@@ -148,3 +149,68 @@ def test_replies_wait_for_a_readings_wake_up_only_while_readings_flow(daemon):
     assert daemon._replies_wait(clock.monotonic())
     clock.advance(2 * RIDE_SLACK_S + 0.01)
     assert not daemon._replies_wait(clock.monotonic())  # the sensors went quiet
+
+
+def sweep_reading(clock: ManualClock, number: int) -> Spectrum:
+    return Spectrum.of("rf0", clock.monotonic(), number, 2400.0, 0.5, np.zeros(8, dtype=np.float32), "ism2400",
+                       float("nan"), "normal")
+
+
+def after_a_full_pass(d: Daemon) -> None:
+    """The loop's state after a full pass that processed a radar frame and planned a
+    quiet sleep (readings flow) on one sensor's port, which the sleep then found ready."""
+    clock = d.clock
+    d._on_reading(reading("radar0", clock, 1))
+    d._drain()
+    now = clock.monotonic()
+    d._housekeeping(now)
+    assert d._replies_wait(now)
+    d._wake_at = min(d._wake_time(now), now + RIDE_SLACK_S)
+    d._sensor_fds, d._ready = frozenset({12345}), {12345}
+
+
+def test_a_pass_that_only_read_a_sweep_sleeps_again_at_once(daemon):
+    """An RF sweep that comes apart from the radar frame is read when it comes (its time
+    is the read's) and rides to the next radar frame; the pass that read it skips the
+    queue, housekeeping and the planning of the sleep (_idle_pass), and sleeps again
+    until the time the last full pass planned."""
+    clock = daemon.clock
+    after_a_full_pass(daemon)
+    clock.advance(0.03)
+    daemon._on_reading(sweep_reading(clock, 7))
+    next_expire, iterations = daemon._next_expire, daemon._iterations
+    daemon._wake_at = clock.monotonic()  # the sleep below returns at once
+    assert daemon._idle_pass()
+    assert daemon._next_expire == next_expire and daemon._iterations == iterations  # nothing else ran
+    assert [r.sweep_number for r in daemon._handoff.readings] == [7]  # still riding, time as read
+    assert daemon._handoff.readings[0].t_mono == pytest.approx(clock.monotonic())
+    daemon._on_reading(reading("radar0", clock, 2))  # the radar frame: a full pass takes both
+    assert not daemon._idle_pass()
+
+
+@pytest.mark.parametrize("what", ["event", "sweep waited its slack", "timer due", "socket ready",
+                                  "replies polled", "uplinks not polled", "status client"])
+def test_a_pass_with_anything_else_to_do_is_a_full_pass(daemon, what):
+    clock = daemon.clock
+    after_a_full_pass(daemon)
+    clock.advance(0.03)
+    daemon._on_reading(sweep_reading(clock, 7))
+    if what == "event":
+        daemon._on_event(SensorEvent("rf0", "sensor.degraded", "warning", "quiet", clock.monotonic()))
+    elif what == "sweep waited its slack":
+        clock.advance(RIDE_SLACK_S)
+    elif what == "timer due":
+        clock.advance(daemon._next_expire - clock.monotonic())
+    elif what == "socket ready":
+        daemon._ready = {12345, 99}  # the wake-up pipe, or a port the last full pass did not sleep on
+    elif what == "replies polled":
+        daemon._quiet_until = float("-inf")  # what a full pass that polled the uplinks' sockets sets
+    elif what == "uplinks not polled":
+        daemon._commit()  # rows committed for the uplinks
+    elif what == "status client":
+        class Busy:
+            def wanted(self, ready):
+                return True
+        daemon.status_server = Busy()
+    assert clock.monotonic() < daemon._wake_at or what in ("sweep waited its slack", "timer due")
+    assert not daemon._idle_pass()

@@ -89,6 +89,29 @@ def test_a_sweep_alone_waits_for_a_radar_frame_or_its_slack():
         h.close()
 
 
+def test_idle_says_whether_take_would_give_nothing():
+    """Handoff.idle: the loop's pass that only read a sweep may sleep again at once
+    (the daemon's _idle_pass) exactly while taking would give it nothing."""
+    now = [100.0]
+    h = Handoff(lambda: now[0])
+    try:
+        assert h.idle()  # nothing queued
+        h.put_reading(sweep(1))
+        now[0] += RIDE_SLACK_S / 2
+        assert h.idle() and h.take_readings() == []  # a sweep that may still ride
+        now[0] += RIDE_SLACK_S / 2
+        assert not h.idle()  # it has waited long enough
+        assert len(h.take_readings()) == 1 and h.idle()
+        h.put_reading(radar(1))
+        assert not h.idle()
+        h.take_readings()
+        h.put_event("sensor.up")
+        assert not h.idle()
+        assert h.take_events() == ["sensor.up"] and h.idle()
+    finally:
+        h.close()
+
+
 def test_a_full_queue_refuses_and_counts(handoff):
     for k in range(QUEUE_MAX_READINGS):
         assert handoff.put_reading(radar(k))

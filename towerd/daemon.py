@@ -16,7 +16,9 @@ ports, a wake-up pipe the sensor threads (and signals) write to, the uplinks' so
 and the status socket, with a timeout to its next timer (:mod:`towerd.handoff`). An idle tower costs
 next to nothing and a radar frame is processed the moment it is read; what can wait (an
 RF sweep, a central's reply, housekeeping timers) waits for that wake-up instead of
-costing one of its own.
+costing one of its own. An RF sweep that comes apart from the radar frame still wakes
+the loop (it is read when it comes, so its time is true), but that pass only reads it
+and sleeps again (:meth:`Daemon._idle_pass`).
 """
 
 from __future__ import annotations
@@ -97,6 +99,13 @@ class Daemon(Reloading):
         self._pinged_at = -1  # loop pass of the last WATCHDOG=1
         self._last_reading = float("-inf")  # monotonic time a reading was last drained
         self._ready: set[int] = set()  # descriptors the last sleep found ready (sensors' ports among them)
+        self._wake_at = 0.0  # monotonic time the last full pass planned to wake by (see _idle_pass)
+        self._quiet_until = float("-inf")  # before it, a pass that reads only a riding reading has nothing else to do
+        self._sensor_fds: frozenset[int] = frozenset()  # the sensors' ports the last full pass slept on
+        self._polled: list[int] = []  # the descriptors it slept on
+        self._sockets: list[Any] = []  # and the uplinks' sockets it would wait on
+        self._awake: Any = lambda: False  # whether the loop must not sleep (a stop, a reload)
+        self._receivers_watched = True  # Remote ID receivers' silence is followed (see _drain)
 
     # -- wiring -------------------------------------------------------------------
 
@@ -239,12 +248,17 @@ class Daemon(Reloading):
                 if self._reload_requested.is_set():
                     self._reload()
                 self._read_sensors()
+                if self._idle_pass():
+                    continue
                 self._drain()
                 now = self.clock.monotonic()
                 self._housekeeping(now)
                 wake_at, replies = self._wake_time(now), not self._replies_wait(now)
                 if not replies:
                     wake_at = min(wake_at, now + RIDE_SLACK_S)
+                else:
+                    self._quiet_until = float("-inf")
+                self._wake_at = wake_at
                 self._sleep(wake_at, stop, replies=replies)
                 if replies:  # a reply or a link event may have ended the sleep
                     self._uplinks_fresh = False
@@ -286,18 +300,51 @@ class Daemon(Reloading):
         HOUSEKEEPING_SLACK_S later: a reading that comes before runs it (at 10 frames/s one
         always does), so it costs no wake-up of its own."""
         slack = HOUSEKEEPING_SLACK_S
-        timers = [self._next_expire + slack, self._next_status + slack, now + MAX_SLEEP_S]
+        timers = [now + MAX_SLEEP_S]
         commit_at = self._commit_time()
         if commit_at is not None:
             timers.append(commit_at)
-        if self._watchdog_s:
-            timers.append(self._next_watchdog + min(slack, self._watchdog_s / 4.0))
         timers += [now + u.next_timer_s() for u in self.uplinks]
         timers += [r.due() for r in self.runners]
         console_due = self.console.next_timer()
         if console_due is not None:
             timers.append(console_due)
-        return min(timers)
+        exact = min(timers)
+        # Before the first timer is due (housekeeping's without its slack, and the
+        # uplinks' poll of _housekeeping and the quiet sleep of _replies_wait), a pass
+        # that only reads a riding reading has nothing else to do (see _idle_pass).
+        due = min(self._next_expire, self._next_status, self._uplinks_polled_at + RIDE_SLACK_S,
+                  self._last_reading + 2.0 * RIDE_SLACK_S)
+        if self._watchdog_s:
+            due = min(due, self._next_watchdog)
+            exact = min(exact, self._next_watchdog + min(slack, self._watchdog_s / 4.0))
+        self._quiet_until = min(exact, due)
+        return min(exact, self._next_expire + slack, self._next_status + slack)
+
+    def _idle_pass(self) -> bool:
+        """After the sensors' ports were read: when the pass has nothing else to do, sleep
+        again at once and return True. That is the usual pass for an RF sweep that comes
+        apart from the radar frame: the sweep is read when it comes (its time is true)
+        and waits, riding, for the radar frame (:mod:`towerd.handoff`); the loop then
+        skips the queue, housekeeping and the planning of its sleep, which a full pass
+        does for it. Nothing else may be waiting: only sensors' ports woke the loop
+        from a sleep without the uplinks' sockets, no reading or event is to be taken
+        (:meth:`Handoff.idle`), no timer is due yet (``_quiet_until``, set by
+        :meth:`_wake_time`), the uplinks have nothing new, no status client is mid-request
+        and no Remote ID receiver is configured (its silence is looked at every pass)."""
+        if not (self._ready <= self._sensor_fds and self._uplinks_fresh and self._handoff.idle()):
+            return False
+        now = self.clock.monotonic()
+        if now >= self._quiet_until or self._receivers_watched or (
+                self.status_server is not None and self.status_server.wanted(set())):
+            return False
+        wake_at = self._wake_at
+        for runner in self.runners:  # a read may have brought a driver's timer closer
+            due = runner.due()
+            if due < wake_at:
+                wake_at = due
+        self._ready = self._handoff.sleep(wake_at, self._polled, self._sockets, replies=False, awake=self._awake)
+        return True
 
     def _replies_wait(self, now: float) -> bool:
         """Whether the loop's next sleep leaves the uplinks' sockets out: while readings
@@ -313,9 +360,11 @@ class Daemon(Reloading):
         reply on an uplink (unless ``replies`` is false), a status client."""
         sockets = [sock for uplink in self.uplinks for sock in uplink.pollables()]
         polled = self.status_server.filenos() if self.status_server is not None else []
-        polled += [r.fd for r in self.runners if r.fd is not None]
-        self._ready = self._handoff.sleep(wake_at, polled, sockets, replies=replies,
-                                          awake=lambda: stop.is_set() or self._reload_requested.is_set())
+        fds = [r.fd for r in self.runners if r.fd is not None]
+        self._sensor_fds = frozenset(fds) if replies is False else frozenset()
+        self._polled, self._sockets = polled + fds, sockets
+        self._awake = lambda: stop.is_set() or self._reload_requested.is_set()
+        self._ready = self._handoff.sleep(wake_at, self._polled, sockets, replies=replies, awake=self._awake)
 
     def _read_sensors(self) -> None:
         """Read the sensors' ports the last sleep found ready, and those whose driver is
@@ -343,6 +392,7 @@ class Daemon(Reloading):
             now = self.clock.monotonic()
             self.pipeline.set_receivers({r.name: None if r.state is SensorState.DOWN else r.driver.silent_s(now)
                                          for r in receivers})
+        self._receivers_watched = bool(receivers or identity.receivers or identity.receivers_up)
         for reading in self._handoff.take_readings(everything=everything):
             self._last_reading = self.clock.monotonic()
             stored = self._store(self.pipeline.process(reading))

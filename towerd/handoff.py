@@ -28,6 +28,7 @@ import collections
 import logging
 import os
 import queue
+import select
 import signal
 from typing import Any, Callable
 
@@ -59,7 +60,7 @@ class Handoff:
         self._sleeping = False  # the loop is in (or about to enter) its poll
         self._wake_at = float("inf")  # monotonic time the sleeping loop will wake by itself
         self._poller: zmq.Poller | None = None
-        self._poller_quiet: zmq.Poller | None = None  # the same without the uplinks' sockets
+        self._poller_quiet: Any = None  # a select.poll of the same without the uplinks' sockets
         self._polled: list[Any] = []
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -116,6 +117,16 @@ class Handoff:
             taken.sort(key=lambda r: isinstance(r, RIDING_READINGS))  # stable
         return taken
 
+    def idle(self) -> bool:
+        """Whether the loop has nothing to take: no event, no reading that wakes it, and
+        riding readings (if any) that may still wait (:meth:`take_readings` would give
+        nothing)."""
+        if self._urgent or not self.events.empty():
+            return False
+        since = self._riding_since
+        return since is None or (self._monotonic() - since < RIDE_SLACK_S
+                                 and len(self.readings) < QUEUE_MAX_READINGS)
+
     def take_events(self) -> list[Any]:
         events = []
         while not self.events.empty():
@@ -149,17 +160,20 @@ class Handoff:
                 pass
         return fds
 
-    def _current_poller(self, polled: list[Any], sockets: list[Any], replies: bool) -> zmq.Poller:
+    def _current_poller(self, polled: list[Any], sockets: list[Any], replies: bool) -> Any:
         """The poller on the wake-up pipe, ``polled`` and (with ``replies``) ``sockets``,
-        made anew only when that set changed (a reconnect, a reload)."""
+        made anew only when that set changed (a reconnect, a reload). Without the
+        sockets it is a plain ``select.poll``: one poll(2) per sleep, where libzmq's
+        poller makes two (it looks once without waiting first) and builds its items
+        each time; the loop sleeps that way while readings flow."""
         items = polled + sockets
         if self._poller is None or len(items) != len(self._polled) or any(
                 a is not b and a != b for a, b in zip(items, self._polled)):
-            self._poller, self._poller_quiet = zmq.Poller(), zmq.Poller()
-            for poller in (self._poller, self._poller_quiet):
-                poller.register(self._wake_r, zmq.POLLIN)
+            self._poller, self._poller_quiet = zmq.Poller(), select.poll()
+            for poller, flag in ((self._poller, zmq.POLLIN), (self._poller_quiet, select.POLLIN)):
+                poller.register(self._wake_r, flag)
                 for item in polled:
-                    poller.register(item, zmq.POLLIN)
+                    poller.register(item, flag)
             for sock in sockets:
                 self._poller.register(sock, zmq.POLLIN)
             self._polled = items
