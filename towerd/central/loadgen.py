@@ -335,22 +335,21 @@ def _worker(spec: LoadSpec, indices: list[int], ready) -> dict:
                     t = towers[cursor]
                     if t.next_write > now:
                         break
-                    a = time.monotonic()
+                    began = pauses.begin()
                     t.write(now, now - t.last_write, t0)
-                    b = time.monotonic()
-                    pauses.part("write", b - a)
+                    began = pauses.part("write", began)
                     t.last_write = now
                     t.next_write += spec.commit_s
                     if t.next_write < now:
                         t.next_write = now + spec.commit_s
                     _service(t)  # send what was just committed
-                    pauses.part("send", time.monotonic() - b)
+                    pauses.part("send", began)
                     cursor = (cursor + 1) % len(towers)
                     replies.serve(0)
                 next_write = towers[cursor].next_write
                 slice_ms.append((time.monotonic() - tick) * 1000)
             elif now >= next_pace:  # backlog pacing (token bucket) and scheduled socket rebuilds
-                a = time.monotonic()
+                began = pauses.begin()
                 if now >= next_scan:  # which towers have a timer at all: not every tower every 10 ms
                     paced = [t for t in towers if t.client is not None and t.client.next_timer_s() < math.inf]
                     next_scan = now + _PACED_SCAN_S
@@ -359,17 +358,18 @@ def _worker(spec: LoadSpec, indices: list[int], ready) -> dict:
                         _service(t)
                         replies.sync(t)  # a refused uplink rebuilds its socket in a poll
                 next_pace = now + (0.01 if paced else _PACED_SCAN_S)
-                pauses.part("pace", time.monotonic() - a)
+                pauses.part("pace", began)
             replies.serve(max(0.0, min(next_write, next_mark, next_pace) - time.monotonic()))
-            if (a := time.monotonic()) >= next_mark:
+            if time.monotonic() >= next_mark:
+                began = pauses.begin()
                 for t in towers:  # a socket rebuilt in any poll (after a refusal) is waited on
                     replies.sync(t)
                 total = sum(t.acked for t in towers)
                 per_second.append(total - acked_mark)
                 acked_mark = total
                 next_mark += 1.0
-                pauses.part("mark", time.monotonic() - a)
-                pauses.window(a - t0, per_second[-1], latencies)
+                pauses.part("mark", began)
+                pauses.window(began[0] - t0, per_second[-1], latencies)
                 if progress is not None:
                     progress.report(time.monotonic())
         t_end = time.monotonic()

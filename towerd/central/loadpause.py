@@ -25,14 +25,15 @@ pass), ``mark`` (the once-a-second bookkeeping), ``other`` (the rest of the loop
 
 
 class Pauses:
-    """Time accounting for one worker's loop. ``part(name, seconds)`` books loop work;
+    """Time accounting for one worker's loop. ``began = begin()`` then ``part(name, began)``
+    books loop work;
     ``read_begins()`` / ``read_ends()`` bracket each read of the replies;
     ``window(now, latencies)`` closes a window. Costs two clock readings per part."""
 
     def __init__(self) -> None:
         self._gap = dict.fromkeys(PARTS, 0.0)
         self._gc_started = 0.0
-        self._gc_in_part = 0.0
+        self._gc_total = 0.0  # every collection's time since the start, s
         self._gc_window = 0.0
         self._gc_max = 0.0
         self._gc_full = 0
@@ -47,7 +48,7 @@ class Pauses:
     def restart(self) -> None:
         """Forget what was booked so far (the setup): the run starts now."""
         self._gap = dict.fromkeys(PARTS, 0.0)
-        self._gc_in_part = self._gc_window = self._gc_max = 0.0
+        self._gc_window = self._gc_max = 0.0
         self._gc_full = 0
         self._last_read = time.monotonic()
         self._last_cpu = time.thread_time()
@@ -64,16 +65,22 @@ class Pauses:
             return
         dt = time.monotonic() - self._gc_started
         self._gap["gc"] += dt
-        self._gc_in_part += dt
+        self._gc_total += dt
         self._gc_window += dt
         self._gc_max = max(self._gc_max, dt)
         if info.get("generation") == 2:
             self._gc_full += 1
 
-    def part(self, name: str, seconds: float) -> None:
-        """Book ``seconds`` of loop work to ``name`` (less the collections inside it)."""
-        self._gap[name] += seconds - self._gc_in_part
-        self._gc_in_part = 0.0
+    def begin(self) -> tuple[float, float]:
+        """A part of the loop starts: give what this returns to :meth:`part` at its end."""
+        return time.monotonic(), self._gc_total
+
+    def part(self, name: str, began: tuple[float, float]) -> tuple[float, float]:
+        """Book the time since ``began`` to ``name``, less the collections inside it (a
+        collection between two parts is in ``gc`` alone); returns the next part's start."""
+        now = time.monotonic()
+        self._gap[name] += (now - began[0]) - (self._gc_total - began[1])
+        return now, self._gc_total
 
     def read_begins(self) -> float:
         """A read of the replies starts: closes the gap since the last one."""
@@ -88,13 +95,12 @@ class Pauses:
                            "unbooked": round((gap - booked) * 1000.0, 2)}
         for k in self._gap:
             self._gap[k] = 0.0
-        self._gc_in_part = 0.0
         return now
 
     def read_ends(self, began: float) -> None:
         now = time.monotonic()
         self._read_max = max(self._read_max, now - began)
-        self._gap["gc"] = self._gc_in_part = 0.0  # a collection during the read is not in the next gap
+        self._gap["gc"] = 0.0  # a collection during the read is not in the next gap
         self._last_read = now
         self._last_cpu = time.thread_time()
 
