@@ -32,6 +32,8 @@ outbox (time-stamped over that past interval: coming back after an outage that l
 
 Towers are split over ``--procs`` worker processes and over the ``--endpoint``s (tower i
 uses endpoint i mod k), or with ``--all-endpoints`` each tower lists them all (failover).
+``--nice N`` lowers the workers' priority: run on the central's own machine, the emulated
+towers (other computers in the field) then take the CPU the central and its database leave.
 
 Measured, printed as one JSON object: records acknowledged per second (sustained, over
 the run after ``--warmup-s``), ACK latency of live records (commit in the tower's outbox
@@ -535,7 +537,8 @@ def main(argv: list[str] | None = None) -> int:
         ("burst-s", float, 2.0, ""), ("outage-towers", int, 0, "towers losing the link"),
         ("outage-at", float, 0.0, "s"), ("outage-s", float, 0.0, "s"),
         ("backlog-towers", int, 0, "towers starting with a backlog"),
-        ("backlog-s", float, 0.0, "seconds of records in that backlog"), ("seed", int, 1, "")]:
+        ("backlog-s", float, 0.0, "seconds of records in that backlog"), ("seed", int, 1, ""),
+        ("nice", int, 0, "added to the workers' nice value (emulated towers on the central's machine yield to it)")]:
         p.add_argument(f"--{name}", type=typ, default=default, help=what or None)
     p.add_argument("--outbox-dir", help="where the outboxes go (default: a new directory under /dev/shm)")
     p.add_argument("--plain", action="store_true", help="no CURVE (the central runs --plain)")
@@ -550,6 +553,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "worker":
         job = json.loads(args.job)
         spec = LoadSpec(**{**job["spec"], "endpoints": tuple(job["spec"]["endpoints"])})
+        if spec.nice:
+            os.nice(spec.nice)
         def ready() -> float:
             print("ready", flush=True)
             return float(sys.stdin.readline())
@@ -567,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
                     outage_at_s=args.outage_at, outage_s=args.outage_s, backlog_towers=args.backlog_towers,
                     backlog_s=args.backlog_s, outbox_dir=args.outbox_dir, plain=args.plain, seed=args.seed,
                     stop_when_drained=args.stop_when_drained, after_drain_s=args.after_drain_s,
-                    progress_s=args.progress_s)
+                    progress_s=args.progress_s, nice=args.nice)
     print(json.dumps(run(spec)))
     return 0
 

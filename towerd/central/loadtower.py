@@ -51,6 +51,9 @@ class LoadSpec:
     stop_when_drained: bool = False
     after_drain_s: float = 0.0
     progress_s: float = 0.0
+    nice: int = 0
+    """Added to the workers' nice value: on a machine shared with the central under test,
+    the emulated towers (other computers in the field) yield the CPU to it and its database."""
 
 
 def _records(n: int, counter: int, t_us: np.ndarray | int, rng: np.random.Generator) -> np.ndarray:
