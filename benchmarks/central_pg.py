@@ -130,10 +130,12 @@ class WaitSampler:
     sessions in it. ``CPU`` is an active session with no wait event: running, or ready to
     run and waiting for a core (the run-queue figures of :class:`CpuMeter` tell which)."""
 
-    def __init__(self, url: str, interval_s: float = 0.02) -> None:
+    def __init__(self, url: str, interval_s: float = 0.05) -> None:
         self._url = url
         self._interval = interval_s
         self.start_at = 0.0
+        self.backend_pid = 0  # its own session's server process: not PostgreSQL's CPU for the central
+        self._connected = threading.Event()
         self.samples = 0
         self.counts: dict[str, int] = {}
         self._stop = threading.Event()
@@ -141,6 +143,8 @@ class WaitSampler:
 
     def _run(self) -> None:
         with psycopg.connect(self._url, autocommit=True) as conn:
+            self.backend_pid = conn.pgconn.backend_pid
+            self._connected.set()
             while not self._stop.wait(self._interval):
                 if time.monotonic() < self.start_at:
                     continue
@@ -153,6 +157,7 @@ class WaitSampler:
 
     def __enter__(self) -> WaitSampler:
         self._thread.start()
+        self._connected.wait(30)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -225,8 +230,9 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
         central_pids = {p.pid for p in procs}
         own = {os.getpid()} if driver is not None else set()  # an in-process driver's CPU is this process's
         flushes, flushes_t0 = _wal_flushes(url), time.monotonic()
-        with CpuMeter(lambda: central_pids) as central_cpu, CpuMeter(cluster.server_pids) as db_cpu, \
-                CpuMeter(lambda: child_pids(os.getpid()) - central_pids | own) as gen_cpu, WaitSampler(url) as waits:
+        with WaitSampler(url) as waits, CpuMeter(lambda: central_pids) as central_cpu, \
+                CpuMeter(lambda: [p for p in cluster.server_pids() if p != waits.backend_pid]) as db_cpu, \
+                CpuMeter(lambda: child_pids(os.getpid()) - central_pids | own) as gen_cpu:
             def schedule(t_start: float) -> None:  # count CPU from the towers' start, not while they prefill
                 for meter in (central_cpu, db_cpu, gen_cpu, waits):
                     meter.start_at = t_start
