@@ -242,7 +242,7 @@ class AckTiming:
     p99 as the middle of their bin (within 0.5 %). Why not the last N values: the summary
     then covered a different stretch of time for each central (a central taking twice the
     messages of another covered half the time), so the centrals of one run could not be
-    compared (docs/central.md, "Two central processes")."""
+    compared (docs/central.md, Sizing, "Two central processes on one database")."""
 
     PARTS = ("queue", "commit", "ack")
     _FLOOR_S = 1e-5
