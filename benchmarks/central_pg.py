@@ -51,28 +51,47 @@ def _cpu_s(pid: int) -> float | None:
         return None
 
 
+def _runq_s(pid: int) -> float | None:
+    """Seconds the threads of ``pid`` have waited on a run queue for a core (schedstat)."""
+    total = 0.0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as fh:
+                total += int(fh.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+    return total
+
+
 class CpuMeter:
-    """CPU seconds used by a changing set of processes (sampled every 0.25 s: a process
-    that ends between samples loses at most its last quarter second)."""
+    """CPU seconds used by a changing set of processes, and seconds their threads waited
+    for a core (sampled every 0.25 s: a process that ends between samples loses at most
+    its last quarter second)."""
 
     def __init__(self, pids_fn) -> None:
         self._pids_fn = pids_fn
         self.start_at = 0.0  # monotonic: CPU before this is not counted (set it before it passes)
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
+        self._runq_first: dict[int, float] = {}
+        self._runq_last: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="cpu-meter", daemon=True)
 
     def _sample(self) -> None:
         if time.monotonic() < self.start_at:
-            self._first.clear()
-            self._last.clear()
+            for d in (self._first, self._last, self._runq_first, self._runq_last):
+                d.clear()
             return
         for pid in self._pids_fn():
             v = _cpu_s(pid)
             if v is not None:
                 self._first.setdefault(pid, v)
                 self._last[pid] = v
+            w = _runq_s(pid)
+            if w is not None:
+                self._runq_first.setdefault(pid, w)
+                self._runq_last[pid] = w
 
     def _run(self) -> None:
         while not self._stop.wait(0.25):
@@ -98,6 +117,62 @@ class CpuMeter:
     @property
     def cores(self) -> float:
         return self.seconds / self.elapsed
+
+    @property
+    def runq_cores(self) -> float:
+        """Seconds waited for a core per second of run (threads ready to run, none free)."""
+        return sum(self._runq_last[p] - self._runq_first[p] for p in self._runq_last) / self.elapsed
+
+
+class WaitSampler:
+    """What the central's PostgreSQL sessions are doing, sampled every ``interval_s`` from
+    ``pg_stat_activity`` (from ``start_at``, monotonic): per state, the average number of
+    sessions in it. ``CPU`` is an active session with no wait event: running, or ready to
+    run and waiting for a core (the run-queue figures of :class:`CpuMeter` tell which)."""
+
+    def __init__(self, url: str, interval_s: float = 0.05) -> None:
+        self._url = url
+        self._interval = interval_s
+        self.start_at = 0.0
+        self.backend_pid = 0  # its own session's server process: not PostgreSQL's CPU for the central
+        self._connected = threading.Event()
+        self.samples = 0
+        self.counts: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="wait-sampler", daemon=True)
+
+    def _run(self) -> None:
+        with psycopg.connect(self._url, autocommit=True) as conn:
+            self.backend_pid = conn.pgconn.backend_pid
+            self._connected.set()
+            while not self._stop.wait(self._interval):
+                if time.monotonic() < self.start_at:
+                    continue
+                rows = conn.execute("SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                                    "WHERE application_name = 'towerd-central'").fetchall()
+                self.samples += 1
+                for state, kind, event in rows:
+                    key = ("CPU" if kind is None else f"{kind}:{event}") if state == "active" else "idle"
+                    self.counts[key] = self.counts.get(key, 0) + 1
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        self._connected.wait(30)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def shares(self) -> dict[str, float]:
+        """{state: average sessions in it}, largest first."""
+        n = max(self.samples, 1)
+        return {k: round(v / n, 3) for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])}
+
+
+def _wal_flushes(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        return int(conn.execute("SELECT wal_sync FROM pg_stat_wal").fetchone()[0])
 
 
 def _start_central(url: str, keys: dict, log: Path, root: Path | None = None) -> tuple[subprocess.Popen, str]:
@@ -154,10 +229,12 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
             endpoints.append(endpoint)
         central_pids = {p.pid for p in procs}
         own = {os.getpid()} if driver is not None else set()  # an in-process driver's CPU is this process's
-        with CpuMeter(lambda: central_pids) as central_cpu, CpuMeter(cluster.server_pids) as db_cpu, \
+        flushes, flushes_t0 = _wal_flushes(url), time.monotonic()
+        with WaitSampler(url) as waits, CpuMeter(lambda: central_pids) as central_cpu, \
+                CpuMeter(lambda: [p for p in cluster.server_pids() if p != waits.backend_pid]) as db_cpu, \
                 CpuMeter(lambda: child_pids(os.getpid()) - central_pids | own) as gen_cpu:
             def schedule(t_start: float) -> None:  # count CPU from the towers' start, not while they prefill
-                for meter in (central_cpu, db_cpu, gen_cpu):
+                for meter in (central_cpu, db_cpu, gen_cpu, waits):
                     meter.start_at = t_start
 
             if driver is not None:
@@ -168,6 +245,10 @@ def _scenario(cluster: PgCluster, work: Path, name: str, centrals: int, spec_kw:
         result["central_cpu"] = round(central_cpu.cores, 2)
         result["db_cpu"] = round(db_cpu.cores, 2)
         result["gen_cpu"] = round(gen_cpu.cores, 2)
+        result["runq"] = {"central": round(central_cpu.runq_cores, 2), "db": round(db_cpu.runq_cores, 2),
+                          "gen": round(gen_cpu.runq_cores, 2)}
+        result["db_sessions"] = waits.shares()
+        result["wal_flushes_per_s"] = round((_wal_flushes(url) - flushes) / (time.monotonic() - flushes_t0), 1)
         if result.get("acked_records"):  # CPU time per record: holds under the shared machine's load
             result["cpu_us_per_record"] = {name: round(m.seconds / result["acked_records"] * 1e6, 1) for name, m in
                                            (("central", central_cpu), ("db", db_cpu), ("gen", gen_cpu))}
@@ -231,9 +312,24 @@ def _load_figures(label: str, r: dict) -> list[Figure]:
                          f"the load generator {cpu['gen']} µs",
                note="CPU time (user + system, all threads) over the run divided by the records acknowledged in it: "
                     "unlike rates and latencies, it holds when the shared machine is loaded"),
+        Figure(f"{label}: the central's PostgreSQL sessions, share of time on a core or waiting for one",
+               r["db_sessions"].get("CPU", 0.0), "sessions",
+               reference=f"every state (average sessions in it): {sessions_text(r['db_sessions'])}; "
+                         f"{r['wal_flushes_per_s']:g} WAL flushes/s",
+               note=f"waited for a core (run queue, seconds per second): PostgreSQL {r['runq']['db']}, "
+                     f"central {r['runq']['central']}, load generator {r['runq']['gen']}; a commit's time is "
+                     "that of its session's states: lock waits (Lock:*, LWLock:*) are what two central processes "
+                     "could cost each other, IO:WALSync the commit's flush, Client:ClientRead waiting for the "
+                     "central's COPY data"),
         Figure(f"{label}: database bytes per million records", r["db_bytes_per_million"] / 1e6, "MB",
                reference=f"{r['db_rows']:,} rows in tracks, partitions with indexes"),
     ]
+
+
+def sessions_text(shares: dict[str, float]) -> str:
+    """The sampled states, largest first (the idle ones last)."""
+    busy = [f"{k} {v:g}" for k, v in shares.items() if k != "idle"]
+    return ", ".join(busy + [f"idle {shares.get('idle', 0.0):g}"])
 
 
 def split_text(splits: list[dict]) -> str:

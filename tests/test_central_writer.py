@@ -8,6 +8,7 @@ import select
 import threading
 
 import numpy as np
+import pytest
 
 from towerd.central.storetypes import Pending
 from towerd.central.writer import AckTiming, StoreWriter
@@ -94,12 +95,30 @@ def test_live_left_waiting_gets_the_commits_and_the_backlog_one_message_each_unt
 
 
 def test_ack_timing_sums_up_the_parts():
-    timing = AckTiming(keep=3)
+    timing = AckTiming()
     for k in range(5):
         timing.add(queued=10.0, started=10.1, finished=10.3, acked=10.3 + 0.001 * k)
     summary = timing.summary()
-    assert summary["queue"]["median_ms"] == 100.0 and summary["commit"]["median_ms"] == 200.0
-    assert summary["ack"]["n"] == 3 and summary["ack"]["median_ms"] == 3.0  # only the last three kept
+    assert summary["queue"]["median_ms"] == pytest.approx(100.0, rel=0.005)
+    assert summary["commit"]["median_ms"] == pytest.approx(200.0, rel=0.005)
+    assert summary["ack"]["n"] == 5 and summary["ack"]["median_ms"] == pytest.approx(2.0, rel=0.005)
+
+
+def test_ack_timing_counts_every_message_since_start():
+    """The summary covers the whole life, not the last N messages: a slow first stretch
+    stays in the p99 however many fast messages follow (so two centrals of one run,
+    one taking twice the messages of the other, summarise the same stretch of time)."""
+    timing = AckTiming()
+    for _ in range(2_000):  # 2 % of the messages: slow commits at the start
+        timing.add(queued=0.0, started=0.0, finished=0.5, acked=0.5)
+    for _ in range(98_000):
+        timing.add(queued=0.0, started=0.0, finished=0.02, acked=0.02)
+    commit = timing.summary()["commit"]
+    assert commit["n"] == 100_000
+    assert commit["median_ms"] == pytest.approx(20.0, rel=0.005)
+    assert commit["p99_ms"] == pytest.approx(500.0, rel=0.005)
+    timing.add(queued=0.0, started=0.0, finished=1e-7, acked=1e6)  # out of range either side: counted, clamped
+    assert timing.summary()["ack"]["n"] == 100_001
 
 
 def test_commits_start_at_least_min_interval_apart_unless_a_full_batch_waits():

@@ -268,7 +268,7 @@ class CentralServer(RoundsMixin, IntakeMixin, PeersMixin, StoringMixin, Descript
     @property
     def ack_timing(self) -> dict[str, dict[str, float]]:
         """With a store writer, where the central's part of the ACK latency goes (median
-        and p99 ms of the recent messages): ``queue`` (waiting for the transaction before
+        and p99 ms of every message since start, within 0.5 %): ``queue`` (waiting for the transaction before
         to commit), ``commit`` (its own transaction), ``ack`` (commit to ACK sent)."""
         return self._timing.summary()
 

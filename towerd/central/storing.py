@@ -98,7 +98,7 @@ class StoringMixin:
         stats = self._stats
         if internal:
             stats["internal_errors"] += 1
-        timing = self._timing if finished else None
+        timed: list[float] | None = [] if finished else None
         acked = time.monotonic()  # once per batch: its ACKs leave together
         for (rid, first, last, item, queued), result in zip(pending, results):
             if isinstance(result, OutboxError):
@@ -110,8 +110,10 @@ class StoringMixin:
             if size != result:
                 stats["duplicates"] += size - result
             self._ack(rid, item.tower_id, item.stream_id, first, last)
-            if timing is not None:
-                timing.add(queued, started, finished, acked)
+            if timed is not None:
+                timed.append(queued)
+        if timed:
+            self._timing.add_batch(timed, started, finished, acked)
 
     def _ack(self, rid: bytes, tower_id: str, stream_id: int, first: int, last: int) -> None:
         if self._reply(rid, tower_id, encode_ack(stream_id, first, last)):
