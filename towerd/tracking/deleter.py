@@ -77,3 +77,29 @@ class MissDeleter:
         gone = (stale | ((status == int(Status.TENTATIVE)) & (tracks.misses > self.tentative_max_misses)))
         gone &= status != int(Status.ENDED)  # stale: tentative, confirmed and coasting tracks alike
         return since > self.coast_after_s, gone
+
+    def quiet_bounds(self, tracks: TrackTable) -> tuple[float, float, float] | None:
+        """What :meth:`is_quiet` needs of ``tracks``, found once per table: (oldest last
+        update of the live rows, oldest of the CONFIRMED rows, newest of the COASTING
+        rows), ±inf for none; None when a row goes whatever the time (a tentative track
+        over its misses)."""
+        status = tracks.status
+        if ((status == int(Status.TENTATIVE)) & (tracks.misses > self.tentative_max_misses)).any():
+            return None
+        t = tracks.t_last_update
+        live = t[status != int(Status.ENDED)]
+        confirmed = t[status == int(Status.CONFIRMED)]
+        coasting = t[status == int(Status.COASTING)]
+        return (float(live.min()) if len(live) else np.inf, float(confirmed.min()) if len(confirmed) else np.inf,
+                float(coasting.max()) if len(coasting) else -np.inf)
+
+    def is_quiet(self, bounds: tuple[float, float, float] | None, t_mono: float) -> bool:
+        """True when :meth:`judge` at ``t_mono`` of the table whose :meth:`quiet_bounds`
+        are ``bounds`` removes no row and changes no CONFIRMED / COASTING status. Exact:
+        float subtraction is monotonic, so t − (oldest update) is the largest of the rows'
+        t − t_last_update and t − (newest) the smallest; a NaN bound answers False."""
+        if bounds is None:
+            return False
+        oldest, oldest_confirmed, newest_coasting = bounds
+        return (t_mono - oldest <= self.confirmed_max_coast_s and t_mono - oldest_confirmed <= self.coast_after_s
+                and t_mono - newest_coasting > self.coast_after_s)

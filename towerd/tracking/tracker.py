@@ -114,6 +114,8 @@ class Tracker:
         self.scorer = scorer
         self._next_id = int(first_track_id)
         self._empty: dict[int, TrackTable] = {}
+        self._quiet: tuple[TrackTable | None, tuple[float, float, float] | None] = (None, None)
+        """(table, the deleter's quiet_bounds of it) for :meth:`expire`."""
         self._tracks = predictor.attach(TrackTable.empty()).freeze()
 
     @property
@@ -237,6 +239,10 @@ class Tracker:
         ``t_mono``, without predicting or counting misses. Call it periodically so tracks
         end even while no detections arrive."""
         t = float(t_mono)
+        if self._quiet[0] is not self._tracks:  # the deleter's bounds, once per table
+            self._quiet = (self._tracks, self.deleter.quiet_bounds(self._tracks))
+        if self.deleter.is_quiet(self._quiet[1], t):  # nothing can have gone stale: what the steps below give
+            return TrackUpdate(t_mono=t, tracks=self._tracks, ended=self._none(self._tracks.n_modes))
         tr = self._tracks.copy()
         coasting, gone = self.deleter.judge(tr, t)
         changed = self._set_coasting(tr, coasting)
