@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,16 +83,24 @@ class MissDeleter:
         """What :meth:`is_quiet` needs of ``tracks``, found once per table: (oldest last
         update of the live rows, oldest of the CONFIRMED rows, newest of the COASTING
         rows), ±inf for none; None when a row goes whatever the time (a tentative track
-        over its misses)."""
-        status = tracks.status
-        if ((status == int(Status.TENTATIVE)) & (tracks.misses > self.tentative_max_misses)).any():
-            return None
-        t = tracks.t_last_update
-        live = t[status != int(Status.ENDED)]
-        confirmed = t[status == int(Status.CONFIRMED)]
-        coasting = t[status == int(Status.COASTING)]
-        return (float(live.min()) if len(live) else np.inf, float(confirmed.min()) if len(confirmed) else np.inf,
-                float(coasting.max()) if len(coasting) else -np.inf)
+        over its misses, or a NaN update time)."""
+        # Plain Python over the few rows: cheaper than a dozen NumPy calls on tiny arrays.
+        oldest = oldest_confirmed = math.inf
+        newest_coasting = -math.inf
+        limit = self.tentative_max_misses
+        for status, misses, t in zip(tracks.status.tolist(), tracks.misses.tolist(), tracks.t_last_update.tolist()):
+            if t != t or (status == _TENTATIVE and misses > limit):
+                return None  # NaN: never quiet (the full pass decides); over its misses: goes now
+            if status == _ENDED:
+                continue
+            if t < oldest:
+                oldest = t
+            if status == _CONFIRMED:
+                if t < oldest_confirmed:
+                    oldest_confirmed = t
+            elif status == _COASTING and t > newest_coasting:
+                newest_coasting = t
+        return oldest, oldest_confirmed, newest_coasting
 
     def is_quiet(self, bounds: tuple[float, float, float] | None, t_mono: float) -> bool:
         """True when :meth:`judge` at ``t_mono`` of the table whose :meth:`quiet_bounds`
@@ -103,3 +112,7 @@ class MissDeleter:
         oldest, oldest_confirmed, newest_coasting = bounds
         return (t_mono - oldest <= self.confirmed_max_coast_s and t_mono - oldest_confirmed <= self.coast_after_s
                 and t_mono - newest_coasting > self.coast_after_s)
+
+
+_TENTATIVE, _CONFIRMED, _COASTING, _ENDED = (int(Status.TENTATIVE), int(Status.CONFIRMED), int(Status.COASTING),
+                                             int(Status.ENDED))
