@@ -349,4 +349,4 @@ def test_rotated_covariance_gives_the_einsums_floats():
         rj = np.einsum("ij,njk->nik", rot, jac)
         cov = np.einsum("nik,k,njk->nij", rj, var, rj)
         want = 0.5 * (cov + np.swapaxes(cov, -1, -2))
-        assert _rotated_covariance(rot, jac, var).tobytes() == want.tobytes()
+        assert _rotated_covariance(rot, np.ascontiguousarray(jac.transpose(1, 2, 0)), var).tobytes() == want.tobytes()

@@ -315,24 +315,25 @@ class PlotConverter:
             log.debug("%s: dropped %d points without a finite position", plots.sensor, n_bad)
             columns = columns[keep]
             s = columns[:, :3]
-        x, y, z = s[:, 0], s[:, 1], s[:, 2]
+        n = len(s)
+        c = np.ascontiguousarray(columns[:, :3].T)  # (3, N): x, y, z as rows
+        x, y, z = c
         h = np.hypot(x, y)
         r = np.hypot(h, z)
-        jac = np.empty((len(s), 3, 3))
+        jac = np.empty((3, 3, n))  # jac[j, k] = J[:, j, k] over the points: every write a contiguous row
         if h.all():  # the usual frame: no point on the vertical axis (r >= h > 0)
-            jac[:, :, 0] = s / r[:, None]  # x / r, y / r, z / r
-            jac[:, :2, 2] = -z[:, None] * (s[:, :2] / h[:, None])  # -z sin a, -z cos a
+            np.divide(c, r, out=jac[:, 0])  # x / r, y / r, z / r
+            np.multiply(-z, c[:2] / h, out=jac[:2, 2])  # -z sin a, -z cos a
         else:
             on_axis = h == 0.0
             with np.errstate(invalid="ignore", divide="ignore"):
                 sa = np.where(on_axis, 0.0, x / h)
                 ca = np.where(on_axis, 1.0, y / h)
                 at_antenna = r == 0.0  # the limit along boresight (a = e = 0), as the spherical form has it
-                jac[:, 0, 0], jac[:, 1, 0], jac[:, 2, 0] = (np.where(at_antenna, 0.0, x / r),
-                                                            np.where(at_antenna, 1.0, y / r),
-                                                            np.where(at_antenna, 0.0, z / r))
-            jac[:, 0, 2], jac[:, 1, 2] = -z * sa, -z * ca
-        jac[:, 0, 1], jac[:, 1, 1], jac[:, 2, 1], jac[:, 2, 2] = y, -x, 0.0, h
+                jac[0, 0], jac[1, 0], jac[2, 0] = (np.where(at_antenna, 0.0, x / r), np.where(at_antenna, 1.0, y / r),
+                                                   np.where(at_antenna, 0.0, z / r))
+            jac[0, 2], jac[1, 2] = -z * sa, -z * ca
+        jac[0, 1], jac[1, 1], jac[2, 1], jac[2, 2] = y, -x, 0.0, h
         pos = s @ self._rotation.T + self._position
         cov = _rotated_covariance(self._rotation, jac, self._variance)
         rv = columns[:, 3]
@@ -375,20 +376,23 @@ def _columns(rows: np.ndarray) -> np.ndarray:
 
 
 def _rotated_covariance(rot: np.ndarray, jac: np.ndarray, var: np.ndarray) -> np.ndarray:
-    """(N, 3, 3) symmetric C = (R J) diag(var) (R J)ᵀ of ``rot`` R (3, 3), ``jac`` J (N, 3, 3)
+    """(N, 3, 3) symmetric C = (R J) diag(var) (R J)ᵀ of ``rot`` R (3, 3), ``jac`` (3, 3, N)
+    (``jac[j, k]`` is J[:, j, k]: point-major last, so every step runs over contiguous rows)
     and ``var`` (3,): the sums over the inner index written out, term by term in index
     order from 0, as ``einsum("ij,njk->nik")`` and ``einsum("nik,k,njk->nij")`` add them
     (the same floats, for a fraction of the three-operand einsum's time), then (C + Cᵀ) / 2."""
-    q = rot[None, :, :, None] * jac[:, None, :, :]  # q[n, i, j, k] = R[i, j] J[n, j, k]
-    rj = q[:, :, 0] + 0.0
-    rj += q[:, :, 1]
-    rj += q[:, :, 2]
-    rjt = np.ascontiguousarray(rj.transpose(2, 0, 1))  # [k, n, i]
-    p = (rjt * var[:, None, None])[:, :, :, None] * rjt[:, :, None, :]  # [k, n, i, j] = (RJ[n,i,k] var[k]) RJ[n,j,k]
-    cov = p[0] + 0.0
-    cov += p[1]
-    cov += p[2]
-    return 0.5 * (cov + cov.transpose(0, 2, 1))
+    q = rot[:, :, None, None] * jac  # q[i, j, k] = R[i, j] J[j, k]
+    rj = q[:, 0] + 0.0  # rj[i, k] = (R J)[i, k]
+    rj += q[:, 1]
+    rj += q[:, 2]
+    a = rj * var[:, None]  # (R J)[i, k] var[k]
+    p = a[:, None] * rj  # p[i, j, k] = ((R J)[i, k] var[k]) (R J)[j, k]
+    cov = p[:, :, 0] + 0.0
+    cov += p[:, :, 1]
+    cov += p[:, :, 2]  # (3, 3, N)
+    out = np.empty((cov.shape[2], 3, 3))
+    np.multiply(cov + cov.transpose(1, 0, 2), 0.5, out=out.transpose(1, 2, 0))  # (C + Cᵀ) / 2, point-major
+    return out
 
 
 def _nan(n: int) -> np.ndarray:

@@ -182,6 +182,8 @@ class BandTracker:
         self.hopsets = HopSetDetector(band, settings, classifier)
         self._confirm_mask = window_mask(s.confirm_window)
         self._idle = BandStep(tracks=self.tracks, ended=NO_ROWS)  # an idle sweep's step (frozen: shared)
+        self._kinds: tuple[np.ndarray, np.ndarray] | None = None
+        """(previous, new) class of every row the latest :meth:`_finish` classified, for :meth:`_quiet`."""
 
     # -- one sweep ----------------------------------------------------------------------
 
@@ -286,7 +288,40 @@ class BandTracker:
         """Apply the time rules alone (no sweep of this band arrived)."""
         if self.tracks.shape[0] == 0:
             return BandStep(tracks=self.tracks, ended=NO_ROWS)
-        return self._finish(copy_rows(self.tracks), float(t_mono), sweep=False)
+        t = float(t_mono)
+        if self._quiet(t):  # what the time rules below would give back: the same tracks, none ended
+            return BandStep(tracks=self.tracks, ended=NO_ROWS)
+        return self._finish(copy_rows(self.tracks), t, sweep=False)
+
+    def _quiet(self, t: float) -> bool:
+        """True when :meth:`_finish` of the live tracks at ``t`` without a sweep would change
+        no row: no status flips, nothing is dropped or ended, and classify gives each row the
+        class it has (classify reads a row's previous class only through its hysteresis
+        group, continuous or Wi-Fi-like or neither: when the latest classify left every
+        row in the group it found it in, the same inputs give the same class again). Duty
+        depends on the sweep counts alone, which only a sweep changes. Plain Python over
+        the band's few rows; a NaN time is never quiet."""
+        if self._kinds is None:
+            return False
+        before, after = self._kinds
+        group = _HYSTERESIS_GROUP.get
+        if any(group(a, 0) != group(b, 0) for a, b in zip(before.tolist(), after.tolist())):
+            return False
+        s = self.settings
+        tr = self.tracks
+        for status, misses, last in zip(tr["status"].tolist(), tr["misses"].tolist(), tr["last_seen_mono"].tolist()):
+            since = t - last
+            if not since <= s.end_after_s:
+                return False
+            if status == _TENTATIVE:
+                if not misses <= s.tentative_max_misses:
+                    return False
+            elif status == _CONFIRMED:
+                if not since <= s.coast_after_s:
+                    return False
+            elif status != _COASTING or not since > s.coast_after_s:
+                return False
+        return True
 
     def end_all(self, t_mono: float) -> BandStep:
         """End every live track."""
@@ -444,7 +479,9 @@ class BandTracker:
         if absorbed is not None:
             gone |= absorbed
 
+        before = tr["kind"].copy()
         kind, conf = classify(tr, self.classifier, s.hop_min_channels)
+        self._kinds = (before, kind)
         tr["kind"] = kind
         tr["confidence"] = conf
         tr["category"] = category_of(kind)
@@ -459,3 +496,9 @@ class BandTracker:
         if end.any():
             log.debug("band %d: ended RF tracks %s", self.band, tr["rf_track_id"][end].tolist())
         return BandStep(tracks=self.tracks, ended=ended)
+
+
+_TENTATIVE, _CONFIRMED, _COASTING = int(Status.TENTATIVE), int(Status.CONFIRMED), int(Status.COASTING)
+_HYSTERESIS_GROUP = {int(LinkKind.CARRIER): 1, int(LinkKind.OFDM_VIDEO): 1, int(LinkKind.ANALOG_VIDEO): 1,
+                     int(LinkKind.WIFI_LIKE): 2}
+"""The previous classes classify tells apart (rf.classify: was_continuous, was_wifi); others 0."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,3 +78,41 @@ class MissDeleter:
         gone = (stale | ((status == int(Status.TENTATIVE)) & (tracks.misses > self.tentative_max_misses)))
         gone &= status != int(Status.ENDED)  # stale: tentative, confirmed and coasting tracks alike
         return since > self.coast_after_s, gone
+
+    def quiet_bounds(self, tracks: TrackTable) -> tuple[float, float, float] | None:
+        """What :meth:`is_quiet` needs of ``tracks``, found once per table: (oldest last
+        update of the live rows, oldest of the CONFIRMED rows, newest of the COASTING
+        rows), ±inf for none; None when a row goes whatever the time (a tentative track
+        over its misses, or a NaN update time)."""
+        # Plain Python over the few rows: cheaper than a dozen NumPy calls on tiny arrays.
+        oldest = oldest_confirmed = math.inf
+        newest_coasting = -math.inf
+        limit = self.tentative_max_misses
+        for status, misses, t in zip(tracks.status.tolist(), tracks.misses.tolist(), tracks.t_last_update.tolist()):
+            if t != t or (status == _TENTATIVE and misses > limit):
+                return None  # NaN: never quiet (the full pass decides); over its misses: goes now
+            if status == _ENDED:
+                continue
+            if t < oldest:
+                oldest = t
+            if status == _CONFIRMED:
+                if t < oldest_confirmed:
+                    oldest_confirmed = t
+            elif status == _COASTING and t > newest_coasting:
+                newest_coasting = t
+        return oldest, oldest_confirmed, newest_coasting
+
+    def is_quiet(self, bounds: tuple[float, float, float] | None, t_mono: float) -> bool:
+        """True when :meth:`judge` at ``t_mono`` of the table whose :meth:`quiet_bounds`
+        are ``bounds`` removes no row and changes no CONFIRMED / COASTING status. Exact:
+        float subtraction is monotonic, so t − (oldest update) is the largest of the rows'
+        t − t_last_update and t − (newest) the smallest; a NaN bound answers False."""
+        if bounds is None:
+            return False
+        oldest, oldest_confirmed, newest_coasting = bounds
+        return (t_mono - oldest <= self.confirmed_max_coast_s and t_mono - oldest_confirmed <= self.coast_after_s
+                and t_mono - newest_coasting > self.coast_after_s)
+
+
+_TENTATIVE, _CONFIRMED, _COASTING, _ENDED = (int(Status.TENTATIVE), int(Status.CONFIRMED), int(Status.COASTING),
+                                             int(Status.ENDED))

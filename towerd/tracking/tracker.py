@@ -114,6 +114,8 @@ class Tracker:
         self.scorer = scorer
         self._next_id = int(first_track_id)
         self._empty: dict[int, TrackTable] = {}
+        self._quiet: tuple[TrackTable | None, MissDeleter | None, tuple[float, float, float] | None] = (None, None, None)
+        """(table, deleter, the deleter's quiet_bounds of the table) for :meth:`expire`."""
         self._tracks = predictor.attach(TrackTable.empty()).freeze()
 
     @property
@@ -237,6 +239,12 @@ class Tracker:
         ``t_mono``, without predicting or counting misses. Call it periodically so tracks
         end even while no detections arrive."""
         t = float(t_mono)
+        table, deleter, bounds = self._quiet
+        if table is not self._tracks or deleter is not self.deleter:  # the deleter's bounds, once per table
+            bounds = self.deleter.quiet_bounds(self._tracks)
+            self._quiet = (self._tracks, self.deleter, bounds)
+        if self.deleter.is_quiet(bounds, t):  # nothing can have gone stale: what the steps below give
+            return TrackUpdate(t_mono=t, tracks=self._tracks, ended=self._none(self._tracks.n_modes))
         tr = self._tracks.copy()
         coasting, gone = self.deleter.judge(tr, t)
         changed = self._set_coasting(tr, coasting)
