@@ -342,7 +342,8 @@ class ImmUpdater:
         n = len(rows)
         if n == 0:
             return
-        x, P, prior = tracks.mode_state[rows], tracks.mode_cov[rows], tracks.mode_prob[rows]  # (N, M, 6), (N, M, 6, 6), (N, M)
+        x, P = tracks.mode_state[rows], tracks.mode_cov[rows]  # (N, M, 6), (N, M, 6, 6)
+        prior = tracks.mode_prob[rows]  # (N, M)
         R = R[:, None]  # each track's measurement for all its modes
         y, S = self.kalman.innovation(x, P, z[:, None], R)
         S_inv, det = inv3(S)
