@@ -240,22 +240,25 @@ def _components_in_python(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, 
     pair of least cost − miss; the same augmented matrices, rows and columns in
     increasing order, for :func:`_solve_lists`)."""
     r_l, c_l, cost_l = rows.tolist(), cols.tolist(), cost.tolist()
-    miss_of = {r: float(miss[r]) for r in set(r_l)}
-    parent: dict[tuple[int, int], tuple[int, int]] = {}
-
-    def root(node: tuple[int, int]) -> tuple[int, int]:
-        while parent[node] != node:
-            parent[node] = node = parent[parent[node]]
-        return node
-
+    miss_l = miss.tolist()
+    miss_of = {r: miss_l[r] for r in set(r_l)}
+    # Union-find over plain ints: row r is node r, column c node off + c (tuples as
+    # nodes cost a hash of a new tuple per look-up).
+    off = max(r_l) + 1
+    parent: dict[int, int] = {}
     for r, c in zip(r_l, c_l):
-        a, b = parent.setdefault((0, r), (0, r)), parent.setdefault((1, c), (1, c))
-        a, b = root(a), root(b)
+        a, b = parent.setdefault(r, r), parent.setdefault(off + c, off + c)
+        while parent[a] != a:
+            parent[a] = a = parent[parent[a]]
+        while parent[b] != b:
+            parent[b] = b = parent[parent[b]]
         if a != b:
             parent[b] = a
-    groups: dict[tuple[int, int], list[int]] = {}
+    groups: dict[int, list[int]] = {}
     for i, r in enumerate(r_l):
-        groups.setdefault(root((0, r)), []).append(i)
+        while parent[r] != r:
+            parent[r] = r = parent[parent[r]]
+        groups.setdefault(r, []).append(i)
     out: list[int] = []
     for members in groups.values():
         g_rows = sorted({r_l[i] for i in members})

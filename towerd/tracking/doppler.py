@@ -113,7 +113,10 @@ def radial_velocity(x: np.ndarray, sensor_pos_enu_m: np.ndarray) -> tuple[np.nda
         u = np.where(rho[:, None] > 0, d / safe, 0.0)
     v = x[:, VEL]
     hr = np.add.reduce(u * v, axis=1)
-    return hr, np.concatenate(((v - hr[:, None] * u) / safe, u), axis=1)
+    J = np.empty((len(x), 6))
+    np.divide(v - hr[:, None] * u, safe, out=J[:, :3])
+    J[:, 3:] = u
+    return hr, J
 
 
 def fold(e: np.ndarray, unambiguous_speed_mps: float) -> np.ndarray:

@@ -343,13 +343,14 @@ class ImmUpdater:
         if n == 0:
             return
         x, P = tracks.mode_state[rows], tracks.mode_cov[rows]  # (N, M, 6), (N, M, 6, 6)
+        prior = tracks.mode_prob[rows]  # (N, M)
         R = R[:, None]  # each track's measurement for all its modes
         y, S = self.kalman.innovation(x, P, z[:, None], R)
         S_inv, det = inv3(S)
         log_lik = -0.5 * (quad(S_inv, y) + np.log(det) + _LOG_2PI_3)  # ln N(y; 0, S), (N, M)
         x_up, P_up = self.kalman.update_given(x, P, y, R, S_inv)
 
-        log_post = log_lik + np.log(tracks.mode_prob[rows])
+        log_post = log_lik + np.log(prior)
         mu = softmax_rows(log_post)
         mu = np.maximum(mu, MIN_MODE_PROB)
         mu /= np.add.reduce(mu, axis=1, keepdims=True)
