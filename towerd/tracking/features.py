@@ -163,7 +163,7 @@ class FeatureTracker:
             carry = RowCarry(self._ids, update.tracks.track_id)
         self._state = carry.gather(self._state, _NEW_ROW)
         self._ids = carry.ids
-        rows = np.flatnonzero(update.det_of_track >= 0)
+        rows = (update.det_of_track >= 0).nonzero()[0]
         if len(rows):
             self._accumulate(update, rows)
         return rows
@@ -232,13 +232,16 @@ class FeatureTracker:
         first = np.isnan(span)
         due = settled & (first | (span >= s.sample_interval_s - 1e-9))
         have_prev = due & ~first
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x[:, _DSPEED] = np.where(have_prev, np.abs(speed - s_prev) / span, np.nan)
-            turn = np.exp(1j * (heading - h_prev))
-            dh = np.abs(np.arctan2(turn.imag, turn.real))  # |wrapped heading change|: np.angle's own arctan2
-            x[:, _TURN] = np.where(have_prev, np.degrees(dh) / span, np.nan)  # NaN unless both moved
-        d = np.flatnonzero(due)
-        st[d, _PREV], st[d, _PREV + 1], st[d, _PREV + 2] = t, speed[d], heading[d]
+        # Divided only where there is a previous sample (span >= sample_interval_s > 0): no
+        # division by zero to silence; NaN elsewhere, and NaN headings only propagate.
+        x[:, _TURN:_DSPEED + 1] = np.nan
+        np.divide(np.abs(speed - s_prev), span, out=x[:, _DSPEED], where=have_prev)
+        turn = np.exp(1j * (heading - h_prev))
+        dh = np.abs(np.arctan2(turn.imag, turn.real))  # |wrapped heading change|: np.angle's own arctan2
+        np.divide(np.degrees(dh), span, out=x[:, _TURN], where=have_prev)  # NaN unless both moved
+        sample = np.empty((len(rows), 3))  # this sample's time, speed and heading, kept where due
+        sample[:, 0], sample[:, 1], sample[:, 2] = t, speed, heading
+        np.copyto(st[:, _PREV:_PREV + 3], sample, where=due[:, None])
 
         det = update.detections
         if det is not None and len(det):
