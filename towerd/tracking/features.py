@@ -127,8 +127,7 @@ _PLAIN_COLS = np.array([COLUMN[n] for n in ("speed_mps", "speed_change_mps2", "h
                                             "turn_rate_dps", "rcs_dbsm", "doppler_spread_mps")])
 _PLAIN_ACC = np.array([_SPEED, _DSPEED, _HEIGHT, _HOVER, _TURN, _RCS, _DSPREAD])
 _SQUARED, _SQUARED_OF = slice(_VUP2, _SPEED2 + 1, _SPEED2 - _VUP2), slice(_VUP, _SPEED + 1, _SPEED - _VUP)
-_SECOND_MOMENTS, _FIRST_MOMENTS = np.array([_VUP2, _SPEED2]), np.array([_VUP, _SPEED])
-for _a in (_PLAIN_COLS, _PLAIN_ACC, _SECOND_MOMENTS, _FIRST_MOMENTS):
+for _a in (_PLAIN_COLS, _PLAIN_ACC):
     _a.flags.writeable = False
 
 
@@ -187,8 +186,8 @@ class FeatureTracker:
         x = np.empty((len(state), len(COLUMN))) if out is None else out
         x[:, _PLAIN_COLS] = mean[:, _PLAIN_ACC]
         speed = mean[:, _SPEED]
-        m1 = mean[:, _FIRST_MOMENTS]  # climb, speed
-        sd = np.sqrt(np.maximum(mean[:, _SECOND_MOMENTS] - m1 * m1, 0.0))
+        m1 = mean[:, _SQUARED_OF]  # climb, speed
+        sd = np.sqrt(np.maximum(mean[:, _SQUARED] - m1 * m1, 0.0))
         x[:, COLUMN["climb_sd_mps"]] = sd[:, 0]
         x[:, COLUMN["speed_cv"]] = sd[:, 1] / np.maximum(speed, s.speed_floor_mps)
         moving = speed > 0
@@ -212,16 +211,15 @@ class FeatureTracker:
         st = self._state[rows]  # (n, _WIDTH) copy, written back at the end
         xs = tr.state[rows]
         vel = xs[:, VEL]
-        speed = np.hypot(vel[:, 0], vel[:, 1])
+        x = np.empty((len(rows), _N_ACC))
+        speed = np.hypot(vel[:, 0], vel[:, 1], out=x[:, _SPEED])  # a view of x's column
         tf = st[:, _T_FIRST]  # a view: the first sample's time set in st
         tf[np.isnan(tf)] = t
         settled = t - tf >= s.velocity_settle_s - 1e-9
 
-        x = np.empty((len(rows), _N_ACC))
         x[:, _VE:_VN + 1] = vel[:, :2]
         x[:, _VUP] = vel[:, 2]
         x[:, _HEIGHT] = xs[:, 2] - s.ground_up_m
-        x[:, _SPEED] = speed
         x[:, _SQUARED] = x[:, _SQUARED_OF] ** 2  # vertical velocity and speed
         x[:, _HOVER] = speed < s.hover_speed_mps
 
@@ -260,11 +258,12 @@ class FeatureTracker:
         decay = np.exp(-dt[:, None] / _time_constants(s.feature_time_constant_s, s.hover_time_constant_s))
         w = np.empty((len(rows), _N_ACC))
         w[:, :_TURN] = np.minimum(dt, s.sample_interval_s)[:, None]
-        w[:, _TURN:] = np.minimum(np.where(first, 0.0, span), 2.0 * s.sample_interval_s)[:, None]
-        add = np.empty((len(rows), 2, _N_ACC))  # the sample's w·x and w, 0 where unknown
-        np.multiply(w, x, out=add[:, 0])
-        add[:, 1] = w
-        np.copyto(add, 0.0, where=~(np.isfinite(x) & (w > 0))[:, None, :])
+        w[:, _TURN:] = np.minimum(span, 2.0 * s.sample_interval_s)[:, None]  # NaN (unknown) for a first sample
+        known = np.isfinite(x)
+        known &= w > 0
+        add = np.zeros((len(rows), 2, _N_ACC))  # the sample's w·x and w, 0 where unknown
+        np.multiply(w, x, out=add[:, 0], where=known)
+        np.copyto(add[:, 1], w, where=known)
         sums = st[:, _NUM:_DEN + _N_ACC].reshape(len(rows), 2, _N_ACC)  # a view of st
         sums *= decay[:, None, :]
         sums += add
