@@ -247,10 +247,10 @@ class FeatureTracker:
             rng = np.maximum(norm_rows(xs[:, POS]), 1.0)
             x[:, _RCS] = det.snr_db[di] - s.rcs_reference_snr_db + 40.0 * np.log10(rng / 100.0)
             x[:, _DSPREAD] = det.doppler_spread_mps[di]
-            x[~det.height_measured[di], _VERTICAL] = np.nan  # a 2D radar's assumed height
+            np.copyto(x[:, _VERTICAL], np.nan, where=~det.height_measured[di][:, None])  # a 2D radar's assumed height
         else:
             x[:, _RCS:_DSPREAD + 1] = np.nan
-        x[~settled, _VELOCITY_DERIVED] = np.nan
+        np.copyto(x[:, _VELOCITY_DERIVED], np.nan, where=~settled[:, None])  # a masked copy: cheaper than x[mask, cols]
 
         # Debiased EWMA: decay the sums by e^(−Δt/τ) since the track's last sample; a
         # sample weighs the time it stands for.
