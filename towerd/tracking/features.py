@@ -190,14 +190,13 @@ class FeatureTracker:
         sd = np.sqrt(np.maximum(mean[:, _SQUARED] - m1 * m1, 0.0))
         x[:, COLUMN["climb_sd_mps"]] = sd[:, 0]
         x[:, COLUMN["speed_cv"]] = sd[:, 1] / np.maximum(speed, s.speed_floor_mps)
-        moving = speed > 0
         # |mean velocity| / mean speed where it moved (a still track would be 0/0), else NaN
-        x[:, COLUMN["straightness"]] = (np.where(moving, np.hypot(mean[:, _VE], mean[:, _VN]), np.nan)
-                                        / np.where(moving, speed, 1.0))
+        straightness = x[:, COLUMN["straightness"]]
+        straightness[:] = np.nan
+        np.divide(np.hypot(mean[:, _VE], mean[:, _VN]), speed, out=straightness, where=speed > 0)
         t_first = state[:, _T_FIRST]  # NaN before the first sample, and then the last's too
-        observed = state[:, _T_LAST] - t_first
-        observed[np.isnan(t_first)] = 0.0
-        x[:, COLUMN["observed_s"]] = observed
+        observed = np.subtract(state[:, _T_LAST], t_first, out=x[:, COLUMN["observed_s"]])
+        np.copyto(observed, 0.0, where=np.isnan(t_first))
         x[:, COLUMN["samples"]] = state[:, _SAMPLES]
         x[:, COLUMN["rf_link"]] = rf_link
         return x
