@@ -127,7 +127,7 @@ class Labeller:
         self._tracks, self._rf = tr, rf
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
-        self._decide(np.flatnonzero(established))  # in one go what the reporter and the clutter map will ask
+        self._decide(established.nonzero()[0])  # in one go what the reporter and the clutter map will ask
         self._moved = self.static_filter.observe(update, carry)
         if self._moved is not None:
             # The clutter map learns from the static confirmed tracks a detection updated.

@@ -117,7 +117,7 @@ class TrackReporter:
         ok = (st == _CONFIRMED) | (st == _COASTING)
         if self.include_tentative:
             ok |= st == _TENTATIVE
-        rows = np.flatnonzero(ok)
+        rows = ok.nonzero()[0]  # flatnonzero's ravel, without its Python wrapper
         if labels is None:
             lab = TrackLabels.unknown(len(rows))
         elif callable(labels):

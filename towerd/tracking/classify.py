@@ -312,12 +312,13 @@ def decide_matrix(x: np.ndarray, s: ClassificationSettings) -> Classification:
     named &= (p_top >= s.min_probability) & (x[:, _SAMPLES] > 0)
     if not s.enabled:
         named[:] = False
-    category = np.where(named, _CATEGORY_VALUES[top], np.uint8(Category.UNKNOWN))
+    category = np.where(named, _CATEGORY_VALUES[top], _UNKNOWN)
     confidence = np.where(named, np.rint(100.0 * p_top), 0).astype(np.uint8)  # p_top in [0, 1]; rint: np.round's
     return Classification(category=category, confidence=confidence, probability=prob, features=x)
 
 
 _CATEGORY_VALUES = np.asarray([int(c) for c in CATEGORIES], dtype=np.uint8)
+_UNKNOWN = np.uint8(Category.UNKNOWN)
 
 
 class Classifier:

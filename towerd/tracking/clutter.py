@@ -286,12 +286,12 @@ class StaticClutterFilter:
         pending = update.det_of_track >= 0
         pending &= st[:, _MOVED] == 0.0
         if new is not None:  # a new track: its first detection is its anchor
-            rows = np.flatnonzero(new)
+            rows = new.nonzero()[0]
             st[rows, _ANCHOR:_ANCHOR + 3] = tr.state[rows, POS]
             st[rows, _ANCHOR_COV:_RUN] = tr.cov[rows, POS, POS].reshape(len(rows), 9)
             st[rows, _RUN:] = _NEW_TAIL
             pending &= ~new
-        rows = np.flatnonzero(pending)
+        rows = pending.nonzero()[0]
         if len(rows):
             r = st[rows]
             evidence = self._motion_evidence(tr.state[rows], tr.cov[rows], r[:, _ANCHOR:_ANCHOR + 3],

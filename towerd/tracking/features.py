@@ -127,8 +127,7 @@ _PLAIN_COLS = np.array([COLUMN[n] for n in ("speed_mps", "speed_change_mps2", "h
                                             "turn_rate_dps", "rcs_dbsm", "doppler_spread_mps")])
 _PLAIN_ACC = np.array([_SPEED, _DSPEED, _HEIGHT, _HOVER, _TURN, _RCS, _DSPREAD])
 _SQUARED, _SQUARED_OF = slice(_VUP2, _SPEED2 + 1, _SPEED2 - _VUP2), slice(_VUP, _SPEED + 1, _SPEED - _VUP)
-_SECOND_MOMENTS, _FIRST_MOMENTS = np.array([_VUP2, _SPEED2]), np.array([_VUP, _SPEED])
-for _a in (_PLAIN_COLS, _PLAIN_ACC, _SECOND_MOMENTS, _FIRST_MOMENTS):
+for _a in (_PLAIN_COLS, _PLAIN_ACC):
     _a.flags.writeable = False
 
 
@@ -163,7 +162,7 @@ class FeatureTracker:
             carry = RowCarry(self._ids, update.tracks.track_id)
         self._state = carry.gather(self._state, _NEW_ROW)
         self._ids = carry.ids
-        rows = np.flatnonzero(update.det_of_track >= 0)
+        rows = (update.det_of_track >= 0).nonzero()[0]
         if len(rows):
             self._accumulate(update, rows)
         return rows
@@ -187,18 +186,17 @@ class FeatureTracker:
         x = np.empty((len(state), len(COLUMN))) if out is None else out
         x[:, _PLAIN_COLS] = mean[:, _PLAIN_ACC]
         speed = mean[:, _SPEED]
-        m1 = mean[:, _FIRST_MOMENTS]  # climb, speed
-        sd = np.sqrt(np.maximum(mean[:, _SECOND_MOMENTS] - m1 * m1, 0.0))
+        m1 = mean[:, _SQUARED_OF]  # climb, speed
+        sd = np.sqrt(np.maximum(mean[:, _SQUARED] - m1 * m1, 0.0))
         x[:, COLUMN["climb_sd_mps"]] = sd[:, 0]
         x[:, COLUMN["speed_cv"]] = sd[:, 1] / np.maximum(speed, s.speed_floor_mps)
-        moving = speed > 0
         # |mean velocity| / mean speed where it moved (a still track would be 0/0), else NaN
-        x[:, COLUMN["straightness"]] = (np.where(moving, np.hypot(mean[:, _VE], mean[:, _VN]), np.nan)
-                                        / np.where(moving, speed, 1.0))
+        straightness = x[:, COLUMN["straightness"]]
+        straightness[:] = np.nan
+        np.divide(np.hypot(mean[:, _VE], mean[:, _VN]), speed, out=straightness, where=speed > 0)
         t_first = state[:, _T_FIRST]  # NaN before the first sample, and then the last's too
-        observed = state[:, _T_LAST] - t_first
-        observed[np.isnan(t_first)] = 0.0
-        x[:, COLUMN["observed_s"]] = observed
+        observed = np.subtract(state[:, _T_LAST], t_first, out=x[:, COLUMN["observed_s"]])
+        np.copyto(observed, 0.0, where=np.isnan(t_first))
         x[:, COLUMN["samples"]] = state[:, _SAMPLES]
         x[:, COLUMN["rf_link"]] = rf_link
         return x
@@ -212,16 +210,15 @@ class FeatureTracker:
         st = self._state[rows]  # (n, _WIDTH) copy, written back at the end
         xs = tr.state[rows]
         vel = xs[:, VEL]
-        speed = np.hypot(vel[:, 0], vel[:, 1])
+        x = np.empty((len(rows), _N_ACC))
+        speed = np.hypot(vel[:, 0], vel[:, 1], out=x[:, _SPEED])  # a view of x's column
         tf = st[:, _T_FIRST]  # a view: the first sample's time set in st
         tf[np.isnan(tf)] = t
         settled = t - tf >= s.velocity_settle_s - 1e-9
 
-        x = np.empty((len(rows), _N_ACC))
         x[:, _VE:_VN + 1] = vel[:, :2]
         x[:, _VUP] = vel[:, 2]
         x[:, _HEIGHT] = xs[:, 2] - s.ground_up_m
-        x[:, _SPEED] = speed
         x[:, _SQUARED] = x[:, _SQUARED_OF] ** 2  # vertical velocity and speed
         x[:, _HOVER] = speed < s.hover_speed_mps
 
@@ -232,13 +229,16 @@ class FeatureTracker:
         first = np.isnan(span)
         due = settled & (first | (span >= s.sample_interval_s - 1e-9))
         have_prev = due & ~first
-        with np.errstate(invalid="ignore", divide="ignore"):
-            x[:, _DSPEED] = np.where(have_prev, np.abs(speed - s_prev) / span, np.nan)
-            turn = np.exp(1j * (heading - h_prev))
-            dh = np.abs(np.arctan2(turn.imag, turn.real))  # |wrapped heading change|: np.angle's own arctan2
-            x[:, _TURN] = np.where(have_prev, np.degrees(dh) / span, np.nan)  # NaN unless both moved
-        d = np.flatnonzero(due)
-        st[d, _PREV], st[d, _PREV + 1], st[d, _PREV + 2] = t, speed[d], heading[d]
+        # Divided only where there is a previous sample (span >= sample_interval_s > 0): no
+        # division by zero to silence; NaN elsewhere, and NaN headings only propagate.
+        x[:, _TURN:_DSPEED + 1] = np.nan
+        np.divide(np.abs(speed - s_prev), span, out=x[:, _DSPEED], where=have_prev)
+        turn = np.exp(1j * (heading - h_prev))
+        dh = np.abs(np.arctan2(turn.imag, turn.real))  # |wrapped heading change|: np.angle's own arctan2
+        np.divide(np.degrees(dh), span, out=x[:, _TURN], where=have_prev)  # NaN unless both moved
+        sample = np.empty((len(rows), 3))  # this sample's time, speed and heading, kept where due
+        sample[:, 0], sample[:, 1], sample[:, 2] = t, speed, heading
+        np.copyto(st[:, _PREV:_PREV + 3], sample, where=due[:, None])
 
         det = update.detections
         if det is not None and len(det):
@@ -246,10 +246,10 @@ class FeatureTracker:
             rng = np.maximum(norm_rows(xs[:, POS]), 1.0)
             x[:, _RCS] = det.snr_db[di] - s.rcs_reference_snr_db + 40.0 * np.log10(rng / 100.0)
             x[:, _DSPREAD] = det.doppler_spread_mps[di]
-            x[~det.height_measured[di], _VERTICAL] = np.nan  # a 2D radar's assumed height
+            np.copyto(x[:, _VERTICAL], np.nan, where=~det.height_measured[di][:, None])  # a 2D radar's assumed height
         else:
             x[:, _RCS:_DSPREAD + 1] = np.nan
-        x[~settled, _VELOCITY_DERIVED] = np.nan
+        np.copyto(x[:, _VELOCITY_DERIVED], np.nan, where=~settled[:, None])  # a masked copy: cheaper than x[mask, cols]
 
         # Debiased EWMA: decay the sums by e^(−Δt/τ) since the track's last sample; a
         # sample weighs the time it stands for.
@@ -257,11 +257,12 @@ class FeatureTracker:
         decay = np.exp(-dt[:, None] / _time_constants(s.feature_time_constant_s, s.hover_time_constant_s))
         w = np.empty((len(rows), _N_ACC))
         w[:, :_TURN] = np.minimum(dt, s.sample_interval_s)[:, None]
-        w[:, _TURN:] = np.minimum(np.where(first, 0.0, span), 2.0 * s.sample_interval_s)[:, None]
-        add = np.empty((len(rows), 2, _N_ACC))  # the sample's w·x and w, 0 where unknown
-        np.multiply(w, x, out=add[:, 0])
-        add[:, 1] = w
-        np.copyto(add, 0.0, where=~(np.isfinite(x) & (w > 0))[:, None, :])
+        w[:, _TURN:] = np.minimum(span, 2.0 * s.sample_interval_s)[:, None]  # NaN (unknown) for a first sample
+        known = np.isfinite(x)
+        known &= w > 0
+        add = np.zeros((len(rows), 2, _N_ACC))  # the sample's w·x and w, 0 where unknown
+        np.multiply(w, x, out=add[:, 0], where=known)
+        np.copyto(add[:, 1], w, where=known)
         sums = st[:, _NUM:_DEN + _N_ACC].reshape(len(rows), 2, _N_ACC)  # a view of st
         sums *= decay[:, None, :]
         sums += add
