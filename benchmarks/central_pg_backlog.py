@@ -75,7 +75,7 @@ def run(quick: bool) -> Section:
                         f"{backlog_towers * replay_rps:,.0f}/s",
         note=f"live ACK latency (all towers' live records) during the drain: {_lat(during)}; in the {after_s:g} s "
              f"after it: {_lat(after)}; {back['records_per_s_sustained']:,.0f} records/s acknowledged on average "
-             f"(live and backlog); the central's own part of the ACK latency (its last 20,000 messages, live and "
+             f"(live and backlog); the central's own part of the ACK latency (every message of the run, live and "
              f"backlog; median / p99 ms): {split_text(back.get('central_split', []))}; "
              f"{back['resent_msgs']} messages re-sent after an ACK timeout; "
              f"CPU: central {back['central_cpu']}, PostgreSQL {back['db_cpu']}, load generator {back['gen_cpu']} "
