@@ -246,19 +246,19 @@ def _components_in_python(rows: np.ndarray, cols: np.ndarray, cost: np.ndarray, 
     # nodes cost a hash of a new tuple per look-up).
     off = max(r_l) + 1
     parent: dict[int, int] = {}
+
+    def root(node: int) -> int:
+        while parent[node] != node:
+            parent[node] = node = parent[parent[node]]
+        return node
+
     for r, c in zip(r_l, c_l):
-        a, b = parent.setdefault(r, r), parent.setdefault(off + c, off + c)
-        while parent[a] != a:
-            parent[a] = a = parent[parent[a]]
-        while parent[b] != b:
-            parent[b] = b = parent[parent[b]]
+        a, b = root(parent.setdefault(r, r)), root(parent.setdefault(off + c, off + c))
         if a != b:
             parent[b] = a
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(r_l):
-        while parent[r] != r:
-            parent[r] = r = parent[parent[r]]
-        groups.setdefault(r, []).append(i)
+        groups.setdefault(root(r), []).append(i)
     out: list[int] = []
     for members in groups.values():
         g_rows = sorted({r_l[i] for i in members})
