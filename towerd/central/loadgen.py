@@ -131,7 +131,7 @@ class _Replies:
 
     _BINS = 20_000  # 0.1 ms each: up to 2 s
 
-    def __init__(self, pauses: Pauses | None = None) -> None:
+    def __init__(self, pauses: Pauses) -> None:
         self._epoll = select.epoll()
         self._pauses = pauses
         self._fds: dict[_Tower, tuple[int, ...]] = {}
@@ -166,7 +166,7 @@ class _Replies:
     def serve(self, timeout_s: float) -> None:
         """Wait up to ``timeout_s`` (0: do not wait) and poll the uplinks whose
         descriptors are ready."""
-        now = time.monotonic() if self._pauses is None else self._pauses.read_begins()
+        now = self._pauses.read_begins()
         gap = now - self._last
         self._gaps[min(int(gap * 10_000), self._BINS - 1)] += 1
         if gap > self._max_gap:
@@ -178,9 +178,7 @@ class _Replies:
             t = by_fd.get(fd)
             if t is not None:
                 _service(t)
-        if self._pauses is not None:
-            self._pauses.read_ends(woke)
-        self._last = time.monotonic()
+        self._last = self._pauses.read_ends(woke)
 
     def restart(self) -> None:
         """Forget the gaps so far (the setup's): the run starts now."""
@@ -227,13 +225,13 @@ class _Progress:
         if now < self._next:
             return
         self._next += self._every
-        a = np.asarray(self._latencies[self._mark:])
+        lat = _lat_summary(np.asarray(self._latencies[self._mark:]))
         self._mark = len(self._latencies)
         left = sum(t.backlog_left for t in self._towers)
         rate = (self._left - left) / max(1e-9, now - self._last)
         self._left, self._last = left, now
-        live = (f"median {np.median(a):.0f} ms, p99 {np.percentile(a, 99):.0f} ms, max {a.max():.0f} ms"
-                if a.size else "none acknowledged")
+        live = (f"median {lat['median']:.0f} ms, p99 {lat['p99']:.0f} ms, max {lat['max']:.0f} ms"
+                if lat["n"] else "none acknowledged")
         print(f"loadgen worker {os.getpid()}: {now - self._t0:.0f} s: backlog left {left:,} of {self._total:,} "
               f"({rate:,.0f} records/s); live ACK latency {live}", file=sys.stderr, flush=True)
 

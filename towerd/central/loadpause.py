@@ -97,12 +97,14 @@ class Pauses:
             self._gap[k] = 0.0
         return now
 
-    def read_ends(self, began: float) -> None:
+    def read_ends(self, began: float) -> float:
+        """A read of the replies that began at ``began`` ends: returns the time it ended."""
         now = time.monotonic()
         self._read_max = max(self._read_max, now - began)
         self._gap["gc"] = 0.0  # a collection during the read is not in the next gap
         self._last_read = now
         self._last_cpu = time.thread_time()
+        return now
 
     def window(self, t: float, acked: int, latencies: list[float]) -> None:
         """Close the window ending at ``t`` (s since the start): ``acked`` records in it,
