@@ -260,7 +260,7 @@ class ImmPredictor:
         F[:, 4], F[:, 9] = c_w * neg, c_w  # [0, 4], [1, 3]
         F[:, 22], F[:, 27] = sa * neg, sa  # [3, 4], [4, 3]
         unit = np.zeros((STATE_DIM, STATE_DIM))
-        unit[_POS3, _POS3] = dt**3 / 3.0
+        unit[_POS3, _POS3] = dt * dt * dt / 3.0
         unit[_POS3, _POS3 + 3] = unit[_POS3 + 3, _POS3] = (dt * dt) / 2.0
         unit[_POS3 + 3, _POS3 + 3] = dt
         return F.reshape(-1, STATE_DIM, STATE_DIM), q[:, None, None] * unit

@@ -58,7 +58,7 @@ class ConstantVelocity:
         dt = np.asarray(dt, dtype=float)
         q = np.zeros(dt.shape + (6, 6))
         pos, vel = np.arange(3), np.arange(3, 6)
-        q[..., pos, pos] = (self.q * (dt**3 / 3.0))[..., None]
+        q[..., pos, pos] = (self.q * (dt * dt * dt / 3.0))[..., None]
         q[..., pos, vel] = q[..., vel, pos] = (self.q * (dt**2 / 2.0))[..., None]
         q[..., vel, vel] = (self.q * dt)[..., None]
         return q  # [[dt³/3, dt²/2], [dt²/2, dt]] · q, each entry times I₃
