@@ -19,6 +19,28 @@ as_root() {
     fi
 }
 
+# apt-get as root, waiting (up to ~10 min) while another apt or dpkg holds a lock
+# (unattended-upgrades, a second bootstrap): DPkg::Lock::Timeout covers dpkg's lock but
+# not the package lists' lock that `apt-get update` takes, which fails at once instead.
+apt_get() {
+    local err tries=0
+    while ! err=$(as_root apt-get -o DPkg::Lock::Timeout=600 "$@" 2>&1 >/dev/null); do
+        if [[ $err != *"Could not get lock"* ]] || [ $((tries += 1)) -gt 200 ]; then
+            printf '%s\n' "$err" >&2
+            return 1
+        fi
+        sleep 3
+    done
+}
+
+apt_install() {  # what for (logged), then the packages
+    log "installing with apt: $1"
+    shift
+    export DEBIAN_FRONTEND=noninteractive
+    apt_get update -qq
+    apt_get install -y -qq --no-install-recommends "$@"
+}
+
 missing=()
 "$PY" -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 "$PY" - <<'PYEOF' 2>/dev/null || missing+=(python3-dev)
@@ -29,10 +51,7 @@ command -v cc >/dev/null 2>&1 || missing+=(gcc)
 command -v pkg-config >/dev/null 2>&1 || missing+=(pkg-config)
 if ! pkg-config --exists libsystemd 2>/dev/null; then missing+=(libsystemd-dev); fi
 if [ ${#missing[@]} -gt 0 ]; then
-    log "installing with apt: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get update -qq
-    as_root apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    apt_install "${missing[*]}" "${missing[@]}"
 fi
 
 # --- PostgreSQL for the central's PostgreSQL store tests (issue 13) ---------------------
@@ -43,10 +62,7 @@ pg_missing=()
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || pg_missing+=(postgresql)
 ldconfig -p 2>/dev/null | grep -q 'libpq\.so\.5' || pg_missing+=(libpq5)
 if [ ${#pg_missing[@]} -gt 0 ]; then
-    log "installing with apt: ${pg_missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${pg_missing[@]}" >/dev/null
+    apt_install "${pg_missing[*]}" "${pg_missing[@]}"
 fi
 # --- end PostgreSQL ----------------------------------------------------------------------
 
@@ -67,8 +83,5 @@ fi
 # tests/test_web_console.py drives it over the DevTools protocol). The daemon and the
 # demo need no browser.
 if [ "${TOWERD_BOOTSTRAP_BROWSER:-}" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
-    log "installing with apt: chromium (for the web console tests)"
-    export DEBIAN_FRONTEND=noninteractive
-    as_root apt-get -o DPkg::Lock::Timeout=600 update -qq
-    as_root apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null
+    apt_install "chromium (for the web console tests)" chromium fonts-dejavu-core
 fi
