@@ -39,7 +39,25 @@ def render(sections: list[Section], info: dict[str, str], quick: bool) -> str:
             notes = [f"- {f.name}: {f.note}" for f in section.figures if f.note]
             if notes:
                 lines += notes + [""]
+        lines += [stamp(info), ""]
     return "\n".join(lines)
+
+
+STAMP = "_Measured "
+"""How the line that ends each section, saying when and where it was measured, starts."""
+
+
+def stamp(info: dict[str, str]) -> str:
+    """The line ending a section: its run's date, CPU and commit (from :func:`machine`),
+    so that a section kept from an earlier run on another machine says so."""
+    return (f"{STAMP}{info.get('date (UTC)', 'unknown')} UTC on {info.get('cpu', 'an unknown cpu')}, "
+            f"towerd commit {info.get('towerd commit', 'unknown')}._")
+
+
+def _machine_table(head: str) -> dict[str, str]:
+    """The machine table of a rendered report's preamble, as :func:`machine` gave it."""
+    rows = (line.split("|") for line in head.splitlines() if line.startswith("| ") and line.count("|") == 3)
+    return {r[1].strip(): r[2].strip() for r in rows if r[1].strip() not in ("machine", "")}
 
 
 def _split(text: str) -> tuple[str, dict[str, str]]:
@@ -51,12 +69,20 @@ def _split(text: str) -> tuple[str, dict[str, str]]:
 def merge(old: str, new: str) -> str:
     """``old`` with the sections ``new`` has replaced (the machine table from ``new``,
     noting that other sections are from an earlier run)."""
-    _, old_sections = _split(old.rstrip("\n"))
+    old_head, old_sections = _split(old.rstrip("\n"))
     new_head, new_sections = _split(new.rstrip("\n"))
+    old_info = _machine_table(old_head)
+    unstamped = (f"{STAMP}at or before {old_info.get('date (UTC)', 'an unknown date')} UTC on "
+                 f"{old_info.get('cpu', 'an unknown cpu')} (this section's own run date and commit "
+                 "were not recorded)._")
+    for title, text in old_sections.items():
+        if STAMP not in text:
+            old_sections[title] = text.rstrip("\n") + "\n\n" + unstamped + "\n"
     merged = {**old_sections, **new_sections}
     order = list(old_sections) + [k for k in new_sections if k not in old_sections]
-    note = ("Sections not re-run in this run keep the figures of the run before, on the same "
-            "machine kind.\n")
+    note = ("The machine above is this run's. Sections not re-run in it keep the figures of an "
+            "earlier run: each section ends with the date, CPU and commit of the run that "
+            "measured it.\n")
     return new_head.rstrip("\n") + "\n\n" + note + "\n" + "\n".join(merged[k].rstrip("\n") + "\n" for k in order)
 
 
