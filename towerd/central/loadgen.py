@@ -283,6 +283,9 @@ def _worker(spec: LoadSpec, indices: list[int], ready) -> dict:
         t0_utc = time.time()
         replies.restart()
         pauses.restart()
+        # The progress lines' total is the backlog held when its towers come back, taken
+        # before they connect: from their first poll on, ACKs take from it.
+        progress = _Progress(towers, latencies, t0, spec.progress_s) if spec.progress_s > 0 else None
         for t in towers:
             if t.client is None:  # a tower with a backlog comes back now: its handshake is in the run
                 t.connect(t0)
@@ -301,7 +304,6 @@ def _worker(spec: LoadSpec, indices: list[int], ready) -> dict:
         outage_on = False
         drained_at: float | None = None  # when this worker's backlogs were all acknowledged
         split = 0  # how many of the latencies came before then
-        progress = _Progress(towers, latencies, t0, spec.progress_s) if spec.progress_s > 0 else None
         while True:
             now = time.monotonic()
             el = now - t0
