@@ -73,8 +73,8 @@ def one_run(mode: str, duration_s: float, warmup_s: float, seed: int) -> dict[st
         central_thread = threading.Thread(target=central.serve_forever, args=(stop_central,), name="central")
         central_thread.start()
         port = free_tcp_port()
-        web = "web: {enabled: false}\n" if mode == "off" else f"web: {{port: {port}}}\n"
-        tower = NominalTower(tmp_path, central.bound_endpoint, seed=seed, extra_config=web)
+        web = "{enabled: false}" if mode == "off" else f"{{port: {port}}}"
+        tower = NominalTower(tmp_path, central.bound_endpoint, seed=seed, web=web)
         daemon = tower.daemon
         reader = None
         try:
