@@ -383,10 +383,40 @@ def struct_header(mtype: int, count: int = 0, flags: int = 0, stream_id: int = S
     return struct.pack("<2sBBQHH", b"TW", 1, mtype, stream_id, count, flags)
 
 
-def test_ack_to_a_tower_that_is_gone_is_counted_not_fatal(ctx, central):
+def test_ack_to_a_tower_that_is_gone_is_counted_not_fatal(ctx, central, monkeypatch):
     srv = central()
-    # Test-only peek at the server's socket to know when the ROUTER has seen the tower go.
-    mon = srv._sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+    # The monitor's EVENT_DISCONNECTED leaves libzmq's I/O thread before the session even
+    # starts terminating the pipe, so the ROUTER could still route the ACK (the flake:
+    # acks_sent 1, unroutable 0). The store is therefore gated until the ROUTER itself
+    # refuses the tower's routing id (ROUTER_MANDATORY -> EHOSTUNREACH): its pipe has
+    # left the active state, which is final (libzmq 4.3.5 router.cpp xsend, pipe.cpp
+    # check_write), so the ACK that follows the store is unroutable too. The SQLite
+    # central stores inside poll_once (no writer thread): the gate runs on the thread
+    # that owns the socket.
+    assert srv.store.batch_records == 0
+    sock = srv._sock  # test-only peeks at the server's socket
+    real_store_many = CentralStore.store_many
+    gated: list[bool] = []
+
+    def router_dropped_tower() -> bool:
+        try:
+            sock.send(b"tx-gone", zmq.SNDMORE | zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                return True
+            raise
+        sock.send(b"", zmq.NOBLOCK)  # completes the probe; nobody reads it
+        return False
+
+    def store_many_once_tower_dropped(self: CentralStore, items: list) -> list:
+        if not gated:
+            gated.append(True)
+            # polling makes libzmq process the socket's commands (pipe_term) as they arrive
+            wait_for(router_dropped_tower, lambda: sock.poll(10), what="the ROUTER to drop tx-gone")
+        return real_store_many(self, items)
+
+    monkeypatch.setattr(CentralStore, "store_many", store_many_once_tower_dropped)
+    mon = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
     try:
         gone = Dealer(ctx, srv.bound_endpoint, b"tx-gone")
         gone.sock.linger = 2000
@@ -396,8 +426,9 @@ def test_ack_to_a_tower_that_is_gone_is_counted_not_fatal(ctx, central):
         recv_monitor_message(mon)
         wait_for(lambda: srv.stats["received"] == 1, lambda: srv.poll_once(5))
     finally:
-        srv._sock.disable_monitor()
+        sock.disable_monitor()
         mon.close(0)
+    assert gated
     assert srv.stats["unroutable"] == 1 and srv.stats["acks_sent"] == 0
     assert srv.store.count_tracks() == 2  # stored; the tower will resend and be de-duplicated
     good = Dealer(ctx, srv.bound_endpoint)
