@@ -74,10 +74,12 @@ def test_empty_input() -> None:
 @pytest.mark.parametrize("site", SITES)
 def test_report_geometry_of_one_point_is_the_arrays_bit_for_bit(site: geo.Site) -> None:
     """enu_to_report_geometry (plain Python, for a report's few tracks) gives the bits of
-    enu_to_geodetic and cartesian_to_spherical, or None where they take pymap3d's branches."""
-    if not _numpy_trig_is_libms():
-        pytest.skip("this NumPy's float64 sin/cos/tan/arctan are its own (AVX-512 builds), not the C "
-                    "library's the one-point path calls: the premise of bit equality does not hold here")
+    enu_to_geodetic and cartesian_to_spherical, or None where they take pymap3d's branches.
+    Where NumPy's float64 trigonometry is its own (AVX-512 builds), not the C library's that
+    the one-point path calls, bit equality cannot hold: the values are then compared to
+    far below what a report keeps (1e-7 degree, float32 metres; measured on an AVX-512
+    Xeon: height within 705 ulp, 6e-10 m, the angles within 2 ulp)."""
+    exact = _numpy_trig_is_libms()
     rng = np.random.default_rng(abs(int(site.latitude_deg * 100)) + 7)
     enu = np.column_stack([rng.uniform(-40e3, 40e3, 3_000), rng.uniform(-40e3, 40e3, 3_000),
                            rng.uniform(-300.0, 5e3, 3_000)])
@@ -90,7 +92,10 @@ def test_report_geometry_of_one_point_is_the_arrays_bit_for_bit(site: geo.Site) 
     for i, g in enumerate(got):
         if g is not None:
             want = (lat[i], lon[i], h[i], rng_m[i], az[i], el[i])
-            assert np.array(g).tobytes() == np.array(want).tobytes(), i
+            if exact:
+                assert np.array(g).tobytes() == np.array(want).tobytes(), i
+            else:  # degrees, degrees, m, m, degrees, degrees
+                assert_allclose(g, want, rtol=0, atol=1e-9, err_msg=str(i))
 
 
 def _numpy_trig_is_libms() -> bool:
