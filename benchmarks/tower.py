@@ -221,11 +221,10 @@ web: {web}
 
 class NominalTower:
     """The nominal load's emulators on ptys and `towerd run` (a subprocess) reporting to
-    ``endpoint``; ``extra_config``: YAML appended to :func:`config`'s (top-level keys it
-    does not write), ``web``: the web console's settings. Call :meth:`stop`."""
+    ``endpoint``; ``web``: the web console's settings. Call :meth:`stop`."""
 
-    def __init__(self, tmp_path: Path, endpoint: str, seed: int = 5, extra_config: str = "",
-                 daemon_cwd: Path | None = None, web: str = "{port: 0}") -> None:
+    def __init__(self, tmp_path: Path, endpoint: str, seed: int = 5, daemon_cwd: Path | None = None,
+                 web: str = "{port: 0}") -> None:
         self.daemon_cwd = daemon_cwd  # run `python -m towerd` from there (a reference tree), None: installed
         self.pty = PtyPair.open()
         self.emulator = TiMmwaveEmulator(nominal_scenario(), boresight_azimuth_deg=0.0,
@@ -236,7 +235,7 @@ class NominalTower:
                                               position_enu_m=(0.0, 0.0, 10.0), sweep_rate_hz=10.0)
         self.log_path = tmp_path / "daemon.log"
         self.config_path = tmp_path / "towerd.yaml"
-        self.config_path.write_text(config(self.pty.path, endpoint, tmp_path / "state", self.rf_pty.path, web) + extra_config)
+        self.config_path.write_text(config(self.pty.path, endpoint, tmp_path / "state", self.rf_pty.path, web))
         self._start_daemon()
         self.emulator.start(self.pty)
         self.rf_emulator.start(self.rf_pty)
