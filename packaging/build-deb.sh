@@ -31,8 +31,9 @@ as_root() {
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 unset VIRTUAL_ENV PYTHONPATH PYTHONHOME PYTHONSTARTUP PYTHONUSERBASE
 export PYTHONDONTWRITEBYTECODE=1 DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8
-# Wait for a dpkg lock held by another apt (apt-daily, unattended-upgrades) instead of failing.
-apt_get() { as_root apt-get -o DPkg::Lock::Timeout=300 "$@"; }
+# apt_get: waits for a lock held by another apt (apt-daily, unattended-upgrades) instead of failing.
+# shellcheck source=scripts/apt.sh
+. "$here/scripts/apt.sh"
 apt_log=${TOWERD_APT_LOG:-/dev/null}
 
 # Build dependencies: what dpkg-checkbuilddeps reports unmet (it also counts

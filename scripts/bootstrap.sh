@@ -19,26 +19,15 @@ as_root() {
     fi
 }
 
-# apt-get as root, waiting (up to ~10 min) while another apt or dpkg holds a lock
-# (unattended-upgrades, a second bootstrap): DPkg::Lock::Timeout covers dpkg's lock but
-# not the package lists' lock that `apt-get update` takes, which fails at once instead.
-apt_get() {
-    local err tries=0
-    while ! err=$(as_root apt-get -o DPkg::Lock::Timeout=600 "$@" 2>&1 >/dev/null); do
-        if [[ $err != *"Could not get lock"* ]] || [ $((tries += 1)) -gt 200 ]; then
-            printf '%s\n' "$err" >&2
-            return 1
-        fi
-        sleep 3
-    done
-}
+# shellcheck source=scripts/apt.sh
+. "$here/scripts/apt.sh"
 
 apt_install() {  # what for (logged), then the packages
     log "installing with apt: $1"
     shift
     export DEBIAN_FRONTEND=noninteractive
-    apt_get update -qq
-    apt_get install -y -qq --no-install-recommends "$@"
+    apt_get update -qq >/dev/null
+    apt_get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
 missing=()
