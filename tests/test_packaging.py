@@ -39,10 +39,12 @@ DEBIAN = REPO / "packaging" / "debian"
 BUILD_DEB = REPO / "packaging" / "build-deb.sh"
 IN_CI = os.environ.get("CI") == "true"
 ASKED = IN_CI or os.environ.get("TOWERD_TEST_PACKAGE") == "1"
-pytestmark = pytest.mark.system  # apt/dpkg and the `towerd` user: one at a time (tests/conftest.py)
 """Whether the package test may change this machine's packages and users."""
-# Wait for a dpkg lock held by another apt (apt-daily, unattended-upgrades) instead of failing.
-APT = ["apt-get", "-o", "DPkg::Lock::Timeout=300"]
+pytestmark = pytest.mark.system  # apt/dpkg and the `towerd` user: one at a time (tests/conftest.py)
+# apt-get through scripts/apt.sh's apt_get, as bootstrap.sh and build-deb.sh run it: it
+# waits for a lock held by another apt (apt-daily, unattended-upgrades, a bootstrap),
+# the package lists' lock of `apt-get update` included, instead of failing.
+APT = ["bash", "-c", 'as_root() { "$@"; }; . "$0"; apt_get "$@"', str(REPO / "scripts" / "apt.sh")]
 MAX_EXPOSURE = 2.0
 
 # Debian's tools and interpreter only: the tests run inside the development venv, whose
