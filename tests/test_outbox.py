@@ -537,6 +537,27 @@ def test_wal_is_truncated_after_a_large_drain(db, clock):
         box.close()
 
 
+
+def test_wal_is_not_truncated_at_a_towers_usual_rate(db, clock):
+    """Over 10,000 deletions of records acknowledged as they come (a small backlog all
+    along) are no large drain: the WAL, overwritten in place by SQLite after its
+    checkpoints, is never cut to zero (it would grow again, each commit then waiting longer
+    for its fsync)."""
+    box = Outbox(db, clock=clock, synchronous="normal")
+    wal = db.with_name(db.name + "-wal")
+    sizes = []
+    try:
+        for _ in range(1_010):
+            first, last = box.add_tracks(_tracks(10))
+            box.commit()
+            box.ack(first, last)
+            sizes.append(wal.stat().st_size)
+        box.commit()
+        sizes.append(wal.stat().st_size)
+    finally:
+        box.close()
+    assert all(b >= a for a, b in zip(sizes, sizes[1:])), [s for s in sizes if s == 0][:3]
+
 # ------------------------------------------------------------------------------ write failures
 
 _FULL_DISK_SCRIPT = r"""

@@ -153,6 +153,7 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
         self._synced_next_seq = 1  # rows below it are on stable storage (normal mode)
         self._last_sync = float("-inf")
         self._deleted_since_truncate = 0
+        self._peak_count = 0  # the largest backlog committed since the last truncation of the WAL
         self._generation = 0
         self._write_failures = 0
         self._last_error: str | None = None
@@ -385,7 +386,9 @@ class Outbox(OpeningMixin, AckMixin, CapMixin, DurabilityMixin, IdentityMixin):
                 self._protected[central] = subtract_range(ranges, lo, hi)
         self._release_on_commit.clear()
         self._snapshot()
-        if (self._deleted_since_truncate >= _TRUNCATE_AFTER_DELETES
+        if self._count > self._peak_count:
+            self._peak_count = self._count
+        if (self._deleted_since_truncate >= _TRUNCATE_AFTER_DELETES and self._peak_count >= _TRUNCATE_AFTER_DELETES
                 and self._count <= _TRUNCATE_AFTER_DELETES // 10):
             self._truncate_wal(conn)
 
