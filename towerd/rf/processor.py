@@ -248,10 +248,12 @@ class BandDetector:
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    """The rows of ``parts`` (RF_TRACK_DTYPE) in one read-only array (new unless empty)."""
+    """The rows of ``parts`` (RF_TRACK_DTYPE) in one read-only array: new when there are
+    several, the part itself (made read-only) when there is one (a band tracker hands out
+    a new array for every change and never writes one it handed out)."""
     if not parts:
         return _EMPTY_TRACKS
-    out = join_rows([_EMPTY_TRACKS, *parts])
+    out = parts[0] if len(parts) == 1 else join_rows(parts)
     out.flags.writeable = False
     return out
 
