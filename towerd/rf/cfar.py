@@ -257,7 +257,8 @@ class _Window:
     multiplier for each CUT's reference count; n_ref (n,) that count (0 where use_floor).
     CA: cumulative-sum bounds (le_start..le, rs..rs_end) and divisor. OS: ref_idx (n, N)
     indices into z with inf appended (n: no reference), kth the distinct k - 1, k_idx (n,) each
-    CUT's k - 1 and rows (n,) its row.
+    CUT's k - 1 and rows (n,) its row; when one k serves every CUT that has references, kth
+    and k_idx are that k - 1 (an int) and rows None (the CUTs on the floor ignore their level).
     """
 
     m_use: int
@@ -271,8 +272,8 @@ class _Window:
     rs_end: np.ndarray | None = None
     n_ref_div: np.ndarray | None = None
     ref_idx: np.ndarray | None = None
-    kth: np.ndarray | None = None
-    k_idx: np.ndarray | None = None
+    kth: np.ndarray | int | None = None
+    k_idx: np.ndarray | int | None = None
     rows: np.ndarray | None = None
 
 
@@ -394,7 +395,8 @@ class Cfar:
             padded[:n] = z
             vals = padded.take(w.ref_idx)  # (n, N) references, inf where fewer than N
             vals.partition(w.kth, axis=1)
-            level = vals[w.rows, w.k_idx]  # the k-th smallest of each
+            # the k-th smallest of each: one column when every CUT has the same k
+            level = vals[:, w.kth] if w.rows is None else vals[w.rows, w.k_idx]
         threshold = np.where(w.use_floor, self.alpha_known, w.alpha * level) if w.any_floor else w.alpha * level
         out = object.__new__(CfarOutput)  # the frozen dataclass's fields, without its __init__
         out.__dict__.update(detected=z > threshold, threshold=threshold, n_ref=w.n_ref)
@@ -451,7 +453,9 @@ class Cfar:
             w.ref_idx = np.where(valid, kept[np.clip(idx, 0, m_use - 1)], n)
         k = self.k_table[n_ref]  # 0 where n_ref < min_ref (floor used there)
         kth = np.unique(k[k > 0]) - 1
-        if kth.size:
+        if kth.size == 1:  # the usual case (no CUT short of references): a column, no fancy index
+            w.kth = w.k_idx = int(kth[0])
+        elif kth.size:
             w.kth = kth
             w.k_idx = np.maximum(k - 1, 0)
             w.rows = np.arange(n)

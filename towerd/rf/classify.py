@@ -118,8 +118,16 @@ def is_drone_link(kind: np.ndarray) -> np.ndarray:
     return np.isin(kind, _DRONE_LINK_VALUES)
 
 
+_CATEGORY_LUT = np.where(_DRONE_LINK_LUT, int(Category.UAS), int(Category.UNKNOWN)).astype(np.uint8)
+_CATEGORY_LUT.flags.writeable = False
+
+
 def category_of(kind: np.ndarray) -> np.ndarray:
-    """ICD category per link kind: uas for drone links, unknown otherwise (u1)."""
+    """ICD category per link kind: uas for drone links, unknown otherwise (u1; a table
+    look-up for u1 kinds)."""
+    kind = np.asarray(kind)
+    if kind.dtype == np.uint8:
+        return _CATEGORY_LUT[kind]
     return np.where(is_drone_link(kind), int(Category.UAS), int(Category.UNKNOWN)).astype(np.uint8)
 
 

@@ -168,10 +168,18 @@ def merge_cells(
     if m == 0:
         return out
 
-    csum_p = np.concatenate(([0.0], np.cumsum(p)))
-    csum_floor = np.concatenate(([0.0], np.cumsum(fl)))
-    sum_p = csum_p[group_end] - csum_p[group_start]
-    sum_floor = csum_floor[group_end] - csum_floor[group_start]
+    # Prefix sums ([0] = 0) of the power, the floor, the power over the floor (clipped at
+    # 0), that times the frequency and the CFAR's own detections: one cumsum for the five
+    # (row by row, the same floats as five), the extents' sums from two look-ups.
+    csum = np.zeros((5, n + 1))
+    csum[0, 1:] = p
+    csum[1, 1:] = fl
+    np.clip(p - fl, 0.0, None, out=csum[2, 1:])
+    np.multiply(csum[2, 1:], freq, out=csum[3, 1:])
+    if cfar_detected is not None:
+        csum[4, 1:] = np.asarray(cfar_detected, dtype=bool)
+    np.cumsum(csum, axis=1, out=csum)
+    sum_p, sum_floor, _, _, sum_raw = csum[:, group_end] - csum[:, group_start]
     # every cell of every extent, segment by segment
     first_of_seg = np.concatenate(([0], np.cumsum(cells)[:-1]))
     seg_of_cell = np.repeat(np.arange(m), cells)
@@ -189,25 +197,20 @@ def merge_cells(
     out["peak_dbm"] = mw_to_dbm(p[peak_cell])
     out["peak_mhz"] = freq[peak_cell]
     out["mean_dbm"] = mw_to_dbm(sum_p / cells)
-    excess = np.clip(p - fl, 0.0, None)
-    csum_x = np.concatenate(([0.0], np.cumsum(excess)))
-    csum_xf = np.concatenate(([0.0], np.cumsum(excess * freq)))
     lo, hi = np.maximum(group_start - 1, 0), np.minimum(group_end + 1, n)
-    w = csum_x[hi] - csum_x[lo]
+    w, wf = csum[2:4, hi] - csum[2:4, lo]
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["power_centre_mhz"] = np.where(w > 0, (csum_xf[hi] - csum_xf[lo]) / w, out["centre_mhz"])
+        out["power_centre_mhz"] = np.where(w > 0, wf / w, out["centre_mhz"])
         ratio = p / fl
         left = np.where(group_start > 0, ratio[lo], 0.0)
         right = np.where(group_end < n, ratio[np.minimum(group_end, n - 1)], 0.0)
         out["side_db"] = 10.0 * np.log10(np.maximum(np.maximum(left, right), 1e-12))
     with np.errstate(divide="ignore", invalid="ignore"):
         out["snr_db"] = 10.0 * np.log10(sum_p / sum_floor)
-    out["centre_excess_db"] = _centre_excess_db(p, group_start, cells)
+    out["centre_excess_db"] = _centre_excess_db(csum[0], group_start, cells)
     out["fill_ratio"] = np.nan
     if cfar_detected is not None and threshold_mw is not None:
-        raw = np.asarray(cfar_detected, dtype=bool)
-        csum_raw = np.concatenate(([0], np.cumsum(raw)))
-        fill = (csum_raw[group_end] - csum_raw[group_start]) / cells
+        fill = sum_raw / cells
         # expected: each cell's chance of passing its threshold at the extent's mean power
         mean_p = (sum_p / cells)[seg_of_cell]
         k = float(max(int(looks), 1))
@@ -242,8 +245,9 @@ def _hole_excess(p: np.ndarray, fl: np.ndarray, start: np.ndarray, cells: np.nda
     return out
 
 
-def _centre_excess_db(p: np.ndarray, start: np.ndarray, cells: np.ndarray) -> np.ndarray:
-    """Mean power of the middle third of each extent over that of its outer thirds, dB.
+def _centre_excess_db(csum: np.ndarray, start: np.ndarray, cells: np.ndarray) -> np.ndarray:
+    """Mean power of the middle third of each extent over that of its outer thirds, dB,
+    from the prefix sums ``csum`` (n + 1,) of the power ([0] = 0).
 
     Flat (OFDM) plateaus give about 0 dB; a spectrum peaked at its carrier (analog FM
     video) several dB. NaN for extents under 3 cells."""
@@ -251,7 +255,6 @@ def _centre_excess_db(p: np.ndarray, start: np.ndarray, cells: np.ndarray) -> np
     ok = cells >= 3
     if not np.any(ok):
         return out
-    csum = np.concatenate(([0.0], np.cumsum(p)))
     s, c = start[ok], cells[ok]
     third = c // 3
     a, b = s + third, s + c - third  # middle: [a, b)

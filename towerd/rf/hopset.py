@@ -60,6 +60,7 @@ class HopSetDetector:
         # power centroid (its centre to within a cell), the same for hops of two cells or
         # more (NaN for single cells).
         self._hops = np.zeros((0, len(HOP_COLUMNS)))
+        self._t_oldest = math.inf  # the earliest time in the hop buffer (inf when empty)
         self._memo: dict | None = None  # what depends on the hop buffer alone; None when it changed
         self._sweep_t: collections.deque[float] = collections.deque()  # this band's sweep times in the hop window
         self._burst = np.zeros((0, 3))  # (t, low MHz, high MHz) of burst pieces wider than a hop, in the window
@@ -109,9 +110,7 @@ class HopSetDetector:
         fc = self._hops[:, _FC]
         gone = np.any((fc[:, None] >= lo[active][None, :]) & (fc[:, None] <= hi[active][None, :]), axis=1)
         if np.any(gone):
-            keep = ~gone
-            self._hops = self._hops[keep]
-            self._memo = None
+            self._set_hops(self._hops[~gone])
         f = em["centre_mhz"]
         return np.any((f[:, None] >= lo[active][None, :]) & (f[:, None] <= hi[active][None, :]), axis=1)
 
@@ -130,11 +129,11 @@ class HopSetDetector:
         sweep_t.append(t)
         if hops.shape[0] == 0 and self._hops.shape[0] == 0:  # nothing collected, nothing to add
             return None
-        keep = self._hops[:, _T] > since
+        # (the oldest hop's time tells, without a pass over the buffer, whether any leaves)
+        kept = self._hops if self._t_oldest > since else self._hops[self._hops[:, _T] > since]
         if not hops.shape[0]:  # no new hop: only the old ones leave the window
-            if not keep.all():
-                self._hops = self._hops[keep]
-                self._memo = None
+            if kept is not self._hops:
+                self._set_hops(kept)
         else:
             fine = hops["power_centre_mhz"]
             fine = np.where((fine >= hops["low_mhz"]) & (fine <= hops["high_mhz"]), fine, hops["centre_mhz"])
@@ -144,8 +143,7 @@ class HopSetDetector:
             placed = np.where((hops["cells"] >= 2) | (hops["side_db"] >= s.hop_side_db), fine, np.nan)
             new = np.column_stack([np.full(hops.shape[0], t), hops["centre_mhz"], hops["bandwidth_mhz"],
                                    hops["mean_dbm"], fine, placed])
-            self._hops = np.concatenate([self._hops[keep], new])[-s.hop_buffer_max:]
-            self._memo = None
+            self._set_hops(np.concatenate([kept, new])[-s.hop_buffer_max:])
         if self._hops.shape[0] < 2 * s.hop_min_channels:
             return None
         memo = self._memo
@@ -157,13 +155,19 @@ class HopSetDetector:
             centres = np.bincount(label, weights=f) / counts
             revisited = counts >= 2
             memo = self._memo = {"order": order, "label": label, "centres": centres, "revisited": revisited,
-                                 "n_rev": int(np.count_nonzero(revisited))}
+                                 "n_rev": int(np.count_nonzero(revisited)), "revisited_centres": centres[revisited]}
         # The revisit test depends on the sweeps in the window too; the rest on the hops alone.
-        passed = self._revisits_pass(memo["n_rev"], memo["centres"][memo["revisited"]], cells=cells,
-                                     step_mhz=step_mhz, pfa=pfa)
+        passed = self._revisits_pass(memo["n_rev"], memo["revisited_centres"], cells=cells, step_mhz=step_mhz,
+                                     pfa=pfa)
         if passed not in memo:
             memo[passed] = self._describe(memo, passed)
         return memo[passed]
+
+    def _set_hops(self, hops: np.ndarray) -> None:
+        """Replace the hop buffer (its groups are worked out again when next asked for)."""
+        self._hops = hops
+        self._t_oldest = float(hops[:, _T].min()) if hops.shape[0] else math.inf
+        self._memo = None
 
     def _describe(self, memo: dict, revisits_passed: bool) -> HopSet | None:
         """The hopping set in the hop buffer, grouped into channels in ``memo``, if one is

@@ -248,10 +248,12 @@ class BandDetector:
 
 
 def _joined(parts: list[np.ndarray]) -> np.ndarray:
-    """The rows of ``parts`` (RF_TRACK_DTYPE) in one read-only array (new unless empty)."""
+    """The rows of ``parts`` (RF_TRACK_DTYPE) in one read-only array: new when there are
+    several, the part itself (made read-only) when there is one (a band tracker hands out
+    a new array for every change and never writes one it handed out)."""
     if not parts:
         return _EMPTY_TRACKS
-    out = join_rows([_EMPTY_TRACKS, *parts])
+    out = parts[0] if len(parts) == 1 else join_rows(parts)
     out.flags.writeable = False
     return out
 
@@ -270,6 +272,11 @@ def widen_runs(mask: np.ndarray, cells: int, fraction: float) -> np.ndarray:
     np.add.at(marks, np.maximum(starts - grow, 0), 1)
     np.add.at(marks, np.minimum(ends + grow, n), -1)
     return np.cumsum(marks[:-1]) > 0
+
+
+_Segment = tuple[str, slice, np.ndarray, tuple[float, float, int]]
+"""A band's part of a sweep grid: band name, cells, their frequencies (read-only) and
+the grid (first cell MHz rounded to 1 Hz, step MHz, cells) its detector was made for."""
 
 
 @dataclass
@@ -295,7 +302,7 @@ class RfProcessor:
         self._tracks = empty_rf_tracks()
         self._tracks.flags.writeable = False
         self._parts: list[np.ndarray] = []  # the band trackers' track arrays self._tracks was joined from
-        self._segment_cache: dict[tuple, list[tuple[str, slice]]] = {}
+        self._segment_cache: dict[tuple, tuple[np.ndarray, list[_Segment]]] = {}
         self.sweeps = 0
 
     @property
@@ -332,9 +339,9 @@ class RfProcessor:
         freq, segments = self._segments(spectrum, n)
         results = []
         ended = []
-        for name, sel in segments:
-            f, dbm = freq[sel], p_dbm[sel]
-            band = self._band(spectrum.sensor, name, float(f[0]), step, f.shape[0])
+        for name, sel, f, grid in segments:
+            dbm = p_dbm[sel]
+            band = self._band(spectrum.sensor, name, grid, step)
             p = dbm_to_mw(dbm)
             detected, threshold, floor = band.detector.detect(p, t)
             emitters = merge_cells(detected, f, p, floor, self.settings.emitters,
@@ -378,9 +385,9 @@ class RfProcessor:
             self._tracks = _joined([a for a in parts if a.shape[0]])
         return self._tracks
 
-    def _segments(self, spectrum: Spectrum, n: int) -> tuple[np.ndarray, list[tuple[str, slice]]]:
-        """The sweep's cell frequencies (read-only) and the (band name, cells) of each band
-        it covers with 3+ cells; cached per sweep grid (a scan plan repeats a few grids)."""
+    def _segments(self, spectrum: Spectrum, n: int) -> tuple[np.ndarray, list[_Segment]]:
+        """The sweep's cell frequencies (read-only) and the segment of each band it covers
+        with 3+ cells; cached per sweep grid (a scan plan repeats a few grids)."""
         plan = self.settings.bands
         key = (spectrum.start_freq_mhz, spectrum.step_freq_mhz, n, "" if plan else spectrum.band)
         cached = self._segment_cache.get(key)
@@ -398,22 +405,27 @@ class RfProcessor:
             )
         return cached
 
-    def _cut(self, spectrum: Spectrum, freq: np.ndarray) -> list[tuple[str, slice]]:
-        """(band name, cells) of each band ``freq`` (ascending) covers with 3+ cells."""
+    def _cut(self, spectrum: Spectrum, freq: np.ndarray) -> list[_Segment]:
+        """The segment of each band ``freq`` (ascending) covers with 3+ cells."""
         plan = self.settings.bands
+        cells = []
         if not plan:
-            return [(spectrum.band or "sweep", slice(0, freq.shape[0]))]
-        out = []
-        eps = 1e-9 * max(1.0, float(np.max(np.abs(freq))))
-        for b in plan:
-            sel = np.flatnonzero((freq >= b.start_mhz - eps) & (freq <= b.stop_mhz + eps))
-            if sel.shape[0] >= 3:
-                out.append((b.name, slice(int(sel[0]), int(sel[-1]) + 1)))
-        return out
+            cells.append((spectrum.band or "sweep", slice(0, freq.shape[0])))
+        else:
+            eps = 1e-9 * max(1.0, float(np.max(np.abs(freq))))
+            for b in plan:
+                sel = np.flatnonzero((freq >= b.start_mhz - eps) & (freq <= b.stop_mhz + eps))
+                if sel.shape[0] >= 3:
+                    cells.append((b.name, slice(int(sel[0]), int(sel[-1]) + 1)))
+        step = round(float(spectrum.step_freq_mhz), 9)
+        return [(name, sel, freq[sel], (round(float(freq[sel.start]), 6), step, sel.stop - sel.start))
+                for name, sel in cells]
 
-    def _band(self, sensor: str, name: str, f0: float, step: float, n: int) -> _Band:
+    def _band(self, sensor: str, name: str, grid: tuple[float, float, int], step: float) -> _Band:
+        """The detector and tracker of (sensor, band), new for a band first seen; its
+        detector anew when the band's ``grid`` (first cell MHz, step MHz, cells) changed."""
         key = (sensor, name)
-        grid = (round(f0, 6), round(step, 9), n)
+        n = grid[2]
         band = self._bands.get(key)
         if band is None:
             index = len(self.band_keys)

@@ -254,7 +254,7 @@ class BandTracker:
         # hopping set's span (its hops).
         left = np.ones(emitters.shape[0], dtype=bool)
         left[ei] = False
-        absorbed = np.zeros(tr.shape[0], dtype=bool)
+        absorbed = np.zeros(tr.shape[0], dtype=bool) if comb_rows.size else None
         for r in comb_rows:
             if tr["status"][r] in (Status.CONFIRMED, Status.COASTING):
                 lo = tr["centre_min_mhz"][r] - s.hop_channel_tolerance_mhz
@@ -271,17 +271,23 @@ class BandTracker:
                     & (tr["centre_mhz"] >= lo) & (tr["centre_mhz"] <= hi)
                 )
 
-        # Hit / miss bookkeeping for the existing tracks.
-        tr["hit_history"] = (tr["hit_history"] << np.uint64(1)) | hit.astype(np.uint64)
+        # Hit / miss bookkeeping for the existing tracks (in place: tr is this step's copy).
+        history = tr["hit_history"]
+        history <<= np.uint64(1)
+        history |= hit
         tr["sweeps"] += np.uint32(1)
-        tr["misses"] = np.where(hit, 0, np.minimum(tr["misses"].astype(np.int64) + 1, 0xFFFF)).astype(np.uint16)
+        misses = tr["misses"]
+        np.minimum(misses, 0xFFFE, out=misses)  # counts on up to 0xFFFF
+        misses += np.uint16(1)
+        misses[hit] = 0
         tr["t_mono"] = t
 
-        if left.any():
+        if emitters.shape[0] and left.any():
             new_rows.append(self._new_tracks(select_emitters(emitters, left), t))
         if new_rows:
             tr = join_rows([tr, *new_rows])
-            absorbed = np.concatenate([absorbed, np.zeros(tr.shape[0] - absorbed.shape[0], dtype=bool)])
+            if absorbed is not None:
+                absorbed = np.concatenate([absorbed, np.zeros(tr.shape[0] - absorbed.shape[0], dtype=bool)])
         return self._finish(tr, t, absorbed=absorbed)
 
     def expire(self, t_mono: float) -> BandStep:
@@ -464,15 +470,12 @@ class BandTracker:
         s = self.settings
         tr["duty"] = duty(tr["sweeps"], tr["hit_history"])
 
-        tentative = tr["status"] == int(Status.TENTATIVE)
-        if sweep:
-            confirm = tentative & (popcount(tr["hit_history"] & self._confirm_mask) >= s.confirm_hits)
-            tr["status"][confirm] = Status.CONFIRMED
-            tentative &= ~confirm
+        tentative = tr["status"] == _TENTATIVE
+        if sweep:  # (the confirmed are established below)
+            tentative &= popcount(tr["hit_history"] & self._confirm_mask) < s.confirm_hits
         since = t - tr["last_seen_mono"]
         established = ~tentative
-        tr["status"][established] = np.where(since[established] > s.coast_after_s, int(Status.COASTING),
-                                             int(Status.CONFIRMED))
+        tr["status"] = np.where(tentative, _TENTATIVE, np.where(since > s.coast_after_s, _COASTING, _CONFIRMED))
         drop = tentative & ((tr["misses"] > s.tentative_max_misses) | (since > s.end_after_s))
         end = established & (since > s.end_after_s)
         gone = drop | end
