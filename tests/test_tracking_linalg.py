@@ -29,6 +29,37 @@ def test_congruence_vech_gives_f_p_ft_exactly_symmetric():
     assert_allclose(full, F @ P @ np.swapaxes(F, -1, -2), rtol=1e-12, atol=1e-12)
 
 
+def test_congruence_vech_entries_are_the_products_of_f_entries_bit_for_bit():
+    """G[(c, d), t] = F[a_t, c] F[b_t, d], each one rounded product (no other arithmetic)."""
+    F = np.random.default_rng(7).normal(size=(3, 6, 6))
+    a, b = np.triu_indices(6)
+    want = (F[:, a, :, None] * F[:, b, None, :]).reshape(3, 21, 36).swapaxes(-1, -2)
+    got = congruence_vech(F)
+    assert got.shape == (3, 36, 21) and got.flags.c_contiguous
+    assert got.tobytes() == np.ascontiguousarray(want).tobytes()
+
+
+def test_imm_matrices_of_one_dt_are_the_models_own_bit_for_bit():
+    """π, F, Q (and Q's upper triangles) of one shared dt, made once a dt for all models
+    on Python floats, are the bits of the models' own F(dt), Q(dt) and of transition()."""
+    rng = np.random.default_rng(8)
+    dts = [0.0, 1e-12, 0.05, 0.1, 0.09999999999999964, 0.1 + 1e-9, 1.0, 3.7, 600.0, *rng.uniform(0.0, 0.5, 200)]
+    for settings in (ImmSettings(), ImmSettings(turn_rate_dps=3.3, cv_accel_noise_mps2=0.37,
+                                                turn_accel_noise_mps2=7.1, mode_sojourn_s=0.77)):
+        pred = ImmPredictor(imm_models(settings), mode_sojourn_s=settings.mode_sojourn_s,
+                            initial_prob=(0.8, 0.1, 0.1))
+        for dt in dts:
+            d = np.array([float(dt)])
+            pi, F, FT, Q = pred.matrices(float(dt))
+            F_own = np.stack([m.F(d)[0] for m in pred.models])
+            Q_own = np.stack([m.Q(d)[0] for m in pred.models])
+            assert pi.tobytes() == pred.transition(d)[0].tobytes()
+            assert F.tobytes() == F_own.tobytes() and FT.tobytes() == np.ascontiguousarray(F_own.swapaxes(1, 2)).tobytes()
+            assert Q.tobytes() == Q_own.tobytes()
+            Qv = pred._shared_matrices(float(dt))[5]
+            assert Qv.tobytes() == Q_own.reshape(3, 1, 36)[..., VECH_OF_FULL].tobytes()
+
+
 def test_combine_on_upper_triangles_is_the_full_sum_and_exactly_symmetric():
     rng = np.random.default_rng(5)
     mu = rng.dirichlet(np.ones(3), 40)

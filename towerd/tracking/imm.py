@@ -48,10 +48,13 @@ log = logging.getLogger(__name__)
 
 MIN_MODE_PROB = 1e-6
 _LOG_2PI_3 = 3.0 * float(np.log(2.0 * np.pi))
+_EYE_FLAT = np.eye(STATE_DIM).reshape(-1)
+_EYE_FLAT.flags.writeable = False
+_F_VARIES = np.array([3, 4, 9, 10, 17, 21, 22, 27, 28])
+"""The flat entries of a turn's F that depend on dt: [0, 3], [0, 4], [1, 3], [1, 4], [2, 5],
+[3, 3], [3, 4], [4, 3], [4, 4] (:meth:`ImmPredictor._stacked`)."""
 _MAX_CACHED_DT = 64
 """Distinct dt whose π, F and Q an IMM predictor keeps (the cache starts again beyond)."""
-_DIAG = np.arange(STATE_DIM)
-_POS3 = np.arange(3)
 
 
 @dataclass(frozen=True)
@@ -110,12 +113,6 @@ def softmax_rows(a: np.ndarray) -> np.ndarray:
             return np.exp(a - logsumexp_rows(a))
     e = np.exp(a - a_max)
     return e / np.add.reduce(e, axis=1, keepdims=True)
-
-
-def _sinc(x: np.ndarray) -> np.ndarray:
-    """sin(πx) / (πx): the arithmetic of ``np.sinc`` without its dispatch."""
-    y = np.pi * np.where(x == 0, 1.0e-20, x)
-    return np.sin(y) / y
 
 
 def combine(mu: np.ndarray, x: np.ndarray, P: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -190,6 +187,18 @@ class ImmPredictor:
             return np.broadcast_to(eye, (len(stay), 1, 1)).copy()
         return stay * eye + (1.0 - stay) * (1.0 - eye) / (m - 1)
 
+    def _transition_one(self, dt: float) -> np.ndarray:
+        """:meth:`transition` of one dt, (M, M): the stay probability from the same
+        NumPy exp, the rest on Python floats (x·1 + 0 and x·0 + y are exact, so the
+        entries are the bits of the whole-array expression)."""
+        m = self.n_modes
+        if m == 1:
+            return np.eye(1)
+        stay = float(np.exp(np.array([-dt / self.mode_sojourn_s]))[0])
+        pi = np.full((m, m), (1.0 - stay) / (m - 1))
+        np.fill_diagonal(pi, stay)
+        return pi
+
     def attach(self, tracks: TrackTable) -> TrackTable:
         """Tracks without modes (new ones) get M copies of their state and the initial
         mode probabilities (a new table; the same one when it has this IMM's modes)."""
@@ -216,15 +225,15 @@ class ImmPredictor:
         if got is None:
             if len(self._matrices) >= _MAX_CACHED_DT:
                 self._matrices.clear()
-            d = np.array([dt])
             stacked = self._stacked(dt)
             if stacked is None:
+                d = np.array([dt])
                 F = np.stack([model.F(d)[0] for model in self.models])
                 Q = np.stack([model.Q(d)[0] for model in self.models])
+                Qv = Q.reshape(len(Q), 1, -1)[..., VECH_OF_FULL]
             else:
-                F, Q = stacked
-            got = (self.transition(d)[0], F, np.ascontiguousarray(np.swapaxes(F, -1, -2)), Q,
-                   congruence_vech(F), Q.reshape(len(Q), 1, -1)[..., VECH_OF_FULL])
+                F, Q, Qv = stacked
+            got = (self._transition_one(dt), F, np.ascontiguousarray(np.swapaxes(F, -1, -2)), Q, congruence_vech(F), Qv)
             for a in got:
                 a.flags.writeable = False
             self._matrices[dt] = got
@@ -239,42 +248,49 @@ class ImmPredictor:
             got = self._matrices[dt]
         return got
 
-    def _stacked(self, dt: float) -> tuple[np.ndarray, np.ndarray] | None:
-        """(F (M, 6, 6), Q (M, 6, 6)) at dt when every model is a CV or a constant turn
+    def _stacked(self, dt: float) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """(F (M, 6, 6), Q (M, 6, 6), Q's upper triangles (M, 1, 21)) at dt when every model is a CV or a constant turn
         (None otherwise): :meth:`ConstantTurn.F` for all models at once, a CV being the
         turn of rate 0 (entries that are 0 for it stay +0), and the CV white-noise Q
-        scaled per model by its q."""
+        scaled per model by its q. In the daemon dt differs every frame (frame times are
+        the host's reception times), so this runs once a frame: the M-element arithmetic
+        is done on Python floats (the same IEEE operations, in the same order, as
+        whole-array NumPy), only sin and cos go through NumPy (on the arrays of M
+        arguments that ``ConstantTurn.F`` gives them), and F is filled by one assignment."""
         params = self._turns
         if params is None:
             return None
         w, q, neg = params
-        a = w * dt
-        s_w = dt * _sinc(a / np.pi)
-        c_w = 0.5 * w * (dt * dt) * _sinc(a / (2.0 * np.pi)) ** 2
-        ca, sa = np.cos(a), np.sin(a)
-        F = np.zeros((len(w), STATE_DIM * STATE_DIM))  # flat row-major (M, 36)
-        F[:, _DIAG * 7] = 1.0
-        F[:, 3] = F[:, 10] = s_w  # [0, 3], [1, 4]
-        F[:, 17] = dt  # [2, 5]
-        F[:, 21] = F[:, 28] = ca  # [3, 3], [4, 4]
-        F[:, 4], F[:, 9] = c_w * neg, c_w  # [0, 4], [1, 3]
-        F[:, 22], F[:, 27] = sa * neg, sa  # [3, 4], [4, 3]
-        unit = np.zeros((STATE_DIM, STATE_DIM))
-        unit[_POS3, _POS3] = dt * dt * dt / 3.0
-        unit[_POS3, _POS3 + 3] = unit[_POS3 + 3, _POS3] = (dt * dt) / 2.0
-        unit[_POS3 + 3, _POS3 + 3] = dt
-        return F.reshape(-1, STATE_DIM, STATE_DIM), q[:, None, None] * unit
+        a = [w_j * dt for w_j in w]
+        y1 = [np.pi * (x if x != 0 else 1.0e-20) for x in (a_j / np.pi for a_j in a)]  # _sinc(a / π)'s argument
+        y2 = [np.pi * (x if x != 0 else 1.0e-20) for x in (a_j / (2.0 * np.pi) for a_j in a)]
+        a_arr = np.array(a)
+        sin1, sin2 = np.sin(np.array(y1)).tolist(), np.sin(np.array(y2)).tolist()
+        ca, sa = np.cos(a_arr).tolist(), np.sin(a_arr).tolist()
+        dt2, vals = dt * dt, []
+        for j in range(len(w)):  # F's entries _F_VARIES, model by model
+            s_w = dt * (sin1[j] / y1[j])
+            sinc2 = sin2[j] / y2[j]
+            c_w = 0.5 * w[j] * dt2 * (sinc2 * sinc2)
+            vals += (s_w, c_w * neg[j], c_w, s_w, dt, ca[j], sa[j] * neg[j], sa[j], ca[j])
+        F = np.tile(_EYE_FLAT, (len(w), 1))
+        F[:, _F_VARIES] = np.array(vals).reshape(len(w), len(_F_VARIES))
+        p3, p2 = dt2 * dt / 3.0, dt2 / 2.0  # the CV white-noise Q of unit q, [[dt³/3, dt²/2], [dt²/2, dt]] ⊗ I₃
+        unit = np.array([p3, 0.0, 0.0, p2, 0.0, 0.0, 0.0, p3, 0.0, 0.0, p2, 0.0, 0.0, 0.0, p3, 0.0, 0.0, p2,
+                         p2, 0.0, 0.0, dt, 0.0, 0.0, 0.0, p2, 0.0, 0.0, dt, 0.0, 0.0, 0.0, p2, 0.0, 0.0, dt])
+        Q = q[:, None] * unit  # q_j times each entry, as q[:, None, None] * unit (6, 6)
+        return F.reshape(-1, STATE_DIM, STATE_DIM), Q.reshape(-1, STATE_DIM, STATE_DIM), Q[:, None, VECH_OF_FULL]
 
     @cached_property
-    def _turns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """(ω (M,) rad/s, q (M,) m²/s³, sign (M,)) of the models (a CV's ω is 0; sign −1
+    def _turns(self) -> tuple[tuple[float, ...], np.ndarray, tuple[float, ...]] | None:
+        """(ω (M,) rad/s, q (M,) m²/s³ (an array), sign (M,)) of the models (a CV's ω is 0; sign −1
         negates a turn's entries, +1 keeps a CV's zeros +0 as in its F), None when one
         is neither a CV nor a constant turn."""
         if not all(isinstance(m, (ConstantVelocity, ConstantTurn)) for m in self.models):
             return None
-        w = np.array([m.omega if isinstance(m, ConstantTurn) else 0.0 for m in self.models])
+        w = tuple(m.omega if isinstance(m, ConstantTurn) else 0.0 for m in self.models)
         q = np.array([m.accel_noise_mps2**2 for m in self.models])
-        return w, q, np.array([-1.0 if isinstance(m, ConstantTurn) else 1.0 for m in self.models])
+        return w, q, tuple(-1.0 if isinstance(m, ConstantTurn) else 1.0 for m in self.models)
 
     def predict_tracks(self, tracks: TrackTable, dt: np.ndarray | float) -> None:
         """Mix and predict every row of ``tracks`` (writable) by its dt (K,) s (a float: the

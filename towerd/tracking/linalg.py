@@ -35,7 +35,11 @@ VECH_OF_FULL = VECH_A * 6 + VECH_B
 _tri = np.zeros((6, 6), dtype=np.intp)
 _tri[VECH_A, VECH_B] = _tri[VECH_B, VECH_A] = np.arange(len(VECH_A))
 FULL_OF_VECH = _tri.reshape(-1)
-for _a in (VECH_A, VECH_B, VECH_OF_FULL, FULL_OF_VECH):
+_CONG_A = VECH_A[None, :] * 6 + np.arange(6)[:, None]
+"""(6, 21): the flat index of F[a_t, c] at [c, t] (:func:`congruence_vech`)."""
+_CONG_B = VECH_B[None, :] * 6 + np.arange(6)[:, None]
+"""(6, 21): the flat index of F[b_t, d] at [d, t]."""
+for _a in (VECH_A, VECH_B, VECH_OF_FULL, FULL_OF_VECH, _CONG_A, _CONG_B):
     _a.flags.writeable = False
 del _tri
 
@@ -44,9 +48,12 @@ def congruence_vech(F: np.ndarray) -> np.ndarray:
     """F (M, 6, 6) -> G (M, 36, 21) such that (flat P) @ G_j is the vech of F_j P F_jᵀ:
     G_j[(c, d), t] = F_j[a_t, c] F_j[b_t, d] for the upper-triangle entry t = (a_t, b_t).
     One product per model then gives every track's F P Fᵀ, each entry one sum of 36 terms,
-    and expanded with FULL_OF_VECH the result is exactly symmetric."""
-    g = F[:, VECH_A, :, None] * F[:, VECH_B, None, :]  # (M, 21, 6, 6): F[a, c] F[b, d]
-    return np.ascontiguousarray(g.reshape(len(F), len(VECH_A), 36).swapaxes(-1, -2))
+    and expanded with FULL_OF_VECH the result is exactly symmetric. Made once per dt (in
+    the daemon, once a frame): two gathers of F's flat entries laid out as (c, t) and
+    (d, t), and one broadcast product that is G in its final layout."""
+    flat = F.reshape(len(F), 36)
+    g = np.take(flat, _CONG_A, axis=1)[:, :, None, :] * np.take(flat, _CONG_B, axis=1)[:, None, :, :]  # (M, 6, 6, 21)
+    return g.reshape(len(F), 36, len(VECH_A))
 
 
 def inv3(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
