@@ -61,16 +61,18 @@ def near_pairs(pos: np.ndarray, reach_m2: np.ndarray) -> np.ndarray:
 
 def _near_block(pos: np.ndarray, reach_m2: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j) of :func:`near_pairs` for a cloud small enough for one (3, N, N) block, and
-    that block: ``diff[:, i, j]`` is pᵢ − pⱼ."""
+    ``diff`` (3, M): ``diff[:, m]`` is pᵢ − pⱼ of pair m (taken from the block)."""
+    n = pos.shape[0]
     p = np.ascontiguousarray(pos.T)  # (3, N): each axis a contiguous row
     diff = p[:, :, None] - p[:, None, :]
     sq = diff * diff
     d2 = sq[0] + sq[1]
     d2 += sq[2]
     near = d2 <= reach_m2[:, None] + reach_m2
-    near &= _upper(pos.shape[0])
-    i, j = np.nonzero(near)
-    return i, j, diff
+    near &= _upper(n)
+    k = np.flatnonzero(near)  # a 1-D nonzero and a divmod cost less than a 2-D nonzero
+    i, j = np.divmod(k, n)
+    return i, j, diff.reshape(3, -1).take(k, 1)
 
 
 @functools.lru_cache(maxsize=32)
@@ -144,7 +146,7 @@ class PointClusterer:
         reach = (self.gate * (1.0 + 1e-9)) * (trace + self.extent_m**2)
         if 3 * pos.shape[0] ** 2 <= CHUNK_ELEMENTS:
             i, j, diff = _near_block(pos, reach)
-            d = diff[:, i, j].T
+            d = diff.T
         else:
             pairs = near_pairs(pos, reach)
             i, j = pairs[:, 0], pairs[:, 1]
