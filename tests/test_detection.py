@@ -405,3 +405,21 @@ def test_gate_links_the_pairs_the_solve_links_on_the_boundary_too(monkeypatch):
         assert solves == [1]  # too close to call: the reference decided
         on_boundary += len(want)
     assert 0 < on_boundary < 30  # the boundary pairs fall on both sides
+
+
+def test_constant_columns_are_shared_read_only_views():
+    """A Cartesian frame's constant columns (no Doppler spread, heights measured, the
+    antenna) are read-only views of shared arrays, right for any frame size."""
+    from towerd.drivers.measurements import CARTESIAN_PLOT_DTYPE
+
+    conv = PlotConverter(SensorMount((1.0, 2.0, 10.0), 33.0), MeasurementNoise(0.5, 1.0, 2.0))
+    for n in (3, 700, 5):
+        c = np.zeros(n, CARTESIAN_PLOT_DTYPE)
+        c["y_m"], c["snr_db"] = np.arange(1.0, n + 1.0), 10.0
+        det = conv.convert(RadarPlots("radar1", 1.0, 1, cartesian=c))
+        assert det.doppler_spread_mps.shape == det.height_measured.shape == (n,)
+        assert np.isnan(det.doppler_spread_mps).all() and det.height_measured.all()
+        assert det.sensor_pos_enu_m.tolist() == [1.0, 2.0, 10.0]
+        for column in (det.doppler_spread_mps, det.height_measured, det.sensor_pos_enu_m):
+            with pytest.raises(ValueError):
+                column[0] = 0

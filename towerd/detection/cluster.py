@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from towerd.assignment import components
-from towerd.detection.plots import Detections
+from towerd.detection.plots import Detections, all_true
 from towerd.gates import chi2_quantile
 
 log = logging.getLogger(__name__)
@@ -290,27 +290,31 @@ def _merge_known(det: Detections, n_clusters: int, labels: np.ndarray) -> Detect
     np.maximum.at(max_snr, labels, snr)
     w = 10.0 ** ((snr - max_snr.take(labels)) / 10.0)
     w /= np.bincount(labels, w, n_clusters).take(labels)
-    centroid = _sum_rows(labels, w[:, None] * pos, n_clusters)
+    bins = np.add.outer(labels * 9, _ARANGE)  # one set of bins for both sums below
+    centroid = _sum_rows(bins, w[:, None] * pos, n_clusters)
     d = pos - centroid.take(labels, 0)
-    cov = _sum_rows(labels, (w * w)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * (d[:, :, None] * d[:, None, :]),
+    cov = _sum_rows(bins, (w * w)[:, None, None] * det.cov_enu_m2 + w[:, None, None] * (d[:, :, None] * d[:, None, :]),
                     n_clusters)
     out_rv = rv_sum / size
     rv_var = np.maximum(rv_sq / size - out_rv**2, 0.0)
     spread = np.where(size >= 2, np.sqrt(rv_var), np.nan)
     return Detections.of(det.sensor, det.t_mono, centroid, cov, max_snr, out_rv, spread,
                          var_sum / size**2 + rv_var, det.sensor_pos_enu_m, det.unambiguous_speed_mps,
-                         np.ones(n_clusters, dtype=bool))
+                         all_true(n_clusters))
 
 
-def _sum_rows(labels: np.ndarray, values: np.ndarray, n_clusters: int) -> np.ndarray:
-    """(n_clusters, ...) sums of the rows of ``values`` (N, ...) by ``labels`` (N,): one
-    bincount over the elements, each (cluster, element) bin adding its rows in order from
-    0 as ``np.add.at`` does (the same floats; ufunc.at walks rows of rows element by element)."""
-    shape = values.shape
-    m = values.size // shape[0]
-    index = np.add.outer(labels * m, _ARANGE[:m] if m <= _ARANGE.shape[0] else np.arange(m))
-    return np.bincount(index.ravel(), values.ravel(), n_clusters * m).reshape((n_clusters,) + shape[1:])
+def _sum_rows(bins: np.ndarray, values: np.ndarray, n_clusters: int) -> np.ndarray:
+    """(n_clusters, ...) sums of the rows of ``values`` (N, 3) or (N, 3, 3) by cluster:
+    one bincount over the elements, ``bins`` (N, 9) being 9 × the row's cluster + the
+    element's place (a 3-vector takes the first three), each (cluster, element) bin
+    adding its rows in order from 0 as ``np.add.at`` does (the same floats; ufunc.at
+    walks rows of rows element by element)."""
+    m = values.size // values.shape[0]
+    sums = np.bincount((bins if m == 9 else bins[:, :m]).ravel(), values.ravel(), 9 * n_clusters)
+    if m == 9:
+        return sums.reshape(n_clusters, 3, 3)
+    return np.ascontiguousarray(sums.reshape(n_clusters, 9)[:, :m])
 
 
-_ARANGE = np.arange(9)  # _sum_rows' element offsets for rows of up to 3 x 3
+_ARANGE = np.arange(9)  # the element places of a flattened 3 x 3, for _sum_rows' bins
 _ARANGE.flags.writeable = False

@@ -238,6 +238,9 @@ class PlotConverter:
         self.unknown_elevation_sigma_deg = float(unknown_elevation_sigma_deg)
         self._rotation = geo.mount_rotation(mount.boresight_azimuth_deg, mount.tilt_deg)
         self._position = np.asarray(mount.position_enu_m, dtype=float)
+        self._antenna = self._position.copy()
+        self._antenna.flags.writeable = False
+        """The Cartesian frames' ``sensor_pos_enu_m``: one read-only array, not a copy a frame."""
         self._variance = np.array([noise.range_sigma_m**2, np.radians(noise.azimuth_sigma_deg) ** 2,
                                    np.radians(noise.elevation_sigma_deg) ** 2])  # σr² m², σa², σe² rad²
         self.dropped = 0
@@ -339,7 +342,7 @@ class PlotConverter:
         rv = columns[:, 3]
         return Detections.of(plots.sensor, plots.t_mono, pos, cov, columns[:, 4], rv, _nan(len(rv)),
                              np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
-                             self._position.copy(), self.noise.unambiguous_speed_mps, np.ones(len(rv), dtype=bool))
+                             self._antenna, self.noise.unambiguous_speed_mps, all_true(len(rv)))
 
 
 _COLUMNS = ("x_m", "y_m", "z_m", "radial_vel_mps", "snr_db")
@@ -396,8 +399,28 @@ def _rotated_covariance(rot: np.ndarray, jac: np.ndarray, var: np.ndarray) -> np
 
 
 def _nan(n: int) -> np.ndarray:
-    """(n,) NaN."""
-    return np.full(n, np.nan)
+    """(n,) NaN, read-only: a view of one shared array (see :func:`_shared`)."""
+    return _shared(n, _NANS, np.nan)
+
+
+def all_true(n: int) -> np.ndarray:
+    """(n,) True, read-only: a view of one shared array (see :func:`_shared`)."""
+    return _shared(n, _TRUES, True)
+
+
+_NANS, _TRUES = [np.full(0, np.nan)], [np.ones(0, dtype=bool)]
+
+
+def _shared(n: int, holder: list[np.ndarray], fill: float | bool) -> np.ndarray:
+    """The first n elements of ``holder``'s read-only array of ``fill``, made longer (twice,
+    at least n) when too short: the constant columns of a frame's detections (nothing
+    writes into detections) without an allocation and a fill per frame."""
+    array = holder[0]
+    if array.shape[0] < n:
+        array = np.full(max(n, 2 * array.shape[0]), fill, dtype=array.dtype)
+        array.flags.writeable = False
+        holder[0] = array
+    return array[:n]
 
 
 def radial_speed(rows: np.ndarray, pos_enu_m: np.ndarray, antenna_enu_m: np.ndarray) -> np.ndarray:
