@@ -423,3 +423,24 @@ def test_constant_columns_are_shared_read_only_views():
         for column in (det.doppler_spread_mps, det.height_measured, det.sensor_pos_enu_m):
             with pytest.raises(ValueError):
                 column[0] = 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_rotated_covariance_gives_the_einsums_floats_for_tiny_frames(n):
+    """As above for frames of one to three points, whose axes NumPy may lay out differently."""
+    from towerd import geo
+    from towerd.detection.plots import _rotated_covariance
+
+    rng = np.random.default_rng(n)
+    for azimuth, tilt in ((0.0, 0.0), (90.0, 0.0), (33.0, 7.0)):
+        rot = geo.mount_rotation(azimuth, tilt)
+        for _ in range(50):
+            jac = rng.normal(size=(n, 3, 3)) * rng.choice([1e-3, 1.0, 1e3], size=(n, 3, 3))
+            jac[rng.random((n, 3, 3)) < 0.3] = 0.0
+            jac[rng.random((n, 3, 3)) < 0.2] = -0.0
+            var = np.array([0.25, np.radians(1.0) ** 2, np.radians(2.0) ** 2])
+            rj = np.einsum("ij,njk->nik", rot, jac)
+            cov = np.einsum("nik,k,njk->nij", rj, var, rj)
+            want = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+            got = _rotated_covariance(rot, np.ascontiguousarray(jac.transpose(1, 2, 0)), var)
+            assert got.tobytes() == want.tobytes()

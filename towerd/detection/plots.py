@@ -383,16 +383,14 @@ def _rotated_covariance(rot: np.ndarray, jac: np.ndarray, var: np.ndarray) -> np
     (``jac[j, k]`` is J[:, j, k]: point-major last, so every step runs over contiguous rows)
     and ``var`` (3,): the sums over the inner index written out, term by term in index
     order from 0, as ``einsum("ij,njk->nik")`` and ``einsum("nik,k,njk->nij")`` add them
-    (the same floats, for a fraction of the three-operand einsum's time), then (C + Cᵀ) / 2."""
+    (the same floats, for a fraction of the three-operand einsum's time), then (C + Cᵀ) / 2.
+    Each sum is one reduction from an initial 0.0 over an axis that is not the innermost,
+    which NumPy adds element by element in index order: ((0 + t₀) + t₁) + t₂, as einsum."""
     q = rot[:, :, None, None] * jac  # q[i, j, k] = R[i, j] J[j, k]
-    rj = q[:, 0] + 0.0  # rj[i, k] = (R J)[i, k]
-    rj += q[:, 1]
-    rj += q[:, 2]
+    rj = np.add.reduce(q, axis=1, initial=0.0)  # rj[i, k] = (R J)[i, k]
     a = rj * var[:, None]  # (R J)[i, k] var[k]
     p = a[:, None] * rj  # p[i, j, k] = ((R J)[i, k] var[k]) (R J)[j, k]
-    cov = p[:, :, 0] + 0.0
-    cov += p[:, :, 1]
-    cov += p[:, :, 2]  # (3, 3, N)
+    cov = np.add.reduce(p, axis=2, initial=0.0)  # (3, 3, N)
     out = np.empty((cov.shape[2], 3, 3))
     np.multiply(cov + cov.transpose(1, 0, 2), 0.5, out=out.transpose(1, 2, 0))  # (C + Cᵀ) / 2, point-major
     return out
