@@ -184,7 +184,7 @@ class PointClusterer:
         Near the boundary the two computations could round to different sides; both err by
         at most a few ulps times tr(S)³ / det S (the conditioning of S and of the
         cofactor sums), so every pair is decided here only when |q − γ det S| and det S
-        both exceed :data:`_GATE_MARGIN` γ tr(S)³, ten thousand times that error and more;
+        both exceed :data:`_GATE_MARGIN` γ tr(S)³, thousands of times that error;
         otherwise (in practice never: the nominal scene's closest pair is 2,000 times the
         margin away) the whole frame takes the reference, for the same floats."""
         c6 = cov.reshape(-1, 9).T[_UPPER]  # (6, N): a, b, c, d, e, f of each detection
