@@ -350,3 +350,97 @@ def test_rotated_covariance_gives_the_einsums_floats():
         cov = np.einsum("nik,k,njk->nij", rj, var, rj)
         want = 0.5 * (cov + np.swapaxes(cov, -1, -2))
         assert _rotated_covariance(rot, np.ascontiguousarray(jac.transpose(1, 2, 0)), var).tobytes() == want.tobytes()
+
+
+def _reference_links(clusterer: PointClusterer, det: Detections) -> list[tuple[int, int]]:
+    """The Mahalanobis gate as one LAPACK solve per candidate pair decides it (the
+    clusterer's reference): candidates from the same block, the same floats."""
+    from towerd.detection.cluster import _near_block
+
+    cov = det.cov_enu_m2
+    reach = (clusterer.gate * (1.0 + 1e-9)) * (cov.reshape(-1, 9)[:, ::4].sum(axis=1) + clusterer.extent_m**2)
+    i, j, diff = _near_block(det.pos_enu_m, reach)
+    d = diff.T
+    S = cov.take(i, 0) + cov.take(j, 0) + 2.0 * clusterer.extent_m**2 * np.eye(3)
+    keep = np.einsum("mi,mi->m", d, np.linalg.solve(S, d[..., None])[..., 0]) <= clusterer.gate
+    return sorted(zip(i[keep].tolist(), j[keep].tolist()))
+
+
+def test_gate_links_the_pairs_the_solve_links_on_the_boundary_too(monkeypatch):
+    """The adjugate gate decides every pair as the per-pair solve does: in ordinary
+    frames without calling the solve at all, and for pairs placed on the gate's boundary
+    (d² = γ to a few ulps, where the two could round apart) by falling back to it."""
+    rng = np.random.default_rng(21)
+    clusterer = PointClusterer(extent_m=0.7)
+    solves = []
+    solve = np.linalg.solve
+    monkeypatch.setattr(np.linalg, "solve", lambda a, b: solves.append(len(a)) or solve(a, b))
+    linked = 0
+    for n in (2, 9, 40, 120):
+        pos = rng.uniform(-20.0, 20.0, (n, 3))
+        A = rng.normal(0.0, rng.uniform(0.1, 3.0), (n, 3, 3))
+        cov = A @ np.swapaxes(A, 1, 2) + 0.01 * np.eye(3)
+        det = Detections("r", 0.0, pos, 0.5 * (cov + np.swapaxes(cov, 1, 2)), np.full(n, 10.0), np.zeros(n))
+        want = _reference_links(clusterer, det)
+        solves.clear()
+        got = sorted(map(tuple, clusterer.linked_pairs(det).tolist()))
+        assert got == want
+        assert solves == []  # no pair near the boundary: decided without a solve
+        linked += len(got)
+    assert linked > 10
+    # Pairs on the boundary: p₁ = p₀ + t u with t² uᵀ S⁻¹ u = γ.
+    on_boundary = 0
+    for _ in range(30):
+        A = rng.normal(0.0, rng.uniform(0.1, 3.0), (2, 3, 3))
+        cov = A @ np.swapaxes(A, 1, 2) + 0.01 * np.eye(3)
+        cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        u = rng.normal(size=3)
+        S = cov[0] + cov[1] + 2.0 * 0.7**2 * np.eye(3)
+        t = np.sqrt(clusterer.gate / (u @ np.linalg.solve(S, u)))
+        pos = np.array([[1.0, 2.0, 3.0], [1.0, 2.0, 3.0] + t * u])
+        det = Detections("r", 0.0, pos, cov, np.full(2, 10.0), np.zeros(2))
+        want = _reference_links(clusterer, det)
+        solves.clear()
+        assert sorted(map(tuple, clusterer.linked_pairs(det).tolist())) == want
+        assert solves == [1]  # too close to call: the reference decided
+        on_boundary += len(want)
+    assert 0 < on_boundary < 30  # the boundary pairs fall on both sides
+
+
+def test_constant_columns_are_shared_read_only_views():
+    """A Cartesian frame's constant columns (no Doppler spread, heights measured, the
+    antenna) are read-only views of shared arrays, right for any frame size."""
+    from towerd.drivers.measurements import CARTESIAN_PLOT_DTYPE
+
+    conv = PlotConverter(SensorMount((1.0, 2.0, 10.0), 33.0), MeasurementNoise(0.5, 1.0, 2.0))
+    for n in (3, 700, 5):
+        c = np.zeros(n, CARTESIAN_PLOT_DTYPE)
+        c["y_m"], c["snr_db"] = np.arange(1.0, n + 1.0), 10.0
+        det = conv.convert(RadarPlots("radar1", 1.0, 1, cartesian=c))
+        assert det.doppler_spread_mps.shape == det.height_measured.shape == (n,)
+        assert np.isnan(det.doppler_spread_mps).all() and det.height_measured.all()
+        assert det.sensor_pos_enu_m.tolist() == [1.0, 2.0, 10.0]
+        for column in (det.doppler_spread_mps, det.height_measured, det.sensor_pos_enu_m):
+            with pytest.raises(ValueError):
+                column[0] = 0
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_rotated_covariance_gives_the_einsums_floats_for_tiny_frames(n):
+    """As above for frames of one to three points, whose axes NumPy may lay out differently."""
+    from towerd import geo
+    from towerd.detection.plots import _rotated_covariance
+
+    rng = np.random.default_rng(n)
+    for azimuth, tilt in ((0.0, 0.0), (90.0, 0.0), (33.0, 7.0)):
+        rot = geo.mount_rotation(azimuth, tilt)
+        for _ in range(50):
+            jac = rng.normal(size=(n, 3, 3)) * rng.choice([1e-3, 1.0, 1e3], size=(n, 3, 3))
+            jac[rng.random((n, 3, 3)) < 0.3] = 0.0
+            jac[rng.random((n, 3, 3)) < 0.2] = -0.0
+            var = np.array([0.25, np.radians(1.0) ** 2, np.radians(2.0) ** 2])
+            rj = np.einsum("ij,njk->nik", rot, jac)
+            cov = np.einsum("nik,k,njk->nij", rj, var, rj)
+            want = 0.5 * (cov + np.swapaxes(cov, -1, -2))
+            got = _rotated_covariance(rot, np.ascontiguousarray(jac.transpose(1, 2, 0)), var)
+            assert got.tobytes() == want.tobytes()

@@ -238,6 +238,9 @@ class PlotConverter:
         self.unknown_elevation_sigma_deg = float(unknown_elevation_sigma_deg)
         self._rotation = geo.mount_rotation(mount.boresight_azimuth_deg, mount.tilt_deg)
         self._position = np.asarray(mount.position_enu_m, dtype=float)
+        self._antenna = self._position.copy()
+        self._antenna.flags.writeable = False
+        """The Cartesian frames' ``sensor_pos_enu_m``: one read-only array, not a copy a frame."""
         self._variance = np.array([noise.range_sigma_m**2, np.radians(noise.azimuth_sigma_deg) ** 2,
                                    np.radians(noise.elevation_sigma_deg) ** 2])  # σr² m², σa², σe² rad²
         self.dropped = 0
@@ -339,7 +342,7 @@ class PlotConverter:
         rv = columns[:, 3]
         return Detections.of(plots.sensor, plots.t_mono, pos, cov, columns[:, 4], rv, _nan(len(rv)),
                              np.where(np.isfinite(rv), self.noise.radial_speed_sigma_mps**2, np.nan),
-                             self._position.copy(), self.noise.unambiguous_speed_mps, np.ones(len(rv), dtype=bool))
+                             self._antenna, self.noise.unambiguous_speed_mps, all_true(len(rv)))
 
 
 _COLUMNS = ("x_m", "y_m", "z_m", "radial_vel_mps", "snr_db")
@@ -380,24 +383,42 @@ def _rotated_covariance(rot: np.ndarray, jac: np.ndarray, var: np.ndarray) -> np
     (``jac[j, k]`` is J[:, j, k]: point-major last, so every step runs over contiguous rows)
     and ``var`` (3,): the sums over the inner index written out, term by term in index
     order from 0, as ``einsum("ij,njk->nik")`` and ``einsum("nik,k,njk->nij")`` add them
-    (the same floats, for a fraction of the three-operand einsum's time), then (C + Cᵀ) / 2."""
+    (the same floats, for a fraction of the three-operand einsum's time), then (C + Cᵀ) / 2.
+    Each sum is one reduction from an initial 0.0 over an axis that is not the innermost,
+    which NumPy adds element by element in index order: ((0 + t₀) + t₁) + t₂, as einsum."""
     q = rot[:, :, None, None] * jac  # q[i, j, k] = R[i, j] J[j, k]
-    rj = q[:, 0] + 0.0  # rj[i, k] = (R J)[i, k]
-    rj += q[:, 1]
-    rj += q[:, 2]
+    rj = np.add.reduce(q, axis=1, initial=0.0)  # rj[i, k] = (R J)[i, k]
     a = rj * var[:, None]  # (R J)[i, k] var[k]
     p = a[:, None] * rj  # p[i, j, k] = ((R J)[i, k] var[k]) (R J)[j, k]
-    cov = p[:, :, 0] + 0.0
-    cov += p[:, :, 1]
-    cov += p[:, :, 2]  # (3, 3, N)
+    cov = np.add.reduce(p, axis=2, initial=0.0)  # (3, 3, N)
     out = np.empty((cov.shape[2], 3, 3))
     np.multiply(cov + cov.transpose(1, 0, 2), 0.5, out=out.transpose(1, 2, 0))  # (C + Cᵀ) / 2, point-major
     return out
 
 
 def _nan(n: int) -> np.ndarray:
-    """(n,) NaN."""
-    return np.full(n, np.nan)
+    """(n,) NaN, read-only: a view of one shared array (see :func:`_shared`)."""
+    return _shared(n, _NANS, np.nan)
+
+
+def all_true(n: int) -> np.ndarray:
+    """(n,) True, read-only: a view of one shared array (see :func:`_shared`)."""
+    return _shared(n, _TRUES, True)
+
+
+_NANS, _TRUES = [np.full(0, np.nan)], [np.ones(0, dtype=bool)]
+
+
+def _shared(n: int, holder: list[np.ndarray], fill: float | bool) -> np.ndarray:
+    """The first n elements of ``holder``'s read-only array of ``fill``, made longer (twice,
+    at least n) when too short: the constant columns of a frame's detections (nothing
+    writes into detections) without an allocation and a fill per frame."""
+    array = holder[0]
+    if array.shape[0] < n:
+        array = np.full(max(n, 2 * array.shape[0]), fill, dtype=array.dtype)
+        array.flags.writeable = False
+        holder[0] = array
+    return array[:n]
 
 
 def radial_speed(rows: np.ndarray, pos_enu_m: np.ndarray, antenna_enu_m: np.ndarray) -> np.ndarray:
