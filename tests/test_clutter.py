@@ -163,3 +163,28 @@ def test_clutter_map_learning_of_known_cells_equals_the_general_path():
     assert len(fast) >= len(posts)
     np.testing.assert_array_equal(fast._keys, general._keys)
     assert fast._dwell.tobytes() == general._dwell.tobytes() and fast._t.tobytes() == general._t.tobytes()
+
+
+def test_labeller_static_clutter_follows_exempt_tracks_changed_after_observe():
+    """Labeller.labels() answers from what observe() decided, unless the exempt tracks changed since."""
+    from towerd.geo import Site
+    from towerd.labeller import Labeller
+    from towerd.threat import ThreatAssessor, ThreatSettings
+    from towerd.tracking.classify import ClassificationSettings
+
+    rng = np.random.default_rng(2)
+    trk = tracker()
+    labeller = Labeller(ClassificationSettings(), StaticClutterFilter(StaticClutterSettings(exempt_uas_confidence=101)),
+                        ThreatAssessor(ThreatSettings(), Site(0, 0, 0)))
+    exempt = {"ids": np.zeros(0, dtype=np.uint32)}
+    labeller.exempt_tracks = lambda: exempt["ids"]
+    for k in range(100):
+        update = trk.step(frame(0.1 * k, [[0.0, 150.0, 10.0]], rng))  # a lamp post
+        labeller.observe(update)
+    rows = np.flatnonzero(update.tracks.status == Status.CONFIRMED)
+    assert len(rows) == 1
+    assert labeller.labels(rows).reportable.tolist() == [False]  # static clutter
+    exempt["ids"] = update.tracks.track_id[rows].astype(np.uint32)  # a Remote ID pairing, after observe()
+    assert labeller.labels(rows).reportable.tolist() == [True]
+    exempt["ids"] = np.zeros(0, dtype=np.uint32)
+    assert labeller.labels(rows).reportable.tolist() == [False]

@@ -16,8 +16,9 @@ for by the reporter, for the tracks whose status makes them reportable, through
 - static clutter: a track that has MOVED is never static; the others are static unless
   exempt (RF-linked, Doppler spread of rotors, confidently uas, or named by
   :attr:`Labeller.exempt_tracks`: Remote ID fusion's radar tracks paired with an airborne
-  drone's broadcast), which needs the decision only for them. The clutter map learns from the confirmed static tracks a
-  detection updated, so their exemption is decided on every call;
+  drone's broadcast), which needs the decision only for them. The exemption of the
+  established tracks that have not moved is decided on every call, once for the
+  clutter map (which learns from those a detection updated) and the reporter's labels;
 - threat (:class:`~towerd.threat.ThreatAssessor`) for the tracks asked for.
 
 The per-track state (decisions, features, the clutter filter's motion test) is kept in
@@ -80,6 +81,9 @@ class Labeller:
         self._ids = self._tracks.track_id  # the ids of the rows of self._decision (RowCarry.ids)
         self._rf = RfLink.none(0)
         self._moved: np.ndarray | None = None  # (K,) the static filter's MOVED latch; None: filter off
+        self._established = np.zeros(0, dtype=bool)  # (K,) confirmed or coasting: decided in observe()
+        self._static = np.zeros(0, dtype=bool)  # (K,) established static clutter (not moved, not exempt)
+        self._observed_exempt_ids: np.ndarray | None = None  # _exempt_ids() when _static was made
         # The decision per row of self._tracks (see _DECIDED...), valid where decided.
         self._decision = np.zeros((0, _WIDTH))
         self._dirty = True  # settings changed since the last observe()
@@ -101,6 +105,7 @@ class Labeller:
         """New settings (the features, decisions' inputs and clutter state are kept); the
         next :meth:`observe` is a change whatever it brings."""
         self._dirty = True
+        self._established = np.zeros(len(self._tracks), dtype=bool)  # labels() decides afresh
         if classification != self.features.settings:
             self._hand_over_categories()  # the fusion's pending categories, under the old settings
             self.features.settings = classification
@@ -128,13 +133,18 @@ class Labeller:
 
         established = tr.rows_with_status(Status.CONFIRMED, Status.COASTING)
         self._decide(established.nonzero()[0])  # in one go what the reporter and the clutter map will ask
+        self._established = established
+        self._observed_exempt_ids = self._exempt_ids()
         self._moved = self.static_filter.observe(update, carry)
         if self._moved is not None:
-            # The clutter map learns from the static confirmed tracks a detection updated.
-            cand = hit[~self._moved[hit] & established[hit]]
-            if len(cand):
-                cand = cand[~self._exempt(cand, self._decision[cand])]
-            self.static_filter.learn_rows(update, cand)
+            # Static clutter among the established tracks, decided once for the reporter's
+            # labels() and the clutter map, which learns from those a detection updated.
+            still = (established & ~self._moved).nonzero()[0]
+            if len(still):
+                still = still[~self._exempt(still, self._decision[still], self._observed_exempt_ids)]
+            self._static = np.zeros(k, dtype=bool)
+            self._static[still] = True
+            self.static_filter.learn_rows(update, still[update.det_of_track[still] >= 0])
         if self.rf_fusion is not None:
             self.rf_fusion.set_categories(tr.track_id, self._categories_callable(tr))
         return True
@@ -142,18 +152,25 @@ class Labeller:
     def labels(self, rows: np.ndarray) -> TrackLabels:
         """The labels of ``rows`` (indices into the latest update's tracks)."""
         rows = np.asarray(rows, dtype=np.intp)
-        self._decide(rows)
-        d = self._decision[rows]
-        if self._moved is None:
-            reportable = np.ones(len(rows), dtype=bool)
+        exempt_ids = self._exempt_ids()
+        if exempt_ids is self._observed_exempt_ids and self._established[rows].all():
+            # the reporter's rows: decided, and their static clutter known, in observe()
+            d = self._decision[rows]
+            reportable = np.ones(len(rows), dtype=bool) if self._moved is None else ~self._static[rows]
         else:
-            reportable = self._moved[rows] | self._exempt(rows, d)
+            self._decide(rows)
+            d = self._decision[rows]
+            reportable = np.ones(len(rows), dtype=bool) if self._moved is None else (
+                self._moved[rows] | self._exempt(rows, d, exempt_ids))
         cc = d[:, _CATEGORY:_CONFIDENCE + 1].astype(np.uint8)
-        state = self._tracks.state[rows]
-        threat = self.threat.assess(state[:, :3], state[:, 3:], cc[:, 0], cc[:, 1],
-                                    hover_fraction=d[:, _HOVER], height_m=d[:, _HEIGHT])
+        if self.threat.zones:
+            state = self._tracks.state[rows]
+            threat = self.threat.assess(state[:, :3], state[:, 3:], cc[:, 0], cc[:, 1],
+                                        hover_fraction=d[:, _HOVER], height_m=d[:, _HEIGHT]).threat
+        else:  # no zone: the category's baseline, which needs no kinematics
+            threat = self.threat.baseline_of(cc[:, 0])
         rf = RfLink.none(len(rows)) if self._rf.is_shared_none else self._rf.select(rows)
-        return TrackLabels(cc[:, 0], cc[:, 1], threat.threat, reportable, rf)
+        return TrackLabels(cc[:, 0], cc[:, 1], threat, reportable, rf)
 
     def categories(self, rows: np.ndarray | None = None) -> np.ndarray:
         """uint8 ICD category of the live tracks ``rows`` (indices into the latest
@@ -187,18 +204,20 @@ class Labeller:
             out[:, _PROBABILITY:_FEATURES] = c.probability
             d[need] = out
 
-    def _exempt(self, rows: np.ndarray, d: np.ndarray) -> np.ndarray:
+    def _exempt_ids(self) -> np.ndarray:
+        """:attr:`exempt_tracks`' ids now (an empty array when there is none to ask)."""
+        return _NO_IDS if self.exempt_tracks is None else self.exempt_tracks()
+
+    def _exempt(self, rows: np.ndarray, d: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """(len(rows),) bool: never static clutter (see towerd.tracking.clutter); ``d``:
-        the rows' decisions (decided)."""
+        the rows' decisions (decided); ``ids``: :meth:`_exempt_ids`."""
         ss = self.static_filter.settings
         exempt = (d[:, _DOPPLER_SPREAD] >= ss.exempt_doppler_spread_mps) | (
             (d[:, _CATEGORY] == _UAS) & (d[:, _CONFIDENCE] >= ss.exempt_uas_confidence))
         if not self._rf.is_shared_none:  # else no track is RF-linked
             exempt |= self._rf.linked[rows]
-        if self.exempt_tracks is not None and len(rows):
-            ids = self.exempt_tracks()
-            if len(ids):  # a few paired drones: a comparison table beats np.isin's set-up
-                exempt |= (self._tracks.track_id[rows][:, None] == ids[None, :]).any(axis=1)
+        if len(ids) and len(rows):  # a few paired drones: a comparison table beats np.isin's set-up
+            exempt |= (self._tracks.track_id[rows][:, None] == ids[None, :]).any(axis=1)
         return exempt
 
     def _carry_decisions(self, carry: RowCarry, rf: RfLink) -> None:
@@ -234,6 +253,8 @@ _DOPPLER_SPREAD, _RF_LINK = _FEATURES + COLUMN["doppler_spread_mps"], _FEATURES 
 _UAS = int(Category.UAS)
 _UNDECIDED = np.zeros((1, _WIDTH))
 _UNDECIDED.flags.writeable = False
+_NO_IDS = np.zeros(0, dtype=np.uint32)
+_NO_IDS.flags.writeable = False
 
 
 def _same_links(a: RfLink, b: RfLink) -> bool:

@@ -262,6 +262,11 @@ class ThreatAssessor:
         inside = self.zones_at(np.array([lat_deg]), np.array([lon_deg]))[0]
         return {name for name, hit in zip(self.zone_names, inside) if hit}
 
+    def baseline_of(self, category: np.ndarray) -> np.ndarray:
+        """(K,) u1 threat of K tracks of ``category`` (K,) u1 in no zone: the baseline
+        level of each category (a new array)."""
+        return self._baseline[np.minimum(category, len(self._baseline) - 1)]
+
     def assess(
         self,
         pos_enu_m: np.ndarray,
@@ -277,13 +282,12 @@ class ThreatAssessor:
         None: unknown, and a rule that needs them does not apply)."""
         k = len(pos_enu_m)
         category = np.asarray(category, dtype=np.uint8)
+        threat = self.baseline_of(category)
         if not self.zones:  # the baseline alone
-            return ThreatAssessment(self._baseline[np.minimum(category, len(self._baseline) - 1)],
-                                    np.zeros((k, 0), dtype=bool), np.zeros((k, 0)), ())
+            return ThreatAssessment(threat, np.zeros((k, 0), dtype=bool), np.zeros((k, 0)), ())
         confidence = np.asarray(confidence)
         hover = np.full(k, np.nan) if hover_fraction is None else np.asarray(hover_fraction, dtype=float)
         height = np.full(k, np.nan) if height_m is None else np.asarray(height_m, dtype=float)
-        threat = self._baseline[np.minimum(category, len(self._baseline) - 1)].copy()
         p, v = np.asarray(pos_enu_m, dtype=float)[:, :2], np.asarray(vel_enu_mps, dtype=float)[:, :2]
         inside = self._edges.contains(p)  # (K, Z): every zone's edges at once
         ttz = self._edges.time_to_enter(p, v, inside)
