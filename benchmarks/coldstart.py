@@ -5,7 +5,10 @@ The nominal tower's scene (:func:`benchmarks.tower.nominal_scenario`, the same s
 TI emulator's frame bytes and the RF Explorer emulator's sweep bytes (its boot band; the
 daemon's scan plan retunes through three) through the real drivers' ``feed`` and the
 :class:`~towerd.pipeline.Pipeline` with a manual clock: no ports, threads, outbox or uplink,
-so this is the pipeline's own CPU (``time.thread_time``). Three ways of feeding the same
+so this is the pipeline's own CPU (``time.thread_time``). Each frame is timed as the daemon
+times it, by its reception: 0.1 s apart give or take up to :data:`JITTER_S` (seeded), so
+no two intervals are equal (with a constant step the tracker's per-interval matrices were
+always cached, which they never are in the daemon). Three ways of feeding the same
 frames: back to back ("hot": caches, TLBs and branch predictors keep what the previous frame
 left), each after a 0.1 s sleep (the daemon's cadence at 10 frames/s), and each after 0.1 s
 of busy-waiting (the CPU never idles, so what is lost is not a clock or sleep state but the
@@ -28,6 +31,9 @@ import numpy as np
 from benchmarks.common import Figure, Section
 
 FRAME_S = 0.1
+JITTER_S = 0.5e-3
+"""Largest difference between a frame's reception and its 0.1 s slot (a loaded host's
+scheduling); the replay draws it per frame, uniformly, from a seeded generator."""
 
 
 def _scene(n_frames: int):
@@ -54,9 +60,10 @@ def _scene(n_frames: int):
     rf = RfExplorerDriver("rf0", cfg.sensors[1].settings, clock=clock)
     rf.feed(rf_em.config_line(), 0.0)
     frames = [(ti_em.frame_bytes(n * FRAME_S, n), rf_em.sweep_bytes(n * FRAME_S)) for n in range(n_frames)]
+    steps = iter(FRAME_S + np.diff(np.random.default_rng(8).uniform(-JITTER_S, JITTER_S, n_frames + 1)))
 
     def feed(frame: tuple[bytes, bytes]) -> int:
-        clock.advance(FRAME_S)
+        clock.advance(next(steps))
         records = 0
         for reading in ti.feed(frame[0], clock.monotonic()) + rf.feed(frame[1], clock.monotonic()):
             records += len(pipeline.process(reading))
