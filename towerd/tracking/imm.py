@@ -179,24 +179,18 @@ class ImmPredictor:
         return len(self.models)
 
     def transition(self, dt: np.ndarray) -> np.ndarray:
-        """Mode transition matrices π (K, M, M) for dt (K,) seconds; rows sum to 1."""
+        """Mode transition matrices π (K, M, M) for dt (K,) seconds; rows sum to 1: the
+        stay probability exp(−dt / sojourn) on the diagonal, (1 − stay) / (M − 1) elsewhere
+        (filled in, not ``stay·I + (1 − stay)(1 − I)/(M − 1)``: the same bits, since x·1 + 0
+        and x·0 + y are exact, for a fraction of the arithmetic)."""
         m = self.n_modes
-        stay = np.exp(-np.asarray(dt, dtype=float) / self.mode_sojourn_s)[:, None, None]
-        eye = np.eye(m)
+        stay = np.exp(-np.asarray(dt, dtype=float) / self.mode_sojourn_s)
         if m == 1:
-            return np.broadcast_to(eye, (len(stay), 1, 1)).copy()
-        return stay * eye + (1.0 - stay) * (1.0 - eye) / (m - 1)
-
-    def _transition_one(self, dt: float) -> np.ndarray:
-        """:meth:`transition` of one dt, (M, M): the stay probability from the same
-        NumPy exp, the rest on Python floats (x·1 + 0 and x·0 + y are exact, so the
-        entries are the bits of the whole-array expression)."""
-        m = self.n_modes
-        if m == 1:
-            return np.eye(1)
-        stay = float(np.exp(np.array([-dt / self.mode_sojourn_s]))[0])
-        pi = np.full((m, m), (1.0 - stay) / (m - 1))
-        np.fill_diagonal(pi, stay)
+            return np.ones((len(stay), 1, 1))
+        pi = np.empty((len(stay), m, m))
+        pi[...] = ((1.0 - stay) / (m - 1))[:, None, None]
+        diagonal = np.arange(m)
+        pi[:, diagonal, diagonal] = stay[:, None]
         return pi
 
     def attach(self, tracks: TrackTable) -> TrackTable:
@@ -233,7 +227,7 @@ class ImmPredictor:
                 Qv = Q.reshape(len(Q), 1, -1)[..., VECH_OF_FULL]
             else:
                 F, Q, Qv = stacked
-            got = (self._transition_one(dt), F, np.ascontiguousarray(np.swapaxes(F, -1, -2)), Q, congruence_vech(F), Qv)
+            got = (self.transition(np.array([dt]))[0], F, np.ascontiguousarray(np.swapaxes(F, -1, -2)), Q, congruence_vech(F), Qv)
             for a in got:
                 a.flags.writeable = False
             self._matrices[dt] = got
