@@ -153,15 +153,17 @@ class Labeller:
         """The labels of ``rows`` (indices into the latest update's tracks)."""
         rows = np.asarray(rows, dtype=np.intp)
         exempt_ids = self._exempt_ids()
-        if exempt_ids is self._observed_exempt_ids and self._established[rows].all():
-            # the reporter's rows: decided, and their static clutter known, in observe()
-            d = self._decision[rows]
-            reportable = np.ones(len(rows), dtype=bool) if self._moved is None else ~self._static[rows]
-        else:
+        # The reporter's rows were decided, and their static clutter found, in observe().
+        observed = exempt_ids is self._observed_exempt_ids and self._established[rows].all()
+        if not observed:
             self._decide(rows)
-            d = self._decision[rows]
-            reportable = np.ones(len(rows), dtype=bool) if self._moved is None else (
-                self._moved[rows] | self._exempt(rows, d, exempt_ids))
+        d = self._decision[rows]
+        if self._moved is None:
+            reportable = np.ones(len(rows), dtype=bool)
+        elif observed:
+            reportable = ~self._static[rows]
+        else:
+            reportable = self._moved[rows] | self._exempt(rows, d, exempt_ids)
         cc = d[:, _CATEGORY:_CONFIDENCE + 1].astype(np.uint8)
         if self.threat.zones:
             state = self._tracks.state[rows]
